@@ -1,0 +1,178 @@
+package control
+
+import (
+	"context"
+	"crypto/x509"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// stateCache is a watched, eventually consistent copy of the slowly changing
+// cluster state: entries, nodes, roots and JWT keys. It feeds the agent sync
+// streams and listings; it never answers a security check on its own (those
+// use linearizable reads).
+type stateCache struct {
+	cli *clientv3.Client
+	log *slog.Logger
+
+	mu struct {
+		sync.RWMutex
+		loaded  bool
+		entries map[string]EntryRecord
+		nodes   map[string]NodeRecord
+		jwtKeys map[string]JWTKeyRecord
+		roots   []*x509.Certificate
+		// changed is closed and replaced on every change.
+		changed chan struct{}
+	}
+}
+
+func newStateCache(cli *clientv3.Client, log *slog.Logger) *stateCache {
+	s := &stateCache{cli: cli, log: log}
+	s.mu.changed = make(chan struct{})
+	return s
+}
+
+type snapshot struct {
+	entries []EntryRecord
+	nodes   []NodeRecord
+	jwtKeys []JWTKeyRecord
+	roots   []*x509.Certificate
+	changed <-chan struct{}
+	loaded  bool
+}
+
+func (s *stateCache) snapshot() snapshot {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	snap := snapshot{roots: s.mu.roots, changed: s.mu.changed, loaded: s.mu.loaded}
+	for _, e := range s.mu.entries {
+		snap.entries = append(snap.entries, e)
+	}
+	for _, n := range s.mu.nodes {
+		snap.nodes = append(snap.nodes, n)
+	}
+	for _, k := range s.mu.jwtKeys {
+		snap.jwtKeys = append(snap.jwtKeys, k)
+	}
+	sort.Slice(snap.entries, func(i, j int) bool { return snap.entries[i].ID < snap.entries[j].ID })
+	sort.Slice(snap.nodes, func(i, j int) bool { return snap.nodes[i].Name < snap.nodes[j].Name })
+	sort.Slice(snap.jwtKeys, func(i, j int) bool { return snap.jwtKeys[i].KeyID < snap.jwtKeys[j].KeyID })
+	return snap
+}
+
+func interesting(key string) bool {
+	return strings.HasPrefix(key, prefixEntries) || strings.HasPrefix(key, prefixNodes) ||
+		strings.HasPrefix(key, prefixJWTKeys) || key == keyRoots
+}
+
+// run loads and then watches the state until ctx ends, reloading after any
+// watch failure (compaction, leader loss).
+func (s *stateCache) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		rev, err := s.load(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("state cache load failed", "err", err)
+			}
+			sleep(ctx, time.Second)
+			continue
+		}
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		for wr := range s.cli.Watch(wctx, watchPrefixAll, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+			if err := wr.Err(); err != nil {
+				s.log.Debug("state cache watch ended", "err", err)
+				break
+			}
+			changed := false
+			s.mu.Lock()
+			for _, ev := range wr.Events {
+				k := string(ev.Kv.Key)
+				if !interesting(k) {
+					continue
+				}
+				changed = true
+				s.applyLocked(k, ev.Kv.Value, ev.Type == clientv3.EventTypeDelete)
+			}
+			if changed {
+				close(s.mu.changed)
+				s.mu.changed = make(chan struct{})
+			}
+			s.mu.Unlock()
+		}
+		cancel()
+	}
+}
+
+func (s *stateCache) load(ctx context.Context) (int64, error) {
+	resp, err := s.cli.Get(ctx, watchPrefixAll, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.entries = map[string]EntryRecord{}
+	s.mu.nodes = map[string]NodeRecord{}
+	s.mu.jwtKeys = map[string]JWTKeyRecord{}
+	for _, kv := range resp.Kvs {
+		if interesting(string(kv.Key)) {
+			s.applyLocked(string(kv.Key), kv.Value, false)
+		}
+	}
+	s.mu.loaded = true
+	close(s.mu.changed)
+	s.mu.changed = make(chan struct{})
+	return resp.Header.Revision, nil
+}
+
+func (s *stateCache) applyLocked(key string, value []byte, deleted bool) {
+	switch {
+	case strings.HasPrefix(key, prefixEntries):
+		id := strings.TrimPrefix(key, prefixEntries)
+		if deleted {
+			delete(s.mu.entries, id)
+			return
+		}
+		if e, err := decode[EntryRecord](value); err == nil {
+			s.mu.entries[id] = e
+		}
+	case strings.HasPrefix(key, prefixNodes):
+		name := strings.TrimPrefix(key, prefixNodes)
+		if deleted {
+			delete(s.mu.nodes, name)
+			return
+		}
+		if n, err := decode[NodeRecord](value); err == nil {
+			s.mu.nodes[name] = n
+		}
+	case strings.HasPrefix(key, prefixJWTKeys):
+		kid := strings.TrimPrefix(key, prefixJWTKeys)
+		if deleted {
+			delete(s.mu.jwtKeys, kid)
+			return
+		}
+		if k, err := decode[JWTKeyRecord](value); err == nil {
+			s.mu.jwtKeys[kid] = k
+		}
+	case key == keyRoots:
+		if !deleted {
+			if roots, err := decodeRoots(value); err == nil {
+				s.mu.roots = roots
+			}
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

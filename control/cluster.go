@@ -1,0 +1,203 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/identity/jointoken"
+)
+
+// CreateJoinToken implements unumv1.ClusterServer.
+func (s *Server) CreateJoinToken(ctx context.Context, req *unumv1.CreateJoinTokenRequest) (*unumv1.CreateJoinTokenResponse, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := jointoken.ValidateNodeName(req.GetName()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "--name: %v", err)
+	}
+	roles, err := jointoken.ParseRoles(joinComma(req.GetRoles()))
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "--roles: %v", err)
+	}
+	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
+	switch {
+	case ttl == 0:
+		ttl = defaultJoinTTL
+	case ttl < 0 || ttl > maxJoinTokenTTL:
+		return nil, status.Errorf(codes.InvalidArgument, "--ttl must be between 1s and %s", maxJoinTokenTTL)
+	}
+	if len(s.cfg.Roots) == 0 {
+		return nil, status.Error(codes.FailedPrecondition, "no trust bundle")
+	}
+	tok, err := jointoken.New(jointoken.KindNode, ca.Fingerprint(s.cfg.Roots[0]), rand.Reader)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "new token: %v", err)
+	}
+	expires := s.cfg.Clock().Add(ttl).UTC()
+	rec := tok.Record(req.GetName(), roles, c.ID.String(), expires)
+	resp, err := s.cfg.Etcd.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(nodeKey(req.GetName())), "=", 0)).
+		Then(clientv3.OpPut(joinTokenKey(tok.ID), mustJSON(rec))).
+		Commit()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "store join token: %v", err)
+	}
+	if !resp.Succeeded {
+		return nil, status.Errorf(codes.AlreadyExists, "a node named %q already exists", req.GetName())
+	}
+	s.cfg.Log.Info("join token minted", "token_id", tok.ID, "name", req.GetName(), "roles", roles, "expires", expires, "by", c.ID.String())
+	return &unumv1.CreateJoinTokenResponse{Token: tok.String(), ExpiresAtUnix: expires.Unix()}, nil
+}
+
+func joinComma(ss []string) string {
+	out := ""
+	for i, s := range ss {
+		if i > 0 {
+			out += ","
+		}
+		out += s
+	}
+	return out
+}
+
+// Heartbeat implements unumv1.ClusterServer.
+func (s *Server) Heartbeat(ctx context.Context, req *unumv1.HeartbeatRequest) (*unumv1.HeartbeatResponse, error) {
+	node, err := callerNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := NodeStatus{
+		LastSeen:      s.cfg.Clock().UTC(),
+		SVIDExpiresAt: time.Unix(req.GetSvidExpiresAtUnix(), 0).UTC(),
+		Enforcement:   req.GetEnforcement(),
+		AgentReady:    req.GetAgentReady(),
+	}
+	// Only members may report; a removed node's heartbeat is refused.
+	resp, err := s.cfg.Etcd.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(nodeKey(node)), ">", 0)).
+		Then(clientv3.OpPut(nodeStatusKey(node), mustJSON(st))).
+		Commit()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "store heartbeat: %v", err)
+	}
+	if !resp.Succeeded {
+		return nil, status.Errorf(codes.PermissionDenied, "node %s is not a member of the cluster", node)
+	}
+	return &unumv1.HeartbeatResponse{}, nil
+}
+
+func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
+	resp, err := s.cfg.Etcd.Txn(ctx).Then(
+		clientv3.OpGet(prefixNodes, clientv3.WithPrefix()),
+		clientv3.OpGet(prefixNodeStatus, clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, err
+	}
+	statuses := map[string]NodeStatus{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		st, err := decode[NodeStatus](kv.Value)
+		if err == nil {
+			statuses[string(kv.Key[len(prefixNodeStatus):])] = st
+		}
+	}
+	now := s.cfg.Clock()
+	var out []*unumv1.Node
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		n, err := decode[NodeRecord](kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", kv.Key, err)
+		}
+		pn := &unumv1.Node{
+			Name:              n.Name,
+			SpiffeId:          n.SPIFFEID,
+			Roles:             n.Roles,
+			ApiAddress:        n.APIAddress,
+			EnrollmentAddress: n.EnrollmentAddress,
+			Enforcement:       "unknown",
+		}
+		if st, ok := statuses[n.Name]; ok {
+			pn.LastSeenUnix = st.LastSeen.Unix()
+			pn.SvidExpiresAtUnix = st.SVIDExpiresAt.Unix()
+			pn.Enforcement = st.Enforcement
+			pn.AgentReady = st.AgentReady
+			pn.Ready = st.AgentReady && now.Sub(st.LastSeen) < nodeReadyAfter && now.Before(st.SVIDExpiresAt)
+		}
+		out = append(out, pn)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ListNodes implements unumv1.ClusterServer.
+func (s *Server) ListNodes(ctx context.Context, _ *unumv1.ListNodesRequest) (*unumv1.ListNodesResponse, error) {
+	nodes, err := s.listNodes(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "list nodes: %v", err)
+	}
+	return &unumv1.ListNodesResponse{Nodes: nodes}, nil
+}
+
+// Status implements unumv1.ClusterServer. It answers even without quorum
+// (quorum=false) so that an operator can see what is wrong.
+func (s *Server) Status(ctx context.Context, _ *unumv1.StatusRequest) (*unumv1.StatusResponse, error) {
+	out := &unumv1.StatusResponse{
+		TrustDomain:     s.cfg.TrustDomain.Name(),
+		CaExpiresAtUnix: s.cfg.Authority.Certificate().NotAfter.Unix(),
+		ServedBy:        s.cfg.NodeName,
+	}
+	if len(s.cfg.Roots) > 0 {
+		out.RootExpiresAtUnix = s.cfg.Roots[0].NotAfter.Unix()
+	}
+	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	nodes, err := s.listNodes(qctx)
+	if err == nil {
+		out.Quorum = true
+		out.Nodes = nodes
+	}
+	mctx, cancel2 := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel2()
+	members, merr := s.cfg.Etcd.MemberList(mctx)
+	var leader uint64
+	for _, ep := range s.cfg.Etcd.Endpoints() {
+		if st, err := s.cfg.Etcd.Status(mctx, ep); err == nil {
+			leader = st.Leader
+			break
+		}
+	}
+	if merr == nil {
+		for _, m := range members.Members {
+			em := &unumv1.EtcdMember{
+				Name:       m.Name,
+				Id:         strconv.FormatUint(m.ID, 16),
+				ClientUrls: m.ClientURLs,
+				PeerUrls:   m.PeerURLs,
+				Learner:    m.IsLearner,
+				Leader:     m.ID == leader && leader != 0,
+			}
+			if em.Leader {
+				out.EtcdLeader = m.Name
+			}
+			out.EtcdMembers = append(out.EtcdMembers, em)
+		}
+	}
+	if err != nil && merr != nil {
+		return out, nil
+	}
+	return out, nil
+}
+
+var errNoRoot = errors.New("this node does not hold the root CA key: join control nodes through the enrolment address of the node where `unum init` ran")

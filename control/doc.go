@@ -1,0 +1,19 @@
+// Package control implements the services a control node serves over the
+// cluster's mutual-TLS API: Identity (SVID minting, registration entries,
+// agent sync), Enrollment (joining with a token, on its own listener) and
+// Cluster (join tokens, node listing, status, heartbeats).
+//
+// It also owns the layout of cluster state in etcd (schema.go). Every
+// security-relevant read is linearizable: the CA signs a workload SVID only
+// after a batched linearizable read (meta.BatchReader) confirms the
+// registration entry and the requesting node, so a control node cut off from
+// the etcd majority cannot mint. Single use of a join token and uniqueness of
+// node names are enforced by one etcd transaction.
+//
+// Handlers trust the caller that rpc.CallerFromContext returns (the rpc
+// interceptor verified and authorized it) but re-check the caller's kind
+// where a handler's meaning depends on it (a node asking for its own
+// entries), so a permissive authorizer cannot widen what a node receives.
+//
+// Imported by package node only.
+package control

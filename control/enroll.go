@@ -1,0 +1,224 @@
+package control
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"net"
+	"net/url"
+	"slices"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/identity/jointoken"
+	"github.com/unumos/unum/storage/meta"
+)
+
+const maxEtcdHosts = 8
+
+// Join implements unumv1.EnrollmentServer. Order matters: everything that can
+// be checked without consuming the token is checked first (so a malformed
+// request does not burn it); then one etcd transaction consumes the token and
+// claims the node name, so of two concurrent uses exactly one wins; only then
+// is anything signed.
+func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.JoinResponse, error) {
+	tok, err := jointoken.Parse(req.GetToken())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if tok.Kind != jointoken.KindNode {
+		return nil, status.Errorf(codes.InvalidArgument, "join token: a %s token cannot join a node", tok.Kind)
+	}
+	got, err := s.cfg.Etcd.Get(ctx, joinTokenKey(tok.ID))
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "read join token: %v", err)
+	}
+	if len(got.Kvs) == 0 {
+		s.cfg.Log.Warn("join refused: unknown token", "token_id", tok.ID)
+		return nil, status.Error(codes.PermissionDenied, "join token is unknown to this cluster")
+	}
+	tokenKV := got.Kvs[0]
+	rec, err := decode[jointoken.Record](tokenKV.Value)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "join token record: %v", err)
+	}
+	if err := rec.Check(tok, s.cfg.Clock()); err != nil {
+		s.cfg.Log.Warn("join refused", "token_id", tok.ID, "name", rec.Name, "err", err)
+		switch {
+		case errors.Is(err, jointoken.ErrExpired):
+			return nil, status.Errorf(codes.PermissionDenied, "join token expired at %s", rec.ExpiresAt.Format("2006-01-02T15:04:05Z07:00"))
+		case errors.Is(err, jointoken.ErrUsed):
+			return nil, status.Error(codes.PermissionDenied, "join token has already been used")
+		default:
+			return nil, status.Error(codes.PermissionDenied, "join token is invalid")
+		}
+	}
+	name, control := rec.Name, slices.Contains(rec.Roles, "control")
+	nodeID, err := identity.NodeID(s.cfg.TrustDomain, name)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "node id: %v", err)
+	}
+	if _, err := ca.VerifyCSR(req.GetCsr(), nodeID); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "node csr refused: %v", err)
+	}
+	if err := checkHostPort("api_address", req.GetApiAddress()); err != nil {
+		return nil, err
+	}
+	var interCSR, etcdCSR *x509.CertificateRequest
+	if control {
+		if s.cfg.Root == nil || s.cfg.EtcdCA == nil {
+			return nil, status.Error(codes.FailedPrecondition, errNoRoot.Error())
+		}
+		if interCSR, err = ca.VerifyCSR(req.GetIntermediateCsr(), nodeID); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "intermediate csr refused: %v", err)
+		}
+		if etcdCSR, err = ca.VerifyCSR(req.GetEtcdCsr(), nodeID); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "etcd csr refused: %v", err)
+		}
+		if err := checkHostPort("enrollment_address", req.GetEnrollmentAddress()); err != nil {
+			return nil, err
+		}
+		for _, u := range []string{req.GetEtcdPeerUrl(), req.GetEtcdClientUrl()} {
+			if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" {
+				return nil, status.Errorf(codes.InvalidArgument, "etcd url %q must be https://HOST:PORT", u)
+			}
+		}
+		if n := len(req.GetEtcdHosts()); n == 0 || n > maxEtcdHosts {
+			return nil, status.Errorf(codes.InvalidArgument, "etcd_hosts: give 1 to %d hosts", maxEtcdHosts)
+		}
+		for _, h := range req.GetEtcdHosts() {
+			if net.ParseIP(h) == nil && jointoken.ValidateNodeName(h) != nil && h != "localhost" {
+				return nil, status.Errorf(codes.InvalidArgument, "etcd host %q is neither an IP address nor a host name", h)
+			}
+		}
+	}
+
+	now := s.cfg.Clock().UTC()
+	record := NodeRecord{
+		Name:       name,
+		SPIFFEID:   nodeID.String(),
+		Roles:      rec.Roles,
+		APIAddress: req.GetApiAddress(),
+		JoinedAt:   now,
+	}
+	if control {
+		record.EnrollmentAddress = req.GetEnrollmentAddress()
+	}
+	used := rec
+	used.Used, used.UsedAt = true, now
+	txn, err := s.cfg.Etcd.Txn(ctx).
+		If(
+			clientv3.Compare(clientv3.ModRevision(joinTokenKey(tok.ID)), "=", tokenKV.ModRevision),
+			clientv3.Compare(clientv3.CreateRevision(nodeKey(name)), "=", 0),
+		).
+		Then(
+			clientv3.OpPut(joinTokenKey(tok.ID), mustJSON(used)),
+			clientv3.OpPut(nodeKey(name), mustJSON(record)),
+		).
+		Else(clientv3.OpGet(joinTokenKey(tok.ID)), clientv3.OpGet(nodeKey(name))).
+		Commit()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "consume join token: %v", err)
+	}
+	if !txn.Succeeded {
+		// Someone else consumed the token first (or the name was taken).
+		// Say which, the token's fate first: that is what the caller did.
+		if kvs := txn.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].ModRevision != tokenKV.ModRevision {
+			s.cfg.Log.Warn("join refused: token used concurrently", "token_id", tok.ID, "name", name)
+			return nil, status.Error(codes.PermissionDenied, "join token has already been used")
+		}
+		return nil, status.Errorf(codes.AlreadyExists, "a node named %q already exists", name)
+	}
+
+	resp := &unumv1.JoinResponse{TrustDomain: s.cfg.TrustDomain.Name(), Name: name, Roles: rec.Roles}
+	chain, err := s.cfg.Authority.SignX509SVID(req.GetCsr(), nodeID, s.cfg.NodeSVIDTTL)
+	if err != nil {
+		s.rollbackJoin(name)
+		return nil, status.Errorf(codes.Internal, "sign node svid: %v", err)
+	}
+	resp.SvidChain = derChain(chain)
+	for _, r := range s.cfg.Roots {
+		resp.Roots = append(resp.Roots, r.Raw)
+	}
+	if control {
+		inter, err := ca.NewIntermediate(s.cfg.TrustDomain, name, interCSR.PublicKey, s.cfg.Root.Cert, s.cfg.Root.Key, now, s.cfg.IntermediateTTL)
+		if err != nil {
+			s.rollbackJoin(name)
+			return nil, status.Errorf(codes.Internal, "sign intermediate: %v", err)
+		}
+		etcdCert, err := meta.IssueMemberCert(s.cfg.EtcdCA.Cert, s.cfg.EtcdCA.Key, etcdCSR.PublicKey, req.GetEtcdHosts(), now, s.cfg.IntermediateTTL)
+		if err != nil {
+			s.rollbackJoin(name)
+			return nil, status.Errorf(codes.Internal, "sign etcd certificate: %v", err)
+		}
+		memberID, initialCluster, err := meta.AddLearner(ctx, s.cfg.Etcd, name, req.GetEtcdPeerUrl())
+		if err != nil {
+			s.rollbackJoin(name)
+			return nil, status.Errorf(codes.Unavailable, "add etcd member: %v", err)
+		}
+		record.EtcdMemberID = memberID
+		if _, err := s.cfg.Etcd.Put(ctx, nodeKey(name), mustJSON(record)); err != nil {
+			s.cfg.Log.Warn("record etcd member id", "node", name, "err", err)
+		}
+		resp.Intermediate = inter.Raw
+		resp.EtcdCa = s.cfg.EtcdCA.Cert.Raw
+		resp.EtcdCert = etcdCert.Raw
+		resp.EtcdInitialCluster = initialCluster
+		resp.EtcdMemberId = memberID
+	}
+	resp.ControlAddresses = controlAddresses(s.cache.snapshot().nodes)
+	if control {
+		resp.ControlAddresses = append(resp.ControlAddresses, record.APIAddress)
+	}
+	s.cfg.Log.Info("node joined", "node", name, "roles", rec.Roles, "token_id", tok.ID)
+	return resp, nil
+}
+
+// rollbackJoin removes the node record of a join that failed after the
+// token was consumed; the token stays used (single use means single use).
+func (s *Server) rollbackJoin(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*1e9)
+	defer cancel()
+	if _, err := s.cfg.Etcd.Delete(ctx, nodeKey(name)); err != nil {
+		s.cfg.Log.Error("roll back failed join", "node", name, "err", err)
+	}
+}
+
+func checkHostPort(field, v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil || host == "" || port == "" {
+		return status.Errorf(codes.InvalidArgument, "%s %q must be HOST:PORT", field, v)
+	}
+	return nil
+}
+
+// Bootstrap writes the initial cluster state, once, from `unum init`.
+func Bootstrap(ctx context.Context, cli *clientv3.Client, info ClusterInfo, roots []*x509.Certificate, first NodeRecord, jwt JWTKeyRecord) error {
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(keyClusterInfo), "=", 0)).
+		Then(
+			clientv3.OpPut(keyClusterInfo, mustJSON(info)),
+			clientv3.OpPut(keyRoots, encodeRoots(roots)),
+			clientv3.OpPut(nodeKey(first.Name), mustJSON(first)),
+			clientv3.OpPut(prefixJWTKeys+jwt.KeyID, mustJSON(jwt)),
+		).Commit()
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return errors.New("cluster state already initialised")
+	}
+	return nil
+}
+
+// PublishJWTKey records a control node's JWT-SVID signing key so that every
+// agent serves it in the JWT bundle.
+func PublishJWTKey(ctx context.Context, cli *clientv3.Client, k JWTKeyRecord) error {
+	_, err := cli.Put(ctx, prefixJWTKeys+k.KeyID, mustJSON(k))
+	return err
+}

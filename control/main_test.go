@@ -1,0 +1,208 @@
+package control
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/storage/meta"
+)
+
+// harness is one control node shared by the package's tests: a real etcd,
+// a real CA and the real services on mutual-TLS listeners on 127.0.0.1.
+type harness struct {
+	td         spiffeid.TrustDomain
+	root       *x509.Certificate
+	rootKey    *ecdsa.PrivateKey
+	authority  *ca.Authority
+	etcd       *meta.Server
+	srv        *Server
+	apiAddr    string
+	enrollAddr string
+}
+
+var h *harness
+
+func TestMain(m *testing.M) {
+	code, err := runMain(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "control tests:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func runMain(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "control-test-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	hh, stop, err := newHarness(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	h = hh
+	return m.Run(), nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func newHarness(dir string) (*harness, func(), error) {
+	ctx := context.Background()
+	now := time.Now()
+	td := spiffeid.RequireTrustDomainFromString("unum.test")
+	rootKey, _ := ca.GenerateKey()
+	root, err := ca.NewRoot(td, rootKey, now, 24*time.Hour)
+	if err != nil {
+		return nil, nil, err
+	}
+	interKey, _ := ca.GenerateKey()
+	inter, err := ca.NewIntermediate(td, "node-1", interKey.Public(), root, rootKey, now, 12*time.Hour)
+	if err != nil {
+		return nil, nil, err
+	}
+	authority, err := ca.New(td, inter, interKey, nil, time.Now)
+	if err != nil {
+		return nil, nil, err
+	}
+	jwtKey, _ := ca.GenerateKey()
+	jwtSigner, err := ca.NewJWTSigner(td, jwtKey, time.Now)
+	if err != nil {
+		return nil, nil, err
+	}
+	etcdCA, etcdCAKey, err := meta.NewCA(now, 24*time.Hour)
+	if err != nil {
+		return nil, nil, err
+	}
+	memberKey, _ := ca.GenerateKey()
+	memberCert, err := meta.IssueMemberCert(etcdCA, etcdCAKey, memberKey.Public(), []string{"127.0.0.1", "localhost"}, now, 24*time.Hour)
+	if err != nil {
+		return nil, nil, err
+	}
+	tlsFiles, err := meta.WriteTLSFiles(filepath.Join(dir, "etcd-tls"), etcdCA, memberCert, memberKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	clientAddr, _ := freeAddr()
+	peerAddr, _ := freeAddr()
+	hb, election := meta.DevTimings()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	etcd, err := meta.Start(ctx, meta.Config{
+		Name: "node-1", DataDir: filepath.Join(dir, "etcd"),
+		ClientURL: "https://" + clientAddr, PeerURL: "https://" + peerAddr,
+		InitialCluster: "node-1=https://" + peerAddr, ClusterState: "new",
+		TLS: tlsFiles, HeartbeatInterval: hb, ElectionTimeout: election, Logger: quiet,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	apiAddr, _ := freeAddr()
+	enrollAddr, _ := freeAddr()
+	nodeID := spiffeid.RequireFromPath(td, "/node/node-1")
+	pub, _ := x509.MarshalPKIXPublicKey(jwtSigner.PublicKey())
+	if err := Bootstrap(ctx, etcd.Client(), ClusterInfo{TrustDomain: td.Name(), CreatedAt: now},
+		[]*x509.Certificate{root},
+		NodeRecord{Name: "node-1", SPIFFEID: nodeID.String(), Roles: []string{"compute", "control"}, APIAddress: apiAddr, EnrollmentAddress: enrollAddr},
+		JWTKeyRecord{KeyID: jwtSigner.KeyID(), Node: "node-1", PublicKey: pub}); err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
+	srv, err := New(Config{
+		TrustDomain: td, NodeName: "node-1", Authority: authority, JWT: jwtSigner,
+		Root: &Signer{Cert: root, Key: rootKey}, EtcdCA: &Signer{Cert: etcdCA, Key: etcdCAKey},
+		Roots: []*x509.Certificate{root}, Etcd: etcd.Client(), Log: quiet,
+	})
+	if err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
+	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, apiAddr: apiAddr, enrollAddr: enrollAddr}
+	serverCreds, err := hh.creds(nodeID)
+	if err != nil {
+		return nil, nil, err
+	}
+	api := rpc.NewServer(serverCreds, rpc.BuiltinAuthorizer{}, quiet)
+	unumv1.RegisterIdentityServer(api, srv)
+	unumv1.RegisterClusterServer(api, srv)
+	enroll := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(serverCreds))))
+	unumv1.RegisterEnrollmentServer(enroll, srv)
+	apiLis, err := net.Listen("tcp", apiAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	enrollLis, err := net.Listen("tcp", enrollAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	go api.Serve(apiLis)
+	go enroll.Serve(enrollLis)
+	stop := func() {
+		api.Stop()
+		enroll.Stop()
+		srv.Close()
+		etcd.Close()
+	}
+	return hh, stop, nil
+}
+
+// creds issues an SVID for id from the harness CA (as init and joins do).
+func (hh *harness) creds(id spiffeid.ID) (*rpc.Credentials, error) {
+	key, err := ca.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	chain, err := hh.authority.SignX509SVIDForKey(key.Public(), id, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	return rpc.NewCredentials(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, []*x509.Certificate{hh.root})
+}
+
+// conn dials the API as principal path (e.g. "/user/admin").
+func conn(t *testing.T, path string) *grpc.ClientConn {
+	t.Helper()
+	creds, err := h.creds(spiffeid.RequireFromPath(h.td, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := rpc.Dial(creds, []string{h.apiAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var _ = identity.KindNode

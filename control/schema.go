@@ -1,0 +1,130 @@
+package control
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"time"
+)
+
+// Keys in etcd. Everything unum keeps in etcd lives under /unum/.
+const (
+	keyClusterInfo    = "/unum/cluster/info"
+	keyRoots          = "/unum/ca/roots"
+	prefixJWTKeys     = "/unum/ca/jwt/"
+	prefixNodes       = "/unum/nodes/"
+	prefixNodeStatus  = "/unum/nodestatus/"
+	prefixEntries     = "/unum/entries/"
+	prefixJoinTokens  = "/unum/tokens/join/"
+	watchPrefixAll    = "/unum/"
+	nodeReadyAfter    = 10 * time.Second
+	maxJoinTokenTTL   = 24 * time.Hour
+	defaultJoinTTL    = 15 * time.Minute
+	maxEntrySelectors = 16
+)
+
+// ClusterInfo is written once by `unum init`.
+type ClusterInfo struct {
+	TrustDomain string    `json:"trust_domain"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// NodeRecord is a node's membership record, created by init or by a join.
+type NodeRecord struct {
+	Name              string    `json:"name"`
+	SPIFFEID          string    `json:"spiffe_id"`
+	Roles             []string  `json:"roles"`
+	APIAddress        string    `json:"api_address"`
+	EnrollmentAddress string    `json:"enrollment_address,omitempty"`
+	EtcdMemberID      uint64    `json:"etcd_member_id,omitempty"`
+	JoinedAt          time.Time `json:"joined_at"`
+}
+
+// HasRole reports whether the node has role r.
+func (n NodeRecord) HasRole(r string) bool {
+	for _, x := range n.Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// NodeStatus is what a node reports in its heartbeats.
+type NodeStatus struct {
+	LastSeen      time.Time `json:"last_seen"`
+	SVIDExpiresAt time.Time `json:"svid_expires_at"`
+	Enforcement   string    `json:"enforcement"`
+	AgentReady    bool      `json:"agent_ready"`
+}
+
+// EntryRecord is a registration entry.
+type EntryRecord struct {
+	ID        string    `json:"id"`
+	SPIFFEID  string    `json:"spiffe_id"`
+	Node      string    `json:"node,omitempty"`
+	AllNodes  bool      `json:"all_nodes,omitempty"`
+	Selectors []string  `json:"selectors"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by"`
+}
+
+// AppliesTo reports whether the entry is for node name.
+func (e EntryRecord) AppliesTo(name string) bool { return e.AllNodes || e.Node == name }
+
+// JWTKeyRecord is a control node's JWT-SVID signing key (public part).
+type JWTKeyRecord struct {
+	KeyID     string `json:"kid"`
+	Node      string `json:"node"`
+	PublicKey []byte `json:"public_key"` // PKIX DER
+}
+
+func nodeKey(name string) string       { return prefixNodes + name }
+func nodeStatusKey(name string) string { return prefixNodeStatus + name }
+func entryKey(id string) string        { return prefixEntries + id }
+func joinTokenKey(id string) string    { return prefixJoinTokens + id }
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("control: marshal %T: %v", v, err)) // only our own plain structs
+	}
+	return string(b)
+}
+
+func decode[T any](data []byte) (T, error) {
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, fmt.Errorf("decode %T: %w", v, err)
+	}
+	return v, nil
+}
+
+func encodeRoots(roots []*x509.Certificate) string {
+	var out []byte
+	for _, r := range roots {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})...)
+	}
+	return string(out)
+}
+
+func decodeRoots(data []byte) ([]*x509.Certificate, error) {
+	var roots []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse root certificate: %w", err)
+		}
+		roots = append(roots, c)
+	}
+	if len(roots) == 0 {
+		return nil, fmt.Errorf("no root certificates in %s", keyRoots)
+	}
+	return roots, nil
+}

@@ -1,0 +1,354 @@
+package control
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/storage/meta"
+)
+
+// Signer pairs a CA certificate with its key.
+type Signer struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// Config configures a control node's services. It is not modified after New.
+type Config struct {
+	TrustDomain spiffeid.TrustDomain
+	// NodeName is this control node's name.
+	NodeName string
+	// Authority is this node's intermediate CA.
+	Authority *ca.Authority
+	// JWT signs JWT-SVIDs.
+	JWT *ca.JWTSigner
+	// Root and EtcdCA are held only by the node where `unum init` ran (until
+	// exported); without them this node refuses control-role joins.
+	Root   *Signer
+	EtcdCA *Signer
+	// Roots is the trust bundle; Roots[0] is the CA pinned by join tokens.
+	Roots []*x509.Certificate
+	// Etcd is a client of the local etcd member.
+	Etcd *clientv3.Client
+	// SVIDTTL is the lifetime of workload X509-SVIDs (default 1h);
+	// NodeSVIDTTL of node SVIDs (default 1h); JWTTTL of JWT-SVIDs (5m).
+	SVIDTTL, NodeSVIDTTL, JWTTTL time.Duration
+	// IntermediateTTL is the lifetime of intermediates signed for joining
+	// control nodes (default 1 year, capped at the root's expiry).
+	IntermediateTTL time.Duration
+	Clock           func() time.Time
+	Log             *slog.Logger
+}
+
+// Server implements the Identity, Enrollment and Cluster services.
+type Server struct {
+	unumv1.UnimplementedIdentityServer
+	unumv1.UnimplementedEnrollmentServer
+	unumv1.UnimplementedClusterServer
+
+	cfg    Config
+	reader *meta.BatchReader
+	cache  *stateCache
+
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+var (
+	_ unumv1.IdentityServer   = (*Server)(nil)
+	_ unumv1.EnrollmentServer = (*Server)(nil)
+	_ unumv1.ClusterServer    = (*Server)(nil)
+)
+
+// New starts a control server's background work (the state cache and the
+// batched reader). Close stops it.
+func New(cfg Config) (*Server, error) {
+	if cfg.Authority == nil || cfg.JWT == nil || cfg.Etcd == nil {
+		return nil, errors.New("control: authority, jwt signer and etcd client are required")
+	}
+	if cfg.SVIDTTL <= 0 {
+		cfg.SVIDTTL = time.Hour
+	}
+	if cfg.NodeSVIDTTL <= 0 {
+		cfg.NodeSVIDTTL = time.Hour
+	}
+	if cfg.JWTTTL <= 0 {
+		cfg.JWTTTL = 5 * time.Minute
+	}
+	if cfg.IntermediateTTL <= 0 {
+		cfg.IntermediateTTL = 365 * 24 * time.Hour
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:    cfg,
+		reader: meta.NewBatchReader(cfg.Etcd),
+		cache:  newStateCache(cfg.Etcd, cfg.Log),
+		cancel: cancel,
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.cache.run(ctx)
+	}()
+	return s, nil
+}
+
+// Close stops the server's background work.
+func (s *Server) Close() {
+	s.cancel()
+	s.wg.Wait()
+	s.reader.Close()
+}
+
+func callerOf(ctx context.Context) (rpc.Caller, error) {
+	c, ok := rpc.CallerFromContext(ctx)
+	if !ok {
+		return rpc.Caller{}, status.Error(codes.Unauthenticated, "no verified caller")
+	}
+	return c, nil
+}
+
+func callerNode(ctx context.Context) (string, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return "", err
+	}
+	if c.Kind != identity.KindNode {
+		return "", status.Errorf(codes.PermissionDenied, "%s is not a node", c.ID)
+	}
+	return c.Name, nil
+}
+
+// WhoAmI implements unumv1.IdentityServer.
+func (s *Server) WhoAmI(ctx context.Context, _ *unumv1.WhoAmIRequest) (*unumv1.WhoAmIResponse, error) {
+	return WhoAmI(ctx)
+}
+
+// WhoAmI answers who the verified caller of ctx is; every node serves it.
+func WhoAmI(ctx context.Context) (*unumv1.WhoAmIResponse, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &unumv1.WhoAmIResponse{SpiffeId: c.ID.String(), Kind: string(c.Kind)}
+	if c.Certificate != nil {
+		resp.ExpiresAtUnix = c.Certificate.NotAfter.Unix()
+	}
+	return resp, nil
+}
+
+// confirmEntry does the linearizable read that gates every workload SVID:
+// the entry exists, names id, applies to node, and node is still a member.
+func (s *Server) confirmEntry(ctx context.Context, node, entryID string, id spiffeid.ID) error {
+	if entryID == "" {
+		return status.Error(codes.InvalidArgument, "entry_id is required")
+	}
+	kvs, err := s.reader.Get(ctx, entryKey(entryID), nodeKey(node))
+	if err != nil {
+		// No quorum, or etcd unreachable: refuse rather than trust a cache.
+		return status.Errorf(codes.Unavailable, "cannot confirm registration entry (no etcd quorum?): %v", err)
+	}
+	if _, ok := kvs[nodeKey(node)]; !ok {
+		return status.Errorf(codes.PermissionDenied, "node %s is not a member of the cluster", node)
+	}
+	kv, ok := kvs[entryKey(entryID)]
+	if !ok {
+		return status.Errorf(codes.PermissionDenied, "no registration entry %s", entryID)
+	}
+	e, err := decode[EntryRecord](kv.Value)
+	if err != nil {
+		return status.Errorf(codes.Internal, "entry %s: %v", entryID, err)
+	}
+	if e.SPIFFEID != id.String() {
+		return status.Errorf(codes.PermissionDenied, "registration entry %s is for %s, not %s", entryID, e.SPIFFEID, id)
+	}
+	if !e.AppliesTo(node) {
+		return status.Errorf(codes.PermissionDenied, "registration entry %s does not apply to node %s", entryID, node)
+	}
+	return nil
+}
+
+func (s *Server) parseWorkloadID(raw string) (spiffeid.ID, error) {
+	id, err := identity.ParseWorkloadID(s.cfg.TrustDomain, raw)
+	if err != nil {
+		return spiffeid.ID{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return id, nil
+}
+
+// MintX509SVID implements unumv1.IdentityServer.
+func (s *Server) MintX509SVID(ctx context.Context, req *unumv1.MintX509SVIDRequest) (*unumv1.MintX509SVIDResponse, error) {
+	node, err := callerNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.parseWorkloadID(req.GetSpiffeId())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ca.VerifyCSR(req.GetCsr(), id); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
+	}
+	if err := s.confirmEntry(ctx, node, req.GetEntryId(), id); err != nil {
+		return nil, err
+	}
+	chain, err := s.cfg.Authority.SignX509SVID(req.GetCsr(), id, s.cfg.SVIDTTL)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "sign svid: %v", err)
+	}
+	return &unumv1.MintX509SVIDResponse{Chain: derChain(chain)}, nil
+}
+
+// MintJWTSVID implements unumv1.IdentityServer.
+func (s *Server) MintJWTSVID(ctx context.Context, req *unumv1.MintJWTSVIDRequest) (*unumv1.MintJWTSVIDResponse, error) {
+	node, err := callerNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.parseWorkloadID(req.GetSpiffeId())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetAudience()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "audience is required")
+	}
+	if err := s.confirmEntry(ctx, node, req.GetEntryId(), id); err != nil {
+		return nil, err
+	}
+	tok, err := s.cfg.JWT.SignJWTSVID(id, req.GetAudience(), s.cfg.JWTTTL)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "sign jwt-svid: %v", err)
+	}
+	return &unumv1.MintJWTSVIDResponse{Token: tok}, nil
+}
+
+// RenewNodeSVID implements unumv1.IdentityServer.
+func (s *Server) RenewNodeSVID(ctx context.Context, req *unumv1.RenewNodeSVIDRequest) (*unumv1.RenewNodeSVIDResponse, error) {
+	node, err := callerNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := identity.NodeID(s.cfg.TrustDomain, node)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	kvs, err := s.reader.Get(ctx, nodeKey(node))
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot confirm node membership: %v", err)
+	}
+	if _, ok := kvs[nodeKey(node)]; !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "node %s is not a member of the cluster", node)
+	}
+	chain, err := s.cfg.Authority.SignX509SVID(req.GetCsr(), id, s.cfg.NodeSVIDTTL)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
+	}
+	return &unumv1.RenewNodeSVIDResponse{Chain: derChain(chain)}, nil
+}
+
+// SyncAgent implements unumv1.IdentityServer: it streams the calling node's
+// entries, the trust bundles and the control addresses, resending on change.
+func (s *Server) SyncAgent(_ *unumv1.SyncAgentRequest, stream unumv1.Identity_SyncAgentServer) error {
+	ctx := stream.Context()
+	node, err := callerNode(ctx)
+	if err != nil {
+		return err
+	}
+	heartbeat := time.NewTicker(15 * time.Second)
+	defer heartbeat.Stop()
+	var last *unumv1.SyncAgentResponse
+	for {
+		snap := s.cache.snapshot()
+		if snap.loaded {
+			resp := syncResponse(snap, node)
+			if last == nil || !proto.Equal(last, resp) {
+				if err := stream.Send(resp); err != nil {
+					return err
+				}
+				last = resp
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-snap.changed:
+		case <-heartbeat.C:
+			// Resend so that a silent stream is distinguishable from a dead one.
+			last = nil
+		}
+	}
+}
+
+func syncResponse(snap snapshot, node string) *unumv1.SyncAgentResponse {
+	resp := &unumv1.SyncAgentResponse{}
+	for _, e := range snap.entries {
+		if e.AppliesTo(node) {
+			resp.Entries = append(resp.Entries, entryToProto(e, 0))
+		}
+	}
+	for _, r := range snap.roots {
+		resp.Roots = append(resp.Roots, r.Raw)
+	}
+	for _, k := range snap.jwtKeys {
+		resp.JwtKeys = append(resp.JwtKeys, &unumv1.JWTKey{Kid: k.KeyID, PublicKey: k.PublicKey})
+	}
+	resp.ControlAddresses = controlAddresses(snap.nodes)
+	return resp
+}
+
+func controlAddresses(nodes []NodeRecord) []string {
+	var out []string
+	for _, n := range nodes {
+		if n.HasRole("control") && n.APIAddress != "" {
+			out = append(out, n.APIAddress)
+		}
+	}
+	return out
+}
+
+func entryToProto(e EntryRecord, rev int64) *unumv1.Entry {
+	return &unumv1.Entry{
+		Id:            e.ID,
+		SpiffeId:      e.SPIFFEID,
+		Node:          e.Node,
+		AllNodes:      e.AllNodes,
+		Selectors:     append([]string(nil), e.Selectors...),
+		Revision:      rev,
+		CreatedAtUnix: e.CreatedAt.Unix(),
+		CreatedBy:     e.CreatedBy,
+	}
+}
+
+func derChain(chain []*x509.Certificate) [][]byte {
+	out := make([][]byte, 0, len(chain))
+	for _, c := range chain {
+		out = append(out, c.Raw)
+	}
+	return out
+}
+
+func errf(code codes.Code, format string, args ...any) error {
+	return status.Error(code, fmt.Sprintf(format, args...))
+}

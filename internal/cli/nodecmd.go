@@ -1,0 +1,208 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity/jointoken"
+	"github.com/unumos/unum/internal/output"
+	"github.com/unumos/unum/node"
+)
+
+func portFlags(fs *flag.FlagSet, p *node.Ports) {
+	fs.StringVar(&p.API, "listen", "", fmt.Sprintf("API listen address HOST:PORT (default 127.0.0.1:%d)", node.DefaultAPIPort))
+	fs.StringVar(&p.Enroll, "enroll-listen", "", "enrolment listen address (default: API port + 1)")
+	fs.StringVar(&p.EtcdClient, "etcd-client-listen", "", "etcd client listen address (default: API port + 2)")
+	fs.StringVar(&p.EtcdPeer, "etcd-peer-listen", "", "etcd peer listen address (default: API port + 3)")
+}
+
+func runInit(e *env, args []string) error {
+	fs := flag.NewFlagSet("unum init", flag.ContinueOnError)
+	var o node.InitOptions
+	fs.StringVar(&o.TrustDomain, "trust-domain", "", "trust domain, e.g. example.org (required)")
+	fs.StringVar(&o.DataDir, "data-dir", "", "the node's data folder (required)")
+	fs.StringVar(&o.KEKFile, "kek-file", "", "key-encryption key file, outside the data folder; created if missing (required)")
+	fs.StringVar(&o.Name, "name", "node-1", "this node's name")
+	portFlags(fs, &o.Ports)
+	fs.DurationVar(&o.EtcdHeartbeat, "etcd-heartbeat", 0, "etcd heartbeat interval (default etcd's)")
+	fs.DurationVar(&o.EtcdElection, "etcd-election", 0, "etcd election timeout (default etcd's)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	switch {
+	case o.TrustDomain == "":
+		return usagef("--trust-domain is required")
+	case o.DataDir == "":
+		return usagef("--data-dir is required")
+	case o.KEKFile == "":
+		return usagef("--kek-file is required: the key-encryption key must come from outside the data folder")
+	}
+	o.Log = e.log
+	if err := node.Init(e.ctx, o); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "trust domain %s created in %s\nstart the node:   unum node --data-dir %s --kek-file %s\nadmin config:     export UNUM_CONFIG=%s\n",
+		o.TrustDomain, o.DataDir, o.DataDir, o.KEKFile, node.Layout{Dir: o.DataDir}.Admin())
+	return nil
+}
+
+func runNode(e *env, args []string) error {
+	fs := flag.NewFlagSet("unum node", flag.ContinueOnError)
+	var o node.Options
+	fs.StringVar(&o.DataDir, "data-dir", "", "the node's data folder (required)")
+	fs.StringVar(&o.KEKFile, "kek-file", "", "key-encryption key file (control nodes)")
+	fs.StringVar(&o.JoinAddr, "join", "", "enrolment address HOST:PORT of a control node, to join")
+	fs.StringVar(&o.Token, "token", "", "join token (with --join)")
+	fs.DurationVar(&o.SVIDTTL, "svid-ttl", time.Hour, "lifetime of workload X509-SVIDs this node's CA signs")
+	fs.DurationVar(&o.EtcdHeartbeat, "etcd-heartbeat", 0, "etcd heartbeat interval (default etcd's)")
+	fs.DurationVar(&o.EtcdElection, "etcd-election", 0, "etcd election timeout (default etcd's)")
+	portFlags(fs, &o.Ports)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
+		return usagef("unknown command %q for unum node (join-token, ls) or unexpected argument", pos[0])
+	}
+	if o.DataDir == "" {
+		return usagef("--data-dir is required")
+	}
+	if (o.JoinAddr == "") != (o.Token == "") {
+		return usagef("--join and --token go together")
+	}
+	if o.SVIDTTL < 10*time.Second {
+		return usagef("--svid-ttl must be at least 10s")
+	}
+	o.Log = e.log
+	err = node.Run(e.ctx, o)
+	if errors.Is(err, node.ErrJoinRefused) {
+		return err // exit 1, with the reason; no retry
+	}
+	return err
+}
+
+func runJoinToken(e *env, args []string) error {
+	fs := flag.NewFlagSet("unum node join-token", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	name := fs.String("name", "", "the joining node's name (required)")
+	roles := fs.String("roles", "compute", "roles: compute, control, or compute,control")
+	ttl := fs.Duration("ttl", 15*time.Minute, "how long the token is valid")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	if *name == "" {
+		return usagef("--name is required")
+	}
+	if err := jointoken.ValidateNodeName(*name); err != nil {
+		return usagef("--name: %v", err)
+	}
+	rs, err := jointoken.ParseRoles(*roles)
+	if err != nil {
+		return usagef("--roles: %v", err)
+	}
+	if *ttl <= 0 {
+		return usagef("--ttl must be positive")
+	}
+	cc, ctx, done, err := cf.dial(e)
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := unumv1.NewClusterClient(cc).CreateJoinToken(ctx, &unumv1.CreateJoinTokenRequest{Name: *name, Roles: rs, TtlSeconds: int64(ttl.Seconds())})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, resp.GetToken())
+	fmt.Fprintf(e.stderr, "join token for %s (%s), valid until %s, single use\n", *name, strings.Join(rs, ","), time.Unix(resp.GetExpiresAtUnix(), 0).UTC().Format(time.RFC3339))
+	return nil
+}
+
+// nodeView is the JSON shape of a node in `unum node ls` and `unum status`.
+type nodeView struct {
+	Name              string    `json:"name"`
+	SPIFFEID          string    `json:"spiffe_id"`
+	Roles             []string  `json:"roles"`
+	Address           string    `json:"address"`
+	EnrollmentAddress string    `json:"enrollment_address,omitempty"`
+	Ready             bool      `json:"ready"`
+	AgentReady        bool      `json:"agent_ready"`
+	SVIDExpiresAt     time.Time `json:"svid_expires_at"`
+	LastSeen          time.Time `json:"last_seen"`
+	Enforcement       string    `json:"enforcement"`
+}
+
+func toNodeView(n *unumv1.Node) nodeView {
+	return nodeView{
+		Name: n.GetName(), SPIFFEID: n.GetSpiffeId(), Roles: n.GetRoles(), Address: n.GetApiAddress(),
+		EnrollmentAddress: n.GetEnrollmentAddress(), Ready: n.GetReady(), AgentReady: n.GetAgentReady(),
+		SVIDExpiresAt: unixTime(n.GetSvidExpiresAtUnix()), LastSeen: unixTime(n.GetLastSeenUnix()),
+		Enforcement: n.GetEnforcement(),
+	}
+}
+
+func unixTime(s int64) time.Time {
+	if s == 0 {
+		return time.Time{}
+	}
+	return time.Unix(s, 0).UTC()
+}
+
+func runNodeLs(e *env, args []string) error {
+	fs := flag.NewFlagSet("unum node ls", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	f, err := cf.format()
+	if err != nil {
+		return err
+	}
+	cc, ctx, done, err := cf.dial(e)
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := unumv1.NewClusterClient(cc).ListNodes(ctx, &unumv1.ListNodesRequest{})
+	if err != nil {
+		return err
+	}
+	views := make([]nodeView, 0, len(resp.GetNodes()))
+	for _, n := range resp.GetNodes() {
+		views = append(views, toNodeView(n))
+	}
+	return output.Write(e.stdout, f, struct {
+		Nodes []nodeView `json:"nodes"`
+	}{views}, func(tw *tabwriter.Writer) error {
+		fmt.Fprintln(tw, "NAME\tSPIFFE ID\tROLES\tADDRESS\tREADY\tSVID EXPIRES")
+		for _, v := range views {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", v.Name, v.SPIFFEID, strings.Join(v.Roles, ","), v.Address, v.Ready, fmtTime(v.SVIDExpiresAt))
+		}
+		return nil
+	})
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
+}

@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/internal/output"
+)
+
+type etcdMemberView struct {
+	Name       string   `json:"name"`
+	ID         string   `json:"id"`
+	ClientURLs []string `json:"client_urls"`
+	PeerURLs   []string `json:"peer_urls"`
+	Learner    bool     `json:"learner"`
+	Leader     bool     `json:"leader"`
+}
+
+type statusView struct {
+	TrustDomain   string           `json:"trust_domain"`
+	Healthy       bool             `json:"healthy"`
+	Problems      []string         `json:"problems"`
+	Quorum        bool             `json:"quorum"`
+	EtcdLeader    string           `json:"etcd_leader"`
+	EtcdMembers   []etcdMemberView `json:"etcd_members"`
+	CAExpiresAt   time.Time        `json:"ca_expires_at"`
+	RootExpiresAt time.Time        `json:"root_expires_at"`
+	ServedBy      string           `json:"served_by"`
+	Nodes         []nodeView       `json:"nodes"`
+}
+
+// errUnhealthy makes `unum status` exit 1 after printing the status.
+var errUnhealthy = errors.New("cluster is not healthy")
+
+func runStatus(e *env, args []string) error {
+	fs := flag.NewFlagSet("unum status", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	f, err := cf.format()
+	if err != nil {
+		return err
+	}
+	cc, ctx, done, err := cf.dial(e)
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := unumv1.NewClusterClient(cc).Status(ctx, &unumv1.StatusRequest{})
+	if err != nil {
+		return err
+	}
+	v := statusView{
+		TrustDomain:   resp.GetTrustDomain(),
+		Quorum:        resp.GetQuorum(),
+		EtcdLeader:    resp.GetEtcdLeader(),
+		CAExpiresAt:   unixTime(resp.GetCaExpiresAtUnix()),
+		RootExpiresAt: unixTime(resp.GetRootExpiresAtUnix()),
+		ServedBy:      resp.GetServedBy(),
+		Problems:      []string{},
+	}
+	for _, m := range resp.GetEtcdMembers() {
+		v.EtcdMembers = append(v.EtcdMembers, etcdMemberView{Name: m.GetName(), ID: m.GetId(), ClientURLs: m.GetClientUrls(), PeerURLs: m.GetPeerUrls(), Learner: m.GetLearner(), Leader: m.GetLeader()})
+	}
+	for _, n := range resp.GetNodes() {
+		v.Nodes = append(v.Nodes, toNodeView(n))
+	}
+	if !v.Quorum {
+		v.Problems = append(v.Problems, "etcd has no quorum")
+	}
+	if !v.CAExpiresAt.After(time.Now()) {
+		v.Problems = append(v.Problems, "the CA of "+v.ServedBy+" has expired")
+	}
+	for _, n := range v.Nodes {
+		if !n.Ready {
+			v.Problems = append(v.Problems, "node "+n.Name+" is not ready")
+		}
+	}
+	v.Healthy = len(v.Problems) == 0
+	err = output.Write(e.stdout, f, v, func(tw *tabwriter.Writer) error {
+		fmt.Fprintf(tw, "trust domain:\t%s\n", v.TrustDomain)
+		fmt.Fprintf(tw, "healthy:\t%v\n", v.Healthy)
+		fmt.Fprintf(tw, "etcd:\tquorum=%v leader=%s members=%d\n", v.Quorum, v.EtcdLeader, len(v.EtcdMembers))
+		fmt.Fprintf(tw, "CA (%s):\texpires %s (root %s)\n", v.ServedBy, fmtTime(v.CAExpiresAt), fmtTime(v.RootExpiresAt))
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "NODE\tROLES\tADDRESS\tENROLLMENT\tREADY\tAGENT\tENFORCEMENT\tSVID EXPIRES")
+		for _, n := range v.Nodes {
+			enroll := n.EnrollmentAddress
+			if enroll == "" {
+				enroll = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%s\t%s\n", n.Name, strings.Join(n.Roles, ","), n.Address, enroll, n.Ready, n.AgentReady, n.Enforcement, fmtTime(n.SVIDExpiresAt))
+		}
+		if len(v.EtcdMembers) > 0 {
+			fmt.Fprintln(tw)
+			fmt.Fprintln(tw, "ETCD MEMBER\tID\tLEADER\tLEARNER\tCLIENT URL")
+			for _, m := range v.EtcdMembers {
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\n", m.Name, m.ID, m.Leader, m.Learner, strings.Join(m.ClientURLs, ","))
+			}
+		}
+		for _, p := range v.Problems {
+			fmt.Fprintf(tw, "problem:\t%s\n", p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !v.Healthy {
+		return fmt.Errorf("%w: %s", errUnhealthy, strings.Join(v.Problems, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,503 @@
+package devcluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/internal/clientconfig"
+	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/internal/seal"
+	"github.com/unumos/unum/node"
+)
+
+// TrustDomain is the dev cluster's trust domain.
+const TrustDomain = "unum.local"
+
+// Relaxed etcd timings: two busy cores must not cause elections.
+const (
+	etcdHeartbeat = 250 * time.Millisecond
+	etcdElection  = 2500 * time.Millisecond
+	readyTimeout  = 90 * time.Second
+)
+
+// Options configure a dev cluster.
+type Options struct {
+	Nodes   int
+	DataDir string
+	// Binary is the unum executable to start nodes with (default: this one).
+	Binary string
+	// SVIDTTL is passed to the nodes (--svid-ttl); zero keeps their default.
+	SVIDTTL time.Duration
+	// Out receives the "what next" text; Progress receives progress lines.
+	Out, Progress io.Writer
+	Log           *slog.Logger
+}
+
+// State is DIR/dev.json: what a resumed dev cluster needs.
+type State struct {
+	Nodes []NodeState `json:"nodes"`
+}
+
+// NodeState is one dev node.
+type NodeState struct {
+	Name    string     `json:"name"`
+	Dir     string     `json:"dir"`
+	Control bool       `json:"control"`
+	Ports   node.Ports `json:"ports"`
+}
+
+func (n NodeState) socket() string { return node.Layout{Dir: n.Dir}.Socket() }
+
+// Run creates or resumes the dev cluster in o.DataDir and blocks until ctx
+// ends; then it stops all nodes.
+func Run(ctx context.Context, o Options) error {
+	if o.Nodes < 1 {
+		return errors.New("--nodes must be at least 1")
+	}
+	if o.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.Binary = exe
+	}
+	if o.DataDir == "" {
+		d, err := os.MkdirTemp("", "unum-dev-")
+		if err != nil {
+			return err
+		}
+		o.DataDir = d
+	}
+	dir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return err
+	}
+	d := &dev{o: o, dir: dir, procs: map[string]*proc{}}
+	d.sp = newSpawner()
+	defer d.sp.close()
+	defer d.stopAll()
+
+	st, err := d.loadState()
+	switch {
+	case err == nil:
+		if len(st.Nodes) != o.Nodes && o.Nodes != 1 {
+			d.progress("resuming the dev cluster in %s with its %d nodes (--nodes is ignored on resume)", dir, len(st.Nodes))
+		} else {
+			d.progress("resuming the dev cluster in %s (%d nodes)", dir, len(st.Nodes))
+		}
+		if err := d.resume(ctx, st); err != nil {
+			return err
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if err := d.create(ctx); err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	d.printNext()
+	<-ctx.Done()
+	d.progress("stopping %d nodes", len(d.state.Nodes))
+	return nil
+}
+
+type dev struct {
+	o     Options
+	dir   string
+	sp    *spawner
+	state State
+
+	mu    sync.Mutex
+	procs map[string]*proc
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (d *dev) progress(format string, args ...any) {
+	if d.o.Progress != nil {
+		fmt.Fprintf(d.o.Progress, "unum dev: "+format+"\n", args...)
+	}
+}
+
+func (d *dev) statePath() string { return filepath.Join(d.dir, "dev.json") }
+func (d *dev) kekPath() string   { return filepath.Join(d.dir, "kek") }
+func (d *dev) adminPath() string { return filepath.Join(d.dir, "admin.yaml") }
+
+func (d *dev) loadState() (State, error) {
+	data, err := os.ReadFile(d.statePath())
+	if err != nil {
+		return State{}, err
+	}
+	var st State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return State{}, fmt.Errorf("%s: %w", d.statePath(), err)
+	}
+	return st, nil
+}
+
+func (d *dev) saveState() error {
+	data, err := json.MarshalIndent(d.state, "", "  ")
+	if err != nil {
+		return err
+	}
+	return seal.WriteFileAtomic(d.statePath(), data, 0o644)
+}
+
+// freePorts reserves n distinct loopback ports (held open together so none
+// repeats, then released for the nodes to bind).
+func freePorts(n int) ([]string, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var out []string
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+func (d *dev) create(ctx context.Context) error {
+	ports, err := freePorts(4 * d.o.Nodes)
+	if err != nil {
+		return fmt.Errorf("pick ports: %w", err)
+	}
+	for i := 0; i < d.o.Nodes; i++ {
+		name := "node-" + strconv.Itoa(i+1)
+		d.state.Nodes = append(d.state.Nodes, NodeState{
+			Name:    name,
+			Dir:     filepath.Join(d.dir, name),
+			Control: i < 3,
+			Ports:   node.Ports{API: ports[4*i], Enroll: ports[4*i+1], EtcdClient: ports[4*i+2], EtcdPeer: ports[4*i+3]},
+		})
+	}
+	first := d.state.Nodes[0]
+	d.progress("[1/%d] creating trust domain %s in %s", d.o.Nodes, TrustDomain, d.dir)
+	err = node.Init(ctx, node.InitOptions{
+		TrustDomain: TrustDomain, DataDir: first.Dir, KEKFile: d.kekPath(), Name: first.Name, Ports: first.Ports,
+		EtcdHeartbeat: etcdHeartbeat, EtcdElection: etcdElection, Log: d.quietLog(),
+	})
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	adminCfg, err := clientconfig.Load(node.Layout{Dir: first.Dir}.Admin())
+	if err != nil {
+		return err
+	}
+	if err := adminCfg.Save(d.adminPath()); err != nil {
+		return err
+	}
+	if err := d.saveState(); err != nil {
+		return err
+	}
+	if err := d.startAndWait(ctx, 0, nil); err != nil {
+		return err
+	}
+	for i := 1; i < len(d.state.Nodes); i++ {
+		n := d.state.Nodes[i]
+		roles := []string{"compute"}
+		if n.Control {
+			roles = append(roles, "control")
+		}
+		tok, err := d.joinToken(ctx, n.Name, roles)
+		if err != nil {
+			return fmt.Errorf("join token for %s: %w", n.Name, err)
+		}
+		if err := d.startAndWait(ctx, i, []string{"--join", first.Ports.Enroll, "--token", tok}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *dev) resume(ctx context.Context, st State) error {
+	d.state = st
+	for i := range d.state.Nodes {
+		if err := d.startAndWait(ctx, i, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *dev) quietLog() *slog.Logger {
+	if d.o.Log != nil {
+		return d.o.Log
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startAndWait starts node i and waits until the cluster reports it ready
+// (and, for a control node, its etcd member promoted to voter).
+func (d *dev) startAndWait(ctx context.Context, i int, extra []string) error {
+	n := d.state.Nodes[i]
+	roles := "compute"
+	if n.Control {
+		roles = "compute,control"
+	}
+	d.progress("[%d/%d] starting %s (%s) api=%s", i+1, len(d.state.Nodes), n.Name, roles, n.Ports.API)
+	args := []string{"node", "--data-dir", n.Dir,
+		"--listen", n.Ports.API, "--enroll-listen", n.Ports.Enroll,
+		"--etcd-client-listen", n.Ports.EtcdClient, "--etcd-peer-listen", n.Ports.EtcdPeer,
+		"--etcd-heartbeat", etcdHeartbeat.String(), "--etcd-election", etcdElection.String(),
+	}
+	if n.Control {
+		args = append(args, "--kek-file", d.kekPath())
+	}
+	if d.o.SVIDTTL > 0 {
+		args = append(args, "--svid-ttl", d.o.SVIDTTL.String())
+	}
+	args = append(args, extra...)
+	if err := os.MkdirAll(n.Dir, 0o711); err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(filepath.Join(n.Dir, "node.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(d.o.Binary, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), "UNUM_CONFIG=")
+	p, err := d.sp.start(cmd)
+	logFile.Close()
+	if err != nil {
+		return fmt.Errorf("start %s: %w", n.Name, err)
+	}
+	d.mu.Lock()
+	d.procs[n.Name] = p
+	d.mu.Unlock()
+	_ = os.WriteFile(filepath.Join(n.Dir, "pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+	if err := d.saveState(); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := d.waitReady(ctx, n, p); err != nil {
+		return fmt.Errorf("%s did not come up: %w (see %s)", n.Name, err, filepath.Join(n.Dir, "node.log"))
+	}
+	d.progress("[%d/%d] %s ready in %.1fs", i+1, len(d.state.Nodes), n.Name, time.Since(start).Seconds())
+	return d.updateAdminAddresses()
+}
+
+func (d *dev) client() (*unumv1.ClusterClient, func(), error) {
+	cfg, err := clientconfig.Load(d.adminPath())
+	if err != nil {
+		return nil, nil, err
+	}
+	creds, err := cfg.Credentials()
+	if err != nil {
+		return nil, nil, err
+	}
+	cc, err := rpc.Dial(creds, cfg.Addresses)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := unumv1.NewClusterClient(cc)
+	return &c, func() { cc.Close() }, nil
+}
+
+func (d *dev) waitReady(ctx context.Context, n NodeState, p *proc) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	var last string
+	for {
+		select {
+		case <-p.done:
+			return fmt.Errorf("process exited: %v", p.cmd.ProcessState)
+		case <-ctx.Done():
+			return fmt.Errorf("not ready after %s: %s", readyTimeout, last)
+		case <-time.After(250 * time.Millisecond):
+		}
+		c, closeFn, err := d.client()
+		if err != nil {
+			return err
+		}
+		sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+		st, err := (*c).Status(sctx, &unumv1.StatusRequest{})
+		scancel()
+		closeFn()
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		ready := false
+		for _, x := range st.GetNodes() {
+			if x.GetName() == n.Name && x.GetReady() {
+				ready = true
+			}
+		}
+		if ready && n.Control {
+			ready = false
+			for _, m := range st.GetEtcdMembers() {
+				if m.GetName() == n.Name && !m.GetLearner() {
+					ready = true
+				}
+			}
+		}
+		if ready {
+			return nil
+		}
+		last = "waiting for " + n.Name + " to report ready"
+	}
+}
+
+func (d *dev) joinToken(ctx context.Context, name string, roles []string) (string, error) {
+	c, closeFn, err := d.client()
+	if err != nil {
+		return "", err
+	}
+	defer closeFn()
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := (*c).CreateJoinToken(tctx, &unumv1.CreateJoinTokenRequest{Name: name, Roles: roles, TtlSeconds: 300})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetToken(), nil
+}
+
+// updateAdminAddresses points DIR/admin.yaml at every running control node,
+// so the CLI fails over when one is down.
+func (d *dev) updateAdminAddresses() error {
+	cfg, err := clientconfig.Load(d.adminPath())
+	if err != nil {
+		return err
+	}
+	var addrs []string
+	d.mu.Lock()
+	for _, n := range d.state.Nodes {
+		if _, started := d.procs[n.Name]; started && n.Control {
+			addrs = append(addrs, n.Ports.API)
+		}
+	}
+	d.mu.Unlock()
+	cfg.Addresses = addrs
+	return cfg.Save(d.adminPath())
+}
+
+func (d *dev) printNext() {
+	if d.o.Out == nil {
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nunum dev: %d nodes running in %s (trust domain %s)\n\n", len(d.state.Nodes), d.dir, TrustDomain)
+	fmt.Fprintf(&b, "In another terminal:\n\n  export UNUM_CONFIG=%s\n\n", d.adminPath())
+	fmt.Fprintf(&b, "Workload API sockets (SPIFFE_ENDPOINT_SOCKET=unix://PATH):\n")
+	for _, n := range d.state.Nodes {
+		fmt.Fprintf(&b, "  %-8s %s\n", n.Name, n.socket())
+	}
+	fmt.Fprintf(&b, "\nTry:\n")
+	fmt.Fprintf(&b, "  unum status\n")
+	fmt.Fprintf(&b, "  unum id register --spiffe-id spiffe://%s/ns/default/job/me --node node-1 --selector unix:uid:%d\n", TrustDomain, os.Getuid())
+	fmt.Fprintf(&b, "  unum id svid --socket %s\n", d.state.Nodes[0].socket())
+	fmt.Fprintf(&b, "\nNode logs: %s/node-*/node.log. Ctrl-C stops every node.\n", d.dir)
+	fmt.Fprint(d.o.Out, b.String())
+}
+
+// stopAll sends SIGTERM to every node, then SIGKILL to what is left after
+// a grace period.
+func (d *dev) stopAll() {
+	d.mu.Lock()
+	procs := make([]*proc, 0, len(d.procs))
+	for _, p := range d.procs {
+		procs = append(procs, p)
+	}
+	d.mu.Unlock()
+	for _, p := range procs {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.After(15 * time.Second)
+	for _, p := range procs {
+		select {
+		case <-p.done:
+		case <-deadline:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+// spawner starts children from one OS thread that stays locked for the
+// spawner's lifetime: PR_SET_PDEATHSIG fires when the *thread* that forked
+// the child exits, so the thread must outlive the children.
+type spawner struct {
+	reqs chan spawnReq
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+type spawnReq struct {
+	cmd   *exec.Cmd
+	reply chan error
+}
+
+func newSpawner() *spawner {
+	s := &spawner{reqs: make(chan spawnReq), quit: make(chan struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		runtime.LockOSThread()
+		// Never unlocked: the thread dies with the goroutine, after every
+		// child has been stopped.
+		for {
+			select {
+			case r := <-s.reqs:
+				r.reply <- r.cmd.Start()
+			case <-s.quit:
+				return
+			}
+		}
+	}()
+	return s
+}
+
+func (s *spawner) start(cmd *exec.Cmd) (*proc, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	reply := make(chan error)
+	s.reqs <- spawnReq{cmd: cmd, reply: reply}
+	if err := <-reply; err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (s *spawner) close() {
+	close(s.quit)
+	s.wg.Wait()
+}

@@ -1,0 +1,87 @@
+package rpc
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/unumos/unum/identity"
+)
+
+// AuthorizeNode accepts a server whose SVID names a node of td: every unum
+// API is served by a node.
+func AuthorizeNode(td spiffeid.TrustDomain) tlsconfig.Authorizer {
+	return func(id spiffeid.ID, _ [][]*x509.Certificate) error {
+		if id.TrustDomain() != td || identity.Classify(id).Kind != identity.KindNode {
+			return fmt.Errorf("server %s is not a node of trust domain %s", id, td.Name())
+		}
+		return nil
+	}
+}
+
+// ClientTLS is the mutual-TLS config of a unum client.
+func ClientTLS(creds *Credentials) *tls.Config {
+	cfg := tlsconfig.MTLSClientConfig(creds, creds, AuthorizeNode(creds.TrustDomain()))
+	cfg.MinVersion = tls.VersionTLS13
+	return cfg
+}
+
+// Dial connects to the unum API at one of addrs (HOST:PORT), failing over
+// between them in order. The connection is lazy: errors surface on the first
+// call.
+func Dial(creds *Credentials, addrs []string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return dialTLS(credentials.NewTLS(ClientTLS(creds)), addrs, opts...)
+}
+
+func dialTLS(tc credentials.TransportCredentials, addrs []string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	var clean []string
+	for _, a := range addrs {
+		if a = strings.TrimSpace(a); a != "" {
+			clean = append(clean, a)
+		}
+	}
+	if len(clean) == 0 {
+		return nil, errors.New("no server address: set UNUM_ADDR or addresses in the client config")
+	}
+	r := manual.NewBuilderWithScheme("unum")
+	state := resolver.State{}
+	for _, a := range clean {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(state)
+	opts = append([]grpc.DialOption{
+		grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(tc),
+		// pick_first walks the address list in order and fails over.
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{}}]}`),
+	}, opts...)
+	cc, err := grpc.NewClient(r.Scheme()+":///unum", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", strings.Join(clean, ","), err)
+	}
+	return cc, nil
+}
+
+// WaitReady is a convenience for callers that want connection errors early.
+func WaitReady(ctx context.Context, cc *grpc.ClientConn) error {
+	cc.Connect()
+	for {
+		s := cc.GetState()
+		if s.String() == "READY" {
+			return nil
+		}
+		if !cc.WaitForStateChange(ctx, s) {
+			return ctx.Err()
+		}
+	}
+}

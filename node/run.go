@@ -1,0 +1,608 @@
+package node
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/control"
+	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/agent"
+	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/identity/selector"
+	"github.com/unumos/unum/internal/clientconfig"
+	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/internal/seal"
+	"github.com/unumos/unum/storage/meta"
+)
+
+// EnforcementMode is what nodes report until kernel enforcement exists: no
+// eBPF programs are loaded, so enforcement is degraded, and says so.
+const EnforcementMode = "degraded"
+
+const heartbeatEvery = 2 * time.Second
+
+// Options configure `unum node`.
+type Options struct {
+	DataDir string
+	// KEKFile unseals the CA keys on control nodes; it must live outside
+	// DataDir.
+	KEKFile string
+	// Ports are used when joining; a node that already exists keeps the
+	// addresses in its node.yaml.
+	Ports    Ports
+	JoinAddr string
+	Token    string
+	// SVIDTTL is the lifetime of the workload X509-SVIDs this node's CA
+	// signs (control nodes; default 1h).
+	SVIDTTL                     time.Duration
+	EtcdHeartbeat, EtcdElection time.Duration
+	Log                         *slog.Logger
+}
+
+// Run runs the node until ctx is done, then shuts down cleanly.
+func Run(ctx context.Context, o Options) error {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.DataDir == "" {
+		return errors.New("--data-dir is required")
+	}
+	l := Layout{Dir: o.DataDir}
+	cfg, err := loadConfig(l)
+	switch {
+	case err == nil:
+		if o.Token != "" {
+			o.Log.Info("node already joined; ignoring --join and --token", "node", cfg.Name)
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if o.Token == "" || o.JoinAddr == "" {
+			return fmt.Errorf("%s holds no node: run `unum init`, or pass --join HOST:PORT --token TOKEN", o.DataDir)
+		}
+		ports, perr := o.Ports.withDefaults()
+		if perr != nil {
+			return perr
+		}
+		if cfg, err = join(ctx, o, ports); err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	if err := l.CheckKeyFiles(); err != nil {
+		return err
+	}
+	n, err := newNode(o, l, cfg)
+	if err != nil {
+		return err
+	}
+	return n.run(ctx)
+}
+
+type node struct {
+	o      Options
+	l      Layout
+	log    *slog.Logger
+	td     spiffeid.TrustDomain
+	id     spiffeid.ID
+	creds  *rpc.Credentials
+	cfgMu  sync.Mutex
+	cfg    *Config
+	agent  *agent.Agent
+	synced atomic.Bool
+
+	// Control nodes only.
+	authority *ca.Authority
+}
+
+func newNode(o Options, l Layout, cfg *Config) (*node, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", l.NodeConfig(), err)
+	}
+	id, err := identity.NodeID(td, cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	key, err := seal.ReadPrivateKey(l.NodeKey())
+	if err != nil {
+		return nil, err
+	}
+	chain, err := readCerts(l.NodeCert())
+	if err != nil {
+		return nil, err
+	}
+	roots, err := readCerts(l.Bundle())
+	if err != nil {
+		return nil, err
+	}
+	creds, err := rpc.NewCredentials(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, roots)
+	if err != nil {
+		return nil, err
+	}
+	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg}, nil
+}
+
+func readCerts(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := clientconfig.DecodeCerts(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no certificate", path)
+	}
+	return certs, nil
+}
+
+func (n *node) svidExpiry() time.Time {
+	svid, _ := n.creds.GetX509SVID()
+	return svid.Certificates[0].NotAfter
+}
+
+func (n *node) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	goFn := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+
+	var cleanups []func()
+	defer func() {
+		cancel()
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+		wg.Wait()
+	}()
+
+	apiLis, err := net.Listen("tcp", n.cfg.APIListen)
+	if err != nil {
+		return fmt.Errorf("api listener: %w", err)
+	}
+	api := rpc.NewServer(n.creds, rpc.BuiltinAuthorizer{}, n.log)
+	cleanups = append(cleanups, func() { stopGRPC(api) })
+
+	if n.cfg.HasRole("control") {
+		ctl, stop, err := n.startControl(ctx, goFn)
+		if stop != nil {
+			cleanups = append(cleanups, stop)
+		}
+		if err != nil {
+			apiLis.Close()
+			return err
+		}
+		unumv1.RegisterIdentityServer(api, ctl)
+		unumv1.RegisterClusterServer(api, ctl)
+		enrollLis, err := net.Listen("tcp", n.cfg.EnrollListen)
+		if err != nil {
+			apiLis.Close()
+			return fmt.Errorf("enrolment listener: %w", err)
+		}
+		enroll := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(n.creds))))
+		unumv1.RegisterEnrollmentServer(enroll, ctl)
+		cleanups = append(cleanups, func() { stopGRPC(enroll) })
+		goFn("enrolment listener", func(context.Context) error { return enroll.Serve(enrollLis) })
+	} else {
+		unumv1.RegisterIdentityServer(api, whoAmIServer{})
+	}
+	goFn("api listener", func(context.Context) error { return api.Serve(apiLis) })
+
+	// Every node talks to the control plane like any client: over mutual
+	// TLS with its node SVID. A control node prefers itself.
+	addrs := n.controlAddresses()
+	cc, err := rpc.Dial(n.creds, addrs)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() { cc.Close() })
+	idc := unumv1.NewIdentityClient(cc)
+	n.agent = agent.New(agent.Config{TrustDomain: n.td, Upstream: rpcUpstream{idc}, Clock: time.Now, Logger: n.log.With("component", "agent")})
+	n.agent.SetBundles(n.creds.Roots(), nil)
+	goFn("agent", n.agent.Run)
+	goFn("workload api", func(ctx context.Context) error { return n.agent.Serve(ctx, n.l.Socket()) })
+	goFn("agent sync", func(ctx context.Context) error { n.syncLoop(ctx, idc); return nil })
+	goFn("heartbeat", func(ctx context.Context) error { n.heartbeatLoop(ctx, unumv1.NewClusterClient(cc)); return nil })
+	goFn("node svid rotation", func(ctx context.Context) error { n.rotateLoop(ctx, idc); return nil })
+
+	n.log.Info("node running", "spiffe_id", n.id.String(), "roles", n.cfg.Roles, "api", n.cfg.APIListen, "enrollment", n.cfg.EnrollListen, "socket", n.l.Socket())
+	select {
+	case <-ctx.Done():
+		n.log.Info("shutting down")
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func (n *node) controlAddresses() []string {
+	n.cfgMu.Lock()
+	defer n.cfgMu.Unlock()
+	var addrs []string
+	if n.cfg.HasRole("control") {
+		addrs = append(addrs, n.cfg.APIListen)
+	}
+	for _, a := range n.cfg.ControlAddresses {
+		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
+func stopGRPC(s *grpc.Server) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		s.Stop() // streams (Workload API, agent sync) do not end by themselves
+	}
+}
+
+// startControl starts etcd and the control services.
+func (n *node) startControl(ctx context.Context, goFn func(string, func(context.Context) error)) (*control.Server, func(), error) {
+	if err := checkKEKOutside(n.o.DataDir, n.o.KEKFile); err != nil {
+		return nil, nil, err
+	}
+	kek, err := seal.LoadKEK(n.o.KEKFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	interCerts, err := readCerts(n.l.IntermediateCert())
+	if err != nil {
+		return nil, nil, err
+	}
+	interKey, err := seal.ReadSealedKey(kek, n.l.IntermediateKey(), labelIntermediate)
+	if err != nil {
+		return nil, nil, err
+	}
+	authority, err := ca.New(n.td, interCerts[0], interKey, nil, time.Now)
+	if err != nil {
+		return nil, nil, err
+	}
+	n.authority = authority
+	jwtKey, err := seal.ReadSealedKey(kek, n.l.JWTKey(), labelJWT)
+	if err != nil {
+		return nil, nil, err
+	}
+	ecKey, ok := jwtKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: jwt key is not ECDSA", n.l.JWTKey())
+	}
+	jwtSigner, err := ca.NewJWTSigner(n.td, ecKey, time.Now)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := n.optionalSigner(kek, n.l.RootCert(), n.l.RootKey(), labelRoot)
+	if err != nil {
+		return nil, nil, err
+	}
+	etcdCA, err := n.optionalSigner(kek, n.l.EtcdCACert(), n.l.EtcdCAKey(), labelEtcdCA)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A control node whose SVID lapsed while it was down renews it from its
+	// own intermediate before serving.
+	if time.Until(n.svidExpiry()) < NodeSVIDTTL/4 {
+		if err := n.renewLocally(); err != nil {
+			return nil, nil, err
+		}
+	}
+
+	etcd, err := meta.Start(ctx, etcdConfig(n.l, n.cfg, n.o.EtcdHeartbeat, n.o.EtcdElection, n.log))
+	if err != nil {
+		return nil, nil, fmt.Errorf("start etcd: %w", err)
+	}
+	ctl, err := control.New(control.Config{
+		TrustDomain: n.td,
+		NodeName:    n.cfg.Name,
+		Authority:   authority,
+		JWT:         jwtSigner,
+		Root:        root,
+		EtcdCA:      etcdCA,
+		Roots:       n.creds.Roots(),
+		Etcd:        etcd.Client(),
+		SVIDTTL:     n.o.SVIDTTL,
+		NodeSVIDTTL: NodeSVIDTTL,
+		Log:         n.log.With("component", "control"),
+	})
+	if err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
+	stop := func() { ctl.Close(); etcd.Close() }
+
+	if !n.cfg.Etcd.Promoted {
+		goFn("etcd promotion", func(ctx context.Context) error {
+			if err := meta.PromoteWhenReady(ctx, etcd.Client(), n.cfg.Etcd.MemberID); err != nil {
+				return err
+			}
+			n.cfgMu.Lock()
+			n.cfg.Etcd.Promoted = true
+			err := saveConfig(n.l, n.cfg)
+			n.cfgMu.Unlock()
+			n.log.Info("etcd member promoted to voter")
+			return err
+		})
+	}
+	pub, err := x509.MarshalPKIXPublicKey(jwtSigner.PublicKey())
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	rec := control.JWTKeyRecord{KeyID: jwtSigner.KeyID(), Node: n.cfg.Name, PublicKey: pub}
+	goFn("publish jwt key", func(ctx context.Context) error {
+		for ctx.Err() == nil {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := control.PublishJWTKey(pctx, etcd.Client(), rec)
+			cancel()
+			if err == nil {
+				return nil
+			}
+			sleepCtx(ctx, time.Second)
+		}
+		return nil
+	})
+	return ctl, stop, nil
+}
+
+func (n *node) optionalSigner(kek *seal.KEK, certPath, keyPath, label string) (*control.Signer, error) {
+	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	certs, err := readCerts(certPath)
+	if err != nil {
+		return nil, err
+	}
+	key, err := seal.ReadSealedKey(kek, keyPath, label)
+	if err != nil {
+		return nil, err
+	}
+	return &control.Signer{Cert: certs[0], Key: key}, nil
+}
+
+// syncLoop keeps the agent's entries and bundles in step with the control
+// plane. When the control plane is unreachable the agent keeps serving what
+// it has until it expires.
+func (n *node) syncLoop(ctx context.Context, idc unumv1.IdentityClient) {
+	for ctx.Err() == nil {
+		stream, err := idc.SyncAgent(ctx, &unumv1.SyncAgentRequest{})
+		if err == nil {
+			for {
+				resp, err := stream.Recv()
+				if err != nil {
+					if ctx.Err() == nil {
+						n.log.Debug("agent sync stream ended", "err", err)
+					}
+					break
+				}
+				n.applySync(resp)
+			}
+		}
+		sleepCtx(ctx, time.Second)
+	}
+}
+
+func (n *node) applySync(resp *unumv1.SyncAgentResponse) {
+	entries := make([]agent.Entry, 0, len(resp.GetEntries()))
+	for _, e := range resp.GetEntries() {
+		id, err := spiffeid.FromString(e.GetSpiffeId())
+		if err != nil {
+			n.log.Warn("skipping entry with bad spiffe id", "entry", e.GetId(), "err", err)
+			continue
+		}
+		sels := make([]selector.Selector, 0, len(e.GetSelectors()))
+		bad := false
+		for _, raw := range e.GetSelectors() {
+			s, err := selector.Parse(raw)
+			if err != nil {
+				bad = true
+				break
+			}
+			sels = append(sels, s)
+		}
+		if bad || selector.ValidateSet(sels) != nil {
+			n.log.Warn("skipping entry with bad selectors", "entry", e.GetId())
+			continue
+		}
+		entries = append(entries, agent.Entry{ID: e.GetId(), SPIFFEID: id, Selectors: sels, Revision: e.GetRevision()})
+	}
+	roots, err := parseDERs(resp.GetRoots())
+	if err != nil || len(roots) == 0 {
+		roots = n.creds.Roots()
+	} else {
+		n.creds.SetRoots(roots)
+		_ = seal.WriteFileAtomic(n.l.Bundle(), clientconfig.EncodeCerts(roots), 0o644)
+	}
+	jwtKeys := map[string]crypto.PublicKey{}
+	for _, k := range resp.GetJwtKeys() {
+		pub, err := x509.ParsePKIXPublicKey(k.GetPublicKey())
+		if err == nil {
+			jwtKeys[k.GetKid()] = pub
+		}
+	}
+	n.agent.SetBundles(roots, jwtKeys)
+	n.agent.SetEntries(entries)
+	if addrs := resp.GetControlAddresses(); len(addrs) > 0 {
+		n.cfgMu.Lock()
+		if !slices.Equal(addrs, n.cfg.ControlAddresses) {
+			n.cfg.ControlAddresses = addrs
+			if err := saveConfig(n.l, n.cfg); err != nil {
+				n.log.Warn("save control addresses", "err", err)
+			}
+		}
+		n.cfgMu.Unlock()
+	}
+	n.synced.Store(true)
+}
+
+func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) {
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	failures := 0
+	for {
+		hctx, cancel := context.WithTimeout(ctx, heartbeatEvery)
+		_, err := cc.Heartbeat(hctx, &unumv1.HeartbeatRequest{
+			SvidExpiresAtUnix: n.svidExpiry().Unix(),
+			Enforcement:       EnforcementMode,
+			AgentReady:        n.synced.Load(),
+		})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			failures++
+			if failures == 3 {
+				n.log.Warn("heartbeats failing", "err", err)
+			}
+		} else {
+			failures = 0
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// rotateLoop renews the node SVID at half its lifetime.
+func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
+	for ctx.Err() == nil {
+		svid, _ := n.creds.GetX509SVID()
+		leaf := svid.Certificates[0]
+		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+		sleepCtx(ctx, time.Until(half))
+		if ctx.Err() != nil {
+			return
+		}
+		var err error
+		if n.authority != nil {
+			err = n.renewLocally()
+		} else {
+			err = n.renewRemotely(ctx, idc)
+		}
+		if err != nil {
+			n.log.Warn("node svid renewal failed; retrying", "err", err, "expires", leaf.NotAfter)
+			sleepCtx(ctx, 5*time.Second)
+			continue
+		}
+		n.log.Info("node svid renewed", "expires", n.svidExpiry())
+	}
+}
+
+func (n *node) renewLocally() error {
+	key, err := ca.GenerateKey()
+	if err != nil {
+		return err
+	}
+	chain, err := n.authority.SignX509SVIDForKey(key.Public(), n.id, NodeSVIDTTL)
+	if err != nil {
+		return err
+	}
+	return n.installSVID(key, chain)
+}
+
+func (n *node) renewRemotely(ctx context.Context, idc unumv1.IdentityClient) error {
+	key, err := ca.GenerateKey()
+	if err != nil {
+		return err
+	}
+	csr, err := ca.CreateCSR(key, n.id)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := idc.RenewNodeSVID(rctx, &unumv1.RenewNodeSVIDRequest{Csr: csr})
+	if err != nil {
+		return err
+	}
+	chain, err := parseDERs(resp.GetChain())
+	if err != nil || len(chain) == 0 {
+		return fmt.Errorf("renewed svid: %v", err)
+	}
+	if err := verifyChain(chain, n.creds.Roots(), n.id); err != nil {
+		return err
+	}
+	return n.installSVID(key, chain)
+}
+
+func (n *node) installSVID(key crypto.Signer, chain []*x509.Certificate) error {
+	if err := seal.WritePrivateKey(n.l.NodeKey(), key); err != nil {
+		return err
+	}
+	if err := seal.WriteFileAtomic(n.l.NodeCert(), clientconfig.EncodeCerts(chain), 0o644); err != nil {
+		return err
+	}
+	return n.creds.SetSVID(&x509svid.SVID{ID: n.id, Certificates: chain, PrivateKey: key})
+}
+
+// rpcUpstream is the agent's path to the CA: the control plane's Identity
+// service over mutual TLS with the node SVID.
+type rpcUpstream struct{ c unumv1.IdentityClient }
+
+func (u rpcUpstream) MintX509SVID(ctx context.Context, entryID string, id spiffeid.ID, csr []byte) ([]*x509.Certificate, error) {
+	resp, err := u.c.MintX509SVID(ctx, &unumv1.MintX509SVIDRequest{EntryId: entryID, SpiffeId: id.String(), Csr: csr})
+	if err != nil {
+		return nil, err
+	}
+	return parseDERs(resp.GetChain())
+}
+
+func (u rpcUpstream) MintJWTSVID(ctx context.Context, entryID string, id spiffeid.ID, audience []string) (string, error) {
+	resp, err := u.c.MintJWTSVID(ctx, &unumv1.MintJWTSVIDRequest{EntryId: entryID, SpiffeId: id.String(), Audience: audience})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetToken(), nil
+}
+
+// whoAmIServer is the Identity service of a compute-only node: it only
+// answers who the caller is.
+type whoAmIServer struct {
+	unumv1.UnimplementedIdentityServer
+}
+
+func (whoAmIServer) WhoAmI(ctx context.Context, _ *unumv1.WhoAmIRequest) (*unumv1.WhoAmIResponse, error) {
+	return control.WhoAmI(ctx)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

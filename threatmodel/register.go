@@ -1,0 +1,147 @@
+package threatmodel
+
+// Register returns the threat register, sorted by ID. It is built afresh on
+// every call.
+//
+// Boundaries are named consistently so the register can be grouped by them:
+// "enrolment listener", "Workload API socket", "node data directory",
+// "etcd client and peer ports", "control-plane quorum".
+func Register() []Threat {
+	threats := []Threat{
+		{
+			ID:       "T-001",
+			Title:    "Join-token theft and replay",
+			STRIDE:   "S",
+			Asset:    "a node identity (spiffe://TD/node/NAME and the roles the token grants)",
+			Boundary: "out-of-band token hand-over; enrolment listener",
+			Attacker: "anyone who reads a token (shell history, chat, CI log, screen share) or captures one already redeemed, " +
+				"and presents it to the enrolment listener",
+			Mitigation: "Tokens are single-use (marked used when redeemed), expire after a short TTL (default 15m), " +
+				"fix the node name and roles, and carry 32 random bytes of secret of which the control plane stores only " +
+				"the SHA-256, compared in constant time; only a caller holding the secret learns whether a token is used " +
+				"or expired, and no error or log line contains the secret.",
+			Status: Mitigated,
+			Tests:  []string{"identity/jointoken.TestRecordCheck", "node.TestJoinMisuse"},
+		},
+		{
+			ID:       "T-002",
+			Title:    "CSR SAN smuggling",
+			STRIDE:   "E",
+			Asset:    "the CA's signing authority: which SPIFFE IDs and names a certificate vouches for",
+			Boundary: "enrolment listener and SVID renewal RPC into the CA",
+			Attacker: "a joining or enrolled node that submits a crafted CSR: extra or foreign URI SANs, DNS/IP/e-mail SANs, " +
+				"CA basic constraints, another node's name or another trust domain",
+			Mitigation: "The CA builds every certificate from its own template: from the CSR it takes only the public key " +
+				"(after checking the CSR's signature) and requires exactly the one URI SAN the server derived from the token " +
+				"or the caller's verified identity; anything else in the CSR is refused, not ignored.",
+			Status: Mitigated,
+			Tests:  []string{"identity/ca.TestVerifyCSRRefuses"},
+		},
+		{
+			ID:       "T-003",
+			Title:    "PID reuse during workload attestation",
+			STRIDE:   "S",
+			Asset:    "workload SVIDs",
+			Boundary: "Workload API socket",
+			Attacker: "a local process that connects, exits, and has its pid recycled by a process of a workload it wants " +
+				"to impersonate, so that attestation by pid reads the victim's cgroup",
+			Mitigation: "The agent attests the peer through a pidfd taken from the socket, never a bare pid, and checks " +
+				"after reading its cgroup that the process behind the pidfd is still alive; if it is gone the call is refused.",
+			Status: Mitigated,
+			Tests:  []string{"identity/attest.TestProcessGone"},
+		},
+		{
+			ID:       "T-004",
+			Title:    "Exec after connect",
+			STRIDE:   "S",
+			Asset:    "workload SVIDs",
+			Boundary: "Workload API socket",
+			Attacker: "a process that connects to the Workload API and then execs another program or hands the " +
+				"connection to another process, hoping the identity attested at connect outlives the change",
+			Mitigation: "Attestation happens on every call, not once per connection: the identity is derived from what " +
+				"the peer process is at the time of the call, so a connection carries no identity of its own.",
+			Status: Mitigated,
+			Tests:  []string{"identity/attest.TestExecAfterConnect"},
+		},
+		{
+			ID:       "T-005",
+			Title:    "Key files readable by other local users",
+			STRIDE:   "I",
+			Asset:    "private keys on disk: CA keys (sealed), node SVID keys, etcd keys, the KEK",
+			Boundary: "node data directory",
+			Attacker: "a local user or task on the node other than unum, reading key files left with loose permissions",
+			Mitigation: "Key material is written 0600 inside 0700 directories, and readers refuse (fail closed, naming the " +
+				"file and its mode) a key file whose mode lets group or others read it, rather than using it.",
+			Status: Mitigated,
+			Tests:  []string{"internal/seal.TestReadersRefuseLooseModes"},
+		},
+		{
+			ID:       "T-006",
+			Title:    "etcd reached by a non-control identity",
+			STRIDE:   "E",
+			Asset:    "the consistent store: membership, policy bundles, assignments, join-token records, revocations",
+			Boundary: "etcd client and peer ports",
+			Attacker: "a compromised compute node or workload holding a valid node or workload SVID, connecting to etcd directly",
+			Mitigation: "etcd serves only mutual TLS with its own certificates, issued to control-plane processes and " +
+				"checked by role; node and workload SVIDs are refused at the handshake, so everyone else goes through " +
+				"unum RPCs and the policy.",
+			Status: Mitigated,
+			Tests:  []string{"storage/meta.TestForeignCertificatesRefused", "node.TestComputeSVIDCannotReachEtcd"},
+		},
+		{
+			ID:       "T-007",
+			Title:    "Key-encryption key on the same disk as the sealed keys",
+			STRIDE:   "I",
+			Asset:    "CA private keys sealed with Tink AEAD",
+			Boundary: "node data directory",
+			Attacker: "anyone with a copy of the data directory: a backup, a snapshot, a stolen or decommissioned disk",
+			Mitigation: "CA keys are sealed under a KEK; `unum init` and `unum node` refuse a KEK path inside the data " +
+				"directory, so a copy of DIR alone does not unseal them.",
+			Status: Accepted,
+			Reason: "Accepted in development only: `unum dev` keeps the KEK in DIR for convenience, since a one-machine " +
+				"development cluster has no second place to keep it. `unum init` and `unum node` refuse a KEK inside DIR.",
+			Tests: []string{"cmd/unum.TestInitRefusesKEKInsideDataDir"},
+		},
+		{
+			ID:       "T-008",
+			Title:    "Minting by a control node in the minority",
+			STRIDE:   "E",
+			Asset:    "SVID issuance decisions: which node or workload may still get an identity",
+			Boundary: "control-plane quorum",
+			Attacker: "a control node cut off from the etcd quorum (or an attacker who partitions it) that would mint " +
+				"from a stale view, e.g. for a revoked node or a job assigned elsewhere since",
+			Mitigation: "Issuance reads membership, assignments and revocations with linearizable (quorum) reads; a " +
+				"member in the minority cannot complete them and so refuses to mint.",
+			Status: Mitigated,
+			Tests:  []string{"storage/meta.TestMinorityCannotRead", "node.TestMinorityCannotMint"},
+		},
+		{
+			ID:       "T-009",
+			Title:    "Man in the middle on join with another CA",
+			STRIDE:   "S",
+			Asset:    "the joining node's trust bundle, and the join token it sends",
+			Boundary: "enrolment listener (the network between the joining node and it)",
+			Attacker: "a network attacker, or a rogue unum cluster, presenting a certificate from another CA to a node " +
+				"that is joining",
+			Mitigation: "The token carries the SHA-256 of the cluster's root CA certificate; the joining node refuses the " +
+				"TLS handshake unless the server's chain ends at that root, before it sends the token or its CSR.",
+			Status: Mitigated,
+			Tests:  []string{"node.TestJoinMisuse"},
+		},
+		{
+			ID:       "T-010",
+			Title:    "Unregistered process obtains an SVID",
+			STRIDE:   "SE",
+			Asset:    "workload SVIDs and the rights the policy grants them",
+			Boundary: "Workload API socket",
+			Attacker: "any local process on a compute node that is not a task the scheduler assigned there " +
+				"(another uid, a shell, a process outside the job cgroups)",
+			Mitigation: "The agent issues an SVID only to a process whose attested cgroup and uid map to a job assigned " +
+				"to this node; everyone else is denied and gets no SVID.",
+			Status: Mitigated,
+			Tests:  []string{"identity/agent.TestUnregisteredUIDDenied"},
+		},
+	}
+	sortByID(threats)
+	return threats
+}

@@ -1,0 +1,218 @@
+package threatmodel
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Status says where a threat stands.
+type Status string
+
+const (
+	// Mitigated threats name the tests that prove the mitigation.
+	Mitigated Status = "mitigated"
+	// Accepted threats are known and deliberately not (fully) mitigated; the
+	// Reason says why and where the acceptance ends.
+	Accepted Status = "accepted"
+	// Open threats are known and not yet answered.
+	Open Status = "open"
+)
+
+// Threat is one entry of the register.
+type Threat struct {
+	// ID is "T-" followed by at least three digits, e.g. "T-001". IDs are
+	// never reused once published.
+	ID    string
+	Title string
+	// STRIDE holds the letters of the classes the threat belongs to, in
+	// STRIDE order, e.g. "S" or "SE".
+	STRIDE string
+	// Asset is what the attacker is after.
+	Asset string
+	// Boundary is the trust boundary the attack crosses.
+	Boundary string
+	// Attacker is who attacks, and from where.
+	Attacker   string
+	Mitigation string
+	Status     Status
+	// Reason is required for Accepted threats.
+	Reason string
+	// Tests are references "pkgpath.TestName[/subtest]"; see ParseTestRef.
+	Tests []string
+}
+
+const strideOrder = "STRIDE"
+
+// Validate checks a register: unique well-formed IDs, required fields filled,
+// STRIDE letters valid, mitigated threats with at least one test, accepted
+// threats with a reason, and well-formed test references. It reports every
+// problem, not just the first.
+func Validate(threats []Threat) error {
+	var errs []error
+	seen := make(map[string]bool, len(threats))
+	for i, t := range threats {
+		name := t.ID
+		if name == "" {
+			name = fmt.Sprintf("threat #%d", i)
+		}
+		fail := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf("threatmodel: %s: %s", name, fmt.Sprintf(format, args...)))
+		}
+		if _, err := idNumber(t.ID); err != nil {
+			fail("%v", err)
+		} else if seen[t.ID] {
+			fail("duplicate id")
+		}
+		seen[t.ID] = true
+		for _, f := range []struct{ field, value string }{
+			{"title", t.Title},
+			{"asset", t.Asset},
+			{"boundary", t.Boundary},
+			{"attacker", t.Attacker},
+			{"mitigation", t.Mitigation},
+		} {
+			if strings.TrimSpace(f.value) == "" {
+				fail("%s is empty", f.field)
+			}
+		}
+		if err := validateSTRIDE(t.STRIDE); err != nil {
+			fail("%v", err)
+		}
+		switch t.Status {
+		case Mitigated:
+			if len(t.Tests) == 0 {
+				fail("mitigated but names no test")
+			}
+		case Accepted:
+			if strings.TrimSpace(t.Reason) == "" {
+				fail("accepted without a reason")
+			}
+		case Open:
+		default:
+			fail("unknown status %q (want %s, %s or %s)", t.Status, Mitigated, Accepted, Open)
+		}
+		testSeen := make(map[string]bool, len(t.Tests))
+		for _, ref := range t.Tests {
+			if _, err := ParseTestRef(ref); err != nil {
+				fail("%v", err)
+			}
+			if testSeen[ref] {
+				fail("test %q listed twice", ref)
+			}
+			testSeen[ref] = true
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validateSTRIDE(s string) error {
+	if s == "" {
+		return errors.New("STRIDE class is empty")
+	}
+	last := -1
+	for _, c := range s {
+		i := strings.IndexRune(strideOrder, c)
+		if i < 0 {
+			return fmt.Errorf("STRIDE class %q: %q is not one of %s", s, c, strideOrder)
+		}
+		if i <= last {
+			return fmt.Errorf("STRIDE class %q: letters must be distinct and in %s order", s, strideOrder)
+		}
+		last = i
+	}
+	return nil
+}
+
+// idNumber returns the number of an ID "T-NNN" (three or more digits).
+func idNumber(id string) (int, error) {
+	digits, ok := strings.CutPrefix(id, "T-")
+	if !ok || len(digits) < 3 || strings.TrimLeft(digits, "0123456789") != "" {
+		return 0, fmt.Errorf("id %q: want T- followed by at least three digits", id)
+	}
+	n, err := strconv.Atoi(digits)
+	if err != nil {
+		return 0, fmt.Errorf("id %q: %w", id, err)
+	}
+	return n, nil
+}
+
+// sortByID orders threats by the number in their IDs, so T-1000 follows
+// T-999; malformed IDs sort first, by string.
+func sortByID(threats []Threat) {
+	slices.SortStableFunc(threats, func(a, b Threat) int {
+		na, errA := idNumber(a.ID)
+		nb, errB := idNumber(b.ID)
+		switch {
+		case errA != nil && errB != nil:
+			return cmp.Compare(a.ID, b.ID)
+		case errA != nil:
+			return -1
+		case errB != nil:
+			return 1
+		}
+		return cmp.Compare(na, nb)
+	})
+}
+
+// TestRef names a Go test: the package directory relative to the module
+// root, the test function, and optionally a subtest path.
+type TestRef struct {
+	Package string // "identity/ca"
+	Func    string // "TestVerifyCSRRefuses"
+	Subtest string // "" or "extra_uri" (may itself contain '/')
+}
+
+func (r TestRef) String() string {
+	s := r.Package + "." + r.Func
+	if r.Subtest != "" {
+		s += "/" + r.Subtest
+	}
+	return s
+}
+
+// ParseTestRef reads "pkgpath.TestName[/subtest]". The package path is
+// everything before the first ".Test"; its segments may not be empty, "." or
+// "..", so a reference cannot point outside the module.
+func ParseTestRef(ref string) (TestRef, error) {
+	i := strings.Index(ref, ".Test")
+	if i <= 0 {
+		return TestRef{}, fmt.Errorf("test %q: want pkgpath.TestName", ref)
+	}
+	pkg, rest := ref[:i], ref[i+1:]
+	fn, sub, hasSub := strings.Cut(rest, "/")
+	if hasSub && sub == "" {
+		return TestRef{}, fmt.Errorf("test %q: empty subtest name", ref)
+	}
+	for _, seg := range strings.Split(pkg, "/") {
+		if seg == "" || seg == "." || seg == ".." || strings.TrimLeft(seg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != "" {
+			return TestRef{}, fmt.Errorf("test %q: bad package path %q (want a path relative to the module root)", ref, pkg)
+		}
+	}
+	if !isTestFuncName(fn) {
+		return TestRef{}, fmt.Errorf("test %q: %q is not a test function name (TestXxx)", ref, fn)
+	}
+	return TestRef{Package: pkg, Func: fn, Subtest: sub}, nil
+}
+
+// isTestFuncName follows go test: "Test" then nothing or a non-lowercase
+// start, and the whole an ASCII identifier.
+func isTestFuncName(s string) bool {
+	rest, ok := strings.CutPrefix(s, "Test")
+	if !ok {
+		return false
+	}
+	if rest != "" && rest[0] >= 'a' && rest[0] <= 'z' {
+		return false
+	}
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if c != '_' && (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,170 @@
+package threatmodel
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func validThreat() Threat {
+	return Threat{
+		ID:         "T-001",
+		Title:      "title",
+		STRIDE:     "S",
+		Asset:      "asset",
+		Boundary:   "boundary",
+		Attacker:   "attacker",
+		Mitigation: "mitigation",
+		Status:     Mitigated,
+		Tests:      []string{"identity/ca.TestX"},
+	}
+}
+
+func TestValidate(t *testing.T) {
+	with := func(f func(*Threat)) []Threat {
+		th := validThreat()
+		f(&th)
+		return []Threat{th}
+	}
+	tests := []struct {
+		name    string
+		threats []Threat
+		wantErr []string
+	}{
+		{"valid", with(func(*Threat) {}), nil},
+		{"empty register", nil, nil},
+		{"open without tests", with(func(t *Threat) { t.Status, t.Tests = Open, nil }), nil},
+		{"accepted with reason, no test", with(func(t *Threat) { t.Status, t.Reason, t.Tests = Accepted, "why", nil }), nil},
+		{"several STRIDE letters", with(func(t *Threat) { t.STRIDE = "STRIDE" }), nil},
+		{"four-digit id", with(func(t *Threat) { t.ID = "T-1000" }), nil},
+		{"duplicate id", append(with(func(*Threat) {}), validThreat()), []string{"T-001: duplicate id"}},
+		{"bad id", with(func(t *Threat) { t.ID = "T-01" }), []string{`id "T-01"`}},
+		{"id lowercase", with(func(t *Threat) { t.ID = "t-001" }), []string{`id "t-001"`}},
+		{"missing id", with(func(t *Threat) { t.ID = "" }), []string{"threat #0"}},
+		{"missing fields", with(func(t *Threat) { t.Title, t.Asset, t.Boundary, t.Attacker, t.Mitigation = "", " ", "", "", "" }),
+			[]string{"title is empty", "asset is empty", "boundary is empty", "attacker is empty", "mitigation is empty"}},
+		{"no STRIDE", with(func(t *Threat) { t.STRIDE = "" }), []string{"STRIDE class is empty"}},
+		{"bad STRIDE letter", with(func(t *Threat) { t.STRIDE = "X" }), []string{`'X' is not one of STRIDE`}},
+		{"STRIDE out of order", with(func(t *Threat) { t.STRIDE = "ES" }), []string{"in STRIDE order"}},
+		{"STRIDE repeated", with(func(t *Threat) { t.STRIDE = "SS" }), []string{"distinct"}},
+		{"STRIDE with separator", with(func(t *Threat) { t.STRIDE = "S/E" }), []string{"'/' is not one of"}},
+		{"mitigated without test", with(func(t *Threat) { t.Tests = nil }), []string{"mitigated but names no test"}},
+		{"accepted without reason", with(func(t *Threat) { t.Status, t.Reason = Accepted, " " }), []string{"accepted without a reason"}},
+		{"unknown status", with(func(t *Threat) { t.Status = "fixed" }), []string{`unknown status "fixed"`}},
+		{"empty status", with(func(t *Threat) { t.Status = "" }), []string{`unknown status ""`}},
+		{"bad test ref", with(func(t *Threat) { t.Tests = []string{"TestX"} }), []string{`test "TestX"`}},
+		{"test listed twice", with(func(t *Threat) { t.Tests = []string{"a.TestX", "a.TestX"} }), []string{"listed twice"}},
+		{"reports every problem", with(func(t *Threat) { t.Title, t.Status = "", "x" }), []string{"title is empty", "unknown status"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Validate(tt.threats)
+			if tt.wantErr == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			for _, want := range tt.wantErr {
+				require.ErrorContains(t, err, want)
+			}
+		})
+	}
+}
+
+func TestParseTestRef(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    TestRef
+		wantErr string
+	}{
+		{"identity/ca.TestVerifyCSRRefuses", TestRef{"identity/ca", "TestVerifyCSRRefuses", ""}, ""},
+		{"node.TestJoinMisuse", TestRef{"node", "TestJoinMisuse", ""}, ""},
+		{"cmd/unum.TestInit", TestRef{"cmd/unum", "TestInit", ""}, ""},
+		{"a.Test", TestRef{"a", "Test", ""}, ""},
+		{"a.Test_x", TestRef{"a", "Test_x", ""}, ""},
+		{"a.TestX/sub", TestRef{"a", "TestX", "sub"}, ""},
+		{"a.TestX/sub/v1.2", TestRef{"a", "TestX", "sub/v1.2"}, ""},
+		{"gopkg.in/x.TestX", TestRef{"gopkg.in/x", "TestX", ""}, ""},
+		{"TestX", TestRef{}, "want pkgpath.TestName"},
+		{".TestX", TestRef{}, "want pkgpath.TestName"},
+		{"a.Benchmark", TestRef{}, "want pkgpath.TestName"},
+		{"a.Testx", TestRef{}, "not a test function name"},
+		{"a.TestX-y", TestRef{}, "not a test function name"},
+		{"a.TestX/", TestRef{}, "empty subtest"},
+		{"../a.TestX", TestRef{}, "bad package path"},
+		{"a/../b.TestX", TestRef{}, "bad package path"},
+		{"/abs.TestX", TestRef{}, "bad package path"},
+		{"a//b.TestX", TestRef{}, "bad package path"},
+		{"a b.TestX", TestRef{}, "bad package path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseTestRef(tt.in)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got)
+			require.Equal(t, tt.in, got.String())
+		})
+	}
+}
+
+func TestSortByID(t *testing.T) {
+	threats := []Threat{{ID: "T-1000"}, {ID: "T-010"}, {ID: "bad"}, {ID: "T-002"}, {ID: "T-999"}}
+	sortByID(threats)
+	var ids []string
+	for _, th := range threats {
+		ids = append(ids, th.ID)
+	}
+	require.Equal(t, []string{"bad", "T-002", "T-010", "T-999", "T-1000"}, ids)
+}
+
+func TestMarkdown(t *testing.T) {
+	th := validThreat()
+	accepted := validThreat()
+	accepted.ID, accepted.Status, accepted.Reason = "T-002", Accepted, "dev only"
+	accepted.Tests = []string{"a.TestX", "b.TestY/with|pipe"}
+	hostile := validThreat()
+	hostile.ID, hostile.Title, hostile.Mitigation = "T-003", "a | b", "line one\nline two\r\nthree"
+
+	tests := []struct {
+		name    string
+		threats []Threat
+		want    []string
+	}{
+		{"empty", nil, nil},
+		{"one", []Threat{th},
+			[]string{"| T-001 | title | S | asset | boundary | attacker | mitigation | mitigated | `identity/ca.TestX` |"}},
+		{"accepted shows reason and every test", []Threat{accepted},
+			[]string{"| T-002 | title | S | asset | boundary | attacker | mitigation | accepted: dev only | `a.TestX`<br>`b.TestY/with\\|pipe` |"}},
+		{"escapes pipes and line breaks", []Threat{hostile},
+			[]string{"| T-003 | a \\| b | S | asset | boundary | attacker | line one<br>line two<br>three | mitigated | `identity/ca.TestX` |"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lines := strings.Split(strings.TrimSuffix(Markdown(tt.threats), "\n"), "\n")
+			require.Equal(t, "| ID | Threat | STRIDE | Asset | Boundary | Attacker | Mitigation | Status | Tests |", lines[0])
+			require.Equal(t, "|---|---|---|---|---|---|---|---|---|", lines[1])
+			require.Equal(t, tt.want, nilIfEmpty(lines[2:]))
+		})
+	}
+
+	t.Run("register renders one row per threat", func(t *testing.T) {
+		reg := Register()
+		out := Markdown(reg)
+		require.Equal(t, len(reg)+2, strings.Count(out, "\n"))
+		for _, th := range reg {
+			require.Contains(t, out, "| "+th.ID+" |")
+		}
+	})
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
