@@ -170,6 +170,15 @@ func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 		resp.EtcdCert = etcdCert.Raw
 		resp.EtcdInitialCluster = initialCluster
 		resp.EtcdMemberId = memberID
+		members, err := s.cfg.Etcd.MemberList(ctx)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "list etcd members: %v", err)
+		}
+		for _, m := range members.Members {
+			if !m.IsLearner {
+				resp.EtcdClientUrls = append(resp.EtcdClientUrls, m.ClientURLs...)
+			}
+		}
 	}
 	resp.ControlAddresses = controlAddresses(s.cache.snapshot().nodes)
 	if control {

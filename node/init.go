@@ -38,7 +38,10 @@ const (
 // Ports are a node's listen addresses. Empty fields default to the API
 // port + 1 (enrolment), + 2 (etcd client), + 3 (etcd peer).
 type Ports struct {
-	API, Enroll, EtcdClient, EtcdPeer string
+	API        string `json:"api"`
+	Enroll     string `json:"enroll"`
+	EtcdClient string `json:"etcd_client"`
+	EtcdPeer   string `json:"etcd_peer"`
 }
 
 func (p Ports) withDefaults() (Ports, error) {

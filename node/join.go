@@ -181,7 +181,8 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 			PeerURL:        "https://" + ports.EtcdPeer,
 			InitialCluster: resp.GetEtcdInitialCluster(),
 			State:          "existing",
-			MemberID:       resp.GetEtcdMemberId(),
+			MemberID:        resp.GetEtcdMemberId(),
+			VoterClientURLs: resp.GetEtcdClientUrls(),
 		}
 	}
 	if err := saveConfig(l, cfg); err != nil {

@@ -130,8 +130,10 @@ type EtcdConfig struct {
 	State    string `json:"state"`
 	MemberID uint64 `json:"member_id,omitempty"`
 	// Promoted is false for a joined member until it has been promoted
-	// from learner to voter.
-	Promoted bool `json:"promoted"`
+	// from learner to voter. A learner serves no client requests, so until
+	// then the node reaches etcd through VoterClientURLs.
+	Promoted        bool     `json:"promoted"`
+	VoterClientURLs []string `json:"voter_client_urls,omitempty"`
 }
 
 // HasRole reports whether the node has role r.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -322,6 +323,22 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 	if err != nil {
 		return nil, nil, fmt.Errorf("start etcd: %w", err)
 	}
+	// The control services use the local member. A member that is still a
+	// learner serves no requests, so until its promotion it uses the voters.
+	cli := etcd.Client()
+	var voters *clientv3.Client
+	if !n.cfg.Etcd.Promoted {
+		if len(n.cfg.Etcd.VoterClientURLs) == 0 {
+			etcd.Close()
+			return nil, nil, fmt.Errorf("%s: etcd member is not promoted and no voter client URLs are known", n.l.NodeConfig())
+		}
+		voters, err = meta.NewClient(ctx, n.cfg.Etcd.VoterClientURLs, etcdConfig(n.l, n.cfg, 0, 0, n.log).TLS)
+		if err != nil {
+			etcd.Close()
+			return nil, nil, fmt.Errorf("reach etcd voters: %w", err)
+		}
+		cli = voters
+	}
 	ctl, err := control.New(control.Config{
 		TrustDomain: n.td,
 		NodeName:    n.cfg.Name,
@@ -330,22 +347,31 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		Root:        root,
 		EtcdCA:      etcdCA,
 		Roots:       n.creds.Roots(),
-		Etcd:        etcd.Client(),
+		Etcd:        cli,
 		SVIDTTL:     n.o.SVIDTTL,
 		NodeSVIDTTL: NodeSVIDTTL,
 		Log:         n.log.With("component", "control"),
 	})
-	if err != nil {
+	stop := func() {
+		if ctl != nil {
+			ctl.Close()
+		}
+		if voters != nil {
+			voters.Close()
+		}
 		etcd.Close()
+	}
+	if err != nil {
+		stop()
 		return nil, nil, err
 	}
-	stop := func() { ctl.Close(); etcd.Close() }
-
-	if !n.cfg.Etcd.Promoted {
+	if voters != nil {
 		goFn("etcd promotion", func(ctx context.Context) error {
-			if err := meta.PromoteWhenReady(ctx, etcd.Client(), n.cfg.Etcd.MemberID); err != nil {
+			if err := meta.PromoteWhenReady(ctx, voters, n.cfg.Etcd.MemberID); err != nil {
 				return err
 			}
+			// From now on the voters client also reaches the local member.
+			voters.SetEndpoints(append([]string{n.cfg.Etcd.ClientURL}, n.cfg.Etcd.VoterClientURLs...)...)
 			n.cfgMu.Lock()
 			n.cfg.Etcd.Promoted = true
 			err := saveConfig(n.l, n.cfg)
@@ -363,7 +389,7 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 	goFn("publish jwt key", func(ctx context.Context) error {
 		for ctx.Err() == nil {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := control.PublishJWTKey(pctx, etcd.Client(), rec)
+			err := control.PublishJWTKey(pctx, cli, rec)
 			cancel()
 			if err == nil {
 				return nil

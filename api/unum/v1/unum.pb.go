@@ -154,8 +154,11 @@ type JoinResponse struct {
 	EtcdCert           []byte `protobuf:"bytes,9,opt,name=etcd_cert,json=etcdCert,proto3" json:"etcd_cert,omitempty"`
 	EtcdInitialCluster string `protobuf:"bytes,10,opt,name=etcd_initial_cluster,json=etcdInitialCluster,proto3" json:"etcd_initial_cluster,omitempty"`
 	EtcdMemberId       uint64 `protobuf:"varint,11,opt,name=etcd_member_id,json=etcdMemberId,proto3" json:"etcd_member_id,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Client URLs of the voting members: a learner serves no requests, so
+	// until it is promoted the new member talks to the cluster through these.
+	EtcdClientUrls []string `protobuf:"bytes,12,rep,name=etcd_client_urls,json=etcdClientUrls,proto3" json:"etcd_client_urls,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *JoinResponse) Reset() {
@@ -263,6 +266,13 @@ func (x *JoinResponse) GetEtcdMemberId() uint64 {
 		return x.EtcdMemberId
 	}
 	return 0
+}
+
+func (x *JoinResponse) GetEtcdClientUrls() []string {
+	if x != nil {
+		return x.EtcdClientUrls
+	}
+	return nil
 }
 
 type WhoAmIRequest struct {
@@ -1786,7 +1796,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\retcd_peer_url\x18\a \x01(\tR\vetcdPeerUrl\x12&\n" +
 	"\x0fetcd_client_url\x18\b \x01(\tR\retcdClientUrl\x12\x1d\n" +
 	"\n" +
-	"etcd_hosts\x18\t \x03(\tR\tetcdHosts\"\xef\x02\n" +
+	"etcd_hosts\x18\t \x03(\tR\tetcdHosts\"\x99\x03\n" +
 	"\fJoinResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1800,7 +1810,8 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\tetcd_cert\x18\t \x01(\fR\betcdCert\x120\n" +
 	"\x14etcd_initial_cluster\x18\n" +
 	" \x01(\tR\x12etcdInitialCluster\x12$\n" +
-	"\x0eetcd_member_id\x18\v \x01(\x04R\fetcdMemberId\"\x0f\n" +
+	"\x0eetcd_member_id\x18\v \x01(\x04R\fetcdMemberId\x12(\n" +
+	"\x10etcd_client_urls\x18\f \x03(\tR\x0eetcdClientUrls\"\x0f\n" +
 	"\rWhoAmIRequest\"i\n" +
 	"\x0eWhoAmIResponse\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x12\n" +

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/internal/clientconfig"
+	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/internal/seal"
+)
+
+// nodeClientConfig writes a client config holding a node's own SVID: what
+// an attacker who took over that node holds.
+func nodeClientConfig(t *testing.T, d *devCluster, node string) string {
+	t.Helper()
+	svid, roots := nodeSVID(t, d, node)
+	admin, err := clientconfig.Load(filepath.Join(d.dir, "admin.yaml"))
+	require.NoError(t, err)
+	cfg, err := clientconfig.New(svid, roots, admin.Addresses)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), node+".yaml")
+	require.NoError(t, cfg.Save(path))
+	return path
+}
+
+func nodeSVID(t *testing.T, d *devCluster, node string) (*x509svid.SVID, []*x509.Certificate) {
+	t.Helper()
+	keys := filepath.Join(d.dir, node, "keys")
+	key, err := seal.ReadPrivateKey(filepath.Join(keys, "node.key"))
+	require.NoError(t, err)
+	chainPEM, err := os.ReadFile(filepath.Join(keys, "node.pem"))
+	require.NoError(t, err)
+	chain, err := clientconfig.DecodeCerts(chainPEM)
+	require.NoError(t, err)
+	bundlePEM, err := os.ReadFile(filepath.Join(keys, "bundle.pem"))
+	require.NoError(t, err)
+	roots, err := clientconfig.DecodeCerts(bundlePEM)
+	require.NoError(t, err)
+	id, err := x509svid.IDFromCert(chain[0])
+	require.NoError(t, err)
+	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, roots
+}
+
+// requireMintRefused asks node's own API, with node's own SVID, to mint an
+// SVID for a registered entry of node: with no etcd quorum the linearizable
+// read cannot complete, so the CA refuses instead of minting from a stale
+// view.
+func requireMintRefused(t *testing.T, d *devCluster, node string) {
+	t.Helper()
+	svid, roots := nodeSVID(t, d, node)
+	creds, err := rpc.NewCredentials(svid, roots)
+	require.NoError(t, err)
+	api := nodeAPIAddress(t, d, node)
+	cc, err := rpc.Dial(creds, []string{api})
+	require.NoError(t, err)
+	defer cc.Close()
+	id := spiffeid.RequireFromString("spiffe://unum.local/ns/default/job/a")
+	key, err := ca.GenerateKey()
+	require.NoError(t, err)
+	csr, err := ca.CreateCSR(key, id)
+	require.NoError(t, err)
+	// The entry id does not matter: the read that would find it cannot
+	// complete. A control node with quorum answers PermissionDenied for an
+	// unknown entry instead, so Unavailable/DeadlineExceeded proves the
+	// refusal came from the missing quorum.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = unumv1.NewIdentityClient(cc).MintX509SVID(ctx, &unumv1.MintX509SVIDRequest{EntryId: "any", SpiffeId: id.String(), Csr: csr})
+	require.Error(t, err)
+	code := status.Code(err)
+	require.Contains(t, []codes.Code{codes.Unavailable, codes.DeadlineExceeded}, code, err.Error())
+}
+
+func nodeAPIAddress(t *testing.T, d *devCluster, node string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(d.dir, "dev.json"))
+	require.NoError(t, err)
+	var st struct {
+		Nodes []struct {
+			Name  string `json:"name"`
+			Ports struct {
+				API string `json:"api"`
+			} `json:"ports"`
+		} `json:"nodes"`
+	}
+	require.NoError(t, json.Unmarshal(data, &st))
+	for _, n := range st.Nodes {
+		if n.Name == node {
+			return n.Ports.API
+		}
+	}
+	t.Fatalf("no node %s in dev.json", node)
+	return ""
+}

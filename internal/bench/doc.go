@@ -1,0 +1,25 @@
+// Package bench owns `unum bench <component>`: benchmarks that start what
+// they measure (a real node in a temporary folder, real sockets, real etcd)
+// or, with --cluster, measure the running cluster named by UNUM_CONFIG.
+//
+// Every component has a runner, `func(ctx, Options) (Report, error)`,
+// listed by Runners. A report names the filesystem under the measured data
+// (statfs type and mount) and the settings (concurrency, windows,
+// GOMAXPROCS, Go version, kernel), and holds one Result per measurement with
+// ops/s and, where latency is meaningful, p50/p99 in microseconds, the
+// target and whether it was met.
+//
+// Invariants:
+//   - A runner returns an error only when it could not measure (setup
+//     failed, or a measurement had no successful operation). A missed
+//     target is a result, not an error: `unum bench` exits 0 whenever it ran.
+//   - The default run of a component takes under 20 s including setup, on
+//     two cores.
+//   - Everything a runner starts (nodes, temporary folders, registration
+//     entries on a cluster) is stopped or removed before it returns.
+//   - Progress goes to Options.Progress (stderr in the CLI), never to the
+//     report's writer.
+//
+// Imported by internal/cli only; it imports node, control's API and
+// identity/ca, never the other way round.
+package bench

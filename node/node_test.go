@@ -1,0 +1,347 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/internal/seal"
+)
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func register(t *testing.T, id, nodeName string, sels ...string) *unumv1.Entry {
+	t.Helper()
+	cc, err := cl.adminConn()
+	require.NoError(t, err)
+	defer cc.Close()
+	e, err := unumv1.NewIdentityClient(cc).CreateEntry(ctxT(t, 10*time.Second), &unumv1.CreateEntryRequest{SpiffeId: id, Node: nodeName, Selectors: sels})
+	require.NoError(t, err)
+	return e
+}
+
+func socketOf(name string) string {
+	return "unix://" + Layout{Dir: cl.nodes[name].dir}.Socket()
+}
+
+// fetchX509 retries until the entry has reached the node's agent (the
+// agent answers PermissionDenied until then).
+func fetchX509(t *testing.T, socket string) *x509svid.SVID {
+	t.Helper()
+	ctx := ctxT(t, 30*time.Second)
+	for {
+		svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(socket))
+		if err == nil {
+			return svid
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("fetch x509-svid from %s: %v", socket, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func uidSelector() string { return "unix:uid:" + strconv.Itoa(os.Getuid()) }
+
+// TestWorkloadAPIEndToEnd: an unmodified go-spiffe client fetches X.509 and
+// JWT SVIDs from a real node and validates them against the served bundles.
+func TestWorkloadAPIEndToEnd(t *testing.T) {
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	id := "spiffe://unum.test/ns/e2e/job/client"
+	register(t, id, "node-2", uidSelector(), "unix:path:"+exe)
+	socket := socketOf("node-2")
+
+	svid := fetchX509(t, socket)
+	require.Equal(t, id, svid.ID.String())
+	bundles, err := workloadapi.FetchX509Bundles(ctxT(t, 10*time.Second), workloadapi.WithAddr(socket))
+	require.NoError(t, err)
+	gotID, _, err := x509svid.Verify(svid.Certificates, bundles)
+	require.NoError(t, err)
+	require.Equal(t, id, gotID.String())
+	require.WithinDuration(t, time.Now().Add(testSVIDTTL), svid.Certificates[0].NotAfter, testSVIDTTL)
+	require.Empty(t, svid.Certificates[0].Subject.CommonName)
+
+	jwt, err := workloadapi.FetchJWTSVID(ctxT(t, 10*time.Second), jwtsvid.Params{Audience: "db"}, workloadapi.WithAddr(socket))
+	require.NoError(t, err)
+	require.Equal(t, id, jwt.ID.String())
+	jwtBundles, err := workloadapi.FetchJWTBundles(ctxT(t, 10*time.Second), workloadapi.WithAddr(socket))
+	require.NoError(t, err)
+	parsed, err := jwtsvid.ParseAndValidate(jwt.Marshal(), jwtBundles, []string{"db"})
+	require.NoError(t, err)
+	require.Equal(t, id, parsed.ID.String())
+	_, err = jwtsvid.ParseAndValidate(jwt.Marshal(), jwtBundles, []string{"other"})
+	require.Error(t, err, "a JWT-SVID for another audience must not validate")
+	validated, err := workloadapi.ValidateJWTSVID(ctxT(t, 10*time.Second), jwt.Marshal(), "db", workloadapi.WithAddr(socket))
+	require.NoError(t, err)
+	require.Equal(t, id, validated.ID.String())
+}
+
+// TestNoEntryNoSVID: a caller matching no entry on that node is refused.
+func TestNoEntryNoSVID(t *testing.T) {
+	register(t, "spiffe://unum.test/ns/e2e/job/other-uid", "node-1", "unix:uid:54321")
+	_, err := workloadapi.FetchX509SVID(ctxT(t, 10*time.Second), workloadapi.WithAddr(socketOf("node-1")))
+	require.Error(t, err)
+	require.Equal(t, codes.PermissionDenied, status.Code(err), err.Error())
+}
+
+// TestRotationOnOpenStream: with a short SVID TTL the agent rotates at
+// half-life and the open stream delivers the new SVID.
+func TestRotationOnOpenStream(t *testing.T) {
+	id := "spiffe://unum.test/ns/e2e/job/rotate"
+	register(t, id, "node-1", uidSelector())
+	socket := socketOf("node-1")
+	fetchX509(t, socket) // wait for the entry to reach the agent
+	ctx := ctxT(t, 60*time.Second)
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(socket))
+	require.NoError(t, err)
+	defer client.Close()
+	serials := map[string]bool{}
+	w := &watcher{onUpdate: func(c *workloadapi.X509Context) {
+		for _, s := range c.SVIDs {
+			if s.ID.String() == id {
+				serials[s.Certificates[0].SerialNumber.String()] = true
+			}
+		}
+	}}
+	wctx, cancel := context.WithCancel(ctx)
+	w.stop = func() bool {
+		if len(serials) >= 2 {
+			cancel()
+			return true
+		}
+		return false
+	}
+	err = client.WatchX509Context(wctx, w)
+	require.GreaterOrEqual(t, len(serials), 2, "no rotated SVID delivered on the open stream: %v", err)
+}
+
+type watcher struct {
+	onUpdate func(*workloadapi.X509Context)
+	stop     func() bool
+}
+
+func (w *watcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	w.onUpdate(c)
+	w.stop()
+}
+func (w *watcher) OnX509ContextWatchError(error) {}
+
+// TestKeysOnDiskSealedAndPrivate: signing keys are sealed, every key file
+// is 0600, folders have their documented modes.
+func TestKeysOnDiskSealedAndPrivate(t *testing.T) {
+	l := Layout{Dir: cl.nodes["node-1"].dir}
+	for _, p := range []string{l.RootKey(), l.IntermediateKey(), l.JWTKey(), l.EtcdCAKey()} {
+		data, err := os.ReadFile(p)
+		require.NoError(t, err)
+		require.NotContains(t, string(data), "PRIVATE KEY", "%s must be sealed", p)
+		require.True(t, strings.HasPrefix(string(data), "unum-sealed-key v1"), p)
+	}
+	var keyFiles int
+	require.NoError(t, filepath.WalkDir(l.Keys(), func(p string, d fs.DirEntry, err error) error {
+		require.NoError(t, err)
+		info, err := d.Info()
+		require.NoError(t, err)
+		if d.IsDir() {
+			require.Equal(t, os.FileMode(0o700), info.Mode().Perm(), p)
+			return nil
+		}
+		if strings.HasSuffix(p, ".key") || strings.HasSuffix(p, ".key.sealed") {
+			keyFiles++
+			require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), p)
+		}
+		return nil
+	}))
+	require.Equal(t, 6, keyFiles)
+	for p, mode := range map[string]os.FileMode{l.Dir: 0o711, l.Public(): 0o755, l.Admin(): 0o600} {
+		info, err := os.Stat(p)
+		require.NoError(t, err)
+		require.Equal(t, mode, info.Mode().Perm(), p)
+	}
+	info, err := os.Stat(l.Socket())
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o666), info.Mode().Perm(), "the socket is open to all; attestation decides")
+	// The KEK is not in the data folder, and the CA keys do not open without it.
+	_, err = os.Stat(filepath.Join(l.Dir, "kek"))
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	otherPath := filepath.Join(t.TempDir(), "other-kek")
+	require.NoError(t, seal.CreateKEKFile(otherPath))
+	other, err := seal.LoadKEK(otherPath)
+	require.NoError(t, err)
+	_, err = seal.ReadSealedKey(other, l.RootKey(), labelRoot)
+	require.Error(t, err, "another KEK must not unseal the root key")
+	right, err := seal.LoadKEK(cl.kek)
+	require.NoError(t, err)
+	_, err = seal.ReadSealedKey(right, l.RootKey(), labelIntermediate)
+	require.Error(t, err, "a sealed key must not open under another purpose label")
+	_, err = seal.ReadSealedKey(right, l.RootKey(), labelRoot)
+	require.NoError(t, err)
+}
+
+// TestRestartKeepsIdentity also checks that a node refuses to start with a
+// loose key file.
+func TestRestartKeepsIdentity(t *testing.T) {
+	rn := cl.nodes["node-2"]
+	dir := rn.dir
+	before, err := readCerts(Layout{Dir: dir}.NodeCert())
+	require.NoError(t, err)
+	require.NoError(t, cl.stop("node-2"))
+
+	l := Layout{Dir: dir}
+	require.NoError(t, os.Chmod(l.NodeKey(), 0o640))
+	err = Run(ctxT(t, 10*time.Second), Options{DataDir: dir, Log: quietLog()})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "group- or world-readable")
+	require.NoError(t, os.Chmod(l.NodeKey(), 0o600))
+
+	require.NoError(t, cl.start("node-2", Options{DataDir: dir}))
+	require.NoError(t, cl.waitReady(context.Background(), "node-2"))
+	after, err := readCerts(l.NodeCert())
+	require.NoError(t, err)
+	require.Equal(t, before[0].URIs[0].String(), after[0].URIs[0].String())
+	require.Equal(t, "spiffe://unum.test/node/node-2", after[0].URIs[0].String())
+}
+
+// TestComputeSVIDCannotReachEtcd: no SVID (compute node, control node,
+// workload) opens etcd; only the etcd PKI's role certificate does.
+func TestComputeSVIDCannotReachEtcd(t *testing.T) {
+	l1 := Layout{Dir: cl.nodes["node-1"].dir}
+	cfg, err := loadConfig(l1)
+	require.NoError(t, err)
+	etcdCA, err := readCerts(l1.EtcdCACert())
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(etcdCA[0])
+
+	try := func(cert tls.Certificate) error {
+		c, err := clientv3.New(clientv3.Config{
+			Endpoints:   []string{cfg.Etcd.ClientURL},
+			DialTimeout: 2 * time.Second,
+			TLS:         &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
+			Logger:      nil,
+		})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, err := c.Put(ctx, "/unum/attack", "x"); err != nil {
+			return err
+		}
+		_, err = c.Get(ctx, "/unum/", clientv3.WithPrefix())
+		return err
+	}
+	svidCert := func(dir string) tls.Certificate {
+		l := Layout{Dir: dir}
+		cert, err := tls.LoadX509KeyPair(l.NodeCert(), l.NodeKey())
+		require.NoError(t, err)
+		return cert
+	}
+	require.Error(t, try(svidCert(cl.nodes["node-2"].dir)), "a compute node's SVID reached etcd")
+	require.Error(t, try(svidCert(cl.nodes["node-1"].dir)), "a control node's SVID reached etcd")
+	// Control: the role certificate works, so the refusals above are real.
+	role, err := tls.LoadX509KeyPair(l1.EtcdMemberCert(), l1.EtcdMemberKey())
+	require.NoError(t, err)
+	require.NoError(t, try(role))
+}
+
+// TestJoinRefusedNodeExits: a node whose join is refused returns
+// ErrJoinRefused with the reason, writes no identity, and does not retry.
+func TestJoinRefusedNodeExits(t *testing.T) {
+	tok, err := cl.joinToken(context.Background(), "refused-1", "compute")
+	require.NoError(t, err)
+	p, err := freePorts()
+	require.NoError(t, err)
+	first := t.TempDir()
+	require.NoError(t, cl.start("refused-1", Options{DataDir: first, Ports: p, JoinAddr: cl.enroll, Token: tok}))
+	require.NoError(t, cl.waitReady(context.Background(), "refused-1"))
+	require.NoError(t, cl.stop("refused-1"))
+
+	// Reuse of the same token from another node.
+	p2, err := freePorts()
+	require.NoError(t, err)
+	dir := t.TempDir()
+	err = Run(ctxT(t, 20*time.Second), Options{DataDir: dir, Ports: p2, JoinAddr: cl.enroll, Token: tok, Log: quietLog()})
+	require.ErrorIs(t, err, ErrJoinRefused)
+	require.Contains(t, err.Error(), "already been used")
+	_, err = os.Stat(Layout{Dir: dir}.NodeConfig())
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	_, err = os.Stat(Layout{Dir: dir}.NodeKey())
+	require.ErrorIs(t, err, fs.ErrNotExist, "a refused node keeps no key")
+}
+
+// TestJoinMITM: an enrolment server that presents another CA never sees
+// the token: the joining node refuses during the handshake.
+func TestJoinMITM(t *testing.T) {
+	// The attacker: a real gRPC Enrollment server with its own CA.
+	td := spiffeid.RequireTrustDomainFromString("unum.test")
+	rootKey, _ := ca.GenerateKey()
+	root, err := ca.NewRoot(td, rootKey, time.Now(), time.Hour)
+	require.NoError(t, err)
+	interKey, _ := ca.GenerateKey()
+	inter, err := ca.NewIntermediate(td, "evil", interKey.Public(), root, rootKey, time.Now(), time.Hour)
+	require.NoError(t, err)
+	auth, err := ca.New(td, inter, interKey, nil, time.Now)
+	require.NoError(t, err)
+	key, _ := ca.GenerateKey()
+	id := spiffeid.RequireFromPath(td, "/node/evil")
+	chain, err := auth.SignX509SVIDForKey(key.Public(), id, time.Hour)
+	require.NoError(t, err)
+	creds, err := rpc.NewCredentials(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, []*x509.Certificate{root})
+	require.NoError(t, err)
+	fake := &recordingEnrollment{}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(creds))))
+	unumv1.RegisterEnrollmentServer(srv, fake)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(lis)
+	defer srv.Stop()
+
+	tok, err := cl.joinToken(context.Background(), "mitm-victim", "compute")
+	require.NoError(t, err)
+	p, err := freePorts()
+	require.NoError(t, err)
+	err = Run(ctxT(t, 20*time.Second), Options{DataDir: t.TempDir(), Ports: p, JoinAddr: lis.Addr().String(), Token: tok, Log: quietLog()})
+	require.ErrorIs(t, err, ErrJoinRefused)
+	require.Contains(t, err.Error(), "does not match the CA fingerprint")
+	require.Zero(t, fake.calls, "the impostor received a join request")
+}
+
+type recordingEnrollment struct {
+	unumv1.UnimplementedEnrollmentServer
+	calls int
+}
+
+func (r *recordingEnrollment) Join(context.Context, *unumv1.JoinRequest) (*unumv1.JoinResponse, error) {
+	r.calls++
+	return nil, errors.New("impostor")
+}
