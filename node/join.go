@@ -177,10 +177,10 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 		}
 		cfg.EnrollListen = ports.Enroll
 		cfg.Etcd = &EtcdConfig{
-			ClientURL:      "https://" + ports.EtcdClient,
-			PeerURL:        "https://" + ports.EtcdPeer,
-			InitialCluster: resp.GetEtcdInitialCluster(),
-			State:          "existing",
+			ClientURL:       "https://" + ports.EtcdClient,
+			PeerURL:         "https://" + ports.EtcdPeer,
+			InitialCluster:  resp.GetEtcdInitialCluster(),
+			State:           "existing",
 			MemberID:        resp.GetEtcdMemberId(),
 			VoterClientURLs: resp.GetEtcdClientUrls(),
 		}

@@ -65,6 +65,7 @@ const (
 	jwtAudienceSeparator  = "\x00"
 	shutdownGracePeriod   = 5 * time.Second
 	maxRequestMessageSize = 256 << 10
+	connBufferSize        = 8 << 10
 )
 
 // Agent caches and rotates the SVIDs of this node's registration entries and

@@ -37,6 +37,12 @@ func (a *Agent) Serve(ctx context.Context, socketPath string) error {
 	srv := grpc.NewServer(
 		grpc.Creds(attest.Credentials()),
 		grpc.MaxRecvMsgSize(maxRequestMessageSize),
+		// Workload API messages are a few KiB and most connections carry
+		// one call: gRPC's default 32 KiB buffers per connection would be
+		// most of the garbage the agent makes per fetch.
+		grpc.ReadBufferSize(connBufferSize),
+		grpc.WriteBufferSize(connBufferSize),
+		grpc.SharedWriteBuffer(true),
 	)
 	workload.RegisterSpiffeWorkloadAPIServer(srv, &workloadServer{a: a, stopping: ctx.Done()})
 
