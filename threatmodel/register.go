@@ -21,7 +21,7 @@ func Register() []Threat {
 				"the SHA-256, compared in constant time; only a caller holding the secret learns whether a token is used " +
 				"or expired, and no error or log line contains the secret.",
 			Status: Mitigated,
-			Tests:  []string{"identity/jointoken.TestRecordCheck", "node.TestJoinMisuse"},
+			Tests:  []string{"identity/jointoken.TestRecordCheck", "control.TestJoinMisuse", "node.TestJoinRefusedNodeExits"},
 		},
 		{
 			ID:       "T-002",
@@ -35,7 +35,7 @@ func Register() []Threat {
 				"(after checking the CSR's signature) and requires exactly the one URI SAN the server derived from the token " +
 				"or the caller's verified identity; anything else in the CSR is refused, not ignored.",
 			Status: Mitigated,
-			Tests:  []string{"identity/ca.TestVerifyCSRRefuses"},
+			Tests:  []string{"identity/ca.TestVerifyCSR", "identity/ca.TestCSRSubjectIsNeverCopied", "control.TestJoinMisuse"},
 		},
 		{
 			ID:       "T-003",
@@ -45,8 +45,10 @@ func Register() []Threat {
 			Boundary: "Workload API socket",
 			Attacker: "a local process that connects, exits, and has its pid recycled by a process of a workload it wants " +
 				"to impersonate, so that attestation by pid reads the victim's cgroup",
-			Mitigation: "The agent attests the peer through a pidfd taken from the socket, never a bare pid, and checks " +
-				"after reading its cgroup that the process behind the pidfd is still alive; if it is gone the call is refused.",
+			Mitigation: "The agent takes a pidfd for the peer from the socket at connect time (SO_PEERPIDFD, or " +
+				"SO_PEERCRED plus pidfd_open and a re-check), never a bare pid, reads the process's uid, gids and " +
+				"executable from /proc, and then checks through the pidfd that the same process is still alive; if it " +
+				"is gone the call is refused, so a recycled pid never inherits an identity.",
 			Status: Mitigated,
 			Tests:  []string{"identity/attest.TestProcessGone"},
 		},
@@ -58,10 +60,11 @@ func Register() []Threat {
 			Boundary: "Workload API socket",
 			Attacker: "a process that connects to the Workload API and then execs another program or hands the " +
 				"connection to another process, hoping the identity attested at connect outlives the change",
-			Mitigation: "Attestation happens on every call, not once per connection: the identity is derived from what " +
-				"the peer process is at the time of the call, so a connection carries no identity of its own.",
+			Mitigation: "Attestation happens on every call and before every streamed update, not once per connection; " +
+				"the executable's identity (device, inode) is recorded at connect and a process that has exec'd another " +
+				"binary since is refused. Path and sha256 selectors are accepted only together with a uid or gid selector.",
 			Status: Mitigated,
-			Tests:  []string{"identity/attest.TestExecAfterConnect"},
+			Tests:  []string{"identity/attest.TestExecAfterConnect", "identity/agent.TestExecAfterConnect", "identity/selector.TestValidateSet"},
 		},
 		{
 			ID:       "T-005",
@@ -73,7 +76,7 @@ func Register() []Threat {
 			Mitigation: "Key material is written 0600 inside 0700 directories, and readers refuse (fail closed, naming the " +
 				"file and its mode) a key file whose mode lets group or others read it, rather than using it.",
 			Status: Mitigated,
-			Tests:  []string{"internal/seal.TestReadersRefuseLooseModes"},
+			Tests:  []string{"internal/seal.TestReadersRefuseLooseOrOddFiles", "node.TestRestartKeepsIdentity", "node.TestKeysOnDiskSealedAndPrivate"},
 		},
 		{
 			ID:       "T-006",
@@ -110,10 +113,11 @@ func Register() []Threat {
 			Boundary: "control-plane quorum",
 			Attacker: "a control node cut off from the etcd quorum (or an attacker who partitions it) that would mint " +
 				"from a stale view, e.g. for a revoked node or a job assigned elsewhere since",
-			Mitigation: "Issuance reads membership, assignments and revocations with linearizable (quorum) reads; a " +
-				"member in the minority cannot complete them and so refuses to mint.",
+			Mitigation: "The CA signs a workload SVID only after a batched linearizable etcd read confirms the " +
+				"registration entry and the requesting node's membership; a member in the minority cannot complete the " +
+				"read and refuses to mint (agents keep serving SVIDs they already hold until those expire).",
 			Status: Mitigated,
-			Tests:  []string{"storage/meta.TestMinorityCannotRead", "node.TestMinorityCannotMint"},
+			Tests:  []string{"storage/meta.TestMinorityCannotRead", "cmd/unum.TestDevCluster"},
 		},
 		{
 			ID:       "T-009",
@@ -126,7 +130,7 @@ func Register() []Threat {
 			Mitigation: "The token carries the SHA-256 of the cluster's root CA certificate; the joining node refuses the " +
 				"TLS handshake unless the server's chain ends at that root, before it sends the token or its CSR.",
 			Status: Mitigated,
-			Tests:  []string{"node.TestJoinMisuse"},
+			Tests:  []string{"control.TestJoinMisuse", "node.TestJoinMITM"},
 		},
 		{
 			ID:       "T-010",
@@ -136,10 +140,63 @@ func Register() []Threat {
 			Boundary: "Workload API socket",
 			Attacker: "any local process on a compute node that is not a task the scheduler assigned there " +
 				"(another uid, a shell, a process outside the job cgroups)",
-			Mitigation: "The agent issues an SVID only to a process whose attested cgroup and uid map to a job assigned " +
-				"to this node; everyone else is denied and gets no SVID.",
+			Mitigation: "The agent serves an SVID only to a process whose attested uid/gid (and binary, where the " +
+				"entry says so) match a registration entry for this node; everyone else gets PermissionDenied. The CA " +
+				"re-checks every mint against the entry with a linearizable read. (Scheduler-started tasks, attested by " +
+				"cgroup, come with the scheduler issue.)",
 			Status: Mitigated,
-			Tests:  []string{"identity/agent.TestUnregisteredUIDDenied"},
+			Tests:  []string{"identity/agent.TestUnregisteredUIDDenied", "node.TestNoEntryNoSVID", "control.TestMintRequiresEntry"},
+		},
+		{
+			ID:       "T-011",
+			Title:    "A registration entry hands out a privileged identity",
+			STRIDE:   "E",
+			Asset:    "user, node and system identities",
+			Boundary: "control-plane API (registration)",
+			Attacker: "an operator mistake or a principal allowed to register workloads who names spiffe://TD/user/admin, " +
+				"a node or a system service as the entry's SPIFFE ID",
+			Mitigation: "Registrations may only name workload IDs (spiffe://TD/ns/...) of the cluster's trust domain, " +
+				"on a node that exists at the moment the entry is written (one etcd transaction).",
+			Status: Mitigated,
+			Tests:  []string{"control.TestCreateEntryValidation"},
+		},
+		{
+			ID:       "T-012",
+			Title:    "A node mints SVIDs for another node's workloads",
+			STRIDE:   "E",
+			Asset:    "workload SVIDs of other nodes",
+			Boundary: "control-plane API (Identity.MintX509SVID)",
+			Attacker: "a compromised compute node holding its own valid node SVID",
+			Mitigation: "The CA derives the node from the caller's verified SVID and signs only for an entry that names " +
+				"that node (or all nodes) and the requested ID; it ignores any node name in the request.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestMintRequiresEntry"},
+		},
+		{
+			ID:       "T-013",
+			Title:    "A non-admin principal performs administrative actions",
+			STRIDE:   "E",
+			Asset:    "join tokens, registration entries, cluster membership",
+			Boundary: "control-plane API",
+			Attacker: "a compromised node or workload, or a user without the admin role, holding a valid SVID",
+			Mitigation: "Every RPC passes one interceptor that classifies the verified peer SPIFFE ID and asks the " +
+				"Authorizer (deny by default: admin everything, nodes node operations, everyone WhoAmI); denials are " +
+				"PermissionDenied and exit code 3. The enrolment listener serves only Join.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestJoinMisuse", "control.TestCreateEntryValidation", "internal/rpc.TestBuiltinAuthorizer", "cmd/unum.TestDevCluster"},
+		},
+		{
+			ID:       "T-014",
+			Title:    "Server-side request forgery against the Workload API",
+			STRIDE:   "S",
+			Asset:    "workload SVIDs",
+			Boundary: "Workload API socket",
+			Attacker: "a confused program (e.g. a proxy following a user-supplied unix:// URL) that can be made to talk " +
+				"to the agent socket on another process's behalf",
+			Mitigation: "Every Workload API call must carry the workload.spiffe.io: true metadata header, as the SPIFFE " +
+				"spec requires; calls without it are refused with InvalidArgument.",
+			Status: Mitigated,
+			Tests:  []string{"identity/agent.TestSecurityHeaderRequired"},
 		},
 	}
 	sortByID(threats)

@@ -159,7 +159,6 @@ func New(cfg Config) *Agent {
 	if a.log == nil {
 		a.log = slog.Default()
 	}
-	a.log = a.log.With("component", "agent")
 	a.mu.entries = make(map[string]*entryState)
 	a.mu.changed = make(chan struct{})
 	return a

@@ -113,7 +113,7 @@ func TestBinarySelectors(t *testing.T) {
 
 // A process running as a uid no entry names is refused; a process running as
 // a registered uid gets exactly its own identity and not the others'.
-func TestAttestedUIDDecides(t *testing.T) {
+func TestUnregisteredUIDDenied(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a workload process under another uid")
 	}
@@ -139,7 +139,7 @@ func TestAttestedUIDDecides(t *testing.T) {
 // inherited connection, is refused: whatever identity the connecting binary
 // had, the binary now speaking is not the one attested. Exec of the same
 // binary is the control: it keeps working.
-func TestExecAfterConnectRefused(t *testing.T) {
+func TestExecAfterConnect(t *testing.T) {
 	id := mustID(t, "spiffe://unum.local/ns/default/job/app")
 	ta := startAgent(t, []Entry{{ID: "e", SPIFFEID: id, Selectors: sel(t, selfUID())}}, agentOpts{})
 	self, err := os.Executable()

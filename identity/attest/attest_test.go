@@ -283,7 +283,7 @@ func TestAttestOtherUID(t *testing.T) {
 // A process connects, then execs a different binary that keeps using the
 // socket (the binary selector would otherwise be satisfied by whatever the
 // connector chose to run). Attest must refuse it.
-func TestExecAfterConnectRefused(t *testing.T) {
+func TestExecAfterConnect(t *testing.T) {
 	h := newHarness(t, true)
 	other := copyTestBinary(t, h.dir, "other")
 	self, err := os.Executable()
@@ -311,7 +311,7 @@ func TestExecAfterConnectRefused(t *testing.T) {
 
 // A process that exits after connecting is gone, whether it is still a
 // zombie or already reaped (its pid free for reuse).
-func TestExitedPeerIsGone(t *testing.T) {
+func TestProcessGone(t *testing.T) {
 	self, err := os.Executable()
 	require.NoError(t, err)
 	for _, mode := range pidfdModes {

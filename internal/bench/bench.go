@@ -150,6 +150,12 @@ type Result struct {
 	// (omitted) where latency is not reported.
 	P50us float64 `json:"p50_us,omitempty"`
 	P99us float64 `json:"p99_us,omitempty"`
+	// ProcessCPUCores is the CPU time this whole process (clients and, in a
+	// local run, the node) used during the window, divided by the window:
+	// below GOMAXPROCS when other work on the machine took the cores.
+	// CPUusPerOp is that CPU time per successful operation.
+	ProcessCPUCores float64 `json:"process_cpu_cores"`
+	CPUusPerOp      float64 `json:"process_cpu_us_per_op"`
 	// Target is the goal in words; Met is nil when there is no target.
 	Target string `json:"target,omitempty"`
 	Met    *bool  `json:"met,omitempty"`
@@ -165,10 +171,10 @@ func (r Report) Table(tw *tabwriter.Writer) error {
 	fmt.Fprintf(tw, "settings:\tconcurrency %d%s\n", s.Concurrency, formatExtra(s.Extra))
 	fmt.Fprintf(tw, "load average:\t%s at start, %s at end\n", orDash(s.LoadAverageStart), orDash(s.LoadAverageEnd))
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "MEASUREMENT\tCLIENTS\tWINDOW\tOPS\tERRORS\tOPS/S\tP50\tP99\tTARGET\tMET")
+	fmt.Fprintln(tw, "MEASUREMENT\tCLIENTS\tWINDOW\tOPS\tERRORS\tOPS/S\tP50\tP99\tCPU/OP\tCORES\tTARGET\tMET")
 	for _, x := range r.Results {
-		fmt.Fprintf(tw, "%s\t%d\t%.1fs\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\n",
-			x.Name, x.Clients, x.Seconds, x.Ops, x.Errors, x.OpsPerSec, fmtMicros(x.P50us), fmtMicros(x.P99us), orDash(x.Target), fmtMet(x.Met))
+		fmt.Fprintf(tw, "%s\t%d\t%.1fs\t%d\t%d\t%.0f\t%s\t%s\t%s\t%.2f\t%s\t%s\n",
+			x.Name, x.Clients, x.Seconds, x.Ops, x.Errors, x.OpsPerSec, fmtMicros(x.P50us), fmtMicros(x.P99us), fmtMicros(x.CPUusPerOp), x.ProcessCPUCores, orDash(x.Target), fmtMet(x.Met))
 	}
 	fmt.Fprintln(tw)
 	for _, x := range r.Results {
@@ -273,6 +279,7 @@ type sample struct {
 	firstErr  error
 	latencies []time.Duration // sorted; empty unless recorded
 	elapsed   time.Duration
+	cpu       time.Duration // this process's user+system time during the window
 }
 
 // measure runs op on workers goroutines until window has passed (an
@@ -286,6 +293,7 @@ func measure(ctx context.Context, workers int, window time.Duration, record bool
 		lat       []time.Duration
 	}
 	per := make([]workerSample, workers)
+	cpu0 := processCPU()
 	start := time.Now()
 	deadline := start.Add(window)
 	var wg sync.WaitGroup
@@ -320,7 +328,7 @@ func measure(ctx context.Context, workers int, window time.Duration, record bool
 		})
 	}
 	wg.Wait()
-	out := sample{elapsed: time.Since(start)}
+	out := sample{elapsed: time.Since(start), cpu: processCPU() - cpu0}
 	for _, s := range per {
 		out.ops += s.ops
 		out.errs += s.errs
@@ -331,6 +339,15 @@ func measure(ctx context.Context, workers int, window time.Duration, record bool
 	}
 	slices.Sort(out.latencies)
 	return out
+}
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // percentile returns the nearest-rank p-th percentile (0 < p <= 1) of
@@ -369,6 +386,8 @@ func (s sample) result(name, description string, clients int, withLatency bool) 
 		return r, fmt.Errorf("%s: no operation ran", name)
 	}
 	r.OpsPerSec = math.Round(float64(s.ops)/s.elapsed.Seconds()*10) / 10
+	r.ProcessCPUCores = math.Round(s.cpu.Seconds()/s.elapsed.Seconds()*100) / 100
+	r.CPUusPerOp = micros(s.cpu / time.Duration(s.ops))
 	if withLatency {
 		r.P50us = micros(percentile(s.latencies, 0.50))
 		r.P99us = micros(percentile(s.latencies, 0.99))

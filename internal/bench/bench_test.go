@@ -44,6 +44,8 @@ func requireMeasured(t *testing.T, r Result, withLatency, withTarget bool) {
 	require.Zero(t, r.Errors, "%s: %s", r.Name, r.FirstError)
 	require.Positive(t, r.OpsPerSec, r.Name)
 	require.Positive(t, r.Seconds, r.Name)
+	require.Positive(t, r.CPUusPerOp, r.Name)
+	require.GreaterOrEqual(t, r.ProcessCPUCores, 0.0, r.Name)
 	if withLatency {
 		require.Positive(t, r.P50us, r.Name)
 		require.LessOrEqual(t, r.P50us, r.P99us, r.Name)

@@ -59,13 +59,17 @@ const (
 )
 
 // svidWindows split the run: by default (8 s issuance) about 3 s of setup,
-// 8 s of end-to-end issuance, 2 s of bare signing core and 4 s of fetches.
+// 8 s of end-to-end issuance, 2 s of bare signing core (1 s with one
+// goroutine, 1 s with GOMAXPROCS) and 4 s of fetches.
 type svidWindows struct {
-	issuance, core, fetch time.Duration
+	issuance, coreEach, fetch time.Duration
 }
 
+// minWindow keeps every measurement long enough to complete an operation.
+const minWindow = 20 * time.Millisecond
+
 func svidWindowsFor(d time.Duration) svidWindows {
-	return svidWindows{issuance: d, core: d / 4, fetch: d / 2}
+	return svidWindows{issuance: max(d, minWindow), coreEach: max(d/8, minWindow), fetch: max(d/2, minWindow)}
 }
 
 // RunSVID benchmarks X509-SVID issuance and the Workload API.
@@ -97,18 +101,18 @@ func runSVIDLocal(ctx context.Context, o Options) (rep Report, err error) {
 
 	rep = Report{Component: svidComponent, Mode: "local", Settings: baseSettings(conc)}
 	rep.Settings.Windows[ResultIssuanceE2E] = w.issuance.String()
-	rep.Settings.Windows[ResultCoreSingle] = (w.core / 2).String()
-	rep.Settings.Windows[ResultCoreParallel] = (w.core / 2).String()
+	rep.Settings.Windows[ResultCoreSingle] = w.coreEach.String()
+	rep.Settings.Windows[ResultCoreParallel] = w.coreEach.String()
 	rep.Settings.Windows[ResultFetchX509] = w.fetch.String()
 	rep.Settings.Extra["trust_domain"] = svidTrustDomain
 	rep.Settings.Extra["etcd_heartbeat"] = svidEtcdHeartbeat.String()
 	rep.Settings.Extra["etcd_election"] = svidEtcdElection.String()
 	rep.Settings.Extra["svid_ttl"] = time.Hour.String()
 
-	// The bare core runs first, on an idle machine, with an Authority of its
-	// own: it needs nothing from the node.
-	progress("bare signing core: 1 goroutine, then %d, %s each", runtime.GOMAXPROCS(0), w.core/2)
-	single, parallel, err := benchSignCore(ctx, w.core/2)
+	// The bare core runs first, before the node adds its background work,
+	// with an Authority of its own: it needs nothing from the node.
+	progress("bare signing core: 1 goroutine, then %d, %s each", runtime.GOMAXPROCS(0), w.coreEach)
+	single, parallel, err := benchSignCore(ctx, w.coreEach)
 	if err != nil {
 		return rep, err
 	}
@@ -125,9 +129,11 @@ func runSVIDLocal(ctx context.Context, o Options) (rep Report, err error) {
 		}
 	}()
 	rep.Filesystem = ln.fs
-	entry, err := unumv1.NewIdentityClient(ln.admin).CreateEntry(ctx, &unumv1.CreateEntryRequest{
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	entry, err := unumv1.NewIdentityClient(ln.admin).CreateEntry(cctx, &unumv1.CreateEntryRequest{
 		SpiffeId: svidWorkloadID, Node: svidNodeName, Selectors: []string{uidSelector()},
 	})
+	cancel()
 	if err != nil {
 		return rep, fmt.Errorf("register entry: %w", err)
 	}
@@ -487,8 +493,6 @@ func benchFetchJWT(ctx context.Context, addr string, conc int, window time.Durat
 		conc, true)
 }
 
-
-
 // nodeCredentials loads the node's SVID and trust bundle, as its agent
 // does, so that the benchmark's clients are node agents to the server.
 func nodeCredentials(l node.Layout) (*rpc.Credentials, error) {
@@ -531,4 +535,3 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 }
 
 func uidSelector() string { return fmt.Sprintf("unix:uid:%d", os.Getuid()) }
-

@@ -1,0 +1,223 @@
+package rpc
+
+import (
+	"context"
+	"crypto/x509"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/ca"
+)
+
+func TestBuiltinAuthorizer(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("unum.test")
+	caller := func(path string) Caller {
+		return Caller{Principal: identity.Classify(spiffeid.RequireFromPath(td, path))}
+	}
+	for _, tc := range []struct {
+		who, method string
+		allow       bool
+	}{
+		{"/user/admin", "/unum.v1.Cluster/CreateJoinToken", true},
+		{"/user/admin", "/unum.v1.Identity/CreateEntry", true},
+		{"/user/admin", "/unum.v1.Anything/New", true},
+		{"/user/bob", "/unum.v1.Cluster/CreateJoinToken", false},
+		{"/user/bob", "/unum.v1.Identity/WhoAmI", true},
+		{"/node/n1", "/unum.v1.Identity/MintX509SVID", true},
+		{"/node/n1", "/unum.v1.Identity/SyncAgent", true},
+		{"/node/n1", "/unum.v1.Cluster/Heartbeat", true},
+		{"/node/n1", "/unum.v1.Identity/CreateEntry", false},
+		{"/node/n1", "/unum.v1.Cluster/CreateJoinToken", false},
+		{"/node/n1", "/unum.v1.Cluster/ListNodes", false},
+		{"/ns/a/job/b", "/unum.v1.Identity/WhoAmI", true},
+		{"/ns/a/job/b", "/unum.v1.Identity/MintX509SVID", false},
+		{"/ns/admin/job/x", "/unum.v1.Cluster/CreateJoinToken", false},
+		{"/system/ca", "/unum.v1.Cluster/CreateJoinToken", false},
+		{"/weird/path/x", "/unum.v1.Identity/WhoAmI", false},
+		{"/node/admin/x", "/unum.v1.Identity/MintX509SVID", false},
+	} {
+		d, err := BuiltinAuthorizer{}.Authorize(context.Background(), Request{Caller: caller(tc.who), Method: tc.method})
+		require.NoError(t, err)
+		require.Equal(t, tc.allow, d.Allow, "%s %s: %s", tc.who, tc.method, d.Reason)
+		require.NotEmpty(t, d.Reason)
+	}
+}
+
+type pki struct {
+	td   spiffeid.TrustDomain
+	root *x509.Certificate
+	auth *ca.Authority
+}
+
+func newPKI(t *testing.T, td string) *pki {
+	t.Helper()
+	p := &pki{td: spiffeid.RequireTrustDomainFromString(td)}
+	rootKey, err := ca.GenerateKey()
+	require.NoError(t, err)
+	p.root, err = ca.NewRoot(p.td, rootKey, time.Now(), time.Hour)
+	require.NoError(t, err)
+	interKey, err := ca.GenerateKey()
+	require.NoError(t, err)
+	inter, err := ca.NewIntermediate(p.td, "n1", interKey.Public(), p.root, rootKey, time.Now(), time.Hour)
+	require.NoError(t, err)
+	p.auth, err = ca.New(p.td, inter, interKey, nil, time.Now)
+	require.NoError(t, err)
+	return p
+}
+
+func (p *pki) creds(t *testing.T, path string) *Credentials {
+	t.Helper()
+	key, err := ca.GenerateKey()
+	require.NoError(t, err)
+	id := spiffeid.RequireFromPath(p.td, path)
+	chain, err := p.auth.SignX509SVIDForKey(key.Public(), id, time.Hour)
+	require.NoError(t, err)
+	c, err := NewCredentials(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, []*x509.Certificate{p.root})
+	require.NoError(t, err)
+	return c
+}
+
+// whoAmI is a minimal Identity service that echoes the verified caller.
+type whoAmI struct {
+	unumv1.UnimplementedIdentityServer
+}
+
+func (whoAmI) WhoAmI(ctx context.Context, _ *unumv1.WhoAmIRequest) (*unumv1.WhoAmIResponse, error) {
+	c, ok := CallerFromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Internal, "no caller")
+	}
+	return &unumv1.WhoAmIResponse{SpiffeId: c.ID.String(), Kind: string(c.Kind)}, nil
+}
+
+func (whoAmI) SyncAgent(_ *unumv1.SyncAgentRequest, s unumv1.Identity_SyncAgentServer) error {
+	c, _ := CallerFromContext(s.Context())
+	return s.Send(&unumv1.SyncAgentResponse{ControlAddresses: []string{c.ID.String()}})
+}
+
+func serve(t *testing.T, creds *Credentials) string {
+	t.Helper()
+	srv := NewServer(creds, BuiltinAuthorizer{}, nilLogger())
+	unumv1.RegisterIdentityServer(srv, whoAmI{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+func ctx5(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestInterceptorOverMutualTLS: the interceptor sees the verified caller on
+// unary and streaming calls, and denials carry PermissionDenied.
+func TestInterceptorOverMutualTLS(t *testing.T) {
+	p := newPKI(t, "unum.test")
+	addr := serve(t, p.creds(t, "/node/n1"))
+
+	dial := func(c *Credentials) unumv1.IdentityClient {
+		cc, err := Dial(c, []string{addr})
+		require.NoError(t, err)
+		t.Cleanup(func() { cc.Close() })
+		return unumv1.NewIdentityClient(cc)
+	}
+	resp, err := dial(p.creds(t, "/ns/a/job/b")).WhoAmI(ctx5(t), &unumv1.WhoAmIRequest{})
+	require.NoError(t, err)
+	require.Equal(t, "spiffe://unum.test/ns/a/job/b", resp.GetSpiffeId())
+	require.Equal(t, "workload", resp.GetKind())
+
+	stream, err := dial(p.creds(t, "/node/n2")).SyncAgent(ctx5(t), &unumv1.SyncAgentRequest{})
+	require.NoError(t, err)
+	got, err := stream.Recv()
+	require.NoError(t, err)
+	require.Equal(t, []string{"spiffe://unum.test/node/n2"}, got.GetControlAddresses())
+
+	stream, err = dial(p.creds(t, "/ns/a/job/b")).SyncAgent(ctx5(t), &unumv1.SyncAgentRequest{})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "a workload must not open the agent sync stream")
+	require.Contains(t, err.Error(), "denied by policy")
+
+	_, err = dial(p.creds(t, "/node/n2")).CreateEntry(ctx5(t), &unumv1.CreateEntryRequest{})
+	require.Equal(t, codes.PermissionDenied, status.Code(err))
+}
+
+// TestForeignAndMissingCertificatesRefused: a client of another CA, or
+// with no certificate, never reaches a handler.
+func TestForeignAndMissingCertificatesRefused(t *testing.T) {
+	p := newPKI(t, "unum.test")
+	addr := serve(t, p.creds(t, "/node/n1"))
+
+	// Same trust domain name, another CA: the handshake fails.
+	evil := newPKI(t, "unum.test")
+	evilCreds := evil.creds(t, "/user/admin")
+	evilCreds.SetRoots([]*x509.Certificate{evil.root, p.root}) // even trusting the real server
+	cc, err := Dial(evilCreds, []string{addr})
+	require.NoError(t, err)
+	defer cc.Close()
+	_, err = unumv1.NewIdentityClient(cc).WhoAmI(ctx5(t), &unumv1.WhoAmIRequest{})
+	require.Error(t, err)
+	require.Equal(t, codes.Unavailable, status.Code(err), err.Error())
+
+	// No client certificate at all.
+	plain, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(ClientTLSNoCert(p.root))))
+	require.NoError(t, err)
+	defer plain.Close()
+	_, err = unumv1.NewIdentityClient(plain).WhoAmI(ctx5(t), &unumv1.WhoAmIRequest{})
+	require.Error(t, err)
+}
+
+// TestClientRefusesNonNodeServer: a client only talks to a node's SVID.
+func TestClientRefusesNonNodeServer(t *testing.T) {
+	p := newPKI(t, "unum.test")
+	addr := serve(t, p.creds(t, "/ns/a/job/impostor"))
+	cc, err := Dial(p.creds(t, "/user/admin"), []string{addr})
+	require.NoError(t, err)
+	defer cc.Close()
+	_, err = unumv1.NewIdentityClient(cc).WhoAmI(ctx5(t), &unumv1.WhoAmIRequest{})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "is not a node")
+}
+
+func TestVerifyPinned(t *testing.T) {
+	p := newPKI(t, "unum.test")
+	node := p.creds(t, "/node/n1")
+	svid, _ := node.GetX509SVID()
+	raw := [][]byte{svid.Certificates[0].Raw, svid.Certificates[1].Raw, p.root.Raw}
+	fp := ca.Fingerprint(p.root)
+	require.NoError(t, verifyPinned(raw, fp))
+	require.ErrorIs(t, verifyPinned(raw[:2], fp), ErrCAFingerprintMismatch, "no root in the chain")
+	other := newPKI(t, "unum.test")
+	require.ErrorIs(t, verifyPinned(raw, ca.Fingerprint(other.root)), ErrCAFingerprintMismatch)
+	// The pinned root is present but the leaf was issued by another CA.
+	evil := other.creds(t, "/node/n1")
+	es, _ := evil.GetX509SVID()
+	require.Error(t, verifyPinned([][]byte{es.Certificates[0].Raw, es.Certificates[1].Raw, p.root.Raw}, fp))
+	// A workload cannot pose as an enrolment server.
+	wl := p.creds(t, "/ns/a/job/b")
+	ws, _ := wl.GetX509SVID()
+	require.ErrorContains(t, verifyPinned([][]byte{ws.Certificates[0].Raw, ws.Certificates[1].Raw, p.root.Raw}, fp), "not a node")
+	require.Error(t, verifyPinned(nil, fp))
+	require.Error(t, verifyPinned([][]byte{[]byte("junk"), p.root.Raw}, fp))
+}
+
+func FuzzVerifyPinned(f *testing.F) {
+	f.Add([]byte("junk"), []byte{})
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		_ = verifyPinned([][]byte{a, b}, "sha256:00")
+	})
+}
