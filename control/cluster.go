@@ -194,9 +194,6 @@ func (s *Server) Status(ctx context.Context, _ *unumv1.StatusRequest) (*unumv1.S
 			out.EtcdMembers = append(out.EtcdMembers, em)
 		}
 	}
-	if err != nil && merr != nil {
-		return out, nil
-	}
 	return out, nil
 }
 

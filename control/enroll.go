@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -73,6 +74,20 @@ func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 	if control {
 		if s.cfg.Root == nil || s.cfg.EtcdCA == nil {
 			return nil, status.Error(codes.FailedPrecondition, errNoRoot.Error())
+		}
+		if !req.GetKekReady() {
+			return nil, status.Error(codes.FailedPrecondition, "this token joins a control node, which holds CA keys: start it with --kek-file PATH (outside its data folder); the token was not used")
+		}
+		// etcd admits one joining member at a time; refuse before the token
+		// is consumed rather than burn it on a second concurrent join.
+		members, err := s.cfg.Etcd.MemberList(ctx)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "list etcd members: %v", err)
+		}
+		for _, m := range members.Members {
+			if m.IsLearner || m.Name == "" {
+				return nil, status.Errorf(codes.FailedPrecondition, "another control node (etcd member %x) is still joining; try again once it is promoted (unum status); the token was not used", m.ID)
+			}
 		}
 		if interCSR, err = ca.VerifyCSR(req.GetIntermediateCsr(), nodeID); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "intermediate csr refused: %v", err)
@@ -161,6 +176,14 @@ func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 			s.rollbackJoin(name)
 			return nil, status.Errorf(codes.Unavailable, "add etcd member: %v", err)
 		}
+		members, err := s.cfg.Etcd.MemberList(ctx)
+		if err != nil {
+			// A learner nobody will start would block every later control
+			// join: take it out again.
+			s.rollbackLearner(memberID)
+			s.rollbackJoin(name)
+			return nil, status.Errorf(codes.Unavailable, "list etcd members: %v", err)
+		}
 		record.EtcdMemberID = memberID
 		if _, err := s.cfg.Etcd.Put(ctx, nodeKey(name), mustJSON(record)); err != nil {
 			s.cfg.Log.Warn("record etcd member id", "node", name, "err", err)
@@ -170,10 +193,6 @@ func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 		resp.EtcdCert = etcdCert.Raw
 		resp.EtcdInitialCluster = initialCluster
 		resp.EtcdMemberId = memberID
-		members, err := s.cfg.Etcd.MemberList(ctx)
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "list etcd members: %v", err)
-		}
 		for _, m := range members.Members {
 			if !m.IsLearner {
 				resp.EtcdClientUrls = append(resp.EtcdClientUrls, m.ClientURLs...)
@@ -191,10 +210,19 @@ func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 // rollbackJoin removes the node record of a join that failed after the
 // token was consumed; the token stays used (single use means single use).
 func (s *Server) rollbackJoin(name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*1e9)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := s.cfg.Etcd.Delete(ctx, nodeKey(name)); err != nil {
 		s.cfg.Log.Error("roll back failed join", "node", name, "err", err)
+	}
+}
+
+// rollbackLearner removes an etcd member added for a join that failed.
+func (s *Server) rollbackLearner(id uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := meta.RemoveMember(ctx, s.cfg.Etcd, id); err != nil {
+		s.cfg.Log.Error("roll back etcd learner of a failed join", "member", id, "err", err)
 	}
 }
 

@@ -145,7 +145,21 @@ func TestSyncAgentDeliversEntries(t *testing.T) {
 	require.NotEmpty(t, first.GetJwtKeys())
 	e := register(t, "spiffe://unum.test/ns/sync/job/new", "node-1", "unix:uid:42")
 	for {
-		resp, err := stream.Recv()
+		// The watch must deliver the change, well before the stream's
+		// periodic resend (15 s) could.
+		var resp *unumv1.SyncAgentResponse
+		recvd := make(chan error, 1)
+		go func() {
+			var err error
+			resp, err = stream.Recv()
+			recvd <- err
+		}()
+		var err error
+		select {
+		case err = <-recvd:
+		case <-time.After(3 * time.Second):
+			t.Fatal("the new entry did not reach the sync stream within 3s")
+		}
 		require.NoError(t, err)
 		found := false
 		for _, got := range resp.GetEntries() {
@@ -168,4 +182,28 @@ func TestWhoAmI(t *testing.T) {
 		require.Equal(t, kind, resp.GetKind())
 		require.NotZero(t, resp.GetExpiresAtUnix())
 	}
+}
+
+// TestNodeOperationsNeedMembership: renewal and heartbeats are for member
+// nodes only, and a node renews only its own identity.
+func TestNodeOperationsNeedMembership(t *testing.T) {
+	ghost := unumv1.NewIdentityClient(conn(t, "/node/ghost"))
+	_, err := ghost.RenewNodeSVID(ctxT(t), &unumv1.RenewNodeSVIDRequest{Csr: csrFor(t, "spiffe://unum.test/node/ghost")})
+	requireCode(t, err, codes.PermissionDenied, "not a member")
+	_, err = unumv1.NewClusterClient(conn(t, "/node/ghost")).Heartbeat(ctxT(t), &unumv1.HeartbeatRequest{AgentReady: true})
+	requireCode(t, err, codes.PermissionDenied, "not a member")
+	e := register(t, "spiffe://unum.test/ns/ghost/job/a", "", "unix:uid:1")
+	_, err = ghost.MintX509SVID(ctxT(t), &unumv1.MintX509SVIDRequest{EntryId: e.GetId(), SpiffeId: e.GetSpiffeId(), Csr: csrFor(t, e.GetSpiffeId())})
+	requireCode(t, err, codes.PermissionDenied, "not a member")
+
+	node1 := unumv1.NewIdentityClient(conn(t, "/node/node-1"))
+	_, err = node1.RenewNodeSVID(ctxT(t), &unumv1.RenewNodeSVIDRequest{Csr: csrFor(t, "spiffe://unum.test/node/other")})
+	requireCode(t, err, codes.InvalidArgument, "csr")
+	_, err = node1.RenewNodeSVID(ctxT(t), &unumv1.RenewNodeSVIDRequest{Csr: csrFor(t, "spiffe://unum.test/user/admin")})
+	requireCode(t, err, codes.InvalidArgument, "csr")
+	resp, err := node1.RenewNodeSVID(ctxT(t), &unumv1.RenewNodeSVIDRequest{Csr: csrFor(t, "spiffe://unum.test/node/node-1")})
+	require.NoError(t, err)
+	leaf, err := x509.ParseCertificate(resp.GetChain()[0])
+	require.NoError(t, err)
+	require.Equal(t, "spiffe://unum.test/node/node-1", leaf.URIs[0].String())
 }

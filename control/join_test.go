@@ -220,6 +220,10 @@ func TestJoinMisuse(t *testing.T) {
 func TestControlJoin(t *testing.T) {
 	tok := mintToken(t, "ctl-2", "compute", "control")
 	ec := enrollClient(t, ca.Fingerprint(h.root))
+	// A control token presented by a node without a KEK is refused before
+	// it is consumed.
+	_, err := ec.Join(ctxT(t), joinReq(tok, makeCSR(t, csrOpts{})))
+	requireCode(t, err, codes.FailedPrecondition, "--kek-file")
 	interKey, _ := ca.GenerateKey()
 	interCSR, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, interKey)
 	require.NoError(t, err)
@@ -227,10 +231,20 @@ func TestControlJoin(t *testing.T) {
 	req := &unumv1.JoinRequest{
 		Token: tok, Csr: makeCSR(t, csrOpts{}), ApiAddress: "127.0.0.1:2", IntermediateCsr: interCSR,
 		EtcdCsr: makeCSR(t, csrOpts{}), EnrollmentAddress: "127.0.0.1:3",
-		EtcdPeerUrl: "https://" + peer, EtcdClientUrl: "https://127.0.0.1:4", EtcdHosts: []string{"127.0.0.1"},
+		EtcdPeerUrl: "https://" + peer, EtcdClientUrl: "https://127.0.0.1:4", EtcdHosts: []string{"127.0.0.1"}, KekReady: true,
 	}
 	resp, err := ec.Join(ctxT(t), req)
 	require.NoError(t, err)
+	// While that member is a learner that never started, a second control
+	// join is refused without consuming its token.
+	tok3 := mintToken(t, "ctl-3", "compute", "control")
+	req3 := &unumv1.JoinRequest{
+		Token: tok3, Csr: makeCSR(t, csrOpts{}), ApiAddress: "127.0.0.1:5", IntermediateCsr: interCSR,
+		EtcdCsr: makeCSR(t, csrOpts{}), EnrollmentAddress: "127.0.0.1:6",
+		EtcdPeerUrl: "https://127.0.0.1:7", EtcdClientUrl: "https://127.0.0.1:8", EtcdHosts: []string{"127.0.0.1"}, KekReady: true,
+	}
+	_, err = ec.Join(ctxT(t), req3)
+	requireCode(t, err, codes.FailedPrecondition, "still joining")
 	inter, err := x509.ParseCertificate(resp.GetIntermediate())
 	require.NoError(t, err)
 	require.True(t, inter.IsCA)

@@ -22,6 +22,8 @@ const (
 	maxJoinTokenTTL   = 24 * time.Hour
 	defaultJoinTTL    = 15 * time.Minute
 	maxEntrySelectors = 16
+	// confirmTimeout bounds the linearizable reads that gate issuance.
+	confirmTimeout = 5 * time.Second
 )
 
 // ClusterInfo is written once by `unum init`.

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -165,6 +164,11 @@ func (s *Server) confirmEntry(ctx context.Context, node, entryID string, id spif
 	if entryID == "" {
 		return status.Error(codes.InvalidArgument, "entry_id is required")
 	}
+	// Bound the read: the batched reader serves a batch until the latest
+	// deadline among its callers, and a caller without one must not hold up
+	// everybody behind it when etcd has lost quorum.
+	ctx, cancel := context.WithTimeout(ctx, confirmTimeout)
+	defer cancel()
 	kvs, err := s.reader.Get(ctx, entryKey(entryID), nodeKey(node))
 	if err != nil {
 		// No quorum, or etcd unreachable: refuse rather than trust a cache.
@@ -254,9 +258,11 @@ func (s *Server) RenewNodeSVID(ctx context.Context, req *unumv1.RenewNodeSVIDReq
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	kvs, err := s.reader.Get(ctx, nodeKey(node))
+	rctx, cancel := context.WithTimeout(ctx, confirmTimeout)
+	defer cancel()
+	kvs, err := s.reader.Get(rctx, nodeKey(node))
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "cannot confirm node membership: %v", err)
+		return nil, status.Errorf(codes.Unavailable, "cannot confirm node membership (no etcd quorum?): %v", err)
 	}
 	if _, ok := kvs[nodeKey(node)]; !ok {
 		return nil, status.Errorf(codes.PermissionDenied, "node %s is not a member of the cluster", node)
@@ -349,6 +355,3 @@ func derChain(chain []*x509.Certificate) [][]byte {
 	return out
 }
 
-func errf(code codes.Code, format string, args ...any) error {
-	return status.Error(code, fmt.Sprintf(format, args...))
-}

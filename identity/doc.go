@@ -9,6 +9,6 @@
 // Every authorization decision starts from Classify: an ID that fits none of
 // these shapes is of KindUnknown and is granted nothing. The sub-packages own
 // the moving parts: ca (certificate authority), selector and attest (workload
-// attestation), agent (the Workload API), jointoken (enrolment tokens) and
-// server (the control-plane identity service).
+// attestation), agent (the Workload API) and jointoken (enrolment tokens).
+// The control-plane identity service that drives them is package control.
 package identity

@@ -134,8 +134,12 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 		return err
 	}
 	l := Layout{Dir: o.DataDir}
-	if _, err := os.Stat(l.NodeConfig()); err == nil {
-		return fmt.Errorf("%s already holds a node (%s): refusing to initialise over it", o.DataDir, l.NodeConfig())
+	// Never initialise over anything a node left behind: a half-removed
+	// node may still hold a sealed root key.
+	for _, p := range []string{l.NodeConfig(), l.Keys(), l.EtcdData(), l.Admin()} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("%s already holds node state (%s): refusing to initialise over it", o.DataDir, p)
+		}
 	}
 	if err := checkKEKOutside(o.DataDir, o.KEKFile); err != nil {
 		return err

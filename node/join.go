@@ -40,6 +40,15 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 		return nil, fmt.Errorf("%w: %v", ErrJoinRefused, err)
 	}
 	l := Layout{Dir: o.DataDir}
+	// A control join needs a KEK outside DIR; check it before the token is
+	// presented, so a mistake here does not burn the token.
+	kekReady := false
+	if o.KEKFile != "" {
+		if err := checkKEKOutside(o.DataDir, o.KEKFile); err != nil {
+			return nil, err
+		}
+		kekReady = true
+	}
 	if err := l.mkdirs(); err != nil {
 		return nil, fmt.Errorf("create data folder: %w", err)
 	}
@@ -85,6 +94,7 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 		EtcdPeerUrl:       "https://" + ports.EtcdPeer,
 		EtcdClientUrl:     "https://" + ports.EtcdClient,
 		EtcdHosts:         etcdHosts(ports),
+		KekReady:          kekReady,
 	})
 	if err != nil {
 		if st, ok := status.FromError(err); ok {

@@ -186,7 +186,7 @@ func checkKEKOutside(dataDir, kekFile string) error {
 	if rk, err := filepath.EvalSymlinks(filepath.Dir(kek)); err == nil {
 		kek = filepath.Join(rk, filepath.Base(kek))
 	}
-	if rel, err := filepath.Rel(dir, kek); err == nil && !strings.HasPrefix(rel, "..") {
+	if rel, err := filepath.Rel(dir, kek); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
 		return fmt.Errorf("--kek-file %s is inside the data folder %s: keep the key-encryption key elsewhere (only `unum dev` keeps it beside the nodes)", kekFile, dataDir)
 	}
 	return nil

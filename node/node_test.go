@@ -274,6 +274,35 @@ func TestComputeSVIDCannotReachEtcd(t *testing.T) {
 	require.NoError(t, try(role))
 }
 
+// TestInitRefusesExistingState: init never overwrites a node's keys.
+func TestInitRefusesExistingState(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "keys", "ca"), 0o700))
+	sentinel := filepath.Join(dir, "keys", "ca", "root.key.sealed")
+	require.NoError(t, os.WriteFile(sentinel, []byte("old root"), 0o600))
+	err := Init(context.Background(), InitOptions{TrustDomain: "x.test", DataDir: dir, KEKFile: filepath.Join(t.TempDir(), "kek"), Log: quietLog()})
+	require.ErrorContains(t, err, "already holds node state")
+	data, err := os.ReadFile(sentinel)
+	require.NoError(t, err)
+	require.Equal(t, "old root", string(data))
+}
+
+func TestKEKOutside(t *testing.T) {
+	dir := t.TempDir()
+	for kek, ok := range map[string]bool{
+		filepath.Join(dir, "kek"):         false,
+		filepath.Join(dir, "sub", "kek"):  false,
+		filepath.Join(dir, "..", "kek"):   true,
+		dir + "-kek":                      true,
+		filepath.Join(dir, "..kek"):       false,
+		filepath.Join(t.TempDir(), "kek"): true,
+	} {
+		err := checkKEKOutside(dir, kek)
+		require.Equal(t, ok, err == nil, "%s: %v", kek, err)
+	}
+	require.Error(t, checkKEKOutside(dir, ""))
+}
+
 // TestJoinRefusedNodeExits: a node whose join is refused returns
 // ErrJoinRefused with the reason, writes no identity, and does not retry.
 func TestJoinRefusedNodeExits(t *testing.T) {
@@ -334,6 +363,29 @@ func TestJoinMITM(t *testing.T) {
 	require.ErrorIs(t, err, ErrJoinRefused)
 	require.Contains(t, err.Error(), "does not match the CA fingerprint")
 	require.Zero(t, fake.calls, "the impostor received a join request")
+
+	// The insider: a compromised compute node of the same cluster, whose
+	// SVID chains to the real root, poses as the enrolment server.
+	l2 := Layout{Dir: cl.nodes["node-2"].dir}
+	key2, err := seal.ReadPrivateKey(l2.NodeKey())
+	require.NoError(t, err)
+	chain2, err := readCerts(l2.NodeCert())
+	require.NoError(t, err)
+	roots, err := readCerts(l2.Bundle())
+	require.NoError(t, err)
+	insiderCreds, err := rpc.NewCredentials(&x509svid.SVID{ID: spiffeid.RequireFromString("spiffe://unum.test/node/node-2"), Certificates: chain2, PrivateKey: key2}, roots)
+	require.NoError(t, err)
+	insider := &recordingEnrollment{}
+	isrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(insiderCreds))))
+	unumv1.RegisterEnrollmentServer(isrv, insider)
+	ilis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go isrv.Serve(ilis)
+	defer isrv.Stop()
+	err = Run(ctxT(t, 20*time.Second), Options{DataDir: t.TempDir(), Ports: p, JoinAddr: ilis.Addr().String(), Token: tok, Log: quietLog()})
+	require.ErrorIs(t, err, ErrJoinRefused)
+	require.Contains(t, err.Error(), "not a control node")
+	require.Zero(t, insider.calls, "a compute node captured a join token")
 }
 
 type recordingEnrollment struct {

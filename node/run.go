@@ -20,7 +20,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/control"
@@ -134,6 +133,11 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A control node renews a lapsed SVID from its own intermediate; a
+	// compute node cannot: its renewal is authenticated by the SVID itself.
+	if exp := chain[0].NotAfter; !cfg.HasRole("control") && time.Now().After(exp) {
+		return nil, fmt.Errorf("node SVID of %s expired at %s: a compute node that was down longer than its SVID lifetime must join again (remove %s and join with a new token)", cfg.Name, exp.Format(time.RFC3339), l.Dir)
+	}
 	creds, err := rpc.NewCredentials(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, roots)
 	if err != nil {
 		return nil, err
@@ -156,6 +160,12 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
+func (n *node) selfIssued() bool {
+	svid, _ := n.creds.GetX509SVID()
+	c := svid.Certificates
+	return len(c) >= 2 && len(c[1].URIs) == 1 && c[1].URIs[0].String() == n.id.String()
+}
+
 func (n *node) svidExpiry() time.Time {
 	svid, _ := n.creds.GetX509SVID()
 	return svid.Certificates[0].NotAfter
@@ -165,7 +175,7 @@ func (n *node) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 8)
+	errc := make(chan error, 16) // more than the goroutines started below
 	goFn := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -176,9 +186,14 @@ func (n *node) run(ctx context.Context) error {
 		}()
 	}
 
-	var cleanups []func()
+	// Shutdown order: stop accepting and drain the listeners first, then
+	// the control services and etcd behind them, then the rest.
+	var servers, cleanups []func()
 	defer func() {
 		cancel()
+		for _, stop := range servers {
+			stop()
+		}
 		for i := len(cleanups) - 1; i >= 0; i-- {
 			cleanups[i]()
 		}
@@ -190,7 +205,7 @@ func (n *node) run(ctx context.Context) error {
 		return fmt.Errorf("api listener: %w", err)
 	}
 	api := rpc.NewServer(n.creds, rpc.BuiltinAuthorizer{}, n.log)
-	cleanups = append(cleanups, func() { stopGRPC(api) })
+	servers = append(servers, func() { stopGRPC(api) })
 
 	if n.cfg.HasRole("control") {
 		ctl, stop, err := n.startControl(ctx, goFn)
@@ -208,9 +223,9 @@ func (n *node) run(ctx context.Context) error {
 			apiLis.Close()
 			return fmt.Errorf("enrolment listener: %w", err)
 		}
-		enroll := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(n.creds))))
+		enroll := rpc.NewEnrollmentServer(n.creds, n.log)
 		unumv1.RegisterEnrollmentServer(enroll, ctl)
-		cleanups = append(cleanups, func() { stopGRPC(enroll) })
+		servers = append(servers, func() { stopGRPC(enroll) })
 		goFn("enrolment listener", func(context.Context) error { return enroll.Serve(enrollLis) })
 	} else {
 		unumv1.RegisterIdentityServer(api, whoAmIServer{})
@@ -311,9 +326,11 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 	if err != nil {
 		return nil, nil, err
 	}
-	// A control node whose SVID lapsed while it was down renews it from its
-	// own intermediate before serving.
-	if time.Until(n.svidExpiry()) < NodeSVIDTTL/4 {
+	// A control node serves with an SVID from its own intermediate: that is
+	// how clients tell it from a compute node (rpc.AuthorizeControlNode). A
+	// freshly joined control node holds one from the node that admitted it,
+	// and a node whose SVID lapsed while it was down needs a new one.
+	if !n.selfIssued() || time.Until(n.svidExpiry()) < NodeSVIDTTL/4 {
 		if err := n.renewLocally(); err != nil {
 			return nil, nil, err
 		}
@@ -465,9 +482,11 @@ func (n *node) applySync(resp *unumv1.SyncAgentResponse) {
 	roots, err := parseDERs(resp.GetRoots())
 	if err != nil || len(roots) == 0 {
 		roots = n.creds.Roots()
-	} else {
+	} else if !sameCerts(roots, n.creds.Roots()) {
 		n.creds.SetRoots(roots)
-		_ = seal.WriteFileAtomic(n.l.Bundle(), clientconfig.EncodeCerts(roots), 0o644)
+		if err := seal.WriteFileAtomic(n.l.Bundle(), clientconfig.EncodeCerts(roots), 0o644); err != nil {
+			n.log.Warn("save trust bundle", "err", err)
+		}
 	}
 	jwtKeys := map[string]crypto.PublicKey{}
 	for _, k := range resp.GetJwtKeys() {
@@ -489,6 +508,10 @@ func (n *node) applySync(resp *unumv1.SyncAgentResponse) {
 		n.cfgMu.Unlock()
 	}
 	n.synced.Store(true)
+}
+
+func sameCerts(a, b []*x509.Certificate) bool {
+	return slices.EqualFunc(a, b, func(x, y *x509.Certificate) bool { return x.Equal(y) })
 }
 
 func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) {

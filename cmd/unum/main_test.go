@@ -106,10 +106,15 @@ func startDev(t *testing.T, nodes int) *devCluster {
 	dir, err := os.MkdirTemp("", "ud")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	return startDevIn(t, dir, nodes)
+}
+
+func startDevIn(t *testing.T, dir string, nodes int) *devCluster {
+	t.Helper()
 	cmd := exec.Command(unumBin, "dev", "--nodes", strconv.Itoa(nodes), "--data-dir", dir)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	logf, err := os.Create(filepath.Join(dir, "dev.log"))
+	logf, err := os.OpenFile(filepath.Join(dir, "dev.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(t, err)
 	cmd.Stderr = logf
 	require.NoError(t, cmd.Start())
@@ -257,11 +262,22 @@ func TestDevCluster(t *testing.T) {
 		require.Contains(t, r.stdout, "spiffe://unum.local/node/node-3")
 	})
 
-	// SIGKILL one control node: the cluster keeps serving.
-	victim := d.pid(t, "node-2")
+	// SIGKILL one control node, the first one the CLI would try: the
+	// cluster keeps serving and the CLI fails over.
+	victim := d.pid(t, "node-1")
 	require.NoError(t, syscall.Kill(victim, syscall.SIGKILL))
 	waitGone(t, victim)
-	r = unum(t, d.env, "id", "register", "--spiffe-id", "spiffe://unum.local/ns/default/job/b", "--node", "node-3", "--selector", "unix:uid:"+uid)
+	// node-1 led etcd: writes fail until the survivors elect a new leader
+	// (a few election timeouts), as they would for an operator.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r = unum(t, d.env, "id", "register", "--spiffe-id", "spiffe://unum.local/ns/default/job/b", "--node", "node-3", "--selector", "unix:uid:"+uid)
+		if r.code == 0 || time.Now().After(deadline) {
+			break
+		}
+		require.Equal(t, 1, r.code, r.stderr)
+		time.Sleep(time.Second)
+	}
 	require.Equal(t, 0, r.code, r.stderr)
 	d.fetchSVID(t, "node-3", "spiffe://unum.local/ns/default/job/b")
 	r = unum(t, d.env, "status", "-o", "json")
@@ -269,7 +285,7 @@ func TestDevCluster(t *testing.T) {
 	require.True(t, st.Quorum)
 
 	t.Run("minority control node cannot mint", func(t *testing.T) {
-		first := d.pid(t, "node-1")
+		first := d.pid(t, "node-2")
 		require.NoError(t, syscall.Kill(first, syscall.SIGKILL))
 		waitGone(t, first)
 		requireMintRefused(t, d, "node-3")
@@ -291,6 +307,15 @@ func TestDevCluster(t *testing.T) {
 		t.Fatal("unum dev did not stop on SIGTERM")
 	}
 	waitGone(t, last)
+
+	// Started again on the same folder, the dev cluster resumes: same
+	// trust domain, same identities, registrations intact.
+	d = startDevIn(t, d.dir, 3)
+	r = unum(t, d.env, "status", "-o", "json")
+	require.Equal(t, 0, r.code, "status after resume: %s %s", r.stdout, r.stderr)
+	d.fetchSVID(t, "node-3", "spiffe://unum.local/ns/default/job/b")
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, d.cmd.Wait())
 }
 
 // TestDevNodesDieWithDev: the nodes never outlive `unum dev`, even when it

@@ -46,7 +46,8 @@ type Options struct {
 	// nil discards them (a node's fatal error still ends the run with it).
 	Log *slog.Logger
 	// CPUProfile, when set, receives a pprof CPU profile of the component's
-	// main measuring window (client and server, both in this process).
+	// main measuring window (svid: the end-to-end issuance window, clients
+	// and server both in this process; with Cluster, the fetch windows).
 	CPUProfile io.Writer
 }
 
@@ -74,9 +75,15 @@ func (o Options) concurrency() int {
 	return DefaultConcurrency
 }
 
-func (o Options) progress(component, format string, args ...any) {
-	if o.Progress != nil {
-		fmt.Fprintf(o.Progress, "unum bench "+component+": "+format+"\n", args...)
+// progressFunc returns the progress printer of one run: each line names the
+// component and the seconds since the run began, so that where the time
+// goes (setup, each window, shutdown) is visible.
+func (o Options) progressFunc(component string) func(format string, args ...any) {
+	start := time.Now()
+	return func(format string, args ...any) {
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "unum bench %s: [%5.1fs] %s\n", component, time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+		}
 	}
 }
 

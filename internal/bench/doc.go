@@ -20,6 +20,6 @@
 //   - Progress goes to Options.Progress (stderr in the CLI), never to the
 //     report's writer.
 //
-// Imported by internal/cli only; it imports node, control's API and
-// identity/ca, never the other way round.
+// Imported by internal/cli only. It drives node, the unum API, identity/ca
+// and the go-spiffe Workload API client; none of them imports it.
 package bench

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -97,7 +98,7 @@ func runSVIDLocal(ctx context.Context, o Options) (rep Report, err error) {
 	w := svidWindowsFor(o.duration())
 	conc := o.concurrency()
 	log := o.logger()
-	progress := func(format string, args ...any) { o.progress(svidComponent, format, args...) }
+	progress := o.progressFunc(svidComponent)
 
 	rep = Report{Component: svidComponent, Mode: "local", Settings: baseSettings(conc)}
 	rep.Settings.Windows[ResultIssuanceE2E] = w.issuance.String()
@@ -165,7 +166,7 @@ func runSVIDCluster(ctx context.Context, o Options) (rep Report, err error) {
 	}
 	w := svidWindowsFor(o.duration())
 	conc := o.concurrency()
-	progress := func(format string, args ...any) { o.progress(svidComponent, format, args...) }
+	progress := o.progressFunc(svidComponent)
 	rep = Report{Component: svidComponent, Mode: "cluster", Settings: baseSettings(conc)}
 	rep.Settings.Windows[ResultFetchX509] = w.fetch.String()
 	rep.Settings.Windows[ResultFetchJWTFresh] = w.fetch.String()
@@ -222,6 +223,8 @@ func runSVIDCluster(ctx context.Context, o Options) (rep Report, err error) {
 	}()
 
 	addr := "unix://" + socketPath
+	stopProfile := startProfile(o, progress)
+	defer stopProfile()
 	fetch, err := benchFetchX509(ctx, addr, want, w.fetch, progress)
 	if err != nil {
 		return rep, err
@@ -369,6 +372,8 @@ func benchIssuance(ctx context.Context, o Options, l node.Layout, api string, en
 		conc, true)
 }
 
+// startProfile starts the CPU profile o asks for and returns what stops
+// it (idempotent).
 func startProfile(o Options, progress func(string, ...any)) func() {
 	if o.CPUProfile == nil {
 		return func() {}
@@ -377,7 +382,8 @@ func startProfile(o Options, progress func(string, ...any)) func() {
 		progress("cpu profile not taken: %v", err)
 		return func() {}
 	}
-	return pprof.StopCPUProfile
+	var once sync.Once
+	return func() { once.Do(pprof.StopCPUProfile) }
 }
 
 // benchFetchX509 waits until the agent at addr serves want to this process,

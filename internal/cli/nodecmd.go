@@ -114,8 +114,8 @@ func runJoinToken(e *env, args []string) error {
 	if err != nil {
 		return usagef("--roles: %v", err)
 	}
-	if *ttl <= 0 {
-		return usagef("--ttl must be positive")
+	if *ttl < time.Second {
+		return usagef("--ttl must be at least 1s")
 	}
 	cc, ctx, done, err := cf.dial(e)
 	if err != nil {

@@ -244,12 +244,46 @@ func (d *dev) create(ctx context.Context) error {
 
 func (d *dev) resume(ctx context.Context, st State) error {
 	d.state = st
-	for i := range d.state.Nodes {
-		if err := d.startAndWait(ctx, i, nil); err != nil {
-			return err
+	if len(st.Nodes) == 0 {
+		return fmt.Errorf("%s lists no nodes", d.statePath())
+	}
+	for _, n := range st.Nodes {
+		if _, err := os.Stat(node.Layout{Dir: n.Dir}.NodeConfig()); err != nil {
+			return fmt.Errorf("%s was never created (an interrupted first start?): remove %s and run unum dev again", n.Name, d.dir)
 		}
 	}
-	return nil
+	// The admin certificate lives a day; a resumed cluster gets a new one
+	// from node-1's intermediate, as only its operator (holding the KEK) can.
+	var addrs []string
+	for _, n := range st.Nodes {
+		if n.Control {
+			addrs = append(addrs, n.Ports.API)
+		}
+	}
+	adminCfg, err := node.IssueAdminConfig(st.Nodes[0].Dir, d.kekPath(), addrs)
+	if err != nil {
+		return fmt.Errorf("renew the admin certificate: %w", err)
+	}
+	if err := adminCfg.Save(d.adminPath()); err != nil {
+		return err
+	}
+	// Start every node before waiting for any: a lone control node of
+	// three has no quorum and would never report ready.
+	procs := make([]*proc, len(d.state.Nodes))
+	for i := range d.state.Nodes {
+		p, err := d.startNode(i, nil)
+		if err != nil {
+			return err
+		}
+		procs[i] = p
+	}
+	for i, n := range d.state.Nodes {
+		if err := d.waitReady(ctx, n, procs[i]); err != nil {
+			return fmt.Errorf("%s did not come up: %w (see %s)", n.Name, err, filepath.Join(n.Dir, "node.log"))
+		}
+		d.progress("[%d/%d] %s ready", i+1, len(d.state.Nodes), n.Name)
+	}
+	return d.updateAdminAddresses()
 }
 
 func (d *dev) quietLog() *slog.Logger {
@@ -262,6 +296,21 @@ func (d *dev) quietLog() *slog.Logger {
 // startAndWait starts node i and waits until the cluster reports it ready
 // (and, for a control node, its etcd member promoted to voter).
 func (d *dev) startAndWait(ctx context.Context, i int, extra []string) error {
+	n := d.state.Nodes[i]
+	start := time.Now()
+	p, err := d.startNode(i, extra)
+	if err != nil {
+		return err
+	}
+	if err := d.waitReady(ctx, n, p); err != nil {
+		return fmt.Errorf("%s did not come up: %w (see %s)", n.Name, err, filepath.Join(n.Dir, "node.log"))
+	}
+	d.progress("[%d/%d] %s ready in %.1fs", i+1, len(d.state.Nodes), n.Name, time.Since(start).Seconds())
+	return d.updateAdminAddresses()
+}
+
+// startNode starts node i's process.
+func (d *dev) startNode(i int, extra []string) (*proc, error) {
 	n := d.state.Nodes[i]
 	roles := "compute"
 	if n.Control {
@@ -281,11 +330,11 @@ func (d *dev) startAndWait(ctx context.Context, i int, extra []string) error {
 	}
 	args = append(args, extra...)
 	if err := os.MkdirAll(n.Dir, 0o711); err != nil {
-		return err
+		return nil, err
 	}
 	logFile, err := os.OpenFile(filepath.Join(n.Dir, "node.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd := exec.Command(d.o.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -293,21 +342,16 @@ func (d *dev) startAndWait(ctx context.Context, i int, extra []string) error {
 	p, err := d.sp.start(cmd)
 	logFile.Close()
 	if err != nil {
-		return fmt.Errorf("start %s: %w", n.Name, err)
+		return nil, fmt.Errorf("start %s: %w", n.Name, err)
 	}
 	d.mu.Lock()
 	d.procs[n.Name] = p
 	d.mu.Unlock()
 	_ = os.WriteFile(filepath.Join(n.Dir, "pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
 	if err := d.saveState(); err != nil {
-		return err
+		return nil, err
 	}
-	start := time.Now()
-	if err := d.waitReady(ctx, n, p); err != nil {
-		return fmt.Errorf("%s did not come up: %w (see %s)", n.Name, err, filepath.Join(n.Dir, "node.log"))
-	}
-	d.progress("[%d/%d] %s ready in %.1fs", i+1, len(d.state.Nodes), n.Name, time.Since(start).Seconds())
-	return d.updateAdminAddresses()
+	return p, nil
 }
 
 func (d *dev) client() (*unumv1.ClusterClient, func(), error) {

@@ -21,6 +21,10 @@ type Request struct {
 	Caller Caller
 	// Method is the full gRPC method, e.g. "/unum.v1.Identity/CreateEntry".
 	Method string
+	// Message is the decoded request of a unary call (nil for streams), so
+	// an authorizer can decide on what is asked for, not only on who asks
+	// (e.g. the roles of a join token, the namespace of an entry).
+	Message any
 }
 
 // Decision is an Authorizer's answer.

@@ -18,20 +18,42 @@ import (
 	"github.com/unumos/unum/identity"
 )
 
-// AuthorizeNode accepts a server whose SVID names a node of td: every unum
-// API is served by a node.
-func AuthorizeNode(td spiffeid.TrustDomain) tlsconfig.Authorizer {
-	return func(id spiffeid.ID, _ [][]*x509.Certificate) error {
+// AuthorizeControlNode accepts a server whose SVID proves it is a control
+// node of td. Every unum API a client calls is served by a control node, and
+// a compute node (which also holds a valid node SVID) must never pass for
+// one: it could otherwise capture join tokens or feed agents a trust bundle.
+// The proof is in the chain, so no extra identity is needed: a control
+// node serves with a node SVID issued by its *own* intermediate (whose URI
+// SAN names the node), and intermediates are signed only by the root, at
+// `unum init` and on control joins.
+func AuthorizeControlNode(td spiffeid.TrustDomain) tlsconfig.Authorizer {
+	return func(id spiffeid.ID, chains [][]*x509.Certificate) error {
 		if id.TrustDomain() != td || identity.Classify(id).Kind != identity.KindNode {
 			return fmt.Errorf("server %s is not a node of trust domain %s", id, td.Name())
 		}
-		return nil
+		for _, chain := range chains {
+			if IsControlChain(id, chain) {
+				return nil
+			}
+		}
+		return fmt.Errorf("server %s is not a control node: its SVID was not issued by its own intermediate", id)
 	}
+}
+
+// IsControlChain reports whether chain (leaf, intermediate, ..., root) is
+// that of control node id: its issuer is a CA below the root whose only URI
+// SAN is id.
+func IsControlChain(id spiffeid.ID, chain []*x509.Certificate) bool {
+	if len(chain) < 3 {
+		return false // leaf issued directly by the root: not a node intermediate
+	}
+	issuer := chain[1]
+	return issuer.IsCA && len(issuer.URIs) == 1 && issuer.URIs[0].String() == id.String()
 }
 
 // ClientTLS is the mutual-TLS config of a unum client.
 func ClientTLS(creds *Credentials) *tls.Config {
-	cfg := tlsconfig.MTLSClientConfig(creds, creds, AuthorizeNode(creds.TrustDomain()))
+	cfg := tlsconfig.MTLSClientConfig(creds, creds, AuthorizeControlNode(creds.TrustDomain()))
 	cfg.MinVersion = tls.VersionTLS13
 	return cfg
 }

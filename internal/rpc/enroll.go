@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -8,11 +9,19 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/unumos/unum/identity"
 )
@@ -97,7 +106,8 @@ func verifyPinned(raw [][]byte, want string) error {
 			inter.AddCert(c)
 		}
 	}
-	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+	chains, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	if err != nil {
 		return fmt.Errorf("enrolment server certificate does not chain to the pinned CA: %w", err)
 	}
 	id, err := x509svid.IDFromCert(certs[0])
@@ -107,10 +117,77 @@ func verifyPinned(raw [][]byte, want string) error {
 	if identity.Classify(id).Kind != identity.KindNode {
 		return fmt.Errorf("enrolment server %s is not a node", id)
 	}
-	return nil
+	// Only a control node may take a join token: a compute node's SVID
+	// chains to the same root but not through its own intermediate.
+	for _, chain := range chains {
+		if IsControlChain(id, chain) {
+			return nil
+		}
+	}
+	return fmt.Errorf("enrolment server %s is not a control node", id)
 }
 
 // DialEnrollment connects to an enrolment listener, pinning its CA.
 func DialEnrollment(addr, caFingerprint string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	return dialTLS(credentials.NewTLS(PinnedClientTLS(caFingerprint)), []string{addr}, opts...)
+}
+
+// Limits of the enrolment listener, the only listener that accepts callers
+// without a certificate.
+const (
+	enrollRatePerSecond = 5
+	enrollBurst         = 20
+	enrollMaxMessage    = 64 << 10
+	enrollMaxStreams    = 16
+	enrollHandshake     = 10 * time.Second
+	enrollMaxPeers      = 4096
+)
+
+// NewEnrollmentServer returns the gRPC server of the enrolment listener. It
+// serves with the node's chain plus the root (EnrollmentServerTLS), takes
+// small messages only, and passes every call through an interceptor that
+// rate-limits each source address (a token bucket per IP) and logs refusals,
+// so an unauthenticated peer cannot turn it into a cheap way to load etcd.
+// Register only the Enrollment service on it.
+func NewEnrollmentServer(creds *Credentials, log *slog.Logger) *grpc.Server {
+	l := &enrollLimiter{peers: map[string]*rate.Limiter{}}
+	return grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(EnrollmentServerTLS(creds))),
+		grpc.MaxRecvMsgSize(enrollMaxMessage),
+		grpc.MaxConcurrentStreams(enrollMaxStreams),
+		grpc.ConnectionTimeout(enrollHandshake),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			ip := "unknown"
+			if p, ok := peer.FromContext(ctx); ok {
+				if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+					ip = host
+				}
+			}
+			if !l.allow(ip) {
+				log.Warn("enrolment call rate-limited", "peer", ip, "method", info.FullMethod)
+				return nil, status.Error(codes.ResourceExhausted, "too many enrolment attempts from this address; slow down")
+			}
+			return handler(ctx, req)
+		}),
+	)
+}
+
+type enrollLimiter struct {
+	mu    sync.Mutex
+	peers map[string]*rate.Limiter
+}
+
+func (l *enrollLimiter) allow(ip string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.peers[ip]
+	if !ok {
+		if len(l.peers) >= enrollMaxPeers {
+			// Bounded memory: forget everyone; the buckets refill anyway.
+			l.peers = map[string]*rate.Limiter{}
+		}
+		lim = rate.NewLimiter(enrollRatePerSecond, enrollBurst)
+		l.peers[ip] = lim
+	}
+	return lim.Allow()
 }

@@ -193,6 +193,20 @@ func TestClientRefusesNonNodeServer(t *testing.T) {
 	require.Contains(t, err.Error(), "is not a node")
 }
 
+// TestClientRefusesComputeNodeServer: a node SVID issued by another node's
+// intermediate (what every compute node holds) does not pass for a control
+// node, so a compromised compute node cannot pose as the control plane.
+func TestClientRefusesComputeNodeServer(t *testing.T) {
+	p := newPKI(t, "unum.test")
+	addr := serve(t, p.creds(t, "/node/compute-7"))
+	cc, err := Dial(p.creds(t, "/user/admin"), []string{addr})
+	require.NoError(t, err)
+	defer cc.Close()
+	_, err = unumv1.NewIdentityClient(cc).WhoAmI(ctx5(t), &unumv1.WhoAmIRequest{})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "is not a control node")
+}
+
 func TestVerifyPinned(t *testing.T) {
 	p := newPKI(t, "unum.test")
 	node := p.creds(t, "/node/n1")
@@ -211,6 +225,10 @@ func TestVerifyPinned(t *testing.T) {
 	wl := p.creds(t, "/ns/a/job/b")
 	ws, _ := wl.GetX509SVID()
 	require.ErrorContains(t, verifyPinned([][]byte{ws.Certificates[0].Raw, ws.Certificates[1].Raw, p.root.Raw}, fp), "not a node")
+	// A compute node (SVID from another node's intermediate) cannot take tokens.
+	cn := p.creds(t, "/node/compute-7")
+	cs, _ := cn.GetX509SVID()
+	require.ErrorContains(t, verifyPinned([][]byte{cs.Certificates[0].Raw, cs.Certificates[1].Raw, p.root.Raw}, fp), "not a control node")
 	require.Error(t, verifyPinned(nil, fp))
 	require.Error(t, verifyPinned([][]byte{[]byte("junk"), p.root.Raw}, fp))
 }
@@ -220,4 +238,43 @@ func FuzzVerifyPinned(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		_ = verifyPinned([][]byte{a, b}, "sha256:00")
 	})
+}
+
+type countingEnrollment struct {
+	unumv1.UnimplementedEnrollmentServer
+}
+
+func (countingEnrollment) Join(context.Context, *unumv1.JoinRequest) (*unumv1.JoinResponse, error) {
+	return nil, status.Error(codes.PermissionDenied, "join token is unknown to this cluster")
+}
+
+// TestEnrollmentListenerRateLimited: an unauthenticated peer hammering the
+// enrolment listener is slowed down before it reaches the handler.
+func TestEnrollmentListenerRateLimited(t *testing.T) {
+	p := newPKI(t, "unum.test")
+	srv := NewEnrollmentServer(p.creds(t, "/node/n1"), nilLogger())
+	unumv1.RegisterEnrollmentServer(srv, countingEnrollment{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	cc, err := DialEnrollment(lis.Addr().String(), ca.Fingerprint(p.root))
+	require.NoError(t, err)
+	defer cc.Close()
+	c := unumv1.NewEnrollmentClient(cc)
+	limited := 0
+	for i := 0; i < enrollBurst+10; i++ {
+		_, err := c.Join(ctx5(t), &unumv1.JoinRequest{Token: "x"})
+		switch status.Code(err) {
+		case codes.ResourceExhausted:
+			limited++
+		case codes.PermissionDenied:
+		default:
+			t.Fatalf("unexpected: %v", err)
+		}
+	}
+	require.Positive(t, limited)
+	// Oversized requests are refused outright.
+	_, err = c.Join(ctx5(t), &unumv1.JoinRequest{Token: string(make([]byte, enrollMaxMessage+1))})
+	require.Error(t, err)
 }

@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +38,9 @@ func WithCaller(ctx context.Context, c Caller) context.Context {
 func ServerTLS(creds *Credentials) *tls.Config {
 	cfg := tlsconfig.MTLSServerConfig(creds, creds, tlsconfig.AuthorizeMemberOf(creds.TrustDomain()))
 	cfg.MinVersion = tls.VersionTLS13
+	// A resumed session skips certificate verification; every connection
+	// must present and verify its SVID afresh (bundle changes, revocation).
+	cfg.SessionTicketsDisabled = true
 	return cfg
 }
 
@@ -59,12 +61,12 @@ type interceptor struct {
 	log   *slog.Logger
 }
 
-func (ic *interceptor) authorize(ctx context.Context, method string) (context.Context, error) {
+func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (context.Context, error) {
 	caller, err := callerFromPeer(ctx)
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	d, err := ic.authz.Authorize(ctx, Request{Caller: caller, Method: method})
+	d, err := ic.authz.Authorize(ctx, Request{Caller: caller, Method: method, Message: msg})
 	if err != nil {
 		// Fail closed: an authorizer that cannot decide denies.
 		ic.log.Warn("authorizer failed", "method", method, "caller", caller.ID.String(), "err", err)
@@ -78,7 +80,7 @@ func (ic *interceptor) authorize(ctx context.Context, method string) (context.Co
 }
 
 func (ic *interceptor) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := ic.authorize(ctx, info.FullMethod)
+	ctx, err := ic.authorize(ctx, info.FullMethod, req)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +88,7 @@ func (ic *interceptor) unary(ctx context.Context, req any, info *grpc.UnaryServe
 }
 
 func (ic *interceptor) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx, err := ic.authorize(ss.Context(), info.FullMethod)
+	ctx, err := ic.authorize(ss.Context(), info.FullMethod, nil)
 	if err != nil {
 		return err
 	}
@@ -127,10 +129,3 @@ func callerFromPeer(ctx context.Context) (Caller, error) {
 	return Caller{Principal: identity.Classify(id), Certificate: leaf}, nil
 }
 
-// LeafFromChain is a helper for handlers that need the caller's certificate.
-func LeafFromChain(chain []*x509.Certificate) *x509.Certificate {
-	if len(chain) == 0 {
-		return nil
-	}
-	return chain[0]
-}

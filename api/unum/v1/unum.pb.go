@@ -40,7 +40,11 @@ type JoinRequest struct {
 	EtcdPeerUrl       string `protobuf:"bytes,7,opt,name=etcd_peer_url,json=etcdPeerUrl,proto3" json:"etcd_peer_url,omitempty"`
 	EtcdClientUrl     string `protobuf:"bytes,8,opt,name=etcd_client_url,json=etcdClientUrl,proto3" json:"etcd_client_url,omitempty"`
 	// The etcd CSR's hosts (IPs or DNS names) for its SANs.
-	EtcdHosts     []string `protobuf:"bytes,9,rep,name=etcd_hosts,json=etcdHosts,proto3" json:"etcd_hosts,omitempty"`
+	EtcdHosts []string `protobuf:"bytes,9,rep,name=etcd_hosts,json=etcdHosts,proto3" json:"etcd_hosts,omitempty"`
+	// The joining node was given a key-encryption key (outside its data
+	// folder) and can therefore hold CA keys. A token for a control node is
+	// refused, without being consumed, when this is false.
+	KekReady      bool `protobuf:"varint,10,opt,name=kek_ready,json=kekReady,proto3" json:"kek_ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -136,6 +140,13 @@ func (x *JoinRequest) GetEtcdHosts() []string {
 		return x.EtcdHosts
 	}
 	return nil
+}
+
+func (x *JoinRequest) GetKekReady() bool {
+	if x != nil {
+		return x.KekReady
+	}
+	return false
 }
 
 type JoinResponse struct {
@@ -1784,7 +1795,7 @@ var File_api_unum_v1_unum_proto protoreflect.FileDescriptor
 
 const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\n" +
-	"\x16api/unum/v1/unum.proto\x12\aunum.v1\"\xb6\x02\n" +
+	"\x16api/unum/v1/unum.proto\x12\aunum.v1\"\xd3\x02\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x1f\n" +
@@ -1796,7 +1807,9 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\retcd_peer_url\x18\a \x01(\tR\vetcdPeerUrl\x12&\n" +
 	"\x0fetcd_client_url\x18\b \x01(\tR\retcdClientUrl\x12\x1d\n" +
 	"\n" +
-	"etcd_hosts\x18\t \x03(\tR\tetcdHosts\"\x99\x03\n" +
+	"etcd_hosts\x18\t \x03(\tR\tetcdHosts\x12\x1b\n" +
+	"\tkek_ready\x18\n" +
+	" \x01(\bR\bkekReady\"\x99\x03\n" +
 	"\fJoinResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
