@@ -241,10 +241,14 @@ func (n *node) run(ctx context.Context) error {
 	}
 	cleanups = append(cleanups, func() { cc.Close() })
 	idc := unumv1.NewIdentityClient(cc)
-	n.agent = agent.New(agent.Config{TrustDomain: n.td, Upstream: rpcUpstream{idc}, Clock: time.Now, Logger: n.log.With("component", "agent")})
-	n.agent.SetBundles(n.creds.Roots(), nil)
-	goFn("agent", n.agent.Run)
-	goFn("workload api", func(ctx context.Context) error { return n.agent.Serve(ctx, n.l.Socket()) })
+	if n.cfg.HasRole("compute") {
+		// Workloads run on compute nodes only: only they serve the
+		// Workload API.
+		n.agent = agent.New(agent.Config{TrustDomain: n.td, Upstream: rpcUpstream{idc}, Clock: time.Now, Logger: n.log.With("component", "agent")})
+		n.agent.SetBundles(n.creds.Roots(), nil)
+		goFn("agent", n.agent.Run)
+		goFn("workload api", func(ctx context.Context) error { return n.agent.Serve(ctx, n.l.Socket()) })
+	}
 	goFn("agent sync", func(ctx context.Context) error { n.syncLoop(ctx, idc); return nil })
 	goFn("heartbeat", func(ctx context.Context) error { n.heartbeatLoop(ctx, unumv1.NewClusterClient(cc)); return nil })
 	goFn("node svid rotation", func(ctx context.Context) error { n.rotateLoop(ctx, idc); return nil })
@@ -495,8 +499,10 @@ func (n *node) applySync(resp *unumv1.SyncAgentResponse) {
 			jwtKeys[k.GetKid()] = pub
 		}
 	}
-	n.agent.SetBundles(roots, jwtKeys)
-	n.agent.SetEntries(entries)
+	if n.agent != nil {
+		n.agent.SetBundles(roots, jwtKeys)
+		n.agent.SetEntries(entries)
+	}
 	if addrs := resp.GetControlAddresses(); len(addrs) > 0 {
 		n.cfgMu.Lock()
 		if !slices.Equal(addrs, n.cfg.ControlAddresses) {

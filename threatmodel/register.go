@@ -58,11 +58,13 @@ func Register() []Threat {
 			STRIDE:   "S",
 			Asset:    "workload SVIDs",
 			Boundary: "Workload API socket",
-			Attacker: "a process that connects to the Workload API and then execs another program or hands the " +
-				"connection to another process, hoping the identity attested at connect outlives the change",
+			Attacker: "a process that connects to the Workload API and then execs another program (e.g. a setuid " +
+				"or allow-listed binary), hoping the identity attested for the new image is served on the old connection",
 			Mitigation: "Attestation happens on every call and before every streamed update, not once per connection; " +
 				"the executable's identity (device, inode) is recorded at connect and a process that has exec'd another " +
-				"binary since is refused. Path and sha256 selectors are accepted only together with a uid or gid selector.",
+				"binary since is refused. Path and sha256 selectors are accepted only together with a uid or gid selector. " +
+				"Not covered: a connection inherited by a forked child while the connecting process lives on unchanged " +
+				"is served as that process; the uid/gid boundary still holds, which is why binary selectors never stand alone.",
 			Status: Mitigated,
 			Tests:  []string{"identity/attest.TestExecAfterConnect", "identity/agent.TestExecAfterConnect", "identity/selector.TestValidateSet"},
 		},

@@ -95,7 +95,7 @@ func TestRunSVIDLocal(t *testing.T) {
 		names = append(names, r.Name)
 		require.Contains(t, rep.Settings.Windows, r.Name)
 	}
-	require.Equal(t, []string{ResultIssuanceE2E, ResultCoreSingle, ResultCoreParallel, ResultFetchX509}, names)
+	require.Equal(t, []string{ResultIssuanceE2E, ResultCoreSingle, ResultCoreParallel, ResultFetchX509, ResultPropagation}, names)
 	requireMeasured(t, rep.Results[0], true, true)
 	require.Equal(t, 4, rep.Results[0].Clients)
 	requireMeasured(t, rep.Results[1], false, false)
@@ -104,6 +104,7 @@ func TestRunSVIDLocal(t *testing.T) {
 	require.Equal(t, rep.Settings.GOMAXPROCS, rep.Results[2].Clients)
 	requireMeasured(t, rep.Results[3], true, true)
 	require.Equal(t, 1, rep.Results[3].Clients)
+	requireMeasured(t, rep.Results[4], true, true)
 	require.Contains(t, progress.String(), "stopping the node")
 
 	t.Run("json", func(t *testing.T) {

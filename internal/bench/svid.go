@@ -37,6 +37,7 @@ const (
 	ResultCoreParallel  = "x509_svid_sign_core_gomaxprocs"
 	ResultFetchX509     = "workload_api_x509_fetch_new_conn"
 	ResultFetchJWTFresh = "workload_api_jwt_fetch_new_audience"
+	ResultPropagation   = "registration_to_svid"
 )
 
 const (
@@ -52,6 +53,8 @@ const (
 
 	issuanceTargetOps = 3000
 	fetchP99Target    = 2 * time.Millisecond
+	// A registration takes effect on its node within 1 s.
+	propagationTarget = time.Second
 
 	readyTimeout  = 60 * time.Second
 	warmupTimeout = 30 * time.Second
@@ -154,9 +157,69 @@ func runSVIDLocal(ctx context.Context, o Options) (rep Report, err error) {
 	if err != nil {
 		return rep, err
 	}
-	rep.Results = []Result{issuance, single, parallel, fetch}
+	rep.Settings.Windows[ResultPropagation] = (w.fetch / 2).String()
+	prop, err := benchPropagation(ctx, ln.admin, "unix://"+ln.layout.Socket(), w.fetch/2, progress)
+	if err != nil {
+		return rep, err
+	}
+	rep.Results = []Result{issuance, single, parallel, fetch, prop}
 	rep.Settings.LoadAverageEnd = loadAverage()
 	return rep, nil
+}
+
+// benchPropagation measures how long a new registration takes to become an
+// SVID a workload can fetch on its node: from the start of the admin's
+// CreateEntry call until a go-spiffe fetch over a new connection returns the
+// new identity (etcd write, watch, sync stream, agent minting through the
+// CA). One registration after another; the entries are deleted afterwards.
+func benchPropagation(ctx context.Context, admin *grpc.ClientConn, addr string, window time.Duration, progress func(string, ...any)) (Result, error) {
+	progress("measuring registration -> fetchable svid for %s", window)
+	ic := unumv1.NewIdentityClient(admin)
+	var created []string
+	defer func() {
+		for _, id := range created {
+			dctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+			_, _ = ic.DeleteEntry(dctx, &unumv1.DeleteEntryRequest{Id: id})
+			cancel()
+		}
+	}()
+	seq := 0
+	op := func(ctx context.Context, _ int) error {
+		seq++
+		id, err := spiffeid.FromString(fmt.Sprintf("spiffe://%s/ns/bench/job/prop-%d", svidTrustDomain, seq))
+		if err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		e, err := ic.CreateEntry(cctx, &unumv1.CreateEntryRequest{SpiffeId: id.String(), Node: svidNodeName, Selectors: []string{uidSelector()}})
+		if err != nil {
+			return err
+		}
+		created = append(created, e.GetId())
+		for {
+			if err := fetchHas(cctx, addr, id); err == nil {
+				return nil
+			}
+			select {
+			case <-cctx.Done():
+				return fmt.Errorf("%s not served within %s", id, callTimeout)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	s := measure(ctx, 1, window, true, op)
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	r, err := s.result(ResultPropagation,
+		"registration to fetchable SVID on its node: CreateEntry, then go-spiffe fetches (new connection, 5 ms apart) until the new ID is served",
+		1, true)
+	if err != nil {
+		return r, err
+	}
+	r.setTarget(fmt.Sprintf("p99 <= %s", propagationTarget), r.P99us <= micros(propagationTarget))
+	return r, nil
 }
 
 func runSVIDCluster(ctx context.Context, o Options) (rep Report, err error) {
