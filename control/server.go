@@ -354,4 +354,3 @@ func derChain(chain []*x509.Certificate) [][]byte {
 	}
 	return out
 }
-

@@ -72,4 +72,3 @@ func IssueAdminConfig(dataDir, kekFile string, addrs []string) (*clientconfig.Co
 	}
 	return clientconfig.New(&x509svid.SVID{ID: adminID, Certificates: chain, PrivateKey: key}, roots, addrs)
 }
-

@@ -128,4 +128,3 @@ func callerFromPeer(ctx context.Context) (Caller, error) {
 	}
 	return Caller{Principal: identity.Classify(id), Certificate: leaf}, nil
 }
-
