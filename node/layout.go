@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,8 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"sigs.k8s.io/yaml"
 
+	"github.com/unumos/unum/internal/clientconfig"
+	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
 )
 
@@ -190,4 +195,40 @@ func checkKEKOutside(dataDir, kekFile string) error {
 		return fmt.Errorf("--kek-file %s is inside the data folder %s: keep the key-encryption key elsewhere (only `unum dev` keeps it beside the nodes)", kekFile, dataDir)
 	}
 	return nil
+}
+
+// loadSVID reads the node's SVID (key and chain) and trust bundle.
+func (l Layout) loadSVID(id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
+	key, err := seal.ReadPrivateKey(l.NodeKey())
+	if err != nil {
+		return nil, nil, err
+	}
+	chain, err := clientconfig.ReadCertsFile(l.NodeCert())
+	if err != nil {
+		return nil, nil, err
+	}
+	roots, err := clientconfig.ReadCertsFile(l.Bundle())
+	if err != nil {
+		return nil, nil, err
+	}
+	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, roots, nil
+}
+
+// Credentials loads the node's SVID and trust bundle as rpc credentials:
+// what its agent presents to the control plane. The SPIFFE ID is read from
+// the certificate.
+func (l Layout) Credentials() (*rpc.Credentials, error) {
+	chain, err := clientconfig.ReadCertsFile(l.NodeCert())
+	if err != nil {
+		return nil, err
+	}
+	id, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", l.NodeCert(), err)
+	}
+	svid, roots, err := l.loadSVID(id)
+	if err != nil {
+		return nil, err
+	}
+	return rpc.NewCredentials(svid, roots)
 }

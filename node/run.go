@@ -121,44 +121,24 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := seal.ReadPrivateKey(l.NodeKey())
+	svid, roots, err := l.loadSVID(id)
 	if err != nil {
 		return nil, err
 	}
-	chain, err := readCerts(l.NodeCert())
-	if err != nil {
-		return nil, err
-	}
-	roots, err := readCerts(l.Bundle())
-	if err != nil {
-		return nil, err
-	}
+	chain := svid.Certificates
 	// A control node renews a lapsed SVID from its own intermediate; a
 	// compute node cannot: its renewal is authenticated by the SVID itself.
 	if exp := chain[0].NotAfter; !cfg.HasRole("control") && time.Now().After(exp) {
 		return nil, fmt.Errorf("node SVID of %s expired at %s: a compute node that was down longer than its SVID lifetime must join again (remove %s and join with a new token)", cfg.Name, exp.Format(time.RFC3339), l.Dir)
 	}
-	creds, err := rpc.NewCredentials(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, roots)
+	creds, err := rpc.NewCredentials(svid, roots)
 	if err != nil {
 		return nil, err
 	}
 	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg}, nil
 }
 
-func readCerts(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	certs, err := clientconfig.DecodeCerts(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no certificate", path)
-	}
-	return certs, nil
-}
+var readCerts = clientconfig.ReadCertsFile
 
 func (n *node) selfIssued() bool {
 	svid, _ := n.creds.GetX509SVID()

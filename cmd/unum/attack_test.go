@@ -19,7 +19,7 @@ import (
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
-	"github.com/unumos/unum/internal/seal"
+	unumnode "github.com/unumos/unum/node"
 )
 
 // nodeClientConfig writes a client config holding a node's own SVID: what
@@ -38,20 +38,11 @@ func nodeClientConfig(t *testing.T, d *devCluster, node string) string {
 
 func nodeSVID(t *testing.T, d *devCluster, node string) (*x509svid.SVID, []*x509.Certificate) {
 	t.Helper()
-	keys := filepath.Join(d.dir, node, "keys")
-	key, err := seal.ReadPrivateKey(filepath.Join(keys, "node.key"))
+	creds, err := unumnode.Layout{Dir: filepath.Join(d.dir, node)}.Credentials()
 	require.NoError(t, err)
-	chainPEM, err := os.ReadFile(filepath.Join(keys, "node.pem"))
+	svid, err := creds.GetX509SVID()
 	require.NoError(t, err)
-	chain, err := clientconfig.DecodeCerts(chainPEM)
-	require.NoError(t, err)
-	bundlePEM, err := os.ReadFile(filepath.Join(keys, "bundle.pem"))
-	require.NoError(t, err)
-	roots, err := clientconfig.DecodeCerts(bundlePEM)
-	require.NoError(t, err)
-	id, err := x509svid.IDFromCert(chain[0])
-	require.NoError(t, err)
-	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, roots
+	return svid, creds.Roots()
 }
 
 // requireMintRefused asks node's own API, with node's own SVID, to mint an

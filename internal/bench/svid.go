@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,16 +16,13 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
-	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
-	"github.com/unumos/unum/internal/seal"
 	"github.com/unumos/unum/node"
 )
 
@@ -564,43 +560,6 @@ func benchFetchJWT(ctx context.Context, addr string, conc int, window time.Durat
 
 // nodeCredentials loads the node's SVID and trust bundle, as its agent
 // does, so that the benchmark's clients are node agents to the server.
-func nodeCredentials(l node.Layout) (*rpc.Credentials, error) {
-	key, err := seal.ReadPrivateKey(l.NodeKey())
-	if err != nil {
-		return nil, err
-	}
-	chain, err := readCerts(l.NodeCert())
-	if err != nil {
-		return nil, err
-	}
-	roots, err := readCerts(l.Bundle())
-	if err != nil {
-		return nil, err
-	}
-	td, err := spiffeid.TrustDomainFromString(svidTrustDomain)
-	if err != nil {
-		return nil, err
-	}
-	id, err := identity.NodeID(td, svidNodeName)
-	if err != nil {
-		return nil, err
-	}
-	return rpc.NewCredentials(&x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, roots)
-}
-
-func readCerts(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	certs, err := clientconfig.DecodeCerts(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no certificate", path)
-	}
-	return certs, nil
-}
+func nodeCredentials(l node.Layout) (*rpc.Credentials, error) { return l.Credentials() }
 
 func uidSelector() string { return fmt.Sprintf("unix:uid:%d", os.Getuid()) }

@@ -54,3 +54,46 @@ func (c *clientFlags) dial(e *env) (*grpc.ClientConn, context.Context, context.C
 	ctx, cancel := context.WithTimeout(e.ctx, c.timeout)
 	return cc, ctx, func() { cancel(); cc.Close() }, nil
 }
+
+// clientCall is a client command after its flags were parsed and checked
+// and its connection dialed.
+type clientCall struct {
+	args   []string
+	format output.Format
+	conn   *grpc.ClientConn
+	ctx    context.Context
+	close  func()
+}
+
+// connect parses args with fs (on which cf is registered), requires nargs
+// positional arguments (-1: any; usage names them), runs validate (may be
+// nil) and dials. Every usage problem is reported before a connection is
+// made.
+func (cf *clientFlags) connect(e *env, fs *flag.FlagSet, args []string, nargs int, usage string, validate func(pos []string) error) (*clientCall, error) {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case nargs == 0:
+		if err := noArgs(pos); err != nil {
+			return nil, err
+		}
+	case nargs > 0 && len(pos) != nargs:
+		return nil, usagef("usage: %s", usage)
+	}
+	f, err := cf.format()
+	if err != nil {
+		return nil, err
+	}
+	if validate != nil {
+		if err := validate(pos); err != nil {
+			return nil, err
+		}
+	}
+	cc, ctx, done, err := cf.dial(e)
+	if err != nil {
+		return nil, err
+	}
+	return &clientCall{args: pos, format: f, conn: cc, ctx: ctx, close: done}, nil
+}

@@ -52,70 +52,50 @@ func runIDRegister(e *env, args []string) error {
 	all := fs.Bool("all-nodes", false, "the workload may run on every node")
 	var sels stringList
 	fs.Var(&sels, "selector", "unix:uid:N | unix:gid:N | unix:path:/abs/bin | unix:sha256:HEX (repeatable, AND-ed)")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
-		return err
-	}
-	f, err := cf.format()
-	if err != nil {
-		return err
-	}
-	switch {
-	case *id == "":
-		return usagef("--spiffe-id is required")
-	case (*nodeName == "") == !*all:
-		return usagef("give exactly one of --node NAME or --all-nodes")
-	case len(sels) == 0:
-		return usagef("at least one --selector is required")
-	}
-	parsed := make([]selector.Selector, 0, len(sels))
-	for _, s := range sels {
-		p, err := selector.Parse(s)
-		if err != nil {
+	c, err := cf.connect(e, fs, args, 0, "", func([]string) error {
+		switch {
+		case *id == "":
+			return usagef("--spiffe-id is required")
+		case (*nodeName == "") == !*all:
+			return usagef("give exactly one of --node NAME or --all-nodes")
+		case len(sels) == 0:
+			return usagef("at least one --selector is required")
+		}
+		parsed := make([]selector.Selector, 0, len(sels))
+		for _, s := range sels {
+			p, err := selector.Parse(s)
+			if err != nil {
+				return usagef("--selector: %v", err)
+			}
+			parsed = append(parsed, p)
+		}
+		if err := selector.ValidateSet(parsed); err != nil {
 			return usagef("--selector: %v", err)
 		}
-		parsed = append(parsed, p)
-	}
-	if err := selector.ValidateSet(parsed); err != nil {
-		return usagef("--selector: %v", err)
-	}
-	cc, ctx, done, err := cf.dial(e)
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	defer done()
-	resp, err := unumv1.NewIdentityClient(cc).CreateEntry(ctx, &unumv1.CreateEntryRequest{SpiffeId: *id, Node: *nodeName, AllNodes: *all, Selectors: sels})
+	defer c.close()
+	resp, err := unumv1.NewIdentityClient(c.conn).CreateEntry(c.ctx, &unumv1.CreateEntryRequest{SpiffeId: *id, Node: *nodeName, AllNodes: *all, Selectors: sels})
 	if err != nil {
 		return err
 	}
 	v := toEntryView(resp)
-	return output.Write(e.stdout, f, v, entryTable([]entryView{v}))
+	return output.Write(e.stdout, c.format, v, entryTable([]entryView{v}))
 }
 
 func runIDList(e *env, args []string) error {
 	fs := flag.NewFlagSet("unum id list", flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
-	pos, err := parseFlags(fs, args)
+	c, err := cf.connect(e, fs, args, 0, "", nil)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(pos); err != nil {
-		return err
-	}
-	f, err := cf.format()
-	if err != nil {
-		return err
-	}
-	cc, ctx, done, err := cf.dial(e)
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := unumv1.NewIdentityClient(cc).ListEntries(ctx, &unumv1.ListEntriesRequest{})
+	defer c.close()
+	resp, err := unumv1.NewIdentityClient(c.conn).ListEntries(c.ctx, &unumv1.ListEntriesRequest{})
 	if err != nil {
 		return err
 	}
@@ -123,7 +103,7 @@ func runIDList(e *env, args []string) error {
 	for _, en := range resp.GetEntries() {
 		views = append(views, toEntryView(en))
 	}
-	return output.Write(e.stdout, f, struct {
+	return output.Write(e.stdout, c.format, struct {
 		Entries []entryView `json:"entries"`
 	}{views}, entryTable(views))
 }
@@ -132,22 +112,15 @@ func runIDDelete(e *env, args []string) error {
 	fs := flag.NewFlagSet("unum id delete", flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
-	pos, err := parseFlags(fs, args)
+	c, err := cf.connect(e, fs, args, 1, "unum id delete ENTRY_ID", nil)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usagef("usage: unum id delete ENTRY_ID")
-	}
-	cc, ctx, done, err := cf.dial(e)
-	if err != nil {
+	defer c.close()
+	if _, err := unumv1.NewIdentityClient(c.conn).DeleteEntry(c.ctx, &unumv1.DeleteEntryRequest{Id: c.args[0]}); err != nil {
 		return err
 	}
-	defer done()
-	if _, err := unumv1.NewIdentityClient(cc).DeleteEntry(ctx, &unumv1.DeleteEntryRequest{Id: pos[0]}); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stderr, "deleted registration entry %s\n", pos[0])
+	fmt.Fprintf(e.stderr, "deleted registration entry %s\n", c.args[0])
 	return nil
 }
 
@@ -220,28 +193,17 @@ func runIDShow(e *env, args []string) error {
 	fs := flag.NewFlagSet("unum id show", flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
-	pos, err := parseFlags(fs, args)
+	c, err := cf.connect(e, fs, args, 0, "", nil)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(pos); err != nil {
-		return err
-	}
-	f, err := cf.format()
-	if err != nil {
-		return err
-	}
-	cc, ctx, done, err := cf.dial(e)
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := unumv1.NewIdentityClient(cc).WhoAmI(ctx, &unumv1.WhoAmIRequest{})
+	defer c.close()
+	resp, err := unumv1.NewIdentityClient(c.conn).WhoAmI(c.ctx, &unumv1.WhoAmIRequest{})
 	if err != nil {
 		return err
 	}
 	v := whoView{SPIFFEID: resp.GetSpiffeId(), Kind: resp.GetKind(), ExpiresAt: unixTime(resp.GetExpiresAtUnix())}
-	return output.Write(e.stdout, f, v, func(tw *tabwriter.Writer) error {
+	return output.Write(e.stdout, c.format, v, func(tw *tabwriter.Writer) error {
 		fmt.Fprintf(tw, "spiffe id:\t%s\nkind:\t%s\ncertificate expires:\t%s\n", v.SPIFFEID, v.Kind, fmtTime(v.ExpiresAt))
 		return nil
 	})

@@ -97,32 +97,28 @@ func runJoinToken(e *env, args []string) error {
 	name := fs.String("name", "", "the joining node's name (required)")
 	roles := fs.String("roles", "compute", "roles: compute, control, or compute,control")
 	ttl := fs.Duration("ttl", 15*time.Minute, "how long the token is valid")
-	pos, err := parseFlags(fs, args)
+	var rs []string
+	c, err := cf.connect(e, fs, args, 0, "", func([]string) error {
+		if *name == "" {
+			return usagef("--name is required")
+		}
+		if err := jointoken.ValidateNodeName(*name); err != nil {
+			return usagef("--name: %v", err)
+		}
+		var err error
+		if rs, err = jointoken.ParseRoles(*roles); err != nil {
+			return usagef("--roles: %v", err)
+		}
+		if *ttl < time.Second {
+			return usagef("--ttl must be at least 1s")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	if err := noArgs(pos); err != nil {
-		return err
-	}
-	if *name == "" {
-		return usagef("--name is required")
-	}
-	if err := jointoken.ValidateNodeName(*name); err != nil {
-		return usagef("--name: %v", err)
-	}
-	rs, err := jointoken.ParseRoles(*roles)
-	if err != nil {
-		return usagef("--roles: %v", err)
-	}
-	if *ttl < time.Second {
-		return usagef("--ttl must be at least 1s")
-	}
-	cc, ctx, done, err := cf.dial(e)
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := unumv1.NewClusterClient(cc).CreateJoinToken(ctx, &unumv1.CreateJoinTokenRequest{Name: *name, Roles: rs, TtlSeconds: int64(ttl.Seconds())})
+	defer c.close()
+	resp, err := unumv1.NewClusterClient(c.conn).CreateJoinToken(c.ctx, &unumv1.CreateJoinTokenRequest{Name: *name, Roles: rs, TtlSeconds: int64(ttl.Seconds())})
 	if err != nil {
 		return err
 	}
@@ -165,23 +161,12 @@ func runNodeLs(e *env, args []string) error {
 	fs := flag.NewFlagSet("unum node ls", flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
-	pos, err := parseFlags(fs, args)
+	c, err := cf.connect(e, fs, args, 0, "", nil)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(pos); err != nil {
-		return err
-	}
-	f, err := cf.format()
-	if err != nil {
-		return err
-	}
-	cc, ctx, done, err := cf.dial(e)
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := unumv1.NewClusterClient(cc).ListNodes(ctx, &unumv1.ListNodesRequest{})
+	defer c.close()
+	resp, err := unumv1.NewClusterClient(c.conn).ListNodes(c.ctx, &unumv1.ListNodesRequest{})
 	if err != nil {
 		return err
 	}
@@ -189,7 +174,7 @@ func runNodeLs(e *env, args []string) error {
 	for _, n := range resp.GetNodes() {
 		views = append(views, toNodeView(n))
 	}
-	return output.Write(e.stdout, f, struct {
+	return output.Write(e.stdout, c.format, struct {
 		Nodes []nodeView `json:"nodes"`
 	}{views}, func(tw *tabwriter.Writer) error {
 		fmt.Fprintln(tw, "NAME\tSPIFFE ID\tROLES\tADDRESS\tREADY\tSVID EXPIRES")

@@ -41,23 +41,12 @@ func runStatus(e *env, args []string) error {
 	fs := flag.NewFlagSet("unum status", flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
-	pos, err := parseFlags(fs, args)
+	c, err := cf.connect(e, fs, args, 0, "", nil)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(pos); err != nil {
-		return err
-	}
-	f, err := cf.format()
-	if err != nil {
-		return err
-	}
-	cc, ctx, done, err := cf.dial(e)
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := unumv1.NewClusterClient(cc).Status(ctx, &unumv1.StatusRequest{})
+	defer c.close()
+	resp, err := unumv1.NewClusterClient(c.conn).Status(c.ctx, &unumv1.StatusRequest{})
 	if err != nil {
 		return err
 	}
@@ -88,7 +77,7 @@ func runStatus(e *env, args []string) error {
 		}
 	}
 	v.Healthy = len(v.Problems) == 0
-	err = output.Write(e.stdout, f, v, func(tw *tabwriter.Writer) error {
+	err = output.Write(e.stdout, c.format, v, func(tw *tabwriter.Writer) error {
 		fmt.Fprintf(tw, "trust domain:\t%s\n", v.TrustDomain)
 		fmt.Fprintf(tw, "healthy:\t%v\n", v.Healthy)
 		fmt.Fprintf(tw, "etcd:\tquorum=%v leader=%s members=%d\n", v.Quorum, v.EtcdLeader, len(v.EtcdMembers))

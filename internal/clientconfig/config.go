@@ -146,3 +146,19 @@ func DecodeCerts(data []byte) ([]*x509.Certificate, error) {
 	}
 	return out, nil
 }
+
+// ReadCertsFile reads a PEM file of certificates; it must hold at least one.
+func ReadCertsFile(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := DecodeCerts(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no certificate", path)
+	}
+	return certs, nil
+}
