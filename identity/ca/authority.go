@@ -3,9 +3,11 @@ package ca
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/url"
 	"slices"
 	"time"
@@ -19,10 +21,21 @@ type Authority struct {
 	td   spiffeid.TrustDomain
 	cert *x509.Certificate
 	key  crypto.Signer
+	// ecKey is key when it is an in-process *ecdsa.PrivateKey; leaves are
+	// then encoded and signed directly (leaf.go), otherwise with
+	// x509.CreateCertificate.
+	ecKey *ecdsa.PrivateKey
+	// issuerName and leafExtensions are the DER the direct path writes into
+	// every leaf (see leafConstants).
+	issuerName     []byte
+	leafExtensions []byte
 	// issuers is what follows a leaf in an issued chain: cert, then the
 	// intermediates above it, never the root.
 	issuers []*x509.Certificate
 	clock   func() time.Time
+	// newSerial is randomSerial; tests replace it to compare the two leaf
+	// encodings (export_test.go).
+	newSerial func() *big.Int
 }
 
 // New returns an Authority that signs with key under cert for td. chain holds
@@ -71,10 +84,25 @@ func New(td spiffeid.TrustDomain, cert *x509.Certificate, key crypto.Signer, cha
 			return nil, fmt.Errorf("new authority: chain[%d] did not sign the certificate below it: %w", i-1, err)
 		}
 	}
+	issuerName, leafExtensions, err := leafConstants(cert)
+	if err != nil {
+		return nil, fmt.Errorf("new authority: %w", err)
+	}
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Authority{td: td, cert: cert, key: key, issuers: issuers, clock: clock}, nil
+	ecKey, _ := key.(*ecdsa.PrivateKey)
+	return &Authority{
+		td:             td,
+		cert:           cert,
+		key:            key,
+		ecKey:          ecKey,
+		issuerName:     issuerName,
+		leafExtensions: leafExtensions,
+		issuers:        issuers,
+		clock:          clock,
+		newSerial:      randomSerial,
+	}, nil
 }
 
 func isSelfSigned(c *x509.Certificate) bool {
@@ -107,6 +135,35 @@ func (a *Authority) SignX509SVID(csrDER []byte, id spiffeid.ID, ttl time.Duratio
 	}
 	csr, err := VerifyCSR(csrDER, id)
 	if err != nil {
+		return nil, fmt.Errorf("sign x509-svid for %s: %w", id, err)
+	}
+	return a.issue(csr.PublicKey, id, ttl)
+}
+
+// SignVerifiedCSR issues an X509-SVID for id and the key of csr, which must
+// come from VerifyCSR(…, id). It does not check csr's signature, names or
+// extensions again: a caller that has to verify the request before anything
+// else (to refuse it early, or to authorize on its contents) pays for one
+// signature verification instead of two. It still refuses an id outside the
+// Authority's trust domain, a key that is not ECDSA P-256, and a csr that
+// names a URI other than id (a request verified for another ID). See
+// SignX509SVIDForKey for the certificate issued.
+func (a *Authority) SignVerifiedCSR(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration) ([]*x509.Certificate, error) {
+	if err := a.checkID(id); err != nil {
+		return nil, err
+	}
+	if csr == nil {
+		return nil, fmt.Errorf("sign x509-svid for %s: no certificate signing request", id)
+	}
+	if len(csr.URIs) > 1 {
+		return nil, fmt.Errorf("sign x509-svid for %s: %w", id, refuse("asks for %d URI SANs, at most one is allowed", len(csr.URIs)))
+	}
+	if len(csr.URIs) == 1 {
+		if err := checkURI(csr.URIs[0], id); err != nil {
+			return nil, fmt.Errorf("sign x509-svid for %s: %w", id, err)
+		}
+	}
+	if err := checkP256(csr.PublicKey); err != nil {
 		return nil, fmt.Errorf("sign x509-svid for %s: %w", id, err)
 	}
 	return a.issue(csr.PublicKey, id, ttl)
@@ -152,17 +209,20 @@ func (a *Authority) issue(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duratio
 	if !now.Before(a.cert.NotAfter) {
 		return nil, fmt.Errorf("sign x509-svid for %s: authority certificate expired at %s", id, a.cert.NotAfter.UTC().Format(time.RFC3339))
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          randomSerial(),
-		NotBefore:             maxTime(now.Add(-ClockSkew), a.cert.NotBefore),
-		NotAfter:              minTime(now.Add(ttl), a.cert.NotAfter),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		URIs:                  []*url.URL{id.URL()},
+	spec := leafSpec{
+		serial:    a.newSerial(),
+		notBefore: maxTime(now.Add(-ClockSkew), a.cert.NotBefore),
+		notAfter:  minTime(now.Add(ttl), a.cert.NotAfter),
+		pub:       pub,
+		id:        id,
 	}
-	leaf, err := createCertificate(tmpl, a.cert, pub, a.key)
+	var leaf *x509.Certificate
+	var err error
+	if a.ecKey != nil {
+		leaf, err = a.signLeafDirect(spec)
+	} else {
+		leaf, err = a.signLeafWithTemplate(spec)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sign x509-svid for %s: %w", id, err)
 	}

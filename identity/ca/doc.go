@@ -39,6 +39,12 @@
 //     so no SVID can carry a role CN such as "unum-control";
 //   - an SVID never outlives its issuer; a CA certificate never outlives its
 //     parent;
+//   - a leaf signed with an in-process *ecdsa.PrivateKey is encoded by the
+//     package itself (leaf.go), skipping x509.CreateCertificate's costly
+//     re-verification of its own signature; its TBSCertificate is
+//     byte-identical to the one x509.CreateCertificate writes, which tests
+//     and a fuzzer enforce. Any other crypto.Signer goes through
+//     x509.CreateCertificate;
 //   - Authority and JWTSigner are immutable after construction and safe for
 //     concurrent use. Certificates they return share memory with the
 //     Authority and must not be modified.

@@ -68,15 +68,25 @@ func FuzzVerifyCSR(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted CSR could not be signed: %v", err)
 		}
-		leaf := chain[0]
-		id, _, err := x509svid.Verify(chain, bundle, x509svid.WithTime(testNow))
-		if err != nil || id != want {
-			t.Fatalf("issued SVID verifies as %v, %v", id, err)
+		// The control plane's path: verify once, then sign the result.
+		chain2, err := fx.auth.SignVerifiedCSR(csr, want, time.Hour)
+		if err != nil {
+			t.Fatalf("verified CSR could not be signed: %v", err)
 		}
-		if leaf.IsCA || leaf.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0 ||
-			len(leaf.URIs) != 1 || len(leaf.DNSNames)+len(leaf.IPAddresses)+len(leaf.EmailAddresses) != 0 ||
-			!bytes.Equal(leaf.RawSubject, []byte{0x30, 0x00}) {
-			t.Fatalf("issued leaf has more than an SVID's rights: %+v", leaf)
+		for _, chain := range [][]*x509.Certificate{chain, chain2} {
+			leaf := chain[0]
+			id, _, err := x509svid.Verify(chain, bundle, x509svid.WithTime(testNow))
+			if err != nil || id != want {
+				t.Fatalf("issued SVID verifies as %v, %v", id, err)
+			}
+			if !pub.Equal(leaf.PublicKey) {
+				t.Fatal("issued SVID is not for the requested key")
+			}
+			if leaf.IsCA || leaf.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0 ||
+				len(leaf.URIs) != 1 || len(leaf.DNSNames)+len(leaf.IPAddresses)+len(leaf.EmailAddresses) != 0 ||
+				!bytes.Equal(leaf.RawSubject, []byte{0x30, 0x00}) {
+				t.Fatalf("issued leaf has more than an SVID's rights: %+v", leaf)
+			}
 		}
 	})
 }

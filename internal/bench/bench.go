@@ -20,7 +20,7 @@ import (
 
 // DefaultDuration is the main measuring window of a component when
 // Options.Duration is zero.
-const DefaultDuration = 8 * time.Second
+const DefaultDuration = 7 * time.Second
 
 // DefaultConcurrency is the number of concurrent clients when
 // Options.Concurrency is zero.
