@@ -105,6 +105,12 @@ func (l Layout) CheckKeyFiles() error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("check key files: %w", err)
 	}
+	// admin.yaml holds the admin's private key.
+	if _, err := os.Lstat(l.Admin()); err == nil {
+		if err := seal.CheckKeyFilePerms(l.Admin()); err != nil {
+			bad = append(bad, err.Error())
+		}
+	}
 	if len(bad) > 0 {
 		return fmt.Errorf("refusing to start: %s", strings.Join(bad, "; "))
 	}
