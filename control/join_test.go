@@ -257,3 +257,26 @@ func TestControlJoin(t *testing.T) {
 	require.NoError(t, err)
 	_ = spiffeid.ID{}
 }
+
+func TestPruneJoinTokens(t *testing.T) {
+	fp := ca.Fingerprint(h.root)
+	now := time.Now()
+	put := func(name string, expires time.Time) string {
+		tok, err := jointoken.New(jointoken.KindNode, fp, rand.Reader)
+		require.NoError(t, err)
+		rec := tok.Record(name, []string{"compute"}, "spiffe://unum.test/user/admin", expires)
+		_, err = h.etcd.Client().Put(ctxT(t), joinTokenKey(tok.ID), mustJSON(rec))
+		require.NoError(t, err)
+		return joinTokenKey(tok.ID)
+	}
+	old := put("prune-old", now.Add(-tokenRetention-time.Minute))
+	recent := put("prune-recent", now.Add(-time.Minute))
+	live := put("prune-live", now.Add(time.Hour))
+	_, err := h.srv.pruneJoinTokens(ctxT(t), now)
+	require.NoError(t, err)
+	for key, want := range map[string]bool{old: false, recent: true, live: true} {
+		resp, err := h.etcd.Client().Get(ctxT(t), key)
+		require.NoError(t, err)
+		require.Equal(t, want, len(resp.Kvs) == 1, key)
+	}
+}

@@ -106,10 +106,14 @@ func New(cfg Config) (*Server, error) {
 		cache:  newStateCache(cfg.Etcd, cfg.Log),
 		cancel: cancel,
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.cache.run(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.janitor(ctx)
 	}()
 	return s, nil
 }

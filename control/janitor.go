@@ -1,0 +1,67 @@
+package control
+
+import (
+	"context"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/unumos/unum/identity/jointoken"
+)
+
+// tokenRetention is how long a join-token record is kept after it expired
+// (used or not): long enough to answer "was this token used, and by whom"
+// while investigating, short enough that the records do not pile up.
+const (
+	tokenRetention = 24 * time.Hour
+	pruneEvery     = 10 * time.Minute
+)
+
+// pruneJoinTokens deletes join-token records that expired more than
+// tokenRetention before now. Each delete is conditional on the record not
+// having changed since it was read, so a concurrent use is never lost. It
+// returns how many records it deleted.
+func (s *Server) pruneJoinTokens(ctx context.Context, now time.Time) (int, error) {
+	resp, err := s.cfg.Etcd.Get(ctx, prefixJoinTokens, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	deleted := 0
+	for _, kv := range resp.Kvs {
+		rec, err := decode[jointoken.Record](kv.Value)
+		if err != nil || now.Sub(rec.ExpiresAt) < tokenRetention {
+			continue
+		}
+		key := string(kv.Key)
+		txn, err := s.cfg.Etcd.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+			Then(clientv3.OpDelete(key)).
+			Commit()
+		if err != nil {
+			return deleted, err
+		}
+		if txn.Succeeded {
+			deleted++
+		}
+	}
+	return deleted, nil
+}
+
+// janitor prunes old join-token records until ctx ends. Every control node
+// runs it; the conditional deletes make that safe.
+func (s *Server) janitor(ctx context.Context) {
+	t := time.NewTicker(pruneEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := s.pruneJoinTokens(ctx, s.cfg.Clock()); err != nil {
+			s.cfg.Log.Debug("prune join tokens", "err", err)
+		} else if n > 0 {
+			s.cfg.Log.Info("pruned expired join-token records", "count", n)
+		}
+	}
+}
