@@ -75,6 +75,12 @@ func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 		if s.cfg.Root == nil || s.cfg.EtcdCA == nil {
 			return nil, status.Error(codes.FailedPrecondition, errNoRoot.Error())
 		}
+		// One control join at a time on this node (only the root holder
+		// admits control nodes): the pending-learner check below and the
+		// AddLearner after the token is consumed must not interleave with
+		// another control join, or that one's token would burn.
+		s.controlJoins.Lock()
+		defer s.controlJoins.Unlock()
 		if !req.GetKekReady() {
 			return nil, status.Error(codes.FailedPrecondition, "this token joins a control node, which holds CA keys: start it with --kek-file PATH (outside its data folder); the token was not used")
 		}
@@ -107,8 +113,8 @@ func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 			return nil, status.Errorf(codes.InvalidArgument, "etcd_hosts: give 1 to %d hosts", maxEtcdHosts)
 		}
 		for _, h := range req.GetEtcdHosts() {
-			if net.ParseIP(h) == nil && jointoken.ValidateNodeName(h) != nil && h != "localhost" {
-				return nil, status.Errorf(codes.InvalidArgument, "etcd host %q is neither an IP address nor a host name", h)
+			if err := meta.ValidateHost(h); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "etcd host %q: %v", h, err)
 			}
 		}
 	}

@@ -65,6 +65,9 @@ type Server struct {
 	reader *meta.BatchReader
 	cache  *stateCache
 
+	// controlJoins serializes control-role joins (see Join).
+	controlJoins sync.Mutex
+
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 }

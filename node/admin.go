@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -20,41 +21,7 @@ import (
 // certificate of a dev cluster older than a day has expired); the operations
 // issue's break-glass `unum admin recover` builds on it.
 func IssueAdminConfig(dataDir, kekFile string, addrs []string) (*clientconfig.Config, error) {
-	l := Layout{Dir: dataDir}
-	cfg, err := loadConfig(l)
-	if err != nil {
-		return nil, err
-	}
-	if !cfg.HasRole("control") {
-		return nil, fmt.Errorf("%s is not a control node: it holds no CA", dataDir)
-	}
-	if err := l.CheckKeyFiles(); err != nil {
-		return nil, err
-	}
-	if err := checkKEKOutside(dataDir, kekFile); err != nil {
-		return nil, err
-	}
-	kek, err := seal.LoadKEK(kekFile)
-	if err != nil {
-		return nil, err
-	}
-	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
-	if err != nil {
-		return nil, err
-	}
-	interCerts, err := readCerts(l.IntermediateCert())
-	if err != nil {
-		return nil, err
-	}
-	interKey, err := seal.ReadSealedKey(kek, l.IntermediateKey(), labelIntermediate)
-	if err != nil {
-		return nil, err
-	}
-	authority, err := ca.New(td, interCerts[0], interKey, nil, time.Now)
-	if err != nil {
-		return nil, err
-	}
-	roots, err := readCerts(l.Bundle())
+	authority, td, roots, err := localAuthority(dataDir, kekFile)
 	if err != nil {
 		return nil, err
 	}
@@ -71,4 +38,93 @@ func IssueAdminConfig(dataDir, kekFile string, addrs []string) (*clientconfig.Co
 		return nil, fmt.Errorf("admin certificate: %w", err)
 	}
 	return clientconfig.New(&x509svid.SVID{ID: adminID, Certificates: chain, PrivateKey: key}, roots, addrs)
+}
+
+// localAuthority opens the intermediate CA of the control node in dataDir
+// from local material (it needs the KEK).
+func localAuthority(dataDir, kekFile string) (*ca.Authority, spiffeid.TrustDomain, []*x509.Certificate, error) {
+	var td spiffeid.TrustDomain
+	l := Layout{Dir: dataDir}
+	cfg, err := loadConfig(l)
+	if err != nil {
+		return nil, td, nil, err
+	}
+	if !cfg.HasRole("control") {
+		return nil, td, nil, fmt.Errorf("%s is not a control node: it holds no CA", dataDir)
+	}
+	if err := l.CheckKeyFiles(); err != nil {
+		return nil, td, nil, err
+	}
+	if err := checkKEKOutside(dataDir, kekFile); err != nil {
+		return nil, td, nil, err
+	}
+	kek, err := seal.LoadKEK(kekFile)
+	if err != nil {
+		return nil, td, nil, err
+	}
+	if td, err = spiffeid.TrustDomainFromString(cfg.TrustDomain); err != nil {
+		return nil, td, nil, err
+	}
+	interCerts, err := readCerts(l.IntermediateCert())
+	if err != nil {
+		return nil, td, nil, err
+	}
+	interKey, err := seal.ReadSealedKey(kek, l.IntermediateKey(), labelIntermediate)
+	if err != nil {
+		return nil, td, nil, err
+	}
+	authority, err := ca.New(td, interCerts[0], interKey, nil, time.Now)
+	if err != nil {
+		return nil, td, nil, err
+	}
+	roots, err := readCerts(l.Bundle())
+	if err != nil {
+		return nil, td, nil, err
+	}
+	return authority, td, roots, nil
+}
+
+// NodeSVIDExpired reports whether the node SVID in dataDir has expired.
+func NodeSVIDExpired(dataDir string, now time.Time) (bool, error) {
+	chain, err := readCerts(Layout{Dir: dataDir}.NodeCert())
+	if err != nil {
+		return false, err
+	}
+	return !now.Before(chain[0].NotAfter), nil
+}
+
+// ReissueNodeSVID gives the node in nodeDir a fresh SVID (new key) signed by
+// the intermediate of the control node in controlDir, from local material.
+// It is for a compute node that was down longer than its SVID lifetime and
+// can no longer renew over the network; the caller must hold the KEK and
+// both folders, which `unum dev` does for its own nodes.
+func ReissueNodeSVID(controlDir, kekFile, nodeDir string) error {
+	authority, td, _, err := localAuthority(controlDir, kekFile)
+	if err != nil {
+		return err
+	}
+	l := Layout{Dir: nodeDir}
+	cfg, err := loadConfig(l)
+	if err != nil {
+		return err
+	}
+	if cfg.TrustDomain != td.Name() {
+		return fmt.Errorf("%s is in trust domain %s, not %s", nodeDir, cfg.TrustDomain, td.Name())
+	}
+	id, err := identity.NodeID(td, cfg.Name)
+	if err != nil {
+		return err
+	}
+	key, err := ca.GenerateKey()
+	if err != nil {
+		return err
+	}
+	chain, err := authority.SignX509SVIDForKey(key.Public(), id, NodeSVIDTTL)
+	if err != nil {
+		return err
+	}
+	if err := seal.WritePrivateKey(l.NodeKey(), key); err != nil {
+		return err
+	}
+	return seal.WriteFileAtomic(l.NodeCert(), clientconfig.EncodeCerts(chain), 0o644)
 }

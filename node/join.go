@@ -42,12 +42,20 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 	l := Layout{Dir: o.DataDir}
 	// A control join needs a KEK outside DIR; check it before the token is
 	// presented, so a mistake here does not burn the token.
-	kekReady := false
+	var kek *seal.KEK
 	if o.KEKFile != "" {
 		if err := checkKEKOutside(o.DataDir, o.KEKFile); err != nil {
 			return nil, err
 		}
-		kekReady = true
+		if _, err := os.Stat(o.KEKFile); errors.Is(err, fs.ErrNotExist) {
+			if err := seal.CreateKEKFile(o.KEKFile); err != nil {
+				return nil, err
+			}
+		}
+		var err error
+		if kek, err = seal.LoadKEK(o.KEKFile); err != nil {
+			return nil, err
+		}
 	}
 	if err := l.mkdirs(); err != nil {
 		return nil, fmt.Errorf("create data folder: %w", err)
@@ -94,7 +102,7 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 		EtcdPeerUrl:       "https://" + ports.EtcdPeer,
 		EtcdClientUrl:     "https://" + ports.EtcdClient,
 		EtcdHosts:         etcdHosts(ports),
-		KekReady:          kekReady,
+		KekReady:          kek != nil,
 	})
 	if err != nil {
 		if st, ok := status.FromError(err); ok {
@@ -143,21 +151,16 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 		return nil, err
 	}
 	if cfg.HasRole("control") {
-		if err := checkKEKOutside(o.DataDir, o.KEKFile); err != nil {
-			return nil, err
-		}
-		if _, err := os.Stat(o.KEKFile); errors.Is(err, fs.ErrNotExist) {
-			if err := seal.CreateKEKFile(o.KEKFile); err != nil {
-				return nil, err
-			}
-		}
-		kek, err := seal.LoadKEK(o.KEKFile)
-		if err != nil {
-			return nil, err
+		if kek == nil {
+			// The server refuses a control token without kek_ready.
+			return nil, errors.New("join response: a control role for a node without a KEK")
 		}
 		inter, err := x509.ParseCertificate(resp.GetIntermediate())
 		if err != nil {
 			return nil, fmt.Errorf("join response: intermediate: %w", err)
+		}
+		if err := checkIntermediate(inter, interKey.Public(), roots, nodeID); err != nil {
+			return nil, fmt.Errorf("join response: %w", err)
 		}
 		etcdCA, err := x509.ParseCertificate(resp.GetEtcdCa())
 		if err != nil {
@@ -200,6 +203,26 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 	}
 	o.Log.Info("joined the cluster", "node", cfg.Name, "roles", cfg.Roles, "trust_domain", cfg.TrustDomain)
 	return cfg, nil
+}
+
+// checkIntermediate verifies the intermediate a control join returned: it
+// certifies our key, is a CA for our node ID, and chains to the bundle.
+func checkIntermediate(inter *x509.Certificate, pub crypto.PublicKey, roots []*x509.Certificate, id spiffeid.ID) error {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	if k, ok := inter.PublicKey.(equaler); !ok || !k.Equal(pub) {
+		return errors.New("intermediate does not certify this node's key")
+	}
+	if !inter.IsCA || len(inter.URIs) != 1 || inter.URIs[0].String() != id.String() {
+		return fmt.Errorf("intermediate is not a CA for %s", id)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	if _, err := inter.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("intermediate does not chain to the trust bundle: %w", err)
+	}
+	return nil
 }
 
 // bareCSR is a CSR with no subject and no SAN: at a join the node does not

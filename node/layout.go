@@ -117,6 +117,24 @@ func (l Layout) CheckKeyFiles() error {
 	return nil
 }
 
+// resolveExisting resolves the symlinks of the longest existing prefix of an
+// absolute path and appends the rest, so that a path through a symlinked
+// folder compares equal to its target even when its tail does not exist yet.
+func resolveExisting(p string) string {
+	rest := ""
+	for cur := p; ; {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(r, rest)
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+		cur = parent
+	}
+}
+
 // Config is DIR/node.yaml.
 type Config struct {
 	Name        string   `json:"name"`
@@ -191,12 +209,7 @@ func checkKEKOutside(dataDir, kekFile string) error {
 	if err != nil {
 		return err
 	}
-	if rd, err := filepath.EvalSymlinks(dir); err == nil {
-		dir = rd
-	}
-	if rk, err := filepath.EvalSymlinks(filepath.Dir(kek)); err == nil {
-		kek = filepath.Join(rk, filepath.Base(kek))
-	}
+	dir, kek = resolveExisting(dir), resolveExisting(kek)
 	if rel, err := filepath.Rel(dir, kek); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
 		return fmt.Errorf("--kek-file %s is inside the data folder %s: keep the key-encryption key elsewhere (only `unum dev` keeps it beside the nodes)", kekFile, dataDir)
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -27,6 +28,7 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
 )
@@ -105,12 +107,45 @@ func TestWorkloadAPIEndToEnd(t *testing.T) {
 	require.Equal(t, id, validated.ID.String())
 }
 
-// TestNoEntryNoSVID: a caller matching no entry on that node is refused.
+// TestNoEntryNoSVID: the agent serves a process only the identities whose
+// selectors it matches. Entries for another uid and for another binary are
+// registered first and one that matches last; once the last is served, the
+// agent holds all three (the sync stream carries the whole set), and only
+// the matching one may be served.
 func TestNoEntryNoSVID(t *testing.T) {
-	register(t, "spiffe://unum.test/ns/e2e/job/other-uid", "node-1", "unix:uid:54321")
-	_, err := workloadapi.FetchX509SVID(ctxT(t, 10*time.Second), workloadapi.WithAddr(socketOf("node-1")))
-	require.Error(t, err)
-	require.Equal(t, codes.PermissionDenied, status.Code(err), err.Error())
+	otherUID := register(t, "spiffe://unum.test/ns/sel/job/other-uid", "node-1", "unix:uid:54321")
+	otherBin := register(t, "spiffe://unum.test/ns/sel/job/other-bin", "node-1", uidSelector(), "unix:path:/usr/bin/true")
+	mine := register(t, "spiffe://unum.test/ns/sel/job/mine", "node-1", uidSelector())
+	socket := socketOf("node-1")
+	fetchX509(t, socket)
+	svids, err := workloadapi.FetchX509SVIDs(ctxT(t, 10*time.Second), workloadapi.WithAddr(socket))
+	require.NoError(t, err)
+	var got []string
+	for _, s := range svids {
+		got = append(got, s.ID.String())
+	}
+	require.Contains(t, got, mine.GetSpiffeId())
+	require.NotContains(t, got, otherUID.GetSpiffeId(), "served an entry for another uid")
+	require.NotContains(t, got, otherBin.GetSpiffeId(), "served an entry for another binary")
+
+	// And with no matching entry at all, PermissionDenied: delete ours.
+	cc, err := cl.adminConn()
+	require.NoError(t, err)
+	defer cc.Close()
+	_, err = unumv1.NewIdentityClient(cc).DeleteEntry(ctxT(t, 10*time.Second), &unumv1.DeleteEntryRequest{Id: mine.GetId()})
+	require.NoError(t, err)
+	ctx := ctxT(t, 30*time.Second)
+	for {
+		_, err = workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr(socket))
+		if status.Code(err) == codes.PermissionDenied {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("still served after its only entry was deleted: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // TestRotationOnOpenStream: with a short SVID TTL the agent rotates at
@@ -213,6 +248,8 @@ func TestRestartKeepsIdentity(t *testing.T) {
 	dir := rn.dir
 	before, err := readCerts(Layout{Dir: dir}.NodeCert())
 	require.NoError(t, err)
+	kept := register(t, "spiffe://unum.test/ns/restart/job/kept", "node-2", uidSelector())
+	fetchX509(t, socketOf("node-2"))
 	require.NoError(t, cl.stop("node-2"))
 
 	l := Layout{Dir: dir}
@@ -226,8 +263,65 @@ func TestRestartKeepsIdentity(t *testing.T) {
 	require.NoError(t, cl.waitReady(context.Background(), "node-2"))
 	after, err := readCerts(l.NodeCert())
 	require.NoError(t, err)
-	require.Equal(t, before[0].URIs[0].String(), after[0].URIs[0].String())
 	require.Equal(t, "spiffe://unum.test/node/node-2", after[0].URIs[0].String())
+	require.Equal(t, before[0].SerialNumber, after[0].SerialNumber, "the restarted node must resume its SVID, not enrol again")
+	require.True(t, before[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(after[0].PublicKey))
+	// Its registrations are served again, without a new join.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		svids, err := workloadapi.FetchX509SVIDs(ctxT(t, 10*time.Second), workloadapi.WithAddr(socketOf("node-2")))
+		if err == nil && hasID(svids, kept.GetSpiffeId()) {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "entry not served after restart: %v", err)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func hasID(svids []*x509svid.SVID, id string) bool {
+	for _, s := range svids {
+		if s.ID.String() == id {
+			return true
+		}
+	}
+	return false
+}
+
+// TestExpiredComputeNode: a compute node down longer than its SVID lifetime
+// refuses to start with a clear message, and a node SVID re-issued from
+// local CA material (what `unum dev` does on resume) brings it back.
+func TestExpiredComputeNode(t *testing.T) {
+	tok, err := cl.joinToken(context.Background(), "expiring", "compute")
+	require.NoError(t, err)
+	p, err := freePorts()
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, cl.start("expiring", Options{DataDir: dir, Ports: p, JoinAddr: cl.enroll, Token: tok}))
+	require.NoError(t, cl.waitReady(context.Background(), "expiring"))
+	require.NoError(t, cl.stop("expiring"))
+
+	// Replace its SVID with one that expires in a second.
+	authority, td, _, err := localAuthority(cl.nodes["node-1"].dir, cl.kek)
+	require.NoError(t, err)
+	key, err := ca.GenerateKey()
+	require.NoError(t, err)
+	chain, err := authority.SignX509SVIDForKey(key.Public(), spiffeid.RequireFromPath(td, "/node/expiring"), time.Second)
+	require.NoError(t, err)
+	l := Layout{Dir: dir}
+	require.NoError(t, seal.WritePrivateKey(l.NodeKey(), key))
+	require.NoError(t, seal.WriteFileAtomic(l.NodeCert(), clientconfig.EncodeCerts(chain), 0o644))
+	time.Sleep(time.Until(chain[0].NotAfter) + 100*time.Millisecond)
+
+	expired, err := NodeSVIDExpired(dir, time.Now())
+	require.NoError(t, err)
+	require.True(t, expired)
+	err = Run(ctxT(t, 10*time.Second), Options{DataDir: dir, Log: quietLog()})
+	require.ErrorContains(t, err, "must join again")
+
+	require.NoError(t, ReissueNodeSVID(cl.nodes["node-1"].dir, cl.kek, dir))
+	require.NoError(t, cl.start("expiring", Options{DataDir: dir}))
+	require.NoError(t, cl.waitReady(context.Background(), "expiring"))
+	require.NoError(t, cl.stop("expiring"))
 }
 
 // TestComputeSVIDCannotReachEtcd: no SVID (compute node, control node,
@@ -289,6 +383,10 @@ func TestInitRefusesExistingState(t *testing.T) {
 
 func TestKEKOutside(t *testing.T) {
 	dir := t.TempDir()
+	// The data folder reached through a symlink, with a KEK path below it
+	// whose folder does not exist yet.
+	link := filepath.Join(t.TempDir(), "link")
+	require.NoError(t, os.Symlink(dir, link))
 	for kek, ok := range map[string]bool{
 		filepath.Join(dir, "kek"):         false,
 		filepath.Join(dir, "sub", "kek"):  false,

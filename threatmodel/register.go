@@ -200,6 +200,18 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"identity/agent.TestSecurityHeaderRequired"},
 		},
+		{
+			ID:       "T-015",
+			Title:    "Join token read from a command line",
+			STRIDE:   "I",
+			Asset:    "join tokens, and through a control token a root-signed intermediate CA",
+			Boundary: "the local machine: /proc/PID/cmdline is readable by every user",
+			Attacker: "a local user on the machine where a node is being joined, racing the node to the enrolment listener",
+			Mitigation: "`unum node` takes the token from $UNUM_JOIN_TOKEN or --token-file (--token remains, documented as " +
+				"visible to local users); `unum dev` passes tokens to its nodes in the environment only.",
+			Status: Mitigated,
+			Tests:  []string{"cmd/unum.TestDevCluster"},
+		},
 	}
 	sortByID(threats)
 	return threats

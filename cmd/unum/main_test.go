@@ -243,6 +243,15 @@ func TestDevCluster(t *testing.T) {
 		require.Equal(t, "degraded", n.Enforcement)
 	}
 
+	// Join tokens never appear on a command line (readable by every local
+	// user in /proc/PID/cmdline): unum dev hands them over in the environment.
+	for _, n := range []string{"node-2", "node-3"} {
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", d.pid(t, n)))
+		require.NoError(t, err)
+		require.Contains(t, string(cmdline), "--join")
+		require.NotContains(t, string(cmdline), "unum1.", "a join token is on the command line of %s", n)
+	}
+
 	r = unum(t, d.env, "id", "show", "-o", "json")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, `"spiffe_id": "spiffe://unum.local/user/admin"`)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -61,7 +62,8 @@ func runNode(e *env, args []string) error {
 	fs.StringVar(&o.DataDir, "data-dir", "", "the node's data folder (required)")
 	fs.StringVar(&o.KEKFile, "kek-file", "", "key-encryption key file (control nodes)")
 	fs.StringVar(&o.JoinAddr, "join", "", "enrolment address HOST:PORT of a control node, to join")
-	fs.StringVar(&o.Token, "token", "", "join token (with --join)")
+	fs.StringVar(&o.Token, "token", "", "join token (with --join); prefer $UNUM_JOIN_TOKEN or --token-file: a command line is readable by every local user")
+	tokenFile := fs.String("token-file", "", "file holding the join token (with --join)")
 	fs.DurationVar(&o.SVIDTTL, "svid-ttl", time.Hour, "lifetime of workload X509-SVIDs this node's CA signs")
 	fs.DurationVar(&o.EtcdHeartbeat, "etcd-heartbeat", 0, "etcd heartbeat interval (default etcd's)")
 	fs.DurationVar(&o.EtcdElection, "etcd-election", 0, "etcd election timeout (default etcd's)")
@@ -76,8 +78,22 @@ func runNode(e *env, args []string) error {
 	if o.DataDir == "" {
 		return usagef("--data-dir is required")
 	}
-	if (o.JoinAddr == "") != (o.Token == "") {
-		return usagef("--join and --token go together")
+	switch {
+	case o.Token != "" && *tokenFile != "":
+		return usagef("give --token or --token-file, not both")
+	case *tokenFile != "":
+		data, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		o.Token = strings.TrimSpace(string(data))
+	case o.Token == "":
+		o.Token = strings.TrimSpace(e.getenv("UNUM_JOIN_TOKEN"))
+	}
+	if o.JoinAddr == "" {
+		o.Token = "" // a token in the environment means nothing without --join
+	} else if o.Token == "" {
+		return usagef("--join needs a token: $UNUM_JOIN_TOKEN, --token-file or --token")
 	}
 	if o.SVIDTTL < 10*time.Second {
 		return usagef("--svid-ttl must be at least 10s")

@@ -216,6 +216,7 @@ func (d *dev) create(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	adminCfg.Addresses = []string{first.Ports.API}
 	if err := adminCfg.Save(d.adminPath()); err != nil {
 		return err
 	}
@@ -235,7 +236,9 @@ func (d *dev) create(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("join token for %s: %w", n.Name, err)
 		}
-		if err := d.startAndWait(ctx, i, []string{"--join", first.Ports.Enroll, "--token", tok}); err != nil {
+		// The token goes in the environment, never on the command line:
+		// /proc/PID/cmdline is readable by every local user.
+		if err := d.startAndWait(ctx, i, []string{"--join", first.Ports.Enroll}, "UNUM_JOIN_TOKEN="+tok); err != nil {
 			return err
 		}
 	}
@@ -258,6 +261,24 @@ func (d *dev) resume(ctx context.Context, st State) error {
 	for _, n := range st.Nodes {
 		if n.Control {
 			addrs = append(addrs, n.Ports.API)
+		}
+	}
+	// A compute node down longer than its SVID lifetime cannot renew over
+	// the network; the dev cluster, which holds every folder and the KEK,
+	// re-issues it from node-1's intermediate.
+	for _, n := range st.Nodes[1:] {
+		if n.Control {
+			continue
+		}
+		expired, err := node.NodeSVIDExpired(n.Dir, time.Now())
+		if err != nil {
+			return fmt.Errorf("%s: %w", n.Name, err)
+		}
+		if expired {
+			if err := node.ReissueNodeSVID(st.Nodes[0].Dir, d.kekPath(), n.Dir); err != nil {
+				return fmt.Errorf("re-issue the SVID of %s: %w", n.Name, err)
+			}
+			d.progress("%s: its node SVID had expired; issued a new one", n.Name)
 		}
 	}
 	adminCfg, err := node.IssueAdminConfig(st.Nodes[0].Dir, d.kekPath(), addrs)
@@ -295,10 +316,10 @@ func (d *dev) quietLog() *slog.Logger {
 
 // startAndWait starts node i and waits until the cluster reports it ready
 // (and, for a control node, its etcd member promoted to voter).
-func (d *dev) startAndWait(ctx context.Context, i int, extra []string) error {
+func (d *dev) startAndWait(ctx context.Context, i int, extra []string, env ...string) error {
 	n := d.state.Nodes[i]
 	start := time.Now()
-	p, err := d.startNode(i, extra)
+	p, err := d.startNode(i, extra, env...)
 	if err != nil {
 		return err
 	}
@@ -310,7 +331,7 @@ func (d *dev) startAndWait(ctx context.Context, i int, extra []string) error {
 }
 
 // startNode starts node i's process.
-func (d *dev) startNode(i int, extra []string) (*proc, error) {
+func (d *dev) startNode(i int, extra []string, env ...string) (*proc, error) {
 	n := d.state.Nodes[i]
 	roles := "compute"
 	if n.Control {
@@ -338,7 +359,7 @@ func (d *dev) startNode(i int, extra []string) (*proc, error) {
 	}
 	cmd := exec.Command(d.o.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), "UNUM_CONFIG=")
+	cmd.Env = append(append(os.Environ(), "UNUM_CONFIG=", "UNUM_ADDR=", "UNUM_JOIN_TOKEN="), env...)
 	p, err := d.sp.start(cmd)
 	logFile.Close()
 	if err != nil {
@@ -363,7 +384,9 @@ func (d *dev) client() (*unumv1.ClusterClient, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cc, err := rpc.Dial(creds, cfg.Addresses)
+	// Dial the dev cluster's own nodes, whatever UNUM_ADDR says in the
+	// shell that started unum dev.
+	cc, err := rpc.Dial(creds, d.controlAddresses())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -438,16 +461,21 @@ func (d *dev) updateAdminAddresses() error {
 	if err != nil {
 		return err
 	}
+	cfg.Addresses = d.controlAddresses()
+	return cfg.Save(d.adminPath())
+}
+
+// controlAddresses are the API addresses of the started control nodes.
+func (d *dev) controlAddresses() []string {
 	var addrs []string
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, n := range d.state.Nodes {
 		if _, started := d.procs[n.Name]; started && n.Control {
 			addrs = append(addrs, n.Ports.API)
 		}
 	}
-	d.mu.Unlock()
-	cfg.Addresses = addrs
-	return cfg.Save(d.adminPath())
+	return addrs
 }
 
 func (d *dev) printNext() {

@@ -137,6 +137,10 @@ func DialEnrollment(addr, caFingerprint string, opts ...grpc.DialOption) (*grpc.
 const (
 	enrollRatePerSecond = 5
 	enrollBurst         = 20
+	// All peers together: what one node's etcd is asked to bear from
+	// unauthenticated callers.
+	enrollGlobalRate  = 50
+	enrollGlobalBurst = 100
 	enrollMaxMessage    = 64 << 10
 	enrollMaxStreams    = 16
 	enrollHandshake     = 10 * time.Second
@@ -150,7 +154,7 @@ const (
 // so an unauthenticated peer cannot turn it into a cheap way to load etcd.
 // Register only the Enrollment service on it.
 func NewEnrollmentServer(creds *Credentials, log *slog.Logger) *grpc.Server {
-	l := &enrollLimiter{peers: map[string]*rate.Limiter{}}
+	l := &enrollLimiter{peers: map[string]*rate.Limiter{}, global: rate.NewLimiter(enrollGlobalRate, enrollGlobalBurst)}
 	return grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(EnrollmentServerTLS(creds))),
 		grpc.MaxRecvMsgSize(enrollMaxMessage),
@@ -160,7 +164,7 @@ func NewEnrollmentServer(creds *Credentials, log *slog.Logger) *grpc.Server {
 			ip := "unknown"
 			if p, ok := peer.FromContext(ctx); ok {
 				if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
-					ip = host
+					ip = limiterKey(host)
 				}
 			}
 			if !l.allow(ip) {
@@ -172,22 +176,42 @@ func NewEnrollmentServer(creds *Credentials, log *slog.Logger) *grpc.Server {
 	)
 }
 
-type enrollLimiter struct {
-	mu    sync.Mutex
-	peers map[string]*rate.Limiter
+// limiterKey groups IPv6 peers by /64 (one host usually owns a whole /64,
+// so per-address buckets would be free to multiply) and keeps IPv4 as is.
+func limiterKey(host string) string {
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() != nil {
+		return host
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
-func (l *enrollLimiter) allow(ip string) bool {
+type enrollLimiter struct {
+	mu     sync.Mutex
+	peers  map[string]*rate.Limiter
+	global *rate.Limiter
+}
+
+func (l *enrollLimiter) allow(key string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	lim, ok := l.peers[ip]
+	lim, ok := l.peers[key]
 	if !ok {
 		if len(l.peers) >= enrollMaxPeers {
-			// Bounded memory: forget everyone; the buckets refill anyway.
-			l.peers = map[string]*rate.Limiter{}
+			// Bounded memory: forget only peers whose bucket has refilled
+			// (they gain nothing by being forgotten). If every bucket is
+			// still draining, refuse newcomers rather than reset anyone.
+			for k, pl := range l.peers {
+				if pl.Tokens() >= enrollBurst {
+					delete(l.peers, k)
+				}
+			}
+			if len(l.peers) >= enrollMaxPeers {
+				return false
+			}
 		}
 		lim = rate.NewLimiter(enrollRatePerSecond, enrollBurst)
-		l.peers[ip] = lim
+		l.peers[key] = lim
 	}
-	return lim.Allow()
+	return lim.Allow() && l.global.Allow()
 }

@@ -278,3 +278,9 @@ func TestEnrollmentListenerRateLimited(t *testing.T) {
 	_, err = c.Join(ctx5(t), &unumv1.JoinRequest{Token: string(make([]byte, enrollMaxMessage+1))})
 	require.Error(t, err)
 }
+
+func TestLimiterKey(t *testing.T) {
+	require.Equal(t, "10.1.2.3", limiterKey("10.1.2.3"))
+	require.Equal(t, limiterKey("2001:db8:1:2::1"), limiterKey("2001:db8:1:2:ffff::9"))
+	require.NotEqual(t, limiterKey("2001:db8:1:2::1"), limiterKey("2001:db8:1:3::1"))
+}

@@ -287,6 +287,15 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 
 // validDNSName accepts host names made of LDH labels. Wildcards are refused:
 // a member certificate names one member.
+// ValidateHost reports whether h can be a SAN of a member certificate: an
+// IP address or a DNS name.
+func ValidateHost(h string) error {
+	if net.ParseIP(h) != nil {
+		return nil
+	}
+	return validDNSName(h)
+}
+
 func validDNSName(h string) error {
 	if h == "" || len(h) > 253 {
 		return errors.New("not an IP address or a DNS name of 1 to 253 characters")
