@@ -141,10 +141,10 @@ const (
 	// unauthenticated callers.
 	enrollGlobalRate  = 50
 	enrollGlobalBurst = 100
-	enrollMaxMessage    = 64 << 10
-	enrollMaxStreams    = 16
-	enrollHandshake     = 10 * time.Second
-	enrollMaxPeers      = 4096
+	enrollMaxMessage  = 64 << 10
+	enrollMaxStreams  = 16
+	enrollHandshake   = 10 * time.Second
+	enrollMaxPeers    = 4096
 )
 
 // NewEnrollmentServer returns the gRPC server of the enrolment listener. It
