@@ -119,7 +119,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	d.printNext()
 	<-ctx.Done()
-	d.progress("stopping %d nodes", len(d.state.Nodes))
+	d.progress("stopping %d nodes; the cluster stays in %s (resume it with: unum dev --data-dir %s)", len(d.state.Nodes), d.dir, d.dir)
 	return nil
 }
 
@@ -482,17 +482,26 @@ func (d *dev) printNext() {
 	if d.o.Out == nil {
 		return
 	}
+	// Name the binary the way the reader can run it.
+	unum := d.o.Binary
+	if p, err := exec.LookPath("unum"); err == nil && p == d.o.Binary {
+		unum = "unum"
+	}
+	nodes := "1 node"
+	if len(d.state.Nodes) != 1 {
+		nodes = strconv.Itoa(len(d.state.Nodes)) + " nodes"
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nunum dev: %d nodes running in %s (trust domain %s)\n\n", len(d.state.Nodes), d.dir, TrustDomain)
+	fmt.Fprintf(&b, "\nunum dev: %s running in %s (trust domain %s)\n\n", nodes, d.dir, TrustDomain)
 	fmt.Fprintf(&b, "In another terminal:\n\n  export UNUM_CONFIG=%s\n\n", d.adminPath())
 	fmt.Fprintf(&b, "Workload API sockets (SPIFFE_ENDPOINT_SOCKET=unix://PATH):\n")
 	for _, n := range d.state.Nodes {
 		fmt.Fprintf(&b, "  %-8s %s\n", n.Name, n.socket())
 	}
 	fmt.Fprintf(&b, "\nTry:\n")
-	fmt.Fprintf(&b, "  unum status\n")
-	fmt.Fprintf(&b, "  unum id register --spiffe-id spiffe://%s/ns/default/job/me --node node-1 --selector unix:uid:%d\n", TrustDomain, os.Getuid())
-	fmt.Fprintf(&b, "  unum id svid --socket %s\n", d.state.Nodes[0].socket())
+	fmt.Fprintf(&b, "  %s status\n", unum)
+	fmt.Fprintf(&b, "  %s id register --spiffe-id spiffe://%s/ns/default/job/me --node node-1 --selector unix:uid:%d\n", unum, TrustDomain, os.Getuid())
+	fmt.Fprintf(&b, "  %s id svid --socket %s\n", unum, d.state.Nodes[0].socket())
 	fmt.Fprintf(&b, "\nNode logs: %s/node-*/node.log. Ctrl-C stops every node.\n", d.dir)
 	fmt.Fprint(d.o.Out, b.String())
 }
