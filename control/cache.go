@@ -10,6 +10,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/unumos/unum/identity/ca"
 )
 
 // stateCache is a watched, eventually consistent copy of the slowly changing
@@ -161,7 +163,7 @@ func (s *stateCache) applyLocked(key string, value []byte, deleted bool) {
 		}
 	case key == keyRoots:
 		if !deleted {
-			if roots, err := decodeRoots(value); err == nil {
+			if roots, err := ca.ParseCertsPEM(value); err == nil {
 				s.mu.roots = roots
 			}
 		}

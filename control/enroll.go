@@ -246,7 +246,7 @@ func Bootstrap(ctx context.Context, cli *clientv3.Client, info ClusterInfo, root
 		If(clientv3.Compare(clientv3.CreateRevision(keyClusterInfo), "=", 0)).
 		Then(
 			clientv3.OpPut(keyClusterInfo, mustJSON(info)),
-			clientv3.OpPut(keyRoots, encodeRoots(roots)),
+			clientv3.OpPut(keyRoots, string(ca.EncodeCertsPEM(roots))),
 			clientv3.OpPut(nodeKey(first.Name), mustJSON(first)),
 			clientv3.OpPut(prefixJWTKeys+jwt.KeyID, mustJSON(jwt)),
 		).Commit()

@@ -1,9 +1,7 @@
 package control
 
 import (
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"time"
 )
@@ -103,30 +101,3 @@ func decode[T any](data []byte) (T, error) {
 	return v, nil
 }
 
-func encodeRoots(roots []*x509.Certificate) string {
-	var out []byte
-	for _, r := range roots {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})...)
-	}
-	return string(out)
-}
-
-func decodeRoots(data []byte) ([]*x509.Certificate, error) {
-	var roots []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parse root certificate: %w", err)
-		}
-		roots = append(roots, c)
-	}
-	if len(roots) == 0 {
-		return nil, fmt.Errorf("no root certificates in %s", keyRoots)
-	}
-	return roots, nil
-}

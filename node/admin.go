@@ -55,25 +55,14 @@ func localAuthority(dataDir, kekFile string) (*ca.Authority, spiffeid.TrustDomai
 	if err := l.CheckKeyFiles(); err != nil {
 		return nil, td, nil, err
 	}
-	if err := checkKEKOutside(dataDir, kekFile); err != nil {
-		return nil, td, nil, err
-	}
-	kek, err := seal.LoadKEK(kekFile)
-	if err != nil {
-		return nil, td, nil, err
-	}
 	if td, err = spiffeid.TrustDomainFromString(cfg.TrustDomain); err != nil {
 		return nil, td, nil, err
 	}
-	interCerts, err := readCerts(l.IntermediateCert())
+	kek, err := loadKEK(dataDir, kekFile)
 	if err != nil {
 		return nil, td, nil, err
 	}
-	interKey, err := seal.ReadSealedKey(kek, l.IntermediateKey(), labelIntermediate)
-	if err != nil {
-		return nil, td, nil, err
-	}
-	authority, err := ca.New(td, interCerts[0], interKey, nil, time.Now)
+	authority, err := l.openAuthority(td, kek)
 	if err != nil {
 		return nil, td, nil, err
 	}
@@ -82,6 +71,28 @@ func localAuthority(dataDir, kekFile string) (*ca.Authority, spiffeid.TrustDomai
 		return nil, td, nil, err
 	}
 	return authority, td, roots, nil
+}
+
+// loadKEK loads the key-encryption key of the node in dataDir, refusing one
+// kept inside the data folder.
+func loadKEK(dataDir, kekFile string) (*seal.KEK, error) {
+	if err := checkKEKOutside(dataDir, kekFile); err != nil {
+		return nil, err
+	}
+	return seal.LoadKEK(kekFile)
+}
+
+// openAuthority unseals this control node's intermediate CA.
+func (l Layout) openAuthority(td spiffeid.TrustDomain, kek *seal.KEK) (*ca.Authority, error) {
+	interCerts, err := readCerts(l.IntermediateCert())
+	if err != nil {
+		return nil, err
+	}
+	interKey, err := seal.ReadSealedKey(kek, l.IntermediateKey(), labelIntermediate)
+	if err != nil {
+		return nil, err
+	}
+	return ca.New(td, interCerts[0], interKey, nil, time.Now)
 }
 
 // NodeSVIDExpired reports whether the node SVID in dataDir has expired.
@@ -126,5 +137,5 @@ func ReissueNodeSVID(controlDir, kekFile, nodeDir string) error {
 	if err := seal.WritePrivateKey(l.NodeKey(), key); err != nil {
 		return err
 	}
-	return seal.WriteFileAtomic(l.NodeCert(), clientconfig.EncodeCerts(chain), 0o644)
+	return seal.WriteFileAtomic(l.NodeCert(), ca.EncodeCertsPEM(chain), 0o644)
 }

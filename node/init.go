@@ -247,7 +247,7 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 	if err := seal.WritePrivateKey(l.NodeKey(), nodeKey); err != nil {
 		return err
 	}
-	if err := seal.WritePrivateKey(l.EtcdMemberKey(), memberKey); err != nil {
+	if _, err := meta.WriteTLSFiles(l.etcdTLSDir(), etcdCA, memberCert, memberKey); err != nil {
 		return err
 	}
 	for _, c := range []struct {
@@ -258,10 +258,8 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 		{l.Bundle(), []*x509.Certificate{root}},
 		{l.IntermediateCert(), []*x509.Certificate{inter}},
 		{l.NodeCert(), nodeChain},
-		{l.EtcdCACert(), []*x509.Certificate{etcdCA}},
-		{l.EtcdMemberCert(), []*x509.Certificate{memberCert}},
 	} {
-		if err := seal.WriteFileAtomic(c.path, clientconfig.EncodeCerts(c.certs), 0o644); err != nil {
+		if err := seal.WriteFileAtomic(c.path, ca.EncodeCertsPEM(c.certs), 0o644); err != nil {
 			return err
 		}
 	}
@@ -326,7 +324,7 @@ func etcdConfig(l Layout, c *Config, hb, election time.Duration, log *slog.Logge
 		PeerURL:           c.Etcd.PeerURL,
 		InitialCluster:    c.Etcd.InitialCluster,
 		ClusterState:      c.Etcd.State,
-		TLS:               meta.TLSFiles{CAFile: l.EtcdCACert(), CertFile: l.EtcdMemberCert(), KeyFile: l.EtcdMemberKey()},
+		TLS:               l.EtcdTLS(),
 		HeartbeatInterval: hb,
 		ElectionTimeout:   election,
 		Logger:            log,

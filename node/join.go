@@ -19,9 +19,9 @@ import (
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/jointoken"
-	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
+	"github.com/unumos/unum/storage/meta"
 )
 
 // ErrJoinRefused wraps every refusal of a join by the cluster (or by the
@@ -144,10 +144,10 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 	if err := seal.WritePrivateKey(l.NodeKey(), nodeKey); err != nil {
 		return nil, err
 	}
-	if err := seal.WriteFileAtomic(l.NodeCert(), clientconfig.EncodeCerts(chain), 0o644); err != nil {
+	if err := seal.WriteFileAtomic(l.NodeCert(), ca.EncodeCertsPEM(chain), 0o644); err != nil {
 		return nil, err
 	}
-	if err := seal.WriteFileAtomic(l.Bundle(), clientconfig.EncodeCerts(roots), 0o644); err != nil {
+	if err := seal.WriteFileAtomic(l.Bundle(), ca.EncodeCertsPEM(roots), 0o644); err != nil {
 		return nil, err
 	}
 	if cfg.HasRole("control") {
@@ -180,13 +180,11 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 		if err := seal.WriteSealedKey(kek, l.JWTKey(), labelJWT, jwtKey); err != nil {
 			return nil, err
 		}
-		if err := seal.WritePrivateKey(l.EtcdMemberKey(), etcdKey); err != nil {
+		if _, err := meta.WriteTLSFiles(l.etcdTLSDir(), etcdCA, etcdCert, etcdKey); err != nil {
 			return nil, err
 		}
-		for path, c := range map[string]*x509.Certificate{l.IntermediateCert(): inter, l.EtcdCACert(): etcdCA, l.EtcdMemberCert(): etcdCert} {
-			if err := seal.WriteFileAtomic(path, clientconfig.EncodeCerts([]*x509.Certificate{c}), 0o644); err != nil {
-				return nil, err
-			}
+		if err := seal.WriteFileAtomic(l.IntermediateCert(), ca.EncodeCertsPEM([]*x509.Certificate{inter}), 0o644); err != nil {
+			return nil, err
 		}
 		cfg.EnrollListen = ports.Enroll
 		cfg.Etcd = &EtcdConfig{

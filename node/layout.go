@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"sigs.k8s.io/yaml"
 
-	"github.com/unumos/unum/internal/clientconfig"
+	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
+	"github.com/unumos/unum/storage/meta"
 )
 
 // Layout names the files of a node's data folder:
@@ -45,10 +45,12 @@ func (l Layout) RootKey() string          { return l.path("keys", "ca", "root.ke
 func (l Layout) IntermediateCert() string { return l.path("keys", "ca", "intermediate.pem") }
 func (l Layout) IntermediateKey() string  { return l.path("keys", "ca", "intermediate.key.sealed") }
 func (l Layout) JWTKey() string           { return l.path("keys", "ca", "jwt.key.sealed") }
-func (l Layout) EtcdCACert() string       { return l.path("keys", "etcd", "ca.pem") }
+func (l Layout) etcdTLSDir() string       { return l.path("keys", "etcd") }
+func (l Layout) EtcdTLS() meta.TLSFiles   { return meta.TLSFilesIn(l.etcdTLSDir()) }
+func (l Layout) EtcdCACert() string       { return l.EtcdTLS().CAFile }
 func (l Layout) EtcdCAKey() string        { return l.path("keys", "etcd", "ca.key.sealed") }
-func (l Layout) EtcdMemberCert() string   { return l.path("keys", "etcd", "member.pem") }
-func (l Layout) EtcdMemberKey() string    { return l.path("keys", "etcd", "member.key") }
+func (l Layout) EtcdMemberCert() string   { return l.EtcdTLS().CertFile }
+func (l Layout) EtcdMemberKey() string    { return l.EtcdTLS().KeyFile }
 func (l Layout) EtcdData() string         { return l.path("etcd") }
 func (l Layout) Public() string           { return l.path("public") }
 func (l Layout) Socket() string           { return l.path("public", "agent.sock") }
@@ -216,17 +218,35 @@ func checkKEKOutside(dataDir, kekFile string) error {
 	return nil
 }
 
-// loadSVID reads the node's SVID (key and chain) and trust bundle.
-func (l Layout) loadSVID(id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, error) {
+// readCerts reads a PEM file of one or more certificates.
+func readCerts(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := ca.ParseCertsPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return certs, nil
+}
+
+// loadSVID reads the node's SVID (key and chain, whose leaf names the
+// SPIFFE ID) and trust bundle.
+func (l Layout) loadSVID() (*x509svid.SVID, []*x509.Certificate, error) {
 	key, err := seal.ReadPrivateKey(l.NodeKey())
 	if err != nil {
 		return nil, nil, err
 	}
-	chain, err := clientconfig.ReadCertsFile(l.NodeCert())
+	chain, err := readCerts(l.NodeCert())
 	if err != nil {
 		return nil, nil, err
 	}
-	roots, err := clientconfig.ReadCertsFile(l.Bundle())
+	id, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", l.NodeCert(), err)
+	}
+	roots, err := readCerts(l.Bundle())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -234,18 +254,9 @@ func (l Layout) loadSVID(id spiffeid.ID) (*x509svid.SVID, []*x509.Certificate, e
 }
 
 // Credentials loads the node's SVID and trust bundle as rpc credentials:
-// what its agent presents to the control plane. The SPIFFE ID is read from
-// the certificate.
+// what its agent presents to the control plane.
 func (l Layout) Credentials() (*rpc.Credentials, error) {
-	chain, err := clientconfig.ReadCertsFile(l.NodeCert())
-	if err != nil {
-		return nil, err
-	}
-	id, err := x509svid.IDFromCert(chain[0])
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", l.NodeCert(), err)
-	}
-	svid, roots, err := l.loadSVID(id)
+	svid, roots, err := l.loadSVID()
 	if err != nil {
 		return nil, err
 	}

@@ -28,7 +28,6 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity/ca"
-	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
 )
@@ -309,7 +308,7 @@ func TestExpiredComputeNode(t *testing.T) {
 	require.NoError(t, err)
 	l := Layout{Dir: dir}
 	require.NoError(t, seal.WritePrivateKey(l.NodeKey(), key))
-	require.NoError(t, seal.WriteFileAtomic(l.NodeCert(), clientconfig.EncodeCerts(chain), 0o644))
+	require.NoError(t, seal.WriteFileAtomic(l.NodeCert(), ca.EncodeCertsPEM(chain), 0o644))
 	time.Sleep(time.Until(chain[0].NotAfter) + 100*time.Millisecond)
 
 	expired, err := NodeSVIDExpired(dir, time.Now())

@@ -27,7 +27,6 @@ import (
 	"github.com/unumos/unum/identity/agent"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/selector"
-	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
 	"github.com/unumos/unum/storage/meta"
@@ -121,9 +120,12 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	svid, roots, err := l.loadSVID(id)
+	svid, roots, err := l.loadSVID()
 	if err != nil {
 		return nil, err
+	}
+	if svid.ID != id {
+		return nil, fmt.Errorf("%s is an SVID for %s, but this node is %s", l.NodeCert(), svid.ID, id)
 	}
 	chain := svid.Certificates
 	// A control node renews a lapsed SVID from its own intermediate; a
@@ -138,12 +140,12 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg}, nil
 }
 
-var readCerts = clientconfig.ReadCertsFile
 
+// selfIssued reports whether the node's SVID comes from its own
+// intermediate: the chain shape clients require of a control node.
 func (n *node) selfIssued() bool {
 	svid, _ := n.creds.GetX509SVID()
-	c := svid.Certificates
-	return len(c) >= 2 && len(c[1].URIs) == 1 && c[1].URIs[0].String() == n.id.String()
+	return rpc.IsControlChain(n.id, svid.Certificates)
 }
 
 func (n *node) svidExpiry() time.Time {
@@ -270,22 +272,11 @@ func stopGRPC(s *grpc.Server) {
 
 // startControl starts etcd and the control services.
 func (n *node) startControl(ctx context.Context, goFn func(string, func(context.Context) error)) (*control.Server, func(), error) {
-	if err := checkKEKOutside(n.o.DataDir, n.o.KEKFile); err != nil {
-		return nil, nil, err
-	}
-	kek, err := seal.LoadKEK(n.o.KEKFile)
+	kek, err := loadKEK(n.o.DataDir, n.o.KEKFile)
 	if err != nil {
 		return nil, nil, err
 	}
-	interCerts, err := readCerts(n.l.IntermediateCert())
-	if err != nil {
-		return nil, nil, err
-	}
-	interKey, err := seal.ReadSealedKey(kek, n.l.IntermediateKey(), labelIntermediate)
-	if err != nil {
-		return nil, nil, err
-	}
-	authority, err := ca.New(n.td, interCerts[0], interKey, nil, time.Now)
+	authority, err := n.l.openAuthority(n.td, kek)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -440,35 +431,12 @@ func (n *node) syncLoop(ctx context.Context, idc unumv1.IdentityClient) {
 }
 
 func (n *node) applySync(resp *unumv1.SyncAgentResponse) {
-	entries := make([]agent.Entry, 0, len(resp.GetEntries()))
-	for _, e := range resp.GetEntries() {
-		id, err := spiffeid.FromString(e.GetSpiffeId())
-		if err != nil {
-			n.log.Warn("skipping entry with bad spiffe id", "entry", e.GetId(), "err", err)
-			continue
-		}
-		sels := make([]selector.Selector, 0, len(e.GetSelectors()))
-		bad := false
-		for _, raw := range e.GetSelectors() {
-			s, err := selector.Parse(raw)
-			if err != nil {
-				bad = true
-				break
-			}
-			sels = append(sels, s)
-		}
-		if bad || selector.ValidateSet(sels) != nil {
-			n.log.Warn("skipping entry with bad selectors", "entry", e.GetId())
-			continue
-		}
-		entries = append(entries, agent.Entry{ID: e.GetId(), SPIFFEID: id, Selectors: sels, Revision: e.GetRevision()})
-	}
 	roots, err := parseDERs(resp.GetRoots())
 	if err != nil || len(roots) == 0 {
 		roots = n.creds.Roots()
 	} else if !sameCerts(roots, n.creds.Roots()) {
 		n.creds.SetRoots(roots)
-		if err := seal.WriteFileAtomic(n.l.Bundle(), clientconfig.EncodeCerts(roots), 0o644); err != nil {
+		if err := seal.WriteFileAtomic(n.l.Bundle(), ca.EncodeCertsPEM(roots), 0o644); err != nil {
 			n.log.Warn("save trust bundle", "err", err)
 		}
 	}
@@ -481,7 +449,7 @@ func (n *node) applySync(resp *unumv1.SyncAgentResponse) {
 	}
 	if n.agent != nil {
 		n.agent.SetBundles(roots, jwtKeys)
-		n.agent.SetEntries(entries)
+		n.agent.SetEntries(n.agentEntries(resp.GetEntries()))
 	}
 	if addrs := resp.GetControlAddresses(); len(addrs) > 0 {
 		n.cfgMu.Lock()
@@ -494,6 +462,35 @@ func (n *node) applySync(resp *unumv1.SyncAgentResponse) {
 		n.cfgMu.Unlock()
 	}
 	n.synced.Store(true)
+}
+
+// agentEntries converts the synced entries for the agent. The agent itself
+// refuses invalid selector sets and foreign IDs; entries that do not even
+// parse are skipped here, with a log line.
+func (n *node) agentEntries(in []*unumv1.Entry) []agent.Entry {
+	entries := make([]agent.Entry, 0, len(in))
+	for _, e := range in {
+		id, err := spiffeid.FromString(e.GetSpiffeId())
+		if err != nil {
+			n.log.Warn("skipping entry with bad spiffe id", "entry", e.GetId(), "err", err)
+			continue
+		}
+		sels := make([]selector.Selector, 0, len(e.GetSelectors()))
+		for _, raw := range e.GetSelectors() {
+			s, err := selector.Parse(raw)
+			if err != nil {
+				n.log.Warn("skipping entry with bad selector", "entry", e.GetId(), "err", err)
+				sels = nil
+				break
+			}
+			sels = append(sels, s)
+		}
+		if sels == nil {
+			continue
+		}
+		entries = append(entries, agent.Entry{ID: e.GetId(), SPIFFEID: id, Selectors: sels, Revision: e.GetRevision()})
+	}
+	return entries
 }
 
 func sameCerts(a, b []*x509.Certificate) bool {
@@ -594,7 +591,7 @@ func (n *node) installSVID(key crypto.Signer, chain []*x509.Certificate) error {
 	if err := seal.WritePrivateKey(n.l.NodeKey(), key); err != nil {
 		return err
 	}
-	if err := seal.WriteFileAtomic(n.l.NodeCert(), clientconfig.EncodeCerts(chain), 0o644); err != nil {
+	if err := seal.WriteFileAtomic(n.l.NodeCert(), ca.EncodeCertsPEM(chain), 0o644); err != nil {
 		return err
 	}
 	return n.creds.SetSVID(&x509svid.SVID{ID: n.id, Certificates: chain, PrivateKey: key})

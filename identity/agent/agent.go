@@ -189,6 +189,13 @@ func (a *Agent) SetEntries(entries []Entry) {
 	slices.SortFunc(valid, func(x, y Entry) int { return strings.Compare(x.ID, y.ID) })
 
 	a.mu.Lock()
+	if slices.EqualFunc(valid, a.mu.snapshot, sameEntry) {
+		// The control plane resends unchanged state (its sync stream's
+		// keepalive): waking every open stream to re-attest and resend
+		// would be work for nothing.
+		a.mu.Unlock()
+		return
+	}
 	next := make(map[string]*entryState, len(valid))
 	for _, e := range valid {
 		if st, ok := a.mu.entries[e.ID]; ok && st.entry.SPIFFEID == e.SPIFFEID {
@@ -203,6 +210,10 @@ func (a *Agent) SetEntries(entries []Entry) {
 	a.notifyLocked()
 	a.mu.Unlock()
 	a.poke()
+}
+
+func sameEntry(x, y Entry) bool {
+	return x.ID == y.ID && x.SPIFFEID == y.SPIFFEID && x.Revision == y.Revision && slices.Equal(x.Selectors, y.Selectors)
 }
 
 func (a *Agent) checkEntry(e Entry) error {
@@ -249,6 +260,12 @@ func (a *Agent) SetBundles(x509Roots []*x509.Certificate, jwtKeys map[string]cry
 	b.jwks = jwks
 
 	a.mu.Lock()
+	if cur := a.mu.bundle; cur != nil && cur.x509.Equal(b.x509) && cur.jwt.Equal(b.jwt) {
+		// Unchanged (a resend): keep the current state, so streams keyed on
+		// it send nothing new.
+		a.mu.Unlock()
+		return
+	}
 	a.mu.bundle = b
 	a.notifyLocked()
 	a.mu.Unlock()

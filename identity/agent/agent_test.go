@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -24,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/identity/selector"
 )
 
 func testCtx(t testing.TB) context.Context {
@@ -607,4 +610,33 @@ func TestSetEntriesMintsInBackground(t *testing.T) {
 	ta.SetEntries([]Entry{{ID: "e", SPIFFEID: second, Selectors: sel(t, "unix:uid:4243"), Revision: 3}})
 	require.Eventually(t, func() bool { s := cached("e"); return s != nil && s.id == second }, 5*time.Second, time.Millisecond)
 	require.Equal(t, int64(2), ta.upstream.x509N.Load())
+}
+
+// TestUnchangedStateDoesNotWakeStreams: the control plane resends its state
+// as a keepalive; an identical update must not wake every open stream.
+func TestUnchangedStateDoesNotWakeStreams(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("unum.test")
+	a := New(Config{TrustDomain: td})
+	entries := []Entry{{ID: "e1", SPIFFEID: spiffeid.RequireFromPath(td, "/ns/a/job/b"), Selectors: []selector.Selector{selector.MustParse("unix:uid:1")}}}
+	key, err := ca.GenerateKey()
+	require.NoError(t, err)
+	root, err := ca.NewRoot(td, key, time.Now(), time.Hour)
+	require.NoError(t, err)
+	a.SetEntries(entries)
+	a.SetBundles([]*x509.Certificate{root}, map[string]crypto.PublicKey{"k1": key.Public()})
+
+	changed := a.changes()
+	a.SetEntries(slices.Clone(entries))
+	a.SetBundles([]*x509.Certificate{root}, map[string]crypto.PublicKey{"k1": key.Public()})
+	select {
+	case <-changed:
+		t.Fatal("an unchanged update woke the streams")
+	default:
+	}
+	a.SetEntries(nil)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a real change did not wake the streams")
+	}
 }

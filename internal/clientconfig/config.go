@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"sigs.k8s.io/yaml"
 
+	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
 )
@@ -77,9 +78,9 @@ func New(svid *x509svid.SVID, roots []*x509.Certificate, addrs []string) (*Confi
 		TrustDomain: svid.ID.TrustDomain().Name(),
 		SPIFFEID:    svid.ID.String(),
 		Addresses:   addrs,
-		Certificate: string(EncodeCerts(svid.Certificates)),
+		Certificate: string(ca.EncodeCertsPEM(svid.Certificates)),
 		Key:         string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})),
-		Bundle:      string(EncodeCerts(roots)),
+		Bundle:      string(ca.EncodeCertsPEM(roots)),
 	}, nil
 }
 
@@ -94,12 +95,9 @@ func (c *Config) SVID() (*x509svid.SVID, error) {
 
 // Roots parses the bundle.
 func (c *Config) Roots() ([]*x509.Certificate, error) {
-	roots, err := DecodeCerts([]byte(c.Bundle))
+	roots, err := ca.ParseCertsPEM([]byte(c.Bundle))
 	if err != nil {
 		return nil, fmt.Errorf("client config bundle: %w", err)
-	}
-	if len(roots) == 0 {
-		return nil, errors.New("client config: empty bundle")
 	}
 	return roots, nil
 }
@@ -117,48 +115,3 @@ func (c *Config) Credentials() (*rpc.Credentials, error) {
 	return rpc.NewCredentials(svid, roots)
 }
 
-// EncodeCerts PEM-encodes certificates.
-func EncodeCerts(certs []*x509.Certificate) []byte {
-	var out []byte
-	for _, c := range certs {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return out
-}
-
-// DecodeCerts parses PEM certificates, refusing any other block.
-func DecodeCerts(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("unexpected PEM block %q", b.Type)
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
-}
-
-// ReadCertsFile reads a PEM file of certificates; it must hold at least one.
-func ReadCertsFile(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	certs, err := DecodeCerts(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no certificate", path)
-	}
-	return certs, nil
-}

@@ -40,12 +40,13 @@ func AuthorizeControlNode(td spiffeid.TrustDomain) tlsconfig.Authorizer {
 	}
 }
 
-// IsControlChain reports whether chain (leaf, intermediate, ..., root) is
-// that of control node id: its issuer is a CA below the root whose only URI
-// SAN is id.
+// IsControlChain reports whether chain (leaf first, then its issuer, with or
+// without the root after it) is that of control node id: the leaf's issuer
+// is a CA whose only URI SAN is id. The root's URI SAN is the bare trust
+// domain, never a node ID, so a leaf signed by the root directly fails.
 func IsControlChain(id spiffeid.ID, chain []*x509.Certificate) bool {
-	if len(chain) < 3 {
-		return false // leaf issued directly by the root: not a node intermediate
+	if len(chain) < 2 {
+		return false
 	}
 	issuer := chain[1]
 	return issuer.IsCA && len(issuer.URIs) == 1 && issuer.URIs[0].String() == id.String()

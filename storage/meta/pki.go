@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/unumos/unum/internal/seal"
 )
 
 // RoleCN is the subject common name every etcd member certificate carries and
@@ -187,7 +189,7 @@ func WriteTLSFiles(dir string, caCert, memberCert *x509.Certificate, memberKey *
 		{files.KeyFile, "PRIVATE KEY", keyDER, 0o600},
 	} {
 		data := pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der})
-		if err := writeFileAtomic(f.path, data, f.mode); err != nil {
+		if err := seal.WriteFileAtomic(f.path, data, f.mode); err != nil {
 			return TLSFiles{}, fmt.Errorf("write etcd tls files: %w", err)
 		}
 	}
@@ -285,8 +287,6 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	return ok && ak.Equal(b)
 }
 
-// validDNSName accepts host names made of LDH labels. Wildcards are refused:
-// a member certificate names one member.
 // ValidateHost reports whether h can be a SAN of a member certificate: an
 // IP address or a DNS name.
 func ValidateHost(h string) error {
@@ -296,6 +296,8 @@ func ValidateHost(h string) error {
 	return validDNSName(h)
 }
 
+// validDNSName accepts host names made of LDH labels. Wildcards are refused:
+// a member certificate names one member.
 func validDNSName(h string) error {
 	if h == "" || len(h) > 253 {
 		return errors.New("not an IP address or a DNS name of 1 to 253 characters")
@@ -315,37 +317,4 @@ func validDNSName(h string) error {
 		}
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	// The rename is durable only once the directory is synced.
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
