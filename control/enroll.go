@@ -177,33 +177,21 @@ func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 			s.rollbackJoin(name)
 			return nil, status.Errorf(codes.Internal, "sign etcd certificate: %v", err)
 		}
-		memberID, initialCluster, err := meta.AddLearner(ctx, s.cfg.Etcd, name, req.GetEtcdPeerUrl())
+		learner, err := meta.AddLearner(ctx, s.cfg.Etcd, name, req.GetEtcdPeerUrl())
 		if err != nil {
 			s.rollbackJoin(name)
 			return nil, status.Errorf(codes.Unavailable, "add etcd member: %v", err)
 		}
-		members, err := s.cfg.Etcd.MemberList(ctx)
-		if err != nil {
-			// A learner nobody will start would block every later control
-			// join: take it out again.
-			s.rollbackLearner(memberID)
-			s.rollbackJoin(name)
-			return nil, status.Errorf(codes.Unavailable, "list etcd members: %v", err)
-		}
-		record.EtcdMemberID = memberID
+		record.EtcdMemberID = learner.ID
 		if _, err := s.cfg.Etcd.Put(ctx, nodeKey(name), mustJSON(record)); err != nil {
 			s.cfg.Log.Warn("record etcd member id", "node", name, "err", err)
 		}
 		resp.Intermediate = inter.Raw
 		resp.EtcdCa = s.cfg.EtcdCA.Cert.Raw
 		resp.EtcdCert = etcdCert.Raw
-		resp.EtcdInitialCluster = initialCluster
-		resp.EtcdMemberId = memberID
-		for _, m := range members.Members {
-			if !m.IsLearner {
-				resp.EtcdClientUrls = append(resp.EtcdClientUrls, m.ClientURLs...)
-			}
-		}
+		resp.EtcdInitialCluster = learner.InitialCluster
+		resp.EtcdMemberId = learner.ID
+		resp.EtcdClientUrls = learner.VoterClientURLs
 	}
 	resp.ControlAddresses = controlAddresses(s.cache.snapshot().nodes)
 	if control {
@@ -220,15 +208,6 @@ func (s *Server) rollbackJoin(name string) {
 	defer cancel()
 	if _, err := s.cfg.Etcd.Delete(ctx, nodeKey(name)); err != nil {
 		s.cfg.Log.Error("roll back failed join", "node", name, "err", err)
-	}
-}
-
-// rollbackLearner removes an etcd member added for a join that failed.
-func (s *Server) rollbackLearner(id uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := meta.RemoveMember(ctx, s.cfg.Etcd, id); err != nil {
-		s.cfg.Log.Error("roll back etcd learner of a failed join", "member", id, "err", err)
 	}
 }
 

@@ -100,4 +100,3 @@ func decode[T any](data []byte) (T, error) {
 	}
 	return v, nil
 }
-

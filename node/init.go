@@ -44,6 +44,37 @@ type Ports struct {
 	EtcdPeer   string `json:"etcd_peer"`
 }
 
+// FreeLoopbackPorts picks n sets of free ports on 127.0.0.1 for nodes that
+// run on one machine (unum dev, the benchmarks, tests). All are held open
+// together, so none repeats, and released for the nodes to bind.
+func FreeLoopbackPorts(n int) ([]Ports, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	addr := func() (string, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		ls = append(ls, l)
+		return l.Addr().String(), nil
+	}
+	out := make([]Ports, n)
+	for i := range out {
+		for _, p := range []*string{&out[i].API, &out[i].Enroll, &out[i].EtcdClient, &out[i].EtcdPeer} {
+			a, err := addr()
+			if err != nil {
+				return nil, fmt.Errorf("pick a free port: %w", err)
+			}
+			*p = a
+		}
+	}
+	return out, nil
+}
+
 func (p Ports) withDefaults() (Ports, error) {
 	if p.API == "" {
 		p.API = net.JoinHostPort("127.0.0.1", strconv.Itoa(DefaultAPIPort))

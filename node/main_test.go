@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -60,22 +59,11 @@ func quietLog() *slog.Logger {
 }
 
 func freePorts() (Ports, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var addrs []string
-	for i := 0; i < 4; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return Ports{}, err
-		}
-		ls = append(ls, l)
-		addrs = append(addrs, l.Addr().String())
+	p, err := FreeLoopbackPorts(1)
+	if err != nil {
+		return Ports{}, err
 	}
-	return Ports{API: addrs[0], Enroll: addrs[1], EtcdClient: addrs[2], EtcdPeer: addrs[3]}, nil
+	return p[0], nil
 }
 
 func setup(m *testing.M) (int, error) {

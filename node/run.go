@@ -140,7 +140,6 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg}, nil
 }
 
-
 // selfIssued reports whether the node's SVID comes from its own
 // intermediate: the chain shape clients require of a control node.
 func (n *node) selfIssued() bool {

@@ -105,7 +105,7 @@ func Register() []Threat {
 			Status: Accepted,
 			Reason: "Accepted in development only: `unum dev` keeps the KEK in DIR for convenience, since a one-machine " +
 				"development cluster has no second place to keep it. `unum init` and `unum node` refuse a KEK inside DIR.",
-			Tests: []string{"cmd/unum.TestInitRefusesKEKInsideDataDir"},
+			Tests: []string{"cmd/unum.TestInitRefusesKEKInsideDataDir", "node.TestKEKOutside"},
 		},
 		{
 			ID:       "T-008",
@@ -211,6 +211,56 @@ func Register() []Threat {
 				"visible to local users); `unum dev` passes tokens to its nodes in the environment only.",
 			Status: Mitigated,
 			Tests:  []string{"cmd/unum.TestDevCluster"},
+		},
+		{
+			ID:       "T-016",
+			Title:    "Another local user replaces the Workload API socket",
+			STRIDE:   "S",
+			Asset:    "workloads' trust in the agent: the SVIDs and bundles they receive",
+			Boundary: "Workload API socket",
+			Attacker: "a local user who can write to the socket's folder and binds an impostor socket in its place",
+			Mitigation: "The agent serves only from a real folder (not a symlink) owned by its own uid and writable by " +
+				"no one else; it replaces a stale socket only, never a live one or any other file.",
+			Status: Mitigated,
+			Tests:  []string{"identity/agent.TestServeSocketSafety"},
+		},
+		{
+			ID:       "T-017",
+			Title:    "Flooding the enrolment listener",
+			STRIDE:   "D",
+			Asset:    "etcd and the control node's CPU",
+			Boundary: "enrolment listener",
+			Attacker: "any network peer, unauthenticated, sending join requests with made-up tokens",
+			Mitigation: "The enrolment listener serves only Join, takes small messages, and passes every call through a " +
+				"token bucket per source (IPv6 grouped by /64) and one for all sources together before any etcd read.",
+			Status: Mitigated,
+			Tests:  []string{"internal/rpc.TestEnrollmentListenerRateLimited", "internal/rpc.TestLimiterKey"},
+		},
+		{
+			ID:       "T-018",
+			Title:    "A compute node poses as the control plane",
+			STRIDE:   "S",
+			Asset:    "join tokens, agents' trust bundles and entries, CLI sessions",
+			Boundary: "control-plane API and enrolment listener",
+			Attacker: "a compromised compute node holding a valid node SVID of the cluster, with a network position " +
+				"between clients and control nodes",
+			Mitigation: "Clients and joining nodes accept a server only if its SVID was issued by its own intermediate " +
+				"(the chain shape only control nodes have: intermediates are signed by the root at init and on control joins).",
+			Status: Mitigated,
+			Tests:  []string{"internal/rpc.TestClientRefusesComputeNodeServer", "internal/rpc.TestVerifyPinned", "node.TestJoinMITM"},
+		},
+		{
+			ID:       "T-019",
+			Title:    "TLS session resumption skips certificate checks",
+			STRIDE:   "S",
+			Asset:    "every mutual-TLS API",
+			Boundary: "control-plane API",
+			Attacker: "a client whose CA is no longer trusted (or, later, whose identity is revoked) holding a session " +
+				"ticket from before",
+			Mitigation: "API servers issue no session tickets: every connection is a full handshake that verifies the " +
+				"client's SVID against the current bundle.",
+			Status: Mitigated,
+			Tests:  []string{"internal/rpc.TestResumedSessionsReverify"},
 		},
 	}
 	sortByID(threats)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -55,11 +54,11 @@ func startLocalNode(ctx context.Context, tempDir string, log *slog.Logger, progr
 	if ln.fs, err = DescribeFilesystem(ln.base); err != nil {
 		return nil, err
 	}
-	addrs, err := freePorts(4)
+	ports, err := node.FreeLoopbackPorts(1)
 	if err != nil {
-		return nil, fmt.Errorf("pick ports: %w", err)
+		return nil, err
 	}
-	ln.ports = node.Ports{API: addrs[0], Enroll: addrs[1], EtcdClient: addrs[2], EtcdPeer: addrs[3]}
+	ln.ports = ports[0]
 	progress("starting a 1-node cluster in %s (%s)", ln.layout.Dir, ln.fs.Type)
 	err = node.Init(ctx, node.InitOptions{
 		TrustDomain: svidTrustDomain, DataDir: ln.layout.Dir, KEKFile: kek, Name: svidNodeName, Ports: ln.ports,
@@ -172,25 +171,4 @@ func waitControlReady(ctx context.Context, cc *grpc.ClientConn, runErr <-chan er
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// freePorts reserves n distinct loopback ports: all are held open together
-// so none repeats, then released for the node to bind.
-func freePorts(n int) ([]string, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	out := make([]string, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
 }

@@ -114,4 +114,3 @@ func (c *Config) Credentials() (*rpc.Credentials, error) {
 	}
 	return rpc.NewCredentials(svid, roots)
 }
-

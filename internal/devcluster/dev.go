@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,31 +167,10 @@ func (d *dev) saveState() error {
 	return seal.WriteFileAtomic(d.statePath(), data, 0o644)
 }
 
-// freePorts reserves n distinct loopback ports (held open together so none
-// repeats, then released for the nodes to bind).
-func freePorts(n int) ([]string, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
-}
-
 func (d *dev) create(ctx context.Context) error {
-	ports, err := freePorts(4 * d.o.Nodes)
+	ports, err := node.FreeLoopbackPorts(d.o.Nodes)
 	if err != nil {
-		return fmt.Errorf("pick ports: %w", err)
+		return err
 	}
 	for i := 0; i < d.o.Nodes; i++ {
 		name := "node-" + strconv.Itoa(i+1)
@@ -200,7 +178,7 @@ func (d *dev) create(ctx context.Context) error {
 			Name:    name,
 			Dir:     filepath.Join(d.dir, name),
 			Control: i < 3,
-			Ports:   node.Ports{API: ports[4*i], Enroll: ports[4*i+1], EtcdClient: ports[4*i+2], EtcdPeer: ports[4*i+3]},
+			Ports:   ports[i],
 		})
 	}
 	first := d.state.Nodes[0]
@@ -216,7 +194,6 @@ func (d *dev) create(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	adminCfg.Addresses = []string{first.Ports.API}
 	if err := adminCfg.Save(d.adminPath()); err != nil {
 		return err
 	}
@@ -255,14 +232,6 @@ func (d *dev) resume(ctx context.Context, st State) error {
 			return fmt.Errorf("%s was never created (an interrupted first start?): remove %s and run unum dev again", n.Name, d.dir)
 		}
 	}
-	// The admin certificate lives a day; a resumed cluster gets a new one
-	// from node-1's intermediate, as only its operator (holding the KEK) can.
-	var addrs []string
-	for _, n := range st.Nodes {
-		if n.Control {
-			addrs = append(addrs, n.Ports.API)
-		}
-	}
 	// A compute node down longer than its SVID lifetime cannot renew over
 	// the network; the dev cluster, which holds every folder and the KEK,
 	// re-issues it from node-1's intermediate.
@@ -281,7 +250,10 @@ func (d *dev) resume(ctx context.Context, st State) error {
 			d.progress("%s: its node SVID had expired; issued a new one", n.Name)
 		}
 	}
-	adminCfg, err := node.IssueAdminConfig(st.Nodes[0].Dir, d.kekPath(), addrs)
+	// The admin certificate lives a day; a resumed cluster gets a new one
+	// from node-1's intermediate, as only its operator (holding the KEK)
+	// can. Its addresses are filled in once the nodes are started.
+	adminCfg, err := node.IssueAdminConfig(st.Nodes[0].Dir, d.kekPath(), nil)
 	if err != nil {
 		return fmt.Errorf("renew the admin certificate: %w", err)
 	}

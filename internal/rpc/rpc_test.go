@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"testing"
@@ -283,4 +284,43 @@ func TestLimiterKey(t *testing.T) {
 	require.Equal(t, "10.1.2.3", limiterKey("10.1.2.3"))
 	require.Equal(t, limiterKey("2001:db8:1:2::1"), limiterKey("2001:db8:1:2:ffff::9"))
 	require.NotEqual(t, limiterKey("2001:db8:1:2::1"), limiterKey("2001:db8:1:3::1"))
+}
+
+// TestResumedSessionsReverify: a client whose CA the server stops trusting
+// cannot get back in by resuming an earlier TLS session, which would skip
+// certificate verification (and later revocation checks) altogether.
+func TestResumedSessionsReverify(t *testing.T) {
+	p := newPKI(t, "unum.test")
+	serverCreds := p.creds(t, "/node/n1")
+	addr := serve(t, serverCreds)
+	client := ClientTLS(p.creds(t, "/user/admin"))
+	client.NextProtos = []string{"h2"}
+	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+
+	// talk completes a handshake and reads the server's first HTTP/2 frame:
+	// in TLS 1.3 the server's verdict on the client certificate, and any
+	// session ticket, arrive only after the handshake.
+	talk := func() (tls.ConnectionState, error) {
+		conn, err := tls.Dial("tcp", addr, client)
+		if err != nil {
+			return tls.ConnectionState{}, err
+		}
+		defer conn.Close()
+		require.NoError(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
+		if _, err := conn.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")); err != nil {
+			return conn.ConnectionState(), err
+		}
+		var b [1]byte
+		_, err = conn.Read(b[:])
+		return conn.ConnectionState(), err
+	}
+	st, err := talk()
+	require.NoError(t, err)
+	require.False(t, st.DidResume)
+
+	// The server now trusts another CA only.
+	serverCreds.SetRoots([]*x509.Certificate{newPKI(t, "unum.test").root})
+	st, err = talk()
+	require.Error(t, err, "a client of a CA the server no longer trusts got in")
+	require.False(t, st.DidResume, "the session was resumed without verifying the client again")
 }

@@ -67,8 +67,10 @@ func TestMinorityCannotRead(t *testing.T) {
 
 	join := func(m *testMember, files TLSFiles) {
 		t.Helper()
-		id, initial, err := AddLearner(ctx, admin, m.name, m.peerURL)
+		learner, err := AddLearner(ctx, admin, m.name, m.peerURL)
 		require.NoError(t, err)
+		id, initial := learner.ID, learner.InitialCluster
+		require.NotEmpty(t, learner.VoterClientURLs)
 		require.Contains(t, initial, m.name+"="+m.peerURL)
 		require.Contains(t, initial, m1.name+"="+m1.peerURL)
 		m.start(ctx, t, dir, files, initial, ClusterStateExisting)
@@ -81,20 +83,21 @@ func TestMinorityCannotRead(t *testing.T) {
 	// Checked here because the next AddLearner waits anyway: etcd accepts
 	// a change only once the voters have been connected for five seconds.
 	t.Run("membership errors", func(t *testing.T) {
-		_, _, err := AddLearner(ctx, admin, "node-2", "https://127.0.0.1:1")
+		_, err := AddLearner(ctx, admin, "node-2", "https://127.0.0.1:1")
 		require.ErrorContains(t, err, "a member with that name exists")
-		_, _, err = AddLearner(ctx, admin, "node-4", "http://127.0.0.1:1")
+		_, err = AddLearner(ctx, admin, "node-4", "http://127.0.0.1:1")
 		require.ErrorContains(t, err, "scheme must be https")
-		_, _, err = AddLearner(ctx, admin, "node=4", "https://127.0.0.1:1")
+		_, err = AddLearner(ctx, admin, "node=4", "https://127.0.0.1:1")
 		require.ErrorContains(t, err, "must not contain")
 
 		// A learner that was added but never started blocks further
 		// additions until it is removed.
 		ports, err := freePorts(1)
 		require.NoError(t, err)
-		id, _, err := AddLearner(ctx, admin, "node-4", localURL(ports[0]))
+		pending, err := AddLearner(ctx, admin, "node-4", localURL(ports[0]))
 		require.NoError(t, err)
-		_, _, err = AddLearner(ctx, admin, "node-5", "https://127.0.0.1:1")
+		id := pending.ID
+		_, err = AddLearner(ctx, admin, "node-5", "https://127.0.0.1:1")
 		require.ErrorContains(t, err, "has not started")
 		require.NoError(t, RemoveMember(ctx, admin, id))
 		require.Error(t, RemoveMember(ctx, admin, id))

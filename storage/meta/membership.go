@@ -21,38 +21,49 @@ const (
 	reconfigBackoffMax = time.Second
 )
 
+// Learner is what AddLearner tells the new member.
+type Learner struct {
+	ID uint64
+	// InitialCluster is the string the new member must start with
+	// (ClusterStateExisting).
+	InitialCluster string
+	// VoterClientURLs are the client URLs of the voting members: a learner
+	// serves no client requests, so until it is promoted the new member
+	// reaches the cluster through these.
+	VoterClientURLs []string
+}
+
 // AddLearner adds a member that will start as name and listen for peers at
 // peerURL, as a non-voting learner: it cannot cost the cluster quorum while it
-// catches up. It returns the new member's id and the InitialCluster string the
-// new member must start with (ClusterStateExisting). Right after a membership
+// catches up. Right after a membership
 // change etcd refuses another for a few seconds; AddLearner waits that out
 // within ctx.
 //
 // Members that were added but have not started yet have no name, and a start
 // string cannot name them; AddLearner refuses to add another member while one
 // is pending, rather than hand out a start string that etcd would reject.
-func AddLearner(ctx context.Context, c *clientv3.Client, name, peerURL string) (uint64, string, error) {
+func AddLearner(ctx context.Context, c *clientv3.Client, name, peerURL string) (Learner, error) {
 	if err := validMemberName(name); err != nil {
-		return 0, "", fmt.Errorf("add etcd learner: %w", err)
+		return Learner{}, fmt.Errorf("add etcd learner: %w", err)
 	}
 	if _, err := parseHTTPSURL("peer url", peerURL); err != nil {
-		return 0, "", fmt.Errorf("add etcd learner: %w", err)
+		return Learner{}, fmt.Errorf("add etcd learner: %w", err)
 	}
 	list, err := c.MemberList(ctx)
 	if err != nil {
-		return 0, "", fmt.Errorf("add etcd learner %q: list members: %w", name, err)
+		return Learner{}, fmt.Errorf("add etcd learner %q: list members: %w", name, err)
 	}
 	for _, m := range list.Members {
 		if m.Name == "" {
-			return 0, "", fmt.Errorf("add etcd learner %q: member %x (%s) was added but has not started: start or remove it first", name, m.ID, strings.Join(m.PeerURLs, ","))
+			return Learner{}, fmt.Errorf("add etcd learner %q: member %x (%s) was added but has not started: start or remove it first", name, m.ID, strings.Join(m.PeerURLs, ","))
 		}
 		if m.Name == name {
-			return 0, "", fmt.Errorf("add etcd learner %q: a member with that name exists (id %x)", name, m.ID)
+			return Learner{}, fmt.Errorf("add etcd learner %q: a member with that name exists (id %x)", name, m.ID)
 		}
 	}
 	resp, err := addLearnerWhenHealthy(ctx, c, peerURL)
 	if err != nil {
-		return 0, "", fmt.Errorf("add etcd learner %q at %s: %w", name, peerURL, err)
+		return Learner{}, fmt.Errorf("add etcd learner %q at %s: %w", name, peerURL, err)
 	}
 	id := resp.Member.ID
 	initial, err := initialCluster(resp.Members, id, name)
@@ -62,9 +73,15 @@ func AddLearner(ctx context.Context, c *clientv3.Client, name, peerURL string) (
 		if _, rerr := c.MemberRemove(ctx, id); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("remove learner %x again: %w", id, rerr))
 		}
-		return 0, "", fmt.Errorf("add etcd learner %q: %w", name, err)
+		return Learner{}, fmt.Errorf("add etcd learner %q: %w", name, err)
 	}
-	return id, initial, nil
+	l := Learner{ID: id, InitialCluster: initial}
+	for _, m := range resp.Members {
+		if !m.IsLearner {
+			l.VoterClientURLs = append(l.VoterClientURLs, m.ClientURLs...)
+		}
+	}
+	return l, nil
 }
 
 // addLearnerWhenHealthy adds the learner, waiting while etcd refuses because
