@@ -28,6 +28,7 @@ type stateCache struct {
 		entries map[string]EntryRecord
 		nodes   map[string]NodeRecord
 		jwtKeys map[string]JWTKeyRecord
+		users   map[string]UserRecord
 		roots   []*x509.Certificate
 		// changed is closed and replaced on every change.
 		changed chan struct{}
@@ -70,7 +71,7 @@ func (s *stateCache) snapshot() snapshot {
 
 func interesting(key string) bool {
 	return strings.HasPrefix(key, prefixEntries) || strings.HasPrefix(key, prefixNodes) ||
-		strings.HasPrefix(key, prefixJWTKeys) || key == keyRoots
+		strings.HasPrefix(key, prefixJWTKeys) || strings.HasPrefix(key, prefixUsers) || key == keyRoots
 }
 
 // run loads and then watches the state until ctx ends, reloading after any
@@ -121,6 +122,7 @@ func (s *stateCache) load(ctx context.Context) (int64, error) {
 	s.mu.entries = map[string]EntryRecord{}
 	s.mu.nodes = map[string]NodeRecord{}
 	s.mu.jwtKeys = map[string]JWTKeyRecord{}
+	s.mu.users = map[string]UserRecord{}
 	for _, kv := range resp.Kvs {
 		if interesting(string(kv.Key)) {
 			s.applyLocked(string(kv.Key), kv.Value, false)
@@ -161,6 +163,15 @@ func (s *stateCache) applyLocked(key string, value []byte, deleted bool) {
 		if k, err := decode[JWTKeyRecord](value); err == nil {
 			s.mu.jwtKeys[kid] = k
 		}
+	case strings.HasPrefix(key, prefixUsers):
+		name := strings.TrimPrefix(key, prefixUsers)
+		if deleted {
+			delete(s.mu.users, name)
+			return
+		}
+		if u, err := decode[UserRecord](value); err == nil {
+			s.mu.users[name] = u
+		}
 	case key == keyRoots:
 		if !deleted {
 			if roots, err := ca.ParseCertsPEM(value); err == nil {
@@ -177,4 +188,12 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// user returns the cached record of user name.
+func (s *stateCache) user(name string) (UserRecord, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	u, ok := s.mu.users[name]
+	return u, ok
 }

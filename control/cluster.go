@@ -83,6 +83,12 @@ func (s *Server) Heartbeat(ctx context.Context, req *unumv1.HeartbeatRequest) (*
 		SVIDExpiresAt: time.Unix(req.GetSvidExpiresAtUnix(), 0).UTC(),
 		Enforcement:   req.GetEnforcement(),
 		AgentReady:    req.GetAgentReady(),
+		// Reported so status can warn about stale views, CA rotation can
+		// tell when every node holds a new root, and metrics can show it.
+		RevocationAgeMs:           req.GetRevocationAgeMs(),
+		BundleFingerprints:        req.GetBundleFingerprints(),
+		IntermediateFingerprint:   req.GetIntermediateFingerprint(),
+		IntermediateExpiresAtUnix: req.GetIntermediateExpiresAtUnix(),
 	}
 	// Only members may report; a removed node's heartbeat is refused.
 	resp, err := s.cfg.Etcd.Txn(ctx).
@@ -133,6 +139,10 @@ func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
 			pn.SvidExpiresAtUnix = st.SVIDExpiresAt.Unix()
 			pn.Enforcement = st.Enforcement
 			pn.AgentReady = st.AgentReady
+			pn.RevocationAgeMs = st.RevocationAgeMs
+			pn.BundleFingerprints = st.BundleFingerprints
+			pn.IntermediateFingerprint = st.IntermediateFingerprint
+			pn.IntermediateExpiresAtUnix = st.IntermediateExpiresAtUnix
 			pn.Ready = st.AgentReady && now.Sub(st.LastSeen) < nodeReadyAfter && now.Before(st.SVIDExpiresAt)
 		}
 		out = append(out, pn)

@@ -142,12 +142,20 @@ func newHarness(dir string) (*harness, func(), error) {
 		etcd.Close()
 		return nil, nil, err
 	}
+	// Privileged calls wait for the revocation feed's first load.
+	for deadline := time.Now().Add(30 * time.Second); srv.Revocations().Fresh() != nil; {
+		if time.Now().After(deadline) {
+			etcd.Close()
+			return nil, nil, fmt.Errorf("revocation view never loaded: %v", srv.Revocations().Fresh())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, apiAddr: apiAddr, enrollAddr: enrollAddr}
 	serverCreds, err := hh.creds(nodeID)
 	if err != nil {
 		return nil, nil, err
 	}
-	api := rpc.NewServer(serverCreds, rpc.BuiltinAuthorizer{}, quiet)
+	api := rpc.NewServer(serverCreds, rpc.ServerConfig{Authorizer: rpc.BuiltinAuthorizer{Roles: srv}, Revocations: srv.Revocations(), Log: quiet})
 	unumv1.RegisterIdentityServer(api, srv)
 	unumv1.RegisterClusterServer(api, srv)
 	enroll := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(serverCreds))))

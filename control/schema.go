@@ -8,18 +8,32 @@ import (
 
 // Keys in etcd. Everything unum keeps in etcd lives under /unum/.
 const (
-	keyClusterInfo    = "/unum/cluster/info"
-	keyRoots          = "/unum/ca/roots"
-	prefixJWTKeys     = "/unum/ca/jwt/"
-	prefixNodes       = "/unum/nodes/"
-	prefixNodeStatus  = "/unum/nodestatus/"
-	prefixEntries     = "/unum/entries/"
-	prefixJoinTokens  = "/unum/tokens/join/"
-	watchPrefixAll    = "/unum/"
-	nodeReadyAfter    = 10 * time.Second
-	maxJoinTokenTTL   = 24 * time.Hour
-	defaultJoinTTL    = 15 * time.Minute
-	maxEntrySelectors = 16
+	keyClusterInfo   = "/unum/cluster/info"
+	keyRoots         = "/unum/ca/roots"
+	prefixJWTKeys    = "/unum/ca/jwt/"
+	prefixNodes      = "/unum/nodes/"
+	prefixNodeStatus = "/unum/nodestatus/"
+	prefixEntries    = "/unum/entries/"
+	prefixJoinTokens = "/unum/tokens/join/"
+	// prefixUserTokens holds user enrolment tokens (jointoken.Record with
+	// the user's name), consumed by Login.
+	prefixUserTokens = "/unum/tokens/user/"
+	prefixUsers      = "/unum/users/"
+	// prefixRevocations holds one revocationRecord per revoked SPIFFE ID,
+	// keyed by the ID; keyRestoreWindow the revocation.Window of the last
+	// restore from backup. Both are read by every control node's
+	// revocation feed (revocations.go).
+	prefixRevocations = "/unum/revocations/ids/"
+	keyRestoreWindow  = "/unum/revocations/restore"
+	watchRevocations  = "/unum/revocations/"
+	// prefixRemovedNodes keeps the record of every removed node (with the
+	// certificates it held) so its past signatures stay verifiable.
+	prefixRemovedNodes = "/unum/removednodes/"
+	watchPrefixAll     = "/unum/"
+	nodeReadyAfter     = 10 * time.Second
+	maxJoinTokenTTL    = 24 * time.Hour
+	defaultJoinTTL     = 15 * time.Minute
+	maxEntrySelectors  = 16
 	// confirmTimeout bounds the linearizable reads that gate issuance.
 	confirmTimeout = 5 * time.Second
 )
@@ -57,6 +71,11 @@ type NodeStatus struct {
 	SVIDExpiresAt time.Time `json:"svid_expires_at"`
 	Enforcement   string    `json:"enforcement"`
 	AgentReady    bool      `json:"agent_ready"`
+	// RevocationAgeMs is -1 before the node's view first loaded.
+	RevocationAgeMs           int64    `json:"revocation_age_ms"`
+	BundleFingerprints        []string `json:"bundle_fingerprints,omitempty"`
+	IntermediateFingerprint   string   `json:"intermediate_fingerprint,omitempty"`
+	IntermediateExpiresAtUnix int64    `json:"intermediate_expires_at_unix,omitempty"`
 }
 
 // EntryRecord is a registration entry.
@@ -80,10 +99,36 @@ type JWTKeyRecord struct {
 	PublicKey []byte `json:"public_key"` // PKIX DER
 }
 
-func nodeKey(name string) string       { return prefixNodes + name }
-func nodeStatusKey(name string) string { return prefixNodeStatus + name }
-func entryKey(id string) string        { return prefixEntries + id }
-func joinTokenKey(id string) string    { return prefixJoinTokens + id }
+// UserRecord is a person: spiffe://TD/user/NAME with a role. Roles are
+// admin, operator and viewer (see rpc.BuiltinAuthorizer); the policy issue
+// reads them as data.
+type UserRecord struct {
+	Name      string        `json:"name"`
+	Role      string        `json:"role"`
+	CertTTL   time.Duration `json:"cert_ttl"`
+	CreatedAt time.Time     `json:"created_at"`
+	CreatedBy string        `json:"created_by"`
+}
+
+// RemovedNodeRecord is what is kept of a removed node.
+type RemovedNodeRecord struct {
+	Node      NodeRecord `json:"node"`
+	RemovedAt time.Time  `json:"removed_at"`
+	RemovedBy string     `json:"removed_by"`
+	Forced    bool       `json:"forced,omitempty"`
+	// Certificates (PEM) the node held that others may need to verify its
+	// past signatures: its intermediate for a control node.
+	Certificates []byte `json:"certificates,omitempty"`
+}
+
+func nodeKey(name string) string        { return prefixNodes + name }
+func userKey(name string) string        { return prefixUsers + name }
+func userTokenKey(id string) string     { return prefixUserTokens + id }
+func revocationKey(id string) string    { return prefixRevocations + id }
+func removedNodeKey(name string) string { return prefixRemovedNodes + name }
+func nodeStatusKey(name string) string  { return prefixNodeStatus + name }
+func entryKey(id string) string         { return prefixEntries + id }
+func joinTokenKey(id string) string     { return prefixJoinTokens + id }
 
 func mustJSON(v any) string {
 	b, err := json.Marshal(v)

@@ -18,6 +18,7 @@ import (
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/identity/revocation"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/storage/meta"
 )
@@ -51,8 +52,12 @@ type Config struct {
 	// IntermediateTTL is the lifetime of intermediates signed for joining
 	// control nodes (default 1 year, capped at the root's expiry).
 	IntermediateTTL time.Duration
-	Clock           func() time.Time
-	Log             *slog.Logger
+	// Revocations is the view this server feeds from etcd and checks
+	// callers against (the node's rpc interceptor shares it). New makes
+	// one with the default bound when nil.
+	Revocations *revocation.View
+	Clock       func() time.Time
+	Log         *slog.Logger
 }
 
 // Server implements the Identity, Enrollment and Cluster services.
@@ -61,9 +66,10 @@ type Server struct {
 	unumv1.UnimplementedEnrollmentServer
 	unumv1.UnimplementedClusterServer
 
-	cfg    Config
-	reader *meta.BatchReader
-	cache  *stateCache
+	cfg         Config
+	reader      *meta.BatchReader
+	cache       *stateCache
+	revocations *revocation.View
 
 	// controlJoins serializes control-role joins (see Join).
 	controlJoins sync.Mutex
@@ -102,14 +108,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.Revocations == nil {
+		cfg.Revocations = revocation.NewView(0, cfg.Clock)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:    cfg,
-		reader: meta.NewBatchReader(cfg.Etcd),
-		cache:  newStateCache(cfg.Etcd, cfg.Log),
-		cancel: cancel,
+		cfg:         cfg,
+		reader:      meta.NewBatchReader(cfg.Etcd),
+		cache:       newStateCache(cfg.Etcd, cfg.Log),
+		revocations: cfg.Revocations,
+		cancel:      cancel,
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		s.feedRevocations(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.cache.run(ctx)
@@ -120,6 +134,16 @@ func New(cfg Config) (*Server, error) {
 	}()
 	return s, nil
 }
+
+// UserRole implements rpc.RoleSource from the watched state: a removed
+// user's role disappears within the watch latency, and their certificates
+// are refused by revocation anyway.
+func (s *Server) UserRole(name string) (string, bool) {
+	u, ok := s.cache.user(name)
+	return u.Role, ok
+}
+
+var _ rpc.RoleSource = (*Server)(nil)
 
 // Close stops the server's background work.
 func (s *Server) Close() {

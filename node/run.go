@@ -26,6 +26,7 @@ import (
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/agent"
 	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/identity/revocation"
 	"github.com/unumos/unum/identity/selector"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
@@ -51,7 +52,10 @@ type Options struct {
 	Token    string
 	// SVIDTTL is the lifetime of the workload X509-SVIDs this node's CA
 	// signs (control nodes; default 1h).
-	SVIDTTL                     time.Duration
+	SVIDTTL time.Duration
+	// RevocationBound is how old this node's revocation view may get
+	// before it refuses privileged actions (default revocation.DefaultBound).
+	RevocationBound             time.Duration
 	EtcdHeartbeat, EtcdElection time.Duration
 	Log                         *slog.Logger
 }
@@ -106,6 +110,9 @@ type node struct {
 	cfg    *Config
 	agent  *agent.Agent
 	synced atomic.Bool
+	// revocations is checked by this node's API server; control nodes
+	// feed it from etcd, other nodes from the control plane's stream.
+	revocations *revocation.View
 
 	// Control nodes only.
 	authority *ca.Authority
@@ -137,7 +144,8 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg}, nil
+	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg,
+		revocations: revocation.NewView(o.RevocationBound, time.Now)}, nil
 }
 
 // selfIssued reports whether the node's SVID comes from its own
@@ -185,11 +193,11 @@ func (n *node) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("api listener: %w", err)
 	}
-	api := rpc.NewServer(n.creds, rpc.BuiltinAuthorizer{}, n.log)
-	servers = append(servers, func() { stopGRPC(api) })
-
+	var roles rpc.RoleSource
+	var ctl *control.Server
 	if n.cfg.HasRole("control") {
-		ctl, stop, err := n.startControl(ctx, goFn)
+		var stop func()
+		ctl, stop, err = n.startControl(ctx, goFn)
 		if stop != nil {
 			cleanups = append(cleanups, stop)
 		}
@@ -197,6 +205,12 @@ func (n *node) run(ctx context.Context) error {
 			apiLis.Close()
 			return err
 		}
+		roles = ctl
+	}
+	api := rpc.NewServer(n.creds, rpc.ServerConfig{Authorizer: rpc.BuiltinAuthorizer{Roles: roles}, Revocations: n.revocations, Log: n.log})
+	servers = append(servers, func() { stopGRPC(api) })
+
+	if ctl != nil {
 		unumv1.RegisterIdentityServer(api, ctl)
 		unumv1.RegisterClusterServer(api, ctl)
 		enrollLis, err := net.Listen("tcp", n.cfg.EnrollListen)
@@ -231,6 +245,9 @@ func (n *node) run(ctx context.Context) error {
 		goFn("workload api", func(ctx context.Context) error { return n.agent.Serve(ctx, n.l.Socket()) })
 	}
 	goFn("agent sync", func(ctx context.Context) error { n.syncLoop(ctx, idc); return nil })
+	if ctl == nil {
+		goFn("revocation feed", func(ctx context.Context) error { n.revocationLoop(ctx, idc); return nil })
+	}
 	goFn("heartbeat", func(ctx context.Context) error { n.heartbeatLoop(ctx, unumv1.NewClusterClient(cc)); return nil })
 	goFn("node svid rotation", func(ctx context.Context) error { n.rotateLoop(ctx, idc); return nil })
 
@@ -341,6 +358,7 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		Etcd:        cli,
 		SVIDTTL:     n.o.SVIDTTL,
 		NodeSVIDTTL: NodeSVIDTTL,
+		Revocations: n.revocations,
 		Log:         n.log.With("component", "control"),
 	})
 	stop := func() {
@@ -429,6 +447,34 @@ func (n *node) syncLoop(ctx context.Context, idc unumv1.IdentityClient) {
 	}
 }
 
+// revocationLoop follows the control plane's revocation stream into
+// n.revocations (nodes without etcd). A full update replaces the set; every
+// message, heartbeats included, dates the view back by the sender's own
+// age, so a node fed by a stale control node is itself stale.
+func (n *node) revocationLoop(ctx context.Context, idc unumv1.IdentityClient) {
+	for ctx.Err() == nil {
+		stream, err := idc.WatchRevocations(ctx, &unumv1.WatchRevocationsRequest{})
+		if err == nil {
+			for {
+				msg, err := stream.Recv()
+				if err != nil {
+					if ctx.Err() == nil {
+						n.log.Debug("revocation stream ended", "err", err)
+					}
+					break
+				}
+				freshAt := time.Now().Add(-time.Duration(msg.GetViewAgeMs()) * time.Millisecond)
+				if msg.GetFull() {
+					n.revocations.Update(control.SetFromUpdate(msg), freshAt)
+				} else {
+					n.revocations.Touch(freshAt)
+				}
+			}
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+}
+
 func (n *node) applySync(resp *unumv1.SyncAgentResponse) {
 	roots, err := parseDERs(resp.GetRoots())
 	if err != nil || len(roots) == 0 {
@@ -502,10 +548,15 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) {
 	failures := 0
 	for {
 		hctx, cancel := context.WithTimeout(ctx, heartbeatEvery)
+		revAge := int64(-1)
+		if age, ok := n.revocations.Age(); ok {
+			revAge = age.Milliseconds()
+		}
 		_, err := cc.Heartbeat(hctx, &unumv1.HeartbeatRequest{
 			SvidExpiresAtUnix: n.svidExpiry().Unix(),
 			Enforcement:       EnforcementMode,
 			AgentReady:        n.synced.Load(),
+			RevocationAgeMs:   revAge,
 		})
 		cancel()
 		if err != nil && ctx.Err() == nil {

@@ -92,7 +92,7 @@ func NewIntermediate(td spiffeid.TrustDomain, nodeName string, pub crypto.Public
 			Organization: []string{"unum"},
 			CommonName:   "unum intermediate CA " + nodeName,
 		},
-		NotBefore:             maxTime(now.Add(-ClockSkew), root.NotBefore),
+		NotBefore:             now.Add(-ClockSkew), // exact: revocation reads the issue time back from it
 		NotAfter:              minTime(now.Add(ttl), root.NotAfter),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,

@@ -109,7 +109,7 @@ func (whoAmI) SyncAgent(_ *unumv1.SyncAgentRequest, s unumv1.Identity_SyncAgentS
 
 func serve(t *testing.T, creds *Credentials) string {
 	t.Helper()
-	srv := NewServer(creds, BuiltinAuthorizer{}, nilLogger())
+	srv := NewServer(creds, ServerConfig{Authorizer: BuiltinAuthorizer{}, Log: nilLogger()})
 	unumv1.RegisterIdentityServer(srv, whoAmI{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/revocation"
 )
 
 type callerKey struct{}
@@ -44,10 +46,26 @@ func ServerTLS(creds *Credentials) *tls.Config {
 	return cfg
 }
 
-// NewServer returns a gRPC server on creds whose every method is authorized
-// by authz. Register services on it, then Serve.
-func NewServer(creds *Credentials, authz Authorizer, log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
-	ic := &interceptor{authz: authz, log: log}
+// ServerConfig is what NewServer needs besides credentials.
+type ServerConfig struct {
+	Authorizer Authorizer
+	// Revocations, when set, is checked on every call and stream (a new
+	// connection's first call included) against the caller's whole chain,
+	// and a stream is cut when its caller is revoked while it runs; a
+	// Privileged decision is refused while the view is stale. The TLS
+	// handshake itself is left to complete so that a refused caller is told
+	// why. Nil only on servers that accept no privileged call.
+	Revocations *revocation.View
+	Log         *slog.Logger
+}
+
+// NewServer returns a gRPC server on creds whose every method is checked
+// against revocations and authorized. Register services on it, then Serve.
+func NewServer(creds *Credentials, cfg ServerConfig, opts ...grpc.ServerOption) *grpc.Server {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	ic := &interceptor{authz: cfg.Authorizer, revocations: cfg.Revocations, log: cfg.Log}
 	opts = append([]grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(ServerTLS(creds))),
 		grpc.ChainUnaryInterceptor(ic.unary),
@@ -57,14 +75,18 @@ func NewServer(creds *Credentials, authz Authorizer, log *slog.Logger, opts ...g
 }
 
 type interceptor struct {
-	authz Authorizer
-	log   *slog.Logger
+	authz       Authorizer
+	revocations *revocation.View
+	log         *slog.Logger
 }
 
 func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (context.Context, error) {
-	caller, err := callerFromPeer(ctx)
+	caller, chain, err := callerFromPeer(ctx)
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	if err := ic.checkRevoked(method, caller, chain); err != nil {
+		return nil, err
 	}
 	d, err := ic.authz.Authorize(ctx, Request{Caller: caller, Method: method, Message: msg})
 	if err != nil {
@@ -76,7 +98,30 @@ func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (c
 		ic.log.Info("call denied", "method", method, "caller", caller.ID.String(), "reason", d.Reason)
 		return nil, status.Errorf(codes.PermissionDenied, "denied by policy: %s", d.Reason)
 	}
+	if d.Privileged {
+		if ic.revocations == nil {
+			return nil, status.Errorf(codes.Unavailable, "%s is privileged and this server has no revocation view", shortMethod(method))
+		}
+		if err := ic.revocations.Fresh(); err != nil {
+			ic.log.Warn("privileged call refused: stale revocation view", "method", method, "caller", caller.ID.String(), "err", err)
+			return nil, status.Errorf(codes.Unavailable, "%s refused: %v", shortMethod(method), err)
+		}
+	}
 	return WithCaller(ctx, caller), nil
+}
+
+// checkRevoked refuses a revoked caller with the reason (codes.Unauthenticated:
+// the certificate no longer proves who it names).
+func (ic *interceptor) checkRevoked(method string, caller Caller, chain []*x509.Certificate) error {
+	if ic.revocations == nil {
+		return nil
+	}
+	err := ic.revocations.CheckChain(chain)
+	if err == nil || (errors.Is(err, revocation.ErrMustRenew) && renewalMethods[method]) {
+		return nil
+	}
+	ic.log.Info("revoked caller refused", "method", method, "caller", caller.ID.String(), "err", err)
+	return status.Error(codes.Unauthenticated, err.Error())
 }
 
 func (ic *interceptor) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -92,7 +137,36 @@ func (ic *interceptor) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	if err != nil {
 		return err
 	}
-	return handler(srv, &callerStream{ServerStream: ss, ctx: ctx})
+	if ic.revocations == nil {
+		return handler(srv, &callerStream{ServerStream: ss, ctx: ctx})
+	}
+	// Cut the stream when its caller is revoked while it runs.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	_, chain, _ := callerFromPeer(ctx)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			_, changed, _ := ic.revocations.Snapshot()
+			if err := ic.checkRevoked(info.FullMethod, Caller{}, chain); err != nil {
+				cancel(err)
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+		}
+	}()
+	err = handler(srv, &callerStream{ServerStream: ss, ctx: ctx})
+	if cause := context.Cause(ctx); cause != nil && status.Code(cause) == codes.Unauthenticated {
+		return cause
+	}
+	return err
 }
 
 type callerStream struct {
@@ -105,26 +179,26 @@ func (s *callerStream) Context() context.Context { return s.ctx }
 // callerFromPeer extracts the SPIFFE ID from the verified peer certificate.
 // The TLS layer has already verified the chain against the bundle; a
 // connection without a verified chain never reaches here on an API listener.
-func callerFromPeer(ctx context.Context) (Caller, error) {
+func callerFromPeer(ctx context.Context) (Caller, []*x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return Caller{}, errors.New("no peer")
+		return Caller{}, nil, errors.New("no peer")
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok {
-		return Caller{}, errors.New("connection is not TLS")
+		return Caller{}, nil, errors.New("connection is not TLS")
 	}
 	// go-spiffe verifies the chain against the bundle in
 	// VerifyPeerCertificate (tls.Config.ClientAuth RequireAnyClientCert), so
 	// VerifiedChains stays empty; a handshake that reached this point has
 	// passed that verification, and the leaf is PeerCertificates[0].
 	if !ti.State.HandshakeComplete || len(ti.State.PeerCertificates) == 0 {
-		return Caller{}, errors.New("no verified client certificate")
+		return Caller{}, nil, errors.New("no verified client certificate")
 	}
 	leaf := ti.State.PeerCertificates[0]
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
-		return Caller{}, fmt.Errorf("client certificate has no SPIFFE ID: %w", err)
+		return Caller{}, nil, fmt.Errorf("client certificate has no SPIFFE ID: %w", err)
 	}
-	return Caller{Principal: identity.Classify(id), Certificate: leaf}, nil
+	return Caller{Principal: identity.Classify(id), Certificate: leaf}, ti.State.PeerCertificates, nil
 }

@@ -25,6 +25,155 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type LoginRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user enrolment token as printed by `unum user add`.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// PKCS#10 CSR (DER) for spiffe://TD/user/NAME, from a key made locally.
+	Csr []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	// Requested certificate lifetime; 0 means the user's default. Capped at
+	// the user's configured lifetime.
+	TtlSeconds    int64 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginRequest) Reset() {
+	*x = LoginRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginRequest) ProtoMessage() {}
+
+func (x *LoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
+func (*LoginRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LoginRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *LoginRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type LoginResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Role        string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// Leaf first, then intermediates (DER).
+	SvidChain        [][]byte `protobuf:"bytes,4,rep,name=svid_chain,json=svidChain,proto3" json:"svid_chain,omitempty"`
+	Roots            [][]byte `protobuf:"bytes,5,rep,name=roots,proto3" json:"roots,omitempty"`
+	ControlAddresses []string `protobuf:"bytes,6,rep,name=control_addresses,json=controlAddresses,proto3" json:"control_addresses,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *LoginResponse) Reset() {
+	*x = LoginResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginResponse) ProtoMessage() {}
+
+func (x *LoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
+func (*LoginResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LoginResponse) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *LoginResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LoginResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *LoginResponse) GetSvidChain() [][]byte {
+	if x != nil {
+		return x.SvidChain
+	}
+	return nil
+}
+
+func (x *LoginResponse) GetRoots() [][]byte {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+func (x *LoginResponse) GetControlAddresses() []string {
+	if x != nil {
+		return x.ControlAddresses
+	}
+	return nil
+}
+
 type JoinRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The join token as printed by `unum node join-token`.
@@ -51,7 +200,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[0]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -63,7 +212,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[0]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -76,7 +225,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{0}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -174,7 +323,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[1]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -186,7 +335,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[1]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -199,7 +348,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{1}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JoinResponse) GetTrustDomain() string {
@@ -286,6 +435,253 @@ func (x *JoinResponse) GetEtcdClientUrls() []string {
 	return nil
 }
 
+type WatchRevocationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRevocationsRequest) Reset() {
+	*x = WatchRevocationsRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRevocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRevocationsRequest) ProtoMessage() {}
+
+func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
+func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{4}
+}
+
+// Revocation refuses every certificate for spiffe_id issued before before.
+type Revocation struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId       string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	BeforeUnixNano int64                  `protobuf:"varint,2,opt,name=before_unix_nano,json=beforeUnixNano,proto3" json:"before_unix_nano,omitempty"`
+	Reason         string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	RevokedBy      string                 `protobuf:"bytes,4,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	RevokedAtUnix  int64                  `protobuf:"varint,5,opt,name=revoked_at_unix,json=revokedAtUnix,proto3" json:"revoked_at_unix,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Revocation) Reset() {
+	*x = Revocation{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocation) ProtoMessage() {}
+
+func (x *Revocation) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
+func (*Revocation) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Revocation) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *Revocation) GetBeforeUnixNano() int64 {
+	if x != nil {
+		return x.BeforeUnixNano
+	}
+	return 0
+}
+
+func (x *Revocation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Revocation) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+func (x *Revocation) GetRevokedAtUnix() int64 {
+	if x != nil {
+		return x.RevokedAtUnix
+	}
+	return 0
+}
+
+// RestoreWindow marks a restore from backup: certificates issued between
+// the backup and the restore must renew before they are accepted again.
+type RestoreWindow struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	BackupUnixNano   int64                  `protobuf:"varint,1,opt,name=backup_unix_nano,json=backupUnixNano,proto3" json:"backup_unix_nano,omitempty"`
+	RestoredUnixNano int64                  `protobuf:"varint,2,opt,name=restored_unix_nano,json=restoredUnixNano,proto3" json:"restored_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RestoreWindow) Reset() {
+	*x = RestoreWindow{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreWindow) ProtoMessage() {}
+
+func (x *RestoreWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreWindow.ProtoReflect.Descriptor instead.
+func (*RestoreWindow) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RestoreWindow) GetBackupUnixNano() int64 {
+	if x != nil {
+		return x.BackupUnixNano
+	}
+	return 0
+}
+
+func (x *RestoreWindow) GetRestoredUnixNano() int64 {
+	if x != nil {
+		return x.RestoredUnixNano
+	}
+	return 0
+}
+
+type RevocationUpdate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set on the first message and whenever the set changed: revocations and
+	// restore are then the whole set, replacing what the receiver had.
+	Full        bool           `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
+	Revocations []*Revocation  `protobuf:"bytes,2,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	Restore     *RestoreWindow `protobuf:"bytes,3,opt,name=restore,proto3" json:"restore,omitempty"`
+	// etcd revision the set was read at.
+	Revision int64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	// How old the sender's own view was when it sent this message.
+	ViewAgeMs     int64 `protobuf:"varint,5,opt,name=view_age_ms,json=viewAgeMs,proto3" json:"view_age_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevocationUpdate) Reset() {
+	*x = RevocationUpdate{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevocationUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevocationUpdate) ProtoMessage() {}
+
+func (x *RevocationUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevocationUpdate.ProtoReflect.Descriptor instead.
+func (*RevocationUpdate) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RevocationUpdate) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *RevocationUpdate) GetRevocations() []*Revocation {
+	if x != nil {
+		return x.Revocations
+	}
+	return nil
+}
+
+func (x *RevocationUpdate) GetRestore() *RestoreWindow {
+	if x != nil {
+		return x.Restore
+	}
+	return nil
+}
+
+func (x *RevocationUpdate) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RevocationUpdate) GetViewAgeMs() int64 {
+	if x != nil {
+		return x.ViewAgeMs
+	}
+	return 0
+}
+
 type WhoAmIRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -294,7 +690,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[2]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +702,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[2]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +715,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{2}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{8}
 }
 
 type WhoAmIResponse struct {
@@ -334,7 +730,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[3]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +742,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[3]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +755,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{3}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WhoAmIResponse) GetSpiffeId() string {
@@ -394,7 +790,7 @@ type MintX509SVIDRequest struct {
 
 func (x *MintX509SVIDRequest) Reset() {
 	*x = MintX509SVIDRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[4]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +802,7 @@ func (x *MintX509SVIDRequest) String() string {
 func (*MintX509SVIDRequest) ProtoMessage() {}
 
 func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[4]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +815,7 @@ func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{4}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MintX509SVIDRequest) GetEntryId() string {
@@ -452,7 +848,7 @@ type MintX509SVIDResponse struct {
 
 func (x *MintX509SVIDResponse) Reset() {
 	*x = MintX509SVIDResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[5]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +860,7 @@ func (x *MintX509SVIDResponse) String() string {
 func (*MintX509SVIDResponse) ProtoMessage() {}
 
 func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[5]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +873,7 @@ func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{5}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MintX509SVIDResponse) GetChain() [][]byte {
@@ -498,7 +894,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[6]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +906,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[6]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +919,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{6}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MintJWTSVIDRequest) GetEntryId() string {
@@ -556,7 +952,7 @@ type MintJWTSVIDResponse struct {
 
 func (x *MintJWTSVIDResponse) Reset() {
 	*x = MintJWTSVIDResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[7]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +964,7 @@ func (x *MintJWTSVIDResponse) String() string {
 func (*MintJWTSVIDResponse) ProtoMessage() {}
 
 func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[7]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +977,7 @@ func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{7}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MintJWTSVIDResponse) GetToken() string {
@@ -600,7 +996,7 @@ type RenewNodeSVIDRequest struct {
 
 func (x *RenewNodeSVIDRequest) Reset() {
 	*x = RenewNodeSVIDRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[8]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +1008,7 @@ func (x *RenewNodeSVIDRequest) String() string {
 func (*RenewNodeSVIDRequest) ProtoMessage() {}
 
 func (x *RenewNodeSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[8]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +1021,7 @@ func (x *RenewNodeSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewNodeSVIDRequest.ProtoReflect.Descriptor instead.
 func (*RenewNodeSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{8}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RenewNodeSVIDRequest) GetCsr() []byte {
@@ -644,7 +1040,7 @@ type RenewNodeSVIDResponse struct {
 
 func (x *RenewNodeSVIDResponse) Reset() {
 	*x = RenewNodeSVIDResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[9]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +1052,7 @@ func (x *RenewNodeSVIDResponse) String() string {
 func (*RenewNodeSVIDResponse) ProtoMessage() {}
 
 func (x *RenewNodeSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[9]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +1065,7 @@ func (x *RenewNodeSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewNodeSVIDResponse.ProtoReflect.Descriptor instead.
 func (*RenewNodeSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{9}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RenewNodeSVIDResponse) GetChain() [][]byte {
@@ -687,7 +1083,7 @@ type SyncAgentRequest struct {
 
 func (x *SyncAgentRequest) Reset() {
 	*x = SyncAgentRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[10]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +1095,7 @@ func (x *SyncAgentRequest) String() string {
 func (*SyncAgentRequest) ProtoMessage() {}
 
 func (x *SyncAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[10]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +1108,7 @@ func (x *SyncAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAgentRequest.ProtoReflect.Descriptor instead.
 func (*SyncAgentRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{10}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{16}
 }
 
 type SyncAgentResponse struct {
@@ -727,7 +1123,7 @@ type SyncAgentResponse struct {
 
 func (x *SyncAgentResponse) Reset() {
 	*x = SyncAgentResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[11]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +1135,7 @@ func (x *SyncAgentResponse) String() string {
 func (*SyncAgentResponse) ProtoMessage() {}
 
 func (x *SyncAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[11]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +1148,7 @@ func (x *SyncAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAgentResponse.ProtoReflect.Descriptor instead.
 func (*SyncAgentResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{11}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SyncAgentResponse) GetEntries() []*Entry {
@@ -794,7 +1190,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[12]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +1202,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[12]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +1215,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{12}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JWTKey) GetKid() string {
@@ -854,7 +1250,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[13]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +1262,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[13]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1275,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{13}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Entry) GetId() string {
@@ -950,7 +1346,7 @@ type CreateEntryRequest struct {
 
 func (x *CreateEntryRequest) Reset() {
 	*x = CreateEntryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[14]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1358,7 @@ func (x *CreateEntryRequest) String() string {
 func (*CreateEntryRequest) ProtoMessage() {}
 
 func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[14]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1371,7 @@ func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{14}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateEntryRequest) GetSpiffeId() string {
@@ -1014,7 +1410,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[15]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1422,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[15]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1435,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{15}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{21}
 }
 
 type ListEntriesResponse struct {
@@ -1051,7 +1447,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[16]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1459,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[16]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1472,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{16}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -1095,7 +1491,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[17]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1503,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[17]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1516,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{17}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -1138,7 +1534,7 @@ type DeleteEntryResponse struct {
 
 func (x *DeleteEntryResponse) Reset() {
 	*x = DeleteEntryResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1546,7 @@ func (x *DeleteEntryResponse) String() string {
 func (*DeleteEntryResponse) ProtoMessage() {}
 
 func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1559,7 @@ func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEntryResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{18}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{24}
 }
 
 type CreateJoinTokenRequest struct {
@@ -1177,7 +1573,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1585,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1598,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{19}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateJoinTokenRequest) GetName() string {
@@ -1236,7 +1632,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1644,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1657,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{20}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -1286,7 +1682,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1694,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1707,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{21}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{27}
 }
 
 type ListNodesResponse struct {
@@ -1323,7 +1719,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1731,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1744,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{22}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -1359,24 +1755,28 @@ func (x *ListNodesResponse) GetNodes() []*Node {
 }
 
 type Node struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	Name              string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	SpiffeId          string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	Roles             []string               `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
-	ApiAddress        string                 `protobuf:"bytes,4,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
-	EnrollmentAddress string                 `protobuf:"bytes,5,opt,name=enrollment_address,json=enrollmentAddress,proto3" json:"enrollment_address,omitempty"`
-	Ready             bool                   `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
-	SvidExpiresAtUnix int64                  `protobuf:"varint,7,opt,name=svid_expires_at_unix,json=svidExpiresAtUnix,proto3" json:"svid_expires_at_unix,omitempty"`
-	Enforcement       string                 `protobuf:"bytes,8,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
-	LastSeenUnix      int64                  `protobuf:"varint,9,opt,name=last_seen_unix,json=lastSeenUnix,proto3" json:"last_seen_unix,omitempty"`
-	AgentReady        bool                   `protobuf:"varint,10,opt,name=agent_ready,json=agentReady,proto3" json:"agent_ready,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	state                     protoimpl.MessageState `protogen:"open.v1"`
+	Name                      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SpiffeId                  string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Roles                     []string               `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
+	ApiAddress                string                 `protobuf:"bytes,4,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	EnrollmentAddress         string                 `protobuf:"bytes,5,opt,name=enrollment_address,json=enrollmentAddress,proto3" json:"enrollment_address,omitempty"`
+	Ready                     bool                   `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
+	SvidExpiresAtUnix         int64                  `protobuf:"varint,7,opt,name=svid_expires_at_unix,json=svidExpiresAtUnix,proto3" json:"svid_expires_at_unix,omitempty"`
+	Enforcement               string                 `protobuf:"bytes,8,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+	LastSeenUnix              int64                  `protobuf:"varint,9,opt,name=last_seen_unix,json=lastSeenUnix,proto3" json:"last_seen_unix,omitempty"`
+	AgentReady                bool                   `protobuf:"varint,10,opt,name=agent_ready,json=agentReady,proto3" json:"agent_ready,omitempty"`
+	RevocationAgeMs           int64                  `protobuf:"varint,11,opt,name=revocation_age_ms,json=revocationAgeMs,proto3" json:"revocation_age_ms,omitempty"`
+	BundleFingerprints        []string               `protobuf:"bytes,12,rep,name=bundle_fingerprints,json=bundleFingerprints,proto3" json:"bundle_fingerprints,omitempty"`
+	IntermediateFingerprint   string                 `protobuf:"bytes,13,opt,name=intermediate_fingerprint,json=intermediateFingerprint,proto3" json:"intermediate_fingerprint,omitempty"`
+	IntermediateExpiresAtUnix int64                  `protobuf:"varint,14,opt,name=intermediate_expires_at_unix,json=intermediateExpiresAtUnix,proto3" json:"intermediate_expires_at_unix,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1788,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1801,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{23}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Node) GetName() string {
@@ -1474,6 +1874,34 @@ func (x *Node) GetAgentReady() bool {
 	return false
 }
 
+func (x *Node) GetRevocationAgeMs() int64 {
+	if x != nil {
+		return x.RevocationAgeMs
+	}
+	return 0
+}
+
+func (x *Node) GetBundleFingerprints() []string {
+	if x != nil {
+		return x.BundleFingerprints
+	}
+	return nil
+}
+
+func (x *Node) GetIntermediateFingerprint() string {
+	if x != nil {
+		return x.IntermediateFingerprint
+	}
+	return ""
+}
+
+func (x *Node) GetIntermediateExpiresAtUnix() int64 {
+	if x != nil {
+		return x.IntermediateExpiresAtUnix
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1482,7 +1910,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1922,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1935,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{24}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{30}
 }
 
 type StatusResponse struct {
@@ -1520,13 +1948,16 @@ type StatusResponse struct {
 	CaExpiresAtUnix   int64                  `protobuf:"varint,6,opt,name=ca_expires_at_unix,json=caExpiresAtUnix,proto3" json:"ca_expires_at_unix,omitempty"`
 	RootExpiresAtUnix int64                  `protobuf:"varint,7,opt,name=root_expires_at_unix,json=rootExpiresAtUnix,proto3" json:"root_expires_at_unix,omitempty"`
 	ServedBy          string                 `protobuf:"bytes,8,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Thresholds crossed (expiring CA material or node SVIDs, stale
+	// revocation views, etcd trouble), worded for an operator.
+	Warnings      []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1969,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1982,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{25}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StatusResponse) GetTrustDomain() string {
@@ -1610,6 +2041,13 @@ func (x *StatusResponse) GetServedBy() string {
 	return ""
 }
 
+func (x *StatusResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 type EtcdMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1624,7 +2062,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +2074,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +2087,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{26}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EtcdMember) GetName() string {
@@ -1698,15 +2136,23 @@ type HeartbeatRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	SvidExpiresAtUnix int64                  `protobuf:"varint,1,opt,name=svid_expires_at_unix,json=svidExpiresAtUnix,proto3" json:"svid_expires_at_unix,omitempty"`
 	// enforcement mode: "full" | "degraded" | "none" (until the enforcement issue)
-	Enforcement   string `protobuf:"bytes,2,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
-	AgentReady    bool   `protobuf:"varint,3,opt,name=agent_ready,json=agentReady,proto3" json:"agent_ready,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Enforcement string `protobuf:"bytes,2,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+	AgentReady  bool   `protobuf:"varint,3,opt,name=agent_ready,json=agentReady,proto3" json:"agent_ready,omitempty"`
+	// Age of the node's revocation view; -1 when it has none yet.
+	RevocationAgeMs int64 `protobuf:"varint,4,opt,name=revocation_age_ms,json=revocationAgeMs,proto3" json:"revocation_age_ms,omitempty"`
+	// SHA-256 fingerprints of the trust bundle roots the node holds, so CA
+	// rotation knows when every node has the new root.
+	BundleFingerprints []string `protobuf:"bytes,5,rep,name=bundle_fingerprints,json=bundleFingerprints,proto3" json:"bundle_fingerprints,omitempty"`
+	// Control nodes: the fingerprint and expiry of the intermediate they sign with.
+	IntermediateFingerprint   string `protobuf:"bytes,6,opt,name=intermediate_fingerprint,json=intermediateFingerprint,proto3" json:"intermediate_fingerprint,omitempty"`
+	IntermediateExpiresAtUnix int64  `protobuf:"varint,7,opt,name=intermediate_expires_at_unix,json=intermediateExpiresAtUnix,proto3" json:"intermediate_expires_at_unix,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +2164,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +2177,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{27}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HeartbeatRequest) GetSvidExpiresAtUnix() int64 {
@@ -1755,6 +2201,34 @@ func (x *HeartbeatRequest) GetAgentReady() bool {
 	return false
 }
 
+func (x *HeartbeatRequest) GetRevocationAgeMs() int64 {
+	if x != nil {
+		return x.RevocationAgeMs
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetBundleFingerprints() []string {
+	if x != nil {
+		return x.BundleFingerprints
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetIntermediateFingerprint() string {
+	if x != nil {
+		return x.IntermediateFingerprint
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetIntermediateExpiresAtUnix() int64 {
+	if x != nil {
+		return x.IntermediateExpiresAtUnix
+	}
+	return 0
+}
+
 type HeartbeatResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1763,7 +2237,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +2249,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,14 +2262,1373 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{28}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{34}
+}
+
+type RemoveNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Remove a node that is down (not heartbeating) without its cooperation.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RemoveNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveNodeRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RemoveNodeResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	RemovedEtcdMember bool                   `protobuf:"varint,1,opt,name=removed_etcd_member,json=removedEtcdMember,proto3" json:"removed_etcd_member,omitempty"`
+	DeletedEntries    int32                  `protobuf:"varint,2,opt,name=deleted_entries,json=deletedEntries,proto3" json:"deleted_entries,omitempty"`
+	RevokedSpiffeId   string                 `protobuf:"bytes,3,opt,name=revoked_spiffe_id,json=revokedSpiffeId,proto3" json:"revoked_spiffe_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RemoveNodeResponse) GetRemovedEtcdMember() bool {
+	if x != nil {
+		return x.RemovedEtcdMember
+	}
+	return false
+}
+
+func (x *RemoveNodeResponse) GetDeletedEntries() int32 {
+	if x != nil {
+		return x.DeletedEntries
+	}
+	return 0
+}
+
+func (x *RemoveNodeResponse) GetRevokedSpiffeId() string {
+	if x != nil {
+		return x.RevokedSpiffeId
+	}
+	return ""
+}
+
+type User struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SpiffeId string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// admin | operator | viewer
+	Role           string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	CreatedAtUnix  int64  `protobuf:"varint,4,opt,name=created_at_unix,json=createdAtUnix,proto3" json:"created_at_unix,omitempty"`
+	CreatedBy      string `protobuf:"bytes,5,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	CertTtlSeconds int64  `protobuf:"varint,6,opt,name=cert_ttl_seconds,json=certTtlSeconds,proto3" json:"cert_ttl_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *User) Reset() {
+	*x = User{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *User) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*User) ProtoMessage() {}
+
+func (x *User) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use User.ProtoReflect.Descriptor instead.
+func (*User) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *User) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *User) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *User) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *User) GetCreatedAtUnix() int64 {
+	if x != nil {
+		return x.CreatedAtUnix
+	}
+	return 0
+}
+
+func (x *User) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *User) GetCertTtlSeconds() int64 {
+	if x != nil {
+		return x.CertTtlSeconds
+	}
+	return 0
+}
+
+type AddUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role  string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// Default lifetime of the user's certificates (0: 12h).
+	CertTtlSeconds int64 `protobuf:"varint,3,opt,name=cert_ttl_seconds,json=certTtlSeconds,proto3" json:"cert_ttl_seconds,omitempty"`
+	// Lifetime of the enrolment token (0: 15m).
+	TokenTtlSeconds int64 `protobuf:"varint,4,opt,name=token_ttl_seconds,json=tokenTtlSeconds,proto3" json:"token_ttl_seconds,omitempty"`
+	// Issue a new enrolment token for an existing user instead of failing.
+	ReissueToken  bool `protobuf:"varint,5,opt,name=reissue_token,json=reissueToken,proto3" json:"reissue_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddUserRequest) Reset() {
+	*x = AddUserRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddUserRequest) ProtoMessage() {}
+
+func (x *AddUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddUserRequest.ProtoReflect.Descriptor instead.
+func (*AddUserRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *AddUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddUserRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AddUserRequest) GetCertTtlSeconds() int64 {
+	if x != nil {
+		return x.CertTtlSeconds
+	}
+	return 0
+}
+
+func (x *AddUserRequest) GetTokenTtlSeconds() int64 {
+	if x != nil {
+		return x.TokenTtlSeconds
+	}
+	return 0
+}
+
+func (x *AddUserRequest) GetReissueToken() bool {
+	if x != nil {
+		return x.ReissueToken
+	}
+	return false
+}
+
+type AddUserResponse struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	User               *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Token              string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	TokenExpiresAtUnix int64                  `protobuf:"varint,3,opt,name=token_expires_at_unix,json=tokenExpiresAtUnix,proto3" json:"token_expires_at_unix,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AddUserResponse) Reset() {
+	*x = AddUserResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddUserResponse) ProtoMessage() {}
+
+func (x *AddUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddUserResponse.ProtoReflect.Descriptor instead.
+func (*AddUserResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AddUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *AddUserResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AddUserResponse) GetTokenExpiresAtUnix() int64 {
+	if x != nil {
+		return x.TokenExpiresAtUnix
+	}
+	return 0
+}
+
+type ListUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersRequest) Reset() {
+	*x = ListUsersRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersRequest) ProtoMessage() {}
+
+func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListUsersRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{40}
+}
+
+type ListUsersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersResponse) Reset() {
+	*x = ListUsersResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersResponse) ProtoMessage() {}
+
+func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
+func (*ListUsersResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListUsersResponse) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type RemoveUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveUserRequest) Reset() {
+	*x = RemoveUserRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveUserRequest) ProtoMessage() {}
+
+func (x *RemoveUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveUserRequest.ProtoReflect.Descriptor instead.
+func (*RemoveUserRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RemoveUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveUserResponse) Reset() {
+	*x = RemoveUserResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveUserResponse) ProtoMessage() {}
+
+func (x *RemoveUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveUserResponse.ProtoReflect.Descriptor instead.
+func (*RemoveUserResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{43}
+}
+
+type RevokeUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeUserRequest) Reset() {
+	*x = RevokeUserRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeUserRequest) ProtoMessage() {}
+
+func (x *RevokeUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeUserRequest.ProtoReflect.Descriptor instead.
+func (*RevokeUserRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *RevokeUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevokeUserResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	BeforeUnixNano int64                  `protobuf:"varint,1,opt,name=before_unix_nano,json=beforeUnixNano,proto3" json:"before_unix_nano,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RevokeUserResponse) Reset() {
+	*x = RevokeUserResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeUserResponse) ProtoMessage() {}
+
+func (x *RevokeUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeUserResponse.ProtoReflect.Descriptor instead.
+func (*RevokeUserResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RevokeUserResponse) GetBeforeUnixNano() int64 {
+	if x != nil {
+		return x.BeforeUnixNano
+	}
+	return 0
+}
+
+type RenewUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	TtlSeconds    int64                  `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewUserRequest) Reset() {
+	*x = RenewUserRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewUserRequest) ProtoMessage() {}
+
+func (x *RenewUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewUserRequest.ProtoReflect.Descriptor instead.
+func (*RenewUserRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *RenewUserRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *RenewUserRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type RenewUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chain         [][]byte               `protobuf:"bytes,1,rep,name=chain,proto3" json:"chain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewUserResponse) Reset() {
+	*x = RenewUserResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewUserResponse) ProtoMessage() {}
+
+func (x *RenewUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewUserResponse.ProtoReflect.Descriptor instead.
+func (*RenewUserResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RenewUserResponse) GetChain() [][]byte {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+type CAStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CAStatusRequest) Reset() {
+	*x = CAStatusRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAStatusRequest) ProtoMessage() {}
+
+func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAStatusRequest.ProtoReflect.Descriptor instead.
+func (*CAStatusRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{48}
+}
+
+type CACert struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fingerprint   string                 `protobuf:"bytes,1,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	Subject       string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	NotBeforeUnix int64                  `protobuf:"varint,3,opt,name=not_before_unix,json=notBeforeUnix,proto3" json:"not_before_unix,omitempty"`
+	NotAfterUnix  int64                  `protobuf:"varint,4,opt,name=not_after_unix,json=notAfterUnix,proto3" json:"not_after_unix,omitempty"`
+	// roots: active | next | retiring; intermediates: the node holding it.
+	State             string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	Node              string `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	IssuerFingerprint string `protobuf:"bytes,7,opt,name=issuer_fingerprint,json=issuerFingerprint,proto3" json:"issuer_fingerprint,omitempty"`
+	// roots: whether some control node holds its key.
+	KeyOnline bool `protobuf:"varint,8,opt,name=key_online,json=keyOnline,proto3" json:"key_online,omitempty"`
+	// retiring roots: when they leave the bundle.
+	RetireAtUnix  int64 `protobuf:"varint,9,opt,name=retire_at_unix,json=retireAtUnix,proto3" json:"retire_at_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CACert) Reset() {
+	*x = CACert{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CACert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CACert) ProtoMessage() {}
+
+func (x *CACert) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CACert.ProtoReflect.Descriptor instead.
+func (*CACert) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *CACert) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *CACert) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *CACert) GetNotBeforeUnix() int64 {
+	if x != nil {
+		return x.NotBeforeUnix
+	}
+	return 0
+}
+
+func (x *CACert) GetNotAfterUnix() int64 {
+	if x != nil {
+		return x.NotAfterUnix
+	}
+	return 0
+}
+
+func (x *CACert) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *CACert) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CACert) GetIssuerFingerprint() string {
+	if x != nil {
+		return x.IssuerFingerprint
+	}
+	return ""
+}
+
+func (x *CACert) GetKeyOnline() bool {
+	if x != nil {
+		return x.KeyOnline
+	}
+	return false
+}
+
+func (x *CACert) GetRetireAtUnix() int64 {
+	if x != nil {
+		return x.RetireAtUnix
+	}
+	return 0
+}
+
+type CAStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Roots         []*CACert              `protobuf:"bytes,1,rep,name=roots,proto3" json:"roots,omitempty"`
+	Intermediates []*CACert              `protobuf:"bytes,2,rep,name=intermediates,proto3" json:"intermediates,omitempty"`
+	// A rotation in progress, if any: its phase and what it waits for.
+	RotationPhase string   `protobuf:"bytes,3,opt,name=rotation_phase,json=rotationPhase,proto3" json:"rotation_phase,omitempty"`
+	WaitingFor    []string `protobuf:"bytes,4,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CAStatusResponse) Reset() {
+	*x = CAStatusResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAStatusResponse) ProtoMessage() {}
+
+func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAStatusResponse.ProtoReflect.Descriptor instead.
+func (*CAStatusResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *CAStatusResponse) GetRoots() []*CACert {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+func (x *CAStatusResponse) GetIntermediates() []*CACert {
+	if x != nil {
+		return x.Intermediates
+	}
+	return nil
+}
+
+func (x *CAStatusResponse) GetRotationPhase() string {
+	if x != nil {
+		return x.RotationPhase
+	}
+	return ""
+}
+
+func (x *CAStatusResponse) GetWaitingFor() []string {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return nil
+}
+
+type CARotateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Root  bool                   `protobuf:"varint,1,opt,name=root,proto3" json:"root,omitempty"`
+	// PKCS#8 PEM of an exported root key, used for this call only.
+	RootKeyPem    []byte `protobuf:"bytes,2,opt,name=root_key_pem,json=rootKeyPem,proto3" json:"root_key_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CARotateRequest) Reset() {
+	*x = CARotateRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CARotateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CARotateRequest) ProtoMessage() {}
+
+func (x *CARotateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CARotateRequest.ProtoReflect.Descriptor instead.
+func (*CARotateRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *CARotateRequest) GetRoot() bool {
+	if x != nil {
+		return x.Root
+	}
+	return false
+}
+
+func (x *CARotateRequest) GetRootKeyPem() []byte {
+	if x != nil {
+		return x.RootKeyPem
+	}
+	return nil
+}
+
+type CARotateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RotationId    string                 `protobuf:"bytes,1,opt,name=rotation_id,json=rotationId,proto3" json:"rotation_id,omitempty"`
+	Phase         string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CARotateResponse) Reset() {
+	*x = CARotateResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CARotateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CARotateResponse) ProtoMessage() {}
+
+func (x *CARotateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CARotateResponse.ProtoReflect.Descriptor instead.
+func (*CARotateResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *CARotateResponse) GetRotationId() string {
+	if x != nil {
+		return x.RotationId
+	}
+	return ""
+}
+
+func (x *CARotateResponse) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+type ExportRootRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportRootRequest) Reset() {
+	*x = ExportRootRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportRootRequest) ProtoMessage() {}
+
+func (x *ExportRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportRootRequest.ProtoReflect.Descriptor instead.
+func (*ExportRootRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{53}
+}
+
+type ExportRootResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RootCertPem   []byte                 `protobuf:"bytes,1,opt,name=root_cert_pem,json=rootCertPem,proto3" json:"root_cert_pem,omitempty"`
+	RootKeyPem    []byte                 `protobuf:"bytes,2,opt,name=root_key_pem,json=rootKeyPem,proto3" json:"root_key_pem,omitempty"`
+	Fingerprint   string                 `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportRootResponse) Reset() {
+	*x = ExportRootResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportRootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportRootResponse) ProtoMessage() {}
+
+func (x *ExportRootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportRootResponse.ProtoReflect.Descriptor instead.
+func (*ExportRootResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ExportRootResponse) GetRootCertPem() []byte {
+	if x != nil {
+		return x.RootCertPem
+	}
+	return nil
+}
+
+func (x *ExportRootResponse) GetRootKeyPem() []byte {
+	if x != nil {
+		return x.RootKeyPem
+	}
+	return nil
+}
+
+func (x *ExportRootResponse) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+type ConfirmExportRootRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fingerprint   string                 `protobuf:"bytes,1,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmExportRootRequest) Reset() {
+	*x = ConfirmExportRootRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmExportRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmExportRootRequest) ProtoMessage() {}
+
+func (x *ConfirmExportRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmExportRootRequest.ProtoReflect.Descriptor instead.
+func (*ConfirmExportRootRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ConfirmExportRootRequest) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+type ConfirmExportRootResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmExportRootResponse) Reset() {
+	*x = ConfirmExportRootResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmExportRootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmExportRootResponse) ProtoMessage() {}
+
+func (x *ConfirmExportRootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmExportRootResponse.ProtoReflect.Descriptor instead.
+func (*ConfirmExportRootResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{56}
+}
+
+type ImportRootRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RootKeyPem    []byte                 `protobuf:"bytes,1,opt,name=root_key_pem,json=rootKeyPem,proto3" json:"root_key_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportRootRequest) Reset() {
+	*x = ImportRootRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportRootRequest) ProtoMessage() {}
+
+func (x *ImportRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportRootRequest.ProtoReflect.Descriptor instead.
+func (*ImportRootRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ImportRootRequest) GetRootKeyPem() []byte {
+	if x != nil {
+		return x.RootKeyPem
+	}
+	return nil
+}
+
+type ImportRootResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fingerprint   string                 `protobuf:"bytes,1,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportRootResponse) Reset() {
+	*x = ImportRootResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportRootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportRootResponse) ProtoMessage() {}
+
+func (x *ImportRootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportRootResponse.ProtoReflect.Descriptor instead.
+func (*ImportRootResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ImportRootResponse) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+type CreateBackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateBackupRequest) Reset() {
+	*x = CreateBackupRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateBackupRequest) ProtoMessage() {}
+
+func (x *CreateBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateBackupRequest.ProtoReflect.Descriptor instead.
+func (*CreateBackupRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{59}
+}
+
+type BackupChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupChunk) Reset() {
+	*x = BackupChunk{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupChunk) ProtoMessage() {}
+
+func (x *BackupChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
+func (*BackupChunk) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *BackupChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
 }
 
 var File_api_unum_v1_unum_proto protoreflect.FileDescriptor
 
 const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\n" +
-	"\x16api/unum/v1/unum.proto\x12\aunum.v1\"\xd3\x02\n" +
+	"\x16api/unum/v1/unum.proto\x12\aunum.v1\"W\n" +
+	"\fLoginRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
+	"ttlSeconds\"\xbc\x01\n" +
+	"\rLoginResponse\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x1d\n" +
+	"\n" +
+	"svid_chain\x18\x04 \x03(\fR\tsvidChain\x12\x14\n" +
+	"\x05roots\x18\x05 \x03(\fR\x05roots\x12+\n" +
+	"\x11control_addresses\x18\x06 \x03(\tR\x10controlAddresses\"\xd3\x02\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x1f\n" +
@@ -1824,7 +3657,25 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x14etcd_initial_cluster\x18\n" +
 	" \x01(\tR\x12etcdInitialCluster\x12$\n" +
 	"\x0eetcd_member_id\x18\v \x01(\x04R\fetcdMemberId\x12(\n" +
-	"\x10etcd_client_urls\x18\f \x03(\tR\x0eetcdClientUrls\"\x0f\n" +
+	"\x10etcd_client_urls\x18\f \x03(\tR\x0eetcdClientUrls\"\x19\n" +
+	"\x17WatchRevocationsRequest\"\xb2\x01\n" +
+	"\n" +
+	"Revocation\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12(\n" +
+	"\x10before_unix_nano\x18\x02 \x01(\x03R\x0ebeforeUnixNano\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\x04 \x01(\tR\trevokedBy\x12&\n" +
+	"\x0frevoked_at_unix\x18\x05 \x01(\x03R\rrevokedAtUnix\"g\n" +
+	"\rRestoreWindow\x12(\n" +
+	"\x10backup_unix_nano\x18\x01 \x01(\x03R\x0ebackupUnixNano\x12,\n" +
+	"\x12restored_unix_nano\x18\x02 \x01(\x03R\x10restoredUnixNano\"\xcb\x01\n" +
+	"\x10RevocationUpdate\x12\x12\n" +
+	"\x04full\x18\x01 \x01(\bR\x04full\x125\n" +
+	"\vrevocations\x18\x02 \x03(\v2\x13.unum.v1.RevocationR\vrevocations\x120\n" +
+	"\arestore\x18\x03 \x01(\v2\x16.unum.v1.RestoreWindowR\arestore\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision\x12\x1e\n" +
+	"\vview_age_ms\x18\x05 \x01(\x03R\tviewAgeMs\"\x0f\n" +
 	"\rWhoAmIRequest\"i\n" +
 	"\x0eWhoAmIResponse\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x12\n" +
@@ -1887,7 +3738,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x0fexpires_at_unix\x18\x02 \x01(\x03R\rexpiresAtUnix\"\x12\n" +
 	"\x10ListNodesRequest\"8\n" +
 	"\x11ListNodesResponse\x12#\n" +
-	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\xcd\x02\n" +
+	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\xa6\x04\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x14\n" +
@@ -1901,8 +3752,12 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x0elast_seen_unix\x18\t \x01(\x03R\flastSeenUnix\x12\x1f\n" +
 	"\vagent_ready\x18\n" +
 	" \x01(\bR\n" +
-	"agentReady\"\x0f\n" +
-	"\rStatusRequest\"\xc4\x02\n" +
+	"agentReady\x12*\n" +
+	"\x11revocation_age_ms\x18\v \x01(\x03R\x0frevocationAgeMs\x12/\n" +
+	"\x13bundle_fingerprints\x18\f \x03(\tR\x12bundleFingerprints\x129\n" +
+	"\x18intermediate_fingerprint\x18\r \x01(\tR\x17intermediateFingerprint\x12?\n" +
+	"\x1cintermediate_expires_at_unix\x18\x0e \x01(\x03R\x19intermediateExpiresAtUnix\"\x0f\n" +
+	"\rStatusRequest\"\xe0\x02\n" +
 	"\x0eStatusResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
 	"\x05nodes\x18\x02 \x03(\v2\r.unum.v1.NodeR\x05nodes\x126\n" +
@@ -1912,7 +3767,8 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x06quorum\x18\x05 \x01(\bR\x06quorum\x12+\n" +
 	"\x12ca_expires_at_unix\x18\x06 \x01(\x03R\x0fcaExpiresAtUnix\x12/\n" +
 	"\x14root_expires_at_unix\x18\a \x01(\x03R\x11rootExpiresAtUnix\x12\x1b\n" +
-	"\tserved_by\x18\b \x01(\tR\bservedBy\"\xa0\x01\n" +
+	"\tserved_by\x18\b \x01(\tR\bservedBy\x12\x1a\n" +
+	"\bwarnings\x18\t \x03(\tR\bwarnings\"\xa0\x01\n" +
 	"\n" +
 	"EtcdMember\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
@@ -1921,16 +3777,105 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"clientUrls\x12\x1b\n" +
 	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\x12\x18\n" +
 	"\alearner\x18\x05 \x01(\bR\alearner\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\x86\x01\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xdf\x02\n" +
 	"\x10HeartbeatRequest\x12/\n" +
 	"\x14svid_expires_at_unix\x18\x01 \x01(\x03R\x11svidExpiresAtUnix\x12 \n" +
 	"\venforcement\x18\x02 \x01(\tR\venforcement\x12\x1f\n" +
 	"\vagent_ready\x18\x03 \x01(\bR\n" +
-	"agentReady\"\x13\n" +
-	"\x11HeartbeatResponse2A\n" +
+	"agentReady\x12*\n" +
+	"\x11revocation_age_ms\x18\x04 \x01(\x03R\x0frevocationAgeMs\x12/\n" +
+	"\x13bundle_fingerprints\x18\x05 \x03(\tR\x12bundleFingerprints\x129\n" +
+	"\x18intermediate_fingerprint\x18\x06 \x01(\tR\x17intermediateFingerprint\x12?\n" +
+	"\x1cintermediate_expires_at_unix\x18\a \x01(\x03R\x19intermediateExpiresAtUnix\"\x13\n" +
+	"\x11HeartbeatResponse\"=\n" +
+	"\x11RemoveNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"\x99\x01\n" +
+	"\x12RemoveNodeResponse\x12.\n" +
+	"\x13removed_etcd_member\x18\x01 \x01(\bR\x11removedEtcdMember\x12'\n" +
+	"\x0fdeleted_entries\x18\x02 \x01(\x05R\x0edeletedEntries\x12*\n" +
+	"\x11revoked_spiffe_id\x18\x03 \x01(\tR\x0frevokedSpiffeId\"\xbc\x01\n" +
+	"\x04User\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12&\n" +
+	"\x0fcreated_at_unix\x18\x04 \x01(\x03R\rcreatedAtUnix\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x05 \x01(\tR\tcreatedBy\x12(\n" +
+	"\x10cert_ttl_seconds\x18\x06 \x01(\x03R\x0ecertTtlSeconds\"\xb3\x01\n" +
+	"\x0eAddUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12(\n" +
+	"\x10cert_ttl_seconds\x18\x03 \x01(\x03R\x0ecertTtlSeconds\x12*\n" +
+	"\x11token_ttl_seconds\x18\x04 \x01(\x03R\x0ftokenTtlSeconds\x12#\n" +
+	"\rreissue_token\x18\x05 \x01(\bR\freissueToken\"}\n" +
+	"\x0fAddUserResponse\x12!\n" +
+	"\x04user\x18\x01 \x01(\v2\r.unum.v1.UserR\x04user\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x121\n" +
+	"\x15token_expires_at_unix\x18\x03 \x01(\x03R\x12tokenExpiresAtUnix\"\x12\n" +
+	"\x10ListUsersRequest\"8\n" +
+	"\x11ListUsersResponse\x12#\n" +
+	"\x05users\x18\x01 \x03(\v2\r.unum.v1.UserR\x05users\"'\n" +
+	"\x11RemoveUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
+	"\x12RemoveUserResponse\"'\n" +
+	"\x11RevokeUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\">\n" +
+	"\x12RevokeUserResponse\x12(\n" +
+	"\x10before_unix_nano\x18\x01 \x01(\x03R\x0ebeforeUnixNano\"E\n" +
+	"\x10RenewUserRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
+	"ttlSeconds\")\n" +
+	"\x11RenewUserResponse\x12\x14\n" +
+	"\x05chain\x18\x01 \x03(\fR\x05chain\"\x11\n" +
+	"\x0fCAStatusRequest\"\xb0\x02\n" +
+	"\x06CACert\x12 \n" +
+	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12&\n" +
+	"\x0fnot_before_unix\x18\x03 \x01(\x03R\rnotBeforeUnix\x12$\n" +
+	"\x0enot_after_unix\x18\x04 \x01(\x03R\fnotAfterUnix\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x12\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\x12-\n" +
+	"\x12issuer_fingerprint\x18\a \x01(\tR\x11issuerFingerprint\x12\x1d\n" +
+	"\n" +
+	"key_online\x18\b \x01(\bR\tkeyOnline\x12$\n" +
+	"\x0eretire_at_unix\x18\t \x01(\x03R\fretireAtUnix\"\xb8\x01\n" +
+	"\x10CAStatusResponse\x12%\n" +
+	"\x05roots\x18\x01 \x03(\v2\x0f.unum.v1.CACertR\x05roots\x125\n" +
+	"\rintermediates\x18\x02 \x03(\v2\x0f.unum.v1.CACertR\rintermediates\x12%\n" +
+	"\x0erotation_phase\x18\x03 \x01(\tR\rrotationPhase\x12\x1f\n" +
+	"\vwaiting_for\x18\x04 \x03(\tR\n" +
+	"waitingFor\"G\n" +
+	"\x0fCARotateRequest\x12\x12\n" +
+	"\x04root\x18\x01 \x01(\bR\x04root\x12 \n" +
+	"\froot_key_pem\x18\x02 \x01(\fR\n" +
+	"rootKeyPem\"I\n" +
+	"\x10CARotateResponse\x12\x1f\n" +
+	"\vrotation_id\x18\x01 \x01(\tR\n" +
+	"rotationId\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\"\x13\n" +
+	"\x11ExportRootRequest\"|\n" +
+	"\x12ExportRootResponse\x12\"\n" +
+	"\rroot_cert_pem\x18\x01 \x01(\fR\vrootCertPem\x12 \n" +
+	"\froot_key_pem\x18\x02 \x01(\fR\n" +
+	"rootKeyPem\x12 \n" +
+	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\"<\n" +
+	"\x18ConfirmExportRootRequest\x12 \n" +
+	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\"\x1b\n" +
+	"\x19ConfirmExportRootResponse\"5\n" +
+	"\x11ImportRootRequest\x12 \n" +
+	"\froot_key_pem\x18\x01 \x01(\fR\n" +
+	"rootKeyPem\"6\n" +
+	"\x12ImportRootResponse\x12 \n" +
+	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\"\x15\n" +
+	"\x13CreateBackupRequest\"!\n" +
+	"\vBackupChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data2y\n" +
 	"\n" +
 	"Enrollment\x123\n" +
-	"\x04Join\x12\x14.unum.v1.JoinRequest\x1a\x15.unum.v1.JoinResponse2\xc2\x04\n" +
+	"\x04Join\x12\x14.unum.v1.JoinRequest\x1a\x15.unum.v1.JoinResponse\x126\n" +
+	"\x05Login\x12\x15.unum.v1.LoginRequest\x1a\x16.unum.v1.LoginResponse2\x95\x05\n" +
 	"\bIdentity\x129\n" +
 	"\x06WhoAmI\x12\x16.unum.v1.WhoAmIRequest\x1a\x17.unum.v1.WhoAmIResponse\x12K\n" +
 	"\fMintX509SVID\x12\x1c.unum.v1.MintX509SVIDRequest\x1a\x1d.unum.v1.MintX509SVIDResponse\x12H\n" +
@@ -1939,12 +3884,33 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\tSyncAgent\x12\x19.unum.v1.SyncAgentRequest\x1a\x1a.unum.v1.SyncAgentResponse0\x01\x12:\n" +
 	"\vCreateEntry\x12\x1b.unum.v1.CreateEntryRequest\x1a\x0e.unum.v1.Entry\x12H\n" +
 	"\vListEntries\x12\x1b.unum.v1.ListEntriesRequest\x1a\x1c.unum.v1.ListEntriesResponse\x12H\n" +
-	"\vDeleteEntry\x12\x1b.unum.v1.DeleteEntryRequest\x1a\x1c.unum.v1.DeleteEntryResponse2\xa2\x02\n" +
+	"\vDeleteEntry\x12\x1b.unum.v1.DeleteEntryRequest\x1a\x1c.unum.v1.DeleteEntryResponse\x12Q\n" +
+	"\x10WatchRevocations\x12 .unum.v1.WatchRevocationsRequest\x1a\x19.unum.v1.RevocationUpdate0\x012\xe9\x02\n" +
 	"\aCluster\x12T\n" +
 	"\x0fCreateJoinToken\x12\x1f.unum.v1.CreateJoinTokenRequest\x1a .unum.v1.CreateJoinTokenResponse\x12B\n" +
 	"\tListNodes\x12\x19.unum.v1.ListNodesRequest\x1a\x1a.unum.v1.ListNodesResponse\x129\n" +
 	"\x06Status\x12\x16.unum.v1.StatusRequest\x1a\x17.unum.v1.StatusResponse\x12B\n" +
-	"\tHeartbeat\x12\x19.unum.v1.HeartbeatRequest\x1a\x1a.unum.v1.HeartbeatResponseB+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
+	"\tHeartbeat\x12\x19.unum.v1.HeartbeatRequest\x1a\x1a.unum.v1.HeartbeatResponse\x12E\n" +
+	"\n" +
+	"RemoveNode\x12\x1a.unum.v1.RemoveNodeRequest\x1a\x1b.unum.v1.RemoveNodeResponse2\xdb\x02\n" +
+	"\x05Users\x12<\n" +
+	"\aAddUser\x12\x17.unum.v1.AddUserRequest\x1a\x18.unum.v1.AddUserResponse\x12B\n" +
+	"\tListUsers\x12\x19.unum.v1.ListUsersRequest\x1a\x1a.unum.v1.ListUsersResponse\x12E\n" +
+	"\n" +
+	"RemoveUser\x12\x1a.unum.v1.RemoveUserRequest\x1a\x1b.unum.v1.RemoveUserResponse\x12E\n" +
+	"\n" +
+	"RevokeUser\x12\x1a.unum.v1.RevokeUserRequest\x1a\x1b.unum.v1.RevokeUserResponse\x12B\n" +
+	"\tRenewUser\x12\x19.unum.v1.RenewUserRequest\x1a\x1a.unum.v1.RenewUserResponse2\xec\x02\n" +
+	"\x02CA\x12=\n" +
+	"\x06Status\x12\x18.unum.v1.CAStatusRequest\x1a\x19.unum.v1.CAStatusResponse\x12=\n" +
+	"\x06Rotate\x12\x18.unum.v1.CARotateRequest\x1a\x19.unum.v1.CARotateResponse\x12E\n" +
+	"\n" +
+	"ExportRoot\x12\x1a.unum.v1.ExportRootRequest\x1a\x1b.unum.v1.ExportRootResponse\x12Z\n" +
+	"\x11ConfirmExportRoot\x12!.unum.v1.ConfirmExportRootRequest\x1a\".unum.v1.ConfirmExportRootResponse\x12E\n" +
+	"\n" +
+	"ImportRoot\x12\x1a.unum.v1.ImportRootRequest\x1a\x1b.unum.v1.ImportRootResponse2H\n" +
+	"\x06Backup\x12>\n" +
+	"\x06Create\x12\x1c.unum.v1.CreateBackupRequest\x1a\x14.unum.v1.BackupChunk0\x01B+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
 
 var (
 	file_api_unum_v1_unum_proto_rawDescOnce sync.Once
@@ -1958,76 +3924,142 @@ func file_api_unum_v1_unum_proto_rawDescGZIP() []byte {
 	return file_api_unum_v1_unum_proto_rawDescData
 }
 
-var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_api_unum_v1_unum_proto_goTypes = []any{
-	(*JoinRequest)(nil),             // 0: unum.v1.JoinRequest
-	(*JoinResponse)(nil),            // 1: unum.v1.JoinResponse
-	(*WhoAmIRequest)(nil),           // 2: unum.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),          // 3: unum.v1.WhoAmIResponse
-	(*MintX509SVIDRequest)(nil),     // 4: unum.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),    // 5: unum.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),      // 6: unum.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),     // 7: unum.v1.MintJWTSVIDResponse
-	(*RenewNodeSVIDRequest)(nil),    // 8: unum.v1.RenewNodeSVIDRequest
-	(*RenewNodeSVIDResponse)(nil),   // 9: unum.v1.RenewNodeSVIDResponse
-	(*SyncAgentRequest)(nil),        // 10: unum.v1.SyncAgentRequest
-	(*SyncAgentResponse)(nil),       // 11: unum.v1.SyncAgentResponse
-	(*JWTKey)(nil),                  // 12: unum.v1.JWTKey
-	(*Entry)(nil),                   // 13: unum.v1.Entry
-	(*CreateEntryRequest)(nil),      // 14: unum.v1.CreateEntryRequest
-	(*ListEntriesRequest)(nil),      // 15: unum.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),     // 16: unum.v1.ListEntriesResponse
-	(*DeleteEntryRequest)(nil),      // 17: unum.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),     // 18: unum.v1.DeleteEntryResponse
-	(*CreateJoinTokenRequest)(nil),  // 19: unum.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 20: unum.v1.CreateJoinTokenResponse
-	(*ListNodesRequest)(nil),        // 21: unum.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),       // 22: unum.v1.ListNodesResponse
-	(*Node)(nil),                    // 23: unum.v1.Node
-	(*StatusRequest)(nil),           // 24: unum.v1.StatusRequest
-	(*StatusResponse)(nil),          // 25: unum.v1.StatusResponse
-	(*EtcdMember)(nil),              // 26: unum.v1.EtcdMember
-	(*HeartbeatRequest)(nil),        // 27: unum.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 28: unum.v1.HeartbeatResponse
+	(*LoginRequest)(nil),              // 0: unum.v1.LoginRequest
+	(*LoginResponse)(nil),             // 1: unum.v1.LoginResponse
+	(*JoinRequest)(nil),               // 2: unum.v1.JoinRequest
+	(*JoinResponse)(nil),              // 3: unum.v1.JoinResponse
+	(*WatchRevocationsRequest)(nil),   // 4: unum.v1.WatchRevocationsRequest
+	(*Revocation)(nil),                // 5: unum.v1.Revocation
+	(*RestoreWindow)(nil),             // 6: unum.v1.RestoreWindow
+	(*RevocationUpdate)(nil),          // 7: unum.v1.RevocationUpdate
+	(*WhoAmIRequest)(nil),             // 8: unum.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),            // 9: unum.v1.WhoAmIResponse
+	(*MintX509SVIDRequest)(nil),       // 10: unum.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),      // 11: unum.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),        // 12: unum.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),       // 13: unum.v1.MintJWTSVIDResponse
+	(*RenewNodeSVIDRequest)(nil),      // 14: unum.v1.RenewNodeSVIDRequest
+	(*RenewNodeSVIDResponse)(nil),     // 15: unum.v1.RenewNodeSVIDResponse
+	(*SyncAgentRequest)(nil),          // 16: unum.v1.SyncAgentRequest
+	(*SyncAgentResponse)(nil),         // 17: unum.v1.SyncAgentResponse
+	(*JWTKey)(nil),                    // 18: unum.v1.JWTKey
+	(*Entry)(nil),                     // 19: unum.v1.Entry
+	(*CreateEntryRequest)(nil),        // 20: unum.v1.CreateEntryRequest
+	(*ListEntriesRequest)(nil),        // 21: unum.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),       // 22: unum.v1.ListEntriesResponse
+	(*DeleteEntryRequest)(nil),        // 23: unum.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),       // 24: unum.v1.DeleteEntryResponse
+	(*CreateJoinTokenRequest)(nil),    // 25: unum.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 26: unum.v1.CreateJoinTokenResponse
+	(*ListNodesRequest)(nil),          // 27: unum.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 28: unum.v1.ListNodesResponse
+	(*Node)(nil),                      // 29: unum.v1.Node
+	(*StatusRequest)(nil),             // 30: unum.v1.StatusRequest
+	(*StatusResponse)(nil),            // 31: unum.v1.StatusResponse
+	(*EtcdMember)(nil),                // 32: unum.v1.EtcdMember
+	(*HeartbeatRequest)(nil),          // 33: unum.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 34: unum.v1.HeartbeatResponse
+	(*RemoveNodeRequest)(nil),         // 35: unum.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),        // 36: unum.v1.RemoveNodeResponse
+	(*User)(nil),                      // 37: unum.v1.User
+	(*AddUserRequest)(nil),            // 38: unum.v1.AddUserRequest
+	(*AddUserResponse)(nil),           // 39: unum.v1.AddUserResponse
+	(*ListUsersRequest)(nil),          // 40: unum.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),         // 41: unum.v1.ListUsersResponse
+	(*RemoveUserRequest)(nil),         // 42: unum.v1.RemoveUserRequest
+	(*RemoveUserResponse)(nil),        // 43: unum.v1.RemoveUserResponse
+	(*RevokeUserRequest)(nil),         // 44: unum.v1.RevokeUserRequest
+	(*RevokeUserResponse)(nil),        // 45: unum.v1.RevokeUserResponse
+	(*RenewUserRequest)(nil),          // 46: unum.v1.RenewUserRequest
+	(*RenewUserResponse)(nil),         // 47: unum.v1.RenewUserResponse
+	(*CAStatusRequest)(nil),           // 48: unum.v1.CAStatusRequest
+	(*CACert)(nil),                    // 49: unum.v1.CACert
+	(*CAStatusResponse)(nil),          // 50: unum.v1.CAStatusResponse
+	(*CARotateRequest)(nil),           // 51: unum.v1.CARotateRequest
+	(*CARotateResponse)(nil),          // 52: unum.v1.CARotateResponse
+	(*ExportRootRequest)(nil),         // 53: unum.v1.ExportRootRequest
+	(*ExportRootResponse)(nil),        // 54: unum.v1.ExportRootResponse
+	(*ConfirmExportRootRequest)(nil),  // 55: unum.v1.ConfirmExportRootRequest
+	(*ConfirmExportRootResponse)(nil), // 56: unum.v1.ConfirmExportRootResponse
+	(*ImportRootRequest)(nil),         // 57: unum.v1.ImportRootRequest
+	(*ImportRootResponse)(nil),        // 58: unum.v1.ImportRootResponse
+	(*CreateBackupRequest)(nil),       // 59: unum.v1.CreateBackupRequest
+	(*BackupChunk)(nil),               // 60: unum.v1.BackupChunk
 }
 var file_api_unum_v1_unum_proto_depIdxs = []int32{
-	13, // 0: unum.v1.SyncAgentResponse.entries:type_name -> unum.v1.Entry
-	12, // 1: unum.v1.SyncAgentResponse.jwt_keys:type_name -> unum.v1.JWTKey
-	13, // 2: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
-	23, // 3: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
-	23, // 4: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
-	26, // 5: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
-	0,  // 6: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
-	2,  // 7: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
-	4,  // 8: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
-	6,  // 9: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
-	8,  // 10: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
-	10, // 11: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
-	14, // 12: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
-	15, // 13: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
-	17, // 14: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
-	19, // 15: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
-	21, // 16: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
-	24, // 17: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
-	27, // 18: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
-	1,  // 19: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
-	3,  // 20: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
-	5,  // 21: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
-	7,  // 22: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
-	9,  // 23: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
-	11, // 24: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
-	13, // 25: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
-	16, // 26: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
-	18, // 27: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
-	20, // 28: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
-	22, // 29: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
-	25, // 30: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
-	28, // 31: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
-	19, // [19:32] is the sub-list for method output_type
-	6,  // [6:19] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	5,  // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
+	6,  // 1: unum.v1.RevocationUpdate.restore:type_name -> unum.v1.RestoreWindow
+	19, // 2: unum.v1.SyncAgentResponse.entries:type_name -> unum.v1.Entry
+	18, // 3: unum.v1.SyncAgentResponse.jwt_keys:type_name -> unum.v1.JWTKey
+	19, // 4: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
+	29, // 5: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
+	29, // 6: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
+	32, // 7: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
+	37, // 8: unum.v1.AddUserResponse.user:type_name -> unum.v1.User
+	37, // 9: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
+	49, // 10: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
+	49, // 11: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
+	2,  // 12: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
+	0,  // 13: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
+	8,  // 14: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
+	10, // 15: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
+	12, // 16: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
+	14, // 17: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
+	16, // 18: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
+	20, // 19: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
+	21, // 20: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
+	23, // 21: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
+	4,  // 22: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
+	25, // 23: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
+	27, // 24: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
+	30, // 25: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
+	33, // 26: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
+	35, // 27: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
+	38, // 28: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
+	40, // 29: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
+	42, // 30: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
+	44, // 31: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
+	46, // 32: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
+	48, // 33: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
+	51, // 34: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
+	53, // 35: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
+	55, // 36: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
+	57, // 37: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
+	59, // 38: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
+	3,  // 39: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
+	1,  // 40: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
+	9,  // 41: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
+	11, // 42: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
+	13, // 43: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
+	15, // 44: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
+	17, // 45: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
+	19, // 46: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
+	22, // 47: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
+	24, // 48: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
+	7,  // 49: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
+	26, // 50: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
+	28, // 51: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
+	31, // 52: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
+	34, // 53: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
+	36, // 54: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
+	39, // 55: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
+	41, // 56: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
+	43, // 57: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
+	45, // 58: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
+	47, // 59: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
+	50, // 60: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
+	52, // 61: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
+	54, // 62: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
+	56, // 63: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
+	58, // 64: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
+	60, // 65: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
+	39, // [39:66] is the sub-list for method output_type
+	12, // [12:39] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_api_unum_v1_unum_proto_init() }
@@ -2041,9 +4073,9 @@ func file_api_unum_v1_unum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_unum_v1_unum_proto_rawDesc), len(file_api_unum_v1_unum_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   61,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   6,
 		},
 		GoTypes:           file_api_unum_v1_unum_proto_goTypes,
 		DependencyIndexes: file_api_unum_v1_unum_proto_depIdxs,

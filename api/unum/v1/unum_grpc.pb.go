@@ -23,7 +23,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Enrollment_Join_FullMethodName = "/unum.v1.Enrollment/Join"
+	Enrollment_Join_FullMethodName  = "/unum.v1.Enrollment/Join"
+	Enrollment_Login_FullMethodName = "/unum.v1.Enrollment/Login"
 )
 
 // EnrollmentClient is the client API for Enrollment service.
@@ -35,6 +36,9 @@ const (
 // joining party authenticates the server by the CA fingerprint in its token.
 type EnrollmentClient interface {
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+	// A person redeems a user enrolment token (from `unum user add`) for a
+	// short-lived user certificate spiffe://TD/user/NAME.
+	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
 }
 
 type enrollmentClient struct {
@@ -55,6 +59,16 @@ func (c *enrollmentClient) Join(ctx context.Context, in *JoinRequest, opts ...gr
 	return out, nil
 }
 
+func (c *enrollmentClient) Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LoginResponse)
+	err := c.cc.Invoke(ctx, Enrollment_Login_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EnrollmentServer is the server API for Enrollment service.
 // All implementations must embed UnimplementedEnrollmentServer
 // for forward compatibility.
@@ -64,6 +78,9 @@ func (c *enrollmentClient) Join(ctx context.Context, in *JoinRequest, opts ...gr
 // joining party authenticates the server by the CA fingerprint in its token.
 type EnrollmentServer interface {
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	// A person redeems a user enrolment token (from `unum user add`) for a
+	// short-lived user certificate spiffe://TD/user/NAME.
+	Login(context.Context, *LoginRequest) (*LoginResponse, error)
 	mustEmbedUnimplementedEnrollmentServer()
 }
 
@@ -76,6 +93,9 @@ type UnimplementedEnrollmentServer struct{}
 
 func (UnimplementedEnrollmentServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedEnrollmentServer) Login(context.Context, *LoginRequest) (*LoginResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Login not implemented")
 }
 func (UnimplementedEnrollmentServer) mustEmbedUnimplementedEnrollmentServer() {}
 func (UnimplementedEnrollmentServer) testEmbeddedByValue()                    {}
@@ -116,6 +136,24 @@ func _Enrollment_Join_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Enrollment_Login_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnrollmentServer).Login(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Enrollment_Login_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnrollmentServer).Login(ctx, req.(*LoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Enrollment_ServiceDesc is the grpc.ServiceDesc for Enrollment service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -127,20 +165,25 @@ var Enrollment_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Join",
 			Handler:    _Enrollment_Join_Handler,
 		},
+		{
+			MethodName: "Login",
+			Handler:    _Enrollment_Login_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "api/unum/v1/unum.proto",
 }
 
 const (
-	Identity_WhoAmI_FullMethodName        = "/unum.v1.Identity/WhoAmI"
-	Identity_MintX509SVID_FullMethodName  = "/unum.v1.Identity/MintX509SVID"
-	Identity_MintJWTSVID_FullMethodName   = "/unum.v1.Identity/MintJWTSVID"
-	Identity_RenewNodeSVID_FullMethodName = "/unum.v1.Identity/RenewNodeSVID"
-	Identity_SyncAgent_FullMethodName     = "/unum.v1.Identity/SyncAgent"
-	Identity_CreateEntry_FullMethodName   = "/unum.v1.Identity/CreateEntry"
-	Identity_ListEntries_FullMethodName   = "/unum.v1.Identity/ListEntries"
-	Identity_DeleteEntry_FullMethodName   = "/unum.v1.Identity/DeleteEntry"
+	Identity_WhoAmI_FullMethodName           = "/unum.v1.Identity/WhoAmI"
+	Identity_MintX509SVID_FullMethodName     = "/unum.v1.Identity/MintX509SVID"
+	Identity_MintJWTSVID_FullMethodName      = "/unum.v1.Identity/MintJWTSVID"
+	Identity_RenewNodeSVID_FullMethodName    = "/unum.v1.Identity/RenewNodeSVID"
+	Identity_SyncAgent_FullMethodName        = "/unum.v1.Identity/SyncAgent"
+	Identity_CreateEntry_FullMethodName      = "/unum.v1.Identity/CreateEntry"
+	Identity_ListEntries_FullMethodName      = "/unum.v1.Identity/ListEntries"
+	Identity_DeleteEntry_FullMethodName      = "/unum.v1.Identity/DeleteEntry"
+	Identity_WatchRevocations_FullMethodName = "/unum.v1.Identity/WatchRevocations"
 )
 
 // IdentityClient is the client API for Identity service.
@@ -160,6 +203,10 @@ type IdentityClient interface {
 	CreateEntry(ctx context.Context, in *CreateEntryRequest, opts ...grpc.CallOption) (*Entry, error)
 	ListEntries(ctx context.Context, in *ListEntriesRequest, opts ...grpc.CallOption) (*ListEntriesResponse, error)
 	DeleteEntry(ctx context.Context, in *DeleteEntryRequest, opts ...grpc.CallOption) (*DeleteEntryResponse, error)
+	// Nodes follow the revocation set: the whole set on connect and on every
+	// change, and heartbeats in between so a silent stream is told from a
+	// dead one.
+	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationUpdate], error)
 }
 
 type identityClient struct {
@@ -259,6 +306,25 @@ func (c *identityClient) DeleteEntry(ctx context.Context, in *DeleteEntryRequest
 	return out, nil
 }
 
+func (c *identityClient) WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationUpdate], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Identity_ServiceDesc.Streams[1], Identity_WatchRevocations_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRevocationsRequest, RevocationUpdate]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Identity_WatchRevocationsClient = grpc.ServerStreamingClient[RevocationUpdate]
+
 // IdentityServer is the server API for Identity service.
 // All implementations must embed UnimplementedIdentityServer
 // for forward compatibility.
@@ -276,6 +342,10 @@ type IdentityServer interface {
 	CreateEntry(context.Context, *CreateEntryRequest) (*Entry, error)
 	ListEntries(context.Context, *ListEntriesRequest) (*ListEntriesResponse, error)
 	DeleteEntry(context.Context, *DeleteEntryRequest) (*DeleteEntryResponse, error)
+	// Nodes follow the revocation set: the whole set on connect and on every
+	// change, and heartbeats in between so a silent stream is told from a
+	// dead one.
+	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationUpdate]) error
 	mustEmbedUnimplementedIdentityServer()
 }
 
@@ -309,6 +379,9 @@ func (UnimplementedIdentityServer) ListEntries(context.Context, *ListEntriesRequ
 }
 func (UnimplementedIdentityServer) DeleteEntry(context.Context, *DeleteEntryRequest) (*DeleteEntryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteEntry not implemented")
+}
+func (UnimplementedIdentityServer) WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationUpdate]) error {
+	return status.Error(codes.Unimplemented, "method WatchRevocations not implemented")
 }
 func (UnimplementedIdentityServer) mustEmbedUnimplementedIdentityServer() {}
 func (UnimplementedIdentityServer) testEmbeddedByValue()                  {}
@@ -468,6 +541,17 @@ func _Identity_DeleteEntry_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Identity_WatchRevocations_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRevocationsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(IdentityServer).WatchRevocations(m, &grpc.GenericServerStream[WatchRevocationsRequest, RevocationUpdate]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Identity_WatchRevocationsServer = grpc.ServerStreamingServer[RevocationUpdate]
+
 // Identity_ServiceDesc is the grpc.ServiceDesc for Identity service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -510,6 +594,11 @@ var Identity_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Identity_SyncAgent_Handler,
 			ServerStreams: true,
 		},
+		{
+			StreamName:    "WatchRevocations",
+			Handler:       _Identity_WatchRevocations_Handler,
+			ServerStreams: true,
+		},
 	},
 	Metadata: "api/unum/v1/unum.proto",
 }
@@ -519,6 +608,7 @@ const (
 	Cluster_ListNodes_FullMethodName       = "/unum.v1.Cluster/ListNodes"
 	Cluster_Status_FullMethodName          = "/unum.v1.Cluster/Status"
 	Cluster_Heartbeat_FullMethodName       = "/unum.v1.Cluster/Heartbeat"
+	Cluster_RemoveNode_FullMethodName      = "/unum.v1.Cluster/RemoveNode"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -531,6 +621,9 @@ type ClusterClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	// Nodes report liveness, agent readiness and enforcement mode.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// Admin only: removes a node for good (revokes it, leaves etcd, deletes
+	// its registrations; its past records stay verifiable).
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 }
 
 type clusterClient struct {
@@ -581,6 +674,16 @@ func (c *clusterClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opt
 	return out, nil
 }
 
+func (c *clusterClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, Cluster_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -591,6 +694,9 @@ type ClusterServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	// Nodes report liveness, agent readiness and enforcement mode.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// Admin only: removes a node for good (revokes it, leaves etcd, deletes
+	// its registrations; its past records stay verifiable).
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -612,6 +718,9 @@ func (UnimplementedClusterServer) Status(context.Context, *StatusRequest) (*Stat
 }
 func (UnimplementedClusterServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedClusterServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -706,6 +815,24 @@ func _Cluster_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -729,7 +856,656 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Heartbeat",
 			Handler:    _Cluster_Heartbeat_Handler,
 		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _Cluster_RemoveNode_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/unum/v1/unum.proto",
+}
+
+const (
+	Users_AddUser_FullMethodName    = "/unum.v1.Users/AddUser"
+	Users_ListUsers_FullMethodName  = "/unum.v1.Users/ListUsers"
+	Users_RemoveUser_FullMethodName = "/unum.v1.Users/RemoveUser"
+	Users_RevokeUser_FullMethodName = "/unum.v1.Users/RevokeUser"
+	Users_RenewUser_FullMethodName  = "/unum.v1.Users/RenewUser"
+)
+
+// UsersClient is the client API for Users service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Users are people: spiffe://TD/user/NAME with a role. Roles are data for
+// the policy engine; the built-in authorizer reads them too.
+type UsersClient interface {
+	// Admin only: creates the user and a single-use enrolment token.
+	AddUser(ctx context.Context, in *AddUserRequest, opts ...grpc.CallOption) (*AddUserResponse, error)
+	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
+	// Removes the user and revokes every certificate issued to them.
+	RemoveUser(ctx context.Context, in *RemoveUserRequest, opts ...grpc.CallOption) (*RemoveUserResponse, error)
+	// Revokes every certificate issued to the user so far, keeping the user.
+	RevokeUser(ctx context.Context, in *RevokeUserRequest, opts ...grpc.CallOption) (*RevokeUserResponse, error)
+	// A user renews their own certificate with the current one.
+	RenewUser(ctx context.Context, in *RenewUserRequest, opts ...grpc.CallOption) (*RenewUserResponse, error)
+}
+
+type usersClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewUsersClient(cc grpc.ClientConnInterface) UsersClient {
+	return &usersClient{cc}
+}
+
+func (c *usersClient) AddUser(ctx context.Context, in *AddUserRequest, opts ...grpc.CallOption) (*AddUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddUserResponse)
+	err := c.cc.Invoke(ctx, Users_AddUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usersClient) ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUsersResponse)
+	err := c.cc.Invoke(ctx, Users_ListUsers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usersClient) RemoveUser(ctx context.Context, in *RemoveUserRequest, opts ...grpc.CallOption) (*RemoveUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveUserResponse)
+	err := c.cc.Invoke(ctx, Users_RemoveUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usersClient) RevokeUser(ctx context.Context, in *RevokeUserRequest, opts ...grpc.CallOption) (*RevokeUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeUserResponse)
+	err := c.cc.Invoke(ctx, Users_RevokeUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usersClient) RenewUser(ctx context.Context, in *RenewUserRequest, opts ...grpc.CallOption) (*RenewUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewUserResponse)
+	err := c.cc.Invoke(ctx, Users_RenewUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UsersServer is the server API for Users service.
+// All implementations must embed UnimplementedUsersServer
+// for forward compatibility.
+//
+// Users are people: spiffe://TD/user/NAME with a role. Roles are data for
+// the policy engine; the built-in authorizer reads them too.
+type UsersServer interface {
+	// Admin only: creates the user and a single-use enrolment token.
+	AddUser(context.Context, *AddUserRequest) (*AddUserResponse, error)
+	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
+	// Removes the user and revokes every certificate issued to them.
+	RemoveUser(context.Context, *RemoveUserRequest) (*RemoveUserResponse, error)
+	// Revokes every certificate issued to the user so far, keeping the user.
+	RevokeUser(context.Context, *RevokeUserRequest) (*RevokeUserResponse, error)
+	// A user renews their own certificate with the current one.
+	RenewUser(context.Context, *RenewUserRequest) (*RenewUserResponse, error)
+	mustEmbedUnimplementedUsersServer()
+}
+
+// UnimplementedUsersServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedUsersServer struct{}
+
+func (UnimplementedUsersServer) AddUser(context.Context, *AddUserRequest) (*AddUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddUser not implemented")
+}
+func (UnimplementedUsersServer) ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUsers not implemented")
+}
+func (UnimplementedUsersServer) RemoveUser(context.Context, *RemoveUserRequest) (*RemoveUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveUser not implemented")
+}
+func (UnimplementedUsersServer) RevokeUser(context.Context, *RevokeUserRequest) (*RevokeUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeUser not implemented")
+}
+func (UnimplementedUsersServer) RenewUser(context.Context, *RenewUserRequest) (*RenewUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewUser not implemented")
+}
+func (UnimplementedUsersServer) mustEmbedUnimplementedUsersServer() {}
+func (UnimplementedUsersServer) testEmbeddedByValue()               {}
+
+// UnsafeUsersServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to UsersServer will
+// result in compilation errors.
+type UnsafeUsersServer interface {
+	mustEmbedUnimplementedUsersServer()
+}
+
+func RegisterUsersServer(s grpc.ServiceRegistrar, srv UsersServer) {
+	// If the following call panics, it indicates UnimplementedUsersServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Users_ServiceDesc, srv)
+}
+
+func _Users_AddUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsersServer).AddUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Users_AddUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsersServer).AddUser(ctx, req.(*AddUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Users_ListUsers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUsersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsersServer).ListUsers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Users_ListUsers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsersServer).ListUsers(ctx, req.(*ListUsersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Users_RemoveUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsersServer).RemoveUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Users_RemoveUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsersServer).RemoveUser(ctx, req.(*RemoveUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Users_RevokeUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsersServer).RevokeUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Users_RevokeUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsersServer).RevokeUser(ctx, req.(*RevokeUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Users_RenewUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsersServer).RenewUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Users_RenewUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsersServer).RenewUser(ctx, req.(*RenewUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Users_ServiceDesc is the grpc.ServiceDesc for Users service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Users_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "unum.v1.Users",
+	HandlerType: (*UsersServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "AddUser",
+			Handler:    _Users_AddUser_Handler,
+		},
+		{
+			MethodName: "ListUsers",
+			Handler:    _Users_ListUsers_Handler,
+		},
+		{
+			MethodName: "RemoveUser",
+			Handler:    _Users_RemoveUser_Handler,
+		},
+		{
+			MethodName: "RevokeUser",
+			Handler:    _Users_RevokeUser_Handler,
+		},
+		{
+			MethodName: "RenewUser",
+			Handler:    _Users_RenewUser_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/unum/v1/unum.proto",
+}
+
+const (
+	CA_Status_FullMethodName            = "/unum.v1.CA/Status"
+	CA_Rotate_FullMethodName            = "/unum.v1.CA/Rotate"
+	CA_ExportRoot_FullMethodName        = "/unum.v1.CA/ExportRoot"
+	CA_ConfirmExportRoot_FullMethodName = "/unum.v1.CA/ConfirmExportRoot"
+	CA_ImportRoot_FullMethodName        = "/unum.v1.CA/ImportRoot"
+)
+
+// CAClient is the client API for CA service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// CA operations on the trust domain's roots and intermediates.
+type CAClient interface {
+	Status(ctx context.Context, in *CAStatusRequest, opts ...grpc.CallOption) (*CAStatusResponse, error)
+	// Rotate issues new intermediates to every control node, and with root
+	// set first a new root (published beside the old one).
+	Rotate(ctx context.Context, in *CARotateRequest, opts ...grpc.CallOption) (*CARotateResponse, error)
+	// ExportRoot hands the root key to the caller; ConfirmExportRoot then
+	// deletes it from the cluster.
+	ExportRoot(ctx context.Context, in *ExportRootRequest, opts ...grpc.CallOption) (*ExportRootResponse, error)
+	ConfirmExportRoot(ctx context.Context, in *ConfirmExportRootRequest, opts ...grpc.CallOption) (*ConfirmExportRootResponse, error)
+	// ImportRoot brings an exported root key back.
+	ImportRoot(ctx context.Context, in *ImportRootRequest, opts ...grpc.CallOption) (*ImportRootResponse, error)
+}
+
+type cAClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewCAClient(cc grpc.ClientConnInterface) CAClient {
+	return &cAClient{cc}
+}
+
+func (c *cAClient) Status(ctx context.Context, in *CAStatusRequest, opts ...grpc.CallOption) (*CAStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CAStatusResponse)
+	err := c.cc.Invoke(ctx, CA_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cAClient) Rotate(ctx context.Context, in *CARotateRequest, opts ...grpc.CallOption) (*CARotateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CARotateResponse)
+	err := c.cc.Invoke(ctx, CA_Rotate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cAClient) ExportRoot(ctx context.Context, in *ExportRootRequest, opts ...grpc.CallOption) (*ExportRootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExportRootResponse)
+	err := c.cc.Invoke(ctx, CA_ExportRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cAClient) ConfirmExportRoot(ctx context.Context, in *ConfirmExportRootRequest, opts ...grpc.CallOption) (*ConfirmExportRootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfirmExportRootResponse)
+	err := c.cc.Invoke(ctx, CA_ConfirmExportRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cAClient) ImportRoot(ctx context.Context, in *ImportRootRequest, opts ...grpc.CallOption) (*ImportRootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportRootResponse)
+	err := c.cc.Invoke(ctx, CA_ImportRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CAServer is the server API for CA service.
+// All implementations must embed UnimplementedCAServer
+// for forward compatibility.
+//
+// CA operations on the trust domain's roots and intermediates.
+type CAServer interface {
+	Status(context.Context, *CAStatusRequest) (*CAStatusResponse, error)
+	// Rotate issues new intermediates to every control node, and with root
+	// set first a new root (published beside the old one).
+	Rotate(context.Context, *CARotateRequest) (*CARotateResponse, error)
+	// ExportRoot hands the root key to the caller; ConfirmExportRoot then
+	// deletes it from the cluster.
+	ExportRoot(context.Context, *ExportRootRequest) (*ExportRootResponse, error)
+	ConfirmExportRoot(context.Context, *ConfirmExportRootRequest) (*ConfirmExportRootResponse, error)
+	// ImportRoot brings an exported root key back.
+	ImportRoot(context.Context, *ImportRootRequest) (*ImportRootResponse, error)
+	mustEmbedUnimplementedCAServer()
+}
+
+// UnimplementedCAServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedCAServer struct{}
+
+func (UnimplementedCAServer) Status(context.Context, *CAStatusRequest) (*CAStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedCAServer) Rotate(context.Context, *CARotateRequest) (*CARotateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rotate not implemented")
+}
+func (UnimplementedCAServer) ExportRoot(context.Context, *ExportRootRequest) (*ExportRootResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExportRoot not implemented")
+}
+func (UnimplementedCAServer) ConfirmExportRoot(context.Context, *ConfirmExportRootRequest) (*ConfirmExportRootResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConfirmExportRoot not implemented")
+}
+func (UnimplementedCAServer) ImportRoot(context.Context, *ImportRootRequest) (*ImportRootResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportRoot not implemented")
+}
+func (UnimplementedCAServer) mustEmbedUnimplementedCAServer() {}
+func (UnimplementedCAServer) testEmbeddedByValue()            {}
+
+// UnsafeCAServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to CAServer will
+// result in compilation errors.
+type UnsafeCAServer interface {
+	mustEmbedUnimplementedCAServer()
+}
+
+func RegisterCAServer(s grpc.ServiceRegistrar, srv CAServer) {
+	// If the following call panics, it indicates UnimplementedCAServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&CA_ServiceDesc, srv)
+}
+
+func _CA_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CAStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CA_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServer).Status(ctx, req.(*CAStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CA_Rotate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CARotateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServer).Rotate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CA_Rotate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServer).Rotate(ctx, req.(*CARotateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CA_ExportRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExportRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServer).ExportRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CA_ExportRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServer).ExportRoot(ctx, req.(*ExportRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CA_ConfirmExportRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfirmExportRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServer).ConfirmExportRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CA_ConfirmExportRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServer).ConfirmExportRoot(ctx, req.(*ConfirmExportRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CA_ImportRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServer).ImportRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CA_ImportRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServer).ImportRoot(ctx, req.(*ImportRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// CA_ServiceDesc is the grpc.ServiceDesc for CA service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var CA_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "unum.v1.CA",
+	HandlerType: (*CAServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Status",
+			Handler:    _CA_Status_Handler,
+		},
+		{
+			MethodName: "Rotate",
+			Handler:    _CA_Rotate_Handler,
+		},
+		{
+			MethodName: "ExportRoot",
+			Handler:    _CA_ExportRoot_Handler,
+		},
+		{
+			MethodName: "ConfirmExportRoot",
+			Handler:    _CA_ConfirmExportRoot_Handler,
+		},
+		{
+			MethodName: "ImportRoot",
+			Handler:    _CA_ImportRoot_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/unum/v1/unum.proto",
+}
+
+const (
+	Backup_Create_FullMethodName = "/unum.v1.Backup/Create"
+)
+
+// BackupClient is the client API for Backup service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type BackupClient interface {
+	// Create streams a backup archive: an etcd snapshot, the serving control
+	// node's sealed CA material and a manifest with hashes.
+	Create(ctx context.Context, in *CreateBackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
+}
+
+type backupClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewBackupClient(cc grpc.ClientConnInterface) BackupClient {
+	return &backupClient{cc}
+}
+
+func (c *backupClient) Create(ctx context.Context, in *CreateBackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Backup_ServiceDesc.Streams[0], Backup_Create_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CreateBackupRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Backup_CreateClient = grpc.ServerStreamingClient[BackupChunk]
+
+// BackupServer is the server API for Backup service.
+// All implementations must embed UnimplementedBackupServer
+// for forward compatibility.
+type BackupServer interface {
+	// Create streams a backup archive: an etcd snapshot, the serving control
+	// node's sealed CA material and a manifest with hashes.
+	Create(*CreateBackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
+	mustEmbedUnimplementedBackupServer()
+}
+
+// UnimplementedBackupServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedBackupServer struct{}
+
+func (UnimplementedBackupServer) Create(*CreateBackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method Create not implemented")
+}
+func (UnimplementedBackupServer) mustEmbedUnimplementedBackupServer() {}
+func (UnimplementedBackupServer) testEmbeddedByValue()                {}
+
+// UnsafeBackupServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to BackupServer will
+// result in compilation errors.
+type UnsafeBackupServer interface {
+	mustEmbedUnimplementedBackupServer()
+}
+
+func RegisterBackupServer(s grpc.ServiceRegistrar, srv BackupServer) {
+	// If the following call panics, it indicates UnimplementedBackupServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Backup_ServiceDesc, srv)
+}
+
+func _Backup_Create_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CreateBackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BackupServer).Create(m, &grpc.GenericServerStream[CreateBackupRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Backup_CreateServer = grpc.ServerStreamingServer[BackupChunk]
+
+// Backup_ServiceDesc is the grpc.ServiceDesc for Backup service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Backup_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "unum.v1.Backup",
+	HandlerType: (*BackupServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Create",
+			Handler:       _Backup_Create_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "api/unum/v1/unum.proto",
 }

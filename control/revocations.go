@@ -1,0 +1,272 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/revocation"
+)
+
+const (
+	// progressEvery is how often the revocation feed asks etcd to confirm
+	// that its watch is current (a progress notification); it keeps the
+	// view's age near this when nothing changes.
+	progressEvery = time.Second
+	// revocationHeartbeat is how often WatchRevocations tells a quiet
+	// stream that the sender's view is still current.
+	revocationHeartbeat = time.Second
+	// leafRetention is how long a revocation of a leaf identity (user,
+	// workload) is kept after its Before: longer than any leaf certificate
+	// lives (user certificates are capped at MaxUserCertTTL).
+	leafRetention = MaxUserCertTTL + time.Hour
+	// MaxUserCertTTL caps user certificate lifetimes.
+	MaxUserCertTTL = 7 * 24 * time.Hour
+)
+
+// revocationRecord is the etcd form of a revocation.Entry. Expires is when
+// the janitor may delete it: no certificate it refuses can still be valid.
+type revocationRecord struct {
+	revocation.Entry
+	Expires time.Time `json:"expires"`
+}
+
+// Revocations is the control node's view of the revocation set, fed by
+// its etcd watch.
+func (s *Server) Revocations() *revocation.View { return s.revocations }
+
+// revoke records that every certificate for id issued before now (plus
+// revocation.ClockSkewAllowance) is refused, in one etcd transaction with
+// also (e.g. deleting the user it revokes). Revoking again never shortens
+// an existing revocation.
+func (s *Server) revoke(ctx context.Context, id spiffeid.ID, reason, by string, also ...clientv3.Op) (revocation.Entry, error) {
+	now := s.cfg.Clock()
+	e := revocation.Entry{ID: id.String(), Before: now.Add(revocation.ClockSkewAllowance), Reason: reason, RevokedBy: by, RevokedAt: now}
+	// A node's revocation also refuses its intermediate (same SPIFFE ID),
+	// which lives much longer than any leaf.
+	retention := leafRetention
+	if identity.Classify(id).Kind == identity.KindNode {
+		retention = s.cfg.IntermediateTTL + time.Hour
+	}
+	key := revocationKey(e.ID)
+	for attempt := 0; attempt < 5; attempt++ {
+		got, err := s.cfg.Etcd.Get(ctx, key)
+		if err != nil {
+			return e, fmt.Errorf("read revocation of %s: %w", id, err)
+		}
+		merged := e
+		cmp := clientv3.Compare(clientv3.ModRevision(key), "=", 0)
+		if len(got.Kvs) == 1 {
+			old, err := decode[revocationRecord](got.Kvs[0].Value)
+			if err == nil {
+				merged = old.Entry.Merge(e)
+			}
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)
+		}
+		rec := revocationRecord{Entry: merged, Expires: merged.Before.Add(retention)}
+		ops := append([]clientv3.Op{clientv3.OpPut(key, mustJSON(rec))}, also...)
+		txn, err := s.cfg.Etcd.Txn(ctx).If(cmp).Then(ops...).Commit()
+		if err != nil {
+			return e, fmt.Errorf("record revocation of %s: %w", id, err)
+		}
+		if txn.Succeeded {
+			s.cfg.Log.Warn("identity revoked", "spiffe_id", e.ID, "before", merged.Before, "reason", reason, "by", by)
+			return merged, nil
+		}
+	}
+	return e, fmt.Errorf("record revocation of %s: too much contention", id)
+}
+
+// waitSignable delays signing for id until a certificate signed now is not
+// refused by a revocation of id whose Before is still ahead (it is set
+// ClockSkewAllowance into the future): a user removed and added again gets
+// a working certificate, a few seconds later.
+func (s *Server) waitSignable(ctx context.Context, id spiffeid.ID) error {
+	set, _, _ := s.revocations.Snapshot()
+	e, ok := set.Lookup(id.String())
+	if !ok {
+		return nil
+	}
+	wait := e.FirstSignable().Sub(s.cfg.Clock())
+	if wait <= 0 {
+		return nil
+	}
+	if wait > revocation.ClockSkewAllowance+2*time.Second {
+		return status.Errorf(codes.Unavailable, "%s was revoked until %s (a clock ahead?)", id, e.Before.UTC().Format(time.RFC3339))
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// feedRevocations keeps s.revocations in step with etcd until ctx ends:
+// load, then watch, asking etcd every progressEvery to confirm the watch is
+// current. The view ages whenever this loop cannot hear from a leader-backed
+// etcd (lost quorum, partition), which is what makes a cut-off control node
+// refuse privileged actions.
+func (s *Server) feedRevocations(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := s.followRevocations(ctx); err != nil && ctx.Err() == nil {
+			s.cfg.Log.Warn("revocation feed interrupted", "err", err)
+			sleep(ctx, 200*time.Millisecond)
+		}
+	}
+}
+
+func (s *Server) followRevocations(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	lctx, lcancel := context.WithTimeout(wctx, 5*time.Second)
+	resp, err := s.cfg.Etcd.Get(lctx, watchRevocations, clientv3.WithPrefix())
+	lcancel()
+	if err != nil {
+		return fmt.Errorf("load revocations: %w", err)
+	}
+	entries := map[string]revocation.Entry{}
+	var window revocation.Window
+	apply := func(key string, value []byte, deleted bool) {
+		switch {
+		case key == keyRestoreWindow:
+			window = revocation.Window{}
+			if !deleted {
+				if w, err := decode[revocation.Window](value); err == nil {
+					window = w
+				} else {
+					s.cfg.Log.Error("undecodable restore window", "err", err)
+				}
+			}
+		case strings.HasPrefix(key, prefixRevocations):
+			id := strings.TrimPrefix(key, prefixRevocations)
+			if deleted {
+				delete(entries, id)
+				return
+			}
+			rec, err := decode[revocationRecord](value)
+			if err != nil || rec.ID != id {
+				// Fail closed on our own garbage: revoke the ID from the
+				// beginning of time rather than forget it.
+				s.cfg.Log.Error("undecodable revocation record: revoking the id outright", "key", key, "err", err)
+				rec.Entry = revocation.Entry{ID: id, Before: time.Unix(1<<40, 0), Reason: "undecodable revocation record"}
+			}
+			entries[id] = rec.Entry
+		}
+	}
+	for _, kv := range resp.Kvs {
+		apply(string(kv.Key), kv.Value, false)
+	}
+	publish := func(rev int64) {
+		list := make([]revocation.Entry, 0, len(entries))
+		for _, e := range entries {
+			list = append(list, e)
+		}
+		s.revocations.Update(revocation.NewSet(list, window, rev), s.cfg.Clock())
+	}
+	publish(resp.Header.Revision)
+
+	wch := s.cfg.Etcd.Watch(wctx, watchRevocations, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithProgressNotify())
+	tick := time.NewTicker(progressEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			// Answered by a progress notification on wch when the watch
+			// is current; an error here means the member is unreachable.
+			if err := s.cfg.Etcd.RequestProgress(wctx); err != nil {
+				return fmt.Errorf("request watch progress: %w", err)
+			}
+		case wr, ok := <-wch:
+			if !ok {
+				return errors.New("revocation watch closed")
+			}
+			if err := wr.Err(); err != nil {
+				return fmt.Errorf("revocation watch: %w", err)
+			}
+			if wr.IsProgressNotify() {
+				s.revocations.Touch(s.cfg.Clock())
+				continue
+			}
+			for _, ev := range wr.Events {
+				apply(string(ev.Kv.Key), ev.Kv.Value, ev.Type == clientv3.EventTypeDelete)
+			}
+			publish(wr.Header.Revision)
+		}
+	}
+}
+
+// WatchRevocations implements unumv1.IdentityServer: the whole set on
+// connect and on every change, and a heartbeat every revocationHeartbeat
+// carrying how old this server's own view is, so the receiver's view ages
+// with it (a node fed by a stale control node is stale too).
+func (s *Server) WatchRevocations(_ *unumv1.WatchRevocationsRequest, stream unumv1.Identity_WatchRevocationsServer) error {
+	ctx := stream.Context()
+	tick := time.NewTicker(revocationHeartbeat)
+	defer tick.Stop()
+	var sent *revocation.Set
+	for {
+		set, changed, loaded := s.revocations.Snapshot()
+		age, _ := s.revocations.Age()
+		msg := &unumv1.RevocationUpdate{ViewAgeMs: age.Milliseconds()}
+		if loaded && set != sent {
+			msg = RevocationUpdate(set, age)
+			sent = set
+		}
+		if loaded {
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-tick.C:
+		}
+	}
+}
+
+// RevocationUpdate is the full-set message for set.
+func RevocationUpdate(set *revocation.Set, age time.Duration) *unumv1.RevocationUpdate {
+	msg := &unumv1.RevocationUpdate{Full: true, Revision: set.Revision(), ViewAgeMs: age.Milliseconds()}
+	for _, e := range set.Entries() {
+		msg.Revocations = append(msg.Revocations, &unumv1.Revocation{
+			SpiffeId: e.ID, BeforeUnixNano: e.Before.UnixNano(), Reason: e.Reason,
+			RevokedBy: e.RevokedBy, RevokedAtUnix: e.RevokedAt.Unix(),
+		})
+	}
+	if w := set.Restore(); !w.IsZero() {
+		msg.Restore = &unumv1.RestoreWindow{BackupUnixNano: w.BackupAt.UnixNano(), RestoredUnixNano: w.RestoredAt.UnixNano()}
+	}
+	return msg
+}
+
+// SetFromUpdate decodes a full RevocationUpdate.
+func SetFromUpdate(msg *unumv1.RevocationUpdate) *revocation.Set {
+	entries := make([]revocation.Entry, 0, len(msg.GetRevocations()))
+	for _, r := range msg.GetRevocations() {
+		entries = append(entries, revocation.Entry{
+			ID: r.GetSpiffeId(), Before: time.Unix(0, r.GetBeforeUnixNano()), Reason: r.GetReason(),
+			RevokedBy: r.GetRevokedBy(), RevokedAt: time.Unix(r.GetRevokedAtUnix(), 0),
+		})
+	}
+	var w revocation.Window
+	if r := msg.GetRestore(); r != nil {
+		w = revocation.Window{BackupAt: time.Unix(0, r.GetBackupUnixNano()), RestoredAt: time.Unix(0, r.GetRestoredUnixNano())}
+	}
+	return revocation.NewSet(entries, w, msg.GetRevision())
+}
