@@ -119,6 +119,11 @@ func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 		}
 	}
 
+	// A node removed and joined again under its name: wait out the tail of
+	// its revocation so that what is signed below is not born revoked.
+	if err := s.waitSignable(ctx, nodeID); err != nil {
+		return nil, err
+	}
 	now := s.cfg.Clock().UTC()
 	record := NodeRecord{
 		Name:       name,

@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -114,13 +117,62 @@ func (s *Server) DeleteEntry(ctx context.Context, req *unumv1.DeleteEntryRequest
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "entry id is required")
 	}
-	resp, err := s.cfg.Etcd.Delete(ctx, entryKey(req.GetId()))
+	key := entryKey(req.GetId())
+	got, err := s.cfg.Etcd.Get(ctx, key)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "delete entry: %v", err)
+		return nil, status.Errorf(codes.Unavailable, "read entry: %v", err)
 	}
-	if resp.Deleted == 0 {
+	if len(got.Kvs) == 0 {
 		return nil, status.Errorf(codes.NotFound, "no registration entry %q", req.GetId())
 	}
-	s.cfg.Log.Info("registration entry deleted", "entry", req.GetId(), "by", c.ID.String())
+	e, err := decode[EntryRecord](got.Kvs[0].Value)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "entry %s: %v", req.GetId(), err)
+	}
+	// The entry's SVIDs stop working now, not at expiry: revoke its SPIFFE
+	// ID, unless another entry still grants it (revocation is per ID, and
+	// would refuse that entry's workloads too).
+	shared, err := s.otherEntryGrants(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	guard := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)}
+	del := clientv3.OpDelete(key)
+	if shared {
+		resp, err := s.cfg.Etcd.Txn(ctx).If(guard...).Then(del).Commit()
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "delete entry: %v", err)
+		}
+		if !resp.Succeeded {
+			return nil, status.Errorf(codes.Aborted, "delete entry %s: %v", req.GetId(), errGuardFailed)
+		}
+	} else {
+		id, err := spiffeid.FromString(e.SPIFFEID)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "entry %s: %v", req.GetId(), err)
+		}
+		if _, err := s.revokeIf(ctx, id, "registration entry "+e.ID+" deleted", c.ID.String(), guard, []clientv3.Op{del}); err != nil {
+			if errors.Is(err, errGuardFailed) {
+				return nil, status.Errorf(codes.Aborted, "delete entry %s: %v", req.GetId(), err)
+			}
+			return nil, status.Errorf(codes.Unavailable, "delete entry: %v", err)
+		}
+	}
+	s.cfg.Log.Info("registration entry deleted", "entry", req.GetId(), "spiffe_id", e.SPIFFEID, "revoked", !shared, "by", c.ID.String())
 	return &unumv1.DeleteEntryResponse{}, nil
+}
+
+// otherEntryGrants reports whether an entry other than e names e's SPIFFE ID.
+func (s *Server) otherEntryGrants(ctx context.Context, e EntryRecord) (bool, error) {
+	resp, err := s.cfg.Etcd.Get(ctx, prefixEntries, clientv3.WithPrefix())
+	if err != nil {
+		return false, status.Errorf(codes.Unavailable, "read entries: %v", err)
+	}
+	for _, kv := range resp.Kvs {
+		o, err := decode[EntryRecord](kv.Value)
+		if err == nil && o.ID != e.ID && o.SPIFFEID == e.SPIFFEID {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -49,6 +49,16 @@ func (s *Server) Revocations() *revocation.View { return s.revocations }
 // also (e.g. deleting the user it revokes). Revoking again never shortens
 // an existing revocation.
 func (s *Server) revoke(ctx context.Context, id spiffeid.ID, reason, by string, also ...clientv3.Op) (revocation.Entry, error) {
+	return s.revokeIf(ctx, id, reason, by, nil, also)
+}
+
+// errGuardFailed: revokeIf's guard comparisons did not hold; nothing was
+// written.
+var errGuardFailed = errors.New("state changed concurrently; nothing was changed, retry")
+
+// revokeIf is revoke conditional on guard: the revocation and also are
+// written only if every guard comparison holds (errGuardFailed otherwise).
+func (s *Server) revokeIf(ctx context.Context, id spiffeid.ID, reason, by string, guard []clientv3.Cmp, also []clientv3.Op) (revocation.Entry, error) {
 	now := s.cfg.Clock()
 	e := revocation.Entry{ID: id.String(), Before: now.Add(revocation.ClockSkewAllowance), Reason: reason, RevokedBy: by, RevokedAt: now}
 	// A node's revocation also refuses its intermediate (same SPIFFE ID),
@@ -74,9 +84,20 @@ func (s *Server) revoke(ctx context.Context, id spiffeid.ID, reason, by string, 
 		}
 		rec := revocationRecord{Entry: merged, Expires: merged.Before.Add(retention)}
 		ops := append([]clientv3.Op{clientv3.OpPut(key, mustJSON(rec))}, also...)
-		txn, err := s.cfg.Etcd.Txn(ctx).If(cmp).Then(ops...).Commit()
+		cmps := append([]clientv3.Cmp{cmp}, guard...)
+		txn, err := s.cfg.Etcd.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return e, fmt.Errorf("record revocation of %s: %w", id, err)
+		}
+		if !txn.Succeeded && len(guard) > 0 {
+			// Tell a lost race on the revocation record from a failed guard.
+			now, err := s.cfg.Etcd.Txn(ctx).If(guard...).Commit()
+			if err != nil {
+				return e, fmt.Errorf("record revocation of %s: %w", id, err)
+			}
+			if !now.Succeeded {
+				return e, errGuardFailed
+			}
 		}
 		if txn.Succeeded {
 			s.cfg.Log.Warn("identity revoked", "spiffe_id", e.ID, "before", merged.Before, "reason", reason, "by", by)

@@ -252,6 +252,9 @@ func (s *Server) MintX509SVID(ctx context.Context, req *unumv1.MintX509SVIDReque
 	if err := s.confirmEntry(ctx, node, req.GetEntryId(), id); err != nil {
 		return nil, err
 	}
+	if err := s.waitSignable(ctx, id); err != nil {
+		return nil, err
+	}
 	chain, err := s.cfg.Authority.SignVerifiedCSR(csr, id, s.cfg.SVIDTTL)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "sign svid: %v", err)
@@ -300,6 +303,9 @@ func (s *Server) RenewNodeSVID(ctx context.Context, req *unumv1.RenewNodeSVIDReq
 	}
 	if _, ok := kvs[nodeKey(node)]; !ok {
 		return nil, status.Errorf(codes.PermissionDenied, "node %s is not a member of the cluster", node)
+	}
+	if err := s.waitSignable(ctx, id); err != nil {
+		return nil, err
 	}
 	chain, err := s.cfg.Authority.SignX509SVID(req.GetCsr(), id, s.cfg.NodeSVIDTTL)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/control"
@@ -248,7 +251,7 @@ func (n *node) run(ctx context.Context) error {
 	if ctl == nil {
 		goFn("revocation feed", func(ctx context.Context) error { n.revocationLoop(ctx, idc); return nil })
 	}
-	goFn("heartbeat", func(ctx context.Context) error { n.heartbeatLoop(ctx, unumv1.NewClusterClient(cc)); return nil })
+	goFn("heartbeat", func(ctx context.Context) error { return n.heartbeatLoop(ctx, unumv1.NewClusterClient(cc)) })
 	goFn("node svid rotation", func(ctx context.Context) error { n.rotateLoop(ctx, idc); return nil })
 
 	n.log.Info("node running", "spiffe_id", n.id.String(), "roles", n.cfg.Roles, "api", n.cfg.APIListen, "enrollment", n.cfg.EnrollListen, "socket", n.l.Socket())
@@ -542,7 +545,11 @@ func sameCerts(a, b []*x509.Certificate) bool {
 	return slices.EqualFunc(a, b, func(x, y *x509.Certificate) bool { return x.Equal(y) })
 }
 
-func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) {
+// heartbeatLoop reports liveness until ctx ends. It returns an error (and
+// the node stops) only when the control plane says this node's identity
+// was revoked: it was removed with `unum node rm`, and must not go on
+// serving workloads.
+func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error {
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	failures := 0
@@ -559,6 +566,9 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) {
 			RevocationAgeMs:   revAge,
 		})
 		cancel()
+		if err != nil && ctx.Err() == nil && isRevoked(err) {
+			return fmt.Errorf("this node was removed from the cluster: %s", status.Convert(err).Message())
+		}
 		if err != nil && ctx.Err() == nil {
 			failures++
 			if failures == 3 {
@@ -569,10 +579,17 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-t.C:
 		}
 	}
+}
+
+// isRevoked reports whether err is the control plane refusing this node's
+// certificate as revoked (not merely issued after a restored backup).
+func isRevoked(err error) bool {
+	st := status.Convert(err)
+	return st.Code() == codes.Unauthenticated && strings.Contains(st.Message(), revocation.ErrRevoked.Error())
 }
 
 // rotateLoop renews the node SVID at half its lifetime.

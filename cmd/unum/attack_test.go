@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,7 +73,35 @@ func requireMintRefused(t *testing.T, d *devCluster, node string) {
 	_, err = unumv1.NewIdentityClient(cc).MintX509SVID(ctx, &unumv1.MintX509SVIDRequest{EntryId: "any", SpiffeId: id.String(), Csr: csr})
 	require.Error(t, err)
 	require.Equal(t, codes.Unavailable, status.Code(err), err.Error())
-	require.Contains(t, err.Error(), "no etcd quorum")
+	// Once the node's revocation view has aged past its bound (it cannot
+	// hear from an etcd leader either), the interceptor refuses before the
+	// read is even tried; both refusals say why.
+	if !strings.Contains(err.Error(), "no etcd quorum") {
+		require.Contains(t, err.Error(), "revocation view is stale")
+	}
+}
+
+// requireStaleViewRefuses waits until node, cut off from the etcd majority,
+// refuses a privileged admin action because its revocation view is stale
+// (and says so, exit 1), while an unprivileged call still works.
+func requireStaleViewRefuses(t *testing.T, d *devCluster, node string) {
+	t.Helper()
+	env := append([]string{"UNUM_ADDR=" + nodeAPIAddress(t, d, node)}, d.env...)
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		r := unum(t, env, "id", "register", "--spiffe-id", "spiffe://unum.local/ns/default/job/stale", "--node", node, "--selector", "unix:uid:0")
+		require.NotEqual(t, 0, r.code, "a control node without quorum registered an entry")
+		if strings.Contains(r.stderr, "revocation view is stale") {
+			require.Equal(t, 1, r.code, r.stderr)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never refused for a stale revocation view: %s", r.stderr)
+		}
+		time.Sleep(time.Second)
+	}
+	r := unum(t, env, "id", "show")
+	require.Equal(t, 0, r.code, "an unprivileged call must still work: %s", r.stderr)
 }
 
 func nodeAPIAddress(t *testing.T, d *devCluster, node string) string {

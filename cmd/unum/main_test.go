@@ -298,6 +298,7 @@ func TestDevCluster(t *testing.T) {
 		require.NoError(t, syscall.Kill(first, syscall.SIGKILL))
 		waitGone(t, first)
 		requireMintRefused(t, d, "node-3")
+		requireStaleViewRefuses(t, d, "node-3")
 		// The agent keeps serving what it already holds.
 		r := unum(t, d.env, "id", "svid", "--socket", d.socket("node-3"), "-o", "json")
 		require.Equal(t, 0, r.code, r.stderr)

@@ -53,6 +53,7 @@ func commands() []*command {
 		{name: "node", summary: "run a node (unum node --data-dir DIR), or manage nodes", run: runNode, sub: []*command{
 			{name: "join-token", summary: "mint a single-use join token (admin)", run: runJoinToken},
 			{name: "ls", summary: "list nodes", run: runNodeLs},
+			{name: "rm", summary: "remove a node for good: revoke it, leave etcd, delete its registrations (admin)", run: runNodeRm},
 		}},
 		{name: "status", summary: "cluster health: nodes, etcd, CA", run: runStatus},
 		{name: "id", summary: "identities and registration entries", sub: []*command{

@@ -73,7 +73,7 @@ func runNode(e *env, args []string) error {
 		return err
 	}
 	if err := noArgs(pos); err != nil {
-		return usagef("unknown command %q for unum node (join-token, ls) or unexpected argument", pos[0])
+		return usagef("unknown command %q for unum node (join-token, ls, rm) or unexpected argument", pos[0])
 	}
 	if o.DataDir == "" {
 		return usagef("--data-dir is required")

@@ -1,0 +1,190 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/jointoken"
+	"github.com/unumos/unum/storage/meta"
+)
+
+// memberRemoveWait bounds how long RemoveNode waits for etcd to consider
+// the remaining members healthy enough to lose one.
+const memberRemoveWait = 20 * time.Second
+
+// RemoveNode implements unumv1.ClusterServer: a node leaves for good.
+//
+// Order: the etcd membership goes first (a control node), then one
+// transaction revokes the node's SPIFFE ID, deletes its membership record,
+// status and node-specific registration entries, and keeps a
+// RemovedNodeRecord. If the transaction fails after the member was removed,
+// running the command again finishes the job (a missing member is not an
+// error). Revoking the node ID refuses its node SVIDs and, for a control
+// node, its intermediate and everything that intermediate signed before the
+// removal (revocation.Set.CheckChain); the records it signed stay
+// verifiable because its certificates are kept in the RemovedNodeRecord.
+//
+// Without force the node must be alive (heartbeating): it then sees its
+// revocation at its next heartbeat and stops. A node that is down is only
+// removed with force, so that a typo does not quietly remove a node that is
+// merely unreachable from the operator's side.
+func (s *Server) RemoveNode(ctx context.Context, req *unumv1.RemoveNodeRequest) (*unumv1.RemoveNodeResponse, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	name := req.GetName()
+	if err := jointoken.ValidateNodeName(name); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "node name: %v", err)
+	}
+	if name == s.cfg.NodeName {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s is serving this request: run `unum node rm %s` against another control node (--addr)", name, name)
+	}
+	resp, err := s.cfg.Etcd.Get(ctx, prefixNodes, clientv3.WithPrefix())
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "read nodes: %v", err)
+	}
+	var rec NodeRecord
+	var recRev int64
+	controls := 0
+	for _, kv := range resp.Kvs {
+		n, err := decode[NodeRecord](kv.Value)
+		if err != nil {
+			continue
+		}
+		if n.HasRole("control") {
+			controls++
+		}
+		if n.Name == name {
+			rec, recRev = n, kv.ModRevision
+		}
+	}
+	if recRev == 0 {
+		return nil, status.Errorf(codes.NotFound, "no node named %q", name)
+	}
+	st, seen, err := s.nodeStatus(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	alive := seen && s.cfg.Clock().Sub(st.LastSeen) < nodeReadyAfter
+	if !alive && !req.GetForce() {
+		when := "never"
+		if seen {
+			when = st.LastSeen.UTC().Format(time.RFC3339)
+		}
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s is not heartbeating (last seen: %s); if it is down for good, remove it with --force", name, when)
+	}
+	out := &unumv1.RemoveNodeResponse{}
+	if rec.HasRole("control") {
+		if controls <= 1 {
+			return nil, status.Errorf(codes.FailedPrecondition, "node %s is the last control node", name)
+		}
+		removed, err := s.removeEtcdMember(ctx, rec)
+		if err != nil {
+			return nil, err
+		}
+		out.RemovedEtcdMember = removed
+	}
+
+	id, err := identity.NodeID(s.cfg.TrustDomain, name)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "node id: %v", err)
+	}
+	ops := []clientv3.Op{
+		clientv3.OpDelete(nodeKey(name)),
+		clientv3.OpDelete(nodeStatusKey(name)),
+		clientv3.OpPut(removedNodeKey(name), mustJSON(RemovedNodeRecord{
+			Node: rec, RemovedAt: s.cfg.Clock().UTC(), RemovedBy: c.ID.String(), Forced: req.GetForce(),
+		})),
+	}
+	entries, err := s.cfg.Etcd.Get(ctx, prefixEntries, clientv3.WithPrefix())
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "read entries: %v", err)
+	}
+	for _, kv := range entries.Kvs {
+		e, err := decode[EntryRecord](kv.Value)
+		if err == nil && !e.AllNodes && e.Node == name {
+			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+			out.DeletedEntries++
+		}
+	}
+	guard := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(nodeKey(name)), "=", recRev)}
+	reason := "node removed"
+	if req.GetForce() {
+		reason = "node removed (forced)"
+	}
+	if _, err := s.revokeIf(ctx, id, reason, c.ID.String(), guard, ops); err != nil {
+		if errors.Is(err, errGuardFailed) {
+			return nil, status.Errorf(codes.Aborted, "remove node %s: %v", name, err)
+		}
+		return nil, status.Errorf(codes.Unavailable, "remove node %s: %v", name, err)
+	}
+	out.RevokedSpiffeId = id.String()
+	s.cfg.Log.Warn("node removed", "node", name, "roles", rec.Roles, "forced", req.GetForce(),
+		"etcd_member_removed", out.RemovedEtcdMember, "entries_deleted", out.DeletedEntries, "by", c.ID.String())
+	return out, nil
+}
+
+func (s *Server) nodeStatus(ctx context.Context, name string) (NodeStatus, bool, error) {
+	resp, err := s.cfg.Etcd.Get(ctx, nodeStatusKey(name))
+	if err != nil {
+		return NodeStatus{}, false, status.Errorf(codes.Unavailable, "read node status: %v", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return NodeStatus{}, false, nil
+	}
+	st, err := decode[NodeStatus](resp.Kvs[0].Value)
+	if err != nil {
+		return NodeStatus{}, false, nil
+	}
+	return st, true, nil
+}
+
+// removeEtcdMember removes rec's etcd member, found by the ID in its record
+// or else by name. It reports false when the member was already gone.
+// etcd's strict reconfiguration check refuses a removal that would leave
+// the started members without quorum; that refusal is returned as is.
+func (s *Server) removeEtcdMember(ctx context.Context, rec NodeRecord) (bool, error) {
+	members, err := s.cfg.Etcd.MemberList(ctx)
+	if err != nil {
+		return false, status.Errorf(codes.Unavailable, "list etcd members: %v", err)
+	}
+	var memberID uint64
+	for _, m := range members.Members {
+		if (rec.EtcdMemberID != 0 && m.ID == rec.EtcdMemberID) || m.Name == rec.Name {
+			memberID = m.ID
+			break
+		}
+	}
+	if memberID == 0 {
+		return false, nil
+	}
+	// etcd answers "unhealthy cluster" until its leader has been connected
+	// to the remaining members for a few seconds (its health interval):
+	// transient right after a membership change, so retry for a while.
+	deadline := s.cfg.Clock().Add(memberRemoveWait)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := meta.RemoveMember(rctx, s.cfg.Etcd, memberID)
+		cancel()
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || s.cfg.Clock().After(deadline) {
+			return false, status.Errorf(codes.FailedPrecondition, "remove %s from etcd: %v", rec.Name, err)
+		}
+		sleep(ctx, 500*time.Millisecond)
+		if ctx.Err() != nil {
+			return false, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
