@@ -187,4 +187,3 @@ func (s *Server) removeEtcdMember(ctx context.Context, rec NodeRecord) (bool, er
 		}
 	}
 }
-
