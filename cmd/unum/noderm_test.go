@@ -12,7 +12,7 @@ import (
 
 // TestNodeRemoveControl: `unum node rm` of a live control node leaves a
 // healthy two-member control plane; the removed node stops, and its
-// certificate is refused everywhere (T-020: a removed node reconnecting).
+// certificate is refused everywhere (T-036: a removed node reconnecting).
 func TestNodeRemoveControl(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three node processes")

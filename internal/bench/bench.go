@@ -100,7 +100,8 @@ type Runner func(ctx context.Context, o Options) (Report, error)
 // Runners maps component names (as typed after `unum bench`) to runners.
 func Runners() map[string]Runner {
 	return map[string]Runner{
-		"svid": RunSVID,
+		"svid":       RunSVID,
+		"revocation": RunRevocation,
 	}
 }
 
