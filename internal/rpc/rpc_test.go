@@ -47,12 +47,43 @@ func TestBuiltinAuthorizer(t *testing.T) {
 		{"/system/ca", "/unum.v1.Cluster/CreateJoinToken", false},
 		{"/weird/path/x", "/unum.v1.Identity/WhoAmI", false},
 		{"/node/admin/x", "/unum.v1.Identity/MintX509SVID", false},
+		// Roles: viewers read, operators also manage entries, admins all.
+		{"/user/vera", "/unum.v1.Cluster/ListNodes", true},
+		{"/user/vera", "/unum.v1.Identity/ListEntries", true},
+		{"/user/vera", "/unum.v1.Identity/CreateEntry", false},
+		{"/user/vera", "/unum.v1.Users/RenewUser", true},
+		{"/user/otto", "/unum.v1.Identity/CreateEntry", true},
+		{"/user/otto", "/unum.v1.Identity/DeleteEntry", true},
+		{"/user/otto", "/unum.v1.Cluster/CreateJoinToken", false},
+		{"/user/otto", "/unum.v1.Users/AddUser", false},
+		{"/user/otto", "/unum.v1.Anything/New", false},
+		{"/user/ada", "/unum.v1.Users/AddUser", true},
+		{"/user/ada", "/unum.v1.Cluster/RemoveNode", true},
+		{"/node/n1", "/unum.v1.Users/RenewUser", false},
+		{"/node/n1", "/unum.v1.Identity/WatchRevocations", true},
 	} {
-		d, err := BuiltinAuthorizer{}.Authorize(context.Background(), Request{Caller: caller(tc.who), Method: tc.method})
+		d, err := BuiltinAuthorizer{Roles: fixedRoles{"vera": RoleViewer, "otto": RoleOperator, "ada": RoleAdmin}}.Authorize(context.Background(), Request{Caller: caller(tc.who), Method: tc.method})
 		require.NoError(t, err)
 		require.Equal(t, tc.allow, d.Allow, "%s %s: %s", tc.who, tc.method, d.Reason)
 		require.NotEmpty(t, d.Reason)
 	}
+	// Privileged marks what a stale revocation view refuses.
+	for method, want := range map[string]bool{
+		"/unum.v1.Identity/WhoAmI": false, "/unum.v1.Cluster/Heartbeat": false, "/unum.v1.Cluster/Status": false,
+		"/unum.v1.Identity/MintX509SVID": true, "/unum.v1.Identity/CreateEntry": true, "/unum.v1.Users/RenewUser": true,
+		"/unum.v1.Anything/New": true,
+	} {
+		d, err := BuiltinAuthorizer{}.Authorize(context.Background(), Request{Caller: caller("/user/admin"), Method: method})
+		require.NoError(t, err)
+		require.Equal(t, want, d.Privileged, method)
+	}
+}
+
+type fixedRoles map[string]string
+
+func (r fixedRoles) UserRole(name string) (string, bool) {
+	role, ok := r[name]
+	return role, ok
 }
 
 type pki struct {
