@@ -233,7 +233,7 @@ func (n *node) run(ctx context.Context) error {
 	// Every node talks to the control plane like any client: over mutual
 	// TLS with its node SVID. A control node prefers itself.
 	addrs := n.controlAddresses()
-	cc, err := rpc.Dial(n.creds, addrs)
+	cc, err := rpc.DialChecked(n.creds, n.revocations, addrs)
 	if err != nil {
 		return err
 	}

@@ -279,7 +279,7 @@ func Register() []Threat {
 				"intermediate signed before the removal is refused too. The node's heartbeat is refused as revoked and " +
 				"it stops; joining again needs a new token.",
 			Status: Mitigated,
-			Tests: []string{"node.TestRemoveComputeNode", "cmd/unum.TestNodeRemoveControl",
+			Tests: []string{"node.TestRemoveComputeNode", "cmd/unum.TestNodeRemoveControl", "internal/rpc.TestClientRefusesRevokedServer",
 				"identity/revocation.TestCheckChainRevokesIntermediate", "internal/rpc.TestRevokedCallerRefused"},
 		},
 		{

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/revocation"
 )
 
 // AuthorizeControlNode accepts a server whose SVID proves it is a control
@@ -57,6 +58,32 @@ func ClientTLS(creds *Credentials) *tls.Config {
 	cfg := tlsconfig.MTLSClientConfig(creds, creds, AuthorizeControlNode(creds.TrustDomain()))
 	cfg.MinVersion = tls.VersionTLS13
 	return cfg
+}
+
+// AuthorizeUnrevokedControlNode is AuthorizeControlNode plus a check of the
+// server's whole chain against view: a node does not keep talking to a
+// control node that was removed (revoked), nor trust what it serves.
+func AuthorizeUnrevokedControlNode(td spiffeid.TrustDomain, view *revocation.View) tlsconfig.Authorizer {
+	control := AuthorizeControlNode(td)
+	return func(id spiffeid.ID, chains [][]*x509.Certificate) error {
+		if err := control(id, chains); err != nil {
+			return err
+		}
+		for _, chain := range chains {
+			if err := view.CheckChain(chain); err != nil && !errors.Is(err, revocation.ErrMustRenew) {
+				return fmt.Errorf("server %s: %w", id, err)
+			}
+		}
+		return nil
+	}
+}
+
+// DialChecked is Dial for nodes, which hold a revocation view: the server's
+// chain is also checked against it at every handshake.
+func DialChecked(creds *Credentials, view *revocation.View, addrs []string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	cfg := tlsconfig.MTLSClientConfig(creds, creds, AuthorizeUnrevokedControlNode(creds.TrustDomain(), view))
+	cfg.MinVersion = tls.VersionTLS13
+	return dialTLS(credentials.NewTLS(cfg), addrs, opts...)
 }
 
 // Dial connects to the unum API at one of addrs (HOST:PORT), failing over

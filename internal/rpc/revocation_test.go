@@ -169,3 +169,25 @@ func TestRevokedStreamCut(t *testing.T) {
 	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
 	require.Contains(t, err.Error(), "certificate revoked")
 }
+
+// TestClientRefusesRevokedServer: a node does not talk to a control node
+// whose identity it knows to be revoked (removed).
+func TestClientRefusesRevokedServer(t *testing.T) {
+	p := newPKI(t, "unum.test")
+	addr := serveWithView(t, p.creds(t, "/node/n1"), revocation.NewView(time.Hour, nil))
+	clientView := revocation.NewView(time.Hour, nil)
+	revoke(clientView, time.Now(), revocation.Window{})
+	cc, err := DialChecked(p.creds(t, "/node/n2"), clientView, []string{addr})
+	require.NoError(t, err)
+	defer cc.Close()
+	_, err = unumv1.NewIdentityClient(cc).WhoAmI(ctx5(t), &unumv1.WhoAmIRequest{})
+	require.NoError(t, err)
+
+	revoke(clientView, time.Now(), revocation.Window{}, "spiffe://unum.test/node/n1")
+	cc2, err := DialChecked(p.creds(t, "/node/n2"), clientView, []string{addr})
+	require.NoError(t, err)
+	defer cc2.Close()
+	_, err = unumv1.NewIdentityClient(cc2).WhoAmI(ctx5(t), &unumv1.WhoAmIRequest{})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "certificate revoked")
+}
