@@ -189,7 +189,8 @@ func TestRunSVIDClusterRefusesMissingTarget(t *testing.T) {
 
 func TestRunners(t *testing.T) {
 	require.Contains(t, Runners(), "svid")
-	require.Equal(t, []string{"svid"}, Components())
+	require.Contains(t, Runners(), "revocation")
+	require.Equal(t, []string{"revocation", "svid"}, Components())
 }
 
 func TestMeasure(t *testing.T) {
