@@ -207,7 +207,7 @@ func (d *devCluster) fetchSVID(t *testing.T, node, want string) {
 type statusJSON struct {
 	Healthy     bool     `json:"healthy"`
 	Warnings    []string `json:"warnings"`
-	Quorum      bool `json:"quorum"`
+	Quorum      bool     `json:"quorum"`
 	EtcdLeader  string
 	EtcdMembers []struct {
 		Name    string `json:"name"`
