@@ -204,6 +204,7 @@ func (s *Server) Status(ctx context.Context, _ *unumv1.StatusRequest) (*unumv1.S
 			out.EtcdMembers = append(out.EtcdMembers, em)
 		}
 	}
+	s.statusWarnings(out)
 	return out, nil
 }
 

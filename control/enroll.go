@@ -22,12 +22,12 @@ import (
 
 const maxEtcdHosts = 8
 
-// Join implements unumv1.EnrollmentServer. Order matters: everything that can
+// join serves Join. Order matters: everything that can
 // be checked without consuming the token is checked first (so a malformed
 // request does not burn it); then one etcd transaction consumes the token and
 // claims the node name, so of two concurrent uses exactly one wins; only then
 // is anything signed.
-func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.JoinResponse, error) {
+func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.JoinResponse, error) {
 	tok, err := jointoken.Parse(req.GetToken())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

@@ -21,6 +21,7 @@ import (
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/internal/metrics"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/storage/meta"
 )
@@ -34,6 +35,7 @@ type harness struct {
 	authority  *ca.Authority
 	etcd       *meta.Server
 	srv        *Server
+	metrics    *metrics.Metrics
 	apiAddr    string
 	enrollAddr string
 }
@@ -133,10 +135,11 @@ func newHarness(dir string) (*harness, func(), error) {
 		etcd.Close()
 		return nil, nil, err
 	}
+	m := metrics.New(metrics.Sources{})
 	srv, err := New(Config{
 		TrustDomain: td, NodeName: "node-1", Authority: authority, JWT: jwtSigner,
 		Root: &Signer{Cert: root, Key: rootKey}, EtcdCA: &Signer{Cert: etcdCA, Key: etcdCAKey},
-		Roots: []*x509.Certificate{root}, Etcd: etcd.Client(), Log: quiet,
+		Roots: []*x509.Certificate{root}, Etcd: etcd.Client(), Metrics: m, Log: quiet,
 	})
 	if err != nil {
 		etcd.Close()
@@ -150,7 +153,7 @@ func newHarness(dir string) (*harness, func(), error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, apiAddr: apiAddr, enrollAddr: enrollAddr}
+	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr}
 	serverCreds, err := hh.creds(nodeID)
 	if err != nil {
 		return nil, nil, err

@@ -56,8 +56,11 @@ type Config struct {
 	// callers against (the node's rpc interceptor shares it). New makes
 	// one with the default bound when nil.
 	Revocations *revocation.View
-	Clock       func() time.Time
-	Log         *slog.Logger
+	// Metrics counts issued and refused SVIDs and enrolment attempts
+	// (metrics.go); nil counts nothing.
+	Metrics Metrics
+	Clock   func() time.Time
+	Log     *slog.Logger
 }
 
 // Server implements the Identity, Enrollment and Cluster services.
@@ -233,8 +236,7 @@ func (s *Server) parseWorkloadID(raw string) (spiffeid.ID, error) {
 	return id, nil
 }
 
-// MintX509SVID implements unumv1.IdentityServer.
-func (s *Server) MintX509SVID(ctx context.Context, req *unumv1.MintX509SVIDRequest) (*unumv1.MintX509SVIDResponse, error) {
+func (s *Server) mintX509SVID(ctx context.Context, req *unumv1.MintX509SVIDRequest) (*unumv1.MintX509SVIDResponse, error) {
 	node, err := callerNode(ctx)
 	if err != nil {
 		return nil, err
@@ -262,8 +264,7 @@ func (s *Server) MintX509SVID(ctx context.Context, req *unumv1.MintX509SVIDReque
 	return &unumv1.MintX509SVIDResponse{Chain: derChain(chain)}, nil
 }
 
-// MintJWTSVID implements unumv1.IdentityServer.
-func (s *Server) MintJWTSVID(ctx context.Context, req *unumv1.MintJWTSVIDRequest) (*unumv1.MintJWTSVIDResponse, error) {
+func (s *Server) mintJWTSVID(ctx context.Context, req *unumv1.MintJWTSVIDRequest) (*unumv1.MintJWTSVIDResponse, error) {
 	node, err := callerNode(ctx)
 	if err != nil {
 		return nil, err
@@ -285,8 +286,7 @@ func (s *Server) MintJWTSVID(ctx context.Context, req *unumv1.MintJWTSVIDRequest
 	return &unumv1.MintJWTSVIDResponse{Token: tok}, nil
 }
 
-// RenewNodeSVID implements unumv1.IdentityServer.
-func (s *Server) RenewNodeSVID(ctx context.Context, req *unumv1.RenewNodeSVIDRequest) (*unumv1.RenewNodeSVIDResponse, error) {
+func (s *Server) renewNodeSVID(ctx context.Context, req *unumv1.RenewNodeSVIDRequest) (*unumv1.RenewNodeSVIDResponse, error) {
 	node, err := callerNode(ctx)
 	if err != nil {
 		return nil, err

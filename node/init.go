@@ -36,12 +36,17 @@ const (
 )
 
 // Ports are a node's listen addresses. Empty fields default to the API
-// port + 1 (enrolment), + 2 (etcd client), + 3 (etcd peer).
+// port + 1 (enrolment), + 2 (etcd client), + 3 (etcd peer), and
+// 127.0.0.1:API port + 4 (metrics; see DefaultMetricsListen).
 type Ports struct {
 	API        string `json:"api"`
 	Enroll     string `json:"enroll"`
 	EtcdClient string `json:"etcd_client"`
 	EtcdPeer   string `json:"etcd_peer"`
+	// Metrics is the /metrics endpoint (metrics.ParseListen, or "off").
+	// Unlike the others it is local to the node: on an existing node a
+	// value given to `unum node` overrides node.yaml for that run.
+	Metrics string `json:"metrics,omitempty"`
 }
 
 // FreeLoopbackPorts picks n sets of free ports on 127.0.0.1 for nodes that
@@ -64,7 +69,7 @@ func FreeLoopbackPorts(n int) ([]Ports, error) {
 	}
 	out := make([]Ports, n)
 	for i := range out {
-		for _, p := range []*string{&out[i].API, &out[i].Enroll, &out[i].EtcdClient, &out[i].EtcdPeer} {
+		for _, p := range []*string{&out[i].API, &out[i].Enroll, &out[i].EtcdClient, &out[i].EtcdPeer, &out[i].Metrics} {
 			a, err := addr()
 			if err != nil {
 				return nil, fmt.Errorf("pick a free port: %w", err)
@@ -99,6 +104,14 @@ func (p Ports) withDefaults() (Ports, error) {
 	def(&p.Enroll, 1)
 	def(&p.EtcdClient, 2)
 	def(&p.EtcdPeer, 3)
+	if p.Metrics == "" {
+		if p.Metrics, err = DefaultMetricsListen(p.API); err != nil {
+			return p, err
+		}
+	}
+	if err := checkMetricsListen(p.Metrics); err != nil {
+		return p, err
+	}
 	for _, a := range []string{p.Enroll, p.EtcdClient, p.EtcdPeer} {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return p, fmt.Errorf("listen address %q: %w", a, err)
@@ -301,6 +314,7 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 		Roles:            []string{"compute", "control"},
 		APIListen:        ports.API,
 		EnrollListen:     ports.Enroll,
+		MetricsListen:    ports.Metrics,
 		ControlAddresses: []string{ports.API},
 		Etcd: &EtcdConfig{
 			ClientURL:      "https://" + ports.EtcdClient,

@@ -139,6 +139,7 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 		TrustDomain:      td.Name(),
 		Roles:            resp.GetRoles(),
 		APIListen:        ports.API,
+		MetricsListen:    ports.Metrics,
 		ControlAddresses: resp.GetControlAddresses(),
 	}
 	if err := seal.WritePrivateKey(l.NodeKey(), nodeKey); err != nil {

@@ -146,6 +146,9 @@ type Config struct {
 	// only Join.
 	APIListen    string `json:"api_listen"`
 	EnrollListen string `json:"enroll_listen,omitempty"`
+	// MetricsListen serves /metrics (loopback: plain HTTP; otherwise
+	// mutual TLS); "off" disables it, empty means DefaultMetricsListen.
+	MetricsListen string `json:"metrics_listen,omitempty"`
 	// ControlAddresses are the API addresses of control nodes, refreshed
 	// from the sync stream.
 	ControlAddresses []string    `json:"control_addresses"`

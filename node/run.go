@@ -119,6 +119,8 @@ type node struct {
 
 	// Control nodes only.
 	authority *ca.Authority
+
+	obs nodeMetrics
 }
 
 func newNode(o Options, l Layout, cfg *Config) (*node, error) {
@@ -196,6 +198,7 @@ func (n *node) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("api listener: %w", err)
 	}
+	n.obs.m = n.newMetrics()
 	var roles rpc.RoleSource
 	var ctl *control.Server
 	if n.cfg.HasRole("control") {
@@ -221,7 +224,7 @@ func (n *node) run(ctx context.Context) error {
 			apiLis.Close()
 			return fmt.Errorf("enrolment listener: %w", err)
 		}
-		enroll := rpc.NewEnrollmentServer(n.creds, n.log)
+		enroll := rpc.NewEnrollmentServer(n.creds, n.log, rpc.OnRateLimited(n.enrollRateLimited))
 		unumv1.RegisterEnrollmentServer(enroll, ctl)
 		servers = append(servers, func() { stopGRPC(enroll) })
 		goFn("enrolment listener", func(context.Context) error { return enroll.Serve(enrollLis) })
@@ -229,6 +232,11 @@ func (n *node) run(ctx context.Context) error {
 		unumv1.RegisterIdentityServer(api, whoAmIServer{})
 	}
 	goFn("api listener", func(context.Context) error { return api.Serve(apiLis) })
+	stopMetrics, err := n.startMetrics(goFn)
+	if err != nil {
+		return err
+	}
+	servers = append(servers, stopMetrics)
 
 	// Every node talks to the control plane like any client: over mutual
 	// TLS with its node SVID. A control node prefers itself.
@@ -254,7 +262,7 @@ func (n *node) run(ctx context.Context) error {
 	goFn("heartbeat", func(ctx context.Context) error { return n.heartbeatLoop(ctx, unumv1.NewClusterClient(cc)) })
 	goFn("node svid rotation", func(ctx context.Context) error { n.rotateLoop(ctx, idc); return nil })
 
-	n.log.Info("node running", "spiffe_id", n.id.String(), "roles", n.cfg.Roles, "api", n.cfg.APIListen, "enrollment", n.cfg.EnrollListen, "socket", n.l.Socket())
+	n.log.Info("node running", "spiffe_id", n.id.String(), "roles", n.cfg.Roles, "api", n.cfg.APIListen, "enrollment", n.cfg.EnrollListen, "socket", n.l.Socket(), "metrics", n.obs.url)
 	select {
 	case <-ctx.Done():
 		n.log.Info("shutting down")
@@ -334,6 +342,7 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 	if err != nil {
 		return nil, nil, fmt.Errorf("start etcd: %w", err)
 	}
+	n.obs.etcd = etcd
 	// The control services use the local member. A member that is still a
 	// learner serves no requests, so until its promotion it uses the voters.
 	cli := etcd.Client()
@@ -362,6 +371,7 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		SVIDTTL:     n.o.SVIDTTL,
 		NodeSVIDTTL: NodeSVIDTTL,
 		Revocations: n.revocations,
+		Metrics:     n.obs.m,
 		Log:         n.log.With("component", "control"),
 	})
 	stop := func() {
@@ -559,11 +569,14 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 		if age, ok := n.revocations.Age(); ok {
 			revAge = age.Milliseconds()
 		}
+		interFP, interExp := n.intermediateReport()
 		_, err := cc.Heartbeat(hctx, &unumv1.HeartbeatRequest{
-			SvidExpiresAtUnix: n.svidExpiry().Unix(),
-			Enforcement:       EnforcementMode,
-			AgentReady:        n.synced.Load(),
-			RevocationAgeMs:   revAge,
+			SvidExpiresAtUnix:         n.svidExpiry().Unix(),
+			Enforcement:               EnforcementMode,
+			AgentReady:                n.synced.Load(),
+			RevocationAgeMs:           revAge,
+			IntermediateFingerprint:   interFP,
+			IntermediateExpiresAtUnix: interExp,
 		})
 		cancel()
 		if err != nil && ctx.Err() == nil && isRevoked(err) {

@@ -328,6 +328,37 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"identity/revocation.TestFirstSignable", "node.TestDeletedEntryRevoked", "node.TestRemoveComputeNode"},
 		},
+		{
+			ID:       "T-034",
+			Title:    "Metrics endpoint exposes the node",
+			STRIDE:   "I",
+			Asset:    "what the node's metrics reveal (CA fingerprints and expiries, enrolment outcomes, etcd health) and its CPU",
+			Boundary: "metrics endpoint",
+			Attacker: "a network peer scraping /metrics, or flooding it with label-exploding requests; a revoked scraper",
+			Mitigation: "Plain HTTP is served only on a loopback address (decided on the address actually bound, so 0.0.0.0 " +
+				"counts as exposed); any other address serves HTTPS with mutual TLS requiring a client SVID of the trust " +
+				"domain whose chain is not revoked, and http:// on such an address is refused at start. Labels are fixed " +
+				"small sets (callers' values outside them become \"other\") plus CA fingerprints; no SPIFFE ID, node name, " +
+				"token or secret is a label. At most 4 scrapes run at once.",
+			Status: Mitigated,
+			Tests: []string{"internal/metrics.TestServeRule", "internal/metrics.TestMTLSScrape", "internal/metrics.TestAutoOnWildcardIsMTLS",
+				"internal/metrics.TestListenRefusesPlainOnAllInterfaces", "internal/metrics.TestCountersAreBounded"},
+		},
+		{
+			ID:       "T-035",
+			Title:    "A stale revocation view goes unnoticed",
+			STRIDE:   "E",
+			Asset:    "revocation: a revoked certificate must stop working everywhere within seconds",
+			Boundary: "control-plane quorum",
+			Attacker: "an attacker holding a revoked certificate, counting on a node whose revocation feed has quietly stopped",
+			Mitigation: "A stale view already refuses privileged actions (rpc interceptor); in addition every node exports its " +
+				"view's age and bound (-1 before it loads), reports the age in its heartbeats, and `unum status` warns about " +
+				"any node whose view is older than the bound or not loaded, or which stopped reporting, so the operator " +
+				"sees it before anyone has to exploit it.",
+			Status: Mitigated,
+			Tests: []string{"control.TestWarnings", "internal/metrics.TestGaugesAtScrapeTime", "node.TestMetricsEndpoint",
+				"internal/cli.TestStatusShowsWarnings"},
+		},
 	}
 	sortByID(threats)
 	return threats

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -203,8 +205,9 @@ func (d *devCluster) fetchSVID(t *testing.T, node, want string) {
 }
 
 type statusJSON struct {
-	Healthy     bool `json:"healthy"`
-	Quorum      bool `json:"quorum"`
+	Healthy     bool     `json:"healthy"`
+	Warnings    []string `json:"warnings"`
+	Quorum      bool     `json:"quorum"`
 	EtcdLeader  string
 	EtcdMembers []struct {
 		Name    string `json:"name"`
@@ -242,6 +245,8 @@ func TestDevCluster(t *testing.T) {
 		require.NotEmpty(t, n.EnrollmentAddress, n.Name)
 		require.Equal(t, "degraded", n.Enforcement)
 	}
+	require.Empty(t, st.Warnings, "a fresh cluster crosses no threshold")
+	d.scrapeMetrics(t)
 
 	// Join tokens never appear on a command line (readable by every local
 	// user in /proc/PID/cmdline): unum dev hands them over in the environment.
@@ -337,4 +342,32 @@ func TestDevNodesDieWithDev(t *testing.T) {
 	require.NoError(t, d.cmd.Process.Kill())
 	_ = d.cmd.Wait()
 	waitGone(t, pid)
+}
+
+// scrapeMetrics fetches every dev node's /metrics from the loopback address
+// unum dev gave it (kept in dev.json, printed at start).
+func (d *devCluster) scrapeMetrics(t *testing.T) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(d.dir, "dev.json"))
+	require.NoError(t, err)
+	var st struct {
+		Nodes []struct {
+			Name  string `json:"name"`
+			Ports struct {
+				Metrics string `json:"metrics"`
+			} `json:"ports"`
+		} `json:"nodes"`
+	}
+	require.NoError(t, json.Unmarshal(data, &st))
+	for _, n := range st.Nodes {
+		require.NotEmpty(t, n.Ports.Metrics, n.Name)
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + n.Ports.Metrics + "/metrics")
+		require.NoError(t, err, n.Name)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, n.Name)
+		require.Contains(t, string(body), "unum_etcd_healthy 1", n.Name)
+		require.Contains(t, string(body), `unum_enrollment_attempts_total{kind="node",outcome="ok"}`, n.Name)
+	}
 }

@@ -20,6 +20,7 @@ func portFlags(fs *flag.FlagSet, p *node.Ports) {
 	fs.StringVar(&p.Enroll, "enroll-listen", "", "enrolment listen address (default: API port + 1)")
 	fs.StringVar(&p.EtcdClient, "etcd-client-listen", "", "etcd client listen address (default: API port + 2)")
 	fs.StringVar(&p.EtcdPeer, "etcd-peer-listen", "", "etcd peer listen address (default: API port + 3)")
+	fs.StringVar(&p.Metrics, "metrics-listen", "", "Prometheus /metrics address: HOST:PORT (plain HTTP on loopback, mutual TLS elsewhere), https://HOST:PORT, or off (default 127.0.0.1:API port + 4; overrides node.yaml)")
 }
 
 func runInit(e *env, args []string) error {

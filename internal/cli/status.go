@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,9 +23,12 @@ type etcdMemberView struct {
 }
 
 type statusView struct {
-	TrustDomain   string           `json:"trust_domain"`
-	Healthy       bool             `json:"healthy"`
+	TrustDomain string `json:"trust_domain"`
+	Healthy     bool   `json:"healthy"`
+	// Problems make `unum status` exit 1; Warnings (thresholds crossed
+	// ahead of trouble, computed by the control plane) do not.
 	Problems      []string         `json:"problems"`
+	Warnings      []string         `json:"warnings"`
 	Quorum        bool             `json:"quorum"`
 	EtcdLeader    string           `json:"etcd_leader"`
 	EtcdMembers   []etcdMemberView `json:"etcd_members"`
@@ -50,6 +54,17 @@ func runStatus(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	v := toStatusView(resp, time.Now())
+	if err := writeStatus(e.stdout, c.format, v); err != nil {
+		return err
+	}
+	if !v.Healthy {
+		return fmt.Errorf("%w: %s", errUnhealthy, strings.Join(v.Problems, "; "))
+	}
+	return nil
+}
+
+func toStatusView(resp *unumv1.StatusResponse, now time.Time) statusView {
 	v := statusView{
 		TrustDomain:   resp.GetTrustDomain(),
 		Quorum:        resp.GetQuorum(),
@@ -58,6 +73,7 @@ func runStatus(e *env, args []string) error {
 		RootExpiresAt: unixTime(resp.GetRootExpiresAtUnix()),
 		ServedBy:      resp.GetServedBy(),
 		Problems:      []string{},
+		Warnings:      append([]string{}, resp.GetWarnings()...),
 	}
 	for _, m := range resp.GetEtcdMembers() {
 		v.EtcdMembers = append(v.EtcdMembers, etcdMemberView{Name: m.GetName(), ID: m.GetId(), ClientURLs: m.GetClientUrls(), PeerURLs: m.GetPeerUrls(), Learner: m.GetLearner(), Leader: m.GetLeader()})
@@ -68,7 +84,7 @@ func runStatus(e *env, args []string) error {
 	if !v.Quorum {
 		v.Problems = append(v.Problems, "etcd has no quorum")
 	}
-	if !v.CAExpiresAt.After(time.Now()) {
+	if !v.CAExpiresAt.After(now) {
 		v.Problems = append(v.Problems, "the CA of "+v.ServedBy+" has expired")
 	}
 	for _, n := range v.Nodes {
@@ -77,9 +93,21 @@ func runStatus(e *env, args []string) error {
 		}
 	}
 	v.Healthy = len(v.Problems) == 0
-	err = output.Write(e.stdout, c.format, v, func(tw *tabwriter.Writer) error {
+	return v
+}
+
+// writeStatus prints v; in a table, problems and warnings come first, where
+// an operator looks.
+func writeStatus(w io.Writer, format output.Format, v statusView) error {
+	return output.Write(w, format, v, func(tw *tabwriter.Writer) error {
 		fmt.Fprintf(tw, "trust domain:\t%s\n", v.TrustDomain)
 		fmt.Fprintf(tw, "healthy:\t%v\n", v.Healthy)
+		for _, p := range v.Problems {
+			fmt.Fprintf(tw, "PROBLEM:\t%s\n", p)
+		}
+		for _, warn := range v.Warnings {
+			fmt.Fprintf(tw, "WARNING:\t%s\n", warn)
+		}
 		fmt.Fprintf(tw, "etcd:\tquorum=%v leader=%s members=%d\n", v.Quorum, v.EtcdLeader, len(v.EtcdMembers))
 		fmt.Fprintf(tw, "CA (%s):\texpires %s (root %s)\n", v.ServedBy, fmtTime(v.CAExpiresAt), fmtTime(v.RootExpiresAt))
 		fmt.Fprintln(tw)
@@ -98,16 +126,6 @@ func runStatus(e *env, args []string) error {
 				fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\n", m.Name, m.ID, m.Leader, m.Learner, strings.Join(m.ClientURLs, ","))
 			}
 		}
-		for _, p := range v.Problems {
-			fmt.Fprintf(tw, "problem:\t%s\n", p)
-		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if !v.Healthy {
-		return fmt.Errorf("%w: %s", errUnhealthy, strings.Join(v.Problems, "; "))
-	}
-	return nil
 }

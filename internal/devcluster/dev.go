@@ -63,6 +63,16 @@ type NodeState struct {
 
 func (n NodeState) socket() string { return node.Layout{Dir: n.Dir}.Socket() }
 
+// metricsURL is where the node serves /metrics: the dev cluster's ports are
+// all on 127.0.0.1, so plain HTTP.
+func (n NodeState) metricsURL() string {
+	addr := n.Ports.Metrics
+	if addr == "" {
+		addr, _ = node.DefaultMetricsListen(n.Ports.API)
+	}
+	return "http://" + addr + "/metrics"
+}
+
 // Run creates or resumes the dev cluster in o.DataDir and blocks until ctx
 // ends; then it stops all nodes.
 func Run(ctx context.Context, o Options) error {
@@ -315,6 +325,9 @@ func (d *dev) startNode(i int, extra []string, env ...string) (*proc, error) {
 		"--etcd-client-listen", n.Ports.EtcdClient, "--etcd-peer-listen", n.Ports.EtcdPeer,
 		"--etcd-heartbeat", etcdHeartbeat.String(), "--etcd-election", etcdElection.String(),
 	}
+	if n.Ports.Metrics != "" {
+		args = append(args, "--metrics-listen", n.Ports.Metrics)
+	}
 	if n.Control {
 		args = append(args, "--kek-file", d.kekPath())
 	}
@@ -469,6 +482,10 @@ func (d *dev) printNext() {
 	fmt.Fprintf(&b, "Workload API sockets (SPIFFE_ENDPOINT_SOCKET=unix://PATH):\n")
 	for _, n := range d.state.Nodes {
 		fmt.Fprintf(&b, "  %-8s %s\n", n.Name, n.socket())
+	}
+	fmt.Fprintf(&b, "\nMetrics (Prometheus, loopback only):\n")
+	for _, n := range d.state.Nodes {
+		fmt.Fprintf(&b, "  %-8s %s\n", n.Name, n.metricsURL())
 	}
 	fmt.Fprintf(&b, "\nTry:\n")
 	fmt.Fprintf(&b, "  %s status\n", unum)

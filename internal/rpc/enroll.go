@@ -153,7 +153,11 @@ const (
 // rate-limits each source address (a token bucket per IP) and logs refusals,
 // so an unauthenticated peer cannot turn it into a cheap way to load etcd.
 // Register only the Enrollment service on it.
-func NewEnrollmentServer(creds *Credentials, log *slog.Logger) *grpc.Server {
+func NewEnrollmentServer(creds *Credentials, log *slog.Logger, opts ...EnrollmentOption) *grpc.Server {
+	var o enrollOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	l := &enrollLimiter{peers: map[string]*rate.Limiter{}, global: rate.NewLimiter(enrollGlobalRate, enrollGlobalBurst)}
 	return grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(EnrollmentServerTLS(creds))),
@@ -169,11 +173,28 @@ func NewEnrollmentServer(creds *Credentials, log *slog.Logger) *grpc.Server {
 			}
 			if !l.allow(ip) {
 				log.Warn("enrolment call rate-limited", "peer", ip, "method", info.FullMethod)
+				if o.onRateLimited != nil {
+					o.onRateLimited(info.FullMethod)
+				}
 				return nil, status.Error(codes.ResourceExhausted, "too many enrolment attempts from this address; slow down")
 			}
 			return handler(ctx, req)
 		}),
 	)
+}
+
+// EnrollmentOption configures NewEnrollmentServer.
+type EnrollmentOption func(*enrollOptions)
+
+type enrollOptions struct {
+	onRateLimited func(fullMethod string)
+}
+
+// OnRateLimited has f called with the full method name of every call the
+// rate limiter refuses (for metrics: such calls never reach a handler).
+// f must be quick and safe for concurrent use.
+func OnRateLimited(f func(fullMethod string)) EnrollmentOption {
+	return func(o *enrollOptions) { o.onRateLimited = f }
 }
 
 // limiterKey groups IPv6 peers by /64 (one host usually owns a whole /64,

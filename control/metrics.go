@@ -1,0 +1,131 @@
+package control
+
+import (
+	"context"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/internal/metrics/label"
+)
+
+// Metrics receives the control services' counters; the node passes its
+// *metrics.Metrics, and a nil Config.Metrics counts nothing. Label values
+// are the constants of package label (so control does not import the
+// Prometheus client). Implementations must be safe for concurrent use and
+// must not block.
+//
+// Who reports what:
+//   - MintX509SVID, MintJWTSVID, RenewNodeSVID and Join report every call
+//     (wrappers below; refusal reasons come from the gRPC code).
+//   - Login and RenewUser (users.go) must report the same way:
+//     s.countEnrollment(label.KindUser, err) for every login attempt and
+//     s.countSVID(label.KindUser, err) for every certificate issued or
+//     refused, login included. enrollmentOutcome reads token refusals from
+//     their messages: say "token" and "expired" or "already been used".
+//   - The enrolment listener's rate limiter reports rate_limited refusals
+//     itself (the calls never reach a handler).
+type Metrics interface {
+	SVIDIssued(kind string)
+	SVIDRefused(kind, reason string)
+	Enrollment(kind, outcome string)
+}
+
+// countSVID records the outcome of one SVID request.
+func (s *Server) countSVID(kind string, err error) {
+	m := s.cfg.Metrics
+	if m == nil {
+		return
+	}
+	if err == nil {
+		m.SVIDIssued(kind)
+		return
+	}
+	m.SVIDRefused(kind, refusalReason(err))
+}
+
+// countEnrollment records the outcome of one enrolment attempt.
+func (s *Server) countEnrollment(kind string, err error) {
+	if m := s.cfg.Metrics; m != nil {
+		m.Enrollment(kind, enrollmentOutcome(err))
+	}
+}
+
+// refusalReason maps a refusal to its label by gRPC code only: nothing the
+// caller sent can become a label value.
+func refusalReason(err error) string {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+		return label.ReasonInvalid
+	case codes.PermissionDenied, codes.Unauthenticated, codes.NotFound, codes.AlreadyExists:
+		return label.ReasonDenied
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted:
+		return label.ReasonUnavailable
+	}
+	return label.ReasonError
+}
+
+// enrollmentOutcome classifies a Join (or Login) result. Token refusals are
+// told apart by the handlers' own fixed wording, never by caller input:
+// every token refusal starts "join token" / mentions "token", and says
+// "expired" or "already been used" when that is why.
+func enrollmentOutcome(err error) string {
+	if err == nil {
+		return label.OutcomeOK
+	}
+	st, _ := status.FromError(err)
+	msg := st.Message()
+	tokenRefusal := strings.Contains(msg, "token") && !strings.Contains(msg, "the token was not used")
+	switch st.Code() {
+	case codes.ResourceExhausted:
+		return label.OutcomeRateLimited
+	case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
+		switch {
+		case !tokenRefusal:
+			return label.OutcomeInvalid
+		case strings.Contains(msg, "expired"):
+			return label.OutcomeExpired
+		case strings.Contains(msg, "already been used"):
+			return label.OutcomeUsed
+		}
+		return label.OutcomeBadToken
+	case codes.FailedPrecondition, codes.AlreadyExists, codes.OutOfRange:
+		return label.OutcomeInvalid
+	}
+	return label.OutcomeError
+}
+
+// MintX509SVID implements unumv1.IdentityServer.
+func (s *Server) MintX509SVID(ctx context.Context, req *unumv1.MintX509SVIDRequest) (*unumv1.MintX509SVIDResponse, error) {
+	resp, err := s.mintX509SVID(ctx, req)
+	s.countSVID(label.KindWorkload, err)
+	return resp, err
+}
+
+// MintJWTSVID implements unumv1.IdentityServer.
+func (s *Server) MintJWTSVID(ctx context.Context, req *unumv1.MintJWTSVIDRequest) (*unumv1.MintJWTSVIDResponse, error) {
+	resp, err := s.mintJWTSVID(ctx, req)
+	s.countSVID(label.KindJWT, err)
+	return resp, err
+}
+
+// RenewNodeSVID implements unumv1.IdentityServer.
+func (s *Server) RenewNodeSVID(ctx context.Context, req *unumv1.RenewNodeSVIDRequest) (*unumv1.RenewNodeSVIDResponse, error) {
+	resp, err := s.renewNodeSVID(ctx, req)
+	s.countSVID(label.KindNode, err)
+	return resp, err
+}
+
+// Join implements unumv1.EnrollmentServer (see join).
+func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.JoinResponse, error) {
+	resp, err := s.join(ctx, req)
+	s.countEnrollment(label.KindNode, err)
+	// A node SVID is issued only by a join that succeeds; a refused join
+	// is counted as an enrolment outcome, not as a refused SVID.
+	if err == nil {
+		s.countSVID(label.KindNode, nil)
+	}
+	return resp, err
+}
