@@ -63,5 +63,41 @@ func (s *Server) janitor(ctx context.Context) {
 		} else if n > 0 {
 			s.cfg.Log.Info("pruned expired join-token records", "count", n)
 		}
+		if n, err := s.pruneRevocations(ctx, s.cfg.Clock()); err != nil {
+			s.cfg.Log.Debug("prune revocations", "err", err)
+		} else if n > 0 {
+			s.cfg.Log.Info("pruned revocations that outlived every certificate they refuse", "count", n)
+		}
 	}
+}
+
+// pruneRevocations deletes revocation records past their Expires: every
+// certificate they could refuse has expired. Deletes are conditional on the
+// record not having changed since it was read (a re-revocation extends it).
+// An undecodable record is kept: the feed treats it as revoking its ID
+// outright, and only an operator should decide to drop it.
+func (s *Server) pruneRevocations(ctx context.Context, now time.Time) (int, error) {
+	resp, err := s.cfg.Etcd.Get(ctx, prefixRevocations, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	deleted := 0
+	for _, kv := range resp.Kvs {
+		rec, err := decode[revocationRecord](kv.Value)
+		if err != nil || rec.Expires.IsZero() || now.Before(rec.Expires) {
+			continue
+		}
+		key := string(kv.Key)
+		txn, err := s.cfg.Etcd.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+			Then(clientv3.OpDelete(key)).
+			Commit()
+		if err != nil {
+			return deleted, err
+		}
+		if txn.Succeeded {
+			deleted++
+		}
+	}
+	return deleted, nil
 }
