@@ -588,8 +588,9 @@ func TestListUsers(t *testing.T) {
 }
 
 // TestUserCertificateExpiry: a user certificate of the minimum lifetime
-// stops working when it expires (new connections fail the handshake), and
-// an expired certificate cannot renew. The CA's clock is set back so that
+// stops working when it expires: a connection opened before is refused its
+// next call, new connections fail the handshake, and an expired
+// certificate cannot renew. The CA's clock is set back so that
 // the 1-minute certificate expires a few seconds after it is issued.
 func TestUserCertificateExpiry(t *testing.T) {
 	tok := addUser(t, "u-expiry", "viewer")
@@ -600,9 +601,14 @@ func TestUserCertificateExpiry(t *testing.T) {
 	notAfter := s.chain[0].NotAfter
 	require.WithinDuration(t, time.Now().Add(3*time.Second), notAfter, 2*time.Second)
 
-	_, err = whoAmI(ctxT(t), s.dial(t))
+	live := s.dial(t)
+	_, err = whoAmI(ctxT(t), live)
 	require.NoError(t, err, "valid before expiry")
 	time.Sleep(time.Until(notAfter) + 1500*time.Millisecond)
+	// The connection's handshake was before expiry; its calls are not
+	// (T-024).
+	_, err = whoAmI(ctxT(t), live)
+	requireCode(t, err, codes.Unauthenticated, "expired")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
