@@ -9,6 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/unumos/unum/control"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/clientconfig"
@@ -28,6 +29,14 @@ func IssueAdminConfig(dataDir, kekFile string, addrs []string) (*clientconfig.Co
 	}
 	return issueAdmin(authority, td, roots, addrs, AdminCertTTL)
 }
+
+// Lifetimes of user certificates (control owns them), for the CLI's early
+// checks and help; the server's checks are the ones that count.
+const (
+	DefaultUserCertTTL = control.DefaultUserCertTTL
+	MinUserCertTTL     = control.MinUserCertTTL
+	MaxUserCertTTL     = control.MaxUserCertTTL
+)
 
 // Break-glass recovery bounds the lifetime of the credential it mints.
 const (

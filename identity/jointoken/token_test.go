@@ -395,11 +395,11 @@ func TestValidateUserName(t *testing.T) {
 	require.NoError(t, ValidateUserName("alice"))
 	require.NoError(t, ValidateUserName("ops-1"))
 	for in, want := range map[string]string{
-		"":            "user name: empty",
-		"Alice":       `user name "Alice": position 1`,
-		"a/b":         `user name "a/b": position 2`,
-		"bob.smith":   `user name "bob.smith": position 4`,
-		"-x":          "must start and end",
+		"":           "user name: empty",
+		"Alice":      `user name "Alice": position 1`,
+		"a/b":        `user name "a/b": position 2`,
+		"bob.smith":  `user name "bob.smith": position 4`,
+		"-x":         "must start and end",
 		"x" + "\x00": "position 2",
 	} {
 		require.ErrorContains(t, ValidateUserName(in), want, "input %q", in)

@@ -18,12 +18,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
-	"github.com/unumos/unum/control"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/jointoken"
 	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/node"
 )
 
 // runLogin enrols a person with a user token, or with --renew renews the
@@ -35,7 +35,7 @@ func runLogin(e *env, args []string) error {
 	addr := fs.String("addr", "", "enrolment address HOST:PORT of a control node (the one `unum node --join` takes)")
 	token := fs.String("token", "", "user enrolment token from `unum user add`; prefer $UNUM_LOGIN_TOKEN or --token-file: a command line is readable by every local user")
 	tokenFile := fs.String("token-file", "", "file holding the enrolment token")
-	ttl := fs.Duration("ttl", 0, fmt.Sprintf("certificate lifetime (default and longest: the user's, %s unless set at `user add`; at least %s)", control.DefaultUserCertTTL, control.MinUserCertTTL))
+	ttl := fs.Duration("ttl", 0, fmt.Sprintf("certificate lifetime (default and longest: the user's, %s unless set at `user add`; at least %s)", node.DefaultUserCertTTL, node.MinUserCertTTL))
 	renew := fs.Bool("renew", false, "renew the current config's certificate (before it expires) with a new key")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the server")
 	pos, err := parseFlags(fs, args)
@@ -45,8 +45,8 @@ func runLogin(e *env, args []string) error {
 	if err := noArgs(pos); err != nil {
 		return err
 	}
-	if *ttl != 0 && *ttl < control.MinUserCertTTL {
-		return usagef("--ttl must be at least %s", control.MinUserCertTTL)
+	if *ttl != 0 && *ttl < node.MinUserCertTTL {
+		return usagef("--ttl must be at least %s", node.MinUserCertTTL)
 	}
 	ctx, cancel := context.WithTimeout(e.ctx, *timeout)
 	defer cancel()

@@ -10,11 +10,11 @@ import (
 	"google.golang.org/grpc"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
-	"github.com/unumos/unum/control"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/jointoken"
 	"github.com/unumos/unum/internal/output"
 	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/node"
 )
 
 func validUserName(name string) error {
@@ -29,7 +29,7 @@ func runUserAdd(e *env, args []string) error {
 	var cf clientFlags
 	cf.register(fs)
 	role := fs.String("role", "", "admin | operator | viewer (required for a new user)")
-	certTTL := fs.Duration("cert-ttl", 0, fmt.Sprintf("longest lifetime of the user's certificates (default %s, %s to %s)", control.DefaultUserCertTTL, control.MinUserCertTTL, control.MaxUserCertTTL))
+	certTTL := fs.Duration("cert-ttl", 0, fmt.Sprintf("longest lifetime of the user's certificates (default %s, %s to %s)", node.DefaultUserCertTTL, node.MinUserCertTTL, node.MaxUserCertTTL))
 	tokenTTL := fs.Duration("token-ttl", 15*time.Minute, "how long the enrolment token is valid (1s to 24h)")
 	reissue := fs.Bool("reissue-token", false, "mint a new enrolment token for an existing user (after a revoke or a lost token)")
 	c, err := cf.connect(e, fs, args, 1, "unum user add NAME --role admin|operator|viewer", func(pos []string) error {
@@ -44,8 +44,8 @@ func runUserAdd(e *env, args []string) error {
 			return usagef("--role is required: admin, operator or viewer")
 		case *role != "" && !rpc.ValidRole(*role):
 			return usagef("--role %q: want admin, operator or viewer", *role)
-		case *certTTL != 0 && (*certTTL < control.MinUserCertTTL || *certTTL > control.MaxUserCertTTL):
-			return usagef("--cert-ttl must be between %s and %s", control.MinUserCertTTL, control.MaxUserCertTTL)
+		case *certTTL != 0 && (*certTTL < node.MinUserCertTTL || *certTTL > node.MaxUserCertTTL):
+			return usagef("--cert-ttl must be between %s and %s", node.MinUserCertTTL, node.MaxUserCertTTL)
 		case *tokenTTL < time.Second || *tokenTTL > 24*time.Hour:
 			return usagef("--token-ttl must be between 1s and 24h")
 		}
