@@ -1,14 +1,15 @@
 // Package control implements the services a control node serves over the
 // cluster's mutual-TLS API: Identity (SVID minting, registration entries,
-// agent sync), Enrollment (joining with a token, on its own listener) and
-// Cluster (join tokens, node listing, status, heartbeats).
+// agent sync), Enrollment (joining and logging in with a token, on its own
+// listener), Cluster (join tokens, node listing, status, heartbeats) and
+// Users (people, their roles and enrolment tokens; users.go).
 //
 // It also owns the layout of cluster state in etcd (schema.go). Every
 // security-relevant read is linearizable: the CA signs a workload SVID only
 // after a batched linearizable read (meta.BatchReader) confirms the
 // registration entry and the requesting node, so a control node cut off from
-// the etcd majority cannot mint. Single use of a join token and uniqueness of
-// node names are enforced by one etcd transaction.
+// the etcd majority cannot mint. Single use of a join or user token and
+// uniqueness of node names are enforced by one etcd transaction.
 //
 // Handlers trust the caller that rpc.CallerFromContext returns (the rpc
 // interceptor verified and authorized it) but re-check the caller's kind

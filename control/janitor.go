@@ -17,12 +17,12 @@ const (
 	pruneEvery     = 10 * time.Minute
 )
 
-// pruneJoinTokens deletes join-token records that expired more than
+// pruneJoinTokens deletes join- and user-token records that expired more than
 // tokenRetention before now. Each delete is conditional on the record not
 // having changed since it was read, so a concurrent use is never lost. It
 // returns how many records it deleted.
 func (s *Server) pruneJoinTokens(ctx context.Context, now time.Time) (int, error) {
-	resp, err := s.cfg.Etcd.Get(ctx, prefixJoinTokens, clientv3.WithPrefix())
+	resp, err := s.cfg.Etcd.Get(ctx, prefixAllTokens, clientv3.WithPrefix())
 	if err != nil {
 		return 0, err
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,10 @@ type harness struct {
 	metrics    *metrics.Metrics
 	apiAddr    string
 	enrollAddr string
+	// authoritySkew shifts the CA's clock (not the server's): a test that
+	// sets it to -(ttl-3s) gets a certificate of the real minimum lifetime
+	// that expires 3 s later in real time. Only non-parallel tests set it.
+	authoritySkew *atomic.Int64
 }
 
 var h *harness
@@ -80,16 +85,20 @@ func newHarness(dir string) (*harness, func(), error) {
 	now := time.Now()
 	td := spiffeid.RequireTrustDomainFromString("unum.test")
 	rootKey, _ := ca.GenerateKey()
-	root, err := ca.NewRoot(td, rootKey, now, 24*time.Hour)
+	// The CA was made an hour ago, so that its clock may be set back
+	// (authoritySkew) and still be within its certificates' validity.
+	caBorn := now.Add(-time.Hour)
+	root, err := ca.NewRoot(td, rootKey, caBorn, 24*time.Hour)
 	if err != nil {
 		return nil, nil, err
 	}
 	interKey, _ := ca.GenerateKey()
-	inter, err := ca.NewIntermediate(td, "node-1", interKey.Public(), root, rootKey, now, 12*time.Hour)
+	inter, err := ca.NewIntermediate(td, "node-1", interKey.Public(), root, rootKey, caBorn, 12*time.Hour)
 	if err != nil {
 		return nil, nil, err
 	}
-	authority, err := ca.New(td, inter, interKey, nil, time.Now)
+	skew := new(atomic.Int64)
+	authority, err := ca.New(td, inter, interKey, nil, func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
 	if err != nil {
 		return nil, nil, err
 	}
@@ -153,7 +162,7 @@ func newHarness(dir string) (*harness, func(), error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr}
+	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr, authoritySkew: skew}
 	serverCreds, err := hh.creds(nodeID)
 	if err != nil {
 		return nil, nil, err
@@ -161,6 +170,7 @@ func newHarness(dir string) (*harness, func(), error) {
 	api := rpc.NewServer(serverCreds, rpc.ServerConfig{Authorizer: rpc.BuiltinAuthorizer{Roles: srv}, Revocations: srv.Revocations(), Log: quiet})
 	unumv1.RegisterIdentityServer(api, srv)
 	unumv1.RegisterClusterServer(api, srv)
+	unumv1.RegisterUsersServer(api, srv.UsersServer())
 	enroll := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(serverCreds))))
 	unumv1.RegisterEnrollmentServer(enroll, srv)
 	apiLis, err := net.Listen("tcp", apiAddr)

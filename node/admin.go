@@ -3,11 +3,13 @@ package node
 import (
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/unumos/unum/control"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/clientconfig"
@@ -18,13 +20,61 @@ import (
 // AdminCertTTL) with the intermediate of the control node in dataDir, from
 // local CA material: it needs the KEK, so only someone who can already run
 // that control node can do it. `unum dev` uses it on resume (the admin
-// certificate of a dev cluster older than a day has expired); the operations
-// issue's break-glass `unum admin recover` builds on it.
+// certificate of a dev cluster older than a day has expired); the
+// break-glass `unum admin recover` uses RecoverAdmin.
 func IssueAdminConfig(dataDir, kekFile string, addrs []string) (*clientconfig.Config, error) {
 	authority, td, roots, err := localAuthority(dataDir, kekFile)
 	if err != nil {
 		return nil, err
 	}
+	return issueAdmin(authority, td, roots, addrs, AdminCertTTL)
+}
+
+// Lifetimes of user certificates (control owns them), for the CLI's early
+// checks and help; the server's checks are the ones that count.
+const (
+	DefaultUserCertTTL = control.DefaultUserCertTTL
+	MinUserCertTTL     = control.MinUserCertTTL
+	MaxUserCertTTL     = control.MaxUserCertTTL
+)
+
+// Break-glass recovery bounds the lifetime of the credential it mints.
+const (
+	MinRecoverTTL     = time.Minute
+	DefaultRecoverTTL = time.Hour
+)
+
+// RecoverAdmin is the break-glass path behind `unum admin recover`: it signs
+// a fresh admin client config (spiffe://TD/user/admin, ttl between
+// MinRecoverTTL and AdminCertTTL) with the intermediate of the control node
+// in dataDir, from local material, for when the admin config was lost or
+// stolen (and revoked with `unum user revoke admin`). It needs what running
+// that control node needs: read access to its keys and the KEK. The config
+// points at the node's own API address and the control addresses it knows.
+// The caller makes the event loud (log and terminal): the cluster cannot
+// see it happen.
+func RecoverAdmin(dataDir, kekFile string, ttl time.Duration) (*clientconfig.Config, error) {
+	if ttl < MinRecoverTTL || ttl > AdminCertTTL {
+		return nil, fmt.Errorf("recover admin: ttl %s: must be between %s and %s", ttl, MinRecoverTTL, AdminCertTTL)
+	}
+	cfg, err := loadConfig(Layout{Dir: dataDir})
+	if err != nil {
+		return nil, err
+	}
+	authority, td, roots, err := localAuthority(dataDir, kekFile)
+	if err != nil {
+		return nil, err
+	}
+	addrs := []string{cfg.APIListen}
+	for _, a := range cfg.ControlAddresses {
+		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return issueAdmin(authority, td, roots, addrs, ttl)
+}
+
+func issueAdmin(authority *ca.Authority, td spiffeid.TrustDomain, roots []*x509.Certificate, addrs []string, ttl time.Duration) (*clientconfig.Config, error) {
 	adminID, err := identity.UserID(td, identity.AdminUser)
 	if err != nil {
 		return nil, err
@@ -33,7 +83,7 @@ func IssueAdminConfig(dataDir, kekFile string, addrs []string) (*clientconfig.Co
 	if err != nil {
 		return nil, err
 	}
-	chain, err := authority.SignX509SVIDForKey(key.Public(), adminID, AdminCertTTL)
+	chain, err := authority.SignX509SVIDForKey(key.Public(), adminID, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("admin certificate: %w", err)
 	}

@@ -219,6 +219,7 @@ func (n *node) run(ctx context.Context) error {
 	if ctl != nil {
 		unumv1.RegisterIdentityServer(api, ctl)
 		unumv1.RegisterClusterServer(api, ctl)
+		unumv1.RegisterUsersServer(api, ctl.UsersServer())
 		enrollLis, err := net.Listen("tcp", n.cfg.EnrollListen)
 		if err != nil {
 			apiLis.Close()

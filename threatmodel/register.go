@@ -232,7 +232,7 @@ func Register() []Threat {
 			Asset:    "etcd and the control node's CPU",
 			Boundary: "enrolment listener",
 			Attacker: "any network peer, unauthenticated, sending join requests with made-up tokens",
-			Mitigation: "The enrolment listener serves only Join, takes small messages, and passes every call through a " +
+			Mitigation: "The enrolment listener serves only Join and Login, takes small messages, and passes every call through a " +
 				"token bucket per source (IPv6 grouped by /64) and one for all sources together before any etcd read.",
 			Status: Mitigated,
 			Tests:  []string{"internal/rpc.TestEnrollmentListenerRateLimited", "internal/rpc.TestLimiterKey"},
@@ -358,6 +358,88 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"control.TestWarnings", "internal/metrics.TestGaugesAtScrapeTime", "node.TestMetricsEndpoint",
 				"internal/cli.TestStatusShowsWarnings"},
+		},
+		{
+			ID:       "T-020",
+			Title:    "Stolen user certificate used after `unum user rm`",
+			STRIDE:   "S",
+			Asset:    "a person's authority (spiffe://TD/user/NAME and the role in their record)",
+			Boundary: "control-plane API",
+			Attacker: "someone holding a removed (or revoked) user's certificate and key, copied from their config, " +
+				"including over a connection opened before the removal",
+			Mitigation: "RemoveUser deletes the user record and their pending tokens and records a revocation of the " +
+				"user's ID in the same etcd transaction; the API interceptor checks every call's chain against the " +
+				"revocation view, so an open connection is refused (Unauthenticated, with the reason) at its next call, " +
+				"and renewal with the revoked certificate is refused the same way. RevokeUser does the same and keeps " +
+				"the user, who logs in again with a reissued token; roles are read from the record, so a removed " +
+				"user's role is gone too. A user added again later gets certificates issued after the revocation.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestRemovedUserLiveConnectionRefused", "control.TestRevokeUser", "cmd/unum.TestUserLoginEndToEnd"},
+		},
+		{
+			ID:       "T-021",
+			Title:    "User enrolment token replay",
+			STRIDE:   "S",
+			Asset:    "a person's identity (spiffe://TD/user/NAME)",
+			Boundary: "out-of-band token hand-over; enrolment listener",
+			Attacker: "anyone who reads a user token (chat, shell history) or captures one already redeemed, and presents " +
+				"it again, concurrently, as a node token, or after its user was removed and re-added",
+			Mitigation: "User tokens are jointoken tokens of their own kind (a node token is refused at Login and a user " +
+				"token at Join, without being consumed); the control plane stores only the secret's hash; Login checks " +
+				"the token, the CSR and the lifetime first, then one etcd transaction marks the token used, conditional " +
+				"on the token and the user record being unchanged, so of concurrent uses exactly one wins. Tokens are " +
+				"deleted with their user and valid only for the incarnation of the user they were minted for. The " +
+				"client pins the cluster's CA by the token's fingerprint before sending it, and `unum login` takes the " +
+				"token from $UNUM_LOGIN_TOKEN or a file.",
+			Status: Mitigated,
+			Tests:  []string{"identity/jointoken.TestUserKind", "control.TestUserLoginMisuse", "cmd/unum.TestUserLoginEndToEnd"},
+		},
+		{
+			ID:       "T-022",
+			Title:    "Break-glass admin recovery misused",
+			STRIDE:   "E",
+			Asset:    "the built-in admin identity (spiffe://TD/user/admin)",
+			Boundary: "node data directory",
+			Attacker: "a local user of a control node, or someone with a copy of its data folder, who runs " +
+				"`unum admin recover` to become the cluster's admin",
+			Mitigation: "Recovery signs with the node's intermediate CA key, which is sealed under the KEK: it needs read " +
+				"access to the node's keys folder (0700, the node's uid) and the KEK file kept outside the data folder " +
+				"(refused when inside), which is exactly what can already sign any certificate, so it grants nothing " +
+				"new. The credential is short-lived (default 1 h, at most 24 h), and every use is logged as a WARN line " +
+				"and printed on the terminal with the local uid, host and time. A stolen admin config is revoked with " +
+				"`unum user revoke admin`; the built-in admin cannot be removed or re-added over the API.",
+			Status: Mitigated,
+			Tests:  []string{"node.TestRecoverAdmin", "cmd/unum.TestUserLoginEndToEnd"},
+		},
+		{
+			ID:       "T-023",
+			Title:    "A user raises their own role",
+			STRIDE:   "E",
+			Asset:    "roles (admin, operator, viewer) and what they allow",
+			Boundary: "control-plane API and enrolment listener",
+			Attacker: "an enrolled operator or viewer who renews, re-enrols, or crafts requests to gain a higher role, " +
+				"or asks for a certificate for another user or the admin",
+			Mitigation: "A role lives only in the user's etcd record, written by an admin (AddUser, admin only; a " +
+				"reissued token keeps the role, changing it takes rm and add); it is never in a certificate or a " +
+				"request the user controls. Login names the certificate from the token's record, and RenewUser only " +
+				"for the caller's own verified ID, with a CSR for that ID and a new key; the CA refuses any other name.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestUserRoles", "control.TestLoginAndRenew", "control.TestUserLoginMisuse"},
+		},
+		{
+			ID:       "T-024",
+			Title:    "Expired user certificate on a long-lived connection",
+			STRIDE:   "S",
+			Asset:    "a person's authority after their certificate's lifetime",
+			Boundary: "control-plane API",
+			Attacker: "a client that opened a connection while its user certificate was valid and keeps using it " +
+				"after the certificate expired (TLS checks validity only in the handshake)",
+			Mitigation: "The API interceptor refuses every call from a user whose certificate has expired " +
+				"(Unauthenticated), whatever the age of the connection; new connections fail the handshake; an " +
+				"expired certificate cannot renew. (Node and workload connections are not checked this way: they " +
+				"rotate SVIDs under long-lived connections; revocation cuts them off.)",
+			Status: Mitigated,
+			Tests:  []string{"control.TestUserCertificateExpiry"},
 		},
 	}
 	sortByID(threats)

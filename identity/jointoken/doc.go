@@ -1,5 +1,5 @@
 // Package jointoken owns the single-use tokens an admin hands to a machine so
-// it can join the cluster (and, later, to a person so they can enrol).
+// it can join the cluster, or to a person so they can enrol (`unum login`).
 //
 // # Format
 //
@@ -8,7 +8,7 @@
 //	unum1.<kind>.<id>.<secret>.<cafp>
 //
 //	unum1   format version; anything else is refused
-//	kind    what the token enrols: "node" (later "user")
+//	kind    what the token enrols: "node" (Join) or "user" (Login)
 //	id      16 random bytes, 32 lowercase hex digits; the token's etcd key
 //	secret  32 random bytes, base64url without padding (43 characters)
 //	cafp    the SHA-256 of the cluster's root CA certificate, 64 lowercase hex
@@ -36,9 +36,9 @@
 //     its slog LogValue omits the secret.
 //   - Everything here is deterministic: randomness and time are parameters.
 //
-// ParseRoles and ValidateNodeName are the single definition of valid roles
-// and node names, shared by the CLI (early, friendly errors) and the server
-// (the check that counts).
+// ParseRoles, ValidateNodeName and ValidateUserName are the single
+// definition of valid node roles, node names and user names, shared by the
+// CLI (early, friendly errors) and the server (the check that counts).
 //
 // Any package may import jointoken; it imports only the standard library.
 package jointoken

@@ -54,19 +54,27 @@ func NormalizeRoles(roles []string) ([]string, error) {
 // ValidateNodeName accepts DNS-label-like names,
 // [a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?, since the name becomes a path segment
 // of spiffe://TD/node/NAME and often a host name.
-func ValidateNodeName(name string) error {
+func ValidateNodeName(name string) error { return validateName("node name", name) }
+
+// ValidateUserName accepts the same names as ValidateNodeName: the name
+// becomes a path segment of spiffe://TD/user/NAME, and a login name that
+// is also a valid host and file name keeps every later use (audit
+// records, policy data, file names) free of quoting.
+func ValidateUserName(name string) error { return validateName("user name", name) }
+
+func validateName(what, name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("node name: empty")
+		return fmt.Errorf("%s: empty", what)
 	case len(name) > maxNodeNameLen:
-		return fmt.Errorf("node name: %d characters, at most %d allowed", len(name), maxNodeNameLen)
+		return fmt.Errorf("%s: %d characters, at most %d allowed", what, len(name), maxNodeNameLen)
 	case name[0] == '-' || name[len(name)-1] == '-':
-		return fmt.Errorf("node name %q: must start and end with a lowercase letter or digit", name)
+		return fmt.Errorf("%s %q: must start and end with a lowercase letter or digit", what, name)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
-			return fmt.Errorf("node name %q: position %d is not a lowercase letter, digit or '-'", name, i+1)
+			return fmt.Errorf("%s %q: position %d is not a lowercase letter, digit or '-'", what, name, i+1)
 		}
 	}
 	return nil

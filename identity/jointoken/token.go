@@ -16,8 +16,15 @@ import (
 // Kind says what a token enrols.
 type Kind string
 
-// KindNode tokens enrol a machine as spiffe://TD/node/NAME.
-const KindNode Kind = "node"
+// Kinds of tokens. A token of one kind is never accepted where the other is
+// expected: the kind is part of the token and of its Record, and both are
+// compared.
+const (
+	// KindNode tokens enrol a machine as spiffe://TD/node/NAME (Join).
+	KindNode Kind = "node"
+	// KindUser tokens enrol a person as spiffe://TD/user/NAME (Login).
+	KindUser Kind = "user"
+)
 
 // Version is the first field of every token this package writes and accepts.
 const Version = "unum1"
@@ -166,7 +173,8 @@ type Record struct {
 }
 
 // Record describes t for storage. The caller validates name and roles (with
-// ValidateNodeName and ParseRoles) before storing it.
+// ValidateNodeName and ParseRoles for a node token, ValidateUserName for a
+// user token, whose role lives in the user's own record) before storing it.
 func (t Token) Record(name string, roles []string, createdBy string, expires time.Time) Record {
 	return Record{
 		ID:         t.ID,
@@ -212,7 +220,7 @@ func hashSecret(secret []byte) string {
 
 func knownKind(k Kind) bool {
 	switch k {
-	case KindNode:
+	case KindNode, KindUser:
 		return true
 	}
 	return false

@@ -50,7 +50,8 @@ func TestNew(t *testing.T) {
 		wantErr string
 	}{
 		{"unknown kind", "admin", testFP, counter(0), "unknown kind"},
-		{"user kind not yet", "user", testFP, counter(0), "unknown kind"},
+		{"kind uppercase", "USER", testFP, counter(0), "unknown kind"},
+		{"empty kind", "", testFP, counter(0), "unknown kind"},
 		{"fingerprint without prefix", KindNode, testFP[len("sha256:"):], counter(0), "bad CA fingerprint"},
 		{"fingerprint uppercase", KindNode, strings.ToUpper(testFP), counter(0), "bad CA fingerprint"},
 		{"fingerprint short", KindNode, testFP[:len(testFP)-1], counter(0), "bad CA fingerprint"},
@@ -63,6 +64,34 @@ func TestNew(t *testing.T) {
 			require.ErrorContains(t, err, tt.wantErr)
 		})
 	}
+}
+
+// TestUserKind: user tokens have the same format with kind "user", and a
+// token of one kind never checks against a record of the other, whichever
+// way round (a node token at Login, a user token at Join).
+func TestUserKind(t *testing.T) {
+	user, err := New(KindUser, testFP, counter(0))
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(user.String(), "unum1.user.000102030405060708090a0b0c0d0e0f."), user.String())
+	back, err := Parse(user.String())
+	require.NoError(t, err)
+	require.Equal(t, user, back)
+
+	node := mustNew(t, 0) // same id and secret, other kind
+	require.Equal(t, node.ID, user.ID)
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	userRec := user.Record("alice", nil, "spiffe://unum.local/user/admin", now.Add(time.Minute))
+	nodeRec := node.Record("n1", []string{"compute"}, "spiffe://unum.local/user/admin", now.Add(time.Minute))
+	require.NoError(t, userRec.Check(user, now))
+	require.NoError(t, nodeRec.Check(node, now))
+	require.ErrorIs(t, userRec.Check(node, now), ErrMismatch)
+	require.ErrorIs(t, nodeRec.Check(user, now), ErrMismatch)
+
+	// Changing the kind field of a printed token is a different token.
+	swapped := strings.Replace(user.String(), ".user.", ".node.", 1)
+	tok, err := Parse(swapped)
+	require.NoError(t, err)
+	require.ErrorIs(t, userRec.Check(tok, now), ErrMismatch)
 }
 
 func TestParse(t *testing.T) {
@@ -99,6 +128,9 @@ func TestParse(t *testing.T) {
 		{"version uppercase", with(0, "UNUM1"), "unknown version"},
 		{"unknown kind", with(1, "admin"), "unknown kind"},
 		{"kind uppercase", with(1, "NODE"), "unknown kind"},
+		{"kind user uppercase", with(1, "USER"), "unknown kind"},
+		{"kind users", with(1, "users"), "unknown kind"},
+		{"kind empty", with(1, ""), "unknown kind"},
 		{"id short", with(2, fields[2][:31]), "bad id"},
 		{"id long", with(2, fields[2]+"0"), "bad id"},
 		{"id uppercase", with(2, strings.ToUpper(fields[2])), "bad id"},
@@ -306,16 +338,21 @@ func FuzzParse(f *testing.F) {
 	f.Add(strings.Replace(valid, "unum1", "unum2", 1), []byte{0xff})
 	f.Add(valid[:len(valid)-1], make([]byte, 48))
 	f.Add("unum1.node....", []byte("x"))
+	f.Add(strings.Replace(valid, ".node.", ".user.", 1), []byte{2})
+	f.Add("unum1.user....", []byte("y"))
 	f.Add("", []byte{})
 	f.Fuzz(func(t *testing.T, s string, entropy []byte) {
-		// Any token New makes survives String and Parse unchanged.
+		// Any token New makes, of either kind, survives String and Parse
+		// unchanged.
 		seed := make([]byte, idBytes+secretBytes)
 		copy(seed, entropy)
-		made, err := New(KindNode, testFP, bytes.NewReader(seed))
-		require.NoError(t, err)
-		back, err := Parse(made.String())
-		require.NoError(t, err)
-		require.Equal(t, made, back)
+		for _, kind := range []Kind{KindNode, KindUser} {
+			made, err := New(kind, testFP, bytes.NewReader(seed))
+			require.NoError(t, err)
+			back, err := Parse(made.String())
+			require.NoError(t, err)
+			require.Equal(t, made, back)
+		}
 
 		tok, err := Parse(s)
 		if err != nil {
@@ -326,6 +363,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		// Accepted input is canonical: exactly one encoding per token.
+		require.True(t, tok.Kind == KindNode || tok.Kind == KindUser, "accepted kind %q", tok.Kind)
 		require.Len(t, tok.Secret, secretBytes)
 		require.Equal(t, strings.TrimSpace(s), tok.String())
 		require.NoError(t, validateFingerprint(tok.CAFingerprint))
@@ -337,11 +375,33 @@ func FuzzParse(f *testing.F) {
 var nodeNameReference = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 func FuzzValidateNodeName(f *testing.F) {
-	for _, s := range []string{"a", "node-1", "-a", "a-", "A", "", strings.Repeat("a", 63), strings.Repeat("a", 64), "a\x00", "ä", "a.b"} {
+	for _, s := range []string{"a", "node-1", "-a", "a-", "A", "", strings.Repeat("a", 63), strings.Repeat("a", 64), "a\x00", "ä", "a.b", "a/b", "..", "admin"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		want := nodeNameReference.MatchString(s)
 		err := ValidateNodeName(s)
-		require.Equal(t, nodeNameReference.MatchString(s), err == nil, "name %q: err=%v", s, err)
+		require.Equal(t, want, err == nil, "name %q: err=%v", s, err)
+		// User names follow the same rule (they are path segments too).
+		uerr := ValidateUserName(s)
+		require.Equal(t, want, uerr == nil, "user name %q: err=%v", s, uerr)
+		if uerr != nil {
+			require.True(t, strings.HasPrefix(uerr.Error(), "user name"), uerr.Error())
+		}
 	})
+}
+
+func TestValidateUserName(t *testing.T) {
+	require.NoError(t, ValidateUserName("alice"))
+	require.NoError(t, ValidateUserName("ops-1"))
+	for in, want := range map[string]string{
+		"":           "user name: empty",
+		"Alice":      `user name "Alice": position 1`,
+		"a/b":        `user name "a/b": position 2`,
+		"bob.smith":  `user name "bob.smith": position 4`,
+		"-x":         "must start and end",
+		"x" + "\x00": "position 2",
+	} {
+		require.ErrorContains(t, ValidateUserName(in), want, "input %q", in)
+	}
 }

@@ -63,6 +63,16 @@ func commands() []*command {
 			{name: "svid", summary: "fetch an SVID from the Workload API like a workload", run: runIDSVID},
 			{name: "show", summary: "show who the server says you are", run: runIDShow},
 		}},
+		{name: "user", summary: "people: users, their roles and enrolment tokens", sub: []*command{
+			{name: "add", summary: "add a user and print their single-use enrolment token (admin)", run: runUserAdd},
+			{name: "ls", summary: "list users", run: runUserLs},
+			{name: "rm", summary: "remove a user and revoke their certificates (admin)", run: runUserRm},
+			{name: "revoke", summary: "revoke a user's certificates, keeping the user (admin)", run: runUserRevoke},
+		}},
+		{name: "login", summary: "log in with a token from `unum user add`; --renew renews", run: runLogin},
+		{name: "admin", summary: "break-glass administration on a control node", sub: []*command{
+			{name: "recover", summary: "mint a short-lived admin config from local CA material (loud)", run: runAdminRecover},
+		}},
 		{name: "dev", summary: "run a whole cluster on this machine", run: runDev},
 		{name: "bench", summary: "benchmark a component (svid)", run: runBench},
 		{name: "version", summary: "print the version", run: func(e *env, _ []string) error {

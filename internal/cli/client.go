@@ -20,7 +20,7 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.config, "config", "", "client config file (default $UNUM_CONFIG)")
+	fs.StringVar(&c.config, "config", "", "client config file (default $UNUM_CONFIG, else ~/.config/unum/config.yaml from unum login)")
 	fs.StringVar(&c.output, "o", "table", "output format: table|json|yaml")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Second, "how long to wait for the server")
 }

@@ -3,9 +3,9 @@ package clientconfig
 import (
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -28,7 +28,23 @@ type Config struct {
 	Bundle      string `json:"bundle"`
 }
 
-// Resolve returns the config path from the flag value or UNUM_CONFIG.
+// DefaultPath is where `unum login` writes the client config:
+// $XDG_CONFIG_HOME/unum/config.yaml, or ~/.config/unum/config.yaml when
+// XDG_CONFIG_HOME is unset or not absolute (the XDG base directory
+// specification says to ignore a relative one).
+func DefaultPath() (string, error) {
+	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "unum", "config.yaml"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("default client config: %w", err)
+	}
+	return filepath.Join(home, ".config", "unum", "config.yaml"), nil
+}
+
+// Resolve returns the config path: the flag value, else UNUM_CONFIG, else
+// DefaultPath if that file exists.
 func Resolve(flagPath string) (string, error) {
 	if flagPath != "" {
 		return flagPath, nil
@@ -36,12 +52,33 @@ func Resolve(flagPath string) (string, error) {
 	if p := os.Getenv("UNUM_CONFIG"); p != "" {
 		return p, nil
 	}
-	return "", errors.New("no client config: set UNUM_CONFIG (unum dev prints the line) or pass --config")
+	def, err := DefaultPath()
+	if err == nil {
+		if _, serr := os.Stat(def); serr == nil {
+			return def, nil
+		}
+	} else {
+		def = "$XDG_CONFIG_HOME/unum/config.yaml"
+	}
+	return "", fmt.Errorf("no client config: run `unum login --addr HOST:PORT` with a token from `unum user add` (writes %s), set UNUM_CONFIG (unum dev prints the line) or pass --config", def)
 }
 
-// Load reads path. The file holds a private key, so it must not be group-
-// or world-readable.
+// Load reads path and applies UNUM_ADDR. The file holds a private key, so
+// it must not be group- or world-readable.
 func Load(path string) (*Config, error) {
+	c, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	if addr := os.Getenv("UNUM_ADDR"); addr != "" {
+		c.Addresses = strings.Split(addr, ",")
+	}
+	return c, nil
+}
+
+// Read reads path as it is, without UNUM_ADDR (for rewriting it), with the
+// same checks as Load.
+func Read(path string) (*Config, error) {
 	if err := seal.CheckKeyFilePerms(path); err != nil {
 		return nil, fmt.Errorf("client config: %w", err)
 	}
@@ -53,9 +90,6 @@ func Load(path string) (*Config, error) {
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return nil, fmt.Errorf("client config %s: %w", path, err)
 	}
-	if addr := os.Getenv("UNUM_ADDR"); addr != "" {
-		c.Addresses = strings.Split(addr, ",")
-	}
 	return &c, nil
 }
 
@@ -66,6 +100,15 @@ func (c *Config) Save(path string) error {
 		return err
 	}
 	return seal.WriteFileAtomic(path, data, 0o600)
+}
+
+// SaveNew writes c to path like Save, creating its folder 0700 first when
+// missing (an existing folder keeps its mode).
+func (c *Config) SaveNew(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("client config folder: %w", err)
+	}
+	return c.Save(path)
 }
 
 // New builds a config from an SVID and bundle.

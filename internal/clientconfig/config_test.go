@@ -78,3 +78,67 @@ func TestLoadRefuses(t *testing.T) {
 }
 
 func roots(r ...*x509.Certificate) []*x509.Certificate { return r }
+
+// TestResolveOrder: --config, then UNUM_CONFIG, then the login default
+// ($XDG_CONFIG_HOME/unum/config.yaml, else ~/.config/unum/config.yaml) when
+// that file exists.
+func TestResolveOrder(t *testing.T) {
+	xdg := t.TempDir()
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	t.Setenv("UNUM_CONFIG", "")
+
+	def, err := DefaultPath()
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(xdg, "unum", "config.yaml"), def)
+	_, err = Resolve("")
+	require.ErrorContains(t, err, "unum login")
+	require.ErrorContains(t, err, def, "the error names where login writes")
+	require.ErrorContains(t, err, "UNUM_CONFIG")
+
+	require.NoError(t, newConfig(t).SaveNew(def))
+	info, err := os.Stat(filepath.Dir(def))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), info.Mode().Perm(), "the folder SaveNew creates")
+	info, err = os.Stat(def)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+
+	got, err := Resolve("")
+	require.NoError(t, err)
+	require.Equal(t, def, got)
+	t.Setenv("UNUM_CONFIG", "/from/env.yaml")
+	got, err = Resolve("")
+	require.NoError(t, err)
+	require.Equal(t, "/from/env.yaml", got, "UNUM_CONFIG wins over the default")
+	got, err = Resolve("/from/flag.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "/from/flag.yaml", got, "--config wins over everything")
+
+	// A relative XDG_CONFIG_HOME is ignored (XDG base directory spec).
+	t.Setenv("UNUM_CONFIG", "")
+	t.Setenv("XDG_CONFIG_HOME", "relative/dir")
+	def, err = DefaultPath()
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(home, ".config", "unum", "config.yaml"), def)
+	t.Setenv("XDG_CONFIG_HOME", "")
+	def2, err := DefaultPath()
+	require.NoError(t, err)
+	require.Equal(t, def, def2)
+	_, err = Resolve("")
+	require.ErrorContains(t, err, def, "no file at the home default")
+}
+
+func TestReadKeepsAddresses(t *testing.T) {
+	c := newConfig(t)
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, c.Save(path))
+	t.Setenv("UNUM_ADDR", "10.0.0.9:1")
+	loaded, err := Load(path)
+	require.NoError(t, err)
+	require.Equal(t, []string{"10.0.0.9:1"}, loaded.Addresses)
+	read, err := Read(path)
+	require.NoError(t, err)
+	require.Equal(t, c.Addresses, read.Addresses, "Read is the file as it is, for rewriting")
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -84,6 +85,9 @@ func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (c
 	caller, chain, err := callerFromPeer(ctx)
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	if err := checkUserExpiry(caller, time.Now()); err != nil {
+		return nil, err
 	}
 	if err := ic.checkRevoked(method, caller, chain); err != nil {
 		return nil, err
