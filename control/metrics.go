@@ -20,11 +20,11 @@ import (
 // Who reports what:
 //   - MintX509SVID, MintJWTSVID, RenewNodeSVID and Join report every call
 //     (wrappers below; refusal reasons come from the gRPC code).
-//   - Login and RenewUser (users.go) must report the same way:
-//     s.countEnrollment(label.KindUser, err) for every login attempt and
-//     s.countSVID(label.KindUser, err) for every certificate issued or
-//     refused, login included. enrollmentOutcome reads token refusals from
-//     their messages: say "token" and "expired" or "already been used".
+//   - Login and RenewUser (users.go) report the same way: every login as an
+//     enrolment attempt of kind user (and, when it succeeds, an issued user
+//     SVID, as Join does for nodes), every renewal as a user SVID issued or
+//     refused. enrollmentOutcome reads token refusals from their messages:
+//     say "token" and "expired" or "already been used".
 //   - The enrolment listener's rate limiter reports rate_limited refusals
 //     itself (the calls never reach a handler).
 type Metrics interface {

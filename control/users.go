@@ -17,6 +17,7 @@ import (
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/jointoken"
+	"github.com/unumos/unum/internal/metrics/label"
 	"github.com/unumos/unum/internal/rpc"
 )
 
@@ -352,6 +353,15 @@ func (s *Server) RevokeUser(ctx context.Context, req *unumv1.RevokeUserRequest) 
 // enrolment token for a certificate. See the comment at the top of this
 // file for the order of checks.
 func (s *Server) Login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.LoginResponse, error) {
+	resp, err := s.login(ctx, req)
+	s.countEnrollment(label.KindUser, err)
+	if err == nil {
+		s.countSVID(label.KindUser, nil)
+	}
+	return resp, err
+}
+
+func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.LoginResponse, error) {
 	tok, err := jointoken.Parse(req.GetToken())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -459,6 +469,12 @@ func (s *Server) Login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 // after a linearizable read confirms the user still exists. Nothing in the
 // request can change who the user is or what they may do.
 func (s *Server) RenewUser(ctx context.Context, req *unumv1.RenewUserRequest) (*unumv1.RenewUserResponse, error) {
+	resp, err := s.renewUser(ctx, req)
+	s.countSVID(label.KindUser, err)
+	return resp, err
+}
+
+func (s *Server) renewUser(ctx context.Context, req *unumv1.RenewUserRequest) (*unumv1.RenewUserResponse, error) {
 	c, err := callerOf(ctx)
 	if err != nil {
 		return nil, err
