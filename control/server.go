@@ -58,6 +58,10 @@ type Config struct {
 	Revocations *revocation.View
 	Clock       func() time.Time
 	Log         *slog.Logger
+
+	// Backup supplies the node's CA material and KEK to Backup.Create;
+	// nil refuses backups.
+	Backup BackupSource
 }
 
 // Server implements the Identity, Enrollment and Cluster services.
@@ -65,6 +69,7 @@ type Server struct {
 	unumv1.UnimplementedIdentityServer
 	unumv1.UnimplementedEnrollmentServer
 	unumv1.UnimplementedClusterServer
+	unumv1.UnimplementedBackupServer
 
 	cfg         Config
 	reader      *meta.BatchReader
@@ -82,6 +87,7 @@ var (
 	_ unumv1.IdentityServer   = (*Server)(nil)
 	_ unumv1.EnrollmentServer = (*Server)(nil)
 	_ unumv1.ClusterServer    = (*Server)(nil)
+	_ unumv1.BackupServer     = (*Server)(nil)
 )
 
 // New starts a control server's background work (the state cache and the
