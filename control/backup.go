@@ -151,7 +151,9 @@ func RewriteAfterRestore(ctx context.Context, cli *clientv3.Client, plan Restore
 	if err != nil {
 		return out, fmt.Errorf("read restored state: %w", err)
 	}
-	r := func(i int) *clientv3.GetResponse { return (*clientv3.GetResponse)(resp.Responses[i].GetResponseRange()) }
+	r := func(i int) *clientv3.GetResponse {
+		return (*clientv3.GetResponse)(resp.Responses[i].GetResponseRange())
+	}
 	if len(r(0).Kvs) != 1 {
 		return out, errors.New("the restored etcd holds no cluster info: not a unum snapshot")
 	}
