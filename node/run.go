@@ -117,6 +117,9 @@ type node struct {
 	// renewNow asks rotateLoop to renew the node SVID at once: a control
 	// node refused it as issued between a backup and its restore.
 	renewNow chan struct{}
+	// conns are the node's connections to the control plane, closed after
+	// such a renewal: they still present the refused SVID.
+	conns rpc.ConnTracker
 
 	// Control nodes only.
 	authority *ca.Authority
@@ -235,7 +238,7 @@ func (n *node) run(ctx context.Context) error {
 	// Every node talks to the control plane like any client: over mutual
 	// TLS with its node SVID. A control node prefers itself.
 	addrs := n.controlAddresses()
-	cc, err := rpc.Dial(n.creds, addrs)
+	cc, err := rpc.Dial(n.creds, addrs, n.conns.DialOption())
 	if err != nil {
 		return err
 	}
@@ -602,6 +605,7 @@ func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
 		leaf := svid.Certificates[0]
 		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
 		t := time.NewTimer(time.Until(half))
+		forced := false
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -609,6 +613,7 @@ func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
 		case <-t.C:
 		case <-n.renewNow:
 			t.Stop()
+			forced = true
 			n.log.Info("control plane asks for a renewed node svid (restored from backup)")
 		}
 		var err error
@@ -623,6 +628,9 @@ func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
 			continue
 		}
 		n.log.Info("node svid renewed", "expires", n.svidExpiry())
+		if forced {
+			n.conns.CloseAll()
+		}
 	}
 }
 
