@@ -68,7 +68,7 @@ func (s *Server) RemoveNode(ctx context.Context, req *unumv1.RemoveNodeRequest) 
 		}
 	}
 	if recRev == 0 {
-		return nil, status.Errorf(codes.NotFound, "no node named %q", name)
+		return s.revokeRemovedNode(ctx, c.ID.String(), name, req.GetForce())
 	}
 	st, seen, err := s.nodeStatus(ctx, name)
 	if err != nil {
@@ -186,4 +186,48 @@ func (s *Server) removeEtcdMember(ctx context.Context, rec NodeRecord) (bool, er
 			return false, status.FromContextError(ctx.Err()).Err()
 		}
 	}
+}
+
+// revokeRemovedNode handles `node rm` of a name that is no member but has a
+// removal record: a control node a restore from backup moved aside (its
+// identity and intermediate deliberately left valid so that what it signed
+// can renew). With force it revokes that identity now; a node already
+// revoked by an earlier `node rm` is reported as such.
+func (s *Server) revokeRemovedNode(ctx context.Context, by, name string, force bool) (*unumv1.RemoveNodeResponse, error) {
+	got, err := s.cfg.Etcd.Get(ctx, removedNodeKey(name))
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "read removed nodes: %v", err)
+	}
+	if len(got.Kvs) == 0 {
+		return nil, status.Errorf(codes.NotFound, "no node named %q", name)
+	}
+	removed, err := decode[RemovedNodeRecord](got.Kvs[0].Value)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "removed node %s: %v", name, err)
+	}
+	id, err := identity.NodeID(s.cfg.TrustDomain, name)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "node id: %v", err)
+	}
+	rev, err := s.cfg.Etcd.Get(ctx, revocationKey(id.String()))
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "read revocation: %v", err)
+	}
+	var e revocationRecord
+	if len(rev.Kvs) == 1 {
+		e, _ = decode[revocationRecord](rev.Kvs[0].Value)
+	}
+	if len(rev.Kvs) == 1 && !e.Before.Before(removed.RemovedAt) {
+		return nil, status.Errorf(codes.NotFound, "node %s was already removed at %s (by %s) and its identity revoked",
+			name, removed.RemovedAt.UTC().Format(time.RFC3339), removed.RemovedBy)
+	}
+	if !force {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s is no member (removed at %s by %s) but its identity is still valid; --force revokes it and everything its intermediate signed",
+			name, removed.RemovedAt.UTC().Format(time.RFC3339), removed.RemovedBy)
+	}
+	if _, err := s.revoke(ctx, id, "removed node revoked", by); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "revoke node %s: %v", name, err)
+	}
+	s.cfg.Log.Warn("removed node revoked", "node", name, "removed_by", removed.RemovedBy, "by", by)
+	return &unumv1.RemoveNodeResponse{RevokedSpiffeId: id.String()}, nil
 }

@@ -61,6 +61,10 @@ type Config struct {
 	Metrics Metrics
 	Clock   func() time.Time
 	Log     *slog.Logger
+
+	// Backup supplies the node's CA material and KEK to Backup.Create;
+	// nil refuses backups.
+	Backup BackupSource
 }
 
 // Server implements the Identity, Enrollment and Cluster services.
@@ -68,6 +72,7 @@ type Server struct {
 	unumv1.UnimplementedIdentityServer
 	unumv1.UnimplementedEnrollmentServer
 	unumv1.UnimplementedClusterServer
+	unumv1.UnimplementedBackupServer
 
 	cfg         Config
 	reader      *meta.BatchReader
@@ -85,6 +90,7 @@ var (
 	_ unumv1.IdentityServer   = (*Server)(nil)
 	_ unumv1.EnrollmentServer = (*Server)(nil)
 	_ unumv1.ClusterServer    = (*Server)(nil)
+	_ unumv1.BackupServer     = (*Server)(nil)
 )
 
 // New starts a control server's background work (the state cache and the

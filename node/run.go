@@ -117,6 +117,13 @@ type node struct {
 	// feed it from etcd, other nodes from the control plane's stream.
 	revocations *revocation.View
 
+	// renewNow asks rotateLoop to renew the node SVID at once: a control
+	// node refused it as issued between a backup and its restore.
+	renewNow chan struct{}
+	// conns are the node's connections to the control plane, closed after
+	// such a renewal: they still present the refused SVID.
+	conns rpc.ConnTracker
+
 	// Control nodes only.
 	authority *ca.Authority
 
@@ -150,7 +157,7 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 		return nil, err
 	}
 	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg,
-		revocations: revocation.NewView(o.RevocationBound, time.Now)}, nil
+		revocations: revocation.NewView(o.RevocationBound, time.Now), renewNow: make(chan struct{}, 1)}, nil
 }
 
 // selfIssued reports whether the node's SVID comes from its own
@@ -220,6 +227,7 @@ func (n *node) run(ctx context.Context) error {
 		unumv1.RegisterIdentityServer(api, ctl)
 		unumv1.RegisterClusterServer(api, ctl)
 		unumv1.RegisterUsersServer(api, ctl.UsersServer())
+		unumv1.RegisterBackupServer(api, ctl)
 		enrollLis, err := net.Listen("tcp", n.cfg.EnrollListen)
 		if err != nil {
 			apiLis.Close()
@@ -242,7 +250,7 @@ func (n *node) run(ctx context.Context) error {
 	// Every node talks to the control plane like any client: over mutual
 	// TLS with its node SVID. A control node prefers itself.
 	addrs := n.controlAddresses()
-	cc, err := rpc.DialChecked(n.creds, n.revocations, addrs)
+	cc, err := rpc.DialChecked(n.creds, n.revocations, addrs, n.conns.DialOption())
 	if err != nil {
 		return err
 	}
@@ -374,6 +382,7 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		Revocations: n.revocations,
 		Metrics:     n.obs.m,
 		Log:         n.log.With("component", "control"),
+		Backup:      backupSource{l: n.l, kek: kek, node: backupNode(n.cfg)},
 	})
 	stop := func() {
 		if ctl != nil {
@@ -449,6 +458,7 @@ func (n *node) syncLoop(ctx context.Context, idc unumv1.IdentityClient) {
 			for {
 				resp, err := stream.Recv()
 				if err != nil {
+					n.checkMustRenew(err)
 					if ctx.Err() == nil {
 						n.log.Debug("agent sync stream ended", "err", err)
 					}
@@ -583,6 +593,7 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 		if err != nil && ctx.Err() == nil && isRevoked(err) {
 			return fmt.Errorf("this node was removed from the cluster: %s", status.Convert(err).Message())
 		}
+		n.checkMustRenew(err)
 		if err != nil && ctx.Err() == nil {
 			failures++
 			if failures == 3 {
@@ -606,15 +617,35 @@ func isRevoked(err error) bool {
 	return st.Code() == codes.Unauthenticated && strings.Contains(st.Message(), revocation.ErrRevoked.Error())
 }
 
-// rotateLoop renews the node SVID at half its lifetime.
+// checkMustRenew asks for a renewal at once when err says the control
+// plane refused the node SVID until it is renewed (a restore from backup).
+func (n *node) checkMustRenew(err error) {
+	if rpc.IsMustRenew(err) {
+		select {
+		case n.renewNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// rotateLoop renews the node SVID at half its lifetime, or at once when
+// the control plane says it must (checkMustRenew).
 func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
 	for ctx.Err() == nil {
 		svid, _ := n.creds.GetX509SVID()
 		leaf := svid.Certificates[0]
 		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
-		sleepCtx(ctx, time.Until(half))
-		if ctx.Err() != nil {
+		t := time.NewTimer(time.Until(half))
+		forced := false
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-t.C:
+		case <-n.renewNow:
+			t.Stop()
+			forced = true
+			n.log.Info("control plane asks for a renewed node svid (restored from backup)")
 		}
 		var err error
 		if n.authority != nil {
@@ -628,6 +659,9 @@ func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
 			continue
 		}
 		n.log.Info("node svid renewed", "expires", n.svidExpiry())
+		if forced {
+			n.conns.CloseAll()
+		}
 	}
 }
 

@@ -441,6 +441,69 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"control.TestUserCertificateExpiry"},
 		},
+		{
+			ID:       "T-030",
+			Title:    "A restored backup replays revoked identities",
+			STRIDE:   "S",
+			Asset:    "the revocation set: identities refused because they were compromised or removed",
+			Boundary: "control-plane quorum",
+			Attacker: "the holder of a revoked certificate (a stolen laptop, a removed node) waiting for the control plane " +
+				"to be rebuilt from a backup",
+			Mitigation: "Revocations live in etcd, so every backup carries the set as of its time and a restore enforces " +
+				"it from the first call. Revocations made after the backup are not in it: restore says so, the operator " +
+				"makes them again (README), and certificate lifetimes bound the exposure (node SVIDs 1h, user " +
+				"certificates at most 7 days). Unused join and user tokens are voided by the restore.",
+			Status: Mitigated,
+			Tests:  []string{"node.TestBackupRestoreAfterLosingMajority"},
+		},
+		{
+			ID:       "T-031",
+			Title:    "Certificates issued after a backup used against the restored state",
+			STRIDE:   "E",
+			Asset:    "membership and authority that the restored state no longer grants",
+			Boundary: "control-plane API",
+			Attacker: "a principal whose standing changed after the backup (a node that joined, an identity revoked, a " +
+				"user created or promoted) presenting a certificate issued after the backup",
+			Mitigation: "A restore writes the window (backup time less 1s and the clock-skew allowance, restore time); " +
+				"every certificate issued inside it is refused on every method but renewal, and renewal re-checks the " +
+				"holder against the restored state. Nodes renew at once when told to (a status detail, not a message) " +
+				"and reconnect with the new certificate.",
+			Status: Mitigated,
+			Tests: []string{"node.TestBackupRestoreAfterLosingMajority", "node.TestRestoreWindow",
+				"internal/rpc.TestMustRenewDetail"},
+		},
+		{
+			ID:       "T-032",
+			Title:    "Theft of a backup file",
+			STRIDE:   "I",
+			Asset:    "the CA keys; the cluster's etcd contents",
+			Boundary: "backup storage, outside the cluster",
+			Attacker: "anyone who copies a backup file (backup bucket, operator laptop)",
+			Mitigation: "CA keys stay sealed under the KEK (Tink AES-256-GCM) exactly as on disk; no plain key is in a " +
+				"backup (not the node key, not the etcd member key, not the etcd CA: a restore makes a new one). The " +
+				"thief reads etcd's contents in clear (nodes, entries, users and roles, revocations, public JWT keys, " +
+				"token hashes): cluster metadata, no signing power. With the KEK too, the thief holds the CA: keep " +
+				"KEKs and backups apart. The CLI writes backups 0600 and never overwrites one.",
+			Status: Mitigated,
+			Tests:  []string{"node.TestBackupRestoreAfterLosingMajority", "internal/backup.TestWriterRefusesUnknownFiles"},
+		},
+		{
+			ID:       "T-033",
+			Title:    "A tampered or corrupt backup is restored",
+			STRIDE:   "T",
+			Asset:    "the restored cluster's state and CA",
+			Boundary: "backup storage, outside the cluster",
+			Attacker: "someone with write access to stored backups, without the KEK, who edits members and the manifest " +
+				"alike (or a damaged copy)",
+			Mitigation: "The manifest lists every member's SHA-256 and is itself tagged: its SHA-256 sealed under the KEK " +
+				"(AEAD, purpose-bound). Restore verifies tag, hashes and structure (known names, regular files, no " +
+				"duplicates, nothing after the tag) and the CA material against the manifest before it writes anything; " +
+				"etcd checks its own snapshot hash. Limits: a KEK holder can forge (they can sign anything already), " +
+				"and an older genuine backup is not detected as old: restore prints its time.",
+			Status: Mitigated,
+			Tests: []string{"internal/backup.TestCorruptArchivesRefused", "internal/backup.TestRoundTrip",
+				"node.TestBackupRestoreAfterLosingMajority"},
+		},
 	}
 	sortByID(threats)
 	return threats

@@ -66,5 +66,5 @@ func TestNodeRemoveControl(t *testing.T) {
 	// node that is down needs thought (and --force).
 	r = unum(t, d.env, "node", "rm", "node-3")
 	require.Equal(t, 1, r.code, r.stderr)
-	require.Contains(t, r.stderr, "no node named")
+	require.Contains(t, r.stderr, "already removed")
 }

@@ -56,6 +56,10 @@ func commands() []*command {
 			{name: "rm", summary: "remove a node for good: revoke it, leave etcd, delete its registrations (admin)", run: runNodeRm},
 		}},
 		{name: "status", summary: "cluster health: nodes, etcd, CA", run: runStatus},
+		{name: "backup", summary: "back up and restore the control plane", sub: []*command{
+			{name: "create", summary: "write a backup of the control plane to FILE (admin)", run: runBackupCreate},
+			{name: "restore", summary: "rebuild a control node from a backup FILE", run: runBackupRestore},
+		}},
 		{name: "id", summary: "identities and registration entries", sub: []*command{
 			{name: "register", summary: "register a workload identity", run: runIDRegister},
 			{name: "list", summary: "list registration entries", run: runIDList},

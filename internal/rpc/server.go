@@ -125,7 +125,7 @@ func (ic *interceptor) checkRevoked(method string, caller Caller, chain []*x509.
 		return nil
 	}
 	ic.log.Info("revoked caller refused", "method", method, "caller", caller.ID.String(), "err", err)
-	return status.Error(codes.Unauthenticated, err.Error())
+	return revokedStatus(err)
 }
 
 func (ic *interceptor) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
