@@ -45,6 +45,18 @@ func register(t *testing.T, id, nodeName string, sels ...string) *unumv1.Entry {
 	defer cc.Close()
 	e, err := unumv1.NewIdentityClient(cc).CreateEntry(ctxT(t, 10*time.Second), &unumv1.CreateEntryRequest{SpiffeId: id, Node: nodeName, Selectors: sels})
 	require.NoError(t, err)
+	// Tests share the cluster and most register for this process's uid:
+	// leave no entry behind for the next test's agent to serve first.
+	t.Cleanup(func() {
+		cc, err := cl.adminConn()
+		if err != nil {
+			return
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = unumv1.NewIdentityClient(cc).DeleteEntry(ctx, &unumv1.DeleteEntryRequest{Id: e.GetId()})
+	})
 	return e
 }
 
