@@ -53,6 +53,11 @@ type Options struct {
 	// SVIDTTL is the lifetime of the workload X509-SVIDs this node's CA
 	// signs (control nodes; default 1h).
 	SVIDTTL time.Duration
+	// NodeSVIDTTL is the lifetime of node SVIDs this node's CA signs
+	// (default NodeSVIDTTL); LeafRetention how long a retired root stays in
+	// the bundle after the last control node switched (default: see
+	// control.Config). Tests shorten both.
+	NodeSVIDTTL, LeafRetention time.Duration
 	// RevocationBound is how old this node's revocation view may get
 	// before it refuses privileged actions (default revocation.DefaultBound).
 	RevocationBound             time.Duration
@@ -114,8 +119,20 @@ type node struct {
 	// feed it from etcd, other nodes from the control plane's stream.
 	revocations *revocation.View
 
-	// Control nodes only.
-	authority *ca.Authority
+	// Control nodes only: the intermediate this node signs with, replaced
+	// by CA rotation. svidMu serializes re-issuing the node's own SVID.
+	authority atomic.Pointer[ca.Authority]
+	svidMu    sync.Mutex
+	// svidReplaced wakes the rotation loop when the SVID was re-issued
+	// outside it.
+	svidReplaced chan struct{}
+}
+
+func (n *node) nodeSVIDTTL() time.Duration {
+	if n.o.NodeSVIDTTL > 0 {
+		return n.o.NodeSVIDTTL
+	}
+	return NodeSVIDTTL
 }
 
 func newNode(o Options, l Layout, cfg *Config) (*node, error) {
@@ -145,7 +162,7 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 		return nil, err
 	}
 	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg,
-		revocations: revocation.NewView(o.RevocationBound, time.Now)}, nil
+		revocations: revocation.NewView(o.RevocationBound, time.Now), svidReplaced: make(chan struct{}, 1)}, nil
 }
 
 // selfIssued reports whether the node's SVID comes from its own
@@ -213,6 +230,7 @@ func (n *node) run(ctx context.Context) error {
 	if ctl != nil {
 		unumv1.RegisterIdentityServer(api, ctl)
 		unumv1.RegisterClusterServer(api, ctl)
+		unumv1.RegisterCAServer(api, control.CAService{S: ctl})
 		enrollLis, err := net.Listen("tcp", n.cfg.EnrollListen)
 		if err != nil {
 			apiLis.Close()
@@ -292,11 +310,14 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := n.l.recoverCAFiles(); err != nil {
+		return nil, nil, err
+	}
 	authority, err := n.l.openAuthority(n.td, kek)
 	if err != nil {
 		return nil, nil, err
 	}
-	n.authority = authority
+	n.authority.Store(authority)
 	jwtKey, err := seal.ReadSealedKey(kek, n.l.JWTKey(), labelJWT)
 	if err != nil {
 		return nil, nil, err
@@ -321,7 +342,7 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 	// how clients tell it from a compute node (rpc.AuthorizeControlNode). A
 	// freshly joined control node holds one from the node that admitted it,
 	// and a node whose SVID lapsed while it was down needs a new one.
-	if !n.selfIssued() || time.Until(n.svidExpiry()) < NodeSVIDTTL/4 {
+	if !n.selfIssued() || time.Until(n.svidExpiry()) < n.nodeSVIDTTL()/4 {
 		if err := n.renewLocally(); err != nil {
 			return nil, nil, err
 		}
@@ -348,18 +369,20 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		cli = voters
 	}
 	ctl, err := control.New(control.Config{
-		TrustDomain: n.td,
-		NodeName:    n.cfg.Name,
-		Authority:   authority,
-		JWT:         jwtSigner,
-		Root:        root,
-		EtcdCA:      etcdCA,
-		Roots:       n.creds.Roots(),
-		Etcd:        cli,
-		SVIDTTL:     n.o.SVIDTTL,
-		NodeSVIDTTL: NodeSVIDTTL,
-		Revocations: n.revocations,
-		Log:         n.log.With("component", "control"),
+		TrustDomain:   n.td,
+		NodeName:      n.cfg.Name,
+		Authority:     authority,
+		JWT:           jwtSigner,
+		Root:          root,
+		EtcdCA:        etcdCA,
+		Roots:         n.creds.Roots(),
+		Etcd:          cli,
+		SVIDTTL:       n.o.SVIDTTL,
+		NodeSVIDTTL:   n.nodeSVIDTTL(),
+		Revocations:   n.revocations,
+		Log:           n.log.With("component", "control"),
+		CA:            &caHost{n: n, kek: kek},
+		LeafRetention: n.o.LeafRetention,
 	})
 	stop := func() {
 		if ctl != nil {
@@ -552,12 +575,18 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) {
 		if age, ok := n.revocations.Age(); ok {
 			revAge = age.Milliseconds()
 		}
-		_, err := cc.Heartbeat(hctx, &unumv1.HeartbeatRequest{
-			SvidExpiresAtUnix: n.svidExpiry().Unix(),
-			Enforcement:       EnforcementMode,
-			AgentReady:        n.synced.Load(),
-			RevocationAgeMs:   revAge,
-		})
+		req := &unumv1.HeartbeatRequest{
+			SvidExpiresAtUnix:  n.svidExpiry().Unix(),
+			Enforcement:        EnforcementMode,
+			AgentReady:         n.synced.Load(),
+			RevocationAgeMs:    revAge,
+			BundleFingerprints: bundleFingerprints(n.creds.Roots()),
+		}
+		if a := n.authority.Load(); a != nil {
+			req.IntermediateFingerprint = ca.Fingerprint(a.Certificate())
+			req.IntermediateExpiresAtUnix = a.Certificate().NotAfter.Unix()
+		}
+		_, err := cc.Heartbeat(hctx, req)
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			failures++
@@ -580,13 +609,26 @@ func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
 	for ctx.Err() == nil {
 		svid, _ := n.creds.GetX509SVID()
 		leaf := svid.Certificates[0]
-		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
-		sleepCtx(ctx, time.Until(half))
-		if ctx.Err() != nil {
+		// NotBefore is backdated by ca.ClockSkew: count from the issue time,
+		// or short SVIDs would be renewed over and over.
+		issued := leaf.NotBefore.Add(ca.ClockSkew)
+		if issued.After(leaf.NotAfter) {
+			issued = leaf.NotBefore
+		}
+		half := issued.Add(leaf.NotAfter.Sub(issued) / 2)
+		t := time.NewTimer(time.Until(half))
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-n.svidReplaced:
+			// Re-issued elsewhere (CA rotation): start over from the new one.
+			t.Stop()
+			continue
+		case <-t.C:
 		}
 		var err error
-		if n.authority != nil {
+		if n.authority.Load() != nil {
 			err = n.renewLocally()
 		} else {
 			err = n.renewRemotely(ctx, idc)
@@ -601,11 +643,13 @@ func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
 }
 
 func (n *node) renewLocally() error {
+	n.svidMu.Lock()
+	defer n.svidMu.Unlock()
 	key, err := ca.GenerateKey()
 	if err != nil {
 		return err
 	}
-	chain, err := n.authority.SignX509SVIDForKey(key.Public(), n.id, NodeSVIDTTL)
+	chain, err := n.authority.Load().SignX509SVIDForKey(key.Public(), n.id, n.nodeSVIDTTL())
 	if err != nil {
 		return err
 	}
