@@ -521,9 +521,16 @@ func newRotationID() string {
 // matchRootKey parses a PKCS#8 PEM key and returns it with the root of the
 // bundle it belongs to.
 func matchRootKey(keyPEM []byte, roots []*x509.Certificate) (*Signer, error) {
-	block, _ := pem.Decode(keyPEM)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, errors.New("not a PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----)")
+	// The file export-root writes holds the certificate first.
+	var block *pem.Block
+	for rest := keyPEM; ; {
+		block, rest = pem.Decode(rest)
+		if block == nil || block.Type == "PRIVATE KEY" {
+			break
+		}
+	}
+	if block == nil {
+		return nil, errors.New("no PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----) found")
 	}
 	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 	if err != nil {

@@ -62,6 +62,12 @@ func commands() []*command {
 			{name: "svid", summary: "fetch an SVID from the Workload API like a workload", run: runIDSVID},
 			{name: "show", summary: "show who the server says you are", run: runIDShow},
 		}},
+		{name: "ca", summary: "the cluster's certificate authority", sub: []*command{
+			{name: "status", summary: "roots, intermediates, expiries, rotation progress", run: runCAStatus},
+			{name: "rotate", summary: "new intermediates for every control node (--root: and a new root)", run: runCARotate},
+			{name: "export-root", summary: "move the root key off the cluster into a file", run: runCAExportRoot},
+			{name: "import-root", summary: "bring an exported root key back", run: runCAImportRoot},
+		}},
 		{name: "dev", summary: "run a whole cluster on this machine", run: runDev},
 		{name: "bench", summary: "benchmark a component (svid)", run: runBench},
 		{name: "version", summary: "print the version", run: func(e *env, _ []string) error {
