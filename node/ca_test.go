@@ -465,3 +465,24 @@ func TestSignIntermediateRefusesNonControl(t *testing.T) {
 func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
+
+// BenchmarkCARotation measures a full root rotation on a three-node cluster
+// (two control nodes, one compute node) with the test lifetimes: from the
+// Rotate call to every control node switched, and to the old root retired
+// (which waits rotLeafRetention after the last switch by design).
+//
+//	go test -run '^$' -bench BenchmarkCARotation -benchtime 3x ./node/
+func BenchmarkCARotation(b *testing.B) {
+	rc := startRotCluster(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var switched, retired time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		times := rc.rotateRoot(ctx, b)
+		switched += times.switched
+		retired += times.retired
+	}
+	b.ReportMetric(switched.Seconds()/float64(b.N), "s-to-switched")
+	b.ReportMetric(retired.Seconds()/float64(b.N), "s-to-retired")
+}
