@@ -38,10 +38,14 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *unumv1.CreateJoinToke
 	case ttl < 0 || ttl > maxJoinTokenTTL:
 		return nil, status.Errorf(codes.InvalidArgument, "--ttl must be between 1s and %s", maxJoinTokenTTL)
 	}
-	if len(s.cfg.Roots) == 0 {
+	bundle := s.bundle()
+	if len(bundle) == 0 {
 		return nil, status.Error(codes.FailedPrecondition, "no trust bundle")
 	}
-	tok, err := jointoken.New(jointoken.KindNode, ca.Fingerprint(s.cfg.Roots[0]), rand.Reader)
+	// Roots[0] is the active root: during a root rotation the old one
+	// until the new root is in every node's bundle, the new one after
+	// (control/ca.go).
+	tok, err := jointoken.New(jointoken.KindNode, ca.Fingerprint(bundle[0]), rand.Reader)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "new token: %v", err)
 	}
@@ -165,11 +169,11 @@ func (s *Server) ListNodes(ctx context.Context, _ *unumv1.ListNodesRequest) (*un
 func (s *Server) Status(ctx context.Context, _ *unumv1.StatusRequest) (*unumv1.StatusResponse, error) {
 	out := &unumv1.StatusResponse{
 		TrustDomain:     s.cfg.TrustDomain.Name(),
-		CaExpiresAtUnix: s.cfg.Authority.Certificate().NotAfter.Unix(),
+		CaExpiresAtUnix: s.Authority().Certificate().NotAfter.Unix(),
 		ServedBy:        s.cfg.NodeName,
 	}
-	if len(s.cfg.Roots) > 0 {
-		out.RootExpiresAtUnix = s.cfg.Roots[0].NotAfter.Unix()
+	if b := s.bundle(); len(b) > 0 {
+		out.RootExpiresAtUnix = b[0].NotAfter.Unix()
 	}
 	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()

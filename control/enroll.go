@@ -72,8 +72,8 @@ func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 	}
 	var interCSR, etcdCSR *x509.CertificateRequest
 	if control {
-		if s.cfg.Root == nil || s.cfg.EtcdCA == nil {
-			return nil, status.Error(codes.FailedPrecondition, errNoRoot.Error())
+		if err := s.checkControlJoinCA(ctx); err != nil {
+			return nil, err
 		}
 		// One control join at a time on this node (only the root holder
 		// admits control nodes): the pending-learner check below and the
@@ -162,17 +162,22 @@ func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 	}
 
 	resp := &unumv1.JoinResponse{TrustDomain: s.cfg.TrustDomain.Name(), Name: name, Roles: rec.Roles}
-	chain, err := s.cfg.Authority.SignX509SVID(req.GetCsr(), nodeID, s.cfg.NodeSVIDTTL)
+	chain, err := s.Authority().SignX509SVID(req.GetCsr(), nodeID, s.cfg.NodeSVIDTTL)
 	if err != nil {
 		s.rollbackJoin(name)
 		return nil, status.Errorf(codes.Internal, "sign node svid: %v", err)
 	}
 	resp.SvidChain = derChain(chain)
-	for _, r := range s.cfg.Roots {
+	for _, r := range s.bundle() {
 		resp.Roots = append(resp.Roots, r.Raw)
 	}
 	if control {
-		inter, err := ca.NewIntermediate(s.cfg.TrustDomain, name, interCSR.PublicKey, s.cfg.Root.Cert, s.cfg.Root.Key, now, s.cfg.IntermediateTTL)
+		root := s.root()
+		if root == nil {
+			s.rollbackJoin(name)
+			return nil, status.Error(codes.FailedPrecondition, errRootOffline.Error())
+		}
+		inter, err := ca.NewIntermediate(s.cfg.TrustDomain, name, interCSR.PublicKey, root.Cert, root.Key, now, s.cfg.IntermediateTTL)
 		if err != nil {
 			s.rollbackJoin(name)
 			return nil, status.Errorf(codes.Internal, "sign intermediate: %v", err)

@@ -52,6 +52,16 @@ type Config struct {
 	// IntermediateTTL is the lifetime of intermediates signed for joining
 	// control nodes (default 1 year, capped at the root's expiry).
 	IntermediateTTL time.Duration
+	// CA stores CA keys for rotation, export and import; nil disables them.
+	// RootTTL is the lifetime of a new root (default ca.DefaultRootTTL).
+	// LeafRetention is how long a leaf this node signed may stay valid: a
+	// retired root stays in the bundle that long after the last control
+	// node switched (default: the longest of SVIDTTL, NodeSVIDTTL and
+	// MaxUserCertTTL, plus ca.ClockSkew). CAPoll is how often the CA loop
+	// looks at the rotation state (default 500ms).
+	CA                     CAHost
+	RootTTL, LeafRetention time.Duration
+	CAPoll                 time.Duration
 	// Revocations is the view this server feeds from etcd and checks
 	// callers against (the node's rpc interceptor shares it). New makes
 	// one with the default bound when nil.
@@ -81,6 +91,8 @@ type Server struct {
 
 	// controlJoins serializes control-role joins (see Join).
 	controlJoins sync.Mutex
+	// ca is the CA material that rotation, export and import change.
+	ca caState
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -111,6 +123,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IntermediateTTL <= 0 {
 		cfg.IntermediateTTL = 365 * 24 * time.Hour
 	}
+	if cfg.RootTTL <= 0 {
+		cfg.RootTTL = ca.DefaultRootTTL
+	}
+	if cfg.LeafRetention <= 0 {
+		cfg.LeafRetention = max(cfg.SVIDTTL, cfg.NodeSVIDTTL, MaxUserCertTTL) + ca.ClockSkew
+	}
+	if cfg.CAPoll <= 0 {
+		cfg.CAPoll = 500 * time.Millisecond
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -128,7 +149,14 @@ func New(cfg Config) (*Server, error) {
 		revocations: cfg.Revocations,
 		cancel:      cancel,
 	}
-	s.wg.Add(3)
+	s.ca.authority.Store(cfg.Authority)
+	s.ca.root.Store(cfg.Root)
+	s.ca.kick = make(chan struct{}, 1)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		s.caLoop(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.feedRevocations(ctx)
@@ -263,7 +291,7 @@ func (s *Server) mintX509SVID(ctx context.Context, req *unumv1.MintX509SVIDReque
 	if err := s.waitSignable(ctx, id); err != nil {
 		return nil, err
 	}
-	chain, err := s.cfg.Authority.SignVerifiedCSR(csr, id, s.cfg.SVIDTTL)
+	chain, err := s.Authority().SignVerifiedCSR(csr, id, s.cfg.SVIDTTL)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "sign svid: %v", err)
 	}
@@ -313,7 +341,7 @@ func (s *Server) renewNodeSVID(ctx context.Context, req *unumv1.RenewNodeSVIDReq
 	if err := s.waitSignable(ctx, id); err != nil {
 		return nil, err
 	}
-	chain, err := s.cfg.Authority.SignX509SVID(req.GetCsr(), id, s.cfg.NodeSVIDTTL)
+	chain, err := s.Authority().SignX509SVID(req.GetCsr(), id, s.cfg.NodeSVIDTTL)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
 	}

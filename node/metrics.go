@@ -95,8 +95,8 @@ func (n *node) caCerts() []metrics.CACert {
 	for _, r := range n.creds.Roots() {
 		out = append(out, metrics.CACert{Kind: metrics.CAKindRoot, Fingerprint: ca.Fingerprint(r), NotAfter: r.NotAfter})
 	}
-	if n.authority != nil {
-		c := n.authority.Certificate()
+	if a := n.authority.Load(); a != nil {
+		c := a.Certificate()
 		out = append(out, metrics.CACert{Kind: metrics.CAKindIntermediate, Fingerprint: ca.Fingerprint(c), NotAfter: c.NotAfter})
 	}
 	return out
@@ -139,14 +139,4 @@ func (n *node) enrollRateLimited(fullMethod string) {
 		kind = label.KindUser
 	}
 	n.obs.m.Enrollment(kind, label.OutcomeRateLimited)
-}
-
-// intermediateReport is what a control node's heartbeat says about the
-// intermediate it signs with, so `unum status` can warn before it expires.
-func (n *node) intermediateReport() (fingerprint string, expiresAtUnix int64) {
-	if n.authority == nil {
-		return "", 0
-	}
-	c := n.authority.Certificate()
-	return ca.Fingerprint(c), c.NotAfter.Unix()
 }

@@ -56,6 +56,11 @@ type Options struct {
 	// SVIDTTL is the lifetime of the workload X509-SVIDs this node's CA
 	// signs (control nodes; default 1h).
 	SVIDTTL time.Duration
+	// NodeSVIDTTL is the lifetime of node SVIDs this node's CA signs
+	// (default NodeSVIDTTL); LeafRetention how long a retired root stays in
+	// the bundle after the last control node switched (default: see
+	// control.Config). Tests shorten both.
+	NodeSVIDTTL, LeafRetention time.Duration
 	// RevocationBound is how old this node's revocation view may get
 	// before it refuses privileged actions (default revocation.DefaultBound).
 	RevocationBound             time.Duration
@@ -124,10 +129,22 @@ type node struct {
 	// such a renewal: they still present the refused SVID.
 	conns rpc.ConnTracker
 
-	// Control nodes only.
-	authority *ca.Authority
-
 	obs nodeMetrics
+
+	// Control nodes only: the intermediate this node signs with, replaced
+	// by CA rotation. svidMu serializes re-issuing the node's own SVID.
+	authority atomic.Pointer[ca.Authority]
+	svidMu    sync.Mutex
+	// svidReplaced wakes the rotation loop when the SVID was re-issued
+	// outside it.
+	svidReplaced chan struct{}
+}
+
+func (n *node) nodeSVIDTTL() time.Duration {
+	if n.o.NodeSVIDTTL > 0 {
+		return n.o.NodeSVIDTTL
+	}
+	return NodeSVIDTTL
 }
 
 func newNode(o Options, l Layout, cfg *Config) (*node, error) {
@@ -157,7 +174,7 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 		return nil, err
 	}
 	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg,
-		revocations: revocation.NewView(o.RevocationBound, time.Now), renewNow: make(chan struct{}, 1)}, nil
+		revocations: revocation.NewView(o.RevocationBound, time.Now), renewNow: make(chan struct{}, 1), svidReplaced: make(chan struct{}, 1)}, nil
 }
 
 // selfIssued reports whether the node's SVID comes from its own
@@ -228,6 +245,7 @@ func (n *node) run(ctx context.Context) error {
 		unumv1.RegisterClusterServer(api, ctl)
 		unumv1.RegisterUsersServer(api, ctl.UsersServer())
 		unumv1.RegisterBackupServer(api, ctl)
+		unumv1.RegisterCAServer(api, control.CAService{S: ctl})
 		enrollLis, err := net.Listen("tcp", n.cfg.EnrollListen)
 		if err != nil {
 			apiLis.Close()
@@ -312,11 +330,14 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := n.l.recoverCAFiles(); err != nil {
+		return nil, nil, err
+	}
 	authority, err := n.l.openAuthority(n.td, kek)
 	if err != nil {
 		return nil, nil, err
 	}
-	n.authority = authority
+	n.authority.Store(authority)
 	jwtKey, err := seal.ReadSealedKey(kek, n.l.JWTKey(), labelJWT)
 	if err != nil {
 		return nil, nil, err
@@ -341,7 +362,7 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 	// how clients tell it from a compute node (rpc.AuthorizeControlNode). A
 	// freshly joined control node holds one from the node that admitted it,
 	// and a node whose SVID lapsed while it was down needs a new one.
-	if !n.selfIssued() || time.Until(n.svidExpiry()) < NodeSVIDTTL/4 {
+	if !n.selfIssued() || time.Until(n.svidExpiry()) < n.nodeSVIDTTL()/4 {
 		if err := n.renewLocally(); err != nil {
 			return nil, nil, err
 		}
@@ -369,20 +390,22 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		cli = voters
 	}
 	ctl, err := control.New(control.Config{
-		TrustDomain: n.td,
-		NodeName:    n.cfg.Name,
-		Authority:   authority,
-		JWT:         jwtSigner,
-		Root:        root,
-		EtcdCA:      etcdCA,
-		Roots:       n.creds.Roots(),
-		Etcd:        cli,
-		SVIDTTL:     n.o.SVIDTTL,
-		NodeSVIDTTL: NodeSVIDTTL,
-		Revocations: n.revocations,
-		Metrics:     n.obs.m,
-		Log:         n.log.With("component", "control"),
-		Backup:      backupSource{l: n.l, kek: kek, node: backupNode(n.cfg)},
+		TrustDomain:   n.td,
+		NodeName:      n.cfg.Name,
+		Authority:     authority,
+		JWT:           jwtSigner,
+		Root:          root,
+		EtcdCA:        etcdCA,
+		Roots:         n.creds.Roots(),
+		Etcd:          cli,
+		SVIDTTL:       n.o.SVIDTTL,
+		NodeSVIDTTL:   n.nodeSVIDTTL(),
+		Revocations:   n.revocations,
+		Metrics:       n.obs.m,
+		Log:           n.log.With("component", "control"),
+		Backup:        backupSource{l: n.l, kek: kek, node: backupNode(n.cfg)},
+		CA:            &caHost{n: n, kek: kek},
+		LeafRetention: n.o.LeafRetention,
 	})
 	stop := func() {
 		if ctl != nil {
@@ -580,15 +603,18 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 		if age, ok := n.revocations.Age(); ok {
 			revAge = age.Milliseconds()
 		}
-		interFP, interExp := n.intermediateReport()
-		_, err := cc.Heartbeat(hctx, &unumv1.HeartbeatRequest{
-			SvidExpiresAtUnix:         n.svidExpiry().Unix(),
-			Enforcement:               EnforcementMode,
-			AgentReady:                n.synced.Load(),
-			RevocationAgeMs:           revAge,
-			IntermediateFingerprint:   interFP,
-			IntermediateExpiresAtUnix: interExp,
-		})
+		req := &unumv1.HeartbeatRequest{
+			SvidExpiresAtUnix:  n.svidExpiry().Unix(),
+			Enforcement:        EnforcementMode,
+			AgentReady:         n.synced.Load(),
+			RevocationAgeMs:    revAge,
+			BundleFingerprints: bundleFingerprints(n.creds.Roots()),
+		}
+		if a := n.authority.Load(); a != nil {
+			req.IntermediateFingerprint = ca.Fingerprint(a.Certificate())
+			req.IntermediateExpiresAtUnix = a.Certificate().NotAfter.Unix()
+		}
+		_, err := cc.Heartbeat(hctx, req)
 		cancel()
 		if err != nil && ctx.Err() == nil && isRevoked(err) {
 			return fmt.Errorf("this node was removed from the cluster: %s", status.Convert(err).Message())
@@ -634,13 +660,23 @@ func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
 	for ctx.Err() == nil {
 		svid, _ := n.creds.GetX509SVID()
 		leaf := svid.Certificates[0]
-		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+		// NotBefore is backdated by ca.ClockSkew: count from the issue time,
+		// or short SVIDs would be renewed over and over.
+		issued := leaf.NotBefore.Add(ca.ClockSkew)
+		if issued.After(leaf.NotAfter) {
+			issued = leaf.NotBefore
+		}
+		half := issued.Add(leaf.NotAfter.Sub(issued) / 2)
 		t := time.NewTimer(time.Until(half))
 		forced := false
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-n.svidReplaced:
+			// Re-issued elsewhere (CA rotation): start over from the new one.
+			t.Stop()
+			continue
 		case <-t.C:
 		case <-n.renewNow:
 			t.Stop()
@@ -648,7 +684,7 @@ func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
 			n.log.Info("control plane asks for a renewed node svid (restored from backup)")
 		}
 		var err error
-		if n.authority != nil {
+		if n.authority.Load() != nil {
 			err = n.renewLocally()
 		} else {
 			err = n.renewRemotely(ctx, idc)
@@ -666,11 +702,13 @@ func (n *node) rotateLoop(ctx context.Context, idc unumv1.IdentityClient) {
 }
 
 func (n *node) renewLocally() error {
+	n.svidMu.Lock()
+	defer n.svidMu.Unlock()
 	key, err := ca.GenerateKey()
 	if err != nil {
 		return err
 	}
-	chain, err := n.authority.SignX509SVIDForKey(key.Public(), n.id, NodeSVIDTTL)
+	chain, err := n.authority.Load().SignX509SVIDForKey(key.Public(), n.id, n.nodeSVIDTTL())
 	if err != nil {
 		return err
 	}

@@ -504,6 +504,68 @@ func Register() []Threat {
 			Tests: []string{"internal/backup.TestCorruptArchivesRefused", "internal/backup.TestRoundTrip",
 				"node.TestBackupRestoreAfterLosingMajority"},
 		},
+		{
+			ID:       "T-025",
+			Title:    "Stolen intermediate CA key after a rotation",
+			STRIDE:   "S",
+			Asset:    "every identity: an intermediate signs SVIDs for any ID in the trust domain",
+			Boundary: "node data directory",
+			Attacker: "someone holding a control node's old intermediate key and certificate (a disk image, a backup) " +
+				"after the CA was rotated, minting SVIDs with it",
+			Mitigation: "A root rotation moves every control node to a new intermediate under a new root and then drops the " +
+				"old root from every bundle, so nothing the old intermediates sign verifies any more; old intermediates are " +
+				"never used again. An intermediates-only rotation leaves the old ones valid under the same root until they " +
+				"expire: rotate with --root when a key may have leaked. Removing a control node revokes its node ID, which " +
+				"also refuses its intermediate (same SPIFFE ID) on every call the control plane checks.",
+			Status: Mitigated,
+			Tests:  []string{"node.TestCARotationUnderWorkloadStream"},
+		},
+		{
+			ID:       "T-026",
+			Title:    "Root CA key exposure on a running control node",
+			STRIDE:   "I",
+			Asset:    "the root CA key",
+			Boundary: "node data directory",
+			Attacker: "someone who compromises the control node holding the sealed root key together with its KEK",
+			Mitigation: "`unum ca export-root` moves the root key off the cluster: the key is written to a new 0600 file on " +
+				"the admin's machine (never overwriting one) and only after that file is synced is the sealed copy deleted; " +
+				"from then on only intermediates sign. Control joins and rotations that need the root then fail with an " +
+				"error naming `unum ca import-root FILE` or `--root-key FILE` (one command, never stored). Import accepts " +
+				"only a key belonging to a root of the current bundle.",
+			Status: Mitigated,
+			Tests:  []string{"node.TestCARootOffline", "cmd/unum.TestCACommands"},
+		},
+		{
+			ID:       "T-027",
+			Title:    "A CA rotation leaves workloads without a trust path",
+			STRIDE:   "D",
+			Asset:    "availability of every mutual-TLS connection between workloads and to the control plane",
+			Boundary: "Workload API socket; control-plane API",
+			Attacker: "none needed: a rotation that signs with a new root before every verifier trusts it, or drops the " +
+				"old root while certificates under it are still in use, breaks handshakes cluster-wide",
+			Mitigation: "The rotation is a state machine with a fixed order: the new root joins the bundle beside the old " +
+				"one; nothing chains to it until every live node reports it in its heartbeat (so every Workload API stream " +
+				"carries it); only then do control nodes switch intermediates; the old root leaves the bundle only after " +
+				"the longest leaf lifetime any control node signs has passed since the last switch. Keys are replaced so " +
+				"that a crash leaves a matching pair. Nodes down across the switch must join again.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestRotationStep", "node.TestCARotationUnderWorkloadStream", "node.TestReplacePairRecovers"},
+		},
+		{
+			ID:       "T-028",
+			Title:    "Forged CA rotation, export or intermediate request",
+			STRIDE:   "E",
+			Asset:    "the root and intermediate CA keys",
+			Boundary: "control-plane API",
+			Attacker: "a compute node, a workload or a non-admin user calling the CA service; a control node asking for " +
+				"an intermediate outside a rotation or for another node",
+			Mitigation: "Rotate, ExportRoot, ConfirmExportRoot and ImportRoot are admin-only and privileged (refused while " +
+				"the server's revocation view is stale); SignIntermediate is open to nodes at the authorizer but the " +
+				"handler requires a control node's membership record, a rotation waiting for intermediates with the given " +
+				"id, and a CSR for the caller's own node ID.",
+			Status: Mitigated,
+			Tests:  []string{"internal/rpc.TestCAMethodsPrivileged", "node.TestSignIntermediateRefusesNonControl"},
+		},
 	}
 	sortByID(threats)
 	return threats

@@ -77,6 +77,12 @@ func commands() []*command {
 		{name: "admin", summary: "break-glass administration on a control node", sub: []*command{
 			{name: "recover", summary: "mint a short-lived admin config from local CA material (loud)", run: runAdminRecover},
 		}},
+		{name: "ca", summary: "the cluster's certificate authority", sub: []*command{
+			{name: "status", summary: "roots, intermediates, expiries, rotation progress", run: runCAStatus},
+			{name: "rotate", summary: "new intermediates for every control node (--root: and a new root)", run: runCARotate},
+			{name: "export-root", summary: "move the root key off the cluster into a file", run: runCAExportRoot},
+			{name: "import-root", summary: "bring an exported root key back", run: runCAImportRoot},
+		}},
 		{name: "dev", summary: "run a whole cluster on this machine", run: runDev},
 		{name: "bench", summary: "benchmark a component (svid)", run: runBench},
 		{name: "version", summary: "print the version", run: func(e *env, _ []string) error {

@@ -99,6 +99,7 @@ var methodRules = map[string]methodRule{
 	"/unum.v1.CA/ExportRoot":             {minRole: RoleAdmin, privileged: true},
 	"/unum.v1.CA/ConfirmExportRoot":      {minRole: RoleAdmin, privileged: true},
 	"/unum.v1.CA/ImportRoot":             {minRole: RoleAdmin, privileged: true},
+	"/unum.v1.CA/SignIntermediate":       {node: true, privileged: true},
 	"/unum.v1.Backup/Create":             {minRole: RoleAdmin, privileged: true},
 }
 

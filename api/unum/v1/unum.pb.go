@@ -2995,9 +2995,11 @@ type CACert struct {
 	// roots: whether some control node holds its key.
 	KeyOnline bool `protobuf:"varint,8,opt,name=key_online,json=keyOnline,proto3" json:"key_online,omitempty"`
 	// retiring roots: when they leave the bundle.
-	RetireAtUnix  int64 `protobuf:"varint,9,opt,name=retire_at_unix,json=retireAtUnix,proto3" json:"retire_at_unix,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RetireAtUnix int64 `protobuf:"varint,9,opt,name=retire_at_unix,json=retireAtUnix,proto3" json:"retire_at_unix,omitempty"`
+	// The certificate itself (DER), so a client can refresh its bundle.
+	CertificateDer []byte `protobuf:"bytes,10,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CACert) Reset() {
@@ -3093,15 +3095,27 @@ func (x *CACert) GetRetireAtUnix() int64 {
 	return 0
 }
 
+func (x *CACert) GetCertificateDer() []byte {
+	if x != nil {
+		return x.CertificateDer
+	}
+	return nil
+}
+
 type CAStatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Roots         []*CACert              `protobuf:"bytes,1,rep,name=roots,proto3" json:"roots,omitempty"`
 	Intermediates []*CACert              `protobuf:"bytes,2,rep,name=intermediates,proto3" json:"intermediates,omitempty"`
 	// A rotation in progress, if any: its phase and what it waits for.
-	RotationPhase string   `protobuf:"bytes,3,opt,name=rotation_phase,json=rotationPhase,proto3" json:"rotation_phase,omitempty"`
-	WaitingFor    []string `protobuf:"bytes,4,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RotationPhase       string   `protobuf:"bytes,3,opt,name=rotation_phase,json=rotationPhase,proto3" json:"rotation_phase,omitempty"`
+	WaitingFor          []string `protobuf:"bytes,4,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	RotationId          string   `protobuf:"bytes,5,opt,name=rotation_id,json=rotationId,proto3" json:"rotation_id,omitempty"`
+	RotationRoot        bool     `protobuf:"varint,6,opt,name=rotation_root,json=rotationRoot,proto3" json:"rotation_root,omitempty"`
+	RotationStartedUnix int64    `protobuf:"varint,7,opt,name=rotation_started_unix,json=rotationStartedUnix,proto3" json:"rotation_started_unix,omitempty"`
+	// When the last control node switched to its new intermediate (0 before).
+	RotationSwitchedUnix int64 `protobuf:"varint,8,opt,name=rotation_switched_unix,json=rotationSwitchedUnix,proto3" json:"rotation_switched_unix,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *CAStatusResponse) Reset() {
@@ -3160,6 +3174,34 @@ func (x *CAStatusResponse) GetWaitingFor() []string {
 		return x.WaitingFor
 	}
 	return nil
+}
+
+func (x *CAStatusResponse) GetRotationId() string {
+	if x != nil {
+		return x.RotationId
+	}
+	return ""
+}
+
+func (x *CAStatusResponse) GetRotationRoot() bool {
+	if x != nil {
+		return x.RotationRoot
+	}
+	return false
+}
+
+func (x *CAStatusResponse) GetRotationStartedUnix() int64 {
+	if x != nil {
+		return x.RotationStartedUnix
+	}
+	return 0
+}
+
+func (x *CAStatusResponse) GetRotationSwitchedUnix() int64 {
+	if x != nil {
+		return x.RotationSwitchedUnix
+	}
+	return 0
 }
 
 type CARotateRequest struct {
@@ -3531,6 +3573,111 @@ func (x *ImportRootResponse) GetFingerprint() string {
 	return ""
 }
 
+type SignIntermediateRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	RotationId string                 `protobuf:"bytes,1,opt,name=rotation_id,json=rotationId,proto3" json:"rotation_id,omitempty"`
+	// PKCS#10 request for spiffe://TD/node/CALLER.
+	Csr           []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignIntermediateRequest) Reset() {
+	*x = SignIntermediateRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignIntermediateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignIntermediateRequest) ProtoMessage() {}
+
+func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignIntermediateRequest.ProtoReflect.Descriptor instead.
+func (*SignIntermediateRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *SignIntermediateRequest) GetRotationId() string {
+	if x != nil {
+		return x.RotationId
+	}
+	return ""
+}
+
+func (x *SignIntermediateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type SignIntermediateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Intermediate  []byte                 `protobuf:"bytes,1,opt,name=intermediate,proto3" json:"intermediate,omitempty"`
+	Root          []byte                 `protobuf:"bytes,2,opt,name=root,proto3" json:"root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignIntermediateResponse) Reset() {
+	*x = SignIntermediateResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignIntermediateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignIntermediateResponse) ProtoMessage() {}
+
+func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignIntermediateResponse.ProtoReflect.Descriptor instead.
+func (*SignIntermediateResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *SignIntermediateResponse) GetIntermediate() []byte {
+	if x != nil {
+		return x.Intermediate
+	}
+	return nil
+}
+
+func (x *SignIntermediateResponse) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
 type CreateBackupRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3539,7 +3686,7 @@ type CreateBackupRequest struct {
 
 func (x *CreateBackupRequest) Reset() {
 	*x = CreateBackupRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3551,7 +3698,7 @@ func (x *CreateBackupRequest) String() string {
 func (*CreateBackupRequest) ProtoMessage() {}
 
 func (x *CreateBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3564,7 +3711,7 @@ func (x *CreateBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBackupRequest.ProtoReflect.Descriptor instead.
 func (*CreateBackupRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{59}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{61}
 }
 
 type BackupChunk struct {
@@ -3576,7 +3723,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3588,7 +3735,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3601,7 +3748,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{60}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -3829,7 +3976,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"ttlSeconds\")\n" +
 	"\x11RenewUserResponse\x12\x14\n" +
 	"\x05chain\x18\x01 \x03(\fR\x05chain\"\x11\n" +
-	"\x0fCAStatusRequest\"\xb0\x02\n" +
+	"\x0fCAStatusRequest\"\xd9\x02\n" +
 	"\x06CACert\x12 \n" +
 	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12&\n" +
@@ -3840,13 +3987,20 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x12issuer_fingerprint\x18\a \x01(\tR\x11issuerFingerprint\x12\x1d\n" +
 	"\n" +
 	"key_online\x18\b \x01(\bR\tkeyOnline\x12$\n" +
-	"\x0eretire_at_unix\x18\t \x01(\x03R\fretireAtUnix\"\xb8\x01\n" +
+	"\x0eretire_at_unix\x18\t \x01(\x03R\fretireAtUnix\x12'\n" +
+	"\x0fcertificate_der\x18\n" +
+	" \x01(\fR\x0ecertificateDer\"\xe8\x02\n" +
 	"\x10CAStatusResponse\x12%\n" +
 	"\x05roots\x18\x01 \x03(\v2\x0f.unum.v1.CACertR\x05roots\x125\n" +
 	"\rintermediates\x18\x02 \x03(\v2\x0f.unum.v1.CACertR\rintermediates\x12%\n" +
 	"\x0erotation_phase\x18\x03 \x01(\tR\rrotationPhase\x12\x1f\n" +
 	"\vwaiting_for\x18\x04 \x03(\tR\n" +
-	"waitingFor\"G\n" +
+	"waitingFor\x12\x1f\n" +
+	"\vrotation_id\x18\x05 \x01(\tR\n" +
+	"rotationId\x12#\n" +
+	"\rrotation_root\x18\x06 \x01(\bR\frotationRoot\x122\n" +
+	"\x15rotation_started_unix\x18\a \x01(\x03R\x13rotationStartedUnix\x124\n" +
+	"\x16rotation_switched_unix\x18\b \x01(\x03R\x14rotationSwitchedUnix\"G\n" +
 	"\x0fCARotateRequest\x12\x12\n" +
 	"\x04root\x18\x01 \x01(\bR\x04root\x12 \n" +
 	"\froot_key_pem\x18\x02 \x01(\fR\n" +
@@ -3868,7 +4022,14 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\froot_key_pem\x18\x01 \x01(\fR\n" +
 	"rootKeyPem\"6\n" +
 	"\x12ImportRootResponse\x12 \n" +
-	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\"\x15\n" +
+	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\"L\n" +
+	"\x17SignIntermediateRequest\x12\x1f\n" +
+	"\vrotation_id\x18\x01 \x01(\tR\n" +
+	"rotationId\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"R\n" +
+	"\x18SignIntermediateResponse\x12\"\n" +
+	"\fintermediate\x18\x01 \x01(\fR\fintermediate\x12\x12\n" +
+	"\x04root\x18\x02 \x01(\fR\x04root\"\x15\n" +
 	"\x13CreateBackupRequest\"!\n" +
 	"\vBackupChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data2y\n" +
@@ -3900,7 +4061,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"RemoveUser\x12\x1a.unum.v1.RemoveUserRequest\x1a\x1b.unum.v1.RemoveUserResponse\x12E\n" +
 	"\n" +
 	"RevokeUser\x12\x1a.unum.v1.RevokeUserRequest\x1a\x1b.unum.v1.RevokeUserResponse\x12B\n" +
-	"\tRenewUser\x12\x19.unum.v1.RenewUserRequest\x1a\x1a.unum.v1.RenewUserResponse2\xec\x02\n" +
+	"\tRenewUser\x12\x19.unum.v1.RenewUserRequest\x1a\x1a.unum.v1.RenewUserResponse2\xc5\x03\n" +
 	"\x02CA\x12=\n" +
 	"\x06Status\x12\x18.unum.v1.CAStatusRequest\x1a\x19.unum.v1.CAStatusResponse\x12=\n" +
 	"\x06Rotate\x12\x18.unum.v1.CARotateRequest\x1a\x19.unum.v1.CARotateResponse\x12E\n" +
@@ -3908,7 +4069,8 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"ExportRoot\x12\x1a.unum.v1.ExportRootRequest\x1a\x1b.unum.v1.ExportRootResponse\x12Z\n" +
 	"\x11ConfirmExportRoot\x12!.unum.v1.ConfirmExportRootRequest\x1a\".unum.v1.ConfirmExportRootResponse\x12E\n" +
 	"\n" +
-	"ImportRoot\x12\x1a.unum.v1.ImportRootRequest\x1a\x1b.unum.v1.ImportRootResponse2H\n" +
+	"ImportRoot\x12\x1a.unum.v1.ImportRootRequest\x1a\x1b.unum.v1.ImportRootResponse\x12W\n" +
+	"\x10SignIntermediate\x12 .unum.v1.SignIntermediateRequest\x1a!.unum.v1.SignIntermediateResponse2H\n" +
 	"\x06Backup\x12>\n" +
 	"\x06Create\x12\x1c.unum.v1.CreateBackupRequest\x1a\x14.unum.v1.BackupChunk0\x01B+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
 
@@ -3924,7 +4086,7 @@ func file_api_unum_v1_unum_proto_rawDescGZIP() []byte {
 	return file_api_unum_v1_unum_proto_rawDescData
 }
 
-var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*LoginRequest)(nil),              // 0: unum.v1.LoginRequest
 	(*LoginResponse)(nil),             // 1: unum.v1.LoginResponse
@@ -3985,8 +4147,10 @@ var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*ConfirmExportRootResponse)(nil), // 56: unum.v1.ConfirmExportRootResponse
 	(*ImportRootRequest)(nil),         // 57: unum.v1.ImportRootRequest
 	(*ImportRootResponse)(nil),        // 58: unum.v1.ImportRootResponse
-	(*CreateBackupRequest)(nil),       // 59: unum.v1.CreateBackupRequest
-	(*BackupChunk)(nil),               // 60: unum.v1.BackupChunk
+	(*SignIntermediateRequest)(nil),   // 59: unum.v1.SignIntermediateRequest
+	(*SignIntermediateResponse)(nil),  // 60: unum.v1.SignIntermediateResponse
+	(*CreateBackupRequest)(nil),       // 61: unum.v1.CreateBackupRequest
+	(*BackupChunk)(nil),               // 62: unum.v1.BackupChunk
 }
 var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	5,  // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
@@ -4027,36 +4191,38 @@ var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	53, // 35: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
 	55, // 36: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
 	57, // 37: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
-	59, // 38: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
-	3,  // 39: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
-	1,  // 40: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
-	9,  // 41: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
-	11, // 42: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
-	13, // 43: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
-	15, // 44: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
-	17, // 45: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
-	19, // 46: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
-	22, // 47: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
-	24, // 48: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
-	7,  // 49: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
-	26, // 50: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
-	28, // 51: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
-	31, // 52: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
-	34, // 53: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
-	36, // 54: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
-	39, // 55: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
-	41, // 56: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
-	43, // 57: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
-	45, // 58: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
-	47, // 59: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
-	50, // 60: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
-	52, // 61: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
-	54, // 62: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
-	56, // 63: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
-	58, // 64: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
-	60, // 65: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
-	39, // [39:66] is the sub-list for method output_type
-	12, // [12:39] is the sub-list for method input_type
+	59, // 38: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
+	61, // 39: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
+	3,  // 40: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
+	1,  // 41: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
+	9,  // 42: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
+	11, // 43: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
+	13, // 44: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
+	15, // 45: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
+	17, // 46: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
+	19, // 47: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
+	22, // 48: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
+	24, // 49: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
+	7,  // 50: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
+	26, // 51: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
+	28, // 52: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
+	31, // 53: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
+	34, // 54: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
+	36, // 55: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
+	39, // 56: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
+	41, // 57: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
+	43, // 58: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
+	45, // 59: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
+	47, // 60: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
+	50, // 61: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
+	52, // 62: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
+	54, // 63: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
+	56, // 64: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
+	58, // 65: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
+	60, // 66: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
+	62, // 67: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
+	40, // [40:68] is the sub-list for method output_type
+	12, // [12:40] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -4073,7 +4239,7 @@ func file_api_unum_v1_unum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_unum_v1_unum_proto_rawDesc), len(file_api_unum_v1_unum_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   61,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

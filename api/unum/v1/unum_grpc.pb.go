@@ -1139,6 +1139,7 @@ const (
 	CA_ExportRoot_FullMethodName        = "/unum.v1.CA/ExportRoot"
 	CA_ConfirmExportRoot_FullMethodName = "/unum.v1.CA/ConfirmExportRoot"
 	CA_ImportRoot_FullMethodName        = "/unum.v1.CA/ImportRoot"
+	CA_SignIntermediate_FullMethodName  = "/unum.v1.CA/SignIntermediate"
 )
 
 // CAClient is the client API for CA service.
@@ -1157,6 +1158,9 @@ type CAClient interface {
 	ConfirmExportRoot(ctx context.Context, in *ConfirmExportRootRequest, opts ...grpc.CallOption) (*ConfirmExportRootResponse, error)
 	// ImportRoot brings an exported root key back.
 	ImportRoot(ctx context.Context, in *ImportRootRequest, opts ...grpc.CallOption) (*ImportRootResponse, error)
+	// SignIntermediate is called by a control node on the root holder during
+	// a rotation: it signs a new intermediate for the caller's own key.
+	SignIntermediate(ctx context.Context, in *SignIntermediateRequest, opts ...grpc.CallOption) (*SignIntermediateResponse, error)
 }
 
 type cAClient struct {
@@ -1217,6 +1221,16 @@ func (c *cAClient) ImportRoot(ctx context.Context, in *ImportRootRequest, opts .
 	return out, nil
 }
 
+func (c *cAClient) SignIntermediate(ctx context.Context, in *SignIntermediateRequest, opts ...grpc.CallOption) (*SignIntermediateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignIntermediateResponse)
+	err := c.cc.Invoke(ctx, CA_SignIntermediate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CAServer is the server API for CA service.
 // All implementations must embed UnimplementedCAServer
 // for forward compatibility.
@@ -1233,6 +1247,9 @@ type CAServer interface {
 	ConfirmExportRoot(context.Context, *ConfirmExportRootRequest) (*ConfirmExportRootResponse, error)
 	// ImportRoot brings an exported root key back.
 	ImportRoot(context.Context, *ImportRootRequest) (*ImportRootResponse, error)
+	// SignIntermediate is called by a control node on the root holder during
+	// a rotation: it signs a new intermediate for the caller's own key.
+	SignIntermediate(context.Context, *SignIntermediateRequest) (*SignIntermediateResponse, error)
 	mustEmbedUnimplementedCAServer()
 }
 
@@ -1257,6 +1274,9 @@ func (UnimplementedCAServer) ConfirmExportRoot(context.Context, *ConfirmExportRo
 }
 func (UnimplementedCAServer) ImportRoot(context.Context, *ImportRootRequest) (*ImportRootResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ImportRoot not implemented")
+}
+func (UnimplementedCAServer) SignIntermediate(context.Context, *SignIntermediateRequest) (*SignIntermediateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignIntermediate not implemented")
 }
 func (UnimplementedCAServer) mustEmbedUnimplementedCAServer() {}
 func (UnimplementedCAServer) testEmbeddedByValue()            {}
@@ -1369,6 +1389,24 @@ func _CA_ImportRoot_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CA_SignIntermediate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignIntermediateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServer).SignIntermediate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CA_SignIntermediate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServer).SignIntermediate(ctx, req.(*SignIntermediateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CA_ServiceDesc is the grpc.ServiceDesc for CA service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1395,6 +1433,10 @@ var CA_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ImportRoot",
 			Handler:    _CA_ImportRoot_Handler,
+		},
+		{
+			MethodName: "SignIntermediate",
+			Handler:    _CA_SignIntermediate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
