@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,6 +22,41 @@ import (
 )
 
 const maxEtcdHosts = 8
+
+// redeemableToken reads the record of tok at key and checks tok against it,
+// without consuming it. what ("join", "login") names the token in errors
+// and logs; expiredHint, when set, adds what to do to the expiry error.
+func (s *Server) redeemableToken(ctx context.Context, key string, tok jointoken.Token, what string, expiredHint func(jointoken.Record) string) (jointoken.Record, *mvccpb.KeyValue, error) {
+	got, err := s.cfg.Etcd.Get(ctx, key)
+	if err != nil {
+		return jointoken.Record{}, nil, status.Errorf(codes.Unavailable, "read %s token: %v", what, err)
+	}
+	if len(got.Kvs) == 0 {
+		s.cfg.Log.Warn(what+" refused: unknown token", "token_id", tok.ID)
+		return jointoken.Record{}, nil, status.Errorf(codes.PermissionDenied, "%s token is unknown to this cluster", what)
+	}
+	kv := got.Kvs[0]
+	rec, err := decode[jointoken.Record](kv.Value)
+	if err != nil {
+		return jointoken.Record{}, nil, status.Errorf(codes.Internal, "%s token record: %v", what, err)
+	}
+	if err := rec.Check(tok, s.cfg.Clock()); err != nil {
+		s.cfg.Log.Warn(what+" refused", "token_id", tok.ID, "name", rec.Name, "err", err)
+		switch {
+		case errors.Is(err, jointoken.ErrExpired):
+			hint := ""
+			if expiredHint != nil {
+				hint = expiredHint(rec)
+			}
+			return rec, nil, status.Errorf(codes.PermissionDenied, "%s token expired at %s%s", what, rec.ExpiresAt.UTC().Format(time.RFC3339), hint)
+		case errors.Is(err, jointoken.ErrUsed):
+			return rec, nil, status.Errorf(codes.PermissionDenied, "%s token has already been used", what)
+		default:
+			return rec, nil, status.Errorf(codes.PermissionDenied, "%s token is invalid", what)
+		}
+	}
+	return rec, kv, nil
+}
 
 // join serves Join. Order matters: everything that can
 // be checked without consuming the token is checked first (so a malformed
@@ -35,29 +71,9 @@ func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 	if tok.Kind != jointoken.KindNode {
 		return nil, status.Errorf(codes.InvalidArgument, "join token: a %s token cannot join a node", tok.Kind)
 	}
-	got, err := s.cfg.Etcd.Get(ctx, joinTokenKey(tok.ID))
+	rec, tokenKV, err := s.redeemableToken(ctx, joinTokenKey(tok.ID), tok, "join", nil)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read join token: %v", err)
-	}
-	if len(got.Kvs) == 0 {
-		s.cfg.Log.Warn("join refused: unknown token", "token_id", tok.ID)
-		return nil, status.Error(codes.PermissionDenied, "join token is unknown to this cluster")
-	}
-	tokenKV := got.Kvs[0]
-	rec, err := decode[jointoken.Record](tokenKV.Value)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "join token record: %v", err)
-	}
-	if err := rec.Check(tok, s.cfg.Clock()); err != nil {
-		s.cfg.Log.Warn("join refused", "token_id", tok.ID, "name", rec.Name, "err", err)
-		switch {
-		case errors.Is(err, jointoken.ErrExpired):
-			return nil, status.Errorf(codes.PermissionDenied, "join token expired at %s", rec.ExpiresAt.Format("2006-01-02T15:04:05Z07:00"))
-		case errors.Is(err, jointoken.ErrUsed):
-			return nil, status.Error(codes.PermissionDenied, "join token has already been used")
-		default:
-			return nil, status.Error(codes.PermissionDenied, "join token is invalid")
-		}
+		return nil, err
 	}
 	name, control := rec.Name, slices.Contains(rec.Roles, "control")
 	nodeID, err := identity.NodeID(s.cfg.TrustDomain, name)

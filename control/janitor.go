@@ -22,14 +22,24 @@ const (
 // having changed since it was read, so a concurrent use is never lost. It
 // returns how many records it deleted.
 func (s *Server) pruneJoinTokens(ctx context.Context, now time.Time) (int, error) {
-	resp, err := s.cfg.Etcd.Get(ctx, prefixAllTokens, clientv3.WithPrefix())
+	return s.pruneWhere(ctx, prefixAllTokens, func(value []byte) bool {
+		rec, err := decode[jointoken.Record](value)
+		return err == nil && now.Sub(rec.ExpiresAt) >= tokenRetention
+	})
+}
+
+// pruneWhere deletes the records under prefix for which expired says so.
+// Each delete is conditional on the record not having changed since it was
+// read, so a concurrent update (a token used, a re-revocation) is never
+// lost. It returns how many records it deleted.
+func (s *Server) pruneWhere(ctx context.Context, prefix string, expired func(value []byte) bool) (int, error) {
+	resp, err := s.cfg.Etcd.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return 0, err
 	}
 	deleted := 0
 	for _, kv := range resp.Kvs {
-		rec, err := decode[jointoken.Record](kv.Value)
-		if err != nil || now.Sub(rec.ExpiresAt) < tokenRetention {
+		if !expired(kv.Value) {
 			continue
 		}
 		key := string(kv.Key)
@@ -77,27 +87,8 @@ func (s *Server) janitor(ctx context.Context) {
 // An undecodable record is kept: the feed treats it as revoking its ID
 // outright, and only an operator should decide to drop it.
 func (s *Server) pruneRevocations(ctx context.Context, now time.Time) (int, error) {
-	resp, err := s.cfg.Etcd.Get(ctx, prefixRevocations, clientv3.WithPrefix())
-	if err != nil {
-		return 0, err
-	}
-	deleted := 0
-	for _, kv := range resp.Kvs {
-		rec, err := decode[revocationRecord](kv.Value)
-		if err != nil || rec.Expires.IsZero() || now.Before(rec.Expires) {
-			continue
-		}
-		key := string(kv.Key)
-		txn, err := s.cfg.Etcd.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
-			Then(clientv3.OpDelete(key)).
-			Commit()
-		if err != nil {
-			return deleted, err
-		}
-		if txn.Succeeded {
-			deleted++
-		}
-	}
-	return deleted, nil
+	return s.pruneWhere(ctx, prefixRevocations, func(value []byte) bool {
+		rec, err := decode[revocationRecord](value)
+		return err == nil && !rec.Expires.IsZero() && !now.Before(rec.Expires)
+	})
 }

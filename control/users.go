@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"sort"
 	"time"
 
@@ -372,29 +373,11 @@ func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 	if req.GetTtlSeconds() < 0 {
 		return nil, status.Error(codes.InvalidArgument, "ttl: negative")
 	}
-	got, err := s.cfg.Etcd.Get(ctx, userTokenKey(tok.ID))
+	rec, tokenKV, err := s.redeemableToken(ctx, userTokenKey(tok.ID), tok, "login", func(rec jointoken.Record) string {
+		return fmt.Sprintf(" (ask an admin for `unum user add %s --reissue-token`)", rec.Name)
+	})
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read login token: %v", err)
-	}
-	if len(got.Kvs) == 0 {
-		s.cfg.Log.Warn("login refused: unknown token", "token_id", tok.ID)
-		return nil, status.Error(codes.PermissionDenied, "login token is unknown to this cluster")
-	}
-	tokenKV := got.Kvs[0]
-	rec, err := decode[jointoken.Record](tokenKV.Value)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "login token record: %v", err)
-	}
-	if err := rec.Check(tok, s.cfg.Clock()); err != nil {
-		s.cfg.Log.Warn("login refused", "token_id", tok.ID, "user", rec.Name, "err", err)
-		switch {
-		case errors.Is(err, jointoken.ErrExpired):
-			return nil, status.Errorf(codes.PermissionDenied, "login token expired at %s (ask an admin for `unum user add %s --reissue-token`)", rec.ExpiresAt.UTC().Format(time.RFC3339), rec.Name)
-		case errors.Is(err, jointoken.ErrUsed):
-			return nil, status.Error(codes.PermissionDenied, "login token has already been used")
-		default:
-			return nil, status.Error(codes.PermissionDenied, "login token is invalid")
-		}
+		return nil, err
 	}
 	name := rec.Name
 	id, err := s.userID(name)
@@ -405,7 +388,7 @@ func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "user csr refused: %v", err)
 	}
-	got, err = s.cfg.Etcd.Get(ctx, userKey(name))
+	got, err := s.cfg.Etcd.Get(ctx, userKey(name))
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "read user: %v", err)
 	}
