@@ -16,14 +16,12 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/unumos/unum/control"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/revocation"
 	"github.com/unumos/unum/internal/backup"
-	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/seal"
 	"github.com/unumos/unum/storage/meta"
 )
@@ -305,19 +303,7 @@ func Restore(ctx context.Context, o RestoreOptions) (res *RestoreResult, err err
 	if err := seal.WriteFileAtomic(l.NodeCert(), ca.EncodeCertsPEM(chain), 0o644); err != nil {
 		return nil, err
 	}
-	adminID, err := identity.UserID(td, identity.AdminUser)
-	if err != nil {
-		return nil, err
-	}
-	adminKey, err := ca.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	adminChain, err := authority.SignX509SVIDForKey(adminKey.Public(), adminID, AdminCertTTL)
-	if err != nil {
-		return nil, fmt.Errorf("admin certificate: %w", err)
-	}
-	adminCfg, err := clientconfig.New(&x509svid.SVID{ID: adminID, Certificates: adminChain, PrivateKey: adminKey}, mat.bundle, []string{ports.API})
+	adminCfg, err := issueAdmin(authority, td, mat.bundle, []string{ports.API}, AdminCertTTL)
 	if err != nil {
 		return nil, err
 	}
