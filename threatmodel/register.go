@@ -292,7 +292,7 @@ func Register() []Threat {
 				"SVID it already holds until it expires (up to its TTL, 1h by default)",
 			Mitigation: "Deleting the last entry that grants an ID revokes the ID in the same etcd transaction; control " +
 				"nodes see it on their etcd watch, other nodes on the WatchRevocations stream, and every server then " +
-				"refuses the SVID on every call and cuts its open streams (measured: p99 13 ms on 3 nodes, target 2 s). " +
+				"refuses the SVID on every call and cuts its open streams (measured: p99 under 25 ms on 3 nodes, target 2 s). " +
 				"The agent drops the entry at the next sync and stops serving it.",
 			Status: Mitigated,
 			Tests:  []string{"node.TestDeletedEntryRevoked", "internal/rpc.TestRevokedStreamCut", "identity/revocation.TestSetCheck"},
