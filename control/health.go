@@ -160,14 +160,11 @@ func shortFingerprint(fp string) string {
 
 // statusWarnings fills out.Warnings from the status just gathered.
 func (s *Server) statusWarnings(out *unumv1.StatusResponse) {
-	roots := s.cfg.Roots
-	if snap := s.cache.snapshot(); snap.loaded && len(snap.roots) > 0 {
-		roots = snap.roots
-	}
+	roots := s.bundle()
 	out.Warnings = Warnings(HealthInput{
 		Now:             s.cfg.Clock(),
 		Roots:           roots,
-		Intermediate:    s.cfg.Authority.Certificate(),
+		Intermediate:    s.Authority().Certificate(),
 		ServedBy:        s.cfg.NodeName,
 		Quorum:          out.GetQuorum(),
 		Nodes:           out.GetNodes(),

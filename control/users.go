@@ -202,10 +202,13 @@ func (s *Server) AddUser(ctx context.Context, req *unumv1.AddUserRequest) (*unum
 	case tokenTTL < time.Second || tokenTTL > maxJoinTokenTTL:
 		return nil, status.Errorf(codes.InvalidArgument, "--token-ttl must be between 1s and %s", maxJoinTokenTTL)
 	}
-	if len(s.cfg.Roots) == 0 {
+	// Pin what join tokens pin: the first root of the current bundle (the
+	// new root once a rotation has reached every node).
+	bundle := s.bundle()
+	if len(bundle) == 0 {
 		return nil, status.Error(codes.FailedPrecondition, "no trust bundle")
 	}
-	tok, err := jointoken.New(jointoken.KindUser, ca.Fingerprint(s.cfg.Roots[0]), rand.Reader)
+	tok, err := jointoken.New(jointoken.KindUser, ca.Fingerprint(bundle[0]), rand.Reader)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "new token: %v", err)
 	}
@@ -430,7 +433,7 @@ func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 	}
 	// From here on the token is spent whatever happens: single use means
 	// single use.
-	chain, err := s.cfg.Authority.SignVerifiedCSR(csr, id, ttl)
+	chain, err := s.Authority().SignVerifiedCSR(csr, id, ttl)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "sign user certificate: %v", err)
 	}
@@ -441,7 +444,7 @@ func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 		SvidChain:        derChain(chain),
 		ControlAddresses: controlAddresses(s.cache.snapshot().nodes),
 	}
-	for _, r := range s.cfg.Roots {
+	for _, r := range s.bundle() {
 		resp.Roots = append(resp.Roots, r.Raw)
 	}
 	s.cfg.Log.Info("user logged in", "user", name, "role", user.Role, "token_id", tok.ID, "serial", chain[0].SerialNumber.String(), "expires", chain[0].NotAfter)
@@ -500,7 +503,7 @@ func (s *Server) renewUser(ctx context.Context, req *unumv1.RenewUserRequest) (*
 	if err := s.waitSignable(ctx, c.ID); err != nil {
 		return nil, err
 	}
-	chain, err := s.cfg.Authority.SignVerifiedCSR(csr, c.ID, ttl)
+	chain, err := s.Authority().SignVerifiedCSR(csr, c.ID, ttl)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "sign user certificate: %v", err)
 	}

@@ -4,9 +4,13 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/internal/clientconfig"
 )
 
 type caStatusJSON struct {
@@ -53,6 +57,34 @@ func TestCACommands(t *testing.T) {
 	require.Equal(t, before.Roots[0].Fingerprint, after.Roots[0].Fingerprint, "no --root: the root stays")
 	require.NotEqual(t, before.Intermediates[0].Fingerprint, after.Intermediates[0].Fingerprint, "the intermediate was not replaced")
 	require.Equal(t, after.Roots[0].Fingerprint, after.Intermediates[0].Issuer)
+
+	// People log in and renew after the rotation: the enrolment listener
+	// serves the new intermediate's chain, so the token must pin the current
+	// bundle, and the certificate comes from the new intermediate.
+	r = unum(t, d.env, "node", "ls", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var nodes struct {
+		Nodes []struct {
+			EnrollmentAddress string `json:"enrollment_address"`
+		} `json:"nodes"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &nodes))
+	r = unum(t, d.env, "user", "add", "rot", "--role", "viewer")
+	require.Equal(t, 0, r.code, r.stderr)
+	xdg := t.TempDir()
+	person := []string{"UNUM_CONFIG=", "XDG_CONFIG_HOME=" + xdg, "UNUM_LOGIN_TOKEN=" + strings.TrimSpace(r.stdout)}
+	r = unum(t, person, "login", "--addr", nodes.Nodes[0].EnrollmentAddress)
+	require.Equal(t, 0, r.code, "login after rotation: %s", r.stderr)
+	r = unum(t, person, "login", "--renew")
+	require.Equal(t, 0, r.code, "renew after rotation: %s", r.stderr)
+	r = unum(t, person, "id", "show", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "spiffe://unum.local/user/rot")
+	cfg, err := clientconfig.Load(filepath.Join(xdg, "unum", "config.yaml"))
+	require.NoError(t, err)
+	svid, err := cfg.SVID()
+	require.NoError(t, err)
+	require.Equal(t, after.Intermediates[0].Fingerprint, ca.Fingerprint(svid.Certificates[1]), "renewed from the old intermediate")
 
 	out := filepath.Join(t.TempDir(), "root.pem")
 	r = unum(t, d.env, "ca", "export-root", "--out", out)
