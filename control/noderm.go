@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -15,6 +16,74 @@ import (
 	"github.com/unumos/unum/identity/jointoken"
 	"github.com/unumos/unum/storage/meta"
 )
+
+// entryBatch is how many registrations deleteNodeEntries deletes (and
+// revokes) per etcd transaction.
+const entryBatch = 32
+
+// deleteNodeEntries deletes the registrations specific to node and revokes
+// their SPIFFE IDs (unless an entry that stays still grants one), batch by
+// batch, so that the workload SVIDs minted for a removed (perhaps
+// compromised) node stop working now, as a deleted registration's do. It
+// runs before the node's own record goes: if it fails half-way, `node rm`
+// can simply be run again.
+func (s *Server) deleteNodeEntries(ctx context.Context, node, by string) (int, error) {
+	resp, err := s.cfg.Etcd.Get(ctx, prefixEntries, clientv3.WithPrefix())
+	if err != nil {
+		return 0, status.Errorf(codes.Unavailable, "read entries: %v", err)
+	}
+	type doomed struct {
+		key string
+		rev int64
+		id  string
+	}
+	var victims []doomed
+	staying := map[string]bool{}
+	for _, kv := range resp.Kvs {
+		e, err := decode[EntryRecord](kv.Value)
+		if err != nil {
+			continue
+		}
+		if !e.AllNodes && e.Node == node {
+			victims = append(victims, doomed{string(kv.Key), kv.ModRevision, e.SPIFFEID})
+		} else {
+			staying[e.SPIFFEID] = true
+		}
+	}
+	deleted := 0
+	for len(victims) > 0 {
+		batch := victims[:min(entryBatch, len(victims))]
+		victims = victims[len(batch):]
+		var guard []clientv3.Cmp
+		var dels []clientv3.Op
+		var ids []spiffeid.ID
+		seen := map[string]bool{}
+		for _, v := range batch {
+			guard = append(guard, clientv3.Compare(clientv3.ModRevision(v.key), "=", v.rev))
+			dels = append(dels, clientv3.OpDelete(v.key))
+			if id, err := spiffeid.FromString(v.id); err == nil && !staying[v.id] && !seen[v.id] {
+				ids = append(ids, id)
+				seen[v.id] = true
+			}
+		}
+		if len(ids) == 0 {
+			txn, err := s.cfg.Etcd.Txn(ctx).If(guard...).Then(dels...).Commit()
+			if err != nil {
+				return deleted, status.Errorf(codes.Unavailable, "delete registrations of %s: %v", node, err)
+			}
+			if !txn.Succeeded {
+				return deleted, status.Errorf(codes.Aborted, "delete registrations of %s: %v", node, errGuardFailed)
+			}
+		} else if _, err := s.revokeManyIf(ctx, ids, "registration on removed node "+node, by, guard, dels); err != nil {
+			if errors.Is(err, errGuardFailed) {
+				return deleted, status.Errorf(codes.Aborted, "delete registrations of %s: %v", node, err)
+			}
+			return deleted, status.Errorf(codes.Unavailable, "delete registrations of %s: %v", node, err)
+		}
+		deleted += len(batch)
+	}
+	return deleted, nil
+}
 
 // memberRemoveWait bounds how long RemoveNode waits for etcd to consider
 // the remaining members healthy enough to lose one.
@@ -105,17 +174,11 @@ func (s *Server) RemoveNode(ctx context.Context, req *unumv1.RemoveNodeRequest) 
 			Node: rec, RemovedAt: s.cfg.Clock().UTC(), RemovedBy: c.ID.String(), Forced: req.GetForce(),
 		})),
 	}
-	entries, err := s.cfg.Etcd.Get(ctx, prefixEntries, clientv3.WithPrefix())
+	deleted, err := s.deleteNodeEntries(ctx, name, c.ID.String())
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read entries: %v", err)
+		return nil, err
 	}
-	for _, kv := range entries.Kvs {
-		e, err := decode[EntryRecord](kv.Value)
-		if err == nil && !e.AllNodes && e.Node == name {
-			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
-			out.DeletedEntries++
-		}
-	}
+	out.DeletedEntries = int32(deleted)
 	guard := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(nodeKey(name)), "=", recRev)}
 	reason := "node removed"
 	if req.GetForce() {

@@ -59,52 +59,75 @@ var errGuardFailed = errors.New("state changed concurrently; nothing was changed
 // revokeIf is revoke conditional on guard: the revocation and also are
 // written only if every guard comparison holds (errGuardFailed otherwise).
 func (s *Server) revokeIf(ctx context.Context, id spiffeid.ID, reason, by string, guard []clientv3.Cmp, also []clientv3.Op) (revocation.Entry, error) {
-	now := s.cfg.Clock()
-	e := revocation.Entry{ID: id.String(), Before: now.Add(revocation.ClockSkewAllowance), Reason: reason, RevokedBy: by, RevokedAt: now}
-	// A node's revocation also refuses its intermediate (same SPIFFE ID),
-	// which lives much longer than any leaf.
-	retention := leafRetention
-	if identity.Classify(id).Kind == identity.KindNode {
-		retention = s.cfg.IntermediateTTL + time.Hour
+	es, err := s.revokeManyIf(ctx, []spiffeid.ID{id}, reason, by, guard, also)
+	if err != nil {
+		return revocation.Entry{}, err
 	}
-	key := revocationKey(e.ID)
+	return es[0], nil
+}
+
+// maxRevocationsPerTxn keeps revokeManyIf's transactions well under etcd's
+// default limit of 128 operations.
+const maxRevocationsPerTxn = 64
+
+// revokeManyIf revokes every ID in ids in one etcd transaction with also,
+// conditional on guard (see revokeIf). It refuses more than
+// maxRevocationsPerTxn IDs; callers batch.
+func (s *Server) revokeManyIf(ctx context.Context, ids []spiffeid.ID, reason, by string, guard []clientv3.Cmp, also []clientv3.Op) ([]revocation.Entry, error) {
+	if len(ids) == 0 || len(ids) > maxRevocationsPerTxn {
+		return nil, fmt.Errorf("revoke: %d identities in one transaction (1 to %d)", len(ids), maxRevocationsPerTxn)
+	}
+	now := s.cfg.Clock()
 	for attempt := 0; attempt < 5; attempt++ {
-		got, err := s.cfg.Etcd.Get(ctx, key)
-		if err != nil {
-			return e, fmt.Errorf("read revocation of %s: %w", id, err)
-		}
-		merged := e
-		cmp := clientv3.Compare(clientv3.ModRevision(key), "=", 0)
-		if len(got.Kvs) == 1 {
-			old, err := decode[revocationRecord](got.Kvs[0].Value)
-			if err == nil {
-				merged = old.Entry.Merge(e)
+		cmps := append([]clientv3.Cmp(nil), guard...)
+		var ops []clientv3.Op
+		merged := make([]revocation.Entry, 0, len(ids))
+		for _, id := range ids {
+			e := revocation.Entry{ID: id.String(), Before: now.Add(revocation.ClockSkewAllowance), Reason: reason, RevokedBy: by, RevokedAt: now}
+			// A node's revocation also refuses its intermediate (same
+			// SPIFFE ID), which lives much longer than any leaf.
+			retention := leafRetention
+			if identity.Classify(id).Kind == identity.KindNode {
+				retention = s.cfg.IntermediateTTL + time.Hour
 			}
-			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)
-		}
-		rec := revocationRecord{Entry: merged, Expires: merged.Before.Add(retention)}
-		ops := append([]clientv3.Op{clientv3.OpPut(key, mustJSON(rec))}, also...)
-		cmps := append([]clientv3.Cmp{cmp}, guard...)
-		txn, err := s.cfg.Etcd.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		if err != nil {
-			return e, fmt.Errorf("record revocation of %s: %w", id, err)
-		}
-		if !txn.Succeeded && len(guard) > 0 {
-			// Tell a lost race on the revocation record from a failed guard.
-			now, err := s.cfg.Etcd.Txn(ctx).If(guard...).Commit()
+			key := revocationKey(e.ID)
+			got, err := s.cfg.Etcd.Get(ctx, key)
 			if err != nil {
-				return e, fmt.Errorf("record revocation of %s: %w", id, err)
+				return nil, fmt.Errorf("read revocation of %s: %w", id, err)
 			}
-			if !now.Succeeded {
-				return e, errGuardFailed
+			cmp := clientv3.Compare(clientv3.ModRevision(key), "=", 0)
+			if len(got.Kvs) == 1 {
+				if old, err := decode[revocationRecord](got.Kvs[0].Value); err == nil {
+					e = old.Entry.Merge(e)
+				}
+				cmp = clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)
 			}
+			cmps = append(cmps, cmp)
+			ops = append(ops, clientv3.OpPut(key, mustJSON(revocationRecord{Entry: e, Expires: e.Before.Add(retention)})))
+			merged = append(merged, e)
+		}
+		txn, err := s.cfg.Etcd.Txn(ctx).If(cmps...).Then(append(ops, also...)...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("record revocation: %w", err)
 		}
 		if txn.Succeeded {
-			s.cfg.Log.Warn("identity revoked", "spiffe_id", e.ID, "before", merged.Before, "reason", reason, "by", by)
+			for _, e := range merged {
+				s.cfg.Log.Warn("identity revoked", "spiffe_id", e.ID, "before", e.Before, "reason", reason, "by", by)
+			}
 			return merged, nil
 		}
+		if len(guard) > 0 {
+			// Tell a lost race on a revocation record from a failed guard.
+			now, err := s.cfg.Etcd.Txn(ctx).If(guard...).Commit()
+			if err != nil {
+				return nil, fmt.Errorf("record revocation: %w", err)
+			}
+			if !now.Succeeded {
+				return nil, errGuardFailed
+			}
+		}
 	}
-	return e, fmt.Errorf("record revocation of %s: too much contention", id)
+	return nil, errors.New("record revocation: too much contention")
 }
 
 // waitSignable delays signing for id until a certificate signed now is not

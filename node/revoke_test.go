@@ -149,6 +149,9 @@ func TestRemoveComputeNode(t *testing.T) {
 		require.NoError(t, cl.waitReady(ctx, name))
 	}
 	register(t, "spiffe://unum.test/ns/rm/job/a", "node-rm-live", uidSelector())
+	workload := dialAs(t, fetchID(t, socketOf("node-rm-live"), "spiffe://unum.test/ns/rm/job/a"), apiOf(t, "node-1"))
+	_, err := unumv1.NewIdentityClient(workload).WhoAmI(ctx, &unumv1.WhoAmIRequest{})
+	require.NoError(t, err)
 	liveCreds, err := Layout{Dir: cl.nodes["node-rm-live"].dir}.Credentials()
 	require.NoError(t, err)
 	liveSVID, err := liveCreds.GetX509SVID()
@@ -174,8 +177,10 @@ func TestRemoveComputeNode(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("removed node still running")
 	}
-	// Attack: its certificate (say, stolen) is refused.
+	// Attack: its certificate (say, stolen) is refused, and so are the
+	// workload SVIDs minted for it.
 	requireRefusedWithin(t, stolen, 2*time.Second)
+	requireRefusedWithin(t, workload, 2*time.Second)
 	entries, err := unumv1.NewIdentityClient(admin).ListEntries(ctx, &unumv1.ListEntriesRequest{})
 	require.NoError(t, err)
 	for _, e := range entries.GetEntries() {

@@ -171,26 +171,35 @@ func (e Entry) FirstSignable() time.Time {
 // intermediate carries its node ID, so revoking a node also refuses every
 // certificate its intermediate signed before the revocation). Certificates
 // without a SPIFFE ID above the leaf (roots) are not subject to revocation.
+//
+// Every certificate is checked before the verdict: a revocation anywhere in
+// the chain wins over a restore window (ErrMustRenew admits the renewal
+// calls, and must never admit a chain through a revoked intermediate). An
+// intermediate issued inside a restore window makes the chain ErrMustRenew
+// too: the restored state does not know it.
 func (s *Set) CheckChain(chain []*x509.Certificate) error {
 	if len(chain) == 0 {
 		return fmt.Errorf("%w: empty certificate chain", ErrRevoked)
 	}
-	if err := s.CheckCert(chain[0]); err != nil {
-		return err
-	}
-	for _, c := range chain[1:] {
-		id, err := x509svid.IDFromCert(c)
-		if err != nil {
-			continue
-		}
-		if err := s.Check(id.String(), IssuedAt(c)); err != nil {
-			if errors.Is(err, ErrMustRenew) {
-				// The renewal path re-checks the holder; an intermediate
-				// signed in the window is the signer's business.
-				continue
+	var mustRenew error
+	for i, c := range chain {
+		var err error
+		if i == 0 {
+			err = s.CheckCert(c)
+		} else if id, idErr := x509svid.IDFromCert(c); idErr == nil {
+			if err = s.Check(id.String(), IssuedAt(c)); err != nil {
+				err = fmt.Errorf("issuer: %w", err)
 			}
-			return fmt.Errorf("issuer: %w", err)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrMustRenew):
+			if mustRenew == nil {
+				mustRenew = err
+			}
+		default:
+			return err
 		}
 	}
-	return nil
+	return mustRenew
 }

@@ -141,3 +141,24 @@ func TestViewFreshness(t *testing.T) {
 	require.Equal(t, 2*time.Second, age)
 	require.False(t, errors.Is(v.Fresh(), revocation.ErrStale))
 }
+
+// TestCheckChainRevocationBeatsRestoreWindow: a leaf dated inside a restore
+// window must not carry a revoked intermediate through the renewal calls
+// (the attack: sign user/admin with a removed control node's key, date it
+// into the window, and renew it into a real certificate).
+func TestCheckChainRevocationBeatsRestoreWindow(t *testing.T) {
+	node := "spiffe://unum.local/node/ctl-2"
+	window := revocation.Window{BackupAt: t0.Add(time.Hour), RestoredAt: t0.Add(2 * time.Hour)}
+	set := revocation.NewSet([]revocation.Entry{{ID: node, Before: t0.Add(3 * time.Hour)}}, window, 1)
+	inter := leafAt(t, node, t0)
+	forged := leafAt(t, "spiffe://unum.local/user/admin", t0.Add(90*time.Minute))
+	err := set.CheckChain([]*x509.Certificate{forged, inter})
+	require.ErrorIs(t, err, revocation.ErrRevoked)
+	require.NotErrorIs(t, err, revocation.ErrMustRenew)
+
+	// An intermediate issued inside the window is unknown to the restored
+	// state: its chains must renew (against a known intermediate) first.
+	unknown := leafAt(t, "spiffe://unum.local/node/ctl-9", t0.Add(80*time.Minute))
+	fresh := leafAt(t, "spiffe://unum.local/user/bob", t0.Add(3*time.Hour))
+	require.ErrorIs(t, set.CheckChain([]*x509.Certificate{fresh, unknown}), revocation.ErrMustRenew)
+}
