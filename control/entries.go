@@ -117,62 +117,84 @@ func (s *Server) DeleteEntry(ctx context.Context, req *unumv1.DeleteEntryRequest
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "entry id is required")
 	}
-	key := entryKey(req.GetId())
+	// A concurrent delete of another entry for the same ID moves the guard;
+	// try again with fresh reads.
+	for attempt := 0; ; attempt++ {
+		e, revoked, err := s.deleteEntryOnce(ctx, req.GetId(), c.ID.String())
+		if errors.Is(err, errGuardFailed) && attempt < 4 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.cfg.Log.Info("registration entry deleted", "entry", req.GetId(), "spiffe_id", e.SPIFFEID, "revoked", revoked, "by", c.ID.String())
+		return &unumv1.DeleteEntryResponse{}, nil
+	}
+}
+
+// deleteEntryOnce deletes entry id and, unless another entry still grants
+// its SPIFFE ID, revokes the ID, in one transaction guarded by every entry
+// it read for that ID: of two concurrent deletes of the last two entries
+// for an ID, one sees the other gone and revokes. It returns errGuardFailed
+// when the guard moved.
+func (s *Server) deleteEntryOnce(ctx context.Context, entryID, by string) (EntryRecord, bool, error) {
+	key := entryKey(entryID)
 	got, err := s.cfg.Etcd.Get(ctx, key)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read entry: %v", err)
+		return EntryRecord{}, false, status.Errorf(codes.Unavailable, "read entry: %v", err)
 	}
 	if len(got.Kvs) == 0 {
-		return nil, status.Errorf(codes.NotFound, "no registration entry %q", req.GetId())
+		return EntryRecord{}, false, status.Errorf(codes.NotFound, "no registration entry %q", entryID)
 	}
 	e, err := decode[EntryRecord](got.Kvs[0].Value)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "entry %s: %v", req.GetId(), err)
+		return e, false, status.Errorf(codes.Internal, "entry %s: %v", entryID, err)
 	}
 	// The entry's SVIDs stop working now, not at expiry: revoke its SPIFFE
 	// ID, unless another entry still grants it (revocation is per ID, and
 	// would refuse that entry's workloads too).
-	shared, err := s.otherEntryGrants(ctx, e)
+	others, err := s.otherEntryGrants(ctx, e)
 	if err != nil {
-		return nil, err
+		return e, false, err
 	}
-	guard := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)}
+	guard := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)}, others...)
 	del := clientv3.OpDelete(key)
-	if shared {
+	if len(others) > 0 {
 		resp, err := s.cfg.Etcd.Txn(ctx).If(guard...).Then(del).Commit()
 		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "delete entry: %v", err)
+			return e, false, status.Errorf(codes.Unavailable, "delete entry: %v", err)
 		}
 		if !resp.Succeeded {
-			return nil, status.Errorf(codes.Aborted, "delete entry %s: %v", req.GetId(), errGuardFailed)
+			return e, false, errGuardFailed
 		}
-	} else {
-		id, err := spiffeid.FromString(e.SPIFFEID)
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "entry %s: %v", req.GetId(), err)
-		}
-		if _, err := s.revokeIf(ctx, id, "registration entry "+e.ID+" deleted", c.ID.String(), guard, []clientv3.Op{del}); err != nil {
-			if errors.Is(err, errGuardFailed) {
-				return nil, status.Errorf(codes.Aborted, "delete entry %s: %v", req.GetId(), err)
-			}
-			return nil, status.Errorf(codes.Unavailable, "delete entry: %v", err)
-		}
+		return e, false, nil
 	}
-	s.cfg.Log.Info("registration entry deleted", "entry", req.GetId(), "spiffe_id", e.SPIFFEID, "revoked", !shared, "by", c.ID.String())
-	return &unumv1.DeleteEntryResponse{}, nil
+	id, err := spiffeid.FromString(e.SPIFFEID)
+	if err != nil {
+		return e, false, status.Errorf(codes.Internal, "entry %s: %v", entryID, err)
+	}
+	if _, err := s.revokeIf(ctx, id, "registration entry "+e.ID+" deleted", by, guard, []clientv3.Op{del}); err != nil {
+		if errors.Is(err, errGuardFailed) {
+			return e, false, err
+		}
+		return e, false, status.Errorf(codes.Unavailable, "delete entry: %v", err)
+	}
+	return e, true, nil
 }
 
-// otherEntryGrants reports whether an entry other than e names e's SPIFFE ID.
-func (s *Server) otherEntryGrants(ctx context.Context, e EntryRecord) (bool, error) {
+// otherEntryGrants returns, for every entry other than e that names e's
+// SPIFFE ID, a comparison that holds while that entry is unchanged.
+func (s *Server) otherEntryGrants(ctx context.Context, e EntryRecord) ([]clientv3.Cmp, error) {
 	resp, err := s.cfg.Etcd.Get(ctx, prefixEntries, clientv3.WithPrefix())
 	if err != nil {
-		return false, status.Errorf(codes.Unavailable, "read entries: %v", err)
+		return nil, status.Errorf(codes.Unavailable, "read entries: %v", err)
 	}
+	var out []clientv3.Cmp
 	for _, kv := range resp.Kvs {
 		o, err := decode[EntryRecord](kv.Value)
 		if err == nil && o.ID != e.ID && o.SPIFFEID == e.SPIFFEID {
-			return true, nil
+			out = append(out, clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision))
 		}
 	}
-	return false, nil
+	return out, nil
 }

@@ -1,12 +1,15 @@
 package control
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
+	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity/revocation"
 )
 
@@ -62,5 +65,48 @@ func TestUndecodableRevocationFailsClosed(t *testing.T) {
 		}
 		require.True(t, time.Now().Before(deadline), "undecodable record ignored")
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDeleteSharedEntries: an ID granted by two entries is revoked only
+// when its last entry goes, also when both are deleted at once (each
+// delete is guarded by the other entry it saw).
+func TestDeleteSharedEntries(t *testing.T) {
+	ic := unumv1.NewIdentityClient(conn(t, "/user/admin"))
+	for round, concurrent := range []bool{false, true} {
+		id := fmt.Sprintf("spiffe://unum.test/ns/revoke/job/shared-%d", round)
+		var ids []string
+		for _, node := range []string{"node-1", ""} {
+			e, err := ic.CreateEntry(ctxT(t), &unumv1.CreateEntryRequest{SpiffeId: id, Node: node, AllNodes: node == "", Selectors: []string{"unix:uid:0"}})
+			require.NoError(t, err)
+			ids = append(ids, e.GetId())
+		}
+		revoked := func() bool {
+			resp, err := h.etcd.Client().Get(ctxT(t), revocationKey(id))
+			require.NoError(t, err)
+			return len(resp.Kvs) == 1
+		}
+		if !concurrent {
+			_, err := ic.DeleteEntry(ctxT(t), &unumv1.DeleteEntryRequest{Id: ids[0]})
+			require.NoError(t, err)
+			require.False(t, revoked(), "revoked while another entry still grants the id")
+			_, err = ic.DeleteEntry(ctxT(t), &unumv1.DeleteEntryRequest{Id: ids[1]})
+			require.NoError(t, err)
+			require.True(t, revoked(), "last entry deleted, id not revoked")
+			continue
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = ic.DeleteEntry(ctxT(t), &unumv1.DeleteEntryRequest{Id: ids[i]})
+			}()
+		}
+		wg.Wait()
+		require.NoError(t, errs[0])
+		require.NoError(t, errs[1])
+		require.True(t, revoked(), "both entries deleted concurrently, id not revoked")
 	}
 }
