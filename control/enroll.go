@@ -64,6 +64,11 @@ func (s *Server) redeemableToken(ctx context.Context, key string, tok jointoken.
 // claims the node name, so of two concurrent uses exactly one wins; only then
 // is anything signed.
 func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.JoinResponse, error) {
+	// Enrolment signs certificates: like every privileged action, not on a
+	// stale revocation view (the enrolment listener has no interceptor).
+	if err := s.revocations.Fresh(); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "join refused: %v", err)
+	}
 	tok, err := jointoken.Parse(req.GetToken())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

@@ -156,6 +156,19 @@ func (s *Server) RemoveNode(ctx context.Context, req *unumv1.RemoveNodeRequest) 
 		if controls <= 1 {
 			return nil, status.Errorf(codes.FailedPrecondition, "node %s is the last control node", name)
 		}
+		// The root key would leave with the node (and could sign new
+		// intermediates that its revocation does not cover): move it off
+		// first. A dead holder can only be removed with --force; its root
+		// is then lost, and if its disk may be in other hands the trust
+		// domain's root is compromised.
+		if got, err := s.cfg.Etcd.Get(ctx, intermediateKey(name)); err == nil && len(got.Kvs) == 1 {
+			if ir, err := decode[IntermediateRecord](got.Kvs[0].Value); err == nil && ir.RootKey != "" {
+				if !req.GetForce() {
+					return nil, status.Errorf(codes.FailedPrecondition, "node %s holds the root CA key: move it off first (`unum ca export-root --out FILE`, then `unum ca import-root FILE` against another control node), or --force if the node is lost", name)
+				}
+				s.cfg.Log.Error("removing the node that holds the root CA key: the root key is lost with it", "node", name, "root", ir.RootKey)
+			}
+		}
 		removed, err := s.removeEtcdMember(ctx, rec)
 		if err != nil {
 			return nil, err
@@ -262,7 +275,18 @@ func (s *Server) revokeRemovedNode(ctx context.Context, by, name string, force b
 		return nil, status.Errorf(codes.Unavailable, "read removed nodes: %v", err)
 	}
 	if len(got.Kvs) == 0 {
-		return nil, status.Errorf(codes.NotFound, "no node named %q", name)
+		if !force {
+			return nil, status.Errorf(codes.NotFound, "no node named %q (--force revokes the identity anyway, e.g. of a node that joined after the backup this cluster was restored from)", name)
+		}
+		id, err := identity.NodeID(s.cfg.TrustDomain, name)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "node id: %v", err)
+		}
+		if _, err := s.revoke(ctx, id, "unknown node revoked", by); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "revoke node %s: %v", name, err)
+		}
+		s.cfg.Log.Warn("identity of an unknown node revoked", "node", name, "by", by)
+		return &unumv1.RemoveNodeResponse{RevokedSpiffeId: id.String()}, nil
 	}
 	removed, err := decode[RemovedNodeRecord](got.Kvs[0].Value)
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity/revocation"
@@ -109,4 +111,20 @@ func TestDeleteSharedEntries(t *testing.T) {
 		require.NoError(t, errs[1])
 		require.True(t, revoked(), "both entries deleted concurrently, id not revoked")
 	}
+}
+
+// TestEnrolmentRefusedOnStaleView: Join and Login sign certificates on the
+// enrolment listener, which has no interceptor; they refuse on a stale
+// revocation view themselves.
+func TestEnrolmentRefusedOnStaleView(t *testing.T) {
+	now := time.Now()
+	stale := revocation.NewView(10*time.Second, func() time.Time { return now.Add(time.Minute) })
+	stale.Update(revocation.NewSet(nil, revocation.Window{}, 1), now)
+	s := &Server{cfg: h.srv.cfg, cache: h.srv.cache, reader: h.srv.reader, revocations: stale}
+	_, err := s.join(ctxT(t), &unumv1.JoinRequest{Token: "unum1.node.x.y.z"})
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "revocation view is stale")
+	_, err = s.login(ctxT(t), &unumv1.LoginRequest{Token: "unum1.user.x.y.z"})
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "revocation view is stale")
 }

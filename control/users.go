@@ -366,6 +366,9 @@ func (s *Server) Login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 }
 
 func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.LoginResponse, error) {
+	if err := s.revocations.Fresh(); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "login refused: %v", err)
+	}
 	tok, err := jointoken.Parse(req.GetToken())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

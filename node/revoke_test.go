@@ -211,6 +211,14 @@ func TestRemoveComputeNode(t *testing.T) {
 	require.NoError(t, err)
 	_, err = cluster.RemoveNode(ctx, &unumv1.RemoveNodeRequest{Name: "node-rm-dead", Force: true})
 	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "already removed")
+	// A name this cluster never knew (say, a node that joined after the
+	// backup it was restored from): revoked only with --force.
+	_, err = cluster.RemoveNode(ctx, &unumv1.RemoveNodeRequest{Name: "node-unknown"})
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+	resp, err = cluster.RemoveNode(ctx, &unumv1.RemoveNodeRequest{Name: "node-unknown", Force: true})
+	require.NoError(t, err)
+	require.Equal(t, "spiffe://unum.test/node/node-unknown", resp.GetRevokedSpiffeId())
 	_, err = cluster.RemoveNode(ctx, &unumv1.RemoveNodeRequest{Name: "node-1"})
 	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
 

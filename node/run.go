@@ -510,7 +510,8 @@ func (n *node) revocationLoop(ctx context.Context, idc unumv1.IdentityClient) {
 					}
 					break
 				}
-				freshAt := time.Now().Add(-time.Duration(msg.GetViewAgeMs()) * time.Millisecond)
+				// A negative age would date the view into the future.
+				freshAt := time.Now().Add(-time.Duration(max(msg.GetViewAgeMs(), 0)) * time.Millisecond)
 				if msg.GetFull() {
 					n.revocations.Update(control.SetFromUpdate(msg), freshAt)
 				} else {

@@ -21,7 +21,13 @@ func TestNodeRemoveControl(t *testing.T) {
 	removedCfg := nodeClientConfig(t, d, "node-3")
 	pid := d.pid(t, "node-3")
 
-	r := unum(t, d.env, "node", "rm", "node-3")
+	// The root key must not leave with a node: its holder (node-1, where
+	// init ran) is not removed until the key is moved off.
+	r := unum(t, append([]string{"UNUM_ADDR=" + nodeAPIAddress(t, d, "node-2")}, d.env...), "node", "rm", "node-1")
+	require.Equal(t, 1, r.code, r.stderr)
+	require.Contains(t, r.stderr, "holds the root CA key")
+
+	r = unum(t, d.env, "node", "rm", "node-3")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stderr, "left etcd")
 	require.Contains(t, r.stderr, "spiffe://unum.local/node/node-3")

@@ -162,3 +162,17 @@ func TestCheckChainRevocationBeatsRestoreWindow(t *testing.T) {
 	fresh := leafAt(t, "spiffe://unum.local/user/bob", t0.Add(3*time.Hour))
 	require.ErrorIs(t, set.CheckChain([]*x509.Certificate{fresh, unknown}), revocation.ErrMustRenew)
 }
+
+// TestViewIgnoresOlderSets: a set read at an older etcd revision (a
+// lagging control node after a failover) does not replace a newer one.
+func TestViewIgnoresOlderSets(t *testing.T) {
+	v := revocation.NewView(time.Minute, func() time.Time { return t0 })
+	v.Update(revocation.NewSet([]revocation.Entry{{ID: alice, Before: t0}}, revocation.Window{}, 10), t0)
+	v.Update(revocation.NewSet(nil, revocation.Window{}, 9), t0)
+	set, _, _ := v.Snapshot()
+	_, ok := set.Lookup(alice)
+	require.True(t, ok, "an older set rolled a revocation back")
+	v.Update(revocation.NewSet(nil, revocation.Window{}, 11), t0)
+	set, _, _ = v.Snapshot()
+	require.Equal(t, 0, set.Len())
+}

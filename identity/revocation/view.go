@@ -46,10 +46,16 @@ func NewView(bound time.Duration, clock func() time.Time) *View {
 // Bound is the view's staleness bound.
 func (v *View) Bound() time.Duration { return v.bound }
 
-// Update installs set, known current at freshAt.
+// Update installs set, known current at freshAt. A set read at an older
+// etcd revision than the installed one is ignored (a failover to a lagging
+// control node must not roll revocations back); etcd revisions only grow,
+// also across a restore from backup, which bumps them.
 func (v *View) Update(set *Set, freshAt time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.mu.loaded && set.Revision() < v.mu.set.Revision() {
+		return
+	}
 	v.mu.set = set
 	v.mu.loaded = true
 	if freshAt.After(v.mu.freshAt) {

@@ -103,6 +103,15 @@ var methodRules = map[string]methodRule{
 	"/unum.v1.Backup/Create":             {minRole: RoleAdmin, privileged: true},
 }
 
+// usableUnloaded may be called before the server's revocation view has
+// first loaded: asking who one is, reading cluster health (to diagnose why
+// the view does not load), and reporting liveness.
+var usableUnloaded = map[string]bool{
+	"/unum.v1.Identity/WhoAmI":   true,
+	"/unum.v1.Cluster/Status":    true,
+	"/unum.v1.Cluster/Heartbeat": true,
+}
+
 // renewalMethods may be called with a certificate issued between a backup
 // and its restore (revocation.ErrMustRenew): they re-check the holder
 // against the restored state before signing anew.

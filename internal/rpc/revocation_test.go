@@ -191,3 +191,22 @@ func TestClientRefusesRevokedServer(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "certificate revoked")
 }
+
+// TestUnloadedViewServesOnlyHarmlessCalls: before the first revocation set
+// has loaded, nothing is known to be revoked, so only calls a revoked
+// caller could not misuse are served.
+func TestUnloadedViewServesOnlyHarmlessCalls(t *testing.T) {
+	p := newPKI(t, "unum.test")
+	addr := serveWithView(t, p.creds(t, "/node/n1"), revocation.NewView(time.Hour, nil))
+	cc, err := Dial(p.creds(t, "/node/n2"), []string{addr})
+	require.NoError(t, err)
+	defer cc.Close()
+	c := unumv1.NewIdentityClient(cc)
+	_, err = c.WhoAmI(ctx5(t), &unumv1.WhoAmIRequest{})
+	require.NoError(t, err)
+	stream, err := c.WatchRevocations(ctx5(t), &unumv1.WatchRevocationsRequest{})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "not loaded yet")
+}

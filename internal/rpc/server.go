@@ -120,7 +120,13 @@ func (ic *interceptor) checkRevoked(method string, caller Caller, chain []*x509.
 	if ic.revocations == nil {
 		return nil
 	}
-	err := ic.revocations.CheckChain(chain)
+	set, _, loaded := ic.revocations.Snapshot()
+	if !loaded && !usableUnloaded[method] {
+		// Nothing known to be revoked is not nothing revoked: until the
+		// view has loaded, serve only what a revoked caller cannot misuse.
+		return status.Errorf(codes.Unavailable, "%s refused: %v", shortMethod(method), revocation.ErrNoView)
+	}
+	err := set.CheckChain(chain)
 	if err == nil || (errors.Is(err, revocation.ErrMustRenew) && renewalMethods[method]) {
 		return nil
 	}
