@@ -277,7 +277,10 @@ func Register() []Threat {
 				"stream), deletes its record and node-specific registrations and keeps a removal record. The revocation " +
 				"covers the chain: an intermediate carries its node's ID, so everything a removed control node's " +
 				"intermediate signed before the removal is refused too. The node's heartbeat is refused as revoked and " +
-				"it stops; joining again needs a new token.",
+				"it stops; joining again needs a new token. The registrations deleted with it have their IDs revoked too, " +
+				"so workload SVIDs minted for a compromised node stop working. The node holding the root key is not " +
+				"removed until the key is moved off (or with --force when it is lost); a name the cluster does not know " +
+				"(a node that joined after a restored backup) can still be revoked with --force.",
 			Status: Mitigated,
 			Tests: []string{"node.TestRemoveComputeNode", "cmd/unum.TestNodeRemoveControl", "internal/rpc.TestClientRefusesRevokedServer",
 				"identity/revocation.TestCheckChainRevokesIntermediate", "internal/rpc.TestRevokedCallerRefused"},
@@ -295,7 +298,8 @@ func Register() []Threat {
 				"refuses the SVID on every call and cuts its open streams (measured: p99 under 25 ms on 3 nodes, target 2 s). " +
 				"The agent drops the entry at the next sync and stops serving it.",
 			Status: Mitigated,
-			Tests:  []string{"node.TestDeletedEntryRevoked", "internal/rpc.TestRevokedStreamCut", "identity/revocation.TestSetCheck"},
+			Tests: []string{"node.TestDeletedEntryRevoked", "internal/rpc.TestRevokedStreamCut", "identity/revocation.TestSetCheck",
+				"control.TestDeleteSharedEntries"},
 		},
 		{
 			ID:       "T-038",
@@ -308,10 +312,14 @@ func Register() []Threat {
 			Mitigation: "Every server tracks how old its revocation view is: control nodes from etcd progress " +
 				"notifications (requested every second; none arrive without a leader), other nodes from stream heartbeats " +
 				"that carry the sender's own age. Past the bound (10 s) the server refuses every privileged action with " +
-				"Unavailable and says why, until it catches up; unprivileged calls (WhoAmI, Status) keep working.",
+				"Unavailable and says why, until it catches up; unprivileged calls (WhoAmI, Status) keep working. " +
+				"Enrolment (Join, Login) refuses too. Before its first load a view serves only WhoAmI, Status and " +
+				"heartbeats; a set older (by etcd revision) than the one held is ignored, so failing over to a lagging " +
+				"control node does not roll revocations back.",
 			Status: Mitigated,
 			Tests: []string{"internal/rpc.TestStaleViewRefusesPrivileged", "identity/revocation.TestViewFreshness",
-				"cmd/unum.TestDevCluster"},
+				"cmd/unum.TestDevCluster", "control.TestEnrolmentRefusedOnStaleView",
+				"internal/rpc.TestUnloadedViewServesOnlyHarmlessCalls", "identity/revocation.TestViewIgnoresOlderSets"},
 		},
 		{
 			ID:       "T-039",
@@ -452,9 +460,11 @@ func Register() []Threat {
 			Mitigation: "Revocations live in etcd, so every backup carries the set as of its time and a restore enforces " +
 				"it from the first call. Revocations made after the backup are not in it: restore says so, the operator " +
 				"makes them again (README), and certificate lifetimes bound the exposure (node SVIDs 1h, user " +
-				"certificates at most 7 days). Unused join and user tokens are voided by the restore.",
+				"certificates at most 7 days). Unused join and user tokens are voided by the restore. A chain with a " +
+				"revoked certificate anywhere is refused even when its leaf is dated into the restore window (which " +
+				"otherwise admits renewal calls), so a revoked intermediate's key cannot forge a renewable leaf.",
 			Status: Mitigated,
-			Tests:  []string{"node.TestBackupRestoreAfterLosingMajority"},
+			Tests:  []string{"node.TestBackupRestoreAfterLosingMajority", "identity/revocation.TestCheckChainRevocationBeatsRestoreWindow"},
 		},
 		{
 			ID:       "T-031",
