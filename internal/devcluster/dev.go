@@ -491,6 +491,8 @@ func (d *dev) printNext() {
 	fmt.Fprintf(&b, "  %s status\n", unum)
 	fmt.Fprintf(&b, "  %s id register --spiffe-id spiffe://%s/ns/default/job/me --node node-1 --selector unix:uid:%d\n", unum, TrustDomain, os.Getuid())
 	fmt.Fprintf(&b, "  %s id svid --socket %s\n", unum, d.state.Nodes[0].socket())
+	fmt.Fprintf(&b, "  %s user add alice --role viewer     # then: unum login --addr %s\n", unum, d.state.Nodes[0].Ports.Enroll)
+	fmt.Fprintf(&b, "  %s ca status\n", unum)
 	fmt.Fprintf(&b, "\nNode logs: %s/node-*/node.log. Ctrl-C stops every node.\n", d.dir)
 	fmt.Fprint(d.o.Out, b.String())
 }
