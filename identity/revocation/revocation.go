@@ -174,9 +174,14 @@ func (e Entry) FirstSignable() time.Time {
 //
 // Every certificate is checked before the verdict: a revocation anywhere in
 // the chain wins over a restore window (ErrMustRenew admits the renewal
-// calls, and must never admit a chain through a revoked intermediate). An
-// intermediate issued inside a restore window makes the chain ErrMustRenew
-// too: the restored state does not know it.
+// calls, and must never admit a chain through a revoked intermediate).
+//
+// The restore window applies to the leaf only. An intermediate cannot
+// renew, and the window opens a few seconds before the backup (whole-second
+// certificate times plus clock skew), so an intermediate made just before
+// the backup, and kept in it, would be refused for good. An intermediate
+// made after the backup belongs to a control node the restored state does
+// not know; `unum node rm --force NAME` revokes it.
 func (s *Set) CheckChain(chain []*x509.Certificate) error {
 	if len(chain) == 0 {
 		return fmt.Errorf("%w: empty certificate chain", ErrRevoked)
@@ -187,7 +192,9 @@ func (s *Set) CheckChain(chain []*x509.Certificate) error {
 		if i == 0 {
 			err = s.CheckCert(c)
 		} else if id, idErr := x509svid.IDFromCert(c); idErr == nil {
-			if err = s.Check(id.String(), IssuedAt(c)); err != nil {
+			if err = s.Check(id.String(), IssuedAt(c)); errors.Is(err, ErrMustRenew) {
+				err = nil
+			} else if err != nil {
 				err = fmt.Errorf("issuer: %w", err)
 			}
 		}
