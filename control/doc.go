@@ -1,8 +1,11 @@
 // Package control implements the services a control node serves over the
 // cluster's mutual-TLS API: Identity (SVID minting, registration entries,
 // agent sync), Enrollment (joining and logging in with a token, on its own
-// listener), Cluster (join tokens, node listing, status, heartbeats) and
-// Users (people, their roles and enrolment tokens; users.go).
+// listener), Cluster (join tokens, node listing, status, heartbeats, node
+// removal; noderm.go), Users (people, their roles and enrolment tokens;
+// users.go), CA (rotation, root export; ca.go, rotation.go) and Backup
+// (backup.go). Revocations (revocations.go) are recorded here and fed to
+// the node's revocation view from an etcd watch.
 //
 // It also owns the layout of cluster state in etcd (schema.go). Every
 // security-relevant read is linearizable: the CA signs a workload SVID only

@@ -158,28 +158,21 @@ func (s *Server) deleteEntryOnce(ctx context.Context, entryID, by string) (Entry
 		return e, false, err
 	}
 	guard := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)}, others...)
-	del := clientv3.OpDelete(key)
-	if len(others) > 0 {
-		resp, err := s.cfg.Etcd.Txn(ctx).If(guard...).Then(del).Commit()
+	var ids []spiffeid.ID
+	if len(others) == 0 {
+		id, err := spiffeid.FromString(e.SPIFFEID)
 		if err != nil {
-			return e, false, status.Errorf(codes.Unavailable, "delete entry: %v", err)
+			return e, false, status.Errorf(codes.Internal, "entry %s: %v", entryID, err)
 		}
-		if !resp.Succeeded {
-			return e, false, errGuardFailed
-		}
-		return e, false, nil
+		ids = append(ids, id)
 	}
-	id, err := spiffeid.FromString(e.SPIFFEID)
-	if err != nil {
-		return e, false, status.Errorf(codes.Internal, "entry %s: %v", entryID, err)
-	}
-	if _, err := s.revokeIf(ctx, id, "registration entry "+e.ID+" deleted", by, guard, []clientv3.Op{del}); err != nil {
+	if _, err := s.revokeManyIf(ctx, ids, "registration entry "+e.ID+" deleted", by, guard, []clientv3.Op{clientv3.OpDelete(key)}); err != nil {
 		if errors.Is(err, errGuardFailed) {
-			return e, false, err
+			return e, false, err // retried by DeleteEntry
 		}
-		return e, false, status.Errorf(codes.Unavailable, "delete entry: %v", err)
+		return e, false, revocationStatus("delete entry", err)
 	}
-	return e, true, nil
+	return e, len(ids) > 0, nil
 }
 
 // otherEntryGrants returns, for every entry other than e that names e's

@@ -170,7 +170,7 @@ func newHarness(dir string) (*harness, func(), error) {
 	api := rpc.NewServer(serverCreds, rpc.ServerConfig{Authorizer: rpc.BuiltinAuthorizer{Roles: srv}, Revocations: srv.Revocations(), Log: quiet})
 	unumv1.RegisterIdentityServer(api, srv)
 	unumv1.RegisterClusterServer(api, srv)
-	unumv1.RegisterUsersServer(api, srv.UsersServer())
+	unumv1.RegisterUsersServer(api, srv)
 	enroll := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(serverCreds))))
 	unumv1.RegisterEnrollmentServer(enroll, srv)
 	apiLis, err := net.Listen("tcp", apiAddr)

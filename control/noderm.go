@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/jointoken"
 	"github.com/unumos/unum/storage/meta"
 )
@@ -66,19 +68,8 @@ func (s *Server) deleteNodeEntries(ctx context.Context, node, by string) (int, e
 				seen[v.id] = true
 			}
 		}
-		if len(ids) == 0 {
-			txn, err := s.cfg.Etcd.Txn(ctx).If(guard...).Then(dels...).Commit()
-			if err != nil {
-				return deleted, status.Errorf(codes.Unavailable, "delete registrations of %s: %v", node, err)
-			}
-			if !txn.Succeeded {
-				return deleted, status.Errorf(codes.Aborted, "delete registrations of %s: %v", node, errGuardFailed)
-			}
-		} else if _, err := s.revokeManyIf(ctx, ids, "registration on removed node "+node, by, guard, dels); err != nil {
-			if errors.Is(err, errGuardFailed) {
-				return deleted, status.Errorf(codes.Aborted, "delete registrations of %s: %v", node, err)
-			}
-			return deleted, status.Errorf(codes.Unavailable, "delete registrations of %s: %v", node, err)
+		if _, err := s.revokeManyIf(ctx, ids, "registration on removed node "+node, by, guard, dels); err != nil {
+			return deleted, revocationStatus("delete registrations of "+node, err)
 		}
 		deleted += len(batch)
 	}
@@ -91,15 +82,15 @@ const memberRemoveWait = 20 * time.Second
 
 // RemoveNode implements unumv1.ClusterServer: a node leaves for good.
 //
-// Order: the etcd membership goes first (a control node), then one
-// transaction revokes the node's SPIFFE ID, deletes its membership record,
-// status and node-specific registration entries, and keeps a
-// RemovedNodeRecord. If the transaction fails after the member was removed,
+// Order: the etcd membership goes first (a control node), then the node's
+// registrations are deleted and their IDs revoked (deleteNodeEntries), then
+// one transaction revokes the node's SPIFFE ID, deletes its membership
+// record and status, and keeps a RemovedNodeRecord. If a step fails,
 // running the command again finishes the job (a missing member is not an
 // error). Revoking the node ID refuses its node SVIDs and, for a control
 // node, its intermediate and everything that intermediate signed before the
-// removal (revocation.Set.CheckChain); the records it signed stay
-// verifiable because its certificates are kept in the RemovedNodeRecord.
+// removal (revocation.Set.CheckChain); what it signed stays verifiable
+// because its intermediate is kept in the RemovedNodeRecord.
 //
 // Without force the node must be alive (heartbeating): it then sees its
 // revocation at its next heartbeat and stops. A node that is down is only
@@ -152,6 +143,7 @@ func (s *Server) RemoveNode(ctx context.Context, req *unumv1.RemoveNodeRequest) 
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s is not heartbeating (last seen: %s); if it is down for good, remove it with --force", name, when)
 	}
 	out := &unumv1.RemoveNodeResponse{}
+	removed := RemovedNodeRecord{Node: rec, RemovedAt: s.cfg.Clock().UTC(), RemovedBy: c.ID.String(), Forced: req.GetForce()}
 	if rec.HasRole("control") {
 		if controls <= 1 {
 			return nil, status.Errorf(codes.FailedPrecondition, "node %s is the last control node", name)
@@ -161,12 +153,23 @@ func (s *Server) RemoveNode(ctx context.Context, req *unumv1.RemoveNodeRequest) 
 		// first. A dead holder can only be removed with --force; its root
 		// is then lost, and if its disk may be in other hands the trust
 		// domain's root is compromised.
-		if got, err := s.cfg.Etcd.Get(ctx, intermediateKey(name)); err == nil && len(got.Kvs) == 1 {
-			if ir, err := decode[IntermediateRecord](got.Kvs[0].Value); err == nil && ir.RootKey != "" {
+		got, err := s.cfg.Etcd.Get(ctx, intermediateKey(name))
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "read intermediate of %s: %v", name, err)
+		}
+		if len(got.Kvs) == 1 {
+			ir, err := decode[IntermediateRecord](got.Kvs[0].Value)
+			if err != nil {
+				return nil, status.Errorf(codes.Internal, "intermediate of %s: %v", name, err)
+			}
+			if ir.RootKey != "" {
 				if !req.GetForce() {
 					return nil, status.Errorf(codes.FailedPrecondition, "node %s holds the root CA key: move it off first (`unum ca export-root --out FILE`, then `unum ca import-root FILE` against another control node), or --force if the node is lost", name)
 				}
 				s.cfg.Log.Error("removing the node that holds the root CA key: the root key is lost with it", "node", name, "root", ir.RootKey)
+			}
+			if cert, err := x509.ParseCertificate(ir.Certificate); err == nil {
+				removed.Certificates = ca.EncodeCertsPEM([]*x509.Certificate{cert})
 			}
 		}
 		removed, err := s.removeEtcdMember(ctx, rec)
@@ -183,9 +186,7 @@ func (s *Server) RemoveNode(ctx context.Context, req *unumv1.RemoveNodeRequest) 
 	ops := []clientv3.Op{
 		clientv3.OpDelete(nodeKey(name)),
 		clientv3.OpDelete(nodeStatusKey(name)),
-		clientv3.OpPut(removedNodeKey(name), mustJSON(RemovedNodeRecord{
-			Node: rec, RemovedAt: s.cfg.Clock().UTC(), RemovedBy: c.ID.String(), Forced: req.GetForce(),
-		})),
+		clientv3.OpPut(removedNodeKey(name), mustJSON(removed)),
 	}
 	deleted, err := s.deleteNodeEntries(ctx, name, c.ID.String())
 	if err != nil {
@@ -198,10 +199,7 @@ func (s *Server) RemoveNode(ctx context.Context, req *unumv1.RemoveNodeRequest) 
 		reason = "node removed (forced)"
 	}
 	if _, err := s.revokeIf(ctx, id, reason, c.ID.String(), guard, ops); err != nil {
-		if errors.Is(err, errGuardFailed) {
-			return nil, status.Errorf(codes.Aborted, "remove node %s: %v", name, err)
-		}
-		return nil, status.Errorf(codes.Unavailable, "remove node %s: %v", name, err)
+		return nil, revocationStatus("remove node "+name, err)
 	}
 	out.RevokedSpiffeId = id.String()
 	s.cfg.Log.Warn("node removed", "node", name, "roles", rec.Roles, "forced", req.GetForce(),
@@ -264,57 +262,49 @@ func (s *Server) removeEtcdMember(ctx context.Context, rec NodeRecord) (bool, er
 	}
 }
 
-// revokeRemovedNode handles `node rm` of a name that is no member but has a
-// removal record: a control node a restore from backup moved aside (its
-// identity and intermediate deliberately left valid so that what it signed
-// can renew). With force it revokes that identity now; a node already
-// revoked by an earlier `node rm` is reported as such.
+// revokeRemovedNode handles `node rm` of a name that is no member. With a
+// removal record it is a control node a restore from backup moved aside
+// (its identity and intermediate deliberately left valid so that what it
+// signed can renew), or a node removed before (then already revoked).
+// Without one it is a name this cluster never knew, such as a node that
+// joined after the backup it was restored from. Only force revokes.
 func (s *Server) revokeRemovedNode(ctx context.Context, by, name string, force bool) (*unumv1.RemoveNodeResponse, error) {
-	got, err := s.cfg.Etcd.Get(ctx, removedNodeKey(name))
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read removed nodes: %v", err)
-	}
-	if len(got.Kvs) == 0 {
-		if !force {
-			return nil, status.Errorf(codes.NotFound, "no node named %q (--force revokes the identity anyway, e.g. of a node that joined after the backup this cluster was restored from)", name)
-		}
-		id, err := identity.NodeID(s.cfg.TrustDomain, name)
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "node id: %v", err)
-		}
-		if _, err := s.revoke(ctx, id, "unknown node revoked", by); err != nil {
-			return nil, status.Errorf(codes.Unavailable, "revoke node %s: %v", name, err)
-		}
-		s.cfg.Log.Warn("identity of an unknown node revoked", "node", name, "by", by)
-		return &unumv1.RemoveNodeResponse{RevokedSpiffeId: id.String()}, nil
-	}
-	removed, err := decode[RemovedNodeRecord](got.Kvs[0].Value)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "removed node %s: %v", name, err)
-	}
 	id, err := identity.NodeID(s.cfg.TrustDomain, name)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "node id: %v", err)
 	}
-	rev, err := s.cfg.Etcd.Get(ctx, revocationKey(id.String()))
+	got, err := s.cfg.Etcd.Get(ctx, removedNodeKey(name))
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read revocation: %v", err)
+		return nil, status.Errorf(codes.Unavailable, "read removed nodes: %v", err)
 	}
-	var e revocationRecord
-	if len(rev.Kvs) == 1 {
-		e, _ = decode[revocationRecord](rev.Kvs[0].Value)
+	reason := "unknown node revoked"
+	if len(got.Kvs) == 0 && !force {
+		return nil, status.Errorf(codes.NotFound, "no node named %q (--force revokes the identity anyway, e.g. of a node that joined after the backup this cluster was restored from)", name)
 	}
-	if len(rev.Kvs) == 1 && !e.Before.Before(removed.RemovedAt) {
-		return nil, status.Errorf(codes.NotFound, "node %s was already removed at %s (by %s) and its identity revoked",
-			name, removed.RemovedAt.UTC().Format(time.RFC3339), removed.RemovedBy)
+	if len(got.Kvs) == 1 {
+		removed, err := decode[RemovedNodeRecord](got.Kvs[0].Value)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "removed node %s: %v", name, err)
+		}
+		rev, err := s.cfg.Etcd.Get(ctx, revocationKey(id.String()))
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "read revocation: %v", err)
+		}
+		if len(rev.Kvs) == 1 {
+			if e, err := decode[revocationRecord](rev.Kvs[0].Value); err == nil && !e.Before.Before(removed.RemovedAt) {
+				return nil, status.Errorf(codes.NotFound, "node %s was already removed at %s (by %s) and its identity revoked",
+					name, removed.RemovedAt.UTC().Format(time.RFC3339), removed.RemovedBy)
+			}
+		}
+		if !force {
+			return nil, status.Errorf(codes.FailedPrecondition, "node %s is no member (removed at %s by %s) but its identity is still valid; --force revokes it and everything its intermediate signed",
+				name, removed.RemovedAt.UTC().Format(time.RFC3339), removed.RemovedBy)
+		}
+		reason = "removed node revoked"
 	}
-	if !force {
-		return nil, status.Errorf(codes.FailedPrecondition, "node %s is no member (removed at %s by %s) but its identity is still valid; --force revokes it and everything its intermediate signed",
-			name, removed.RemovedAt.UTC().Format(time.RFC3339), removed.RemovedBy)
-	}
-	if _, err := s.revoke(ctx, id, "removed node revoked", by); err != nil {
+	if _, err := s.revoke(ctx, id, reason, by); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "revoke node %s: %v", name, err)
 	}
-	s.cfg.Log.Warn("removed node revoked", "node", name, "removed_by", removed.RemovedBy, "by", by)
+	s.cfg.Log.Warn("identity of a node that is no member revoked", "node", name, "reason", reason, "by", by)
 	return &unumv1.RemoveNodeResponse{RevokedSpiffeId: id.String()}, nil
 }

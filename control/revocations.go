@@ -71,11 +71,11 @@ func (s *Server) revokeIf(ctx context.Context, id spiffeid.ID, reason, by string
 const maxRevocationsPerTxn = 64
 
 // revokeManyIf revokes every ID in ids in one etcd transaction with also,
-// conditional on guard (see revokeIf). It refuses more than
-// maxRevocationsPerTxn IDs; callers batch.
+// conditional on guard (see revokeIf); with no ids it is just that guarded
+// transaction. It refuses more than maxRevocationsPerTxn IDs; callers batch.
 func (s *Server) revokeManyIf(ctx context.Context, ids []spiffeid.ID, reason, by string, guard []clientv3.Cmp, also []clientv3.Op) ([]revocation.Entry, error) {
-	if len(ids) == 0 || len(ids) > maxRevocationsPerTxn {
-		return nil, fmt.Errorf("revoke: %d identities in one transaction (1 to %d)", len(ids), maxRevocationsPerTxn)
+	if len(ids) > maxRevocationsPerTxn {
+		return nil, fmt.Errorf("revoke: %d identities in one transaction (at most %d)", len(ids), maxRevocationsPerTxn)
 	}
 	now := s.cfg.Clock()
 	for attempt := 0; attempt < 5; attempt++ {
@@ -128,6 +128,15 @@ func (s *Server) revokeManyIf(ctx context.Context, ids []spiffeid.ID, reason, by
 		}
 	}
 	return nil, errors.New("record revocation: too much contention")
+}
+
+// revocationStatus maps a failed revocation transaction to a status: the
+// guard moved (Aborted: retry) or etcd failed (Unavailable).
+func revocationStatus(what string, err error) error {
+	if errors.Is(err, errGuardFailed) {
+		return status.Errorf(codes.Aborted, "%s: %v", what, err)
+	}
+	return status.Errorf(codes.Unavailable, "%s: %v", what, err)
 }
 
 // waitSignable delays signing for id until a certificate signed now is not

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/revocation"
 )
 
@@ -127,4 +128,45 @@ func TestEnrolmentRefusedOnStaleView(t *testing.T) {
 	_, err = s.login(ctxT(t), &unumv1.LoginRequest{Token: "unum1.user.x.y.z"})
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	require.Contains(t, err.Error(), "revocation view is stale")
+}
+
+// TestRemovedControlNodeKeepsItsIntermediate: removing a control node that
+// is down keeps its intermediate in the removal record (what it signed
+// stays verifiable) and revokes its ID, which refuses that intermediate.
+func TestRemovedControlNodeKeepsItsIntermediate(t *testing.T) {
+	const name = "ctl-gone"
+	key, err := ca.GenerateKey()
+	require.NoError(t, err)
+	inter, err := ca.NewIntermediate(h.td, name, key.Public(), h.root, h.rootKey, time.Now(), time.Hour)
+	require.NoError(t, err)
+	cli := h.etcd.Client()
+	_, err = cli.Put(ctxT(t), nodeKey(name), mustJSON(NodeRecord{Name: name, SPIFFEID: "spiffe://unum.test/node/" + name, Roles: []string{"control"}}))
+	require.NoError(t, err)
+	_, err = cli.Put(ctxT(t), intermediateKey(name), mustJSON(IntermediateRecord{Node: name, Fingerprint: ca.Fingerprint(inter), Certificate: inter.Raw}))
+	require.NoError(t, err)
+
+	admin := unumv1.NewClusterClient(conn(t, "/user/admin"))
+	_, err = admin.RemoveNode(ctxT(t), &unumv1.RemoveNodeRequest{Name: name})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "a node that never heartbeated needs --force: %v", err)
+	resp, err := admin.RemoveNode(ctxT(t), &unumv1.RemoveNodeRequest{Name: name, Force: true})
+	require.NoError(t, err)
+	require.False(t, resp.GetRemovedEtcdMember(), "it had no etcd member")
+
+	got, err := cli.Get(ctxT(t), removedNodeKey(name))
+	require.NoError(t, err)
+	require.Len(t, got.Kvs, 1)
+	removed, err := decode[RemovedNodeRecord](got.Kvs[0].Value)
+	require.NoError(t, err)
+	kept, err := ca.ParseCertsPEM(removed.Certificates)
+	require.NoError(t, err)
+	require.Len(t, kept, 1)
+	require.True(t, kept[0].Equal(inter), "the removal record must keep the node's intermediate")
+
+	rev, err := cli.Get(ctxT(t), revocationKey(resp.GetRevokedSpiffeId()))
+	require.NoError(t, err)
+	require.Len(t, rev.Kvs, 1)
+	rec, err := decode[revocationRecord](rev.Kvs[0].Value)
+	require.NoError(t, err)
+	set := revocation.NewSet([]revocation.Entry{rec.Entry}, revocation.Window{}, 1)
+	require.ErrorIs(t, set.Check(resp.GetRevokedSpiffeId(), revocation.IssuedAt(inter)), revocation.ErrRevoked)
 }

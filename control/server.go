@@ -77,12 +77,15 @@ type Config struct {
 	Backup BackupSource
 }
 
-// Server implements the Identity, Enrollment and Cluster services.
+// Server implements the Identity, Enrollment, Cluster, Users and Backup
+// services directly; the CA service goes through CAService, because its
+// Status would collide with Cluster's.
 type Server struct {
 	unumv1.UnimplementedIdentityServer
 	unumv1.UnimplementedEnrollmentServer
 	unumv1.UnimplementedClusterServer
 	unumv1.UnimplementedBackupServer
+	unumv1.UnimplementedUsersServer
 
 	cfg         Config
 	reader      *meta.BatchReader

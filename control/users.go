@@ -72,39 +72,7 @@ const (
 const errBuiltinAdmin = "is the built-in user (made by unum init): it cannot be added or removed; " +
 	"revoke its certificates with `unum user revoke admin` and mint a new one on a control node with `unum admin recover`"
 
-// usersServer is the Users service of a Server; the methods live on
-// *Server so that the Users API is one more service of the same control
-// node, not a second object with its own state.
-type usersServer struct {
-	unumv1.UnimplementedUsersServer
-	s *Server
-}
-
-var _ unumv1.UsersServer = usersServer{}
-
-// UsersServer returns the Users service backed by s, for registration on
-// the API listener.
-func (s *Server) UsersServer() unumv1.UsersServer { return usersServer{s: s} }
-
-func (u usersServer) AddUser(ctx context.Context, r *unumv1.AddUserRequest) (*unumv1.AddUserResponse, error) {
-	return u.s.AddUser(ctx, r)
-}
-
-func (u usersServer) ListUsers(ctx context.Context, r *unumv1.ListUsersRequest) (*unumv1.ListUsersResponse, error) {
-	return u.s.ListUsers(ctx, r)
-}
-
-func (u usersServer) RemoveUser(ctx context.Context, r *unumv1.RemoveUserRequest) (*unumv1.RemoveUserResponse, error) {
-	return u.s.RemoveUser(ctx, r)
-}
-
-func (u usersServer) RevokeUser(ctx context.Context, r *unumv1.RevokeUserRequest) (*unumv1.RevokeUserResponse, error) {
-	return u.s.RevokeUser(ctx, r)
-}
-
-func (u usersServer) RenewUser(ctx context.Context, r *unumv1.RenewUserRequest) (*unumv1.RenewUserResponse, error) {
-	return u.s.RenewUser(ctx, r)
-}
+var _ unumv1.UsersServer = (*Server)(nil)
 
 // secondsArg converts a request's seconds to a duration without overflow:
 // anything above limit comes back as limit+1s, which every caller refuses
@@ -125,7 +93,7 @@ func UserCertTTL(requested, userTTL time.Duration) (time.Duration, error) {
 	if limit <= 0 {
 		limit = DefaultUserCertTTL
 	}
-	limit = minDuration(limit, MaxUserCertTTL)
+	limit = min(limit, MaxUserCertTTL)
 	switch {
 	case requested < 0:
 		return 0, errors.New("ttl: negative")
@@ -134,14 +102,7 @@ func UserCertTTL(requested, userTTL time.Duration) (time.Duration, error) {
 	case requested < MinUserCertTTL:
 		return 0, errors.New("ttl: must be at least " + MinUserCertTTL.String())
 	}
-	return minDuration(requested, limit), nil
-}
-
-func minDuration(a, b time.Duration) time.Duration {
-	if a < b {
-		return a
-	}
-	return b
+	return min(requested, limit), nil
 }
 
 func (s *Server) userID(name string) (spiffeid.ID, error) {

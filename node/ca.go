@@ -60,7 +60,7 @@ func (h *caHost) SaveIntermediate(a *ca.Authority, cert *x509.Certificate, key c
 
 // DialControl implements control.CAHost.
 func (h *caHost) DialControl(addr string) (*grpc.ClientConn, error) {
-	return rpc.Dial(h.n.creds, []string{addr})
+	return rpc.DialChecked(h.n.creds, h.n.revocations, []string{addr})
 }
 
 // nextPath is where the next version of a CA file is staged. The name keeps

@@ -243,7 +243,7 @@ func (n *node) run(ctx context.Context) error {
 	if ctl != nil {
 		unumv1.RegisterIdentityServer(api, ctl)
 		unumv1.RegisterClusterServer(api, ctl)
-		unumv1.RegisterUsersServer(api, ctl.UsersServer())
+		unumv1.RegisterUsersServer(api, ctl)
 		unumv1.RegisterBackupServer(api, ctl)
 		unumv1.RegisterCAServer(api, control.CAService{S: ctl})
 		enrollLis, err := net.Listen("tcp", n.cfg.EnrollListen)
@@ -475,23 +475,15 @@ func (n *node) optionalSigner(kek *seal.KEK, certPath, keyPath, label string) (*
 // plane. When the control plane is unreachable the agent keeps serving what
 // it has until it expires.
 func (n *node) syncLoop(ctx context.Context, idc unumv1.IdentityClient) {
-	for ctx.Err() == nil {
-		stream, err := idc.SyncAgent(ctx, &unumv1.SyncAgentRequest{})
-		if err == nil {
-			for {
-				resp, err := stream.Recv()
-				if err != nil {
-					n.checkMustRenew(err)
-					if ctx.Err() == nil {
-						n.log.Debug("agent sync stream ended", "err", err)
-					}
-					break
-				}
-				n.applySync(resp)
-			}
-		}
-		sleepCtx(ctx, time.Second)
-	}
+	followStream(ctx, time.Second,
+		func(ctx context.Context) (grpc.ServerStreamingClient[unumv1.SyncAgentResponse], error) {
+			return idc.SyncAgent(ctx, &unumv1.SyncAgentRequest{})
+		},
+		n.applySync,
+		func(err error) {
+			n.checkMustRenew(err)
+			n.log.Debug("agent sync stream ended", "err", err)
+		})
 }
 
 // revocationLoop follows the control plane's revocation stream into
@@ -499,27 +491,40 @@ func (n *node) syncLoop(ctx context.Context, idc unumv1.IdentityClient) {
 // message, heartbeats included, dates the view back by the sender's own
 // age, so a node fed by a stale control node is itself stale.
 func (n *node) revocationLoop(ctx context.Context, idc unumv1.IdentityClient) {
+	followStream(ctx, 200*time.Millisecond,
+		func(ctx context.Context) (grpc.ServerStreamingClient[unumv1.RevocationUpdate], error) {
+			return idc.WatchRevocations(ctx, &unumv1.WatchRevocationsRequest{})
+		},
+		func(msg *unumv1.RevocationUpdate) {
+			// A negative age would date the view into the future.
+			freshAt := time.Now().Add(-time.Duration(max(msg.GetViewAgeMs(), 0)) * time.Millisecond)
+			if msg.GetFull() {
+				n.revocations.Update(control.SetFromUpdate(msg), freshAt)
+			} else {
+				n.revocations.Touch(freshAt)
+			}
+		},
+		func(err error) { n.log.Debug("revocation stream ended", "err", err) })
+}
+
+// followStream opens a server stream with open and hands every message to
+// apply until ctx ends, opening it again retry after it failed; ended sees
+// the error that ended each stream (not the one of ctx ending).
+func followStream[T any](ctx context.Context, retry time.Duration, open func(context.Context) (grpc.ServerStreamingClient[T], error), apply func(*T), ended func(error)) {
 	for ctx.Err() == nil {
-		stream, err := idc.WatchRevocations(ctx, &unumv1.WatchRevocationsRequest{})
-		if err == nil {
+		if stream, err := open(ctx); err == nil {
 			for {
 				msg, err := stream.Recv()
 				if err != nil {
 					if ctx.Err() == nil {
-						n.log.Debug("revocation stream ended", "err", err)
+						ended(err)
 					}
 					break
 				}
-				// A negative age would date the view into the future.
-				freshAt := time.Now().Add(-time.Duration(max(msg.GetViewAgeMs(), 0)) * time.Millisecond)
-				if msg.GetFull() {
-					n.revocations.Update(control.SetFromUpdate(msg), freshAt)
-				} else {
-					n.revocations.Touch(freshAt)
-				}
+				apply(msg)
 			}
 		}
-		sleepCtx(ctx, 200*time.Millisecond)
+		sleepCtx(ctx, retry)
 	}
 }
 

@@ -282,7 +282,7 @@ func Register() []Threat {
 				"removed until the key is moved off (or with --force when it is lost); a name the cluster does not know " +
 				"(a node that joined after a restored backup) can still be revoked with --force.",
 			Status: Mitigated,
-			Tests: []string{"node.TestRemoveComputeNode", "cmd/unum.TestNodeRemoveControl", "internal/rpc.TestClientRefusesRevokedServer",
+			Tests: []string{"node.TestRemoveComputeNode", "cmd/unum.TestNodeRemoveControl", "internal/rpc.TestClientRefusesRevokedServer", "control.TestRemovedControlNodeKeepsItsIntermediate",
 				"identity/revocation.TestCheckChainRevokesIntermediate", "internal/rpc.TestRevokedCallerRefused"},
 		},
 		{

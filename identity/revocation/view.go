@@ -107,14 +107,9 @@ func (v *View) Fresh() error {
 	return nil
 }
 
-// Check checks leaf against the current set. An unloaded view revokes
-// nothing: whether to act on it at all is Fresh's question.
-func (v *View) Check(leaf *x509.Certificate) error {
-	set, _, _ := v.Snapshot()
-	return set.CheckCert(leaf)
-}
-
-// CheckChain checks a presented chain against the current set.
+// CheckChain checks a presented chain against the current set. An unloaded
+// view revokes nothing: whether to act on it at all is the caller's
+// question (Snapshot says whether it is loaded, Fresh how old it is).
 func (v *View) CheckChain(chain []*x509.Certificate) error {
 	set, _, _ := v.Snapshot()
 	return set.CheckChain(chain)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,8 +60,9 @@ func RunRevocation(ctx context.Context, o Options) (rep Report, err error) {
 		if t.Socket == "" || t.Node == "" {
 			return rep, errors.New("measuring a cluster needs the socket of a local agent and the name of its node")
 		}
-		socket, nodeName = "unix://"+trimUnix(t.Socket), t.Node
-		if rep.Filesystem, err = DescribeFilesystem(filepath.Dir(trimUnix(t.Socket))); err != nil {
+		socketPath := strings.TrimPrefix(t.Socket, "unix://")
+		socket, nodeName = "unix://"+socketPath, t.Node
+		if rep.Filesystem, err = DescribeFilesystem(filepath.Dir(socketPath)); err != nil {
 			return rep, err
 		}
 		cfg, err := clientconfig.Load(t.ConfigPath)
@@ -101,13 +103,6 @@ func RunRevocation(ctx context.Context, o Options) (rep Report, err error) {
 	rep.Results = []Result{res}
 	rep.Settings.LoadAverageEnd = loadAverage()
 	return rep, nil
-}
-
-func trimUnix(s string) string {
-	if len(s) > 7 && s[:7] == "unix://" {
-		return s[7:]
-	}
-	return s
 }
 
 func measureRevocations(ctx context.Context, admin *grpc.ClientConn, socket, nodeName string, td spiffeid.TrustDomain, progress func(string, ...any)) (Result, error) {
@@ -265,7 +260,9 @@ func revokeOne(ctx context.Context, idc unumv1.IdentityClient, entryID string, s
 				}
 				if pctx.Err() != nil {
 					mu.Lock()
-					firstErr = cmpErr(firstErr, fmt.Errorf("node %s still accepts the revoked SVID after 30s", addrs[i]))
+					if firstErr == nil {
+						firstErr = fmt.Errorf("node %s still accepts the revoked SVID after 30s", addrs[i])
+					}
 					mu.Unlock()
 					return
 				}
@@ -274,13 +271,6 @@ func revokeOne(ctx context.Context, idc unumv1.IdentityClient, entryID string, s
 	}
 	wg.Wait()
 	return worst, firstErr
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // localCluster is startLocalNode's node plus nodes that joined it as

@@ -81,37 +81,39 @@ type interceptor struct {
 	log         *slog.Logger
 }
 
-func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (context.Context, error) {
+// authorize checks the caller of a call (revocation, expiry, authorizer,
+// freshness) and returns ctx carrying the caller, and the caller's chain.
+func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (context.Context, []*x509.Certificate, error) {
 	caller, chain, err := callerFromPeer(ctx)
 	if err != nil {
-		return nil, status.Error(codes.Unauthenticated, err.Error())
+		return nil, nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	if err := checkUserExpiry(caller, time.Now()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := ic.checkRevoked(method, caller, chain); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d, err := ic.authz.Authorize(ctx, Request{Caller: caller, Method: method, Message: msg})
 	if err != nil {
 		// Fail closed: an authorizer that cannot decide denies.
 		ic.log.Warn("authorizer failed", "method", method, "caller", caller.ID.String(), "err", err)
-		return nil, status.Errorf(codes.PermissionDenied, "denied: authorizer error: %v", err)
+		return nil, nil, status.Errorf(codes.PermissionDenied, "denied: authorizer error: %v", err)
 	}
 	if !d.Allow {
 		ic.log.Info("call denied", "method", method, "caller", caller.ID.String(), "reason", d.Reason)
-		return nil, status.Errorf(codes.PermissionDenied, "denied by policy: %s", d.Reason)
+		return nil, nil, status.Errorf(codes.PermissionDenied, "denied by policy: %s", d.Reason)
 	}
 	if d.Privileged {
 		if ic.revocations == nil {
-			return nil, status.Errorf(codes.Unavailable, "%s is privileged and this server has no revocation view", shortMethod(method))
+			return nil, nil, status.Errorf(codes.Unavailable, "%s is privileged and this server has no revocation view", shortMethod(method))
 		}
 		if err := ic.revocations.Fresh(); err != nil {
 			ic.log.Warn("privileged call refused: stale revocation view", "method", method, "caller", caller.ID.String(), "err", err)
-			return nil, status.Errorf(codes.Unavailable, "%s refused: %v", shortMethod(method), err)
+			return nil, nil, status.Errorf(codes.Unavailable, "%s refused: %v", shortMethod(method), err)
 		}
 	}
-	return WithCaller(ctx, caller), nil
+	return WithCaller(ctx, caller), chain, nil
 }
 
 // checkRevoked refuses a revoked caller with the reason (codes.Unauthenticated:
@@ -135,7 +137,7 @@ func (ic *interceptor) checkRevoked(method string, caller Caller, chain []*x509.
 }
 
 func (ic *interceptor) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := ic.authorize(ctx, info.FullMethod, req)
+	ctx, _, err := ic.authorize(ctx, info.FullMethod, req)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +145,7 @@ func (ic *interceptor) unary(ctx context.Context, req any, info *grpc.UnaryServe
 }
 
 func (ic *interceptor) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx, err := ic.authorize(ss.Context(), info.FullMethod, nil)
+	ctx, chain, err := ic.authorize(ss.Context(), info.FullMethod, nil)
 	if err != nil {
 		return err
 	}
@@ -151,15 +153,15 @@ func (ic *interceptor) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 		return handler(srv, &callerStream{ServerStream: ss, ctx: ctx})
 	}
 	// Cut the stream when its caller is revoked while it runs.
+	caller, _ := CallerFromContext(ctx)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	_, chain, _ := callerFromPeer(ctx)
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
 		for {
 			_, changed, _ := ic.revocations.Snapshot()
-			if err := ic.checkRevoked(info.FullMethod, Caller{}, chain); err != nil {
+			if err := ic.checkRevoked(info.FullMethod, caller, chain); err != nil {
 				cancel(err)
 				return
 			}
