@@ -1,0 +1,164 @@
+# unum's shipped policy: the answer to "what is a privileged process here?"
+#
+# A process is privileged only when this policy grants its SPIFFE identity
+# an action that crosses a trust boundary (DESIGN.md §2). Everything that is
+# not granted below is denied.
+#
+# The one entrypoint is data.unum.authz.decision. Its input (policy/doc.go):
+#   input.subject    {id, kind, namespace, name, attributes}
+#   input.action     "<noun>.<verb>", the CLI command: "id.register", ...
+#   input.resource   {kind, namespace, name}; namespace "-" is cluster-wide
+#   input.delegation the verified delegation chain (empty until delegation)
+#   input.context    {node, time, request_id}
+#
+# To extend it, add rules to `grants` (something may happen, with the reason
+# why) or to `denies` (it may not, whatever grants it). A deny always wins.
+package unum.authz
+
+import rego.v1
+
+decision := {
+	"allow": allow,
+	"privileged": privileged,
+	"reasons": reasons,
+}
+
+default allow := false
+
+allow if {
+	count(grants) > 0
+	count(denies) == 0
+}
+
+reasons := sort([r | some r in grants]) if allow
+
+reasons := sort([r | some r in denies]) if count(denies) > 0
+
+reasons := [sprintf("no rule allows %s to %s %s", [input.subject.id, input.action, resource_name])] if {
+	count(grants) == 0
+	count(denies) == 0
+}
+
+# An ID of no known shape (not node, user, workload or system) gets nothing,
+# whatever a binding or a later rule grants it.
+denies contains sprintf("%s is not a node, user, workload or system identity", [input.subject.id]) if {
+	input.subject.kind == "unknown"
+}
+
+resource_name := sprintf("%s/%s/%s", [input.resource.kind, input.resource.namespace, input.resource.name])
+
+# --- Privilege ---------------------------------------------------------------
+#
+# privileged marks the actions that cross a trust boundary: they run only
+# on a fresh view of revocations and policy, and (audit issue) only after
+# their audit record is durable. unum adds a minimum set fixed in code
+# (policy.MinimumPrivileged) whatever this says, so no bundle can make a
+# policy change, an identity change or a CA operation unprivileged.
+privileged if input.action in privileged_actions
+
+privileged if split(input.action, ".")[0] in {"cred", "exec"} # delegation, exec on nodes
+
+privileged_actions := {
+	"policy.apply", "policy.rollback", "policy.shadow", # what everyone may do
+	"id.register", "id.delete", "svid.mint", # who anyone is
+	"node.join-token", "node.rm", "node.renew", # who is in the cluster
+	"user.add", "user.rm", "user.revoke", "user.renew",
+	"ca.rotate", "ca.export-root", "ca.import-root", "ca.sign-intermediate",
+	"backup.create", # a backup holds the sealed CA keys
+	"cred.delegate", "node.exec", "audit.configure",
+}
+
+default privileged := false
+
+# --- People ------------------------------------------------------------------
+#
+# The user made by `unum init` (and re-minted by `unum admin recover`) may do
+# everything: the break-glass principal cannot be locked out by policy.
+grants contains "user/admin may do everything" if {
+	input.subject.kind == "user"
+	input.subject.name == "admin"
+}
+
+# Every other user has a role, from `unum user add --role` or from a binding
+# in the bundle's data (data.bindings: SPIFFE ID -> role), which may also give
+# roles to workloads and services.
+role := data.bindings[input.subject.id]
+
+role := input.subject.attributes.role if {
+	input.subject.kind == "user"
+	not data.bindings[input.subject.id]
+}
+
+# Readers see the cluster; they change nothing.
+role_actions["viewer"] := {
+	"id.show", "id.list", "node.ls", "cluster.status", "user.ls",
+	"ca.status", "policy.get", "policy.history", "policy.status",
+	"policy.check", "policy.explain",
+}
+
+# Operators also manage workload registrations.
+role_actions["operator"] := role_actions.viewer | {"id.register", "id.delete"}
+
+# Admins do everything.
+grants contains sprintf("role admin (%s) may do everything", [input.subject.id]) if role == "admin"
+
+grants contains sprintf("role %s may %s", [role, input.action]) if input.action in role_actions[role]
+
+# A user renews only their own certificate.
+grants contains "users may renew their own certificate" if {
+	input.subject.kind == "user"
+	input.action == "user.renew"
+	input.resource == {"kind": "user", "namespace": "-", "name": input.subject.name}
+}
+
+# --- Every principal ----------------------------------------------------------
+grants contains "every principal may ask who it is" if {
+	input.subject.kind in {"node", "workload", "user", "system"}
+	input.action == "id.show"
+}
+
+# --- Nodes -------------------------------------------------------------------
+#
+# A node may act only as a node, on itself. What it mints for workloads is
+# checked again by the handler against the registrations assigned to it; a
+# control node alone gets an intermediate (the handler checks the role).
+node_actions := {
+	"node.heartbeat", "node.renew", "node.sync",
+	"revocation.watch", "policy.watch", "ca.sign-intermediate",
+}
+
+grants contains "nodes may perform node operations on themselves" if {
+	input.subject.kind == "node"
+	input.action in node_actions
+	input.resource == {"kind": "node", "namespace": "-", "name": input.subject.name}
+}
+
+grants contains "nodes may mint SVIDs for the workloads assigned to them" if {
+	input.subject.kind == "node"
+	input.action == "svid.mint"
+	input.resource.kind == "svid"
+	input.resource.namespace != "-"
+}
+
+# --- Workloads ---------------------------------------------------------------
+#
+# A workload reads and writes its own namespace's data, nothing else.
+workload_nouns := {"kv", "queue", "blob"}
+
+grants contains "workloads may use their own namespace's data" if {
+	input.subject.kind == "workload"
+	split(input.action, ".")[0] in workload_nouns
+	input.resource.namespace == input.subject.namespace
+}
+
+# --- System services ---------------------------------------------------------
+#
+# Control-plane services (spiffe://TD/system/NAME) get exactly what they
+# need, listed here by service. The control plane runs inside the nodes
+# today, so no service needs anything yet.
+system_actions := {}
+
+grants contains sprintf("system service %s may %s", [input.subject.name, input.action]) if {
+	input.subject.kind == "system"
+	input.action in system_actions[input.subject.name]
+}

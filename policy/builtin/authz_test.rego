@@ -1,0 +1,148 @@
+package unum.authz_test
+
+import rego.v1
+
+import data.unum.authz
+
+td := "spiffe://unum.test"
+
+user(name, r) := {"id": sprintf("%s/user/%s", [td, name]), "kind": "user", "namespace": "", "name": name, "attributes": {"role": r}}
+
+node(name) := {"id": sprintf("%s/node/%s", [td, name]), "kind": "node", "namespace": "", "name": name, "attributes": {}}
+
+workload(ns, job) := {"id": sprintf("%s/ns/%s/job/%s", [td, ns, job]), "kind": "workload", "namespace": ns, "name": sprintf("job/%s", [job]), "attributes": {}}
+
+system(svc) := {"id": sprintf("%s/system/%s", [td, svc]), "kind": "system", "namespace": "", "name": svc, "attributes": {}}
+
+req(subject, action, kind, ns, name) := {
+	"subject": subject,
+	"action": action,
+	"resource": {"kind": kind, "namespace": ns, "name": name},
+	"delegation": [],
+	"context": {"node": "node-1", "time": "2026-11-26T00:00:00Z", "request_id": "r"},
+}
+
+allowed(q) if authz.decision.allow with input as q
+
+# --- deny by default ---------------------------------------------------------
+
+test_unknown_kind_denied if {
+	q := req({"id": "spiffe://unum.test/x", "kind": "unknown", "namespace": "", "name": "", "attributes": {}}, "id.show", "id", "-", "self")
+	not allowed(q)
+	d := authz.decision with input as q
+	d.reasons == ["spiffe://unum.test/x is not a node, user, workload or system identity"]
+}
+
+test_user_without_role_denied if {
+	q := req(user("eve", ""), "node.ls", "node", "-", "*")
+	not allowed(q)
+	d := authz.decision with input as q
+	d.reasons == ["no rule allows spiffe://unum.test/user/eve to node.ls node/-/*"]
+}
+
+test_unknown_action_denied if not allowed(req(user("olga", "operator"), "ca.rotate", "ca", "-", "root"))
+
+# --- admin --------------------------------------------------------------------
+
+test_admin_everything if {
+	allowed(req(user("admin", ""), "policy.apply", "policy", "-", "bundle"))
+	allowed(req(user("admin", ""), "ca.rotate", "ca", "-", "intermediates"))
+	allowed(req(user("admin", ""), "made.up", "thing", "-", "x"))
+}
+
+test_admin_role_everything if allowed(req(user("alice", "admin"), "node.rm", "node", "-", "n2"))
+
+# --- roles ----------------------------------------------------------------------
+
+test_viewer_reads_only if {
+	allowed(req(user("vic", "viewer"), "node.ls", "node", "-", "*"))
+	allowed(req(user("vic", "viewer"), "policy.explain", "decision", "-", "n1.ab"))
+	not allowed(req(user("vic", "viewer"), "id.register", "id", "web", "job/api"))
+	not allowed(req(user("vic", "viewer"), "policy.apply", "policy", "-", "bundle"))
+}
+
+test_operator_registers if {
+	allowed(req(user("olga", "operator"), "id.register", "id", "web", "job/api"))
+	allowed(req(user("olga", "operator"), "id.delete", "id", "-", "e1"))
+	not allowed(req(user("olga", "operator"), "user.add", "user", "-", "bob"))
+	not allowed(req(user("olga", "operator"), "policy.apply", "policy", "-", "bundle"))
+}
+
+test_binding_overrides_role_attribute if {
+	q := req(user("olga", "viewer"), "id.register", "id", "web", "job/api")
+	allowed(q) with data.bindings as {"spiffe://unum.test/user/olga": "operator"}
+	not allowed(q)
+}
+
+test_binding_gives_workload_a_role if {
+	q := req(workload("ops", "deployer"), "id.register", "id", "web", "job/api")
+	allowed(q) with data.bindings as {"spiffe://unum.test/ns/ops/job/deployer": "operator"}
+	not allowed(q)
+}
+
+test_role_attribute_ignored_for_non_users if not allowed(req(object.union(workload("a", "b"), {"attributes": {"role": "admin"}}), "node.ls", "node", "-", "*"))
+
+test_user_renews_only_self if {
+	allowed(req(user("vic", "viewer"), "user.renew", "user", "-", "vic"))
+	not allowed(req(user("vic", "viewer"), "user.renew", "user", "-", "admin"))
+}
+
+# --- nodes ----------------------------------------------------------------------
+
+test_node_acts_on_itself if {
+	allowed(req(node("n1"), "node.heartbeat", "node", "-", "n1"))
+	allowed(req(node("n1"), "node.renew", "node", "-", "n1"))
+	allowed(req(node("n1"), "policy.watch", "node", "-", "n1"))
+	not allowed(req(node("n1"), "node.renew", "node", "-", "n2"))
+}
+
+test_node_mints_for_workloads_only if {
+	allowed(req(node("n1"), "svid.mint", "svid", "web", "job/api"))
+	not allowed(req(node("n1"), "svid.mint", "svid", "-", "user/admin"))
+}
+
+test_node_is_not_a_user_or_workload if {
+	not allowed(req(node("n1"), "node.ls", "node", "-", "*"))
+	not allowed(req(node("n1"), "policy.apply", "policy", "-", "bundle"))
+	not allowed(req(node("n1"), "id.register", "id", "web", "job/api"))
+	not allowed(req(node("n1"), "kv.get", "kv", "web", "k"))
+}
+
+# --- workloads ------------------------------------------------------------------
+
+test_workload_own_namespace if {
+	allowed(req(workload("web", "api"), "kv.get", "kv", "web", "k"))
+	allowed(req(workload("web", "api"), "queue.publish", "queue", "web", "t"))
+	not allowed(req(workload("web", "api"), "kv.get", "kv", "db", "k"))
+	not allowed(req(workload("web", "api"), "kv.get", "kv", "-", "k"))
+}
+
+test_workload_no_control_actions if {
+	not allowed(req(workload("web", "api"), "policy.apply", "policy", "-", "bundle"))
+	not allowed(req(workload("web", "api"), "id.register", "id", "web", "job/x"))
+	not allowed(req(workload("web", "api"), "svid.mint", "svid", "web", "job/x"))
+}
+
+test_everyone_asks_who_they_are if {
+	allowed(req(workload("web", "api"), "id.show", "id", "-", "self"))
+	allowed(req(node("n1"), "id.show", "id", "-", "self"))
+	allowed(req(system("scheduler"), "id.show", "id", "-", "self"))
+}
+
+test_system_gets_nothing_unlisted if not allowed(req(system("scheduler"), "node.ls", "node", "-", "*"))
+
+# --- privilege ------------------------------------------------------------------
+
+test_privileged_actions if {
+	d := authz.decision with input as req(user("admin", ""), "policy.apply", "policy", "-", "bundle")
+	d.privileged
+	r := authz.decision with input as req(user("vic", "viewer"), "node.ls", "node", "-", "*")
+	not r.privileged
+}
+
+test_denies_win if {
+	q := req(user("admin", ""), "node.rm", "node", "-", "n1")
+	not allowed(q) with authz.denies as {"frozen"}
+	d := authz.decision with input as q with authz.denies as {"frozen"}
+	d.reasons == ["frozen"]
+}

@@ -1,0 +1,10 @@
+// Package builtin holds unum's shipped policy bundle: the Rego that
+// `unum init` stores as policy revision 1, its tests and its data.
+package builtin
+
+import "embed"
+
+// FS is the shipped bundle: authz.rego, authz_test.rego and data.json.
+//
+//go:embed *.rego data.json
+var FS embed.FS

@@ -1,0 +1,138 @@
+package policy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Decision is a decision as made by a Decider.
+type Decision struct {
+	// ID names the decision for `unum policy explain`: NODE.HEX, so any
+	// client can tell which node holds it.
+	ID       string
+	Revision int64
+	Result
+}
+
+// Shadow is a candidate bundle evaluated beside the live one on real
+// traffic until Until, without effect: its answers are only recorded.
+type Shadow struct {
+	ID     string
+	Engine *Engine
+	Until  time.Time
+}
+
+// DeciderConfig configures a Decider.
+type DeciderConfig struct {
+	// Node is the node's name, in every decision's context and id.
+	Node string
+	View *View
+	Log  DecisionLog
+	// Now is the clock (time.Now when nil): the only clock a decision
+	// reads.
+	Now func() time.Time
+}
+
+// Decider makes a node's decisions: it fills the input's context, evaluates
+// the served revision (and a shadow candidate, when one runs), enforces
+// the freshness bound for privileged actions and hands every decision to the
+// DecisionLog. Safe for concurrent use.
+type Decider struct {
+	cfg    DeciderConfig
+	shadow atomic.Pointer[Shadow]
+}
+
+// NewDecider returns a Decider; cfg must not be modified afterwards.
+func NewDecider(cfg DeciderConfig) *Decider {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Decider{cfg: cfg}
+}
+
+// SetShadow starts (s non-nil) or stops shadowing a candidate bundle.
+func (d *Decider) SetShadow(s *Shadow) { d.shadow.Store(s) }
+
+// CurrentShadow is the running shadow, nil when none.
+func (d *Decider) CurrentShadow() *Shadow { return d.shadow.Load() }
+
+// NewDecisionID returns a fresh decision id for node.
+func NewDecisionID(node string) string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return node + "." + hex.EncodeToString(b[:])
+}
+
+// DecisionNode is the node a decision id was made on.
+func DecisionNode(id string) (string, error) {
+	node, rest, ok := strings.Cut(id, ".")
+	if !ok || node == "" || len(rest) != 16 {
+		return "", fmt.Errorf("decision id %q: want NODE.HEX (as printed with a denial)", id)
+	}
+	if _, err := hex.DecodeString(rest); err != nil {
+		return "", fmt.Errorf("decision id %q: want NODE.HEX (as printed with a denial)", id)
+	}
+	return node, nil
+}
+
+// Decide decides in. The returned error is non-nil when the decision could
+// not be made soundly: no policy loaded (ErrNoPolicy), a privileged action
+// on a stale view (ErrStale), an engine failure, or a decision log that
+// failed for a privileged action. The caller refuses the action then; the
+// Decision still carries an id and reasons.
+func (d *Decider) Decide(ctx context.Context, in Input) (Decision, error) {
+	now := d.cfg.Now()
+	in.Context.Node = d.cfg.Node
+	in.Context.Time = now
+	dec := Decision{ID: NewDecisionID(d.cfg.Node)}
+	if in.Context.RequestID == "" {
+		in.Context.RequestID = dec.ID
+	}
+	if in.Delegation == nil {
+		in.Delegation = []Actor{}
+	}
+	if in.Subject.Attributes == nil {
+		in.Subject.Attributes = map[string]string{}
+	}
+	rec := &Record{ID: dec.ID, Time: now, Input: in}
+	var err error
+	e := d.cfg.View.Engine()
+	if e == nil {
+		err = ErrNoPolicy
+	} else {
+		dec.Revision = e.revision
+		dec.Result, err = e.Eval(ctx, &in)
+		if err == nil && dec.Allow && dec.Privileged {
+			err = d.cfg.View.Fresh(now)
+		}
+	}
+	if err != nil {
+		dec.Allow = false
+		dec.Reasons = append(dec.Reasons, err.Error())
+		rec.Err = err.Error()
+	}
+	rec.Revision, rec.Result = dec.Revision, dec.Result
+	if s := d.shadow.Load(); s != nil && now.Before(s.Until) {
+		sr, serr := s.Engine.Eval(ctx, &in)
+		rec.Shadow = &ShadowResult{ShadowID: s.ID, Result: sr}
+		if serr != nil {
+			rec.Shadow.Err = serr.Error()
+		}
+	}
+	if d.cfg.Log != nil {
+		if lerr := d.cfg.Log.Record(ctx, rec); lerr != nil && dec.Privileged && err == nil {
+			// Complete record: a privileged action whose decision cannot be
+			// recorded does not run.
+			err = fmt.Errorf("decision log: %w", lerr)
+			dec.Allow = false
+		}
+	}
+	return dec, err
+}

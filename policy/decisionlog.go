@@ -1,0 +1,101 @@
+package policy
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Record is one decision as made: enough to explain it later.
+type Record struct {
+	ID       string    `json:"decision_id"`
+	Time     time.Time `json:"time"`
+	Revision int64     `json:"revision"`
+	Input    Input     `json:"input"`
+	Result   Result    `json:"result"`
+	// Err is set when the engine failed (the call was denied).
+	Err string `json:"error,omitempty"`
+	// Shadow is the candidate bundle's answer while one is shadowed.
+	Shadow *ShadowResult `json:"shadow,omitempty"`
+}
+
+// ShadowResult is what a shadowed candidate bundle decided for the same
+// input.
+type ShadowResult struct {
+	ShadowID string `json:"shadow_id"`
+	Result   Result `json:"result"`
+	Err      string `json:"error,omitempty"`
+}
+
+// Changed reports whether the shadow would have decided differently.
+func (s *ShadowResult) Changed(live Result, liveErr string) bool {
+	return s.Result.Allow != live.Allow || s.Result.Privileged != live.Privileged || (s.Err == "") != (liveErr == "")
+}
+
+// DecisionLog receives every decision. Record is called on the request
+// path after the decision and before the action runs; implementations must
+// be safe for concurrent use. The audit issue makes it durable (and fail
+// closed for privileged actions); until then Ring keeps the recent ones.
+type DecisionLog interface {
+	Record(ctx context.Context, r *Record) error
+}
+
+// Ring is a bounded in-memory DecisionLog: the newest n decisions by id,
+// and separately the newest n decisions a shadow bundle would change, so a
+// busy node does not evict a shadow's findings. Safe for concurrent use.
+type Ring struct {
+	mu      sync.Mutex
+	recs    []*Record
+	next    int
+	byID    map[string]*Record
+	changed []*Record
+	nextChg int
+}
+
+// NewRing holds the newest n decisions and n shadow changes.
+func NewRing(n int) *Ring {
+	return &Ring{recs: make([]*Record, n), byID: make(map[string]*Record, n), changed: make([]*Record, n)}
+}
+
+var _ DecisionLog = (*Ring)(nil)
+
+// Record implements DecisionLog.
+func (g *Ring) Record(_ context.Context, r *Record) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if old := g.recs[g.next]; old != nil {
+		delete(g.byID, old.ID)
+	}
+	g.recs[g.next] = r
+	g.byID[r.ID] = r
+	g.next = (g.next + 1) % len(g.recs)
+	if r.Shadow != nil && r.Shadow.Changed(r.Result, r.Err) {
+		g.changed[g.nextChg] = r
+		g.nextChg = (g.nextChg + 1) % len(g.changed)
+	}
+	return nil
+}
+
+// Get returns the decision id, if still held.
+func (g *Ring) Get(id string) (*Record, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r, ok := g.byID[id]
+	return r, ok
+}
+
+// ShadowChanges returns the held decisions that shadow shadowID would have
+// changed, oldest first.
+func (g *Ring) ShadowChanges(shadowID string) []*Record {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*Record
+	n := len(g.changed)
+	for i := 0; i < n; i++ {
+		r := g.changed[(g.nextChg+i)%n]
+		if r != nil && r.Shadow.ShadowID == shadowID {
+			out = append(out, r)
+		}
+	}
+	return out
+}
