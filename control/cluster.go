@@ -93,6 +93,8 @@ func (s *Server) Heartbeat(ctx context.Context, req *unumv1.HeartbeatRequest) (*
 		BundleFingerprints:        req.GetBundleFingerprints(),
 		IntermediateFingerprint:   req.GetIntermediateFingerprint(),
 		IntermediateExpiresAtUnix: req.GetIntermediateExpiresAtUnix(),
+		PolicyRevision:            req.GetPolicyRevision(),
+		PolicyAgeMs:               req.GetPolicyAgeMs(),
 	}
 	// Only members may report; a removed node's heartbeat is refused.
 	resp, err := s.cfg.Etcd.Txn(ctx).
@@ -147,6 +149,8 @@ func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
 			pn.BundleFingerprints = st.BundleFingerprints
 			pn.IntermediateFingerprint = st.IntermediateFingerprint
 			pn.IntermediateExpiresAtUnix = st.IntermediateExpiresAtUnix
+			pn.PolicyRevision = st.PolicyRevision
+			pn.PolicyAgeMs = st.PolicyAgeMs
 			pn.Ready = st.AgentReady && now.Sub(st.LastSeen) < nodeReadyAfter && now.Before(st.SVIDExpiresAt)
 		}
 		out = append(out, pn)

@@ -254,12 +254,12 @@ func checkHostPort(field, v string) error {
 func Bootstrap(ctx context.Context, cli *clientv3.Client, info ClusterInfo, roots []*x509.Certificate, first NodeRecord, jwt JWTKeyRecord) error {
 	resp, err := cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(keyClusterInfo), "=", 0)).
-		Then(
+		Then(append([]clientv3.Op{
 			clientv3.OpPut(keyClusterInfo, mustJSON(info)),
 			clientv3.OpPut(keyRoots, string(ca.EncodeCertsPEM(roots))),
 			clientv3.OpPut(nodeKey(first.Name), mustJSON(first)),
 			clientv3.OpPut(prefixJWTKeys+jwt.KeyID, mustJSON(jwt)),
-		).Commit()
+		}, bootstrapPolicyOps(info.CreatedAt)...)...).Commit()
 	if err != nil {
 		return err
 	}

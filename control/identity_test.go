@@ -56,7 +56,7 @@ func TestCreateEntryValidation(t *testing.T) {
 	t.Run("only admins register", func(t *testing.T) {
 		for _, p := range []string{"/node/node-1", "/ns/a/job/b", "/user/bob"} {
 			_, err := unumv1.NewIdentityClient(conn(t, p)).CreateEntry(ctxT(t), &unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/a/job/b", Node: "node-1", Selectors: []string{"unix:uid:0"}})
-			requireCode(t, err, codes.PermissionDenied, "may not call")
+			requireCode(t, err, codes.PermissionDenied, "denied by policy (decision node-1.")
 		}
 	})
 }
@@ -119,7 +119,7 @@ func TestMintRequiresEntry(t *testing.T) {
 	t.Run("workloads and users cannot mint", func(t *testing.T) {
 		for _, p := range []string{"/ns/mint/job/a", "/user/bob"} {
 			_, err := unumv1.NewIdentityClient(conn(t, p)).MintX509SVID(ctxT(t), &unumv1.MintX509SVIDRequest{EntryId: mine.GetId(), SpiffeId: mine.GetSpiffeId(), Csr: csrFor(t, mine.GetSpiffeId())})
-			requireCode(t, err, codes.PermissionDenied, "may not call")
+			requireCode(t, err, codes.PermissionDenied, "denied by policy (decision node-1.")
 		}
 	})
 	t.Run("jwt", func(t *testing.T) {

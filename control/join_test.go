@@ -212,7 +212,7 @@ func TestJoinMisuse(t *testing.T) {
 	t.Run("only admins mint join tokens", func(t *testing.T) {
 		for _, p := range []string{"/node/node-1", "/ns/default/job/web", "/user/bob"} {
 			_, err := unumv1.NewClusterClient(conn(t, p)).CreateJoinToken(ctxT(t), &unumv1.CreateJoinTokenRequest{Name: "x", Roles: []string{"compute"}})
-			requireCode(t, err, codes.PermissionDenied, "may not call")
+			requireCode(t, err, codes.PermissionDenied, "denied by policy (decision node-1.")
 		}
 	})
 }

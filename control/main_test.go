@@ -24,6 +24,7 @@ import (
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/metrics"
 	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/policy"
 	"github.com/unumos/unum/storage/meta"
 )
 
@@ -43,6 +44,10 @@ type harness struct {
 	// sets it to -(ttl-3s) gets a certificate of the real minimum lifetime
 	// that expires 3 s later in real time. Only non-parallel tests set it.
 	authoritySkew *atomic.Int64
+	// decider and decisions are the node's policy decider and the
+	// decisions it made (served by Explain and ShadowReport).
+	decider   *policy.Decider
+	decisions *policy.Ring
 }
 
 var h *harness
@@ -145,7 +150,11 @@ func newHarness(dir string) (*harness, func(), error) {
 		return nil, nil, err
 	}
 	m := metrics.New(metrics.Sources{})
+	pv, ring := policy.NewView(0), policy.NewRing(10000)
+	decider := policy.NewDecider(policy.DeciderConfig{Node: "node-1", View: pv, Log: ring})
+	engines := policy.NewEngineCache(8)
 	srv, err := New(Config{
+		Policy: pv, Engines: engines, OnShadow: decider.SetShadow, CurrentShadow: decider.CurrentShadow,
 		TrustDomain: td, NodeName: "node-1", Authority: authority, JWT: jwtSigner,
 		Root: &Signer{Cert: root, Key: rootKey}, EtcdCA: &Signer{Cert: etcdCA, Key: etcdCAKey},
 		Roots: []*x509.Certificate{root}, Etcd: etcd.Client(), Metrics: m, Log: quiet,
@@ -154,20 +163,21 @@ func newHarness(dir string) (*harness, func(), error) {
 		etcd.Close()
 		return nil, nil, err
 	}
-	// Privileged calls wait for the revocation feed's first load.
-	for deadline := time.Now().Add(30 * time.Second); srv.Revocations().Fresh() != nil; {
+	// Privileged calls wait for the revocation and policy feeds' first load.
+	for deadline := time.Now().Add(30 * time.Second); srv.Revocations().Fresh() != nil || pv.Fresh(time.Now()) != nil; {
 		if time.Now().After(deadline) {
 			etcd.Close()
-			return nil, nil, fmt.Errorf("revocation view never loaded: %v", srv.Revocations().Fresh())
+			return nil, nil, fmt.Errorf("revocation or policy view never loaded: %v, %v", srv.Revocations().Fresh(), pv.Fresh(time.Now()))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr, authoritySkew: skew}
+	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr, authoritySkew: skew, decider: decider, decisions: ring}
 	serverCreds, err := hh.creds(nodeID)
 	if err != nil {
 		return nil, nil, err
 	}
-	api := rpc.NewServer(serverCreds, rpc.ServerConfig{Authorizer: rpc.BuiltinAuthorizer{Roles: srv}, Revocations: srv.Revocations(), Log: quiet})
+	api := rpc.NewServer(serverCreds, rpc.ServerConfig{Authorizer: &rpc.PolicyAuthorizer{Decider: decider, Roles: srv}, Revocations: srv.Revocations(), Log: quiet})
+	unumv1.RegisterPolicyServer(api, &PolicyService{Local: LocalDecisions{Node: "node-1", Ring: ring, Engines: engines, View: pv}, S: srv})
 	unumv1.RegisterIdentityServer(api, srv)
 	unumv1.RegisterClusterServer(api, srv)
 	unumv1.RegisterUsersServer(api, srv)

@@ -76,6 +76,10 @@ type NodeStatus struct {
 	BundleFingerprints        []string `json:"bundle_fingerprints,omitempty"`
 	IntermediateFingerprint   string   `json:"intermediate_fingerprint,omitempty"`
 	IntermediateExpiresAtUnix int64    `json:"intermediate_expires_at_unix,omitempty"`
+	// PolicyRevision is the revision the node serves; PolicyAgeMs how long
+	// ago it last confirmed that revision is the latest (-1: never).
+	PolicyRevision int64 `json:"policy_revision,omitempty"`
+	PolicyAgeMs    int64 `json:"policy_age_ms,omitempty"`
 }
 
 // EntryRecord is a registration entry.

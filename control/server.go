@@ -20,6 +20,7 @@ import (
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/revocation"
 	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/policy"
 	"github.com/unumos/unum/storage/meta"
 )
 
@@ -75,6 +76,16 @@ type Config struct {
 	// Backup supplies the node's CA material and KEK to Backup.Create;
 	// nil refuses backups.
 	Backup BackupSource
+
+	// Policy is the view this server feeds from etcd (the node's
+	// authorizer decides with it); Engines caches compiled revisions
+	// (explain reuses them). OnShadow installs or (nil) removes the shadow
+	// candidate in the node's decider; CurrentShadow reads it back. New
+	// makes a view and cache when nil.
+	Policy        *policy.View
+	Engines       *policy.EngineCache
+	OnShadow      func(*policy.Shadow)
+	CurrentShadow func() *policy.Shadow
 }
 
 // Server implements the Identity, Enrollment, Cluster, Users and Backup
@@ -144,6 +155,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Revocations == nil {
 		cfg.Revocations = revocation.NewView(0, cfg.Clock)
 	}
+	if cfg.Policy == nil {
+		cfg.Policy = policy.NewView(0)
+	}
+	if cfg.Engines == nil {
+		cfg.Engines = policy.NewEngineCache(8)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:         cfg,
@@ -155,7 +172,11 @@ func New(cfg Config) (*Server, error) {
 	s.ca.authority.Store(cfg.Authority)
 	s.ca.root.Store(cfg.Root)
 	s.ca.kick = make(chan struct{}, 1)
-	s.wg.Add(4)
+	s.wg.Add(5)
+	go func() {
+		defer s.wg.Done()
+		s.feedPolicy(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.caLoop(ctx)

@@ -33,6 +33,7 @@ import (
 	"github.com/unumos/unum/identity/selector"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
+	"github.com/unumos/unum/policy"
 	"github.com/unumos/unum/storage/meta"
 )
 
@@ -41,6 +42,9 @@ import (
 const EnforcementMode = "degraded"
 
 const heartbeatEvery = 2 * time.Second
+
+// decisionsKept is how many recent decisions a node holds for explain.
+const decisionsKept = 10000
 
 // Options configure `unum node`.
 type Options struct {
@@ -63,7 +67,11 @@ type Options struct {
 	NodeSVIDTTL, LeafRetention time.Duration
 	// RevocationBound is how old this node's revocation view may get
 	// before it refuses privileged actions (default revocation.DefaultBound).
-	RevocationBound             time.Duration
+	RevocationBound time.Duration
+	// PolicyBound is how long this node may go without confirming that it
+	// serves the latest policy revision before it refuses privileged
+	// actions (default policy.DefaultStaleBound).
+	PolicyBound                 time.Duration
 	EtcdHeartbeat, EtcdElection time.Duration
 	Log                         *slog.Logger
 }
@@ -121,6 +129,14 @@ type node struct {
 	// revocations is checked by this node's API server; control nodes
 	// feed it from etcd, other nodes from the control plane's stream.
 	revocations *revocation.View
+	// policy is the revision this node's API decides with; control nodes
+	// feed it from etcd, other nodes from the control plane's stream.
+	// decisions holds the node's recent decisions for explain and shadow
+	// reports; engines the compiled recent revisions.
+	policy    *policy.View
+	decider   *policy.Decider
+	decisions *policy.Ring
+	engines   *policy.EngineCache
 
 	// renewNow asks rotateLoop to renew the node SVID at once: a control
 	// node refused it as issued between a backup and its restore.
@@ -173,8 +189,12 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Recent decisions kept in memory for `policy explain` until the audit
+	// log makes them durable.
+	pv, ring := policy.NewView(o.PolicyBound), policy.NewRing(decisionsKept)
 	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg,
-		revocations: revocation.NewView(o.RevocationBound, time.Now), renewNow: make(chan struct{}, 1), svidReplaced: make(chan struct{}, 1)}, nil
+		revocations: revocation.NewView(o.RevocationBound, time.Now), renewNow: make(chan struct{}, 1), svidReplaced: make(chan struct{}, 1),
+		policy: pv, decider: policy.NewDecider(policy.DeciderConfig{Node: cfg.Name, View: pv, Log: ring}), decisions: ring, engines: policy.NewEngineCache(8)}, nil
 }
 
 // selfIssued reports whether the node's SVID comes from its own
@@ -237,7 +257,11 @@ func (n *node) run(ctx context.Context) error {
 		}
 		roles = ctl
 	}
-	api := rpc.NewServer(n.creds, rpc.ServerConfig{Authorizer: rpc.BuiltinAuthorizer{Roles: roles}, Revocations: n.revocations, Log: n.log})
+	api := rpc.NewServer(n.creds, rpc.ServerConfig{Authorizer: &rpc.PolicyAuthorizer{Decider: n.decider, Roles: roles}, Revocations: n.revocations, Log: n.log})
+	unumv1.RegisterPolicyServer(api, &control.PolicyService{
+		Local: control.LocalDecisions{Node: n.cfg.Name, Ring: n.decisions, Engines: n.engines, View: n.policy},
+		S:     ctl,
+	})
 	servers = append(servers, func() { stopGRPC(api) })
 
 	if ctl != nil {
@@ -285,6 +309,7 @@ func (n *node) run(ctx context.Context) error {
 	goFn("agent sync", func(ctx context.Context) error { n.syncLoop(ctx, idc); return nil })
 	if ctl == nil {
 		goFn("revocation feed", func(ctx context.Context) error { n.revocationLoop(ctx, idc); return nil })
+		goFn("policy feed", func(ctx context.Context) error { n.policyLoop(ctx, unumv1.NewPolicyClient(cc)); return nil })
 	}
 	goFn("heartbeat", func(ctx context.Context) error { return n.heartbeatLoop(ctx, unumv1.NewClusterClient(cc)) })
 	goFn("node svid rotation", func(ctx context.Context) error { n.rotateLoop(ctx, idc); return nil })
@@ -401,6 +426,10 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		SVIDTTL:       n.o.SVIDTTL,
 		NodeSVIDTTL:   n.nodeSVIDTTL(),
 		Revocations:   n.revocations,
+		Policy:        n.policy,
+		Engines:       n.engines,
+		OnShadow:      n.decider.SetShadow,
+		CurrentShadow: n.decider.CurrentShadow,
 		Metrics:       n.obs.m,
 		Log:           n.log.With("component", "control"),
 		Backup:        backupSource{l: n.l, kek: kek, node: backupNode(n.cfg)},
@@ -507,6 +536,57 @@ func (n *node) revocationLoop(ctx context.Context, idc unumv1.IdentityClient) {
 		func(err error) { n.log.Debug("revocation stream ended", "err", err) })
 }
 
+// policyLoop follows the control plane's policy stream into n.policy
+// (nodes without etcd): each new revision is compiled and served, the
+// shadow candidate installed, and every message, progress reports
+// included, confirms the served revision as of the sender's own age.
+func (n *node) policyLoop(ctx context.Context, pc unumv1.PolicyClient) {
+	var shadowID string
+	followStream(ctx, 200*time.Millisecond,
+		func(ctx context.Context) (grpc.ServerStreamingClient[unumv1.PolicyUpdate], error) {
+			var have int64
+			if e := n.policy.Engine(); e != nil {
+				have = e.Revision()
+			}
+			return pc.Watch(ctx, &unumv1.WatchPolicyRequest{HaveRevision: have, HaveShadowId: shadowID})
+		},
+		func(msg *unumv1.PolicyUpdate) {
+			if r := msg.GetRevision(); r != nil {
+				b := &policy.Bundle{Files: r.GetBundle().GetFiles()}
+				e, err := policy.NewEngine(ctx, b, r.GetRevision())
+				if err != nil {
+					n.log.Error("policy revision does not compile: still serving the previous one", "revision", r.GetRevision(), "err", err)
+				} else {
+					n.engines.Put(e)
+					n.policy.Set(e)
+					n.log.Info("policy revision loaded", "revision", r.GetRevision(), "sha256", e.Digest())
+				}
+			}
+			n.applyShadowUpdate(ctx, msg, &shadowID)
+			freshAt := time.Now().Add(-time.Duration(max(msg.GetSenderAgeMs(), 0)) * time.Millisecond)
+			n.policy.Observe(msg.GetLatestRevision(), freshAt)
+		},
+		func(err error) { n.log.Debug("policy stream ended", "err", err) })
+}
+
+func (n *node) applyShadowUpdate(ctx context.Context, msg *unumv1.PolicyUpdate, current *string) {
+	switch id := msg.GetShadowId(); {
+	case id == "":
+		if *current != "" {
+			n.decider.SetShadow(nil)
+			*current = ""
+		}
+	case msg.GetShadowBundle() != nil:
+		e, err := policy.NewEngine(ctx, &policy.Bundle{Files: msg.GetShadowBundle().GetFiles()}, 0)
+		if err != nil {
+			n.log.Error("policy shadow does not compile: ignored", "shadow_id", id, "err", err)
+			return
+		}
+		n.decider.SetShadow(&policy.Shadow{ID: id, Engine: e, Until: time.Unix(0, msg.GetShadowUntilUnixNano())})
+		*current = id
+	}
+}
+
 // followStream opens a server stream with open and hands every message to
 // apply until ctx ends, opening it again retry after it failed; ended sees
 // the error that ended each stream (not the one of ctx ending).
@@ -604,6 +684,7 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 	defer t.Stop()
 	failures := 0
 	for {
+		policyChanged := n.policy.Changed()
 		hctx, cancel := context.WithTimeout(ctx, heartbeatEvery)
 		revAge := int64(-1)
 		if age, ok := n.revocations.Age(); ok {
@@ -615,6 +696,11 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 			AgentReady:         n.synced.Load(),
 			RevocationAgeMs:    revAge,
 			BundleFingerprints: bundleFingerprints(n.creds.Roots()),
+		}
+		ps := n.policy.Status(time.Now())
+		req.PolicyRevision, req.PolicyAgeMs = ps.Revision, ps.Age.Milliseconds()
+		if ps.Age < 0 {
+			req.PolicyAgeMs = -1
 		}
 		if a := n.authority.Load(); a != nil {
 			req.IntermediateFingerprint = ca.Fingerprint(a.Certificate())
@@ -638,6 +724,9 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-policyChanged:
+			// Report a new policy revision at once: `policy status`
+			// shows convergence from heartbeats.
 		}
 	}
 }

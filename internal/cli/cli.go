@@ -13,6 +13,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/unumos/unum/internal/rpc"
 )
 
 // Exit codes.
@@ -83,6 +85,7 @@ func commands() []*command {
 			{name: "export-root", summary: "move the root key off the cluster into a file", run: runCAExportRoot},
 			{name: "import-root", summary: "bring an exported root key back", run: runCAImportRoot},
 		}},
+		{name: "policy", summary: "the cluster's Rego policy: apply, test, check, explain, shadow, roll back", sub: policyCommands()},
 		{name: "dev", summary: "run a whole cluster on this machine", run: runDev},
 		{name: "bench", summary: "benchmark a component (svid)", run: runBench},
 		{name: "version", summary: "print the version", run: func(e *env, _ []string) error {
@@ -166,10 +169,18 @@ func exitCode(stderr io.Writer, err error) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitOK
 	}
+	var de deniedError
+	if errors.As(err, &de) {
+		return ExitDenied
+	}
 	if st, ok := status.FromError(unwrapStatus(err)); ok && st.Code() != codes.OK {
 		switch st.Code() {
 		case codes.PermissionDenied:
-			fmt.Fprintln(stderr, "unum: denied:", st.Message())
+			if d, ok := rpc.DenialOf(unwrapStatus(err)); ok {
+				fmt.Fprintln(stderr, "unum:", d.String())
+			} else {
+				fmt.Fprintln(stderr, "unum: denied:", st.Message())
+			}
 			return ExitDenied
 		case codes.Unauthenticated:
 			fmt.Fprintln(stderr, "unum: not authenticated:", st.Message())

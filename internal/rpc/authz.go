@@ -3,9 +3,12 @@ package rpc
 import (
 	"context"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/policy"
 )
 
 // Caller is the verified principal behind a call.
@@ -23,29 +26,45 @@ type Request struct {
 	Method string
 	// Message is the decoded request of a unary call (nil for streams), so
 	// an authorizer can decide on what is asked for, not only on who asks
-	// (e.g. the roles of a join token, the namespace of an entry).
+	// (e.g. the namespace of an entry).
 	Message any
+	// RequestID is the client's x-request-id, if it sent one.
+	RequestID string
 }
 
 // Decision is an Authorizer's answer.
 type Decision struct {
-	Allow  bool
-	Reason string
-	// Privileged marks an action that crosses a trust boundary (minting,
-	// changing state, reading secrets): the server refuses it while its
-	// revocation view is stale.
+	Allow bool
+	// Reasons are the policy's reasons, for the caller and the log.
+	Reasons []string
+	// Privileged marks an action that crosses a trust boundary: the server
+	// refuses it while its revocation view is stale.
 	Privileged bool
+	// ID names the decision (`unum policy explain ID`); Revision is the
+	// policy revision that made it.
+	ID       string
+	Revision int64
+	Action   string
+	Resource string
 }
+
+// Reason is the reasons joined for one line of text.
+func (d Decision) Reason() string { return strings.Join(d.Reasons, "; ") }
+
+// ErrNotReady wraps an authorizer error that means "cannot decide soundly
+// now" (no policy yet, a stale policy view): the call fails Unavailable,
+// and the client may retry elsewhere or later.
+var ErrNotReady = errors.New("authorizer not ready")
 
 // Authorizer decides whether a verified caller may invoke a method.
 // Implementations must be safe for concurrent use and fail closed: an error
-// denies the call. The policy issue replaces BuiltinAuthorizer with the Rego
-// engine behind this same interface; handlers do not change.
+// denies the call.
 type Authorizer interface {
 	Authorize(ctx context.Context, req Request) (Decision, error)
 }
 
-// Roles of people, least to most powerful.
+// Roles of people, least to most powerful. The shipped policy
+// (policy/builtin) says what each may do.
 const (
 	RoleViewer   = "viewer"
 	RoleOperator = "operator"
@@ -53,9 +72,7 @@ const (
 )
 
 // ValidRole reports whether r is a role name.
-func ValidRole(r string) bool { return roleRank[r] > 0 }
-
-var roleRank = map[string]int{RoleViewer: 1, RoleOperator: 2, RoleAdmin: 3}
+func ValidRole(r string) bool { return r == RoleViewer || r == RoleOperator || r == RoleAdmin }
 
 // RoleSource answers a user's role; ok is false for an unknown user.
 // Implementations must be safe for concurrent use.
@@ -63,45 +80,56 @@ type RoleSource interface {
 	UserRole(name string) (role string, ok bool)
 }
 
-// methodRule is who may call a method: every authenticated principal,
-// nodes, or users of at least a role.
-type methodRule struct {
-	anyone     bool
-	node       bool
-	minRole    string
-	privileged bool
+// PolicyAuthorizer decides every call with the cluster's Rego policy: it
+// maps the method and its request to an action and a resource (routes),
+// the caller to a subject, and asks the Decider. A method without a route
+// is denied to everyone, so a new RPC cannot ship unmediated.
+type PolicyAuthorizer struct {
+	Decider *policy.Decider
+	// Roles answers users' roles (subject.attributes.role); nil on nodes
+	// that hold no user records, where users have only their bindings.
+	Roles RoleSource
 }
 
-// methodRules is the built-in table. A method missing here is denied to
-// everyone but the admin user.
-var methodRules = map[string]methodRule{
-	"/unum.v1.Identity/WhoAmI":           {anyone: true},
-	"/unum.v1.Identity/MintX509SVID":     {node: true, privileged: true},
-	"/unum.v1.Identity/MintJWTSVID":      {node: true, privileged: true},
-	"/unum.v1.Identity/RenewNodeSVID":    {node: true, privileged: true},
-	"/unum.v1.Identity/SyncAgent":        {node: true},
-	"/unum.v1.Identity/WatchRevocations": {node: true},
-	"/unum.v1.Identity/CreateEntry":      {minRole: RoleOperator, privileged: true},
-	"/unum.v1.Identity/DeleteEntry":      {minRole: RoleOperator, privileged: true},
-	"/unum.v1.Identity/ListEntries":      {minRole: RoleViewer},
-	"/unum.v1.Cluster/Heartbeat":         {node: true},
-	"/unum.v1.Cluster/ListNodes":         {minRole: RoleViewer},
-	"/unum.v1.Cluster/Status":            {minRole: RoleViewer},
-	"/unum.v1.Cluster/CreateJoinToken":   {minRole: RoleAdmin, privileged: true},
-	"/unum.v1.Cluster/RemoveNode":        {minRole: RoleAdmin, privileged: true},
-	"/unum.v1.Users/AddUser":             {minRole: RoleAdmin, privileged: true},
-	"/unum.v1.Users/RemoveUser":          {minRole: RoleAdmin, privileged: true},
-	"/unum.v1.Users/RevokeUser":          {minRole: RoleAdmin, privileged: true},
-	"/unum.v1.Users/ListUsers":           {minRole: RoleViewer},
-	"/unum.v1.Users/RenewUser":           {minRole: RoleViewer, privileged: true},
-	"/unum.v1.CA/Status":                 {minRole: RoleViewer},
-	"/unum.v1.CA/Rotate":                 {minRole: RoleAdmin, privileged: true},
-	"/unum.v1.CA/ExportRoot":             {minRole: RoleAdmin, privileged: true},
-	"/unum.v1.CA/ConfirmExportRoot":      {minRole: RoleAdmin, privileged: true},
-	"/unum.v1.CA/ImportRoot":             {minRole: RoleAdmin, privileged: true},
-	"/unum.v1.CA/SignIntermediate":       {node: true, privileged: true},
-	"/unum.v1.Backup/Create":             {minRole: RoleAdmin, privileged: true},
+var _ Authorizer = (*PolicyAuthorizer)(nil)
+
+// Authorize implements Authorizer.
+func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision, error) {
+	rt, ok := routes[req.Method]
+	if !ok {
+		return Decision{Reasons: []string{"no action is defined for " + req.Method + ": denied to everyone"}}, nil
+	}
+	in := policy.Input{
+		Subject:  a.subject(req.Caller.Principal),
+		Action:   rt.action,
+		Resource: rt.resource(req.Caller.Principal, req.Message),
+		Context:  policy.Context{RequestID: req.RequestID},
+	}
+	d, err := a.Decider.Decide(ctx, in)
+	out := Decision{Allow: d.Allow, Reasons: d.Reasons, Privileged: d.Privileged, ID: d.ID, Revision: d.Revision, Action: in.Action, Resource: in.Resource.String()}
+	if err != nil {
+		out.Allow = false
+		if errors.Is(err, policy.ErrStale) || errors.Is(err, policy.ErrNoPolicy) {
+			return out, fmt.Errorf("%w: %w", ErrNotReady, err)
+		}
+		return out, err
+	}
+	return out, nil
 }
+
+// SubjectOf is the policy subject for principal p (exported for `policy
+// check`, which builds the same subject for a what-if).
+func SubjectOf(p identity.Principal, roles RoleSource) policy.Subject {
+	s := policy.Subject{ID: p.ID.String(), Kind: string(p.Kind), Namespace: p.Namespace, Name: p.Name, Attributes: map[string]string{}}
+	if p.Kind == identity.KindUser && roles != nil {
+		if r, ok := roles.UserRole(p.Name); ok {
+			s.Attributes["role"] = r
+		}
+	}
+	return s
+}
+
+func (a *PolicyAuthorizer) subject(p identity.Principal) policy.Subject { return SubjectOf(p, a.Roles) }
 
 // usableUnloaded may be called before the server's revocation view has
 // first loaded: asking who one is, reading cluster health (to diagnose why
@@ -118,62 +146,6 @@ var usableUnloaded = map[string]bool{
 var renewalMethods = map[string]bool{
 	"/unum.v1.Identity/RenewNodeSVID": true,
 	"/unum.v1.Users/RenewUser":        true,
-}
-
-// BuiltinAuthorizer is the fixed table used until the Rego policy engine
-// exists. Users have roles: viewers read (listings, status), operators also
-// manage registration entries, admins do everything; the user named
-// identity.AdminUser (made by `unum init`, re-minted by `unum admin
-// recover`) is always an admin. Nodes may perform node operations; every
-// authenticated principal may ask who it is; nobody else may do anything.
-type BuiltinAuthorizer struct {
-	// Roles answers users' roles; nil knows only the admin user.
-	Roles RoleSource
-}
-
-var _ Authorizer = BuiltinAuthorizer{}
-
-// Authorize implements Authorizer.
-func (a BuiltinAuthorizer) Authorize(_ context.Context, req Request) (Decision, error) {
-	p := req.Caller.Principal
-	rule, known := methodRules[req.Method]
-	deny := Decision{Allow: false, Reason: string(p.Kind) + " " + p.ID.String() + " may not call " + shortMethod(req.Method)}
-	if p.Kind == identity.KindUnknown {
-		return deny, nil
-	}
-	privileged := !known || rule.privileged
-	switch {
-	case known && rule.anyone:
-		return Decision{Allow: true, Privileged: privileged, Reason: "every authenticated principal may call " + shortMethod(req.Method)}, nil
-	case p.Kind == identity.KindNode:
-		if known && rule.node {
-			return Decision{Allow: true, Privileged: privileged, Reason: "nodes may perform node operations"}, nil
-		}
-	case p.Kind == identity.KindUser:
-		role, ok := a.role(p.Name)
-		if !ok {
-			deny.Reason = "user " + p.Name + " is unknown to this cluster and may not call " + shortMethod(req.Method)
-			return deny, nil
-		}
-		if role == RoleAdmin {
-			return Decision{Allow: true, Privileged: privileged, Reason: "admins may do everything"}, nil
-		}
-		if known && rule.minRole != "" && roleRank[role] >= roleRank[rule.minRole] {
-			return Decision{Allow: true, Privileged: privileged, Reason: "role " + role + " may call " + shortMethod(req.Method)}, nil
-		}
-		deny.Reason = "user " + p.Name + " (role " + role + ") may not call " + shortMethod(req.Method)
-	}
-	return deny, nil
-}
-
-func (a BuiltinAuthorizer) role(name string) (string, bool) {
-	if name == identity.AdminUser {
-		return RoleAdmin, true
-	}
-	if a.Roles == nil {
-		return "", false
-	}
-	return a.Roles.UserRole(name)
 }
 
 func shortMethod(m string) string {

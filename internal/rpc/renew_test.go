@@ -23,7 +23,7 @@ func TestMustRenewDetail(t *testing.T) {
 	view.Update(revocation.NewSet(
 		[]revocation.Entry{{ID: "spiffe://unum.test/node/revoked", Before: now.Add(time.Hour)}},
 		revocation.Window{BackupAt: now.Add(-time.Hour), RestoredAt: now.Add(time.Hour)}, 1), now)
-	srv := NewServer(p.creds(t, "/node/n1"), ServerConfig{Authorizer: BuiltinAuthorizer{}, Revocations: view, Log: nilLogger()})
+	srv := NewServer(p.creds(t, "/node/n1"), ServerConfig{Authorizer: testAuthorizer(t, nil), Revocations: view, Log: nilLogger()})
 	unumv1.RegisterIdentityServer(srv, whoAmI{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

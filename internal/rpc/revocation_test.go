@@ -45,7 +45,7 @@ func (c *testClock) Add(d time.Duration) {
 
 func serveWithView(t *testing.T, creds *Credentials, view *revocation.View) string {
 	t.Helper()
-	srv := NewServer(creds, ServerConfig{Authorizer: BuiltinAuthorizer{}, Revocations: view, Log: nilLogger()})
+	srv := NewServer(creds, ServerConfig{Authorizer: testAuthorizer(t, nil), Revocations: view, Log: nilLogger()})
 	unumv1.RegisterIdentityServer(srv, blockingIdentity{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

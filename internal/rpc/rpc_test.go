@@ -19,64 +19,139 @@ import (
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/policy"
 )
 
-func TestBuiltinAuthorizer(t *testing.T) {
+// testAuthorizer is the real policy authorizer with the shipped bundle as
+// revision 1, confirmed current (freshness bound of an hour: tests are not
+// about staleness unless they say so).
+func testAuthorizer(t testing.TB, roles RoleSource) *PolicyAuthorizer {
+	t.Helper()
+	e, err := policy.NewEngine(context.Background(), policy.Builtin(), 1)
+	require.NoError(t, err)
+	v := policy.NewView(time.Hour)
+	v.Set(e)
+	v.Observe(1, time.Now())
+	return &PolicyAuthorizer{Decider: policy.NewDecider(policy.DeciderConfig{Node: "test", View: v, Log: policy.NewRing(1000)}), Roles: roles}
+}
+
+// TestPolicyAuthorizer: the shipped policy, reached through the method
+// routes, keeps the foundation's rules: viewers read, operators also manage
+// entries, admins do everything, nodes act as nodes, workloads ask who
+// they are, and nothing else.
+func TestPolicyAuthorizer(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString("unum.test")
 	caller := func(path string) Caller {
 		return Caller{Principal: identity.Classify(spiffeid.RequireFromPath(td, path))}
 	}
+	mint := &unumv1.MintX509SVIDRequest{SpiffeId: "spiffe://unum.test/ns/web/job/api"}
+	entry := &unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/web/job/api"}
+	a := testAuthorizer(t, fixedRoles{"vera": RoleViewer, "otto": RoleOperator, "ada": RoleAdmin, "olga": RoleOperator, "vic": RoleViewer})
 	for _, tc := range []struct {
 		who, method string
+		msg         any
 		allow       bool
 	}{
-		{"/user/admin", "/unum.v1.Cluster/CreateJoinToken", true},
-		{"/user/admin", "/unum.v1.Identity/CreateEntry", true},
-		{"/user/admin", "/unum.v1.Anything/New", true},
-		{"/user/bob", "/unum.v1.Cluster/CreateJoinToken", false},
-		{"/user/bob", "/unum.v1.Identity/WhoAmI", true},
-		{"/node/n1", "/unum.v1.Identity/MintX509SVID", true},
-		{"/node/n1", "/unum.v1.Identity/SyncAgent", true},
-		{"/node/n1", "/unum.v1.Cluster/Heartbeat", true},
-		{"/node/n1", "/unum.v1.Identity/CreateEntry", false},
-		{"/node/n1", "/unum.v1.Cluster/CreateJoinToken", false},
-		{"/node/n1", "/unum.v1.Cluster/ListNodes", false},
-		{"/ns/a/job/b", "/unum.v1.Identity/WhoAmI", true},
-		{"/ns/a/job/b", "/unum.v1.Identity/MintX509SVID", false},
-		{"/ns/admin/job/x", "/unum.v1.Cluster/CreateJoinToken", false},
-		{"/system/ca", "/unum.v1.Cluster/CreateJoinToken", false},
-		{"/weird/path/x", "/unum.v1.Identity/WhoAmI", false},
-		{"/node/admin/x", "/unum.v1.Identity/MintX509SVID", false},
+		{"/user/admin", "/unum.v1.Cluster/CreateJoinToken", nil, true},
+		{"/user/admin", "/unum.v1.Identity/CreateEntry", entry, true},
+		{"/user/admin", "/unum.v1.Policy/Apply", nil, true},
+		// A method without a route is denied to everyone, the admin too.
+		{"/user/admin", "/unum.v1.Anything/New", nil, false},
+		{"/user/bob", "/unum.v1.Cluster/CreateJoinToken", nil, false},
+		{"/user/bob", "/unum.v1.Identity/WhoAmI", nil, true},
+		{"/node/n1", "/unum.v1.Identity/MintX509SVID", mint, true},
+		// Nodes mint workload identities only.
+		{"/node/n1", "/unum.v1.Identity/MintX509SVID", &unumv1.MintX509SVIDRequest{SpiffeId: "spiffe://unum.test/user/admin"}, false},
+		{"/node/n1", "/unum.v1.Identity/MintJWTSVID", &unumv1.MintJWTSVIDRequest{SpiffeId: "spiffe://unum.test/node/n2"}, false},
+		{"/node/n1", "/unum.v1.Identity/SyncAgent", nil, true},
+		{"/node/n1", "/unum.v1.Cluster/Heartbeat", nil, true},
+		{"/node/n1", "/unum.v1.Policy/Watch", nil, true},
+		{"/node/n1", "/unum.v1.Identity/CreateEntry", entry, false},
+		{"/node/n1", "/unum.v1.Cluster/CreateJoinToken", nil, false},
+		{"/node/n1", "/unum.v1.Cluster/ListNodes", nil, false},
+		{"/node/n1", "/unum.v1.Policy/Apply", nil, false},
+		{"/ns/a/job/b", "/unum.v1.Identity/WhoAmI", nil, true},
+		{"/ns/a/job/b", "/unum.v1.Identity/MintX509SVID", mint, false},
+		{"/ns/a/job/b", "/unum.v1.Policy/Apply", nil, false},
+		{"/ns/a/job/b", "/unum.v1.Policy/Watch", nil, false},
+		{"/ns/admin/job/x", "/unum.v1.Cluster/CreateJoinToken", nil, false},
+		{"/system/ca", "/unum.v1.Cluster/CreateJoinToken", nil, false},
+		{"/weird/path/x", "/unum.v1.Identity/WhoAmI", nil, false},
+		{"/node/admin/x", "/unum.v1.Identity/MintX509SVID", mint, false},
 		// Roles: viewers read, operators also manage entries, admins all.
-		{"/user/vera", "/unum.v1.Cluster/ListNodes", true},
-		{"/user/vera", "/unum.v1.Identity/ListEntries", true},
-		{"/user/vera", "/unum.v1.Identity/CreateEntry", false},
-		{"/user/vera", "/unum.v1.Users/RenewUser", true},
-		{"/user/otto", "/unum.v1.Identity/CreateEntry", true},
-		{"/user/otto", "/unum.v1.Identity/DeleteEntry", true},
-		{"/user/otto", "/unum.v1.Cluster/CreateJoinToken", false},
-		{"/user/otto", "/unum.v1.Users/AddUser", false},
-		{"/user/otto", "/unum.v1.Anything/New", false},
-		{"/user/ada", "/unum.v1.Users/AddUser", true},
-		{"/user/ada", "/unum.v1.Cluster/RemoveNode", true},
-		{"/node/n1", "/unum.v1.Users/RenewUser", false},
-		{"/node/n1", "/unum.v1.Identity/WatchRevocations", true},
+		{"/user/vera", "/unum.v1.Cluster/ListNodes", nil, true},
+		{"/user/vera", "/unum.v1.Identity/ListEntries", nil, true},
+		{"/user/vera", "/unum.v1.Policy/Status", nil, true},
+		{"/user/vera", "/unum.v1.Identity/CreateEntry", entry, false},
+		{"/user/vera", "/unum.v1.Users/RenewUser", nil, true},
+		{"/user/vera", "/unum.v1.Policy/Apply", nil, false},
+		{"/user/otto", "/unum.v1.Identity/CreateEntry", entry, true},
+		{"/user/otto", "/unum.v1.Identity/DeleteEntry", &unumv1.DeleteEntryRequest{Id: "e1"}, true},
+		{"/user/otto", "/unum.v1.Cluster/CreateJoinToken", nil, false},
+		{"/user/otto", "/unum.v1.Users/AddUser", nil, false},
+		{"/user/otto", "/unum.v1.Policy/Rollback", nil, false},
+		{"/user/otto", "/unum.v1.Anything/New", nil, false},
+		{"/user/ada", "/unum.v1.Users/AddUser", nil, true},
+		{"/user/ada", "/unum.v1.Cluster/RemoveNode", nil, true},
+		{"/node/n1", "/unum.v1.Users/RenewUser", nil, false},
+		{"/node/n1", "/unum.v1.Identity/WatchRevocations", nil, true},
+		// The CA: only admins change it; a node may only ask for an
+		// intermediate (the handler then requires a control node).
+		{"/user/admin", "/unum.v1.CA/Rotate", nil, true},
+		{"/user/olga", "/unum.v1.CA/Rotate", nil, false},
+		{"/user/vic", "/unum.v1.CA/ExportRoot", nil, false},
+		{"/user/vic", "/unum.v1.CA/Status", nil, true},
+		{"/node/n1", "/unum.v1.CA/Rotate", nil, false},
+		{"/node/n1", "/unum.v1.CA/ImportRoot", nil, false},
+		{"/node/n1", "/unum.v1.CA/SignIntermediate", nil, true},
+		{"/user/olga", "/unum.v1.CA/SignIntermediate", nil, false},
+		{"/ns/a/job/b", "/unum.v1.CA/SignIntermediate", nil, false},
+		{"/ns/a/job/b", "/unum.v1.CA/Status", nil, false},
 	} {
-		d, err := BuiltinAuthorizer{Roles: fixedRoles{"vera": RoleViewer, "otto": RoleOperator, "ada": RoleAdmin}}.Authorize(context.Background(), Request{Caller: caller(tc.who), Method: tc.method})
+		d, err := a.Authorize(context.Background(), Request{Caller: caller(tc.who), Method: tc.method, Message: tc.msg})
 		require.NoError(t, err)
-		require.Equal(t, tc.allow, d.Allow, "%s %s: %s", tc.who, tc.method, d.Reason)
-		require.NotEmpty(t, d.Reason)
+		require.Equal(t, tc.allow, d.Allow, "%s %s: %s", tc.who, tc.method, d.Reason())
+		require.NotEmpty(t, d.Reasons)
+		if _, routed := routes[tc.method]; routed {
+			require.NotEmpty(t, d.ID)
+		}
 	}
-	// Privileged marks what a stale revocation view refuses.
+	// Privileged marks what a stale revocation or policy view refuses.
 	for method, want := range map[string]bool{
 		"/unum.v1.Identity/WhoAmI": false, "/unum.v1.Cluster/Heartbeat": false, "/unum.v1.Cluster/Status": false,
-		"/unum.v1.Identity/MintX509SVID": true, "/unum.v1.Identity/CreateEntry": true, "/unum.v1.Users/RenewUser": true,
-		"/unum.v1.Anything/New": true,
+		"/unum.v1.Identity/CreateEntry": true, "/unum.v1.Users/RenewUser": true, "/unum.v1.Policy/Apply": true,
+		"/unum.v1.CA/Rotate": true, "/unum.v1.CA/ExportRoot": true, "/unum.v1.CA/ConfirmExportRoot": true,
+		"/unum.v1.CA/ImportRoot": true, "/unum.v1.CA/SignIntermediate": true,
 	} {
-		d, err := BuiltinAuthorizer{}.Authorize(context.Background(), Request{Caller: caller("/user/admin"), Method: method})
+		d, err := a.Authorize(context.Background(), Request{Caller: caller("/user/admin"), Method: method, Message: entry})
 		require.NoError(t, err)
 		require.Equal(t, want, d.Privileged, method)
 	}
+	d, err := a.Authorize(context.Background(), Request{Caller: caller("/node/n1"), Method: "/unum.v1.Identity/MintX509SVID", Message: mint})
+	require.NoError(t, err)
+	require.True(t, d.Privileged)
+}
+
+// TestEveryMethodHasARoute: every RPC of the API (the enrolment listener's
+// token-authenticated methods aside) maps to an action of the form
+// noun.verb, so no method ships unmediated.
+func TestEveryMethodHasARoute(t *testing.T) {
+	services := unumv1.File_api_unum_v1_unum_proto.Services()
+	n := 0
+	for i := 0; i < services.Len(); i++ {
+		svc := services.Get(i)
+		if svc.Name() == "Enrollment" {
+			continue
+		}
+		for j := 0; j < svc.Methods().Len(); j++ {
+			full := "/" + string(svc.FullName()) + "/" + string(svc.Methods().Get(j).Name())
+			rt, ok := routes[full]
+			require.True(t, ok, "%s has no route to a policy action", full)
+			require.True(t, policy.ValidAction(rt.action), "%s: action %q", full, rt.action)
+			n++
+		}
+	}
+	require.Len(t, routes, n, "routes name a method the API does not have")
 }
 
 type fixedRoles map[string]string
@@ -140,7 +215,7 @@ func (whoAmI) SyncAgent(_ *unumv1.SyncAgentRequest, s unumv1.Identity_SyncAgentS
 
 func serve(t *testing.T, creds *Credentials) string {
 	t.Helper()
-	srv := NewServer(creds, ServerConfig{Authorizer: BuiltinAuthorizer{}, Log: nilLogger()})
+	srv := NewServer(creds, ServerConfig{Authorizer: testAuthorizer(t, nil), Log: nilLogger()})
 	unumv1.RegisterIdentityServer(srv, whoAmI{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

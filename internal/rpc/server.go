@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -94,15 +95,18 @@ func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (c
 	if err := ic.checkRevoked(method, caller, chain); err != nil {
 		return nil, nil, err
 	}
-	d, err := ic.authz.Authorize(ctx, Request{Caller: caller, Method: method, Message: msg})
+	d, err := ic.authz.Authorize(ctx, Request{Caller: caller, Method: method, Message: msg, RequestID: requestID(ctx)})
 	if err != nil {
 		// Fail closed: an authorizer that cannot decide denies.
-		ic.log.Warn("authorizer failed", "method", method, "caller", caller.ID.String(), "err", err)
-		return nil, nil, status.Errorf(codes.PermissionDenied, "denied: authorizer error: %v", err)
+		ic.log.Warn("authorizer failed", "method", method, "caller", caller.ID.String(), "decision_id", d.ID, "err", err)
+		if errors.Is(err, ErrNotReady) {
+			return nil, nil, status.Errorf(codes.Unavailable, "%s refused (decision %s): %v", shortMethod(method), d.ID, err)
+		}
+		return nil, nil, status.Errorf(codes.PermissionDenied, "denied (decision %s): authorizer error: %v", d.ID, err)
 	}
 	if !d.Allow {
-		ic.log.Info("call denied", "method", method, "caller", caller.ID.String(), "reason", d.Reason)
-		return nil, nil, status.Errorf(codes.PermissionDenied, "denied by policy: %s", d.Reason)
+		ic.log.Info("call denied", "method", method, "caller", caller.ID.String(), "decision_id", d.ID, "reason", d.Reason())
+		return nil, nil, deniedStatus(d)
 	}
 	if d.Privileged {
 		if ic.revocations == nil {
@@ -134,6 +138,20 @@ func (ic *interceptor) checkRevoked(method string, caller Caller, chain []*x509.
 	}
 	ic.log.Info("revoked caller refused", "method", method, "caller", caller.ID.String(), "err", err)
 	return revokedStatus(err)
+}
+
+// requestID is the client's x-request-id metadata, if any (bounded, so a
+// client cannot make decisions carry arbitrary text).
+func requestID(ctx context.Context) string {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ""
+	}
+	v := md.Get("x-request-id")
+	if len(v) == 0 || len(v[0]) > 64 {
+		return ""
+	}
+	return v[0]
 }
 
 func (ic *interceptor) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

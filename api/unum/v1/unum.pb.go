@@ -1770,6 +1770,8 @@ type Node struct {
 	BundleFingerprints        []string               `protobuf:"bytes,12,rep,name=bundle_fingerprints,json=bundleFingerprints,proto3" json:"bundle_fingerprints,omitempty"`
 	IntermediateFingerprint   string                 `protobuf:"bytes,13,opt,name=intermediate_fingerprint,json=intermediateFingerprint,proto3" json:"intermediate_fingerprint,omitempty"`
 	IntermediateExpiresAtUnix int64                  `protobuf:"varint,14,opt,name=intermediate_expires_at_unix,json=intermediateExpiresAtUnix,proto3" json:"intermediate_expires_at_unix,omitempty"`
+	PolicyRevision            int64                  `protobuf:"varint,15,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	PolicyAgeMs               int64                  `protobuf:"varint,16,opt,name=policy_age_ms,json=policyAgeMs,proto3" json:"policy_age_ms,omitempty"`
 	unknownFields             protoimpl.UnknownFields
 	sizeCache                 protoimpl.SizeCache
 }
@@ -1898,6 +1900,20 @@ func (x *Node) GetIntermediateFingerprint() string {
 func (x *Node) GetIntermediateExpiresAtUnix() int64 {
 	if x != nil {
 		return x.IntermediateExpiresAtUnix
+	}
+	return 0
+}
+
+func (x *Node) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+func (x *Node) GetPolicyAgeMs() int64 {
+	if x != nil {
+		return x.PolicyAgeMs
 	}
 	return 0
 }
@@ -2146,8 +2162,12 @@ type HeartbeatRequest struct {
 	// Control nodes: the fingerprint and expiry of the intermediate they sign with.
 	IntermediateFingerprint   string `protobuf:"bytes,6,opt,name=intermediate_fingerprint,json=intermediateFingerprint,proto3" json:"intermediate_fingerprint,omitempty"`
 	IntermediateExpiresAtUnix int64  `protobuf:"varint,7,opt,name=intermediate_expires_at_unix,json=intermediateExpiresAtUnix,proto3" json:"intermediate_expires_at_unix,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// The policy revision the node serves (0: none yet) and how long ago it
+	// last confirmed that revision is the latest (-1: never).
+	PolicyRevision int64 `protobuf:"varint,8,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	PolicyAgeMs    int64 `protobuf:"varint,9,opt,name=policy_age_ms,json=policyAgeMs,proto3" json:"policy_age_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -2225,6 +2245,20 @@ func (x *HeartbeatRequest) GetIntermediateFingerprint() string {
 func (x *HeartbeatRequest) GetIntermediateExpiresAtUnix() int64 {
 	if x != nil {
 		return x.IntermediateExpiresAtUnix
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetPolicyAgeMs() int64 {
+	if x != nil {
+		return x.PolicyAgeMs
 	}
 	return 0
 }
@@ -3758,6 +3792,1587 @@ func (x *BackupChunk) GetData() []byte {
 	return nil
 }
 
+type PolicyBundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Slash-separated path relative to the bundle root -> content.
+	Files         map[string][]byte `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyBundle) Reset() {
+	*x = PolicyBundle{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyBundle) ProtoMessage() {}
+
+func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyBundle.ProtoReflect.Descriptor instead.
+func (*PolicyBundle) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *PolicyBundle) GetFiles() map[string][]byte {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type ApplyPolicyRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Bundle  *PolicyBundle          `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// Apply although the lockout guard refuses the bundle.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyPolicyRequest) Reset() {
+	*x = ApplyPolicyRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyPolicyRequest) ProtoMessage() {}
+
+func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyPolicyRequest.ProtoReflect.Descriptor instead.
+func (*ApplyPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ApplyPolicyRequest) GetBundle() *PolicyBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *ApplyPolicyRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ApplyPolicyRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type ApplyPolicyResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Revision    int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Sha256      string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	TestsPassed int32                  `protobuf:"varint,3,opt,name=tests_passed,json=testsPassed,proto3" json:"tests_passed,omitempty"`
+	// Guard findings overridden by force.
+	Forced []string `protobuf:"bytes,4,rep,name=forced,proto3" json:"forced,omitempty"`
+	// True when the bundle equals the latest revision: nothing was stored.
+	Unchanged     bool `protobuf:"varint,5,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyPolicyResponse) Reset() {
+	*x = ApplyPolicyResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyPolicyResponse) ProtoMessage() {}
+
+func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyPolicyResponse.ProtoReflect.Descriptor instead.
+func (*ApplyPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ApplyPolicyResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ApplyPolicyResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ApplyPolicyResponse) GetTestsPassed() int32 {
+	if x != nil {
+		return x.TestsPassed
+	}
+	return 0
+}
+
+func (x *ApplyPolicyResponse) GetForced() []string {
+	if x != nil {
+		return x.Forced
+	}
+	return nil
+}
+
+func (x *ApplyPolicyResponse) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
+}
+
+type GetPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0: the latest.
+	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyRequest) Reset() {
+	*x = GetPolicyRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyRequest) ProtoMessage() {}
+
+func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *GetPolicyRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type PolicyRevision struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Revision    int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Author      string                 `protobuf:"bytes,2,opt,name=author,proto3" json:"author,omitempty"`
+	CreatedUnix int64                  `protobuf:"varint,3,opt,name=created_unix,json=createdUnix,proto3" json:"created_unix,omitempty"`
+	Sha256      string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Message     string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// Set by Get, not by History.
+	Bundle *PolicyBundle `protobuf:"bytes,6,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// For a rollback: the revision whose bundle this one restores.
+	RestoresRevision int64 `protobuf:"varint,7,opt,name=restores_revision,json=restoresRevision,proto3" json:"restores_revision,omitempty"`
+	Forced           bool  `protobuf:"varint,8,opt,name=forced,proto3" json:"forced,omitempty"`
+	SizeBytes        int64 `protobuf:"varint,9,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PolicyRevision) Reset() {
+	*x = PolicyRevision{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyRevision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyRevision) ProtoMessage() {}
+
+func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyRevision.ProtoReflect.Descriptor instead.
+func (*PolicyRevision) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *PolicyRevision) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *PolicyRevision) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *PolicyRevision) GetCreatedUnix() int64 {
+	if x != nil {
+		return x.CreatedUnix
+	}
+	return 0
+}
+
+func (x *PolicyRevision) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PolicyRevision) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PolicyRevision) GetBundle() *PolicyBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *PolicyRevision) GetRestoresRevision() int64 {
+	if x != nil {
+		return x.RestoresRevision
+	}
+	return 0
+}
+
+func (x *PolicyRevision) GetForced() bool {
+	if x != nil {
+		return x.Forced
+	}
+	return false
+}
+
+func (x *PolicyRevision) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+type PolicyHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many, newest first (0: 100).
+	Limit         int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyHistoryRequest) Reset() {
+	*x = PolicyHistoryRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyHistoryRequest) ProtoMessage() {}
+
+func (x *PolicyHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyHistoryRequest.ProtoReflect.Descriptor instead.
+func (*PolicyHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *PolicyHistoryRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type PolicyHistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revisions     []*PolicyRevision      `protobuf:"bytes,1,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyHistoryResponse) Reset() {
+	*x = PolicyHistoryResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyHistoryResponse) ProtoMessage() {}
+
+func (x *PolicyHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyHistoryResponse.ProtoReflect.Descriptor instead.
+func (*PolicyHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *PolicyHistoryResponse) GetRevisions() []*PolicyRevision {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
+type RollbackPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Force         bool                   `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackPolicyRequest) Reset() {
+	*x = RollbackPolicyRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackPolicyRequest) ProtoMessage() {}
+
+func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackPolicyRequest.ProtoReflect.Descriptor instead.
+func (*RollbackPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *RollbackPolicyRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RollbackPolicyRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RollbackPolicyRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type PolicyStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyStatusRequest) Reset() {
+	*x = PolicyStatusRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyStatusRequest) ProtoMessage() {}
+
+func (x *PolicyStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyStatusRequest.ProtoReflect.Descriptor instead.
+func (*PolicyStatusRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{71}
+}
+
+type PolicyStatusResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	LatestRevision int64                  `protobuf:"varint,1,opt,name=latest_revision,json=latestRevision,proto3" json:"latest_revision,omitempty"`
+	Nodes          []*NodePolicyStatus    `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// The running shadow, if any.
+	ShadowId        string `protobuf:"bytes,3,opt,name=shadow_id,json=shadowId,proto3" json:"shadow_id,omitempty"`
+	ShadowUntilUnix int64  `protobuf:"varint,4,opt,name=shadow_until_unix,json=shadowUntilUnix,proto3" json:"shadow_until_unix,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PolicyStatusResponse) Reset() {
+	*x = PolicyStatusResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyStatusResponse) ProtoMessage() {}
+
+func (x *PolicyStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyStatusResponse.ProtoReflect.Descriptor instead.
+func (*PolicyStatusResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *PolicyStatusResponse) GetLatestRevision() int64 {
+	if x != nil {
+		return x.LatestRevision
+	}
+	return 0
+}
+
+func (x *PolicyStatusResponse) GetNodes() []*NodePolicyStatus {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PolicyStatusResponse) GetShadowId() string {
+	if x != nil {
+		return x.ShadowId
+	}
+	return ""
+}
+
+func (x *PolicyStatusResponse) GetShadowUntilUnix() int64 {
+	if x != nil {
+		return x.ShadowUntilUnix
+	}
+	return 0
+}
+
+type NodePolicyStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	AgeMs         int64                  `protobuf:"varint,3,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	LastSeenUnix  int64                  `protobuf:"varint,4,opt,name=last_seen_unix,json=lastSeenUnix,proto3" json:"last_seen_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodePolicyStatus) Reset() {
+	*x = NodePolicyStatus{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodePolicyStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodePolicyStatus) ProtoMessage() {}
+
+func (x *NodePolicyStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodePolicyStatus.ProtoReflect.Descriptor instead.
+func (*NodePolicyStatus) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *NodePolicyStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodePolicyStatus) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *NodePolicyStatus) GetAgeMs() int64 {
+	if x != nil {
+		return x.AgeMs
+	}
+	return 0
+}
+
+func (x *NodePolicyStatus) GetLastSeenUnix() int64 {
+	if x != nil {
+		return x.LastSeenUnix
+	}
+	return 0
+}
+
+type CheckPolicyRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Action   string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// KIND/NAMESPACE/NAME
+	Resource      string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckPolicyRequest) Reset() {
+	*x = CheckPolicyRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckPolicyRequest) ProtoMessage() {}
+
+func (x *CheckPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckPolicyRequest.ProtoReflect.Descriptor instead.
+func (*CheckPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *CheckPolicyRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *CheckPolicyRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *CheckPolicyRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+type CheckPolicyResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Allow      bool                   `protobuf:"varint,1,opt,name=allow,proto3" json:"allow,omitempty"`
+	Privileged bool                   `protobuf:"varint,2,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	Reasons    []string               `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	Revision   int64                  `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	DecisionId string                 `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// The subject as the policy saw it, JSON.
+	InputJson     string `protobuf:"bytes,6,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckPolicyResponse) Reset() {
+	*x = CheckPolicyResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckPolicyResponse) ProtoMessage() {}
+
+func (x *CheckPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckPolicyResponse.ProtoReflect.Descriptor instead.
+func (*CheckPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *CheckPolicyResponse) GetAllow() bool {
+	if x != nil {
+		return x.Allow
+	}
+	return false
+}
+
+func (x *CheckPolicyResponse) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
+}
+
+func (x *CheckPolicyResponse) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *CheckPolicyResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *CheckPolicyResponse) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *CheckPolicyResponse) GetInputJson() string {
+	if x != nil {
+		return x.InputJson
+	}
+	return ""
+}
+
+type ExplainPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DecisionId    string                 `protobuf:"bytes,1,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainPolicyRequest) Reset() {
+	*x = ExplainPolicyRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainPolicyRequest) ProtoMessage() {}
+
+func (x *ExplainPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainPolicyRequest.ProtoReflect.Descriptor instead.
+func (*ExplainPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *ExplainPolicyRequest) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+type ExplainPolicyResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	DecisionId   string                 `protobuf:"bytes,1,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	TimeUnixNano int64                  `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	Revision     int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The input as evaluated, JSON.
+	InputJson  string   `protobuf:"bytes,4,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
+	Allow      bool     `protobuf:"varint,5,opt,name=allow,proto3" json:"allow,omitempty"`
+	Privileged bool     `protobuf:"varint,6,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	Reasons    []string `protobuf:"bytes,7,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	// The engine error that denied the call, if any.
+	Error         string       `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	Fired         []*FiredRule `protobuf:"bytes,9,rep,name=fired,proto3" json:"fired,omitempty"`
+	Node          string       `protobuf:"bytes,10,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainPolicyResponse) Reset() {
+	*x = ExplainPolicyResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainPolicyResponse) ProtoMessage() {}
+
+func (x *ExplainPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainPolicyResponse.ProtoReflect.Descriptor instead.
+func (*ExplainPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *ExplainPolicyResponse) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *ExplainPolicyResponse) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *ExplainPolicyResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ExplainPolicyResponse) GetInputJson() string {
+	if x != nil {
+		return x.InputJson
+	}
+	return ""
+}
+
+func (x *ExplainPolicyResponse) GetAllow() bool {
+	if x != nil {
+		return x.Allow
+	}
+	return false
+}
+
+func (x *ExplainPolicyResponse) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
+}
+
+func (x *ExplainPolicyResponse) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *ExplainPolicyResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ExplainPolicyResponse) GetFired() []*FiredRule {
+	if x != nil {
+		return x.Fired
+	}
+	return nil
+}
+
+func (x *ExplainPolicyResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type FiredRule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rule          string                 `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	File          string                 `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	Line          int32                  `protobuf:"varint,3,opt,name=line,proto3" json:"line,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FiredRule) Reset() {
+	*x = FiredRule{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FiredRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FiredRule) ProtoMessage() {}
+
+func (x *FiredRule) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FiredRule.ProtoReflect.Descriptor instead.
+func (*FiredRule) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *FiredRule) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *FiredRule) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *FiredRule) GetLine() int32 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+type WatchPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the node serves; 0 for none.
+	HaveRevision  int64  `protobuf:"varint,1,opt,name=have_revision,json=haveRevision,proto3" json:"have_revision,omitempty"`
+	HaveShadowId  string `protobuf:"bytes,2,opt,name=have_shadow_id,json=haveShadowId,proto3" json:"have_shadow_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPolicyRequest) Reset() {
+	*x = WatchPolicyRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPolicyRequest) ProtoMessage() {}
+
+func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPolicyRequest.ProtoReflect.Descriptor instead.
+func (*WatchPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *WatchPolicyRequest) GetHaveRevision() int64 {
+	if x != nil {
+		return x.HaveRevision
+	}
+	return 0
+}
+
+func (x *WatchPolicyRequest) GetHaveShadowId() string {
+	if x != nil {
+		return x.HaveShadowId
+	}
+	return ""
+}
+
+type PolicyUpdate struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	LatestRevision int64                  `protobuf:"varint,1,opt,name=latest_revision,json=latestRevision,proto3" json:"latest_revision,omitempty"`
+	// Set when latest_revision differs from what the node has.
+	Revision *PolicyRevision `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The running shadow (empty id: none). Bundle set only when it changed.
+	ShadowId            string        `protobuf:"bytes,3,opt,name=shadow_id,json=shadowId,proto3" json:"shadow_id,omitempty"`
+	ShadowUntilUnixNano int64         `protobuf:"varint,4,opt,name=shadow_until_unix_nano,json=shadowUntilUnixNano,proto3" json:"shadow_until_unix_nano,omitempty"`
+	ShadowBundle        *PolicyBundle `protobuf:"bytes,5,opt,name=shadow_bundle,json=shadowBundle,proto3" json:"shadow_bundle,omitempty"`
+	// How old the sender's own knowledge of the latest revision is.
+	SenderAgeMs   int64 `protobuf:"varint,6,opt,name=sender_age_ms,json=senderAgeMs,proto3" json:"sender_age_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyUpdate) Reset() {
+	*x = PolicyUpdate{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyUpdate) ProtoMessage() {}
+
+func (x *PolicyUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyUpdate.ProtoReflect.Descriptor instead.
+func (*PolicyUpdate) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *PolicyUpdate) GetLatestRevision() int64 {
+	if x != nil {
+		return x.LatestRevision
+	}
+	return 0
+}
+
+func (x *PolicyUpdate) GetRevision() *PolicyRevision {
+	if x != nil {
+		return x.Revision
+	}
+	return nil
+}
+
+func (x *PolicyUpdate) GetShadowId() string {
+	if x != nil {
+		return x.ShadowId
+	}
+	return ""
+}
+
+func (x *PolicyUpdate) GetShadowUntilUnixNano() int64 {
+	if x != nil {
+		return x.ShadowUntilUnixNano
+	}
+	return 0
+}
+
+func (x *PolicyUpdate) GetShadowBundle() *PolicyBundle {
+	if x != nil {
+		return x.ShadowBundle
+	}
+	return nil
+}
+
+func (x *PolicyUpdate) GetSenderAgeMs() int64 {
+	if x != nil {
+		return x.SenderAgeMs
+	}
+	return 0
+}
+
+type StartShadowRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Bundle          *PolicyBundle          `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	DurationSeconds int64                  `protobuf:"varint,2,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *StartShadowRequest) Reset() {
+	*x = StartShadowRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartShadowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartShadowRequest) ProtoMessage() {}
+
+func (x *StartShadowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartShadowRequest.ProtoReflect.Descriptor instead.
+func (*StartShadowRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *StartShadowRequest) GetBundle() *PolicyBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *StartShadowRequest) GetDurationSeconds() int64 {
+	if x != nil {
+		return x.DurationSeconds
+	}
+	return 0
+}
+
+type StartShadowResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShadowId      string                 `protobuf:"bytes,1,opt,name=shadow_id,json=shadowId,proto3" json:"shadow_id,omitempty"`
+	UntilUnix     int64                  `protobuf:"varint,2,opt,name=until_unix,json=untilUnix,proto3" json:"until_unix,omitempty"`
+	LiveRevision  int64                  `protobuf:"varint,3,opt,name=live_revision,json=liveRevision,proto3" json:"live_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartShadowResponse) Reset() {
+	*x = StartShadowResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartShadowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartShadowResponse) ProtoMessage() {}
+
+func (x *StartShadowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartShadowResponse.ProtoReflect.Descriptor instead.
+func (*StartShadowResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *StartShadowResponse) GetShadowId() string {
+	if x != nil {
+		return x.ShadowId
+	}
+	return ""
+}
+
+func (x *StartShadowResponse) GetUntilUnix() int64 {
+	if x != nil {
+		return x.UntilUnix
+	}
+	return 0
+}
+
+func (x *StartShadowResponse) GetLiveRevision() int64 {
+	if x != nil {
+		return x.LiveRevision
+	}
+	return 0
+}
+
+type StopShadowRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopShadowRequest) Reset() {
+	*x = StopShadowRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopShadowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopShadowRequest) ProtoMessage() {}
+
+func (x *StopShadowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopShadowRequest.ProtoReflect.Descriptor instead.
+func (*StopShadowRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{83}
+}
+
+type StopShadowResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopShadowResponse) Reset() {
+	*x = StopShadowResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopShadowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopShadowResponse) ProtoMessage() {}
+
+func (x *StopShadowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopShadowResponse.ProtoReflect.Descriptor instead.
+func (*StopShadowResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{84}
+}
+
+type ShadowReportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShadowId      string                 `protobuf:"bytes,1,opt,name=shadow_id,json=shadowId,proto3" json:"shadow_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShadowReportRequest) Reset() {
+	*x = ShadowReportRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShadowReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShadowReportRequest) ProtoMessage() {}
+
+func (x *ShadowReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShadowReportRequest.ProtoReflect.Descriptor instead.
+func (*ShadowReportRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *ShadowReportRequest) GetShadowId() string {
+	if x != nil {
+		return x.ShadowId
+	}
+	return ""
+}
+
+type ShadowReportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Changes       []*ShadowChange        `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShadowReportResponse) Reset() {
+	*x = ShadowReportResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShadowReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShadowReportResponse) ProtoMessage() {}
+
+func (x *ShadowReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShadowReportResponse.ProtoReflect.Descriptor instead.
+func (*ShadowReportResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *ShadowReportResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ShadowReportResponse) GetChanges() []*ShadowChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+type ShadowChange struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	DecisionId       string                 `protobuf:"bytes,1,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	TimeUnixNano     int64                  `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	Subject          string                 `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	Action           string                 `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	Resource         string                 `protobuf:"bytes,5,opt,name=resource,proto3" json:"resource,omitempty"`
+	LiveRevision     int64                  `protobuf:"varint,6,opt,name=live_revision,json=liveRevision,proto3" json:"live_revision,omitempty"`
+	LiveAllow        bool                   `protobuf:"varint,7,opt,name=live_allow,json=liveAllow,proto3" json:"live_allow,omitempty"`
+	ShadowAllow      bool                   `protobuf:"varint,8,opt,name=shadow_allow,json=shadowAllow,proto3" json:"shadow_allow,omitempty"`
+	LivePrivileged   bool                   `protobuf:"varint,9,opt,name=live_privileged,json=livePrivileged,proto3" json:"live_privileged,omitempty"`
+	ShadowPrivileged bool                   `protobuf:"varint,10,opt,name=shadow_privileged,json=shadowPrivileged,proto3" json:"shadow_privileged,omitempty"`
+	LiveReasons      []string               `protobuf:"bytes,11,rep,name=live_reasons,json=liveReasons,proto3" json:"live_reasons,omitempty"`
+	ShadowReasons    []string               `protobuf:"bytes,12,rep,name=shadow_reasons,json=shadowReasons,proto3" json:"shadow_reasons,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ShadowChange) Reset() {
+	*x = ShadowChange{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShadowChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShadowChange) ProtoMessage() {}
+
+func (x *ShadowChange) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShadowChange.ProtoReflect.Descriptor instead.
+func (*ShadowChange) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *ShadowChange) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *ShadowChange) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *ShadowChange) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ShadowChange) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ShadowChange) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *ShadowChange) GetLiveRevision() int64 {
+	if x != nil {
+		return x.LiveRevision
+	}
+	return 0
+}
+
+func (x *ShadowChange) GetLiveAllow() bool {
+	if x != nil {
+		return x.LiveAllow
+	}
+	return false
+}
+
+func (x *ShadowChange) GetShadowAllow() bool {
+	if x != nil {
+		return x.ShadowAllow
+	}
+	return false
+}
+
+func (x *ShadowChange) GetLivePrivileged() bool {
+	if x != nil {
+		return x.LivePrivileged
+	}
+	return false
+}
+
+func (x *ShadowChange) GetShadowPrivileged() bool {
+	if x != nil {
+		return x.ShadowPrivileged
+	}
+	return false
+}
+
+func (x *ShadowChange) GetLiveReasons() []string {
+	if x != nil {
+		return x.LiveReasons
+	}
+	return nil
+}
+
+func (x *ShadowChange) GetShadowReasons() []string {
+	if x != nil {
+		return x.ShadowReasons
+	}
+	return nil
+}
+
 var File_api_unum_v1_unum_proto protoreflect.FileDescriptor
 
 const file_api_unum_v1_unum_proto_rawDesc = "" +
@@ -3885,7 +5500,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x0fexpires_at_unix\x18\x02 \x01(\x03R\rexpiresAtUnix\"\x12\n" +
 	"\x10ListNodesRequest\"8\n" +
 	"\x11ListNodesResponse\x12#\n" +
-	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\xa6\x04\n" +
+	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\xf3\x04\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x14\n" +
@@ -3903,7 +5518,9 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x11revocation_age_ms\x18\v \x01(\x03R\x0frevocationAgeMs\x12/\n" +
 	"\x13bundle_fingerprints\x18\f \x03(\tR\x12bundleFingerprints\x129\n" +
 	"\x18intermediate_fingerprint\x18\r \x01(\tR\x17intermediateFingerprint\x12?\n" +
-	"\x1cintermediate_expires_at_unix\x18\x0e \x01(\x03R\x19intermediateExpiresAtUnix\"\x0f\n" +
+	"\x1cintermediate_expires_at_unix\x18\x0e \x01(\x03R\x19intermediateExpiresAtUnix\x12'\n" +
+	"\x0fpolicy_revision\x18\x0f \x01(\x03R\x0epolicyRevision\x12\"\n" +
+	"\rpolicy_age_ms\x18\x10 \x01(\x03R\vpolicyAgeMs\"\x0f\n" +
 	"\rStatusRequest\"\xe0\x02\n" +
 	"\x0eStatusResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
@@ -3924,7 +5541,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"clientUrls\x12\x1b\n" +
 	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\x12\x18\n" +
 	"\alearner\x18\x05 \x01(\bR\alearner\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xdf\x02\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xac\x03\n" +
 	"\x10HeartbeatRequest\x12/\n" +
 	"\x14svid_expires_at_unix\x18\x01 \x01(\x03R\x11svidExpiresAtUnix\x12 \n" +
 	"\venforcement\x18\x02 \x01(\tR\venforcement\x12\x1f\n" +
@@ -3933,7 +5550,9 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x11revocation_age_ms\x18\x04 \x01(\x03R\x0frevocationAgeMs\x12/\n" +
 	"\x13bundle_fingerprints\x18\x05 \x03(\tR\x12bundleFingerprints\x129\n" +
 	"\x18intermediate_fingerprint\x18\x06 \x01(\tR\x17intermediateFingerprint\x12?\n" +
-	"\x1cintermediate_expires_at_unix\x18\a \x01(\x03R\x19intermediateExpiresAtUnix\"\x13\n" +
+	"\x1cintermediate_expires_at_unix\x18\a \x01(\x03R\x19intermediateExpiresAtUnix\x12'\n" +
+	"\x0fpolicy_revision\x18\b \x01(\x03R\x0epolicyRevision\x12\"\n" +
+	"\rpolicy_age_ms\x18\t \x01(\x03R\vpolicyAgeMs\"\x13\n" +
 	"\x11HeartbeatResponse\"=\n" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -4032,7 +5651,134 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x04root\x18\x02 \x01(\fR\x04root\"\x15\n" +
 	"\x13CreateBackupRequest\"!\n" +
 	"\vBackupChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data2y\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x80\x01\n" +
+	"\fPolicyBundle\x126\n" +
+	"\x05files\x18\x01 \x03(\v2 .unum.v1.PolicyBundle.FilesEntryR\x05files\x1a8\n" +
+	"\n" +
+	"FilesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"s\n" +
+	"\x12ApplyPolicyRequest\x12-\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x15.unum.v1.PolicyBundleR\x06bundle\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\xa2\x01\n" +
+	"\x13ApplyPolicyResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12!\n" +
+	"\ftests_passed\x18\x03 \x01(\x05R\vtestsPassed\x12\x16\n" +
+	"\x06forced\x18\x04 \x03(\tR\x06forced\x12\x1c\n" +
+	"\tunchanged\x18\x05 \x01(\bR\tunchanged\".\n" +
+	"\x10GetPolicyRequest\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\xac\x02\n" +
+	"\x0ePolicyRevision\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x16\n" +
+	"\x06author\x18\x02 \x01(\tR\x06author\x12!\n" +
+	"\fcreated_unix\x18\x03 \x01(\x03R\vcreatedUnix\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12-\n" +
+	"\x06bundle\x18\x06 \x01(\v2\x15.unum.v1.PolicyBundleR\x06bundle\x12+\n" +
+	"\x11restores_revision\x18\a \x01(\x03R\x10restoresRevision\x12\x16\n" +
+	"\x06forced\x18\b \x01(\bR\x06forced\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\t \x01(\x03R\tsizeBytes\",\n" +
+	"\x14PolicyHistoryRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"N\n" +
+	"\x15PolicyHistoryResponse\x125\n" +
+	"\trevisions\x18\x01 \x03(\v2\x17.unum.v1.PolicyRevisionR\trevisions\"c\n" +
+	"\x15RollbackPolicyRequest\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\x15\n" +
+	"\x13PolicyStatusRequest\"\xb9\x01\n" +
+	"\x14PolicyStatusResponse\x12'\n" +
+	"\x0flatest_revision\x18\x01 \x01(\x03R\x0elatestRevision\x12/\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x19.unum.v1.NodePolicyStatusR\x05nodes\x12\x1b\n" +
+	"\tshadow_id\x18\x03 \x01(\tR\bshadowId\x12*\n" +
+	"\x11shadow_until_unix\x18\x04 \x01(\x03R\x0fshadowUntilUnix\"\x7f\n" +
+	"\x10NodePolicyStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x15\n" +
+	"\x06age_ms\x18\x03 \x01(\x03R\x05ageMs\x12$\n" +
+	"\x0elast_seen_unix\x18\x04 \x01(\x03R\flastSeenUnix\"e\n" +
+	"\x12CheckPolicyRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x1a\n" +
+	"\bresource\x18\x03 \x01(\tR\bresource\"\xc1\x01\n" +
+	"\x13CheckPolicyResponse\x12\x14\n" +
+	"\x05allow\x18\x01 \x01(\bR\x05allow\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x02 \x01(\bR\n" +
+	"privileged\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision\x12\x1f\n" +
+	"\vdecision_id\x18\x05 \x01(\tR\n" +
+	"decisionId\x12\x1d\n" +
+	"\n" +
+	"input_json\x18\x06 \x01(\tR\tinputJson\"7\n" +
+	"\x14ExplainPolicyRequest\x12\x1f\n" +
+	"\vdecision_id\x18\x01 \x01(\tR\n" +
+	"decisionId\"\xbd\x02\n" +
+	"\x15ExplainPolicyResponse\x12\x1f\n" +
+	"\vdecision_id\x18\x01 \x01(\tR\n" +
+	"decisionId\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x1d\n" +
+	"\n" +
+	"input_json\x18\x04 \x01(\tR\tinputJson\x12\x14\n" +
+	"\x05allow\x18\x05 \x01(\bR\x05allow\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x06 \x01(\bR\n" +
+	"privileged\x12\x18\n" +
+	"\areasons\x18\a \x03(\tR\areasons\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\x12(\n" +
+	"\x05fired\x18\t \x03(\v2\x12.unum.v1.FiredRuleR\x05fired\x12\x12\n" +
+	"\x04node\x18\n" +
+	" \x01(\tR\x04node\"G\n" +
+	"\tFiredRule\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\x12\x12\n" +
+	"\x04line\x18\x03 \x01(\x05R\x04line\"_\n" +
+	"\x12WatchPolicyRequest\x12#\n" +
+	"\rhave_revision\x18\x01 \x01(\x03R\fhaveRevision\x12$\n" +
+	"\x0ehave_shadow_id\x18\x02 \x01(\tR\fhaveShadowId\"\x9e\x02\n" +
+	"\fPolicyUpdate\x12'\n" +
+	"\x0flatest_revision\x18\x01 \x01(\x03R\x0elatestRevision\x123\n" +
+	"\brevision\x18\x02 \x01(\v2\x17.unum.v1.PolicyRevisionR\brevision\x12\x1b\n" +
+	"\tshadow_id\x18\x03 \x01(\tR\bshadowId\x123\n" +
+	"\x16shadow_until_unix_nano\x18\x04 \x01(\x03R\x13shadowUntilUnixNano\x12:\n" +
+	"\rshadow_bundle\x18\x05 \x01(\v2\x15.unum.v1.PolicyBundleR\fshadowBundle\x12\"\n" +
+	"\rsender_age_ms\x18\x06 \x01(\x03R\vsenderAgeMs\"n\n" +
+	"\x12StartShadowRequest\x12-\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x15.unum.v1.PolicyBundleR\x06bundle\x12)\n" +
+	"\x10duration_seconds\x18\x02 \x01(\x03R\x0fdurationSeconds\"v\n" +
+	"\x13StartShadowResponse\x12\x1b\n" +
+	"\tshadow_id\x18\x01 \x01(\tR\bshadowId\x12\x1d\n" +
+	"\n" +
+	"until_unix\x18\x02 \x01(\x03R\tuntilUnix\x12#\n" +
+	"\rlive_revision\x18\x03 \x01(\x03R\fliveRevision\"\x13\n" +
+	"\x11StopShadowRequest\"\x14\n" +
+	"\x12StopShadowResponse\"2\n" +
+	"\x13ShadowReportRequest\x12\x1b\n" +
+	"\tshadow_id\x18\x01 \x01(\tR\bshadowId\"[\n" +
+	"\x14ShadowReportResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12/\n" +
+	"\achanges\x18\x02 \x03(\v2\x15.unum.v1.ShadowChangeR\achanges\"\xaa\x03\n" +
+	"\fShadowChange\x12\x1f\n" +
+	"\vdecision_id\x18\x01 \x01(\tR\n" +
+	"decisionId\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x1a\n" +
+	"\bresource\x18\x05 \x01(\tR\bresource\x12#\n" +
+	"\rlive_revision\x18\x06 \x01(\x03R\fliveRevision\x12\x1d\n" +
+	"\n" +
+	"live_allow\x18\a \x01(\bR\tliveAllow\x12!\n" +
+	"\fshadow_allow\x18\b \x01(\bR\vshadowAllow\x12'\n" +
+	"\x0flive_privileged\x18\t \x01(\bR\x0elivePrivileged\x12+\n" +
+	"\x11shadow_privileged\x18\n" +
+	" \x01(\bR\x10shadowPrivileged\x12!\n" +
+	"\flive_reasons\x18\v \x03(\tR\vliveReasons\x12%\n" +
+	"\x0eshadow_reasons\x18\f \x03(\tR\rshadowReasons2y\n" +
 	"\n" +
 	"Enrollment\x123\n" +
 	"\x04Join\x12\x14.unum.v1.JoinRequest\x1a\x15.unum.v1.JoinResponse\x126\n" +
@@ -4072,7 +5818,20 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"ImportRoot\x12\x1a.unum.v1.ImportRootRequest\x1a\x1b.unum.v1.ImportRootResponse\x12W\n" +
 	"\x10SignIntermediate\x12 .unum.v1.SignIntermediateRequest\x1a!.unum.v1.SignIntermediateResponse2H\n" +
 	"\x06Backup\x12>\n" +
-	"\x06Create\x12\x1c.unum.v1.CreateBackupRequest\x1a\x14.unum.v1.BackupChunk0\x01B+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
+	"\x06Create\x12\x1c.unum.v1.CreateBackupRequest\x1a\x14.unum.v1.BackupChunk0\x012\x8d\x06\n" +
+	"\x06Policy\x12B\n" +
+	"\x05Apply\x12\x1b.unum.v1.ApplyPolicyRequest\x1a\x1c.unum.v1.ApplyPolicyResponse\x129\n" +
+	"\x03Get\x12\x19.unum.v1.GetPolicyRequest\x1a\x17.unum.v1.PolicyRevision\x12H\n" +
+	"\aHistory\x12\x1d.unum.v1.PolicyHistoryRequest\x1a\x1e.unum.v1.PolicyHistoryResponse\x12H\n" +
+	"\bRollback\x12\x1e.unum.v1.RollbackPolicyRequest\x1a\x1c.unum.v1.ApplyPolicyResponse\x12E\n" +
+	"\x06Status\x12\x1c.unum.v1.PolicyStatusRequest\x1a\x1d.unum.v1.PolicyStatusResponse\x12B\n" +
+	"\x05Check\x12\x1b.unum.v1.CheckPolicyRequest\x1a\x1c.unum.v1.CheckPolicyResponse\x12H\n" +
+	"\aExplain\x12\x1d.unum.v1.ExplainPolicyRequest\x1a\x1e.unum.v1.ExplainPolicyResponse\x12=\n" +
+	"\x05Watch\x12\x1b.unum.v1.WatchPolicyRequest\x1a\x15.unum.v1.PolicyUpdate0\x01\x12H\n" +
+	"\vStartShadow\x12\x1b.unum.v1.StartShadowRequest\x1a\x1c.unum.v1.StartShadowResponse\x12E\n" +
+	"\n" +
+	"StopShadow\x12\x1a.unum.v1.StopShadowRequest\x1a\x1b.unum.v1.StopShadowResponse\x12K\n" +
+	"\fShadowReport\x12\x1c.unum.v1.ShadowReportRequest\x1a\x1d.unum.v1.ShadowReportResponseB+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
 
 var (
 	file_api_unum_v1_unum_proto_rawDescOnce sync.Once
@@ -4086,7 +5845,7 @@ func file_api_unum_v1_unum_proto_rawDescGZIP() []byte {
 	return file_api_unum_v1_unum_proto_rawDescData
 }
 
-var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
 var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*LoginRequest)(nil),              // 0: unum.v1.LoginRequest
 	(*LoginResponse)(nil),             // 1: unum.v1.LoginResponse
@@ -4151,6 +5910,32 @@ var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*SignIntermediateResponse)(nil),  // 60: unum.v1.SignIntermediateResponse
 	(*CreateBackupRequest)(nil),       // 61: unum.v1.CreateBackupRequest
 	(*BackupChunk)(nil),               // 62: unum.v1.BackupChunk
+	(*PolicyBundle)(nil),              // 63: unum.v1.PolicyBundle
+	(*ApplyPolicyRequest)(nil),        // 64: unum.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),       // 65: unum.v1.ApplyPolicyResponse
+	(*GetPolicyRequest)(nil),          // 66: unum.v1.GetPolicyRequest
+	(*PolicyRevision)(nil),            // 67: unum.v1.PolicyRevision
+	(*PolicyHistoryRequest)(nil),      // 68: unum.v1.PolicyHistoryRequest
+	(*PolicyHistoryResponse)(nil),     // 69: unum.v1.PolicyHistoryResponse
+	(*RollbackPolicyRequest)(nil),     // 70: unum.v1.RollbackPolicyRequest
+	(*PolicyStatusRequest)(nil),       // 71: unum.v1.PolicyStatusRequest
+	(*PolicyStatusResponse)(nil),      // 72: unum.v1.PolicyStatusResponse
+	(*NodePolicyStatus)(nil),          // 73: unum.v1.NodePolicyStatus
+	(*CheckPolicyRequest)(nil),        // 74: unum.v1.CheckPolicyRequest
+	(*CheckPolicyResponse)(nil),       // 75: unum.v1.CheckPolicyResponse
+	(*ExplainPolicyRequest)(nil),      // 76: unum.v1.ExplainPolicyRequest
+	(*ExplainPolicyResponse)(nil),     // 77: unum.v1.ExplainPolicyResponse
+	(*FiredRule)(nil),                 // 78: unum.v1.FiredRule
+	(*WatchPolicyRequest)(nil),        // 79: unum.v1.WatchPolicyRequest
+	(*PolicyUpdate)(nil),              // 80: unum.v1.PolicyUpdate
+	(*StartShadowRequest)(nil),        // 81: unum.v1.StartShadowRequest
+	(*StartShadowResponse)(nil),       // 82: unum.v1.StartShadowResponse
+	(*StopShadowRequest)(nil),         // 83: unum.v1.StopShadowRequest
+	(*StopShadowResponse)(nil),        // 84: unum.v1.StopShadowResponse
+	(*ShadowReportRequest)(nil),       // 85: unum.v1.ShadowReportRequest
+	(*ShadowReportResponse)(nil),      // 86: unum.v1.ShadowReportResponse
+	(*ShadowChange)(nil),              // 87: unum.v1.ShadowChange
+	nil,                               // 88: unum.v1.PolicyBundle.FilesEntry
 }
 var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	5,  // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
@@ -4165,67 +5950,99 @@ var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	37, // 9: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
 	49, // 10: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
 	49, // 11: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
-	2,  // 12: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
-	0,  // 13: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
-	8,  // 14: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
-	10, // 15: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
-	12, // 16: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
-	14, // 17: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
-	16, // 18: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
-	20, // 19: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
-	21, // 20: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
-	23, // 21: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
-	4,  // 22: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
-	25, // 23: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
-	27, // 24: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
-	30, // 25: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
-	33, // 26: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
-	35, // 27: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
-	38, // 28: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
-	40, // 29: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
-	42, // 30: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
-	44, // 31: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
-	46, // 32: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
-	48, // 33: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
-	51, // 34: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
-	53, // 35: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
-	55, // 36: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
-	57, // 37: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
-	59, // 38: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
-	61, // 39: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
-	3,  // 40: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
-	1,  // 41: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
-	9,  // 42: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
-	11, // 43: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
-	13, // 44: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
-	15, // 45: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
-	17, // 46: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
-	19, // 47: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
-	22, // 48: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
-	24, // 49: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
-	7,  // 50: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
-	26, // 51: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
-	28, // 52: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
-	31, // 53: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
-	34, // 54: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
-	36, // 55: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
-	39, // 56: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
-	41, // 57: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
-	43, // 58: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
-	45, // 59: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
-	47, // 60: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
-	50, // 61: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
-	52, // 62: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
-	54, // 63: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
-	56, // 64: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
-	58, // 65: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
-	60, // 66: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
-	62, // 67: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
-	40, // [40:68] is the sub-list for method output_type
-	12, // [12:40] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	88, // 12: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
+	63, // 13: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
+	63, // 14: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
+	67, // 15: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
+	73, // 16: unum.v1.PolicyStatusResponse.nodes:type_name -> unum.v1.NodePolicyStatus
+	78, // 17: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
+	67, // 18: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
+	63, // 19: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
+	63, // 20: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
+	87, // 21: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
+	2,  // 22: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
+	0,  // 23: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
+	8,  // 24: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
+	10, // 25: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
+	12, // 26: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
+	14, // 27: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
+	16, // 28: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
+	20, // 29: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
+	21, // 30: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
+	23, // 31: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
+	4,  // 32: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
+	25, // 33: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
+	27, // 34: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
+	30, // 35: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
+	33, // 36: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
+	35, // 37: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
+	38, // 38: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
+	40, // 39: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
+	42, // 40: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
+	44, // 41: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
+	46, // 42: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
+	48, // 43: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
+	51, // 44: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
+	53, // 45: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
+	55, // 46: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
+	57, // 47: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
+	59, // 48: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
+	61, // 49: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
+	64, // 50: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
+	66, // 51: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
+	68, // 52: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
+	70, // 53: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
+	71, // 54: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
+	74, // 55: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
+	76, // 56: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
+	79, // 57: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
+	81, // 58: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
+	83, // 59: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
+	85, // 60: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
+	3,  // 61: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
+	1,  // 62: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
+	9,  // 63: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
+	11, // 64: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
+	13, // 65: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
+	15, // 66: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
+	17, // 67: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
+	19, // 68: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
+	22, // 69: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
+	24, // 70: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
+	7,  // 71: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
+	26, // 72: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
+	28, // 73: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
+	31, // 74: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
+	34, // 75: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
+	36, // 76: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
+	39, // 77: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
+	41, // 78: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
+	43, // 79: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
+	45, // 80: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
+	47, // 81: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
+	50, // 82: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
+	52, // 83: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
+	54, // 84: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
+	56, // 85: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
+	58, // 86: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
+	60, // 87: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
+	62, // 88: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
+	65, // 89: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
+	67, // 90: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
+	69, // 91: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
+	65, // 92: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
+	72, // 93: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
+	75, // 94: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
+	77, // 95: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
+	80, // 96: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
+	82, // 97: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
+	84, // 98: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
+	86, // 99: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
+	61, // [61:100] is the sub-list for method output_type
+	22, // [22:61] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_api_unum_v1_unum_proto_init() }
@@ -4239,9 +6056,9 @@ func file_api_unum_v1_unum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_unum_v1_unum_proto_rawDesc), len(file_api_unum_v1_unum_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   63,
+			NumMessages:   89,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_api_unum_v1_unum_proto_goTypes,
 		DependencyIndexes: file_api_unum_v1_unum_proto_depIdxs,

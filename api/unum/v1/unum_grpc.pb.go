@@ -1551,3 +1551,513 @@ var Backup_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "api/unum/v1/unum.proto",
 }
+
+const (
+	Policy_Apply_FullMethodName        = "/unum.v1.Policy/Apply"
+	Policy_Get_FullMethodName          = "/unum.v1.Policy/Get"
+	Policy_History_FullMethodName      = "/unum.v1.Policy/History"
+	Policy_Rollback_FullMethodName     = "/unum.v1.Policy/Rollback"
+	Policy_Status_FullMethodName       = "/unum.v1.Policy/Status"
+	Policy_Check_FullMethodName        = "/unum.v1.Policy/Check"
+	Policy_Explain_FullMethodName      = "/unum.v1.Policy/Explain"
+	Policy_Watch_FullMethodName        = "/unum.v1.Policy/Watch"
+	Policy_StartShadow_FullMethodName  = "/unum.v1.Policy/StartShadow"
+	Policy_StopShadow_FullMethodName   = "/unum.v1.Policy/StopShadow"
+	Policy_ShadowReport_FullMethodName = "/unum.v1.Policy/ShadowReport"
+)
+
+// PolicyClient is the client API for Policy service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Policy: the cluster's Rego policy, versioned in etcd. Every method is
+// itself decided by the policy (policy.apply, policy.get, ...). Explain and
+// ShadowReport are served by every node for the decisions it made; the
+// others by control nodes.
+type PolicyClient interface {
+	// Compile, test and guard a bundle, then store it as the next revision.
+	Apply(ctx context.Context, in *ApplyPolicyRequest, opts ...grpc.CallOption) (*ApplyPolicyResponse, error)
+	Get(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*PolicyRevision, error)
+	History(ctx context.Context, in *PolicyHistoryRequest, opts ...grpc.CallOption) (*PolicyHistoryResponse, error)
+	// Store revision N's bundle again as the next revision.
+	Rollback(ctx context.Context, in *RollbackPolicyRequest, opts ...grpc.CallOption) (*ApplyPolicyResponse, error)
+	Status(ctx context.Context, in *PolicyStatusRequest, opts ...grpc.CallOption) (*PolicyStatusResponse, error)
+	// What-if: the live revision's decision for a given input; nothing runs.
+	Check(ctx context.Context, in *CheckPolicyRequest, opts ...grpc.CallOption) (*CheckPolicyResponse, error)
+	Explain(ctx context.Context, in *ExplainPolicyRequest, opts ...grpc.CallOption) (*ExplainPolicyResponse, error)
+	// Nodes follow the policy: the latest revision on connect and on every
+	// change, the shadow candidate, and a progress report every second.
+	Watch(ctx context.Context, in *WatchPolicyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PolicyUpdate], error)
+	// Run a candidate bundle beside the live one on real traffic.
+	StartShadow(ctx context.Context, in *StartShadowRequest, opts ...grpc.CallOption) (*StartShadowResponse, error)
+	StopShadow(ctx context.Context, in *StopShadowRequest, opts ...grpc.CallOption) (*StopShadowResponse, error)
+	// The decisions this node made that the shadow would have changed.
+	ShadowReport(ctx context.Context, in *ShadowReportRequest, opts ...grpc.CallOption) (*ShadowReportResponse, error)
+}
+
+type policyClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewPolicyClient(cc grpc.ClientConnInterface) PolicyClient {
+	return &policyClient{cc}
+}
+
+func (c *policyClient) Apply(ctx context.Context, in *ApplyPolicyRequest, opts ...grpc.CallOption) (*ApplyPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyPolicyResponse)
+	err := c.cc.Invoke(ctx, Policy_Apply_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyClient) Get(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*PolicyRevision, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyRevision)
+	err := c.cc.Invoke(ctx, Policy_Get_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyClient) History(ctx context.Context, in *PolicyHistoryRequest, opts ...grpc.CallOption) (*PolicyHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyHistoryResponse)
+	err := c.cc.Invoke(ctx, Policy_History_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyClient) Rollback(ctx context.Context, in *RollbackPolicyRequest, opts ...grpc.CallOption) (*ApplyPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyPolicyResponse)
+	err := c.cc.Invoke(ctx, Policy_Rollback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyClient) Status(ctx context.Context, in *PolicyStatusRequest, opts ...grpc.CallOption) (*PolicyStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyStatusResponse)
+	err := c.cc.Invoke(ctx, Policy_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyClient) Check(ctx context.Context, in *CheckPolicyRequest, opts ...grpc.CallOption) (*CheckPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckPolicyResponse)
+	err := c.cc.Invoke(ctx, Policy_Check_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyClient) Explain(ctx context.Context, in *ExplainPolicyRequest, opts ...grpc.CallOption) (*ExplainPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainPolicyResponse)
+	err := c.cc.Invoke(ctx, Policy_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyClient) Watch(ctx context.Context, in *WatchPolicyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PolicyUpdate], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Policy_ServiceDesc.Streams[0], Policy_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchPolicyRequest, PolicyUpdate]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Policy_WatchClient = grpc.ServerStreamingClient[PolicyUpdate]
+
+func (c *policyClient) StartShadow(ctx context.Context, in *StartShadowRequest, opts ...grpc.CallOption) (*StartShadowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartShadowResponse)
+	err := c.cc.Invoke(ctx, Policy_StartShadow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyClient) StopShadow(ctx context.Context, in *StopShadowRequest, opts ...grpc.CallOption) (*StopShadowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopShadowResponse)
+	err := c.cc.Invoke(ctx, Policy_StopShadow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyClient) ShadowReport(ctx context.Context, in *ShadowReportRequest, opts ...grpc.CallOption) (*ShadowReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShadowReportResponse)
+	err := c.cc.Invoke(ctx, Policy_ShadowReport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PolicyServer is the server API for Policy service.
+// All implementations must embed UnimplementedPolicyServer
+// for forward compatibility.
+//
+// Policy: the cluster's Rego policy, versioned in etcd. Every method is
+// itself decided by the policy (policy.apply, policy.get, ...). Explain and
+// ShadowReport are served by every node for the decisions it made; the
+// others by control nodes.
+type PolicyServer interface {
+	// Compile, test and guard a bundle, then store it as the next revision.
+	Apply(context.Context, *ApplyPolicyRequest) (*ApplyPolicyResponse, error)
+	Get(context.Context, *GetPolicyRequest) (*PolicyRevision, error)
+	History(context.Context, *PolicyHistoryRequest) (*PolicyHistoryResponse, error)
+	// Store revision N's bundle again as the next revision.
+	Rollback(context.Context, *RollbackPolicyRequest) (*ApplyPolicyResponse, error)
+	Status(context.Context, *PolicyStatusRequest) (*PolicyStatusResponse, error)
+	// What-if: the live revision's decision for a given input; nothing runs.
+	Check(context.Context, *CheckPolicyRequest) (*CheckPolicyResponse, error)
+	Explain(context.Context, *ExplainPolicyRequest) (*ExplainPolicyResponse, error)
+	// Nodes follow the policy: the latest revision on connect and on every
+	// change, the shadow candidate, and a progress report every second.
+	Watch(*WatchPolicyRequest, grpc.ServerStreamingServer[PolicyUpdate]) error
+	// Run a candidate bundle beside the live one on real traffic.
+	StartShadow(context.Context, *StartShadowRequest) (*StartShadowResponse, error)
+	StopShadow(context.Context, *StopShadowRequest) (*StopShadowResponse, error)
+	// The decisions this node made that the shadow would have changed.
+	ShadowReport(context.Context, *ShadowReportRequest) (*ShadowReportResponse, error)
+	mustEmbedUnimplementedPolicyServer()
+}
+
+// UnimplementedPolicyServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedPolicyServer struct{}
+
+func (UnimplementedPolicyServer) Apply(context.Context, *ApplyPolicyRequest) (*ApplyPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedPolicyServer) Get(context.Context, *GetPolicyRequest) (*PolicyRevision, error) {
+	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedPolicyServer) History(context.Context, *PolicyHistoryRequest) (*PolicyHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedPolicyServer) Rollback(context.Context, *RollbackPolicyRequest) (*ApplyPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rollback not implemented")
+}
+func (UnimplementedPolicyServer) Status(context.Context, *PolicyStatusRequest) (*PolicyStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedPolicyServer) Check(context.Context, *CheckPolicyRequest) (*CheckPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Check not implemented")
+}
+func (UnimplementedPolicyServer) Explain(context.Context, *ExplainPolicyRequest) (*ExplainPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
+}
+func (UnimplementedPolicyServer) Watch(*WatchPolicyRequest, grpc.ServerStreamingServer[PolicyUpdate]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedPolicyServer) StartShadow(context.Context, *StartShadowRequest) (*StartShadowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartShadow not implemented")
+}
+func (UnimplementedPolicyServer) StopShadow(context.Context, *StopShadowRequest) (*StopShadowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopShadow not implemented")
+}
+func (UnimplementedPolicyServer) ShadowReport(context.Context, *ShadowReportRequest) (*ShadowReportResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ShadowReport not implemented")
+}
+func (UnimplementedPolicyServer) mustEmbedUnimplementedPolicyServer() {}
+func (UnimplementedPolicyServer) testEmbeddedByValue()                {}
+
+// UnsafePolicyServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to PolicyServer will
+// result in compilation errors.
+type UnsafePolicyServer interface {
+	mustEmbedUnimplementedPolicyServer()
+}
+
+func RegisterPolicyServer(s grpc.ServiceRegistrar, srv PolicyServer) {
+	// If the following call panics, it indicates UnimplementedPolicyServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Policy_ServiceDesc, srv)
+}
+
+func _Policy_Apply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServer).Apply(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Policy_Apply_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServer).Apply(ctx, req.(*ApplyPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Policy_Get_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServer).Get(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Policy_Get_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServer).Get(ctx, req.(*GetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Policy_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PolicyHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Policy_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServer).History(ctx, req.(*PolicyHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Policy_Rollback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServer).Rollback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Policy_Rollback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServer).Rollback(ctx, req.(*RollbackPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Policy_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PolicyStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Policy_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServer).Status(ctx, req.(*PolicyStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Policy_Check_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServer).Check(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Policy_Check_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServer).Check(ctx, req.(*CheckPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Policy_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Policy_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServer).Explain(ctx, req.(*ExplainPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Policy_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchPolicyRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PolicyServer).Watch(m, &grpc.GenericServerStream[WatchPolicyRequest, PolicyUpdate]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Policy_WatchServer = grpc.ServerStreamingServer[PolicyUpdate]
+
+func _Policy_StartShadow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartShadowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServer).StartShadow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Policy_StartShadow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServer).StartShadow(ctx, req.(*StartShadowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Policy_StopShadow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopShadowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServer).StopShadow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Policy_StopShadow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServer).StopShadow(ctx, req.(*StopShadowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Policy_ShadowReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShadowReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServer).ShadowReport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Policy_ShadowReport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServer).ShadowReport(ctx, req.(*ShadowReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Policy_ServiceDesc is the grpc.ServiceDesc for Policy service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Policy_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "unum.v1.Policy",
+	HandlerType: (*PolicyServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Apply",
+			Handler:    _Policy_Apply_Handler,
+		},
+		{
+			MethodName: "Get",
+			Handler:    _Policy_Get_Handler,
+		},
+		{
+			MethodName: "History",
+			Handler:    _Policy_History_Handler,
+		},
+		{
+			MethodName: "Rollback",
+			Handler:    _Policy_Rollback_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _Policy_Status_Handler,
+		},
+		{
+			MethodName: "Check",
+			Handler:    _Policy_Check_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _Policy_Explain_Handler,
+		},
+		{
+			MethodName: "StartShadow",
+			Handler:    _Policy_StartShadow_Handler,
+		},
+		{
+			MethodName: "StopShadow",
+			Handler:    _Policy_StopShadow_Handler,
+		},
+		{
+			MethodName: "ShadowReport",
+			Handler:    _Policy_ShadowReport_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _Policy_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "api/unum/v1/unum.proto",
+}

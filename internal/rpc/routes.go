@@ -1,0 +1,137 @@
+package rpc
+
+import (
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/policy"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// route is what a method means to the policy: the action (the CLI command
+// that maps to it) and the resource, computed from the caller and request.
+type route struct {
+	action   string
+	resource func(caller identity.Principal, msg any) policy.Resource
+}
+
+func cluster(kind, name string) func(identity.Principal, any) policy.Resource {
+	r := policy.Resource{Kind: kind, Namespace: policy.ClusterScope, Name: name}
+	return func(identity.Principal, any) policy.Resource { return r }
+}
+
+// selfNode is the calling node itself: nodes act on themselves.
+func selfNode(c identity.Principal, _ any) policy.Resource {
+	return policy.Resource{Kind: "node", Namespace: policy.ClusterScope, Name: nameOr(c.Name, c.ID.String())}
+}
+
+func selfUser(c identity.Principal, _ any) policy.Resource {
+	return policy.Resource{Kind: "user", Namespace: policy.ClusterScope, Name: nameOr(c.Name, c.ID.String())}
+}
+
+func nameOr(name, fallback string) string {
+	if name != "" {
+		return name
+	}
+	return fallback
+}
+
+// workloadResource names the workload a SPIFFE ID in a request designates:
+// KIND/NAMESPACE/job/NAME for a workload ID, KIND/-/ID otherwise (which
+// no namespace rule matches).
+func workloadResource(kind, id string) policy.Resource {
+	r := policy.Resource{Kind: kind, Namespace: policy.ClusterScope, Name: nameOr(id, "-")}
+	if parsed, err := spiffeid.FromString(id); err == nil {
+		if p := identity.Classify(parsed); p.Kind == identity.KindWorkload {
+			r.Namespace, r.Name = p.Namespace, p.Name
+		}
+	}
+	if r.Validate() != nil {
+		r.Namespace, r.Name = policy.ClusterScope, nameOr(id, "-")
+	}
+	return r
+}
+
+func named(kind string, name func(any) string) func(identity.Principal, any) policy.Resource {
+	return func(_ identity.Principal, msg any) policy.Resource {
+		return policy.Resource{Kind: kind, Namespace: policy.ClusterScope, Name: nameOr(name(msg), "-")}
+	}
+}
+
+// routes maps every method of the API to its action and resource. A method
+// missing here is denied to everyone (TestEveryMethodHasARoute keeps it
+// complete). Actions are `<noun>.<verb>` of the CLI command.
+var routes = map[string]route{
+	"/unum.v1.Identity/WhoAmI": {"id.show", cluster("id", "self")},
+	"/unum.v1.Identity/MintX509SVID": {"svid.mint", func(_ identity.Principal, m any) policy.Resource {
+		req, _ := m.(*unumv1.MintX509SVIDRequest)
+		return workloadResource("svid", req.GetSpiffeId())
+	}},
+	"/unum.v1.Identity/MintJWTSVID": {"svid.mint", func(_ identity.Principal, m any) policy.Resource {
+		req, _ := m.(*unumv1.MintJWTSVIDRequest)
+		return workloadResource("svid", req.GetSpiffeId())
+	}},
+	"/unum.v1.Identity/RenewNodeSVID":    {"node.renew", selfNode},
+	"/unum.v1.Identity/SyncAgent":        {"node.sync", selfNode},
+	"/unum.v1.Identity/WatchRevocations": {"revocation.watch", selfNode},
+	"/unum.v1.Identity/CreateEntry": {"id.register", func(_ identity.Principal, m any) policy.Resource {
+		req, _ := m.(*unumv1.CreateEntryRequest)
+		return workloadResource("id", req.GetSpiffeId())
+	}},
+	"/unum.v1.Identity/ListEntries": {"id.list", cluster("id", "*")},
+	"/unum.v1.Identity/DeleteEntry": {"id.delete", named("entry", func(m any) string {
+		req, _ := m.(*unumv1.DeleteEntryRequest)
+		return req.GetId()
+	})},
+
+	"/unum.v1.Cluster/Heartbeat": {"node.heartbeat", selfNode},
+	"/unum.v1.Cluster/ListNodes": {"node.ls", cluster("node", "*")},
+	"/unum.v1.Cluster/Status":    {"cluster.status", cluster("cluster", "status")},
+	"/unum.v1.Cluster/CreateJoinToken": {"node.join-token", named("node", func(m any) string {
+		req, _ := m.(*unumv1.CreateJoinTokenRequest)
+		return req.GetName()
+	})},
+	"/unum.v1.Cluster/RemoveNode": {"node.rm", named("node", func(m any) string {
+		req, _ := m.(*unumv1.RemoveNodeRequest)
+		return req.GetName()
+	})},
+
+	"/unum.v1.Users/AddUser": {"user.add", named("user", func(m any) string {
+		req, _ := m.(*unumv1.AddUserRequest)
+		return req.GetName()
+	})},
+	"/unum.v1.Users/RemoveUser": {"user.rm", named("user", func(m any) string {
+		req, _ := m.(*unumv1.RemoveUserRequest)
+		return req.GetName()
+	})},
+	"/unum.v1.Users/RevokeUser": {"user.revoke", named("user", func(m any) string {
+		req, _ := m.(*unumv1.RevokeUserRequest)
+		return req.GetName()
+	})},
+	"/unum.v1.Users/ListUsers": {"user.ls", cluster("user", "*")},
+	"/unum.v1.Users/RenewUser": {"user.renew", selfUser},
+
+	"/unum.v1.CA/Status":            {"ca.status", cluster("ca", "status")},
+	"/unum.v1.CA/Rotate":            {"ca.rotate", cluster("ca", "intermediates")},
+	"/unum.v1.CA/ExportRoot":        {"ca.export-root", cluster("ca", "root")},
+	"/unum.v1.CA/ConfirmExportRoot": {"ca.export-root", cluster("ca", "root")},
+	"/unum.v1.CA/ImportRoot":        {"ca.import-root", cluster("ca", "root")},
+	"/unum.v1.CA/SignIntermediate":  {"ca.sign-intermediate", selfNode},
+
+	"/unum.v1.Backup/Create": {"backup.create", cluster("backup", "cluster")},
+
+	"/unum.v1.Policy/Apply":    {"policy.apply", cluster("policy", "bundle")},
+	"/unum.v1.Policy/Rollback": {"policy.rollback", cluster("policy", "bundle")},
+	"/unum.v1.Policy/Get":      {"policy.get", cluster("policy", "bundle")},
+	"/unum.v1.Policy/History":  {"policy.history", cluster("policy", "bundle")},
+	"/unum.v1.Policy/Status":   {"policy.status", cluster("policy", "bundle")},
+	"/unum.v1.Policy/Check":    {"policy.check", cluster("policy", "bundle")},
+	"/unum.v1.Policy/Explain": {"policy.explain", named("decision", func(m any) string {
+		req, _ := m.(*unumv1.ExplainPolicyRequest)
+		return req.GetDecisionId()
+	})},
+	"/unum.v1.Policy/Watch":        {"policy.watch", selfNode},
+	"/unum.v1.Policy/StartShadow":  {"policy.shadow", cluster("policy", "shadow")},
+	"/unum.v1.Policy/StopShadow":   {"policy.shadow", cluster("policy", "shadow")},
+	"/unum.v1.Policy/ShadowReport": {"policy.explain", cluster("policy", "shadow")},
+}
