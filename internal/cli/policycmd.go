@@ -470,13 +470,19 @@ func (cf *clientFlags) dialNode(e *env, ctx context.Context, cc *grpc.ClientConn
 	}
 	for _, n := range resp.GetNodes() {
 		if n.GetName() == name {
-			return cf.dialAddress(n.GetApiAddress())
+			return cf.dialNodeAt(n)
 		}
 	}
 	return nil, fmt.Errorf("node %s is not a member of the cluster", name)
 }
 
-func (cf *clientFlags) dialAddress(addr string) (*grpc.ClientConn, error) {
+// dialNodeAt dials node n itself (whatever its role), authorizing exactly
+// its SPIFFE ID.
+func (cf *clientFlags) dialNodeAt(n *unumv1.Node) (*grpc.ClientConn, error) {
+	id, err := spiffeid.FromString(n.GetSpiffeId())
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.GetName(), err)
+	}
 	path, err := clientconfig.Resolve(cf.config)
 	if err != nil {
 		return nil, err
@@ -489,7 +495,7 @@ func (cf *clientFlags) dialAddress(addr string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rpc.Dial(creds, []string{addr})
+	return rpc.DialNode(creds, id, n.GetApiAddress())
 }
 
 func runPolicyExplain(e *env, args []string) error {
@@ -665,7 +671,7 @@ func collectShadow(ctx context.Context, cf *clientFlags, e *env, cc *grpc.Client
 	var out []shadowChange
 	var failed []string
 	for _, n := range nodes.GetNodes() {
-		nc, err := cf.dialAddress(n.GetApiAddress())
+		nc, err := cf.dialNodeAt(n)
 		if err == nil {
 			var rep *unumv1.ShadowReportResponse
 			rep, err = unumv1.NewPolicyClient(nc).ShadowReport(ctx, &unumv1.ShadowReportRequest{ShadowId: id})

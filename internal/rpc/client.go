@@ -93,6 +93,19 @@ func Dial(creds *Credentials, addrs []string, opts ...grpc.DialOption) (*grpc.Cl
 	return dialTLS(credentials.NewTLS(ClientTLS(creds)), addrs, opts...)
 }
 
+// DialNode connects to the API of exactly node (any role) at addr. Clients
+// use it only to ask a node about itself, the decisions it made (policy
+// explain, shadow reports): the answer is that node's own record, so the
+// server is authorized by its exact identity, not as a control node.
+func DialNode(creds *Credentials, node spiffeid.ID, addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	if identity.Classify(node).Kind != identity.KindNode {
+		return nil, fmt.Errorf("%s is not a node identity", node)
+	}
+	cfg := tlsconfig.MTLSClientConfig(creds, creds, tlsconfig.AuthorizeID(node))
+	cfg.MinVersion = tls.VersionTLS13
+	return dialTLS(credentials.NewTLS(cfg), []string{addr}, opts...)
+}
+
 func dialTLS(tc credentials.TransportCredentials, addrs []string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	var clean []string
 	for _, a := range addrs {

@@ -1,0 +1,100 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/internal/clientconfig"
+	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/policy"
+)
+
+// TestComputeNodeFollowsPolicy: a node without etcd (node-2, compute)
+// follows the policy stream, serves a new revision soon after apply,
+// reports it in heartbeats, decides with it on its own API, and explains
+// its own decisions.
+func TestComputeNodeFollowsPolicy(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	cc, err := cl.adminConn()
+	require.NoError(t, err)
+	t.Cleanup(func() { cc.Close() })
+	pc := unumv1.NewPolicyClient(cc)
+
+	files := map[string][]byte{}
+	for n, d := range policy.Builtin().Files {
+		files[n] = d
+	}
+	files["extra.rego"] = []byte("package unum.authz\n\nimport rego.v1\n\n# Control node node-1 may read node-2's policy decisions.\ngrants contains \"test grant\" if {\n\tinput.subject.name == \"node-1\"\n\tinput.action == \"policy.explain\"\n}\n")
+	applied, err := pc.Apply(ctx, &unumv1.ApplyPolicyRequest{Bundle: &unumv1.PolicyBundle{Files: files}, Message: "compute follows"})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, err := pc.Apply(context.Background(), &unumv1.ApplyPolicyRequest{Bundle: &unumv1.PolicyBundle{Files: policy.Builtin().Files}, Message: "restore"})
+		require.NoError(t, err)
+	})
+	start := time.Now()
+	require.Eventually(t, func() bool {
+		st, err := pc.Status(ctx, &unumv1.PolicyStatusRequest{})
+		if err != nil {
+			return false
+		}
+		for _, n := range st.GetNodes() {
+			if n.GetRevision() != applied.GetRevision() {
+				return false
+			}
+		}
+		return st.GetLatestRevision() == applied.GetRevision()
+	}, 20*time.Second, 50*time.Millisecond)
+	t.Logf("every node reported revision %d %s after apply", applied.GetRevision(), time.Since(start).Round(time.Millisecond))
+
+	// A call node-2 decides: node-1's identity applying policy on node-2.
+	svid, roots, err := Layout{Dir: cl.nodes["node-1"].dir}.loadSVID()
+	require.NoError(t, err)
+	creds, err := rpc.NewCredentials(svid, roots)
+	require.NoError(t, err)
+	n2 := cl.nodes["node-2"].opts.Ports.API
+	n2ID := spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("unum.test"), "/node/node-2")
+	asNode1, err := rpc.DialNode(creds, n2ID, n2)
+	require.NoError(t, err)
+	defer asNode1.Close()
+	_, err = unumv1.NewPolicyClient(asNode1).Apply(ctx, &unumv1.ApplyPolicyRequest{Bundle: &unumv1.PolicyBundle{Files: files}})
+	d, ok := rpc.DenialOf(err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, applied.GetRevision(), d.Revision, "node-2 decided with the new revision")
+	nodeOf, err := policy.DecisionNode(d.DecisionID)
+	require.NoError(t, err)
+	require.Equal(t, "node-2", nodeOf)
+
+	// node-2 explains its decision (to node-1, by the new revision's grant).
+	ex, err := unumv1.NewPolicyClient(asNode1).Explain(ctx, &unumv1.ExplainPolicyRequest{DecisionId: d.DecisionID})
+	require.NoError(t, err)
+	require.False(t, ex.GetAllow())
+	require.Equal(t, "node-2", ex.GetNode())
+	require.NotEmpty(t, ex.GetFired())
+	// node-1 does not hold it; nor does node-2 serve the control methods.
+	_, err = pc.Explain(ctx, &unumv1.ExplainPolicyRequest{DecisionId: d.DecisionID})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	adminCfgConn := asAdminTo(t, n2ID, n2)
+	_, err = unumv1.NewPolicyClient(adminCfgConn).History(ctx, &unumv1.PolicyHistoryRequest{})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	require.Contains(t, status.Convert(err).Message(), "not a control node")
+}
+
+func asAdminTo(t *testing.T, node spiffeid.ID, addr string) *grpc.ClientConn {
+	t.Helper()
+	cfg, err := clientconfig.Load(cl.admin)
+	require.NoError(t, err)
+	creds, err := cfg.Credentials()
+	require.NoError(t, err)
+	cc, err := rpc.DialNode(creds, node, addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
