@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -111,30 +110,26 @@ func readCase(t *testing.T, dir string) bundleCase {
 	require.NoError(t, sc.Err())
 	require.Contains(t, []string{"load", "compile", "test", "guard", "ok"}, c.stage, "%s/expect.txt: stage", c.name)
 	require.True(t, base || len(drop) == 0, "%s/expect.txt: drop needs base", c.name)
-	b, err := LoadDir(dir)
-	if base {
-		// The overlay alone need not be a bundle (it may lack a decision);
-		// read its files as they are and put them on the shipped ones.
-		over := &Bundle{Files: map[string][]byte{}}
-		ents, rerr := os.ReadDir(dir)
-		require.NoError(t, rerr)
-		for _, e := range ents {
-			if strings.HasSuffix(e.Name(), ".rego") || e.Name() == "data.json" {
-				data, rerr := os.ReadFile(filepath.Join(dir, e.Name()))
-				require.NoError(t, rerr)
-				over.Files[e.Name()] = data
-			}
-		}
-		merged := Builtin()
-		for _, name := range drop {
-			require.Contains(t, merged.Files, name, "drop: %s", name)
-			delete(merged.Files, name)
-		}
-		maps.Copy(merged.Files, over.Files)
-		b, err = merged, merged.Validate()
+	if !base {
+		c.bundle, c.loadErr = LoadDir(dir)
+		return c
 	}
-	c.loadErr = err
-	c.bundle = b
+	// The folder alone need not be a bundle (the shipped case has no file
+	// of its own): its files go on top of the shipped ones.
+	b := Builtin()
+	for _, name := range drop {
+		require.Contains(t, b.Files, name, "drop: %s", name)
+		delete(b.Files, name)
+	}
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".rego") || e.Name() == "data.json" {
+			b.Files[e.Name()], err = os.ReadFile(filepath.Join(dir, e.Name()))
+			require.NoError(t, err)
+		}
+	}
+	c.bundle, c.loadErr = b, b.Validate()
 	return c
 }
 
