@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/cover"
@@ -161,6 +162,10 @@ func (b *Bundle) Validate() error {
 		switch {
 		case clean != name || strings.HasPrefix(name, "/") || strings.HasPrefix(name, "../") || name == "..":
 			ps = append(ps, Problem{File: name, Msg: "file name must be a clean relative path"})
+		case !utf8.ValidString(name) || !utf8.Valid(data):
+			// The bundle is stored and served as JSON text, which would
+			// replace invalid bytes and so change the bundle and its digest.
+			ps = append(ps, Problem{File: strings.ToValidUTF8(name, "\ufffd"), Msg: "file name and content must be UTF-8 text"})
 		case strings.HasSuffix(name, ".rego"):
 			rego++
 		case path.Base(name) == "data.json":
@@ -472,8 +477,12 @@ func (b *Bundle) UnmarshalJSON(data []byte) error {
 }
 
 // WriteDir writes the bundle's files below dir (which must be empty or
-// not exist), so it can be edited and applied again.
+// not exist), so it can be edited and applied again. A bundle that does not
+// validate is refused: its names could point outside dir.
 func (b *Bundle) WriteDir(dir string) error {
+	if err := b.Validate(); err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
 	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
 		return fmt.Errorf("write bundle: %s is not empty", dir)
 	}

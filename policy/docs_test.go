@@ -1,0 +1,97 @@
+package policy
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// docBlock returns the lines of the fenced block after marker in
+// docs/policy.md.
+func docBlock(t *testing.T, doc, marker string) [][]string {
+	t.Helper()
+	_, after, ok := strings.Cut(doc, "<!-- "+marker)
+	require.True(t, ok, "docs/policy.md has no %q marker", marker)
+	_, after, ok = strings.Cut(after, "```\n")
+	require.True(t, ok)
+	block, _, ok := strings.Cut(after, "```")
+	require.True(t, ok)
+	var out [][]string
+	for _, l := range strings.Split(strings.TrimSpace(block), "\n") {
+		out = append(out, strings.Fields(l))
+	}
+	return out
+}
+
+// TestDocsListsFixedSets keeps the operator's guide equal to the code on
+// what no bundle can take away.
+func TestDocsListsFixedSets(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "docs", "policy.md"))
+	require.NoError(t, err)
+	doc := string(data)
+
+	var minimum []string
+	for _, f := range docBlock(t, doc, "minimum-privileged") {
+		require.Len(t, f, 1)
+		minimum = append(minimum, f[0])
+	}
+	require.Equal(t, MinimumPrivilegedActions(), minimum)
+
+	var want, got []string
+	for _, p := range MustAllow(testTD) {
+		who := p.Input.Subject.Kind
+		if who == "user" {
+			who += "/" + p.Input.Subject.Name
+		}
+		want = append(want, who+" "+p.Input.Action+" "+p.Input.Resource.Kind)
+	}
+	for _, f := range docBlock(t, doc, "must-allow") {
+		require.Len(t, f, 3)
+		kind, _, _ := strings.Cut(f[2], "/")
+		got = append(got, f[0]+" "+f[1]+" "+kind)
+	}
+	require.Equal(t, want, got)
+}
+
+// TestDocsExtensionExample applies the guide's grants/denies example to the
+// shipped bundle and checks it does what the guide says.
+func TestDocsExtensionExample(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "docs", "policy.md"))
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(data), "```rego\n")
+	require.True(t, ok, "docs/policy.md has no rego example")
+	src, _, ok := strings.Cut(after, "```")
+	require.True(t, ok)
+
+	ctx := context.Background()
+	e, err := NewEngine(ctx, bundleWith(map[string]string{"extra.rego": src}), 2)
+	require.NoError(t, err)
+	res, err := ParseResource("id/web/job/api")
+	require.NoError(t, err)
+	ci := Input{
+		Subject:    Subject{ID: "spiffe://unum.local/ns/ci/job/deploy", Kind: "workload", Namespace: "ci", Name: "job/deploy", Attributes: map[string]string{}},
+		Action:     "id.register",
+		Resource:   res,
+		Delegation: []Actor{},
+		Context:    Context{Node: "n1", Time: t0},
+	}
+	r, err := e.Eval(ctx, &ci)
+	require.NoError(t, err)
+	require.True(t, r.Allow, r.Reasons)
+	require.Equal(t, []string{"ci deployer registers web workloads"}, r.Reasons)
+
+	ci.Resource.Namespace = "db"
+	r, err = e.Eval(ctx, &ci)
+	require.NoError(t, err)
+	require.False(t, r.Allow)
+
+	rm := userInput("admin", "", "node.rm", "node/-/n2")
+	r, err = e.Eval(ctx, &rm)
+	require.NoError(t, err)
+	require.False(t, r.Allow)
+	require.Equal(t, []string{"node removal frozen until the migration ends"}, r.Reasons)
+}
