@@ -1,0 +1,51 @@
+// Package policy owns unum's authorization decisions: the cluster's Rego
+// policy (OPA, embedded), compiled once per bundle revision and evaluated
+// per request. It is the answer to "what is a privileged process here, and
+// who said so": a process is privileged only when this policy grants its
+// SPIFFE identity an action that crosses a trust boundary.
+//
+// # Decision
+//
+// Every bundle defines one entrypoint, data.unum.authz.decision, an object
+// {allow: bool, privileged: bool, reasons: [string]}. Anything else (no
+// decision, a wrong type, an evaluation error) is a denial. Privileged is
+// or'ed with MinimumPrivileged: a bundle may extend the fixed privileged
+// set, never shrink it.
+//
+// # Input
+//
+// The input document (JSON names; the schema is input.schema.json, and a
+// bundle that reads a field not in it is refused at compile time):
+//
+//	{
+//	  "subject":    {"id": "spiffe://TD/user/alice", "kind": "node|workload|user|system|unknown",
+//	                 "namespace": "web (workloads only)", "name": "alice | node-1 | job/api",
+//	                 "attributes": {"role": "viewer"}},
+//	  "action":     "id.register",          // <noun>.<verb> of the CLI command
+//	  "resource":   {"kind": "id", "namespace": "web", "name": "job/api"},  // id/web/job/api; "-" = cluster-scoped
+//	  "delegation": [{"id": "spiffe://...", "kind": "workload"}],  // the verified chain (delegation issue)
+//	  "context":    {"node": "node-1", "time": "RFC 3339", "request_id": "..."}
+//	}
+//
+// The engine reads no clock: context.time is injected and is also what
+// Rego's time.now_ns() returns. internal/rpc maps every gRPC method to an
+// action and a resource (its routes table).
+//
+// # Parts
+//
+//   - Bundle: a folder of .rego files, their _test.rego tests and data.json
+//     documents; LoadDir, Validate (size and shape limits), Test (OPA's
+//     tester with coverage), Digest.
+//   - Engine: one compiled revision with its prepared query; Eval, Explain
+//     (the rules that fired).
+//   - Guard: the lockout guard run before a bundle is applied (MustAllow and
+//     the privileged floor).
+//   - View: the revision a node serves and whether it is known to be the
+//     latest (fed by the node's policy watch); privileged actions need a
+//     fresh view.
+//   - Decider: a node's decisions (context, id, freshness, shadow, log);
+//     DecisionLog receives every decision (Ring until the audit issue).
+//
+// The package does no network or store I/O: control/ stores revisions in
+// etcd and node/ feeds the View. It may be imported by any package.
+package policy
