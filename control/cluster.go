@@ -212,7 +212,7 @@ func (s *Server) Status(ctx context.Context, _ *unumv1.StatusRequest) (*unumv1.S
 			out.EtcdMembers = append(out.EtcdMembers, em)
 		}
 	}
-	s.statusWarnings(out)
+	s.statusWarnings(ctx, out)
 	return out, nil
 }
 

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"crypto/x509"
 	"fmt"
 	"sort"
@@ -9,6 +10,7 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/policy"
 )
 
 // Thresholds of the warnings in `unum status`. They warn ahead of trouble;
@@ -45,6 +47,10 @@ type HealthInput struct {
 	EtcdLeader  string
 	// RevocationBound is how old a node's revocation view may get.
 	RevocationBound time.Duration
+	// LatestPolicy is the latest policy revision (0: unknown); PolicyBound
+	// how long a node may go without confirming it serves it.
+	LatestPolicy int64
+	PolicyBound  time.Duration
 }
 
 // Warnings returns the thresholds crossed, worded for an operator, sorted
@@ -121,6 +127,15 @@ func Warnings(in HealthInput) []string {
 			warn("%s: revocation view is %s old (bound %s): it refuses privileged actions until it catches up",
 				subject, (time.Duration(age) * time.Millisecond).Round(100*time.Millisecond), bound)
 		}
+		rev, age := n.GetPolicyRevision(), time.Duration(n.GetPolicyAgeMs())*time.Millisecond
+		switch {
+		case rev == 0:
+			warn("%s: has no policy loaded yet: it refuses every call", subject)
+		case in.LatestPolicy > 0 && rev < in.LatestPolicy:
+			warn("%s: serves policy revision %d, the latest is %d: it refuses privileged actions until it catches up", subject, rev, in.LatestPolicy)
+		case n.GetPolicyAgeMs() < 0 || (in.PolicyBound > 0 && age > in.PolicyBound):
+			warn("%s: has not confirmed policy revision %d as the latest within %s: it refuses privileged actions", subject, rev, in.PolicyBound)
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -159,8 +174,16 @@ func shortFingerprint(fp string) string {
 }
 
 // statusWarnings fills out.Warnings from the status just gathered.
-func (s *Server) statusWarnings(out *unumv1.StatusResponse) {
+func (s *Server) statusWarnings(ctx context.Context, out *unumv1.StatusResponse) {
 	roots := s.bundle()
+	// Without quorum the latest revision is unknown (0): nodes are then
+	// judged by their own confirmation age only.
+	var latestPolicy int64
+	if out.GetQuorum() {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		latestPolicy, _ = s.latestPolicyRevision(lctx)
+		cancel()
+	}
 	out.Warnings = Warnings(HealthInput{
 		Now:             s.cfg.Clock(),
 		Roots:           roots,
@@ -171,5 +194,7 @@ func (s *Server) statusWarnings(out *unumv1.StatusResponse) {
 		EtcdMembers:     out.GetEtcdMembers(),
 		EtcdLeader:      out.GetEtcdLeader(),
 		RevocationBound: s.revocations.Bound(),
+		LatestPolicy:    latestPolicy,
+		PolicyBound:     policy.DefaultStaleBound,
 	})
 }

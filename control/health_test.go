@@ -34,13 +34,13 @@ func TestWarnings(t *testing.T) {
 	fp := func(c *x509.Certificate) string { return shortFingerprint(ca.Fingerprint(c)) }
 
 	healthy := func(name string) *unumv1.Node {
-		return &unumv1.Node{Name: name, LastSeenUnix: now.Add(-time.Second).Unix(), SvidExpiresAtUnix: now.Add(40 * time.Minute).Unix(), RevocationAgeMs: 900}
+		return &unumv1.Node{Name: name, LastSeenUnix: now.Add(-time.Second).Unix(), SvidExpiresAtUnix: now.Add(40 * time.Minute).Unix(), RevocationAgeMs: 900, PolicyRevision: 4, PolicyAgeMs: 800}
 	}
 	with := func(n *unumv1.Node, f func(*unumv1.Node)) *unumv1.Node { f(n); return n }
 	members := []*unumv1.EtcdMember{{Name: "node-1", Leader: true}}
 	base := func() HealthInput {
 		return HealthInput{Now: now, Roots: []*x509.Certificate{rootOK}, ServedBy: "node-1", Quorum: true,
-			EtcdMembers: members, EtcdLeader: "node-1", RevocationBound: 10 * time.Second,
+			EtcdMembers: members, EtcdLeader: "node-1", RevocationBound: 10 * time.Second, LatestPolicy: 4, PolicyBound: 10 * time.Second,
 			Nodes: []*unumv1.Node{healthy("node-1"), healthy("node-2")}}
 	}
 	for _, tc := range []struct {
@@ -88,6 +88,16 @@ func TestWarnings(t *testing.T) {
 		{name: "revocation view at the bound is fine", change: func(in *HealthInput) { in.Nodes[0].RevocationAgeMs = 10_000 }},
 		{name: "no revocation view", change: func(in *HealthInput) { in.Nodes[1].RevocationAgeMs = -1 },
 			want: []string{"node node-2: has no revocation view yet: it refuses privileged actions"}},
+		{name: "node behind on policy", change: func(in *HealthInput) { in.LatestPolicy = 5 },
+			want: []string{
+				"node node-1: serves policy revision 4, the latest is 5: it refuses privileged actions until it catches up",
+				"node node-2: serves policy revision 4, the latest is 5: it refuses privileged actions until it catches up",
+			}},
+		{name: "policy not confirmed", change: func(in *HealthInput) { in.Nodes[0].PolicyAgeMs = 11_000 },
+			want: []string{"node node-1: has not confirmed policy revision 4 as the latest within 10s: it refuses privileged actions"}},
+		{name: "latest policy unknown (no quorum read)", change: func(in *HealthInput) { in.LatestPolicy = 0 }},
+		{name: "no policy", change: func(in *HealthInput) { in.Nodes[1].PolicyRevision = 0 },
+			want: []string{"node node-2: has no policy loaded yet: it refuses every call"}},
 		{name: "silent node: no claims about its view", change: func(in *HealthInput) {
 			in.Nodes[1].LastSeenUnix = now.Add(-5 * time.Minute).Unix()
 			in.Nodes[1].RevocationAgeMs = 99_000

@@ -468,12 +468,14 @@ func (s *Server) followPolicy(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("latest policy revision %q: %w", value, err)
 		}
+		// Observe first: Set then confirms the new engine at once (and
+		// wakes the heartbeat that reports it).
+		s.cfg.Policy.Observe(latest, s.cfg.Clock())
 		if e := s.cfg.Policy.Engine(); e == nil || e.Revision() < latest {
 			if err := s.loadPolicyRevision(ctx, latest); err != nil {
 				return err
 			}
 		}
-		s.cfg.Policy.Observe(latest, s.cfg.Clock())
 		return nil
 	}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {

@@ -551,6 +551,9 @@ func (n *node) policyLoop(ctx context.Context, pc unumv1.PolicyClient) {
 			return pc.Watch(ctx, &unumv1.WatchPolicyRequest{HaveRevision: have, HaveShadowId: shadowID})
 		},
 		func(msg *unumv1.PolicyUpdate) {
+			// Observe first: Set then confirms the new engine at once.
+			freshAt := time.Now().Add(-time.Duration(max(msg.GetSenderAgeMs(), 0)) * time.Millisecond)
+			n.policy.Observe(msg.GetLatestRevision(), freshAt)
 			if r := msg.GetRevision(); r != nil {
 				b := &policy.Bundle{Files: r.GetBundle().GetFiles()}
 				e, err := policy.NewEngine(ctx, b, r.GetRevision())
@@ -563,8 +566,6 @@ func (n *node) policyLoop(ctx context.Context, pc unumv1.PolicyClient) {
 				}
 			}
 			n.applyShadowUpdate(ctx, msg, &shadowID)
-			freshAt := time.Now().Add(-time.Duration(max(msg.GetSenderAgeMs(), 0)) * time.Millisecond)
-			n.policy.Observe(msg.GetLatestRevision(), freshAt)
 		},
 		func(err error) { n.log.Debug("policy stream ended", "err", err) })
 }

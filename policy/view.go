@@ -77,11 +77,13 @@ func (v *View) Set(e *Engine) {
 func (v *View) Observe(latest int64, at time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if at.Before(v.mu.latestAt) {
-		return
-	}
 	if latest > v.mu.latest {
 		v.mu.latest = latest
+	}
+	// An older report (a sender's age can jitter) still raises latest, but
+	// never moves the confirmation time back.
+	if at.Before(v.mu.latestAt) {
+		return
 	}
 	v.mu.latestAt = at
 	if e := v.mu.engine; e != nil && e.revision >= v.mu.latest {

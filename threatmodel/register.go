@@ -181,12 +181,13 @@ func Register() []Threat {
 			Asset:    "join tokens, registration entries, cluster membership",
 			Boundary: "control-plane API",
 			Attacker: "a compromised node or workload, or a user without the admin role, holding a valid SVID",
-			Mitigation: "Every RPC passes one interceptor that classifies the verified peer SPIFFE ID and asks the " +
-				"Authorizer (deny by default: users by role (viewer reads, operator also manages entries, admin everything), " +
-				"nodes node operations, everyone WhoAmI); denials are PermissionDenied and exit code 3. The enrolment " +
-				"listener serves only Join and Login.",
+			Mitigation: "Every RPC passes one interceptor that classifies the verified peer SPIFFE ID, maps the method " +
+				"to an action and resource, and asks the cluster's Rego policy (the shipped policy denies by default: users " +
+				"by role (viewer reads, operator also manages entries, admin everything), nodes node operations on " +
+				"themselves, everyone id.show); denials are PermissionDenied with a decision id and exit code 3. The " +
+				"enrolment listener serves only Join and Login.",
 			Status: Mitigated,
-			Tests:  []string{"control.TestJoinMisuse", "control.TestCreateEntryValidation", "internal/rpc.TestBuiltinAuthorizer", "cmd/unum.TestDevCluster"},
+			Tests:  []string{"control.TestJoinMisuse", "control.TestCreateEntryValidation", "internal/rpc.TestPolicyAuthorizer", "policy.TestBuiltinBundleTestsPass", "cmd/unum.TestDevCluster"},
 		},
 		{
 			ID:       "T-014",
@@ -574,7 +575,118 @@ func Register() []Threat {
 				"handler requires a control node's membership record, a rotation waiting for intermediates with the given " +
 				"id, and a CSR for the caller's own node ID.",
 			Status: Mitigated,
-			Tests:  []string{"internal/rpc.TestCAMethodsPrivileged", "node.TestSignIntermediateRefusesNonControl"},
+			Tests:  []string{"internal/rpc.TestPolicyAuthorizer", "node.TestSignIntermediateRefusesNonControl"},
+		},
+		{
+			ID:       "T-040",
+			Title:    "Policy lockout",
+			STRIDE:   "D",
+			Asset:    "the ability to administer the cluster and the system's own operation (SVID renewal, heartbeats, feeds)",
+			Boundary: "control-plane API (Policy.Apply, Policy.Rollback)",
+			Attacker: "an admin who applies, by mistake or under duress, a bundle that denies the admin policy.apply or " +
+				"denies nodes what they need to stay members, so nobody can undo it",
+			Mitigation: "Before a bundle is stored it is compiled, its Rego tests run, and the lockout guard evaluates it " +
+				"on a must-allow list held in code (policy.MustAllow: the admin applying and rolling back policy, nodes " +
+				"renewing SVIDs, heartbeating, following revocations and policy, minting for their workloads, control " +
+				"nodes renewing intermediates); a bundle failing any is refused unless --force, and the forced findings " +
+				"are kept in the revision's history. Rollback goes through the same guard. The built-in user admin is " +
+				"granted everything by the shipped policy, and `unum admin recover` can always re-mint it.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestPolicyBadBundles", "policy.TestBundleCases", "cmd/unum.TestPolicyDevCluster"},
+		},
+		{
+			ID:       "T-041",
+			Title:    "A bundle marks a fixed-privileged action unprivileged",
+			STRIDE:   "T",
+			Asset:    "fail-closed handling of privileged actions (fresh revocation and policy views; audit durability)",
+			Boundary: "control-plane API (Policy.Apply)",
+			Attacker: "an admin or a compromised admin credential applying a bundle whose privileged rule leaves out " +
+				"policy changes, identity changes, CA or node operations, delegation, exec or audit configuration, " +
+				"to make them run on stale views or, later, without a durable audit record",
+			Mitigation: "The minimum privileged set is fixed in code (policy.MinimumPrivileged) and or'ed into every " +
+				"decision, whatever the bundle says; the apply guard also refuses a bundle that calls any of them " +
+				"unprivileged unless --force, and even forced the floor holds.",
+			Status: Mitigated,
+			Tests:  []string{"policy.TestBundleCases", "control.TestPolicyBadBundles", "control.TestPolicyFloorSurvivesForce"},
+		},
+		{
+			ID:       "T-042",
+			Title:    "A workload or node changes policy",
+			STRIDE:   "E",
+			Asset:    "the cluster's policy: what every principal may do",
+			Boundary: "control-plane API (Policy service)",
+			Attacker: "a compromised workload or node holding a valid SVID (including a workload in a namespace named " +
+				"admin) calling Apply, Rollback or StartShadow",
+			Mitigation: "Policy methods are themselves decided by the policy; the shipped policy grants policy.apply, " +
+				"policy.rollback and policy.shadow to the admin role only, and the decision is privileged.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestPolicyNotForWorkloadsOrNodes", "internal/rpc.TestPolicyAuthorizer"},
+		},
+		{
+			ID:       "T-043",
+			Title:    "A node acts as a workload, a user or another node",
+			STRIDE:   "E",
+			Asset:    "workload data and identities; other nodes' standing",
+			Boundary: "control-plane API",
+			Attacker: "a compromised node using its node SVID to call user or workload actions, mint SVIDs for non-" +
+				"workload identities, or renew, heartbeat or sync as another node",
+			Mitigation: "The shipped policy grants nodes only node actions on the resource node/-/SELF (the caller's own " +
+				"name, taken from its verified SVID by the routes table, never from the request) and svid.mint for " +
+				"workload identities (the handler then requires a registration assigned to that node); nothing else.",
+			Status: Mitigated,
+			Tests:  []string{"internal/rpc.TestPolicyAuthorizer", "policy.TestBuiltinBundleTestsPass", "cmd/unum.TestPolicyDevCluster"},
+		},
+		{
+			ID:       "T-044",
+			Title:    "A stale policy revision keeps deciding after apply",
+			STRIDE:   "E",
+			Asset:    "a tightened policy taking effect everywhere",
+			Boundary: "control-plane API on every node; the policy watch",
+			Attacker: "someone who keeps a node from hearing about a new revision (partition, slow or dead watch, a " +
+				"revision the node cannot compile) to use rights the new revision removed",
+			Mitigation: "Each node confirms at least every second that it serves the latest revision (etcd watch progress " +
+				"on control nodes; the control plane's stream, carrying its own age, elsewhere); a node that has not " +
+				"confirmed within 10 s, or knows of a newer revision it does not serve, refuses every privileged action " +
+				"with Unavailable and the reason. Heartbeats report each node's revision (`unum policy status`).",
+			Status: Mitigated,
+			Tests:  []string{"internal/rpc.TestStalePolicyRefusesPrivileged", "policy.TestDeciderStaleView", "policy.TestViewFreshness", "node.TestComputeNodeFollowsPolicy"},
+		},
+		{
+			ID:       "T-045",
+			Title:    "An RPC ships without mediation",
+			STRIDE:   "E",
+			Asset:    "complete mediation of the API",
+			Boundary: "control-plane API",
+			Attacker: "none needed: a new method added without an authorization rule would be reachable by anyone",
+			Mitigation: "The authorizer maps methods to actions through one routes table; a method without a route is " +
+				"denied to everyone, the admin included, and a test fails when any method of the API has no route.",
+			Status: Mitigated,
+			Tests:  []string{"internal/rpc.TestEveryMethodHasARoute", "internal/rpc.TestPolicyAuthorizer"},
+		},
+		{
+			ID:       "T-046",
+			Title:    "A policy reads input unum never sends",
+			STRIDE:   "E",
+			Asset:    "the meaning of the policy: rules that silently never match grant or deny the wrong things",
+			Boundary: "control-plane API (Policy.Apply)",
+			Attacker: "a typo or a misunderstanding (input.subject.roles for input.subject.attributes.role) in a deny " +
+				"rule that then never fires",
+			Mitigation: "Bundles are type-checked against the input JSON schema (policy/input.schema.json, closed " +
+				"objects): a reference to a field not in it fails compilation at file:line, and the bundle is refused.",
+			Status: Mitigated,
+			Tests:  []string{"policy.TestBundleCases", "control.TestPolicyBadBundles"},
+		},
+		{
+			ID:       "T-047",
+			Title:    "A stored bundle writes outside the folder it is fetched to",
+			STRIDE:   "T",
+			Asset:    "the operator's machine",
+			Boundary: "CLI (`unum policy get --out DIR`)",
+			Attacker: "whoever can store a bundle with file names like ../../.bashrc (a malicious or compromised server)",
+			Mitigation: "Bundles are validated (clean relative names, UTF-8, size and count limits) when applied and " +
+				"again before they are written to disk.",
+			Status: Mitigated,
+			Tests:  []string{"policy.TestWriteDirStaysInside", "policy.TestBundleCases"},
 		},
 	}
 	sortByID(threats)
