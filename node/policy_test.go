@@ -45,14 +45,17 @@ func TestComputeNodeFollowsPolicy(t *testing.T) {
 		if err != nil {
 			return false
 		}
+		// Other tests leave stopped nodes in the member list: the two
+		// nodes that run throughout are the ones to converge.
+		serving := 0
 		for _, n := range st.GetNodes() {
-			if n.GetRevision() != applied.GetRevision() {
-				return false
+			if (n.GetName() == "node-1" || n.GetName() == "node-2") && n.GetRevision() == applied.GetRevision() {
+				serving++
 			}
 		}
-		return st.GetLatestRevision() == applied.GetRevision()
+		return serving == 2 && st.GetLatestRevision() == applied.GetRevision()
 	}, 20*time.Second, 50*time.Millisecond)
-	t.Logf("every node reported revision %d %s after apply", applied.GetRevision(), time.Since(start).Round(time.Millisecond))
+	t.Logf("node-1 and node-2 reported revision %d %s after apply", applied.GetRevision(), time.Since(start).Round(time.Millisecond))
 
 	// A call node-2 decides: node-1's identity applying policy on node-2.
 	svid, roots, err := Layout{Dir: cl.nodes["node-1"].dir}.loadSVID()

@@ -493,6 +493,7 @@ func (d *dev) printNext() {
 	fmt.Fprintf(&b, "  %s id svid --socket %s\n", unum, d.state.Nodes[0].socket())
 	fmt.Fprintf(&b, "  %s user add alice --role viewer     # then: unum login --addr %s\n", unum, d.state.Nodes[0].Ports.Enroll)
 	fmt.Fprintf(&b, "  %s ca status\n", unum)
+	fmt.Fprintf(&b, "  %s policy get --out policy && %s policy test policy   # the Rego policy: edit, test, apply\n", unum, unum)
 	fmt.Fprintf(&b, "\nNode logs: %s/node-*/node.log. Ctrl-C stops every node.\n", d.dir)
 	fmt.Fprint(d.o.Out, b.String())
 }
