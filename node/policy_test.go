@@ -62,7 +62,17 @@ func TestComputeNodeFollowsPolicy(t *testing.T) {
 	require.NoError(t, err)
 	creds, err := rpc.NewCredentials(svid, roots)
 	require.NoError(t, err)
-	n2 := cl.nodes["node-2"].opts.Ports.API
+	// node-2's API address from its membership record (tests restart it
+	// with options that leave the ports to its config).
+	var n2 string
+	nodes, err := unumv1.NewClusterClient(cc).ListNodes(ctx, &unumv1.ListNodesRequest{})
+	require.NoError(t, err)
+	for _, n := range nodes.GetNodes() {
+		if n.GetName() == "node-2" {
+			n2 = n.GetApiAddress()
+		}
+	}
+	require.NotEmpty(t, n2)
 	n2ID := spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("unum.test"), "/node/node-2")
 	asNode1, err := rpc.DialNode(creds, n2ID, n2)
 	require.NoError(t, err)
