@@ -471,7 +471,7 @@ func (s *Server) followPolicy(ctx context.Context) error {
 		// Observe first: Set then confirms the new engine at once (and
 		// wakes the heartbeat that reports it).
 		s.cfg.Policy.Observe(latest, s.cfg.Clock())
-		if e := s.cfg.Policy.Engine(); e == nil || e.Revision() < latest {
+		if e := s.cfg.Policy.Engine(); e == nil || e.Revision() != latest {
 			if err := s.loadPolicyRevision(ctx, latest); err != nil {
 				return err
 			}
@@ -537,16 +537,18 @@ func (s *Server) followPolicy(ctx context.Context) error {
 // revision and goes stale, so privileged actions are refused until an
 // operator fixes it (fail closed), while the rest keeps working.
 func (s *Server) loadPolicyRevision(ctx context.Context, rev int64) error {
-	if e, ok := s.cfg.Engines.Get(rev); ok {
-		s.cfg.Policy.Set(e)
-		return nil
-	}
-	b, _, err := s.policyRevision(ctx, rev)
+	b, m, err := s.policyRevision(ctx, rev)
 	if err != nil {
 		if status.Code(err) == codes.Unavailable {
 			return err
 		}
 		s.cfg.Log.Error("policy revision unreadable: still serving the previous one", "revision", rev, "err", err)
+		return nil
+	}
+	// A cached engine of the same number is reused only if it is the same
+	// bundle: after a restore from backup, numbers are reused.
+	if e, ok := s.cfg.Engines.Get(rev); ok && e.Digest() == m.SHA256 {
+		s.cfg.Policy.Set(e)
 		return nil
 	}
 	e, err := policy.NewEngine(ctx, b, rev)

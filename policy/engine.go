@@ -200,6 +200,9 @@ func (c *EngineCache) Put(e *Engine) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.engines[e.revision]; ok {
+		// Same number again: the store was restored from a backup and
+		// the number reused; the engine put last wins.
+		c.engines[e.revision] = e
 		return
 	}
 	c.engines[e.revision] = e

@@ -56,16 +56,15 @@ func (v *View) Engine() *Engine {
 	return v.mu.engine
 }
 
-// Set serves e. An engine older than the one served is ignored (a watch
-// may deliver revisions out of order across reconnects).
+// Set serves e. It is current only when its revision is the latest the
+// store reported: an engine delivered late, or one newer than a store
+// restored from backup, is served but stale (privileged actions refused)
+// until the store's latest revision is loaded.
 func (v *View) Set(e *Engine) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if cur := v.mu.engine; cur != nil && cur.revision > e.revision {
-		return
-	}
 	v.mu.engine = e
-	if e.revision >= v.mu.latest && !v.mu.latestAt.IsZero() {
+	if e.revision == v.mu.latest && !v.mu.latestAt.IsZero() {
 		v.mu.currentAt = v.mu.latestAt
 	}
 	close(v.mu.changed)
@@ -73,20 +72,18 @@ func (v *View) Set(e *Engine) {
 }
 
 // Observe records that, at time at, the store's latest revision was latest
-// (a watch event or progress report).
+// (a watch event or progress report). A report older than the last one
+// changes nothing; a newer one wins even when its revision is lower (the
+// store was restored from a backup): revisions are compared for equality,
+// never assumed to only grow.
 func (v *View) Observe(latest int64, at time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if latest > v.mu.latest {
-		v.mu.latest = latest
-	}
-	// An older report (a sender's age can jitter) still raises latest, but
-	// never moves the confirmation time back.
 	if at.Before(v.mu.latestAt) {
 		return
 	}
-	v.mu.latestAt = at
-	if e := v.mu.engine; e != nil && e.revision >= v.mu.latest {
+	v.mu.latest, v.mu.latestAt = latest, at
+	if e := v.mu.engine; e != nil && e.revision == latest {
 		v.mu.currentAt = at
 	}
 }
@@ -131,8 +128,8 @@ func (v *View) Fresh(now time.Time) error {
 	case s.Age < 0:
 		return fmt.Errorf("%w: serving revision %d, not yet confirmed as the latest", ErrStale, s.Revision)
 	case s.Age > v.bound:
-		if s.Latest > s.Revision {
-			return fmt.Errorf("%w: serving revision %d, revision %d exists, last current %s ago (bound %s)", ErrStale, s.Revision, s.Latest, s.Age.Round(time.Millisecond), v.bound)
+		if s.Latest != s.Revision {
+			return fmt.Errorf("%w: serving revision %d, revision %d is the latest, last current %s ago (bound %s)", ErrStale, s.Revision, s.Latest, s.Age.Round(time.Millisecond), v.bound)
 		}
 		return fmt.Errorf("%w: serving revision %d, not confirmed latest for %s (bound %s)", ErrStale, s.Revision, s.Age.Round(time.Millisecond), v.bound)
 	}

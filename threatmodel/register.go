@@ -647,9 +647,10 @@ func Register() []Threat {
 			Mitigation: "Each node confirms at least every second that it serves the latest revision (etcd watch progress " +
 				"on control nodes; the control plane's stream, carrying its own age, elsewhere); a node that has not " +
 				"confirmed within 10 s, or knows of a newer revision it does not serve, refuses every privileged action " +
-				"with Unavailable and the reason. Heartbeats report each node's revision (`unum policy status`).",
+				"with Unavailable and the reason; served and latest revisions are compared for equality, so a node ahead of a " +
+				"store restored from backup is stale too. Heartbeats report each node's revision (`unum policy status`).",
 			Status: Mitigated,
-			Tests:  []string{"internal/rpc.TestStalePolicyRefusesPrivileged", "policy.TestDeciderStaleView", "policy.TestViewFreshness", "node.TestComputeNodeFollowsPolicy"},
+			Tests:  []string{"internal/rpc.TestStalePolicyRefusesPrivileged", "policy.TestDeciderStaleView", "policy.TestViewFreshness", "policy.TestViewStoreRestored", "node.TestComputeNodeFollowsPolicy"},
 		},
 		{
 			ID:       "T-045",

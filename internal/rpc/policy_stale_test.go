@@ -57,7 +57,7 @@ func TestStalePolicyRefusesPrivileged(t *testing.T) {
 	clock.Add(6 * time.Second)
 	err = privileged()
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
-	require.Contains(t, status.Convert(err).Message(), "policy view is stale: serving revision 1, revision 2 exists")
+	require.Contains(t, status.Convert(err).Message(), "policy view is stale: serving revision 1, revision 2 is the latest")
 	_, err = ic.WhoAmI(ctx5(t), &unumv1.WhoAmIRequest{})
 	require.NoError(t, err, "unprivileged calls go on")
 
