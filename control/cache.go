@@ -11,7 +11,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/internal/rpc"
 )
 
 // stateCache is a watched, eventually consistent copy of the slowly changing
@@ -196,4 +198,16 @@ func (s *stateCache) user(name string) (UserRecord, bool) {
 	defer s.mu.RUnlock()
 	u, ok := s.mu.users[name]
 	return u, ok
+}
+
+// userRoles is every user's role, by name (the admin user included).
+func (s *stateCache) userRoles() map[string]string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]string, len(s.mu.users)+1)
+	for name, u := range s.mu.users {
+		out[name] = u.Role
+	}
+	out[identity.AdminUser] = rpc.RoleAdmin
+	return out
 }

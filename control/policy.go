@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity"
@@ -55,10 +57,11 @@ type PolicyMeta struct {
 
 // shadowRecord is the running shadow candidate.
 type shadowRecord struct {
-	ID        string         `json:"id"`
-	Until     time.Time      `json:"until"`
-	StartedBy string         `json:"started_by"`
-	Bundle    *policy.Bundle `json:"bundle"`
+	ID        string    `json:"id"`
+	Until     time.Time `json:"until"`
+	StartedBy string    `json:"started_by"`
+	// Bundle is encodeBundle's bytes (base64 in JSON).
+	Bundle []byte `json:"bundle"`
 }
 
 func policyMetaKey(rev int64) string   { return fmt.Sprintf("%s%020d", prefixPolicyMeta, rev) }
@@ -72,7 +75,7 @@ func bootstrapPolicyOps(now time.Time) []clientv3.Op {
 	meta := PolicyMeta{Revision: 1, Author: "unum init", Created: now.UTC(), SHA256: b.Digest(), Message: "the shipped policy", Size: b.Size()}
 	return []clientv3.Op{
 		clientv3.OpPut(policyMetaKey(1), mustJSON(meta)),
-		clientv3.OpPut(policyBundleKey(1), mustJSON(b)),
+		clientv3.OpPut(policyBundleKey(1), string(encodeBundle(b))),
 		clientv3.OpPut(keyPolicyLatest, "1"),
 	}
 }
@@ -101,6 +104,26 @@ func bundleFromProto(pb *unumv1.PolicyBundle) (*policy.Bundle, error) {
 
 func bundleToProto(b *policy.Bundle) *unumv1.PolicyBundle {
 	return &unumv1.PolicyBundle{Files: b.Files}
+}
+
+// encodeBundle is how a bundle is stored in etcd: the PolicyBundle
+// protobuf, whose size is the files' plus a few bytes each (JSON would
+// escape Rego's quotes, newlines and < > & and could push a bundle within
+// policy.MaxBundleBytes past etcd's request limit).
+func encodeBundle(b *policy.Bundle) []byte {
+	out, err := proto.MarshalOptions{Deterministic: true}.Marshal(bundleToProto(b))
+	if err != nil {
+		panic("policy bundle does not encode: " + err.Error())
+	}
+	return out
+}
+
+func decodeBundle(data []byte) (*policy.Bundle, error) {
+	var pb unumv1.PolicyBundle
+	if err := proto.Unmarshal(data, &pb); err != nil {
+		return nil, fmt.Errorf("stored policy bundle: %w", err)
+	}
+	return &policy.Bundle{Files: pb.GetFiles()}, nil
 }
 
 // vetBundle compiles b, runs its tests and the lockout guard. Findings of
@@ -150,7 +173,7 @@ func (s *Server) storeRevision(ctx context.Context, b *policy.Bundle, meta Polic
 		meta.Revision = latest + 1
 		txn, err := s.cfg.Etcd.Txn(ctx).If(cmp).Then(
 			clientv3.OpPut(policyMetaKey(meta.Revision), mustJSON(meta)),
-			clientv3.OpPut(policyBundleKey(meta.Revision), mustJSON(b)),
+			clientv3.OpPut(policyBundleKey(meta.Revision), string(encodeBundle(b))),
 			clientv3.OpPut(keyPolicyLatest, strconv.FormatInt(meta.Revision, 10)),
 		).Commit()
 		if err != nil {
@@ -268,8 +291,8 @@ func (s *Server) policyRevision(ctx context.Context, rev int64) (*policy.Bundle,
 	if err != nil {
 		return nil, PolicyMeta{}, status.Errorf(codes.Internal, "policy revision %d: %v", rev, err)
 	}
-	b := &policy.Bundle{}
-	if err := b.UnmarshalJSON(bk[0].Value); err != nil {
+	b, err := decodeBundle(bk[0].Value)
+	if err != nil {
 		return nil, PolicyMeta{}, status.Errorf(codes.Internal, "policy revision %d bundle: %v", rev, err)
 	}
 	return b, m, nil
@@ -423,17 +446,50 @@ func (s *Server) StartShadow(ctx context.Context, req *unumv1.StartShadowRequest
 		return nil, err
 	}
 	now := s.cfg.Clock()
-	rec := shadowRecord{ID: "shadow-" + strings.TrimPrefix(policy.NewDecisionID("x"), "x."), Until: now.Add(d).UTC(), StartedBy: c.ID.String(), Bundle: b}
-	if _, err := s.cfg.Etcd.Put(ctx, keyPolicyShadow, mustJSON(rec)); err != nil {
+	rec := shadowRecord{ID: "shadow-" + strings.TrimPrefix(policy.NewDecisionID("x"), "x."), Until: now.Add(d).UTC(), StartedBy: c.ID.String(), Bundle: encodeBundle(b)}
+	// One shadow at a time: a running one is not replaced (its operator is
+	// waiting for its report); an expired one is.
+	cur, ok, err := s.shadow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cmp := clientv3.Compare(clientv3.CreateRevision(keyPolicyShadow), "=", 0)
+	if ok {
+		if now.Before(cur.Until) {
+			return nil, status.Errorf(codes.AlreadyExists, "shadow %s (started by %s) runs until %s: wait for it or stop it first", cur.ID, cur.StartedBy, cur.Until.Format(time.RFC3339))
+		}
+		cmp = clientv3.Compare(clientv3.Value(keyPolicyShadow), "=", mustJSON(cur))
+	}
+	txn, err := s.cfg.Etcd.Txn(ctx).If(cmp).Then(clientv3.OpPut(keyPolicyShadow, mustJSON(rec))).Commit()
+	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store policy shadow: %v", err)
+	}
+	if !txn.Succeeded {
+		return nil, status.Error(codes.Aborted, "another shadow started concurrently; try again")
 	}
 	s.cfg.Log.Info("policy shadow started", "shadow_id", rec.ID, "until", rec.Until, "by", rec.StartedBy)
 	return &unumv1.StartShadowResponse{ShadowId: rec.ID, UntilUnix: rec.Until.Unix(), LiveRevision: live}, nil
 }
 
 // StopShadow implements unumv1.PolicyServer.
-func (s *Server) StopShadow(ctx context.Context, _ *unumv1.StopShadowRequest) (*unumv1.StopShadowResponse, error) {
-	if _, err := s.cfg.Etcd.Delete(ctx, keyPolicyShadow); err != nil {
+// Stopping by id leaves another operator's later shadow alone.
+func (s *Server) StopShadow(ctx context.Context, req *unumv1.StopShadowRequest) (*unumv1.StopShadowResponse, error) {
+	resp, err := s.cfg.Etcd.Get(ctx, keyPolicyShadow)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "read policy shadow: %v", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return &unumv1.StopShadowResponse{}, nil
+	}
+	if id := req.GetShadowId(); id != "" {
+		cur, err := decode[shadowRecord](resp.Kvs[0].Value)
+		if err == nil && cur.ID != id {
+			return nil, status.Errorf(codes.FailedPrecondition, "shadow %s is not running (%s is)", id, cur.ID)
+		}
+	}
+	if _, err := s.cfg.Etcd.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(keyPolicyShadow), "=", resp.Kvs[0].ModRevision)).
+		Then(clientv3.OpDelete(keyPolicyShadow)).Commit(); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "stop policy shadow: %v", err)
 	}
 	return &unumv1.StopShadowResponse{}, nil
@@ -463,8 +519,13 @@ func (s *Server) followPolicy(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load policy: %w", err)
 	}
+	// latest is the store's latest revision as last read: progress reports
+	// confirm it, not what this node happens to serve (which may be older
+	// when a revision failed to load).
+	var latest int64
 	load := func(ctx context.Context, value []byte) error {
-		latest, err := strconv.ParseInt(string(value), 10, 64)
+		var err error
+		latest, err = strconv.ParseInt(string(value), 10, 64)
 		if err != nil {
 			return fmt.Errorf("latest policy revision %q: %w", value, err)
 		}
@@ -506,9 +567,9 @@ func (s *Server) followPolicy(ctx context.Context) error {
 			}
 			if wr.IsProgressNotify() {
 				// Nothing changed up to the store's current revision: the
-				// served revision is still the latest.
-				if e := s.cfg.Policy.Engine(); e != nil {
-					s.cfg.Policy.Observe(e.Revision(), s.cfg.Clock())
+				// latest revision is still the one last read.
+				if latest > 0 {
+					s.cfg.Policy.Observe(latest, s.cfg.Clock())
 				}
 				continue
 			}
@@ -572,12 +633,16 @@ func (s *Server) applyShadow(ctx context.Context, kvs []*mvccpb.KeyValue) {
 		return
 	}
 	rec, err := decode[shadowRecord](kvs[0].Value)
-	if err != nil || rec.Bundle == nil {
+	var b *policy.Bundle
+	if err == nil {
+		b, err = decodeBundle(rec.Bundle)
+	}
+	if err != nil {
 		s.cfg.Log.Error("undecodable policy shadow: ignored", "err", err)
 		s.cfg.OnShadow(nil)
 		return
 	}
-	e, err := policy.NewEngine(ctx, rec.Bundle, 0)
+	e, err := policy.NewEngine(ctx, b, 0)
 	if err != nil {
 		s.cfg.Log.Error("policy shadow does not compile: ignored", "shadow_id", rec.ID, "err", err)
 		s.cfg.OnShadow(nil)
@@ -594,7 +659,8 @@ func (s *Server) Watch(req *unumv1.WatchPolicyRequest, stream unumv1.Policy_Watc
 	ctx := stream.Context()
 	tick := time.NewTicker(revocationHeartbeat)
 	defer tick.Stop()
-	have, haveShadow := req.GetHaveRevision(), req.GetHaveShadowId()
+	have, haveDigest, haveShadow := req.GetHaveRevision(), req.GetHaveSha256(), req.GetHaveShadowId()
+	var sentRoles map[string]string
 	for {
 		changed := s.cfg.Policy.Changed()
 		st := s.cfg.Policy.Status(s.cfg.Clock())
@@ -604,14 +670,16 @@ func (s *Server) Watch(req *unumv1.WatchPolicyRequest, stream unumv1.Policy_Watc
 			// it must not confirm the follower's either.
 			msg.SenderAgeMs = neverConfirmedMs
 		}
-		if e := s.cfg.Policy.Engine(); e != nil && e.Revision() != have {
-			b, m, err := s.policyRevision(ctx, e.Revision())
-			if err != nil {
-				return err
-			}
+		// Compared by digest too: numbers are reused after a restore.
+		if e := s.cfg.Policy.Engine(); e != nil && (e.Revision() != have || e.Digest() != haveDigest) {
+			m := PolicyMeta{Revision: e.Revision(), SHA256: e.Digest(), Size: e.Bundle().Size()}
 			msg.Revision = metaToProto(m)
-			msg.Revision.Bundle = bundleToProto(b)
-			have = e.Revision()
+			msg.Revision.Bundle = bundleToProto(e.Bundle())
+			have, haveDigest = e.Revision(), e.Digest()
+		}
+		if roles := s.cache.userRoles(); sentRoles == nil || !maps.Equal(roles, sentRoles) {
+			msg.UserRoles, msg.RolesSet = roles, true
+			sentRoles = roles
 		}
 		if sh := s.currentShadow(); sh != nil {
 			msg.ShadowId, msg.ShadowUntilUnixNano = sh.ID, sh.Until.UnixNano()

@@ -2,11 +2,13 @@ package control
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
@@ -279,9 +281,61 @@ func TestPolicyShadow(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, sh.GetShadowId(), st.GetShadowId())
 
-	_, err = admin.StopShadow(ctxT(t), &unumv1.StopShadowRequest{})
+	// One shadow at a time, and stopping names the one to stop.
+	_, err = admin.StartShadow(ctxT(t), &unumv1.StartShadowRequest{Bundle: candidate, DurationSeconds: 60})
+	requireCode(t, err, codes.AlreadyExists, "shadow "+sh.GetShadowId())
+	_, err = admin.StopShadow(ctxT(t), &unumv1.StopShadowRequest{ShadowId: "shadow-0000000000000000"})
+	requireCode(t, err, codes.FailedPrecondition, "is not running")
+
+	_, err = admin.StopShadow(ctxT(t), &unumv1.StopShadowRequest{ShadowId: sh.GetShadowId()})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return h.decider.CurrentShadow() == nil }, 10*time.Second, 10*time.Millisecond)
 	_, err = admin.StartShadow(ctxT(t), &unumv1.StartShadowRequest{Bundle: bundleWith(map[string]string{"bad.rego": "package x\nallow if {"})})
 	requireCode(t, err, codes.InvalidArgument, "bad.rego:")
+}
+
+// TestPolicyUnloadableRevisionGoesStale: a latest revision this node
+// cannot compile (a newer bundle on an older binary, or garbage written to
+// the store) leaves the node serving the previous revision, and watch
+// progress reports never confirm that one as current: the node stays
+// stale, refusing privileged actions, until a loadable revision is stored.
+func TestPolicyUnloadableRevisionGoesStale(t *testing.T) {
+	ctx := ctxT(t)
+	served := h.srv.cfg.Policy.Engine().Revision()
+	bad := &policy.Bundle{Files: map[string][]byte{"authz.rego": []byte("package unum.authz\n\ndecision := {\n")}}
+	next := served + 1
+	_, err := h.etcd.Client().Txn(ctx).Then(
+		clientv3.OpPut(policyMetaKey(next), mustJSON(PolicyMeta{Revision: next, Author: "test", SHA256: bad.Digest()})),
+		clientv3.OpPut(policyBundleKey(next), string(encodeBundle(bad))),
+		clientv3.OpPut(keyPolicyLatest, strconv.FormatInt(next, 10)),
+	).Commit()
+	require.NoError(t, err)
+	t.Cleanup(func() { restoreBuiltin(t) })
+	// Several progress reports (one a second) later, the node still knows
+	// it is behind.
+	time.Sleep(3 * time.Second)
+	st := h.srv.cfg.Policy.Status(time.Now())
+	require.Equal(t, served, st.Revision)
+	require.Equal(t, next, st.Latest)
+	require.ErrorIs(t, h.srv.cfg.Policy.Fresh(time.Now().Add(policy.DefaultStaleBound+time.Second)), policy.ErrStale)
+}
+
+// TestPolicyLargeBundleStores: a bundle just under the size limit is
+// stored, however its text would grow as JSON (every < escapes to six
+// bytes): the limit callers see is the one that holds.
+func TestPolicyLargeBundleStores(t *testing.T) {
+	admin := policyClient(t, "/user/admin")
+	t.Cleanup(func() { restoreBuiltin(t) })
+	base := bundleWith(nil)
+	size := 0
+	for _, d := range base.GetFiles() {
+		size += len(d)
+	}
+	header := "package unum.extra\n# "
+	pad := strings.Repeat("<", policy.MaxBundleBytes-size-len(header)-1)
+	resp, err := admin.Apply(ctxT(t), &unumv1.ApplyPolicyRequest{Bundle: bundleWith(map[string]string{"big.rego": header + pad + "\n"})})
+	require.NoError(t, err)
+	got, err := admin.Get(ctxT(t), &unumv1.GetPolicyRequest{Revision: resp.GetRevision()})
+	require.NoError(t, err)
+	require.Len(t, got.GetBundle().GetFiles()["big.rego"], len(header)+len(pad)+1)
 }

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -143,6 +144,9 @@ func (p *PolicyService) Explain(ctx context.Context, req *unumv1.ExplainPolicyRe
 		return out, nil
 	}
 	eng, err := p.engine(ctx, rec.Revision)
+	if err == nil && rec.Digest != "" && eng.Digest() != rec.Digest {
+		err = fmt.Errorf("revision %d held here is not the bundle that decided (the store was restored from a backup)", rec.Revision)
+	}
 	if err != nil {
 		out.Error = joinErr(out.Error, "rules not traced: "+err.Error())
 		return out, nil
@@ -201,9 +205,9 @@ func (p *PolicyService) ShadowReport(_ context.Context, req *unumv1.ShadowReport
 		out.Changes = append(out.Changes, &unumv1.ShadowChange{
 			DecisionId: r.ID, TimeUnixNano: r.Time.UnixNano(),
 			Subject: r.Input.Subject.ID, Action: r.Input.Action, Resource: r.Input.Resource.String(),
-			LiveRevision: r.Revision, LiveAllow: r.Result.Allow, ShadowAllow: r.Shadow.Result.Allow,
-			LivePrivileged: r.Result.Privileged, ShadowPrivileged: r.Shadow.Result.Privileged,
-			LiveReasons: r.Result.Reasons, ShadowReasons: r.Shadow.Result.Reasons,
+			LiveRevision: r.Revision, LiveAllow: r.Shadow.Live.Allow, ShadowAllow: r.Shadow.Result.Allow,
+			LivePrivileged: r.Shadow.Live.Privileged, ShadowPrivileged: r.Shadow.Result.Privileged,
+			LiveReasons: r.Shadow.Live.Reasons, ShadowReasons: r.Shadow.Result.Reasons,
 		})
 	}
 	return out, nil

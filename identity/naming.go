@@ -32,6 +32,11 @@ type Principal struct {
 	Namespace string
 }
 
+// policyClusterScope is the namespace the policy gives cluster-scoped
+// resources ("-"): no workload may live in it, or a namespace-local grant
+// would reach every cluster-scoped resource.
+const policyClusterScope = "-"
+
 // Classify tells which kind of principal id names. It never fails: an ID of
 // an unexpected shape is KindUnknown, which the authorizer grants nothing.
 func Classify(id spiffeid.ID) Principal {
@@ -44,7 +49,7 @@ func Classify(id spiffeid.ID) Principal {
 		p.Kind, p.Name = KindSystem, segs[1]
 	case len(segs) == 2 && segs[0] == "user" && segs[1] != "":
 		p.Kind, p.Name = KindUser, segs[1]
-	case len(segs) >= 3 && segs[0] == "ns" && segs[1] != "":
+	case len(segs) >= 3 && segs[0] == "ns" && segs[1] != "" && segs[1] != policyClusterScope:
 		p.Kind, p.Namespace, p.Name = KindWorkload, segs[1], strings.Join(segs[2:], "/")
 	}
 	return p

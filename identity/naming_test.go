@@ -22,6 +22,8 @@ func TestClassify(t *testing.T) {
 		{"spiffe://unum.local/node", KindUnknown, "", ""},
 		{"spiffe://unum.local", KindUnknown, "", ""},
 		{"spiffe://unum.local/ns/default", KindUnknown, "", ""},
+		// "-" is the policy's cluster scope, never a workload namespace.
+		{"spiffe://unum.local/ns/-/job/web", KindUnknown, "", ""},
 		{"spiffe://unum.local/other/x", KindUnknown, "", ""},
 	} {
 		t.Run(tc.id, func(t *testing.T) {
@@ -43,6 +45,7 @@ func TestParseWorkloadID(t *testing.T) {
 		"spiffe://unum.local/system/ca",
 		"spiffe://other.td/ns/default/job/web",
 		"spiffe://unum.local/ns/default",
+		"spiffe://unum.local/ns/-/job/web",
 		"not a uri",
 	} {
 		_, err := ParseWorkloadID(td, bad)

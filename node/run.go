@@ -137,6 +137,7 @@ type node struct {
 	decider   *policy.Decider
 	decisions *policy.Ring
 	engines   *policy.EngineCache
+	userRoles streamedRoles
 
 	// renewNow asks rotateLoop to renew the node SVID at once: a control
 	// node refused it as issued between a backup and its restore.
@@ -243,7 +244,9 @@ func (n *node) run(ctx context.Context) error {
 		return fmt.Errorf("api listener: %w", err)
 	}
 	n.obs.m = n.newMetrics()
-	var roles rpc.RoleSource
+	// Nodes without user records learn users' roles from the policy
+	// stream; control nodes read their own.
+	var roles rpc.RoleSource = &n.userRoles
 	var ctl *control.Server
 	if n.cfg.HasRole("control") {
 		var stop func()
@@ -544,11 +547,11 @@ func (n *node) policyLoop(ctx context.Context, pc unumv1.PolicyClient) {
 	var shadowID string
 	followStream(ctx, 200*time.Millisecond,
 		func(ctx context.Context) (grpc.ServerStreamingClient[unumv1.PolicyUpdate], error) {
-			var have int64
+			req := &unumv1.WatchPolicyRequest{HaveShadowId: shadowID}
 			if e := n.policy.Engine(); e != nil {
-				have = e.Revision()
+				req.HaveRevision, req.HaveSha256 = e.Revision(), e.Digest()
 			}
-			return pc.Watch(ctx, &unumv1.WatchPolicyRequest{HaveRevision: have, HaveShadowId: shadowID})
+			return pc.Watch(ctx, req)
 		},
 		func(msg *unumv1.PolicyUpdate) {
 			// Observe first: Set then confirms the new engine at once.
@@ -566,6 +569,9 @@ func (n *node) policyLoop(ctx context.Context, pc unumv1.PolicyClient) {
 				}
 			}
 			n.applyShadowUpdate(ctx, msg, &shadowID)
+			if msg.GetRolesSet() {
+				n.userRoles.set(msg.GetUserRoles())
+			}
 		},
 		func(err error) { n.log.Debug("policy stream ended", "err", err) })
 }
@@ -886,4 +892,22 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// streamedRoles is the users' roles as the control plane last streamed
+// them (nodes without etcd). Safe for concurrent use.
+type streamedRoles struct {
+	m atomic.Pointer[map[string]string]
+}
+
+func (r *streamedRoles) set(roles map[string]string) { r.m.Store(&roles) }
+
+// UserRole implements rpc.RoleSource.
+func (r *streamedRoles) UserRole(name string) (string, bool) {
+	m := r.m.Load()
+	if m == nil {
+		return "", false
+	}
+	role, ok := (*m)[name]
+	return role, ok
 }

@@ -102,13 +102,18 @@ func (d *Decider) Decide(ctx context.Context, in Input) (Decision, error) {
 		in.Subject.Attributes = map[string]string{}
 	}
 	rec := &Record{ID: dec.ID, Time: now, Input: in}
-	var err error
+	var err, evalErr error
+	// bundleResult is the served bundle's own answer, before freshness:
+	// what a shadow is compared with (a shadow judges the policy, not the
+	// node's view).
+	var bundleResult Result
 	e := d.cfg.View.Engine()
 	if e == nil {
 		err = ErrNoPolicy
 	} else {
-		dec.Revision = e.revision
-		dec.Result, err = e.Eval(ctx, &in)
+		dec.Revision, rec.Digest = e.revision, e.digest
+		dec.Result, evalErr = e.Eval(ctx, &in)
+		bundleResult, err = dec.Result, evalErr
 		if err == nil && dec.Allow && dec.Privileged {
 			err = d.cfg.View.Fresh(now)
 		}
@@ -119,11 +124,14 @@ func (d *Decider) Decide(ctx context.Context, in Input) (Decision, error) {
 		rec.Err = err.Error()
 	}
 	rec.Revision, rec.Result = dec.Revision, dec.Result
-	if s := d.shadow.Load(); s != nil && now.Before(s.Until) {
+	if s := d.shadow.Load(); s != nil && e != nil && now.Before(s.Until) {
 		sr, serr := s.Engine.Eval(ctx, &in)
-		rec.Shadow = &ShadowResult{ShadowID: s.ID, Result: sr}
+		rec.Shadow = &ShadowResult{ShadowID: s.ID, Result: sr, Live: bundleResult}
 		if serr != nil {
 			rec.Shadow.Err = serr.Error()
+		}
+		if evalErr != nil {
+			rec.Shadow.LiveErr = evalErr.Error()
 		}
 	}
 	if d.cfg.Log != nil {
@@ -135,4 +143,21 @@ func (d *Decider) Decide(ctx context.Context, in Input) (Decision, error) {
 		}
 	}
 	return dec, err
+}
+
+// Refuse records a denial made without evaluating the policy (a method
+// with no action, a request that cannot be described) so that it too has
+// an id and a record.
+func (d *Decider) Refuse(ctx context.Context, in Input, reason string) Decision {
+	now := d.cfg.Now()
+	in.Context.Node, in.Context.Time = d.cfg.Node, now
+	dec := Decision{ID: NewDecisionID(d.cfg.Node), Result: Result{Reasons: []string{reason}}}
+	if in.Context.RequestID == "" {
+		in.Context.RequestID = dec.ID
+	}
+	if d.cfg.Log != nil {
+		// The call is refused whatever the log says.
+		_ = d.cfg.Log.Record(ctx, &Record{ID: dec.ID, Time: now, Input: in, Result: dec.Result, Err: reason})
+	}
+	return dec
 }

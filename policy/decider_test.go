@@ -170,13 +170,13 @@ func TestDeciderShadow(t *testing.T) {
 	require.Equal(t, "sh1", r.Shadow.ShadowID)
 	require.False(t, r.Shadow.Result.Allow)
 	require.Equal(t, []string{"listing frozen"}, r.Shadow.Result.Reasons)
-	require.True(t, r.Shadow.Changed(r.Result, r.Err))
+	require.True(t, r.Shadow.Changed())
 
 	same, err := f.d.Decide(ctx, userInput("vic", "viewer", "id.show", "id/-/self"))
 	require.NoError(t, err)
 	rs, _ := f.ring.Get(same.ID)
 	require.NotNil(t, rs.Shadow)
-	require.False(t, rs.Shadow.Changed(rs.Result, rs.Err))
+	require.False(t, rs.Shadow.Changed())
 
 	changes := f.ring.ShadowChanges("sh1")
 	require.Len(t, changes, 1)
@@ -298,4 +298,30 @@ func bundleWith(files map[string]string) *Bundle {
 		b.Files[n] = []byte(d)
 	}
 	return b
+}
+
+// A node whose view is stale refuses privileged calls; a shadow running
+// there must not report those refusals as changes the candidate makes.
+func TestDeciderShadowComparesWithTheBundle(t *testing.T) {
+	ctx := context.Background()
+	f := newDeciderFixture(t, nil)
+	f.view.Set(builtinEngine(t, 1))
+	f.view.Observe(1, t0.Add(-time.Hour)) // long unconfirmed: stale
+	f.d.SetShadow(&Shadow{ID: "same", Engine: builtinEngine(t, 2), Until: t0.Add(5 * time.Minute)})
+	dec, err := f.d.Decide(ctx, userInput("admin", "", "policy.apply", "policy/-/bundle"))
+	require.ErrorIs(t, err, ErrStale)
+	require.False(t, dec.Allow)
+	r, _ := f.ring.Get(dec.ID)
+	require.True(t, r.Shadow.Live.Allow, "the bundle's own answer")
+	require.False(t, r.Shadow.Changed(), "the same bundle as shadow changes nothing")
+}
+
+// A method with no action is refused with an id and a record.
+func TestDeciderRefuse(t *testing.T) {
+	f := newDeciderFixture(t, nil)
+	dec := f.d.Refuse(context.Background(), userInput("admin", "", "rpc.unrouted", "method/-/x"), "no action")
+	require.False(t, dec.Allow)
+	r, ok := f.ring.Get(dec.ID)
+	require.True(t, ok)
+	require.Equal(t, "no action", r.Err)
 }

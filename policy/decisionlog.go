@@ -11,6 +11,9 @@ type Record struct {
 	ID       string    `json:"decision_id"`
 	Time     time.Time `json:"time"`
 	Revision int64     `json:"revision"`
+	// Digest is the served bundle's sha256 (revision numbers are reused
+	// after a restore from backup).
+	Digest string `json:"sha256,omitempty"`
 	Input    Input     `json:"input"`
 	Result   Result    `json:"result"`
 	// Err is set when the engine failed (the call was denied).
@@ -25,11 +28,17 @@ type ShadowResult struct {
 	ShadowID string `json:"shadow_id"`
 	Result   Result `json:"result"`
 	Err      string `json:"error,omitempty"`
+	// Live and LiveErr are the served bundle's own answer for the same
+	// input, before the node's freshness checks: the shadow is compared
+	// with the policy, not with a refusal for a stale view.
+	Live    Result `json:"live"`
+	LiveErr string `json:"live_error,omitempty"`
 }
 
-// Changed reports whether the shadow would have decided differently.
-func (s *ShadowResult) Changed(live Result, liveErr string) bool {
-	return s.Result.Allow != live.Allow || s.Result.Privileged != live.Privileged || (s.Err == "") != (liveErr == "")
+// Changed reports whether the shadow would have decided differently from
+// the served bundle.
+func (s *ShadowResult) Changed() bool {
+	return s.Result.Allow != s.Live.Allow || s.Result.Privileged != s.Live.Privileged || (s.Err == "") != (s.LiveErr == "")
 }
 
 // DecisionLog receives every decision. Record is called on the request
@@ -69,7 +78,7 @@ func (g *Ring) Record(_ context.Context, r *Record) error {
 	g.recs[g.next] = r
 	g.byID[r.ID] = r
 	g.next = (g.next + 1) % len(g.recs)
-	if r.Shadow != nil && r.Shadow.Changed(r.Result, r.Err) {
+	if r.Shadow != nil && r.Shadow.Changed() {
 		g.changed[g.nextChg] = r
 		g.nextChg = (g.nextChg + 1) % len(g.changed)
 	}

@@ -28,9 +28,9 @@ func TestRing(t *testing.T) {
 	require.False(t, ok)
 
 	// A shadow's findings outlive a busy stream of unchanged decisions.
-	require.NoError(t, g.Record(ctx, rec("s1-deny", true, &ShadowResult{ShadowID: "s1", Result: Result{Allow: false}})))
-	require.NoError(t, g.Record(ctx, rec("s1-same", true, &ShadowResult{ShadowID: "s1", Result: Result{Allow: true}})))
-	require.NoError(t, g.Record(ctx, rec("s2-err", true, &ShadowResult{ShadowID: "s2", Result: Result{Allow: true}, Err: "boom"})))
+	require.NoError(t, g.Record(ctx, rec("s1-deny", true, &ShadowResult{ShadowID: "s1", Result: Result{Allow: false}, Live: Result{Allow: true}})))
+	require.NoError(t, g.Record(ctx, rec("s1-same", true, &ShadowResult{ShadowID: "s1", Result: Result{Allow: true}, Live: Result{Allow: true}})))
+	require.NoError(t, g.Record(ctx, rec("s2-err", true, &ShadowResult{ShadowID: "s2", Result: Result{Allow: true}, Err: "boom", Live: Result{Allow: true}})))
 	for i := range 10 {
 		require.NoError(t, g.Record(ctx, rec(string(rune('e'+i)), true, nil)))
 	}
@@ -71,7 +71,9 @@ func TestShadowChanged(t *testing.T) {
 		{"both fail", ShadowResult{Result: Result{Allow: true}, Err: "x"}, "y", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.changed, tc.s.Changed(live, tc.liveErr))
+			s := tc.s
+			s.Live, s.LiveErr = live, tc.liveErr
+			require.Equal(t, tc.changed, s.Changed())
 		})
 	}
 }

@@ -609,7 +609,7 @@ func runPolicyShadow(e *env, args []string) error {
 	rctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
 	defer cancel()
 	changes, failed := collectShadow(rctx, &cf, e, cc, st.GetShadowId())
-	if _, err := pc.StopShadow(rctx, &unumv1.StopShadowRequest{}); err != nil {
+	if _, err := pc.StopShadow(rctx, &unumv1.StopShadowRequest{ShadowId: st.GetShadowId()}); err != nil {
 		fmt.Fprintln(e.stderr, "warning: stop shadow:", err)
 	}
 	if err := output.Write(e.stdout, f, struct {

@@ -97,7 +97,10 @@ var _ Authorizer = (*PolicyAuthorizer)(nil)
 func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision, error) {
 	rt, ok := routes[req.Method]
 	if !ok {
-		return Decision{Reasons: []string{"no action is defined for " + req.Method + ": denied to everyone"}}, nil
+		in := policy.Input{Subject: a.subject(req.Caller.Principal), Action: "rpc.unrouted",
+			Resource: policy.Resource{Kind: "method", Namespace: policy.ClusterScope, Name: req.Method}, Context: policy.Context{RequestID: req.RequestID}}
+		d := a.Decider.Refuse(ctx, in, "no action is defined for "+req.Method+": denied to everyone")
+		return Decision{ID: d.ID, Reasons: d.Reasons, Action: in.Action, Resource: in.Resource.String()}, nil
 	}
 	in := policy.Input{
 		Subject:  a.subject(req.Caller.Principal),

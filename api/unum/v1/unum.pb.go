@@ -4824,8 +4824,11 @@ func (x *FiredRule) GetLine() int32 {
 type WatchPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revision the node serves; 0 for none.
-	HaveRevision  int64  `protobuf:"varint,1,opt,name=have_revision,json=haveRevision,proto3" json:"have_revision,omitempty"`
-	HaveShadowId  string `protobuf:"bytes,2,opt,name=have_shadow_id,json=haveShadowId,proto3" json:"have_shadow_id,omitempty"`
+	HaveRevision int64  `protobuf:"varint,1,opt,name=have_revision,json=haveRevision,proto3" json:"have_revision,omitempty"`
+	HaveShadowId string `protobuf:"bytes,2,opt,name=have_shadow_id,json=haveShadowId,proto3" json:"have_shadow_id,omitempty"`
+	// The sha256 of the bundle the node serves: revision numbers are reused
+	// after a restore from backup.
+	HaveSha256    string `protobuf:"bytes,3,opt,name=have_sha256,json=haveSha256,proto3" json:"have_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4874,6 +4877,13 @@ func (x *WatchPolicyRequest) GetHaveShadowId() string {
 	return ""
 }
 
+func (x *WatchPolicyRequest) GetHaveSha256() string {
+	if x != nil {
+		return x.HaveSha256
+	}
+	return ""
+}
+
 type PolicyUpdate struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	LatestRevision int64                  `protobuf:"varint,1,opt,name=latest_revision,json=latestRevision,proto3" json:"latest_revision,omitempty"`
@@ -4884,7 +4894,11 @@ type PolicyUpdate struct {
 	ShadowUntilUnixNano int64         `protobuf:"varint,4,opt,name=shadow_until_unix_nano,json=shadowUntilUnixNano,proto3" json:"shadow_until_unix_nano,omitempty"`
 	ShadowBundle        *PolicyBundle `protobuf:"bytes,5,opt,name=shadow_bundle,json=shadowBundle,proto3" json:"shadow_bundle,omitempty"`
 	// How old the sender's own knowledge of the latest revision is.
-	SenderAgeMs   int64 `protobuf:"varint,6,opt,name=sender_age_ms,json=senderAgeMs,proto3" json:"sender_age_ms,omitempty"`
+	SenderAgeMs int64 `protobuf:"varint,6,opt,name=sender_age_ms,json=senderAgeMs,proto3" json:"sender_age_ms,omitempty"`
+	// Users' roles (name -> role), for nodes that hold no user records; set
+	// (roles_set) on connect and when they change.
+	UserRoles     map[string]string `protobuf:"bytes,7,rep,name=user_roles,json=userRoles,proto3" json:"user_roles,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RolesSet      bool              `protobuf:"varint,8,opt,name=roles_set,json=rolesSet,proto3" json:"roles_set,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4959,6 +4973,20 @@ func (x *PolicyUpdate) GetSenderAgeMs() int64 {
 		return x.SenderAgeMs
 	}
 	return 0
+}
+
+func (x *PolicyUpdate) GetUserRoles() map[string]string {
+	if x != nil {
+		return x.UserRoles
+	}
+	return nil
+}
+
+func (x *PolicyUpdate) GetRolesSet() bool {
+	if x != nil {
+		return x.RolesSet
+	}
+	return false
 }
 
 type StartShadowRequest struct {
@@ -5074,7 +5102,9 @@ func (x *StartShadowResponse) GetLiveRevision() int64 {
 }
 
 type StopShadowRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shadow to stop (empty: whichever runs).
+	ShadowId      string `protobuf:"bytes,1,opt,name=shadow_id,json=shadowId,proto3" json:"shadow_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5107,6 +5137,13 @@ func (x *StopShadowRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StopShadowRequest.ProtoReflect.Descriptor instead.
 func (*StopShadowRequest) Descriptor() ([]byte, []int) {
 	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *StopShadowRequest) GetShadowId() string {
+	if x != nil {
+		return x.ShadowId
+	}
+	return ""
 }
 
 type StopShadowResponse struct {
@@ -5737,17 +5774,25 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\tFiredRule\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x12\n" +
-	"\x04line\x18\x03 \x01(\x05R\x04line\"_\n" +
+	"\x04line\x18\x03 \x01(\x05R\x04line\"\x80\x01\n" +
 	"\x12WatchPolicyRequest\x12#\n" +
 	"\rhave_revision\x18\x01 \x01(\x03R\fhaveRevision\x12$\n" +
-	"\x0ehave_shadow_id\x18\x02 \x01(\tR\fhaveShadowId\"\x9e\x02\n" +
+	"\x0ehave_shadow_id\x18\x02 \x01(\tR\fhaveShadowId\x12\x1f\n" +
+	"\vhave_sha256\x18\x03 \x01(\tR\n" +
+	"haveSha256\"\xbe\x03\n" +
 	"\fPolicyUpdate\x12'\n" +
 	"\x0flatest_revision\x18\x01 \x01(\x03R\x0elatestRevision\x123\n" +
 	"\brevision\x18\x02 \x01(\v2\x17.unum.v1.PolicyRevisionR\brevision\x12\x1b\n" +
 	"\tshadow_id\x18\x03 \x01(\tR\bshadowId\x123\n" +
 	"\x16shadow_until_unix_nano\x18\x04 \x01(\x03R\x13shadowUntilUnixNano\x12:\n" +
 	"\rshadow_bundle\x18\x05 \x01(\v2\x15.unum.v1.PolicyBundleR\fshadowBundle\x12\"\n" +
-	"\rsender_age_ms\x18\x06 \x01(\x03R\vsenderAgeMs\"n\n" +
+	"\rsender_age_ms\x18\x06 \x01(\x03R\vsenderAgeMs\x12C\n" +
+	"\n" +
+	"user_roles\x18\a \x03(\v2$.unum.v1.PolicyUpdate.UserRolesEntryR\tuserRoles\x12\x1b\n" +
+	"\troles_set\x18\b \x01(\bR\brolesSet\x1a<\n" +
+	"\x0eUserRolesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"n\n" +
 	"\x12StartShadowRequest\x12-\n" +
 	"\x06bundle\x18\x01 \x01(\v2\x15.unum.v1.PolicyBundleR\x06bundle\x12)\n" +
 	"\x10duration_seconds\x18\x02 \x01(\x03R\x0fdurationSeconds\"v\n" +
@@ -5755,8 +5800,9 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\tshadow_id\x18\x01 \x01(\tR\bshadowId\x12\x1d\n" +
 	"\n" +
 	"until_unix\x18\x02 \x01(\x03R\tuntilUnix\x12#\n" +
-	"\rlive_revision\x18\x03 \x01(\x03R\fliveRevision\"\x13\n" +
-	"\x11StopShadowRequest\"\x14\n" +
+	"\rlive_revision\x18\x03 \x01(\x03R\fliveRevision\"0\n" +
+	"\x11StopShadowRequest\x12\x1b\n" +
+	"\tshadow_id\x18\x01 \x01(\tR\bshadowId\"\x14\n" +
 	"\x12StopShadowResponse\"2\n" +
 	"\x13ShadowReportRequest\x12\x1b\n" +
 	"\tshadow_id\x18\x01 \x01(\tR\bshadowId\"[\n" +
@@ -5845,7 +5891,7 @@ func file_api_unum_v1_unum_proto_rawDescGZIP() []byte {
 	return file_api_unum_v1_unum_proto_rawDescData
 }
 
-var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
+var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
 var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*LoginRequest)(nil),              // 0: unum.v1.LoginRequest
 	(*LoginResponse)(nil),             // 1: unum.v1.LoginResponse
@@ -5936,6 +5982,7 @@ var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*ShadowReportResponse)(nil),      // 86: unum.v1.ShadowReportResponse
 	(*ShadowChange)(nil),              // 87: unum.v1.ShadowChange
 	nil,                               // 88: unum.v1.PolicyBundle.FilesEntry
+	nil,                               // 89: unum.v1.PolicyUpdate.UserRolesEntry
 }
 var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	5,  // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
@@ -5958,91 +6005,92 @@ var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	78, // 17: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
 	67, // 18: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
 	63, // 19: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
-	63, // 20: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
-	87, // 21: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
-	2,  // 22: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
-	0,  // 23: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
-	8,  // 24: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
-	10, // 25: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
-	12, // 26: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
-	14, // 27: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
-	16, // 28: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
-	20, // 29: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
-	21, // 30: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
-	23, // 31: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
-	4,  // 32: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
-	25, // 33: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
-	27, // 34: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
-	30, // 35: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
-	33, // 36: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
-	35, // 37: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
-	38, // 38: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
-	40, // 39: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
-	42, // 40: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
-	44, // 41: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
-	46, // 42: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
-	48, // 43: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
-	51, // 44: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
-	53, // 45: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
-	55, // 46: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
-	57, // 47: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
-	59, // 48: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
-	61, // 49: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
-	64, // 50: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
-	66, // 51: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
-	68, // 52: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
-	70, // 53: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
-	71, // 54: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
-	74, // 55: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
-	76, // 56: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
-	79, // 57: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
-	81, // 58: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
-	83, // 59: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
-	85, // 60: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
-	3,  // 61: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
-	1,  // 62: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
-	9,  // 63: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
-	11, // 64: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
-	13, // 65: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
-	15, // 66: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
-	17, // 67: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
-	19, // 68: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
-	22, // 69: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
-	24, // 70: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
-	7,  // 71: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
-	26, // 72: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
-	28, // 73: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
-	31, // 74: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
-	34, // 75: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
-	36, // 76: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
-	39, // 77: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
-	41, // 78: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
-	43, // 79: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
-	45, // 80: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
-	47, // 81: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
-	50, // 82: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
-	52, // 83: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
-	54, // 84: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
-	56, // 85: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
-	58, // 86: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
-	60, // 87: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
-	62, // 88: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
-	65, // 89: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
-	67, // 90: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
-	69, // 91: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
-	65, // 92: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
-	72, // 93: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
-	75, // 94: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
-	77, // 95: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
-	80, // 96: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
-	82, // 97: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
-	84, // 98: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
-	86, // 99: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
-	61, // [61:100] is the sub-list for method output_type
-	22, // [22:61] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	89, // 20: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
+	63, // 21: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
+	87, // 22: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
+	2,  // 23: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
+	0,  // 24: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
+	8,  // 25: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
+	10, // 26: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
+	12, // 27: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
+	14, // 28: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
+	16, // 29: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
+	20, // 30: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
+	21, // 31: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
+	23, // 32: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
+	4,  // 33: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
+	25, // 34: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
+	27, // 35: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
+	30, // 36: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
+	33, // 37: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
+	35, // 38: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
+	38, // 39: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
+	40, // 40: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
+	42, // 41: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
+	44, // 42: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
+	46, // 43: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
+	48, // 44: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
+	51, // 45: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
+	53, // 46: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
+	55, // 47: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
+	57, // 48: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
+	59, // 49: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
+	61, // 50: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
+	64, // 51: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
+	66, // 52: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
+	68, // 53: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
+	70, // 54: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
+	71, // 55: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
+	74, // 56: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
+	76, // 57: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
+	79, // 58: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
+	81, // 59: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
+	83, // 60: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
+	85, // 61: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
+	3,  // 62: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
+	1,  // 63: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
+	9,  // 64: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
+	11, // 65: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
+	13, // 66: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
+	15, // 67: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
+	17, // 68: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
+	19, // 69: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
+	22, // 70: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
+	24, // 71: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
+	7,  // 72: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
+	26, // 73: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
+	28, // 74: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
+	31, // 75: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
+	34, // 76: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
+	36, // 77: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
+	39, // 78: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
+	41, // 79: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
+	43, // 80: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
+	45, // 81: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
+	47, // 82: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
+	50, // 83: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
+	52, // 84: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
+	54, // 85: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
+	56, // 86: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
+	58, // 87: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
+	60, // 88: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
+	62, // 89: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
+	65, // 90: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
+	67, // 91: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
+	69, // 92: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
+	65, // 93: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
+	72, // 94: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
+	75, // 95: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
+	77, // 96: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
+	80, // 97: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
+	82, // 98: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
+	84, // 99: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
+	86, // 100: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
+	62, // [62:101] is the sub-list for method output_type
+	23, // [23:62] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_api_unum_v1_unum_proto_init() }
@@ -6056,7 +6104,7 @@ func file_api_unum_v1_unum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_unum_v1_unum_proto_rawDesc), len(file_api_unum_v1_unum_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   89,
+			NumMessages:   90,
 			NumExtensions: 0,
 			NumServices:   7,
 		},
