@@ -211,3 +211,11 @@ func (s *stateCache) userRoles() map[string]string {
 	out[identity.AdminUser] = rpc.RoleAdmin
 	return out
 }
+
+// entrySPIFFEID is the SPIFFE ID entry id registers, if cached.
+func (s *stateCache) entrySPIFFEID(id string) (string, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.mu.entries[id]
+	return e.SPIFFEID, ok
+}

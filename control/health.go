@@ -10,7 +10,6 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity/ca"
-	"github.com/unumos/unum/policy"
 )
 
 // Thresholds of the warnings in `unum status`. They warn ahead of trouble;
@@ -195,6 +194,6 @@ func (s *Server) statusWarnings(ctx context.Context, out *unumv1.StatusResponse)
 		EtcdLeader:      out.GetEtcdLeader(),
 		RevocationBound: s.revocations.Bound(),
 		LatestPolicy:    latestPolicy,
-		PolicyBound:     policy.DefaultStaleBound,
+		PolicyBound:     s.cfg.Policy.Bound(),
 	})
 }

@@ -176,7 +176,7 @@ func newHarness(dir string) (*harness, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	api := rpc.NewServer(serverCreds, rpc.ServerConfig{Authorizer: &rpc.PolicyAuthorizer{Decider: decider, Roles: srv}, Revocations: srv.Revocations(), Log: quiet})
+	api := rpc.NewServer(serverCreds, rpc.ServerConfig{Authorizer: &rpc.PolicyAuthorizer{Decider: decider, Roles: srv, Entries: srv}, Revocations: srv.Revocations(), Log: quiet})
 	unumv1.RegisterPolicyServer(api, &PolicyService{Local: LocalDecisions{Node: "node-1", Ring: ring, Engines: engines, View: pv}, S: srv})
 	unumv1.RegisterIdentityServer(api, srv)
 	unumv1.RegisterClusterServer(api, srv)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -140,7 +141,20 @@ func (s *Server) vetBundle(ctx context.Context, b *policy.Bundle, force bool) (t
 	if rep.Failed > 0 {
 		return 0, nil, status.Error(codes.FailedPrecondition, (&policy.BundleError{Stage: "test", Problems: rep.Failures}).Error())
 	}
-	problems := policy.Guard(ctx, eng, s.cfg.TrustDomain, s.cfg.Clock())
+	// Probe as the real members too: a bundle keyed on node names (or on
+	// the deciding node) must not lock any of them out.
+	var members policy.Cluster
+	nodes, err := s.listNodes(ctx)
+	if err != nil {
+		return 0, nil, status.Errorf(codes.Unavailable, "list nodes for the lockout guard: %v", err)
+	}
+	for _, n := range nodes {
+		members.Nodes = append(members.Nodes, n.GetName())
+		if slices.Contains(n.GetRoles(), "control") {
+			members.Deciders = append(members.Deciders, n.GetName())
+		}
+	}
+	problems := policy.Guard(ctx, eng, s.cfg.TrustDomain, s.cfg.Clock(), members)
 	if len(problems) > 0 && !force {
 		msg := (&policy.BundleError{Stage: "lockout guard", Problems: problems}).Error()
 		return 0, nil, status.Error(codes.FailedPrecondition, msg+"\n(apply with --force to override, knowing what it locks out)")

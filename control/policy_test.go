@@ -66,10 +66,10 @@ const sandboxGrant = `package unum.authz
 
 import rego.v1
 
-# Viewers may register workloads in the sandbox namespace.
+# Viewers may register and delete workloads in the sandbox namespace.
 grants contains "viewers may register in sandbox" if {
 	role == "viewer"
-	input.action == "id.register"
+	input.action in {"id.register", "id.delete"}
 	input.resource.namespace == "sandbox"
 }
 `
@@ -91,8 +91,19 @@ func TestPolicyLifecycle(t *testing.T) {
 	waitServing(t, applied.GetRevision())
 
 	viewer := unumv1.NewIdentityClient(conn(t, "/user/pol-viewer"))
-	_, err = viewer.CreateEntry(ctx, &unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/sandbox/job/toy", Node: "node-1", Selectors: []string{"unix:uid:4242"}})
+	toy, err := viewer.CreateEntry(ctx, &unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/sandbox/job/toy", Node: "node-1", Selectors: []string{"unix:uid:4242"}})
 	require.NoError(t, err, "the applied bundle lets viewers register in sandbox")
+	// Deletion is decided on the namespace of the entry it deletes.
+	prod, err := unumv1.NewIdentityClient(conn(t, "/user/admin")).CreateEntry(ctx, &unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/prod/job/keep", Node: "node-1", Selectors: []string{"unix:uid:4244"}})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { _, ok := h.srv.EntrySPIFFEID(prod.GetId()); return ok }, 5*time.Second, 10*time.Millisecond)
+	_, err = viewer.DeleteEntry(ctx, &unumv1.DeleteEntryRequest{Id: prod.GetId()})
+	requireCode(t, err, codes.PermissionDenied, "to id.delete id/prod/job/keep")
+	require.Eventually(t, func() bool { _, ok := h.srv.EntrySPIFFEID(toy.GetId()); return ok }, 5*time.Second, 10*time.Millisecond)
+	_, err = viewer.DeleteEntry(ctx, &unumv1.DeleteEntryRequest{Id: toy.GetId()})
+	require.NoError(t, err, "a sandbox entry may be deleted by the sandbox grant")
+	_, err = unumv1.NewIdentityClient(conn(t, "/user/admin")).DeleteEntry(ctx, &unumv1.DeleteEntryRequest{Id: prod.GetId()})
+	require.NoError(t, err)
 	_, err = viewer.CreateEntry(ctx, &unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/prod/job/toy", Node: "node-1", Selectors: []string{"unix:uid:4242"}})
 	requireCode(t, err, codes.PermissionDenied, "no rule allows spiffe://unum.test/user/pol-viewer to id.register id/prod/job/toy")
 	denial, ok := rpc.DenialOf(err)
@@ -186,6 +197,11 @@ func TestPolicyBadBundles(t *testing.T) {
 		{"no decision", map[string]string{"authz.rego": "package unum.other\n", "authz_test.rego": ""}, codes.InvalidArgument, "does not define data.unum.authz.decision"},
 		{"lockout: admin may not apply", map[string]string{"lock.rego": "package unum.authz\n\nimport rego.v1\n\ndenies contains \"frozen\" if input.action == \"policy.apply\"\n", "authz_test.rego": ""}, codes.FailedPrecondition, "lockout: spiffe://unum.test/user/admin may not policy.apply"},
 		{"lockout: nodes may not renew", map[string]string{"lock.rego": "package unum.authz\n\nimport rego.v1\n\ndenies contains \"no renewals\" if input.action == \"node.renew\"\n", "authz_test.rego": ""}, codes.FailedPrecondition, "may not node.renew"},
+		// Keyed on a real member's name, or on the deciding node: the guard
+		// probes as the actual members, not only a synthetic node.
+		{"lockout: one real node may not heartbeat", map[string]string{"lock.rego": "package unum.authz\n\nimport rego.v1\n\ndenies contains \"node-1 frozen\" if input.subject.name == \"node-1\"\n", "authz_test.rego": ""}, codes.FailedPrecondition, "lockout: spiffe://unum.test/node/node-1 may not node.heartbeat"},
+		{"lockout: admin frozen on one node", map[string]string{"lock.rego": "package unum.authz\n\nimport rego.v1\n\ndenies contains \"frozen here\" if {\n\tinput.context.node == \"node-1\"\n\tinput.action == \"policy.apply\"\n}\n", "authz_test.rego": ""}, codes.FailedPrecondition, "may not policy.apply policy/-/bundle on node node-1"},
+		{"lockout: admin by role attribute", map[string]string{"lock.rego": "package unum.authz\n\nimport rego.v1\n\ndenies contains \"no admins\" if input.subject.attributes.role == \"admin\"\n", "authz_test.rego": ""}, codes.FailedPrecondition, "lockout: spiffe://unum.test/user/admin may not policy.apply"},
 		{"privilege floor", map[string]string{"authz.rego": strings.Replace(string(policy.Builtin().Files["authz.rego"]), `"policy.apply", `, "", 1), "authz_test.rego": ""}, codes.FailedPrecondition, "marks policy.apply unprivileged"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -206,6 +206,12 @@ func (s *Server) UserRole(name string) (string, bool) {
 
 var _ rpc.RoleSource = (*Server)(nil)
 
+// EntrySPIFFEID implements rpc.EntrySource from the watched state, so a
+// deletion is decided on the namespace of what it deletes.
+func (s *Server) EntrySPIFFEID(id string) (string, bool) { return s.cache.entrySPIFFEID(id) }
+
+var _ rpc.EntrySource = (*Server)(nil)
+
 // Close stops the server's background work.
 func (s *Server) Close() {
 	s.cancel()

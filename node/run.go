@@ -260,7 +260,11 @@ func (n *node) run(ctx context.Context) error {
 		}
 		roles = ctl
 	}
-	api := rpc.NewServer(n.creds, rpc.ServerConfig{Authorizer: &rpc.PolicyAuthorizer{Decider: n.decider, Roles: roles}, Revocations: n.revocations, Log: n.log})
+	authz := &rpc.PolicyAuthorizer{Decider: n.decider, Roles: roles}
+	if ctl != nil {
+		authz.Entries = ctl
+	}
+	api := rpc.NewServer(n.creds, rpc.ServerConfig{Authorizer: authz, Revocations: n.revocations, Log: n.log})
 	unumv1.RegisterPolicyServer(api, &control.PolicyService{
 		Local: control.LocalDecisions{Node: n.cfg.Name, Ring: n.decisions, Engines: n.engines, View: n.policy},
 		S:     ctl,

@@ -217,7 +217,7 @@ func runStages(t *testing.T, loadErr error, b *Bundle) (string, []Problem, *Engi
 		require.Len(t, rep.Failures, rep.Failed)
 		return "test", rep.Failures, e
 	}
-	if ps := Guard(ctx, e, testTD, time.Unix(1_800_000_000, 0)); len(ps) > 0 {
+	if ps := Guard(ctx, e, testTD, time.Unix(1_800_000_000, 0), Cluster{}); len(ps) > 0 {
 		return "guard", ps, e
 	}
 	return "ok", nil, e

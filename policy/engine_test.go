@@ -53,5 +53,5 @@ func TestBuiltinEngineDecides(t *testing.T) {
 			require.NotEmpty(t, r.Reasons)
 		})
 	}
-	require.Empty(t, Guard(ctx, e, testTD, time.Unix(1_800_000_000, 0)))
+	require.Empty(t, Guard(ctx, e, testTD, time.Unix(1_800_000_000, 0), Cluster{}))
 }

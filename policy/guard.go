@@ -58,21 +58,55 @@ func floorProbes(td spiffeid.TrustDomain) []Probe {
 	return ps
 }
 
+// Cluster is who the lockout guard probes as: the member nodes (subjects
+// of the node probes) and the nodes that decide (the control nodes, as
+// context.node). Empty lists fall back to a synthetic node, so a bundle is
+// also checked for a node that joins later.
+type Cluster struct {
+	Nodes    []string
+	Deciders []string
+}
+
 // Guard runs the lockout guard on e: every MustAllow probe must be allowed,
-// and the bundle must not mark an action of the minimum privileged set
-// unprivileged (the engine would override it, but a bundle that says so is
-// wrong about what it does). It returns the violations; none means safe.
-func Guard(ctx context.Context, e *Engine, td spiffeid.TrustDomain, now time.Time) []Problem {
+// as the admin (with its role attribute, as the live system sends it) and
+// as every member node, decided on every control node; and the bundle must
+// not mark an action of the minimum privileged set unprivileged (the
+// engine would override it, but a bundle that says so is wrong about what
+// it does). It returns the violations; none means safe.
+func Guard(ctx context.Context, e *Engine, td spiffeid.TrustDomain, now time.Time, c Cluster) []Problem {
+	subjects := append([]string{guardNode}, c.Nodes...)
+	deciders := append([]string{guardNode}, c.Deciders...)
 	var ps []Problem
+	seen := map[string]bool{}
+	report := func(msg string) {
+		if !seen[msg] {
+			seen[msg] = true
+			ps = append(ps, Problem{Msg: msg})
+		}
+	}
 	for _, p := range MustAllow(td) {
-		in := p.Input
-		in.Context.Time = now
-		r, err := e.Eval(ctx, &in)
-		switch {
-		case err != nil:
-			ps = append(ps, Problem{Msg: fmt.Sprintf("lockout: %s %s %s fails: %v (%s)", in.Subject.ID, in.Action, in.Resource, err, p.Why)})
-		case !r.Allow:
-			ps = append(ps, Problem{Msg: fmt.Sprintf("lockout: %s may not %s %s (%s); reasons: %s", in.Subject.ID, in.Action, in.Resource, p.Why, strings.Join(r.Reasons, "; "))})
+		for _, node := range subjects {
+			in := p.Input
+			if in.Subject.Kind == "node" {
+				in.Subject = Subject{ID: spiffeid.RequireFromSegments(td, "node", node).String(), Kind: "node", Name: node, Attributes: map[string]string{}}
+				if in.Resource.Kind == "node" {
+					in.Resource.Name = node
+				}
+			} else if node != guardNode {
+				continue // the admin probes do not depend on the node subject
+			} else {
+				in.Subject.Attributes = map[string]string{"role": "admin"}
+			}
+			for _, decider := range deciders {
+				in.Context.Node, in.Context.Time = decider, now
+				r, err := e.Eval(ctx, &in)
+				switch {
+				case err != nil:
+					report(fmt.Sprintf("lockout: %s %s %s fails on node %s: %v (%s)", in.Subject.ID, in.Action, in.Resource, decider, err, p.Why))
+				case !r.Allow:
+					report(fmt.Sprintf("lockout: %s may not %s %s on node %s (%s); reasons: %s", in.Subject.ID, in.Action, in.Resource, decider, p.Why, strings.Join(r.Reasons, "; ")))
+				}
+			}
 		}
 	}
 	for _, p := range floorProbes(td) {
@@ -80,11 +114,11 @@ func Guard(ctx context.Context, e *Engine, td spiffeid.TrustDomain, now time.Tim
 		in.Context.Time = now
 		r, err := e.evalBundle(ctx, &in)
 		if err != nil {
-			ps = append(ps, Problem{Msg: fmt.Sprintf("privilege: %s fails: %v", in.Action, err)})
+			report(fmt.Sprintf("privilege: %s fails: %v", in.Action, err))
 			continue
 		}
 		if !r.Privileged {
-			ps = append(ps, Problem{Msg: fmt.Sprintf("privilege: the bundle marks %s unprivileged; it is in the minimum privileged set, which a bundle may extend but never reduce", in.Action)})
+			report(fmt.Sprintf("privilege: the bundle marks %s unprivileged; it is in the minimum privileged set, which a bundle may extend but never reduce", in.Action))
 		}
 	}
 	return ps

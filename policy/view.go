@@ -49,6 +49,9 @@ func NewView(bound time.Duration) *View {
 	return v
 }
 
+// Bound is the view's freshness bound.
+func (v *View) Bound() time.Duration { return v.bound }
+
 // Engine returns the served engine, nil before the first Set.
 func (v *View) Engine() *Engine {
 	v.mu.Lock()

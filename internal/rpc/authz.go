@@ -86,9 +86,18 @@ type RoleSource interface {
 // is denied to everyone, so a new RPC cannot ship unmediated.
 type PolicyAuthorizer struct {
 	Decider *policy.Decider
-	// Roles answers users' roles (subject.attributes.role); nil on nodes
-	// that hold no user records, where users have only their bindings.
+	// Roles answers users' roles (subject.attributes.role).
 	Roles RoleSource
+	// Entries names what a registration entry registers, so deleting it
+	// is decided on its namespace; nil where no entries are held.
+	Entries EntrySource
+}
+
+// EntrySource answers the SPIFFE ID a registration entry registers; ok is
+// false for an unknown entry. Implementations must be safe for concurrent
+// use.
+type EntrySource interface {
+	EntrySPIFFEID(id string) (spiffeID string, ok bool)
 }
 
 var _ Authorizer = (*PolicyAuthorizer)(nil)
@@ -107,6 +116,13 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 		Action:   rt.action,
 		Resource: rt.resource(req.Caller.Principal, req.Message),
 		Context:  policy.Context{RequestID: req.RequestID},
+	}
+	if del, ok := req.Message.(interface{ GetId() string }); ok && rt.action == "id.delete" && a.Entries != nil {
+		// The entry's own workload ID, as CreateEntry is decided on it;
+		// an unknown entry stays entry/-/ID (the handler says not found).
+		if id, found := a.Entries.EntrySPIFFEID(del.GetId()); found {
+			in.Resource = workloadResource("id", id)
+		}
 	}
 	d, err := a.Decider.Decide(ctx, in)
 	out := Decision{Allow: d.Allow, Reasons: d.Reasons, Privileged: d.Privileged, ID: d.ID, Revision: d.Revision, Action: in.Action, Resource: in.Resource.String()}

@@ -87,10 +87,18 @@ var routes = map[string]route{
 	"/unum.v1.Cluster/Heartbeat": {"node.heartbeat", selfNode},
 	"/unum.v1.Cluster/ListNodes": {"node.ls", cluster("node", "*")},
 	"/unum.v1.Cluster/Status":    {"cluster.status", cluster("cluster", "status")},
-	"/unum.v1.Cluster/CreateJoinToken": {"node.join-token", named("node", func(m any) string {
+	// A token for a control node (etcd member, CA) is a different resource
+	// kind, so a grant of node.join-token on node/... never covers it.
+	"/unum.v1.Cluster/CreateJoinToken": {"node.join-token", func(_ identity.Principal, m any) policy.Resource {
 		req, _ := m.(*unumv1.CreateJoinTokenRequest)
-		return req.GetName()
-	})},
+		kind := "node"
+		for _, r := range req.GetRoles() {
+			if r == "control" {
+				kind = "control-node"
+			}
+		}
+		return policy.Resource{Kind: kind, Namespace: policy.ClusterScope, Name: nameOr(req.GetName(), "-")}
+	}},
 	"/unum.v1.Cluster/RemoveNode": {"node.rm", named("node", func(m any) string {
 		req, _ := m.(*unumv1.RemoveNodeRequest)
 		return req.GetName()

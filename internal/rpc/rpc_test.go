@@ -53,6 +53,7 @@ func TestPolicyAuthorizer(t *testing.T) {
 		allow       bool
 	}{
 		{"/user/admin", "/unum.v1.Cluster/CreateJoinToken", nil, true},
+		{"/user/admin", "/unum.v1.Cluster/CreateJoinToken", &unumv1.CreateJoinTokenRequest{Name: "c2", Roles: []string{"compute", "control"}}, true},
 		{"/user/admin", "/unum.v1.Identity/CreateEntry", entry, true},
 		{"/user/admin", "/unum.v1.Policy/Apply", nil, true},
 		// A method without a route is denied to everyone, the admin too.
@@ -429,4 +430,13 @@ func TestResumedSessionsReverify(t *testing.T) {
 	st, err = talk()
 	require.Error(t, err, "a client of a CA the server no longer trusts got in")
 	require.False(t, st.DidResume, "the session was resumed without verifying the client again")
+}
+
+// TestJoinTokenRolesInResource: a token for a control node is a different
+// resource than one for a compute node, so a bundle granting compute-node
+// tokens does not grant control-node ones.
+func TestJoinTokenRolesInResource(t *testing.T) {
+	rt := routes["/unum.v1.Cluster/CreateJoinToken"]
+	require.Equal(t, "node/-/w1", rt.resource(identity.Principal{}, &unumv1.CreateJoinTokenRequest{Name: "w1", Roles: []string{"compute"}}).String())
+	require.Equal(t, "control-node/-/c1", rt.resource(identity.Principal{}, &unumv1.CreateJoinTokenRequest{Name: "c1", Roles: []string{"control", "compute"}}).String())
 }

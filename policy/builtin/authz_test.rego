@@ -63,7 +63,7 @@ test_viewer_reads_only if {
 
 test_operator_registers if {
 	allowed(req(user("olga", "operator"), "id.register", "id", "web", "job/api"))
-	allowed(req(user("olga", "operator"), "id.delete", "id", "-", "e1"))
+	allowed(req(user("olga", "operator"), "id.delete", "id", "web", "job/api"))
 	not allowed(req(user("olga", "operator"), "user.add", "user", "-", "bob"))
 	not allowed(req(user("olga", "operator"), "policy.apply", "policy", "-", "bundle"))
 }
