@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -110,4 +111,63 @@ func asAdminTo(t *testing.T, node spiffeid.ID, addr string) *grpc.ClientConn {
 	require.NoError(t, err)
 	t.Cleanup(func() { cc.Close() })
 	return cc
+}
+
+// BenchmarkPolicyConvergence measures, on the test cluster (control node-1,
+// compute node-2, which follows the policy stream), how long an apply takes
+// and how long until both nodes report serving the new revision (reported
+// by the heartbeat each node sends as soon as it serves a new revision).
+// Target (policy issue): every node serves a new revision within 2 s.
+//
+//	go test -run '^$' -bench BenchmarkPolicyConvergence -benchtime 20x ./node/
+func BenchmarkPolicyConvergence(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cc, err := cl.adminConn()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	pc := unumv1.NewPolicyClient(cc)
+	var applied, served, worst time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		files := map[string][]byte{}
+		for n, d := range policy.Builtin().Files {
+			files[n] = d
+		}
+		files["bench.rego"] = []byte(fmt.Sprintf("package unum.bench\n\n# iteration %d at %d\n", i, time.Now().UnixNano()))
+		start := time.Now()
+		resp, err := pc.Apply(ctx, &unumv1.ApplyPolicyRequest{Bundle: &unumv1.PolicyBundle{Files: files}, Message: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		applied += time.Since(start)
+		for {
+			st, err := pc.Status(ctx, &unumv1.PolicyStatusRequest{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := 0
+			for _, ns := range st.GetNodes() {
+				if (ns.GetName() == "node-1" || ns.GetName() == "node-2") && ns.GetRevision() == resp.GetRevision() {
+					n++
+				}
+			}
+			if n == 2 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		took := time.Since(start)
+		served += took
+		worst = max(worst, took)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(applied.Milliseconds())/float64(b.N), "ms-to-applied")
+	b.ReportMetric(float64(served.Milliseconds())/float64(b.N), "ms-to-served")
+	b.ReportMetric(float64(worst.Milliseconds()), "ms-worst-served")
+	if _, err := pc.Apply(ctx, &unumv1.ApplyPolicyRequest{Bundle: &unumv1.PolicyBundle{Files: policy.Builtin().Files}, Message: "restore"}); err != nil {
+		b.Fatal(err)
+	}
 }
