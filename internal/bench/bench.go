@@ -33,7 +33,8 @@ type Options struct {
 	// means DefaultDuration.
 	Duration time.Duration
 	// Concurrency is the number of concurrent clients where a measurement
-	// has several. Zero means DefaultConcurrency.
+	// has several. Zero means the component's default: DefaultConcurrency,
+	// or GOMAXPROCS for in-process CPU-bound work (authz).
 	Concurrency int
 	// Cluster, when set, measures the running cluster it names instead of
 	// starting one in a temporary folder.
@@ -102,6 +103,7 @@ func Runners() map[string]Runner {
 	return map[string]Runner{
 		"svid":       RunSVID,
 		"revocation": RunRevocation,
+		"authz":      RunAuthz,
 	}
 }
 
@@ -117,11 +119,30 @@ func Components() []string {
 
 // Report is the outcome of one component's benchmark.
 type Report struct {
-	Component  string     `json:"component"`
-	Mode       string     `json:"mode"` // "local" (started in a temp folder) or "cluster"
-	Filesystem Filesystem `json:"filesystem"`
+	Component string `json:"component"`
+	Mode      string `json:"mode"` // "local" (started in a temp folder or in process) or "cluster"
+	// Filesystem is zero, and omitted, for a component that measures no
+	// stored data (authz).
+	Filesystem Filesystem `json:"filesystem,omitzero"`
 	Settings   Settings   `json:"settings"`
 	Results    []Result   `json:"results"`
+	// Comparisons relate two results of the same run.
+	Comparisons []Comparison `json:"comparisons,omitempty"`
+}
+
+// Comparison is how much slower result Of was than result Over in the
+// same run, as ratios above 1 when Of was slower: of p50 and p99 latency,
+// and of the time per operation at full load (Over's ops/s over Of's).
+type Comparison struct {
+	Name    string  `json:"name"`
+	Of      string  `json:"of"`
+	Over    string  `json:"over"`
+	P50     float64 `json:"p50_ratio"`
+	P99     float64 `json:"p99_ratio"`
+	PerOp   float64 `json:"time_per_op_ratio"`
+	Target  string  `json:"target,omitempty"`
+	Met     *bool   `json:"met,omitempty"`
+	Comment string  `json:"comment,omitempty"`
 }
 
 // Settings are what a run measured with.
@@ -154,10 +175,12 @@ type Result struct {
 	// FirstError is the first failed operation's error, if any failed.
 	FirstError string  `json:"first_error,omitempty"`
 	OpsPerSec  float64 `json:"ops_per_sec"`
-	// P50us and P99us are per-operation latencies in microseconds; zero
-	// (omitted) where latency is not reported.
+	// P50us, P90us, P99us and MaxUs are per-operation latencies in
+	// microseconds; zero (omitted) where latency is not reported.
 	P50us float64 `json:"p50_us,omitempty"`
+	P90us float64 `json:"p90_us,omitempty"`
 	P99us float64 `json:"p99_us,omitempty"`
+	MaxUs float64 `json:"max_us,omitempty"`
 	// ProcessCPUCores is the CPU time this whole process (clients and, in a
 	// local run, the node) used during the window, divided by the window:
 	// below GOMAXPROCS when other work on the machine took the cores.
@@ -173,22 +196,38 @@ type Result struct {
 func (r Report) Table(tw *tabwriter.Writer) error {
 	fs := r.Filesystem
 	fmt.Fprintf(tw, "component:\t%s (%s)\n", r.Component, r.Mode)
-	fmt.Fprintf(tw, "filesystem:\t%s on %s (%s, mounted at %s)\n", fs.Type, fs.Path, fs.Source, fs.MountPoint)
+	if fs.Path == "" {
+		fmt.Fprintf(tw, "filesystem:\tnone (in memory)\n")
+	} else {
+		fmt.Fprintf(tw, "filesystem:\t%s on %s (%s, mounted at %s)\n", fs.Type, fs.Path, fs.Source, fs.MountPoint)
+	}
 	s := r.Settings
 	fmt.Fprintf(tw, "machine:\t%d CPUs, GOMAXPROCS %d, %s, kernel %s, %s\n", s.NumCPU, s.GOMAXPROCS, s.CPUModel, s.Kernel, s.GoVersion)
 	fmt.Fprintf(tw, "settings:\tconcurrency %d%s\n", s.Concurrency, formatExtra(s.Extra))
 	fmt.Fprintf(tw, "load average:\t%s at start, %s at end\n", orDash(s.LoadAverageStart), orDash(s.LoadAverageEnd))
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "MEASUREMENT\tCLIENTS\tWINDOW\tOPS\tERRORS\tOPS/S\tP50\tP99\tCPU/OP\tCORES\tTARGET\tMET")
+	fmt.Fprintln(tw, "MEASUREMENT\tCLIENTS\tWINDOW\tOPS\tERRORS\tOPS/S\tP50\tP90\tP99\tMAX\tCPU/OP\tCORES\tTARGET\tMET")
 	for _, x := range r.Results {
-		fmt.Fprintf(tw, "%s\t%d\t%.1fs\t%d\t%d\t%.0f\t%s\t%s\t%s\t%.2f\t%s\t%s\n",
-			x.Name, x.Clients, x.Seconds, x.Ops, x.Errors, x.OpsPerSec, fmtMicros(x.P50us), fmtMicros(x.P99us), fmtMicros(x.CPUusPerOp), x.ProcessCPUCores, orDash(x.Target), fmtMet(x.Met))
+		fmt.Fprintf(tw, "%s\t%d\t%.1fs\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n",
+			x.Name, x.Clients, x.Seconds, x.Ops, x.Errors, x.OpsPerSec, fmtMicros(x.P50us), fmtMicros(x.P90us), fmtMicros(x.P99us), fmtMicros(x.MaxUs), fmtMicros(x.CPUusPerOp), x.ProcessCPUCores, orDash(x.Target), fmtMet(x.Met))
 	}
 	fmt.Fprintln(tw)
+	if len(r.Comparisons) > 0 {
+		fmt.Fprintln(tw, "COMPARISON\tOF\tOVER\tP50\tP99\tTIME/OP\tTARGET\tMET")
+		for _, c := range r.Comparisons {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2fx\t%.2fx\t%.2fx\t%s\t%s\n", c.Name, c.Of, c.Over, c.P50, c.P99, c.PerOp, orDash(c.Target), fmtMet(c.Met))
+		}
+		fmt.Fprintln(tw)
+	}
 	for _, x := range r.Results {
 		fmt.Fprintf(tw, "%s:\t%s\n", x.Name, x.Description)
 		if x.FirstError != "" {
 			fmt.Fprintf(tw, "\tfirst error: %s\n", x.FirstError)
+		}
+	}
+	for _, c := range r.Comparisons {
+		if c.Comment != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", c.Name, c.Comment)
 		}
 	}
 	return nil
@@ -398,7 +437,9 @@ func (s sample) result(name, description string, clients int, withLatency bool) 
 	r.CPUusPerOp = micros(s.cpu / time.Duration(s.ops))
 	if withLatency {
 		r.P50us = micros(percentile(s.latencies, 0.50))
+		r.P90us = micros(percentile(s.latencies, 0.90))
 		r.P99us = micros(percentile(s.latencies, 0.99))
+		r.MaxUs = micros(percentile(s.latencies, 1))
 	}
 	return r, nil
 }

@@ -190,7 +190,8 @@ func TestRunSVIDClusterRefusesMissingTarget(t *testing.T) {
 func TestRunners(t *testing.T) {
 	require.Contains(t, Runners(), "svid")
 	require.Contains(t, Runners(), "revocation")
-	require.Equal(t, []string{"revocation", "svid"}, Components())
+	require.Contains(t, Runners(), "authz")
+	require.Equal(t, []string{"authz", "revocation", "svid"}, Components())
 }
 
 func TestMeasure(t *testing.T) {

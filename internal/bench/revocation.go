@@ -171,7 +171,8 @@ func measureRevocations(ctx context.Context, admin *grpc.ClientConn, socket, nod
 		Description: fmt.Sprintf("DeleteEntry call start -> every one of %d nodes refuses the revoked SVID on an open connection", len(addrs)),
 		Clients:     1, Seconds: elapsed.Seconds(), Ops: int64(len(lat)),
 		OpsPerSec: float64(len(lat)) / elapsed.Seconds(),
-		P50us:     micros(percentile(lat, 0.50)), P99us: micros(percentile(lat, 0.99)),
+		P50us:     micros(percentile(lat, 0.50)), P90us: micros(percentile(lat, 0.90)),
+		P99us: micros(percentile(lat, 0.99)), MaxUs: micros(percentile(lat, 1)),
 	}
 	res.setTarget(fmt.Sprintf("p99 <= %s", revocationTarget), percentile(lat, 0.99) <= revocationTarget)
 	progress("p50 %s, p99 %s, max %s", percentile(lat, 0.50), percentile(lat, 0.99), lat[len(lat)-1])

@@ -87,7 +87,7 @@ func commands() []*command {
 		}},
 		{name: "policy", summary: "the cluster's Rego policy: apply, test, check, explain, shadow, roll back", sub: policyCommands()},
 		{name: "dev", summary: "run a whole cluster on this machine", run: runDev},
-		{name: "bench", summary: "benchmark a component (svid)", run: runBench},
+		{name: "bench", summary: "benchmark a component (svid, revocation, authz)", run: runBench},
 		{name: "version", summary: "print the version", run: func(e *env, _ []string) error {
 			fmt.Fprintln(e.stdout, "unum", Version)
 			return nil
