@@ -48,6 +48,26 @@ func BenchmarkDecide(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideUncached is unum's whole path with the engine's decision
+// cache off: every decision evaluates the policy (the cold path, the first
+// time an input is seen).
+func BenchmarkDecideUncached(b *testing.B) {
+	ctx := context.Background()
+	bundle, cases := benchSetup(b)
+	d, _, err := policybench.Decider(ctx, bundle, 10_000, policy.WithoutDecisionCache())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		c := &cases[i%len(cases)]
+		dec, err := d.Decide(ctx, c.Input)
+		if err != nil || dec.Allow != c.Allow {
+			b.Fatalf("%s: allow %v, err %v", c.Name, dec.Allow, err)
+		}
+	}
+}
+
 // BenchmarkEngineEval is the evaluation alone, without what Decide adds:
 // where unum's overhead over raw OPA is, if any.
 func BenchmarkEngineEval(b *testing.B) {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -120,7 +121,8 @@ func (d *Decider) Decide(ctx context.Context, in Input) (Decision, error) {
 	}
 	if err != nil {
 		dec.Allow = false
-		dec.Reasons = append(dec.Reasons, err.Error())
+		// Clip: the reasons may be a cached result's, shared.
+		dec.Reasons = append(slices.Clip(dec.Reasons), err.Error())
 		rec.Err = err.Error()
 	}
 	rec.Revision, rec.Result = dec.Revision, dec.Result

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -34,7 +35,19 @@ type Engine struct {
 	bundle   *Bundle
 	c        *compiled
 	pq       rego.PreparedEvalQuery
+	// cache holds results by input when the bundle's decision depends on
+	// nothing else (see cacheable); nil otherwise.
+	cache *decisionCache
 }
+
+// EngineOption configures NewEngine.
+type EngineOption func(*engineOptions)
+
+type engineOptions struct{ noCache bool }
+
+// WithoutDecisionCache evaluates every decision (benchmarks of the cold
+// path; tests of evaluation itself).
+func WithoutDecisionCache() EngineOption { return func(o *engineOptions) { o.noCache = true } }
 
 // ErrNoDecision is returned when a bundle's decision is missing or not of
 // the form {allow: bool, privileged: bool, reasons: [string]}. The caller
@@ -43,7 +56,11 @@ var ErrNoDecision = errors.New("policy produced no well-formed decision")
 
 // NewEngine compiles b (type-checked against the input schema) as revision
 // rev and prepares its decision query.
-func NewEngine(ctx context.Context, b *Bundle, rev int64) (*Engine, error) {
+func NewEngine(ctx context.Context, b *Bundle, rev int64, opts ...EngineOption) (*Engine, error) {
+	var o engineOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	c, err := b.compile()
 	if err != nil {
 		return nil, err
@@ -57,8 +74,16 @@ func NewEngine(ctx context.Context, b *Bundle, rev int64) (*Engine, error) {
 	if err != nil {
 		return nil, bundleErr("compile", astProblems(err)...)
 	}
-	return &Engine{revision: rev, digest: b.Digest(), bundle: b, c: c, pq: pq}, nil
+	e := &Engine{revision: rev, digest: b.Digest(), bundle: b, c: c, pq: pq}
+	if !o.noCache && cacheable(c.modules) {
+		e.cache = newDecisionCache(decisionCacheSize)
+	}
+	return e, nil
 }
+
+// Cached reports whether the engine caches decisions (its bundle's decision
+// is a pure function of the input minus its context).
+func (e *Engine) Cached() bool { return e.cache != nil }
 
 // Revision is the bundle revision the engine evaluates.
 func (e *Engine) Revision() int64 { return e.revision }
@@ -73,12 +98,27 @@ func (e *Engine) Bundle() *Bundle { return e.bundle }
 // both input.context.time and what time.now_ns() returns. An error (a
 // builtin failing, a malformed decision) must be treated as a denial.
 func (e *Engine) Eval(ctx context.Context, in *Input) (Result, error) {
+	var key string
+	if e.cache != nil {
+		key = cacheKey(in)
+		if r, ok := e.cache.get(key); ok {
+			return r, nil
+		}
+	}
 	r, err := e.evalBundle(ctx, in)
 	if err != nil {
+		// Errors are not cached: a deadline or cancellation is not the
+		// policy's answer.
 		return Result{}, err
 	}
 	if MinimumPrivileged(in.Action) {
 		r.Privileged = true
+	}
+	if e.cache != nil {
+		// Reasons are shared by every hit: clip them so that no caller's
+		// append writes into the cached array.
+		r.Reasons = slices.Clip(r.Reasons)
+		e.cache.put(key, r)
 	}
 	return r, nil
 }

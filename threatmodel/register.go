@@ -678,6 +678,22 @@ func Register() []Threat {
 			Tests:  []string{"policy.TestBundleCases", "control.TestPolicyBadBundles"},
 		},
 		{
+			ID:       "T-048",
+			Title:    "A cached decision outlives what it was decided on",
+			STRIDE:   "E",
+			Asset:    "the correctness of every decision",
+			Boundary: "policy engine (every node's API)",
+			Attacker: "anyone whose rights changed (a new revision, a new role, a time-based rule) hoping a cached allow " +
+				"still answers",
+			Mitigation: "The cache belongs to one engine, which is one immutable revision: a new revision starts empty. The " +
+				"key is the whole input except its context, role attributes and delegation included. A bundle is cached " +
+				"only when the compiler shows its decision depends on nothing else: no module reads input.context or the " +
+				"whole input, and none calls a nondeterministic builtin (time.now_ns, rand, http.send). Errors are never " +
+				"cached; the minimum privileged set is applied before a result is cached.",
+			Status: Mitigated,
+			Tests:  []string{"policy.TestCacheableAnalysis", "policy.TestCachedEqualsEvaluated", "policy.TestCacheKeyUnambiguous"},
+		},
+		{
 			ID:       "T-047",
 			Title:    "A stored bundle writes outside the folder it is fetched to",
 			STRIDE:   "T",

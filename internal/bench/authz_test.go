@@ -25,11 +25,13 @@ func TestRunAuthz(t *testing.T) {
 	require.Equal(t, "1000", rep.Settings.Extra["bindings"])
 	require.Contains(t, progress.String(), "round 4/4")
 
-	require.Len(t, rep.Results, 2)
+	require.Len(t, rep.Results, 3)
 	require.Equal(t, ResultAuthzUnum, rep.Results[0].Name)
-	require.Equal(t, ResultAuthzRaw, rep.Results[1].Name)
+	require.Equal(t, ResultAuthzUncached, rep.Results[1].Name)
+	require.Equal(t, ResultAuthzRaw, rep.Results[2].Name)
 	requireMeasured(t, rep.Results[0], true, true)
-	requireMeasured(t, rep.Results[1], true, false)
+	requireMeasured(t, rep.Results[1], true, true)
+	requireMeasured(t, rep.Results[2], true, false)
 	for _, r := range rep.Results {
 		require.Equal(t, 2, r.Clients)
 		require.Contains(t, rep.Settings.Windows, r.Name)
@@ -37,10 +39,11 @@ func TestRunAuthz(t *testing.T) {
 		require.LessOrEqual(t, r.P90us, r.P99us, r.Name)
 		require.LessOrEqual(t, r.P99us, r.MaxUs, r.Name)
 	}
-	unum, raw := rep.Results[0], rep.Results[1]
+	unum, raw := rep.Results[0], rep.Results[2]
 	require.Equal(t, unum.P99us <= 50, *unum.Met)
 
-	require.Len(t, rep.Comparisons, 1)
+	require.Len(t, rep.Comparisons, 2)
+	require.Equal(t, ComparisonAuthzUncached, rep.Comparisons[1].Name)
 	c := rep.Comparisons[0]
 	require.Equal(t, ComparisonAuthz, c.Name)
 	require.Equal(t, ResultAuthzUnum, c.Of)
@@ -66,7 +69,7 @@ func TestRunAuthz(t *testing.T) {
 		var doc map[string]any
 		require.NoError(t, json.Unmarshal(data, &doc))
 		require.NotContains(t, doc, "filesystem")
-		require.Len(t, doc["comparisons"], 1)
+		require.Len(t, doc["comparisons"], 2)
 		res := doc["results"].([]any)[0].(map[string]any)
 		for _, k := range []string{"p50_us", "p90_us", "p99_us", "max_us", "target", "met"} {
 			require.Contains(t, res, k)

@@ -43,7 +43,7 @@ func TestBenchAuthz(t *testing.T) {
 		require.NoError(t, json.Unmarshal(out.Bytes(), &rep), out.String())
 		require.Equal(t, "authz", rep.Component)
 		require.Equal(t, rep.Settings.GOMAXPROCS, rep.Settings.Concurrency, "authz defaults to GOMAXPROCS clients")
-		require.Len(t, rep.Results, 2)
+		require.Len(t, rep.Results, 3)
 		for _, r := range rep.Results {
 			require.Positive(t, r.Ops, r.Name)
 		}

@@ -30,22 +30,23 @@ allow if {
 	count(denies) == 0
 }
 
-reasons := sort([r | some r in grants]) if allow
-
-reasons := sort([r | some r in denies]) if count(denies) > 0
-
-reasons := [sprintf("no rule allows %s to %s %s", [input.subject.id, input.action, resource_name])] if {
-	count(grants) == 0
-	count(denies) == 0
-}
+reasons := sort([r | some r in denies]) if {
+	count(denies) > 0
+} else := sort([r | some r in grants]) if {
+	count(grants) > 0
+} else := [concat("", ["no rule allows ", input.subject.id, " to ", input.action, " ", resource_name])]
 
 # An ID of no known shape (not node, user, workload or system) gets nothing,
 # whatever a binding or a later rule grants it.
-denies contains sprintf("%s is not a node, user, workload or system identity", [input.subject.id]) if {
+denies contains concat("", [input.subject.id, " is not a node, user, workload or system identity"]) if {
 	input.subject.kind == "unknown"
 }
 
-resource_name := sprintf("%s/%s/%s", [input.resource.kind, input.resource.namespace, input.resource.name])
+resource_name := concat("/", [input.resource.kind, input.resource.namespace, input.resource.name])
+
+# Rules below start with equality tests on input (the subject's kind, the
+# action) where they can: OPA indexes those, so a request evaluates only
+# the rules that could apply to it.
 
 # --- Privilege ---------------------------------------------------------------
 #
@@ -54,9 +55,11 @@ resource_name := sprintf("%s/%s/%s", [input.resource.kind, input.resource.namesp
 # their audit record is durable. unum adds a minimum set fixed in code
 # (policy.MinimumPrivileged) whatever this says, so no bundle can make a
 # policy change, an identity change or a CA operation unprivileged.
-privileged if input.action in privileged_actions
+privileged if privileged_actions[input.action]
 
-privileged if split(input.action, ".")[0] in {"cred", "exec"} # delegation, exec on nodes
+privileged if startswith(input.action, "cred.") # delegation
+
+privileged if startswith(input.action, "exec.") # running commands on nodes
 
 privileged_actions := {
 	"policy.apply", "policy.rollback", "policy.shadow", # what everyone may do
@@ -90,31 +93,41 @@ role := input.subject.attributes.role if {
 }
 
 # Readers see the cluster; they change nothing.
-role_actions["viewer"] := {
+viewer_actions := {
 	"id.show", "id.list", "node.ls", "cluster.status", "user.ls",
 	"ca.status", "policy.get", "policy.history", "policy.status",
 	"policy.check", "policy.explain",
 }
 
 # Operators also manage workload registrations.
-role_actions["operator"] := role_actions.viewer | {"id.register", "id.delete"}
+operator_actions := {"id.register", "id.delete"}
+
+grants contains concat("", ["role viewer may ", input.action]) if {
+	role in {"viewer", "operator"}
+	viewer_actions[input.action]
+}
+
+grants contains concat("", ["role operator may ", input.action]) if {
+	role == "operator"
+	operator_actions[input.action]
+}
 
 # Admins do everything.
-grants contains sprintf("role admin (%s) may do everything", [input.subject.id]) if role == "admin"
-
-grants contains sprintf("role %s may %s", [role, input.action]) if input.action in role_actions[role]
+grants contains concat("", ["role admin (", input.subject.id, ") may do everything"]) if role == "admin"
 
 # A user renews only their own certificate.
 grants contains "users may renew their own certificate" if {
 	input.subject.kind == "user"
 	input.action == "user.renew"
-	input.resource == {"kind": "user", "namespace": "-", "name": input.subject.name}
+	input.resource.kind == "user"
+	input.resource.namespace == "-"
+	input.resource.name == input.subject.name
 }
 
 # --- Every principal ----------------------------------------------------------
 grants contains "every principal may ask who it is" if {
-	input.subject.kind in {"node", "workload", "user", "system"}
 	input.action == "id.show"
+	input.subject.kind != "unknown"
 }
 
 # --- Nodes -------------------------------------------------------------------
@@ -129,8 +142,10 @@ node_actions := {
 
 grants contains "nodes may perform node operations on themselves" if {
 	input.subject.kind == "node"
-	input.action in node_actions
-	input.resource == {"kind": "node", "namespace": "-", "name": input.subject.name}
+	input.resource.kind == "node"
+	input.resource.namespace == "-"
+	node_actions[input.action]
+	input.resource.name == input.subject.name
 }
 
 grants contains "nodes may mint SVIDs for the workloads assigned to them" if {
@@ -147,8 +162,8 @@ workload_nouns := {"kv", "queue", "blob"}
 
 grants contains "workloads may use their own namespace's data" if {
 	input.subject.kind == "workload"
-	split(input.action, ".")[0] in workload_nouns
 	input.resource.namespace == input.subject.namespace
+	workload_nouns[split(input.action, ".")[0]]
 }
 
 # --- System services ---------------------------------------------------------
@@ -158,7 +173,7 @@ grants contains "workloads may use their own namespace's data" if {
 # today, so no service needs anything yet.
 system_actions := {}
 
-grants contains sprintf("system service %s may %s", [input.subject.name, input.action]) if {
+grants contains concat("", ["system service ", input.subject.name, " may ", input.action]) if {
 	input.subject.kind == "system"
-	input.action in system_actions[input.subject.name]
+	system_actions[input.subject.name][input.action]
 }

@@ -122,8 +122,8 @@ const StaleBound = 24 * time.Hour
 // Decider returns unum's decision path as a node builds it: b compiled as
 // revision 1 and served by a View that has confirmed it is the latest, a
 // Decider on the wall clock, and a Ring of ringSize decisions as its log.
-func Decider(ctx context.Context, b *policy.Bundle, ringSize int) (*policy.Decider, *policy.Ring, error) {
-	e, err := policy.NewEngine(ctx, b, 1)
+func Decider(ctx context.Context, b *policy.Bundle, ringSize int, opts ...policy.EngineOption) (*policy.Decider, *policy.Ring, error) {
+	e, err := policy.NewEngine(ctx, b, 1, opts...)
 	if err != nil {
 		return nil, nil, err
 	}

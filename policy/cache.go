@@ -1,0 +1,135 @@
+package policy
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// decisionCacheSize bounds each engine's decision cache (entries per
+// generation; two generations are kept).
+const decisionCacheSize = 1 << 15
+
+// decisionCache remembers an engine's results by input, for bundles whose
+// decision is a pure function of the input minus its context: they read
+// neither input.context (node, time, request id) nor a nondeterministic
+// builtin (time.now_ns, rand, http.send, ...). The engine is immutable, so a
+// cached result is exactly what evaluating again would give; a new revision
+// is a new engine with an empty cache. Two generations: when the newer one
+// is full it becomes the older one, so a working set that fits stays warm
+// and memory stays bounded. Safe for concurrent use.
+type decisionCache struct {
+	mu       sync.Mutex
+	cur, old map[string]Result
+	max      int
+}
+
+func newDecisionCache(max int) *decisionCache {
+	return &decisionCache{cur: make(map[string]Result), max: max}
+}
+
+func (c *decisionCache) get(key string) (Result, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.cur[key]; ok {
+		return r, true
+	}
+	if r, ok := c.old[key]; ok {
+		c.putLocked(key, r)
+		return r, true
+	}
+	return Result{}, false
+}
+
+func (c *decisionCache) put(key string, r Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(key, r)
+}
+
+func (c *decisionCache) putLocked(key string, r Result) {
+	if len(c.cur) >= c.max {
+		c.old, c.cur = c.cur, make(map[string]Result, c.max)
+	}
+	c.cur[key] = r
+}
+
+// cacheKey is in without its context, each field length-prefixed so no
+// two inputs share a key.
+func cacheKey(in *Input) string {
+	var b strings.Builder
+	field := func(s string) {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	field(in.Subject.ID)
+	field(in.Subject.Kind)
+	field(in.Subject.Namespace)
+	field(in.Subject.Name)
+	keys := make([]string, 0, len(in.Subject.Attributes))
+	for k := range in.Subject.Attributes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	field(strconv.Itoa(len(keys)))
+	for _, k := range keys {
+		field(k)
+		field(in.Subject.Attributes[k])
+	}
+	field(in.Action)
+	field(in.Resource.Kind)
+	field(in.Resource.Namespace)
+	field(in.Resource.Name)
+	field(strconv.Itoa(len(in.Delegation)))
+	for _, a := range in.Delegation {
+		field(a.ID)
+		field(a.Kind)
+	}
+	return b.String()
+}
+
+var inputContextRef = ast.MustParseRef("input.context")
+
+// cacheable reports whether the policy modules' decision can depend only
+// on the input minus its context: no module reads input.context or the
+// whole input (which includes it), and none calls a nondeterministic
+// builtin. Test modules are not part of the decision and are skipped.
+func cacheable(modules map[string]*ast.Module) bool {
+	ok := true
+	for name, m := range modules {
+		if strings.HasSuffix(name, "_test.rego") {
+			continue
+		}
+		ast.WalkRefs(m, func(r ast.Ref) bool {
+			if r.HasPrefix(inputContextRef) || (len(r) == 1 && r[0].Equal(ast.InputRootDocument)) {
+				ok = false
+			}
+			return !ok
+		})
+		ast.WalkExprs(m, func(e *ast.Expr) bool {
+			if e.IsCall() {
+				if bi, found := ast.BuiltinMap[e.Operator().String()]; found && bi.Nondeterministic {
+					ok = false
+				}
+			}
+			return !ok
+		})
+		// A builtin used as a term (x := time.now_ns()) is a call term.
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			if call, isCall := t.Value.(ast.Call); isCall && len(call) > 0 {
+				if bi, found := ast.BuiltinMap[call[0].String()]; found && bi.Nondeterministic {
+					ok = false
+				}
+			}
+			return !ok
+		})
+		if !ok {
+			return false
+		}
+	}
+	return ok
+}
