@@ -14,8 +14,8 @@ type Record struct {
 	// Digest is the served bundle's sha256 (revision numbers are reused
 	// after a restore from backup).
 	Digest string `json:"sha256,omitempty"`
-	Input    Input     `json:"input"`
-	Result   Result    `json:"result"`
+	Input  Input  `json:"input"`
+	Result Result `json:"result"`
 	// Err is set when the engine failed (the call was denied).
 	Err string `json:"error,omitempty"`
 	// Shadow is the candidate bundle's answer while one is shadowed.
