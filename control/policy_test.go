@@ -355,3 +355,28 @@ func TestPolicyLargeBundleStores(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, got.GetBundle().GetFiles()["big.rego"], len(header)+len(pad)+1)
 }
+
+// TestPolicyWatchStreamsRoles: nodes without user records learn users'
+// roles from the policy stream, on connect and when they change, so a
+// user's role is the same subject attribute on every node.
+func TestPolicyWatchStreamsRoles(t *testing.T) {
+	ctx := ctxT(t)
+	stream, err := policyClient(t, "/node/node-1").Watch(ctx, &unumv1.WatchPolicyRequest{})
+	require.NoError(t, err)
+	first, err := stream.Recv()
+	require.NoError(t, err)
+	require.True(t, first.GetRolesSet())
+	require.Equal(t, "admin", first.GetUserRoles()["admin"])
+	require.NotNil(t, first.GetRevision(), "a node with no revision gets the bundle")
+	require.Equal(t, h.srv.cfg.Policy.Engine().Digest(), first.GetRevision().GetSha256())
+
+	addUser(t, "streamed-viewer", "viewer")
+	for {
+		msg, err := stream.Recv()
+		require.NoError(t, err, "the stream ended before the new role arrived")
+		require.Nil(t, msg.GetRevision(), "the bundle is sent once")
+		if msg.GetRolesSet() && msg.GetUserRoles()["streamed-viewer"] == "viewer" {
+			break
+		}
+	}
+}

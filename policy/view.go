@@ -116,7 +116,9 @@ func (v *View) Status(now time.Time) Status {
 		s.Revision = v.mu.engine.revision
 	}
 	if !v.mu.currentAt.IsZero() {
-		s.Age = now.Sub(v.mu.currentAt)
+		// A confirmation after now (a progress report racing the request that
+		// read the clock) is age 0, never "unconfirmed".
+		s.Age = max(now.Sub(v.mu.currentAt), 0)
 	}
 	return s
 }

@@ -115,3 +115,13 @@ func TestViewSetAfterObserve(t *testing.T) {
 	require.NoError(t, v.Fresh(t0.Add(10*time.Second)))
 	require.ErrorIs(t, v.Fresh(t0.Add(11*time.Second)), ErrStale)
 }
+
+// A confirmation later than the clock a request read (a progress report
+// racing it) counts as fresh, not as never confirmed.
+func TestViewConfirmedAfterNow(t *testing.T) {
+	v := NewView(10 * time.Second)
+	v.Set(builtinEngine(t, 1))
+	v.Observe(1, t0.Add(time.Millisecond))
+	require.NoError(t, v.Fresh(t0))
+	require.Equal(t, time.Duration(0), v.Status(t0).Age)
+}
