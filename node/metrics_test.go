@@ -83,6 +83,16 @@ func TestMetricsEndpoint(t *testing.T) {
 	require.NotContains(t, m2, "unum_etcd_healthy")
 	require.Len(t, withPrefix(m2, "unum_ca_certificate_expiry_seconds{"), 1)
 	require.GreaterOrEqual(t, m2["unum_revocation_view_age_seconds"], 0.0)
+	// Both serve the latest policy revision, confirmed recently, and have
+	// counted their decisions (node-1 decides node-2's heartbeats).
+	for _, m := range []map[string]float64{m1, m2} {
+		require.Positive(t, m["unum_policy_revision"])
+		require.Equal(t, m["unum_policy_latest_revision"], m["unum_policy_revision"])
+		require.GreaterOrEqual(t, m["unum_policy_view_age_seconds"], 0.0)
+		require.Less(t, m["unum_policy_view_age_seconds"], 10.0)
+	}
+	require.Positive(t, m1[`unum_policy_decisions_total{outcome="allow"}`])
+	require.Contains(t, m2, `unum_policy_decisions_total{outcome="refused"}`)
 
 	// node-2 asks node-1's CA for SVIDs over its node SVID, like its agent.
 	e := register(t, "spiffe://unum.test/ns/metrics/job/a", "node-2", uidSelector())

@@ -193,9 +193,11 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 	// Recent decisions kept in memory for `policy explain` until the audit
 	// log makes them durable.
 	pv, ring := policy.NewView(o.PolicyBound), policy.NewRing(decisionsKept)
-	return &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg,
+	n := &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg,
 		revocations: revocation.NewView(o.RevocationBound, time.Now), renewNow: make(chan struct{}, 1), svidReplaced: make(chan struct{}, 1),
-		policy: pv, decider: policy.NewDecider(policy.DeciderConfig{Node: cfg.Name, View: pv, Log: ring}), decisions: ring, engines: policy.NewEngineCache(8)}, nil
+		policy: pv, decisions: ring, engines: policy.NewEngineCache(8)}
+	n.decider = policy.NewDecider(policy.DeciderConfig{Node: cfg.Name, View: pv, Log: countingLog{ring: ring, obs: &n.obs}})
+	return n, nil
 }
 
 // selfIssued reports whether the node's SVID comes from its own

@@ -13,6 +13,7 @@ type nodeCollector struct {
 	src Sources
 
 	nodeSVID, caCert, revAge, revBound, revSize, etcdHealthy, etcdLeader, etcdDB *prometheus.Desc
+	polRev, polLatest, polAge                                                    *prometheus.Desc
 }
 
 func newNodeCollector(src Sources) *nodeCollector {
@@ -30,12 +31,15 @@ func newNodeCollector(src Sources) *nodeCollector {
 		etcdHealthy: d(NameEtcdHealthy, "1 when the local etcd member has a leader and answered a linearizable read within the probe deadline."),
 		etcdLeader:  d(NameEtcdHasLeader, "1 when the local etcd member knows a leader."),
 		etcdDB:      d(NameEtcdDBSize, "Size of the local etcd member's database file."),
+		polRev:      d(NamePolicyRevision, "The policy revision this node decides with; 0 before it loaded one."),
+		polLatest:   d(NamePolicyLatest, "The latest policy revision this node knows the store holds."),
+		polAge:      d(NamePolicyAge, "Seconds since this node last confirmed it serves the latest policy revision; -1 when never."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.nodeSVID, c.caCert, c.revAge, c.revBound, c.revSize, c.etcdHealthy, c.etcdLeader, c.etcdDB} {
+	for _, d := range []*prometheus.Desc{c.nodeSVID, c.caCert, c.revAge, c.revBound, c.revSize, c.etcdHealthy, c.etcdLeader, c.etcdDB, c.polRev, c.polLatest, c.polAge} {
 		ch <- d
 	}
 }
@@ -74,6 +78,16 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 			size = set.Len()
 		}
 		gauge(c.revSize, float64(size))
+	}
+	if v := c.src.Policy; v != nil {
+		st := v.Status(now)
+		age := -1.0
+		if st.Age >= 0 {
+			age = st.Age.Seconds()
+		}
+		gauge(c.polRev, float64(st.Revision))
+		gauge(c.polLatest, float64(st.Latest))
+		gauge(c.polAge, age)
 	}
 	if c.src.Etcd != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.src.EtcdTimeout)

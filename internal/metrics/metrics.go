@@ -12,6 +12,7 @@ import (
 
 	"github.com/unumos/unum/identity/revocation"
 	"github.com/unumos/unum/internal/metrics/label"
+	"github.com/unumos/unum/policy"
 )
 
 // Metric names.
@@ -24,6 +25,10 @@ const (
 	NameRevocationAge      = "unum_revocation_view_age_seconds"
 	NameRevocationBound    = "unum_revocation_view_bound_seconds"
 	NameRevocationSetSize  = "unum_revocation_set_size"
+	NamePolicyDecisions    = "unum_policy_decisions_total"
+	NamePolicyRevision     = "unum_policy_revision"
+	NamePolicyLatest       = "unum_policy_latest_revision"
+	NamePolicyAge          = "unum_policy_view_age_seconds"
 	NameEtcdHealthy        = "unum_etcd_healthy"
 	NameEtcdHasLeader      = "unum_etcd_has_leader"
 	NameEtcdDBSize         = "unum_etcd_db_size_bytes"
@@ -76,6 +81,8 @@ type Sources struct {
 	CACerts func() []CACert
 	// Revocations is the node's revocation view.
 	Revocations *revocation.View
+	// Policy is the node's policy view.
+	Policy *policy.View
 	// Etcd probes the local etcd member (control nodes).
 	Etcd func(ctx context.Context) EtcdHealth
 	// EtcdTimeout bounds Etcd (DefaultEtcdTimeout when zero).
@@ -90,6 +97,7 @@ type Metrics struct {
 	issued  *prometheus.CounterVec
 	refused *prometheus.CounterVec
 	enroll  *prometheus.CounterVec
+	decided *prometheus.CounterVec
 }
 
 // New returns a registry with the counters, the scrape-time gauges over
@@ -115,6 +123,13 @@ func New(src Sources) *Metrics {
 			Name: NameEnrollmentAttempts,
 			Help: "Enrolment attempts (node joins, user logins) on this node, by outcome.",
 		}, []string{LabelKind, LabelOutcome}),
+		decided: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: NamePolicyDecisions,
+			Help: "Authorization decisions this node made, by outcome (allow, deny, refused: could not be decided soundly).",
+		}, []string{LabelOutcome}),
+	}
+	for _, o := range label.DecisionOutcomes() {
+		m.decided.WithLabelValues(o)
 	}
 	// Every series exists from the start, at zero: rate() and alerts on
 	// absent series then behave, and the set of series is fixed.
@@ -129,7 +144,7 @@ func New(src Sources) *Metrics {
 			m.enroll.WithLabelValues(k, o)
 		}
 	}
-	m.reg.MustRegister(m.issued, m.refused, m.enroll, newNodeCollector(src),
+	m.reg.MustRegister(m.issued, m.refused, m.enroll, m.decided, newNodeCollector(src),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -170,6 +185,14 @@ func (m *Metrics) Enrollment(kind, outcome string) {
 		return
 	}
 	m.enroll.WithLabelValues(bounded(kind, label.EnrollmentKinds()), bounded(outcome, label.EnrollmentOutcomes())).Inc()
+}
+
+// Decision counts a policy decision (label.Decision* values).
+func (m *Metrics) Decision(outcome string) {
+	if m == nil {
+		return
+	}
+	m.decided.WithLabelValues(bounded(outcome, label.DecisionOutcomes())).Inc()
 }
 
 // bounded keeps label cardinality fixed whatever a caller passes.

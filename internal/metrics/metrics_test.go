@@ -19,6 +19,7 @@ import (
 
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/revocation"
+	"github.com/unumos/unum/policy"
 	"github.com/unumos/unum/internal/metrics/label"
 	"github.com/unumos/unum/internal/rpc"
 )
@@ -343,4 +344,34 @@ func TestGaugesAtScrapeTime(t *testing.T) {
 	require.Equal(t, 2.0, got[NameRevocationSetSize])
 	require.Equal(t, 0.0, got[NameEtcdHealthy])
 	require.Equal(t, 0.0, got[NameEtcdHasLeader])
+}
+
+// TestPolicyMetrics: the decision counter keeps its label bounded, and the
+// policy gauges read the view at scrape time.
+func TestPolicyMetrics(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	pv := policy.NewView(10 * time.Second)
+	m := New(Sources{Clock: func() time.Time { return now }, Policy: pv})
+	got := values(t, m)
+	require.Equal(t, 0.0, got[NamePolicyRevision])
+	require.Equal(t, -1.0, got[NamePolicyAge], "never confirmed")
+
+	e, err := policy.NewEngine(context.Background(), policy.Builtin(), 3)
+	require.NoError(t, err)
+	pv.Observe(4, now.Add(-2*time.Second))
+	pv.Set(e)
+	m.Decision(label.DecisionAllow)
+	m.Decision(label.DecisionAllow)
+	m.Decision(label.DecisionRefused)
+	m.Decision("made-up")
+	got = values(t, m)
+	require.Equal(t, 3.0, got[NamePolicyRevision])
+	require.Equal(t, 4.0, got[NamePolicyLatest])
+	require.Equal(t, -1.0, got[NamePolicyAge], "revision 3 is not the latest 4")
+	require.Equal(t, 2.0, got[NamePolicyDecisions+`{outcome="allow"}`])
+	require.Equal(t, 0.0, got[NamePolicyDecisions+`{outcome="deny"}`])
+	require.Equal(t, 1.0, got[NamePolicyDecisions+`{outcome="refused"}`])
+	require.Equal(t, 1.0, got[NamePolicyDecisions+`{outcome="other"}`])
+	var nilM *Metrics
+	nilM.Decision(label.DecisionDeny) // no panic
 }

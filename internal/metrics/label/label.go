@@ -37,6 +37,15 @@ const (
 	OutcomeError       = "error"        // etcd or internal failure
 )
 
+// Outcomes of a policy decision (label "outcome"): allowed, denied by the
+// policy, or refused because it could not be decided soundly (no policy
+// loaded, a stale view for a privileged action, an evaluation error).
+const (
+	DecisionAllow   = "allow"
+	DecisionDeny    = "deny"
+	DecisionRefused = "refused"
+)
+
 // Other replaces a value outside the sets above.
 const Other = "other"
 
@@ -53,3 +62,5 @@ func EnrollmentKinds() []string { return []string{KindNode, KindUser} }
 func EnrollmentOutcomes() []string {
 	return []string{OutcomeOK, OutcomeBadToken, OutcomeExpired, OutcomeUsed, OutcomeInvalid, OutcomeRateLimited, OutcomeError}
 }
+
+func DecisionOutcomes() []string { return []string{DecisionAllow, DecisionDeny, DecisionRefused} }
