@@ -19,9 +19,9 @@ import (
 
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/revocation"
-	"github.com/unumos/unum/policy"
 	"github.com/unumos/unum/internal/metrics/label"
 	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/policy"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
