@@ -27,7 +27,10 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *unumv1.CreateJoinToke
 	if err := jointoken.ValidateNodeName(req.GetName()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "--name: %v", err)
 	}
-	roles, err := jointoken.ParseRoles(joinComma(req.GetRoles()))
+	// Strict: one role per element, exactly as the policy's route reads
+	// them (a "compute,control" element must not become a control token
+	// that policy saw as a compute one).
+	roles, err := jointoken.NormalizeRoles(req.GetRoles())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "--roles: %v", err)
 	}
@@ -63,17 +66,6 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *unumv1.CreateJoinToke
 	}
 	s.cfg.Log.Info("join token minted", "token_id", tok.ID, "name", req.GetName(), "roles", roles, "expires", expires, "by", c.ID.String())
 	return &unumv1.CreateJoinTokenResponse{Token: tok.String(), ExpiresAtUnix: expires.Unix()}, nil
-}
-
-func joinComma(ss []string) string {
-	out := ""
-	for i, s := range ss {
-		if i > 0 {
-			out += ","
-		}
-		out += s
-	}
-	return out
 }
 
 // Heartbeat implements unumv1.ClusterServer.

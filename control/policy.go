@@ -462,17 +462,17 @@ func (s *Server) StartShadow(ctx context.Context, req *unumv1.StartShadowRequest
 	now := s.cfg.Clock()
 	rec := shadowRecord{ID: "shadow-" + strings.TrimPrefix(policy.NewDecisionID("x"), "x."), Until: now.Add(d).UTC(), StartedBy: c.ID.String(), Bundle: encodeBundle(b)}
 	// One shadow at a time: a running one is not replaced (its operator is
-	// waiting for its report); an expired one is.
-	cur, ok, err := s.shadow(ctx)
+	// waiting for its report); an expired or unreadable one is.
+	resp, err := s.cfg.Etcd.Get(ctx, keyPolicyShadow)
 	if err != nil {
-		return nil, err
+		return nil, status.Errorf(codes.Unavailable, "read policy shadow: %v", err)
 	}
 	cmp := clientv3.Compare(clientv3.CreateRevision(keyPolicyShadow), "=", 0)
-	if ok {
-		if now.Before(cur.Until) {
+	if len(resp.Kvs) == 1 {
+		if cur, err := decode[shadowRecord](resp.Kvs[0].Value); err == nil && now.Before(cur.Until) {
 			return nil, status.Errorf(codes.AlreadyExists, "shadow %s (started by %s) runs until %s: wait for it or stop it first", cur.ID, cur.StartedBy, cur.Until.Format(time.RFC3339))
 		}
-		cmp = clientv3.Compare(clientv3.Value(keyPolicyShadow), "=", mustJSON(cur))
+		cmp = clientv3.Compare(clientv3.ModRevision(keyPolicyShadow), "=", resp.Kvs[0].ModRevision)
 	}
 	txn, err := s.cfg.Etcd.Txn(ctx).If(cmp).Then(clientv3.OpPut(keyPolicyShadow, mustJSON(rec))).Commit()
 	if err != nil {
@@ -501,10 +501,14 @@ func (s *Server) StopShadow(ctx context.Context, req *unumv1.StopShadowRequest) 
 			return nil, status.Errorf(codes.FailedPrecondition, "shadow %s is not running (%s is)", id, cur.ID)
 		}
 	}
-	if _, err := s.cfg.Etcd.Txn(ctx).
+	txn, err := s.cfg.Etcd.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(keyPolicyShadow), "=", resp.Kvs[0].ModRevision)).
-		Then(clientv3.OpDelete(keyPolicyShadow)).Commit(); err != nil {
+		Then(clientv3.OpDelete(keyPolicyShadow)).Commit()
+	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "stop policy shadow: %v", err)
+	}
+	if !txn.Succeeded {
+		return nil, status.Error(codes.Aborted, "the shadow changed while stopping it; look at `unum policy status` and try again")
 	}
 	return &unumv1.StopShadowResponse{}, nil
 }

@@ -380,3 +380,14 @@ func TestPolicyWatchStreamsRoles(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinTokenRolesStrict: roles are read one per element, as the policy
+// route reads them; a comma inside an element is refused, so a request the
+// policy decided as a compute-node token cannot yield a control-node one.
+func TestJoinTokenRolesStrict(t *testing.T) {
+	cc := unumv1.NewClusterClient(conn(t, "/user/admin"))
+	for _, roles := range [][]string{{"compute,control"}, {" control"}, {"compute", ""}} {
+		_, err := cc.CreateJoinToken(ctxT(t), &unumv1.CreateJoinTokenRequest{Name: "strict-roles", Roles: roles})
+		requireCode(t, err, codes.InvalidArgument, "roles")
+	}
+}

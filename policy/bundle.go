@@ -321,10 +321,22 @@ func mergeData(root map[string]any, dir string, doc map[string]any) error {
 }
 
 // compile parses and compiles the bundle with the input schema.
-func (b *Bundle) compile() (*compiled, error) {
+func (b *Bundle) compile() (*compiled, error) { return b.compileModules(true) }
+
+// compileModules compiles the bundle's modules, its *_test.rego files only
+// when withTests: an engine is built without them (tests run in Test), so
+// nothing in a test file can take part in a decision.
+func (b *Bundle) compileModules(withTests bool) (*compiled, error) {
 	modules, data, err := b.parse()
 	if err != nil {
 		return nil, err
+	}
+	if !withTests {
+		for name := range modules {
+			if strings.HasSuffix(name, "_test.rego") {
+				delete(modules, name)
+			}
+		}
 	}
 	ss, err := schemaSet()
 	if err != nil {

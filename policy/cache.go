@@ -92,38 +92,44 @@ func cacheKey(in *Input) string {
 	return b.String()
 }
 
-var inputContextRef = ast.MustParseRef("input.context")
+// maxCacheKey bounds what one cached decision may hold: inputs with
+// longer keys are evaluated every time.
+const maxCacheKey = 1024
 
 // cacheable reports whether the policy modules' decision can depend only
-// on the input minus its context: no module reads input.context or the
-// whole input (which includes it), and none calls a nondeterministic
-// builtin. Test modules are not part of the decision and are skipped.
+// on the input minus its context: no module reads input.context, the
+// whole input, or input under a key it computes (input[k]); and none calls
+// or names (as in `with f as rand.intn`) a nondeterministic builtin. The
+// modules are the engine's, test files excluded (they are not in it).
 func cacheable(modules map[string]*ast.Module) bool {
 	ok := true
-	for name, m := range modules {
-		if strings.HasSuffix(name, "_test.rego") {
-			continue
-		}
+	nondeterministic := func(name string) bool {
+		bi, found := ast.BuiltinMap[name]
+		return found && bi.Nondeterministic
+	}
+	for _, m := range modules {
 		ast.WalkRefs(m, func(r ast.Ref) bool {
-			if r.HasPrefix(inputContextRef) || (len(r) == 1 && r[0].Equal(ast.InputRootDocument)) {
+			if r[0].Equal(ast.InputRootDocument) {
+				if len(r) == 1 {
+					ok = false // the whole input, context included
+				} else if key, isString := r[1].Value.(ast.String); !isString || key == "context" {
+					ok = false
+				}
+			}
+			if nondeterministic(r.String()) {
 				ok = false
 			}
 			return !ok
 		})
 		ast.WalkExprs(m, func(e *ast.Expr) bool {
-			if e.IsCall() {
-				if bi, found := ast.BuiltinMap[e.Operator().String()]; found && bi.Nondeterministic {
-					ok = false
-				}
+			if e.IsCall() && nondeterministic(e.Operator().String()) {
+				ok = false
 			}
 			return !ok
 		})
-		// A builtin used as a term (x := time.now_ns()) is a call term.
 		ast.WalkTerms(m, func(t *ast.Term) bool {
-			if call, isCall := t.Value.(ast.Call); isCall && len(call) > 0 {
-				if bi, found := ast.BuiltinMap[call[0].String()]; found && bi.Nondeterministic {
-					ok = false
-				}
+			if call, isCall := t.Value.(ast.Call); isCall && len(call) > 0 && nondeterministic(call[0].String()) {
+				ok = false
 			}
 			return !ok
 		})

@@ -24,6 +24,10 @@ func TestCacheableAnalysis(t *testing.T) {
 		{"reads the whole input", "package unum.authz\n\nimport rego.v1\n\nwhole := input\n\ndenies contains \"x\" if whole.context.node == \"n9\"\n", false},
 		{"random", "package unum.authz\n\nimport rego.v1\n\ndenies contains \"x\" if rand.intn(\"k\", 2) == 1\n", false},
 		{"reads the subject only", "package unum.authz\n\nimport rego.v1\n\ndenies contains \"x\" if input.subject.name == \"mallory\"\n", true},
+		// Ways around a literal input.context (found in review).
+		{"reads the context by iteration", "package unum.authz\n\nimport rego.v1\n\ndenies contains \"x\" if {\n\tsome k\n\tinput[k].node == \"n9\"\n}\n", false},
+		{"reads a computed key", "package unum.authz\n\nimport rego.v1\n\nk := concat(\"\", [\"con\", \"text\"])\n\ndenies contains \"x\" if input[k].node == \"n9\"\n", false},
+		{"swaps in a random builtin", "package unum.authz\n\nimport rego.v1\n\ng(_, _) := 0\n\ndenies contains \"x\" if {\n\tg(\"k\", 1000000) > 500000 with g as rand.intn\n}\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			files := map[string][]byte{}
@@ -101,4 +105,23 @@ func TestDecisionCacheGenerations(t *testing.T) {
 	_, ok = c.get("b")
 	require.False(t, ok)
 	require.LessOrEqual(t, len(c.cur)+len(c.old), 4)
+}
+
+// A rule in a *_test.rego file takes no part in decisions: the engine is
+// built without test files, so it cannot smuggle a context-dependent rule
+// past the cache analysis either.
+func TestTestFilesOutOfTheEngine(t *testing.T) {
+	ctx := context.Background()
+	files := map[string][]byte{}
+	for n, d := range Builtin().Files {
+		files[n] = d
+	}
+	files["sneaky_test.rego"] = []byte("package unum.authz\n\nimport rego.v1\n\ndenies contains \"from a test file\" if input.context.node == \"n9\"\n")
+	e, err := NewEngine(ctx, &Bundle{Files: files}, 1)
+	require.NoError(t, err)
+	in := userInput("admin", "", "node.ls", "node/-/*")
+	in.Context.Node = "n9"
+	r, err := e.Eval(ctx, &in)
+	require.NoError(t, err)
+	require.True(t, r.Allow, "a test file's rule decided: %v", r.Reasons)
 }

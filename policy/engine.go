@@ -61,7 +61,12 @@ func NewEngine(ctx context.Context, b *Bundle, rev int64, opts ...EngineOption) 
 	for _, f := range opts {
 		f(&o)
 	}
-	c, err := b.compile()
+	// The whole bundle must compile (tests included, so their errors are
+	// reported); the engine is then built from the policy modules alone.
+	if _, err := b.compile(); err != nil {
+		return nil, err
+	}
+	c, err := b.compileModules(false)
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +105,9 @@ func (e *Engine) Bundle() *Bundle { return e.bundle }
 func (e *Engine) Eval(ctx context.Context, in *Input) (Result, error) {
 	var key string
 	if e.cache != nil {
-		key = cacheKey(in)
-		if r, ok := e.cache.get(key); ok {
+		if key = cacheKey(in); len(key) > maxCacheKey {
+			key = "" // too large to keep: evaluated every time
+		} else if r, ok := e.cache.get(key); ok {
 			return r, nil
 		}
 	}
@@ -114,7 +120,7 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (Result, error) {
 	if MinimumPrivileged(in.Action) {
 		r.Privileged = true
 	}
-	if e.cache != nil {
+	if e.cache != nil && key != "" {
 		// Reasons are shared by every hit: clip them so that no caller's
 		// append writes into the cached array.
 		r.Reasons = slices.Clip(r.Reasons)

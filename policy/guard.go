@@ -14,6 +14,9 @@ type Probe struct {
 	// Why the system needs it, shown when a bundle fails it.
 	Why   string
 	Input Input
+	// ControlOnly: only control nodes need it (the guard probes it as the
+	// control nodes, not every member).
+	ControlOnly bool
 }
 
 // guardNode is the node name the lockout probes act as; any node name would
@@ -41,10 +44,12 @@ func MustAllow(td spiffeid.TrustDomain) []Probe {
 		probe("nodes receive their registrations and bundles", node, "node.sync", self),
 		probe("nodes follow revocations", node, "revocation.watch", self),
 		probe("nodes follow policy", node, "policy.watch", self),
-		probe("control nodes renew their intermediate", node, "ca.sign-intermediate", self),
+		controlOnly(probe("control nodes renew their intermediate", node, "ca.sign-intermediate", self)),
 		probe("nodes mint SVIDs for their workloads", node, "svid.mint", Resource{Kind: "svid", Namespace: "default", Name: "job/probe"}),
 	}
 }
+
+func controlOnly(p Probe) Probe { p.ControlOnly = true; return p }
 
 // floorProbes asks, for every action of the minimum privileged set, whether
 // the bundle itself calls it privileged.
@@ -85,7 +90,11 @@ func Guard(ctx context.Context, e *Engine, td spiffeid.TrustDomain, now time.Tim
 		}
 	}
 	for _, p := range MustAllow(td) {
-		for _, node := range subjects {
+		nodes := subjects
+		if p.ControlOnly {
+			nodes = deciders
+		}
+		for _, node := range nodes {
 			in := p.Input
 			if in.Subject.Kind == "node" {
 				in.Subject = Subject{ID: spiffeid.RequireFromSegments(td, "node", node).String(), Kind: "node", Name: node, Attributes: map[string]string{}}

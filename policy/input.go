@@ -53,6 +53,11 @@ type Resource struct {
 	Name      string `json:"name"`
 }
 
+// MaxResourceName bounds a resource's name: a request naming something
+// longer is refused before the policy is asked (it bounds what a decision
+// record and the decision cache hold).
+const MaxResourceName = 512
+
 // ClusterScope is the namespace of cluster-scoped resources.
 const ClusterScope = "-"
 
@@ -87,6 +92,8 @@ func (r Resource) Validate() error {
 		return fmt.Errorf("resource %q: namespace %q must be a DNS label or - for cluster-scoped", r, r.Namespace)
 	case r.Name == "":
 		return fmt.Errorf("resource %q: empty name", r)
+	case len(r.Name) > MaxResourceName:
+		return fmt.Errorf("resource %s/%s/...: name longer than %d bytes", r.Kind, r.Namespace, MaxResourceName)
 	}
 	return nil
 }

@@ -69,6 +69,10 @@ func (v *View) Set(e *Engine) {
 	v.mu.engine = e
 	if e.revision == v.mu.latest && !v.mu.latestAt.IsZero() {
 		v.mu.currentAt = v.mu.latestAt
+	} else {
+		// A revision other than the latest known (an older one pushed by
+		// a lagging control node) was never confirmed: it starts stale.
+		v.mu.currentAt = time.Time{}
 	}
 	close(v.mu.changed)
 	v.mu.changed = make(chan struct{})

@@ -648,9 +648,9 @@ func Register() []Threat {
 				"on control nodes; the control plane's stream, carrying its own age, elsewhere); a node that has not " +
 				"confirmed within 10 s, or knows of a newer revision it does not serve, refuses every privileged action " +
 				"with Unavailable and the reason; served and latest revisions are compared for equality, so a node ahead of a " +
-				"store restored from backup is stale too. Heartbeats report each node's revision (`unum policy status`).",
+				"store restored from backup is stale too, and a revision pushed by a lagging control node starts unconfirmed. Heartbeats report each node's revision (`unum policy status`).",
 			Status: Mitigated,
-			Tests:  []string{"internal/rpc.TestStalePolicyRefusesPrivileged", "policy.TestDeciderStaleView", "policy.TestViewFreshness", "policy.TestViewStoreRestored", "node.TestComputeNodeFollowsPolicy"},
+			Tests:  []string{"internal/rpc.TestStalePolicyRefusesPrivileged", "control.TestPolicyUnloadableRevisionGoesStale", "policy.TestDeciderStaleView", "policy.TestViewFreshness", "policy.TestViewStoreRestored", "node.TestComputeNodeFollowsPolicy"},
 		},
 		{
 			ID:       "T-045",
@@ -687,11 +687,27 @@ func Register() []Threat {
 				"still answers",
 			Mitigation: "The cache belongs to one engine, which is one immutable revision: a new revision starts empty. The " +
 				"key is the whole input except its context, role attributes and delegation included. A bundle is cached " +
-				"only when the compiler shows its decision depends on nothing else: no module reads input.context or the " +
-				"whole input, and none calls a nondeterministic builtin (time.now_ns, rand, http.send). Errors are never " +
-				"cached; the minimum privileged set is applied before a result is cached.",
+				"only when the compiler shows its decision depends on nothing else: no module reads input.context, the " +
+				"whole input or input under a computed key, and none calls or names a nondeterministic builtin " +
+				"(time.now_ns, rand, http.send); test files are not part of the engine at all. Errors are never cached; the " +
+				"minimum privileged set is applied before a result is cached; resource names are bounded (512 bytes) and " +
+				"keys over 1 KiB are not cached, so callers cannot fill memory through it.",
 			Status: Mitigated,
-			Tests:  []string{"policy.TestCacheableAnalysis", "policy.TestCachedEqualsEvaluated", "policy.TestCacheKeyUnambiguous"},
+			Tests:  []string{"policy.TestCacheableAnalysis", "policy.TestCachedEqualsEvaluated", "policy.TestCacheKeyUnambiguous", "policy.TestTestFilesOutOfTheEngine", "internal/rpc.TestOversizedResourceRefused"},
+		},
+		{
+			ID:       "T-049",
+			Title:    "A join-token request decided as one kind of node, issued as another",
+			STRIDE:   "E",
+			Asset:    "control-node membership (etcd, the CA)",
+			Boundary: "control-plane API (Cluster.CreateJoinToken)",
+			Attacker: "a principal a bundle allows to mint compute-node tokens, sending roles the policy and the handler " +
+				"read differently (\"compute,control\" in one element, \" control\")",
+			Mitigation: "A token with the control role is the resource control-node/-/NAME, not node/-/NAME; the route and " +
+				"the handler read roles by the same strict rule (one known role per element), and the route counts any " +
+				"list the handler would refuse as a control token.",
+			Status: Mitigated,
+			Tests:  []string{"internal/rpc.TestJoinTokenRolesInResource", "control.TestJoinTokenRolesStrict"},
 		},
 		{
 			ID:       "T-047",

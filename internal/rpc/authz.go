@@ -117,6 +117,13 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 		Resource: rt.resource(req.Caller.Principal, req.Message),
 		Context:  policy.Context{RequestID: req.RequestID},
 	}
+	if err := in.Resource.Validate(); err != nil {
+		// What the request names cannot be described to the policy (e.g.
+		// a name past policy.MaxResourceName): refused without asking it.
+		in.Resource = policy.Resource{Kind: in.Resource.Kind, Namespace: policy.ClusterScope, Name: "-"}
+		d := a.Decider.Refuse(ctx, in, "the request names an invalid resource: "+err.Error())
+		return Decision{ID: d.ID, Reasons: d.Reasons, Action: in.Action, Resource: in.Resource.String()}, nil
+	}
 	if del, ok := req.Message.(interface{ GetId() string }); ok && rt.action == "id.delete" && a.Entries != nil {
 		// The entry's own workload ID, as CreateEntry is decided on it;
 		// an unknown entry stays entry/-/ID (the handler says not found).

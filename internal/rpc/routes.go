@@ -1,8 +1,11 @@
 package rpc
 
 import (
+	"slices"
+
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/jointoken"
 	"github.com/unumos/unum/policy"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -91,11 +94,11 @@ var routes = map[string]route{
 	// kind, so a grant of node.join-token on node/... never covers it.
 	"/unum.v1.Cluster/CreateJoinToken": {"node.join-token", func(_ identity.Principal, m any) policy.Resource {
 		req, _ := m.(*unumv1.CreateJoinTokenRequest)
+		// Read with the handler's own rule; a list it would refuse counts
+		// as a control token (the handler then refuses it anyway).
 		kind := "node"
-		for _, r := range req.GetRoles() {
-			if r == "control" {
-				kind = "control-node"
-			}
+		if roles, err := jointoken.NormalizeRoles(req.GetRoles()); err != nil || slices.Contains(roles, jointoken.RoleControl) {
+			kind = "control-node"
 		}
 		return policy.Resource{Kind: kind, Namespace: policy.ClusterScope, Name: nameOr(req.GetName(), "-")}
 	}},

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"strings"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
@@ -439,4 +440,24 @@ func TestJoinTokenRolesInResource(t *testing.T) {
 	rt := routes["/unum.v1.Cluster/CreateJoinToken"]
 	require.Equal(t, "node/-/w1", rt.resource(identity.Principal{}, &unumv1.CreateJoinTokenRequest{Name: "w1", Roles: []string{"compute"}}).String())
 	require.Equal(t, "control-node/-/c1", rt.resource(identity.Principal{}, &unumv1.CreateJoinTokenRequest{Name: "c1", Roles: []string{"control", "compute"}}).String())
+	// Smuggled control roles read as control, as the handler would read
+	// (or refuse) them.
+	for _, roles := range [][]string{{"compute,control"}, {" control"}, {"compute", "bogus"}, nil} {
+		require.Equal(t, "control-node/-/c1", rt.resource(identity.Principal{}, &unumv1.CreateJoinTokenRequest{Name: "c1", Roles: roles}).String(), "%q", roles)
+	}
+}
+
+// TestOversizedResourceRefused: a request naming a resource past
+// policy.MaxResourceName is refused with a decision id, without asking the
+// policy (or filling its cache).
+func TestOversizedResourceRefused(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("unum.test")
+	a := testAuthorizer(t, nil)
+	caller := Caller{Principal: identity.Classify(spiffeid.RequireFromPath(td, "/user/admin"))}
+	long := "spiffe://unum.test/x/" + strings.Repeat("a", policy.MaxResourceName)
+	d, err := a.Authorize(context.Background(), Request{Caller: caller, Method: "/unum.v1.Identity/MintX509SVID", Message: &unumv1.MintX509SVIDRequest{SpiffeId: long}})
+	require.NoError(t, err)
+	require.False(t, d.Allow, "even the admin")
+	require.NotEmpty(t, d.ID)
+	require.Contains(t, d.Reason(), "invalid resource")
 }
