@@ -2,10 +2,10 @@ package rpc
 
 import (
 	"context"
-	"strings"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
