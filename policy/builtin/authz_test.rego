@@ -146,3 +146,17 @@ test_denies_win if {
 	d := authz.decision with input as q with authz.denies as {"frozen"}
 	d.reasons == ["frozen"]
 }
+
+test_delegation_and_exec_privileged if {
+	d := authz.decision with input as req(user("admin", ""), "cred.issue", "cred", "web", "token")
+	d.privileged
+	e := authz.decision with input as req(user("admin", ""), "exec.run", "node", "-", "n1")
+	e.privileged
+}
+
+test_system_service_gets_exactly_its_table if {
+	q := req(system("scheduler"), "job.place", "job", "web", "api")
+	allowed(q) with authz.system_actions as {"scheduler": {"job.place"}}
+	not allowed(q) with authz.system_actions as {"scheduler": {"job.list"}}
+	not allowed(q) with authz.system_actions as {"controller": {"job.place"}}
+}
