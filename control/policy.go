@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -26,14 +25,17 @@ import (
 // Policy in etcd. Each revision is two keys written in one transaction:
 // its metadata (small, listed by history) and its bundle (up to
 // policy.MaxBundleBytes). keyPolicyLatest names the revision every node
-// serves; revisions only grow (a rollback stores an old bundle again as a
-// new revision), so "behind" is a plain comparison.
+// serves; revisions grow (a rollback stores an old bundle again as a new
+// revision) except across a restore from backup, so nodes compare theirs
+// with it for equality (policy.View).
 const (
 	prefixPolicyMeta    = "/unum/policy/meta/"
 	prefixPolicyBundles = "/unum/policy/bundles/"
-	keyPolicyLatest     = "/unum/policy/latest"
-	keyPolicyShadow     = "/unum/policy/shadow"
-	watchPolicy         = "/unum/policy/"
+	// The feed watches only watchPolicy, the two small keys that drive it,
+	// not the bundles (up to 1 MiB each, read once when a revision loads).
+	keyPolicyLatest = "/unum/policy/live/latest"
+	keyPolicyShadow = "/unum/policy/live/shadow"
+	watchPolicy     = "/unum/policy/live/"
 	// maxShadow bounds how long a candidate may shadow the live policy.
 	maxShadow     = 24 * time.Hour
 	defaultShadow = 5 * time.Minute
@@ -517,12 +519,7 @@ func (s *Server) StopShadow(ctx context.Context, req *unumv1.StopShadowRequest) 
 // latest revision compiled and served, the shadow candidate installed, and
 // a progress report every second so the view knows it is current.
 func (s *Server) feedPolicy(ctx context.Context) {
-	for ctx.Err() == nil {
-		if err := s.followPolicy(ctx); err != nil && ctx.Err() == nil {
-			s.cfg.Log.Warn("policy feed interrupted", "err", err)
-			sleep(ctx, 200*time.Millisecond)
-		}
-	}
+	s.feed(ctx, "policy feed", s.followPolicy)
 }
 
 func (s *Server) followPolicy(ctx context.Context) error {
@@ -565,32 +562,8 @@ func (s *Server) followPolicy(ctx context.Context) error {
 	s.applyShadow(lctx, resp.Responses[1].GetResponseRange().Kvs)
 	lcancel()
 
-	wch := s.cfg.Etcd.Watch(wctx, watchPolicy, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithProgressNotify())
-	tick := time.NewTicker(progressEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-			if err := s.cfg.Etcd.RequestProgress(wctx); err != nil {
-				return fmt.Errorf("request watch progress: %w", err)
-			}
-		case wr, ok := <-wch:
-			if !ok {
-				return errors.New("policy watch closed")
-			}
-			if err := wr.Err(); err != nil {
-				return fmt.Errorf("policy watch: %w", err)
-			}
-			if wr.IsProgressNotify() {
-				// Nothing changed up to the store's current revision: the
-				// latest revision is still the one last read.
-				if latest > 0 {
-					s.cfg.Policy.Observe(latest, s.cfg.Clock())
-				}
-				continue
-			}
+	return s.watchFrom(ctx, wctx, "policy", watchPolicy, resp.Header.Revision,
+		func(wr clientv3.WatchResponse) error {
 			for _, ev := range wr.Events {
 				switch string(ev.Kv.Key) {
 				case keyPolicyLatest:
@@ -607,8 +580,15 @@ func (s *Server) followPolicy(ctx context.Context) error {
 					}
 				}
 			}
-		}
-	}
+			return nil
+		},
+		func() {
+			// Nothing changed up to the store's current revision: the
+			// latest revision is still the one last read.
+			if latest > 0 {
+				s.cfg.Policy.Observe(latest, s.cfg.Clock())
+			}
+		})
 }
 
 // loadPolicyRevision compiles revision rev and serves it. A revision this

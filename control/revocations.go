@@ -172,12 +172,7 @@ func (s *Server) waitSignable(ctx context.Context, id spiffeid.ID) error {
 // etcd (lost quorum, partition), which is what makes a cut-off control node
 // refuse privileged actions.
 func (s *Server) feedRevocations(ctx context.Context) {
-	for ctx.Err() == nil {
-		if err := s.followRevocations(ctx); err != nil && ctx.Err() == nil {
-			s.cfg.Log.Warn("revocation feed interrupted", "err", err)
-			sleep(ctx, 200*time.Millisecond)
-		}
-	}
+	s.feed(ctx, "revocation feed", s.followRevocations)
 }
 
 func (s *Server) followRevocations(ctx context.Context) error {
@@ -230,36 +225,15 @@ func (s *Server) followRevocations(ctx context.Context) error {
 	}
 	publish(resp.Header.Revision)
 
-	wch := s.cfg.Etcd.Watch(wctx, watchRevocations, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithProgressNotify())
-	tick := time.NewTicker(progressEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-			// Answered by a progress notification on wch when the watch
-			// is current; an error here means the member is unreachable.
-			if err := s.cfg.Etcd.RequestProgress(wctx); err != nil {
-				return fmt.Errorf("request watch progress: %w", err)
-			}
-		case wr, ok := <-wch:
-			if !ok {
-				return errors.New("revocation watch closed")
-			}
-			if err := wr.Err(); err != nil {
-				return fmt.Errorf("revocation watch: %w", err)
-			}
-			if wr.IsProgressNotify() {
-				s.revocations.Touch(s.cfg.Clock())
-				continue
-			}
+	return s.watchFrom(ctx, wctx, "revocation", watchRevocations, resp.Header.Revision,
+		func(wr clientv3.WatchResponse) error {
 			for _, ev := range wr.Events {
 				apply(string(ev.Kv.Key), ev.Kv.Value, ev.Type == clientv3.EventTypeDelete)
 			}
 			publish(wr.Header.Revision)
-		}
-	}
+			return nil
+		},
+		func() { s.revocations.Touch(s.cfg.Clock()) })
 }
 
 // WatchRevocations implements unumv1.IdentityServer: the whole set on

@@ -233,14 +233,13 @@ func (b *Bundle) Equal(o *Bundle) bool {
 	return true
 }
 
-//go:embed input.schema.json
-var inputSchemaJSON []byte
-
-// InputSchema is the JSON schema of Input (input.schema.json). Policies are
-// type-checked against it, so a rule reading a field unum never sends
+// inputSchemaJSON is the JSON schema of Input. Policies are type-checked
+// against it, so a rule reading a field unum never sends
 // (input.subject.roles, a typo) is refused at apply instead of silently
 // never matching.
-func InputSchema() []byte { return bytes.Clone(inputSchemaJSON) }
+//
+//go:embed input.schema.json
+var inputSchemaJSON []byte
 
 func schemaSet() (*ast.SchemaSet, error) {
 	var schema any

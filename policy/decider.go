@@ -89,19 +89,7 @@ func DecisionNode(id string) (string, error) {
 // failed for a privileged action. The caller refuses the action then; the
 // Decision still carries an id and reasons.
 func (d *Decider) Decide(ctx context.Context, in Input) (Decision, error) {
-	now := d.cfg.Now()
-	in.Context.Node = d.cfg.Node
-	in.Context.Time = now
-	dec := Decision{ID: NewDecisionID(d.cfg.Node)}
-	if in.Context.RequestID == "" {
-		in.Context.RequestID = dec.ID
-	}
-	if in.Delegation == nil {
-		in.Delegation = []Actor{}
-	}
-	if in.Subject.Attributes == nil {
-		in.Subject.Attributes = map[string]string{}
-	}
+	in, dec, now := d.begin(in)
 	rec := &Record{ID: dec.ID, Time: now, Input: in}
 	var err, evalErr error
 	// bundleResult is the served bundle's own answer, before freshness:
@@ -147,16 +135,30 @@ func (d *Decider) Decide(ctx context.Context, in Input) (Decision, error) {
 	return dec, err
 }
 
+// begin gives a decision its id and fills in's context (node, time, request
+// id defaulting to the decision id) and empty collections.
+func (d *Decider) begin(in Input) (Input, Decision, time.Time) {
+	now := d.cfg.Now()
+	dec := Decision{ID: NewDecisionID(d.cfg.Node)}
+	in.Context.Node, in.Context.Time = d.cfg.Node, now
+	if in.Context.RequestID == "" {
+		in.Context.RequestID = dec.ID
+	}
+	if in.Delegation == nil {
+		in.Delegation = []Actor{}
+	}
+	if in.Subject.Attributes == nil {
+		in.Subject.Attributes = map[string]string{}
+	}
+	return in, dec, now
+}
+
 // Refuse records a denial made without evaluating the policy (a method
 // with no action, a request that cannot be described) so that it too has
 // an id and a record.
 func (d *Decider) Refuse(ctx context.Context, in Input, reason string) Decision {
-	now := d.cfg.Now()
-	in.Context.Node, in.Context.Time = d.cfg.Node, now
-	dec := Decision{ID: NewDecisionID(d.cfg.Node), Result: Result{Reasons: []string{reason}}}
-	if in.Context.RequestID == "" {
-		in.Context.RequestID = dec.ID
-	}
+	in, dec, now := d.begin(in)
+	dec.Reasons = []string{reason}
 	if d.cfg.Log != nil {
 		// The call is refused whatever the log says.
 		_ = d.cfg.Log.Record(ctx, &Record{ID: dec.ID, Time: now, Input: in, Result: dec.Result, Err: reason})

@@ -61,11 +61,8 @@ func NewEngine(ctx context.Context, b *Bundle, rev int64, opts ...EngineOption) 
 	for _, f := range opts {
 		f(&o)
 	}
-	// The whole bundle must compile (tests included, so their errors are
-	// reported); the engine is then built from the policy modules alone.
-	if _, err := b.compile(); err != nil {
-		return nil, err
-	}
+	// The engine is built from the policy modules alone (every file is
+	// still parsed); test files are compiled by Test, which apply runs.
 	c, err := b.compileModules(false)
 	if err != nil {
 		return nil, err

@@ -710,6 +710,20 @@ func Register() []Threat {
 			Tests:  []string{"internal/rpc.TestJoinTokenRolesInResource", "control.TestJoinTokenRolesStrict"},
 		},
 		{
+			ID:       "T-050",
+			Title:    "A node answers for another node's decisions",
+			STRIDE:   "S",
+			Asset:    "what `unum policy explain` and shadow reports tell an operator",
+			Boundary: "CLI to a node's API (rpc.DialNode)",
+			Attacker: "a compromised node, or whoever holds an address a client is sent to, answering explain or shadow " +
+				"report requests meant for another node",
+			Mitigation: "Decisions are explained only by the node that made them (the id names it), and the client " +
+				"reaches that node authorizing exactly its SPIFFE ID in the mutual-TLS handshake; only node identities " +
+				"may be asked. A node can therefore speak only for its own record, which it holds anyway.",
+			Status: Mitigated,
+			Tests:  []string{"internal/rpc.TestDialNodeAuthorizesExactID", "node.TestComputeNodeFollowsPolicy"},
+		},
+		{
 			ID:       "T-047",
 			Title:    "A stored bundle writes outside the folder it is fetched to",
 			STRIDE:   "T",

@@ -34,11 +34,7 @@ type caClient struct {
 }
 
 func dialCA(cf *clientFlags) (*caClient, error) {
-	path, err := clientconfig.Resolve(cf.config)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := clientconfig.Load(path)
+	cfg, path, err := cf.config()
 	if err != nil {
 		return nil, err
 	}

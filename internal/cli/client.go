@@ -14,13 +14,13 @@ import (
 
 // clientFlags are the flags every client command takes.
 type clientFlags struct {
-	config  string
-	output  string
-	timeout time.Duration
+	configPath string
+	output     string
+	timeout    time.Duration
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.config, "config", "", "client config file (default $UNUM_CONFIG, else ~/.config/unum/config.yaml from unum login)")
+	fs.StringVar(&c.configPath, "config", "", "client config file (default $UNUM_CONFIG, else ~/.config/unum/config.yaml from unum login)")
 	fs.StringVar(&c.output, "o", "table", "output format: table|json|yaml")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Second, "how long to wait for the server")
 }
@@ -33,13 +33,29 @@ func (c *clientFlags) format() (output.Format, error) {
 	return f, nil
 }
 
-// dial connects to the API with the client config.
-func (c *clientFlags) dial(e *env) (*grpc.ClientConn, context.Context, context.CancelFunc, error) {
-	path, err := clientconfig.Resolve(c.config)
+// config loads the client config (--config, else UNUM_CONFIG, else the
+// default path) and says where it came from.
+func (c *clientFlags) config() (*clientconfig.Config, string, error) {
+	path, err := clientconfig.Resolve(c.configPath)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, "", err
 	}
 	cfg, err := clientconfig.Load(path)
+	return cfg, path, err
+}
+
+// credentials are the client config's certificate and trust bundle.
+func (c *clientFlags) credentials() (*rpc.Credentials, error) {
+	cfg, _, err := c.config()
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Credentials()
+}
+
+// dial connects to the API with the client config.
+func (c *clientFlags) dial(e *env) (*grpc.ClientConn, context.Context, context.CancelFunc, error) {
+	cfg, _, err := c.config()
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -16,7 +16,6 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity"
-	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/output"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/policy"
@@ -43,14 +42,6 @@ type deniedError struct{ msg string }
 
 func (e deniedError) Error() string { return e.msg }
 
-func loadBundle(dir string) (*policy.Bundle, error) {
-	b, err := policy.LoadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
-}
-
 func runPolicyApply(e *env, args []string) error {
 	fs := flag.NewFlagSet("unum policy apply", flag.ContinueOnError)
 	var cf clientFlags
@@ -59,7 +50,7 @@ func runPolicyApply(e *env, args []string) error {
 	force := fs.Bool("force", false, "apply although the lockout guard refuses the bundle")
 	var b *policy.Bundle
 	c, err := cf.connect(e, fs, args, 1, "unum policy apply DIR [-m MESSAGE] [--force]", func(pos []string) (err error) {
-		b, err = loadBundle(pos[0])
+		b, err = policy.LoadDir(pos[0])
 		return err
 	})
 	if err != nil {
@@ -320,7 +311,7 @@ func runPolicyTest(e *env, args []string) error {
 	if err != nil {
 		return usagef("-o: %v", err)
 	}
-	b, err := loadBundle(pos[0])
+	b, err := policy.LoadDir(pos[0])
 	if err != nil {
 		return err
 	}
@@ -397,7 +388,7 @@ func runPolicyCheck(e *env, args []string) error {
 	}
 	var r checkView
 	if *bundleDir != "" {
-		b, err := loadBundle(*bundleDir)
+		b, err := policy.LoadDir(*bundleDir)
 		if err != nil {
 			return err
 		}
@@ -463,14 +454,18 @@ type checkView struct {
 
 // dialNode dials the API of the named node (explain and shadow reports are
 // served by the node that made the decisions).
-func (cf *clientFlags) dialNode(e *env, ctx context.Context, cc *grpc.ClientConn, name string) (*grpc.ClientConn, error) {
+func (cf *clientFlags) dialNode(ctx context.Context, cc *grpc.ClientConn, name string) (*grpc.ClientConn, error) {
+	creds, err := cf.credentials()
+	if err != nil {
+		return nil, err
+	}
 	resp, err := unumv1.NewClusterClient(cc).ListNodes(ctx, &unumv1.ListNodesRequest{})
 	if err != nil {
 		return nil, err
 	}
 	for _, n := range resp.GetNodes() {
 		if n.GetName() == name {
-			return cf.dialNodeAt(n)
+			return dialNodeAt(creds, n)
 		}
 	}
 	return nil, fmt.Errorf("node %s is not a member of the cluster", name)
@@ -478,22 +473,10 @@ func (cf *clientFlags) dialNode(e *env, ctx context.Context, cc *grpc.ClientConn
 
 // dialNodeAt dials node n itself (whatever its role), authorizing exactly
 // its SPIFFE ID.
-func (cf *clientFlags) dialNodeAt(n *unumv1.Node) (*grpc.ClientConn, error) {
+func dialNodeAt(creds *rpc.Credentials, n *unumv1.Node) (*grpc.ClientConn, error) {
 	id, err := spiffeid.FromString(n.GetSpiffeId())
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", n.GetName(), err)
-	}
-	path, err := clientconfig.Resolve(cf.config)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := clientconfig.Load(path)
-	if err != nil {
-		return nil, err
-	}
-	creds, err := cfg.Credentials()
-	if err != nil {
-		return nil, err
 	}
 	return rpc.DialNode(creds, id, n.GetApiAddress())
 }
@@ -514,7 +497,7 @@ func runPolicyExplain(e *env, args []string) error {
 		return err
 	}
 	defer c.close()
-	nc, err := cf.dialNode(e, c.ctx, c.conn, node)
+	nc, err := cf.dialNode(c.ctx, c.conn, node)
 	if err != nil {
 		return err
 	}
@@ -587,7 +570,7 @@ func runPolicyShadow(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if b, err = loadBundle(pos[0]); err != nil {
+	if b, err = policy.LoadDir(pos[0]); err != nil {
 		return err
 	}
 	cc, ctx, done, err := cf.dial(e)
@@ -608,7 +591,7 @@ func runPolicyShadow(e *env, args []string) error {
 	// The period or the operator ended it: report with a fresh deadline.
 	rctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
 	defer cancel()
-	changes, failed := collectShadow(rctx, &cf, e, cc, st.GetShadowId())
+	changes, failed := collectShadow(rctx, &cf, cc, st.GetShadowId())
 	if _, err := pc.StopShadow(rctx, &unumv1.StopShadowRequest{ShadowId: st.GetShadowId()}); err != nil {
 		fmt.Fprintln(e.stderr, "warning: stop shadow:", err)
 	}
@@ -663,37 +646,43 @@ type shadowChange struct {
 
 // collectShadow asks every node for the decisions the shadow would have
 // changed; nodes that cannot be reached are returned by name.
-func collectShadow(ctx context.Context, cf *clientFlags, e *env, cc *grpc.ClientConn, id string) ([]shadowChange, []string) {
+func collectShadow(ctx context.Context, cf *clientFlags, cc *grpc.ClientConn, id string) ([]shadowChange, []string) {
+	creds, err := cf.credentials()
+	if err != nil {
+		return nil, []string{"(client config: " + err.Error() + ")"}
+	}
 	nodes, err := unumv1.NewClusterClient(cc).ListNodes(ctx, &unumv1.ListNodesRequest{})
 	if err != nil {
 		return nil, []string{"(node list: " + err.Error() + ")"}
 	}
-	var out []shadowChange
+	out := []shadowChange{}
 	var failed []string
 	for _, n := range nodes.GetNodes() {
-		nc, err := cf.dialNodeAt(n)
-		if err == nil {
-			var rep *unumv1.ShadowReportResponse
-			rep, err = unumv1.NewPolicyClient(nc).ShadowReport(ctx, &unumv1.ShadowReportRequest{ShadowId: id})
-			nc.Close()
-			if err == nil {
-				for _, c := range rep.GetChanges() {
-					out = append(out, shadowChange{Node: rep.GetNode(), DecisionID: c.GetDecisionId(), Time: time.Unix(0, c.GetTimeUnixNano()).UTC(),
-						Subject: c.GetSubject(), Action: c.GetAction(), Resource: c.GetResource(), LiveRevision: c.GetLiveRevision(),
-						LiveAllow: c.GetLiveAllow(), ShadowAllow: c.GetShadowAllow(), LivePrivileged: c.GetLivePrivileged(), ShadowPrivileged: c.GetShadowPrivileged(),
-						LiveReasons: c.GetLiveReasons(), ShadowReasons: c.GetShadowReasons()})
-				}
-				continue
+		rep, err := shadowReport(ctx, creds, n, id)
+		if err != nil {
+			if d, ok := rpc.DenialOf(err); ok {
+				err = errors.New(d.String())
 			}
+			failed = append(failed, n.GetName()+": "+err.Error())
+			continue
 		}
-		if d, ok := rpc.DenialOf(err); ok {
-			err = errors.New(d.String())
+		for _, c := range rep.GetChanges() {
+			out = append(out, shadowChange{Node: rep.GetNode(), DecisionID: c.GetDecisionId(), Time: time.Unix(0, c.GetTimeUnixNano()).UTC(),
+				Subject: c.GetSubject(), Action: c.GetAction(), Resource: c.GetResource(), LiveRevision: c.GetLiveRevision(),
+				LiveAllow: c.GetLiveAllow(), ShadowAllow: c.GetShadowAllow(), LivePrivileged: c.GetLivePrivileged(), ShadowPrivileged: c.GetShadowPrivileged(),
+				LiveReasons: c.GetLiveReasons(), ShadowReasons: c.GetShadowReasons()})
 		}
-		failed = append(failed, n.GetName()+": "+err.Error())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
-	if out == nil {
-		out = []shadowChange{}
-	}
 	return out, failed
+}
+
+// shadowReport asks node n for the decisions shadow id would change.
+func shadowReport(ctx context.Context, creds *rpc.Credentials, n *unumv1.Node, id string) (*unumv1.ShadowReportResponse, error) {
+	nc, err := dialNodeAt(creds, n)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	return unumv1.NewPolicyClient(nc).ShadowReport(ctx, &unumv1.ShadowReportRequest{ShadowId: id})
 }

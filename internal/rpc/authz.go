@@ -108,8 +108,7 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 	if !ok {
 		in := policy.Input{Subject: a.subject(req.Caller.Principal), Action: "rpc.unrouted",
 			Resource: policy.Resource{Kind: "method", Namespace: policy.ClusterScope, Name: req.Method}, Context: policy.Context{RequestID: req.RequestID}}
-		d := a.Decider.Refuse(ctx, in, "no action is defined for "+req.Method+": denied to everyone")
-		return Decision{ID: d.ID, Reasons: d.Reasons, Action: in.Action, Resource: in.Resource.String()}, nil
+		return a.refuse(ctx, in, "no action is defined for "+req.Method+": denied to everyone"), nil
 	}
 	in := policy.Input{
 		Subject:  a.subject(req.Caller.Principal),
@@ -117,19 +116,14 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 		Resource: rt.resource(req.Caller.Principal, req.Message),
 		Context:  policy.Context{RequestID: req.RequestID},
 	}
+	if refine, ok := storedResources[req.Method]; ok && a.Entries != nil {
+		in.Resource = refine(a.Entries, req.Message, in.Resource)
+	}
 	if err := in.Resource.Validate(); err != nil {
 		// What the request names cannot be described to the policy (e.g.
 		// a name past policy.MaxResourceName): refused without asking it.
 		in.Resource = policy.Resource{Kind: in.Resource.Kind, Namespace: policy.ClusterScope, Name: "-"}
-		d := a.Decider.Refuse(ctx, in, "the request names an invalid resource: "+err.Error())
-		return Decision{ID: d.ID, Reasons: d.Reasons, Action: in.Action, Resource: in.Resource.String()}, nil
-	}
-	if del, ok := req.Message.(interface{ GetId() string }); ok && rt.action == "id.delete" && a.Entries != nil {
-		// The entry's own workload ID, as CreateEntry is decided on it;
-		// an unknown entry stays entry/-/ID (the handler says not found).
-		if id, found := a.Entries.EntrySPIFFEID(del.GetId()); found {
-			in.Resource = workloadResource("id", id)
-		}
+		return a.refuse(ctx, in, "the request names an invalid resource: "+err.Error()), nil
 	}
 	d, err := a.Decider.Decide(ctx, in)
 	out := Decision{Allow: d.Allow, Reasons: d.Reasons, Privileged: d.Privileged, ID: d.ID, Revision: d.Revision, Action: in.Action, Resource: in.Resource.String()}
@@ -141,6 +135,12 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 		return out, err
 	}
 	return out, nil
+}
+
+// refuse records a denial made without asking the policy.
+func (a *PolicyAuthorizer) refuse(ctx context.Context, in policy.Input, reason string) Decision {
+	d := a.Decider.Refuse(ctx, in, reason)
+	return Decision{ID: d.ID, Reasons: d.Reasons, Action: in.Action, Resource: in.Resource.String()}
 }
 
 // SubjectOf is the policy subject for principal p (exported for `policy

@@ -18,6 +18,20 @@ type route struct {
 	resource func(caller identity.Principal, msg any) policy.Resource
 }
 
+// storedResources refine a route's resource from stored state, for
+// requests that name a thing by id: they are decided on what that thing is.
+var storedResources = map[string]func(entries EntrySource, msg any, r policy.Resource) policy.Resource{
+	// Decided on the entry's own workload ID, as CreateEntry is; an
+	// unknown entry stays entry/-/ID (the handler then says not found).
+	"/unum.v1.Identity/DeleteEntry": func(entries EntrySource, m any, r policy.Resource) policy.Resource {
+		req, _ := m.(*unumv1.DeleteEntryRequest)
+		if id, found := entries.EntrySPIFFEID(req.GetId()); found {
+			return workloadResource("id", id)
+		}
+		return r
+	},
+}
+
 func cluster(kind, name string) func(identity.Principal, any) policy.Resource {
 	r := policy.Resource{Kind: kind, Namespace: policy.ClusterScope, Name: name}
 	return func(identity.Principal, any) policy.Resource { return r }

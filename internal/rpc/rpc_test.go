@@ -461,3 +461,26 @@ func TestOversizedResourceRefused(t *testing.T) {
 	require.NotEmpty(t, d.ID)
 	require.Contains(t, d.Reason(), "invalid resource")
 }
+
+// TestDialNodeAuthorizesExactID: a client asking one node about its own
+// decisions (explain, shadow reports) accepts exactly that node's
+// identity; another node at the address, control node or not, is refused
+// in the handshake, and only node identities may be asked at all.
+func TestDialNodeAuthorizesExactID(t *testing.T) {
+	p := newPKI(t, "unum.test")
+	addr := serve(t, p.creds(t, "/node/n1"))
+	client := p.creds(t, "/user/admin")
+	ask := func(node string) error {
+		cc, err := DialNode(client, spiffeid.RequireFromPath(p.td, node), addr)
+		require.NoError(t, err)
+		defer cc.Close()
+		_, err = unumv1.NewIdentityClient(cc).WhoAmI(ctx5(t), &unumv1.WhoAmIRequest{})
+		return err
+	}
+	require.NoError(t, ask("/node/n1"))
+	err := ask("/node/n2")
+	require.Error(t, err, "a node answering for another was accepted")
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	_, err = DialNode(client, spiffeid.RequireFromPath(p.td, "/user/admin"), addr)
+	require.ErrorContains(t, err, "not a node identity")
+}
