@@ -159,4 +159,13 @@ var routes = map[string]route{
 	"/unum.v1.Policy/StartShadow":  {"policy.shadow", cluster("policy", "shadow")},
 	"/unum.v1.Policy/StopShadow":   {"policy.shadow", cluster("policy", "shadow")},
 	"/unum.v1.Policy/ShadowReport": {"policy.explain", cluster("policy", "shadow")},
+
+	"/unum.v1.Audit/Query":            {"audit.read", cluster("audit", "events")},
+	"/unum.v1.Audit/Proof":            {"audit.read", cluster("audit", "events")},
+	"/unum.v1.Audit/Verify":           {"audit.verify", cluster("audit", "log")},
+	"/unum.v1.Audit/Witnessed":        {"audit.verify", cluster("audit", "witnessed")},
+	"/unum.v1.Audit/Keys":             {"audit.keys", cluster("audit", "keys")},
+	"/unum.v1.Audit/SubmitCheckpoint": {"audit.submit", selfNode},
+	"/unum.v1.Audit/Configure":        {"audit.configure", cluster("audit", "config")},
+	"/unum.v1.Audit/GetConfig":        {"audit.config", cluster("audit", "config")},
 }

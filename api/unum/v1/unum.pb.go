@@ -193,9 +193,13 @@ type JoinRequest struct {
 	// The joining node was given a key-encryption key (outside its data
 	// folder) and can therefore hold CA keys. A token for a control node is
 	// refused, without being consumed, when this is false.
-	KekReady      bool `protobuf:"varint,10,opt,name=kek_ready,json=kekReady,proto3" json:"kek_ready,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	KekReady bool `protobuf:"varint,10,opt,name=kek_ready,json=kekReady,proto3" json:"kek_ready,omitempty"`
+	// The public half (Tink binary keyset, no secrets) of the signature
+	// keyset the node signs its audit checkpoints with: registered with the
+	// node, so the witness accepts only checkpoints signed by it.
+	AuditPublicKeyset []byte `protobuf:"bytes,11,opt,name=audit_public_keyset,json=auditPublicKeyset,proto3" json:"audit_public_keyset,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
@@ -296,6 +300,13 @@ func (x *JoinRequest) GetKekReady() bool {
 		return x.KekReady
 	}
 	return false
+}
+
+func (x *JoinRequest) GetAuditPublicKeyset() []byte {
+	if x != nil {
+		return x.AuditPublicKeyset
+	}
+	return nil
 }
 
 type JoinResponse struct {
@@ -2166,8 +2177,10 @@ type HeartbeatRequest struct {
 	// last confirmed that revision is the latest (-1: never).
 	PolicyRevision int64 `protobuf:"varint,8,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
 	PolicyAgeMs    int64 `protobuf:"varint,9,opt,name=policy_age_ms,json=policyAgeMs,proto3" json:"policy_age_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The node's audit log: "" when healthy, else why it cannot record.
+	AuditError    string `protobuf:"bytes,10,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -2263,8 +2276,17 @@ func (x *HeartbeatRequest) GetPolicyAgeMs() int64 {
 	return 0
 }
 
+func (x *HeartbeatRequest) GetAuditError() string {
+	if x != nil {
+		return x.AuditError
+	}
+	return ""
+}
+
 type HeartbeatResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster's audit settings, so every node follows the same ones.
+	Audit         *AuditConfig `protobuf:"bytes,1,opt,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2297,6 +2319,13 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
 	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *HeartbeatResponse) GetAudit() *AuditConfig {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
 }
 
 type RemoveNodeRequest struct {
@@ -5410,6 +5439,978 @@ func (x *ShadowChange) GetShadowReasons() []string {
 	return nil
 }
 
+type AuditFilter struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Subject string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	Action  string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// "allow" | "deny" | "error"
+	Outcome    string `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Node       string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Kind       string `protobuf:"bytes,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	DecisionId string `protobuf:"bytes,6,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// Unix nanoseconds; 0: unbounded.
+	SinceUnixNano int64 `protobuf:"varint,7,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	UntilUnixNano int64 `protobuf:"varint,8,opt,name=until_unix_nano,json=untilUnixNano,proto3" json:"until_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditFilter) Reset() {
+	*x = AuditFilter{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditFilter) ProtoMessage() {}
+
+func (x *AuditFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditFilter.ProtoReflect.Descriptor instead.
+func (*AuditFilter) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *AuditFilter) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *AuditFilter) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditFilter) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AuditFilter) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AuditFilter) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AuditFilter) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *AuditFilter) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *AuditFilter) GetUntilUnixNano() int64 {
+	if x != nil {
+		return x.UntilUnixNano
+	}
+	return 0
+}
+
+type AuditQueryRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Filter *AuditFilter           `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// At most this many events (0: no limit); with tail, the newest ones.
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Tail          bool   `protobuf:"varint,3,opt,name=tail,proto3" json:"tail,omitempty"`
+	Follow        bool   `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditQueryRequest) Reset() {
+	*x = AuditQueryRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditQueryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditQueryRequest) ProtoMessage() {}
+
+func (x *AuditQueryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditQueryRequest.ProtoReflect.Descriptor instead.
+func (*AuditQueryRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *AuditQueryRequest) GetFilter() *AuditFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *AuditQueryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *AuditQueryRequest) GetTail() bool {
+	if x != nil {
+		return x.Tail
+	}
+	return false
+}
+
+func (x *AuditQueryRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type AuditEventBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each event exactly as stored (its Merkle leaf data): canonical JSON.
+	Events        [][]byte `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEventBatch) Reset() {
+	*x = AuditEventBatch{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEventBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEventBatch) ProtoMessage() {}
+
+func (x *AuditEventBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEventBatch.ProtoReflect.Descriptor instead.
+func (*AuditEventBatch) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *AuditEventBatch) GetEvents() [][]byte {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type AuditVerifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The size of the caller's trusted (witnessed) checkpoint: the
+	// consistency proof starts there. 0: none.
+	FromSize      uint64 `protobuf:"varint,1,opt,name=from_size,json=fromSize,proto3" json:"from_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditVerifyRequest) Reset() {
+	*x = AuditVerifyRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditVerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditVerifyRequest) ProtoMessage() {}
+
+func (x *AuditVerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditVerifyRequest.ProtoReflect.Descriptor instead.
+func (*AuditVerifyRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *AuditVerifyRequest) GetFromSize() uint64 {
+	if x != nil {
+		return x.FromSize
+	}
+	return 0
+}
+
+type AuditVerifyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Ok    bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	// Where the first damage is and why (when !ok).
+	BadIndex    uint64 `protobuf:"varint,3,opt,name=bad_index,json=badIndex,proto3" json:"bad_index,omitempty"`
+	Problem     string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	Entries     uint64 `protobuf:"varint,5,opt,name=entries,proto3" json:"entries,omitempty"`
+	Checkpoints uint64 `protobuf:"varint,6,opt,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	// Entries pruned by retention (accounted for by signed prune records).
+	Pruned uint64 `protobuf:"varint,7,opt,name=pruned,proto3" json:"pruned,omitempty"`
+	// The node's newest signed checkpoint (note text) and the consistency
+	// proof from from_size to its size.
+	Checkpoint       []byte   `protobuf:"bytes,8,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	ConsistencyProof [][]byte `protobuf:"bytes,9,rep,name=consistency_proof,json=consistencyProof,proto3" json:"consistency_proof,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *AuditVerifyResponse) Reset() {
+	*x = AuditVerifyResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditVerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditVerifyResponse) ProtoMessage() {}
+
+func (x *AuditVerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditVerifyResponse.ProtoReflect.Descriptor instead.
+func (*AuditVerifyResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *AuditVerifyResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AuditVerifyResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *AuditVerifyResponse) GetBadIndex() uint64 {
+	if x != nil {
+		return x.BadIndex
+	}
+	return 0
+}
+
+func (x *AuditVerifyResponse) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+func (x *AuditVerifyResponse) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *AuditVerifyResponse) GetCheckpoints() uint64 {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return 0
+}
+
+func (x *AuditVerifyResponse) GetPruned() uint64 {
+	if x != nil {
+		return x.Pruned
+	}
+	return 0
+}
+
+func (x *AuditVerifyResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *AuditVerifyResponse) GetConsistencyProof() [][]byte {
+	if x != nil {
+		return x.ConsistencyProof
+	}
+	return nil
+}
+
+type AuditProofRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EventId       string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditProofRequest) Reset() {
+	*x = AuditProofRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditProofRequest) ProtoMessage() {}
+
+func (x *AuditProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditProofRequest.ProtoReflect.Descriptor instead.
+func (*AuditProofRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *AuditProofRequest) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+type AuditProofResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event as stored (leaf data), its index, the signed checkpoint
+	// (with countersignatures when witnessed) and the audit path.
+	Event          []byte   `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	Index          uint64   `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Checkpoint     []byte   `protobuf:"bytes,3,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	InclusionProof [][]byte `protobuf:"bytes,4,rep,name=inclusion_proof,json=inclusionProof,proto3" json:"inclusion_proof,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AuditProofResponse) Reset() {
+	*x = AuditProofResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditProofResponse) ProtoMessage() {}
+
+func (x *AuditProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditProofResponse.ProtoReflect.Descriptor instead.
+func (*AuditProofResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *AuditProofResponse) GetEvent() []byte {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *AuditProofResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *AuditProofResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *AuditProofResponse) GetInclusionProof() [][]byte {
+	if x != nil {
+		return x.InclusionProof
+	}
+	return nil
+}
+
+type AuditKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditKeysRequest) Reset() {
+	*x = AuditKeysRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditKeysRequest) ProtoMessage() {}
+
+func (x *AuditKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditKeysRequest.ProtoReflect.Descriptor instead.
+func (*AuditKeysRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{95}
+}
+
+type AuditKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// "node" (checkpoint signer) | "witness" (countersigner)
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// Tink binary public keyset.
+	PublicKeyset  []byte `protobuf:"bytes,3,opt,name=public_keyset,json=publicKeyset,proto3" json:"public_keyset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditKey) Reset() {
+	*x = AuditKey{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditKey) ProtoMessage() {}
+
+func (x *AuditKey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditKey.ProtoReflect.Descriptor instead.
+func (*AuditKey) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *AuditKey) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AuditKey) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AuditKey) GetPublicKeyset() []byte {
+	if x != nil {
+		return x.PublicKeyset
+	}
+	return nil
+}
+
+type AuditKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*AuditKey            `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditKeysResponse) Reset() {
+	*x = AuditKeysResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditKeysResponse) ProtoMessage() {}
+
+func (x *AuditKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditKeysResponse.ProtoReflect.Descriptor instead.
+func (*AuditKeysResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *AuditKeysResponse) GetKeys() []*AuditKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type AuditWitnessedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditWitnessedRequest) Reset() {
+	*x = AuditWitnessedRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditWitnessedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditWitnessedRequest) ProtoMessage() {}
+
+func (x *AuditWitnessedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditWitnessedRequest.ProtoReflect.Descriptor instead.
+func (*AuditWitnessedRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{98}
+}
+
+func (x *AuditWitnessedRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type AuditWitnessedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Countersigned checkpoints (note text), one per node.
+	Checkpoints   [][]byte `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditWitnessedResponse) Reset() {
+	*x = AuditWitnessedResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditWitnessedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditWitnessedResponse) ProtoMessage() {}
+
+func (x *AuditWitnessedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditWitnessedResponse.ProtoReflect.Descriptor instead.
+func (*AuditWitnessedResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{99}
+}
+
+func (x *AuditWitnessedResponse) GetCheckpoints() [][]byte {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+type SubmitCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's signed checkpoint (note text).
+	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// Consistency proof from the witness's newest checkpoint for this node
+	// (of size from_size) to this one.
+	FromSize         uint64   `protobuf:"varint,2,opt,name=from_size,json=fromSize,proto3" json:"from_size,omitempty"`
+	ConsistencyProof [][]byte `protobuf:"bytes,3,rep,name=consistency_proof,json=consistencyProof,proto3" json:"consistency_proof,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SubmitCheckpointRequest) Reset() {
+	*x = SubmitCheckpointRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitCheckpointRequest) ProtoMessage() {}
+
+func (x *SubmitCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*SubmitCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{100}
+}
+
+func (x *SubmitCheckpointRequest) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *SubmitCheckpointRequest) GetFromSize() uint64 {
+	if x != nil {
+		return x.FromSize
+	}
+	return 0
+}
+
+func (x *SubmitCheckpointRequest) GetConsistencyProof() [][]byte {
+	if x != nil {
+		return x.ConsistencyProof
+	}
+	return nil
+}
+
+type SubmitCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint with the witness's countersignature added.
+	Cosigned      []byte `protobuf:"bytes,1,opt,name=cosigned,proto3" json:"cosigned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitCheckpointResponse) Reset() {
+	*x = SubmitCheckpointResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitCheckpointResponse) ProtoMessage() {}
+
+func (x *SubmitCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*SubmitCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{101}
+}
+
+func (x *SubmitCheckpointResponse) GetCosigned() []byte {
+	if x != nil {
+		return x.Cosigned
+	}
+	return nil
+}
+
+type AuditConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "deny" (default) | "allow-and-alert": what a non-privileged action does
+	// when its record cannot be made durable. Privileged actions always fail
+	// closed.
+	OnFailure string `protobuf:"bytes,1,opt,name=on_failure,json=onFailure,proto3" json:"on_failure,omitempty"`
+	// Retention: prune entries older than this (0: keep) or beyond this many
+	// bytes (0: no limit). Pruning is signed and accounted for by verify.
+	RetentionSeconds int64 `protobuf:"varint,2,opt,name=retention_seconds,json=retentionSeconds,proto3" json:"retention_seconds,omitempty"`
+	RetentionBytes   int64 `protobuf:"varint,3,opt,name=retention_bytes,json=retentionBytes,proto3" json:"retention_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *AuditConfig) Reset() {
+	*x = AuditConfig{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditConfig) ProtoMessage() {}
+
+func (x *AuditConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditConfig.ProtoReflect.Descriptor instead.
+func (*AuditConfig) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{102}
+}
+
+func (x *AuditConfig) GetOnFailure() string {
+	if x != nil {
+		return x.OnFailure
+	}
+	return ""
+}
+
+func (x *AuditConfig) GetRetentionSeconds() int64 {
+	if x != nil {
+		return x.RetentionSeconds
+	}
+	return 0
+}
+
+func (x *AuditConfig) GetRetentionBytes() int64 {
+	if x != nil {
+		return x.RetentionBytes
+	}
+	return 0
+}
+
+type AuditConfigureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *AuditConfig           `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditConfigureRequest) Reset() {
+	*x = AuditConfigureRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditConfigureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditConfigureRequest) ProtoMessage() {}
+
+func (x *AuditConfigureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditConfigureRequest.ProtoReflect.Descriptor instead.
+func (*AuditConfigureRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{103}
+}
+
+func (x *AuditConfigureRequest) GetConfig() *AuditConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type AuditGetConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditGetConfigRequest) Reset() {
+	*x = AuditGetConfigRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditGetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditGetConfigRequest) ProtoMessage() {}
+
+func (x *AuditGetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditGetConfigRequest.ProtoReflect.Descriptor instead.
+func (*AuditGetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{104}
+}
+
 var File_api_unum_v1_unum_proto protoreflect.FileDescriptor
 
 const file_api_unum_v1_unum_proto_rawDesc = "" +
@@ -5427,7 +6428,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\n" +
 	"svid_chain\x18\x04 \x03(\fR\tsvidChain\x12\x14\n" +
 	"\x05roots\x18\x05 \x03(\fR\x05roots\x12+\n" +
-	"\x11control_addresses\x18\x06 \x03(\tR\x10controlAddresses\"\xd3\x02\n" +
+	"\x11control_addresses\x18\x06 \x03(\tR\x10controlAddresses\"\x83\x03\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x1f\n" +
@@ -5441,7 +6442,8 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\n" +
 	"etcd_hosts\x18\t \x03(\tR\tetcdHosts\x12\x1b\n" +
 	"\tkek_ready\x18\n" +
-	" \x01(\bR\bkekReady\"\x99\x03\n" +
+	" \x01(\bR\bkekReady\x12.\n" +
+	"\x13audit_public_keyset\x18\v \x01(\fR\x11auditPublicKeyset\"\x99\x03\n" +
 	"\fJoinResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -5578,7 +6580,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"clientUrls\x12\x1b\n" +
 	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\x12\x18\n" +
 	"\alearner\x18\x05 \x01(\bR\alearner\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xac\x03\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xcd\x03\n" +
 	"\x10HeartbeatRequest\x12/\n" +
 	"\x14svid_expires_at_unix\x18\x01 \x01(\x03R\x11svidExpiresAtUnix\x12 \n" +
 	"\venforcement\x18\x02 \x01(\tR\venforcement\x12\x1f\n" +
@@ -5589,8 +6591,12 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x18intermediate_fingerprint\x18\x06 \x01(\tR\x17intermediateFingerprint\x12?\n" +
 	"\x1cintermediate_expires_at_unix\x18\a \x01(\x03R\x19intermediateExpiresAtUnix\x12'\n" +
 	"\x0fpolicy_revision\x18\b \x01(\x03R\x0epolicyRevision\x12\"\n" +
-	"\rpolicy_age_ms\x18\t \x01(\x03R\vpolicyAgeMs\"\x13\n" +
-	"\x11HeartbeatResponse\"=\n" +
+	"\rpolicy_age_ms\x18\t \x01(\x03R\vpolicyAgeMs\x12\x1f\n" +
+	"\vaudit_error\x18\n" +
+	" \x01(\tR\n" +
+	"auditError\"?\n" +
+	"\x11HeartbeatResponse\x12*\n" +
+	"\x05audit\x18\x01 \x01(\v2\x14.unum.v1.AuditConfigR\x05audit\"=\n" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x99\x01\n" +
@@ -5824,7 +6830,74 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x11shadow_privileged\x18\n" +
 	" \x01(\bR\x10shadowPrivileged\x12!\n" +
 	"\flive_reasons\x18\v \x03(\tR\vliveReasons\x12%\n" +
-	"\x0eshadow_reasons\x18\f \x03(\tR\rshadowReasons2y\n" +
+	"\x0eshadow_reasons\x18\f \x03(\tR\rshadowReasons\"\xf2\x01\n" +
+	"\vAuditFilter\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x18\n" +
+	"\aoutcome\x18\x03 \x01(\tR\aoutcome\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\tR\x04kind\x12\x1f\n" +
+	"\vdecision_id\x18\x06 \x01(\tR\n" +
+	"decisionId\x12&\n" +
+	"\x0fsince_unix_nano\x18\a \x01(\x03R\rsinceUnixNano\x12&\n" +
+	"\x0funtil_unix_nano\x18\b \x01(\x03R\runtilUnixNano\"\x83\x01\n" +
+	"\x11AuditQueryRequest\x12,\n" +
+	"\x06filter\x18\x01 \x01(\v2\x14.unum.v1.AuditFilterR\x06filter\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x12\n" +
+	"\x04tail\x18\x03 \x01(\bR\x04tail\x12\x16\n" +
+	"\x06follow\x18\x04 \x01(\bR\x06follow\")\n" +
+	"\x0fAuditEventBatch\x12\x16\n" +
+	"\x06events\x18\x01 \x03(\fR\x06events\"1\n" +
+	"\x12AuditVerifyRequest\x12\x1b\n" +
+	"\tfrom_size\x18\x01 \x01(\x04R\bfromSize\"\x91\x02\n" +
+	"\x13AuditVerifyResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x1b\n" +
+	"\tbad_index\x18\x03 \x01(\x04R\bbadIndex\x12\x18\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\x12\x18\n" +
+	"\aentries\x18\x05 \x01(\x04R\aentries\x12 \n" +
+	"\vcheckpoints\x18\x06 \x01(\x04R\vcheckpoints\x12\x16\n" +
+	"\x06pruned\x18\a \x01(\x04R\x06pruned\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\b \x01(\fR\n" +
+	"checkpoint\x12+\n" +
+	"\x11consistency_proof\x18\t \x03(\fR\x10consistencyProof\".\n" +
+	"\x11AuditProofRequest\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\"\x89\x01\n" +
+	"\x12AuditProofResponse\x12\x14\n" +
+	"\x05event\x18\x01 \x01(\fR\x05event\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\fR\n" +
+	"checkpoint\x12'\n" +
+	"\x0finclusion_proof\x18\x04 \x03(\fR\x0einclusionProof\"\x12\n" +
+	"\x10AuditKeysRequest\"W\n" +
+	"\bAuditKey\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12#\n" +
+	"\rpublic_keyset\x18\x03 \x01(\fR\fpublicKeyset\":\n" +
+	"\x11AuditKeysResponse\x12%\n" +
+	"\x04keys\x18\x01 \x03(\v2\x11.unum.v1.AuditKeyR\x04keys\"+\n" +
+	"\x15AuditWitnessedRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\":\n" +
+	"\x16AuditWitnessedResponse\x12 \n" +
+	"\vcheckpoints\x18\x01 \x03(\fR\vcheckpoints\"\x83\x01\n" +
+	"\x17SubmitCheckpointRequest\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\fR\n" +
+	"checkpoint\x12\x1b\n" +
+	"\tfrom_size\x18\x02 \x01(\x04R\bfromSize\x12+\n" +
+	"\x11consistency_proof\x18\x03 \x03(\fR\x10consistencyProof\"6\n" +
+	"\x18SubmitCheckpointResponse\x12\x1a\n" +
+	"\bcosigned\x18\x01 \x01(\fR\bcosigned\"\x82\x01\n" +
+	"\vAuditConfig\x12\x1d\n" +
+	"\n" +
+	"on_failure\x18\x01 \x01(\tR\tonFailure\x12+\n" +
+	"\x11retention_seconds\x18\x02 \x01(\x03R\x10retentionSeconds\x12'\n" +
+	"\x0fretention_bytes\x18\x03 \x01(\x03R\x0eretentionBytes\"E\n" +
+	"\x15AuditConfigureRequest\x12,\n" +
+	"\x06config\x18\x01 \x01(\v2\x14.unum.v1.AuditConfigR\x06config\"\x17\n" +
+	"\x15AuditGetConfigRequest2y\n" +
 	"\n" +
 	"Enrollment\x123\n" +
 	"\x04Join\x12\x14.unum.v1.JoinRequest\x1a\x15.unum.v1.JoinResponse\x126\n" +
@@ -5877,7 +6950,16 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\vStartShadow\x12\x1b.unum.v1.StartShadowRequest\x1a\x1c.unum.v1.StartShadowResponse\x12E\n" +
 	"\n" +
 	"StopShadow\x12\x1a.unum.v1.StopShadowRequest\x1a\x1b.unum.v1.StopShadowResponse\x12K\n" +
-	"\fShadowReport\x12\x1c.unum.v1.ShadowReportRequest\x1a\x1d.unum.v1.ShadowReportResponseB+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
+	"\fShadowReport\x12\x1c.unum.v1.ShadowReportRequest\x1a\x1d.unum.v1.ShadowReportResponse2\xbb\x04\n" +
+	"\x05Audit\x12?\n" +
+	"\x05Query\x12\x1a.unum.v1.AuditQueryRequest\x1a\x18.unum.v1.AuditEventBatch0\x01\x12C\n" +
+	"\x06Verify\x12\x1b.unum.v1.AuditVerifyRequest\x1a\x1c.unum.v1.AuditVerifyResponse\x12@\n" +
+	"\x05Proof\x12\x1a.unum.v1.AuditProofRequest\x1a\x1b.unum.v1.AuditProofResponse\x12=\n" +
+	"\x04Keys\x12\x19.unum.v1.AuditKeysRequest\x1a\x1a.unum.v1.AuditKeysResponse\x12L\n" +
+	"\tWitnessed\x12\x1e.unum.v1.AuditWitnessedRequest\x1a\x1f.unum.v1.AuditWitnessedResponse\x12W\n" +
+	"\x10SubmitCheckpoint\x12 .unum.v1.SubmitCheckpointRequest\x1a!.unum.v1.SubmitCheckpointResponse\x12A\n" +
+	"\tConfigure\x12\x1e.unum.v1.AuditConfigureRequest\x1a\x14.unum.v1.AuditConfig\x12A\n" +
+	"\tGetConfig\x12\x1e.unum.v1.AuditGetConfigRequest\x1a\x14.unum.v1.AuditConfigB+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
 
 var (
 	file_api_unum_v1_unum_proto_rawDescOnce sync.Once
@@ -5891,7 +6973,7 @@ func file_api_unum_v1_unum_proto_rawDescGZIP() []byte {
 	return file_api_unum_v1_unum_proto_rawDescData
 }
 
-var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
+var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 107)
 var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*LoginRequest)(nil),              // 0: unum.v1.LoginRequest
 	(*LoginResponse)(nil),             // 1: unum.v1.LoginResponse
@@ -5981,116 +7063,153 @@ var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*ShadowReportRequest)(nil),       // 85: unum.v1.ShadowReportRequest
 	(*ShadowReportResponse)(nil),      // 86: unum.v1.ShadowReportResponse
 	(*ShadowChange)(nil),              // 87: unum.v1.ShadowChange
-	nil,                               // 88: unum.v1.PolicyBundle.FilesEntry
-	nil,                               // 89: unum.v1.PolicyUpdate.UserRolesEntry
+	(*AuditFilter)(nil),               // 88: unum.v1.AuditFilter
+	(*AuditQueryRequest)(nil),         // 89: unum.v1.AuditQueryRequest
+	(*AuditEventBatch)(nil),           // 90: unum.v1.AuditEventBatch
+	(*AuditVerifyRequest)(nil),        // 91: unum.v1.AuditVerifyRequest
+	(*AuditVerifyResponse)(nil),       // 92: unum.v1.AuditVerifyResponse
+	(*AuditProofRequest)(nil),         // 93: unum.v1.AuditProofRequest
+	(*AuditProofResponse)(nil),        // 94: unum.v1.AuditProofResponse
+	(*AuditKeysRequest)(nil),          // 95: unum.v1.AuditKeysRequest
+	(*AuditKey)(nil),                  // 96: unum.v1.AuditKey
+	(*AuditKeysResponse)(nil),         // 97: unum.v1.AuditKeysResponse
+	(*AuditWitnessedRequest)(nil),     // 98: unum.v1.AuditWitnessedRequest
+	(*AuditWitnessedResponse)(nil),    // 99: unum.v1.AuditWitnessedResponse
+	(*SubmitCheckpointRequest)(nil),   // 100: unum.v1.SubmitCheckpointRequest
+	(*SubmitCheckpointResponse)(nil),  // 101: unum.v1.SubmitCheckpointResponse
+	(*AuditConfig)(nil),               // 102: unum.v1.AuditConfig
+	(*AuditConfigureRequest)(nil),     // 103: unum.v1.AuditConfigureRequest
+	(*AuditGetConfigRequest)(nil),     // 104: unum.v1.AuditGetConfigRequest
+	nil,                               // 105: unum.v1.PolicyBundle.FilesEntry
+	nil,                               // 106: unum.v1.PolicyUpdate.UserRolesEntry
 }
 var file_api_unum_v1_unum_proto_depIdxs = []int32{
-	5,  // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
-	6,  // 1: unum.v1.RevocationUpdate.restore:type_name -> unum.v1.RestoreWindow
-	19, // 2: unum.v1.SyncAgentResponse.entries:type_name -> unum.v1.Entry
-	18, // 3: unum.v1.SyncAgentResponse.jwt_keys:type_name -> unum.v1.JWTKey
-	19, // 4: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
-	29, // 5: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
-	29, // 6: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
-	32, // 7: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
-	37, // 8: unum.v1.AddUserResponse.user:type_name -> unum.v1.User
-	37, // 9: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
-	49, // 10: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
-	49, // 11: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
-	88, // 12: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
-	63, // 13: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
-	63, // 14: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
-	67, // 15: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
-	73, // 16: unum.v1.PolicyStatusResponse.nodes:type_name -> unum.v1.NodePolicyStatus
-	78, // 17: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
-	67, // 18: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
-	63, // 19: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
-	89, // 20: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
-	63, // 21: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
-	87, // 22: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
-	2,  // 23: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
-	0,  // 24: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
-	8,  // 25: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
-	10, // 26: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
-	12, // 27: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
-	14, // 28: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
-	16, // 29: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
-	20, // 30: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
-	21, // 31: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
-	23, // 32: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
-	4,  // 33: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
-	25, // 34: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
-	27, // 35: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
-	30, // 36: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
-	33, // 37: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
-	35, // 38: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
-	38, // 39: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
-	40, // 40: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
-	42, // 41: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
-	44, // 42: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
-	46, // 43: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
-	48, // 44: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
-	51, // 45: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
-	53, // 46: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
-	55, // 47: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
-	57, // 48: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
-	59, // 49: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
-	61, // 50: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
-	64, // 51: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
-	66, // 52: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
-	68, // 53: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
-	70, // 54: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
-	71, // 55: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
-	74, // 56: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
-	76, // 57: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
-	79, // 58: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
-	81, // 59: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
-	83, // 60: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
-	85, // 61: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
-	3,  // 62: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
-	1,  // 63: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
-	9,  // 64: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
-	11, // 65: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
-	13, // 66: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
-	15, // 67: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
-	17, // 68: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
-	19, // 69: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
-	22, // 70: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
-	24, // 71: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
-	7,  // 72: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
-	26, // 73: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
-	28, // 74: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
-	31, // 75: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
-	34, // 76: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
-	36, // 77: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
-	39, // 78: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
-	41, // 79: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
-	43, // 80: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
-	45, // 81: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
-	47, // 82: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
-	50, // 83: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
-	52, // 84: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
-	54, // 85: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
-	56, // 86: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
-	58, // 87: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
-	60, // 88: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
-	62, // 89: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
-	65, // 90: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
-	67, // 91: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
-	69, // 92: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
-	65, // 93: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
-	72, // 94: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
-	75, // 95: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
-	77, // 96: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
-	80, // 97: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
-	82, // 98: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
-	84, // 99: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
-	86, // 100: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
-	62, // [62:101] is the sub-list for method output_type
-	23, // [23:62] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	5,   // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
+	6,   // 1: unum.v1.RevocationUpdate.restore:type_name -> unum.v1.RestoreWindow
+	19,  // 2: unum.v1.SyncAgentResponse.entries:type_name -> unum.v1.Entry
+	18,  // 3: unum.v1.SyncAgentResponse.jwt_keys:type_name -> unum.v1.JWTKey
+	19,  // 4: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
+	29,  // 5: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
+	29,  // 6: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
+	32,  // 7: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
+	102, // 8: unum.v1.HeartbeatResponse.audit:type_name -> unum.v1.AuditConfig
+	37,  // 9: unum.v1.AddUserResponse.user:type_name -> unum.v1.User
+	37,  // 10: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
+	49,  // 11: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
+	49,  // 12: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
+	105, // 13: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
+	63,  // 14: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
+	63,  // 15: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
+	67,  // 16: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
+	73,  // 17: unum.v1.PolicyStatusResponse.nodes:type_name -> unum.v1.NodePolicyStatus
+	78,  // 18: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
+	67,  // 19: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
+	63,  // 20: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
+	106, // 21: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
+	63,  // 22: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
+	87,  // 23: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
+	88,  // 24: unum.v1.AuditQueryRequest.filter:type_name -> unum.v1.AuditFilter
+	96,  // 25: unum.v1.AuditKeysResponse.keys:type_name -> unum.v1.AuditKey
+	102, // 26: unum.v1.AuditConfigureRequest.config:type_name -> unum.v1.AuditConfig
+	2,   // 27: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
+	0,   // 28: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
+	8,   // 29: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
+	10,  // 30: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
+	12,  // 31: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
+	14,  // 32: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
+	16,  // 33: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
+	20,  // 34: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
+	21,  // 35: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
+	23,  // 36: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
+	4,   // 37: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
+	25,  // 38: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
+	27,  // 39: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
+	30,  // 40: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
+	33,  // 41: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
+	35,  // 42: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
+	38,  // 43: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
+	40,  // 44: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
+	42,  // 45: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
+	44,  // 46: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
+	46,  // 47: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
+	48,  // 48: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
+	51,  // 49: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
+	53,  // 50: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
+	55,  // 51: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
+	57,  // 52: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
+	59,  // 53: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
+	61,  // 54: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
+	64,  // 55: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
+	66,  // 56: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
+	68,  // 57: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
+	70,  // 58: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
+	71,  // 59: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
+	74,  // 60: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
+	76,  // 61: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
+	79,  // 62: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
+	81,  // 63: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
+	83,  // 64: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
+	85,  // 65: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
+	89,  // 66: unum.v1.Audit.Query:input_type -> unum.v1.AuditQueryRequest
+	91,  // 67: unum.v1.Audit.Verify:input_type -> unum.v1.AuditVerifyRequest
+	93,  // 68: unum.v1.Audit.Proof:input_type -> unum.v1.AuditProofRequest
+	95,  // 69: unum.v1.Audit.Keys:input_type -> unum.v1.AuditKeysRequest
+	98,  // 70: unum.v1.Audit.Witnessed:input_type -> unum.v1.AuditWitnessedRequest
+	100, // 71: unum.v1.Audit.SubmitCheckpoint:input_type -> unum.v1.SubmitCheckpointRequest
+	103, // 72: unum.v1.Audit.Configure:input_type -> unum.v1.AuditConfigureRequest
+	104, // 73: unum.v1.Audit.GetConfig:input_type -> unum.v1.AuditGetConfigRequest
+	3,   // 74: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
+	1,   // 75: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
+	9,   // 76: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
+	11,  // 77: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
+	13,  // 78: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
+	15,  // 79: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
+	17,  // 80: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
+	19,  // 81: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
+	22,  // 82: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
+	24,  // 83: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
+	7,   // 84: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
+	26,  // 85: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
+	28,  // 86: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
+	31,  // 87: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
+	34,  // 88: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
+	36,  // 89: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
+	39,  // 90: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
+	41,  // 91: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
+	43,  // 92: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
+	45,  // 93: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
+	47,  // 94: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
+	50,  // 95: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
+	52,  // 96: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
+	54,  // 97: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
+	56,  // 98: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
+	58,  // 99: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
+	60,  // 100: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
+	62,  // 101: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
+	65,  // 102: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
+	67,  // 103: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
+	69,  // 104: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
+	65,  // 105: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
+	72,  // 106: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
+	75,  // 107: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
+	77,  // 108: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
+	80,  // 109: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
+	82,  // 110: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
+	84,  // 111: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
+	86,  // 112: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
+	90,  // 113: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
+	92,  // 114: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
+	94,  // 115: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
+	97,  // 116: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
+	99,  // 117: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
+	101, // 118: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
+	102, // 119: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
+	102, // 120: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
+	74,  // [74:121] is the sub-list for method output_type
+	27,  // [27:74] is the sub-list for method input_type
+	27,  // [27:27] is the sub-list for extension type_name
+	27,  // [27:27] is the sub-list for extension extendee
+	0,   // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_api_unum_v1_unum_proto_init() }
@@ -6104,9 +7223,9 @@ func file_api_unum_v1_unum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_unum_v1_unum_proto_rawDesc), len(file_api_unum_v1_unum_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   90,
+			NumMessages:   107,
 			NumExtensions: 0,
-			NumServices:   7,
+			NumServices:   8,
 		},
 		GoTypes:           file_api_unum_v1_unum_proto_goTypes,
 		DependencyIndexes: file_api_unum_v1_unum_proto_depIdxs,

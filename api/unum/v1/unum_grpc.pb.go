@@ -2061,3 +2061,413 @@ var Policy_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "api/unum/v1/unum.proto",
 }
+
+const (
+	Audit_Query_FullMethodName            = "/unum.v1.Audit/Query"
+	Audit_Verify_FullMethodName           = "/unum.v1.Audit/Verify"
+	Audit_Proof_FullMethodName            = "/unum.v1.Audit/Proof"
+	Audit_Keys_FullMethodName             = "/unum.v1.Audit/Keys"
+	Audit_Witnessed_FullMethodName        = "/unum.v1.Audit/Witnessed"
+	Audit_SubmitCheckpoint_FullMethodName = "/unum.v1.Audit/SubmitCheckpoint"
+	Audit_Configure_FullMethodName        = "/unum.v1.Audit/Configure"
+	Audit_GetConfig_FullMethodName        = "/unum.v1.Audit/GetConfig"
+)
+
+// AuditClient is the client API for Audit service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Audit: every node serves its own log (Query, Verify, Proof); the CLI
+// asks every node itself, so reading the cluster's log needs the reader's
+// own right on each node, never a node's. Control nodes are
+// the witness (SubmitCheckpoint) and serve the published keys and the
+// witnessed checkpoints from etcd.
+type AuditClient interface {
+	// Events matching the filter, oldest first, in batches; with follow the
+	// stream stays open and sends new events as they are recorded.
+	Query(ctx context.Context, in *AuditQueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditEventBatch], error)
+	// This node checks its own log (hashes, chain, Merkle tree, checkpoint
+	// signatures) and returns its newest signed checkpoint with a
+	// consistency proof from the size asked for, so the caller can check it
+	// against the witness without trusting the node.
+	Verify(ctx context.Context, in *AuditVerifyRequest, opts ...grpc.CallOption) (*AuditVerifyResponse, error)
+	// An inclusion proof for one event, against a signed checkpoint.
+	Proof(ctx context.Context, in *AuditProofRequest, opts ...grpc.CallOption) (*AuditProofResponse, error)
+	// The published public keys: every node's checkpoint key and every
+	// witness's countersigning key.
+	Keys(ctx context.Context, in *AuditKeysRequest, opts ...grpc.CallOption) (*AuditKeysResponse, error)
+	// The newest witnessed checkpoint of each node (or of one).
+	Witnessed(ctx context.Context, in *AuditWitnessedRequest, opts ...grpc.CallOption) (*AuditWitnessedResponse, error)
+	// A node submits its newest signed checkpoint with a consistency proof
+	// from the newest one the witness holds for it (control nodes).
+	SubmitCheckpoint(ctx context.Context, in *SubmitCheckpointRequest, opts ...grpc.CallOption) (*SubmitCheckpointResponse, error)
+	// Cluster audit settings (audit.configure, privileged).
+	Configure(ctx context.Context, in *AuditConfigureRequest, opts ...grpc.CallOption) (*AuditConfig, error)
+	GetConfig(ctx context.Context, in *AuditGetConfigRequest, opts ...grpc.CallOption) (*AuditConfig, error)
+}
+
+type auditClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAuditClient(cc grpc.ClientConnInterface) AuditClient {
+	return &auditClient{cc}
+}
+
+func (c *auditClient) Query(ctx context.Context, in *AuditQueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditEventBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Audit_ServiceDesc.Streams[0], Audit_Query_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AuditQueryRequest, AuditEventBatch]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Audit_QueryClient = grpc.ServerStreamingClient[AuditEventBatch]
+
+func (c *auditClient) Verify(ctx context.Context, in *AuditVerifyRequest, opts ...grpc.CallOption) (*AuditVerifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditVerifyResponse)
+	err := c.cc.Invoke(ctx, Audit_Verify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditClient) Proof(ctx context.Context, in *AuditProofRequest, opts ...grpc.CallOption) (*AuditProofResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditProofResponse)
+	err := c.cc.Invoke(ctx, Audit_Proof_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditClient) Keys(ctx context.Context, in *AuditKeysRequest, opts ...grpc.CallOption) (*AuditKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditKeysResponse)
+	err := c.cc.Invoke(ctx, Audit_Keys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditClient) Witnessed(ctx context.Context, in *AuditWitnessedRequest, opts ...grpc.CallOption) (*AuditWitnessedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditWitnessedResponse)
+	err := c.cc.Invoke(ctx, Audit_Witnessed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditClient) SubmitCheckpoint(ctx context.Context, in *SubmitCheckpointRequest, opts ...grpc.CallOption) (*SubmitCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubmitCheckpointResponse)
+	err := c.cc.Invoke(ctx, Audit_SubmitCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditClient) Configure(ctx context.Context, in *AuditConfigureRequest, opts ...grpc.CallOption) (*AuditConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditConfig)
+	err := c.cc.Invoke(ctx, Audit_Configure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditClient) GetConfig(ctx context.Context, in *AuditGetConfigRequest, opts ...grpc.CallOption) (*AuditConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditConfig)
+	err := c.cc.Invoke(ctx, Audit_GetConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AuditServer is the server API for Audit service.
+// All implementations must embed UnimplementedAuditServer
+// for forward compatibility.
+//
+// Audit: every node serves its own log (Query, Verify, Proof); the CLI
+// asks every node itself, so reading the cluster's log needs the reader's
+// own right on each node, never a node's. Control nodes are
+// the witness (SubmitCheckpoint) and serve the published keys and the
+// witnessed checkpoints from etcd.
+type AuditServer interface {
+	// Events matching the filter, oldest first, in batches; with follow the
+	// stream stays open and sends new events as they are recorded.
+	Query(*AuditQueryRequest, grpc.ServerStreamingServer[AuditEventBatch]) error
+	// This node checks its own log (hashes, chain, Merkle tree, checkpoint
+	// signatures) and returns its newest signed checkpoint with a
+	// consistency proof from the size asked for, so the caller can check it
+	// against the witness without trusting the node.
+	Verify(context.Context, *AuditVerifyRequest) (*AuditVerifyResponse, error)
+	// An inclusion proof for one event, against a signed checkpoint.
+	Proof(context.Context, *AuditProofRequest) (*AuditProofResponse, error)
+	// The published public keys: every node's checkpoint key and every
+	// witness's countersigning key.
+	Keys(context.Context, *AuditKeysRequest) (*AuditKeysResponse, error)
+	// The newest witnessed checkpoint of each node (or of one).
+	Witnessed(context.Context, *AuditWitnessedRequest) (*AuditWitnessedResponse, error)
+	// A node submits its newest signed checkpoint with a consistency proof
+	// from the newest one the witness holds for it (control nodes).
+	SubmitCheckpoint(context.Context, *SubmitCheckpointRequest) (*SubmitCheckpointResponse, error)
+	// Cluster audit settings (audit.configure, privileged).
+	Configure(context.Context, *AuditConfigureRequest) (*AuditConfig, error)
+	GetConfig(context.Context, *AuditGetConfigRequest) (*AuditConfig, error)
+	mustEmbedUnimplementedAuditServer()
+}
+
+// UnimplementedAuditServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAuditServer struct{}
+
+func (UnimplementedAuditServer) Query(*AuditQueryRequest, grpc.ServerStreamingServer[AuditEventBatch]) error {
+	return status.Error(codes.Unimplemented, "method Query not implemented")
+}
+func (UnimplementedAuditServer) Verify(context.Context, *AuditVerifyRequest) (*AuditVerifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
+}
+func (UnimplementedAuditServer) Proof(context.Context, *AuditProofRequest) (*AuditProofResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Proof not implemented")
+}
+func (UnimplementedAuditServer) Keys(context.Context, *AuditKeysRequest) (*AuditKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Keys not implemented")
+}
+func (UnimplementedAuditServer) Witnessed(context.Context, *AuditWitnessedRequest) (*AuditWitnessedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Witnessed not implemented")
+}
+func (UnimplementedAuditServer) SubmitCheckpoint(context.Context, *SubmitCheckpointRequest) (*SubmitCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitCheckpoint not implemented")
+}
+func (UnimplementedAuditServer) Configure(context.Context, *AuditConfigureRequest) (*AuditConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method Configure not implemented")
+}
+func (UnimplementedAuditServer) GetConfig(context.Context, *AuditGetConfigRequest) (*AuditConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConfig not implemented")
+}
+func (UnimplementedAuditServer) mustEmbedUnimplementedAuditServer() {}
+func (UnimplementedAuditServer) testEmbeddedByValue()               {}
+
+// UnsafeAuditServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AuditServer will
+// result in compilation errors.
+type UnsafeAuditServer interface {
+	mustEmbedUnimplementedAuditServer()
+}
+
+func RegisterAuditServer(s grpc.ServiceRegistrar, srv AuditServer) {
+	// If the following call panics, it indicates UnimplementedAuditServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Audit_ServiceDesc, srv)
+}
+
+func _Audit_Query_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(AuditQueryRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuditServer).Query(m, &grpc.GenericServerStream[AuditQueryRequest, AuditEventBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Audit_QueryServer = grpc.ServerStreamingServer[AuditEventBatch]
+
+func _Audit_Verify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuditVerifyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServer).Verify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Audit_Verify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServer).Verify(ctx, req.(*AuditVerifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Audit_Proof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuditProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServer).Proof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Audit_Proof_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServer).Proof(ctx, req.(*AuditProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Audit_Keys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuditKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServer).Keys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Audit_Keys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServer).Keys(ctx, req.(*AuditKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Audit_Witnessed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuditWitnessedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServer).Witnessed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Audit_Witnessed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServer).Witnessed(ctx, req.(*AuditWitnessedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Audit_SubmitCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubmitCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServer).SubmitCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Audit_SubmitCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServer).SubmitCheckpoint(ctx, req.(*SubmitCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Audit_Configure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuditConfigureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServer).Configure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Audit_Configure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServer).Configure(ctx, req.(*AuditConfigureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Audit_GetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuditGetConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServer).GetConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Audit_GetConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServer).GetConfig(ctx, req.(*AuditGetConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Audit_ServiceDesc is the grpc.ServiceDesc for Audit service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Audit_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "unum.v1.Audit",
+	HandlerType: (*AuditServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Verify",
+			Handler:    _Audit_Verify_Handler,
+		},
+		{
+			MethodName: "Proof",
+			Handler:    _Audit_Proof_Handler,
+		},
+		{
+			MethodName: "Keys",
+			Handler:    _Audit_Keys_Handler,
+		},
+		{
+			MethodName: "Witnessed",
+			Handler:    _Audit_Witnessed_Handler,
+		},
+		{
+			MethodName: "SubmitCheckpoint",
+			Handler:    _Audit_SubmitCheckpoint_Handler,
+		},
+		{
+			MethodName: "Configure",
+			Handler:    _Audit_Configure_Handler,
+		},
+		{
+			MethodName: "GetConfig",
+			Handler:    _Audit_GetConfig_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Query",
+			Handler:       _Audit_Query_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "api/unum/v1/unum.proto",
+}
