@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"github.com/unumos/unum/audit"
 	"log/slog"
 	"sync"
 	"time"
@@ -86,6 +87,11 @@ type Config struct {
 	Engines       *policy.EngineCache
 	OnShadow      func(*policy.Shadow)
 	CurrentShadow func() *policy.Shadow
+
+	// Audit records this server's events (tokens, entries, users,
+	// revocations, CA, policy, nodes, witness alerts) in the node's audit
+	// log. nil records nothing (unit tests of unrelated parts only).
+	Audit audit.Recorder
 }
 
 // Server implements the Identity, Enrollment, Cluster, Users and Backup
