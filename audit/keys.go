@@ -155,6 +155,12 @@ func LoadOrCreateSigner(name, path string) (*Signer, error) {
 type Keys struct {
 	Nodes     map[string][]byte `json:"nodes"`     // node name -> Tink binary public keyset
 	Witnesses map[string][]byte `json:"witnesses"` // witness name -> Tink binary public keyset
+	// Checkpoints are the newest witnessed checkpoints (note text) by node
+	// when the keys were exported. A log at rest cannot show what was cut
+	// from its end (a store treats a damaged tail as its end); these can:
+	// verify refuses a log shorter than, or different from, what was
+	// witnessed.
+	Checkpoints map[string]string `json:"checkpoints,omitempty"`
 }
 
 // ParseKeys reads the JSON form `unum audit keys -o json` prints.
@@ -170,6 +176,15 @@ func ParseKeys(b []byte) (*Keys, error) {
 			if _, err := verifierOf(pub); err != nil {
 				return nil, fmt.Errorf("audit keys: %s: %w", name, err)
 			}
+		}
+	}
+	for name, note := range k.Checkpoints {
+		sc, err := ParseCheckpoint([]byte(note))
+		if err != nil {
+			return nil, fmt.Errorf("audit keys: checkpoint of %s: %w", name, err)
+		}
+		if sc.Node != name {
+			return nil, fmt.Errorf("audit keys: checkpoint filed under %s is %s's", name, sc.Node)
 		}
 	}
 	return &k, nil

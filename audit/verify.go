@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -156,6 +157,28 @@ func verify(ctx context.Context, db pebbleReader, keys *Keys) Report {
 		return r.fail(0, "read checkpoints: %v", err)
 	}
 	r.Checkpoints = uint64(len(cps))
+	if note, ok := keys.Checkpoints[r.Node]; ok {
+		// The witnessed checkpoint the caller brought: the log must reach
+		// it and agree with it, whatever the log's own folder still holds.
+		w, err := ParseCheckpoint([]byte(note))
+		if err != nil {
+			return r.fail(0, "the witnessed checkpoint given: %v", err)
+		}
+		if err := keys.VerifyNode(w); err != nil {
+			return r.fail(w.Size, "the witnessed checkpoint given: %v", err)
+		}
+		if ws, err := keys.VerifiedWitnesses(w); err != nil || len(ws) == 0 {
+			return r.fail(w.Size, "the witnessed checkpoint given carries no valid countersignature: %v", err)
+		}
+		r.WitnessedSize = max(r.WitnessedSize, w.Size)
+		i, found := slices.BinarySearchFunc(cps, w.Size, func(c *SignedCheckpoint, size uint64) int { return cmp.Compare(c.Size, size) })
+		switch {
+		case !found:
+			cps = slices.Insert(cps, i, w)
+		case cps[i].Root != w.Root:
+			return r.fail(w.Size, "the log's checkpoint at size %d differs from the one its witness countersigned: a fork", w.Size)
+		}
+	}
 	if w, c, err := db.Get(keyWitnessed); err == nil {
 		sc, perr := ParseCheckpoint(slices.Clone(w))
 		c.Close()
