@@ -1,8 +1,8 @@
 package audit
 
 import (
-	"bytes"
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -264,4 +264,3 @@ func crashWriter(dir string) {
 	}
 	wg.Wait()
 }
-

@@ -1,8 +1,8 @@
 package audit
 
 import (
-	"cmp"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -312,4 +312,3 @@ func VerifyAgainst(keys *Keys, w, sc *SignedCheckpoint, proof []Hash) error {
 	}
 	return nil
 }
-
