@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -69,9 +70,12 @@ type Config struct {
 //
 // Record hands its event to the writer and waits. The writer takes every
 // record pending at that moment (up to maxBatch), numbers them, extends the
-// hash chain and the Merkle tree, writes them with their tree hashes in one
-// Pebble batch with Sync, and then answers them all: n concurrent records
-// cost one fsync.
+// hash chain and the Merkle tree, and applies them with their tree hashes
+// as one Pebble batch without waiting for its sync; the syncer waits for
+// that sync, then publishes the new size and answers them all. While one
+// sync is under way the writer applies the next batches, and Pebble's WAL
+// syncs everything written meanwhile at once: n concurrent records cost
+// about one fsync, and the disk is never idle while records wait.
 type Log struct {
 	cfg Config
 	db  *pebble.DB
@@ -79,14 +83,20 @@ type Log struct {
 
 	reqs chan *request
 	ops  chan func()
-	stop chan struct{}
-	done chan struct{}
+	// syncq carries applied batches, in order, to the syncer, which waits
+	// for each to be durable and only then answers and publishes it.
+	syncq  chan *inflight
+	stop   chan struct{}
+	done   chan struct{}
+	synced chan struct{}
 
-	// Writer-owned state.
-	frontier  Frontier
-	chain     Hash
-	lastCheck time.Time
+	// Writer-owned state: the tree as applied (ahead of what is durable
+	// while batches are in flight) and the newest checkpoint signed.
+	frontier   Frontier
+	chain      Hash
+	lastSigned *SignedCheckpoint
 
+	// size is the number of durable entries: readers never see more.
 	size      atomic.Uint64
 	pruned    atomic.Uint64
 	latest    atomic.Pointer[SignedCheckpoint]
@@ -105,6 +115,17 @@ type request struct {
 	e    Event
 	err  error
 	done chan struct{}
+}
+
+// inflight is a batch applied to Pebble whose sync the syncer awaits.
+type inflight struct {
+	b    *pebble.Batch
+	reqs []*request
+	// size is the log's size once b is durable; checkpoint, when set, is
+	// the checkpoint b stores; then runs after either, with b's outcome.
+	size       uint64
+	checkpoint *SignedCheckpoint
+	then       func(error)
 }
 
 // Keys in the log's Pebble.
@@ -172,8 +193,16 @@ func pebbleOptions(fs vfs.FS, log *slog.Logger, readOnly bool) *pebble.Options {
 	if fs == nil {
 		fs = vfs.Default
 	}
-	o := &pebble.Options{FS: fs, Logger: pebbleLogger{log}, ReadOnly: readOnly}
+	// The log is written in order and read rarely: a large memtable and
+	// a high L0 threshold mean fewer, larger flushes and compactions, and
+	// no block compression (events are small JSON; CPU is the scarce part
+	// on the request path, not disk).
+	o := &pebble.Options{FS: fs, Logger: pebbleLogger{log}, ReadOnly: readOnly,
+		MemTableSize: 64 << 20, L0CompactionThreshold: 8, L0StopWritesThreshold: 64}
 	o.EnsureDefaults()
+	for i := range o.Levels {
+		o.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	}
 	return o
 }
 
@@ -203,13 +232,14 @@ func Open(cfg Config) (*Log, error) {
 		return nil, fmt.Errorf("open audit log %s: %w", cfg.Dir, err)
 	}
 	l := &Log{cfg: cfg, db: db, log: log, reqs: make(chan *request, maxBatch), ops: make(chan func()),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		syncq: make(chan *inflight, 256), stop: make(chan struct{}), done: make(chan struct{}), synced: make(chan struct{})}
 	l.mu.grown = make(chan struct{})
 	if err := l.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open audit log %s: %w", cfg.Dir, err)
 	}
 	go l.run()
+	go l.syncer()
 	return l, nil
 }
 
@@ -253,6 +283,7 @@ func (l *Log) load() error {
 		return err
 	} else if sc != nil {
 		l.latest.Store(sc)
+		l.lastSigned = sc
 	}
 	if v, ok, err := l.getCopy(keyWitnessed); err != nil {
 		return err
@@ -352,24 +383,41 @@ func (l *Log) getCopy(key []byte) ([]byte, bool, error) {
 	return slices.Clone(v), true, nil
 }
 
-// apply commits b durably. Pebble's fatal errors arrive as panics (see
-// pebbleLogger); they and ordinary errors mark the log failed.
-func (l *Log) apply(b *pebble.Batch) (err error) {
+// apply commits b durably; applyAsync applies it and leaves the wait for
+// its sync to the caller (SyncWait). Pebble's fatal errors arrive as
+// panics (see pebbleLogger); they and ordinary errors mark the log failed.
+func (l *Log) apply(b *pebble.Batch) error {
+	return l.guard(func() error { return b.Commit(pebble.Sync) })
+}
+
+func (l *Log) applyAsync(b *pebble.Batch) error {
+	return l.guard(func() error { return l.db.ApplyNoSyncWait(b, pebble.Sync) })
+}
+
+func (l *Log) guard(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			f, ok := r.(pebbleFatal)
+			fatal, ok := r.(pebbleFatal)
 			if !ok {
 				panic(r)
 			}
-			err = errors.New(f.msg)
+			err = errors.New(fatal.msg)
 		}
 		if err != nil {
-			err = fmt.Errorf("%w: %v", ErrUnavailable, err)
-			l.failed.CompareAndSwap(nil, &err)
-			l.log.Error("audit log write failed; refusing records until the node restarts", "err", err)
+			l.fail(err)
+			err = *l.failed.Load()
 		}
 	}()
-	return b.Commit(pebble.Sync)
+	return f()
+}
+
+// fail marks the log failed: sticky, since Pebble's commit pipeline is
+// unusable after a failed WAL write or sync.
+func (l *Log) fail(err error) {
+	err = fmt.Errorf("%w: %v", ErrUnavailable, err)
+	if l.failed.CompareAndSwap(nil, &err) {
+		l.log.Error("audit log write failed; refusing records until the node restarts", "err", err)
+	}
 }
 
 // Err is nil while the log can record, else why it cannot.
@@ -427,6 +475,7 @@ var _ Recorder = (*Log)(nil)
 
 func (l *Log) run() {
 	defer close(l.done)
+	defer close(l.syncq)
 	tick := time.NewTicker(l.cfg.CheckpointEvery)
 	defer tick.Stop()
 	batch := make([]*request, 0, maxBatch)
@@ -438,7 +487,7 @@ func (l *Log) run() {
 		case f := <-l.ops:
 			f()
 		case <-tick.C:
-			l.maybeCheckpoint(false)
+			l.maybeCheckpoint(false, nil)
 		case r := <-l.reqs:
 			batch = append(batch[:0], r)
 		more:
@@ -451,8 +500,8 @@ func (l *Log) run() {
 				}
 			}
 			l.commit(batch)
-			if l.Size()-l.checkpointedSize() >= l.cfg.CheckpointEntries {
-				l.maybeCheckpoint(true)
+			if l.frontier.Size()-l.signedSize() >= l.cfg.CheckpointEntries {
+				l.maybeCheckpoint(true, nil)
 			}
 		}
 	}
@@ -471,11 +520,50 @@ func (l *Log) drain() {
 	}
 }
 
-func (l *Log) checkpointedSize() uint64 {
-	if sc := l.latest.Load(); sc != nil {
-		return sc.Size
+func (l *Log) signedSize() uint64 {
+	if l.lastSigned != nil {
+		return l.lastSigned.Size
 	}
 	return 0
+}
+
+// syncer waits for each applied batch to be durable, in order, then
+// publishes it and answers its records.
+func (l *Log) syncer() {
+	defer close(l.synced)
+	for it := range l.syncq {
+		err := l.Err()
+		if err == nil {
+			if err = it.b.SyncWait(); err != nil {
+				l.fail(err)
+				err = l.Err()
+			}
+		}
+		it.b.Close()
+		if err == nil {
+			if it.checkpoint != nil {
+				l.latest.Store(it.checkpoint)
+				if l.cfg.OnCheckpoint != nil {
+					l.cfg.OnCheckpoint(it.checkpoint)
+				}
+			} else if it.size > l.size.Load() {
+				l.size.Store(it.size)
+				l.mu.Lock()
+				close(l.mu.grown)
+				l.mu.grown = make(chan struct{})
+				l.mu.Unlock()
+			}
+		}
+		for _, r := range it.reqs {
+			if r.err == nil {
+				r.err = err
+			}
+			close(r.done)
+		}
+		if it.then != nil {
+			it.then(err)
+		}
+	}
 }
 
 // commit writes one group of records.
@@ -513,56 +601,64 @@ func (l *Log) commit(reqs []*request) {
 		}
 		written++
 	}
-	var err error
-	if written > 0 {
-		err = l.apply(b)
-	}
-	for _, r := range reqs {
-		if r.err == nil && err != nil {
-			r.err = err
+	if written == 0 {
+		for _, r := range reqs {
+			close(r.done)
 		}
+		return
 	}
-	if err == nil && written > 0 {
-		l.frontier, l.chain = f, chain
-		l.size.Store(f.Size())
-		l.mu.Lock()
-		close(l.mu.grown)
-		l.mu.grown = make(chan struct{})
-		l.mu.Unlock()
+	if err := l.applyAsync(b); err != nil {
+		for _, r := range reqs {
+			if r.err == nil {
+				r.err = err
+			}
+			close(r.done)
+		}
+		return
 	}
-	for _, r := range reqs {
-		close(r.done)
-	}
+	l.frontier, l.chain = f, chain
+	// reqs is the writer's buffer, reused for the next group.
+	l.syncq <- &inflight{b: b, reqs: slices.Clone(reqs), size: f.Size()}
 }
 
-// maybeCheckpoint signs a checkpoint of the current tree when it grew (or
-// was pruned) since the last one, or when forced by size.
-func (l *Log) maybeCheckpoint(force bool) (*SignedCheckpoint, error) {
-	last := l.latest.Load()
-	size, pruned := l.Size(), l.Pruned()
+// maybeCheckpoint signs a checkpoint of the tree as applied when it grew
+// (or was pruned) since the last one; force makes one even of an empty
+// log. then, if set, runs once the checkpoint is durable (or failed), with
+// the checkpoint.
+func (l *Log) maybeCheckpoint(force bool, then func(*SignedCheckpoint, error)) {
+	done := func(sc *SignedCheckpoint, err error) {
+		if then != nil {
+			then(sc, err)
+		}
+	}
+	last := l.lastSigned
+	size, pruned := l.frontier.Size(), l.Pruned()
 	if last != nil && last.Size == size && last.Pruned == pruned {
-		return last, nil
+		// Nothing new; wait for it to be durable like any other.
+		l.syncq <- &inflight{b: l.db.NewBatch(), then: func(err error) { done(last, err) }}
+		return
 	}
 	if size == 0 && !force {
-		return nil, nil
+		done(nil, nil)
+		return
 	}
 	if err := l.Err(); err != nil {
-		return nil, err
+		done(nil, err)
+		return
 	}
 	sc, err := l.cfg.Signer.Sign(Checkpoint{Node: l.cfg.Node, Size: size, Root: l.frontier.Root(), Time: l.cfg.Now().UTC(), Pruned: pruned})
 	if err != nil {
-		return nil, err
+		done(nil, err)
+		return
 	}
 	b := l.db.NewBatch()
 	b.Set(checkpointKey(size), sc.Marshal(), nil)
-	if err := l.apply(b); err != nil {
-		return nil, err
+	if err := l.applyAsync(b); err != nil {
+		done(nil, err)
+		return
 	}
-	l.latest.Store(sc)
-	if l.cfg.OnCheckpoint != nil {
-		l.cfg.OnCheckpoint(sc)
-	}
-	return sc, nil
+	l.lastSigned = sc
+	l.syncq <- &inflight{b: b, checkpoint: sc, then: func(err error) { done(sc, err) }}
 }
 
 // do runs f on the writer goroutine.
@@ -586,12 +682,22 @@ func (l *Log) do(ctx context.Context, f func()) error {
 // Checkpoint signs a checkpoint of the log as it is now (or returns the
 // newest one when nothing changed since).
 func (l *Log) Checkpoint(ctx context.Context) (*SignedCheckpoint, error) {
-	var sc *SignedCheckpoint
-	var err error
-	if derr := l.do(ctx, func() { sc, err = l.maybeCheckpoint(true) }); derr != nil {
-		return nil, derr
+	type result struct {
+		sc  *SignedCheckpoint
+		err error
 	}
-	return sc, err
+	res := make(chan result, 1)
+	if err := l.do(ctx, func() {
+		l.maybeCheckpoint(true, func(sc *SignedCheckpoint, err error) { res <- result{sc, err} })
+	}); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-res:
+		return r.sc, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // StoreCosigned keeps a countersigned copy of one of this log's own
@@ -631,6 +737,9 @@ func (l *Log) StoreCosigned(sc *SignedCheckpoint) error {
 		}
 		if last := l.latest.Load(); last != nil && last.Size == sc.Size && last.Time.Equal(sc.Time) {
 			l.latest.Store(sc)
+		}
+		if l.lastSigned != nil && l.lastSigned.Size == sc.Size && l.lastSigned.Time.Equal(sc.Time) {
+			l.lastSigned = sc
 		}
 	}); derr != nil {
 		return derr
@@ -800,6 +909,7 @@ func (l *Log) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.stop)
 		<-l.done
+		<-l.synced
 		func() {
 			// A store whose commit pipeline failed may panic on close.
 			defer func() {

@@ -16,6 +16,7 @@ import (
 func (l *Log) Prune(ctx context.Context, before uint64) (uint64, error) {
 	var from, to uint64
 	var err error
+	signed := make(chan error, 1)
 	if derr := l.do(ctx, func() {
 		from = l.Pruned()
 		to = before
@@ -47,9 +48,12 @@ func (l *Log) Prune(ctx context.Context, before uint64) (uint64, error) {
 			return
 		}
 		l.pruned.Store(to)
-		_, err = l.maybeCheckpoint(true)
+		l.maybeCheckpoint(true, func(_ *SignedCheckpoint, cerr error) { signed <- cerr })
 	}); derr != nil {
 		return l.Pruned(), derr
+	}
+	if to > from && err == nil {
+		err = <-signed
 	}
 	if err != nil || to <= from {
 		return l.Pruned(), err

@@ -50,6 +50,9 @@ type Options struct {
 	// main measuring window (svid: the end-to-end issuance window, clients
 	// and server both in this process; with Cluster, the fetch windows).
 	CPUProfile io.Writer
+	// AuditVerifyEntries is how many entries the audit benchmark verifies
+	// (0: 1,000,000); tests make it small.
+	AuditVerifyEntries int
 }
 
 // ClusterTarget names a running cluster to measure.
@@ -104,6 +107,7 @@ func Runners() map[string]Runner {
 		"svid":       RunSVID,
 		"revocation": RunRevocation,
 		"authz":      RunAuthz,
+		"audit":      RunAudit,
 	}
 }
 

@@ -64,7 +64,6 @@ func requireMeasured(t *testing.T, r Result, withLatency, withTarget bool) {
 
 func requireMachine(t *testing.T, rep Report) {
 	t.Helper()
-	require.Equal(t, "svid", rep.Component)
 	require.NotEmpty(t, rep.Filesystem.Path)
 	require.NotEmpty(t, rep.Filesystem.Type)
 	require.NotEmpty(t, rep.Filesystem.StatfsType)
@@ -85,6 +84,7 @@ func TestRunSVIDLocal(t *testing.T) {
 	requireEmptyDir(t, tmp)
 
 	require.Equal(t, "local", rep.Mode)
+	require.Equal(t, "svid", rep.Component)
 	requireMachine(t, rep)
 	require.True(t, strings.HasPrefix(rep.Filesystem.Path, tmp) || strings.Contains(rep.Filesystem.Path, "unum-bench-"), rep.Filesystem.Path)
 	require.Equal(t, 4, rep.Settings.Concurrency)
@@ -164,6 +164,7 @@ func TestRunSVIDCluster(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Equal(t, "cluster", rep.Mode)
+	require.Equal(t, "svid", rep.Component)
 	requireMachine(t, rep)
 	require.Equal(t, svidNodeName, rep.Settings.Extra["node"])
 	require.Len(t, rep.Results, 2)
@@ -191,7 +192,7 @@ func TestRunners(t *testing.T) {
 	require.Contains(t, Runners(), "svid")
 	require.Contains(t, Runners(), "revocation")
 	require.Contains(t, Runners(), "authz")
-	require.Equal(t, []string{"authz", "revocation", "svid"}, Components())
+	require.Equal(t, []string{"audit", "authz", "revocation", "svid"}, Components())
 }
 
 func TestMeasure(t *testing.T) {
