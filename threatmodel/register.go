@@ -735,6 +735,60 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"policy.TestWriteDirStaysInside", "policy.TestBundleCases"},
 		},
+		{
+			ID:       "T-051",
+			Title:    "Audit entries are altered, deleted or reordered at rest",
+			STRIDE:   "T",
+			Asset:    "the audit log: the record of who did what",
+			Boundary: "a node's disk (DIR/audit)",
+			Attacker: "root on a node, or whoever holds its disk, editing the log's files or its Pebble keys directly",
+			Mitigation: "Every entry is hash-chained to the one before and names its own index in its id, so a flipped " +
+				"byte, a deleted or a moved entry is named by index; an attacker who recomputes the chain is caught by " +
+				"the Merkle root of the next checkpoint the node signed with its registered key (`unum audit verify`, " +
+				"online and --offline).",
+			Status: Mitigated,
+			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestProofsRoundTrip"},
+		},
+		{
+			ID:       "T-052",
+			Title:    "The audit log is truncated to hide recent events",
+			STRIDE:   "R",
+			Asset:    "the newest audit events",
+			Boundary: "a node's disk (DIR/audit)",
+			Attacker: "root on a node cutting the log's tail (with or without its checkpoints), or damaging the store so " +
+				"that it ends early (Pebble treats a damaged last WAL record as a torn write)",
+			Mitigation: "Verify fails when the log ends before a checkpoint it signed, before its stored witnessed " +
+				"checkpoint, or before the witnessed checkpoint exported with the keys (`unum audit keys` carries each " +
+				"node's newest countersigned checkpoint; online verify fetches it from the witness).",
+			Status: Mitigated,
+			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestByteFlipInStoreFilesIsDetected"},
+		},
+		{
+			ID:       "T-053",
+			Title:    "A node's whole audit log is replaced by a forgery signed with another key",
+			STRIDE:   "S",
+			Asset:    "the audit log's authenticity",
+			Boundary: "a node's disk (DIR/audit)",
+			Attacker: "root on a node who rebuilds a self-consistent log (chain, tree, checkpoints) with a key of their own",
+			Mitigation: "Checkpoints verify only under the key registered for the node when it joined (published by the " +
+				"control plane, `unum audit keys`); verify without published keys says the keys are unauthenticated " +
+				"instead of calling the log authentic.",
+			Status: Mitigated,
+			Tests:  []string{"audit.TestForgeryByAnotherKeyIsDetected"},
+		},
+		{
+			ID:       "T-054",
+			Title:    "Acknowledged or retained audit events vanish (crash, silent pruning)",
+			STRIDE:   "R",
+			Asset:    "every audit event a caller was told is recorded",
+			Boundary: "the node's audit log",
+			Attacker: "a crash or SIGKILL at any point, or an operator or attacker dropping old entries as if by retention",
+			Mitigation: "Record returns only after the event's batch is synced; after a kill every acknowledged event is " +
+				"present and the log verifies. Retention prunes only entries a witness countersigned, signs a checkpoint " +
+				"stating how many are pruned, and verify fails on missing entries no signed checkpoint prunes.",
+			Status: Mitigated,
+			Tests:  []string{"audit.TestCrashKeepsAcknowledgedEvents", "audit.TestPruneIsSignedAndAccountedFor", "audit.TestVerifyDetectsTampering"},
+		},
 	}
 	sortByID(threats)
 	return threats
