@@ -243,3 +243,8 @@ func (f *Filter) Match(e *Event) bool {
 		(f.Since.IsZero() || !e.Time.Before(f.Since)) &&
 		(f.Until.IsZero() || e.Time.Before(f.Until))
 }
+
+// ActionAuditRegisterKey: a node's checkpoint key registered by the witness
+// on the node's first submission (a node of a cluster made before audit;
+// every other node registers its key when it joins).
+const ActionAuditRegisterKey = "audit.register-key"
