@@ -1783,8 +1783,10 @@ type Node struct {
 	IntermediateExpiresAtUnix int64                  `protobuf:"varint,14,opt,name=intermediate_expires_at_unix,json=intermediateExpiresAtUnix,proto3" json:"intermediate_expires_at_unix,omitempty"`
 	PolicyRevision            int64                  `protobuf:"varint,15,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
 	PolicyAgeMs               int64                  `protobuf:"varint,16,opt,name=policy_age_ms,json=policyAgeMs,proto3" json:"policy_age_ms,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// Why the node's audit log cannot record ("" when it can).
+	AuditError    string `protobuf:"bytes,17,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -1929,6 +1931,13 @@ func (x *Node) GetPolicyAgeMs() int64 {
 	return 0
 }
 
+func (x *Node) GetAuditError() string {
+	if x != nil {
+		return x.AuditError
+	}
+	return ""
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1977,7 +1986,10 @@ type StatusResponse struct {
 	ServedBy          string                 `protobuf:"bytes,8,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
 	// Thresholds crossed (expiring CA material or node SVIDs, stale
 	// revocation views, etcd trouble), worded for an operator.
-	Warnings      []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Warnings []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// What is broken now, worded for an operator (a node whose audit log
+	// cannot record): `unum status` is unhealthy while any is present.
+	Errors        []string `protobuf:"bytes,10,rep,name=errors,proto3" json:"errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2071,6 +2083,13 @@ func (x *StatusResponse) GetServedBy() string {
 func (x *StatusResponse) GetWarnings() []string {
 	if x != nil {
 		return x.Warnings
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetErrors() []string {
+	if x != nil {
+		return x.Errors
 	}
 	return nil
 }
@@ -6166,8 +6185,13 @@ type SubmitCheckpointRequest struct {
 	// (of size from_size) to this one.
 	FromSize         uint64   `protobuf:"varint,2,opt,name=from_size,json=fromSize,proto3" json:"from_size,omitempty"`
 	ConsistencyProof [][]byte `protobuf:"bytes,3,rep,name=consistency_proof,json=consistencyProof,proto3" json:"consistency_proof,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The node's checkpoint key (Tink binary public keyset). The witness
+	// registers it when the node has none registered (a node of a cluster
+	// made before audit: trust on first use) and refuses the submission when
+	// it differs from the registered one.
+	PublicKeyset  []byte `protobuf:"bytes,4,opt,name=public_keyset,json=publicKeyset,proto3" json:"public_keyset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubmitCheckpointRequest) Reset() {
@@ -6217,6 +6241,13 @@ func (x *SubmitCheckpointRequest) GetFromSize() uint64 {
 func (x *SubmitCheckpointRequest) GetConsistencyProof() [][]byte {
 	if x != nil {
 		return x.ConsistencyProof
+	}
+	return nil
+}
+
+func (x *SubmitCheckpointRequest) GetPublicKeyset() []byte {
+	if x != nil {
+		return x.PublicKeyset
 	}
 	return nil
 }
@@ -6539,7 +6570,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x0fexpires_at_unix\x18\x02 \x01(\x03R\rexpiresAtUnix\"\x12\n" +
 	"\x10ListNodesRequest\"8\n" +
 	"\x11ListNodesResponse\x12#\n" +
-	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\xf3\x04\n" +
+	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\x94\x05\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x14\n" +
@@ -6559,8 +6590,10 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x18intermediate_fingerprint\x18\r \x01(\tR\x17intermediateFingerprint\x12?\n" +
 	"\x1cintermediate_expires_at_unix\x18\x0e \x01(\x03R\x19intermediateExpiresAtUnix\x12'\n" +
 	"\x0fpolicy_revision\x18\x0f \x01(\x03R\x0epolicyRevision\x12\"\n" +
-	"\rpolicy_age_ms\x18\x10 \x01(\x03R\vpolicyAgeMs\"\x0f\n" +
-	"\rStatusRequest\"\xe0\x02\n" +
+	"\rpolicy_age_ms\x18\x10 \x01(\x03R\vpolicyAgeMs\x12\x1f\n" +
+	"\vaudit_error\x18\x11 \x01(\tR\n" +
+	"auditError\"\x0f\n" +
+	"\rStatusRequest\"\xf8\x02\n" +
 	"\x0eStatusResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
 	"\x05nodes\x18\x02 \x03(\v2\r.unum.v1.NodeR\x05nodes\x126\n" +
@@ -6571,7 +6604,9 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x12ca_expires_at_unix\x18\x06 \x01(\x03R\x0fcaExpiresAtUnix\x12/\n" +
 	"\x14root_expires_at_unix\x18\a \x01(\x03R\x11rootExpiresAtUnix\x12\x1b\n" +
 	"\tserved_by\x18\b \x01(\tR\bservedBy\x12\x1a\n" +
-	"\bwarnings\x18\t \x03(\tR\bwarnings\"\xa0\x01\n" +
+	"\bwarnings\x18\t \x03(\tR\bwarnings\x12\x16\n" +
+	"\x06errors\x18\n" +
+	" \x03(\tR\x06errors\"\xa0\x01\n" +
 	"\n" +
 	"EtcdMember\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
@@ -6881,13 +6916,14 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x15AuditWitnessedRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\":\n" +
 	"\x16AuditWitnessedResponse\x12 \n" +
-	"\vcheckpoints\x18\x01 \x03(\fR\vcheckpoints\"\x83\x01\n" +
+	"\vcheckpoints\x18\x01 \x03(\fR\vcheckpoints\"\xa8\x01\n" +
 	"\x17SubmitCheckpointRequest\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
 	"checkpoint\x12\x1b\n" +
 	"\tfrom_size\x18\x02 \x01(\x04R\bfromSize\x12+\n" +
-	"\x11consistency_proof\x18\x03 \x03(\fR\x10consistencyProof\"6\n" +
+	"\x11consistency_proof\x18\x03 \x03(\fR\x10consistencyProof\x12#\n" +
+	"\rpublic_keyset\x18\x04 \x01(\fR\fpublicKeyset\"6\n" +
 	"\x18SubmitCheckpointResponse\x12\x1a\n" +
 	"\bcosigned\x18\x01 \x01(\fR\bcosigned\"\x82\x01\n" +
 	"\vAuditConfig\x12\x1d\n" +
