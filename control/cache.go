@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/rpc"
@@ -32,6 +33,9 @@ type stateCache struct {
 		jwtKeys map[string]JWTKeyRecord
 		users   map[string]UserRecord
 		roots   []*x509.Certificate
+		// audit is the cluster's audit settings, handed to nodes in
+		// heartbeat answers (nil: the defaults).
+		audit *audit.Settings
 		// changed is closed and replaced on every change.
 		changed chan struct{}
 	}
@@ -73,7 +77,8 @@ func (s *stateCache) snapshot() snapshot {
 
 func interesting(key string) bool {
 	return strings.HasPrefix(key, prefixEntries) || strings.HasPrefix(key, prefixNodes) ||
-		strings.HasPrefix(key, prefixJWTKeys) || strings.HasPrefix(key, prefixUsers) || key == keyRoots
+		strings.HasPrefix(key, prefixJWTKeys) || strings.HasPrefix(key, prefixUsers) || key == keyRoots ||
+		key == keyAuditConfig
 }
 
 // run loads and then watches the state until ctx ends, reloading after any
@@ -125,6 +130,7 @@ func (s *stateCache) load(ctx context.Context) (int64, error) {
 	s.mu.nodes = map[string]NodeRecord{}
 	s.mu.jwtKeys = map[string]JWTKeyRecord{}
 	s.mu.users = map[string]UserRecord{}
+	s.mu.audit = nil
 	for _, kv := range resp.Kvs {
 		if interesting(string(kv.Key)) {
 			s.applyLocked(string(kv.Key), kv.Value, false)
@@ -174,6 +180,13 @@ func (s *stateCache) applyLocked(key string, value []byte, deleted bool) {
 		if u, err := decode[UserRecord](value); err == nil {
 			s.mu.users[name] = u
 		}
+	case key == keyAuditConfig:
+		s.mu.audit = nil
+		if !deleted {
+			if cfg, err := decodeSettings(value); err == nil {
+				s.mu.audit = &cfg
+			}
+		}
 	case key == keyRoots:
 		if !deleted {
 			if roots, err := ca.ParseCertsPEM(value); err == nil {
@@ -190,6 +203,16 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// auditSettings are the cluster's audit settings as last watched.
+func (s *stateCache) auditSettings() audit.Settings {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.mu.audit == nil {
+		return audit.DefaultSettings()
+	}
+	return *s.mu.audit
 }
 
 // user returns the cached record of user name.

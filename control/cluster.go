@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -87,6 +89,7 @@ func (s *Server) Heartbeat(ctx context.Context, req *unumv1.HeartbeatRequest) (*
 		IntermediateExpiresAtUnix: req.GetIntermediateExpiresAtUnix(),
 		PolicyRevision:            req.GetPolicyRevision(),
 		PolicyAgeMs:               req.GetPolicyAgeMs(),
+		AuditError:                truncate(req.GetAuditError(), maxAuditErrorLen),
 	}
 	// Only members may report; a removed node's heartbeat is refused.
 	resp, err := s.cfg.Etcd.Txn(ctx).
@@ -99,7 +102,26 @@ func (s *Server) Heartbeat(ctx context.Context, req *unumv1.HeartbeatRequest) (*
 	if !resp.Succeeded {
 		return nil, status.Errorf(codes.PermissionDenied, "node %s is not a member of the cluster", node)
 	}
-	return &unumv1.HeartbeatResponse{}, nil
+	// The audit settings ride on the answer: every node follows the
+	// cluster's within a heartbeat of a change.
+	return &unumv1.HeartbeatResponse{Audit: settingsToProto(s.cache.auditSettings())}, nil
+}
+
+// maxAuditErrorLen bounds the audit error a node reports (stored in etcd
+// with every heartbeat).
+const maxAuditErrorLen = 512
+
+// truncate cuts s to at most n bytes on a rune boundary (proto strings
+// must stay valid UTF-8).
+func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
@@ -143,6 +165,7 @@ func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
 			pn.IntermediateExpiresAtUnix = st.IntermediateExpiresAtUnix
 			pn.PolicyRevision = st.PolicyRevision
 			pn.PolicyAgeMs = st.PolicyAgeMs
+			pn.AuditError = st.AuditError
 			pn.Ready = st.AgentReady && now.Sub(st.LastSeen) < nodeReadyAfter && now.Before(st.SVIDExpiresAt)
 		}
 		out = append(out, pn)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/jointoken"
@@ -158,15 +160,21 @@ func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 	}
 	used := rec
 	used.Used, used.UsedAt = true, now
+	// The node's audit checkpoint key is registered with the node, in the
+	// same transaction (audit.go).
+	auditCmps, auditOps, err := s.auditJoinOps(ctx, name, req.GetAuditPublicKeyset(), now)
+	if err != nil {
+		return nil, err
+	}
 	txn, err := s.cfg.Etcd.Txn(ctx).
-		If(
+		If(append([]clientv3.Cmp{
 			clientv3.Compare(clientv3.ModRevision(joinTokenKey(tok.ID)), "=", tokenKV.ModRevision),
 			clientv3.Compare(clientv3.CreateRevision(nodeKey(name)), "=", 0),
-		).
-		Then(
+		}, auditCmps...)...).
+		Then(append([]clientv3.Op{
 			clientv3.OpPut(joinTokenKey(tok.ID), mustJSON(used)),
 			clientv3.OpPut(nodeKey(name), mustJSON(record)),
-		).
+		}, auditOps...)...).
 		Else(clientv3.OpGet(joinTokenKey(tok.ID)), clientv3.OpGet(nodeKey(name))).
 		Commit()
 	if err != nil {
@@ -178,6 +186,11 @@ func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 		if kvs := txn.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].ModRevision != tokenKV.ModRevision {
 			s.cfg.Log.Warn("join refused: token used concurrently", "token_id", tok.ID, "name", name)
 			return nil, status.Error(codes.PermissionDenied, "join token has already been used")
+		}
+		if kvs := txn.Responses[1].GetResponseRange().Kvs; len(kvs) == 0 {
+			// Only the audit keys of the name changed since read: the
+			// token is unused; the node may try again.
+			return nil, status.Errorf(codes.Aborted, "the audit keys of %q changed during the join: try again; the token was not used", name)
 		}
 		return nil, status.Errorf(codes.AlreadyExists, "a node named %q already exists", name)
 	}
@@ -250,8 +263,13 @@ func checkHostPort(field, v string) error {
 	return nil
 }
 
-// Bootstrap writes the initial cluster state, once, from `unum init`.
-func Bootstrap(ctx context.Context, cli *clientv3.Client, info ClusterInfo, roots []*x509.Certificate, first NodeRecord, jwt JWTKeyRecord) error {
+// Bootstrap writes the initial cluster state, once, from `unum init`;
+// auditKey is the first node's audit checkpoint key (Tink binary public
+// keyset), registered with it.
+func Bootstrap(ctx context.Context, cli *clientv3.Client, info ClusterInfo, roots []*x509.Certificate, first NodeRecord, jwt JWTKeyRecord, auditKey []byte) error {
+	if err := audit.CheckPublicKeyset(auditKey); err != nil {
+		return fmt.Errorf("audit key of %s: %w", first.Name, err)
+	}
 	resp, err := cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(keyClusterInfo), "=", 0)).
 		Then(append([]clientv3.Op{
@@ -259,6 +277,7 @@ func Bootstrap(ctx context.Context, cli *clientv3.Client, info ClusterInfo, root
 			clientv3.OpPut(keyRoots, string(ca.EncodeCertsPEM(roots))),
 			clientv3.OpPut(nodeKey(first.Name), mustJSON(first)),
 			clientv3.OpPut(prefixJWTKeys+jwt.KeyID, mustJSON(jwt)),
+			clientv3.OpPut(auditNodeKeyKey(first.Name), mustJSON(NewAuditKeyRecord(first.Name, auditKey, AuditKeyViaInit, info.CreatedAt))),
 		}, bootstrapPolicyOps(info.CreatedAt)...)...).Commit()
 	if err != nil {
 		return err

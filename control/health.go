@@ -140,6 +140,23 @@ func Warnings(in HealthInput) []string {
 	return out
 }
 
+// Errors returns what is broken now, worded for an operator, sorted:
+// `unum status` is unhealthy while any is present. A node whose audit log
+// cannot record refuses privileged actions (fail closed) until it is
+// repaired and restarted. A silent node's last report says nothing about
+// it now (its silence is a warning of its own). A pure function of in.
+func Errors(in HealthInput) []string {
+	var out []string
+	for _, n := range in.Nodes {
+		if n.GetAuditError() == "" || n.GetLastSeenUnix() == 0 || in.Now.Sub(time.Unix(n.GetLastSeenUnix(), 0)) > NodeSilentWarning {
+			continue
+		}
+		out = append(out, fmt.Sprintf("node %s: audit log cannot record: %s (privileged actions are refused)", n.GetName(), n.GetAuditError()))
+	}
+	sort.Strings(out)
+	return out
+}
+
 func expiryPhrase(left time.Duration, at time.Time) string {
 	stamp := at.UTC().Format(time.RFC3339)
 	if left <= 0 {
@@ -183,7 +200,7 @@ func (s *Server) statusWarnings(ctx context.Context, out *unumv1.StatusResponse)
 		latestPolicy, _ = s.latestPolicyRevision(lctx)
 		cancel()
 	}
-	out.Warnings = Warnings(HealthInput{
+	in := HealthInput{
 		Now:             s.cfg.Clock(),
 		Roots:           roots,
 		Intermediate:    s.Authority().Certificate(),
@@ -195,5 +212,7 @@ func (s *Server) statusWarnings(ctx context.Context, out *unumv1.StatusResponse)
 		RevocationBound: s.revocations.Bound(),
 		LatestPolicy:    latestPolicy,
 		PolicyBound:     s.cfg.Policy.Bound(),
-	})
+	}
+	out.Warnings = Warnings(in)
+	out.Errors = Errors(in)
 }

@@ -150,3 +150,29 @@ func TestHumanDuration(t *testing.T) {
 	require.True(t, strings.HasPrefix(shortFingerprint("sha256:0123456789abcdef0123"), "sha256:0123456789abcdef"))
 	require.Equal(t, "sha256:ab", shortFingerprint("sha256:ab"))
 }
+
+// TestErrors: a node reporting an audit error makes an error (status is
+// unhealthy), unless its report is too old to say anything about it now.
+func TestErrors(t *testing.T) {
+	now := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
+	node := func(name, auditErr string, seen time.Duration) *unumv1.Node {
+		return &unumv1.Node{Name: name, LastSeenUnix: now.Add(-seen).Unix(), AuditError: auditErr}
+	}
+	require.Empty(t, Errors(HealthInput{Now: now, Nodes: []*unumv1.Node{node("a", "", time.Second)}}))
+	require.Equal(t, []string{
+		"node a: audit log cannot record: disk full (privileged actions are refused)",
+		"node b: audit log cannot record: i/o error (privileged actions are refused)",
+	}, Errors(HealthInput{Now: now, Nodes: []*unumv1.Node{
+		node("b", "i/o error", time.Second), node("a", "disk full", 2*time.Second),
+		node("c", "stale report", time.Hour), {Name: "d", AuditError: "never seen"},
+	}}))
+}
+
+// TestTruncateAuditError: a reported error is bounded and stays valid
+// UTF-8 (proto strings must be).
+func TestTruncateAuditError(t *testing.T) {
+	require.Equal(t, "abc", truncate("abc", 5))
+	require.Equal(t, "ab", truncate("abc", 2))
+	require.Equal(t, "a", truncate("aé", 2), "never half a rune")
+	require.Equal(t, "a?b", truncate("a\xffb", 5))
+}

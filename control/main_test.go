@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/metrics"
@@ -48,6 +50,45 @@ type harness struct {
 	// decisions it made (served by Explain and ShadowReport).
 	decider   *policy.Decider
 	decisions *policy.Ring
+	// events are what the server recorded in its audit log; auditSigner
+	// is node-1's audit checkpoint key (registered by Bootstrap).
+	events      *recorded
+	auditSigner *audit.Signer
+}
+
+// recorded is an audit.Recorder keeping events in memory: what the
+// control services hand to the node's log.
+type recorded struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (r *recorded) Record(_ context.Context, e *audit.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, *e)
+	return nil
+}
+
+// find returns the recorded events with action that match.
+func (r *recorded) find(action string, match func(audit.Event) bool) []audit.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []audit.Event
+	for _, e := range r.events {
+		if e.Action == action && (match == nil || match(e)) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func newAuditSigner(name string) (*audit.Signer, error) {
+	h, err := audit.NewSigningKeyset()
+	if err != nil {
+		return nil, err
+	}
+	return audit.NewSigner(name, h)
 }
 
 var h *harness
@@ -142,14 +183,23 @@ func newHarness(dir string) (*harness, func(), error) {
 	enrollAddr, _ := freeAddr()
 	nodeID := spiffeid.RequireFromPath(td, "/node/node-1")
 	pub, _ := x509.MarshalPKIXPublicKey(jwtSigner.PublicKey())
+	auditSigner, err := newAuditSigner("node-1")
+	if err != nil {
+		return nil, nil, err
+	}
+	witness, err := newAuditSigner("node-1")
+	if err != nil {
+		return nil, nil, err
+	}
 	if err := Bootstrap(ctx, etcd.Client(), ClusterInfo{TrustDomain: td.Name(), CreatedAt: now},
 		[]*x509.Certificate{root},
 		NodeRecord{Name: "node-1", SPIFFEID: nodeID.String(), Roles: []string{"compute", "control"}, APIAddress: apiAddr, EnrollmentAddress: enrollAddr},
-		JWTKeyRecord{KeyID: jwtSigner.KeyID(), Node: "node-1", PublicKey: pub}); err != nil {
+		JWTKeyRecord{KeyID: jwtSigner.KeyID(), Node: "node-1", PublicKey: pub}, auditSigner.PublicKeyset()); err != nil {
 		etcd.Close()
 		return nil, nil, err
 	}
 	m := metrics.New(metrics.Sources{})
+	events := &recorded{}
 	pv, ring := policy.NewView(0), policy.NewRing(10000)
 	decider := policy.NewDecider(policy.DeciderConfig{Node: "node-1", View: pv, Log: ring})
 	engines := policy.NewEngineCache(8)
@@ -158,6 +208,7 @@ func newHarness(dir string) (*harness, func(), error) {
 		TrustDomain: td, NodeName: "node-1", Authority: authority, JWT: jwtSigner,
 		Root: &Signer{Cert: root, Key: rootKey}, EtcdCA: &Signer{Cert: etcdCA, Key: etcdCAKey},
 		Roots: []*x509.Certificate{root}, Etcd: etcd.Client(), Metrics: m, Log: quiet,
+		Audit: events, Witness: witness,
 	})
 	if err != nil {
 		etcd.Close()
@@ -171,7 +222,7 @@ func newHarness(dir string) (*harness, func(), error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr, authoritySkew: skew, decider: decider, decisions: ring}
+	hh := &harness{events: events, auditSigner: auditSigner, td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr, authoritySkew: skew, decider: decider, decisions: ring}
 	serverCreds, err := hh.creds(nodeID)
 	if err != nil {
 		return nil, nil, err
@@ -181,6 +232,7 @@ func newHarness(dir string) (*harness, func(), error) {
 	unumv1.RegisterIdentityServer(api, srv)
 	unumv1.RegisterClusterServer(api, srv)
 	unumv1.RegisterUsersServer(api, srv)
+	unumv1.RegisterAuditServer(api, srv.AuditWitness())
 	enroll := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(serverCreds))))
 	unumv1.RegisterEnrollmentServer(enroll, srv)
 	apiLis, err := net.Listen("tcp", apiAddr)

@@ -27,10 +27,12 @@ import (
 //     say "token" and "expired" or "already been used".
 //   - The enrolment listener's rate limiter reports rate_limited refusals
 //     itself (the calls never reach a handler).
+//   - The audit witness (audit.go) reports every checkpoint submission.
 type Metrics interface {
 	SVIDIssued(kind string)
 	SVIDRefused(kind, reason string)
 	Enrollment(kind, outcome string)
+	AuditWitness(outcome string)
 }
 
 // countSVID records the outcome of one SVID request.

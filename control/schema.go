@@ -80,6 +80,8 @@ type NodeStatus struct {
 	// ago it last confirmed that revision is the latest (-1: never).
 	PolicyRevision int64 `json:"policy_revision,omitempty"`
 	PolicyAgeMs    int64 `json:"policy_age_ms,omitempty"`
+	// AuditError is why the node's audit log cannot record ("" when it can).
+	AuditError string `json:"audit_error,omitempty"`
 }
 
 // EntryRecord is a registration entry.

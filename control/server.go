@@ -92,6 +92,12 @@ type Config struct {
 	// revocations, CA, policy, nodes, witness alerts) in the node's audit
 	// log. nil records nothing (unit tests of unrelated parts only).
 	Audit audit.Recorder
+	// Witness countersigns nodes' audit checkpoints as this control node
+	// (its DIR/keys/witness.key); nil: this node does not witness.
+	// WitnessRound is how often it stores what it countersigned
+	// (DefaultWitnessRound when zero).
+	Witness      *audit.Signer
+	WitnessRound time.Duration
 }
 
 // Server implements the Identity, Enrollment, Cluster, Users and Backup
@@ -113,6 +119,8 @@ type Server struct {
 	controlJoins sync.Mutex
 	// ca is the CA material that rotation, export and import change.
 	ca caState
+	// witness is the audit witness (audit.go).
+	witness *AuditWitness
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -178,7 +186,12 @@ func New(cfg Config) (*Server, error) {
 	s.ca.authority.Store(cfg.Authority)
 	s.ca.root.Store(cfg.Root)
 	s.ca.kick = make(chan struct{}, 1)
-	s.wg.Add(5)
+	s.witness = newAuditWitness(s, cfg.Witness, cfg.WitnessRound)
+	s.wg.Add(6)
+	go func() {
+		defer s.wg.Done()
+		s.witness.run(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.feedPolicy(ctx)

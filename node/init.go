@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/control"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
@@ -324,6 +325,11 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 			Promoted:       true,
 		},
 	}
+	// The node's audit checkpoint key, registered with the node.
+	auditSigner, err := audit.LoadOrCreateSigner(o.Name, l.AuditKey())
+	if err != nil {
+		return fmt.Errorf("audit key: %w", err)
+	}
 	// Write the initial cluster state into a freshly started etcd.
 	srv, err := meta.Start(ctx, etcdConfig(l, cfg, o.EtcdHeartbeat, o.EtcdElection, o.Log))
 	if err != nil {
@@ -339,6 +345,7 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 		[]*x509.Certificate{root},
 		control.NodeRecord{Name: o.Name, SPIFFEID: nodeID.String(), Roles: cfg.Roles, APIAddress: ports.API, EnrollmentAddress: ports.Enroll, JoinedAt: now.UTC()},
 		control.JWTKeyRecord{KeyID: jwtSigner.KeyID(), Node: o.Name, PublicKey: jwtPub},
+		auditSigner.PublicKeyset(),
 	)
 	if cerr := srv.Close(); err == nil && cerr != nil {
 		err = cerr

@@ -85,6 +85,13 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The audit checkpoint key is registered at the join, before the node
+	// knows its name (the key does not depend on it). A join that failed
+	// earlier left it behind: the same key is offered again.
+	auditPub, err := auditPublicKeyset(l.AuditKey())
+	if err != nil {
+		return nil, err
+	}
 	cc, err := rpc.DialEnrollment(o.JoinAddr, tok.CAFingerprint)
 	if err != nil {
 		return nil, err
@@ -103,6 +110,7 @@ func join(ctx context.Context, o Options, ports Ports) (*Config, error) {
 		EtcdClientUrl:     "https://" + ports.EtcdClient,
 		EtcdHosts:         etcdHosts(ports),
 		KekReady:          kek != nil,
+		AuditPublicKeyset: auditPub,
 	})
 	if err != nil {
 		if st, ok := status.FromError(err); ok {

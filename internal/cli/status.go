@@ -84,6 +84,9 @@ func toStatusView(resp *unumv1.StatusResponse, now time.Time) statusView {
 	if !v.Quorum {
 		v.Problems = append(v.Problems, "etcd has no quorum")
 	}
+	// What the control plane judges broken (a node's audit log that
+	// cannot record) is a problem, not a warning.
+	v.Problems = append(v.Problems, resp.GetErrors()...)
 	if !v.CAExpiresAt.After(now) {
 		v.Problems = append(v.Problems, "the CA of "+v.ServedBy+" has expired")
 	}

@@ -73,3 +73,18 @@ func TestStatusShowsWarnings(t *testing.T) {
 	require.True(t, strings.HasPrefix(lines[2], "PROBLEM:"), table.String())
 	require.True(t, strings.HasPrefix(lines[3], "WARNING:"), table.String())
 }
+
+// TestStatusErrorsAreProblems: an error the control plane reports (a
+// node's audit log that cannot record) makes the cluster unhealthy.
+func TestStatusErrorsAreProblems(t *testing.T) {
+	now := time.Now()
+	resp := &unumv1.StatusResponse{
+		TrustDomain: "unum.test", Quorum: true, EtcdLeader: "node-1", ServedBy: "node-1",
+		CaExpiresAtUnix: now.Add(30 * 24 * time.Hour).Unix(),
+		Nodes:           []*unumv1.Node{{Name: "node-1", Ready: true, Roles: []string{"control"}}},
+		Errors:          []string{"node node-1: audit log cannot record: disk full (privileged actions are refused)"},
+	}
+	v := toStatusView(resp, now)
+	require.False(t, v.Healthy)
+	require.Equal(t, resp.Errors, v.Problems)
+}

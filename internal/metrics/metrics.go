@@ -32,6 +32,9 @@ const (
 	NameEtcdHealthy        = "unum_etcd_healthy"
 	NameEtcdHasLeader      = "unum_etcd_has_leader"
 	NameEtcdDBSize         = "unum_etcd_db_size_bytes"
+	// NameAuditWitness counts checkpoints submitted to this control node's
+	// audit witness, by outcome.
+	NameAuditWitness = "unum_audit_witness_submissions_total"
 )
 
 // Label names.
@@ -98,6 +101,7 @@ type Metrics struct {
 	refused *prometheus.CounterVec
 	enroll  *prometheus.CounterVec
 	decided *prometheus.CounterVec
+	witness *prometheus.CounterVec
 }
 
 // New returns a registry with the counters, the scrape-time gauges over
@@ -127,9 +131,16 @@ func New(src Sources) *Metrics {
 			Name: NamePolicyDecisions,
 			Help: "Authorization decisions this node made, by outcome (allow, deny, refused: could not be decided soundly).",
 		}, []string{LabelOutcome}),
+		witness: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: NameAuditWitness,
+			Help: "Audit checkpoints submitted to this control node's witness, by outcome (witnessed, fork, truncation, signature, refused, retry).",
+		}, []string{LabelOutcome}),
 	}
 	for _, o := range label.DecisionOutcomes() {
 		m.decided.WithLabelValues(o)
+	}
+	for _, o := range label.WitnessOutcomes() {
+		m.witness.WithLabelValues(o)
 	}
 	// Every series exists from the start, at zero: rate() and alerts on
 	// absent series then behave, and the set of series is fixed.
@@ -144,7 +155,7 @@ func New(src Sources) *Metrics {
 			m.enroll.WithLabelValues(k, o)
 		}
 	}
-	m.reg.MustRegister(m.issued, m.refused, m.enroll, m.decided, newNodeCollector(src),
+	m.reg.MustRegister(m.issued, m.refused, m.enroll, m.decided, m.witness, newNodeCollector(src),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -193,6 +204,14 @@ func (m *Metrics) Decision(outcome string) {
 		return
 	}
 	m.decided.WithLabelValues(bounded(outcome, label.DecisionOutcomes())).Inc()
+}
+
+// AuditWitness counts a checkpoint submission (label.Witness* values).
+func (m *Metrics) AuditWitness(outcome string) {
+	if m == nil {
+		return
+	}
+	m.witness.WithLabelValues(bounded(outcome, label.WitnessOutcomes())).Inc()
 }
 
 // bounded keeps label cardinality fixed whatever a caller passes.

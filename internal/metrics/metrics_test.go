@@ -375,3 +375,22 @@ func TestPolicyMetrics(t *testing.T) {
 	var nilM *Metrics
 	nilM.Decision(label.DecisionDeny) // no panic
 }
+
+// TestWitnessMetrics: every witness outcome has its series from the start,
+// and a value outside the set counts as other.
+func TestWitnessMetrics(t *testing.T) {
+	m := New(Sources{})
+	for _, o := range label.WitnessOutcomes() {
+		require.Contains(t, values(t, m), NameAuditWitness+`{outcome="`+o+`"}`)
+	}
+	m.AuditWitness(label.WitnessOK)
+	m.AuditWitness(label.WitnessFork)
+	m.AuditWitness("made-up")
+	got := values(t, m)
+	require.Equal(t, 1.0, got[NameAuditWitness+`{outcome="witnessed"}`])
+	require.Equal(t, 1.0, got[NameAuditWitness+`{outcome="fork"}`])
+	require.Equal(t, 0.0, got[NameAuditWitness+`{outcome="truncation"}`])
+	require.Equal(t, 1.0, got[NameAuditWitness+`{outcome="other"}`])
+	var nilM *Metrics
+	nilM.AuditWitness(label.WitnessOK) // no panic
+}

@@ -20,7 +20,7 @@ var ErrClosed = errors.New("batch reader closed")
 const (
 	maxKeyBytes      = 16 << 10
 	maxTxnKeyBytes   = 1 << 20
-	maxTxnOpsPerRead = maxTxnOps
+	maxTxnOpsPerRead = 128
 )
 
 // BatchReader coalesces concurrent linearizable reads of single keys into

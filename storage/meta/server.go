@@ -34,9 +34,11 @@ const (
 	quotaBackendBytes = 2 << 30
 	// snapshotCount is the number of applied entries between raft snapshots.
 	snapshotCount = 10000
-	// maxTxnOps is etcd's limit on operations per Txn; BatchReader splits
-	// its batches at this size, so both sides must agree.
-	maxTxnOps = 128
+	// MaxTxnOps is etcd's limit on operations per Txn (each of its
+	// compare, success and failure lists). BatchReader splits its batches
+	// well inside it; the audit witness stores a round's checkpoints of
+	// up to MaxTxnOps/2 nodes in one Txn.
+	MaxTxnOps = 1024
 	// clusterToken distinguishes unum clusters' raft messages from any other
 	// etcd cluster's that a misconfigured peer URL might reach.
 	clusterToken = "unum"
@@ -209,7 +211,7 @@ func (cfg Config) embedConfig() (*embed.Config, *errorMemo, error) {
 	ec.AutoCompactionRetention = strconv.Itoa(compactionRetention)
 	ec.QuotaBackendBytes = quotaBackendBytes
 	ec.SnapshotCount = snapshotCount
-	ec.MaxTxnOps = maxTxnOps
+	ec.MaxTxnOps = MaxTxnOps
 	ec.StrictReconfigCheck = true
 	ec.PreVote = true
 

@@ -46,6 +46,18 @@ const (
 	DecisionRefused = "refused"
 )
 
+// Outcomes of a checkpoint submitted to this control node's audit witness
+// (label "outcome"). Fork, truncation and signature refusals also record an
+// audit.alert event.
+const (
+	WitnessOK         = "witnessed"
+	WitnessFork       = "fork"       // another history than the witnessed one
+	WitnessTruncation = "truncation" // smaller than the witnessed size
+	WitnessSignature  = "signature"  // not signed by the node's registered key
+	WitnessRefused    = "refused"    // another node's checkpoint, a malformed one
+	WitnessRetry      = "retry"      // a stale base or a lost race: the node submits again
+)
+
 // Other replaces a value outside the sets above.
 const Other = "other"
 
@@ -64,3 +76,7 @@ func EnrollmentOutcomes() []string {
 }
 
 func DecisionOutcomes() []string { return []string{DecisionAllow, DecisionDeny, DecisionRefused} }
+
+func WitnessOutcomes() []string {
+	return []string{WitnessOK, WitnessFork, WitnessTruncation, WitnessSignature, WitnessRefused, WitnessRetry}
+}
