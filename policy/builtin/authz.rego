@@ -138,6 +138,7 @@ grants contains "every principal may ask who it is" if {
 node_actions := {
 	"node.heartbeat", "node.renew", "node.sync",
 	"revocation.watch", "policy.watch", "ca.sign-intermediate",
+	"audit.submit", # its own log's checkpoints, to the witness
 }
 
 grants contains "nodes may perform node operations on themselves" if {
@@ -146,6 +147,18 @@ grants contains "nodes may perform node operations on themselves" if {
 	input.resource.namespace == "-"
 	node_actions[input.action]
 	input.resource.name == input.subject.name
+}
+
+# A node's audit submission loop reads the published audit keys (to check
+# the witness's countersignature) and the witnessed checkpoints (to find
+# where the witness stands): public data, read-only.
+node_audit_reads := {"audit.keys": "keys", "audit.verify": "witnessed"}
+
+grants contains "nodes may read the audit keys and witnessed checkpoints" if {
+	input.subject.kind == "node"
+	input.resource.kind == "audit"
+	input.resource.namespace == "-"
+	input.resource.name == node_audit_reads[input.action]
 }
 
 grants contains "nodes may mint SVIDs for the workloads assigned to them" if {

@@ -96,6 +96,17 @@ test_node_acts_on_itself if {
 	not allowed(req(node("n1"), "node.renew", "node", "-", "n2"))
 }
 
+test_node_audit if {
+	allowed(req(node("n1"), "audit.submit", "node", "-", "n1"))
+	not allowed(req(node("n1"), "audit.submit", "node", "-", "n2"))
+	allowed(req(node("n1"), "audit.keys", "audit", "-", "keys"))
+	allowed(req(node("n1"), "audit.verify", "audit", "-", "witnessed"))
+	not allowed(req(node("n1"), "audit.verify", "audit", "-", "log"))
+	not allowed(req(node("n1"), "audit.read", "audit", "-", "events"))
+	not allowed(req(node("n1"), "audit.configure", "audit", "-", "config"))
+	not allowed(req(node("n1"), "audit.keys", "audit", "-", "witnessed"))
+}
+
 test_node_mints_for_workloads_only if {
 	allowed(req(node("n1"), "svid.mint", "svid", "web", "job/api"))
 	not allowed(req(node("n1"), "svid.mint", "svid", "-", "user/admin"))
