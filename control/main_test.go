@@ -10,13 +10,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -50,36 +50,26 @@ type harness struct {
 	// decisions it made (served by Explain and ShadowReport).
 	decider   *policy.Decider
 	decisions *policy.Ring
-	// events are what the server recorded in its audit log; auditSigner
-	// is node-1's audit checkpoint key (registered by Bootstrap).
-	events      *recorded
+	// events is node-1's audit log, which the server records in;
+	// auditSigner is node-1's audit checkpoint key (registered by
+	// Bootstrap).
+	events      *audit.Log
 	auditSigner *audit.Signer
 }
 
-// recorded is an audit.Recorder keeping events in memory: what the
-// control services hand to the node's log.
-type recorded struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (r *recorded) Record(_ context.Context, e *audit.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, *e)
-	return nil
-}
-
-// find returns the recorded events with action that match.
-func (r *recorded) find(action string, match func(audit.Event) bool) []audit.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []audit.Event
-	for _, e := range r.events {
+// events are the server's audit events (kind and action), read back from
+// the harness node's real audit log, that match.
+func (hh *harness) findEvents(t *testing.T, action string, match func(*audit.Event) bool) []*audit.Event {
+	t.Helper()
+	var out []*audit.Event
+	require.NoError(t, hh.events.Scan(context.Background(), hh.events.Pruned(), func(_ uint64, raw []byte) bool {
+		e, err := audit.DecodeEvent(raw)
+		require.NoError(t, err)
 		if e.Action == action && (match == nil || match(e)) {
 			out = append(out, e)
 		}
-	}
+		return true
+	}))
 	return out
 }
 
@@ -199,7 +189,11 @@ func newHarness(dir string) (*harness, func(), error) {
 		return nil, nil, err
 	}
 	m := metrics.New(metrics.Sources{})
-	events := &recorded{}
+	events, err := audit.Open(audit.Config{Dir: filepath.Join(dir, "audit"), Node: "node-1", Signer: auditSigner, Logger: quiet})
+	if err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
 	pv, ring := policy.NewView(0), policy.NewRing(10000)
 	decider := policy.NewDecider(policy.DeciderConfig{Node: "node-1", View: pv, Log: ring})
 	engines := policy.NewEngineCache(8)
@@ -208,7 +202,7 @@ func newHarness(dir string) (*harness, func(), error) {
 		TrustDomain: td, NodeName: "node-1", Authority: authority, JWT: jwtSigner,
 		Root: &Signer{Cert: root, Key: rootKey}, EtcdCA: &Signer{Cert: etcdCA, Key: etcdCAKey},
 		Roots: []*x509.Certificate{root}, Etcd: etcd.Client(), Metrics: m, Log: quiet,
-		Audit: events, Witness: witness,
+		Audit: events, Witness: witness, WitnessRound: 50 * time.Millisecond,
 	})
 	if err != nil {
 		etcd.Close()
@@ -250,6 +244,7 @@ func newHarness(dir string) (*harness, func(), error) {
 		enroll.Stop()
 		srv.Close()
 		etcd.Close()
+		events.Close()
 	}
 	return hh, stop, nil
 }
