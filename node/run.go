@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/control"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/agent"
@@ -74,6 +76,9 @@ type Options struct {
 	PolicyBound                 time.Duration
 	EtcdHeartbeat, EtcdElection time.Duration
 	Log                         *slog.Logger
+	// AuditFS is the file system the audit log writes through (nil: the
+	// OS's); tests inject errors here.
+	AuditFS vfs.FS
 }
 
 // Run runs the node until ctx is done, then shuts down cleanly.
@@ -155,6 +160,17 @@ type node struct {
 	// svidReplaced wakes the rotation loop when the SVID was re-issued
 	// outside it.
 	svidReplaced chan struct{}
+
+	// audit is the node's audit log (node/audit.go), open for as long as
+	// run runs; auditPub its checkpoint key's public half. auditKick wakes
+	// the submission loop when the log signed a checkpoint, retentionKick
+	// the retention loop when the settings changed; auditSettings are the
+	// cluster's, from heartbeat answers (nil: not heard yet).
+	audit         *audit.Log
+	auditPub      []byte
+	auditKick     chan struct{}
+	retentionKick chan struct{}
+	auditSettings atomic.Pointer[audit.Settings]
 }
 
 func (n *node) nodeSVIDTTL() time.Duration {
@@ -227,6 +243,10 @@ func (n *node) run(ctx context.Context) error {
 		}()
 	}
 
+	// The audit log opens before anything can act and closes last.
+	if err := n.openAudit(); err != nil {
+		return err
+	}
 	// Shutdown order: stop accepting and drain the listeners first, then
 	// the control services and etcd behind them, then the rest.
 	var servers, cleanups []func()
@@ -239,6 +259,7 @@ func (n *node) run(ctx context.Context) error {
 			cleanups[i]()
 		}
 		wg.Wait()
+		n.closeAudit()
 	}()
 
 	apiLis, err := net.Listen("tcp", n.cfg.APIListen)
@@ -271,6 +292,11 @@ func (n *node) run(ctx context.Context) error {
 		Local: control.LocalDecisions{Node: n.cfg.Name, Ring: n.decisions, Engines: n.engines, View: n.policy},
 		S:     ctl,
 	})
+	auditSvc := &auditService{}
+	if ctl != nil {
+		auditSvc.Witness = ctl.AuditWitness()
+	}
+	unumv1.RegisterAuditServer(api, auditSvc)
 	servers = append(servers, func() { stopGRPC(api) })
 
 	if ctl != nil {
@@ -321,6 +347,8 @@ func (n *node) run(ctx context.Context) error {
 		goFn("policy feed", func(ctx context.Context) error { n.policyLoop(ctx, unumv1.NewPolicyClient(cc)); return nil })
 	}
 	goFn("heartbeat", func(ctx context.Context) error { return n.heartbeatLoop(ctx, unumv1.NewClusterClient(cc)) })
+	goFn("audit submission", func(ctx context.Context) error { n.auditSubmitLoop(ctx, unumv1.NewAuditClient(cc)); return nil })
+	goFn("audit retention", func(ctx context.Context) error { n.auditRetentionLoop(ctx); return nil })
 	goFn("node svid rotation", func(ctx context.Context) error { n.rotateLoop(ctx, idc); return nil })
 
 	n.log.Info("node running", "spiffe_id", n.id.String(), "roles", n.cfg.Roles, "api", n.cfg.APIListen, "enrollment", n.cfg.EnrollListen, "socket", n.l.Socket(), "metrics", n.obs.url)
@@ -423,6 +451,14 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		}
 		cli = voters
 	}
+	witness, err := audit.LoadOrCreateSigner(n.cfg.Name, n.l.WitnessKey())
+	if err != nil {
+		etcd.Close()
+		if voters != nil {
+			voters.Close()
+		}
+		return nil, nil, fmt.Errorf("audit witness key: %w", err)
+	}
 	ctl, err := control.New(control.Config{
 		TrustDomain:   n.td,
 		NodeName:      n.cfg.Name,
@@ -444,6 +480,8 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		Backup:        backupSource{l: n.l, kek: kek, node: backupNode(n.cfg)},
 		CA:            &caHost{n: n, kek: kek},
 		LeafRetention: n.o.LeafRetention,
+		Audit:         n.audit,
+		Witness:       witness,
 	})
 	stop := func() {
 		if ctl != nil {
@@ -709,6 +747,7 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 			AgentReady:         n.synced.Load(),
 			RevocationAgeMs:    revAge,
 			BundleFingerprints: bundleFingerprints(n.creds.Roots()),
+			AuditError:         n.auditError(),
 		}
 		ps := n.policy.Status(time.Now())
 		req.PolicyRevision, req.PolicyAgeMs = ps.Revision, ps.Age.Milliseconds()
@@ -719,8 +758,11 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 			req.IntermediateFingerprint = ca.Fingerprint(a.Certificate())
 			req.IntermediateExpiresAtUnix = a.Certificate().NotAfter.Unix()
 		}
-		_, err := cc.Heartbeat(hctx, req)
+		resp, err := cc.Heartbeat(hctx, req)
 		cancel()
+		if err == nil {
+			n.applyAuditSettings(resp.GetAudit())
+		}
 		if err != nil && ctx.Err() == nil && isRevoked(err) {
 			return fmt.Errorf("this node was removed from the cluster: %s", status.Convert(err).Message())
 		}
