@@ -173,8 +173,12 @@ func pruneForRetention(ctx context.Context, l *audit.Log, s audit.Settings, now 
 	if s.RetentionSeconds == 0 && s.RetentionBytes == 0 {
 		return 0, nil
 	}
+	// Prune signs a checkpoint at the log's size, stored under that size:
+	// at the witnessed size it would replace the witnessed checkpoint (the
+	// one verify checks the log against) until the next is witnessed. A
+	// log that has not grown since waits for its next entry.
 	w := l.LatestWitnessed()
-	if w == nil {
+	if w == nil || l.Size() <= w.Size {
 		return 0, nil
 	}
 	maxAge := maxRetention
