@@ -620,3 +620,29 @@ func TestJoinRegistersAuditKey(t *testing.T) {
 	_, err = auditClient(t, "/node/aw-join").SubmitCheckpoint(ctxT(t), n.request(6, 0))
 	requireCode(t, err, codes.FailedPrecondition, "its registered key is")
 }
+
+// TestAuditErrorMakesStatusUnhealthy: a node whose heartbeat reports an
+// audit error is an error in the cluster status (not a warning) until it
+// reports none.
+func TestAuditErrorMakesStatusUnhealthy(t *testing.T) {
+	unregisteredAuditNode(t, "aw-hb")
+	hb := unumv1.NewClusterClient(conn(t, "/node/aw-hb"))
+	admin := unumv1.NewClusterClient(conn(t, "/user/admin"))
+	want := "node aw-hb: audit log cannot record: audit log unavailable: disk full"
+	_, err := hb.Heartbeat(ctxT(t), &unumv1.HeartbeatRequest{AuditError: "audit log unavailable: disk full"})
+	require.NoError(t, err)
+	st, err := admin.Status(ctxT(t), &unumv1.StatusRequest{})
+	require.NoError(t, err)
+	require.Len(t, st.GetErrors(), 1)
+	require.Contains(t, st.GetErrors()[0], want)
+	for _, n := range st.GetNodes() {
+		if n.GetName() == "aw-hb" {
+			require.Equal(t, "audit log unavailable: disk full", n.GetAuditError())
+		}
+	}
+	_, err = hb.Heartbeat(ctxT(t), &unumv1.HeartbeatRequest{})
+	require.NoError(t, err)
+	st, err = admin.Status(ctxT(t), &unumv1.StatusRequest{})
+	require.NoError(t, err)
+	require.Empty(t, st.GetErrors())
+}

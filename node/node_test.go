@@ -226,8 +226,9 @@ func TestKeysOnDiskSealedAndPrivate(t *testing.T) {
 		}
 		return nil
 	}))
-	require.Equal(t, 6, keyFiles)
-	for p, mode := range map[string]os.FileMode{l.Dir: 0o711, l.Public(): 0o755, l.Admin(): 0o600} {
+	// node, etcd member, 4 sealed CA keys, audit checkpoint and witness keys
+	require.Equal(t, 8, keyFiles)
+	for p, mode := range map[string]os.FileMode{l.Dir: 0o711, l.Public(): 0o755, l.Admin(): 0o600, l.AuditDir(): 0o700} {
 		info, err := os.Stat(p)
 		require.NoError(t, err)
 		require.Equal(t, mode, info.Mode().Perm(), p)

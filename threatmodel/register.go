@@ -789,6 +789,71 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"audit.TestCrashKeepsAcknowledgedEvents", "audit.TestPruneIsSignedAndAccountedFor", "audit.TestVerifyDetectsTampering"},
 		},
+		{
+			ID:       "T-055",
+			Title:    "Split view: a node's log forked after it was witnessed",
+			STRIDE:   "TR",
+			Asset:    "the audit record of what happened on a node",
+			Boundary: "node to control plane (Audit.SubmitCheckpoint)",
+			Attacker: "root on a node (or its stolen audit key) rewriting entries the witness already countersigned and " +
+				"presenting the rewritten history, signed with the node's own key, with an honest-looking proof of its own " +
+				"tree, the real tree's proof, or none",
+			Mitigation: "The witness accepts a checkpoint only if the tree it already countersigned for that node is a prefix " +
+				"of the new one: at the same size the same root, at a larger size an RFC 9162 consistency proof from exactly " +
+				"the witnessed size (audit.CheckSubmission, a pure function). Anything else is refused with " +
+				"FailedPrecondition, an audit.alert event naming node, sizes and roots, and the fork metric; the refusal is " +
+				"decided on a fresh etcd read, never on a cache. The pruned count never goes down.",
+			Status: Mitigated,
+			Tests:  []string{"audit.TestCheckSubmission", "control.TestWitnessRefusesForks"},
+		},
+		{
+			ID:       "T-056",
+			Title:    "Truncation of a witnessed log",
+			STRIDE:   "TR",
+			Asset:    "the audit record of what happened on a node",
+			Boundary: "node to control plane (Audit.SubmitCheckpoint)",
+			Attacker: "root on a node cutting the tail of its log (or replacing it with an older copy) after the witness " +
+				"countersigned it, to erase what it did, and carrying on from the shorter log",
+			Mitigation: "A checkpoint smaller than the witnessed one is refused as a truncation (FailedPrecondition, an " +
+				"audit.alert event, the truncation metric); so is one claiming fewer pruned entries than witnessed. The " +
+				"witnessed checkpoint stays in etcd, where verify compares every log against it.",
+			Status: Mitigated,
+			Tests:  []string{"audit.TestCheckSubmission", "control.TestWitnessRefusesTruncation"},
+		},
+		{
+			ID:       "T-057",
+			Title:    "Forged audit key registration",
+			STRIDE:   "ST",
+			Asset:    "which key the witness accepts a node's checkpoints under",
+			Boundary: "enrolment listener (Join); node to control plane (Audit.SubmitCheckpoint)",
+			Attacker: "a node, or whoever holds a node's SVID or disk, registering another key for itself or for another " +
+				"node, or re-signing a rewritten log with a fresh key, so that forged checkpoints pass",
+			Mitigation: "A node's key is registered once: with its membership at join or init (same etcd transaction), or, " +
+				"for a node of a cluster made before audit, on its first submission (trust on first use, only for a member, " +
+				"recorded as audit.register-key). It is never overwritten: a different key, offered or used to sign, is " +
+				"refused with an alert; the caller's verified node identity must be the checkpoint's node; a private " +
+				"keyset is not accepted as a key. Only a join under a removed node's name (an admin's token) registers a " +
+				"new key, moving the old key and witnessed checkpoint aside.",
+			Status: Mitigated,
+			Tests: []string{"control.TestWitnessKeyRegistration", "control.TestJoinRegistersAuditKey",
+				"audit.TestPublicKeysetOf", "control.TestWitnessKeyPublished"},
+		},
+		{
+			ID:       "T-058",
+			Title:    "Two witnesses overwrite each other's countersigned checkpoints",
+			STRIDE:   "T",
+			Asset:    "the newest witnessed checkpoint of each node in etcd",
+			Boundary: "control-plane quorum (concurrent control nodes)",
+			Attacker: "no attacker needed: two control nodes countersigning different checkpoints of one node at once, the " +
+				"later write replacing a newer checkpoint with an older one (a truncation the witness itself made), or a " +
+				"node racing its submissions to two witnesses to get a fork stored",
+			Mitigation: "Each round's transaction stores every checkpoint only if the node's witnessed key still has the " +
+				"mod revision the witness verified against (and, for a first checkpoint, its key record too); a failed " +
+				"compare re-reads and answers the affected submissions Aborted (retry) while the others go out again. Of " +
+				"two racing checkpoints from one base exactly one is stored, and stored sizes only grow.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestTwoWitnessesRace", "control.TestWitnessOneTransactionPerRound"},
+		},
 	}
 	sortByID(threats)
 	return threats
