@@ -237,8 +237,11 @@ func (n *node) auditSubmitLoop(ctx context.Context, ac unumv1.AuditClient) {
 			backoff = auditRetryMin // a lost race or a stale base: again soon
 		}
 		level := n.log.Debug
-		if status.Code(err) == codes.FailedPrecondition {
+		switch {
+		case status.Code(err) == codes.FailedPrecondition:
 			level = n.log.Error // the witness refuses this log's history
+		case backoff == auditRetryMax:
+			level = n.log.Warn // failing for a while: nothing new is witnessed
 		}
 		level("audit checkpoint submission failed; retrying", "retry_in", backoff, "err", err)
 		sleepCtx(ctx, backoff)
