@@ -209,6 +209,7 @@ type auditSubmitter struct {
 	baseKnown bool
 	fromLocal bool // learn the base from the log's own witnessed copy first
 	keys      *audit.Keys
+	keysAt    time.Time
 }
 
 // auditSubmitLoop runs until ctx ends, submitting whenever the log signs a
@@ -275,6 +276,11 @@ func (s *auditSubmitter) pending() bool {
 // step learns the base if needed and submits the newest checkpoint when
 // the witness does not hold it yet.
 func (s *auditSubmitter) step(ctx context.Context) error {
+	if s.keys != nil && time.Since(s.keysAt) > auditKeysRefresh {
+		if err := s.fetchKeys(ctx); err != nil {
+			s.n.log.Debug("refresh audit keys", "err", err)
+		}
+	}
 	if !s.baseKnown {
 		if err := s.learnBase(ctx); err != nil {
 			return err
@@ -399,7 +405,7 @@ func (s *auditSubmitter) fetchKeys(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("published audit keys: %w", err)
 	}
-	s.keys = control.KeysFromProto(resp)
+	s.keys, s.keysAt = control.KeysFromProto(resp), time.Now()
 	if err := s.n.audit.RememberKeys(s.keys); err != nil {
 		return fmt.Errorf("remember audit keys: %w", err)
 	}
