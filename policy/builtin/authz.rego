@@ -92,15 +92,19 @@ role := input.subject.attributes.role if {
 	not data.bindings[input.subject.id]
 }
 
-# Readers see the cluster; they change nothing.
+# Readers see the cluster; they change nothing. The audit log's published
+# keys are public by design (anyone checking a proof needs them); the log
+# itself says who did what, so reading it is an operator's right.
 viewer_actions := {
 	"id.show", "id.list", "node.ls", "cluster.status", "user.ls",
 	"ca.status", "policy.get", "policy.history", "policy.status",
-	"policy.check", "policy.explain",
+	"policy.check", "policy.explain", "audit.keys",
 }
 
-# Operators also manage workload registrations.
-operator_actions := {"id.register", "id.delete"}
+# Operators also manage workload registrations and read, verify and see
+# the settings of the audit log (changing them, audit.configure, is an
+# admin's).
+operator_actions := {"id.register", "id.delete", "audit.read", "audit.verify", "audit.config"}
 
 grants contains concat("", ["role viewer may ", input.action]) if {
 	role in {"viewer", "operator"}
@@ -138,6 +142,7 @@ grants contains "every principal may ask who it is" if {
 node_actions := {
 	"node.heartbeat", "node.renew", "node.sync",
 	"revocation.watch", "policy.watch", "ca.sign-intermediate",
+	"audit.submit", # its own log's checkpoints, to the witness
 }
 
 grants contains "nodes may perform node operations on themselves" if {
@@ -146,6 +151,18 @@ grants contains "nodes may perform node operations on themselves" if {
 	input.resource.namespace == "-"
 	node_actions[input.action]
 	input.resource.name == input.subject.name
+}
+
+# A node's audit submission loop reads the published audit keys (to check
+# the witness's countersignature) and the witnessed checkpoints (to find
+# where the witness stands): public data, read-only.
+node_audit_reads := {"audit.keys": "keys", "audit.verify": "witnessed"}
+
+grants contains "nodes may read the audit keys and witnessed checkpoints" if {
+	input.subject.kind == "node"
+	input.resource.kind == "audit"
+	input.resource.namespace == "-"
+	input.resource.name == node_audit_reads[input.action]
 }
 
 grants contains "nodes may mint SVIDs for the workloads assigned to them" if {
