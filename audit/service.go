@@ -274,18 +274,19 @@ func (s *ReadService) Verify(ctx context.Context, req *unumv1.AuditVerifyRequest
 			return nil, status.Errorf(codes.Unavailable, "published audit keys: %v", err)
 		}
 	}
-	rep := s.Log.Verify(ctx, keys)
-	if err := ctx.Err(); err != nil {
-		return nil, status.FromContextError(err).Err()
-	}
 	// Sign the log as it is now (a no-op when nothing changed since the
-	// newest checkpoint), so the answer commits to every entry just
-	// verified. A log that can no longer write answers with its newest.
+	// newest checkpoint) before verifying, so the report covers the
+	// checkpoint the answer commits to. A log that can no longer write
+	// answers with its newest.
 	sc, err := s.Log.Checkpoint(ctx)
 	if err != nil {
 		if sc = s.Log.Latest(); sc == nil {
 			return nil, status.Errorf(codes.Unavailable, "sign a checkpoint: %v", err)
 		}
+	}
+	rep := s.Log.Verify(ctx, keys)
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
 	}
 	resp := reportProto(s.Log.Node(), rep)
 	resp.Checkpoint = sc.Marshal()
