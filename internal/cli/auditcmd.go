@@ -206,9 +206,14 @@ func warnFailures(e *env, failures []nodeFailure, asked int) error {
 	return nil
 }
 
+// nodeDialer connects to a node's own API. The CLI's dials exactly the
+// node's identity with the user's credentials (dialNodeAt); tests dial
+// their own servers.
+type nodeDialer func(n *unumv1.Node) (*grpc.ClientConn, error)
+
 // queryNode runs a non-following query on node n and returns its events.
-func queryNode(ctx context.Context, creds *rpc.Credentials, n *unumv1.Node, req *unumv1.AuditQueryRequest) ([]shownEvent, error) {
-	nc, err := dialNodeAt(creds, n)
+func queryNode(ctx context.Context, dial nodeDialer, n *unumv1.Node, req *unumv1.AuditQueryRequest) ([]shownEvent, error) {
+	nc, err := dial(n)
 	if err != nil {
 		return nil, err
 	}
@@ -237,14 +242,14 @@ func queryNode(ctx context.Context, creds *rpc.Credentials, n *unumv1.Node, req 
 }
 
 // queryAll asks every node at once and merges their answers by time.
-func queryAll(ctx context.Context, creds *rpc.Credentials, nodes []*unumv1.Node, req *unumv1.AuditQueryRequest) ([]shownEvent, []nodeFailure) {
+func queryAll(ctx context.Context, dial nodeDialer, nodes []*unumv1.Node, req *unumv1.AuditQueryRequest) ([]shownEvent, []nodeFailure) {
 	var mu sync.Mutex
 	var all []shownEvent
 	var failures []nodeFailure
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		wg.Go(func() {
-			evs, err := queryNode(ctx, creds, n, req)
+			evs, err := queryNode(ctx, dial, n, req)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -298,12 +303,11 @@ func writeEvents(e *env, f output.Format, evs []shownEvent) error {
 }
 
 // auditSetup is what tail, query and export share: flags parsed, the
-// control plane dialed, the nodes to ask listed, the user's credentials
-// loaded to dial each.
+// control plane dialed, the nodes to ask listed, and how to dial each.
 type auditSetup struct {
 	*clientCall
 	nodes []*unumv1.Node
-	creds *rpc.Credentials
+	dial  nodeDialer
 }
 
 // auditConnect parses args with fs, runs validate, dials the control plane
@@ -323,7 +327,7 @@ func (cf *clientFlags) auditConnect(e *env, fs *flag.FlagSet, args []string, onl
 		c.close()
 		return nil, err
 	}
-	return &auditSetup{clientCall: c, nodes: nodes, creds: creds}, nil
+	return &auditSetup{clientCall: c, nodes: nodes, dial: func(n *unumv1.Node) (*grpc.ClientConn, error) { return dialNodeAt(creds, n) }}, nil
 }
 
 func runAuditQuery(e *env, args []string) error {
@@ -345,18 +349,24 @@ func runAuditQuery(e *env, args []string) error {
 		return err
 	}
 	defer s.close()
+	return auditQuery(e, s, f, *limit)
+}
+
+// auditQuery prints the first limit events (0: all) of every node
+// matching f, merged by time.
+func auditQuery(e *env, s *auditSetup, f audit.Filter, limit int) error {
 	req := &unumv1.AuditQueryRequest{Filter: audit.FilterToProto(f)}
-	if *limit > 0 {
+	if limit > 0 {
 		// One more than shown, to tell whether there are more.
-		req.Limit = uint32(*limit + 1)
+		req.Limit = uint32(limit + 1)
 	}
-	evs, failures := queryAll(s.ctx, s.creds, s.nodes, req)
+	evs, failures := queryAll(s.ctx, s.dial, s.nodes, req)
 	if err := warnFailures(e, failures, len(s.nodes)); err != nil {
 		return err
 	}
-	if *limit > 0 && len(evs) > *limit {
-		evs = evs[:*limit]
-		fmt.Fprintf(e.stderr, "more events match: showing the first %d (--limit, --since)\n", *limit)
+	if limit > 0 && len(evs) > limit {
+		evs = evs[:limit]
+		fmt.Fprintf(e.stderr, "more events match: showing the first %d (--limit, --since)\n", limit)
 	}
 	return writeEvents(e, s.format, evs)
 }
@@ -381,16 +391,22 @@ func runAuditTail(e *env, args []string) error {
 		return err
 	}
 	defer s.close()
-	req := &unumv1.AuditQueryRequest{Filter: audit.FilterToProto(f), Limit: uint32(*n), Tail: true}
-	if !*follow {
-		evs, failures := queryAll(s.ctx, s.creds, s.nodes, req)
+	return auditTail(e, s, f, *n, *follow)
+}
+
+// auditTail prints the newest n events of every node matching f, merged
+// by time, and with follow every new one until interrupted.
+func auditTail(e *env, s *auditSetup, f audit.Filter, n int, follow bool) error {
+	req := &unumv1.AuditQueryRequest{Filter: audit.FilterToProto(f), Limit: uint32(n), Tail: true}
+	if !follow {
+		evs, failures := queryAll(s.ctx, s.dial, s.nodes, req)
 		if err := warnFailures(e, failures, len(s.nodes)); err != nil {
 			return err
 		}
-		return writeEvents(e, s.format, evs[max(0, len(evs)-*n):])
+		return writeEvents(e, s.format, evs[max(0, len(evs)-n):])
 	}
 	req.Follow = true
-	return followAll(e, s, req, *n)
+	return followAll(e, s, req, n)
 }
 
 // followItem is what a node's follow stream delivers to the printer.
@@ -413,7 +429,7 @@ func followAll(e *env, s *auditSetup, req *unumv1.AuditQueryRequest, n int) erro
 	defer wg.Wait()
 	defer cancel()
 	for _, node := range s.nodes {
-		wg.Go(func() { followNode(ctx, s.creds, node, req, items) })
+		wg.Go(func() { followNode(ctx, s.dial, node, req, items) })
 	}
 	var backlog []shownEvent
 	var failures []nodeFailure
@@ -474,7 +490,7 @@ func followAll(e *env, s *auditSetup, req *unumv1.AuditQueryRequest, n int) erro
 
 // followNode runs node n's follow stream, delivering its batches; the last
 // item it delivers carries an error (io.EOF when the stream just ended).
-func followNode(ctx context.Context, creds *rpc.Credentials, n *unumv1.Node, req *unumv1.AuditQueryRequest, items chan<- followItem) {
+func followNode(ctx context.Context, dial nodeDialer, n *unumv1.Node, req *unumv1.AuditQueryRequest, items chan<- followItem) {
 	deliver := func(it followItem) bool {
 		select {
 		case items <- it:
@@ -483,7 +499,7 @@ func followNode(ctx context.Context, creds *rpc.Credentials, n *unumv1.Node, req
 			return false
 		}
 	}
-	nc, err := dialNodeAt(creds, n)
+	nc, err := dial(n)
 	if err != nil {
 		deliver(followItem{node: n.GetName(), err: err})
 		return
@@ -558,7 +574,7 @@ func exportMerged(ctx context.Context, e *env, s *auditSetup, req *unumv1.AuditQ
 	for _, n := range s.nodes {
 		src := &source{node: n.GetName(), ch: make(chan followItem)}
 		srcs = append(srcs, src)
-		wg.Go(func() { defer close(src.ch); followNode(ctx, s.creds, n, req, src.ch) })
+		wg.Go(func() { defer close(src.ch); followNode(ctx, s.dial, n, req, src.ch) })
 	}
 	out := bufio.NewWriter(e.stdout)
 	var failures []nodeFailure

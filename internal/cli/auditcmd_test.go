@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/internal/output"
 )
 
 // auditFixture is one node's audit key, a witness key and the keys a
@@ -46,9 +48,9 @@ func auditSigner(t *testing.T, name string) *audit.Signer {
 
 // stepClock stamps each event a millisecond after the last: two logs fed
 // the same events hold the same bytes.
-func stepClock() func() time.Time {
+func stepClock(offset time.Duration) func() time.Time {
 	var mu sync.Mutex
-	t := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	t := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC).Add(offset)
 	return func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
@@ -60,8 +62,13 @@ func stepClock() func() time.Time {
 // openAuditLog opens a log in dir/audit signed by s and records n events
 // (resource job-0, job-1, ...; salt changes their subject).
 func openAuditLog(t *testing.T, dir string, s *audit.Signer, n int, salt string) *audit.Log {
+	return openAuditLogAt(t, dir, s, n, salt, 0)
+}
+
+// openAuditLogAt is openAuditLog with the clock started offset later.
+func openAuditLogAt(t *testing.T, dir string, s *audit.Signer, n int, salt string, offset time.Duration) *audit.Log {
 	t.Helper()
-	l, err := audit.Open(audit.Config{Dir: filepath.Join(dir, "audit"), Node: s.Name(), Signer: s, Now: stepClock(), CheckpointEvery: time.Hour})
+	l, err := audit.Open(audit.Config{Dir: filepath.Join(dir, "audit"), Node: s.Name(), Signer: s, Now: stepClock(offset), CheckpointEvery: time.Hour})
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
 	for i := range n {
@@ -311,5 +318,204 @@ func TestAuditUsage(t *testing.T) {
 	} {
 		code, _, errs := runCLI(t, "", append(args, "--config", "/nonexistent")...)
 		require.Equal(t, 2, code, "%v: %s", args, errs)
+	}
+}
+
+// syncBuffer is a buffer one goroutine writes while another reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// cluster3 is three nodes' logs, each served over gRPC on 127.0.0.1, and
+// an auditSetup that reaches them (node-3's address refuses connections
+// when down is set).
+type cluster3 struct {
+	logs  map[string]*audit.Log
+	nodes []*unumv1.Node
+	addrs map[string]string
+}
+
+func newCluster3(t *testing.T) *cluster3 {
+	t.Helper()
+	c := &cluster3{logs: map[string]*audit.Log{}, addrs: map[string]string{}}
+	for i, name := range []string{"node-1", "node-2", "node-3"} {
+		f := newAuditFixture(t, name)
+		// Clocks a third of a millisecond apart: the nodes' events
+		// interleave in time.
+		l := openAuditLogAt(t, t.TempDir(), f.node, 10, "-"+name, time.Duration(i)*time.Millisecond/3)
+		c.logs[name] = l
+		srv := grpc.NewServer()
+		unumv1.RegisterAuditServer(srv, &audit.ReadService{Log: l})
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = srv.Serve(lis) }()
+		t.Cleanup(func() { srv.Stop(); <-done })
+		c.addrs[name] = lis.Addr().String()
+		c.nodes = append(c.nodes, &unumv1.Node{Name: name, ApiAddress: lis.Addr().String()})
+	}
+	return c
+}
+
+func (c *cluster3) setup(t *testing.T, ctx context.Context, format output.Format, nodes ...*unumv1.Node) *auditSetup {
+	if nodes == nil {
+		nodes = c.nodes
+	}
+	return &auditSetup{
+		clientCall: &clientCall{format: format, ctx: ctx},
+		nodes:      nodes,
+		dial: func(n *unumv1.Node) (*grpc.ClientConn, error) {
+			return grpc.NewClient(n.GetApiAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		},
+	}
+}
+
+func testEnv(ctx context.Context) (*env, *syncBuffer, *syncBuffer) {
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	return &env{ctx: ctx, stdin: strings.NewReader(""), stdout: out, stderr: errb}, out, errb
+}
+
+// TestQueryMergesEveryNode: query and tail ask every node and merge by
+// time; -o json is {"events": [...]} with each event as stored; a node
+// that does not answer is named and does not fail the command unless no
+// node answered.
+func TestQueryMergesEveryNode(t *testing.T) {
+	c := newCluster3(t)
+	ctx := context.Background()
+
+	e, out, errs := testEnv(ctx)
+	require.NoError(t, auditQuery(e, c.setup(t, ctx, output.JSON), audit.Filter{}, 0))
+	require.Empty(t, errs.String())
+	var v struct {
+		Events []map[string]any `json:"events"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out.String()), &v))
+	require.Len(t, v.Events, 30)
+	var ids []string
+	for i, ev := range v.Events {
+		ids = append(ids, ev["id"].(string))
+		if i > 0 {
+			prev, err := time.Parse(time.RFC3339Nano, v.Events[i-1]["time"].(string))
+			require.NoError(t, err)
+			this, err := time.Parse(time.RFC3339Nano, ev["time"].(string))
+			require.NoError(t, err)
+			require.False(t, this.Before(prev), "merged by time")
+		}
+	}
+	require.Equal(t, []string{"node-1:0", "node-2:0", "node-3:0", "node-1:1"}, ids[:4])
+	// Each event is the stored object: the node's own bytes.
+	raw, err := c.logs["node-2"].Get(0)
+	require.NoError(t, err)
+	var stored map[string]any
+	require.NoError(t, json.Unmarshal(raw, &stored))
+	require.Equal(t, stored, v.Events[1])
+
+	t.Run("filters and limit", func(t *testing.T) {
+		e, out, errs := testEnv(ctx)
+		f := audit.Filter{Subject: "spiffe://unum.test/user/alice-node-3"}
+		require.NoError(t, auditQuery(e, c.setup(t, ctx, output.Table), f, 4))
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		require.Len(t, lines, 5, out.String())
+		require.Regexp(t, `^TIME +NODE +ACTION +SUBJECT +RESOURCE +OUTCOME +DECISION$`, lines[0])
+		require.Regexp(t, `^2026-11-26T10:00:00.001Z +node-3 +id.register +spiffe://unum.test/user/alice-node-3 +id/web/job-0 +allow +-$`, lines[1])
+		require.Contains(t, lines[4], "id/web/job-3")
+		require.Contains(t, errs.String(), "more events match: showing the first 4")
+	})
+	t.Run("tail is the newest across nodes", func(t *testing.T) {
+		e, out, _ := testEnv(ctx)
+		require.NoError(t, auditTail(e, c.setup(t, ctx, output.JSON), audit.Filter{}, 4, false))
+		require.NoError(t, json.Unmarshal([]byte(out.String()), &v))
+		ids = nil
+		for _, ev := range v.Events {
+			ids = append(ids, ev["id"].(string))
+		}
+		require.Equal(t, []string{"node-3:8", "node-1:9", "node-2:9", "node-3:9"}, ids)
+	})
+	t.Run("a node that does not answer is named", func(t *testing.T) {
+		down := &unumv1.Node{Name: "node-4", ApiAddress: "127.0.0.1:1"}
+		e, out, errs := testEnv(ctx)
+		require.NoError(t, auditQuery(e, c.setup(t, ctx, output.JSON, append(slices.Clone(c.nodes), down)...), audit.Filter{}, 0))
+		require.Contains(t, errs.String(), "warning: no answer from node node-4:")
+		require.NoError(t, json.Unmarshal([]byte(out.String()), &v))
+		require.Len(t, v.Events, 30)
+
+		e, _, errs = testEnv(ctx)
+		err := auditQuery(e, c.setup(t, ctx, output.JSON, down), audit.Filter{}, 0)
+		require.ErrorContains(t, err, "no node answered")
+		require.Contains(t, errs.String(), "node-4")
+	})
+}
+
+// TestTailFollow: tail -f prints the merged backlog, then events from any
+// node as they are recorded, until interrupted (exit 0).
+func TestTailFollow(t *testing.T) {
+	c := newCluster3(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deny := func(node string) {
+		require.NoError(t, c.logs[node].Record(context.Background(), &audit.Event{Kind: audit.KindAuthz, Action: "node.rm",
+			Subject: "spiffe://unum.test/user/mallory", Resource: "node/-/node-1", Outcome: audit.Deny}))
+	}
+	deny("node-3")
+	e, out, _ := testEnv(ctx)
+	done := make(chan error, 1)
+	go func() { done <- auditTail(e, c.setup(t, ctx, output.JSON), audit.Filter{Outcome: audit.Deny}, 3, true) }()
+
+	// The backlog (node-3's denial) first, then a denial on node-2 as it
+	// is recorded.
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), `"id":"node-3:10"`) }, 20*time.Second, 20*time.Millisecond)
+	deny("node-2")
+	require.NoError(t, c.logs["node-1"].Record(context.Background(), &audit.Event{Kind: audit.KindAuthz, Action: "node.ls", Outcome: audit.Allow}))
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), `"id":"node-2:10"`) }, 20*time.Second, 20*time.Millisecond)
+	require.NotContains(t, out.String(), "node.ls", "the filter applies to followed events")
+	require.Equal(t, 2, strings.Count(out.String(), "\n"), "one event per line: %s", out.String())
+	require.Less(t, strings.Index(out.String(), "node-3:10"), strings.Index(out.String(), "node-2:10"))
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "interrupting tail -f is how it ends")
+	case <-time.After(10 * time.Second):
+		t.Fatal("tail -f did not stop when interrupted")
+	}
+}
+
+// TestExportMerged: export writes every event of every node once, as
+// stored, one per line, merged by time.
+func TestExportMerged(t *testing.T) {
+	c := newCluster3(t)
+	ctx := context.Background()
+	e, out, errs := testEnv(ctx)
+	s := c.setup(t, ctx, output.JSON)
+	require.NoError(t, exportMerged(ctx, e, s, &unumv1.AuditQueryRequest{}))
+	require.Empty(t, errs.String())
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	require.Len(t, lines, 30)
+	var last time.Time
+	seen := map[string]bool{}
+	for _, l := range lines {
+		ev, err := audit.DecodeEvent([]byte(l))
+		require.NoError(t, err, "each line is an event exactly as stored")
+		require.False(t, ev.Time.Before(last), "merged by time")
+		last = ev.Time
+		require.False(t, seen[ev.ID])
+		seen[ev.ID] = true
+		node, i, err := audit.ParseEventID(ev.ID)
+		require.NoError(t, err)
+		raw, err := c.logs[node].Get(i)
+		require.NoError(t, err)
+		require.Equal(t, string(raw), l)
 	}
 }
