@@ -1049,8 +1049,28 @@ func runAuditKeys(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// With the keys go the newest witnessed checkpoints: an offline verify
+	// with this file then also catches a log whose witnessed tail was cut
+	// off at rest. Reading them is audit.verify; a viewer gets the keys
+	// alone, and is told.
+	witnessed, err := witnessedCheckpoints(c.ctx, c.conn, "")
+	if err != nil {
+		fmt.Fprintln(e.stderr, "warning: the keys without the witnessed checkpoints:", failureText(err))
+	}
+	for node, sc := range witnessed {
+		if err := keys.VerifyNode(sc); err != nil {
+			return fmt.Errorf("the witness's checkpoint of %s: %w", node, err)
+		}
+		if ws, err := keys.VerifiedWitnesses(sc); err != nil || len(ws) == 0 {
+			return fmt.Errorf("the witness's checkpoint of %s carries no valid countersignature: %v", node, err)
+		}
+		if keys.Checkpoints == nil {
+			keys.Checkpoints = map[string]string{}
+		}
+		keys.Checkpoints[node] = string(sc.Marshal())
+	}
 	return output.Write(e.stdout, c.format, keys, func(tw *tabwriter.Writer) error {
-		fmt.Fprintln(tw, "ROLE\tNAME\tFINGERPRINT")
+		fmt.Fprintln(tw, "ROLE\tNAME\tFINGERPRINT\tWITNESSED SIZE")
 		for _, role := range []struct {
 			name string
 			m    map[string][]byte
@@ -1061,7 +1081,11 @@ func runAuditKeys(e *env, args []string) error {
 			}
 			slices.Sort(names)
 			for _, n := range names {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", role.name, n, audit.Fingerprint(role.m[n]))
+				size := "-"
+				if sc := witnessed[n]; sc != nil && role.name == "node" {
+					size = strconv.FormatUint(sc.Size, 10)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", role.name, n, audit.Fingerprint(role.m[n]), size)
 			}
 		}
 		return nil

@@ -236,6 +236,23 @@ func TestVerifyOffline(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "FAIL n1:")
 
+	// A copy of the log cut short at rest, signed with the node's key:
+	// its own folder looks fine, the witnessed checkpoint in the keys file
+	// does not fit.
+	cut := t.TempDir()
+	short := openAuditLog(t, cut, f.node, 25, "")
+	require.NoError(t, short.RememberKeys(f.keys))
+	_, err := short.Checkpoint(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, short.Close())
+	code, out, _ = runCLI(t, "", "audit", "verify", "--offline", cut)
+	require.Equal(t, 0, code, "without the witnessed checkpoint a cut log at rest looks whole: %s", out)
+	withWitnessed := *f.keys
+	withWitnessed.Checkpoints = map[string]string{"n1": string(w.Marshal())}
+	code, out, _ = runCLI(t, "", "audit", "verify", "--offline", cut, "--keys", writeKeysFile(t, &withWitnessed))
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "FAIL n1:")
+
 	code, _, errs = runCLI(t, "", "audit", "verify", "--offline", t.TempDir())
 	require.Equal(t, 1, code, "a folder without a log is an error")
 	require.Contains(t, errs, "audit")
