@@ -780,6 +780,9 @@ func runAuditVerify(e *env, args []string) error {
 	fs := flag.NewFlagSet("unum audit verify", flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
+	// Each node re-reads and re-hashes its whole log: about 10 s for a
+	// million entries on a small machine.
+	fs.Lookup("timeout").DefValue, cf.timeout = "5m0s", 5*time.Minute
 	only := fs.String("node", "", "only this node")
 	offline := fs.String("offline", "", "verify a stopped node's log at rest: DIR is the node's data folder (the log is DIR/audit); no cluster needed")
 	keysFile := fs.String("keys", "", "with --offline: the published keys (`unum audit keys -o json`); without, the copies stored in the log, unauthenticated")
