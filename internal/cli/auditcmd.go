@@ -656,6 +656,9 @@ func (v verifyLine) String() string {
 		s += "not witnessed yet"
 	} else {
 		s += fmt.Sprintf("witnessed at size %d", v.WitnessedSize)
+		if onlySelf(v.Node, v.Witnesses) {
+			s += " by itself only (no independent witness)"
+		}
 	}
 	if v.Pruned > 0 {
 		s += fmt.Sprintf(", %d pruned (signed)", v.Pruned)
@@ -1001,7 +1004,18 @@ func proofSummary(res *audit.ProofResult) string {
 	if len(res.Witnesses) == 0 {
 		return s + "; not countersigned by any witness yet (the node's word alone)"
 	}
-	return s + ", countersigned by " + strings.Join(res.Witnesses, ", ")
+	s += ", countersigned by " + strings.Join(res.Witnesses, ", ")
+	if onlySelf(res.Checkpoint.Node, res.Witnesses) {
+		s += " (itself only: no independent witness)"
+	}
+	return s
+}
+
+// onlySelf reports whether node is its own only witness: a control node
+// that witnessed its own checkpoints. Its countersignature adds nothing
+// against the node itself, so the output says so.
+func onlySelf(node string, witnesses []string) bool {
+	return len(witnesses) > 0 && !slices.ContainsFunc(witnesses, func(w string) bool { return w != node })
 }
 
 func checkProofFile(e *env, path, keysFile string, f output.Format) error {

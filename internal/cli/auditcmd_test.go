@@ -536,3 +536,14 @@ func TestExportMerged(t *testing.T) {
 		require.Equal(t, string(raw), l)
 	}
 }
+
+// TestSelfWitnessSaysSo: a node that is its own only witness (a control
+// node countersigning its own checkpoints) is reported as such: its
+// countersignature adds nothing against the node itself.
+func TestSelfWitnessSaysSo(t *testing.T) {
+	v := verifyLine{Node: "n1", OK: true, Entries: 3, Checkpoints: 2, WitnessedSize: 3, Witnesses: []string{"n1"}}
+	require.Equal(t, "OK n1: 3 entries, 2 checkpoints, witnessed at size 3 by itself only (no independent witness)", v.String())
+	v.Witnesses = []string{"n1", "n2"}
+	require.Equal(t, "OK n1: 3 entries, 2 checkpoints, witnessed at size 3", v.String())
+	require.False(t, onlySelf("n1", nil))
+}
