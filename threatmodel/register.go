@@ -691,9 +691,11 @@ func Register() []Threat {
 				"proof from the witnessed size, and checks that signature and that proof itself: a truncated log (newest " +
 				"size below the witnessed one) or a rewritten or forked one (the proof does not lead from the witnessed " +
 				"root to the node's) fails with FAIL and a non-zero exit, whatever the node's report says. Entries after " +
-				"the newest witnessed checkpoint (at most about a second's worth) have only the node's word.",
+				"the newest witnessed checkpoint (at most about a second's worth) have only the node's word, and a " +
+				"control node that witnessed its own checkpoints is reported as witnessed \"by itself only\": its " +
+				"countersignature adds nothing against itself.",
 			Status: Mitigated,
-			Tests:  []string{"internal/cli.TestVerifyCatchesALyingNode"},
+			Tests:  []string{"internal/cli.TestVerifyCatchesALyingNode", "internal/cli.TestSelfWitnessSaysSo"},
 		},
 		{
 			ID:       "T-066",
