@@ -670,29 +670,19 @@ func (v verifyLine) String() string {
 }
 
 // checkVerifyAnswer judges a node's Verify answer without trusting the
-// node: the witness's checkpoint (nil when none) must carry the node's
-// signature and valid countersignatures; the node's newest checkpoint must
-// be signed by its published key; and the consistency proof must show the
-// witnessed tree is a prefix of the node's newest. A node that rewrote or
-// truncated witnessed entries cannot pass, whatever its report says.
+// node (audit.VerifyAgainst): the witness's checkpoint (nil when none)
+// must carry the node's signature and valid countersignatures; the node's
+// newest checkpoint must be signed by its published key; and the
+// consistency proof must show the witnessed tree is a prefix of the
+// node's newest. A node that rewrote or truncated witnessed entries cannot
+// pass, whatever its report says.
 func checkVerifyAnswer(node string, keys *audit.Keys, witnessed *audit.SignedCheckpoint, resp *unumv1.AuditVerifyResponse) verifyLine {
 	v := verifyLine{Node: node, Entries: resp.GetEntries(), Pruned: resp.GetPruned(), Checkpoints: resp.GetCheckpoints(), OK: true, Witnesses: []string{}}
 	if witnessed != nil {
 		v.WitnessedSize = witnessed.Size
-		if witnessed.Node != node {
-			return v.fail(-1, "the witness answered with a checkpoint of %s", witnessed.Node)
+		if ws, err := keys.VerifiedWitnesses(witnessed); err == nil {
+			v.Witnesses = ws
 		}
-		if err := keys.VerifyNode(witnessed); err != nil {
-			return v.fail(-1, "the witnessed checkpoint of size %d: %v", witnessed.Size, err)
-		}
-		ws, err := keys.VerifiedWitnesses(witnessed)
-		if err != nil {
-			return v.fail(-1, "the witnessed checkpoint of size %d: %v", witnessed.Size, err)
-		}
-		if len(ws) == 0 {
-			return v.fail(-1, "the witnessed checkpoint of size %d carries no countersignature", witnessed.Size)
-		}
-		v.Witnesses = ws
 	}
 	if resp.GetNode() != node {
 		return v.fail(-1, "the node answered as %q", resp.GetNode())
@@ -708,24 +698,19 @@ func checkVerifyAnswer(node string, keys *audit.Keys, witnessed *audit.SignedChe
 	if sc.Node != node {
 		return v.fail(-1, "the node answered with a checkpoint of %s", sc.Node)
 	}
-	if err := keys.VerifyNode(sc); err != nil {
-		return v.fail(-1, "the node's newest checkpoint: %v", err)
-	}
 	if _, err := keys.VerifiedWitnesses(sc); err != nil {
 		return v.fail(-1, "the node's newest checkpoint: %v", err)
 	}
-	if witnessed == nil {
-		return v
-	}
-	if sc.Size < witnessed.Size {
-		return v.fail(int64(sc.Size), "the log ends at %d entries but a checkpoint of size %d was witnessed: witnessed entries are gone (truncated)", sc.Size, witnessed.Size)
-	}
 	proof, err := audit.HashesFromBytes(resp.GetConsistencyProof())
-	if err == nil {
-		err = audit.VerifyConsistency(witnessed.Size, sc.Size, witnessed.Root, sc.Root, proof)
-	}
 	if err != nil {
-		return v.fail(-1, "the log's newest checkpoint (size %d) does not extend the witnessed one (size %d): the witnessed entries were rewritten or the log forked: %v", sc.Size, witnessed.Size, err)
+		return v.fail(-1, "the node's consistency proof: %v", err)
+	}
+	if err := audit.VerifyAgainst(keys, witnessed, sc, proof); err != nil {
+		index := int64(-1)
+		if witnessed != nil && sc.Size < witnessed.Size {
+			index = int64(sc.Size) // the first witnessed entry missing
+		}
+		return v.fail(index, "%v", err)
 	}
 	return v
 }

@@ -135,7 +135,7 @@ func TestVerifyCatchesALyingNode(t *testing.T) {
 		require.True(t, resp.GetOk(), "the forked log is self-consistent: only the witness catches it")
 		v := checkVerifyAnswer("n1", f.keys, w, resp)
 		require.False(t, v.OK)
-		require.Contains(t, v.String(), "FAIL n1: the log's newest checkpoint (size 25) does not extend the witnessed one (size 20)")
+		require.Contains(t, v.String(), "FAIL n1: the log of n1 is not an extension of what w1 witnessed at size 20 (fork or rewrite)")
 	})
 	t.Run("a truncated log that claims to be fine", func(t *testing.T) {
 		short := openAuditLog(t, t.TempDir(), f.node, 15, "")
@@ -146,14 +146,14 @@ func TestVerifyCatchesALyingNode(t *testing.T) {
 		// A lying node says OK: the CLI's own check still fails it.
 		resp.Ok, resp.Problem, resp.BadIndex = true, "", 0
 		v = checkVerifyAnswer("n1", f.keys, w, resp)
-		require.Equal(t, "FAIL n1: index 15: the log ends at 15 entries but a checkpoint of size 20 was witnessed: witnessed entries are gone (truncated)", v.String())
+		require.Equal(t, "FAIL n1: index 15: the log of n1 has 15 entries, fewer than the 20 its witness countersigned: it was truncated", v.String())
 	})
 	t.Run("a consistency proof that does not fit", func(t *testing.T) {
 		resp := ask(t, honest, w.Size)
 		resp.ConsistencyProof[0][0] ^= 1
 		v := checkVerifyAnswer("n1", f.keys, w, resp)
 		require.False(t, v.OK)
-		require.Contains(t, v.Problem, "does not extend the witnessed one")
+		require.Contains(t, v.Problem, "not an extension of what w1 witnessed")
 	})
 	t.Run("a log signed by another key", func(t *testing.T) {
 		forged := openAuditLog(t, t.TempDir(), auditSigner(t, "n1"), 25, "")
