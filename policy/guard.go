@@ -26,7 +26,8 @@ const guardNode = "guard-probe"
 // MustAllow is the list of decisions without which the cluster stops
 // working or can no longer be fixed: the admin applying policy, and what
 // every node does to stay a member (renewing its SVID, heartbeats,
-// following revocations and policy, minting for its workloads). A bundle
+// following revocations and policy, minting for its workloads, having its
+// audit log witnessed). A bundle
 // that denies any of them is refused unless forced. Each issue that adds a
 // system action the cluster needs to keep running adds it here.
 func MustAllow(td spiffeid.TrustDomain) []Probe {
@@ -46,6 +47,11 @@ func MustAllow(td spiffeid.TrustDomain) []Probe {
 		probe("nodes follow policy", node, "policy.watch", self),
 		controlOnly(probe("control nodes renew their intermediate", node, "ca.sign-intermediate", self)),
 		probe("nodes mint SVIDs for their workloads", node, "svid.mint", Resource{Kind: "svid", Namespace: "default", Name: "job/probe"}),
+		// Without these the witness stops countersigning, and a node's log
+		// is no longer tamper-evident past its last witnessed checkpoint.
+		probe("nodes submit their audit checkpoints to the witness", node, "audit.submit", self),
+		probe("nodes read the witnessed audit checkpoints", node, "audit.verify", Resource{Kind: "audit", Namespace: ClusterScope, Name: "witnessed"}),
+		probe("nodes read the published audit keys", node, "audit.keys", Resource{Kind: "audit", Namespace: ClusterScope, Name: "keys"}),
 	}
 }
 

@@ -678,6 +678,60 @@ func Register() []Threat {
 			Tests:  []string{"policy.TestBundleCases", "control.TestPolicyBadBundles"},
 		},
 		{
+			ID:       "T-065",
+			Title:    "A node lies to `unum audit verify` about its own log",
+			STRIDE:   "TR",
+			Asset:    "the audit record of what happened on a node, and an operator's belief that it is intact",
+			Boundary: "CLI to a node's API (Audit.Verify)",
+			Attacker: "root on a node, holding its audit signing key, who rewrote or truncated entries the witness had " +
+				"already countersigned, re-signed checkpoints over the new log, and answers verify with a clean report",
+			Mitigation: "The CLI does not take the node's report as the verdict. It fetches the witness's newest " +
+				"countersigned checkpoint of the node and the published keys from the control plane, checks the node's " +
+				"signature and every countersignature on it, asks the node for its newest checkpoint with a consistency " +
+				"proof from the witnessed size, and checks that signature and that proof itself: a truncated log (newest " +
+				"size below the witnessed one) or a rewritten or forked one (the proof does not lead from the witnessed " +
+				"root to the node's) fails with FAIL and a non-zero exit, whatever the node's report says. Entries after " +
+				"the newest witnessed checkpoint (at most about a second's worth) have only the node's word, and a " +
+				"control node that witnessed its own checkpoints is reported as witnessed \"by itself only\": its " +
+				"countersignature adds nothing against itself.",
+			Status: Mitigated,
+			Tests:  []string{"internal/cli.TestVerifyCatchesALyingNode", "internal/cli.TestSelfWitnessSaysSo"},
+		},
+		{
+			ID:       "T-066",
+			Title:    "A forged or altered audit proof convinces a third party",
+			STRIDE:   "TR",
+			Asset:    "what a proof bundle from `unum audit proof` tells someone outside the cluster (an auditor, a court)",
+			Boundary: "a proof bundle file, checked offline (`unum audit proof --check FILE --keys FILE`)",
+			Attacker: "whoever hands over a bundle: someone who edits the event (its outcome, subject, time), swaps the " +
+				"checkpoint, re-signs it with another key, or crafts hashes and JSON to fit",
+			Mitigation: "The verifier is a pure function of the bundle and the published keys (audit.VerifyProofBundle, " +
+				"fuzzed): strict parsing (unknown fields, trailing data and other formats refused); the leaf is the " +
+				"embedded event compacted, which is the stored bytes exactly; the event must name the checkpoint's node " +
+				"and the bundle's index; the checkpoint note must be canonical and signed by the node's published key, " +
+				"every countersignature must verify under its witness's published key, and the audit path must lead from " +
+				"the leaf to the signed root. The CLI runs the same check on a bundle before printing it. A bundle whose " +
+				"checkpoint no witness has countersigned yet says so: it carries the node's word alone.",
+			Status: Mitigated,
+			Tests:  []string{"audit.TestProofBundleTampering", "internal/cli.TestProofCheck"},
+		},
+		{
+			ID:       "T-067",
+			Title:    "A node leaves events out of its answers to audit query, tail and export",
+			STRIDE:   "R",
+			Asset:    "the completeness of what `unum audit query`, `tail` and `export` show",
+			Boundary: "CLI to a node's API (Audit.Query)",
+			Attacker: "root on a node, answering queries with some matching events left out",
+			Mitigation: "Each node answers only for its own log and the CLI refuses events that do not name the node it " +
+				"asked (a node cannot put words in another's mouth); an invented event has no inclusion proof (`unum " +
+				"audit proof`) and a rewritten log fails `unum audit verify` (T-065). Leaving out an event that is in the " +
+				"log is not detected by a query.",
+			Status: Accepted,
+			Reason: "Proving the completeness of a filtered answer needs every entry in the range, which is what verify " +
+				"and export do: an operator who needs completeness exports (every event with its index, so a gap in the " +
+				"indexes of one node shows) or verifies. Revisit if queries become evidence on their own.",
+		},
+		{
 			ID:       "T-048",
 			Title:    "A cached decision outlives what it was decided on",
 			STRIDE:   "E",

@@ -86,6 +86,7 @@ func commands() []*command {
 			{name: "import-root", summary: "bring an exported root key back", run: runCAImportRoot},
 		}},
 		{name: "policy", summary: "the cluster's Rego policy: apply, test, check, explain, shadow, roll back", sub: policyCommands()},
+		{name: "audit", summary: "the tamper-evident audit log: tail, query, verify, proof, export", sub: auditCommands()},
 		{name: "dev", summary: "run a whole cluster on this machine", run: runDev},
 		{name: "bench", summary: "benchmark a component (svid, revocation, authz)", run: runBench},
 		{name: "version", summary: "print the version", run: func(e *env, _ []string) error {

@@ -92,15 +92,19 @@ role := input.subject.attributes.role if {
 	not data.bindings[input.subject.id]
 }
 
-# Readers see the cluster; they change nothing.
+# Readers see the cluster; they change nothing. The audit log's published
+# keys are public by design (anyone checking a proof needs them); the log
+# itself says who did what, so reading it is an operator's right.
 viewer_actions := {
 	"id.show", "id.list", "node.ls", "cluster.status", "user.ls",
 	"ca.status", "policy.get", "policy.history", "policy.status",
-	"policy.check", "policy.explain",
+	"policy.check", "policy.explain", "audit.keys",
 }
 
-# Operators also manage workload registrations.
-operator_actions := {"id.register", "id.delete"}
+# Operators also manage workload registrations and read, verify and see
+# the settings of the audit log (changing them, audit.configure, is an
+# admin's).
+operator_actions := {"id.register", "id.delete", "audit.read", "audit.verify", "audit.config"}
 
 grants contains concat("", ["role viewer may ", input.action]) if {
 	role in {"viewer", "operator"}

@@ -68,6 +68,29 @@ test_operator_registers if {
 	not allowed(req(user("olga", "operator"), "policy.apply", "policy", "-", "bundle"))
 }
 
+test_audit_by_role if {
+	# Viewers see the published keys only.
+	allowed(req(user("vic", "viewer"), "audit.keys", "audit", "-", "keys"))
+	not allowed(req(user("vic", "viewer"), "audit.read", "audit", "-", "events"))
+	not allowed(req(user("vic", "viewer"), "audit.verify", "audit", "-", "log"))
+	not allowed(req(user("vic", "viewer"), "audit.config", "audit", "-", "config"))
+
+	# Operators read, verify and see the settings; they do not change them.
+	allowed(req(user("olga", "operator"), "audit.read", "audit", "-", "events"))
+	allowed(req(user("olga", "operator"), "audit.verify", "audit", "-", "log"))
+	allowed(req(user("olga", "operator"), "audit.verify", "audit", "-", "witnessed"))
+	allowed(req(user("olga", "operator"), "audit.config", "audit", "-", "config"))
+	allowed(req(user("olga", "operator"), "audit.keys", "audit", "-", "keys"))
+	not allowed(req(user("olga", "operator"), "audit.configure", "audit", "-", "config"))
+	not allowed(req(user("olga", "operator"), "audit.submit", "node", "-", "n1"))
+
+	# Admins change them, and that is privileged.
+	d := authz.decision with input as req(user("alice", "admin"), "audit.configure", "audit", "-", "config")
+	d.allow
+	d.privileged
+	allowed(req(user("alice", "admin"), "audit.read", "audit", "-", "events"))
+}
+
 test_binding_overrides_role_attribute if {
 	q := req(user("olga", "viewer"), "id.register", "id", "web", "job/api")
 	allowed(q) with data.bindings as {"spiffe://unum.test/user/olga": "operator"}
@@ -170,4 +193,14 @@ test_system_service_gets_exactly_its_table if {
 	allowed(q) with authz.system_actions as {"scheduler": {"job.place"}}
 	not allowed(q) with authz.system_actions as {"scheduler": {"job.list"}}
 	not allowed(q) with authz.system_actions as {"controller": {"job.place"}}
+}
+
+# --- audit: what a node may not do -----------------------------------------------
+
+test_node_reads_no_audit_events_and_changes_no_settings if {
+	not allowed(req(node("n1"), "audit.verify", "audit", "ns", "witnessed"))
+	not allowed(req(node("n1"), "audit.verify", "node", "-", "witnessed"))
+	not allowed(req(node("n1"), "audit.config", "audit", "-", "config"))
+	not allowed(req(workload("web", "api"), "audit.keys", "audit", "-", "keys"))
+	not allowed(req(workload("web", "api"), "audit.read", "audit", "-", "events"))
 }
