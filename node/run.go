@@ -292,7 +292,7 @@ func (n *node) run(ctx context.Context) error {
 		Local: control.LocalDecisions{Node: n.cfg.Name, Ring: n.decisions, Engines: n.engines, View: n.policy},
 		S:     ctl,
 	})
-	auditSvc := &auditService{}
+	auditSvc := &auditService{Local: &audit.ReadService{Log: n.audit}}
 	if ctl != nil {
 		auditSvc.Witness = ctl.AuditWitness()
 	}
@@ -347,7 +347,16 @@ func (n *node) run(ctx context.Context) error {
 		goFn("policy feed", func(ctx context.Context) error { n.policyLoop(ctx, unumv1.NewPolicyClient(cc)); return nil })
 	}
 	goFn("heartbeat", func(ctx context.Context) error { return n.heartbeatLoop(ctx, unumv1.NewClusterClient(cc)) })
-	goFn("audit submission", func(ctx context.Context) error { n.auditSubmitLoop(ctx, unumv1.NewAuditClient(cc)); return nil })
+	// A control node's checkpoints go to another control node when there
+	// is one: a witness countersigning its own log proves nothing.
+	wcc := cc
+	if others := n.witnessAddresses(); len(others) > 0 {
+		if wcc, err = rpc.DialChecked(n.creds, n.revocations, others, n.conns.DialOption()); err != nil {
+			return err
+		}
+		cleanups = append(cleanups, func() { wcc.Close() })
+	}
+	goFn("audit submission", func(ctx context.Context) error { n.auditSubmitLoop(ctx, unumv1.NewAuditClient(wcc)); return nil })
 	goFn("audit retention", func(ctx context.Context) error { n.auditRetentionLoop(ctx); return nil })
 	goFn("node svid rotation", func(ctx context.Context) error { n.rotateLoop(ctx, idc); return nil })
 
@@ -370,6 +379,24 @@ func (n *node) controlAddresses() []string {
 	}
 	for _, a := range n.cfg.ControlAddresses {
 		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
+// witnessAddresses are the other control nodes' addresses of a control
+// node (none for other nodes, which never witness themselves, and for the
+// only control node, which has no one else to ask).
+func (n *node) witnessAddresses() []string {
+	if !n.cfg.HasRole("control") {
+		return nil
+	}
+	n.cfgMu.Lock()
+	defer n.cfgMu.Unlock()
+	var addrs []string
+	for _, a := range n.cfg.ControlAddresses {
+		if a != n.cfg.APIListen && !slices.Contains(addrs, a) {
 			addrs = append(addrs, a)
 		}
 	}
