@@ -6,14 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/control"
+	"github.com/unumos/unum/internal/rpc"
 )
 
 // The node's side of the audit log: it opens the log before anything can
@@ -200,8 +204,9 @@ func pruneForRetention(ctx context.Context, l *audit.Log, s audit.Settings, now 
 // time, each with a consistency proof from the checkpoint the witness
 // holds (base), and keeps the countersigned copies.
 type auditSubmitter struct {
-	n  *node
-	ac unumv1.AuditClient
+	n *node
+	// ac returns the client of the witness to ask now.
+	ac func() unumv1.AuditClient
 	// base is what the witness holds for this node as far as we know
 	// (nil: nothing); baseKnown is false until learned, and again after
 	// the witness said it holds something else.
@@ -215,7 +220,7 @@ type auditSubmitter struct {
 // auditSubmitLoop runs until ctx ends, submitting whenever the log signs a
 // checkpoint and retrying failures with backoff (during which new
 // checkpoints wait: a refused log is not resubmitted every second).
-func (n *node) auditSubmitLoop(ctx context.Context, ac unumv1.AuditClient) {
+func (n *node) auditSubmitLoop(ctx context.Context, ac func() unumv1.AuditClient) {
 	s := &auditSubmitter{n: n, ac: ac, fromLocal: true}
 	// Something to submit from the start, so that even a quiet node is
 	// witnessed (and a node of an older cluster registers its key).
@@ -305,7 +310,7 @@ func (s *auditSubmitter) learnBase(ctx context.Context) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, auditSubmitTimeout)
 	defer cancel()
-	resp, err := s.ac.Witnessed(rctx, &unumv1.AuditWitnessedRequest{Node: s.n.cfg.Name})
+	resp, err := s.ac().Witnessed(rctx, &unumv1.AuditWitnessedRequest{Node: s.n.cfg.Name})
 	if err != nil {
 		return fmt.Errorf("ask the witness what it holds: %w", err)
 	}
@@ -349,7 +354,7 @@ func (s *auditSubmitter) submit(ctx context.Context, latest *audit.SignedCheckpo
 	}
 	rctx, cancel := context.WithTimeout(ctx, auditSubmitTimeout)
 	defer cancel()
-	resp, err := s.ac.SubmitCheckpoint(rctx, req)
+	resp, err := s.ac().SubmitCheckpoint(rctx, req)
 	if err != nil {
 		if status.Code(err) == codes.Aborted {
 			s.baseKnown = false
@@ -401,7 +406,7 @@ func (s *auditSubmitter) checkCosigned(ctx context.Context, sc *audit.SignedChec
 func (s *auditSubmitter) fetchKeys(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, auditSubmitTimeout)
 	defer cancel()
-	resp, err := s.ac.Keys(rctx, &unumv1.AuditKeysRequest{})
+	resp, err := s.ac().Keys(rctx, &unumv1.AuditKeysRequest{})
 	if err != nil {
 		return fmt.Errorf("published audit keys: %w", err)
 	}
@@ -410,4 +415,50 @@ func (s *auditSubmitter) fetchKeys(ctx context.Context) error {
 		return fmt.Errorf("remember audit keys: %w", err)
 	}
 	return nil
+}
+
+// witnessClients picks the witness a control node submits to: another
+// control node whenever the node knows one (the set changes as control
+// nodes join; the connection follows it), else the default connection.
+// Safe for concurrent use; close closes what it dialed.
+type witnessClients struct {
+	n        *node
+	fallback unumv1.AuditClient
+	mu       sync.Mutex
+	addrs    []string
+	cc       *grpc.ClientConn
+}
+
+func (w *witnessClients) client() unumv1.AuditClient {
+	addrs := w.n.witnessAddresses()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !slices.Equal(addrs, w.addrs) {
+		if w.cc != nil {
+			w.cc.Close()
+			w.cc = nil
+		}
+		w.addrs = addrs
+		if len(addrs) > 0 {
+			cc, err := rpc.DialChecked(w.n.creds, w.n.revocations, addrs, w.n.conns.DialOption())
+			if err != nil {
+				w.n.log.Warn("dial the other control nodes to witness this node's audit log", "err", err)
+				w.addrs = nil
+			} else {
+				w.cc = cc
+			}
+		}
+	}
+	if w.cc != nil {
+		return unumv1.NewAuditClient(w.cc)
+	}
+	return w.fallback
+}
+
+func (w *witnessClients) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cc != nil {
+		w.cc.Close()
+	}
 }

@@ -349,14 +349,9 @@ func (n *node) run(ctx context.Context) error {
 	goFn("heartbeat", func(ctx context.Context) error { return n.heartbeatLoop(ctx, unumv1.NewClusterClient(cc)) })
 	// A control node's checkpoints go to another control node when there
 	// is one: a witness countersigning its own log proves nothing.
-	wcc := cc
-	if others := n.witnessAddresses(); len(others) > 0 {
-		if wcc, err = rpc.DialChecked(n.creds, n.revocations, others, n.conns.DialOption()); err != nil {
-			return err
-		}
-		cleanups = append(cleanups, func() { wcc.Close() })
-	}
-	goFn("audit submission", func(ctx context.Context) error { n.auditSubmitLoop(ctx, unumv1.NewAuditClient(wcc)); return nil })
+	witnesses := &witnessClients{n: n, fallback: unumv1.NewAuditClient(cc)}
+	cleanups = append(cleanups, witnesses.close)
+	goFn("audit submission", func(ctx context.Context) error { n.auditSubmitLoop(ctx, witnesses.client); return nil })
 	goFn("audit retention", func(ctx context.Context) error { n.auditRetentionLoop(ctx); return nil })
 	goFn("node svid rotation", func(ctx context.Context) error { n.rotateLoop(ctx, idc); return nil })
 
