@@ -32,6 +32,12 @@ const (
 	NameEtcdHealthy        = "unum_etcd_healthy"
 	NameEtcdHasLeader      = "unum_etcd_has_leader"
 	NameEtcdDBSize         = "unum_etcd_db_size_bytes"
+	// NameAuditUnrecorded counts decisions let through while the audit log
+	// could not record them (audit.on_failure allow-and-alert);
+	// NameAuditAuthnSuppressed refused handshakes not recorded one by one
+	// (a flood: the log holds one summary per window instead).
+	NameAuditUnrecorded      = "unum_audit_unrecorded_decisions_total"
+	NameAuditAuthnSuppressed = "unum_audit_authn_suppressed_total"
 )
 
 // Label names.
@@ -98,6 +104,8 @@ type Metrics struct {
 	refused *prometheus.CounterVec
 	enroll  *prometheus.CounterVec
 	decided *prometheus.CounterVec
+
+	unrecorded, suppressed prometheus.Counter
 }
 
 // New returns a registry with the counters, the scrape-time gauges over
@@ -127,6 +135,14 @@ func New(src Sources) *Metrics {
 			Name: NamePolicyDecisions,
 			Help: "Authorization decisions this node made, by outcome (allow, deny, refused: could not be decided soundly).",
 		}, []string{LabelOutcome}),
+		unrecorded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: NameAuditUnrecorded,
+			Help: "Authorization decisions this node let through although its audit log could not record them (audit.on_failure allow-and-alert).",
+		}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: NameAuditAuthnSuppressed,
+			Help: "Refused TLS handshakes beyond the audit log's rate limit: counted here and in one summary event per window, not recorded one by one.",
+		}),
 	}
 	for _, o := range label.DecisionOutcomes() {
 		m.decided.WithLabelValues(o)
@@ -144,7 +160,7 @@ func New(src Sources) *Metrics {
 			m.enroll.WithLabelValues(k, o)
 		}
 	}
-	m.reg.MustRegister(m.issued, m.refused, m.enroll, m.decided, newNodeCollector(src),
+	m.reg.MustRegister(m.issued, m.refused, m.enroll, m.decided, m.unrecorded, m.suppressed, newNodeCollector(src),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -193,6 +209,22 @@ func (m *Metrics) Decision(outcome string) {
 		return
 	}
 	m.decided.WithLabelValues(bounded(outcome, label.DecisionOutcomes())).Inc()
+}
+
+// AuditUnrecorded counts a decision let through unrecorded.
+func (m *Metrics) AuditUnrecorded() {
+	if m == nil {
+		return
+	}
+	m.unrecorded.Inc()
+}
+
+// AuthnSuppressed counts refused handshakes not recorded one by one.
+func (m *Metrics) AuthnSuppressed(n int) {
+	if m == nil {
+		return
+	}
+	m.suppressed.Add(float64(n))
 }
 
 // bounded keeps label cardinality fixed whatever a caller passes.

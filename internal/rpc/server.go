@@ -24,6 +24,15 @@ import (
 
 type callerKey struct{}
 
+type decisionKey struct{}
+
+// DecisionFromContext returns the decision that allowed the current call,
+// so that what the handler records can name it.
+func DecisionFromContext(ctx context.Context) (Decision, bool) {
+	d, ok := ctx.Value(decisionKey{}).(Decision)
+	return d, ok
+}
+
 // CallerFromContext returns the verified caller of the current call.
 func CallerFromContext(ctx context.Context) (Caller, bool) {
 	c, ok := ctx.Value(callerKey{}).(Caller)
@@ -117,7 +126,7 @@ func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (c
 			return nil, nil, status.Errorf(codes.Unavailable, "%s refused: %v", shortMethod(method), err)
 		}
 	}
-	return WithCaller(ctx, caller), chain, nil
+	return context.WithValue(WithCaller(ctx, caller), decisionKey{}, d), chain, nil
 }
 
 // checkRevoked refuses a revoked caller with the reason (codes.Unauthenticated:
