@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/revocation"
 )
@@ -68,6 +69,11 @@ type ServerConfig struct {
 	// why. Nil only on servers that accept no privileged call.
 	Revocations *revocation.View
 	Log         *slog.Logger
+	// Audit records every accepted client handshake (authn.mtls, allow),
+	// Refusals every refused one and every caller whose chain is revoked
+	// when it connects (deny, with why). Anyone can cause a refusal, so
+	// Refusals should be rate-limited (audit.Limiter). Nil records nothing.
+	Audit, Refusals audit.Recorder
 }
 
 // NewServer returns a gRPC server on creds whose every method is checked
@@ -78,7 +84,7 @@ func NewServer(creds *Credentials, cfg ServerConfig, opts ...grpc.ServerOption) 
 	}
 	ic := &interceptor{authz: cfg.Authorizer, revocations: cfg.Revocations, log: cfg.Log}
 	opts = append([]grpc.ServerOption{
-		grpc.Creds(credentials.NewTLS(ServerTLS(creds))),
+		grpc.Creds(tlsCreds(ServerTLS(creds), audit.ActionAuthnMTLS, cfg.Audit, cfg.Refusals, cfg.Revocations, cfg.Log)),
 		grpc.ChainUnaryInterceptor(ic.unary),
 		grpc.ChainStreamInterceptor(ic.stream),
 	}, opts...)
