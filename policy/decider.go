@@ -86,7 +86,7 @@ func DecisionNode(id string) (string, error) {
 
 // ErrUnrecorded means the decision log could not record a decision: the
 // action is refused (fail closed), before it runs.
-var ErrUnrecorded = errors.New("audit log unavailable")
+var ErrUnrecorded = errors.New("decision not recorded")
 
 // Decide decides in; digest (sha256:HEX of the request, "" when there is
 // no message) is recorded with the decision, never shown to the policy.

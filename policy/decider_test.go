@@ -159,7 +159,7 @@ func TestDeciderLogFailure(t *testing.T) {
 	} {
 		dec, err := f.d.Decide(ctx, in, "")
 		require.ErrorIs(t, err, ErrUnrecorded, in.Action)
-		require.ErrorContains(t, err, "audit log unavailable: disk full")
+		require.ErrorContains(t, err, "decision not recorded: disk full")
 		require.False(t, dec.Allow, in.Action)
 		require.Contains(t, dec.Reasons, err.Error())
 	}
