@@ -134,19 +134,15 @@ func (l *Limiter) keep(action string, s *suppressed) {
 	l.mu.pending[action] = s
 }
 
-// Run flushes every period until ctx ends, then once more (bounded by a
-// few seconds), reporting errors to onErr.
+// Run flushes every period until ctx ends, reporting errors to onErr.
+// The owner flushes once more when it is done with the limiter, before it
+// closes the log.
 func (l *Limiter) Run(ctx context.Context, period time.Duration, onErr func(error)) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if err := l.Flush(fctx); err != nil {
-				onErr(err)
-			}
 			return
 		case <-t.C:
 			if err := l.Flush(ctx); err != nil && ctx.Err() == nil {

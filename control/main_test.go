@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/metrics"
@@ -48,6 +49,8 @@ type harness struct {
 	// decisions it made (served by Explain and ShadowReport).
 	decider   *policy.Decider
 	decisions *policy.Ring
+	// audit is the node's audit log: decisions and the server's events.
+	audit *audit.Log
 }
 
 var h *harness
@@ -150,16 +153,27 @@ func newHarness(dir string) (*harness, func(), error) {
 		return nil, nil, err
 	}
 	m := metrics.New(metrics.Sources{})
+	signer, err := audit.LoadOrCreateSigner("node-1", filepath.Join(dir, "audit.key"))
+	if err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
+	alog, err := audit.Open(audit.Config{Dir: filepath.Join(dir, "audit"), Node: "node-1", Signer: signer, Logger: quiet})
+	if err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
 	pv, ring := policy.NewView(0), policy.NewRing(10000)
-	decider := policy.NewDecider(policy.DeciderConfig{Node: "node-1", View: pv, Log: ring})
+	decider := policy.NewDecider(policy.DeciderConfig{Node: "node-1", View: pv, Log: auditDecisions{log: alog, shadows: ring}})
 	engines := policy.NewEngineCache(8)
 	srv, err := New(Config{
 		Policy: pv, Engines: engines, OnShadow: decider.SetShadow, CurrentShadow: decider.CurrentShadow,
 		TrustDomain: td, NodeName: "node-1", Authority: authority, JWT: jwtSigner,
 		Root: &Signer{Cert: root, Key: rootKey}, EtcdCA: &Signer{Cert: etcdCA, Key: etcdCAKey},
-		Roots: []*x509.Certificate{root}, Etcd: etcd.Client(), Metrics: m, Log: quiet,
+		Roots: []*x509.Certificate{root}, Etcd: etcd.Client(), Metrics: m, Log: quiet, Audit: alog,
 	})
 	if err != nil {
+		alog.Close()
 		etcd.Close()
 		return nil, nil, err
 	}
@@ -171,13 +185,13 @@ func newHarness(dir string) (*harness, func(), error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr, authoritySkew: skew, decider: decider, decisions: ring}
+	hh := &harness{td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr, authoritySkew: skew, decider: decider, decisions: ring, audit: alog}
 	serverCreds, err := hh.creds(nodeID)
 	if err != nil {
 		return nil, nil, err
 	}
 	api := rpc.NewServer(serverCreds, rpc.ServerConfig{Authorizer: &rpc.PolicyAuthorizer{Decider: decider, Roles: srv, Entries: srv}, Revocations: srv.Revocations(), Log: quiet})
-	unumv1.RegisterPolicyServer(api, &PolicyService{Local: LocalDecisions{Node: "node-1", Ring: ring, Engines: engines, View: pv}, S: srv})
+	unumv1.RegisterPolicyServer(api, &PolicyService{Local: LocalDecisions{Node: "node-1", Decisions: alog, Shadows: ring, Engines: engines, View: pv}, S: srv})
 	unumv1.RegisterIdentityServer(api, srv)
 	unumv1.RegisterClusterServer(api, srv)
 	unumv1.RegisterUsersServer(api, srv)
@@ -198,8 +212,24 @@ func newHarness(dir string) (*harness, func(), error) {
 		enroll.Stop()
 		srv.Close()
 		etcd.Close()
+		alog.Close()
 	}
 	return hh, stop, nil
+}
+
+// auditDecisions records every decision in the audit log, as the node
+// does, and keeps those a shadow would change.
+type auditDecisions struct {
+	log     *audit.Log
+	shadows *policy.Ring
+}
+
+func (d auditDecisions) Record(ctx context.Context, r *policy.Record) error {
+	if r.Shadow != nil && r.Shadow.Changed() {
+		_ = d.shadows.Record(ctx, r)
+	}
+	e := DecisionEvent(r)
+	return d.log.Record(ctx, &e)
 }
 
 // creds issues an SVID for id from the harness CA (as init and joins do).

@@ -28,7 +28,10 @@ import (
 //	  ca/intermediate.pem ca/intermediate.key.sealed ca/jwt.key.sealed
 //	  etcd/ca.pem etcd/ca.key.sealed       etcd CA: only where init ran
 //	  etcd/member.pem etcd/member.key
+//	  audit.key                            the node's audit checkpoint signing key
 //	DIR/etcd/          etcd's data (control nodes)
+//	DIR/audit/         the node's audit log (Pebble)
+//	DIR/audit-inbox/   0700: events local tools hand the running node (break-glass)
 //	DIR/public/        0755: agent.sock, 0666
 //	DIR/admin.yaml     0600: the admin's client config (init only)
 type Layout struct{ Dir string }
@@ -55,6 +58,8 @@ func (l Layout) EtcdData() string         { return l.path("etcd") }
 func (l Layout) Public() string           { return l.path("public") }
 func (l Layout) Socket() string           { return l.path("public", "agent.sock") }
 func (l Layout) Admin() string            { return l.path("admin.yaml") }
+func (l Layout) Audit() string            { return l.path("audit") }
+func (l Layout) AuditKey() string         { return l.path("keys", "audit.key") }
 
 // Labels bind each sealed key to its purpose (AEAD associated data), so a
 // sealed root key cannot be swapped in as an intermediate key.
