@@ -92,6 +92,10 @@ type Config struct {
 	// revocations, CA, policy, nodes, witness alerts) in the node's audit
 	// log. nil records nothing (unit tests of unrelated parts only).
 	Audit audit.Recorder
+	// AuditRefusals records what unauthenticated callers cause (refused
+	// enrolment tokens); it should be rate-limited (audit.Limiter). nil:
+	// Audit.
+	AuditRefusals audit.Recorder
 }
 
 // Server implements the Identity, Enrollment, Cluster, Users and Backup

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"testing"
 
@@ -32,4 +33,14 @@ func findEvent(t *testing.T, l *audit.Log, from uint64, action string) *audit.Ev
 		}
 	}
 	return nil
+}
+
+// requireNotInLog fails when secret appears in any event of l.
+func requireNotInLog(t *testing.T, l *audit.Log, secret []byte) {
+	t.Helper()
+	require.NotEmpty(t, secret)
+	require.NoError(t, l.Scan(context.Background(), 0, func(i uint64, raw []byte) bool {
+		require.False(t, bytes.Contains(raw, secret), "entry %d holds a secret", i)
+		return true
+	}))
 }
