@@ -226,8 +226,8 @@ func TestKeysOnDiskSealedAndPrivate(t *testing.T) {
 		}
 		return nil
 	}))
-	require.Equal(t, 6, keyFiles)
-	for p, mode := range map[string]os.FileMode{l.Dir: 0o711, l.Public(): 0o755, l.Admin(): 0o600} {
+	require.Equal(t, 7, keyFiles, "six CA and TLS keys, and the audit signing key")
+	for p, mode := range map[string]os.FileMode{l.Dir: 0o711, l.Public(): 0o755, l.Admin(): 0o600, l.AuditInbox(): 0o700} {
 		info, err := os.Stat(p)
 		require.NoError(t, err)
 		require.Equal(t, mode, info.Mode().Perm(), p)
