@@ -228,19 +228,24 @@ func (n *node) recordSavedUnrecorded(ctx context.Context) error {
 	return os.Remove(n.l.unrecordedFile())
 }
 
-// recordNodeLeave records that the node shut down cleanly: the last event
-// of a run.
-func (n *node) recordNodeLeave() {
+// recordEvent records what the node did on its own, after it happened: a
+// failure is logged (the node's audit health shows it), not returned.
+func (n *node) recordEvent(e audit.Event) {
 	if n.audit == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	e := audit.Event{Kind: audit.KindNode, Action: audit.ActionNodeLeave, Subject: n.id.String(), Outcome: audit.Allow,
-		Resource: "node/-/" + n.cfg.Name, Reasons: []string{"clean shutdown"}}
 	if err := n.audit.Record(ctx, &e); err != nil {
 		n.log.Warn("audit record failed", "action", e.Action, "err", err)
 	}
+}
+
+// recordNodeLeave records that the node shut down cleanly: the last event
+// of a run.
+func (n *node) recordNodeLeave() {
+	n.recordEvent(audit.Event{Kind: audit.KindNode, Action: audit.ActionNodeLeave, Subject: n.id.String(), Outcome: audit.Allow,
+		Resource: "node/-/" + n.cfg.Name, Reasons: []string{"clean shutdown"}})
 }
 
 // # Break-glass inbox

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -127,6 +128,23 @@ func TestAuditFailClosed(t *testing.T) {
 	// restarts, which records what was let through.
 	disk.Off()
 	require.NoError(t, c.stop("node-1"))
+
+	// Break-glass on the stopped node (T-063): recover opens its log
+	// itself; and when the log can be neither opened nor handed to a
+	// running node, it refuses.
+	_, err = RecoverAdmin(ctx, dir, c.kek, 10*time.Minute, "uid 0 (tester)")
+	require.NoError(t, err)
+	held, err := audit.Open(audit.Config{Dir: Layout{Dir: dir}.Audit(), Node: "node-1", Signer: mustSigner(t, dir)})
+	require.NoError(t, err)
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	_, err = RecoverAdmin(short, dir, c.kek, 10*time.Minute, "uid 0 (tester)")
+	cancel()
+	require.ErrorContains(t, err, "refused, the recovery could not be recorded in the audit log")
+	require.NoError(t, held.Close())
+	inbox, err := os.ReadDir(Layout{Dir: dir}.AuditInbox())
+	require.NoError(t, err)
+	require.Empty(t, inbox, "a refused recovery leaves nothing for the node to record later")
+
 	require.NoError(t, c.start("node-1", opts))
 	require.NoError(t, c.waitReady(ctx, "node-1"))
 	n = c.nodes["node-1"].node.Load()
@@ -138,11 +156,23 @@ func TestAuditFailClosed(t *testing.T) {
 	require.EqualValues(t, unrecorded, d.Unrecorded)
 	require.True(t, d.AfterRestart)
 	require.NoFileExists(t, Layout{Dir: dir}.unrecordedFile())
+	var recoveries int
+	for _, e := range events(t, n.audit, 0) {
+		if e.Action == audit.ActionRecover {
+			recoveries++
+		}
+	}
+	require.Equal(t, 1, recoveries, "the recovery made while the node was stopped, and not the refused one")
 	_, err = ic.CreateEntry(ctx, &unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/af/job/other", AllNodes: true, Selectors: []string{"unix:uid:2"}})
 	require.NoError(t, err, "works again")
 	// The log that lived through the failure verifies.
-	signer, err := audit.LoadOrCreateSigner("node-1", Layout{Dir: dir}.AuditKey())
-	require.NoError(t, err)
-	rep := n.audit.Verify(ctx, &audit.Keys{Nodes: map[string][]byte{"node-1": signer.PublicKeyset()}, Witnesses: map[string][]byte{}})
+	rep := n.audit.Verify(ctx, &audit.Keys{Nodes: map[string][]byte{"node-1": mustSigner(t, dir).PublicKeyset()}, Witnesses: map[string][]byte{}})
 	require.True(t, rep.OK, rep.String())
+}
+
+func mustSigner(t *testing.T, dir string) *audit.Signer {
+	t.Helper()
+	s, err := audit.LoadOrCreateSigner("node-1", Layout{Dir: dir}.AuditKey())
+	require.NoError(t, err)
+	return s
 }

@@ -871,7 +871,13 @@ func (n *node) renewLocally() error {
 	if err != nil {
 		return err
 	}
-	return n.installSVID(key, chain)
+	if err := n.installSVID(key, chain); err != nil {
+		return err
+	}
+	n.recordEvent(audit.Event{Kind: audit.KindSVID, Action: audit.ActionSVIDRotate, Subject: n.id.String(), Outcome: audit.Allow,
+		Reasons: []string{"renewed from this control node's own intermediate"}}.
+		WithDetails(control.SVIDDetails{Type: "x509", SPIFFEID: n.id.String(), Serial: chain[0].SerialNumber.String(), NotAfter: chain[0].NotAfter.UTC()}))
+	return nil
 }
 
 func (n *node) renewRemotely(ctx context.Context, idc unumv1.IdentityClient) error {
