@@ -46,7 +46,7 @@ func openAuditLog(l Layout, name string, fsys vfs.FS, log *slog.Logger) (*audit.
 	if err != nil {
 		return nil, fmt.Errorf("audit signing key: %w", err)
 	}
-	return audit.Open(audit.Config{Dir: l.Audit(), FS: fsys, Node: name, Signer: signer, Logger: log})
+	return audit.Open(audit.Config{Dir: l.AuditDir(), FS: fsys, Node: name, Signer: signer, Logger: log})
 }
 
 // auditOnFailure is the node's audit.on_failure setting: deny unless set

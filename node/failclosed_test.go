@@ -134,7 +134,7 @@ func TestAuditFailClosed(t *testing.T) {
 	// running node, it refuses.
 	_, err = RecoverAdmin(ctx, dir, c.kek, 10*time.Minute, "uid 0 (tester)")
 	require.NoError(t, err)
-	held, err := audit.Open(audit.Config{Dir: Layout{Dir: dir}.Audit(), Node: "node-1", Signer: mustSigner(t, dir)})
+	held, err := audit.Open(audit.Config{Dir: Layout{Dir: dir}.AuditDir(), Node: "node-1", Signer: mustSigner(t, dir)})
 	require.NoError(t, err)
 	short, cancel := context.WithTimeout(ctx, time.Second)
 	_, err = RecoverAdmin(short, dir, c.kek, 10*time.Minute, "uid 0 (tester)")

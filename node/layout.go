@@ -58,7 +58,7 @@ func (l Layout) EtcdData() string         { return l.path("etcd") }
 func (l Layout) Public() string           { return l.path("public") }
 func (l Layout) Socket() string           { return l.path("public", "agent.sock") }
 func (l Layout) Admin() string            { return l.path("admin.yaml") }
-func (l Layout) Audit() string            { return l.path("audit") }
+func (l Layout) AuditDir() string         { return l.path("audit") }
 func (l Layout) AuditKey() string         { return l.path("keys", "audit.key") }
 
 // Labels bind each sealed key to its purpose (AEAD associated data), so a

@@ -143,7 +143,7 @@ func TestAuditHoldsNoSecrets(t *testing.T) {
 		l := node.Layout{Dir: filepath.Join(d.dir, name)}
 		signer, err := audit.LoadOrCreateSigner(name, l.AuditKey())
 		require.NoError(t, err)
-		log, err := audit.Open(audit.Config{Dir: l.Audit(), Node: name, Signer: signer})
+		log, err := audit.Open(audit.Config{Dir: l.AuditDir(), Node: name, Signer: signer})
 		require.NoError(t, err)
 		n := 0
 		err = log.Scan(context.Background(), 0, func(i uint64, raw []byte) bool {
