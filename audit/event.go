@@ -59,6 +59,7 @@ const (
 // rename one: operators filter and alert on them.
 const (
 	ActionAuthnMTLS        = "authn.mtls"        // a TLS client certificate accepted or refused
+	ActionAuthnEnroll      = "authn.enroll"      // the enrolment listener refused a handshake or rate-limited a caller
 	ActionSVIDIssue        = "svid.issue"        // an X509- or JWT-SVID signed (or refused)
 	ActionSVIDRotate       = "svid.rotate"       // a node or user renewed its own SVID
 	ActionTokenMint        = "token.mint"        // a join or enrolment token created

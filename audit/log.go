@@ -596,7 +596,10 @@ func (l *Log) commit(reqs []*request) {
 		chain = chainHash(chain, leaf)
 		b.Set(entryKey(i), append(chain[:], data...), nil)
 		f.Append(leaf, func(s Subtree) { b.Set(treeKey(s.Level, s.Index), s.Hash[:], nil) })
-		if e.DecisionID != "" {
+		// Only the decision itself is indexed: events recorded after the
+		// action it allowed carry its id too (to link them), and must not
+		// take its place.
+		if e.Kind == KindAuthz && e.DecisionID != "" {
 			b.Set(decisionKey(e.DecisionID), binary.BigEndian.AppendUint64(nil, i), nil)
 		}
 		written++

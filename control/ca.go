@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 )
@@ -320,6 +321,8 @@ func (s *Server) switchIntermediate(ctx context.Context, snap caSnapshot) error 
 		return err
 	}
 	s.ca.authority.Store(a)
+	s.record(ctx, audit.Event{Kind: audit.KindCA, Action: audit.ActionCARotate, Subject: s.selfID(), Outcome: audit.Allow, Resource: "ca/-/intermediates"}.
+		WithDetails(CADetails{Step: "switch-intermediate", Rotation: rot.ID, Fingerprint: ca.Fingerprint(cert), Node: s.cfg.NodeName}))
 	s.cfg.Log.Info("switched to a new intermediate", "rotation", rot.ID, "fingerprint", ca.Fingerprint(cert), "root", rot.NewRoot)
 	return nil
 }
@@ -375,6 +378,8 @@ func (s *Server) commitRotation(ctx context.Context, cond []clientv3.Cmp, rot Ro
 		return err
 	}
 	if resp.Succeeded {
+		s.record(ctx, audit.Event{Kind: audit.KindCA, Action: audit.ActionCARotate, Subject: s.selfID(), Outcome: audit.Allow, Resource: "ca/-/intermediates"}.
+			WithDetails(CADetails{Step: "advance", Rotation: rot.ID, Phase: rot.Phase}))
 		s.cfg.Log.Info("ca rotation advanced", "rotation", rot.ID, "phase", rot.Phase)
 		s.kickCA()
 	}
@@ -485,6 +490,8 @@ func (s *Server) Rotate(ctx context.Context, req *unumv1.CARotateRequest) (*unum
 	if !txn.Succeeded {
 		return nil, status.Error(codes.Aborted, "the CA state changed while the rotation was being started: try again")
 	}
+	s.record(ctx, audit.Event{Kind: audit.KindCA, Action: audit.ActionCARotate, Outcome: audit.Allow, Resource: "ca/-/intermediates"}.
+		WithDetails(CADetails{Step: "start", Rotation: rot.ID, Phase: rot.Phase}))
 	s.cfg.Log.Info("ca rotation started", "rotation", rot.ID, "root", rot.Root, "phase", rot.Phase, "by", c.ID.String())
 	resp := &unumv1.CARotateResponse{RotationId: rot.ID, Phase: rot.Phase}
 	if oneShot == nil {
@@ -594,6 +601,8 @@ func (s *Server) SignIntermediate(ctx context.Context, req *unumv1.SignIntermedi
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "sign intermediate: %v", err)
 	}
+	s.record(ctx, audit.Event{Kind: audit.KindCA, Action: audit.ActionCARotate, Outcome: audit.Allow, Resource: "ca/-/intermediates"}.
+		WithDetails(CADetails{Step: "sign-intermediate", Rotation: rot.ID, Fingerprint: ca.Fingerprint(cert), Node: node}))
 	s.cfg.Log.Info("intermediate signed", "node", node, "rotation", rot.ID, "fingerprint", ca.Fingerprint(cert))
 	return &unumv1.SignIntermediateResponse{Intermediate: cert.Raw, Root: root.Cert.Raw}, nil
 }
@@ -694,6 +703,9 @@ func (s *Server) ExportRoot(ctx context.Context, _ *unumv1.ExportRootRequest) (*
 		return nil, status.Errorf(codes.Internal, "encode root key: %v", err)
 	}
 	c, _ := callerOf(ctx)
+	// The key travels to the caller; the event names it by fingerprint only.
+	s.record(ctx, audit.Event{Kind: audit.KindCA, Action: audit.ActionCARoot, Outcome: audit.Allow, Resource: "ca/-/root"}.
+		WithDetails(CADetails{Step: "export", Fingerprint: ca.Fingerprint(r.Cert), Node: s.cfg.NodeName}))
 	s.cfg.Log.Warn("root key exported", "fingerprint", ca.Fingerprint(r.Cert), "by", c.ID.String())
 	return &unumv1.ExportRootResponse{
 		RootCertPem: ca.EncodeCertsPEM([]*x509.Certificate{r.Cert}),
@@ -737,6 +749,8 @@ func (s *Server) ConfirmExportRoot(ctx context.Context, req *unumv1.ConfirmExpor
 	}
 	s.ca.root.Store(nil)
 	c, _ := callerOf(ctx)
+	s.record(ctx, audit.Event{Kind: audit.KindCA, Action: audit.ActionCARoot, Outcome: audit.Allow, Resource: "ca/-/root"}.
+		WithDetails(CADetails{Step: "confirm-export", Fingerprint: req.GetFingerprint(), Node: s.cfg.NodeName}))
 	s.cfg.Log.Warn("root key deleted from this node after export", "fingerprint", req.GetFingerprint(), "by", c.ID.String())
 	s.kickCA()
 	return &unumv1.ConfirmExportRootResponse{}, nil
@@ -767,6 +781,8 @@ func (s *Server) ImportRoot(ctx context.Context, req *unumv1.ImportRootRequest) 
 	}
 	s.ca.root.Store(r)
 	c, _ := callerOf(ctx)
+	s.record(ctx, audit.Event{Kind: audit.KindCA, Action: audit.ActionCARoot, Outcome: audit.Allow, Resource: "ca/-/root"}.
+		WithDetails(CADetails{Step: "import", Fingerprint: ca.Fingerprint(r.Cert), Node: s.cfg.NodeName}))
 	s.cfg.Log.Warn("root key imported", "fingerprint", ca.Fingerprint(r.Cert), "by", c.ID.String())
 	s.kickCA()
 	return &unumv1.ImportRootResponse{Fingerprint: ca.Fingerprint(r.Cert)}, nil

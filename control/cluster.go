@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/jointoken"
 )
@@ -66,6 +68,12 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *unumv1.CreateJoinToke
 	if !resp.Succeeded {
 		return nil, status.Errorf(codes.AlreadyExists, "a node named %q already exists", req.GetName())
 	}
+	kind := "node"
+	if slices.Contains(roles, jointoken.RoleControl) {
+		kind = "control-node"
+	}
+	s.record(ctx, audit.Event{Kind: audit.KindToken, Action: audit.ActionTokenMint, Outcome: audit.Allow, Resource: kind + "/-/" + req.GetName()}.
+		WithDetails(TokenDetails{TokenID: tok.ID, TokenKind: "node", Name: req.GetName(), Roles: roles, ExpiresAt: expires}))
 	s.cfg.Log.Info("join token minted", "token_id", tok.ID, "name", req.GetName(), "roles", roles, "expires", expires, "by", c.ID.String())
 	return &unumv1.CreateJoinTokenResponse{Token: tok.String(), ExpiresAtUnix: expires.Unix()}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
@@ -65,7 +66,7 @@ func (s *Server) redeemableToken(ctx context.Context, key string, tok jointoken.
 // request does not burn it); then one etcd transaction consumes the token and
 // claims the node name, so of two concurrent uses exactly one wins; only then
 // is anything signed.
-func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.JoinResponse, error) {
+func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest, u *tokenUse) (*unumv1.JoinResponse, error) {
 	// Enrolment signs certificates: like every privileged action, not on a
 	// stale revocation view (the enrolment listener has no interceptor).
 	if err := s.revocations.Fresh(); err != nil {
@@ -75,10 +76,12 @@ func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	u.id = tok.ID
 	if tok.Kind != jointoken.KindNode {
 		return nil, status.Errorf(codes.InvalidArgument, "join token: a %s token cannot join a node", tok.Kind)
 	}
 	rec, tokenKV, err := s.redeemableToken(ctx, joinTokenKey(tok.ID), tok, "join", nil)
+	u.name, u.roles = rec.Name, rec.Roles
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +205,7 @@ func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 		return nil, status.Errorf(codes.Internal, "sign node svid: %v", err)
 	}
 	resp.SvidChain = derChain(chain)
+	u.leaf = chain[0]
 	for _, r := range s.bundle() {
 		resp.Roots = append(resp.Roots, r.Raw)
 	}
@@ -243,6 +247,36 @@ func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.Joi
 	}
 	s.cfg.Log.Info("node joined", "node", name, "roles", rec.Roles, "token_id", tok.ID)
 	return resp, nil
+}
+
+// tokenUse is what an enrolment attempt learned about its token and what
+// it signed, for its audit events.
+type tokenUse struct {
+	id, name string
+	roles    []string
+	// leaf is the certificate signed (node SVID, user certificate).
+	leaf *x509.Certificate
+}
+
+// recordTokenUse records a Join or Login attempt: token.use (refusals
+// through the rate-limited recorder: anyone can send a token) and, when
+// it succeeded, what it made (made is called then).
+func (s *Server) recordTokenUse(ctx context.Context, kind string, u *tokenUse, err error, made func(audit.Event) audit.Event) {
+	d := TokenDetails{TokenID: u.id, TokenKind: kind, Name: u.name, Roles: u.roles}
+	if p, ok := peer.FromContext(ctx); ok {
+		d.Peer = p.Addr.String()
+	}
+	outcome, reasons := outcomeOf(err)
+	e := audit.Event{Kind: audit.KindToken, Action: audit.ActionTokenUse, Outcome: outcome, Reasons: reasons}.WithDetails(d)
+	if u.name != "" {
+		e.Resource = kind + "/-/" + u.name
+	}
+	if err != nil {
+		s.recordRefusal(ctx, e)
+		return
+	}
+	s.record(ctx, e)
+	s.record(ctx, made(audit.Event{Outcome: audit.Allow, Resource: e.Resource}))
 }
 
 // rollbackJoin removes the node record of a join that failed after the

@@ -55,6 +55,8 @@ type harness struct {
 	// Bootstrap).
 	events      *audit.Log
 	auditSigner *audit.Signer
+	// audit is events, by the name the event tests use.
+	audit *audit.Log
 }
 
 // events are the server's audit events (kind and action), read back from
@@ -195,7 +197,7 @@ func newHarness(dir string) (*harness, func(), error) {
 		return nil, nil, err
 	}
 	pv, ring := policy.NewView(0), policy.NewRing(10000)
-	decider := policy.NewDecider(policy.DeciderConfig{Node: "node-1", View: pv, Log: ring})
+	decider := policy.NewDecider(policy.DeciderConfig{Node: "node-1", View: pv, Log: auditDecisions{log: events, shadows: ring}})
 	engines := policy.NewEngineCache(8)
 	srv, err := New(Config{
 		Policy: pv, Engines: engines, OnShadow: decider.SetShadow, CurrentShadow: decider.CurrentShadow,
@@ -205,6 +207,7 @@ func newHarness(dir string) (*harness, func(), error) {
 		Audit: events, Witness: witness, WitnessRound: 50 * time.Millisecond,
 	})
 	if err != nil {
+		events.Close()
 		etcd.Close()
 		return nil, nil, err
 	}
@@ -216,13 +219,13 @@ func newHarness(dir string) (*harness, func(), error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	hh := &harness{events: events, auditSigner: auditSigner, td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr, authoritySkew: skew, decider: decider, decisions: ring}
+	hh := &harness{events: events, audit: events, auditSigner: auditSigner, td: td, root: root, rootKey: rootKey, authority: authority, etcd: etcd, srv: srv, metrics: m, apiAddr: apiAddr, enrollAddr: enrollAddr, authoritySkew: skew, decider: decider, decisions: ring}
 	serverCreds, err := hh.creds(nodeID)
 	if err != nil {
 		return nil, nil, err
 	}
 	api := rpc.NewServer(serverCreds, rpc.ServerConfig{Authorizer: &rpc.PolicyAuthorizer{Decider: decider, Roles: srv, Entries: srv}, Revocations: srv.Revocations(), Log: quiet})
-	unumv1.RegisterPolicyServer(api, &PolicyService{Local: LocalDecisions{Node: "node-1", Ring: ring, Engines: engines, View: pv}, S: srv})
+	unumv1.RegisterPolicyServer(api, &PolicyService{Local: LocalDecisions{Node: "node-1", Decisions: events, Shadows: ring, Engines: engines, View: pv}, S: srv})
 	unumv1.RegisterIdentityServer(api, srv)
 	unumv1.RegisterClusterServer(api, srv)
 	unumv1.RegisterUsersServer(api, srv)
@@ -247,6 +250,21 @@ func newHarness(dir string) (*harness, func(), error) {
 		events.Close()
 	}
 	return hh, stop, nil
+}
+
+// auditDecisions records every decision in the audit log, as the node
+// does, and keeps those a shadow would change.
+type auditDecisions struct {
+	log     *audit.Log
+	shadows *policy.Ring
+}
+
+func (d auditDecisions) Record(ctx context.Context, r *policy.Record) error {
+	if r.Shadow != nil && r.Shadow.Changed() {
+		_ = d.shadows.Record(ctx, r)
+	}
+	e := DecisionEvent(r)
+	return d.log.Record(ctx, &e)
 }
 
 // creds issues an SVID for id from the harness CA (as init and joins do).

@@ -2,13 +2,17 @@ package control
 
 import (
 	"context"
+	"crypto/x509"
 	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/internal/metrics/label"
+	"github.com/unumos/unum/internal/rpc"
 )
 
 // Metrics receives the control services' counters; the node passes its
@@ -103,6 +107,7 @@ func enrollmentOutcome(err error) string {
 func (s *Server) MintX509SVID(ctx context.Context, req *unumv1.MintX509SVIDRequest) (*unumv1.MintX509SVIDResponse, error) {
 	resp, err := s.mintX509SVID(ctx, req)
 	s.countSVID(label.KindWorkload, err)
+	s.recordSVID(ctx, audit.ActionSVIDIssue, SVIDDetails{Type: "x509", SPIFFEID: clip(req.GetSpiffeId()), EntryID: clip(req.GetEntryId())}, resp.GetChain(), err)
 	return resp, err
 }
 
@@ -110,6 +115,18 @@ func (s *Server) MintX509SVID(ctx context.Context, req *unumv1.MintX509SVIDReque
 func (s *Server) MintJWTSVID(ctx context.Context, req *unumv1.MintJWTSVIDRequest) (*unumv1.MintJWTSVIDResponse, error) {
 	resp, err := s.mintJWTSVID(ctx, req)
 	s.countSVID(label.KindJWT, err)
+	d := SVIDDetails{Type: "jwt", SPIFFEID: clip(req.GetSpiffeId()), EntryID: clip(req.GetEntryId())}
+	for i, a := range req.GetAudience() {
+		if i == 8 {
+			break
+		}
+		d.Audience = append(d.Audience, clip(a))
+	}
+	if err == nil {
+		d.NotAfter = s.cfg.Clock().Add(s.cfg.JWTTTL).UTC()
+	}
+	// The token itself is a bearer credential: never recorded.
+	s.recordSVID(ctx, audit.ActionSVIDIssue, d, nil, err)
 	return resp, err
 }
 
@@ -117,12 +134,36 @@ func (s *Server) MintJWTSVID(ctx context.Context, req *unumv1.MintJWTSVIDRequest
 func (s *Server) RenewNodeSVID(ctx context.Context, req *unumv1.RenewNodeSVIDRequest) (*unumv1.RenewNodeSVIDResponse, error) {
 	resp, err := s.renewNodeSVID(ctx, req)
 	s.countSVID(label.KindNode, err)
+	d := SVIDDetails{Type: "x509"}
+	if c, ok := rpc.CallerFromContext(ctx); ok {
+		d.SPIFFEID = c.ID.String()
+	}
+	s.recordSVID(ctx, audit.ActionSVIDRotate, d, resp.GetChain(), err)
 	return resp, err
+}
+
+// recordSVID records an SVID issued (chain: its DER chain, leaf first) or
+// refused (err).
+func (s *Server) recordSVID(ctx context.Context, action string, d SVIDDetails, chain [][]byte, err error) {
+	if len(chain) > 0 {
+		if leaf, perr := x509.ParseCertificate(chain[0]); perr == nil {
+			d.Serial, d.NotAfter = leaf.SerialNumber.String(), leaf.NotAfter.UTC()
+		}
+	}
+	outcome, reasons := outcomeOf(err)
+	s.record(ctx, audit.Event{Kind: audit.KindSVID, Action: action, Outcome: outcome, Reasons: reasons}.WithDetails(d))
 }
 
 // Join implements unumv1.EnrollmentServer (see join).
 func (s *Server) Join(ctx context.Context, req *unumv1.JoinRequest) (*unumv1.JoinResponse, error) {
-	resp, err := s.join(ctx, req)
+	var u tokenUse
+	resp, err := s.join(ctx, req, &u)
+	s.recordTokenUse(ctx, "node", &u, err, func(e audit.Event) audit.Event {
+		id, _ := identity.NodeID(s.cfg.TrustDomain, u.name)
+		e.Kind, e.Action, e.Subject = audit.KindNode, audit.ActionNodeJoin, id.String()
+		return e.WithDetails(SVIDDetails{Type: "x509", SPIFFEID: id.String(), Serial: u.leaf.SerialNumber.String(),
+			NotAfter: u.leaf.NotAfter.UTC(), Roles: u.roles, TokenID: u.id})
+	})
 	s.countEnrollment(label.KindNode, err)
 	// A node SVID is issued only by a join that succeeds; a refused join
 	// is counted as an enrolment outcome, not as a refused SVID.

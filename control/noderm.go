@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/jointoken"
@@ -202,6 +203,9 @@ func (s *Server) RemoveNode(ctx context.Context, req *unumv1.RemoveNodeRequest) 
 		return nil, revocationStatus("remove node "+name, err)
 	}
 	out.RevokedSpiffeId = id.String()
+	s.record(ctx, audit.Event{Kind: audit.KindNode, Action: audit.ActionNodeRemove, Outcome: audit.Allow, Resource: "node/-/" + name}.
+		WithDetails(NodeDetails{Name: name, Roles: rec.Roles, Forced: req.GetForce(), RemovedEtcdMember: out.RemovedEtcdMember,
+			DeletedEntries: out.DeletedEntries, RevokedSPIFFEID: out.RevokedSpiffeId}))
 	s.cfg.Log.Warn("node removed", "node", name, "roles", rec.Roles, "forced", req.GetForce(),
 		"etcd_member_removed", out.RemovedEtcdMember, "entries_deleted", out.DeletedEntries, "by", c.ID.String())
 	return out, nil
@@ -305,6 +309,8 @@ func (s *Server) revokeRemovedNode(ctx context.Context, by, name string, force b
 	if _, err := s.revoke(ctx, id, reason, by); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "revoke node %s: %v", name, err)
 	}
+	s.record(ctx, audit.Event{Kind: audit.KindNode, Action: audit.ActionNodeRemove, Outcome: audit.Allow, Resource: "node/-/" + name,
+		Reasons: []string{reason}}.WithDetails(NodeDetails{Name: name, Forced: force, RevokedSPIFFEID: id.String()}))
 	s.cfg.Log.Warn("identity of a node that is no member revoked", "node", name, "reason", reason, "by", by)
 	return &unumv1.RemoveNodeResponse{RevokedSpiffeId: id.String()}, nil
 }

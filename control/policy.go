@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/policy"
@@ -225,6 +226,8 @@ func (s *Server) Apply(ctx context.Context, req *unumv1.ApplyPolicyRequest) (*un
 		return nil, err
 	}
 	if !unchanged {
+		s.record(ctx, audit.Event{Kind: audit.KindPolicy, Action: audit.ActionPolicyApply, Outcome: audit.Allow, Resource: "policy/-/bundle"}.
+			WithDetails(PolicyDetails{Revision: rev, SHA256: meta.SHA256, Message: meta.Message, Forced: forced}))
 		s.cfg.Log.Info("policy applied", "revision", rev, "sha256", meta.SHA256, "by", meta.Author, "forced", len(forced) > 0)
 	}
 	return &unumv1.ApplyPolicyResponse{Revision: rev, Sha256: meta.SHA256, TestsPassed: int32(tests), Forced: forced, Unchanged: unchanged}, nil
@@ -254,6 +257,8 @@ func (s *Server) Rollback(ctx context.Context, req *unumv1.RollbackPolicyRequest
 	if err != nil {
 		return nil, err
 	}
+	s.record(ctx, audit.Event{Kind: audit.KindPolicy, Action: audit.ActionPolicyRollback, Outcome: audit.Allow, Resource: "policy/-/bundle"}.
+		WithDetails(PolicyDetails{Revision: rev, SHA256: meta.SHA256, Message: meta.Message, Restores: m.Revision, Forced: forced}))
 	s.cfg.Log.Info("policy rolled back", "revision", rev, "restores", m.Revision, "by", meta.Author)
 	return &unumv1.ApplyPolicyResponse{Revision: rev, Sha256: meta.SHA256, TestsPassed: int32(tests), Forced: forced}, nil
 }
@@ -483,6 +488,8 @@ func (s *Server) StartShadow(ctx context.Context, req *unumv1.StartShadowRequest
 	if !txn.Succeeded {
 		return nil, status.Error(codes.Aborted, "another shadow started concurrently; try again")
 	}
+	s.record(ctx, audit.Event{Kind: audit.KindPolicy, Action: audit.ActionPolicyShadow, Outcome: audit.Allow, Resource: "policy/-/shadow"}.
+		WithDetails(PolicyDetails{ShadowID: rec.ID, SHA256: b.Digest(), Until: rec.Until, Revision: live}))
 	s.cfg.Log.Info("policy shadow started", "shadow_id", rec.ID, "until", rec.Until, "by", rec.StartedBy)
 	return &unumv1.StartShadowResponse{ShadowId: rec.ID, UntilUnix: rec.Until.Unix(), LiveRevision: live}, nil
 }
@@ -512,6 +519,11 @@ func (s *Server) StopShadow(ctx context.Context, req *unumv1.StopShadowRequest) 
 	if !txn.Succeeded {
 		return nil, status.Error(codes.Aborted, "the shadow changed while stopping it; look at `unum policy status` and try again")
 	}
+	stopped := PolicyDetails{Stopped: true}
+	if cur, err := decode[shadowRecord](resp.Kvs[0].Value); err == nil {
+		stopped.ShadowID, stopped.Until = cur.ID, cur.Until
+	}
+	s.record(ctx, audit.Event{Kind: audit.KindPolicy, Action: audit.ActionPolicyShadow, Outcome: audit.Allow, Resource: "policy/-/shadow"}.WithDetails(stopped))
 	return &unumv1.StopShadowResponse{}, nil
 }
 

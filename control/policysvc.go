@@ -3,21 +3,32 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/policy"
 )
 
-// LocalDecisions is what every node keeps of the decisions it made.
+// DecisionFinder finds a decision's authz event in a node's audit log
+// (*audit.Log): its index and the event as stored, or an error wrapping
+// audit.ErrNotFound or audit.ErrPruned. Safe for concurrent use.
+type DecisionFinder interface {
+	FindDecision(id string) (uint64, []byte, error)
+}
+
+// LocalDecisions is what every node keeps of the decisions it made: all of
+// them in its audit log, and in memory those a shadow would have changed.
 type LocalDecisions struct {
-	Node    string
-	Ring    *policy.Ring
-	Engines *policy.EngineCache
-	View    *policy.View
+	Node      string
+	Decisions DecisionFinder
+	Shadows   *policy.Ring
+	Engines   *policy.EngineCache
+	View      *policy.View
 }
 
 // PolicyService serves the Policy API on every node: Explain and
@@ -120,9 +131,9 @@ func (p *PolicyService) StopShadow(ctx context.Context, req *unumv1.StopShadowRe
 	return s.StopShadow(ctx, req)
 }
 
-// Explain implements unumv1.PolicyServer: a decision this node made, with
-// the rules that fired, found by evaluating the recorded input again on
-// the recorded revision.
+// Explain implements unumv1.PolicyServer: a decision this node made, read
+// from its audit log, with the rules that fired, found by evaluating the
+// recorded input again on the recorded revision.
 func (p *PolicyService) Explain(ctx context.Context, req *unumv1.ExplainPolicyRequest) (*unumv1.ExplainPolicyResponse, error) {
 	node, err := policy.DecisionNode(req.GetDecisionId())
 	if err != nil {
@@ -131,9 +142,9 @@ func (p *PolicyService) Explain(ctx context.Context, req *unumv1.ExplainPolicyRe
 	if node != p.Local.Node {
 		return nil, status.Errorf(codes.FailedPrecondition, "decision %s was made on node %s, not %s: ask that node", req.GetDecisionId(), node, p.Local.Node)
 	}
-	rec, ok := p.Local.Ring.Get(req.GetDecisionId())
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "decision %s is not held on node %s any more (it keeps the most recent decisions in memory)", req.GetDecisionId(), node)
+	rec, err := p.recordedDecision(req.GetDecisionId())
+	if err != nil {
+		return nil, err
 	}
 	in, _ := json.Marshal(rec.Input)
 	out := &unumv1.ExplainPolicyResponse{
@@ -161,6 +172,28 @@ func (p *PolicyService) Explain(ctx context.Context, req *unumv1.ExplainPolicyRe
 		out.Fired = append(out.Fired, &unumv1.FiredRule{Rule: f.Rule, File: f.File, Line: int32(f.Line)})
 	}
 	return out, nil
+}
+
+// recordedDecision reads decision id back from the audit log.
+func (p *PolicyService) recordedDecision(id string) (*policy.Record, error) {
+	_, raw, err := p.Local.Decisions.FindDecision(id)
+	switch {
+	case errors.Is(err, audit.ErrPruned):
+		return nil, status.Errorf(codes.NotFound, "decision %s was pruned from node %s's audit log by retention", id, p.Local.Node)
+	case errors.Is(err, audit.ErrNotFound):
+		return nil, status.Errorf(codes.NotFound, "decision %s is not in node %s's audit log", id, p.Local.Node)
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "read node %s's audit log: %v", p.Local.Node, err)
+	}
+	e, err := audit.DecodeEvent(raw)
+	if err != nil {
+		return nil, status.Errorf(codes.DataLoss, "decision %s in node %s's audit log: %v", id, p.Local.Node, err)
+	}
+	rec, err := DecisionFromEvent(e)
+	if err != nil {
+		return nil, status.Errorf(codes.DataLoss, "decision %s in node %s's audit log: %v", id, p.Local.Node, err)
+	}
+	return rec, nil
 }
 
 func joinErr(a, b string) string {
@@ -201,7 +234,7 @@ func (p *PolicyService) ShadowReport(_ context.Context, req *unumv1.ShadowReport
 		return nil, status.Error(codes.InvalidArgument, "shadow id is required")
 	}
 	out := &unumv1.ShadowReportResponse{Node: p.Local.Node}
-	for _, r := range p.Local.Ring.ShadowChanges(req.GetShadowId()) {
+	for _, r := range p.Local.Shadows.ShadowChanges(req.GetShadowId()) {
 		out.Changes = append(out.Changes, &unumv1.ShadowChange{
 			DecisionId: r.ID, TimeUnixNano: r.Time.UnixNano(),
 			Subject: r.Input.Subject.ID, Action: r.Input.Action, Resource: r.Input.Resource.String(),

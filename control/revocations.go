@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/revocation"
 )
@@ -113,6 +114,8 @@ func (s *Server) revokeManyIf(ctx context.Context, ids []spiffeid.ID, reason, by
 		if txn.Succeeded {
 			for _, e := range merged {
 				s.cfg.Log.Warn("identity revoked", "spiffe_id", e.ID, "before", e.Before, "reason", reason, "by", by)
+				s.record(ctx, audit.Event{Kind: audit.KindRevocation, Action: audit.ActionRevoke, Outcome: audit.Allow}.
+					WithDetails(RevocationDetails{SPIFFEID: e.ID, Before: e.Before.UTC(), Reason: reason}))
 			}
 			return merged, nil
 		}

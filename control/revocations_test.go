@@ -122,10 +122,10 @@ func TestEnrolmentRefusedOnStaleView(t *testing.T) {
 	stale := revocation.NewView(10*time.Second, func() time.Time { return now.Add(time.Minute) })
 	stale.Update(revocation.NewSet(nil, revocation.Window{}, 1), now)
 	s := &Server{cfg: h.srv.cfg, cache: h.srv.cache, reader: h.srv.reader, revocations: stale}
-	_, err := s.join(ctxT(t), &unumv1.JoinRequest{Token: "unum1.node.x.y.z"})
+	_, err := s.join(ctxT(t), &unumv1.JoinRequest{Token: "unum1.node.x.y.z"}, &tokenUse{})
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	require.Contains(t, err.Error(), "revocation view is stale")
-	_, err = s.login(ctxT(t), &unumv1.LoginRequest{Token: "unum1.user.x.y.z"})
+	_, err = s.login(ctxT(t), &unumv1.LoginRequest{Token: "unum1.user.x.y.z"}, &tokenUse{})
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	require.Contains(t, err.Error(), "revocation view is stale")
 }

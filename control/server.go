@@ -98,6 +98,10 @@ type Config struct {
 	// (DefaultWitnessRound when zero).
 	Witness      *audit.Signer
 	WitnessRound time.Duration
+	// AuditRefusals records what unauthenticated callers cause (refused
+	// enrolment tokens); it should be rate-limited (audit.Limiter). nil:
+	// Audit.
+	AuditRefusals audit.Recorder
 }
 
 // Server implements the Identity, Enrollment, Cluster, Users and Backup

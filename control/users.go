@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/jointoken"
@@ -216,6 +217,12 @@ func (s *Server) AddUser(ctx context.Context, req *unumv1.AddUserRequest) (*unum
 		return nil, status.Errorf(codes.Aborted, "user %s changed concurrently; try again", name)
 	}
 	if len(got.Kvs) == 0 {
+		s.record(ctx, audit.Event{Kind: audit.KindUser, Action: audit.ActionUserAdd, Outcome: audit.Allow, Resource: "user/-/" + name}.
+			WithDetails(UserDetails{Name: name, Role: user.Role, CertTTLSec: int64(user.CertTTL / time.Second)}))
+	}
+	s.record(ctx, audit.Event{Kind: audit.KindToken, Action: audit.ActionTokenMint, Outcome: audit.Allow, Resource: "user/-/" + name}.
+		WithDetails(TokenDetails{TokenID: tok.ID, TokenKind: "user", Name: name, ExpiresAt: expires}))
+	if len(got.Kvs) == 0 {
 		s.cfg.Log.Info("user added", "user", name, "role", user.Role, "cert_ttl", user.CertTTL, "token_id", tok.ID, "token_expires", expires, "by", c.ID.String())
 	} else {
 		s.cfg.Log.Info("user enrolment token reissued", "user", name, "token_id", tok.ID, "token_expires", expires, "by", c.ID.String())
@@ -282,6 +289,8 @@ func (s *Server) RemoveUser(ctx context.Context, req *unumv1.RemoveUserRequest) 
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "remove user: %v", err)
 	}
+	s.record(ctx, audit.Event{Kind: audit.KindUser, Action: audit.ActionUserRemove, Outcome: audit.Allow, Resource: "user/-/" + name}.
+		WithDetails(UserDetails{Name: name, TokensDeleted: len(ops) - 1}))
 	s.cfg.Log.Info("user removed", "user", name, "pending_tokens_deleted", len(ops)-1, "revoked_before", e.Before, "by", c.ID.String())
 	return &unumv1.RemoveUserResponse{}, nil
 }
@@ -318,7 +327,14 @@ func (s *Server) RevokeUser(ctx context.Context, req *unumv1.RevokeUserRequest) 
 // enrolment token for a certificate. See the comment at the top of this
 // file for the order of checks.
 func (s *Server) Login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.LoginResponse, error) {
-	resp, err := s.login(ctx, req)
+	var u tokenUse
+	resp, err := s.login(ctx, req, &u)
+	s.recordTokenUse(ctx, "user", &u, err, func(e audit.Event) audit.Event {
+		id, _ := identity.UserID(s.cfg.TrustDomain, u.name)
+		e.Kind, e.Action, e.Subject = audit.KindSVID, audit.ActionSVIDIssue, id.String()
+		return e.WithDetails(SVIDDetails{Type: "x509", SPIFFEID: id.String(), Serial: u.leaf.SerialNumber.String(),
+			NotAfter: u.leaf.NotAfter.UTC(), TokenID: u.id})
+	})
 	s.countEnrollment(label.KindUser, err)
 	if err == nil {
 		s.countSVID(label.KindUser, nil)
@@ -326,7 +342,7 @@ func (s *Server) Login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 	return resp, err
 }
 
-func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.LoginResponse, error) {
+func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest, u *tokenUse) (*unumv1.LoginResponse, error) {
 	if err := s.revocations.Fresh(); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "login refused: %v", err)
 	}
@@ -334,6 +350,7 @@ func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	u.id = tok.ID
 	if tok.Kind != jointoken.KindUser {
 		return nil, status.Errorf(codes.InvalidArgument, "login token: a %s token cannot log in a user (it is for `unum node --join`)", tok.Kind)
 	}
@@ -343,6 +360,7 @@ func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 	rec, tokenKV, err := s.redeemableToken(ctx, userTokenKey(tok.ID), tok, "login", func(rec jointoken.Record) string {
 		return fmt.Sprintf(" (ask an admin for `unum user add %s --reissue-token`)", rec.Name)
 	})
+	u.name = rec.Name
 	if err != nil {
 		return nil, err
 	}
@@ -401,6 +419,7 @@ func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "sign user certificate: %v", err)
 	}
+	u.leaf = chain[0]
 	resp := &unumv1.LoginResponse{
 		TrustDomain:      s.cfg.TrustDomain.Name(),
 		Name:             name,
@@ -421,6 +440,11 @@ func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest) (*unumv1.L
 func (s *Server) RenewUser(ctx context.Context, req *unumv1.RenewUserRequest) (*unumv1.RenewUserResponse, error) {
 	resp, err := s.renewUser(ctx, req)
 	s.countSVID(label.KindUser, err)
+	d := SVIDDetails{Type: "x509"}
+	if c, ok := rpc.CallerFromContext(ctx); ok {
+		d.SPIFFEID = c.ID.String()
+	}
+	s.recordSVID(ctx, audit.ActionSVIDRotate, d, resp.GetChain(), err)
 	return resp, err
 }
 

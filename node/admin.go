@@ -1,14 +1,17 @@
 package node
 
 import (
+	"context"
 	"crypto/x509"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/control"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/ca"
@@ -51,9 +54,13 @@ const (
 // stolen (and revoked with `unum user revoke admin`). It needs what running
 // that control node needs: read access to its keys and the KEK. The config
 // points at the node's own API address and the control addresses it knows.
-// The caller makes the event loud (log and terminal): the cluster cannot
-// see it happen.
-func RecoverAdmin(dataDir, kekFile string, ttl time.Duration) (*clientconfig.Config, error) {
+// The caller makes the event loud (log and terminal).
+//
+// The recovery is recorded in the node's audit log (recovery.admin, by
+// naming the local account that ran it) before the config is returned: by
+// opening the log when the node is stopped, else through the running
+// node's audit inbox. When it cannot be recorded, nothing is returned.
+func RecoverAdmin(ctx context.Context, dataDir, kekFile string, ttl time.Duration, by string) (*clientconfig.Config, error) {
 	if ttl < MinRecoverTTL || ttl > AdminCertTTL {
 		return nil, fmt.Errorf("recover admin: ttl %s: must be between %s and %s", ttl, MinRecoverTTL, AdminCertTTL)
 	}
@@ -71,7 +78,38 @@ func RecoverAdmin(dataDir, kekFile string, ttl time.Duration) (*clientconfig.Con
 			addrs = append(addrs, a)
 		}
 	}
-	return issueAdmin(authority, td, roots, addrs, ttl)
+	admin, err := issueAdmin(authority, td, roots, addrs, ttl)
+	if err != nil {
+		return nil, err
+	}
+	svid, err := admin.SVID()
+	if err != nil {
+		return nil, err
+	}
+	nodeID, err := identity.NodeID(td, cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	leaf := svid.Certificates[0]
+	e := audit.Event{Kind: audit.KindRecovery, Action: audit.ActionRecover, Subject: nodeID.String(), Outcome: audit.Allow,
+		Resource: "user/-/" + identity.AdminUser, Reasons: []string{"break-glass: admin credential minted from the node's local CA material"}}
+	e = e.WithDetails(RecoveryDetails{SPIFFEID: svid.ID.String(), Serial: leaf.SerialNumber.String(), NotAfter: leaf.NotAfter.UTC(), By: by, Host: host})
+	if err := recordRecovery(ctx, Layout{Dir: dataDir}, cfg.Name, &e); err != nil {
+		return nil, fmt.Errorf("recover admin: refused, the recovery could not be recorded in the audit log: %w", err)
+	}
+	return admin, nil
+}
+
+// RecoveryDetails are the details of a recovery.admin event.
+type RecoveryDetails struct {
+	// SPIFFEID, Serial and NotAfter name the credential minted.
+	SPIFFEID string    `json:"spiffe_id"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+	// By is the local account that ran the recovery, Host the machine.
+	By   string `json:"by"`
+	Host string `json:"host,omitempty"`
 }
 
 func issueAdmin(authority *ca.Authority, td spiffeid.TrustDomain, roots []*x509.Certificate, addrs []string, ttl time.Duration) (*clientconfig.Config, error) {

@@ -1,6 +1,9 @@
 package node
 
 import (
+	"context"
+	"encoding/json"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -8,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
@@ -18,8 +22,21 @@ import (
 // without both.
 func TestRecoverAdmin(t *testing.T) {
 	dir1 := cl.nodes["node-1"].dir
-	cfg, err := RecoverAdmin(dir1, cl.kek, 10*time.Minute)
+	before := cl.nodes["node-1"].node.Load().audit.Size()
+	cfg, err := RecoverAdmin(context.Background(), dir1, cl.kek, 10*time.Minute, "uid 0 (tester)")
 	require.NoError(t, err)
+	// Recorded by the running node (through its inbox) before it returned.
+	e := findEvent(t, cl.nodes["node-1"].node.Load().audit, before, audit.ActionRecover)
+	require.NotNil(t, e, "no recovery.admin event")
+	require.Equal(t, audit.KindRecovery, e.Kind)
+	require.Equal(t, "spiffe://unum.test/node/node-1", e.Subject)
+	var d RecoveryDetails
+	require.NoError(t, json.Unmarshal(e.Details, &d))
+	require.Equal(t, "uid 0 (tester)", d.By)
+	require.Equal(t, "spiffe://unum.test/user/admin", d.SPIFFEID)
+	inbox, err := os.ReadDir(Layout{Dir: dir1}.AuditInbox())
+	require.NoError(t, err)
+	require.Empty(t, inbox, "the node removes what it recorded")
 	svid, err := cfg.SVID()
 	require.NoError(t, err)
 	require.Equal(t, "spiffe://unum.test/user/admin", svid.ID.String())
@@ -52,7 +69,7 @@ func TestRecoverAdmin(t *testing.T) {
 		"wrong KEK":          {dir1, otherKEK(t), time.Hour, "intermediate"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := RecoverAdmin(tc.dir, tc.kek, tc.ttl)
+			_, err := RecoverAdmin(context.Background(), tc.dir, tc.kek, tc.ttl, "uid 0 (tester)")
 			require.ErrorContains(t, err, tc.want)
 		})
 	}

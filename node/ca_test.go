@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -25,6 +26,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/control"
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
@@ -295,6 +298,27 @@ func TestCARotationUnderWorkloadStream(t *testing.T) {
 	times := rc.rotateRoot(ctx, t)
 	t.Logf("rotation: all control nodes switched after %s, old root retired after %s", times.switched.Round(10*time.Millisecond), times.retired.Round(10*time.Millisecond))
 
+	// The rotation's steps are in the audit logs: started and driven by
+	// the root holder, which signed node-c2's intermediate; each control
+	// node switched.
+	caSteps := func(node string) map[string]int {
+		steps := map[string]int{}
+		for _, e := range events(t, rc.nodes[node].node.Load().audit, 0) {
+			if e.Action == audit.ActionCARotate {
+				var d control.CADetails
+				require.NoError(t, json.Unmarshal(e.Details, &d))
+				steps[d.Step]++
+			}
+		}
+		return steps
+	}
+	s1, s2 := caSteps("node-1"), caSteps("node-c2")
+	require.Equal(t, 1, s1["start"], "%v", s1)
+	require.Positive(t, s1["advance"], "%v", s1)
+	require.Equal(t, 1, s1["sign-intermediate"], "%v", s1)
+	require.Equal(t, 1, s1["switch-intermediate"], "%v", s1)
+	require.Equal(t, 1, s2["switch-intermediate"], "%v", s2)
+
 	st, err := rc.caStatus(ctx)
 	require.NoError(t, err)
 	require.Len(t, st.GetRoots(), 1, "the old root must be gone from the bundle")
@@ -416,6 +440,19 @@ func TestCARootOffline(t *testing.T) {
 	imp, err := cac.ImportRoot(ctx, &unumv1.ImportRootRequest{RootKeyPem: exp.GetRootKeyPem()})
 	require.NoError(t, err)
 	restored = true
+	// Each step is in the node's audit log; the key never is.
+	var steps []string
+	log1 := cl.nodes["node-1"].node.Load().audit
+	for _, e := range events(t, log1, 0) {
+		if e.Action == audit.ActionCARoot {
+			var d control.CADetails
+			require.NoError(t, json.Unmarshal(e.Details, &d))
+			require.Equal(t, exp.GetFingerprint(), d.Fingerprint)
+			steps = append(steps, d.Step)
+		}
+	}
+	require.Equal(t, []string{"export", "confirm-export", "import"}, steps)
+	requireNotInLog(t, log1, exp.GetRootKeyPem())
 	require.Equal(t, exp.GetFingerprint(), imp.GetFingerprint())
 	kek, err := seal.LoadKEK(cl.kek)
 	require.NoError(t, err)

@@ -32,6 +32,7 @@ import (
 //	  witness.key                          control nodes: the audit witness key
 //	DIR/audit/         the node's audit log (Pebble)
 //	DIR/etcd/          etcd's data (control nodes)
+//	DIR/audit-inbox/   0700: events local tools hand the running node (break-glass)
 //	DIR/public/        0755: agent.sock, 0666
 //	DIR/admin.yaml     0600: the admin's client config (init only)
 type Layout struct{ Dir string }

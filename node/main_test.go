@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,8 @@ type runningNode struct {
 	opts   Options
 	cancel context.CancelFunc
 	done   chan error
+	// node is the running node (set before it runs).
+	node atomic.Pointer[node]
 }
 
 type cluster struct {
@@ -116,6 +119,7 @@ func (c *cluster) start(name string, o Options) error {
 	o.EtcdHeartbeat, o.EtcdElection = 250*time.Millisecond, 2500*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	rn := &runningNode{dir: o.DataDir, opts: o, cancel: cancel, done: make(chan error, 1)}
+	o.started = func(n *node) { rn.node.Store(n) }
 	go func() { rn.done <- Run(ctx, o) }()
 	c.nodes[name] = rn
 	return nil

@@ -11,7 +11,6 @@ import (
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/internal/metrics"
 	"github.com/unumos/unum/internal/metrics/label"
-	"github.com/unumos/unum/policy"
 	"github.com/unumos/unum/storage/meta"
 )
 
@@ -141,27 +140,4 @@ func (n *node) enrollRateLimited(fullMethod string) {
 		kind = label.KindUser
 	}
 	n.obs.m.Enrollment(kind, label.OutcomeRateLimited)
-}
-
-// countingLog is the node's decision log: the in-memory ring (explain,
-// shadow reports) plus the decision counter. The metrics are set by run
-// before the API serves, so Record (on the request path) sees them.
-type countingLog struct {
-	ring *policy.Ring
-	obs  *nodeMetrics
-}
-
-var _ policy.DecisionLog = countingLog{}
-
-// Record implements policy.DecisionLog.
-func (l countingLog) Record(ctx context.Context, r *policy.Record) error {
-	outcome := label.DecisionDeny
-	switch {
-	case r.Err != "":
-		outcome = label.DecisionRefused
-	case r.Result.Allow:
-		outcome = label.DecisionAllow
-	}
-	l.obs.m.Decision(outcome)
-	return l.ring.Record(ctx, r)
 }

@@ -228,7 +228,7 @@ func TestKeysOnDiskSealedAndPrivate(t *testing.T) {
 	}))
 	// node, etcd member, 4 sealed CA keys, audit checkpoint and witness keys
 	require.Equal(t, 8, keyFiles)
-	for p, mode := range map[string]os.FileMode{l.Dir: 0o711, l.Public(): 0o755, l.Admin(): 0o600, l.AuditDir(): 0o700} {
+	for p, mode := range map[string]os.FileMode{l.Dir: 0o711, l.Public(): 0o755, l.Admin(): 0o600, l.AuditDir(): 0o700, l.AuditInbox(): 0o700} {
 		info, err := os.Stat(p)
 		require.NoError(t, err)
 		require.Equal(t, mode, info.Mode().Perm(), p)

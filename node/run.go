@@ -45,8 +45,9 @@ const EnforcementMode = "degraded"
 
 const heartbeatEvery = 2 * time.Second
 
-// decisionsKept is how many recent decisions a node holds for explain.
-const decisionsKept = 10000
+// shadowChangesKept is how many decisions a shadow would have changed a
+// node holds for shadow reports (explain reads the audit log).
+const shadowChangesKept = 10000
 
 // Options configure `unum node`.
 type Options struct {
@@ -79,6 +80,9 @@ type Options struct {
 	// AuditFS is the file system the audit log writes through (nil: the
 	// OS's); tests inject errors here.
 	AuditFS vfs.FS
+
+	// started, when set, is called with the node before it runs (tests).
+	started func(*node)
 }
 
 // Run runs the node until ctx is done, then shuts down cleanly.
@@ -136,13 +140,14 @@ type node struct {
 	revocations *revocation.View
 	// policy is the revision this node's API decides with; control nodes
 	// feed it from etcd, other nodes from the control plane's stream.
-	// decisions holds the node's recent decisions for explain and shadow
-	// reports; engines the compiled recent revisions.
-	policy    *policy.View
-	decider   *policy.Decider
-	decisions *policy.Ring
-	engines   *policy.EngineCache
-	userRoles streamedRoles
+	// decisionLog records every decision in audit (and keeps what a
+	// shadow would change, for shadow reports); engines the compiled
+	// recent revisions.
+	policy      *policy.View
+	decider     *policy.Decider
+	decisionLog *decisionLog
+	engines     *policy.EngineCache
+	userRoles   streamedRoles
 
 	// renewNow asks rotateLoop to renew the node SVID at once: a control
 	// node refused it as issued between a backup and its restore.
@@ -206,13 +211,15 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Recent decisions kept in memory for `policy explain` until the audit
-	// log makes them durable.
-	pv, ring := policy.NewView(o.PolicyBound), policy.NewRing(decisionsKept)
+	pv := policy.NewView(o.PolicyBound)
 	n := &node{o: o, l: l, log: o.Log.With("node", cfg.Name), td: td, id: id, creds: creds, cfg: cfg,
 		revocations: revocation.NewView(o.RevocationBound, time.Now), renewNow: make(chan struct{}, 1), svidReplaced: make(chan struct{}, 1),
-		policy: pv, decisions: ring, engines: policy.NewEngineCache(8)}
-	n.decider = policy.NewDecider(policy.DeciderConfig{Node: cfg.Name, View: pv, Log: countingLog{ring: ring, obs: &n.obs}})
+		policy: pv, engines: policy.NewEngineCache(8)}
+	n.decisionLog = &decisionLog{n: n, shadows: policy.NewRing(shadowChangesKept)}
+	n.decider = policy.NewDecider(policy.DeciderConfig{Node: cfg.Name, View: pv, Log: n.decisionLog})
+	if o.started != nil {
+		o.started(n)
+	}
 	return n, nil
 }
 
@@ -262,6 +269,26 @@ func (n *node) run(ctx context.Context) error {
 		n.closeAudit()
 	}()
 
+	// Decisions let through unrecorded (allow-and-alert) are counted to
+	// the end and saved for the next run to record.
+	cleanups = append(cleanups, n.saveUnrecorded)
+	if err := n.recordSavedUnrecorded(ctx); err != nil {
+		n.log.Error("record the previous run's unrecorded decisions", "err", err)
+	}
+	goFn("audit inbox", func(ctx context.Context) error { n.inboxLoop(ctx); return nil })
+	refusals := audit.NewLimiter(n.audit, audit.LimiterConfig{Rate: refusalRate, Burst: refusalBurst, OnSuppressed: func() { n.obs.m.AuthnSuppressed(1) }})
+	goFn("audit refusal summaries", func(ctx context.Context) error {
+		refusals.Run(ctx, refusalSummaryEvery, func(err error) { n.log.Warn("audit: record refusal summary", "err", err) })
+		return nil
+	})
+	cleanups = append(cleanups, func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := refusals.Flush(fctx); err != nil {
+			n.log.Warn("audit: record refusal summary", "err", err)
+		}
+	})
+
 	apiLis, err := net.Listen("tcp", n.cfg.APIListen)
 	if err != nil {
 		return fmt.Errorf("api listener: %w", err)
@@ -287,9 +314,9 @@ func (n *node) run(ctx context.Context) error {
 	if ctl != nil {
 		authz.Entries = ctl
 	}
-	api := rpc.NewServer(n.creds, rpc.ServerConfig{Authorizer: authz, Revocations: n.revocations, Log: n.log})
+	api := rpc.NewServer(n.creds, rpc.ServerConfig{Authorizer: authz, Revocations: n.revocations, Log: n.log, Audit: n.audit, Refusals: refusals})
 	unumv1.RegisterPolicyServer(api, &control.PolicyService{
-		Local: control.LocalDecisions{Node: n.cfg.Name, Ring: n.decisions, Engines: n.engines, View: n.policy},
+		Local: control.LocalDecisions{Node: n.cfg.Name, Decisions: n.audit, Shadows: n.decisionLog.shadows, Engines: n.engines, View: n.policy},
 		S:     ctl,
 	})
 	auditSvc := &auditService{Local: &audit.ReadService{Log: n.audit}}
@@ -310,7 +337,7 @@ func (n *node) run(ctx context.Context) error {
 			apiLis.Close()
 			return fmt.Errorf("enrolment listener: %w", err)
 		}
-		enroll := rpc.NewEnrollmentServer(n.creds, n.log, rpc.OnRateLimited(n.enrollRateLimited))
+		enroll := rpc.NewEnrollmentServer(n.creds, n.log, rpc.OnRateLimited(n.enrollRateLimited), rpc.AuditRefusals(refusals))
 		unumv1.RegisterEnrollmentServer(enroll, ctl)
 		servers = append(servers, func() { stopGRPC(enroll) })
 		goFn("enrolment listener", func(context.Context) error { return enroll.Serve(enrollLis) })
@@ -359,6 +386,9 @@ func (n *node) run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		n.log.Info("shutting down")
+		// After the listeners drained (cleanups run after servers stop),
+		// before the log closes.
+		cleanups = append(cleanups, n.recordNodeLeave)
 		return nil
 	case err := <-errc:
 		return err
@@ -884,7 +914,13 @@ func (n *node) renewLocally() error {
 	if err != nil {
 		return err
 	}
-	return n.installSVID(key, chain)
+	if err := n.installSVID(key, chain); err != nil {
+		return err
+	}
+	n.recordEvent(audit.Event{Kind: audit.KindSVID, Action: audit.ActionSVIDRotate, Subject: n.id.String(), Outcome: audit.Allow,
+		Reasons: []string{"renewed from this control node's own intermediate"}}.
+		WithDetails(control.SVIDDetails{Type: "x509", SPIFFEID: n.id.String(), Serial: chain[0].SerialNumber.String(), NotAfter: chain[0].NotAfter.UTC()}))
+	return nil
 }
 
 func (n *node) renewRemotely(ctx context.Context, idc unumv1.IdentityClient) error {

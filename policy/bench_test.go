@@ -41,7 +41,7 @@ func BenchmarkDecide(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		c := &cases[i%len(cases)]
-		dec, err := d.Decide(ctx, c.Input)
+		dec, err := d.Decide(ctx, c.Input, "")
 		if err != nil || dec.Allow != c.Allow {
 			b.Fatalf("%s: allow %v, err %v", c.Name, dec.Allow, err)
 		}
@@ -61,7 +61,7 @@ func BenchmarkDecideUncached(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		c := &cases[i%len(cases)]
-		dec, err := d.Decide(ctx, c.Input)
+		dec, err := d.Decide(ctx, c.Input, "")
 		if err != nil || dec.Allow != c.Allow {
 			b.Fatalf("%s: allow %v, err %v", c.Name, dec.Allow, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -83,14 +84,20 @@ func DecisionNode(id string) (string, error) {
 	return node, nil
 }
 
-// Decide decides in. The returned error is non-nil when the decision could
-// not be made soundly: no policy loaded (ErrNoPolicy), a privileged action
-// on a stale view (ErrStale), an engine failure, or a decision log that
-// failed for a privileged action. The caller refuses the action then; the
+// ErrUnrecorded means the decision log could not record a decision: the
+// action is refused (fail closed), before it runs.
+var ErrUnrecorded = errors.New("decision not recorded")
+
+// Decide decides in; digest (sha256:HEX of the request, "" when there is
+// no message) is recorded with the decision, never shown to the policy.
+// The returned error is non-nil when the decision could not be made
+// soundly: no policy loaded (ErrNoPolicy), a privileged action on a stale
+// view (ErrStale), an engine failure, or a decision log that could not
+// record it (ErrUnrecorded). The caller refuses the action then; the
 // Decision still carries an id and reasons.
-func (d *Decider) Decide(ctx context.Context, in Input) (Decision, error) {
+func (d *Decider) Decide(ctx context.Context, in Input, digest string) (Decision, error) {
 	in, dec, now := d.begin(in)
-	rec := &Record{ID: dec.ID, Time: now, Input: in}
+	rec := &Record{ID: dec.ID, Time: now, Input: in, RequestDigest: digest}
 	var err, evalErr error
 	// bundleResult is the served bundle's own answer, before freshness:
 	// what a shadow is compared with (a shadow judges the policy, not the
@@ -125,11 +132,14 @@ func (d *Decider) Decide(ctx context.Context, in Input) (Decision, error) {
 		}
 	}
 	if d.cfg.Log != nil {
-		if lerr := d.cfg.Log.Record(ctx, rec); lerr != nil && dec.Privileged && err == nil {
-			// Complete record: a privileged action whose decision cannot be
-			// recorded does not run.
-			err = fmt.Errorf("decision log: %w", lerr)
+		// Complete record: an action whose decision cannot be recorded does
+		// not run. The log decides what it cannot record: a log that may let
+		// unprivileged actions through unrecorded (allow-and-alert) returns
+		// nil for them.
+		if lerr := d.cfg.Log.Record(ctx, rec); lerr != nil && err == nil {
+			err = fmt.Errorf("%w: %w", ErrUnrecorded, lerr)
 			dec.Allow = false
+			dec.Reasons = append(slices.Clip(dec.Reasons), err.Error())
 		}
 	}
 	return dec, err
@@ -155,13 +165,13 @@ func (d *Decider) begin(in Input) (Input, Decision, time.Time) {
 
 // Refuse records a denial made without evaluating the policy (a method
 // with no action, a request that cannot be described) so that it too has
-// an id and a record.
-func (d *Decider) Refuse(ctx context.Context, in Input, reason string) Decision {
+// an id and a record; digest is as for Decide.
+func (d *Decider) Refuse(ctx context.Context, in Input, digest, reason string) Decision {
 	in, dec, now := d.begin(in)
 	dec.Reasons = []string{reason}
 	if d.cfg.Log != nil {
 		// The call is refused whatever the log says.
-		_ = d.cfg.Log.Record(ctx, &Record{ID: dec.ID, Time: now, Input: in, Result: dec.Result, Err: reason})
+		_ = d.cfg.Log.Record(ctx, &Record{ID: dec.ID, Time: now, Input: in, Result: dec.Result, Err: reason, RequestDigest: digest})
 	}
 	return dec
 }

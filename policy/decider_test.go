@@ -55,7 +55,7 @@ func TestDeciderDecides(t *testing.T) {
 	in.Context = Context{Node: "spoofed", Time: t0.Add(365 * 24 * time.Hour)}
 	in.Subject.Attributes = nil
 	f.clock.Advance(2 * time.Second)
-	dec, err := f.d.Decide(ctx, in)
+	dec, err := f.d.Decide(ctx, in, "")
 	require.NoError(t, err)
 	require.True(t, dec.Allow)
 	require.True(t, dec.Privileged)
@@ -77,7 +77,7 @@ func TestDeciderDecides(t *testing.T) {
 
 	// A request id the caller has is kept; every decision gets its own id.
 	in.Context.RequestID = "req-1"
-	dec2, err := f.d.Decide(ctx, in)
+	dec2, err := f.d.Decide(ctx, in, "")
 	require.NoError(t, err)
 	require.NotEqual(t, dec.ID, dec2.ID)
 	r2, _ := f.ring.Get(dec2.ID)
@@ -92,7 +92,7 @@ func TestDeciderStaleView(t *testing.T) {
 	f.clock.Advance(11 * time.Second)
 
 	// A privileged action the policy allows is refused on a stale view.
-	dec, err := f.d.Decide(ctx, userInput("admin", "", "policy.apply", "policy/-/bundle"))
+	dec, err := f.d.Decide(ctx, userInput("admin", "", "policy.apply", "policy/-/bundle"), "")
 	require.ErrorIs(t, err, ErrStale)
 	require.False(t, dec.Allow)
 	require.True(t, dec.Privileged)
@@ -103,16 +103,16 @@ func TestDeciderStaleView(t *testing.T) {
 	require.Contains(t, r.Err, "stale")
 
 	// Unprivileged actions go on; a privileged denial is just a denial.
-	dec, err = f.d.Decide(ctx, userInput("vic", "viewer", "node.ls", "node/-/*"))
+	dec, err = f.d.Decide(ctx, userInput("vic", "viewer", "node.ls", "node/-/*"), "")
 	require.NoError(t, err)
 	require.True(t, dec.Allow)
-	dec, err = f.d.Decide(ctx, userInput("vic", "viewer", "policy.apply", "policy/-/bundle"))
+	dec, err = f.d.Decide(ctx, userInput("vic", "viewer", "policy.apply", "policy/-/bundle"), "")
 	require.NoError(t, err)
 	require.False(t, dec.Allow)
 
 	// Confirmed latest again: allowed again.
 	f.view.Observe(1, f.clock.Now())
-	dec, err = f.d.Decide(ctx, userInput("admin", "", "policy.apply", "policy/-/bundle"))
+	dec, err = f.d.Decide(ctx, userInput("admin", "", "policy.apply", "policy/-/bundle"), "")
 	require.NoError(t, err)
 	require.True(t, dec.Allow)
 }
@@ -123,7 +123,7 @@ func TestDeciderNoPolicy(t *testing.T) {
 		userInput("admin", "", "policy.apply", "policy/-/bundle"),
 		userInput("vic", "viewer", "node.ls", "node/-/*"),
 	} {
-		dec, err := f.d.Decide(context.Background(), in)
+		dec, err := f.d.Decide(context.Background(), in, "")
 		require.ErrorIs(t, err, ErrNoPolicy)
 		require.False(t, dec.Allow)
 		require.Zero(t, dec.Revision)
@@ -134,19 +134,62 @@ func TestDeciderNoPolicy(t *testing.T) {
 	}
 }
 
-// Complete record: a privileged action whose decision cannot be recorded
-// does not run; an unprivileged one does.
+// privilegedOnlyLog fails for privileged decisions only: what the node's
+// audit log does under allow-and-alert while the log is down.
+type privilegedOnlyLog struct{}
+
+func (privilegedOnlyLog) Record(_ context.Context, r *Record) error {
+	if r.Result.Privileged {
+		return errors.New("disk full")
+	}
+	return nil
+}
+
+// Complete record: an action whose decision cannot be recorded does not
+// run, privileged or not, and the refusal names the log; the log alone may
+// let an unprivileged one through.
 func TestDeciderLogFailure(t *testing.T) {
 	ctx := context.Background()
 	f := newDeciderFixture(t, failingLog{})
 	f.view.Set(builtinEngine(t, 1))
 	f.view.Observe(1, t0)
-	dec, err := f.d.Decide(ctx, userInput("admin", "", "policy.apply", "policy/-/bundle"))
-	require.ErrorContains(t, err, "decision log: disk full")
+	for _, in := range []Input{
+		userInput("admin", "", "policy.apply", "policy/-/bundle"),
+		userInput("vic", "viewer", "node.ls", "node/-/*"),
+	} {
+		dec, err := f.d.Decide(ctx, in, "")
+		require.ErrorIs(t, err, ErrUnrecorded, in.Action)
+		require.ErrorContains(t, err, "decision not recorded: disk full")
+		require.False(t, dec.Allow, in.Action)
+		require.Contains(t, dec.Reasons, err.Error())
+	}
+
+	f = newDeciderFixture(t, privilegedOnlyLog{})
+	f.view.Set(builtinEngine(t, 1))
+	f.view.Observe(1, t0)
+	dec, err := f.d.Decide(ctx, userInput("admin", "", "policy.apply", "policy/-/bundle"), "")
+	require.ErrorIs(t, err, ErrUnrecorded)
 	require.False(t, dec.Allow)
-	dec, err = f.d.Decide(ctx, userInput("vic", "viewer", "node.ls", "node/-/*"))
+	dec, err = f.d.Decide(ctx, userInput("vic", "viewer", "node.ls", "node/-/*"), "")
 	require.NoError(t, err)
 	require.True(t, dec.Allow)
+}
+
+// The request digest travels to the record, not to the policy.
+func TestDeciderRecordsRequestDigest(t *testing.T) {
+	ctx := context.Background()
+	f := newDeciderFixture(t, nil)
+	f.view.Set(builtinEngine(t, 1))
+	f.view.Observe(1, t0)
+	dec, err := f.d.Decide(ctx, userInput("vic", "viewer", "node.ls", "node/-/*"), "sha256:ab")
+	require.NoError(t, err)
+	r, ok := f.ring.Get(dec.ID)
+	require.True(t, ok)
+	require.Equal(t, "sha256:ab", r.RequestDigest)
+	ref := f.d.Refuse(ctx, userInput("vic", "viewer", "rpc.unrouted", "method/-/x"), "sha256:cd", "no action")
+	r, ok = f.ring.Get(ref.ID)
+	require.True(t, ok)
+	require.Equal(t, "sha256:cd", r.RequestDigest)
 }
 
 func TestDeciderShadow(t *testing.T) {
@@ -162,7 +205,7 @@ func TestDeciderShadow(t *testing.T) {
 	require.Same(t, s, f.d.CurrentShadow())
 
 	// The live answer stands; the shadow's is recorded beside it.
-	dec, err := f.d.Decide(ctx, userInput("vic", "viewer", "node.ls", "node/-/*"))
+	dec, err := f.d.Decide(ctx, userInput("vic", "viewer", "node.ls", "node/-/*"), "")
 	require.NoError(t, err)
 	require.True(t, dec.Allow, "a shadow changed a live decision")
 	r, _ := f.ring.Get(dec.ID)
@@ -172,7 +215,7 @@ func TestDeciderShadow(t *testing.T) {
 	require.Equal(t, []string{"listing frozen"}, r.Shadow.Result.Reasons)
 	require.True(t, r.Shadow.Changed())
 
-	same, err := f.d.Decide(ctx, userInput("vic", "viewer", "id.show", "id/-/self"))
+	same, err := f.d.Decide(ctx, userInput("vic", "viewer", "id.show", "id/-/self"), "")
 	require.NoError(t, err)
 	rs, _ := f.ring.Get(same.ID)
 	require.NotNil(t, rs.Shadow)
@@ -185,7 +228,7 @@ func TestDeciderShadow(t *testing.T) {
 	// Past Until, nothing more is shadowed.
 	f.clock.Advance(5 * time.Minute)
 	f.view.Observe(1, f.clock.Now())
-	late, err := f.d.Decide(ctx, userInput("vic", "viewer", "node.ls", "node/-/*"))
+	late, err := f.d.Decide(ctx, userInput("vic", "viewer", "node.ls", "node/-/*"), "")
 	require.NoError(t, err)
 	rl, _ := f.ring.Get(late.ID)
 	require.Nil(t, rl.Shadow)
@@ -308,7 +351,7 @@ func TestDeciderShadowComparesWithTheBundle(t *testing.T) {
 	f.view.Set(builtinEngine(t, 1))
 	f.view.Observe(1, t0.Add(-time.Hour)) // long unconfirmed: stale
 	f.d.SetShadow(&Shadow{ID: "same", Engine: builtinEngine(t, 2), Until: t0.Add(5 * time.Minute)})
-	dec, err := f.d.Decide(ctx, userInput("admin", "", "policy.apply", "policy/-/bundle"))
+	dec, err := f.d.Decide(ctx, userInput("admin", "", "policy.apply", "policy/-/bundle"), "")
 	require.ErrorIs(t, err, ErrStale)
 	require.False(t, dec.Allow)
 	r, _ := f.ring.Get(dec.ID)
@@ -319,7 +362,7 @@ func TestDeciderShadowComparesWithTheBundle(t *testing.T) {
 // A method with no action is refused with an id and a record.
 func TestDeciderRefuse(t *testing.T) {
 	f := newDeciderFixture(t, nil)
-	dec := f.d.Refuse(context.Background(), userInput("admin", "", "rpc.unrouted", "method/-/x"), "no action")
+	dec := f.d.Refuse(context.Background(), userInput("admin", "", "rpc.unrouted", "method/-/x"), "", "no action")
 	require.False(t, dec.Allow)
 	r, ok := f.ring.Get(dec.ID)
 	require.True(t, ok)

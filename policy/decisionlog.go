@@ -20,6 +20,10 @@ type Record struct {
 	Err string `json:"error,omitempty"`
 	// Shadow is the candidate bundle's answer while one is shadowed.
 	Shadow *ShadowResult `json:"shadow,omitempty"`
+	// RequestDigest is sha256:HEX of the request message the decision was
+	// about ("" for streams), so the audit log can match a request without
+	// holding its content.
+	RequestDigest string `json:"request_digest,omitempty"`
 }
 
 // ShadowResult is what a shadowed candidate bundle decided for the same
@@ -42,9 +46,12 @@ func (s *ShadowResult) Changed() bool {
 }
 
 // DecisionLog receives every decision. Record is called on the request
-// path after the decision and before the action runs; implementations must
-// be safe for concurrent use. The audit issue makes it durable (and fail
-// closed for privileged actions); until then Ring keeps the recent ones.
+// path after the decision and before the action runs, and returns only once
+// the record is durable; implementations must be safe for concurrent use.
+// An error refuses the action (the Decider fails closed); an
+// implementation that lets some actions through unrecorded (the node's
+// allow-and-alert setting, never for privileged ones) returns nil for them
+// and accounts for them itself.
 type DecisionLog interface {
 	Record(ctx context.Context, r *Record) error
 }

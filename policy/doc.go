@@ -44,7 +44,9 @@
 //     latest (fed by the node's policy watch); privileged actions need a
 //     fresh view.
 //   - Decider: a node's decisions (context, id, freshness, shadow, log);
-//     DecisionLog receives every decision (Ring until the audit issue).
+//     DecisionLog receives every decision and must make it durable before
+//     the action runs (the node records it in its audit log; Ring keeps
+//     recent ones in memory).
 //
 // The package does no network or store I/O: control/ stores revisions in
 // etcd and node/ feeds the View. It may be imported by any package.

@@ -908,6 +908,88 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"control.TestTwoWitnessesRace", "control.TestWitnessOneTransactionPerRound"},
 		},
+		{
+			ID:       "T-060",
+			Title:    "Denial of audit: actions run while the audit disk cannot record them",
+			STRIDE:   "RD",
+			Asset:    "the completeness of the audit record",
+			Boundary: "a node's audit log (its disk)",
+			Attacker: "whoever can fill or break a node's audit disk (a noisy neighbour, a failing disk, a user writing " +
+				"large files) hoping that what they do next goes unrecorded",
+			Mitigation: "Every decision is recorded durably (fsync) in the node's audit log before the call's handler runs; " +
+				"a decision that cannot be recorded refuses the call (gRPC Unavailable, naming the audit log), so nothing " +
+				"half-applies. Privileged actions are always refused; unprivileged ones follow audit.on_failure: deny by " +
+				"default, or allow-and-alert, which lets them through, counts them (unum_audit_unrecorded_decisions_total), " +
+				"logs, and records one audit.unavailable event with the count once the log records again (kept across a " +
+				"restart). A write failure marks the log failed until the node restarts: it never silently resumes with a gap.",
+			Status: Mitigated,
+			Tests:  []string{"node.TestAuditFailClosed", "policy.TestDeciderLogFailure"},
+		},
+		{
+			ID:       "T-061",
+			Title:    "Secrets in the audit log",
+			STRIDE:   "I",
+			Asset:    "join and enrolment tokens, JWT-SVIDs, private keys",
+			Boundary: "audit readers (audit.read), exports to a SIEM, a seized disk",
+			Attacker: "anyone who may read the audit log, or gets a copy of it, harvesting credentials recorded in events " +
+				"that outlive the credentials' own storage",
+			Mitigation: "Events name tokens by id, certificates by serial and keys by fingerprint; a JWT-SVID is never " +
+				"recorded; a request is recorded as its digest (sha256 of its protobuf), not its content; refusal reasons are " +
+				"the handlers' fixed wording and TLS errors, bounded in length. A dev cluster's logs are scanned after joins, " +
+				"logins, refused and forged tokens, a root export and a break-glass recovery for every token, token secret and " +
+				"private key PEM line.",
+			Status: Mitigated,
+			Tests: []string{"cmd/unum.TestAuditHoldsNoSecrets", "control.TestRefusedTokensRecordedWithoutSecrets",
+				"control.TestControlEventsRecorded", "node.TestCARootOffline"},
+		},
+		{
+			ID:       "T-062",
+			Title:    "An unauthenticated flood fills the audit log",
+			STRIDE:   "D",
+			Asset:    "the audit disk, and with it every node's ability to act (T-060)",
+			Boundary: "API and enrolment listeners (anyone who can reach them)",
+			Attacker: "a network peer opening TLS connections without a valid certificate, or hammering the enrolment " +
+				"listener with tokens, so that each refusal costs a durable log entry",
+			Mitigation: "Authentication is recorded per connection at the handshake, not per call. Refusals anyone can cause " +
+				"(refused handshakes, rate-limited enrolment calls, refused tokens) go through a token bucket (2 per second, " +
+				"burst 50); beyond it they are counted (unum_audit_authn_suppressed_total) and recorded as one summary per " +
+				"action every 10 s with how many were suppressed and when, so none is lost from the count. Accepted " +
+				"handshakes need a valid SVID and are accountable.",
+			Status: Mitigated,
+			Tests: []string{"internal/rpc.TestRefusedHandshakeFloodSummarized", "audit.TestLimiterSummarizesAFlood",
+				"audit.TestLimiterKeepsUnrecordedSummary", "internal/rpc.TestEnrollmentRefusalsRecorded"},
+		},
+		{
+			ID:       "T-063",
+			Title:    "A break-glass recovery leaves no trace",
+			STRIDE:   "R",
+			Asset:    "accountability for admin credentials minted outside the cluster",
+			Boundary: "a control node's data folder and KEK (`unum admin recover`)",
+			Attacker: "someone with local access to a control node's keys and KEK minting an admin credential, hoping the " +
+				"cluster never learns of it",
+			Mitigation: "admin recover records recovery.admin (who ran it, on which host, the serial and expiry of what it " +
+				"minted) in the node's audit log before it returns the credential: it opens the log itself when the node is " +
+				"stopped, or hands the event to the running node through its audit inbox (0700) and waits until the node has " +
+				"recorded it. When neither works it refuses and writes no config. (Whoever holds the KEK and keys can sign " +
+				"without unum; the record covers the documented path.)",
+			Status: Mitigated,
+			Tests:  []string{"node.TestRecoverAdmin", "node.TestAuditFailClosed", "cmd/unum.TestAuditHoldsNoSecrets"},
+		},
+		{
+			ID:       "T-064",
+			Title:    "Use of a foreign or revoked certificate goes unrecorded",
+			STRIDE:   "SR",
+			Asset:    "the record of who tried to authenticate",
+			Boundary: "API listener (mutual TLS)",
+			Attacker: "a holder of a stolen, revoked, or foreign-CA certificate probing the API, relying on refusals " +
+				"leaving no audit trace",
+			Mitigation: "Every handshake is recorded (authn.mtls): accepted ones with the verified SPIFFE ID, serial and " +
+				"peer; refused ones with why; a chain already revoked when it connects is recorded as refused with its " +
+				"subject, never as accepted (its calls are refused with the reason). Events after an action carry the " +
+				"decision id that allowed it, and the log's decision index points only at the decision itself.",
+			Status: Mitigated,
+			Tests:  []string{"internal/rpc.TestHandshakesRecorded", "audit.TestFindDecisionIgnoresLinkedEvents"},
+		},
 	}
 	sortByID(threats)
 	return threats

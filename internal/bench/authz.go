@@ -104,7 +104,7 @@ func RunAuthz(ctx context.Context, o Options) (Report, error) {
 	decideOp := func(d *policy.Decider) func(ctx context.Context, w int) error {
 		return func(ctx context.Context, w int) error {
 			c := pick(w)
-			dec, err := d.Decide(ctx, c.Input)
+			dec, err := d.Decide(ctx, c.Input, "")
 			if err != nil {
 				return err
 			}

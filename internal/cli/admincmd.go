@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -19,8 +20,11 @@ the admin config was lost, or stolen (then first: unum user revoke admin).
 It needs what running that control node needs: read access to its data
 folder's keys and the key-encryption key (--kek-file). Anyone who has both
 can already sign any certificate, so this grants nothing new; it only makes
-it a documented, loud step: every use is logged as a WARN line and printed
-on the terminal (and recorded in the audit log once it exists).
+it a documented, loud step: every use is recorded in the node's audit log
+(recovery.admin) before the config is written, logged as a WARN line and
+printed on the terminal. With the node running, the node records it (this
+command waits for that); with it stopped, this command opens its log. When
+it cannot be recorded, no config is written.
 
 Run it on the control node, as the user that runs it:
 
@@ -62,7 +66,8 @@ func runAdminRecover(e *env, args []string) error {
 	if path == "" {
 		path = node.Layout{Dir: *dataDir}.Admin()
 	}
-	cfg, err := node.RecoverAdmin(*dataDir, *kekFile, *ttl)
+	who := localUser()
+	cfg, err := node.RecoverAdmin(context.Background(), *dataDir, *kekFile, *ttl, who)
 	if err != nil {
 		return fmt.Errorf("admin recover: %w", err)
 	}
@@ -73,7 +78,6 @@ func runAdminRecover(e *env, args []string) error {
 	if err := cfg.SaveNew(path); err != nil {
 		return err
 	}
-	who := localUser()
 	host, _ := os.Hostname()
 	now := time.Now().UTC()
 	expires := svid.Certificates[0].NotAfter.UTC()

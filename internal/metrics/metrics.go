@@ -35,6 +35,12 @@ const (
 	// NameAuditWitness counts checkpoints submitted to this control node's
 	// audit witness, by outcome.
 	NameAuditWitness = "unum_audit_witness_submissions_total"
+	// NameAuditUnrecorded counts decisions let through while the audit log
+	// could not record them (audit.on_failure allow-and-alert);
+	// NameAuditAuthnSuppressed refused handshakes not recorded one by one
+	// (a flood: the log holds one summary per window instead).
+	NameAuditUnrecorded      = "unum_audit_unrecorded_decisions_total"
+	NameAuditAuthnSuppressed = "unum_audit_authn_suppressed_total"
 )
 
 // Label names.
@@ -102,6 +108,8 @@ type Metrics struct {
 	enroll  *prometheus.CounterVec
 	decided *prometheus.CounterVec
 	witness *prometheus.CounterVec
+
+	unrecorded, suppressed prometheus.Counter
 }
 
 // New returns a registry with the counters, the scrape-time gauges over
@@ -135,6 +143,14 @@ func New(src Sources) *Metrics {
 			Name: NameAuditWitness,
 			Help: "Audit checkpoints submitted to this control node's witness, by outcome (witnessed, fork, truncation, signature, refused, retry).",
 		}, []string{LabelOutcome}),
+		unrecorded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: NameAuditUnrecorded,
+			Help: "Authorization decisions this node let through although its audit log could not record them (audit.on_failure allow-and-alert).",
+		}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: NameAuditAuthnSuppressed,
+			Help: "Refused TLS handshakes beyond the audit log's rate limit: counted here and in one summary event per window, not recorded one by one.",
+		}),
 	}
 	for _, o := range label.DecisionOutcomes() {
 		m.decided.WithLabelValues(o)
@@ -155,7 +171,7 @@ func New(src Sources) *Metrics {
 			m.enroll.WithLabelValues(k, o)
 		}
 	}
-	m.reg.MustRegister(m.issued, m.refused, m.enroll, m.decided, m.witness, newNodeCollector(src),
+	m.reg.MustRegister(m.issued, m.refused, m.enroll, m.decided, m.witness, m.unrecorded, m.suppressed, newNodeCollector(src),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -212,6 +228,22 @@ func (m *Metrics) AuditWitness(outcome string) {
 		return
 	}
 	m.witness.WithLabelValues(bounded(outcome, label.WitnessOutcomes())).Inc()
+}
+
+// AuditUnrecorded counts a decision let through unrecorded.
+func (m *Metrics) AuditUnrecorded() {
+	if m == nil {
+		return
+	}
+	m.unrecorded.Inc()
+}
+
+// AuthnSuppressed counts refused handshakes not recorded one by one.
+func (m *Metrics) AuthnSuppressed(n int) {
+	if m == nil {
+		return
+	}
+	m.suppressed.Add(float64(n))
 }
 
 // bounded keeps label cardinality fixed whatever a caller passes.

@@ -374,6 +374,15 @@ func TestPolicyMetrics(t *testing.T) {
 	require.Equal(t, 1.0, got[NamePolicyDecisions+`{outcome="other"}`])
 	var nilM *Metrics
 	nilM.Decision(label.DecisionDeny) // no panic
+	nilM.AuditUnrecorded()
+	nilM.AuthnSuppressed(1)
+
+	require.Equal(t, 0.0, got[NameAuditUnrecorded], "present from the start")
+	m.AuditUnrecorded()
+	m.AuthnSuppressed(3)
+	got = values(t, m)
+	require.Equal(t, 1.0, got[NameAuditUnrecorded])
+	require.Equal(t, 3.0, got[NameAuditAuthnSuppressed])
 }
 
 // TestWitnessMetrics: every witness outcome has its series from the start,

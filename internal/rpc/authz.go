@@ -2,10 +2,14 @@ package rpc
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/policy"
@@ -102,13 +106,30 @@ type EntrySource interface {
 
 var _ Authorizer = (*PolicyAuthorizer)(nil)
 
+// RequestDigest is sha256:HEX of msg's deterministic protobuf encoding, ""
+// when msg is not a protobuf message (streams): what the audit log records
+// of a request, so it can be matched later without the log holding it.
+func RequestDigest(msg any) string {
+	m, ok := msg.(proto.Message)
+	if !ok || m == nil {
+		return ""
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
 // Authorize implements Authorizer.
 func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision, error) {
+	digest := RequestDigest(req.Message)
 	rt, ok := routes[req.Method]
 	if !ok {
 		in := policy.Input{Subject: a.subject(req.Caller.Principal), Action: "rpc.unrouted",
 			Resource: policy.Resource{Kind: "method", Namespace: policy.ClusterScope, Name: req.Method}, Context: policy.Context{RequestID: req.RequestID}}
-		return a.refuse(ctx, in, "no action is defined for "+req.Method+": denied to everyone"), nil
+		return a.refuse(ctx, in, digest, "no action is defined for "+req.Method+": denied to everyone"), nil
 	}
 	in := policy.Input{
 		Subject:  a.subject(req.Caller.Principal),
@@ -123,13 +144,15 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 		// What the request names cannot be described to the policy (e.g.
 		// a name past policy.MaxResourceName): refused without asking it.
 		in.Resource = policy.Resource{Kind: in.Resource.Kind, Namespace: policy.ClusterScope, Name: "-"}
-		return a.refuse(ctx, in, "the request names an invalid resource: "+err.Error()), nil
+		return a.refuse(ctx, in, digest, "the request names an invalid resource: "+err.Error()), nil
 	}
-	d, err := a.Decider.Decide(ctx, in)
+	d, err := a.Decider.Decide(ctx, in, digest)
 	out := Decision{Allow: d.Allow, Reasons: d.Reasons, Privileged: d.Privileged, ID: d.ID, Revision: d.Revision, Action: in.Action, Resource: in.Resource.String()}
 	if err != nil {
 		out.Allow = false
-		if errors.Is(err, policy.ErrStale) || errors.Is(err, policy.ErrNoPolicy) {
+		// The call may succeed elsewhere or later: a fresh view, a loaded
+		// policy, an audit log that records again.
+		if errors.Is(err, policy.ErrStale) || errors.Is(err, policy.ErrNoPolicy) || errors.Is(err, policy.ErrUnrecorded) {
 			return out, fmt.Errorf("%w: %w", ErrNotReady, err)
 		}
 		return out, err
@@ -138,8 +161,8 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 }
 
 // refuse records a denial made without asking the policy.
-func (a *PolicyAuthorizer) refuse(ctx context.Context, in policy.Input, reason string) Decision {
-	d := a.Decider.Refuse(ctx, in, reason)
+func (a *PolicyAuthorizer) refuse(ctx context.Context, in policy.Input, digest, reason string) Decision {
+	d := a.Decider.Refuse(ctx, in, digest, reason)
 	return Decision{ID: d.ID, Reasons: d.Reasons, Action: in.Action, Resource: in.Resource.String()}
 }
 

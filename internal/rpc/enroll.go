@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 )
 
@@ -160,7 +161,9 @@ func NewEnrollmentServer(creds *Credentials, log *slog.Logger, opts ...Enrollmen
 	}
 	l := &enrollLimiter{peers: map[string]*rate.Limiter{}, global: rate.NewLimiter(enrollGlobalRate, enrollGlobalBurst)}
 	return grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(EnrollmentServerTLS(creds))),
+		// No client certificate here: the token authenticates, and its
+		// use is recorded by the handler. Only refusals are recorded.
+		grpc.Creds(tlsCreds(EnrollmentServerTLS(creds), audit.ActionAuthnEnroll, nil, o.refusals, nil, log)),
 		grpc.MaxRecvMsgSize(enrollMaxMessage),
 		grpc.MaxConcurrentStreams(enrollMaxStreams),
 		grpc.ConnectionTimeout(enrollHandshake),
@@ -176,6 +179,7 @@ func NewEnrollmentServer(creds *Credentials, log *slog.Logger, opts ...Enrollmen
 				if o.onRateLimited != nil {
 					o.onRateLimited(info.FullMethod)
 				}
+				o.recordRateLimited(ctx, ip, info.FullMethod, log)
 				return nil, status.Error(codes.ResourceExhausted, "too many enrolment attempts from this address; slow down")
 			}
 			return handler(ctx, req)
@@ -188,6 +192,28 @@ type EnrollmentOption func(*enrollOptions)
 
 type enrollOptions struct {
 	onRateLimited func(fullMethod string)
+	refusals      audit.Recorder
+}
+
+// AuditRefusals has every refused handshake and rate-limited call of the
+// enrolment listener recorded (authn.enroll, deny) through rec, which
+// should itself be rate-limited (audit.Limiter): anyone can cause them.
+func AuditRefusals(rec audit.Recorder) EnrollmentOption {
+	return func(o *enrollOptions) { o.refusals = rec }
+}
+
+func (o *enrollOptions) recordRateLimited(ctx context.Context, peer, method string, log *slog.Logger) {
+	if o.refusals == nil {
+		return
+	}
+	e := audit.Event{Kind: audit.KindAuthn, Action: audit.ActionAuthnEnroll, Outcome: audit.Deny,
+		Reasons: []string{"rate-limited: " + shortMethod(method)}}
+	e = e.WithDetails(AuthnDetails{Peer: peer})
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handshakeRecordTimeout)
+	defer cancel()
+	if err := o.refusals.Record(ctx, &e); err != nil {
+		log.Warn("audit record failed", "action", e.Action, "err", err)
+	}
 }
 
 // OnRateLimited has f called with the full method name of every call the

@@ -18,11 +18,21 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/revocation"
 )
 
 type callerKey struct{}
+
+type decisionKey struct{}
+
+// DecisionFromContext returns the decision that allowed the current call,
+// so that what the handler records can name it.
+func DecisionFromContext(ctx context.Context) (Decision, bool) {
+	d, ok := ctx.Value(decisionKey{}).(Decision)
+	return d, ok
+}
 
 // CallerFromContext returns the verified caller of the current call.
 func CallerFromContext(ctx context.Context) (Caller, bool) {
@@ -59,6 +69,11 @@ type ServerConfig struct {
 	// why. Nil only on servers that accept no privileged call.
 	Revocations *revocation.View
 	Log         *slog.Logger
+	// Audit records every accepted client handshake (authn.mtls, allow),
+	// Refusals every refused one and every caller whose chain is revoked
+	// when it connects (deny, with why). Anyone can cause a refusal, so
+	// Refusals should be rate-limited (audit.Limiter). Nil records nothing.
+	Audit, Refusals audit.Recorder
 }
 
 // NewServer returns a gRPC server on creds whose every method is checked
@@ -69,7 +84,7 @@ func NewServer(creds *Credentials, cfg ServerConfig, opts ...grpc.ServerOption) 
 	}
 	ic := &interceptor{authz: cfg.Authorizer, revocations: cfg.Revocations, log: cfg.Log}
 	opts = append([]grpc.ServerOption{
-		grpc.Creds(credentials.NewTLS(ServerTLS(creds))),
+		grpc.Creds(tlsCreds(ServerTLS(creds), audit.ActionAuthnMTLS, cfg.Audit, cfg.Refusals, cfg.Revocations, cfg.Log)),
 		grpc.ChainUnaryInterceptor(ic.unary),
 		grpc.ChainStreamInterceptor(ic.stream),
 	}, opts...)
@@ -117,7 +132,7 @@ func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (c
 			return nil, nil, status.Errorf(codes.Unavailable, "%s refused: %v", shortMethod(method), err)
 		}
 	}
-	return WithCaller(ctx, caller), chain, nil
+	return context.WithValue(WithCaller(ctx, caller), decisionKey{}, d), chain, nil
 }
 
 // checkRevoked refuses a revoked caller with the reason (codes.Unauthenticated:

@@ -28,7 +28,7 @@ func TestPathsAgree(t *testing.T) {
 		names := map[string]int{}
 		for _, c := range cases {
 			names[c.Name]++
-			dec, err := d.Decide(ctx, c.Input)
+			dec, err := d.Decide(ctx, c.Input, "")
 			require.NoError(t, err, "%d bindings, %s", n, c.Name)
 			require.Equal(t, c.Allow, dec.Allow, "%d bindings, %s: %v", n, c.Name, dec.Reasons)
 			require.Equal(t, c.Privileged, dec.Privileged, "%d bindings, %s", n, c.Name)
@@ -71,10 +71,10 @@ func TestBindingsAreWhatAllows(t *testing.T) {
 			continue
 		}
 		seen++
-		dec, err := d.Decide(ctx, c.Input)
+		dec, err := d.Decide(ctx, c.Input, "")
 		require.NoError(t, err)
 		require.True(t, dec.Allow, dec.Reasons)
-		dec0, err := d0.Decide(ctx, c.Input)
+		dec0, err := d0.Decide(ctx, c.Input, "")
 		require.NoError(t, err)
 		require.False(t, dec0.Allow, dec0.Reasons)
 	}
