@@ -354,3 +354,24 @@ func TestVerifyAgainstWitness(t *testing.T) {
 	bad.Cosigs = []Cosignature{{Witness: "ctl", Time: cos.Cosigs[0].Time, Sig: append([]byte(nil), w.Sig...)}}
 	require.ErrorIs(t, VerifyAgainst(keys, &bad, sc, proof), ErrSignature)
 }
+
+// TestPruneAtTheWitnessedSize prunes everything witnessed while nothing
+// came after: the prune's checkpoint (same size, more pruned) is stored
+// beside the witnessed one, which stays verifiable.
+func TestPruneAtTheWitnessedSize(t *testing.T) {
+	ctx := context.Background()
+	node, witness := testSigner(t, "n1"), testSigner(t, "ctl")
+	l := openTestLog(t, filepath.Join(t.TempDir(), "audit"), node)
+	recordN(t, l, 20)
+	sc, err := l.Checkpoint(ctx)
+	require.NoError(t, err)
+	cos := *sc
+	require.NoError(t, witness.Cosign(&cos, time.Now()))
+	require.NoError(t, l.StoreCosigned(&cos))
+	n, err := l.Prune(ctx, 20)
+	require.NoError(t, err)
+	require.Equal(t, uint64(20), n)
+	rep := l.Verify(ctx, keysFor(node, witness))
+	require.True(t, rep.OK, rep.String())
+	require.Equal(t, uint64(1), rep.Witnessed)
+}

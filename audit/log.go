@@ -132,7 +132,7 @@ type inflight struct {
 const (
 	prefixEntry      = 'e' // e BE64(i) -> chain(32) || event
 	prefixTree       = 't' // t level BE64(i) -> subtree hash
-	prefixCheckpoint = 'c' // c BE64(size) -> note
+	prefixCheckpoint = 'c' // c BE64(size) BE64(pruned) -> note
 	prefixDecision   = 'd' // d decision id -> BE64(i)
 )
 
@@ -152,8 +152,11 @@ func treeKey(level uint8, i uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixTree, level}, i)
 }
 
-func checkpointKey(size uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{prefixCheckpoint}, size)
+// checkpointKey orders checkpoints by size, then by pruned count: a prune
+// at the size of a witnessed checkpoint signs a new one beside it, never
+// over it.
+func checkpointKey(size, pruned uint64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64([]byte{prefixCheckpoint}, size), pruned)
 }
 
 func decisionKey(id string) []byte { return append([]byte{prefixDecision}, id...) }
@@ -655,7 +658,7 @@ func (l *Log) maybeCheckpoint(force bool, then func(*SignedCheckpoint, error)) {
 		return
 	}
 	b := l.db.NewBatch()
-	b.Set(checkpointKey(size), sc.Marshal(), nil)
+	b.Set(checkpointKey(size, pruned), sc.Marshal(), nil)
 	if err := l.applyAsync(b); err != nil {
 		done(nil, err)
 		return
@@ -708,7 +711,7 @@ func (l *Log) Checkpoint(ctx context.Context) (*SignedCheckpoint, error) {
 func (l *Log) StoreCosigned(sc *SignedCheckpoint) error {
 	var err error
 	if derr := l.do(context.Background(), func() {
-		v, ok, gerr := l.getCopy(checkpointKey(sc.Size))
+		v, ok, gerr := l.getCopy(checkpointKey(sc.Size, sc.Pruned))
 		if gerr != nil {
 			err = gerr
 			return
@@ -728,7 +731,7 @@ func (l *Log) StoreCosigned(sc *SignedCheckpoint) error {
 		}
 		note := sc.Marshal()
 		b := l.db.NewBatch()
-		b.Set(checkpointKey(sc.Size), note, nil)
+		b.Set(checkpointKey(sc.Size, sc.Pruned), note, nil)
 		if w := l.witnessed.Load(); w == nil || sc.Size >= w.Size {
 			b.Set(keyWitnessed, note, nil)
 		}

@@ -95,7 +95,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		name: "truncate the tail and its checkpoints",
 		tamper: func(t *testing.T, db *pebble.DB) {
 			require.NoError(t, db.DeleteRange(entryKey(95), entryKey(tamperEntries), pebble.Sync))
-			require.NoError(t, db.Delete(checkpointKey(100), pebble.Sync))
+			require.NoError(t, db.Delete(checkpointKey(100, 0), pebble.Sync))
 		},
 		// The witnessed copy still names size 100.
 		bad: 100, problem: "witnessed checkpoint at size 100 is not among",

@@ -127,13 +127,17 @@ func verify(ctx context.Context, db pebbleReader, keys *Keys) Report {
 		return r.fail(0, "read checkpoints: %v", err)
 	}
 	for ok := it.First(); ok; ok = it.Next() {
+		if len(it.Key()) != 17 {
+			it.Close()
+			return r.fail(0, "a checkpoint key is damaged (%d bytes)", len(it.Key()))
+		}
 		size := binary.BigEndian.Uint64(it.Key()[1:])
 		sc, err := ParseCheckpoint(slices.Clone(it.Value()))
 		if err != nil {
 			it.Close()
 			return r.fail(size, "checkpoint at size %d: %v", size, err)
 		}
-		if sc.Size != size || sc.Node != r.Node {
+		if sc.Size != size || sc.Pruned != binary.BigEndian.Uint64(it.Key()[9:]) || sc.Node != r.Node {
 			it.Close()
 			return r.fail(size, "checkpoint stored at size %d is %s's at size %d", size, sc.Node, sc.Size)
 		}
