@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -134,10 +135,15 @@ func TestPruneIsSignedAndAccountedFor(t *testing.T) {
 
 func TestRetentionPoint(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	l := openTestLog(t, filepath.Join(t.TempDir(), "audit"), testSigner(t, "n1"))
+	var clock atomic.Int64
+	l := openTestLog(t, filepath.Join(t.TempDir(), "audit"), testSigner(t, "n1"), func(c *Config) {
+		c.Now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	})
 	for i := 0; i < 10; i++ {
+		clock.Store(now.Add(time.Duration(i-10) * time.Hour).UnixNano())
 		e := testEvent(i)
-		e.Time = now.Add(time.Duration(i-10) * time.Hour)
+		// A caller's time is not the log's: the log stamps its own.
+		e.Time = now.Add(48 * time.Hour)
 		require.NoError(t, l.Record(context.Background(), e))
 	}
 	p, err := l.RetentionPoint(context.Background(), now, 3*time.Hour+time.Minute, 0)
@@ -349,9 +355,13 @@ func TestVerifyAgainstWitness(t *testing.T) {
 	require.NoError(t, err)
 	require.ErrorContains(t, VerifyAgainst(keys, &cos, ssc, nil), "truncated")
 
-	// A witnessed checkpoint with a forged countersignature proves nothing.
+	// A witnessed checkpoint with a forged countersignature proves nothing:
+	// one under another key counts for nothing, one under the witness's
+	// key that does not verify is a bad signature.
 	bad := cos
 	bad.Cosigs = []Cosignature{{Witness: "ctl", Time: cos.Cosigs[0].Time, Sig: append([]byte(nil), w.Sig...)}}
+	require.ErrorContains(t, VerifyAgainst(keys, &bad, sc, proof), "no countersignature")
+	bad.Cosigs = []Cosignature{{Witness: "ctl", Time: cos.Cosigs[0].Time.Add(time.Second), Sig: cos.Cosigs[0].Sig}}
 	require.ErrorIs(t, VerifyAgainst(keys, &bad, sc, proof), ErrSignature)
 }
 
@@ -374,4 +384,33 @@ func TestPruneAtTheWitnessedSize(t *testing.T) {
 	rep := l.Verify(ctx, keysFor(node, witness))
 	require.True(t, rep.OK, rep.String())
 	require.Equal(t, uint64(1), rep.Witnessed)
+}
+
+// TestWitnessWithANewKey: a control node that rejoined under its old name
+// has a new witness key; its countersignatures under the old one no longer
+// count, but they are not damage.
+func TestWitnessWithANewKey(t *testing.T) {
+	ctx := context.Background()
+	node, old, renewed := testSigner(t, "n1"), testSigner(t, "ctl"), testSigner(t, "ctl")
+	l := openTestLog(t, filepath.Join(t.TempDir(), "audit"), node)
+	recordN(t, l, 5)
+	sc, err := l.Checkpoint(ctx)
+	require.NoError(t, err)
+	cos := *sc
+	require.NoError(t, old.Cosign(&cos, time.Now()))
+	require.NoError(t, l.StoreCosigned(&cos))
+	rep := l.Verify(ctx, keysFor(node, renewed))
+	require.True(t, rep.OK, rep.String())
+	require.Zero(t, rep.Witnessed, "a countersignature under a retired key counts for nothing")
+	rep = l.Verify(ctx, keysFor(node, old))
+	require.True(t, rep.OK, rep.String())
+	require.Equal(t, uint64(1), rep.Witnessed)
+
+	// A countersignature under the right key id that does not verify is
+	// damage.
+	bad := cos
+	bad.Cosigs = []Cosignature{{Witness: "ctl", Time: cos.Cosigs[0].Time, Sig: append([]byte(nil), cos.Cosigs[0].Sig...)}}
+	bad.Cosigs[0].Sig[len(bad.Cosigs[0].Sig)-1] ^= 1
+	_, err = keysFor(node, old).VerifiedWitnesses(&bad)
+	require.ErrorIs(t, err, ErrSignature)
 }

@@ -218,7 +218,7 @@ func DecodeEvent(b []byte) (*Event, error) {
 
 // Recorder is what components record events through. Record returns nil
 // only once the event is durable; it fills in the event's ID, Node, Time
-// (when zero) and V. Implementations are safe for concurrent use.
+// (the log's clock) and V. Implementations are safe for concurrent use.
 type Recorder interface {
 	Record(ctx context.Context, e *Event) error
 }

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -208,6 +209,22 @@ func Fingerprint(pub []byte) string {
 	return base64.RawURLEncoding.EncodeToString(h[:9])
 }
 
+// signedByKeyset reports whether sig names (by its Tink key-id prefix) a
+// key of the public keyset pub.
+func signedByKeyset(pub, sig []byte) bool {
+	h, err := keyset.ReadWithNoSecrets(keyset.NewBinaryReader(bytes.NewReader(pub)))
+	if err != nil || len(sig) < 5 || sig[0] != 0x01 {
+		return err == nil // no prefix to go by: let verification decide
+	}
+	id := binary.BigEndian.Uint32(sig[1:5])
+	for _, ki := range h.KeysetInfo().GetKeyInfo() {
+		if ki.GetKeyId() == id {
+			return true
+		}
+	}
+	return false
+}
+
 // ErrSignature is returned (wrapped) when a signature does not verify.
 var ErrSignature = errors.New("bad signature")
 
@@ -229,15 +246,17 @@ func (k *Keys) VerifyNode(sc *SignedCheckpoint) error {
 
 // VerifiedWitnesses returns the witnesses whose countersignatures on sc
 // verify under their published keys, sorted, and an error naming the first
-// countersignature of a known witness that does not. A countersignature by
-// a witness the keys do not know is ignored (it cannot be checked, so it
-// counts for nothing), as signed notes ignore unknown signers.
+// countersignature under a known key that does not. A countersignature by
+// a witness or key the keys do not know is ignored (it cannot be checked,
+// so it counts for nothing), as signed notes ignore unknown signers.
 func (k *Keys) VerifiedWitnesses(sc *SignedCheckpoint) ([]string, error) {
 	var ok []string
 	body := sc.Body()
 	for _, c := range sc.Cosigs {
 		pub, found := k.Witnesses[c.Witness]
-		if !found {
+		if !found || !signedByKeyset(pub, c.Sig) {
+			// Not a key these keys know: a witness that since got a new
+			// key (it rejoined), or a name nobody published.
 			continue
 		}
 		v, err := verifierOf(pub)

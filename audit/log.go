@@ -448,7 +448,7 @@ func (l *Log) Latest() *SignedCheckpoint { return l.latest.Load() }
 func (l *Log) LatestWitnessed() *SignedCheckpoint { return l.witnessed.Load() }
 
 // Record appends e and returns once it is durable. It fills in e's V, ID,
-// Node and (when zero) Time. An error wraps ErrUnavailable when the log
+// Node and Time (the log's clock, whatever e held). An error wraps ErrUnavailable when the log
 // cannot write, or describes what is wrong with e.
 func (l *Log) Record(ctx context.Context, e *Event) error {
 	if err := l.Err(); err != nil {
@@ -464,6 +464,14 @@ func (l *Log) Record(ctx context.Context, e *Event) error {
 	}
 	select {
 	case <-r.done:
+	case <-l.synced:
+		// Closed: the request may have slipped in after the writer
+		// drained the queue; nobody will answer it.
+		select {
+		case <-r.done:
+		default:
+			return fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
+		}
 	case <-ctx.Done():
 		// It may still become durable; the caller fails closed anyway.
 		return ctx.Err()
@@ -586,10 +594,9 @@ func (l *Log) commit(reqs []*request) {
 	for _, r := range reqs {
 		e := &r.e
 		i := f.Size()
-		e.V, e.Node, e.ID = Version, l.cfg.Node, EventID(l.cfg.Node, i)
-		if e.Time.IsZero() {
-			e.Time = now
-		}
+		// The log stamps every event itself: times then only grow along
+		// the log (retention relies on it), whatever a caller's clock says.
+		e.V, e.Node, e.ID, e.Time = Version, l.cfg.Node, EventID(l.cfg.Node, i), now
 		data, err := e.Encode()
 		if err != nil {
 			r.err = err

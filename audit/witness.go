@@ -61,6 +61,9 @@ func CheckSubmission(pub []byte, prev *SignedCheckpoint, sub Submission) error {
 		return err
 	}
 	if prev == nil {
+		if sc.Pruned > 0 {
+			return fmt.Errorf("%w: the first checkpoint of %s says %d entries are pruned, but no witness ever countersigned them", ErrFork, sc.Node, sc.Pruned)
+		}
 		if sub.FromSize != 0 || len(sub.Proof) != 0 {
 			return fmt.Errorf("%w: it holds no checkpoint of %s, the proof starts at size %d", ErrStaleBase, sc.Node, sub.FromSize)
 		}
@@ -73,6 +76,9 @@ func CheckSubmission(pub []byte, prev *SignedCheckpoint, sub Submission) error {
 		return fmt.Errorf("%w: it holds size %d of %s, the proof starts at size %d", ErrStaleBase, prev.Size, sc.Node, sub.FromSize)
 	case sc.Pruned < prev.Pruned:
 		return fmt.Errorf("%w: checkpoint of %s at size %d says %d entries are pruned, the witnessed one %d", ErrFork, sc.Node, sc.Size, sc.Pruned, prev.Pruned)
+	case sc.Pruned > prev.Size:
+		// Retention prunes only what a witness countersigned.
+		return fmt.Errorf("%w: checkpoint of %s says %d entries are pruned, more than the %d witnessed", ErrFork, sc.Node, sc.Pruned, prev.Size)
 	case sc.Size == prev.Size && sc.Root != prev.Root:
 		return fmt.Errorf("%w: checkpoint of %s at size %d has another root than the witnessed one", ErrFork, sc.Node, sc.Size)
 	}

@@ -62,7 +62,9 @@ func TestCheckSubmission(t *testing.T) {
 		{"extends the witnessed one", w20, Submission{Checkpoint: tree.checkpoint(33, 0), FromSize: 20, Proof: tree.proof(20, 33)}, ""},
 		{"same size, newer (prune record)", w20, Submission{Checkpoint: tree.checkpoint(20, 7), FromSize: 20}, ""},
 		{"from the empty tree", tree.checkpoint(0, 0), Submission{Checkpoint: tree.checkpoint(5, 0)}, ""},
-		{"prunes up to its size", w20, Submission{Checkpoint: tree.checkpoint(25, 25), FromSize: 20, Proof: tree.proof(20, 25)}, ""},
+		{"prunes up to the witnessed size", w20, Submission{Checkpoint: tree.checkpoint(25, 20), FromSize: 20, Proof: tree.proof(20, 25)}, ""},
+		{"prunes past the witnessed size", w20, Submission{Checkpoint: tree.checkpoint(25, 25), FromSize: 20, Proof: tree.proof(20, 25)}, "fork"},
+		{"a first checkpoint with pruned entries", nil, Submission{Checkpoint: tree.checkpoint(25, 3)}, "fork"},
 
 		{"truncation", w20, Submission{Checkpoint: tree.checkpoint(19, 0), FromSize: 20}, "truncation"},
 		{"truncation to empty", w20, Submission{Checkpoint: tree.checkpoint(0, 0), FromSize: 20}, "truncation"},

@@ -175,3 +175,14 @@ type (
 		Node        string `json:"node,omitempty"`
 	}
 )
+
+// auditErr is why the node's audit log cannot record now (nil when it
+// can, or when the recorder cannot tell). Enrolment, which no interceptor
+// records, checks it before consuming a token: like every privileged
+// action, it does not run unrecorded.
+func (s *Server) auditErr() error {
+	if h, ok := s.cfg.Audit.(interface{ Err() error }); ok {
+		return h.Err()
+	}
+	return nil
+}

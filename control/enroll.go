@@ -72,6 +72,11 @@ func (s *Server) join(ctx context.Context, req *unumv1.JoinRequest, u *tokenUse)
 	if err := s.revocations.Fresh(); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "join refused: %v", err)
 	}
+	// Nor without an audit log that records (the listener has no decision
+	// record to fail closed on): a join records its token's use after.
+	if err := s.auditErr(); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "join refused: %v", err)
+	}
 	tok, err := jointoken.Parse(req.GetToken())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

@@ -346,6 +346,9 @@ func (s *Server) login(ctx context.Context, req *unumv1.LoginRequest, u *tokenUs
 	if err := s.revocations.Fresh(); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "login refused: %v", err)
 	}
+	if err := s.auditErr(); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "login refused: %v", err)
+	}
 	tok, err := jointoken.Parse(req.GetToken())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

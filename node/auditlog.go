@@ -254,6 +254,9 @@ const (
 	maxInboxFile = 16 << 10
 )
 
+// rejectedSuffix marks an inbox file the node would not record.
+const rejectedSuffix = ".rejected"
+
 // inboxLoop records the inbox's events until ctx ends.
 func (n *node) inboxLoop(ctx context.Context) {
 	if err := os.MkdirAll(n.l.AuditInbox(), 0o700); err != nil {
@@ -284,8 +287,12 @@ func (n *node) drainInbox(ctx context.Context) {
 		path := filepath.Join(n.l.AuditInbox(), d.Name())
 		e, err := readInboxEvent(path)
 		if err != nil {
-			n.log.Warn("audit inbox: ignored and removed", "file", path, "err", err)
-			_ = os.Remove(path)
+			// Renamed, not removed: the waiting tool must not take a
+			// vanished file for a recorded event.
+			n.log.Warn("audit inbox: rejected", "file", path, "err", err)
+			if rerr := os.Rename(path, path+rejectedSuffix); rerr != nil {
+				_ = os.Remove(path)
+			}
 			continue
 		}
 		if err := n.audit.Record(ctx, e); err != nil {
@@ -350,7 +357,15 @@ func recordRecovery(ctx context.Context, l Layout, name string, e *audit.Event) 
 	ctx, cancel := context.WithTimeout(ctx, inboxWait)
 	defer cancel()
 	for {
+		if _, err := os.Stat(path + rejectedSuffix); err == nil {
+			_ = os.Remove(path + rejectedSuffix)
+			return fmt.Errorf("the audit log cannot record the recovery: opening it: %v; and the running node rejected the event", openErr)
+		}
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			if _, err := os.Stat(path + rejectedSuffix); err == nil {
+				_ = os.Remove(path + rejectedSuffix)
+				return fmt.Errorf("the audit log cannot record the recovery: opening it: %v; and the running node rejected the event", openErr)
+			}
 			return nil
 		}
 		select {

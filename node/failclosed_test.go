@@ -18,6 +18,8 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/identity/jointoken"
+	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/metrics"
 	"github.com/unumos/unum/policy"
 	"github.com/unumos/unum/storage/meta"
@@ -88,6 +90,18 @@ func TestAuditFailClosed(t *testing.T) {
 		}
 		return out
 	}
+	// A join token minted while the disk works, used after it failed.
+	jt, err := cl.CreateJoinToken(ctx, &unumv1.CreateJoinTokenRequest{Name: "late", Roles: []string{"compute"}, TtlSeconds: 600})
+	require.NoError(t, err)
+	tok, err := jointoken.Parse(jt.GetToken())
+	require.NoError(t, err)
+	tokens := func() string {
+		resp, err := etcd.Get(ctx, "/unum/tokens/join/"+tok.ID)
+		require.NoError(t, err)
+		require.Len(t, resp.Kvs, 1)
+		return string(resp.Kvs[0].Value)
+	}
+	tokensBefore := tokens()
 	before := state()
 
 	disk.On()
@@ -108,6 +122,14 @@ func TestAuditFailClosed(t *testing.T) {
 	_, err = cl.ListNodes(ctx, &unumv1.ListNodesRequest{})
 	requireAuditRefusal(err, "node ls under deny")
 	require.Error(t, n.audit.Err(), "the log knows it failed")
+	// Enrolment has no decision record; it checks the log itself, before
+	// the token is consumed.
+	ecc, err := rpc.DialEnrollment(n.cfg.EnrollListen, tok.CAFingerprint)
+	require.NoError(t, err)
+	defer ecc.Close()
+	_, err = unumv1.NewEnrollmentClient(ecc).Join(ctx, &unumv1.JoinRequest{Token: jt.GetToken(), ApiAddress: "127.0.0.1:1"})
+	requireAuditRefusal(err, "join")
+	require.Equal(t, tokensBefore, tokens(), "the refused join consumed its token")
 
 	require.Equal(t, before, state(), "a refused action changed etcd")
 
