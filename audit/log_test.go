@@ -131,3 +131,34 @@ func TestConcurrentRecordsShareSyncs(t *testing.T) {
 	rep := l.Verify(context.Background(), keysFor(s, nil))
 	require.True(t, rep.OK, rep.String())
 }
+
+// TestRecordRacingClose: records in flight when the log closes all return
+// (durable, or ErrUnavailable), none hangs.
+func TestRecordRacingClose(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		l, err := Open(Config{Dir: filepath.Join(t.TempDir(), "audit"), Node: "n1", Signer: testSigner(t, "n1"), CheckpointEvery: time.Hour})
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		for w := 0; w < 32; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					if err := l.Record(context.Background(), testEvent(i)); err != nil {
+						require.ErrorIs(t, err, ErrUnavailable)
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(round) * time.Millisecond)
+		require.NoError(t, l.Close())
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: a Record hung after Close", round)
+		}
+	}
+}

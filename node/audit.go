@@ -177,10 +177,10 @@ func pruneForRetention(ctx context.Context, l *audit.Log, s audit.Settings, now 
 	if s.RetentionSeconds == 0 && s.RetentionBytes == 0 {
 		return 0, nil
 	}
-	// Prune signs a checkpoint at the log's size, stored under that size:
-	// at the witnessed size it would replace the witnessed checkpoint (the
-	// one verify checks the log against) until the next is witnessed. A
-	// log that has not grown since waits for its next entry.
+	// Nothing to prune before a witness countersigned something; and a
+	// log that has not grown since its last witnessed checkpoint waits for
+	// its next entry (not needed for correctness: a prune's checkpoint is
+	// stored beside the witnessed one; it just keeps prunes rare).
 	w := l.LatestWitnessed()
 	if w == nil || l.Size() <= w.Size {
 		return 0, nil
