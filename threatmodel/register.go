@@ -801,7 +801,7 @@ func Register() []Threat {
 				"the Merkle root of the next checkpoint the node signed with its registered key (`unum audit verify`, " +
 				"online and --offline).",
 			Status: Mitigated,
-			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestProofsRoundTrip"},
+			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestProofsRoundTrip", "node.TestAuditTamperDetectedOnline"},
 		},
 		{
 			ID:       "T-052",
@@ -815,7 +815,7 @@ func Register() []Threat {
 				"checkpoint, or before the witnessed checkpoint exported with the keys (`unum audit keys` carries each " +
 				"node's newest countersigned checkpoint; online verify fetches it from the witness).",
 			Status: Mitigated,
-			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestByteFlipInStoreFilesIsDetected"},
+			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestByteFlipInStoreFilesIsDetected", "audit.TestVerifyAgainstWitness", "node.TestAuditTamperDetectedOnline"},
 		},
 		{
 			ID:       "T-053",
