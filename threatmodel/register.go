@@ -921,9 +921,11 @@ func Register() []Threat {
 				"half-applies. Privileged actions are always refused; unprivileged ones follow audit.on_failure: deny by " +
 				"default, or allow-and-alert, which lets them through, counts them (unum_audit_unrecorded_decisions_total), " +
 				"logs, and records one audit.unavailable event with the count once the log records again (kept across a " +
-				"restart). A write failure marks the log failed until the node restarts: it never silently resumes with a gap.",
+				"restart). A write failure marks the log failed until the node restarts: it never silently resumes with a gap. " +
+				"Enrolment (join, login), which no decision records, checks the log before it consumes a token, and " +
+				"`unum status` is unhealthy while any node's log cannot record.",
 			Status: Mitigated,
-			Tests:  []string{"node.TestAuditFailClosed", "policy.TestDeciderLogFailure"},
+			Tests:  []string{"node.TestAuditFailClosed", "policy.TestDeciderLogFailure", "audit.TestWriteFailureFailsClosed"},
 		},
 		{
 			ID:       "T-061",
