@@ -19,8 +19,8 @@ import (
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity/jointoken"
-	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/metrics"
+	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/policy"
 	"github.com/unumos/unum/storage/meta"
 )
