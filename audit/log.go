@@ -806,37 +806,26 @@ func (l *Log) FindDecision(id string) (uint64, []byte, error) {
 // Scan calls fn with entries [from, Size()) in order until fn returns
 // false. raw is fn's to keep.
 func (l *Log) Scan(ctx context.Context, from uint64, fn func(i uint64, raw []byte) bool) error {
-	from = max(from, l.Pruned())
-	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: entryKey(from), UpperBound: entryKey(l.Size())})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		v := it.Value()
-		if len(v) < 32 {
-			continue
-		}
-		if !fn(binary.BigEndian.Uint64(it.Key()[1:]), slices.Clone(v[32:])) {
-			return nil
-		}
-	}
-	return it.Error()
+	return l.scan(ctx, max(from, l.Pruned()), l.Size(), false, fn)
 }
 
 // ScanBackward calls fn with entries below before, newest first, until fn
 // returns false.
 func (l *Log) ScanBackward(ctx context.Context, before uint64, fn func(i uint64, raw []byte) bool) error {
-	before = min(before, l.Size())
-	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: entryKey(l.Pruned()), UpperBound: entryKey(before)})
+	return l.scan(ctx, l.Pruned(), min(before, l.Size()), true, fn)
+}
+
+func (l *Log) scan(ctx context.Context, lo, hi uint64, backward bool, fn func(i uint64, raw []byte) bool) error {
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: entryKey(lo), UpperBound: entryKey(hi)})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
-	for ok := it.Last(); ok; ok = it.Prev() {
+	first, next := it.First, it.Next
+	if backward {
+		first, next = it.Last, it.Prev
+	}
+	for ok := first(); ok; ok = next() {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -230,9 +230,11 @@ func mustSign(t *testing.T, n *auditNode, size uint64) *audit.SignedCheckpoint {
 func TestWitnessRefusesTruncation(t *testing.T) {
 	n := newAuditNode(t, "aw-trunc").grow(20)
 	ac := auditClient(t, "/node/aw-trunc")
+	_, err := ac.SubmitCheckpoint(ctxT(t), n.request(5, 0))
+	require.NoError(t, err)
 	sc, err := n.signer.Sign(audit.Checkpoint{Node: n.name, Size: 12, Root: audit.RootOf(n.leaves[:12]), Time: time.Now().UTC(), Pruned: 5})
 	require.NoError(t, err)
-	_, err = ac.SubmitCheckpoint(ctxT(t), n.requestFor(sc, 0))
+	_, err = ac.SubmitCheckpoint(ctxT(t), n.requestFor(sc, 5))
 	require.NoError(t, err)
 	before := counters(t)
 

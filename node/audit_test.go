@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,12 +92,18 @@ func TestAuditRetention(t *testing.T) {
 	require.NoError(t, err)
 	witness, err := audit.NewSigner("w", wh)
 	require.NoError(t, err)
-	l, err := audit.Open(audit.Config{Dir: filepath.Join(t.TempDir(), "audit"), Node: "rn", Signer: signer, Logger: quietLog()})
+	// The log stamps events with its own clock: the test sets it.
+	var clock atomic.Int64
+	l, err := audit.Open(audit.Config{Dir: filepath.Join(t.TempDir(), "audit"), Node: "rn", Signer: signer, Logger: quietLog(),
+		Now: func() time.Time { return time.Unix(0, clock.Load()).UTC() }})
 	require.NoError(t, err)
 	defer l.Close()
 
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock.Store(now.UnixNano())
 	record := func(from, to int, at time.Time) {
+		clock.Store(at.UnixNano())
+		defer clock.Store(now.UnixNano())
 		for i := from; i < to; i++ {
 			e := audit.Event{Kind: audit.KindNode, Action: "test.event", Outcome: audit.Allow, Time: at, Resource: fmt.Sprintf("node/-/%03d", i)}
 			require.NoError(t, l.Record(ctx, &e))

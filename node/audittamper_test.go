@@ -20,20 +20,8 @@ import (
 // names the damaged index. Then it cuts the tail of the log: the witness
 // refuses the shorter log's checkpoints and verify says it was truncated.
 func TestAuditTamperDetectedOnline(t *testing.T) {
-	base, err := os.MkdirTemp("", "unat")
-	require.NoError(t, err)
-	c := &cluster{base: base, kek: filepath.Join(base, "kek"), nodes: map[string]*runningNode{}}
-	t.Cleanup(func() {
-		c.stopAll()
-		os.RemoveAll(base)
-	})
+	c, dir := initSingleNode(t, "unat")
 	ctx := ctxT(t, 3*time.Minute)
-	p, err := freePorts()
-	require.NoError(t, err)
-	dir := filepath.Join(base, "n1")
-	require.NoError(t, Init(ctx, InitOptions{TrustDomain: "unum.test", DataDir: dir, KEKFile: c.kek, Name: "node-1", Ports: p,
-		EtcdHeartbeat: 250 * time.Millisecond, EtcdElection: 2500 * time.Millisecond, Log: quietLog()}))
-	c.admin = Layout{Dir: dir}.Admin()
 	opts := Options{DataDir: dir, KEKFile: c.kek}
 	require.NoError(t, c.start("node-1", opts))
 	require.NoError(t, c.waitReady(ctx, "node-1"))
@@ -114,4 +102,25 @@ func (quietPebble) Infof(string, ...any)  {}
 func (quietPebble) Errorf(string, ...any) {}
 func (quietPebble) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
+}
+
+// initSingleNode makes a one-node cluster's data folder (node-1, `unum
+// init`) under a fresh temporary folder; the caller starts it with its
+// own Options.
+func initSingleNode(t *testing.T, prefix string) (*cluster, string) {
+	t.Helper()
+	base, err := os.MkdirTemp("", prefix)
+	require.NoError(t, err)
+	c := &cluster{base: base, kek: filepath.Join(base, "kek"), nodes: map[string]*runningNode{}}
+	t.Cleanup(func() {
+		c.stopAll()
+		os.RemoveAll(base)
+	})
+	p, err := freePorts()
+	require.NoError(t, err)
+	dir := filepath.Join(base, "n1")
+	require.NoError(t, Init(ctxT(t, time.Minute), InitOptions{TrustDomain: "unum.test", DataDir: dir, KEKFile: c.kek, Name: "node-1", Ports: p,
+		EtcdHeartbeat: 250 * time.Millisecond, EtcdElection: 2500 * time.Millisecond, Log: quietLog()}))
+	c.admin = Layout{Dir: dir}.Admin()
+	return c, dir
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,20 +47,8 @@ var walWrites = errorfs.InjectorFunc(func(op errorfs.Op) error {
 // and recorded as one audit.unavailable event once the log works again
 // (here: after a restart, the log's failure being sticky).
 func TestAuditFailClosed(t *testing.T) {
-	base, err := os.MkdirTemp("", "unaf")
-	require.NoError(t, err)
-	c := &cluster{base: base, kek: filepath.Join(base, "kek"), nodes: map[string]*runningNode{}}
-	t.Cleanup(func() {
-		c.stopAll()
-		os.RemoveAll(base)
-	})
+	c, dir := initSingleNode(t, "unaf")
 	ctx := ctxT(t, 3*time.Minute)
-	p, err := freePorts()
-	require.NoError(t, err)
-	dir := filepath.Join(base, "n1")
-	require.NoError(t, Init(ctx, InitOptions{TrustDomain: "unum.test", DataDir: dir, KEKFile: c.kek, Name: "node-1", Ports: p,
-		EtcdHeartbeat: 250 * time.Millisecond, EtcdElection: 2500 * time.Millisecond, Log: quietLog()}))
-	c.admin = Layout{Dir: dir}.Admin()
 	disk := &errorfs.Toggle{Injector: walWrites}
 	opts := Options{DataDir: dir, KEKFile: c.kek, AuditFS: errorfs.Wrap(vfs.Default, disk)}
 	require.NoError(t, c.start("node-1", opts))

@@ -166,10 +166,19 @@ func TestVerifyCatchesALyingNode(t *testing.T) {
 		require.False(t, v.OK)
 		require.Contains(t, v.Problem, `answered as "n1"`)
 	})
-	t.Run("a witnessed checkpoint whose countersignature does not verify", func(t *testing.T) {
+	t.Run("a witnessed checkpoint countersigned under an unpublished key", func(t *testing.T) {
 		bad, err := audit.ParseCheckpoint(w.Marshal())
 		require.NoError(t, err)
 		require.NoError(t, auditSigner(t, "w1").Cosign(bad, time.Now()))
+		v := checkVerifyAnswer("n1", f.keys, bad, ask(t, honest, w.Size))
+		require.False(t, v.OK)
+		require.Contains(t, v.Problem, "no countersignature")
+	})
+	t.Run("a witnessed checkpoint whose countersignature does not verify", func(t *testing.T) {
+		bad, err := audit.ParseCheckpoint(w.Marshal())
+		require.NoError(t, err)
+		require.NotEmpty(t, bad.Cosigs)
+		bad.Cosigs[0].Time = bad.Cosigs[0].Time.Add(time.Second)
 		v := checkVerifyAnswer("n1", f.keys, bad, ask(t, honest, w.Size))
 		require.False(t, v.OK)
 		require.Contains(t, v.Problem, "countersignature of w1")
