@@ -149,6 +149,19 @@ func ParseEventID(id string) (node string, index uint64, err error) {
 
 // Validate checks what a well-formed event must have.
 func (e *Event) Validate() error {
+	if err := e.validateFields(); err != nil {
+		return err
+	}
+	if len(e.Details) > 0 && !json.Valid(e.Details) {
+		return errors.New("event details are not a JSON object")
+	}
+	return nil
+}
+
+// validateFields is Validate without parsing the details: for callers
+// that have them parsed anyway (encoding/json validates and compacts a
+// RawMessage as it marshals or unmarshals one).
+func (e *Event) validateFields() error {
 	switch {
 	case e.V != Version:
 		return fmt.Errorf("event version %d: this build reads version %d", e.V, Version)
@@ -163,7 +176,7 @@ func (e *Event) Validate() error {
 	case e.Time.IsZero():
 		return errors.New("event time is zero")
 	}
-	if len(e.Details) > 0 && (e.Details[0] != '{' || !json.Valid(e.Details)) {
+	if len(e.Details) > 0 && e.Details[0] != '{' {
 		return errors.New("event details are not a JSON object")
 	}
 	return nil
@@ -174,19 +187,14 @@ func (e *Event) Validate() error {
 func (e *Event) Encode() ([]byte, error) {
 	c := *e
 	c.Time = c.Time.UTC()
-	if len(c.Details) > 0 {
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, c.Details); err != nil {
-			return nil, fmt.Errorf("event details: %w", err)
-		}
-		c.Details = buf.Bytes()
-	}
-	if err := c.Validate(); err != nil {
+	if err := c.validateFields(); err != nil {
 		return nil, err
 	}
+	// Marshal validates and compacts the details (one pass over them: the
+	// encoding is the hot path of every decision).
 	b, err := json.Marshal(&c)
 	if err != nil {
-		return nil, fmt.Errorf("encode event: %w", err)
+		return nil, fmt.Errorf("encode event %s: %w", c.Action, err)
 	}
 	if len(b) > MaxEventSize {
 		return nil, fmt.Errorf("event %s is %d bytes, more than %d", c.Action, len(b), MaxEventSize)
@@ -210,7 +218,7 @@ func DecodeEvent(b []byte) (*Event, error) {
 	if dec.More() {
 		return nil, errors.New("decode event: trailing data")
 	}
-	if err := e.Validate(); err != nil {
+	if err := e.validateFields(); err != nil {
 		return nil, err
 	}
 	return &e, nil

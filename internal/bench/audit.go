@@ -100,7 +100,9 @@ func RunAudit(ctx context.Context, o Options) (Report, error) {
 	measure(ctx, workers, warm, false, op)
 	progress("measuring durable records: %s, %d writers", o.duration(), workers)
 	rep.Settings.Windows[ResultAuditRecord] = o.duration().String()
+	stop := startProfile(o, progress)
 	s := measure(ctx, workers, o.duration(), true, op)
+	stop()
 	rec, err := s.result(ResultAuditRecord, fmt.Sprintf("audit.Log.Record of a %d-byte authz event, returning once durable (fsync'd; concurrent records share one sync), %d concurrent writers", len(stored), workers), workers, true)
 	if err != nil {
 		return rep, err
