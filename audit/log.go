@@ -95,7 +95,6 @@ type Log struct {
 	frontier   Frontier
 	chain      Hash
 	lastSigned *SignedCheckpoint
-	asm        assembler
 
 	// size is the number of durable entries: readers never see more.
 	size      atomic.Uint64
@@ -113,10 +112,7 @@ type Log struct {
 }
 
 type request struct {
-	e Event
-	// body is e's encoding but for what the log assigns (encode.go),
-	// made by the recording goroutine.
-	body []byte
+	e    Event
 	err  error
 	done chan struct{}
 }
@@ -241,7 +237,6 @@ func Open(cfg Config) (*Log, error) {
 	l := &Log{cfg: cfg, db: db, log: log, reqs: make(chan *request, maxBatch), ops: make(chan func()),
 		syncq: make(chan *inflight, 256), stop: make(chan struct{}), done: make(chan struct{}), synced: make(chan struct{})}
 	l.mu.grown = make(chan struct{})
-	l.asm = newAssembler(cfg.Node)
 	if err := l.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open audit log %s: %w", cfg.Dir, err)
@@ -459,11 +454,7 @@ func (l *Log) Record(ctx context.Context, e *Event) error {
 	if err := l.Err(); err != nil {
 		return err
 	}
-	body, err := e.encodeBody()
-	if err != nil {
-		return err
-	}
-	r := &request{e: *e, body: body, done: make(chan struct{})}
+	r := &request{e: *e, done: make(chan struct{})}
 	select {
 	case l.reqs <- r:
 	case <-l.stop:
@@ -606,7 +597,7 @@ func (l *Log) commit(reqs []*request) {
 		// The log stamps every event itself: times then only grow along
 		// the log (retention relies on it), whatever a caller's clock says.
 		e.V, e.Node, e.ID, e.Time = Version, l.cfg.Node, EventID(l.cfg.Node, i), now
-		data, err := l.asm.assemble(r.body, i, now)
+		data, err := e.Encode()
 		if err != nil {
 			r.err = err
 			continue
