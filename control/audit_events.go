@@ -176,13 +176,23 @@ type (
 	}
 )
 
+// AuditLog is what the server records into: a recorder that can also say
+// why it cannot record now (audit.Log). Enrolment, which no decision
+// record covers, asks before it consumes a token.
+type AuditLog interface {
+	audit.Recorder
+	Err() error
+}
+
+var _ AuditLog = (*audit.Log)(nil)
+
 // auditErr is why the node's audit log cannot record now (nil when it
-// can, or when the recorder cannot tell). Enrolment, which no interceptor
-// records, checks it before consuming a token: like every privileged
-// action, it does not run unrecorded.
+// can). Enrolment, which no interceptor records, checks it before
+// consuming a token: like every privileged action, it does not run
+// unrecorded.
 func (s *Server) auditErr() error {
-	if h, ok := s.cfg.Audit.(interface{ Err() error }); ok {
-		return h.Err()
+	if s.cfg.Audit == nil {
+		return nil
 	}
-	return nil
+	return s.cfg.Audit.Err()
 }

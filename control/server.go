@@ -91,7 +91,7 @@ type Config struct {
 	// Audit records this server's events (tokens, entries, users,
 	// revocations, CA, policy, nodes, witness alerts) in the node's audit
 	// log. nil records nothing (unit tests of unrelated parts only).
-	Audit audit.Recorder
+	Audit AuditLog
 	// Witness countersigns nodes' audit checkpoints as this control node
 	// (its DIR/keys/witness.key); nil: this node does not witness.
 	// WitnessRound is how often it stores what it countersigned

@@ -23,8 +23,6 @@ import (
 	"github.com/unumos/unum/policy"
 )
 
-// What a non-privileged decision does when the audit log cannot record it
-// (audit.on_failure); privileged ones are always refused.
 // Rate of refusals from unauthenticated peers (refused handshakes and
 // enrolment calls) recorded one by one; beyond it they are counted and
 // summarized every refusalSummaryEvery (T-062).
@@ -356,21 +354,26 @@ func recordRecovery(ctx context.Context, l Layout, name string, e *audit.Event) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, inboxWait)
 	defer cancel()
-	for {
+	// The node removes the file once the event is durable, or renames it
+	// (rejectedSuffix) when it will not record it.
+	outcome := func() (bool, error) {
 		if _, err := os.Stat(path + rejectedSuffix); err == nil {
 			_ = os.Remove(path + rejectedSuffix)
-			return fmt.Errorf("the audit log cannot record the recovery: opening it: %v; and the running node rejected the event", openErr)
+			return true, fmt.Errorf("the audit log cannot record the recovery: opening it: %v; and the running node rejected the event", openErr)
 		}
-		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-			if _, err := os.Stat(path + rejectedSuffix); err == nil {
-				_ = os.Remove(path + rejectedSuffix)
-				return fmt.Errorf("the audit log cannot record the recovery: opening it: %v; and the running node rejected the event", openErr)
-			}
-			return nil
+		_, err := os.Stat(path)
+		return errors.Is(err, fs.ErrNotExist), nil
+	}
+	for {
+		if done, err := outcome(); done {
+			return err
 		}
 		select {
 		case <-ctx.Done():
 			if err := os.Remove(path); errors.Is(err, fs.ErrNotExist) {
+				if _, err := outcome(); err != nil {
+					return err
+				}
 				return nil // the node recorded it after all
 			}
 			return fmt.Errorf("the audit log cannot record the recovery: opening it: %v; and no running node recorded it within %s", openErr, inboxWait)

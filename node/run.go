@@ -300,7 +300,7 @@ func (n *node) run(ctx context.Context) error {
 	var ctl *control.Server
 	if n.cfg.HasRole("control") {
 		var stop func()
-		ctl, stop, err = n.startControl(ctx, goFn)
+		ctl, stop, err = n.startControl(ctx, goFn, refusals)
 		if stop != nil {
 			cleanups = append(cleanups, stop)
 		}
@@ -439,7 +439,7 @@ func stopGRPC(s *grpc.Server) {
 }
 
 // startControl starts etcd and the control services.
-func (n *node) startControl(ctx context.Context, goFn func(string, func(context.Context) error)) (*control.Server, func(), error) {
+func (n *node) startControl(ctx context.Context, goFn func(string, func(context.Context) error), refusals audit.Recorder) (*control.Server, func(), error) {
 	kek, err := loadKEK(n.o.DataDir, n.o.KEKFile)
 	if err != nil {
 		return nil, nil, err
@@ -533,6 +533,7 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		CA:            &caHost{n: n, kek: kek},
 		LeafRetention: n.o.LeafRetention,
 		Audit:         n.audit,
+		AuditRefusals: refusals,
 		Witness:       witness,
 	})
 	stop := func() {

@@ -687,11 +687,12 @@ func Register() []Threat {
 				"already countersigned, re-signed checkpoints over the new log, and answers verify with a clean report",
 			Mitigation: "The CLI does not take the node's report as the verdict. It fetches the witness's newest " +
 				"countersigned checkpoint of the node and the published keys from the control plane, checks the node's " +
-				"signature and every countersignature on it, asks the node for its newest checkpoint with a consistency " +
+				"signature and its countersignatures by published witness keys (at least one must verify; others count " +
+				"for nothing), asks the node for its newest checkpoint with a consistency " +
 				"proof from the witnessed size, and checks that signature and that proof itself: a truncated log (newest " +
 				"size below the witnessed one) or a rewritten or forked one (the proof does not lead from the witnessed " +
 				"root to the node's) fails with FAIL and a non-zero exit, whatever the node's report says. Entries after " +
-				"the newest witnessed checkpoint (at most about a second's worth) have only the node's word, and a " +
+				"the newest witnessed checkpoint (about a second's worth while the witness is reachable) have only the node's word, and a " +
 				"control node that witnessed its own checkpoints is reported as witnessed \"by itself only\": its " +
 				"countersignature adds nothing against itself.",
 			Status: Mitigated,
@@ -709,7 +710,8 @@ func Register() []Threat {
 				"fuzzed): strict parsing (unknown fields, trailing data and other formats refused); the leaf is the " +
 				"embedded event compacted, which is the stored bytes exactly; the event must name the checkpoint's node " +
 				"and the bundle's index; the checkpoint note must be canonical and signed by the node's published key, " +
-				"every countersignature must verify under its witness's published key, and the audit path must lead from " +
+				"each countersignature under a published witness key must verify (others are ignored and counted as no " +
+				"witness), and the audit path must lead from " +
 				"the leaf to the signed root. The CLI runs the same check on a bundle before printing it. A bundle whose " +
 				"checkpoint no witness has countersigned yet says so: it carries the node's word alone.",
 			Status: Mitigated,
@@ -869,7 +871,8 @@ func Register() []Threat {
 			Attacker: "root on a node cutting the tail of its log (or replacing it with an older copy) after the witness " +
 				"countersigned it, to erase what it did, and carrying on from the shorter log",
 			Mitigation: "A checkpoint smaller than the witnessed one is refused as a truncation (FailedPrecondition, an " +
-				"audit.alert event, the truncation metric); so is one claiming fewer pruned entries than witnessed. The " +
+				"audit.alert event, the truncation metric); one claiming fewer pruned entries than witnessed is refused as a " +
+				"fork. The " +
 				"witnessed checkpoint stays in etcd, where verify compares every log against it.",
 			Status: Mitigated,
 			Tests:  []string{"audit.TestCheckSubmission", "control.TestWitnessRefusesTruncation"},
@@ -925,7 +928,7 @@ func Register() []Threat {
 				"Enrolment (join, login), which no decision records, checks the log before it consumes a token, and " +
 				"`unum status` is unhealthy while any node's log cannot record.",
 			Status: Mitigated,
-			Tests:  []string{"node.TestAuditFailClosed", "policy.TestDeciderLogFailure", "audit.TestWriteFailureFailsClosed"},
+			Tests:  []string{"node.TestAuditFailClosed", "policy.TestDeciderLogFailure", "audit.TestWriteFailureFailsClosed", "control.TestErrors"},
 		},
 		{
 			ID:       "T-061",
@@ -938,8 +941,8 @@ func Register() []Threat {
 			Mitigation: "Events name tokens by id, certificates by serial and keys by fingerprint; a JWT-SVID is never " +
 				"recorded; a request is recorded as its digest (sha256 of its protobuf), not its content; refusal reasons are " +
 				"the handlers' fixed wording and TLS errors, bounded in length. A dev cluster's logs are scanned after joins, " +
-				"logins, refused and forged tokens, a root export and a break-glass recovery for every token, token secret and " +
-				"private key PEM line.",
+				"logins, refused and forged tokens and a break-glass recovery for every token, token secret and private key " +
+				"PEM line; the root key is checked against the log after a root export and import on a test cluster.",
 			Status: Mitigated,
 			Tests: []string{"cmd/unum.TestAuditHoldsNoSecrets", "control.TestRefusedTokensRecordedWithoutSecrets",
 				"control.TestControlEventsRecorded", "node.TestCARootOffline"},

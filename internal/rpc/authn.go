@@ -74,17 +74,19 @@ func (c *auditedCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Auth
 		e.Subject = id.String()
 	}
 	d := AuthnDetails{Peer: peer, Serial: leaf.SerialNumber.String(), NotAfter: leaf.NotAfter.UTC()}
-	rec := c.accepted
 	// The handshake completes so that the caller is told why its calls
-	// are refused; the record says so now.
+	// are refused; the record says so now. It is recorded one by one like
+	// any handshake with a chain of ours (the caller is accountable), not
+	// through the refusals' rate limit, where anyone's flood could turn it
+	// into an anonymous count.
 	if c.revocations != nil {
 		if set, _, loaded := c.revocations.Snapshot(); loaded {
 			if err := set.CheckChain(ti.State.PeerCertificates); errors.Is(err, revocation.ErrRevoked) {
-				e.Outcome, e.Reasons, rec = audit.Deny, []string{boundReason(err.Error())}, c.refused
+				e.Outcome, e.Reasons = audit.Deny, []string{boundReason(err.Error())}
 			}
 		}
 	}
-	c.recordTo(rec, e, d)
+	c.recordTo(c.accepted, e, d)
 	return conn, info, nil
 }
 
