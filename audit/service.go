@@ -358,3 +358,33 @@ func reportProto(node string, r Report) *unumv1.AuditVerifyResponse {
 	return &unumv1.AuditVerifyResponse{Node: node, Ok: r.OK, BadIndex: r.BadIndex, Problem: r.Problem,
 		Entries: r.Entries, Checkpoints: r.Checkpoints, Pruned: r.Pruned}
 }
+
+// Roles of a published key (unumv1.AuditKey.role).
+const (
+	KeyRoleNode    = "node"    // a node's checkpoint key
+	KeyRoleWitness = "witness" // a control node's countersigning key
+)
+
+// KeysFromProto is the Keys of a Keys answer, checked as strictly as a
+// keys file: an unknown role or a keyset that does not load is an error.
+func KeysFromProto(resp *unumv1.AuditKeysResponse) (*Keys, error) {
+	k := &Keys{Nodes: map[string][]byte{}, Witnesses: map[string][]byte{}}
+	for _, key := range resp.GetKeys() {
+		switch key.GetRole() {
+		case KeyRoleNode:
+			k.Nodes[key.GetNode()] = key.GetPublicKeyset()
+		case KeyRoleWitness:
+			k.Witnesses[key.GetNode()] = key.GetPublicKeyset()
+		default:
+			return nil, fmt.Errorf("published audit key of %s has role %q", key.GetNode(), key.GetRole())
+		}
+	}
+	for _, m := range []map[string][]byte{k.Nodes, k.Witnesses} {
+		for name, pub := range m {
+			if _, err := verifierOf(pub); err != nil {
+				return nil, fmt.Errorf("published audit key of %s: %w", name, err)
+			}
+		}
+	}
+	return k, nil
+}

@@ -607,27 +607,13 @@ func (w *AuditWitness) Keys(ctx context.Context, _ *unumv1.AuditKeysRequest) (*u
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "%s: %v", kv.Key, err)
 		}
-		role := "node"
+		role := audit.KeyRoleNode
 		if strings.HasPrefix(string(kv.Key), prefixAuditWitnessKeys) {
-			role = "witness"
+			role = audit.KeyRoleWitness
 		}
 		out.Keys = append(out.Keys, &unumv1.AuditKey{Node: rec.Name, Role: role, PublicKeyset: rec.PublicKeyset})
 	}
 	return out, nil
-}
-
-// KeysFromProto is the audit.Keys of a Keys answer.
-func KeysFromProto(resp *unumv1.AuditKeysResponse) *audit.Keys {
-	k := &audit.Keys{Nodes: map[string][]byte{}, Witnesses: map[string][]byte{}}
-	for _, key := range resp.GetKeys() {
-		switch key.GetRole() {
-		case "node":
-			k.Nodes[key.GetNode()] = key.GetPublicKeyset()
-		case "witness":
-			k.Witnesses[key.GetNode()] = key.GetPublicKeyset()
-		}
-	}
-	return k
 }
 
 // Witnessed implements unumv1.AuditServer: the newest countersigned

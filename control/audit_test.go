@@ -121,7 +121,9 @@ func publishedKeys(t *testing.T) *audit.Keys {
 	t.Helper()
 	resp, err := auditClient(t, "/user/admin").Keys(ctxT(t), &unumv1.AuditKeysRequest{})
 	require.NoError(t, err)
-	return KeysFromProto(resp)
+	keys, err := audit.KeysFromProto(resp)
+	require.NoError(t, err)
+	return keys
 }
 
 // alerts are the audit.alert events about node.

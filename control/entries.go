@@ -14,9 +14,9 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
-	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/jointoken"
 	"github.com/unumos/unum/identity/selector"
+	"github.com/unumos/unum/internal/rpc"
 )
 
 // CreateEntry implements unumv1.IdentityServer. A registration may only name
@@ -89,21 +89,10 @@ func (s *Server) CreateEntry(ctx context.Context, req *unumv1.CreateEntryRequest
 		}
 		return nil, status.Error(codes.Aborted, "entry id collision, try again")
 	}
-	s.record(ctx, audit.Event{Kind: audit.KindEntry, Action: audit.ActionEntryCreate, Outcome: audit.Allow, Resource: entryResource(e.SPIFFEID)}.
+	s.record(ctx, audit.Event{Kind: audit.KindEntry, Action: audit.ActionEntryCreate, Outcome: audit.Allow, Resource: rpc.WorkloadResource("id", e.SPIFFEID).String()}.
 		WithDetails(EntryDetails{EntryID: e.ID, SPIFFEID: e.SPIFFEID, Node: e.Node, AllNodes: e.AllNodes, Selectors: e.Selectors}))
 	s.cfg.Log.Info("registration entry created", "entry", e.ID, "spiffe_id", e.SPIFFEID, "node", e.Node, "all_nodes", e.AllNodes, "by", c.ID.String())
 	return entryToProto(e, resp.Header.Revision), nil
-}
-
-// entryResource is an entry's resource as the policy sees it (id/NS/NAME
-// for a workload ID).
-func entryResource(spiffeID string) string {
-	if id, err := spiffeid.FromString(spiffeID); err == nil {
-		if p := identity.Classify(id); p.Kind == identity.KindWorkload {
-			return "id/" + p.Namespace + "/" + p.Name
-		}
-	}
-	return "id/-/" + spiffeID
 }
 
 // ListEntries implements unumv1.IdentityServer (linearizable).
@@ -142,7 +131,7 @@ func (s *Server) DeleteEntry(ctx context.Context, req *unumv1.DeleteEntryRequest
 		if err != nil {
 			return nil, err
 		}
-		s.record(ctx, audit.Event{Kind: audit.KindEntry, Action: audit.ActionEntryDelete, Outcome: audit.Allow, Resource: entryResource(e.SPIFFEID)}.
+		s.record(ctx, audit.Event{Kind: audit.KindEntry, Action: audit.ActionEntryDelete, Outcome: audit.Allow, Resource: rpc.WorkloadResource("id", e.SPIFFEID).String()}.
 			WithDetails(EntryDetails{EntryID: e.ID, SPIFFEID: e.SPIFFEID, Node: e.Node, AllNodes: e.AllNodes, Selectors: e.Selectors, Revoked: revoked}))
 		s.cfg.Log.Info("registration entry deleted", "entry", req.GetId(), "spiffe_id", e.SPIFFEID, "revoked", revoked, "by", c.ID.String())
 		return &unumv1.DeleteEntryResponse{}, nil

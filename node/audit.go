@@ -16,7 +16,6 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
-	"github.com/unumos/unum/control"
 	"github.com/unumos/unum/internal/rpc"
 )
 
@@ -410,7 +409,11 @@ func (s *auditSubmitter) fetchKeys(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("published audit keys: %w", err)
 	}
-	s.keys, s.keysAt = control.KeysFromProto(resp), time.Now()
+	keys, err := audit.KeysFromProto(resp)
+	if err != nil {
+		return err
+	}
+	s.keys, s.keysAt = keys, time.Now()
 	if err := s.n.audit.RememberKeys(s.keys); err != nil {
 		return fmt.Errorf("remember audit keys: %w", err)
 	}

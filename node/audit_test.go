@@ -15,7 +15,6 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
-	"github.com/unumos/unum/control"
 )
 
 // TestNodeLogsWitnessed: both nodes' logs get witnessed by the control
@@ -32,7 +31,8 @@ func TestNodeLogsWitnessed(t *testing.T) {
 
 	kr, err := ac.Keys(ctx, &unumv1.AuditKeysRequest{})
 	require.NoError(t, err)
-	keys := control.KeysFromProto(kr)
+	keys, err := audit.KeysFromProto(kr)
+	require.NoError(t, err)
 	for _, name := range []string{"node-1", "node-2"} {
 		require.Contains(t, keys.Nodes, name)
 	}

@@ -721,27 +721,7 @@ func publishedKeys(ctx context.Context, cc *grpc.ClientConn) (*audit.Keys, error
 	if err != nil {
 		return nil, fmt.Errorf("published audit keys: %w", err)
 	}
-	return keysFromProto(resp)
-}
-
-func keysFromProto(resp *unumv1.AuditKeysResponse) (*audit.Keys, error) {
-	k := &audit.Keys{Nodes: map[string][]byte{}, Witnesses: map[string][]byte{}}
-	for _, key := range resp.GetKeys() {
-		switch key.GetRole() {
-		case "node":
-			k.Nodes[key.GetNode()] = key.GetPublicKeyset()
-		case "witness":
-			k.Witnesses[key.GetNode()] = key.GetPublicKeyset()
-		default:
-			return nil, fmt.Errorf("published audit key of %s has role %q", key.GetNode(), key.GetRole())
-		}
-	}
-	// Round trip through the strict reader: every keyset must load.
-	b, err := json.Marshal(k)
-	if err != nil {
-		return nil, err
-	}
-	return audit.ParseKeys(b)
+	return audit.KeysFromProto(resp)
 }
 
 // witnessedCheckpoints asks the witness for the newest countersigned
@@ -1076,7 +1056,7 @@ func runAuditKeys(e *env, args []string) error {
 		for _, role := range []struct {
 			name string
 			m    map[string][]byte
-		}{{"node", keys.Nodes}, {"witness", keys.Witnesses}} {
+		}{{audit.KeyRoleNode, keys.Nodes}, {audit.KeyRoleWitness, keys.Witnesses}} {
 			names := make([]string, 0, len(role.m))
 			for n := range role.m {
 				names = append(names, n)
@@ -1084,7 +1064,7 @@ func runAuditKeys(e *env, args []string) error {
 			slices.Sort(names)
 			for _, n := range names {
 				size := "-"
-				if sc := witnessed[n]; sc != nil && role.name == "node" {
+				if sc := witnessed[n]; sc != nil && role.name == audit.KeyRoleNode {
 					size = strconv.FormatUint(sc.Size, 10)
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", role.name, n, audit.Fingerprint(role.m[n]), size)

@@ -26,7 +26,7 @@ var storedResources = map[string]func(entries EntrySource, msg any, r policy.Res
 	"/unum.v1.Identity/DeleteEntry": func(entries EntrySource, m any, r policy.Resource) policy.Resource {
 		req, _ := m.(*unumv1.DeleteEntryRequest)
 		if id, found := entries.EntrySPIFFEID(req.GetId()); found {
-			return workloadResource("id", id)
+			return WorkloadResource("id", id)
 		}
 		return r
 	},
@@ -53,10 +53,10 @@ func nameOr(name, fallback string) string {
 	return fallback
 }
 
-// workloadResource names the workload a SPIFFE ID in a request designates:
+// WorkloadResource names the workload a SPIFFE ID in a request designates:
 // KIND/NAMESPACE/job/NAME for a workload ID, KIND/-/ID otherwise (which
 // no namespace rule matches).
-func workloadResource(kind, id string) policy.Resource {
+func WorkloadResource(kind, id string) policy.Resource {
 	r := policy.Resource{Kind: kind, Namespace: policy.ClusterScope, Name: nameOr(id, "-")}
 	if parsed, err := spiffeid.FromString(id); err == nil {
 		if p := identity.Classify(parsed); p.Kind == identity.KindWorkload {
@@ -82,18 +82,18 @@ var routes = map[string]route{
 	"/unum.v1.Identity/WhoAmI": {"id.show", cluster("id", "self")},
 	"/unum.v1.Identity/MintX509SVID": {"svid.mint", func(_ identity.Principal, m any) policy.Resource {
 		req, _ := m.(*unumv1.MintX509SVIDRequest)
-		return workloadResource("svid", req.GetSpiffeId())
+		return WorkloadResource("svid", req.GetSpiffeId())
 	}},
 	"/unum.v1.Identity/MintJWTSVID": {"svid.mint", func(_ identity.Principal, m any) policy.Resource {
 		req, _ := m.(*unumv1.MintJWTSVIDRequest)
-		return workloadResource("svid", req.GetSpiffeId())
+		return WorkloadResource("svid", req.GetSpiffeId())
 	}},
 	"/unum.v1.Identity/RenewNodeSVID":    {"node.renew", selfNode},
 	"/unum.v1.Identity/SyncAgent":        {"node.sync", selfNode},
 	"/unum.v1.Identity/WatchRevocations": {"revocation.watch", selfNode},
 	"/unum.v1.Identity/CreateEntry": {"id.register", func(_ identity.Principal, m any) policy.Resource {
 		req, _ := m.(*unumv1.CreateEntryRequest)
-		return workloadResource("id", req.GetSpiffeId())
+		return WorkloadResource("id", req.GetSpiffeId())
 	}},
 	"/unum.v1.Identity/ListEntries": {"id.list", cluster("id", "*")},
 	"/unum.v1.Identity/DeleteEntry": {"id.delete", named("entry", func(m any) string {
