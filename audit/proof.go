@@ -164,8 +164,10 @@ func VerifyProofBundle(data []byte, keys *Keys) (*ProofResult, error) {
 // HashesFromBytes converts hashes as the API carries them (raw 32 bytes
 // each) and refuses any of another length.
 func HashesFromBytes(in [][]byte) ([]Hash, error) {
-	if len(in) > maxPath {
-		return nil, fmt.Errorf("proof of %d hashes, more than %d", len(in), maxPath)
+	// The longer of the two proofs bounds both: a path longer than its
+	// tree is deep fails verification anyway.
+	if len(in) > MaxProofLen {
+		return nil, fmt.Errorf("proof of %d hashes, more than %d", len(in), MaxProofLen)
 	}
 	out := make([]Hash, len(in))
 	for i, b := range in {

@@ -255,20 +255,12 @@ func (w *AuditWitness) SubmitCheckpoint(ctx context.Context, req *unumv1.SubmitC
 		w.count(label.WitnessRefused)
 		return nil, status.Error(codes.PermissionDenied, err.Error())
 	}
-	if len(req.GetConsistencyProof()) > audit.MaxProofLen {
+	proof, err := audit.HashesFromBytes(req.GetConsistencyProof())
+	if err != nil {
 		w.count(label.WitnessRefused)
-		return nil, status.Errorf(codes.InvalidArgument, "consistency proof of %d hashes, more than %d", len(req.GetConsistencyProof()), audit.MaxProofLen)
+		return nil, status.Errorf(codes.InvalidArgument, "consistency %v", err) // "consistency proof hash 2 is ..."
 	}
-	sub := audit.Submission{Checkpoint: sc, FromSize: req.GetFromSize()}
-	for i, b := range req.GetConsistencyProof() {
-		var h audit.Hash
-		if len(b) != len(h) {
-			w.count(label.WitnessRefused)
-			return nil, status.Errorf(codes.InvalidArgument, "consistency proof hash %d is %d bytes, want %d", i, len(b), len(h))
-		}
-		copy(h[:], b)
-		sub.Proof = append(sub.Proof, h)
-	}
+	sub := audit.Submission{Checkpoint: sc, FromSize: req.GetFromSize(), Proof: proof}
 	// Only this witness's countersignature is kept: the node's own note
 	// carries none, and a forged one must not ride along into etcd.
 	sc.Cosigs = nil

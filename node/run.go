@@ -319,7 +319,7 @@ func (n *node) run(ctx context.Context) error {
 		Local: control.LocalDecisions{Node: n.cfg.Name, Decisions: n.audit, Shadows: n.decisionLog.shadows, Engines: n.engines, View: n.policy},
 		S:     ctl,
 	})
-	auditSvc := &auditService{Local: &audit.ReadService{Log: n.audit}}
+	auditSvc := &auditService{ReadService: &audit.ReadService{Log: n.audit}}
 	if ctl != nil {
 		auditSvc.Witness = ctl.AuditWitness()
 	}
