@@ -102,7 +102,8 @@ func TestBackupCLIRoundTrip(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stderr, "revocations made after the backup are lost")
 
-	cmd := exec.Command(unumBin, "node", "--data-dir", restored, "--kek-file", kek, "--etcd-heartbeat", "250ms", "--etcd-election", "2500ms")
+	// The metrics port too: API + 4 may be taken by then.
+	cmd := exec.Command(unumBin, "node", "--data-dir", restored, "--kek-file", kek, "--metrics-listen", freeAddr(t), "--etcd-heartbeat", "250ms", "--etcd-election", "2500ms")
 	logf, err := os.Create(filepath.Join(d.dir, "restored.log"))
 	require.NoError(t, err)
 	cmd.Stderr = logf
