@@ -1,0 +1,113 @@
+package delegation
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/unumos/unum/identity/revocation"
+)
+
+// testNow is the fixed clock of these tests.
+var testNow = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+var testTD = spiffeid.RequireTrustDomainFromString("unum.test")
+
+func id(path string) spiffeid.ID { return spiffeid.RequireFromPath(testTD, path) }
+
+// fixture is an issuer and a verifier sharing one keyring, a clock the test
+// moves, and a revocation view the test feeds.
+type fixture struct {
+	t       *testing.T
+	now     time.Time
+	ring    *Keyring
+	issuer  *Issuer
+	view    *revocation.View
+	verify  *Verifier
+	revSeen int64
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{t: t, now: testNow}
+	clock := func() time.Time { return f.now }
+	var err error
+	f.ring, err = NewKeyring(testNow)
+	require.NoError(t, err)
+	f.issuer, err = NewIssuer(testTD, f.ring, clock)
+	require.NoError(t, err)
+	f.view = revocation.NewView(0, clock)
+	f.revoke() // loaded, nothing revoked
+	keys := f.publicKeys(f.ring)
+	f.verify, err = NewVerifier(VerifierConfig{TrustDomain: testTD, Keys: keys, Revocations: f.view, Clock: clock})
+	require.NoError(t, err)
+	return f
+}
+
+func (f *fixture) publicKeys(rings ...*Keyring) *PublicKeys {
+	sets := map[string][]byte{}
+	for i, r := range rings {
+		b, err := r.PublicJWKS()
+		require.NoError(f.t, err)
+		sets[string(rune('a'+i))] = b
+	}
+	k, err := ParsePublicKeys(sets)
+	require.NoError(f.t, err)
+	return k
+}
+
+// revoke installs a revocation set of entries, each revoked now.
+func (f *fixture) revoke(keys ...string) {
+	var es []revocation.Entry
+	for _, k := range keys {
+		es = append(es, revocation.Entry{ID: k, Before: f.now.Add(revocation.ClockSkewAllowance), RevokedAt: f.now})
+	}
+	f.revSeen++
+	f.view.Update(revocation.NewSet(es, revocation.Window{}, f.revSeen), f.now)
+}
+
+// mint plans and signs r.
+func (f *fixture) mint(r Request) (string, *Credential) {
+	f.t.Helper()
+	c, err := f.issuer.Plan(r)
+	require.NoError(f.t, err)
+	tok, err := f.issuer.Sign(c)
+	require.NoError(f.t, err)
+	return tok, c
+}
+
+// svid is a self-signed certificate naming id, valid for a day from testNow.
+func svid(t *testing.T, spiffeID spiffeid.ID) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	u, _ := url.Parse(spiffeID.String())
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "test"},
+		NotBefore:    testNow.Add(-time.Hour),
+		NotAfter:     testNow.Add(24 * time.Hour),
+		URIs:         []*url.URL{u},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return cert
+}
+
+func mustScopes(t *testing.T, ss ...string) []Scope {
+	t.Helper()
+	out, err := ParseScopes(ss)
+	require.NoError(t, err)
+	return out
+}

@@ -1,0 +1,232 @@
+package delegation
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/tink-crypto/tink-go/v2/jwt"
+)
+
+// Issuer signs credentials with a keyring's primary key. Immutable and safe
+// for concurrent use; a rotated keyring gets a new Issuer.
+type Issuer struct {
+	td     spiffeid.TrustDomain
+	signer jwt.Signer
+	clock  func() time.Time
+}
+
+// NewIssuer returns an issuer for td signing with k's primary key; clock is
+// time.Now when nil.
+func NewIssuer(td spiffeid.TrustDomain, k *Keyring, clock func() time.Time) (*Issuer, error) {
+	if td.IsZero() {
+		return nil, errors.New("credential issuer: empty trust domain")
+	}
+	s, err := jwt.NewSigner(k.handle)
+	if err != nil {
+		return nil, fmt.Errorf("credential issuer: %w", err)
+	}
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Issuer{td: td, signer: s, clock: clock}, nil
+}
+
+// Request is what to mint. The caller has authenticated Caller and, for a
+// token exchange, verified Parent as presented by Caller (its holder).
+type Request struct {
+	// Caller is who asks: the parent's holder for an exchange, the issuing
+	// principal otherwise.
+	Caller spiffeid.ID
+	// CallerCert is the caller's mTLS certificate: when the caller asks for
+	// itself (Holder is Caller), the credential is bound to it (cnf
+	// x5t#S256) and never outlives it.
+	CallerCert *x509.Certificate
+	// Parent is the credential exchanged (narrowed) for this one; nil when
+	// minting from the caller's own authority.
+	Parent *Credential
+	// OnBehalfOf, without a Parent, makes the credential's subject someone
+	// other than Caller (impersonation, a separate privileged decision);
+	// Caller stays in the chain as the issuer.
+	OnBehalfOf spiffeid.ID
+	// Holder receives the credential; Caller when zero.
+	Holder spiffeid.ID
+	// Audience; the parent's when empty (an exchange), required otherwise.
+	Audience []spiffeid.ID
+	// Scopes; the parent's when empty (an exchange), required otherwise.
+	Scopes []Scope
+	// TTL is DefaultTTL when zero; at most MaxTTL (the policy's bound).
+	TTL, MaxTTL time.Duration
+	// MaxDepth is the policy's bound on actors (DefaultMaxDepth when zero).
+	MaxDepth int
+}
+
+// Plan builds the credential r asks for, checked against every rule, with
+// a fresh jti, without signing it: the policy decides on it first.
+func (i *Issuer) Plan(r Request) (*Credential, error) {
+	now := i.clock().Truncate(time.Second)
+	if r.Caller.IsZero() {
+		return nil, errors.New("no caller")
+	}
+	holder := r.Holder
+	if holder.IsZero() {
+		holder = r.Caller
+	}
+	for _, id := range []spiffeid.ID{r.Caller, holder} {
+		if id.TrustDomain() != i.td {
+			return nil, fmt.Errorf("%s is not in trust domain %q", id, i.td.Name())
+		}
+	}
+	maxTTL := r.MaxTTL
+	if maxTTL <= 0 {
+		maxTTL = DefaultMaxTTL
+	}
+	maxTTL = min(maxTTL, MaxTTL)
+	ttl := r.TTL
+	if ttl == 0 {
+		ttl = min(DefaultTTL, maxTTL)
+	}
+	if ttl < time.Second {
+		return nil, fmt.Errorf("ttl %s: want at least 1s", ttl)
+	}
+	if ttl > maxTTL {
+		return nil, fmt.Errorf("ttl %s is longer than the policy allows (%s)", ttl, maxTTL)
+	}
+	maxDepth := r.MaxDepth
+	if maxDepth <= 0 {
+		maxDepth = DefaultMaxDepth
+	}
+	c := &Credential{ID: NewJTI(), TrustDomain: i.td, IssuedAt: now, NotBefore: now, Expiry: now.Add(ttl), Audience: r.Audience, Scopes: r.Scopes}
+	switch {
+	case r.Parent != nil:
+		p := r.Parent
+		if !r.OnBehalfOf.IsZero() && r.OnBehalfOf != p.Subject {
+			return nil, fmt.Errorf("an exchanged credential keeps its subject %s (asked for %s)", p.Subject, r.OnBehalfOf)
+		}
+		if p.Holder() != r.Caller {
+			return nil, fmt.Errorf("%w: the parent credential is held by %s, not by the caller %s", ErrHolder, p.Holder(), r.Caller)
+		}
+		c.Subject = p.Subject
+		c.Chain = slices.Clone(p.Chain)
+		g := p.Grant()
+		c.Chain[len(c.Chain)-1].Grant = &g
+		if len(c.Audience) == 0 {
+			c.Audience = p.Audience
+		}
+		if len(c.Scopes) == 0 {
+			c.Scopes = p.Scopes
+		}
+		// Never outlive the parent: the TTL is cut, not refused, so a hop
+		// close to its parent's expiry still gets what is left.
+		if c.Expiry.After(p.Expiry) {
+			c.Expiry = p.Expiry
+		}
+	case !r.OnBehalfOf.IsZero() && r.OnBehalfOf != r.Caller:
+		if r.OnBehalfOf.TrustDomain() != i.td {
+			return nil, fmt.Errorf("%s is not in trust domain %q", r.OnBehalfOf, i.td.Name())
+		}
+		c.Subject = r.OnBehalfOf
+		c.Chain = []Link{{Actor: r.Caller}}
+	default:
+		c.Subject = r.Caller
+	}
+	c.Chain = append(c.Chain, Link{Actor: holder})
+	if len(c.Audience) == 0 {
+		return nil, errors.New("no audience: name the service(s) the credential is for")
+	}
+	if len(c.Scopes) == 0 {
+		return nil, errors.New("no scope: name at least one ACTION:RESOURCE")
+	}
+	if holder == r.Caller && r.CallerCert != nil {
+		c.Thumbprint = Thumbprint(r.CallerCert)
+		if na := r.CallerCert.NotAfter.Truncate(time.Second); c.Expiry.After(na) {
+			c.Expiry = na
+		}
+	}
+	if !c.Expiry.After(c.NotBefore) {
+		return nil, fmt.Errorf("%w: nothing left to delegate: the parent credential or the holder's certificate expires now", ErrExpired)
+	}
+	if err := CheckChain(c, maxDepth); err != nil {
+		return nil, err
+	}
+	if _, err := i.encodeClaims(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Sign signs a planned credential.
+func (i *Issuer) Sign(c *Credential) (string, error) {
+	raw, err := i.encodeClaims(c)
+	if err != nil {
+		return "", err
+	}
+	tok, err := i.signer.SignAndEncode(raw)
+	if err != nil {
+		return "", fmt.Errorf("sign credential: %w", err)
+	}
+	if len(tok) > MaxTokenSize {
+		return "", fmt.Errorf("credential of %d bytes is larger than verifiers accept (%d)", len(tok), MaxTokenSize)
+	}
+	return tok, nil
+}
+
+func (i *Issuer) encodeClaims(c *Credential) (*jwt.RawJWT, error) {
+	cl := claimsOf(c)
+	typ := TokenType
+	iat, nbf, exp := c.IssuedAt, c.NotBefore, c.Expiry
+	custom := map[string]any{"scope": cl.Scope, "act": actMap(cl.Act), "cnf": cnfMap(cl.Cnf)}
+	raw, err := jwt.NewRawJWT(&jwt.RawJWTOptions{
+		TypeHeader: &typ, Issuer: &cl.Iss, Subject: &cl.Sub, Audiences: cl.Aud, JWTID: &cl.Jti,
+		IssuedAt: &iat, NotBefore: &nbf, ExpiresAt: &exp, CustomClaims: custom,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encode credential: %w", err)
+	}
+	return raw, nil
+}
+
+func actMap(a *act) map[string]any {
+	m := map[string]any{"sub": a.Sub}
+	if a.Jti != "" {
+		m["jti"], m["scope"], m["exp"] = a.Jti, a.Scope, a.Exp
+		aud := make([]any, len(a.Aud))
+		for i, s := range a.Aud {
+			aud[i] = s
+		}
+		m["aud"] = aud
+	}
+	if a.Act != nil {
+		m["act"] = actMap(a.Act)
+	}
+	return m
+}
+
+func cnfMap(c *cnf) map[string]any {
+	m := map[string]any{"spiffe_id": c.SPIFFEID}
+	if c.X5T != "" {
+		m["x5t#S256"] = c.X5T
+	}
+	return m
+}
+
+// NewJTI is a fresh 128-bit credential id, in hex.
+func NewJTI() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails since Go 1.24
+	return hex.EncodeToString(b[:])
+}
+
+// Thumbprint is the RFC 8705 x5t#S256 of a certificate: base64url of the
+// SHA-256 of its DER.
+func Thumbprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
