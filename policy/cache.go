@@ -88,6 +88,22 @@ func cacheKey(in *Input) string {
 	for _, a := range in.Delegation {
 		field(a.ID)
 		field(a.Kind)
+		field(a.Namespace)
+		field(a.Name)
+	}
+	if c := in.Credential; c != nil {
+		field("credential")
+		field(c.Subject)
+		field(c.Holder)
+		field(strconv.Itoa(len(c.Scopes)))
+		for _, s := range c.Scopes {
+			field(s)
+		}
+		field(strconv.Itoa(len(c.Audience)))
+		for _, a := range c.Audience {
+			field(a)
+		}
+		field(strconv.FormatInt(c.TTLSeconds, 10))
 	}
 	return b.String()
 }

@@ -19,6 +19,8 @@ type Decision struct {
 	ID       string
 	Revision int64
 	Result
+	// Limits are the deciding revision's bounds on delegated credentials.
+	Limits DelegationLimits
 }
 
 // Shadow is a candidate bundle evaluated beside the live one on real
@@ -96,8 +98,28 @@ var ErrUnrecorded = errors.New("decision not recorded")
 // record it (ErrUnrecorded). The caller refuses the action then; the
 // Decision still carries an id and reasons.
 func (d *Decider) Decide(ctx context.Context, in Input, digest string) (Decision, error) {
+	return d.decide(ctx, in, digest, nil, nil)
+}
+
+// DecideChain decides a delegated call. in.Subject is the credential's
+// original subject and in.Delegation its principals, subject first and the
+// presenting caller last; principals are their subjects as the policy sees
+// them (attributes included), in the same order. Every principal is
+// evaluated as input.subject (with the same delegation list) and the call
+// is allowed only when every one is: the effective right is the
+// intersection. Privileged when any evaluation says so. creds are the
+// credential's jti and its ancestors', recorded with the decision (a
+// credential's uses are found by them). Errors are as for Decide.
+func (d *Decider) DecideChain(ctx context.Context, in Input, principals []Subject, digest string, creds []string) (Decision, error) {
+	if len(principals) == 0 {
+		principals = []Subject{in.Subject}
+	}
+	return d.decide(ctx, in, digest, principals, creds)
+}
+
+func (d *Decider) decide(ctx context.Context, in Input, digest string, principals []Subject, creds []string) (Decision, error) {
 	in, dec, now := d.begin(in)
-	rec := &Record{ID: dec.ID, Time: now, Input: in, RequestDigest: digest}
+	rec := &Record{ID: dec.ID, Time: now, Input: in, RequestDigest: digest, Creds: creds}
 	var err, evalErr error
 	// bundleResult is the served bundle's own answer, before freshness:
 	// what a shadow is compared with (a shadow judges the policy, not the
@@ -106,9 +128,10 @@ func (d *Decider) Decide(ctx context.Context, in Input, digest string) (Decision
 	e := d.cfg.View.Engine()
 	if e == nil {
 		err = ErrNoPolicy
+		dec.Limits = DefaultDelegationLimits
 	} else {
-		dec.Revision, rec.Digest = e.revision, e.digest
-		dec.Result, evalErr = e.Eval(ctx, &in)
+		dec.Revision, rec.Digest, dec.Limits = e.revision, e.digest, e.limits
+		dec.Result, rec.Principals, evalErr = evalChain(ctx, e, &in, principals)
 		bundleResult, err = dec.Result, evalErr
 		if err == nil && dec.Allow && dec.Privileged {
 			err = d.cfg.View.Fresh(now)
@@ -122,7 +145,7 @@ func (d *Decider) Decide(ctx context.Context, in Input, digest string) (Decision
 	}
 	rec.Revision, rec.Result = dec.Revision, dec.Result
 	if s := d.shadow.Load(); s != nil && e != nil && now.Before(s.Until) {
-		sr, serr := s.Engine.Eval(ctx, &in)
+		sr, _, serr := evalChain(ctx, s.Engine, &in, principals)
 		rec.Shadow = &ShadowResult{ShadowID: s.ID, Result: sr, Live: bundleResult}
 		if serr != nil {
 			rec.Shadow.Err = serr.Error()
@@ -143,6 +166,42 @@ func (d *Decider) Decide(ctx context.Context, in Input, digest string) (Decision
 		}
 	}
 	return dec, err
+}
+
+// PrincipalResult is one principal's own answer in a delegated decision.
+type PrincipalResult struct {
+	ID string `json:"id"`
+	Result
+}
+
+// evalChain evaluates in once, or once per principal (each as the subject)
+// and intersects: allowed only when all allow, privileged when any is,
+// the reasons of each prefixed with whose they are.
+func evalChain(ctx context.Context, e *Engine, in *Input, principals []Subject) (Result, []PrincipalResult, error) {
+	if principals == nil {
+		r, err := e.Eval(ctx, in)
+		return r, nil, err
+	}
+	out := Result{Allow: true}
+	per := make([]PrincipalResult, 0, len(principals))
+	for _, p := range principals {
+		pin := *in
+		pin.Subject = p
+		if pin.Subject.Attributes == nil {
+			pin.Subject.Attributes = map[string]string{}
+		}
+		r, err := e.Eval(ctx, &pin)
+		if err != nil {
+			return Result{}, per, fmt.Errorf("as %s: %w", p.ID, err)
+		}
+		per = append(per, PrincipalResult{ID: p.ID, Result: r})
+		out.Allow = out.Allow && r.Allow
+		out.Privileged = out.Privileged || r.Privileged
+		for _, reason := range r.Reasons {
+			out.Reasons = append(out.Reasons, p.ID+": "+reason)
+		}
+	}
+	return out, per, nil
 }
 
 // begin gives a decision its id and fills in's context (node, time, request
@@ -166,12 +225,23 @@ func (d *Decider) begin(in Input) (Input, Decision, time.Time) {
 // Refuse records a denial made without evaluating the policy (a method
 // with no action, a request that cannot be described) so that it too has
 // an id and a record; digest is as for Decide.
-func (d *Decider) Refuse(ctx context.Context, in Input, digest, reason string) Decision {
+// creds are the presented credential's jtis, as for DecideChain.
+func (d *Decider) Refuse(ctx context.Context, in Input, digest, reason string, creds ...string) Decision {
 	in, dec, now := d.begin(in)
 	dec.Reasons = []string{reason}
+	dec.Limits = d.Limits()
 	if d.cfg.Log != nil {
 		// The call is refused whatever the log says.
-		_ = d.cfg.Log.Record(ctx, &Record{ID: dec.ID, Time: now, Input: in, Result: dec.Result, Err: reason, RequestDigest: digest})
+		_ = d.cfg.Log.Record(ctx, &Record{ID: dec.ID, Time: now, Input: in, Result: dec.Result, Err: reason, RequestDigest: digest, Creds: creds})
 	}
 	return dec
+}
+
+// Limits are the served revision's bounds on delegated credentials (the
+// defaults before a policy is loaded).
+func (d *Decider) Limits() DelegationLimits {
+	if e := d.cfg.View.Engine(); e != nil {
+		return e.limits
+	}
+	return DefaultDelegationLimits
 }

@@ -24,6 +24,11 @@ type Record struct {
 	// about ("" for streams), so the audit log can match a request without
 	// holding its content.
 	RequestDigest string `json:"request_digest,omitempty"`
+	// Creds are the jtis of the delegated credential the call presented
+	// (its own first, then its ancestors'); Principals each principal's own
+	// answer, whose intersection Result is. Both empty for a direct call.
+	Creds      []string          `json:"creds,omitempty"`
+	Principals []PrincipalResult `json:"principals,omitempty"`
 }
 
 // ShadowResult is what a shadowed candidate bundle decided for the same

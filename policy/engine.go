@@ -38,6 +38,8 @@ type Engine struct {
 	// cache holds results by input when the bundle's decision depends on
 	// nothing else (see cacheable); nil otherwise.
 	cache *decisionCache
+	// limits bound delegated credentials (LimitsQuery).
+	limits DelegationLimits
 }
 
 // EngineOption configures NewEngine.
@@ -76,7 +78,11 @@ func NewEngine(ctx context.Context, b *Bundle, rev int64, opts ...EngineOption) 
 	if err != nil {
 		return nil, bundleErr("compile", astProblems(err)...)
 	}
-	e := &Engine{revision: rev, digest: b.Digest(), bundle: b, c: c, pq: pq}
+	limits, err := evalLimits(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{revision: rev, digest: b.Digest(), bundle: b, c: c, pq: pq, limits: limits}
 	if !o.noCache && cacheable(c.modules) {
 		e.cache = newDecisionCache(decisionCacheSize)
 	}
@@ -86,6 +92,9 @@ func NewEngine(ctx context.Context, b *Bundle, rev int64, opts ...EngineOption) 
 // Cached reports whether the engine caches decisions (its bundle's decision
 // is a pure function of the input minus its context).
 func (e *Engine) Cached() bool { return e.cache != nil }
+
+// Limits are the revision's bounds on delegated credentials.
+func (e *Engine) Limits() DelegationLimits { return e.limits }
 
 // Revision is the bundle revision the engine evaluates.
 func (e *Engine) Revision() int64 { return e.revision }

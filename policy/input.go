@@ -19,7 +19,27 @@ type Input struct {
 	Action     string   `json:"action"`
 	Resource   Resource `json:"resource"`
 	Delegation []Actor  `json:"delegation"`
-	Context    Context  `json:"context"`
+	// Credential is what a cred.delegate or cred.impersonate decision is
+	// asked to mint; nil (absent from the document) for every other action.
+	Credential *CredentialRequest `json:"credential,omitempty"`
+	Context    Context            `json:"context"`
+}
+
+// CredentialRequest describes a delegated credential to be minted: who
+// will hold it, what it allows, for whom, how long. Slices are never nil
+// (the document has arrays).
+type CredentialRequest struct {
+	// Subject is on whose behalf: the caller, the person impersonated
+	// (cred.impersonate), or in an exchange the presented credential's.
+	Subject string `json:"subject"`
+	// Holder is the SPIFFE ID that will hold (present) it.
+	Holder string `json:"holder"`
+	// Scopes are ACTION:RESOURCE patterns; Audience the services' SPIFFE
+	// IDs.
+	Scopes   []string `json:"scopes"`
+	Audience []string `json:"audience"`
+	// TTLSeconds is the lifetime asked for (0: the default).
+	TTLSeconds int64 `json:"ttl_seconds"`
 }
 
 // Subject is the verified principal asking.
@@ -38,11 +58,17 @@ type Subject struct {
 	Attributes map[string]string `json:"attributes"`
 }
 
-// Actor is one link of a verified delegation chain (the delegation issue
-// fills it).
+// Actor is one principal of a verified delegation chain. A delegated call
+// lists its whole chain in input.delegation: the original subject first,
+// then every actor, ending with the caller that presented the credential.
+// The call is decided once per principal (each as input.subject, with the
+// same delegation list) and allowed only when every one is: the effective
+// right is the intersection.
 type Actor struct {
-	ID   string `json:"id"`
-	Kind string `json:"kind"`
+	ID        string `json:"id"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
 }
 
 // Resource is what the action is on, written KIND/NAMESPACE/NAME; the
@@ -132,9 +158,11 @@ func (in *Input) Value() ast.Value {
 		chain = append(chain, ast.ObjectTerm(
 			ast.Item(ast.StringTerm("id"), ast.StringTerm(a.ID)),
 			ast.Item(ast.StringTerm("kind"), ast.StringTerm(a.Kind)),
+			ast.Item(ast.StringTerm("namespace"), ast.StringTerm(a.Namespace)),
+			ast.Item(ast.StringTerm("name"), ast.StringTerm(a.Name)),
 		))
 	}
-	return ast.NewObject(
+	items := [][2]*ast.Term{
 		ast.Item(ast.StringTerm("subject"), ast.ObjectTerm(
 			ast.Item(ast.StringTerm("id"), ast.StringTerm(in.Subject.ID)),
 			ast.Item(ast.StringTerm("kind"), ast.StringTerm(in.Subject.Kind)),
@@ -154,7 +182,25 @@ func (in *Input) Value() ast.Value {
 			ast.Item(ast.StringTerm("time"), ast.StringTerm(in.Context.Time.UTC().Format(time.RFC3339Nano))),
 			ast.Item(ast.StringTerm("request_id"), ast.StringTerm(in.Context.RequestID)),
 		)),
-	)
+	}
+	if c := in.Credential; c != nil {
+		items = append(items, ast.Item(ast.StringTerm("credential"), ast.ObjectTerm(
+			ast.Item(ast.StringTerm("subject"), ast.StringTerm(c.Subject)),
+			ast.Item(ast.StringTerm("holder"), ast.StringTerm(c.Holder)),
+			ast.Item(ast.StringTerm("scopes"), stringArray(c.Scopes)),
+			ast.Item(ast.StringTerm("audience"), stringArray(c.Audience)),
+			ast.Item(ast.StringTerm("ttl_seconds"), ast.IntNumberTerm(int(c.TTLSeconds))),
+		)))
+	}
+	return ast.NewObject(items...)
+}
+
+func stringArray(ss []string) *ast.Term {
+	ts := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		ts[i] = ast.StringTerm(s)
+	}
+	return ast.ArrayTerm(ts...)
 }
 
 // Context is where and when the decision is made. Time is injected by the

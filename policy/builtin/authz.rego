@@ -104,7 +104,10 @@ viewer_actions := {
 # Operators also manage workload registrations and read, verify and see
 # the settings of the audit log (changing them, audit.configure, is an
 # admin's).
-operator_actions := {"id.register", "id.delete", "audit.read", "audit.verify", "audit.config"}
+operator_actions := {
+	"id.register", "id.delete", "audit.read", "audit.verify", "audit.config",
+	"cred.inspect", "cred.list", "cred.revoke",
+}
 
 grants contains concat("", ["role viewer may ", input.action]) if {
 	role in {"viewer", "operator"}
@@ -132,6 +135,40 @@ grants contains "users may renew their own certificate" if {
 grants contains "every principal may ask who it is" if {
 	input.action == "id.show"
 	input.subject.kind != "unknown"
+}
+
+# Anyone may read the keys that verify delegated credentials: they are
+# public, and services that verify credentials themselves need them.
+grants contains "every principal may read the credential verification keys" if {
+	input.action == "cred.keys"
+	input.subject.kind != "unknown"
+}
+
+# --- Delegation ----------------------------------------------------------------
+#
+# What a delegated credential can do is bounded at every use by the rights
+# of everyone in its chain and by its scopes (unum intersects them), so
+# delegating never grants anything its delegator lacks. Users, workloads
+# and system services may therefore delegate their own authority, and a
+# chain may pass on, narrowed, what was delegated to it (the presented
+# credential's scopes must also allow cred.delegate on the next holder).
+# Minting on someone else's behalf (cred.impersonate) is an admin's.
+# Limits (chain depth, longest lifetime) are set in package
+# unum.delegation (see docs/policy.md).
+delegators := {"user", "workload", "system"}
+
+grants contains "principals may delegate their own authority" if {
+	input.action == "cred.delegate"
+	delegators[input.subject.kind]
+	input.credential.subject == input.subject.id
+}
+
+grants contains "a delegated chain may pass on what it holds" if {
+	input.action == "cred.delegate"
+	count(input.delegation) > 0
+	input.credential.subject == input.delegation[0].id
+	some p in input.delegation
+	p.id == input.subject.id
 }
 
 # --- Nodes -------------------------------------------------------------------

@@ -204,3 +204,54 @@ test_node_reads_no_audit_events_and_changes_no_settings if {
 	not allowed(req(workload("web", "api"), "audit.keys", "audit", "-", "keys"))
 	not allowed(req(workload("web", "api"), "audit.read", "audit", "-", "events"))
 }
+
+# --- delegation ------------------------------------------------------------------
+
+cred_req(subject, holder, on_behalf_of, delegation) := object.union(
+	req(subject, "cred.delegate", "cred", "shop", "job/a"),
+	{
+		"delegation": delegation,
+		"credential": {"subject": on_behalf_of, "holder": holder, "scopes": ["kv.read:kv/shop/*"], "audience": [sprintf("%s/system/api", [td])], "ttl_seconds": 0},
+	},
+)
+
+test_users_and_workloads_delegate_their_own_authority if {
+	alice := user("alice", "viewer")
+	allowed(cred_req(alice, workload("shop", "a").id, alice.id, []))
+	a := workload("shop", "a")
+	allowed(cred_req(a, workload("shop", "b").id, a.id, []))
+	n := node("n1")
+	not allowed(cred_req(n, workload("shop", "b").id, n.id, []))
+}
+
+test_no_one_delegates_for_someone_else if {
+	eve := user("eve", "operator")
+	not allowed(cred_req(eve, workload("shop", "a").id, user("alice", "").id, []))
+}
+
+test_a_chain_passes_on_what_it_holds if {
+	alice := user("alice", "viewer")
+	a := workload("shop", "a")
+	chain := [{"id": alice.id, "kind": "user", "namespace": "", "name": "alice"}, {"id": a.id, "kind": "workload", "namespace": "shop", "name": "job/a"}]
+	allowed(cred_req(a, workload("shop", "b").id, alice.id, chain))
+	allowed(cred_req(alice, workload("shop", "b").id, alice.id, chain))
+	c := workload("shop", "c")
+	not allowed(cred_req(c, workload("shop", "b").id, alice.id, chain))
+}
+
+test_impersonation_is_an_admins if {
+	not allowed(req(user("olga", "operator"), "cred.impersonate", "cred", "shop", "job/a"))
+	allowed(req(user("root", "admin"), "cred.impersonate", "cred", "shop", "job/a"))
+}
+
+test_operators_manage_credentials if {
+	allowed(req(user("olga", "operator"), "cred.revoke", "cred", "-", "x"))
+	allowed(req(user("olga", "operator"), "cred.list", "cred", "-", "*"))
+	not allowed(req(user("vic", "viewer"), "cred.revoke", "cred", "-", "x"))
+}
+
+test_everyone_reads_credential_keys if {
+	allowed(req(workload("shop", "a"), "cred.keys", "cred", "-", "keys"))
+	d := authz.decision with input as req(workload("shop", "a"), "cred.keys", "cred", "-", "keys")
+	d.privileged
+}
