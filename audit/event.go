@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -82,6 +83,9 @@ const (
 	ActionAuditPrune       = "audit.prune"       // retention pruned entries (signed prune record)
 	ActionAuditConfigure   = "audit.configure"   // audit settings changed
 	ActionAuditUnavailable = "audit.unavailable" // allow-and-alert let actions through unrecorded
+	ActionCredMint         = "cred.mint"         // a delegated credential signed (allow) or refused (deny)
+	ActionCredVerify       = "cred.verify"       // a presented credential refused (deny, with why)
+	ActionCredRevoke       = "cred.revoke"       // credentials revoked (by jti, subject or holder)
 )
 
 // Event is one audited thing. The zero value of every optional field is
@@ -98,8 +102,9 @@ type Event struct {
 	// Action is a stable name: a policy action (id.register) for decisions
 	// and the Action* constants for the rest.
 	Action string `json:"action"`
-	// Subject is the SPIFFE ID that acted; Chain the delegation chain of
-	// actors, outermost first, when it acted on someone's behalf.
+	// Subject is the SPIFFE ID that acted (for a delegated call, the
+	// credential's original subject); Chain the actors it acted through,
+	// first to last (the presenting caller last).
 	Subject string   `json:"subject,omitempty"`
 	Chain   []string `json:"chain,omitempty"`
 	// Resource is KIND/NAMESPACE/NAME as the policy sees it.
@@ -114,6 +119,10 @@ type Event struct {
 	// RequestDigest is sha256:HEX of the request message, so a request
 	// can be matched without the log holding its content.
 	RequestDigest string `json:"request_digest,omitempty"`
+	// Creds are the delegated credential the event is about or was decided
+	// with, by jti: its own first, then its ancestors', so a query for one
+	// credential finds everything minted from it and every use of those.
+	Creds []string `json:"creds,omitempty"`
 	// Details are kind-specific, a JSON object (see the *Details types).
 	Details json.RawMessage `json:"details,omitempty"`
 }
@@ -234,8 +243,10 @@ type Recorder interface {
 // Filter selects events; the zero Filter matches all.
 type Filter struct {
 	Subject, Action, Node, DecisionID string
-	Outcome                           Outcome
-	Kind                              Kind
+	// Cred matches events whose Creds hold this jti.
+	Cred    string
+	Outcome Outcome
+	Kind    Kind
 	// Since and Until bound the event time (inclusive, exclusive); zero is
 	// unbounded.
 	Since, Until time.Time
@@ -247,6 +258,7 @@ func (f *Filter) Match(e *Event) bool {
 		(f.Action == "" || e.Action == f.Action) &&
 		(f.Node == "" || e.Node == f.Node) &&
 		(f.DecisionID == "" || e.DecisionID == f.DecisionID) &&
+		(f.Cred == "" || slices.Contains(e.Creds, f.Cred)) &&
 		(f.Outcome == "" || e.Outcome == f.Outcome) &&
 		(f.Kind == "" || e.Kind == f.Kind) &&
 		(f.Since.IsZero() || !e.Time.Before(f.Since)) &&

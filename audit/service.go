@@ -50,7 +50,7 @@ const (
 // anything by mistake: an unknown outcome or kind, negative times, an
 // empty time range. Errors name the field.
 func FilterFromProto(p *unumv1.AuditFilter) (Filter, error) {
-	f := Filter{Subject: p.GetSubject(), Action: p.GetAction(), Node: p.GetNode(), DecisionID: p.GetDecisionId(),
+	f := Filter{Subject: p.GetSubject(), Action: p.GetAction(), Node: p.GetNode(), DecisionID: p.GetDecisionId(), Cred: p.GetCred(),
 		Outcome: Outcome(p.GetOutcome()), Kind: Kind(p.GetKind())}
 	switch f.Outcome {
 	case "", Allow, Deny, Error:
@@ -82,7 +82,7 @@ func FilterFromProto(p *unumv1.AuditFilter) (Filter, error) {
 
 // FilterToProto is the inverse of FilterFromProto.
 func FilterToProto(f Filter) *unumv1.AuditFilter {
-	p := &unumv1.AuditFilter{Subject: f.Subject, Action: f.Action, Node: f.Node, DecisionId: f.DecisionID,
+	p := &unumv1.AuditFilter{Subject: f.Subject, Action: f.Action, Node: f.Node, DecisionId: f.DecisionID, Cred: f.Cred,
 		Outcome: string(f.Outcome), Kind: string(f.Kind)}
 	if !f.Since.IsZero() {
 		p.SinceUnixNano = f.Since.UnixNano()
