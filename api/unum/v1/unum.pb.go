@@ -1128,8 +1128,10 @@ type SyncAgentResponse struct {
 	Roots            [][]byte               `protobuf:"bytes,2,rep,name=roots,proto3" json:"roots,omitempty"`
 	JwtKeys          []*JWTKey              `protobuf:"bytes,3,rep,name=jwt_keys,json=jwtKeys,proto3" json:"jwt_keys,omitempty"`
 	ControlAddresses []string               `protobuf:"bytes,4,rep,name=control_addresses,json=controlAddresses,proto3" json:"control_addresses,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The delegated-credential verification keys of every control node.
+	CredKeys      []*CredentialKeySet `protobuf:"bytes,5,rep,name=cred_keys,json=credKeys,proto3" json:"cred_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SyncAgentResponse) Reset() {
@@ -1190,6 +1192,67 @@ func (x *SyncAgentResponse) GetControlAddresses() []string {
 	return nil
 }
 
+func (x *SyncAgentResponse) GetCredKeys() []*CredentialKeySet {
+	if x != nil {
+		return x.CredKeys
+	}
+	return nil
+}
+
+// CredentialKeySet is one control node's credential verification keys.
+type CredentialKeySet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// A JWK set (RFC 7517) of ES256 public keys.
+	Jwks          []byte `protobuf:"bytes,2,opt,name=jwks,proto3" json:"jwks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialKeySet) Reset() {
+	*x = CredentialKeySet{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialKeySet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialKeySet) ProtoMessage() {}
+
+func (x *CredentialKeySet) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialKeySet.ProtoReflect.Descriptor instead.
+func (*CredentialKeySet) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CredentialKeySet) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CredentialKeySet) GetJwks() []byte {
+	if x != nil {
+		return x.Jwks
+	}
+	return nil
+}
+
 type JWTKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kid   string                 `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
@@ -1201,7 +1264,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1276,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1289,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{18}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JWTKey) GetKid() string {
@@ -1261,7 +1324,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1336,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1349,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{19}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Entry) GetId() string {
@@ -1357,7 +1420,7 @@ type CreateEntryRequest struct {
 
 func (x *CreateEntryRequest) Reset() {
 	*x = CreateEntryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1432,7 @@ func (x *CreateEntryRequest) String() string {
 func (*CreateEntryRequest) ProtoMessage() {}
 
 func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1445,7 @@ func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{20}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateEntryRequest) GetSpiffeId() string {
@@ -1421,7 +1484,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1496,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1509,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{21}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{22}
 }
 
 type ListEntriesResponse struct {
@@ -1458,7 +1521,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1533,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1546,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{22}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -1502,7 +1565,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1577,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1590,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{23}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -1545,7 +1608,7 @@ type DeleteEntryResponse struct {
 
 func (x *DeleteEntryResponse) Reset() {
 	*x = DeleteEntryResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1620,7 @@ func (x *DeleteEntryResponse) String() string {
 func (*DeleteEntryResponse) ProtoMessage() {}
 
 func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1633,7 @@ func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEntryResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{24}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{25}
 }
 
 type CreateJoinTokenRequest struct {
@@ -1584,7 +1647,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1659,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1672,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{25}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateJoinTokenRequest) GetName() string {
@@ -1643,7 +1706,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1718,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1731,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{26}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -1693,7 +1756,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1768,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1781,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{27}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{28}
 }
 
 type ListNodesResponse struct {
@@ -1730,7 +1793,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1805,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1818,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{28}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -1791,7 +1854,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[29]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1866,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[29]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1879,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{29}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Node) GetName() string {
@@ -1946,7 +2009,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[30]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2021,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[30]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2034,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{30}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{31}
 }
 
 type StatusResponse struct {
@@ -1996,7 +2059,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2071,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2084,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{31}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StatusResponse) GetTrustDomain() string {
@@ -2108,7 +2171,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2183,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2196,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{32}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EtcdMember) GetName() string {
@@ -2204,7 +2267,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2279,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2292,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{33}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *HeartbeatRequest) GetSvidExpiresAtUnix() int64 {
@@ -2312,7 +2375,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2387,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2400,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{34}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *HeartbeatResponse) GetAudit() *AuditConfig {
@@ -2358,7 +2421,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2433,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2446,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{35}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -2411,7 +2474,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2423,7 +2486,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2436,7 +2499,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{36}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RemoveNodeResponse) GetRemovedEtcdMember() bool {
@@ -2475,7 +2538,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +2550,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +2563,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{37}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *User) GetName() string {
@@ -2561,7 +2624,7 @@ type AddUserRequest struct {
 
 func (x *AddUserRequest) Reset() {
 	*x = AddUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2636,7 @@ func (x *AddUserRequest) String() string {
 func (*AddUserRequest) ProtoMessage() {}
 
 func (x *AddUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2649,7 @@ func (x *AddUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddUserRequest.ProtoReflect.Descriptor instead.
 func (*AddUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{38}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AddUserRequest) GetName() string {
@@ -2635,7 +2698,7 @@ type AddUserResponse struct {
 
 func (x *AddUserResponse) Reset() {
 	*x = AddUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2647,7 +2710,7 @@ func (x *AddUserResponse) String() string {
 func (*AddUserResponse) ProtoMessage() {}
 
 func (x *AddUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2660,7 +2723,7 @@ func (x *AddUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddUserResponse.ProtoReflect.Descriptor instead.
 func (*AddUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{39}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AddUserResponse) GetUser() *User {
@@ -2692,7 +2755,7 @@ type ListUsersRequest struct {
 
 func (x *ListUsersRequest) Reset() {
 	*x = ListUsersRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2767,7 @@ func (x *ListUsersRequest) String() string {
 func (*ListUsersRequest) ProtoMessage() {}
 
 func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2780,7 @@ func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListUsersRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{40}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{41}
 }
 
 type ListUsersResponse struct {
@@ -2729,7 +2792,7 @@ type ListUsersResponse struct {
 
 func (x *ListUsersResponse) Reset() {
 	*x = ListUsersResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2804,7 @@ func (x *ListUsersResponse) String() string {
 func (*ListUsersResponse) ProtoMessage() {}
 
 func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +2817,7 @@ func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListUsersResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{41}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListUsersResponse) GetUsers() []*User {
@@ -2773,7 +2836,7 @@ type RemoveUserRequest struct {
 
 func (x *RemoveUserRequest) Reset() {
 	*x = RemoveUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2785,7 +2848,7 @@ func (x *RemoveUserRequest) String() string {
 func (*RemoveUserRequest) ProtoMessage() {}
 
 func (x *RemoveUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2798,7 +2861,7 @@ func (x *RemoveUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveUserRequest.ProtoReflect.Descriptor instead.
 func (*RemoveUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{42}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RemoveUserRequest) GetName() string {
@@ -2816,7 +2879,7 @@ type RemoveUserResponse struct {
 
 func (x *RemoveUserResponse) Reset() {
 	*x = RemoveUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +2891,7 @@ func (x *RemoveUserResponse) String() string {
 func (*RemoveUserResponse) ProtoMessage() {}
 
 func (x *RemoveUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +2904,7 @@ func (x *RemoveUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveUserResponse.ProtoReflect.Descriptor instead.
 func (*RemoveUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{43}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{44}
 }
 
 type RevokeUserRequest struct {
@@ -2853,7 +2916,7 @@ type RevokeUserRequest struct {
 
 func (x *RevokeUserRequest) Reset() {
 	*x = RevokeUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2865,7 +2928,7 @@ func (x *RevokeUserRequest) String() string {
 func (*RevokeUserRequest) ProtoMessage() {}
 
 func (x *RevokeUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2878,7 +2941,7 @@ func (x *RevokeUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserRequest.ProtoReflect.Descriptor instead.
 func (*RevokeUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{44}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RevokeUserRequest) GetName() string {
@@ -2897,7 +2960,7 @@ type RevokeUserResponse struct {
 
 func (x *RevokeUserResponse) Reset() {
 	*x = RevokeUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +2972,7 @@ func (x *RevokeUserResponse) String() string {
 func (*RevokeUserResponse) ProtoMessage() {}
 
 func (x *RevokeUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +2985,7 @@ func (x *RevokeUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserResponse.ProtoReflect.Descriptor instead.
 func (*RevokeUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{45}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeUserResponse) GetBeforeUnixNano() int64 {
@@ -2942,7 +3005,7 @@ type RenewUserRequest struct {
 
 func (x *RenewUserRequest) Reset() {
 	*x = RenewUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2954,7 +3017,7 @@ func (x *RenewUserRequest) String() string {
 func (*RenewUserRequest) ProtoMessage() {}
 
 func (x *RenewUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2967,7 +3030,7 @@ func (x *RenewUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewUserRequest.ProtoReflect.Descriptor instead.
 func (*RenewUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{46}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RenewUserRequest) GetCsr() []byte {
@@ -2993,7 +3056,7 @@ type RenewUserResponse struct {
 
 func (x *RenewUserResponse) Reset() {
 	*x = RenewUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3005,7 +3068,7 @@ func (x *RenewUserResponse) String() string {
 func (*RenewUserResponse) ProtoMessage() {}
 
 func (x *RenewUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3018,7 +3081,7 @@ func (x *RenewUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewUserResponse.ProtoReflect.Descriptor instead.
 func (*RenewUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{47}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RenewUserResponse) GetChain() [][]byte {
@@ -3036,7 +3099,7 @@ type CAStatusRequest struct {
 
 func (x *CAStatusRequest) Reset() {
 	*x = CAStatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3048,7 +3111,7 @@ func (x *CAStatusRequest) String() string {
 func (*CAStatusRequest) ProtoMessage() {}
 
 func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3061,7 +3124,7 @@ func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusRequest.ProtoReflect.Descriptor instead.
 func (*CAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{48}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{49}
 }
 
 type CACert struct {
@@ -3086,7 +3149,7 @@ type CACert struct {
 
 func (x *CACert) Reset() {
 	*x = CACert{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3098,7 +3161,7 @@ func (x *CACert) String() string {
 func (*CACert) ProtoMessage() {}
 
 func (x *CACert) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3111,7 +3174,7 @@ func (x *CACert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CACert.ProtoReflect.Descriptor instead.
 func (*CACert) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{49}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CACert) GetFingerprint() string {
@@ -3202,7 +3265,7 @@ type CAStatusResponse struct {
 
 func (x *CAStatusResponse) Reset() {
 	*x = CAStatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3214,7 +3277,7 @@ func (x *CAStatusResponse) String() string {
 func (*CAStatusResponse) ProtoMessage() {}
 
 func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3227,7 +3290,7 @@ func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusResponse.ProtoReflect.Descriptor instead.
 func (*CAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{50}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *CAStatusResponse) GetRoots() []*CACert {
@@ -3297,7 +3360,7 @@ type CARotateRequest struct {
 
 func (x *CARotateRequest) Reset() {
 	*x = CARotateRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3309,7 +3372,7 @@ func (x *CARotateRequest) String() string {
 func (*CARotateRequest) ProtoMessage() {}
 
 func (x *CARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3322,7 +3385,7 @@ func (x *CARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARotateRequest.ProtoReflect.Descriptor instead.
 func (*CARotateRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{51}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CARotateRequest) GetRoot() bool {
@@ -3349,7 +3412,7 @@ type CARotateResponse struct {
 
 func (x *CARotateResponse) Reset() {
 	*x = CARotateResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3361,7 +3424,7 @@ func (x *CARotateResponse) String() string {
 func (*CARotateResponse) ProtoMessage() {}
 
 func (x *CARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3374,7 +3437,7 @@ func (x *CARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARotateResponse.ProtoReflect.Descriptor instead.
 func (*CARotateResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{52}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CARotateResponse) GetRotationId() string {
@@ -3399,7 +3462,7 @@ type ExportRootRequest struct {
 
 func (x *ExportRootRequest) Reset() {
 	*x = ExportRootRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3474,7 @@ func (x *ExportRootRequest) String() string {
 func (*ExportRootRequest) ProtoMessage() {}
 
 func (x *ExportRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3487,7 @@ func (x *ExportRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRootRequest.ProtoReflect.Descriptor instead.
 func (*ExportRootRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{53}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{54}
 }
 
 type ExportRootResponse struct {
@@ -3438,7 +3501,7 @@ type ExportRootResponse struct {
 
 func (x *ExportRootResponse) Reset() {
 	*x = ExportRootResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3450,7 +3513,7 @@ func (x *ExportRootResponse) String() string {
 func (*ExportRootResponse) ProtoMessage() {}
 
 func (x *ExportRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3463,7 +3526,7 @@ func (x *ExportRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRootResponse.ProtoReflect.Descriptor instead.
 func (*ExportRootResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{54}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ExportRootResponse) GetRootCertPem() []byte {
@@ -3496,7 +3559,7 @@ type ConfirmExportRootRequest struct {
 
 func (x *ConfirmExportRootRequest) Reset() {
 	*x = ConfirmExportRootRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3508,7 +3571,7 @@ func (x *ConfirmExportRootRequest) String() string {
 func (*ConfirmExportRootRequest) ProtoMessage() {}
 
 func (x *ConfirmExportRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3521,7 +3584,7 @@ func (x *ConfirmExportRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmExportRootRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmExportRootRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{55}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ConfirmExportRootRequest) GetFingerprint() string {
@@ -3539,7 +3602,7 @@ type ConfirmExportRootResponse struct {
 
 func (x *ConfirmExportRootResponse) Reset() {
 	*x = ConfirmExportRootResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3551,7 +3614,7 @@ func (x *ConfirmExportRootResponse) String() string {
 func (*ConfirmExportRootResponse) ProtoMessage() {}
 
 func (x *ConfirmExportRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3564,7 +3627,7 @@ func (x *ConfirmExportRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmExportRootResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmExportRootResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{56}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{57}
 }
 
 type ImportRootRequest struct {
@@ -3576,7 +3639,7 @@ type ImportRootRequest struct {
 
 func (x *ImportRootRequest) Reset() {
 	*x = ImportRootRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3588,7 +3651,7 @@ func (x *ImportRootRequest) String() string {
 func (*ImportRootRequest) ProtoMessage() {}
 
 func (x *ImportRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3601,7 +3664,7 @@ func (x *ImportRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRootRequest.ProtoReflect.Descriptor instead.
 func (*ImportRootRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{57}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ImportRootRequest) GetRootKeyPem() []byte {
@@ -3620,7 +3683,7 @@ type ImportRootResponse struct {
 
 func (x *ImportRootResponse) Reset() {
 	*x = ImportRootResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3632,7 +3695,7 @@ func (x *ImportRootResponse) String() string {
 func (*ImportRootResponse) ProtoMessage() {}
 
 func (x *ImportRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3645,7 +3708,7 @@ func (x *ImportRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRootResponse.ProtoReflect.Descriptor instead.
 func (*ImportRootResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{58}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ImportRootResponse) GetFingerprint() string {
@@ -3666,7 +3729,7 @@ type SignIntermediateRequest struct {
 
 func (x *SignIntermediateRequest) Reset() {
 	*x = SignIntermediateRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3678,7 +3741,7 @@ func (x *SignIntermediateRequest) String() string {
 func (*SignIntermediateRequest) ProtoMessage() {}
 
 func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3691,7 +3754,7 @@ func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*SignIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{59}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SignIntermediateRequest) GetRotationId() string {
@@ -3718,7 +3781,7 @@ type SignIntermediateResponse struct {
 
 func (x *SignIntermediateResponse) Reset() {
 	*x = SignIntermediateResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3730,7 +3793,7 @@ func (x *SignIntermediateResponse) String() string {
 func (*SignIntermediateResponse) ProtoMessage() {}
 
 func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3743,7 +3806,7 @@ func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignIntermediateResponse.ProtoReflect.Descriptor instead.
 func (*SignIntermediateResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{60}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SignIntermediateResponse) GetIntermediate() []byte {
@@ -3768,7 +3831,7 @@ type CreateBackupRequest struct {
 
 func (x *CreateBackupRequest) Reset() {
 	*x = CreateBackupRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3780,7 +3843,7 @@ func (x *CreateBackupRequest) String() string {
 func (*CreateBackupRequest) ProtoMessage() {}
 
 func (x *CreateBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3793,7 +3856,7 @@ func (x *CreateBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBackupRequest.ProtoReflect.Descriptor instead.
 func (*CreateBackupRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{61}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{62}
 }
 
 type BackupChunk struct {
@@ -3805,7 +3868,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3817,7 +3880,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3830,7 +3893,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{62}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -3850,7 +3913,7 @@ type PolicyBundle struct {
 
 func (x *PolicyBundle) Reset() {
 	*x = PolicyBundle{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3862,7 +3925,7 @@ func (x *PolicyBundle) String() string {
 func (*PolicyBundle) ProtoMessage() {}
 
 func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3875,7 +3938,7 @@ func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBundle.ProtoReflect.Descriptor instead.
 func (*PolicyBundle) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{63}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *PolicyBundle) GetFiles() map[string][]byte {
@@ -3897,7 +3960,7 @@ type ApplyPolicyRequest struct {
 
 func (x *ApplyPolicyRequest) Reset() {
 	*x = ApplyPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3909,7 +3972,7 @@ func (x *ApplyPolicyRequest) String() string {
 func (*ApplyPolicyRequest) ProtoMessage() {}
 
 func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3922,7 +3985,7 @@ func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{64}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ApplyPolicyRequest) GetBundle() *PolicyBundle {
@@ -3961,7 +4024,7 @@ type ApplyPolicyResponse struct {
 
 func (x *ApplyPolicyResponse) Reset() {
 	*x = ApplyPolicyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3973,7 +4036,7 @@ func (x *ApplyPolicyResponse) String() string {
 func (*ApplyPolicyResponse) ProtoMessage() {}
 
 func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3986,7 +4049,7 @@ func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{65}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ApplyPolicyResponse) GetRevision() int64 {
@@ -4034,7 +4097,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4046,7 +4109,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4059,7 +4122,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{66}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetPolicyRequest) GetRevision() int64 {
@@ -4088,7 +4151,7 @@ type PolicyRevision struct {
 
 func (x *PolicyRevision) Reset() {
 	*x = PolicyRevision{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4100,7 +4163,7 @@ func (x *PolicyRevision) String() string {
 func (*PolicyRevision) ProtoMessage() {}
 
 func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4113,7 +4176,7 @@ func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRevision.ProtoReflect.Descriptor instead.
 func (*PolicyRevision) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{67}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PolicyRevision) GetRevision() int64 {
@@ -4189,7 +4252,7 @@ type PolicyHistoryRequest struct {
 
 func (x *PolicyHistoryRequest) Reset() {
 	*x = PolicyHistoryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4201,7 +4264,7 @@ func (x *PolicyHistoryRequest) String() string {
 func (*PolicyHistoryRequest) ProtoMessage() {}
 
 func (x *PolicyHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4214,7 +4277,7 @@ func (x *PolicyHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyHistoryRequest.ProtoReflect.Descriptor instead.
 func (*PolicyHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{68}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *PolicyHistoryRequest) GetLimit() int32 {
@@ -4233,7 +4296,7 @@ type PolicyHistoryResponse struct {
 
 func (x *PolicyHistoryResponse) Reset() {
 	*x = PolicyHistoryResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4245,7 +4308,7 @@ func (x *PolicyHistoryResponse) String() string {
 func (*PolicyHistoryResponse) ProtoMessage() {}
 
 func (x *PolicyHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4258,7 +4321,7 @@ func (x *PolicyHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyHistoryResponse.ProtoReflect.Descriptor instead.
 func (*PolicyHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{69}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PolicyHistoryResponse) GetRevisions() []*PolicyRevision {
@@ -4279,7 +4342,7 @@ type RollbackPolicyRequest struct {
 
 func (x *RollbackPolicyRequest) Reset() {
 	*x = RollbackPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4291,7 +4354,7 @@ func (x *RollbackPolicyRequest) String() string {
 func (*RollbackPolicyRequest) ProtoMessage() {}
 
 func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4304,7 +4367,7 @@ func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPolicyRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{70}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *RollbackPolicyRequest) GetRevision() int64 {
@@ -4336,7 +4399,7 @@ type PolicyStatusRequest struct {
 
 func (x *PolicyStatusRequest) Reset() {
 	*x = PolicyStatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4348,7 +4411,7 @@ func (x *PolicyStatusRequest) String() string {
 func (*PolicyStatusRequest) ProtoMessage() {}
 
 func (x *PolicyStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4361,7 +4424,7 @@ func (x *PolicyStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatusRequest.ProtoReflect.Descriptor instead.
 func (*PolicyStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{71}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{72}
 }
 
 type PolicyStatusResponse struct {
@@ -4377,7 +4440,7 @@ type PolicyStatusResponse struct {
 
 func (x *PolicyStatusResponse) Reset() {
 	*x = PolicyStatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4389,7 +4452,7 @@ func (x *PolicyStatusResponse) String() string {
 func (*PolicyStatusResponse) ProtoMessage() {}
 
 func (x *PolicyStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4402,7 +4465,7 @@ func (x *PolicyStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatusResponse.ProtoReflect.Descriptor instead.
 func (*PolicyStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{72}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *PolicyStatusResponse) GetLatestRevision() int64 {
@@ -4445,7 +4508,7 @@ type NodePolicyStatus struct {
 
 func (x *NodePolicyStatus) Reset() {
 	*x = NodePolicyStatus{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4457,7 +4520,7 @@ func (x *NodePolicyStatus) String() string {
 func (*NodePolicyStatus) ProtoMessage() {}
 
 func (x *NodePolicyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4470,7 +4533,7 @@ func (x *NodePolicyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicyStatus.ProtoReflect.Descriptor instead.
 func (*NodePolicyStatus) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{73}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *NodePolicyStatus) GetName() string {
@@ -4513,7 +4576,7 @@ type CheckPolicyRequest struct {
 
 func (x *CheckPolicyRequest) Reset() {
 	*x = CheckPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4525,7 +4588,7 @@ func (x *CheckPolicyRequest) String() string {
 func (*CheckPolicyRequest) ProtoMessage() {}
 
 func (x *CheckPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4538,7 +4601,7 @@ func (x *CheckPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPolicyRequest.ProtoReflect.Descriptor instead.
 func (*CheckPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{74}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CheckPolicyRequest) GetSpiffeId() string {
@@ -4577,7 +4640,7 @@ type CheckPolicyResponse struct {
 
 func (x *CheckPolicyResponse) Reset() {
 	*x = CheckPolicyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4589,7 +4652,7 @@ func (x *CheckPolicyResponse) String() string {
 func (*CheckPolicyResponse) ProtoMessage() {}
 
 func (x *CheckPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4602,7 +4665,7 @@ func (x *CheckPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPolicyResponse.ProtoReflect.Descriptor instead.
 func (*CheckPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{75}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CheckPolicyResponse) GetAllow() bool {
@@ -4656,7 +4719,7 @@ type ExplainPolicyRequest struct {
 
 func (x *ExplainPolicyRequest) Reset() {
 	*x = ExplainPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4668,7 +4731,7 @@ func (x *ExplainPolicyRequest) String() string {
 func (*ExplainPolicyRequest) ProtoMessage() {}
 
 func (x *ExplainPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4681,7 +4744,7 @@ func (x *ExplainPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ExplainPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{76}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ExplainPolicyRequest) GetDecisionId() string {
@@ -4711,7 +4774,7 @@ type ExplainPolicyResponse struct {
 
 func (x *ExplainPolicyResponse) Reset() {
 	*x = ExplainPolicyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4723,7 +4786,7 @@ func (x *ExplainPolicyResponse) String() string {
 func (*ExplainPolicyResponse) ProtoMessage() {}
 
 func (x *ExplainPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4736,7 +4799,7 @@ func (x *ExplainPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ExplainPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{77}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ExplainPolicyResponse) GetDecisionId() string {
@@ -4820,7 +4883,7 @@ type FiredRule struct {
 
 func (x *FiredRule) Reset() {
 	*x = FiredRule{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4832,7 +4895,7 @@ func (x *FiredRule) String() string {
 func (*FiredRule) ProtoMessage() {}
 
 func (x *FiredRule) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4845,7 +4908,7 @@ func (x *FiredRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiredRule.ProtoReflect.Descriptor instead.
 func (*FiredRule) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{78}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *FiredRule) GetRule() string {
@@ -4883,7 +4946,7 @@ type WatchPolicyRequest struct {
 
 func (x *WatchPolicyRequest) Reset() {
 	*x = WatchPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4895,7 +4958,7 @@ func (x *WatchPolicyRequest) String() string {
 func (*WatchPolicyRequest) ProtoMessage() {}
 
 func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4908,7 +4971,7 @@ func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPolicyRequest.ProtoReflect.Descriptor instead.
 func (*WatchPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{79}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *WatchPolicyRequest) GetHaveRevision() int64 {
@@ -4953,7 +5016,7 @@ type PolicyUpdate struct {
 
 func (x *PolicyUpdate) Reset() {
 	*x = PolicyUpdate{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4965,7 +5028,7 @@ func (x *PolicyUpdate) String() string {
 func (*PolicyUpdate) ProtoMessage() {}
 
 func (x *PolicyUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4978,7 +5041,7 @@ func (x *PolicyUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyUpdate.ProtoReflect.Descriptor instead.
 func (*PolicyUpdate) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{80}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *PolicyUpdate) GetLatestRevision() int64 {
@@ -5047,7 +5110,7 @@ type StartShadowRequest struct {
 
 func (x *StartShadowRequest) Reset() {
 	*x = StartShadowRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5059,7 +5122,7 @@ func (x *StartShadowRequest) String() string {
 func (*StartShadowRequest) ProtoMessage() {}
 
 func (x *StartShadowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5072,7 +5135,7 @@ func (x *StartShadowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartShadowRequest.ProtoReflect.Descriptor instead.
 func (*StartShadowRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{81}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *StartShadowRequest) GetBundle() *PolicyBundle {
@@ -5100,7 +5163,7 @@ type StartShadowResponse struct {
 
 func (x *StartShadowResponse) Reset() {
 	*x = StartShadowResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5112,7 +5175,7 @@ func (x *StartShadowResponse) String() string {
 func (*StartShadowResponse) ProtoMessage() {}
 
 func (x *StartShadowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5125,7 +5188,7 @@ func (x *StartShadowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartShadowResponse.ProtoReflect.Descriptor instead.
 func (*StartShadowResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{82}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *StartShadowResponse) GetShadowId() string {
@@ -5159,7 +5222,7 @@ type StopShadowRequest struct {
 
 func (x *StopShadowRequest) Reset() {
 	*x = StopShadowRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5171,7 +5234,7 @@ func (x *StopShadowRequest) String() string {
 func (*StopShadowRequest) ProtoMessage() {}
 
 func (x *StopShadowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5184,7 +5247,7 @@ func (x *StopShadowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopShadowRequest.ProtoReflect.Descriptor instead.
 func (*StopShadowRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{83}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *StopShadowRequest) GetShadowId() string {
@@ -5202,7 +5265,7 @@ type StopShadowResponse struct {
 
 func (x *StopShadowResponse) Reset() {
 	*x = StopShadowResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5214,7 +5277,7 @@ func (x *StopShadowResponse) String() string {
 func (*StopShadowResponse) ProtoMessage() {}
 
 func (x *StopShadowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5227,7 +5290,7 @@ func (x *StopShadowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopShadowResponse.ProtoReflect.Descriptor instead.
 func (*StopShadowResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{84}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{85}
 }
 
 type ShadowReportRequest struct {
@@ -5239,7 +5302,7 @@ type ShadowReportRequest struct {
 
 func (x *ShadowReportRequest) Reset() {
 	*x = ShadowReportRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5251,7 +5314,7 @@ func (x *ShadowReportRequest) String() string {
 func (*ShadowReportRequest) ProtoMessage() {}
 
 func (x *ShadowReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5264,7 +5327,7 @@ func (x *ShadowReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowReportRequest.ProtoReflect.Descriptor instead.
 func (*ShadowReportRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{85}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ShadowReportRequest) GetShadowId() string {
@@ -5284,7 +5347,7 @@ type ShadowReportResponse struct {
 
 func (x *ShadowReportResponse) Reset() {
 	*x = ShadowReportResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5296,7 +5359,7 @@ func (x *ShadowReportResponse) String() string {
 func (*ShadowReportResponse) ProtoMessage() {}
 
 func (x *ShadowReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5309,7 +5372,7 @@ func (x *ShadowReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowReportResponse.ProtoReflect.Descriptor instead.
 func (*ShadowReportResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{86}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ShadowReportResponse) GetNode() string {
@@ -5346,7 +5409,7 @@ type ShadowChange struct {
 
 func (x *ShadowChange) Reset() {
 	*x = ShadowChange{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5358,7 +5421,7 @@ func (x *ShadowChange) String() string {
 func (*ShadowChange) ProtoMessage() {}
 
 func (x *ShadowChange) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5371,7 +5434,7 @@ func (x *ShadowChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowChange.ProtoReflect.Descriptor instead.
 func (*ShadowChange) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{87}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ShadowChange) GetDecisionId() string {
@@ -5470,13 +5533,16 @@ type AuditFilter struct {
 	// Unix nanoseconds; 0: unbounded.
 	SinceUnixNano int64 `protobuf:"varint,7,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
 	UntilUnixNano int64 `protobuf:"varint,8,opt,name=until_unix_nano,json=untilUnixNano,proto3" json:"until_unix_nano,omitempty"`
+	// Events about or decided with this delegated credential (jti), or one
+	// minted from it.
+	Cred          string `protobuf:"bytes,9,opt,name=cred,proto3" json:"cred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuditFilter) Reset() {
 	*x = AuditFilter{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5488,7 +5554,7 @@ func (x *AuditFilter) String() string {
 func (*AuditFilter) ProtoMessage() {}
 
 func (x *AuditFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5501,7 +5567,7 @@ func (x *AuditFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditFilter.ProtoReflect.Descriptor instead.
 func (*AuditFilter) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{88}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *AuditFilter) GetSubject() string {
@@ -5560,6 +5626,13 @@ func (x *AuditFilter) GetUntilUnixNano() int64 {
 	return 0
 }
 
+func (x *AuditFilter) GetCred() string {
+	if x != nil {
+		return x.Cred
+	}
+	return ""
+}
+
 type AuditQueryRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Filter *AuditFilter           `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
@@ -5573,7 +5646,7 @@ type AuditQueryRequest struct {
 
 func (x *AuditQueryRequest) Reset() {
 	*x = AuditQueryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5585,7 +5658,7 @@ func (x *AuditQueryRequest) String() string {
 func (*AuditQueryRequest) ProtoMessage() {}
 
 func (x *AuditQueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5598,7 +5671,7 @@ func (x *AuditQueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQueryRequest.ProtoReflect.Descriptor instead.
 func (*AuditQueryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{89}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *AuditQueryRequest) GetFilter() *AuditFilter {
@@ -5639,7 +5712,7 @@ type AuditEventBatch struct {
 
 func (x *AuditEventBatch) Reset() {
 	*x = AuditEventBatch{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5651,7 +5724,7 @@ func (x *AuditEventBatch) String() string {
 func (*AuditEventBatch) ProtoMessage() {}
 
 func (x *AuditEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5664,7 +5737,7 @@ func (x *AuditEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEventBatch.ProtoReflect.Descriptor instead.
 func (*AuditEventBatch) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{90}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *AuditEventBatch) GetEvents() [][]byte {
@@ -5685,7 +5758,7 @@ type AuditVerifyRequest struct {
 
 func (x *AuditVerifyRequest) Reset() {
 	*x = AuditVerifyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5697,7 +5770,7 @@ func (x *AuditVerifyRequest) String() string {
 func (*AuditVerifyRequest) ProtoMessage() {}
 
 func (x *AuditVerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5710,7 +5783,7 @@ func (x *AuditVerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditVerifyRequest.ProtoReflect.Descriptor instead.
 func (*AuditVerifyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{91}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *AuditVerifyRequest) GetFromSize() uint64 {
@@ -5741,7 +5814,7 @@ type AuditVerifyResponse struct {
 
 func (x *AuditVerifyResponse) Reset() {
 	*x = AuditVerifyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5753,7 +5826,7 @@ func (x *AuditVerifyResponse) String() string {
 func (*AuditVerifyResponse) ProtoMessage() {}
 
 func (x *AuditVerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5766,7 +5839,7 @@ func (x *AuditVerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditVerifyResponse.ProtoReflect.Descriptor instead.
 func (*AuditVerifyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{92}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *AuditVerifyResponse) GetNode() string {
@@ -5841,7 +5914,7 @@ type AuditProofRequest struct {
 
 func (x *AuditProofRequest) Reset() {
 	*x = AuditProofRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5853,7 +5926,7 @@ func (x *AuditProofRequest) String() string {
 func (*AuditProofRequest) ProtoMessage() {}
 
 func (x *AuditProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5866,7 +5939,7 @@ func (x *AuditProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProofRequest.ProtoReflect.Descriptor instead.
 func (*AuditProofRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{93}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *AuditProofRequest) GetEventId() string {
@@ -5890,7 +5963,7 @@ type AuditProofResponse struct {
 
 func (x *AuditProofResponse) Reset() {
 	*x = AuditProofResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5902,7 +5975,7 @@ func (x *AuditProofResponse) String() string {
 func (*AuditProofResponse) ProtoMessage() {}
 
 func (x *AuditProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5915,7 +5988,7 @@ func (x *AuditProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProofResponse.ProtoReflect.Descriptor instead.
 func (*AuditProofResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{94}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *AuditProofResponse) GetEvent() []byte {
@@ -5954,7 +6027,7 @@ type AuditKeysRequest struct {
 
 func (x *AuditKeysRequest) Reset() {
 	*x = AuditKeysRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5966,7 +6039,7 @@ func (x *AuditKeysRequest) String() string {
 func (*AuditKeysRequest) ProtoMessage() {}
 
 func (x *AuditKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5979,7 +6052,7 @@ func (x *AuditKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKeysRequest.ProtoReflect.Descriptor instead.
 func (*AuditKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{95}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{96}
 }
 
 type AuditKey struct {
@@ -5995,7 +6068,7 @@ type AuditKey struct {
 
 func (x *AuditKey) Reset() {
 	*x = AuditKey{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6007,7 +6080,7 @@ func (x *AuditKey) String() string {
 func (*AuditKey) ProtoMessage() {}
 
 func (x *AuditKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6020,7 +6093,7 @@ func (x *AuditKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKey.ProtoReflect.Descriptor instead.
 func (*AuditKey) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{96}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *AuditKey) GetNode() string {
@@ -6053,7 +6126,7 @@ type AuditKeysResponse struct {
 
 func (x *AuditKeysResponse) Reset() {
 	*x = AuditKeysResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6065,7 +6138,7 @@ func (x *AuditKeysResponse) String() string {
 func (*AuditKeysResponse) ProtoMessage() {}
 
 func (x *AuditKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6078,7 +6151,7 @@ func (x *AuditKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKeysResponse.ProtoReflect.Descriptor instead.
 func (*AuditKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{97}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *AuditKeysResponse) GetKeys() []*AuditKey {
@@ -6097,7 +6170,7 @@ type AuditWitnessedRequest struct {
 
 func (x *AuditWitnessedRequest) Reset() {
 	*x = AuditWitnessedRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6109,7 +6182,7 @@ func (x *AuditWitnessedRequest) String() string {
 func (*AuditWitnessedRequest) ProtoMessage() {}
 
 func (x *AuditWitnessedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6122,7 +6195,7 @@ func (x *AuditWitnessedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditWitnessedRequest.ProtoReflect.Descriptor instead.
 func (*AuditWitnessedRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{98}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *AuditWitnessedRequest) GetNode() string {
@@ -6142,7 +6215,7 @@ type AuditWitnessedResponse struct {
 
 func (x *AuditWitnessedResponse) Reset() {
 	*x = AuditWitnessedResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6154,7 +6227,7 @@ func (x *AuditWitnessedResponse) String() string {
 func (*AuditWitnessedResponse) ProtoMessage() {}
 
 func (x *AuditWitnessedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6167,7 +6240,7 @@ func (x *AuditWitnessedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditWitnessedResponse.ProtoReflect.Descriptor instead.
 func (*AuditWitnessedResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{99}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *AuditWitnessedResponse) GetCheckpoints() [][]byte {
@@ -6196,7 +6269,7 @@ type SubmitCheckpointRequest struct {
 
 func (x *SubmitCheckpointRequest) Reset() {
 	*x = SubmitCheckpointRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6208,7 +6281,7 @@ func (x *SubmitCheckpointRequest) String() string {
 func (*SubmitCheckpointRequest) ProtoMessage() {}
 
 func (x *SubmitCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6221,7 +6294,7 @@ func (x *SubmitCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*SubmitCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{100}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *SubmitCheckpointRequest) GetCheckpoint() []byte {
@@ -6262,7 +6335,7 @@ type SubmitCheckpointResponse struct {
 
 func (x *SubmitCheckpointResponse) Reset() {
 	*x = SubmitCheckpointResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6274,7 +6347,7 @@ func (x *SubmitCheckpointResponse) String() string {
 func (*SubmitCheckpointResponse) ProtoMessage() {}
 
 func (x *SubmitCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6287,7 +6360,7 @@ func (x *SubmitCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*SubmitCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{101}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *SubmitCheckpointResponse) GetCosigned() []byte {
@@ -6313,7 +6386,7 @@ type AuditConfig struct {
 
 func (x *AuditConfig) Reset() {
 	*x = AuditConfig{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6325,7 +6398,7 @@ func (x *AuditConfig) String() string {
 func (*AuditConfig) ProtoMessage() {}
 
 func (x *AuditConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6338,7 +6411,7 @@ func (x *AuditConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditConfig.ProtoReflect.Descriptor instead.
 func (*AuditConfig) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{102}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *AuditConfig) GetOnFailure() string {
@@ -6371,7 +6444,7 @@ type AuditConfigureRequest struct {
 
 func (x *AuditConfigureRequest) Reset() {
 	*x = AuditConfigureRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6383,7 +6456,7 @@ func (x *AuditConfigureRequest) String() string {
 func (*AuditConfigureRequest) ProtoMessage() {}
 
 func (x *AuditConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6396,7 +6469,7 @@ func (x *AuditConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditConfigureRequest.ProtoReflect.Descriptor instead.
 func (*AuditConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{103}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *AuditConfigureRequest) GetConfig() *AuditConfig {
@@ -6414,7 +6487,7 @@ type AuditGetConfigRequest struct {
 
 func (x *AuditGetConfigRequest) Reset() {
 	*x = AuditGetConfigRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6426,7 +6499,7 @@ func (x *AuditGetConfigRequest) String() string {
 func (*AuditGetConfigRequest) ProtoMessage() {}
 
 func (x *AuditGetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6439,7 +6512,710 @@ func (x *AuditGetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditGetConfigRequest.ProtoReflect.Descriptor instead.
 func (*AuditGetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{104}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{105}
+}
+
+type DelegateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SPIFFE ID of the holder; the caller when empty.
+	To string `protobuf:"bytes,1,opt,name=to,proto3" json:"to,omitempty"`
+	// ACTION:KIND/NAMESPACE/NAME patterns; the presented credential's when
+	// empty in an exchange.
+	Scopes []string `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// SPIFFE IDs of the services it is for; the presented credential's when
+	// empty in an exchange.
+	Audience []string `protobuf:"bytes,3,rep,name=audience,proto3" json:"audience,omitempty"`
+	// 0: the default (10 minutes).
+	TtlSeconds int64 `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// Impersonation: the subject, when not the caller (cred.impersonate).
+	OnBehalfOf    string `protobuf:"bytes,5,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegateRequest) Reset() {
+	*x = DelegateRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegateRequest) ProtoMessage() {}
+
+func (x *DelegateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegateRequest.ProtoReflect.Descriptor instead.
+func (*DelegateRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{106}
+}
+
+func (x *DelegateRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *DelegateRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *DelegateRequest) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *DelegateRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *DelegateRequest) GetOnBehalfOf() string {
+	if x != nil {
+		return x.OnBehalfOf
+	}
+	return ""
+}
+
+type DelegateResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Token       string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Jti         string                 `protobuf:"bytes,2,opt,name=jti,proto3" json:"jti,omitempty"`
+	ExpiresUnix int64                  `protobuf:"varint,3,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	// Bound to the holder's certificate (x5t#S256), not only its ID.
+	CertificateBound bool `protobuf:"varint,4,opt,name=certificate_bound,json=certificateBound,proto3" json:"certificate_bound,omitempty"`
+	// The audit event of the mint, NODE:INDEX.
+	EventId       string `protobuf:"bytes,5,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegateResponse) Reset() {
+	*x = DelegateResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegateResponse) ProtoMessage() {}
+
+func (x *DelegateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegateResponse.ProtoReflect.Descriptor instead.
+func (*DelegateResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{107}
+}
+
+func (x *DelegateResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *DelegateResponse) GetJti() string {
+	if x != nil {
+		return x.Jti
+	}
+	return ""
+}
+
+func (x *DelegateResponse) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+func (x *DelegateResponse) GetCertificateBound() bool {
+	if x != nil {
+		return x.CertificateBound
+	}
+	return false
+}
+
+func (x *DelegateResponse) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+type InspectCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InspectCredentialRequest) Reset() {
+	*x = InspectCredentialRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InspectCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InspectCredentialRequest) ProtoMessage() {}
+
+func (x *InspectCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InspectCredentialRequest.ProtoReflect.Descriptor instead.
+func (*InspectCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{108}
+}
+
+func (x *InspectCredentialRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+type InspectCredentialResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Valid now: signature, chain rules, time and revocation.
+	Valid bool `protobuf:"varint,1,opt,name=valid,proto3" json:"valid,omitempty"`
+	// Why not, when not valid.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The signature verified under a published key (the claims are the
+	// issuer's, not just what the token says).
+	SignatureVerified bool `protobuf:"varint,3,opt,name=signature_verified,json=signatureVerified,proto3" json:"signature_verified,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *InspectCredentialResponse) Reset() {
+	*x = InspectCredentialResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InspectCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InspectCredentialResponse) ProtoMessage() {}
+
+func (x *InspectCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InspectCredentialResponse.ProtoReflect.Descriptor instead.
+func (*InspectCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{109}
+}
+
+func (x *InspectCredentialResponse) GetValid() bool {
+	if x != nil {
+		return x.Valid
+	}
+	return false
+}
+
+func (x *InspectCredentialResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *InspectCredentialResponse) GetSignatureVerified() bool {
+	if x != nil {
+		return x.SignatureVerified
+	}
+	return false
+}
+
+type ListCredentialsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only credentials on behalf of this SPIFFE ID.
+	Subject       string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsRequest) Reset() {
+	*x = ListCredentialsRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsRequest) ProtoMessage() {}
+
+func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{110}
+}
+
+func (x *ListCredentialsRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+type ListCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Credentials   []*CredentialRecord    `protobuf:"bytes,2,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsResponse) Reset() {
+	*x = ListCredentialsResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsResponse) ProtoMessage() {}
+
+func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{111}
+}
+
+func (x *ListCredentialsResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ListCredentialsResponse) GetCredentials() []*CredentialRecord {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type CredentialRecord struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Jti     string                 `protobuf:"bytes,1,opt,name=jti,proto3" json:"jti,omitempty"`
+	Subject string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Actors, first to last; the last is the holder.
+	Chain       []string `protobuf:"bytes,3,rep,name=chain,proto3" json:"chain,omitempty"`
+	Scopes      []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	Audience    []string `protobuf:"bytes,5,rep,name=audience,proto3" json:"audience,omitempty"`
+	IssuedUnix  int64    `protobuf:"varint,6,opt,name=issued_unix,json=issuedUnix,proto3" json:"issued_unix,omitempty"`
+	ExpiresUnix int64    `protobuf:"varint,7,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	// The credential it was exchanged from, if any.
+	Parent           string `protobuf:"bytes,8,opt,name=parent,proto3" json:"parent,omitempty"`
+	CertificateBound bool   `protobuf:"varint,9,opt,name=certificate_bound,json=certificateBound,proto3" json:"certificate_bound,omitempty"`
+	// Its mint's audit event and deciding policy decision.
+	EventId        string `protobuf:"bytes,10,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	DecisionId     string `protobuf:"bytes,11,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	PolicyRevision int64  `protobuf:"varint,12,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	// Revoked since (a live credential that is revoked is listed with why).
+	Revoked       string `protobuf:"bytes,13,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialRecord) Reset() {
+	*x = CredentialRecord{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialRecord) ProtoMessage() {}
+
+func (x *CredentialRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialRecord.ProtoReflect.Descriptor instead.
+func (*CredentialRecord) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{112}
+}
+
+func (x *CredentialRecord) GetJti() string {
+	if x != nil {
+		return x.Jti
+	}
+	return ""
+}
+
+func (x *CredentialRecord) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *CredentialRecord) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *CredentialRecord) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *CredentialRecord) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *CredentialRecord) GetIssuedUnix() int64 {
+	if x != nil {
+		return x.IssuedUnix
+	}
+	return 0
+}
+
+func (x *CredentialRecord) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+func (x *CredentialRecord) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *CredentialRecord) GetCertificateBound() bool {
+	if x != nil {
+		return x.CertificateBound
+	}
+	return false
+}
+
+func (x *CredentialRecord) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *CredentialRecord) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *CredentialRecord) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+func (x *CredentialRecord) GetRevoked() string {
+	if x != nil {
+		return x.Revoked
+	}
+	return ""
+}
+
+type RevokeCredentialsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one of jti, subject, holder.
+	Jti           string `protobuf:"bytes,1,opt,name=jti,proto3" json:"jti,omitempty"`
+	Subject       string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Holder        string `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialsRequest) Reset() {
+	*x = RevokeCredentialsRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialsRequest) ProtoMessage() {}
+
+func (x *RevokeCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{113}
+}
+
+func (x *RevokeCredentialsRequest) GetJti() string {
+	if x != nil {
+		return x.Jti
+	}
+	return ""
+}
+
+func (x *RevokeCredentialsRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *RevokeCredentialsRequest) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *RevokeCredentialsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revocations   []*Revocation          `protobuf:"bytes,1,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialsResponse) Reset() {
+	*x = RevokeCredentialsResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialsResponse) ProtoMessage() {}
+
+func (x *RevokeCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{114}
+}
+
+func (x *RevokeCredentialsResponse) GetRevocations() []*Revocation {
+	if x != nil {
+		return x.Revocations
+	}
+	return nil
+}
+
+type CredentialKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialKeysRequest) Reset() {
+	*x = CredentialKeysRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialKeysRequest) ProtoMessage() {}
+
+func (x *CredentialKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialKeysRequest.ProtoReflect.Descriptor instead.
+func (*CredentialKeysRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{115}
+}
+
+type CredentialKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*CredentialKeySet    `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialKeysResponse) Reset() {
+	*x = CredentialKeysResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialKeysResponse) ProtoMessage() {}
+
+func (x *CredentialKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialKeysResponse.ProtoReflect.Descriptor instead.
+func (*CredentialKeysResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{116}
+}
+
+func (x *CredentialKeysResponse) GetKeys() []*CredentialKeySet {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
 }
 
 var File_api_unum_v1_unum_proto protoreflect.FileDescriptor
@@ -6529,12 +7305,16 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"-\n" +
 	"\x15RenewNodeSVIDResponse\x12\x14\n" +
 	"\x05chain\x18\x01 \x03(\fR\x05chain\"\x12\n" +
-	"\x10SyncAgentRequest\"\xac\x01\n" +
+	"\x10SyncAgentRequest\"\xe4\x01\n" +
 	"\x11SyncAgentResponse\x12(\n" +
 	"\aentries\x18\x01 \x03(\v2\x0e.unum.v1.EntryR\aentries\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12*\n" +
 	"\bjwt_keys\x18\x03 \x03(\v2\x0f.unum.v1.JWTKeyR\ajwtKeys\x12+\n" +
-	"\x11control_addresses\x18\x04 \x03(\tR\x10controlAddresses\"9\n" +
+	"\x11control_addresses\x18\x04 \x03(\tR\x10controlAddresses\x126\n" +
+	"\tcred_keys\x18\x05 \x03(\v2\x19.unum.v1.CredentialKeySetR\bcredKeys\":\n" +
+	"\x10CredentialKeySet\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04jwks\x18\x02 \x01(\fR\x04jwks\"9\n" +
 	"\x06JWTKey\x12\x10\n" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x1d\n" +
 	"\n" +
@@ -6865,7 +7645,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x11shadow_privileged\x18\n" +
 	" \x01(\bR\x10shadowPrivileged\x12!\n" +
 	"\flive_reasons\x18\v \x03(\tR\vliveReasons\x12%\n" +
-	"\x0eshadow_reasons\x18\f \x03(\tR\rshadowReasons\"\xf2\x01\n" +
+	"\x0eshadow_reasons\x18\f \x03(\tR\rshadowReasons\"\x86\x02\n" +
 	"\vAuditFilter\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x18\n" +
@@ -6875,7 +7655,8 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\vdecision_id\x18\x06 \x01(\tR\n" +
 	"decisionId\x12&\n" +
 	"\x0fsince_unix_nano\x18\a \x01(\x03R\rsinceUnixNano\x12&\n" +
-	"\x0funtil_unix_nano\x18\b \x01(\x03R\runtilUnixNano\"\x83\x01\n" +
+	"\x0funtil_unix_nano\x18\b \x01(\x03R\runtilUnixNano\x12\x12\n" +
+	"\x04cred\x18\t \x01(\tR\x04cred\"\x83\x01\n" +
 	"\x11AuditQueryRequest\x12,\n" +
 	"\x06filter\x18\x01 \x01(\v2\x14.unum.v1.AuditFilterR\x06filter\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x12\n" +
@@ -6933,7 +7714,59 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x0fretention_bytes\x18\x03 \x01(\x03R\x0eretentionBytes\"E\n" +
 	"\x15AuditConfigureRequest\x12,\n" +
 	"\x06config\x18\x01 \x01(\v2\x14.unum.v1.AuditConfigR\x06config\"\x17\n" +
-	"\x15AuditGetConfigRequest2y\n" +
+	"\x15AuditGetConfigRequest\"\x98\x01\n" +
+	"\x0fDelegateRequest\x12\x0e\n" +
+	"\x02to\x18\x01 \x01(\tR\x02to\x12\x16\n" +
+	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x1a\n" +
+	"\baudience\x18\x03 \x03(\tR\baudience\x12\x1f\n" +
+	"\vttl_seconds\x18\x04 \x01(\x03R\n" +
+	"ttlSeconds\x12 \n" +
+	"\fon_behalf_of\x18\x05 \x01(\tR\n" +
+	"onBehalfOf\"\xa5\x01\n" +
+	"\x10DelegateResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
+	"\x03jti\x18\x02 \x01(\tR\x03jti\x12!\n" +
+	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix\x12+\n" +
+	"\x11certificate_bound\x18\x04 \x01(\bR\x10certificateBound\x12\x19\n" +
+	"\bevent_id\x18\x05 \x01(\tR\aeventId\"0\n" +
+	"\x18InspectCredentialRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"x\n" +
+	"\x19InspectCredentialResponse\x12\x14\n" +
+	"\x05valid\x18\x01 \x01(\bR\x05valid\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12-\n" +
+	"\x12signature_verified\x18\x03 \x01(\bR\x11signatureVerified\"2\n" +
+	"\x16ListCredentialsRequest\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\"j\n" +
+	"\x17ListCredentialsResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12;\n" +
+	"\vcredentials\x18\x02 \x03(\v2\x19.unum.v1.CredentialRecordR\vcredentials\"\x90\x03\n" +
+	"\x10CredentialRecord\x12\x10\n" +
+	"\x03jti\x18\x01 \x01(\tR\x03jti\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x14\n" +
+	"\x05chain\x18\x03 \x03(\tR\x05chain\x12\x16\n" +
+	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x12\x1a\n" +
+	"\baudience\x18\x05 \x03(\tR\baudience\x12\x1f\n" +
+	"\vissued_unix\x18\x06 \x01(\x03R\n" +
+	"issuedUnix\x12!\n" +
+	"\fexpires_unix\x18\a \x01(\x03R\vexpiresUnix\x12\x16\n" +
+	"\x06parent\x18\b \x01(\tR\x06parent\x12+\n" +
+	"\x11certificate_bound\x18\t \x01(\bR\x10certificateBound\x12\x19\n" +
+	"\bevent_id\x18\n" +
+	" \x01(\tR\aeventId\x12\x1f\n" +
+	"\vdecision_id\x18\v \x01(\tR\n" +
+	"decisionId\x12'\n" +
+	"\x0fpolicy_revision\x18\f \x01(\x03R\x0epolicyRevision\x12\x18\n" +
+	"\arevoked\x18\r \x01(\tR\arevoked\"v\n" +
+	"\x18RevokeCredentialsRequest\x12\x10\n" +
+	"\x03jti\x18\x01 \x01(\tR\x03jti\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x16\n" +
+	"\x06holder\x18\x03 \x01(\tR\x06holder\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"R\n" +
+	"\x19RevokeCredentialsResponse\x125\n" +
+	"\vrevocations\x18\x01 \x03(\v2\x13.unum.v1.RevocationR\vrevocations\"\x17\n" +
+	"\x15CredentialKeysRequest\"G\n" +
+	"\x16CredentialKeysResponse\x12-\n" +
+	"\x04keys\x18\x01 \x03(\v2\x19.unum.v1.CredentialKeySetR\x04keys2y\n" +
 	"\n" +
 	"Enrollment\x123\n" +
 	"\x04Join\x12\x14.unum.v1.JoinRequest\x1a\x15.unum.v1.JoinResponse\x126\n" +
@@ -6995,7 +7828,13 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\tWitnessed\x12\x1e.unum.v1.AuditWitnessedRequest\x1a\x1f.unum.v1.AuditWitnessedResponse\x12W\n" +
 	"\x10SubmitCheckpoint\x12 .unum.v1.SubmitCheckpointRequest\x1a!.unum.v1.SubmitCheckpointResponse\x12A\n" +
 	"\tConfigure\x12\x1e.unum.v1.AuditConfigureRequest\x1a\x14.unum.v1.AuditConfig\x12A\n" +
-	"\tGetConfig\x12\x1e.unum.v1.AuditGetConfigRequest\x1a\x14.unum.v1.AuditConfigB+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
+	"\tGetConfig\x12\x1e.unum.v1.AuditGetConfigRequest\x1a\x14.unum.v1.AuditConfig2\x85\x03\n" +
+	"\vCredentials\x12?\n" +
+	"\bDelegate\x12\x18.unum.v1.DelegateRequest\x1a\x19.unum.v1.DelegateResponse\x12P\n" +
+	"\aInspect\x12!.unum.v1.InspectCredentialRequest\x1a\".unum.v1.InspectCredentialResponse\x12I\n" +
+	"\x04List\x12\x1f.unum.v1.ListCredentialsRequest\x1a .unum.v1.ListCredentialsResponse\x12O\n" +
+	"\x06Revoke\x12!.unum.v1.RevokeCredentialsRequest\x1a\".unum.v1.RevokeCredentialsResponse\x12G\n" +
+	"\x04Keys\x12\x1e.unum.v1.CredentialKeysRequest\x1a\x1f.unum.v1.CredentialKeysResponseB+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
 
 var (
 	file_api_unum_v1_unum_proto_rawDescOnce sync.Once
@@ -7009,7 +7848,7 @@ func file_api_unum_v1_unum_proto_rawDescGZIP() []byte {
 	return file_api_unum_v1_unum_proto_rawDescData
 }
 
-var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 107)
+var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
 var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*LoginRequest)(nil),              // 0: unum.v1.LoginRequest
 	(*LoginResponse)(nil),             // 1: unum.v1.LoginResponse
@@ -7029,223 +7868,249 @@ var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*RenewNodeSVIDResponse)(nil),     // 15: unum.v1.RenewNodeSVIDResponse
 	(*SyncAgentRequest)(nil),          // 16: unum.v1.SyncAgentRequest
 	(*SyncAgentResponse)(nil),         // 17: unum.v1.SyncAgentResponse
-	(*JWTKey)(nil),                    // 18: unum.v1.JWTKey
-	(*Entry)(nil),                     // 19: unum.v1.Entry
-	(*CreateEntryRequest)(nil),        // 20: unum.v1.CreateEntryRequest
-	(*ListEntriesRequest)(nil),        // 21: unum.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),       // 22: unum.v1.ListEntriesResponse
-	(*DeleteEntryRequest)(nil),        // 23: unum.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),       // 24: unum.v1.DeleteEntryResponse
-	(*CreateJoinTokenRequest)(nil),    // 25: unum.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 26: unum.v1.CreateJoinTokenResponse
-	(*ListNodesRequest)(nil),          // 27: unum.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 28: unum.v1.ListNodesResponse
-	(*Node)(nil),                      // 29: unum.v1.Node
-	(*StatusRequest)(nil),             // 30: unum.v1.StatusRequest
-	(*StatusResponse)(nil),            // 31: unum.v1.StatusResponse
-	(*EtcdMember)(nil),                // 32: unum.v1.EtcdMember
-	(*HeartbeatRequest)(nil),          // 33: unum.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 34: unum.v1.HeartbeatResponse
-	(*RemoveNodeRequest)(nil),         // 35: unum.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),        // 36: unum.v1.RemoveNodeResponse
-	(*User)(nil),                      // 37: unum.v1.User
-	(*AddUserRequest)(nil),            // 38: unum.v1.AddUserRequest
-	(*AddUserResponse)(nil),           // 39: unum.v1.AddUserResponse
-	(*ListUsersRequest)(nil),          // 40: unum.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),         // 41: unum.v1.ListUsersResponse
-	(*RemoveUserRequest)(nil),         // 42: unum.v1.RemoveUserRequest
-	(*RemoveUserResponse)(nil),        // 43: unum.v1.RemoveUserResponse
-	(*RevokeUserRequest)(nil),         // 44: unum.v1.RevokeUserRequest
-	(*RevokeUserResponse)(nil),        // 45: unum.v1.RevokeUserResponse
-	(*RenewUserRequest)(nil),          // 46: unum.v1.RenewUserRequest
-	(*RenewUserResponse)(nil),         // 47: unum.v1.RenewUserResponse
-	(*CAStatusRequest)(nil),           // 48: unum.v1.CAStatusRequest
-	(*CACert)(nil),                    // 49: unum.v1.CACert
-	(*CAStatusResponse)(nil),          // 50: unum.v1.CAStatusResponse
-	(*CARotateRequest)(nil),           // 51: unum.v1.CARotateRequest
-	(*CARotateResponse)(nil),          // 52: unum.v1.CARotateResponse
-	(*ExportRootRequest)(nil),         // 53: unum.v1.ExportRootRequest
-	(*ExportRootResponse)(nil),        // 54: unum.v1.ExportRootResponse
-	(*ConfirmExportRootRequest)(nil),  // 55: unum.v1.ConfirmExportRootRequest
-	(*ConfirmExportRootResponse)(nil), // 56: unum.v1.ConfirmExportRootResponse
-	(*ImportRootRequest)(nil),         // 57: unum.v1.ImportRootRequest
-	(*ImportRootResponse)(nil),        // 58: unum.v1.ImportRootResponse
-	(*SignIntermediateRequest)(nil),   // 59: unum.v1.SignIntermediateRequest
-	(*SignIntermediateResponse)(nil),  // 60: unum.v1.SignIntermediateResponse
-	(*CreateBackupRequest)(nil),       // 61: unum.v1.CreateBackupRequest
-	(*BackupChunk)(nil),               // 62: unum.v1.BackupChunk
-	(*PolicyBundle)(nil),              // 63: unum.v1.PolicyBundle
-	(*ApplyPolicyRequest)(nil),        // 64: unum.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),       // 65: unum.v1.ApplyPolicyResponse
-	(*GetPolicyRequest)(nil),          // 66: unum.v1.GetPolicyRequest
-	(*PolicyRevision)(nil),            // 67: unum.v1.PolicyRevision
-	(*PolicyHistoryRequest)(nil),      // 68: unum.v1.PolicyHistoryRequest
-	(*PolicyHistoryResponse)(nil),     // 69: unum.v1.PolicyHistoryResponse
-	(*RollbackPolicyRequest)(nil),     // 70: unum.v1.RollbackPolicyRequest
-	(*PolicyStatusRequest)(nil),       // 71: unum.v1.PolicyStatusRequest
-	(*PolicyStatusResponse)(nil),      // 72: unum.v1.PolicyStatusResponse
-	(*NodePolicyStatus)(nil),          // 73: unum.v1.NodePolicyStatus
-	(*CheckPolicyRequest)(nil),        // 74: unum.v1.CheckPolicyRequest
-	(*CheckPolicyResponse)(nil),       // 75: unum.v1.CheckPolicyResponse
-	(*ExplainPolicyRequest)(nil),      // 76: unum.v1.ExplainPolicyRequest
-	(*ExplainPolicyResponse)(nil),     // 77: unum.v1.ExplainPolicyResponse
-	(*FiredRule)(nil),                 // 78: unum.v1.FiredRule
-	(*WatchPolicyRequest)(nil),        // 79: unum.v1.WatchPolicyRequest
-	(*PolicyUpdate)(nil),              // 80: unum.v1.PolicyUpdate
-	(*StartShadowRequest)(nil),        // 81: unum.v1.StartShadowRequest
-	(*StartShadowResponse)(nil),       // 82: unum.v1.StartShadowResponse
-	(*StopShadowRequest)(nil),         // 83: unum.v1.StopShadowRequest
-	(*StopShadowResponse)(nil),        // 84: unum.v1.StopShadowResponse
-	(*ShadowReportRequest)(nil),       // 85: unum.v1.ShadowReportRequest
-	(*ShadowReportResponse)(nil),      // 86: unum.v1.ShadowReportResponse
-	(*ShadowChange)(nil),              // 87: unum.v1.ShadowChange
-	(*AuditFilter)(nil),               // 88: unum.v1.AuditFilter
-	(*AuditQueryRequest)(nil),         // 89: unum.v1.AuditQueryRequest
-	(*AuditEventBatch)(nil),           // 90: unum.v1.AuditEventBatch
-	(*AuditVerifyRequest)(nil),        // 91: unum.v1.AuditVerifyRequest
-	(*AuditVerifyResponse)(nil),       // 92: unum.v1.AuditVerifyResponse
-	(*AuditProofRequest)(nil),         // 93: unum.v1.AuditProofRequest
-	(*AuditProofResponse)(nil),        // 94: unum.v1.AuditProofResponse
-	(*AuditKeysRequest)(nil),          // 95: unum.v1.AuditKeysRequest
-	(*AuditKey)(nil),                  // 96: unum.v1.AuditKey
-	(*AuditKeysResponse)(nil),         // 97: unum.v1.AuditKeysResponse
-	(*AuditWitnessedRequest)(nil),     // 98: unum.v1.AuditWitnessedRequest
-	(*AuditWitnessedResponse)(nil),    // 99: unum.v1.AuditWitnessedResponse
-	(*SubmitCheckpointRequest)(nil),   // 100: unum.v1.SubmitCheckpointRequest
-	(*SubmitCheckpointResponse)(nil),  // 101: unum.v1.SubmitCheckpointResponse
-	(*AuditConfig)(nil),               // 102: unum.v1.AuditConfig
-	(*AuditConfigureRequest)(nil),     // 103: unum.v1.AuditConfigureRequest
-	(*AuditGetConfigRequest)(nil),     // 104: unum.v1.AuditGetConfigRequest
-	nil,                               // 105: unum.v1.PolicyBundle.FilesEntry
-	nil,                               // 106: unum.v1.PolicyUpdate.UserRolesEntry
+	(*CredentialKeySet)(nil),          // 18: unum.v1.CredentialKeySet
+	(*JWTKey)(nil),                    // 19: unum.v1.JWTKey
+	(*Entry)(nil),                     // 20: unum.v1.Entry
+	(*CreateEntryRequest)(nil),        // 21: unum.v1.CreateEntryRequest
+	(*ListEntriesRequest)(nil),        // 22: unum.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),       // 23: unum.v1.ListEntriesResponse
+	(*DeleteEntryRequest)(nil),        // 24: unum.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),       // 25: unum.v1.DeleteEntryResponse
+	(*CreateJoinTokenRequest)(nil),    // 26: unum.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 27: unum.v1.CreateJoinTokenResponse
+	(*ListNodesRequest)(nil),          // 28: unum.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 29: unum.v1.ListNodesResponse
+	(*Node)(nil),                      // 30: unum.v1.Node
+	(*StatusRequest)(nil),             // 31: unum.v1.StatusRequest
+	(*StatusResponse)(nil),            // 32: unum.v1.StatusResponse
+	(*EtcdMember)(nil),                // 33: unum.v1.EtcdMember
+	(*HeartbeatRequest)(nil),          // 34: unum.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 35: unum.v1.HeartbeatResponse
+	(*RemoveNodeRequest)(nil),         // 36: unum.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),        // 37: unum.v1.RemoveNodeResponse
+	(*User)(nil),                      // 38: unum.v1.User
+	(*AddUserRequest)(nil),            // 39: unum.v1.AddUserRequest
+	(*AddUserResponse)(nil),           // 40: unum.v1.AddUserResponse
+	(*ListUsersRequest)(nil),          // 41: unum.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),         // 42: unum.v1.ListUsersResponse
+	(*RemoveUserRequest)(nil),         // 43: unum.v1.RemoveUserRequest
+	(*RemoveUserResponse)(nil),        // 44: unum.v1.RemoveUserResponse
+	(*RevokeUserRequest)(nil),         // 45: unum.v1.RevokeUserRequest
+	(*RevokeUserResponse)(nil),        // 46: unum.v1.RevokeUserResponse
+	(*RenewUserRequest)(nil),          // 47: unum.v1.RenewUserRequest
+	(*RenewUserResponse)(nil),         // 48: unum.v1.RenewUserResponse
+	(*CAStatusRequest)(nil),           // 49: unum.v1.CAStatusRequest
+	(*CACert)(nil),                    // 50: unum.v1.CACert
+	(*CAStatusResponse)(nil),          // 51: unum.v1.CAStatusResponse
+	(*CARotateRequest)(nil),           // 52: unum.v1.CARotateRequest
+	(*CARotateResponse)(nil),          // 53: unum.v1.CARotateResponse
+	(*ExportRootRequest)(nil),         // 54: unum.v1.ExportRootRequest
+	(*ExportRootResponse)(nil),        // 55: unum.v1.ExportRootResponse
+	(*ConfirmExportRootRequest)(nil),  // 56: unum.v1.ConfirmExportRootRequest
+	(*ConfirmExportRootResponse)(nil), // 57: unum.v1.ConfirmExportRootResponse
+	(*ImportRootRequest)(nil),         // 58: unum.v1.ImportRootRequest
+	(*ImportRootResponse)(nil),        // 59: unum.v1.ImportRootResponse
+	(*SignIntermediateRequest)(nil),   // 60: unum.v1.SignIntermediateRequest
+	(*SignIntermediateResponse)(nil),  // 61: unum.v1.SignIntermediateResponse
+	(*CreateBackupRequest)(nil),       // 62: unum.v1.CreateBackupRequest
+	(*BackupChunk)(nil),               // 63: unum.v1.BackupChunk
+	(*PolicyBundle)(nil),              // 64: unum.v1.PolicyBundle
+	(*ApplyPolicyRequest)(nil),        // 65: unum.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),       // 66: unum.v1.ApplyPolicyResponse
+	(*GetPolicyRequest)(nil),          // 67: unum.v1.GetPolicyRequest
+	(*PolicyRevision)(nil),            // 68: unum.v1.PolicyRevision
+	(*PolicyHistoryRequest)(nil),      // 69: unum.v1.PolicyHistoryRequest
+	(*PolicyHistoryResponse)(nil),     // 70: unum.v1.PolicyHistoryResponse
+	(*RollbackPolicyRequest)(nil),     // 71: unum.v1.RollbackPolicyRequest
+	(*PolicyStatusRequest)(nil),       // 72: unum.v1.PolicyStatusRequest
+	(*PolicyStatusResponse)(nil),      // 73: unum.v1.PolicyStatusResponse
+	(*NodePolicyStatus)(nil),          // 74: unum.v1.NodePolicyStatus
+	(*CheckPolicyRequest)(nil),        // 75: unum.v1.CheckPolicyRequest
+	(*CheckPolicyResponse)(nil),       // 76: unum.v1.CheckPolicyResponse
+	(*ExplainPolicyRequest)(nil),      // 77: unum.v1.ExplainPolicyRequest
+	(*ExplainPolicyResponse)(nil),     // 78: unum.v1.ExplainPolicyResponse
+	(*FiredRule)(nil),                 // 79: unum.v1.FiredRule
+	(*WatchPolicyRequest)(nil),        // 80: unum.v1.WatchPolicyRequest
+	(*PolicyUpdate)(nil),              // 81: unum.v1.PolicyUpdate
+	(*StartShadowRequest)(nil),        // 82: unum.v1.StartShadowRequest
+	(*StartShadowResponse)(nil),       // 83: unum.v1.StartShadowResponse
+	(*StopShadowRequest)(nil),         // 84: unum.v1.StopShadowRequest
+	(*StopShadowResponse)(nil),        // 85: unum.v1.StopShadowResponse
+	(*ShadowReportRequest)(nil),       // 86: unum.v1.ShadowReportRequest
+	(*ShadowReportResponse)(nil),      // 87: unum.v1.ShadowReportResponse
+	(*ShadowChange)(nil),              // 88: unum.v1.ShadowChange
+	(*AuditFilter)(nil),               // 89: unum.v1.AuditFilter
+	(*AuditQueryRequest)(nil),         // 90: unum.v1.AuditQueryRequest
+	(*AuditEventBatch)(nil),           // 91: unum.v1.AuditEventBatch
+	(*AuditVerifyRequest)(nil),        // 92: unum.v1.AuditVerifyRequest
+	(*AuditVerifyResponse)(nil),       // 93: unum.v1.AuditVerifyResponse
+	(*AuditProofRequest)(nil),         // 94: unum.v1.AuditProofRequest
+	(*AuditProofResponse)(nil),        // 95: unum.v1.AuditProofResponse
+	(*AuditKeysRequest)(nil),          // 96: unum.v1.AuditKeysRequest
+	(*AuditKey)(nil),                  // 97: unum.v1.AuditKey
+	(*AuditKeysResponse)(nil),         // 98: unum.v1.AuditKeysResponse
+	(*AuditWitnessedRequest)(nil),     // 99: unum.v1.AuditWitnessedRequest
+	(*AuditWitnessedResponse)(nil),    // 100: unum.v1.AuditWitnessedResponse
+	(*SubmitCheckpointRequest)(nil),   // 101: unum.v1.SubmitCheckpointRequest
+	(*SubmitCheckpointResponse)(nil),  // 102: unum.v1.SubmitCheckpointResponse
+	(*AuditConfig)(nil),               // 103: unum.v1.AuditConfig
+	(*AuditConfigureRequest)(nil),     // 104: unum.v1.AuditConfigureRequest
+	(*AuditGetConfigRequest)(nil),     // 105: unum.v1.AuditGetConfigRequest
+	(*DelegateRequest)(nil),           // 106: unum.v1.DelegateRequest
+	(*DelegateResponse)(nil),          // 107: unum.v1.DelegateResponse
+	(*InspectCredentialRequest)(nil),  // 108: unum.v1.InspectCredentialRequest
+	(*InspectCredentialResponse)(nil), // 109: unum.v1.InspectCredentialResponse
+	(*ListCredentialsRequest)(nil),    // 110: unum.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),   // 111: unum.v1.ListCredentialsResponse
+	(*CredentialRecord)(nil),          // 112: unum.v1.CredentialRecord
+	(*RevokeCredentialsRequest)(nil),  // 113: unum.v1.RevokeCredentialsRequest
+	(*RevokeCredentialsResponse)(nil), // 114: unum.v1.RevokeCredentialsResponse
+	(*CredentialKeysRequest)(nil),     // 115: unum.v1.CredentialKeysRequest
+	(*CredentialKeysResponse)(nil),    // 116: unum.v1.CredentialKeysResponse
+	nil,                               // 117: unum.v1.PolicyBundle.FilesEntry
+	nil,                               // 118: unum.v1.PolicyUpdate.UserRolesEntry
 }
 var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	5,   // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
 	6,   // 1: unum.v1.RevocationUpdate.restore:type_name -> unum.v1.RestoreWindow
-	19,  // 2: unum.v1.SyncAgentResponse.entries:type_name -> unum.v1.Entry
-	18,  // 3: unum.v1.SyncAgentResponse.jwt_keys:type_name -> unum.v1.JWTKey
-	19,  // 4: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
-	29,  // 5: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
-	29,  // 6: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
-	32,  // 7: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
-	102, // 8: unum.v1.HeartbeatResponse.audit:type_name -> unum.v1.AuditConfig
-	37,  // 9: unum.v1.AddUserResponse.user:type_name -> unum.v1.User
-	37,  // 10: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
-	49,  // 11: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
-	49,  // 12: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
-	105, // 13: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
-	63,  // 14: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
-	63,  // 15: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
-	67,  // 16: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
-	73,  // 17: unum.v1.PolicyStatusResponse.nodes:type_name -> unum.v1.NodePolicyStatus
-	78,  // 18: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
-	67,  // 19: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
-	63,  // 20: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
-	106, // 21: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
-	63,  // 22: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
-	87,  // 23: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
-	88,  // 24: unum.v1.AuditQueryRequest.filter:type_name -> unum.v1.AuditFilter
-	96,  // 25: unum.v1.AuditKeysResponse.keys:type_name -> unum.v1.AuditKey
-	102, // 26: unum.v1.AuditConfigureRequest.config:type_name -> unum.v1.AuditConfig
-	2,   // 27: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
-	0,   // 28: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
-	8,   // 29: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
-	10,  // 30: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
-	12,  // 31: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
-	14,  // 32: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
-	16,  // 33: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
-	20,  // 34: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
-	21,  // 35: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
-	23,  // 36: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
-	4,   // 37: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
-	25,  // 38: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
-	27,  // 39: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
-	30,  // 40: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
-	33,  // 41: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
-	35,  // 42: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
-	38,  // 43: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
-	40,  // 44: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
-	42,  // 45: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
-	44,  // 46: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
-	46,  // 47: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
-	48,  // 48: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
-	51,  // 49: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
-	53,  // 50: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
-	55,  // 51: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
-	57,  // 52: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
-	59,  // 53: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
-	61,  // 54: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
-	64,  // 55: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
-	66,  // 56: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
-	68,  // 57: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
-	70,  // 58: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
-	71,  // 59: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
-	74,  // 60: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
-	76,  // 61: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
-	79,  // 62: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
-	81,  // 63: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
-	83,  // 64: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
-	85,  // 65: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
-	89,  // 66: unum.v1.Audit.Query:input_type -> unum.v1.AuditQueryRequest
-	91,  // 67: unum.v1.Audit.Verify:input_type -> unum.v1.AuditVerifyRequest
-	93,  // 68: unum.v1.Audit.Proof:input_type -> unum.v1.AuditProofRequest
-	95,  // 69: unum.v1.Audit.Keys:input_type -> unum.v1.AuditKeysRequest
-	98,  // 70: unum.v1.Audit.Witnessed:input_type -> unum.v1.AuditWitnessedRequest
-	100, // 71: unum.v1.Audit.SubmitCheckpoint:input_type -> unum.v1.SubmitCheckpointRequest
-	103, // 72: unum.v1.Audit.Configure:input_type -> unum.v1.AuditConfigureRequest
-	104, // 73: unum.v1.Audit.GetConfig:input_type -> unum.v1.AuditGetConfigRequest
-	3,   // 74: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
-	1,   // 75: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
-	9,   // 76: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
-	11,  // 77: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
-	13,  // 78: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
-	15,  // 79: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
-	17,  // 80: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
-	19,  // 81: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
-	22,  // 82: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
-	24,  // 83: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
-	7,   // 84: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
-	26,  // 85: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
-	28,  // 86: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
-	31,  // 87: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
-	34,  // 88: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
-	36,  // 89: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
-	39,  // 90: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
-	41,  // 91: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
-	43,  // 92: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
-	45,  // 93: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
-	47,  // 94: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
-	50,  // 95: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
-	52,  // 96: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
-	54,  // 97: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
-	56,  // 98: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
-	58,  // 99: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
-	60,  // 100: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
-	62,  // 101: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
-	65,  // 102: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
-	67,  // 103: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
-	69,  // 104: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
-	65,  // 105: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
-	72,  // 106: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
-	75,  // 107: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
-	77,  // 108: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
-	80,  // 109: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
-	82,  // 110: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
-	84,  // 111: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
-	86,  // 112: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
-	90,  // 113: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
-	92,  // 114: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
-	94,  // 115: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
-	97,  // 116: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
-	99,  // 117: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
-	101, // 118: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
-	102, // 119: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
-	102, // 120: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
-	74,  // [74:121] is the sub-list for method output_type
-	27,  // [27:74] is the sub-list for method input_type
-	27,  // [27:27] is the sub-list for extension type_name
-	27,  // [27:27] is the sub-list for extension extendee
-	0,   // [0:27] is the sub-list for field type_name
+	20,  // 2: unum.v1.SyncAgentResponse.entries:type_name -> unum.v1.Entry
+	19,  // 3: unum.v1.SyncAgentResponse.jwt_keys:type_name -> unum.v1.JWTKey
+	18,  // 4: unum.v1.SyncAgentResponse.cred_keys:type_name -> unum.v1.CredentialKeySet
+	20,  // 5: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
+	30,  // 6: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
+	30,  // 7: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
+	33,  // 8: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
+	103, // 9: unum.v1.HeartbeatResponse.audit:type_name -> unum.v1.AuditConfig
+	38,  // 10: unum.v1.AddUserResponse.user:type_name -> unum.v1.User
+	38,  // 11: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
+	50,  // 12: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
+	50,  // 13: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
+	117, // 14: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
+	64,  // 15: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
+	64,  // 16: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
+	68,  // 17: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
+	74,  // 18: unum.v1.PolicyStatusResponse.nodes:type_name -> unum.v1.NodePolicyStatus
+	79,  // 19: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
+	68,  // 20: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
+	64,  // 21: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
+	118, // 22: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
+	64,  // 23: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
+	88,  // 24: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
+	89,  // 25: unum.v1.AuditQueryRequest.filter:type_name -> unum.v1.AuditFilter
+	97,  // 26: unum.v1.AuditKeysResponse.keys:type_name -> unum.v1.AuditKey
+	103, // 27: unum.v1.AuditConfigureRequest.config:type_name -> unum.v1.AuditConfig
+	112, // 28: unum.v1.ListCredentialsResponse.credentials:type_name -> unum.v1.CredentialRecord
+	5,   // 29: unum.v1.RevokeCredentialsResponse.revocations:type_name -> unum.v1.Revocation
+	18,  // 30: unum.v1.CredentialKeysResponse.keys:type_name -> unum.v1.CredentialKeySet
+	2,   // 31: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
+	0,   // 32: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
+	8,   // 33: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
+	10,  // 34: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
+	12,  // 35: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
+	14,  // 36: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
+	16,  // 37: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
+	21,  // 38: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
+	22,  // 39: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
+	24,  // 40: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
+	4,   // 41: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
+	26,  // 42: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
+	28,  // 43: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
+	31,  // 44: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
+	34,  // 45: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
+	36,  // 46: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
+	39,  // 47: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
+	41,  // 48: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
+	43,  // 49: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
+	45,  // 50: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
+	47,  // 51: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
+	49,  // 52: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
+	52,  // 53: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
+	54,  // 54: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
+	56,  // 55: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
+	58,  // 56: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
+	60,  // 57: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
+	62,  // 58: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
+	65,  // 59: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
+	67,  // 60: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
+	69,  // 61: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
+	71,  // 62: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
+	72,  // 63: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
+	75,  // 64: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
+	77,  // 65: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
+	80,  // 66: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
+	82,  // 67: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
+	84,  // 68: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
+	86,  // 69: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
+	90,  // 70: unum.v1.Audit.Query:input_type -> unum.v1.AuditQueryRequest
+	92,  // 71: unum.v1.Audit.Verify:input_type -> unum.v1.AuditVerifyRequest
+	94,  // 72: unum.v1.Audit.Proof:input_type -> unum.v1.AuditProofRequest
+	96,  // 73: unum.v1.Audit.Keys:input_type -> unum.v1.AuditKeysRequest
+	99,  // 74: unum.v1.Audit.Witnessed:input_type -> unum.v1.AuditWitnessedRequest
+	101, // 75: unum.v1.Audit.SubmitCheckpoint:input_type -> unum.v1.SubmitCheckpointRequest
+	104, // 76: unum.v1.Audit.Configure:input_type -> unum.v1.AuditConfigureRequest
+	105, // 77: unum.v1.Audit.GetConfig:input_type -> unum.v1.AuditGetConfigRequest
+	106, // 78: unum.v1.Credentials.Delegate:input_type -> unum.v1.DelegateRequest
+	108, // 79: unum.v1.Credentials.Inspect:input_type -> unum.v1.InspectCredentialRequest
+	110, // 80: unum.v1.Credentials.List:input_type -> unum.v1.ListCredentialsRequest
+	113, // 81: unum.v1.Credentials.Revoke:input_type -> unum.v1.RevokeCredentialsRequest
+	115, // 82: unum.v1.Credentials.Keys:input_type -> unum.v1.CredentialKeysRequest
+	3,   // 83: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
+	1,   // 84: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
+	9,   // 85: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
+	11,  // 86: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
+	13,  // 87: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
+	15,  // 88: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
+	17,  // 89: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
+	20,  // 90: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
+	23,  // 91: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
+	25,  // 92: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
+	7,   // 93: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
+	27,  // 94: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
+	29,  // 95: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
+	32,  // 96: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
+	35,  // 97: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
+	37,  // 98: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
+	40,  // 99: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
+	42,  // 100: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
+	44,  // 101: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
+	46,  // 102: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
+	48,  // 103: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
+	51,  // 104: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
+	53,  // 105: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
+	55,  // 106: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
+	57,  // 107: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
+	59,  // 108: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
+	61,  // 109: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
+	63,  // 110: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
+	66,  // 111: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
+	68,  // 112: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
+	70,  // 113: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
+	66,  // 114: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
+	73,  // 115: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
+	76,  // 116: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
+	78,  // 117: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
+	81,  // 118: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
+	83,  // 119: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
+	85,  // 120: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
+	87,  // 121: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
+	91,  // 122: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
+	93,  // 123: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
+	95,  // 124: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
+	98,  // 125: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
+	100, // 126: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
+	102, // 127: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
+	103, // 128: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
+	103, // 129: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
+	107, // 130: unum.v1.Credentials.Delegate:output_type -> unum.v1.DelegateResponse
+	109, // 131: unum.v1.Credentials.Inspect:output_type -> unum.v1.InspectCredentialResponse
+	111, // 132: unum.v1.Credentials.List:output_type -> unum.v1.ListCredentialsResponse
+	114, // 133: unum.v1.Credentials.Revoke:output_type -> unum.v1.RevokeCredentialsResponse
+	116, // 134: unum.v1.Credentials.Keys:output_type -> unum.v1.CredentialKeysResponse
+	83,  // [83:135] is the sub-list for method output_type
+	31,  // [31:83] is the sub-list for method input_type
+	31,  // [31:31] is the sub-list for extension type_name
+	31,  // [31:31] is the sub-list for extension extendee
+	0,   // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_api_unum_v1_unum_proto_init() }
@@ -7259,9 +8124,9 @@ func file_api_unum_v1_unum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_unum_v1_unum_proto_rawDesc), len(file_api_unum_v1_unum_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   107,
+			NumMessages:   119,
 			NumExtensions: 0,
-			NumServices:   8,
+			NumServices:   9,
 		},
 		GoTypes:           file_api_unum_v1_unum_proto_goTypes,
 		DependencyIndexes: file_api_unum_v1_unum_proto_depIdxs,

@@ -2471,3 +2471,281 @@ var Audit_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "api/unum/v1/unum.proto",
 }
+
+const (
+	Credentials_Delegate_FullMethodName = "/unum.v1.Credentials/Delegate"
+	Credentials_Inspect_FullMethodName  = "/unum.v1.Credentials/Inspect"
+	Credentials_List_FullMethodName     = "/unum.v1.Credentials/List"
+	Credentials_Revoke_FullMethodName   = "/unum.v1.Credentials/Revoke"
+	Credentials_Keys_FullMethodName     = "/unum.v1.Credentials/Keys"
+)
+
+// CredentialsClient is the client API for Credentials service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Credentials mints, inspects, lists and revokes delegated credentials
+// (identity/delegation). Served by control nodes.
+type CredentialsClient interface {
+	// Delegate mints a credential. A call that itself presents a credential
+	// (unum-delegation metadata) is a token exchange: the new credential is
+	// minted from that one, narrower and never outliving it.
+	Delegate(ctx context.Context, in *DelegateRequest, opts ...grpc.CallOption) (*DelegateResponse, error)
+	// Inspect verifies a credential as an operator sees it: every rule but
+	// the holder binding and audience.
+	Inspect(ctx context.Context, in *InspectCredentialRequest, opts ...grpc.CallOption) (*InspectCredentialResponse, error)
+	// List answers the live credentials this node minted, from its audit
+	// log's issuance records.
+	List(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error)
+	Revoke(ctx context.Context, in *RevokeCredentialsRequest, opts ...grpc.CallOption) (*RevokeCredentialsResponse, error)
+	// Keys are every control node's verification keys, for services that
+	// verify credentials themselves.
+	Keys(ctx context.Context, in *CredentialKeysRequest, opts ...grpc.CallOption) (*CredentialKeysResponse, error)
+}
+
+type credentialsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewCredentialsClient(cc grpc.ClientConnInterface) CredentialsClient {
+	return &credentialsClient{cc}
+}
+
+func (c *credentialsClient) Delegate(ctx context.Context, in *DelegateRequest, opts ...grpc.CallOption) (*DelegateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DelegateResponse)
+	err := c.cc.Invoke(ctx, Credentials_Delegate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *credentialsClient) Inspect(ctx context.Context, in *InspectCredentialRequest, opts ...grpc.CallOption) (*InspectCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InspectCredentialResponse)
+	err := c.cc.Invoke(ctx, Credentials_Inspect_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *credentialsClient) List(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCredentialsResponse)
+	err := c.cc.Invoke(ctx, Credentials_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *credentialsClient) Revoke(ctx context.Context, in *RevokeCredentialsRequest, opts ...grpc.CallOption) (*RevokeCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeCredentialsResponse)
+	err := c.cc.Invoke(ctx, Credentials_Revoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *credentialsClient) Keys(ctx context.Context, in *CredentialKeysRequest, opts ...grpc.CallOption) (*CredentialKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CredentialKeysResponse)
+	err := c.cc.Invoke(ctx, Credentials_Keys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CredentialsServer is the server API for Credentials service.
+// All implementations must embed UnimplementedCredentialsServer
+// for forward compatibility.
+//
+// Credentials mints, inspects, lists and revokes delegated credentials
+// (identity/delegation). Served by control nodes.
+type CredentialsServer interface {
+	// Delegate mints a credential. A call that itself presents a credential
+	// (unum-delegation metadata) is a token exchange: the new credential is
+	// minted from that one, narrower and never outliving it.
+	Delegate(context.Context, *DelegateRequest) (*DelegateResponse, error)
+	// Inspect verifies a credential as an operator sees it: every rule but
+	// the holder binding and audience.
+	Inspect(context.Context, *InspectCredentialRequest) (*InspectCredentialResponse, error)
+	// List answers the live credentials this node minted, from its audit
+	// log's issuance records.
+	List(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error)
+	Revoke(context.Context, *RevokeCredentialsRequest) (*RevokeCredentialsResponse, error)
+	// Keys are every control node's verification keys, for services that
+	// verify credentials themselves.
+	Keys(context.Context, *CredentialKeysRequest) (*CredentialKeysResponse, error)
+	mustEmbedUnimplementedCredentialsServer()
+}
+
+// UnimplementedCredentialsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedCredentialsServer struct{}
+
+func (UnimplementedCredentialsServer) Delegate(context.Context, *DelegateRequest) (*DelegateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Delegate not implemented")
+}
+func (UnimplementedCredentialsServer) Inspect(context.Context, *InspectCredentialRequest) (*InspectCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Inspect not implemented")
+}
+func (UnimplementedCredentialsServer) List(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedCredentialsServer) Revoke(context.Context, *RevokeCredentialsRequest) (*RevokeCredentialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Revoke not implemented")
+}
+func (UnimplementedCredentialsServer) Keys(context.Context, *CredentialKeysRequest) (*CredentialKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Keys not implemented")
+}
+func (UnimplementedCredentialsServer) mustEmbedUnimplementedCredentialsServer() {}
+func (UnimplementedCredentialsServer) testEmbeddedByValue()                     {}
+
+// UnsafeCredentialsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to CredentialsServer will
+// result in compilation errors.
+type UnsafeCredentialsServer interface {
+	mustEmbedUnimplementedCredentialsServer()
+}
+
+func RegisterCredentialsServer(s grpc.ServiceRegistrar, srv CredentialsServer) {
+	// If the following call panics, it indicates UnimplementedCredentialsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Credentials_ServiceDesc, srv)
+}
+
+func _Credentials_Delegate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DelegateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredentialsServer).Delegate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Credentials_Delegate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredentialsServer).Delegate(ctx, req.(*DelegateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Credentials_Inspect_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InspectCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredentialsServer).Inspect(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Credentials_Inspect_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredentialsServer).Inspect(ctx, req.(*InspectCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Credentials_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredentialsServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Credentials_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredentialsServer).List(ctx, req.(*ListCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Credentials_Revoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredentialsServer).Revoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Credentials_Revoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredentialsServer).Revoke(ctx, req.(*RevokeCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Credentials_Keys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CredentialKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredentialsServer).Keys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Credentials_Keys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredentialsServer).Keys(ctx, req.(*CredentialKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Credentials_ServiceDesc is the grpc.ServiceDesc for Credentials service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Credentials_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "unum.v1.Credentials",
+	HandlerType: (*CredentialsServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Delegate",
+			Handler:    _Credentials_Delegate_Handler,
+		},
+		{
+			MethodName: "Inspect",
+			Handler:    _Credentials_Inspect_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _Credentials_List_Handler,
+		},
+		{
+			MethodName: "Revoke",
+			Handler:    _Credentials_Revoke_Handler,
+		},
+		{
+			MethodName: "Keys",
+			Handler:    _Credentials_Keys_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/unum/v1/unum.proto",
+}
