@@ -65,6 +65,18 @@ func UserID(td spiffeid.TrustDomain, name string) (spiffeid.ID, error) {
 	return spiffeid.FromSegments(td, "user", name)
 }
 
+// APIService names the unum API as a service: a delegated credential for
+// spiffe://TD/system/api (APIID) may be presented to any node's API; one for
+// a node's own ID only to that node.
+const APIService = "api"
+
+// APIID is spiffe://TD/system/api, the audience of credentials for the unum
+// API.
+func APIID(td spiffeid.TrustDomain) spiffeid.ID {
+	id, _ := spiffeid.FromSegments(td, "system", APIService)
+	return id
+}
+
 // SystemID is spiffe://TD/system/SERVICE.
 func SystemID(td spiffeid.TrustDomain, service string) (spiffeid.ID, error) {
 	return spiffeid.FromSegments(td, "system", service)

@@ -223,7 +223,7 @@ func decodeClaims(payload []byte, td spiffeid.TrustDomain) (*Credential, error) 
 	if c.Scopes, err = parseScopeClaim(cl.Scope); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if !validJTI(cl.Jti) {
+	if !ValidJTI(cl.Jti) {
 		return nil, fmt.Errorf("%w: jti %q: want 32 lowercase hex digits", ErrMalformed, cl.Jti)
 	}
 	if cl.Iat <= 0 || cl.Nbf <= 0 || cl.Exp <= 0 {
@@ -249,7 +249,7 @@ func decodeClaims(payload []byte, td spiffeid.TrustDomain) (*Credential, error) 
 		l := Link{Actor: id}
 		if depth > 0 && (a.Jti != "" || a.Scope != "" || a.Aud != nil || a.Exp != 0) {
 			g := &Grant{ID: a.Jti, Expiry: time.Unix(a.Exp, 0)}
-			if !validJTI(a.Jti) || a.Exp <= 0 {
+			if !ValidJTI(a.Jti) || a.Exp <= 0 {
 				return nil, fmt.Errorf("%w: actor %s: a prior grant needs jti and exp", ErrMalformed, a.Sub)
 			}
 			if g.Scopes, err = parseScopeClaim(a.Scope); err != nil {
@@ -311,7 +311,8 @@ func parseAudience(td spiffeid.TrustDomain, what string, ss []string) ([]spiffei
 	return out, nil
 }
 
-func validJTI(s string) bool {
+// ValidJTI reports whether s is a credential id: 32 lowercase hex digits.
+func ValidJTI(s string) bool {
 	if len(s) != 32 {
 		return false
 	}

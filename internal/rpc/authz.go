@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/delegation"
 	"github.com/unumos/unum/policy"
 )
 
@@ -34,6 +35,11 @@ type Request struct {
 	Message any
 	// RequestID is the client's x-request-id, if it sent one.
 	RequestID string
+	// Credential is the delegated credential the caller presented, already
+	// verified as held by it; nil for a direct call. A delegated call is
+	// decided for the credential's subject and every actor (intersection),
+	// within the credential's scopes.
+	Credential *delegation.Credential
 }
 
 // Decision is an Authorizer's answer.
@@ -50,6 +56,8 @@ type Decision struct {
 	Revision int64
 	Action   string
 	Resource string
+	// Limits are the deciding revision's bounds on delegated credentials.
+	Limits policy.DelegationLimits
 }
 
 // Reason is the reasons joined for one line of text.
@@ -125,17 +133,23 @@ func RequestDigest(msg any) string {
 // Authorize implements Authorizer.
 func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision, error) {
 	digest := RequestDigest(req.Message)
+	cred := req.Credential
+	var creds []string
+	in := policy.Input{Subject: a.subject(req.Caller.Principal), Context: policy.Context{RequestID: req.RequestID}}
+	if cred != nil {
+		creds = cred.JTIs()
+		in.Subject = a.subject(identity.Classify(cred.Subject))
+		in.Delegation = a.chain(cred)
+	}
 	rt, ok := routes[req.Method]
 	if !ok {
-		in := policy.Input{Subject: a.subject(req.Caller.Principal), Action: "rpc.unrouted",
-			Resource: policy.Resource{Kind: "method", Namespace: policy.ClusterScope, Name: req.Method}, Context: policy.Context{RequestID: req.RequestID}}
-		return a.refuse(ctx, in, digest, "no action is defined for "+req.Method+": denied to everyone"), nil
+		in.Action, in.Resource = "rpc.unrouted", policy.Resource{Kind: "method", Namespace: policy.ClusterScope, Name: req.Method}
+		return a.refuse(ctx, in, digest, "no action is defined for "+req.Method+": denied to everyone", creds), nil
 	}
-	in := policy.Input{
-		Subject:  a.subject(req.Caller.Principal),
-		Action:   rt.action,
-		Resource: rt.resource(req.Caller.Principal, req.Message),
-		Context:  policy.Context{RequestID: req.RequestID},
+	in.Action = rt.action
+	in.Resource = rt.resource(req.Caller.Principal, req.Message)
+	if facts, ok := requestFacts[req.Method]; ok {
+		facts(req.Caller.Principal, req.Message, &in)
 	}
 	if refine, ok := storedResources[req.Method]; ok && a.Entries != nil {
 		in.Resource = refine(a.Entries, req.Message, in.Resource)
@@ -144,10 +158,30 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 		// What the request names cannot be described to the policy (e.g.
 		// a name past policy.MaxResourceName): refused without asking it.
 		in.Resource = policy.Resource{Kind: in.Resource.Kind, Namespace: policy.ClusterScope, Name: "-"}
-		return a.refuse(ctx, in, digest, "the request names an invalid resource: "+err.Error()), nil
+		return a.refuse(ctx, in, digest, "the request names an invalid resource: "+err.Error(), creds), nil
 	}
-	d, err := a.Decider.Decide(ctx, in, digest)
-	out := Decision{Allow: d.Allow, Reasons: d.Reasons, Privileged: d.Privileged, ID: d.ID, Revision: d.Revision, Action: in.Action, Resource: in.Resource.String()}
+	var d policy.Decision
+	var err error
+	if cred == nil {
+		d, err = a.Decider.Decide(ctx, in, digest)
+	} else {
+		if lim := a.Decider.Limits(); len(cred.Chain) > lim.MaxDepth {
+			return a.refuse(ctx, in, digest, fmt.Sprintf("the delegated credential's chain has %d actors; the policy allows %d", len(cred.Chain), lim.MaxDepth), creds), nil
+		}
+		r := in.Resource
+		if !cred.Allows(in.Action, r.Kind, r.Namespace, r.Name) {
+			// The credential does not reach this far: the caller's own
+			// rights are never used instead (no confused deputy).
+			return a.refuse(ctx, in, digest, fmt.Sprintf("the delegated credential %s does not allow %s on %s (its scopes: %s)",
+				cred.ID, in.Action, r, scopeList(cred.Scopes)), creds), nil
+		}
+		principals := make([]policy.Subject, len(in.Delegation))
+		for i, p := range cred.Principals() {
+			principals[i] = a.subject(identity.Classify(p))
+		}
+		d, err = a.Decider.DecideChain(ctx, in, principals, digest, creds)
+	}
+	out := Decision{Allow: d.Allow, Reasons: d.Reasons, Privileged: d.Privileged, ID: d.ID, Revision: d.Revision, Action: in.Action, Resource: in.Resource.String(), Limits: d.Limits}
 	if err != nil {
 		out.Allow = false
 		// The call may succeed elsewhere or later: a fresh view, a loaded
@@ -160,10 +194,30 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 	return out, nil
 }
 
+// chain is a credential's principals as input.delegation lists them:
+// the subject first, the presenting holder last.
+func (a *PolicyAuthorizer) chain(c *delegation.Credential) []policy.Actor {
+	ps := c.Principals()
+	out := make([]policy.Actor, len(ps))
+	for i, id := range ps {
+		p := identity.Classify(id)
+		out[i] = policy.Actor{ID: id.String(), Kind: string(p.Kind), Namespace: p.Namespace, Name: p.Name}
+	}
+	return out
+}
+
+func scopeList(ss []delegation.Scope) string {
+	parts := make([]string, len(ss))
+	for i, s := range ss {
+		parts[i] = s.String()
+	}
+	return strings.Join(parts, " ")
+}
+
 // refuse records a denial made without asking the policy.
-func (a *PolicyAuthorizer) refuse(ctx context.Context, in policy.Input, digest, reason string) Decision {
-	d := a.Decider.Refuse(ctx, in, digest, reason)
-	return Decision{ID: d.ID, Reasons: d.Reasons, Action: in.Action, Resource: in.Resource.String()}
+func (a *PolicyAuthorizer) refuse(ctx context.Context, in policy.Input, digest, reason string, creds []string) Decision {
+	d := a.Decider.Refuse(ctx, in, digest, reason, creds...)
+	return Decision{ID: d.ID, Reasons: d.Reasons, Action: in.Action, Resource: in.Resource.String(), Limits: d.Limits}
 }
 
 // SubjectOf is the policy subject for principal p (exported for `policy

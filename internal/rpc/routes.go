@@ -18,6 +18,35 @@ type route struct {
 	resource func(caller identity.Principal, msg any) policy.Resource
 }
 
+// requestFacts add what a request asks for to the input, beyond its action
+// and resource: input.credential for a Delegate call. The route has
+// already set the action and resource.
+var requestFacts = map[string]func(caller identity.Principal, msg any, in *policy.Input){
+	"/unum.v1.Credentials/Delegate": func(caller identity.Principal, m any, in *policy.Input) {
+		req, _ := m.(*unumv1.DelegateRequest)
+		in.Action = delegateAction(caller, m)
+		subject := nameOr(req.GetOnBehalfOf(), caller.ID.String())
+		if in.Subject.ID != caller.ID.String() {
+			// An exchange: the credential keeps its subject.
+			subject = in.Subject.ID
+		}
+		in.Credential = &policy.CredentialRequest{
+			Subject:    subject,
+			Holder:     nameOr(req.GetTo(), caller.ID.String()),
+			Scopes:     nonNil(req.GetScopes()),
+			Audience:   nonNil(req.GetAudience()),
+			TTLSeconds: req.GetTtlSeconds(),
+		}
+	},
+}
+
+func nonNil(ss []string) []string {
+	if ss == nil {
+		return []string{}
+	}
+	return ss
+}
+
 // storedResources refine a route's resource from stored state, for
 // requests that name a thing by id: they are decided on what that thing is.
 var storedResources = map[string]func(entries EntrySource, msg any, r policy.Resource) policy.Resource{
@@ -168,4 +197,33 @@ var routes = map[string]route{
 	"/unum.v1.Audit/SubmitCheckpoint": {"audit.submit", selfNode},
 	"/unum.v1.Audit/Configure":        {"audit.configure", cluster("audit", "config")},
 	"/unum.v1.Audit/GetConfig":        {"audit.config", cluster("audit", "config")},
+
+	// Minting is decided on the holder's resource (cred/NS/job/NAME for a
+	// workload), with the credential asked for in input.credential; minting
+	// on someone else's behalf is its own action, so no delegate grant
+	// covers it.
+	"/unum.v1.Credentials/Delegate": {"cred.delegate", credentialHolder},
+	"/unum.v1.Credentials/Inspect":  {"cred.inspect", cluster("cred", "inspect")},
+	"/unum.v1.Credentials/List":     {"cred.list", cluster("cred", "*")},
+	"/unum.v1.Credentials/Revoke": {"cred.revoke", named("cred", func(m any) string {
+		req, _ := m.(*unumv1.RevokeCredentialsRequest)
+		return req.GetJti() + req.GetSubject() + req.GetHolder()
+	})},
+	"/unum.v1.Credentials/Keys": {"cred.keys", cluster("cred", "keys")},
+}
+
+// credentialHolder is the resource of a Delegate call: the holder's.
+func credentialHolder(c identity.Principal, m any) policy.Resource {
+	req, _ := m.(*unumv1.DelegateRequest)
+	return WorkloadResource("cred", nameOr(req.GetTo(), c.ID.String()))
+}
+
+// delegateAction is cred.impersonate for a Delegate call on someone
+// else's behalf.
+func delegateAction(c identity.Principal, m any) string {
+	req, _ := m.(*unumv1.DelegateRequest)
+	if o := req.GetOnBehalfOf(); o != "" && o != c.ID.String() {
+		return "cred.impersonate"
+	}
+	return "cred.delegate"
 }

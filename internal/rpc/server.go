@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/delegation"
 	"github.com/unumos/unum/identity/revocation"
 )
 
@@ -73,7 +75,35 @@ type ServerConfig struct {
 	// Refusals every refused one and every caller whose chain is revoked
 	// when it connects (deny, with why). Anyone can cause a refusal, so
 	// Refusals should be rate-limited (audit.Limiter). Nil records nothing.
+	// Refusals (Audit when nil) also records every presented credential
+	// refused (cred.verify): a caller presenting garbage in a loop is
+	// counted, not written one event per call.
 	Audit, Refusals audit.Recorder
+	// Credentials verifies delegated credentials presented with a call
+	// (DelegationHeader); nil refuses every call that presents one.
+	// Audience is who this server is to them: the unum API (identity.APIID)
+	// and the node's own SPIFFE ID.
+	Credentials *delegation.Verifier
+	Audience    []spiffeid.ID
+}
+
+// DelegationHeader is the gRPC metadata key that carries a delegated
+// credential: the call is then made on behalf of the credential's subject,
+// by the presenting caller, who must be its holder.
+const DelegationHeader = "unum-delegation"
+
+// WithDelegation returns ctx whose outgoing calls present token.
+func WithDelegation(ctx context.Context, token string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, DelegationHeader, token)
+}
+
+type credentialKey struct{}
+
+// CredentialFromContext returns the delegated credential the current call
+// presented (verified, held by the caller), if any.
+func CredentialFromContext(ctx context.Context) (*delegation.Credential, bool) {
+	c, ok := ctx.Value(credentialKey{}).(*delegation.Credential)
+	return c, ok && c != nil
 }
 
 // NewServer returns a gRPC server on creds whose every method is checked
@@ -82,7 +112,11 @@ func NewServer(creds *Credentials, cfg ServerConfig, opts ...grpc.ServerOption) 
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	ic := &interceptor{authz: cfg.Authorizer, revocations: cfg.Revocations, log: cfg.Log}
+	credRefusals := cfg.Refusals
+	if credRefusals == nil {
+		credRefusals = cfg.Audit
+	}
+	ic := &interceptor{authz: cfg.Authorizer, revocations: cfg.Revocations, log: cfg.Log, creds: cfg.Credentials, audience: cfg.Audience, audit: credRefusals}
 	opts = append([]grpc.ServerOption{
 		grpc.Creds(tlsCreds(ServerTLS(creds), audit.ActionAuthnMTLS, cfg.Audit, cfg.Refusals, cfg.Revocations, cfg.Log)),
 		grpc.ChainUnaryInterceptor(ic.unary),
@@ -95,6 +129,9 @@ type interceptor struct {
 	authz       Authorizer
 	revocations *revocation.View
 	log         *slog.Logger
+	creds       *delegation.Verifier
+	audience    []spiffeid.ID
+	audit       audit.Recorder
 }
 
 // authorize checks the caller of a call (revocation, expiry, authorizer,
@@ -110,7 +147,11 @@ func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (c
 	if err := ic.checkRevoked(method, caller, chain); err != nil {
 		return nil, nil, err
 	}
-	d, err := ic.authz.Authorize(ctx, Request{Caller: caller, Method: method, Message: msg, RequestID: requestID(ctx)})
+	cred, err := ic.credential(ctx, method, caller)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := ic.authz.Authorize(ctx, Request{Caller: caller, Method: method, Message: msg, RequestID: requestID(ctx), Credential: cred})
 	if err != nil {
 		// Fail closed: an authorizer that cannot decide denies.
 		ic.log.Warn("authorizer failed", "method", method, "caller", caller.ID.String(), "decision_id", d.ID, "err", err)
@@ -132,7 +173,47 @@ func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (c
 			return nil, nil, status.Errorf(codes.Unavailable, "%s refused: %v", shortMethod(method), err)
 		}
 	}
-	return context.WithValue(WithCaller(ctx, caller), decisionKey{}, d), chain, nil
+	ctx = context.WithValue(WithCaller(ctx, caller), decisionKey{}, d)
+	if cred != nil {
+		ctx = context.WithValue(ctx, credentialKey{}, cred)
+	}
+	return ctx, chain, nil
+}
+
+// credential verifies the delegated credential the call presents, if any:
+// nil without one. A credential that does not verify refuses the call
+// (Unauthenticated, with why) and is recorded (cred.verify, deny): the
+// caller is never judged on its own rights instead.
+func (ic *interceptor) credential(ctx context.Context, method string, caller Caller) (*delegation.Credential, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	tokens := md.Get(DelegationHeader)
+	if len(tokens) == 0 {
+		return nil, nil
+	}
+	var cred *delegation.Credential
+	err := errors.New("more than one delegated credential presented")
+	if len(tokens) == 1 {
+		if ic.creds == nil {
+			err = errors.New("this server does not accept delegated credentials")
+		} else {
+			cred, err = ic.creds.Verify(delegation.Presentation{Token: tokens[0], Peer: caller.Certificate, Audience: ic.audience, MaxDepth: delegation.MaxDepth})
+		}
+	}
+	if err == nil {
+		return cred, nil
+	}
+	ic.log.Info("delegated credential refused", "method", method, "caller", caller.ID.String(), "err", err)
+	if ic.audit != nil {
+		e := audit.Event{Kind: audit.KindCredential, Action: audit.ActionCredVerify, Subject: caller.ID.String(), Outcome: audit.Deny,
+			Resource: "method/-/" + method, Reasons: []string{err.Error()}}
+		if cred != nil {
+			e.Creds = cred.JTIs()
+		}
+		if rerr := ic.audit.Record(ctx, &e); rerr != nil {
+			ic.log.Warn("audit: record refused credential", "err", rerr)
+		}
+	}
+	return nil, status.Errorf(codes.Unauthenticated, "delegated credential refused: %v", err)
 }
 
 // checkRevoked refuses a revoked caller with the reason (codes.Unauthenticated:
