@@ -135,7 +135,8 @@ type RestoreRewrite struct {
 
 // RewriteAfterRestore rewrites restored cluster state in one transaction:
 // the restored node's record (addresses, etcd member ID), every other
-// control node moved to the removed nodes with its JWT key dropped, every
+// control node moved to the removed nodes with its JWT and credential keys
+// dropped, every
 // unused join and user token voided (a token used after the backup would
 // otherwise be usable a second time), and the restore window. Compute nodes
 // stay members; they renew against the restored state.
@@ -187,6 +188,7 @@ func RewriteAfterRestore(ctx context.Context, cli *clientv3.Client, plan Restore
 			ops = append(ops,
 				clientv3.OpDelete(nodeKey(n.Name)),
 				clientv3.OpDelete(nodeStatusKey(n.Name)),
+				clientv3.OpDelete(prefixCredKeys+n.Name),
 				clientv3.OpPut(removedNodeKey(n.Name), mustJSON(RemovedNodeRecord{Node: n, RemovedAt: plan.Now.UTC(), RemovedBy: "unum backup restore", Forced: true})))
 		default:
 			out.Nodes = append(out.Nodes, n.Name)

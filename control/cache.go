@@ -31,8 +31,10 @@ type stateCache struct {
 		entries map[string]EntryRecord
 		nodes   map[string]NodeRecord
 		jwtKeys map[string]JWTKeyRecord
-		users   map[string]UserRecord
-		roots   []*x509.Certificate
+		// credKeys are the control nodes' credential key sets, by node.
+		credKeys map[string]CredKeyRecord
+		users    map[string]UserRecord
+		roots    []*x509.Certificate
 		// audit is the cluster's audit settings, handed to nodes in
 		// heartbeat answers (nil: the defaults).
 		audit *audit.Settings
@@ -48,12 +50,13 @@ func newStateCache(cli *clientv3.Client, log *slog.Logger) *stateCache {
 }
 
 type snapshot struct {
-	entries []EntryRecord
-	nodes   []NodeRecord
-	jwtKeys []JWTKeyRecord
-	roots   []*x509.Certificate
-	changed <-chan struct{}
-	loaded  bool
+	entries  []EntryRecord
+	nodes    []NodeRecord
+	jwtKeys  []JWTKeyRecord
+	credKeys []CredKeyRecord
+	roots    []*x509.Certificate
+	changed  <-chan struct{}
+	loaded   bool
 }
 
 func (s *stateCache) snapshot() snapshot {
@@ -69,6 +72,10 @@ func (s *stateCache) snapshot() snapshot {
 	for _, k := range s.mu.jwtKeys {
 		snap.jwtKeys = append(snap.jwtKeys, k)
 	}
+	for _, k := range s.mu.credKeys {
+		snap.credKeys = append(snap.credKeys, k)
+	}
+	sort.Slice(snap.credKeys, func(i, j int) bool { return snap.credKeys[i].Node < snap.credKeys[j].Node })
 	sort.Slice(snap.entries, func(i, j int) bool { return snap.entries[i].ID < snap.entries[j].ID })
 	sort.Slice(snap.nodes, func(i, j int) bool { return snap.nodes[i].Name < snap.nodes[j].Name })
 	sort.Slice(snap.jwtKeys, func(i, j int) bool { return snap.jwtKeys[i].KeyID < snap.jwtKeys[j].KeyID })
@@ -78,6 +85,7 @@ func (s *stateCache) snapshot() snapshot {
 func interesting(key string) bool {
 	return strings.HasPrefix(key, prefixEntries) || strings.HasPrefix(key, prefixNodes) ||
 		strings.HasPrefix(key, prefixJWTKeys) || strings.HasPrefix(key, prefixUsers) || key == keyRoots ||
+		strings.HasPrefix(key, prefixCredKeys) ||
 		key == keyAuditConfig
 }
 
@@ -129,6 +137,7 @@ func (s *stateCache) load(ctx context.Context) (int64, error) {
 	s.mu.entries = map[string]EntryRecord{}
 	s.mu.nodes = map[string]NodeRecord{}
 	s.mu.jwtKeys = map[string]JWTKeyRecord{}
+	s.mu.credKeys = map[string]CredKeyRecord{}
 	s.mu.users = map[string]UserRecord{}
 	s.mu.audit = nil
 	for _, kv := range resp.Kvs {
@@ -170,6 +179,15 @@ func (s *stateCache) applyLocked(key string, value []byte, deleted bool) {
 		}
 		if k, err := decode[JWTKeyRecord](value); err == nil {
 			s.mu.jwtKeys[kid] = k
+		}
+	case strings.HasPrefix(key, prefixCredKeys):
+		node := strings.TrimPrefix(key, prefixCredKeys)
+		if deleted {
+			delete(s.mu.credKeys, node)
+			return
+		}
+		if k, err := decode[CredKeyRecord](value); err == nil {
+			s.mu.credKeys[node] = k
 		}
 	case strings.HasPrefix(key, prefixUsers):
 		name := strings.TrimPrefix(key, prefixUsers)

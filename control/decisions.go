@@ -3,6 +3,7 @@ package control
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/policy"
@@ -21,6 +22,9 @@ type DecisionDetails struct {
 	// stale view, an engine failure, a request refused without asking it).
 	Error  string               `json:"error,omitempty"`
 	Shadow *policy.ShadowResult `json:"shadow,omitempty"`
+	// Principals are each principal's own answer when the call was
+	// delegated (the decision is their intersection).
+	Principals []policy.PrincipalResult `json:"principals,omitempty"`
 }
 
 // Bounds on what a decision's event copies from a bundle's answers, so an
@@ -49,11 +53,18 @@ func DecisionEvent(r *policy.Record) audit.Event {
 		DecisionID: r.ID, PolicyRevision: r.Revision,
 		Reasons:       boundReasons(r.Result.Reasons),
 		RequestDigest: r.RequestDigest,
+		Creds:         r.Creds,
 	}
-	for _, a := range r.Input.Delegation {
-		e.Chain = append(e.Chain, a.ID)
+	// The delegation list starts with the subject: the chain is the actors.
+	for i, a := range r.Input.Delegation {
+		if i > 0 {
+			e.Chain = append(e.Chain, a.ID)
+		}
 	}
-	d := DecisionDetails{Input: r.Input, BundleDigest: r.Digest, Error: r.Err}
+	d := DecisionDetails{Input: r.Input, BundleDigest: r.Digest, Error: r.Err, Principals: slices.Clone(r.Principals)}
+	for i := range d.Principals {
+		d.Principals[i].Reasons = boundReasons(d.Principals[i].Reasons)
+	}
 	if r.Shadow != nil {
 		s := *r.Shadow
 		s.Result.Reasons, s.Live.Reasons = boundReasons(s.Result.Reasons), boundReasons(s.Live.Reasons)
@@ -96,5 +107,7 @@ func DecisionFromEvent(e *audit.Event) (*policy.Record, error) {
 		Err:           d.Error,
 		Shadow:        d.Shadow,
 		RequestDigest: e.RequestDigest,
+		Creds:         e.Creds,
+		Principals:    d.Principals,
 	}, nil
 }

@@ -18,11 +18,20 @@ func decisionRecord() *policy.Record {
 			Subject:    policy.Subject{ID: "spiffe://unum.test/user/alice", Kind: "user", Name: "alice", Attributes: map[string]string{"role": "operator"}},
 			Action:     "id.register",
 			Resource:   policy.Resource{Kind: "id", Namespace: "web", Name: "job/api"},
-			Delegation: []policy.Actor{{ID: "spiffe://unum.test/ns/web/job/ci", Kind: "workload"}},
+			// A delegated call: the subject first, then the actor.
+			Delegation: []policy.Actor{
+				{ID: "spiffe://unum.test/user/alice", Kind: "user", Name: "alice"},
+				{ID: "spiffe://unum.test/ns/web/job/ci", Kind: "workload", Namespace: "web", Name: "job/ci"},
+			},
 			Context:    policy.Context{Node: "node-1", Time: time.Date(2026, 11, 26, 3, 0, 0, 5, time.UTC), RequestID: "r1"},
 		},
 		Result:        policy.Result{Allow: true, Privileged: true, Reasons: []string{"operators register workloads"}},
 		RequestDigest: "sha256:request",
+		Creds:         []string{"0123456789abcdef0123456789abcdef"},
+		Principals: []policy.PrincipalResult{
+			{ID: "spiffe://unum.test/user/alice", Result: policy.Result{Allow: true, Reasons: []string{"operators register workloads"}}},
+			{ID: "spiffe://unum.test/ns/web/job/ci", Result: policy.Result{Allow: true, Reasons: []string{"a binding"}}},
+		},
 	}
 }
 
@@ -52,7 +61,8 @@ func TestDecisionEventRoundTrip(t *testing.T) {
 			require.Equal(t, "id.register", e.Action)
 			require.Equal(t, "spiffe://unum.test/user/alice", e.Subject)
 			require.Equal(t, "id/web/job/api", e.Resource)
-			require.Equal(t, []string{"spiffe://unum.test/ns/web/job/ci"}, e.Chain)
+			require.Equal(t, []string{"spiffe://unum.test/ns/web/job/ci"}, e.Chain, "the actors, not the subject")
+			require.Equal(t, []string{"0123456789abcdef0123456789abcdef"}, e.Creds)
 			require.Equal(t, tc.outcome, e.Outcome)
 			require.Equal(t, "sha256:request", e.RequestDigest)
 			require.Equal(t, r.ID, e.DecisionID)
@@ -79,6 +89,8 @@ func TestDecisionEventRoundTrip(t *testing.T) {
 			require.Equal(t, r.Err, back.Err)
 			require.Equal(t, r.Shadow, back.Shadow)
 			require.Equal(t, r.RequestDigest, back.RequestDigest)
+			require.Equal(t, r.Creds, back.Creds)
+			require.Equal(t, r.Principals, back.Principals)
 		})
 	}
 }

@@ -188,6 +188,9 @@ func (s *Server) RemoveNode(ctx context.Context, req *unumv1.RemoveNodeRequest) 
 		clientv3.OpDelete(nodeKey(name)),
 		clientv3.OpDelete(nodeStatusKey(name)),
 		clientv3.OpPut(removedNodeKey(name), mustJSON(removed)),
+		// Credentials it signed stop verifying everywhere: a removed
+		// control node may have been removed for being compromised.
+		clientv3.OpDelete(prefixCredKeys + name),
 	}
 	deleted, err := s.deleteNodeEntries(ctx, name, c.ID.String())
 	if err != nil {

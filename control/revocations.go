@@ -274,15 +274,19 @@ func (s *Server) WatchRevocations(_ *unumv1.WatchRevocationsRequest, stream unum
 func RevocationUpdate(set *revocation.Set, age time.Duration) *unumv1.RevocationUpdate {
 	msg := &unumv1.RevocationUpdate{Full: true, Revision: set.Revision(), ViewAgeMs: age.Milliseconds()}
 	for _, e := range set.Entries() {
-		msg.Revocations = append(msg.Revocations, &unumv1.Revocation{
-			SpiffeId: e.ID, BeforeUnixNano: e.Before.UnixNano(), Reason: e.Reason,
-			RevokedBy: e.RevokedBy, RevokedAtUnix: e.RevokedAt.Unix(),
-		})
+		msg.Revocations = append(msg.Revocations, revocationToProto(e))
 	}
 	if w := set.Restore(); !w.IsZero() {
 		msg.Restore = &unumv1.RestoreWindow{BackupUnixNano: w.BackupAt.UnixNano(), RestoredUnixNano: w.RestoredAt.UnixNano()}
 	}
 	return msg
+}
+
+func revocationToProto(e revocation.Entry) *unumv1.Revocation {
+	return &unumv1.Revocation{
+		SpiffeId: e.ID, BeforeUnixNano: e.Before.UnixNano(), Reason: e.Reason,
+		RevokedBy: e.RevokedBy, RevokedAtUnix: e.RevokedAt.Unix(),
+	}
 }
 
 // SetFromUpdate decodes a full RevocationUpdate.

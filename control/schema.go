@@ -8,9 +8,12 @@ import (
 
 // Keys in etcd. Everything unum keeps in etcd lives under /unum/.
 const (
-	keyClusterInfo   = "/unum/cluster/info"
-	keyRoots         = "/unum/ca/roots"
-	prefixJWTKeys    = "/unum/ca/jwt/"
+	keyClusterInfo = "/unum/cluster/info"
+	keyRoots       = "/unum/ca/roots"
+	prefixJWTKeys  = "/unum/ca/jwt/"
+	// prefixCredKeys holds one CredKeyRecord per control node: the public
+	// keys of its delegated-credential keyring.
+	prefixCredKeys   = "/unum/cred/keys/"
 	prefixNodes      = "/unum/nodes/"
 	prefixNodeStatus = "/unum/nodestatus/"
 	prefixEntries    = "/unum/entries/"

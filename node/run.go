@@ -31,6 +31,7 @@ import (
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/agent"
 	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/identity/delegation"
 	"github.com/unumos/unum/identity/revocation"
 	"github.com/unumos/unum/identity/selector"
 	"github.com/unumos/unum/internal/rpc"
@@ -176,6 +177,14 @@ type node struct {
 	auditKick     chan struct{}
 	retentionKick chan struct{}
 	auditSettings atomic.Pointer[audit.Settings]
+
+	// credVerifier verifies the delegated credentials presented to this
+	// node's API (node/credentials.go); credKeySets are the key sets it
+	// was last given. credIssuer (control nodes) signs them.
+	credVerifier *delegation.Verifier
+	credKeysMu   sync.Mutex
+	credKeySets  map[string][]byte
+	credIssuer   atomic.Pointer[delegation.Issuer]
 }
 
 func (n *node) nodeSVIDTTL() time.Duration {
@@ -216,6 +225,9 @@ func newNode(o Options, l Layout, cfg *Config) (*node, error) {
 		revocations: revocation.NewView(o.RevocationBound, time.Now), renewNow: make(chan struct{}, 1), svidReplaced: make(chan struct{}, 1),
 		policy: pv, engines: policy.NewEngineCache(8)}
 	n.decisionLog = &decisionLog{n: n, shadows: policy.NewRing(shadowChangesKept)}
+	if n.credVerifier, err = delegation.NewVerifier(delegation.VerifierConfig{TrustDomain: td, Revocations: n.revocations}); err != nil {
+		return nil, err
+	}
 	n.decider = policy.NewDecider(policy.DeciderConfig{Node: cfg.Name, View: pv, Log: n.decisionLog})
 	if o.started != nil {
 		o.started(n)
@@ -314,7 +326,8 @@ func (n *node) run(ctx context.Context) error {
 	if ctl != nil {
 		authz.Entries = ctl
 	}
-	api := rpc.NewServer(n.creds, rpc.ServerConfig{Authorizer: authz, Revocations: n.revocations, Log: n.log, Audit: n.audit, Refusals: refusals})
+	api := rpc.NewServer(n.creds, rpc.ServerConfig{Authorizer: authz, Revocations: n.revocations, Log: n.log, Audit: n.audit, Refusals: refusals,
+		Credentials: n.credVerifier, Audience: []spiffeid.ID{identity.APIID(n.td), n.id}})
 	unumv1.RegisterPolicyServer(api, &control.PolicyService{
 		Local: control.LocalDecisions{Node: n.cfg.Name, Decisions: n.audit, Shadows: n.decisionLog.shadows, Engines: n.engines, View: n.policy},
 		S:     ctl,
@@ -332,6 +345,7 @@ func (n *node) run(ctx context.Context) error {
 		unumv1.RegisterUsersServer(api, ctl)
 		unumv1.RegisterBackupServer(api, ctl)
 		unumv1.RegisterCAServer(api, control.CAService{S: ctl})
+		unumv1.RegisterCredentialsServer(api, &control.CredentialService{S: ctl, Issuer: n.credIssuer.Load, Verifier: n.credVerifier, Log: n.audit})
 		enrollLis, err := net.Listen("tcp", n.cfg.EnrollListen)
 		if err != nil {
 			apiLis.Close()
@@ -549,6 +563,16 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		stop()
 		return nil, nil, err
 	}
+	keyring, err := n.loadCredKeyring(kek, time.Now())
+	if err == nil {
+		err = n.useCredKeyring(keyring)
+	}
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	goFn("credential keyring", func(ctx context.Context) error { n.credKeyringLoop(ctx, kek, keyring, cli); return nil })
+	goFn("credential keys", func(ctx context.Context) error { n.followCredKeys(ctx, ctl); return nil })
 	if voters != nil {
 		goFn("etcd promotion", func(ctx context.Context) error {
 			if err := meta.PromoteWhenReady(ctx, voters, n.cfg.Etcd.MemberID); err != nil {
@@ -728,6 +752,10 @@ func (n *node) applySync(resp *unumv1.SyncAgentResponse) {
 		if err == nil {
 			jwtKeys[k.GetKid()] = pub
 		}
+	}
+	if !n.cfg.HasRole("control") {
+		// Control nodes read the keys from their own state cache.
+		n.setCredKeys(control.KeySetsFromProto(resp.GetCredKeys()))
 	}
 	if n.agent != nil {
 		n.agent.SetBundles(roots, jwtKeys)
