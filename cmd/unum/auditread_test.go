@@ -18,12 +18,17 @@ import (
 )
 
 type auditEventJSON struct {
-	ID       string `json:"id"`
-	Node     string `json:"node"`
-	Action   string `json:"action"`
-	Subject  string `json:"subject"`
-	Resource string `json:"resource"`
-	Outcome  string `json:"outcome"`
+	ID       string   `json:"id"`
+	Node     string   `json:"node"`
+	Action   string   `json:"action"`
+	Subject  string   `json:"subject"`
+	Resource string   `json:"resource"`
+	Outcome  string   `json:"outcome"`
+	Kind     string   `json:"kind"`
+	Chain    []string `json:"chain"`
+	Creds    []string `json:"creds"`
+	Reasons  []string `json:"reasons"`
+	Decision string   `json:"decision_id"`
 }
 
 func auditQuery(t *testing.T, d *devCluster, args ...string) []auditEventJSON {

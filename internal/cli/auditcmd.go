@@ -48,7 +48,7 @@ func auditCommands() []*command {
 
 // auditFilterFlags are the filters tail, query and export share.
 type auditFilterFlags struct {
-	subject, action, outcome, node, kind, decision, since, until string
+	subject, action, outcome, node, kind, decision, cred, since, until string
 }
 
 func (a *auditFilterFlags) register(fs *flag.FlagSet, times bool) {
@@ -58,6 +58,7 @@ func (a *auditFilterFlags) register(fs *flag.FlagSet, times bool) {
 	fs.StringVar(&a.node, "node", "", "only this node's log")
 	fs.StringVar(&a.kind, "kind", "", "only this kind of event: authz, authn, svid, token, entry, user, revocation, ca, recovery, policy, node, audit, ...")
 	fs.StringVar(&a.decision, "decision", "", "only the event of this decision id")
+	fs.StringVar(&a.cred, "cred", "", "only events about delegated credential JTI or one minted from it: its mint, uses, refusals, revocation")
 	if times {
 		fs.StringVar(&a.since, "since", "", "only events at or after T: RFC 3339, or a duration back from now (10m, 2h, 7d)")
 		fs.StringVar(&a.until, "until", "", "only events before T: RFC 3339, or a duration back from now")
@@ -67,7 +68,7 @@ func (a *auditFilterFlags) register(fs *flag.FlagSet, times bool) {
 // filter builds and checks the filter as a node will (audit.FilterFromProto),
 // so a bad value is a usage error before anything is dialed.
 func (a *auditFilterFlags) filter(now time.Time) (audit.Filter, error) {
-	f := audit.Filter{Subject: a.subject, Action: a.action, Node: a.node, DecisionID: a.decision,
+	f := audit.Filter{Subject: a.subject, Action: a.action, Node: a.node, DecisionID: a.decision, Cred: a.cred,
 		Outcome: audit.Outcome(a.outcome), Kind: audit.Kind(a.kind)}
 	var err error
 	if f.Since, err = parseWhen(a.since, now); err != nil {
