@@ -90,20 +90,17 @@ type ServerConfig struct {
 // DelegationHeader is the gRPC metadata key that carries a delegated
 // credential: the call is then made on behalf of the credential's subject,
 // by the presenting caller, who must be its holder.
-const DelegationHeader = "unum-delegation"
+const DelegationHeader = delegation.MetadataKey
 
 // WithDelegation returns ctx whose outgoing calls present token.
 func WithDelegation(ctx context.Context, token string) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, DelegationHeader, token)
+	return delegation.OutgoingContext(ctx, token)
 }
-
-type credentialKey struct{}
 
 // CredentialFromContext returns the delegated credential the current call
 // presented (verified, held by the caller), if any.
 func CredentialFromContext(ctx context.Context) (*delegation.Credential, bool) {
-	c, ok := ctx.Value(credentialKey{}).(*delegation.Credential)
-	return c, ok && c != nil
+	return delegation.FromContext(ctx)
 }
 
 // NewServer returns a gRPC server on creds whose every method is checked
@@ -175,7 +172,7 @@ func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (c
 	}
 	ctx = context.WithValue(WithCaller(ctx, caller), decisionKey{}, d)
 	if cred != nil {
-		ctx = context.WithValue(ctx, credentialKey{}, cred)
+		ctx = delegation.NewContext(ctx, cred)
 	}
 	return ctx, chain, nil
 }
@@ -185,18 +182,19 @@ func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (c
 // (Unauthenticated, with why) and is recorded (cred.verify, deny): the
 // caller is never judged on its own rights instead.
 func (ic *interceptor) credential(ctx context.Context, method string, caller Caller) (*delegation.Credential, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	tokens := md.Get(DelegationHeader)
-	if len(tokens) == 0 {
-		return nil, nil
-	}
 	var cred *delegation.Credential
-	err := errors.New("more than one delegated credential presented")
-	if len(tokens) == 1 {
-		if ic.creds == nil {
-			err = errors.New("this server does not accept delegated credentials")
-		} else {
-			cred, err = ic.creds.Verify(delegation.Presentation{Token: tokens[0], Peer: caller.Certificate, Audience: ic.audience, MaxDepth: delegation.MaxDepth})
+	var err error
+	if ic.creds == nil {
+		md, _ := metadata.FromIncomingContext(ctx)
+		if len(md.Get(DelegationHeader)) == 0 {
+			return nil, nil
+		}
+		err = errors.New("this server does not accept delegated credentials")
+	} else {
+		// The policy's depth bound is applied when the call is decided.
+		cred, err = ic.creds.FromIncoming(ctx, ic.audience, delegation.MaxDepth)
+		if errors.Is(err, delegation.ErrNotPresented) {
+			return nil, nil
 		}
 	}
 	if err == nil {
