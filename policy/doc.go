@@ -23,7 +23,7 @@
 //	                 "attributes": {"role": "viewer"}},
 //	  "action":     "id.register",          // <noun>.<verb> of the CLI command
 //	  "resource":   {"kind": "id", "namespace": "web", "name": "job/api"},  // id/web/job/api; "-" = cluster-scoped
-//	  "delegation": [{"id": "spiffe://...", "kind": "workload"}],  // the verified chain (delegation issue)
+//	  "delegation": [{"id": "spiffe://...", "kind": "user", "namespace": "", "name": "alice"}, ...],  // a delegated call: subject first, caller last
 //	  "context":    {"node": "node-1", "time": "RFC 3339", "request_id": "..."}
 //	}
 //

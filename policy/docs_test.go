@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -94,4 +95,43 @@ func TestDocsExtensionExample(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, r.Allow)
 	require.Equal(t, []string{"node removal frozen until the migration ends"}, r.Reasons)
+}
+
+// TestDocsDelegationExamples applies the guide's delegation examples: the
+// tenant rule denies the KV service acting for another tenant's user, and
+// the limits block sets what it says.
+func TestDocsDelegationExamples(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "docs", "policy.md"))
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(data), "## Delegated calls")
+	require.True(t, ok)
+	var blocks []string
+	for range 2 {
+		var block string
+		_, section, ok = strings.Cut(section, "```rego\n")
+		require.True(t, ok, "the delegation section has two rego examples")
+		block, section, _ = strings.Cut(section, "```")
+		blocks = append(blocks, block)
+	}
+	ctx := context.Background()
+	b := bundleWith(map[string]string{"tenant.rego": "package unum.authz\n\nimport rego.v1\n\n" + blocks[0], "limits.rego": blocks[1]})
+	b.Files["data.json"] = []byte(`{"bindings": {"spiffe://unum.local/system/kv": "admin"}, "tenants": {"spiffe://unum.local/user/alice": "a"}}`)
+	e, err := NewEngine(ctx, b, 2)
+	require.NoError(t, err)
+	require.Equal(t, DelegationLimits{MaxDepth: 3, MaxTTL: 30 * time.Minute}, e.Limits())
+
+	kv := Subject{ID: "spiffe://unum.local/system/kv", Kind: "system", Name: "kv", Attributes: map[string]string{}}
+	in := Input{
+		Subject: kv, Action: "kv.read", Resource: Resource{Kind: "kv", Namespace: "a", Name: "k"},
+		Delegation: []Actor{{ID: "spiffe://unum.local/user/alice", Kind: "user", Name: "alice"}, {ID: kv.ID, Kind: "system", Name: "kv"}},
+		Context:    Context{Node: "n1", Time: t0},
+	}
+	r, err := e.Eval(ctx, &in)
+	require.NoError(t, err)
+	require.True(t, r.Allow, "acting for a user of tenant a, on tenant a: %v", r.Reasons)
+	in.Resource.Namespace = "b"
+	r, err = e.Eval(ctx, &in)
+	require.NoError(t, err)
+	require.False(t, r.Allow, "acting for a user of tenant a, on tenant b")
+	require.Contains(t, r.Reasons, "the kv service reads a tenant's keys only for that tenant's users")
 }

@@ -188,6 +188,28 @@ func TestCredentialsThreeHops(t *testing.T) {
 	evs = auditQuery(t, d, "--cred", c2.JTI, "--action", "cred.verify")
 	require.NotEmpty(t, evs, "refused presentations are recorded")
 	require.Equal(t, "deny", evs[0].Outcome)
+
+	// Inspect tells malformed and forged tokens apart, exit 1 with why.
+	r = unum(t, d.env, "cred", "inspect", "x.y.z")
+	require.Equal(t, 1, r.code, r.stdout)
+	require.Contains(t, r.stderr, "malformed")
+	parts := strings.Split(tok1, ".")
+	forged := parts[0] + "." + parts[1] + "." + strings.Repeat("A", len(parts[2]))
+	r = unum(t, d.env, "cred", "inspect", forged)
+	require.Equal(t, 1, r.code, r.stdout)
+	require.Contains(t, r.stderr, "forged")
+
+	// Impersonation is its own privileged action: alice may not, the admin
+	// may, and stays in the chain as the real issuer.
+	r = unum(t, alice, "cred", "delegate", "--to", svcA, "--aud", api, "--scope", "cluster.status:cluster/-/status", "--on-behalf-of", "spiffe://unum.local/user/admin")
+	require.Equal(t, 3, r.code, "a viewer may not impersonate: %s", r.stderr)
+	require.Contains(t, r.stderr, "cred.impersonate")
+	r = unum(t, d.env, "cred", "delegate", "--to", svcA, "--aud", api, "--scope", "cluster.status:cluster/-/status", "--on-behalf-of", "spiffe://unum.local/user/alice")
+	require.Equal(t, 0, r.code, r.stderr)
+	c3 := inspect(t, d, strings.TrimSpace(r.stdout))
+	require.Equal(t, "spiffe://unum.local/user/alice", c3.Subject)
+	require.Equal(t, "spiffe://unum.local/user/admin", c3.Chain[0].Actor, "the real issuer stays in act")
+	require.Equal(t, svcA, c3.Chain[1].Actor)
 }
 
 // userEnv adds a user with role and logs in as them; the env runs the CLI
