@@ -15,15 +15,15 @@ func decisionRecord() *policy.Record {
 	return &policy.Record{
 		ID: "node-1.0123456789abcdef", Time: time.Date(2026, 11, 26, 3, 0, 0, 5, time.UTC), Revision: 7, Digest: "sha256:bundle",
 		Input: policy.Input{
-			Subject:    policy.Subject{ID: "spiffe://unum.test/user/alice", Kind: "user", Name: "alice", Attributes: map[string]string{"role": "operator"}},
-			Action:     "id.register",
-			Resource:   policy.Resource{Kind: "id", Namespace: "web", Name: "job/api"},
+			Subject:  policy.Subject{ID: "spiffe://unum.test/user/alice", Kind: "user", Name: "alice", Attributes: map[string]string{"role": "operator"}},
+			Action:   "id.register",
+			Resource: policy.Resource{Kind: "id", Namespace: "web", Name: "job/api"},
 			// A delegated call: the subject first, then the actor.
 			Delegation: []policy.Actor{
 				{ID: "spiffe://unum.test/user/alice", Kind: "user", Name: "alice"},
 				{ID: "spiffe://unum.test/ns/web/job/ci", Kind: "workload", Namespace: "web", Name: "job/ci"},
 			},
-			Context:    policy.Context{Node: "node-1", Time: time.Date(2026, 11, 26, 3, 0, 0, 5, time.UTC), RequestID: "r1"},
+			Context: policy.Context{Node: "node-1", Time: time.Date(2026, 11, 26, 3, 0, 0, 5, time.UTC), RequestID: "r1"},
 		},
 		Result:        policy.Result{Allow: true, Privileged: true, Reasons: []string{"operators register workloads"}},
 		RequestDigest: "sha256:request",
