@@ -416,7 +416,8 @@ const (
 )
 
 // RevocationKeyJTI revokes the credential jti and everything minted from
-// it.
+// it, whenever minted (the entry's Before does not apply: a jti names one
+// credential).
 func RevocationKeyJTI(jti string) string { return revocationJTI + jti }
 
 // RevocationKeySubject revokes every credential on behalf of id.

@@ -244,9 +244,9 @@ func CheckHolder(c *Credential, peer *x509.Certificate) error {
 }
 
 // CheckRevoked checks the credential against a revocation set: its jti
-// and every ancestor's, its subject, every actor as a holder, and the
-// SPIFFE identity of everyone in the chain, each against when it was
-// issued.
+// and every ancestor's (whenever revoked), its subject, every actor as a
+// holder, and the SPIFFE identity of everyone in the chain (each against
+// when the credential was issued), and the set's restore window.
 func CheckRevoked(set *revocation.Set, c *Credential) error {
 	check := func(key, what string) error {
 		err := set.Check(key, c.IssuedAt)
@@ -258,9 +258,22 @@ func CheckRevoked(set *revocation.Set, c *Credential) error {
 		}
 		return fmt.Errorf("%w: %s: %v", ErrRevoked, what, err)
 	}
+	// A jti names one credential, so its entry refuses it and everything
+	// minted from it whenever that was minted: a child minted after its
+	// ancestor's revocation (by an issuer whose view lagged) carries a later
+	// iat than the entry's Before, and would pass the time comparison the
+	// other keys use.
 	for _, j := range c.JTIs() {
-		if err := check(RevocationKeyJTI(j), "credential "+j); err != nil {
-			return err
+		if e, ok := set.Lookup(RevocationKeyJTI(j)); ok {
+			what := "credential " + j
+			if j != c.ID {
+				what = "ancestor credential " + j
+			}
+			why := e.Reason
+			if why == "" {
+				why = "no reason given"
+			}
+			return fmt.Errorf("%w: %s, revoked at %s by %q (%s)", ErrRevoked, what, e.RevokedAt.UTC().Format(time.RFC3339), e.RevokedBy, why)
 		}
 	}
 	if err := check(RevocationKeySubject(c.Subject), "credentials on behalf of "+c.Subject.String()); err != nil {
