@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -167,6 +168,67 @@ type cnf struct {
 	X5T      string `json:"x5t#S256,omitempty"`
 }
 
+// isClaimMember reports whether name is a member of claims, act or cnf.
+func isClaimMember(name string) bool {
+	switch name {
+	case "iss", "sub", "aud", "scope", "iat", "nbf", "exp", "jti", "act", "cnf", "spiffe_id", "x5t#S256":
+		return true
+	}
+	return false
+}
+
+// exactMembers checks that every object in the JSON text b names each
+// member once, spelt exactly as a name known reports. encoding/json matches member
+// names without regard to case (with Unicode folding: "ſcope" is scope)
+// and keeps the last of duplicates, so DisallowUnknownFields alone lets
+// "SCOPE" through and a reader that keeps the first duplicate would see
+// another credential in the same signed bytes (RFC 7515 §5.2: duplicate
+// member names are refused). Which member belongs at which level is left to
+// the struct decoder that follows.
+func exactMembers(b []byte, known func(string) bool) error {
+	type frame struct {
+		object, wantName bool
+		seen             map[string]bool
+	}
+	var stack []*frame
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.wantName {
+			name, _ := tok.(string)
+			if !known(name) {
+				return fmt.Errorf("unknown member %q", name)
+			}
+			if top.seen[name] {
+				return fmt.Errorf("member %q given twice", name)
+			}
+			top.seen[name], top.wantName = true, false
+			continue
+		}
+		if top != nil && top.object {
+			top.wantName = true // after this value
+		}
+		if d, ok := tok.(json.Delim); ok {
+			stack = append(stack, &frame{object: d == '{', wantName: d == '{', seen: map[string]bool{}})
+		}
+	}
+}
+
 // claimsOf is c's wire form.
 func claimsOf(c *Credential) claims {
 	cl := claims{
@@ -200,6 +262,9 @@ func idStrings(ids []spiffeid.ID) []string {
 // decodeClaims parses a payload strictly: unknown fields, trailing data,
 // missing claims and ill-formed values are errors (ErrMalformed).
 func decodeClaims(payload []byte, td spiffeid.TrustDomain) (*Credential, error) {
+	if err := exactMembers(payload, isClaimMember); err != nil {
+		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	var cl claims

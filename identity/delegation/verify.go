@@ -299,9 +299,17 @@ type header struct {
 	Typ string `json:"typ"`
 }
 
+// isHeaderMember reports whether name is a member of header.
+func isHeaderMember(name string) bool { return name == "alg" || name == "kid" || name == "typ" }
+
 // Parse checks a token's format and signature against keys and decodes its
 // claims (not the chain rules, time, revocation or binding: Verify does).
 func Parse(token string, td spiffeid.TrustDomain, keys *PublicKeys) (*Credential, error) {
+	// Bounded here too, not only in Verify: Parse is exported, and what it
+	// reads comes from anyone.
+	if len(token) > MaxTokenSize {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformed, len(token), MaxTokenSize)
+	}
 	h, payload, signed, sig, err := split(token)
 	if err != nil {
 		return nil, err
@@ -353,6 +361,15 @@ func Decode(token string, td spiffeid.TrustDomain) (*Credential, error) {
 
 // split parses the compact form and the header strictly.
 func split(token string) (h header, payload []byte, signed string, sig []byte, err error) {
+	// Go's base64 decoders skip \r and \n even in strict mode: a token with
+	// one inserted would be a second string for the same credential, its
+	// signature part still verifying. Only the base64url alphabet and the
+	// two dots are taken.
+	for i := 0; i < len(token); i++ {
+		if b := token[i]; !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '_' || b == '.') {
+			return h, nil, "", nil, fmt.Errorf("%w: byte %#02x at %d is not base64url", ErrMalformed, b, i)
+		}
+	}
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
 		return h, nil, "", nil, fmt.Errorf("%w: want three dot-separated parts (JWS compact), got %d", ErrMalformed, len(parts))
@@ -360,6 +377,9 @@ func split(token string) (h header, payload []byte, signed string, sig []byte, e
 	enc := base64.RawURLEncoding.Strict()
 	hb, err := enc.DecodeString(parts[0])
 	if err != nil {
+		return h, nil, "", nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	}
+	if err := exactMembers(hb, isHeaderMember); err != nil {
 		return h, nil, "", nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(hb))
