@@ -4,8 +4,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
 	"math/big"
 	"net/url"
 	"testing"
@@ -13,6 +17,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
+	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
+	jwtecdsapb "github.com/tink-crypto/tink-go/v2/proto/jwt_ecdsa_go_proto"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/unumos/unum/identity/revocation"
 )
@@ -110,4 +117,69 @@ func mustScopes(t *testing.T, ss ...string) []Scope {
 	out, err := ParseScopes(ss)
 	require.NoError(t, err)
 	return out
+}
+
+// rawSigner signs exact header and payload bytes with a keyring's primary
+// key, under that key's kid: for tokens the issuer cannot be made to write
+// (a header it never writes, claims it would not encode, a signing input in
+// a non-canonical encoding). It reads the private key out of the Tink
+// keyset, which only a test may do.
+type rawSigner struct {
+	key *ecdsa.PrivateKey
+	kid string
+}
+
+func newRawSigner(t testing.TB, ring *Keyring) rawSigner {
+	t.Helper()
+	ks := insecurecleartextkeyset.KeysetMaterial(ring.handle)
+	for _, k := range ks.GetKey() {
+		if k.GetKeyId() != ks.GetPrimaryKeyId() {
+			continue
+		}
+		var priv jwtecdsapb.JwtEcdsaPrivateKey
+		require.NoError(t, proto.Unmarshal(k.GetKeyData().GetValue(), &priv))
+		d := priv.GetKeyValue()
+		require.GreaterOrEqual(t, len(d), 32)
+		key, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d[len(d)-32:]) // Tink pads to 33 bytes
+		require.NoError(t, err)
+		var kid [4]byte
+		binary.BigEndian.PutUint32(kid[:], k.GetKeyId())
+		return rawSigner{key: key, kid: base64.RawURLEncoding.EncodeToString(kid[:])}
+	}
+	t.Fatal("keyring has no primary key")
+	return rawSigner{}
+}
+
+// header is the header the issuer writes, with typ.
+func (s rawSigner) header(typ string) []byte {
+	b, _ := json.Marshal(map[string]string{"alg": "ES256", "kid": s.kid, "typ": typ})
+	return b
+}
+
+// sign returns header.payload.signature, each part base64url-encoded.
+func (s rawSigner) sign(header, payload []byte) string {
+	return s.signInput(b64(header) + "." + b64(payload))
+}
+
+// signInput signs the signing input as given (however it is encoded).
+func (s rawSigner) signInput(input string) string {
+	digest := sha256.Sum256([]byte(input))
+	r, ss, err := ecdsa.Sign(rand.Reader, s.key, digest[:])
+	if err != nil {
+		panic(err) // never, with crypto/rand
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	ss.FillBytes(sig[32:])
+	return input + "." + b64(sig)
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// payloadOf is c's claims as the issuer encodes them (keys in another order).
+func payloadOf(t testing.TB, c *Credential) []byte {
+	t.Helper()
+	b, err := json.Marshal(claimsOf(c))
+	require.NoError(t, err)
+	return b
 }
