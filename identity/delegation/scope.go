@@ -53,6 +53,10 @@ func ParseScope(s string) (Scope, error) {
 	}
 	sc := Scope{Action: action, Kind: parts[0], NS: parts[1], Name: parts[2]}
 	switch {
+	case strings.ContainsAny(s, " \t\n\r"):
+		// First: white space in a name would otherwise be reported as
+		// whatever follows it (a claim "a:b/c/* d:e/f/g" split on tabs).
+		return Scope{}, fmt.Errorf("scope %q: contains white space", s)
 	case !scopeKindRe.MatchString(sc.Kind):
 		return Scope{}, fmt.Errorf("scope %q: kind %q must be lowercase letters, digits and dashes, or *", s, sc.Kind)
 	case !scopeNSRe.MatchString(sc.NS):
@@ -61,8 +65,6 @@ func ParseScope(s string) (Scope, error) {
 		return Scope{}, fmt.Errorf("scope %q: empty resource name (use * for any)", s)
 	case strings.Contains(strings.TrimSuffix(sc.Name, "*"), "*"):
 		return Scope{}, fmt.Errorf("scope %q: name %q may hold * only at its end", s, sc.Name)
-	case strings.ContainsAny(s, " \t\n\r"):
-		return Scope{}, fmt.Errorf("scope %q: contains white space", s)
 	}
 	return sc, nil
 }
