@@ -93,7 +93,7 @@ func (f *fixture) mint(r Request) (string, *Credential) {
 }
 
 // svid is a self-signed certificate naming id, valid for a day from testNow.
-func svid(t *testing.T, spiffeID spiffeid.ID) *x509.Certificate {
+func svid(t testing.TB, spiffeID spiffeid.ID) *x509.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
