@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -313,4 +314,71 @@ func TestReferenceCheckRefuses(t *testing.T) {
 	m := claimsMap(t, h.tok2)
 	m["cnf"] = map[string]any{"spiffe_id": svcC.String()}
 	require.NotEmpty(t, referenceCheck(mustJSON(t, m), f.now), "cnf names another")
+}
+
+// exactMembersReference is exactMembers written the slow, obvious way,
+// on json.Decoder's tokens.
+func exactMembersReference(b []byte, known func(string) bool) error {
+	type frame struct {
+		object, wantName bool
+		seen             map[string]bool
+	}
+	var stack []*frame
+	dec := json.NewDecoder(bytes.NewReader(b))
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.wantName {
+			name, _ := tok.(string)
+			if !known(name) || top.seen[name] {
+				return errors.New("refused")
+			}
+			top.seen[name], top.wantName = true, false
+			continue
+		}
+		if top != nil && top.object {
+			top.wantName = true
+		}
+		if d, ok := tok.(json.Delim); ok {
+			stack = append(stack, &frame{object: d == '{', wantName: d == '{', seen: map[string]bool{}})
+		}
+	}
+}
+
+// FuzzExactMembers: on valid JSON, the scan behind the strict parser
+// agrees with the reference built on json.Decoder.
+func FuzzExactMembers(f *testing.F) {
+	e := newFuzzEnv(f)
+	for _, tok := range e.tokens {
+		for _, part := range strings.Split(tok, ".")[:2] {
+			b, err := base64.RawURLEncoding.DecodeString(part)
+			require.NoError(f, err)
+			f.Add(b)
+		}
+	}
+	for _, s := range []string{`{"scope":"a","scope":"b"}`, `{"SCOPE":1}`, `{"\u0073cope":"x","scope":"y"}`, `{"act":{"sub":"x","sub":"y"}}`,
+		`{"aud":["scope","scope"]}`, `{"a\"b":1}`, `[{"iss":1},{"iss":2}]`, `{"cnf":{"x5t#S256":"a"},"x5t#S256":"b"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got := exactMembers(b, isClaimMember)
+		if !json.Valid(b) {
+			return
+		}
+		want := exactMembersReference(b, isClaimMember)
+		require.Equal(t, want == nil, got == nil, "scan says %v, reference %v, on %s", got, want, b)
+	})
 }
