@@ -35,7 +35,7 @@ type hops struct {
 	c1, c2       *Credential // as verified
 }
 
-func (f *fixture) twoHops(t *testing.T) hops {
+func (f *fixture) twoHops(t testing.TB) hops {
 	t.Helper()
 	h := hops{aCert: svid(t, svcA), bCert: svid(t, svcB)}
 	h.tok1, _ = f.mint(Request{Caller: alice, Holder: svcA, Audience: []spiffeid.ID{api, store}, TTL: 20 * time.Minute,

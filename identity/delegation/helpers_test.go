@@ -34,7 +34,7 @@ func id(path string) spiffeid.ID { return spiffeid.RequireFromPath(testTD, path)
 // fixture is an issuer and a verifier sharing one keyring, a clock the test
 // moves, and a revocation view the test feeds.
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	now     time.Time
 	ring    *Keyring
 	issuer  *Issuer
@@ -43,7 +43,7 @@ type fixture struct {
 	revSeen int64
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{t: t, now: testNow}
 	clock := func() time.Time { return f.now }
@@ -112,7 +112,7 @@ func svid(t testing.TB, spiffeID spiffeid.ID) *x509.Certificate {
 	return cert
 }
 
-func mustScopes(t *testing.T, ss ...string) []Scope {
+func mustScopes(t testing.TB, ss ...string) []Scope {
 	t.Helper()
 	out, err := ParseScopes(ss)
 	require.NoError(t, err)
