@@ -995,6 +995,178 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"internal/rpc.TestHandshakesRecorded", "audit.TestFindDecisionIgnoresLinkedEvents"},
 		},
+		{
+			ID:       "T-070",
+			Title:    "Replay of a stolen delegated credential",
+			STRIDE:   "S",
+			Asset:    "a delegated credential and the rights of everyone in its chain",
+			Boundary: "a delegated credential presented over mutual TLS (the delegation verifier every service links)",
+			Attacker: "a workload, operator or log reader who obtains someone else's credential (a log line, a core dump, a " +
+				"compromised next hop) and presents it over its own mTLS connection, or over another certificate of the " +
+				"holder's identity",
+			Mitigation: "Every credential is bound to its holder: cnf.spiffe_id always, and cnf.x5t#S256 (RFC 8705) when the " +
+				"holder obtained it over its own connection, with the expiry capped at that certificate's. The verifier " +
+				"accepts it only when the mTLS peer certificate carries the holder's SPIFFE ID, and is the bound " +
+				"certificate when one is named (compared in constant time); no peer, or a peer without a SPIFFE ID, is " +
+				"refused. A token exchange (Plan) refuses a parent the caller does not hold. Only an operator's inspect " +
+				"skips the binding, and every other rule still holds there.",
+			Status: Mitigated,
+			Tests: []string{"identity/delegation.TestAttacks", "identity/delegation.TestThreeHops",
+				"identity/delegation.TestInspectDoesNotEnforceBinding", "identity/delegation.TestPlanCaps"},
+		},
+		{
+			ID:       "T-071",
+			Title:    "Widening a delegated credential: scope, audience or lifetime",
+			STRIDE:   "E",
+			Asset:    "the rights a delegation grants: each hop's scopes, audience and expiry",
+			Boundary: "the control plane's credential issuer (delegate and token exchange) and every verifier",
+			Attacker: "a service holding a delegated credential asking for a child with more actions or resources, more " +
+				"audiences or a later expiry than its own, or an issuer bug or compromise signing one",
+			Mitigation: "Every act level after the first carries the grant its actor held (jti, scope, aud, exp); the issuer " +
+				"(Plan) and every verifier (CheckChain) require each hop to narrow the one before: every scope within a " +
+				"scope of the parent (Scope.Within, decided on the patterns and checked against a brute-force reference " +
+				"over a universe of requests), audiences a subset, expiry not later, lifetime at most MaxTTL whatever " +
+				"the policy says. Plan caps a child's TTL at its parent's expiry instead of refusing; a verifier refuses a " +
+				"signed child that breaks any rule (FuzzCheckChain signs arbitrary claims and holds every accepted one " +
+				"to a naive reference check).",
+			Status: Mitigated,
+			Tests: []string{"identity/delegation.TestAttacks", "identity/delegation.TestWithinAgainstBruteForce",
+				"identity/delegation.TestScopesWithinAgainstBruteForce", "identity/delegation.TestScopesData",
+				"identity/delegation.TestReferenceCheckRefuses"},
+		},
+		{
+			ID:       "T-072",
+			Title:    "A forged, reordered or spliced actor chain",
+			STRIDE:   "TE",
+			Asset:    "the record of who acted on whose behalf (the act chain) and the policy decisions made on it",
+			Boundary: "a delegated credential presented over mutual TLS (the delegation verifier every service links)",
+			Attacker: "anyone editing a credential's act chain to drop, rename or reorder actors, or an issuer bug " +
+				"producing a chain that hides a hop: an actor without a grant in the middle, two grants with one jti, " +
+				"cnf naming someone other than the holder, or more actors than the policy allows",
+			Mitigation: "The chain is inside the signed claims: any edit after signing fails the ES256 signature over the " +
+				"exact bytes. A signed chain must still hold: only the first actor may be grant-less (an impersonating " +
+				"issuer), the holder's level carries no grant, jtis are distinct, each grant narrows the one before (so " +
+				"a reordered chain of narrowing grants breaks), cnf names the top act.sub, and the chain is at most the " +
+				"policy's depth (default 4) and never more than MaxDepth (16), refused while parsing.",
+			Status: Mitigated,
+			Tests:  []string{"identity/delegation.TestAttacks", "identity/delegation.TestThreeHops"},
+		},
+		{
+			ID:       "T-073",
+			Title:    "Credential forgery through JOSE algorithm or header confusion",
+			STRIDE:   "S",
+			Asset:    "the credential signing keys' authority",
+			Boundary: "a delegated credential presented over mutual TLS (the delegation verifier every service links)",
+			Attacker: "anyone crafting a token whose header picks the verification: alg none, HS256 keyed with the " +
+				"public key in any form (JWK set, JWK, x||y, the uncompressed point, PKIX DER), a DER signature, or " +
+				"crit, jku, jwk, x5u, x5c, cty or b64 headers pointing the verifier elsewhere",
+			Mitigation: "The verifier never lets the token choose: alg must be ES256, typ unum-cred+jwt and kid present; " +
+				"any other header member is refused, not ignored (the header is exactly {alg, kid, typ}, each once, spelt " +
+				"exactly); the signature must be 64 bytes r||s verified with the P-256 keys published for that kid.",
+			Status: Mitigated,
+			Tests:  []string{"identity/delegation.TestAttacks/alg_none", "identity/delegation.TestAttacks"},
+		},
+		{
+			ID:       "T-074",
+			Title:    "A credential from another trust domain, key or token type",
+			STRIDE:   "S",
+			Asset:    "the credential signing keys' authority and the trust domain's boundary",
+			Boundary: "control-plane key distribution (JWK sets) and the delegation verifier",
+			Attacker: "another cluster (or a key our verifiers were never given) signing a credential, with its own iss or " +
+				"claiming ours; a key claiming one of our kids; our own key's JWT-SVIDs or other JWTs passed off as " +
+				"credentials",
+			Mitigation: "Only keys published by this cluster's control nodes verify (unknown kid: ErrUnknownKey; a " +
+				"foreign key under our kid: ErrSignature); iss, sub, every act.sub, aud and cnf must be in this trust " +
+				"domain; typ must be unum-cred+jwt, so a JWT-SVID or any other JWT signed with a known key is refused.",
+			Status: Mitigated,
+			Tests:  []string{"identity/delegation.TestAttacks/unknown_kid", "identity/delegation.TestAttacks"},
+		},
+		{
+			ID:       "T-075",
+			Title:    "Use of a credential outside its lifetime, or across skewed clocks",
+			STRIDE:   "SE",
+			Asset:    "the time bound of a delegation",
+			Boundary: "a delegated credential presented over mutual TLS (the delegation verifier every service links)",
+			Attacker: "a holder presenting an expired or not-yet-valid credential, an issuer bug signing one issued in " +
+				"the future or with times out of order, or a verifier whose clock drifted from the issuer's",
+			Mitigation: "exp, nbf and iat are checked on every use (not cached) against an injected clock with a fixed " +
+				"Leeway of 30 s either way; nbf before iat, exp not after nbf or a lifetime over MaxTTL is refused as a " +
+				"chain error; a child never outlives its parent nor a bound certificate (Plan caps both).",
+			Status: Mitigated,
+			Tests: []string{"identity/delegation.TestAttacks/expired", "identity/delegation.TestLeeway",
+				"identity/delegation.TestPlanCaps", "identity/delegation.TestAttacks"},
+		},
+		{
+			ID:       "T-076",
+			Title:    "A revoked credential, or one minted from a revoked one, still accepted",
+			STRIDE:   "SE",
+			Asset:    "the operator's ability to take a delegation back",
+			Boundary: "the revocation set in etcd and each verifier's revocation view",
+			Attacker: "a holder (or a thief) using a credential after it, an ancestor, its subject, an actor or the " +
+				"identity of anyone in its chain was revoked; a holder whose next hop got a child minted from a revoked " +
+				"parent by an issuer whose view lagged; a verifier cut off from revocations",
+			Mitigation: "Every use checks the view: the credential's jti and every ancestor's (a jti entry refuses the " +
+				"credential and all it begot, whenever they were minted), its subject, every principal as a holder and " +
+				"as a SPIFFE identity (each against the credential's iat), and the restore window. A verifier with no " +
+				"view refuses everything; one whose view is older than its bound refuses privileged uses. Subject, " +
+				"holder and identity entries are compared with the credential's own iat (grants carry no iat): a child " +
+				"minted after such a revocation from an older parent is refused by the issuer, which verifies the parent " +
+				"against its view, and otherwise only when the issuer's view lagged more than ClockSkewAllowance.",
+			Status: Mitigated,
+			Tests: []string{"identity/delegation.TestAttacks/revoked_by_jti", "identity/delegation.TestAttacks",
+				"identity/delegation.TestStaleRevocationViewRefusesPrivilegedUse"},
+		},
+		{
+			ID:       "T-077",
+			Title:    "Parser differentials and malformed credentials",
+			STRIDE:   "TD",
+			Asset:    "agreement between issuer, verifiers and audit on what a signed credential says; verifier availability",
+			Boundary: "a delegated credential presented over mutual TLS (the delegation verifier every service links)",
+			Attacker: "anyone presenting tokens crafted to be read two ways (a claim twice, a member spelt in another " +
+				"case or through Unicode folding, trailing data, unknown claims in any object, non-canonical base64 " +
+				"including CR/LF that Go's decoder skips), oversized tokens, or arbitrary bytes to make a verifier panic " +
+				"or burn CPU",
+			Mitigation: "The parser is strict and bounded: at most 16 KiB read, only base64url bytes and two dots, strict " +
+				"base64 (no padding, no unused bits), every JSON member spelt exactly and given once in header and " +
+				"claims, no unknown member at any level, no trailing data, every value well-formed; each refusal wraps " +
+				"a sentinel. FuzzParse (canonical, round-tripping, never a panic), FuzzCheckChain and FuzzExactMembers " +
+				"run against it.",
+			Status: Mitigated,
+			Tests:  []string{"identity/delegation.TestAttacks", "identity/delegation.TestRawSignerControl"},
+		},
+		{
+			ID:       "T-078",
+			Title:    "Theft or tampering of a control node's credential signing keys",
+			STRIDE:   "STI",
+			Asset:    "the credential signing keyring (Tink ES256 keyset) of each control node",
+			Boundary: "node data directory",
+			Attacker: "a local reader of the control node's disk or backups, or someone editing the sealed keyring to " +
+				"extend a retired key's life or drop a key",
+			Mitigation: "The keyring is sealed with the node's key-encryption key (a Tink AEAD) with the key list as " +
+				"associated data: another KEK, an edited list or an altered keyset does not open, a keyset of another " +
+				"key type is refused, and no private key appears in the clear. Keys rotate; a retired key is pruned " +
+				"MaxTTL+Leeway after retirement (never earlier, so every token it signed expires first), after which " +
+				"its tokens fail with ErrUnknownKey; a verifier given new keys forgets every token it verified before.",
+			Status: Mitigated,
+			Tests: []string{"identity/delegation.TestKeyringSeal", "identity/delegation.TestKeyringRotate",
+				"identity/delegation.TestKeyringPrune", "identity/delegation.TestSetKeysForgetsVerifiedTokens"},
+		},
+		{
+			ID:       "T-079",
+			Title:    "A poisoned or broken public key set",
+			STRIDE:   "SD",
+			Asset:    "which keys verifiers accept credentials from",
+			Boundary: "control-plane key distribution (JWK sets)",
+			Attacker: "a faulty or compromised publisher of one control node's JWK set: a private key, an RSA, " +
+				"symmetric or P-384 key, no kid, a kid twice, alg or use other than ES256/sig, a point off the curve, " +
+				"hoping a verifier takes a weak key or drops every key",
+			Mitigation: "ParsePublicKeys takes only EC P-256 verification keys with a kid and 32-byte strict base64url " +
+				"coordinates on the curve; a set with any bad key is refused whole and named, and the other nodes' " +
+				"sets are still used, so one bad publisher cannot stop verification. Keys sharing a kid across nodes " +
+				"are all kept and tried.",
+			Status: Mitigated,
+			Tests:  []string{"identity/delegation.TestParsePublicKeys"},
+		},
 	}
 	sortByID(threats)
 	return threats
