@@ -144,6 +144,26 @@ func (i *Issuer) Plan(r Request) (*Credential, error) {
 	if len(c.Scopes) == 0 {
 		return nil, errors.New("no scope: name at least one ACTION:RESOURCE")
 	}
+	// Scopes and audience may be values a caller built by hand: they are
+	// read back as every verifier will read them (valid, none twice, within
+	// the bounds, scopes sorted), so that the policy decides on what will be
+	// signed and the issuer never signs what every verifier refuses.
+	strs := make([]string, len(c.Scopes))
+	for i, s := range c.Scopes {
+		if p, err := ParseScope(s.String()); err != nil {
+			return nil, err
+		} else if p != s {
+			return nil, fmt.Errorf("scope %+v is not a scope (it reads back as %s)", s, p)
+		}
+		strs[i] = s.String()
+	}
+	var err error
+	if c.Scopes, err = ParseScopes(strs); err != nil {
+		return nil, err
+	}
+	if c.Audience, err = parseAudience(i.td, "audience", idStrings(c.Audience)); err != nil {
+		return nil, err
+	}
 	if holder == r.Caller && r.CallerCert != nil {
 		c.Thumbprint = Thumbprint(r.CallerCert)
 		if na := r.CallerCert.NotAfter.Truncate(time.Second); c.Expiry.After(na) {
@@ -179,6 +199,9 @@ func (i *Issuer) Sign(c *Credential) (string, error) {
 }
 
 func (i *Issuer) encodeClaims(c *Credential) (*jwt.RawJWT, error) {
+	if len(c.Chain) == 0 {
+		return nil, errors.New("encode credential: no holder (empty chain)")
+	}
 	cl := claimsOf(c)
 	typ := TokenType
 	iat, nbf, exp := c.IssuedAt, c.NotBefore, c.Expiry
