@@ -1,10 +1,15 @@
 package delegation
 
 import (
+	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/unumos/unum/identity/revocation"
 )
 
 var (
@@ -51,4 +56,52 @@ func TestThreeHops(t *testing.T) {
 	f.revoke(RevocationKeyJTI(c1.ID))
 	_, err = f.verify.Verify(Presentation{Token: tok3, Peer: bCert, Audience: []spiffeid.ID{api}})
 	require.ErrorIs(t, err, ErrRevoked)
+}
+
+// TestVerifyConcurrent: verifiers are shared by every call of a service:
+// verifying concurrently while the keys are replaced, the revocation view
+// is updated and a small cache keeps overflowing gives the same answers
+// (run with -race).
+func TestVerifyConcurrent(t *testing.T) {
+	f := newFixture(t)
+	h := f.twoHops(t)
+	small, err := NewVerifier(VerifierConfig{TrustDomain: testTD, Keys: f.verify.Keys(), Revocations: f.view,
+		Clock: func() time.Time { return testNow }, CacheSize: 2})
+	require.NoError(t, err)
+	var tokens []string
+	for range 8 {
+		tok, _ := f.mint(Request{Caller: svcA, Parent: h.c1, Holder: svcB, Audience: []spiffeid.ID{api}, Scopes: h.c2.Scopes})
+		tokens = append(tokens, tok)
+	}
+	keys := f.verify.Keys()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 100 {
+				for _, v := range []*Verifier{f.verify, small} {
+					c, err := v.Verify(Presentation{Token: tokens[(g+i)%len(tokens)], Peer: h.bCert, Audience: []spiffeid.ID{api}})
+					if err != nil || c.Holder() != svcB {
+						t.Errorf("verify: %v", err)
+						return
+					}
+				}
+				if _, err := f.verify.Verify(Presentation{Token: h.tok2, Peer: h.aCert, Audience: []spiffeid.ID{api}}); !errors.Is(err, ErrHolder) {
+					t.Errorf("replay by A: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 100 {
+			f.verify.SetKeys(keys)
+			small.SetKeys(keys)
+		}
+	})
+	wg.Go(func() {
+		for i := range 100 {
+			f.view.Update(revocation.NewSet([]revocation.Entry{{ID: RevocationKeyJTI(NewJTI()), Before: testNow}}, revocation.Window{}, int64(10+i)), testNow)
+		}
+	})
+	wg.Wait()
 }
