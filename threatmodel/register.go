@@ -1032,7 +1032,7 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"identity/delegation.TestAttacks", "identity/delegation.TestWithinAgainstBruteForce",
 				"identity/delegation.TestScopesWithinAgainstBruteForce", "identity/delegation.TestScopesData",
-				"identity/delegation.TestReferenceCheckRefuses"},
+				"identity/delegation.TestReferenceCheckRefuses", "identity/delegation.TestPlanRefusesWhatVerifiersRefuse"},
 		},
 		{
 			ID:       "T-072",
