@@ -35,10 +35,12 @@
 //   - a verifier accepts a credential only from its holder: the mTLS peer
 //     must be cnf.spiffe_id, and present the certificate cnf.x5t#S256 names
 //     when set. A stolen token is worthless without the holder's key;
-//   - revoked when its jti or any ancestor's, its subject, any actor (as a
-//     credential holder) or the SPIFFE identity of anyone in the chain was
-//     revoked after it was issued (revocation keys: RevocationKeyJTI and
-//     friends, in the same revocation set as certificates).
+//   - revoked when its jti or any ancestor's was revoked (whenever it was
+//     minted: a jti names one credential and everything minted from it), or
+//     its subject, any actor (as a credential holder) or the SPIFFE identity
+//     of anyone in the chain was revoked after it was issued (revocation
+//     keys: RevocationKeyJTI and friends, in the same revocation set as
+//     certificates).
 //
 // Whether a principal may delegate a scope to another, on whose behalf, is
 // the policy's decision (action cred.delegate, and cred.impersonate for
