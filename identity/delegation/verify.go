@@ -256,7 +256,14 @@ func CheckRevoked(set *revocation.Set, c *Credential) error {
 		case errors.Is(err, revocation.ErrMustRenew):
 			return fmt.Errorf("%w: issued after the restored backup was taken (%s)", ErrRevoked, what)
 		}
-		return fmt.Errorf("%w: %s: %v", ErrRevoked, what, err)
+		// Said in credential terms (revocation.Set speaks of certificates).
+		e, _ := set.Lookup(key)
+		why := e.Reason
+		if why == "" {
+			why = "no reason given"
+		}
+		return fmt.Errorf("%w: %s issued before %s are refused, revoked by %q (%s)", ErrRevoked, what,
+			e.Before.UTC().Format(time.RFC3339), e.RevokedBy, why)
 	}
 	// A jti names one credential, so its entry refuses it and everything
 	// minted from it whenever that was minted: a child minted after its
@@ -283,7 +290,7 @@ func CheckRevoked(set *revocation.Set, c *Credential) error {
 		if err := check(RevocationKeyHolder(p), "credentials held by "+p.String()); err != nil {
 			return err
 		}
-		if err := check(p.String(), "identity "+p.String()); err != nil {
+		if err := check(p.String(), "credentials naming the revoked identity "+p.String()); err != nil {
 			return err
 		}
 	}
