@@ -70,21 +70,35 @@ type CredentialDetails struct {
 	Parent  string `json:"parent,omitempty"`
 	Subject string `json:"subject"`
 	// Chain is the actors, first to last (the holder).
-	Chain            []string  `json:"chain"`
-	Holder           string    `json:"holder"`
-	CertificateBound bool      `json:"certificate_bound,omitempty"`
-	Scopes           []string  `json:"scopes"`
-	Audience         []string  `json:"audience"`
-	IssuedAt         time.Time `json:"issued_at"`
-	ExpiresAt        time.Time `json:"expires_at"`
-	KeyID            string    `json:"kid,omitempty"`
+	Chain []string `json:"chain"`
+	// Grants are what the prior actors held and passed on, by index into
+	// Chain: what a revocation check of the credential reads.
+	Grants           []GrantRecord `json:"grants,omitempty"`
+	Holder           string        `json:"holder"`
+	CertificateBound bool          `json:"certificate_bound,omitempty"`
+	Scopes           []string      `json:"scopes"`
+	Audience         []string      `json:"audience"`
+	IssuedAt         time.Time     `json:"issued_at"`
+	ExpiresAt        time.Time     `json:"expires_at"`
+	KeyID            string        `json:"kid,omitempty"`
+}
+
+// GrantRecord is the grant Chain[Actor] held when it passed the credential
+// on.
+type GrantRecord struct {
+	Actor    int       `json:"actor"`
+	JTI      string    `json:"jti"`
+	IssuedAt time.Time `json:"issued_at"`
 }
 
 func credentialDetails(c *delegation.Credential) CredentialDetails {
 	d := CredentialDetails{JTI: c.ID, Subject: c.Subject.String(), Holder: c.Holder().String(), CertificateBound: c.Thumbprint != "",
 		IssuedAt: c.IssuedAt.UTC(), ExpiresAt: c.Expiry.UTC(), KeyID: c.KeyID}
-	for _, l := range c.Chain {
+	for i, l := range c.Chain {
 		d.Chain = append(d.Chain, l.Actor.String())
+		if g := l.Grant; g != nil {
+			d.Grants = append(d.Grants, GrantRecord{Actor: i, JTI: g.ID, IssuedAt: g.IssuedAt.UTC()})
+		}
 	}
 	if n := len(c.Chain); n > 1 {
 		if g := c.Chain[n-2].Grant; g != nil {
@@ -273,7 +287,7 @@ func (cs *CredentialService) List(ctx context.Context, req *unumv1.ListCredentia
 		rec := &unumv1.CredentialRecord{Jti: d.JTI, Subject: d.Subject, Chain: d.Chain, Scopes: d.Scopes, Audience: d.Audience,
 			IssuedUnix: d.IssuedAt.Unix(), ExpiresUnix: d.ExpiresAt.Unix(), Parent: d.Parent, CertificateBound: d.CertificateBound,
 			EventId: e.ID, DecisionId: e.DecisionID, PolicyRevision: e.PolicyRevision}
-		if c, err := credentialFromDetails(cs.S.cfg.TrustDomain, d, e.Creds); err == nil {
+		if c, err := credentialFromDetails(cs.S.cfg.TrustDomain, d); err == nil {
 			if err := delegation.CheckRevoked(set, c); err != nil {
 				rec.Revoked = err.Error()
 			}
@@ -292,7 +306,7 @@ func (cs *CredentialService) List(ctx context.Context, req *unumv1.ListCredentia
 
 // credentialFromDetails rebuilds what a revocation check reads of a
 // credential from its issuance record.
-func credentialFromDetails(td spiffeid.TrustDomain, d CredentialDetails, jtis []string) (*delegation.Credential, error) {
+func credentialFromDetails(td spiffeid.TrustDomain, d CredentialDetails) (*delegation.Credential, error) {
 	sub, err := spiffeid.FromString(d.Subject)
 	if err != nil {
 		return nil, err
@@ -308,12 +322,11 @@ func credentialFromDetails(td spiffeid.TrustDomain, d CredentialDetails, jtis []
 	if len(c.Chain) == 0 {
 		return nil, errors.New("no chain")
 	}
-	// The ancestors' jtis ride on the chain's grants (JTIs reads them).
-	for i, j := range jtis {
-		if i == 0 || len(c.Chain)-1-i < 0 {
-			continue
+	for _, g := range d.Grants {
+		if g.Actor < 0 || g.Actor >= len(c.Chain)-1 {
+			return nil, fmt.Errorf("grant of actor %d outside the chain", g.Actor)
 		}
-		c.Chain[len(c.Chain)-1-i].Grant = &delegation.Grant{ID: j}
+		c.Chain[g.Actor].Grant = &delegation.Grant{ID: g.JTI, IssuedAt: g.IssuedAt}
 	}
 	return c, nil
 }

@@ -1106,15 +1106,16 @@ func Register() []Threat {
 				"identity of anyone in its chain was revoked; a holder whose next hop got a child minted from a revoked " +
 				"parent by an issuer whose view lagged; a verifier cut off from revocations",
 			Mitigation: "Every use checks the view: the credential's jti and every ancestor's (a jti entry refuses the " +
-				"credential and all it begot, whenever they were minted), its subject, every principal as a holder and " +
-				"as a SPIFFE identity (each against the credential's iat), and the restore window. A verifier with no " +
-				"view refuses everything; one whose view is older than its bound refuses privileged uses. Subject, " +
-				"holder and identity entries are compared with the credential's own iat (grants carry no iat): a child " +
-				"minted after such a revocation from an older parent is refused by the issuer, which verifies the parent " +
-				"against its view, and otherwise only when the issuer's view lagged more than ClockSkewAllowance.",
+				"credential and all it begot, whenever they were minted), its subject and its identity (against the " +
+				"root credential's iat: everything in the chain derives from it), every actor as a holder and as a " +
+				"SPIFFE identity (against the iat of the grant that actor held: each act level carries its grant's iat), " +
+				"and the restore window. So a child minted after such a revocation from authority issued before it is " +
+				"refused like its parent, while authority issued after it works. A verifier with no view refuses " +
+				"everything; one whose view is older than its bound refuses privileged uses.",
 			Status: Mitigated,
 			Tests: []string{"identity/delegation.TestAttacks/revoked_by_jti", "identity/delegation.TestAttacks",
-				"identity/delegation.TestStaleRevocationViewRefusesPrivilegedUse"},
+				"identity/delegation.TestStaleRevocationViewRefusesPrivilegedUse",
+				"identity/delegation.TestRevocationJudgedOnTheRevokedAuthority"},
 		},
 		{
 			ID:       "T-077",

@@ -139,7 +139,7 @@ func (f *fixture) deepChain(t *testing.T, n int) *Credential {
 	for i := range chain {
 		chain[i] = Link{Actor: id(fmt.Sprintf("/ns/shop/job/hop-%d", i))}
 		if i < n-1 {
-			chain[i].Grant = &Grant{ID: NewJTI(), Scopes: c.Scopes, Audience: c.Audience, Expiry: c.Expiry}
+			chain[i].Grant = &Grant{ID: NewJTI(), Scopes: c.Scopes, Audience: c.Audience, IssuedAt: c.IssuedAt, Expiry: c.Expiry}
 		}
 	}
 	c.Chain = chain

@@ -64,11 +64,13 @@ type Link struct {
 	Grant *Grant
 }
 
-// Grant is what one credential of a chain allowed.
+// Grant is what one credential of a chain allowed, and when it was
+// issued (revocations by subject, holder or identity are judged on it).
 type Grant struct {
 	ID       string
 	Scopes   []Scope
 	Audience []spiffeid.ID
+	IssuedAt time.Time
 	Expiry   time.Time
 }
 
@@ -113,7 +115,7 @@ func (c *Credential) Principals() []spiffeid.ID {
 
 // Grant is the credential's own grant.
 func (c *Credential) Grant() Grant {
-	return Grant{ID: c.ID, Scopes: c.Scopes, Audience: c.Audience, Expiry: c.Expiry}
+	return Grant{ID: c.ID, Scopes: c.Scopes, Audience: c.Audience, IssuedAt: c.IssuedAt, Expiry: c.Expiry}
 }
 
 // Allows reports whether one of the credential's scopes allows action on
@@ -158,6 +160,7 @@ type act struct {
 	Jti   string   `json:"jti,omitempty"`
 	Scope string   `json:"scope,omitempty"`
 	Aud   []string `json:"aud,omitempty"`
+	Iat   int64    `json:"iat,omitempty"`
 	Exp   int64    `json:"exp,omitempty"`
 	Act   *act     `json:"act,omitempty"`
 }
@@ -253,7 +256,7 @@ func claimsOf(c *Credential) claims {
 	for _, l := range c.Chain {
 		n := &act{Sub: l.Actor.String(), Act: a}
 		if g := l.Grant; g != nil {
-			n.Jti, n.Scope, n.Aud, n.Exp = g.ID, scopeString(g.Scopes), idStrings(g.Audience), g.Expiry.Unix()
+			n.Jti, n.Scope, n.Aud, n.Iat, n.Exp = g.ID, scopeString(g.Scopes), idStrings(g.Audience), g.IssuedAt.Unix(), g.Expiry.Unix()
 		}
 		a = n
 	}
@@ -310,7 +313,7 @@ func decodeClaims(payload []byte, td spiffeid.TrustDomain) (*Credential, error) 
 	if cl.Act == nil {
 		return nil, fmt.Errorf("%w: no act: a credential always names its holder", ErrMalformed)
 	}
-	if cl.Act.Jti != "" || cl.Act.Scope != "" || cl.Act.Aud != nil || cl.Act.Exp != 0 {
+	if cl.Act.Jti != "" || cl.Act.Scope != "" || cl.Act.Aud != nil || cl.Act.Iat != 0 || cl.Act.Exp != 0 {
 		return nil, fmt.Errorf("%w: the holder's act level carries a grant (its grant is the credential's own)", ErrMalformed)
 	}
 	// Unnest: the top level is the holder, the innermost the first actor.
@@ -324,10 +327,10 @@ func decodeClaims(payload []byte, td spiffeid.TrustDomain) (*Credential, error) 
 			return nil, err
 		}
 		l := Link{Actor: id}
-		if depth > 0 && (a.Jti != "" || a.Scope != "" || a.Aud != nil || a.Exp != 0) {
-			g := &Grant{ID: a.Jti, Expiry: time.Unix(a.Exp, 0)}
-			if !ValidJTI(a.Jti) || a.Exp <= 0 {
-				return nil, fmt.Errorf("%w: actor %s: a prior grant needs jti and exp", ErrMalformed, a.Sub)
+		if depth > 0 && (a.Jti != "" || a.Scope != "" || a.Aud != nil || a.Iat != 0 || a.Exp != 0) {
+			g := &Grant{ID: a.Jti, IssuedAt: time.Unix(a.Iat, 0), Expiry: time.Unix(a.Exp, 0)}
+			if !ValidJTI(a.Jti) || a.Iat <= 0 || a.Exp <= 0 {
+				return nil, fmt.Errorf("%w: actor %s: a prior grant needs jti, iat and exp", ErrMalformed, a.Sub)
 			}
 			if g.Scopes, err = parseScopeClaim(a.Scope); err != nil {
 				return nil, fmt.Errorf("%w: actor %s: %v", ErrMalformed, a.Sub, err)
@@ -478,6 +481,10 @@ func narrows(child, parent Grant, actor spiffeid.ID) error {
 	if child.Expiry.After(parent.Expiry) {
 		return fmt.Errorf("%w: %s's grant expires %s, after the one it was delegated from (%s)", ErrChain, actor,
 			child.Expiry.UTC().Format(time.RFC3339), parent.Expiry.UTC().Format(time.RFC3339))
+	}
+	if child.IssuedAt.Before(parent.IssuedAt) {
+		return fmt.Errorf("%w: %s's grant was issued %s, before the one it was delegated from (%s)", ErrChain, actor,
+			child.IssuedAt.UTC().Format(time.RFC3339), parent.IssuedAt.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

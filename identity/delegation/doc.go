@@ -13,7 +13,7 @@
 //	sub    the original principal (a user, a workload)
 //	act    the actor chain, nested as in RFC 8693 §4.1: the top level is
 //	       the holder; each nested level is the actor before it, carrying
-//	       the grant it held (jti, scope, aud, exp) so that every verifier
+//	       the grant it held (jti, scope, aud, iat, exp) so that every verifier
 //	       can check that each hop narrowed; an innermost level with only
 //	       sub is an issuer who minted on sub's behalf (impersonation,
 //	       `unum cred delegate --on-behalf-of`)
@@ -37,10 +37,13 @@
 //     when set. A stolen token is worthless without the holder's key;
 //   - revoked when its jti or any ancestor's was revoked (whenever it was
 //     minted: a jti names one credential and everything minted from it), or
-//     its subject, any actor (as a credential holder) or the SPIFFE identity
-//     of anyone in the chain was revoked after it was issued (revocation
-//     keys: RevocationKeyJTI and friends, in the same revocation set as
-//     certificates).
+//     its subject (or the subject's SPIFFE identity) was revoked after the
+//     root credential of its chain was issued, or any actor (as a credential
+//     holder, or its SPIFFE identity) after the credential it held was
+//     issued: each act level carries its grant's iat, so authority issued
+//     before a revocation stays cut in everything later minted from it
+//     (revocation keys: RevocationKeyJTI and friends, in the same
+//     revocation set as certificates).
 //
 // Whether a principal may delegate a scope to another, on whose behalf, is
 // the policy's decision (action cred.delegate, and cred.impersonate for

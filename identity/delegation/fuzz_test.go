@@ -304,7 +304,7 @@ func TestReferenceCheckRefuses(t *testing.T) {
 		"expiry extended":  func(c *Credential) { c.Expiry = h.c1.Expiry.Add(time.Second) },
 		"jti reused":       func(c *Credential) { c.ID = h.c1.ID },
 		"grant-less actor in the middle": func(c *Credential) {
-			c.Chain = append([]Link{{Actor: svcC, Grant: &Grant{ID: NewJTI(), Scopes: c.Scopes, Audience: c.Audience, Expiry: c.Expiry}}, {Actor: alice}}, c.Chain...)
+			c.Chain = append([]Link{{Actor: svcC, Grant: &Grant{ID: NewJTI(), Scopes: c.Scopes, Audience: c.Audience, IssuedAt: c.IssuedAt, Expiry: c.Expiry}}, {Actor: alice}}, c.Chain...)
 		},
 	} {
 		c := f.child(t, h)

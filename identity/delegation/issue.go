@@ -219,7 +219,7 @@ func (i *Issuer) encodeClaims(c *Credential) (*jwt.RawJWT, error) {
 func actMap(a *act) map[string]any {
 	m := map[string]any{"sub": a.Sub}
 	if a.Jti != "" {
-		m["jti"], m["scope"], m["exp"] = a.Jti, a.Scope, a.Exp
+		m["jti"], m["scope"], m["iat"], m["exp"] = a.Jti, a.Scope, a.Iat, a.Exp
 		aud := make([]any, len(a.Aud))
 		for i, s := range a.Aud {
 			aud[i] = s

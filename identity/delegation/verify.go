@@ -248,8 +248,9 @@ func CheckHolder(c *Credential, peer *x509.Certificate) error {
 // holder, and the SPIFFE identity of everyone in the chain (each against
 // when the credential was issued), and the set's restore window.
 func CheckRevoked(set *revocation.Set, c *Credential) error {
+	var c2 Credential
 	check := func(key, what string) error {
-		err := set.Check(key, c.IssuedAt)
+		err := set.Check(key, c2.IssuedAt)
 		switch {
 		case err == nil:
 			return nil
@@ -283,14 +284,41 @@ func CheckRevoked(set *revocation.Set, c *Credential) error {
 			return fmt.Errorf("%w: %s, revoked at %s by %q (%s)", ErrRevoked, what, e.RevokedAt.UTC().Format(time.RFC3339), e.RevokedBy, why)
 		}
 	}
-	if err := check(RevocationKeySubject(c.Subject), "credentials on behalf of "+c.Subject.String()); err != nil {
+	// Subject, holder and identity revocations are judged on when the
+	// authority they cut was issued: the subject's on the root credential
+	// (everything in the chain derives from it), each actor's on the
+	// credential it held. A child minted after the revocation from a
+	// credential issued before it is refused with it.
+	root := c.IssuedAt
+	for _, l := range c.Chain {
+		if l.Grant != nil {
+			root = l.Grant.IssuedAt
+			break
+		}
+	}
+	checkAt := func(key, what string, at time.Time) error {
+		c2.IssuedAt = at
+		return check(key, what)
+	}
+	if err := checkAt(RevocationKeySubject(c.Subject), "credentials on behalf of "+c.Subject.String(), root); err != nil {
 		return err
 	}
-	for _, p := range c.Principals() {
-		if err := check(RevocationKeyHolder(p), "credentials held by "+p.String()); err != nil {
+	if err := checkAt(c.Subject.String(), "credentials naming the revoked identity "+c.Subject.String(), root); err != nil {
+		return err
+	}
+	for _, l := range c.Chain {
+		held := c.IssuedAt
+		switch {
+		case l.Grant != nil:
+			held = l.Grant.IssuedAt
+		case l.Actor != c.Holder():
+			// An impersonating issuer: it issued the root.
+			held = root
+		}
+		if err := checkAt(RevocationKeyHolder(l.Actor), "credentials held by "+l.Actor.String(), held); err != nil {
 			return err
 		}
-		if err := check(p.String(), "credentials naming the revoked identity "+p.String()); err != nil {
+		if err := checkAt(l.Actor.String(), "credentials naming the revoked identity "+l.Actor.String(), held); err != nil {
 			return err
 		}
 	}
