@@ -411,6 +411,50 @@ func TestRevokedCredentialRefused(t *testing.T) {
 	}
 }
 
+// TestRevokedCredentialCutsStream: a stream opened with a credential that
+// is revoked while it runs (or that expires) ends, as a stream whose
+// caller is revoked does: a follower of the audit log acting for otto
+// stops following when otto's credential is revoked.
+func TestRevokedCredentialCutsStream(t *testing.T) {
+	e := newDelegEnv(t, delegConfig{})
+	b := e.dial(dSvcB)
+	tok, c := e.chain([]string{"audit.read:audit/-/events"}, dOtto, dSvcB)
+	stream, err := b.audit.Query(WithDelegation(ctx5(t), tok), &unumv1.AuditQueryRequest{Follow: true})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	require.NoError(t, err)
+
+	revoke(e.revs, time.Now(), revocation.Window{}, delegation.RevocationKeyJTI(c.ID))
+	_, err = stream.Recv()
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "credential revoked")
+
+	// One that expires while the stream runs: minted ten minutes ago, so
+	// that it is past its expiry and the leeway about three seconds from
+	// now.
+	revoke(e.revs, time.Now(), revocation.Window{})
+	minted := time.Now().Add(-delegation.DefaultTTL)
+	old, err := delegation.NewIssuer(e.p.td, e.keyring, func() time.Time { return minted })
+	require.NoError(t, err)
+	sc, err := delegation.ParseScopes([]string{"audit.read:audit/-/events"})
+	require.NoError(t, err)
+	c, err = old.Plan(delegation.Request{Caller: e.id(dOtto), Holder: e.id(dSvcB), Audience: []spiffeid.ID{identity.APIID(e.p.td)},
+		Scopes: sc, TTL: delegation.DefaultTTL - delegation.Leeway + 3*time.Second})
+	require.NoError(t, err)
+	tok, err = old.Sign(c)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err = b.audit.Query(WithDelegation(ctx, tok), &unumv1.AuditQueryRequest{Follow: true})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	require.NoError(t, err, "still valid when the stream opens")
+	_, err = stream.Recv()
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "credential expired")
+	require.Less(t, time.Since(c.Expiry.Add(delegation.Leeway)), 2*time.Second, "cut when it expired")
+}
+
 // TestRefusedPresentationsRecorded: every credential refused is recorded
 // in the audit log (cred.verify, deny) with the presenting caller, the
 // reason, and the credential's jtis when its signature verified (so

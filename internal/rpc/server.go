@@ -264,23 +264,43 @@ func (ic *interceptor) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	if ic.revocations == nil {
 		return handler(srv, &callerStream{ServerStream: ss, ctx: ctx})
 	}
-	// Cut the stream when its caller is revoked while it runs.
+	// Cut the stream when its caller is revoked while it runs, and when
+	// the delegated credential it was opened with is revoked or expires:
+	// the credential was verified once, at the start, and a stream (an
+	// audit follower, say) may outlive it by hours.
 	caller, _ := CallerFromContext(ctx)
+	cred, _ := CredentialFromContext(ctx)
+	var expired <-chan time.Time
+	if cred != nil {
+		t := time.NewTimer(time.Until(cred.Expiry.Add(delegation.Leeway)))
+		defer t.Stop()
+		expired = t.C
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
 		for {
-			_, changed, _ := ic.revocations.Snapshot()
+			set, changed, _ := ic.revocations.Snapshot()
 			if err := ic.checkRevoked(info.FullMethod, caller, chain); err != nil {
 				cancel(err)
 				return
+			}
+			if cred != nil {
+				if err := delegation.CheckRevoked(set, cred); err != nil {
+					cancel(status.Errorf(codes.Unauthenticated, "delegated credential refused: %v", err))
+					return
+				}
 			}
 			select {
 			case <-done:
 				return
 			case <-ctx.Done():
+				return
+			case <-expired:
+				cancel(status.Errorf(codes.Unauthenticated, "delegated credential refused: %v: at %s", delegation.ErrExpired,
+					cred.Expiry.UTC().Format(time.RFC3339)))
 				return
 			case <-changed:
 			}
