@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -83,14 +84,59 @@ func (v *Verifier) UnaryServerInterceptor(audience []spiffeid.ID, maxDepth int, 
 	}
 }
 
-// StreamServerInterceptor is UnaryServerInterceptor for streams.
+// StreamServerInterceptor is UnaryServerInterceptor for streams. A stream
+// opened with a credential ends (Unauthenticated, with the reason) when
+// the credential is revoked or expires while it runs: it was verified
+// once, when the stream opened, and a stream may outlive it by hours.
 func (v *Verifier) StreamServerInterceptor(audience []spiffeid.ID, maxDepth int, required bool) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, err := v.incoming(ss.Context(), audience, maxDepth, required)
 		if err != nil {
 			return err
 		}
-		return handler(srv, &credentialStream{ServerStream: ss, ctx: ctx})
+		c, ok := FromContext(ctx)
+		if !ok {
+			return handler(srv, &credentialStream{ServerStream: ss, ctx: ctx})
+		}
+		ctx, cancel := context.WithCancelCause(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			v.watch(ctx, c, cancel)
+		}()
+		defer func() {
+			cancel(nil)
+			<-done
+		}()
+		err = handler(srv, &credentialStream{ServerStream: ss, ctx: ctx})
+		if cause := context.Cause(ctx); cause != nil && status.Code(cause) == codes.Unauthenticated {
+			return cause
+		}
+		return err
+	}
+}
+
+// watch cancels ctx, with why, once c is revoked or expired (Leeway
+// included); it returns then or when ctx ends.
+func (v *Verifier) watch(ctx context.Context, c *Credential, cancel context.CancelCauseFunc) {
+	t := time.NewTimer(c.Expiry.Add(Leeway).Sub(v.clock()))
+	defer t.Stop()
+	for {
+		set, changed, loaded := v.revocations.Snapshot()
+		if loaded {
+			if err := CheckRevoked(set, c); err != nil {
+				cancel(status.Errorf(codes.Unauthenticated, "delegated credential refused: %v", err))
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			cancel(status.Errorf(codes.Unauthenticated, "delegated credential refused: %v: at %s", ErrExpired, c.Expiry.UTC().Format(time.RFC3339)))
+			return
+		case <-changed:
+		}
 	}
 }
 

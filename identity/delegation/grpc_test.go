@@ -121,3 +121,38 @@ func TestServerInterceptor(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamInterceptorCutsRevokedCredential: a stream opened with a
+// credential that is revoked while it runs ends with the reason; the
+// verifier does not let a stream opened before a revocation outlive it.
+func TestStreamInterceptorCutsRevokedCredential(t *testing.T) {
+	f := newFixture(t)
+	f.now = time.Now().Truncate(time.Second)
+	f.revoke()
+	pki := newGRPCTestPKI(t)
+	svc := id("/ns/shop/job/svc")
+	tok, c := f.mint(Request{Caller: alice, Holder: svcA, Audience: []spiffeid.ID{svc}, Scopes: mustScopes(t, "kv.read:kv/shop/*")})
+	srv := grpc.NewServer(
+		grpc.Creds(grpccreds.NewTLS(&tls.Config{Certificates: []tls.Certificate{pki.leaf(t, svc)}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool, MinVersion: tls.VersionTLS13})),
+		grpc.ChainStreamInterceptor(f.verify.StreamServerInterceptor([]spiffeid.ID{svc}, DefaultMaxDepth, true)))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(grpccreds.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{pki.leaf(t, svcA)}, RootCAs: pki.pool, MinVersion: tls.VersionTLS13})))
+	require.NoError(t, err)
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := healthpb.NewHealthClient(cc).Watch(OutgoingContext(ctx, tok), &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	require.NoError(t, err)
+
+	f.revoke(RevocationKeyJTI(c.ID))
+	_, err = stream.Recv()
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "credential revoked")
+}
