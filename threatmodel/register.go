@@ -1168,6 +1168,130 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"identity/delegation.TestParsePublicKeys"},
 		},
+		{
+			ID:       "T-080",
+			Title:    "Confused deputy through a delegated credential",
+			STRIDE:   "E",
+			Asset:    "the rights of a credential's subject, and of every service that acts for a caller",
+			Boundary: "API listener (mutual TLS): delegated calls",
+			Attacker: "a service holding a caller's credential that uses it for something the caller may not do but the " +
+				"service may (its own rights standing in for the caller's), or a caller that hands a narrow credential to a " +
+				"more powerful service to have it act beyond the credential",
+			Mitigation: "A call presenting a credential is decided as the credential's subject, never as the caller alone: " +
+				"refused before the policy is asked when the credential's scopes do not allow the action on the resource; " +
+				"otherwise evaluated once per principal (the subject, every actor, the presenting holder last, each as " +
+				"input.subject with the same input.delegation) and allowed only when every one is allowed (the intersection), " +
+				"the decision recording each principal's answer and the credential's jtis. A credential that does not verify " +
+				"refuses the call instead of falling back to the caller's own rights; so do two credentials in one call, a " +
+				"server without a verifier, and a chain longer than the policy's max_depth.",
+			Status: Mitigated,
+			Tests: []string{"internal/rpc.TestConfusedDeputyHolderRightsNotUsed", "internal/rpc.TestDelegatedCallDecidedForEveryPrincipal",
+				"internal/rpc.TestChainLongerThanPolicyMaxDepthRefused", "internal/rpc.TestTwoCredentialsInOneCallRefused",
+				"internal/rpc.TestServerWithoutVerifierRefusesCredential", "cmd/unum.TestCredentialsThreeHops"},
+		},
+		{
+			ID:       "T-081",
+			Title:    "Replay of a delegated credential to a unum API by a non-holder",
+			STRIDE:   "S",
+			Asset:    "the authority a delegated credential carries",
+			Boundary: "API listener (mutual TLS): delegated calls",
+			Attacker: "anyone who obtains a token (a log, a proxy, a compromised next hop, the service it was exchanged " +
+				"from) and presents it over their own mutual-TLS connection, or over another certificate issued for the " +
+				"holder's SPIFFE ID",
+			Mitigation: "Every credential names its holder (cnf.spiffe_id), and the certificate it was obtained over " +
+				"(cnf.x5t#S256) when the holder asked for it itself; the API interceptor verifies it against the " +
+				"connection's verified peer certificate and refuses anyone else (Unauthenticated), recording the refusal " +
+				"with the credential's jtis. A stolen token is worthless without the holder's key.",
+			Status: Mitigated,
+			Tests: []string{"internal/rpc.TestReplayByNonHolderRefused", "internal/rpc.TestBoundCredentialFromAnotherCertificateRefused",
+				"internal/rpc.TestRefusedPresentationsRecorded", "cmd/unum.TestCredentialsThreeHops"},
+		},
+		{
+			ID:       "T-082",
+			Title:    "A credential issued without a record",
+			STRIDE:   "R",
+			Asset:    "accountability for every credential in circulation (`unum cred list`, `unum audit query --cred`)",
+			Boundary: "a control node's Credentials service and its audit log",
+			Attacker: "a principal minting while the control node's audit log cannot record (a full or failing disk), so " +
+				"that a credential exists that no record names; or one whose refused requests leave no trace",
+			Mitigation: "Delegate is a privileged decision (recorded durably before it runs); the credential is then " +
+				"planned under the deciding revision's limits and the delegation rules, signed, and returned only once its " +
+				"cred.mint event (chain, deciding decision and revision, details) is durable. When the log cannot record, the " +
+				"call fails Unavailable and the token is dropped: not recorded, not issued. A plan the rules refuse is " +
+				"recorded as a refused cred.mint with the reason and the presented credential's jtis. `unum cred list` reads " +
+				"these records back.",
+			Status: Mitigated,
+			Tests: []string{"control.TestDelegateNotRecordedNotIssued", "control.TestDelegateRefusedPlanRecorded",
+				"control.TestListCredentials", "cmd/unum.TestCredentialsThreeHops"},
+		},
+		{
+			ID:       "T-083",
+			Title:    "Refused credential presentations unrecorded, or flooding the audit log",
+			STRIDE:   "RD",
+			Asset:    "the record of who tried to use which credential; the audit disk (T-060)",
+			Boundary: "API listener (mutual TLS): delegated calls",
+			Attacker: "a caller presenting stolen, forged, expired or revoked credentials, relying on refusals leaving no " +
+				"trace; or presenting garbage in a loop so that each refusal costs a durable log entry",
+			Mitigation: "Every refused presentation is recorded (cred.verify, deny) with the presenting caller, the method, " +
+				"the reason and, once the signature verified, the credential's jtis (so `audit query --cred` finds a replay). " +
+				"These events go through the node's refusal limiter (T-062): beyond its burst they are counted and " +
+				"summarized, not written one by one.",
+			Status: Mitigated,
+			Tests: []string{"internal/rpc.TestRefusedPresentationsRecorded", "internal/rpc.TestRefusedPresentationFloodSummarized",
+				"cmd/unum.TestCredentialsThreeHops"},
+		},
+		{
+			ID:       "T-084",
+			Title:    "A revoked delegated credential still used",
+			STRIDE:   "SE",
+			Asset:    "the authority of a credential its subject or an operator revoked",
+			Boundary: "the revocation set in etcd and every node's revocation view",
+			Attacker: "the holder of a revoked credential (a stolen laptop, a compromised service) using it, or anything " +
+				"minted from it, before verifiers learn of the revocation, on a node whose view is stale or partitioned, or on " +
+				"a stream opened before the revocation",
+			Mitigation: "`unum cred revoke` writes one entry (a jti and everything minted from it, a subject, or a holder) " +
+				"to the revocation set certificates use, kept until every credential it can refuse has expired and never " +
+				"shortened by revoking again; every verifier checks the credential's and its ancestors' jtis, its subject, " +
+				"every actor as a holder and as an identity. A privileged delegated call on a stale revocation view is " +
+				"refused (Unavailable). A stream opened with a credential ends when the credential is revoked or expires " +
+				"(in internal/rpc and in the package's stream interceptor alike).",
+			Status: Mitigated,
+			Tests: []string{"control.TestRevokeCredentials", "internal/rpc.TestRevokedCredentialRefused",
+				"internal/rpc.TestDelegatedPrivilegedCallOnStaleViewRefused", "internal/rpc.TestRevokedCredentialCutsStream",
+				"identity/delegation.TestStreamInterceptorCutsRevokedCredential", "control.TestListCredentials",
+				"cmd/unum.TestCredentialsThreeHops"},
+		},
+		{
+			ID:       "T-085",
+			Title:    "Credentials signed by a removed control node, or with its keyring",
+			STRIDE:   "S",
+			Asset:    "the credential signing keys of control nodes",
+			Boundary: "node data directory; etcd client and peer ports (/unum/cred/keys)",
+			Attacker: "someone who compromised a control node (since removed) or a copy of its disk, minting credentials " +
+				"with its keyring",
+			Mitigation: "`unum node rm` deletes the node's published key set in the same transaction that removes its " +
+				"record and revokes its identity, so every verifier drops its keys and what it signed stops verifying. The " +
+				"keyring is sealed under the node's KEK (0600), refused when readable by others or when it does not open " +
+				"with the KEK, and never silently replaced by a new one.",
+			Status: Mitigated,
+			Tests: []string{"control.TestRemovedControlNodeCredentialKeysDeleted", "control.TestCredentialKeysPublished",
+				"node.TestCredKeyringSurvivesRestart"},
+		},
+		{
+			ID:       "T-086",
+			Title:    "Impersonation passed off as delegation",
+			STRIDE:   "SE",
+			Asset:    "the authority of principals other than the issuer",
+			Boundary: "a control node's Credentials service (Delegate)",
+			Attacker: "a principal allowed to delegate its own authority who asks for a credential on someone else's behalf " +
+				"(--on-behalf-of), hoping a cred.delegate grant covers it, or that the credential hides who minted it",
+			Mitigation: "Minting on someone else's behalf is its own privileged action, cred.impersonate (an admin's in the " +
+				"shipped policy), which no cred.delegate grant covers; the issuer stays in the chain as its first actor, so " +
+				"every use is also intersected with the issuer's rights and the audit log names it; an exchanged credential " +
+				"keeps its subject.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestImpersonationIsItsOwnAction", "cmd/unum.TestCredentialsThreeHops"},
+		},
 	}
 	sortByID(threats)
 	return threats
