@@ -288,8 +288,7 @@ type joinedNode struct {
 }
 
 func startLocalCluster(ctx context.Context, o Options, n int, progress func(string, ...any)) (_ *localCluster, err error) {
-	log := o.logger()
-	first, err := startLocalNode(ctx, o.TempDir, log, progress)
+	first, err := startLocalNode(ctx, o.TempDir, o.logger(), progress)
 	if err != nil {
 		return nil, err
 	}
@@ -300,37 +299,46 @@ func startLocalCluster(ctx context.Context, o Options, n int, progress func(stri
 		}
 	}()
 	for i := 2; i <= n; i++ {
-		name := fmt.Sprintf("node-%d", i)
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		tok, err := unumv1.NewClusterClient(first.admin).CreateJoinToken(cctx, &unumv1.CreateJoinTokenRequest{Name: name, Roles: []string{"control", "compute"}})
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("join token for %s: %w", name, err)
-		}
-		ports, err := node.FreeLoopbackPorts(1)
-		if err != nil {
-			return nil, err
-		}
-		kekDir, err := os.MkdirTemp(o.TempDir, "unum-bench-kek-")
-		if err != nil {
-			return nil, err
-		}
-		jn := &joinedNode{dir: filepath.Join(first.base, name), kekDir: kekDir, runErr: make(chan error, 1)}
-		var nctx context.Context
-		nctx, jn.stop = context.WithCancel(ctx)
-		lc.others = append(lc.others, jn)
-		progress("joining %s as a control node", name)
-		go func() {
-			jn.runErr <- node.Run(nctx, node.Options{
-				DataDir: jn.dir, KEKFile: filepath.Join(kekDir, "kek"), Ports: ports[0], JoinAddr: first.ports.Enroll, Token: tok.GetToken(),
-				EtcdHeartbeat: svidEtcdHeartbeat, EtcdElection: svidEtcdElection, Log: log,
-			})
-		}()
-		if err := waitNodeReady(ctx, first.admin, name, jn.runErr); err != nil {
+		if err := lc.join(ctx, o, fmt.Sprintf("node-%d", i), []string{"control", "compute"}, progress); err != nil {
 			return nil, err
 		}
 	}
 	return lc, nil
+}
+
+// join starts a node called name with roles in this process, joined to the
+// first node with a join token, and waits until it is ready. A control
+// node gets a KEK of its own; a compute node has none (it holds no sealed
+// keys) and follows the control plane through its agent's streams.
+func (lc *localCluster) join(ctx context.Context, o Options, name string, roles []string, progress func(string, ...any)) error {
+	first := lc.first
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	tok, err := unumv1.NewClusterClient(first.admin).CreateJoinToken(cctx, &unumv1.CreateJoinTokenRequest{Name: name, Roles: roles})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("join token for %s: %w", name, err)
+	}
+	ports, err := node.FreeLoopbackPorts(1)
+	if err != nil {
+		return err
+	}
+	jn := &joinedNode{dir: filepath.Join(first.base, name), runErr: make(chan error, 1)}
+	opts := node.Options{
+		DataDir: jn.dir, Ports: ports[0], JoinAddr: first.ports.Enroll, Token: tok.GetToken(),
+		EtcdHeartbeat: svidEtcdHeartbeat, EtcdElection: svidEtcdElection, Log: o.logger(),
+	}
+	if slices.Contains(roles, "control") {
+		if jn.kekDir, err = os.MkdirTemp(o.TempDir, "unum-bench-kek-"); err != nil {
+			return err
+		}
+		opts.KEKFile = filepath.Join(jn.kekDir, "kek")
+	}
+	var nctx context.Context
+	nctx, jn.stop = context.WithCancel(ctx)
+	lc.others = append(lc.others, jn)
+	progress("joining %s as a %s node", name, strings.Join(roles, "+"))
+	go func() { jn.runErr <- node.Run(nctx, opts) }()
+	return waitNodeReady(ctx, first.admin, name, jn.runErr)
 }
 
 func (lc *localCluster) stop() error {
@@ -345,7 +353,9 @@ func (lc *localCluster) stop() error {
 		case <-time.After(stopTimeout):
 			err = errors.Join(err, fmt.Errorf("%s did not stop within %s", jn.dir, stopTimeout))
 		}
-		os.RemoveAll(jn.kekDir)
+		if jn.kekDir != "" {
+			os.RemoveAll(jn.kekDir)
+		}
 	}
 	return errors.Join(err, lc.first.stop())
 }

@@ -311,24 +311,7 @@ func benchSignCore(ctx context.Context, window time.Duration) (single, parallel 
 	if err != nil {
 		return single, parallel, err
 	}
-	now := time.Now()
-	rootKey, err := ca.GenerateKey()
-	if err != nil {
-		return single, parallel, err
-	}
-	root, err := ca.NewRoot(td, rootKey, now, node.RootTTL)
-	if err != nil {
-		return single, parallel, err
-	}
-	interKey, err := ca.GenerateKey()
-	if err != nil {
-		return single, parallel, err
-	}
-	inter, err := ca.NewIntermediate(td, svidNodeName, interKey.Public(), root, rootKey, now, node.IntermediateTTL)
-	if err != nil {
-		return single, parallel, err
-	}
-	auth, err := ca.New(td, inter, interKey, nil, time.Now)
+	auth, err := newAuthority(td)
 	if err != nil {
 		return single, parallel, err
 	}
@@ -351,6 +334,29 @@ func benchSignCore(ctx context.Context, window time.Duration) (single, parallel 
 	}
 	parallel, err = measure(ctx, procs, window, false, op).result(ResultCoreParallel, desc+fmt.Sprintf(", %d goroutines (GOMAXPROCS)", procs), procs, false)
 	return single, parallel, err
+}
+
+// newAuthority is a CA of its own for in-process measurements: a root and
+// a node's intermediate, as node.Init makes them.
+func newAuthority(td spiffeid.TrustDomain) (*ca.Authority, error) {
+	now := time.Now()
+	rootKey, err := ca.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	root, err := ca.NewRoot(td, rootKey, now, node.RootTTL)
+	if err != nil {
+		return nil, err
+	}
+	interKey, err := ca.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	inter, err := ca.NewIntermediate(td, svidNodeName, interKey.Public(), root, rootKey, now, node.IntermediateTTL)
+	if err != nil {
+		return nil, err
+	}
+	return ca.New(td, inter, interKey, nil, time.Now)
 }
 
 func makeCSRs(id spiffeid.ID, n int) ([][]byte, error) {
