@@ -108,6 +108,7 @@ func Runners() map[string]Runner {
 		"revocation": RunRevocation,
 		"authz":      RunAuthz,
 		"audit":      RunAudit,
+		"cred":       RunCred,
 	}
 }
 

@@ -192,7 +192,8 @@ func TestRunners(t *testing.T) {
 	require.Contains(t, Runners(), "svid")
 	require.Contains(t, Runners(), "revocation")
 	require.Contains(t, Runners(), "authz")
-	require.Equal(t, []string{"audit", "authz", "revocation", "svid"}, Components())
+	require.Contains(t, Runners(), "cred")
+	require.Equal(t, []string{"audit", "authz", "cred", "revocation", "svid"}, Components())
 }
 
 func TestMeasure(t *testing.T) {
