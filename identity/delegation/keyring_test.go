@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 	"github.com/tink-crypto/tink-go/v2/aead"
+	"github.com/tink-crypto/tink-go/v2/jwt"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	"github.com/tink-crypto/tink-go/v2/tink"
 
@@ -332,4 +333,48 @@ func TestSetKeysForgetsVerifiedTokens(t *testing.T) {
 	require.ErrorIs(t, f.present(h.tok2, h.bCert), ErrUnknownKey)
 	f.verify.SetKeys(nil)
 	require.ErrorIs(t, f.present(h.tok2, h.bCert), ErrUnknownKey, "no keys: nothing verifies")
+}
+
+// TestTinkVerifiesIssuedTokens: the issuer signs outside Tink's JWT API,
+// with the keyring's own key; Tink's JWT verifier, given only the published
+// JWK set, accepts what it signs (same algorithm, kid, typ and claims), and
+// a rotated keyring's issuer signs with the new kid.
+func TestTinkVerifiesIssuedTokens(t *testing.T) {
+	f := newFixture(t)
+	f.now = time.Now().Truncate(time.Second)
+	check := func(ring *Keyring) {
+		t.Helper()
+		iss, err := NewIssuer(testTD, ring, func() time.Time { return f.now })
+		require.NoError(t, err)
+		c, err := iss.Plan(Request{Caller: alice, Holder: svcA, Audience: []spiffeid.ID{api}, Scopes: mustScopes(t, "kv.read:kv/shop/*")})
+		require.NoError(t, err)
+		tok, err := iss.Sign(c)
+		require.NoError(t, err)
+		jwks, err := ring.PublicJWKS()
+		require.NoError(t, err)
+		pub, err := jwt.JWKSetToPublicKeysetHandle(jwks)
+		require.NoError(t, err)
+		v, err := jwt.NewVerifier(pub)
+		require.NoError(t, err)
+		typ, aud := TokenType, api.String()
+		val, err := jwt.NewValidator(&jwt.ValidatorOpts{ExpectedTypeHeader: &typ, ExpectedAudience: &aud, IgnoreIssuer: true, FixedNow: f.now})
+		require.NoError(t, err)
+		got, err := v.VerifyAndDecode(tok, val)
+		require.NoError(t, err)
+		jti, err := got.JWTID()
+		require.NoError(t, err)
+		require.Equal(t, c.ID, jti)
+		act, err := got.ObjectClaim("act")
+		require.NoError(t, err)
+		require.Equal(t, svcA.String(), act["sub"])
+		kid := strings.Split(tok, ".")[0]
+		h, err := base64.RawURLEncoding.DecodeString(kid)
+		require.NoError(t, err)
+		require.Contains(t, string(h), ring.PrimaryKID())
+	}
+	check(f.ring)
+	rotated, err := f.ring.Rotate(f.now)
+	require.NoError(t, err)
+	require.NotEqual(t, f.ring.PrimaryKID(), rotated.PrimaryKID())
+	check(rotated)
 }

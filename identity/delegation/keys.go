@@ -61,6 +61,16 @@ func (k *Keyring) Primary() KeyInfo {
 	return KeyInfo{ID: id}
 }
 
+// PrimaryKID is the kid of the tokens the primary key signs ("" when it
+// cannot be read).
+func (k *Keyring) PrimaryKID() string {
+	_, kid, err := k.primarySigningKey()
+	if err != nil {
+		return ""
+	}
+	return kid
+}
+
 // Due reports whether the primary key has been primary for period.
 func (k *Keyring) Due(now time.Time, period time.Duration) bool {
 	return !now.Before(k.Primary().Created.Add(period))
