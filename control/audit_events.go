@@ -21,13 +21,24 @@ const recordTimeout = 10 * time.Second
 // before it ran (fail closed), so a failure here is logged and shows in
 // the node's audit health, not returned to the caller.
 //
-// The subject defaults to the verified caller of ctx, and the decision id
+// The subject defaults to the verified caller of ctx (for a call made with
+// a delegated credential: the credential's subject, with its chain and
+// jtis), and the decision id
 // and policy revision to the decision that allowed the call, so the event
 // links to its authz record. The event is recorded even when the caller
 // hangs up: its action has happened.
 func (s *Server) record(ctx context.Context, e audit.Event) {
 	if s.cfg.Audit == nil {
 		return
+	}
+	if cred, ok := rpc.CredentialFromContext(ctx); ok && e.Subject == "" && len(e.Creds) == 0 {
+		// Done on someone's behalf: the event says for whom, through whom,
+		// under which credential, as the decision that allowed it does.
+		e.Subject, e.Creds = cred.Subject.String(), cred.JTIs()
+		e.Chain = e.Chain[:0]
+		for _, l := range cred.Chain {
+			e.Chain = append(e.Chain, l.Actor.String())
+		}
 	}
 	if c, ok := rpc.CallerFromContext(ctx); ok && e.Subject == "" {
 		e.Subject = c.ID.String()

@@ -33,9 +33,16 @@ func PublishCredentialKeys(ctx context.Context, cli *clientv3.Client, node strin
 	if _, err := delegation.ParsePublicKeys(map[string][]byte{node: jwks}); err != nil {
 		return fmt.Errorf("publish credential keys of %s: %w", node, err)
 	}
-	_, err := cli.Put(ctx, prefixCredKeys+node, mustJSON(CredKeyRecord{Node: node, JWKS: jwks, UpdatedAt: now.UTC()}))
+	// Only for a member: a publish racing the node's removal must not
+	// bring back the keys the removal deleted (one transaction deletes
+	// both records).
+	txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(nodeKey(node)), ">", 0)).
+		Then(clientv3.OpPut(prefixCredKeys+node, mustJSON(CredKeyRecord{Node: node, JWKS: jwks, UpdatedAt: now.UTC()}))).Commit()
 	if err != nil {
 		return fmt.Errorf("publish credential keys of %s: %w", node, err)
+	}
+	if !txn.Succeeded {
+		return fmt.Errorf("publish credential keys of %s: it is not a member of the cluster (removed?)", node)
 	}
 	return nil
 }

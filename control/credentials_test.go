@@ -363,8 +363,15 @@ func TestCredentialKeysPublished(t *testing.T) {
 	jwks, err := e.keyring.PublicJWKS()
 	require.NoError(t, err)
 	cli := h.etcd.Client()
+	// Only a member publishes.
+	require.ErrorContains(t, PublishCredentialKeys(ctxT(t), cli, node, jwks, time.Now()), "not a member")
+	_, err = cli.Put(ctxT(t), nodeKey(node), mustJSON(NodeRecord{Name: node, SPIFFEID: tdID("/node/" + node), Roles: []string{"control"}}))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = cli.Delete(context.Background(), prefixCredKeys+node)
+		_, _ = cli.Delete(context.Background(), nodeKey(node))
+	})
 	require.NoError(t, PublishCredentialKeys(ctxT(t), cli, node, jwks, time.Now()))
-	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), prefixCredKeys+node) })
 	require.Error(t, PublishCredentialKeys(ctxT(t), cli, node, []byte(`{"keys": []}`), time.Now()))
 
 	wl := e.client(e.addr, "/ns/shop/job/keys-reader")
@@ -414,4 +421,26 @@ func TestRemovedControlNodeCredentialKeysDeleted(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, got.Kvs, "the removed node's credential keys are deleted")
 	require.Eventually(t, func() bool { sets, _, _ := h.srv.CredentialKeys(); return sets[name] == nil }, 10*time.Second, 10*time.Millisecond)
+
+	// A publish racing the removal cannot bring them back.
+	err = PublishCredentialKeys(ctxT(t), cli, name, jwks, time.Now())
+	require.ErrorContains(t, err, "not a member")
+	got, err = cli.Get(ctxT(t), prefixCredKeys+name)
+	require.NoError(t, err)
+	require.Empty(t, got.Kvs)
+
+	// What it signed no longer verifies against the published keys.
+	sets, _, _ := h.srv.CredentialKeys()
+	keys, err := delegation.ParsePublicKeys(sets)
+	require.NoError(t, err)
+	iss, err := delegation.NewIssuer(h.td, e.keyring, nil)
+	require.NoError(t, err)
+	sc, err := delegation.ParseScopes([]string{"cluster.status:cluster/-/status"})
+	require.NoError(t, err)
+	c, err := iss.Plan(delegation.Request{Caller: spiffeid.RequireFromString(tdID("/user/admin")), Audience: []spiffeid.ID{identity.APIID(h.td)}, Scopes: sc})
+	require.NoError(t, err)
+	tok, err := iss.Sign(c)
+	require.NoError(t, err)
+	_, err = delegation.Parse(tok, h.td, keys)
+	require.ErrorIs(t, err, delegation.ErrUnknownKey)
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -87,57 +88,94 @@ func (n *node) useCredKeyring(k *delegation.Keyring) error {
 }
 
 // credKeyringLoop keeps a control node's keyring rotated and pruned and its
-// public keys published, until ctx ends. Keys are published before a new
-// primary signs anything: a rotated keyring is saved and published first,
-// then used.
-func (n *node) credKeyringLoop(ctx context.Context, kek *seal.KEK, k *delegation.Keyring, cli *clientv3.Client) {
-	published := false
-	t := time.NewTicker(credKeyringEvery)
+// public keys published, until ctx ends. The node signs with a keyring only
+// once its own state cache shows that keyring's keys published (so every
+// verifier can have them): on start, the issuer stays unset (Delegate
+// answers Unavailable) until then, and after a rotation the previous
+// primary keeps signing until then.
+func (n *node) credKeyringLoop(ctx context.Context, kek *seal.KEK, k *delegation.Keyring, cli *clientv3.Client, ctl *control.Server) {
+	var using *delegation.Keyring
+	t := time.NewTimer(0)
 	defer t.Stop()
+	var changed <-chan struct{}
 	for {
-		now := time.Now()
-		next := k
-		var err error
-		if next.Due(now, delegation.RotationPeriod) {
-			next, err = next.Rotate(now)
-		}
-		if err == nil {
-			next, err = next.Prune(now)
-		}
-		if err == nil && next != k {
-			err = n.saveCredKeyring(kek, next)
-		}
-		if err == nil && (next != k || !published) {
-			var jwks []byte
-			if jwks, err = next.PublicJWKS(); err == nil {
-				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				err = control.PublishCredentialKeys(pctx, cli, n.cfg.Name, jwks, now)
-				cancel()
-			}
-			if err == nil {
-				published = true
-			}
-		}
-		if err == nil && next != k {
-			if err = n.useCredKeyring(next); err == nil {
-				n.log.Info("credential keyring rotated", "primary", next.Primary().ID, "keys", len(next.Keys()))
-				k = next
-			}
-		}
-		if err != nil && ctx.Err() == nil {
-			n.log.Warn("credential keyring", "err", err)
-		}
-		wait := credKeyringEvery
-		if !published {
-			wait = time.Second
-		}
-		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-changed:
+			// The cache moved: perhaps it shows what was just published.
+		}
+		_, changed, _ = ctl.CredentialKeys()
+		if err := n.credKeyringStep(ctx, kek, &k, &using, cli, ctl); err != nil && ctx.Err() == nil {
+			n.log.Warn("credential keyring", "err", err)
+		}
+		wait := credKeyringEvery
+		if using != k {
+			wait = time.Second
+		} else {
+			changed = nil
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(wait)
+	}
+}
+
+// credKeyringStep rotates and prunes *k when due (saving it first), makes
+// sure its keys are published, and switches the issuer to it once this
+// node's cache shows them.
+func (n *node) credKeyringStep(ctx context.Context, kek *seal.KEK, k, using **delegation.Keyring, cli *clientv3.Client, ctl *control.Server) error {
+	now := time.Now()
+	next := *k
+	var err error
+	if next.Due(now, delegation.RotationPeriod) {
+		if next, err = next.Rotate(now); err != nil {
+			return err
 		}
 	}
+	if next, err = next.Prune(now); err != nil {
+		return err
+	}
+	if next != *k {
+		if err := n.saveCredKeyring(kek, next); err != nil {
+			return err
+		}
+		*k = next
+	}
+	jwks, err := next.PublicJWKS()
+	if err != nil {
+		return err
+	}
+	sets, _, loaded := ctl.CredentialKeys()
+	if !loaded || !sameJSON(sets[n.cfg.Name], jwks) {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		// Shown by the cache at a later step.
+		return control.PublishCredentialKeys(pctx, cli, n.cfg.Name, jwks, now)
+	}
+	if *using != next {
+		if err := n.useCredKeyring(next); err != nil {
+			return err
+		}
+		n.log.Info("credential keyring in use", "primary", next.Primary().ID, "kid", next.PrimaryKID(), "keys", len(next.Keys()))
+		*using = next
+	}
+	return nil
+}
+
+// sameJSON reports whether a and b are the same JSON text but for white
+// space (the cache holds the keys as etcd gave them back).
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return false
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // followCredKeys feeds a control node's verifier from its state cache.

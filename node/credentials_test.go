@@ -3,6 +3,7 @@ package node
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -94,4 +95,26 @@ func TestCredKeyringSurvivesRestart(t *testing.T) {
 	_, err = (&node{l: l, log: quietLog()}).loadCredKeyring(kek, time.Now())
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "credential keyring")
+}
+
+// TestCredKeysReachEveryNode: a control node signs only with keys it has
+// published, and every node's verifier (the compute node through the agent
+// sync stream) holds them.
+func TestCredKeysReachEveryNode(t *testing.T) {
+	ctl := cl.nodes["node-1"].node.Load()
+	compute := cl.nodes["node-2"].node.Load()
+	require.NotNil(t, ctl)
+	require.NotNil(t, compute)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		iss := ctl.credIssuer.Load()
+		ctlKeys, computeKeys := ctl.credVerifier.Keys().KeyIDs(), compute.credVerifier.Keys().KeyIDs()
+		if iss != nil && len(ctlKeys) > 0 && slices.Equal(ctlKeys, computeKeys) {
+			tokKID := iss.KeyID()
+			require.Contains(t, ctlKeys, tokKID, "the issuer signs with a published key")
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "keys never reached every node: issuer %v, control %v, compute %v", iss != nil, ctlKeys, computeKeys)
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -564,14 +564,11 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		return nil, nil, err
 	}
 	keyring, err := n.loadCredKeyring(kek, time.Now())
-	if err == nil {
-		err = n.useCredKeyring(keyring)
-	}
 	if err != nil {
 		stop()
 		return nil, nil, err
 	}
-	goFn("credential keyring", func(ctx context.Context) error { n.credKeyringLoop(ctx, kek, keyring, cli); return nil })
+	goFn("credential keyring", func(ctx context.Context) error { n.credKeyringLoop(ctx, kek, keyring, cli, ctl); return nil })
 	goFn("credential keys", func(ctx context.Context) error { n.followCredKeys(ctx, ctl); return nil })
 	if voters != nil {
 		goFn("etcd promotion", func(ctx context.Context) error {

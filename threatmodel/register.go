@@ -1183,11 +1183,16 @@ func Register() []Threat {
 				"input.subject with the same input.delegation) and allowed only when every one is allowed (the intersection), " +
 				"the decision recording each principal's answer and the credential's jtis. A credential that does not verify " +
 				"refuses the call instead of falling back to the caller's own rights; so do two credentials in one call, a " +
-				"server without a verifier, and a chain longer than the policy's max_depth.",
+				"server without a verifier, a chain longer than the policy's max_depth, and the methods a caller makes only " +
+				"as itself (renewals, sync and watch streams, heartbeats, checkpoint submission). An exchange is decided on " +
+				"the credential that will be signed: what the request leaves out (scopes, audience) is the presented " +
+				"credential's, in input.credential, so a rule on them cannot be passed by leaving them out. What a service " +
+				"does on someone's behalf is recorded as theirs, through it (subject, chain and jtis on the action's events).",
 			Status: Mitigated,
 			Tests: []string{"internal/rpc.TestConfusedDeputyHolderRightsNotUsed", "internal/rpc.TestDelegatedCallDecidedForEveryPrincipal",
 				"internal/rpc.TestChainLongerThanPolicyMaxDepthRefused", "internal/rpc.TestTwoCredentialsInOneCallRefused",
-				"internal/rpc.TestServerWithoutVerifierRefusesCredential", "cmd/unum.TestCredentialsThreeHops"},
+				"internal/rpc.TestServerWithoutVerifierRefusesCredential", "internal/rpc.TestExchangeDecidedOnWhatWillBeSigned",
+				"internal/rpc.TestSelfMethodsRefuseDelegation", "cmd/unum.TestCredentialsThreeHops"},
 		},
 		{
 			ID:       "T-081",
@@ -1270,12 +1275,14 @@ func Register() []Threat {
 			Attacker: "someone who compromised a control node (since removed) or a copy of its disk, minting credentials " +
 				"with its keyring",
 			Mitigation: "`unum node rm` deletes the node's published key set in the same transaction that removes its " +
-				"record and revokes its identity, so every verifier drops its keys and what it signed stops verifying. The " +
-				"keyring is sealed under the node's KEK (0600), refused when readable by others or when it does not open " +
-				"with the KEK, and never silently replaced by a new one.",
+				"record and revokes its identity, and a publish only succeeds for a member (so one racing the removal cannot " +
+				"bring the keys back); every verifier then drops its keys (control nodes from their state cache, other nodes " +
+				"from the sync stream) and what it signed fails as signed by an unknown key. A control node signs only with " +
+				"keys its own state cache shows published. The keyring is sealed under the node's KEK (0600), refused when " +
+				"readable by others or when it does not open with the KEK, and never silently replaced by a new one.",
 			Status: Mitigated,
 			Tests: []string{"control.TestRemovedControlNodeCredentialKeysDeleted", "control.TestCredentialKeysPublished",
-				"node.TestCredKeyringSurvivesRestart"},
+				"node.TestCredKeyringSurvivesRestart", "node.TestCredKeysReachEveryNode", "identity/delegation.TestKeyringPrune"},
 		},
 		{
 			ID:       "T-086",

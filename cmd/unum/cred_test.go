@@ -210,6 +210,20 @@ func TestCredentialsThreeHops(t *testing.T) {
 	require.Equal(t, "spiffe://unum.local/user/alice", c3.Subject)
 	require.Equal(t, "spiffe://unum.local/user/admin", c3.Chain[0].Actor, "the real issuer stays in act")
 	require.Equal(t, svcA, c3.Chain[1].Actor)
+
+	// What a service does on someone's behalf is recorded as theirs,
+	// through it: otto (an operator) lets B register an identity for him.
+	otto := userEnv(t, d, "otto", "operator")
+	r = unum(t, otto, "cred", "delegate", "--to", svcB, "--aud", api, "--scope", "id.register:id/default/*")
+	require.Equal(t, 0, r.code, r.stderr)
+	c4 := inspect(t, d, strings.TrimSpace(r.stdout))
+	reg.SpiffeId = "spiffe://unum.local/ns/default/job/for-otto"
+	_, err = unumv1.NewIdentityClient(b).CreateEntry(rpc.WithDelegation(ctx, strings.TrimSpace(r.stdout)), reg)
+	require.NoError(t, err)
+	evs = auditQuery(t, d, "--cred", c4.JTI, "--action", "entry.create")
+	require.Len(t, evs, 1)
+	require.Equal(t, "spiffe://unum.local/user/otto", evs[0].Subject)
+	require.Equal(t, []string{svcB}, evs[0].Chain)
 }
 
 // userEnv adds a user with role and logs in as them; the env runs the CLI

@@ -44,6 +44,12 @@ var ErrNotPresented = errors.New("no delegated credential presented")
 // FromIncoming verifies the credential an incoming gRPC call presents
 // against the call's mTLS peer: what a service's own interceptor calls. It
 // returns ErrNotPresented when there is none, and refuses more than one.
+//
+// The holder binding is only as good as the peer certificate: the server's
+// TLS configuration must verify the client's chain against the trust
+// bundle (go-spiffe's tlsconfig.MTLSServerConfig does; tls.RequestClientCert
+// or RequireAnyClientCert alone do not), or anyone could present a
+// self-made certificate naming the holder.
 func (v *Verifier) FromIncoming(ctx context.Context, audience []spiffeid.ID, maxDepth int) (*Credential, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	tokens := md.Get(MetadataKey)
@@ -59,7 +65,7 @@ func (v *Verifier) FromIncoming(ctx context.Context, audience []spiffeid.ID, max
 		return nil, fmt.Errorf("%w: no peer", ErrHolder)
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.PeerCertificates) == 0 {
+	if !ok || !ti.State.HandshakeComplete || len(ti.State.PeerCertificates) == 0 {
 		return nil, fmt.Errorf("%w: the call is not over mutual TLS", ErrHolder)
 	}
 	return v.Verify(Presentation{Token: tokens[0], Peer: ti.State.PeerCertificates[0], Audience: audience, MaxDepth: maxDepth})

@@ -59,6 +59,9 @@ func NewIssuer(td spiffeid.TrustDomain, k *Keyring, clock func() time.Time) (*Is
 	return &Issuer{td: td, key: key, kid: kid, clock: clock, header: base64.RawURLEncoding.EncodeToString(h)}, nil
 }
 
+// KeyID is the kid of the tokens i signs.
+func (i *Issuer) KeyID() string { return i.kid }
+
 // primarySigningKey is the keyring's primary key as a Go ECDSA key, with
 // the kid Tink gives its tokens (base64url of the key id, Tink's output
 // prefix).

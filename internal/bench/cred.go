@@ -195,10 +195,20 @@ func benchCredMint(ctx context.Context, o Options, cfg *clientconfig.Config, ln 
 		return nil
 	}
 	// One call per connection first: the mutual-TLS handshakes are not
-	// what is measured, and a refusal shows here with its reason.
+	// what is measured, and a refusal shows here with its reason. A
+	// control node answers Unavailable until its credential keys are
+	// published (the first second of its life): wait for that.
 	for i := range conc {
-		if err := mint(ctx, i); err != nil {
-			return Result{}, "", fmt.Errorf("delegate (warm-up): %w", err)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := mint(ctx, i)
+			if err == nil {
+				break
+			}
+			if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+				return Result{}, "", fmt.Errorf("delegate (warm-up): %w", err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	progress("minting: %d mutual-TLS admin clients for %s", conc, window)

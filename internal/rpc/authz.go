@@ -149,7 +149,7 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 	in.Action = rt.action
 	in.Resource = rt.resource(req.Caller.Principal, req.Message)
 	if facts, ok := requestFacts[req.Method]; ok {
-		facts(req.Caller.Principal, req.Message, &in)
+		facts(req.Caller.Principal, req.Message, cred, &in)
 	}
 	if refine, ok := storedResources[req.Method]; ok && a.Entries != nil {
 		in.Resource = refine(a.Entries, req.Message, in.Resource)
@@ -165,6 +165,9 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 	if cred == nil {
 		d, err = a.Decider.Decide(ctx, in, digest)
 	} else {
+		if withoutDelegation[req.Method] {
+			return a.refuse(ctx, in, digest, "a delegated credential cannot be used for "+shortMethod(req.Method)+": the caller makes it only as itself", creds), nil
+		}
 		if lim := a.Decider.Limits(); len(cred.Chain) > lim.MaxDepth {
 			return a.refuse(ctx, in, digest, fmt.Sprintf("the delegated credential's chain has %d actors; the policy allows %d", len(cred.Chain), lim.MaxDepth), creds), nil
 		}

@@ -109,6 +109,9 @@ func newDelegEnv(t *testing.T, cfg delegConfig) *delegEnv {
 	unumv1.RegisterClusterServer(srv, pr)
 	unumv1.RegisterAuditServer(srv, auditProbe{})
 	unumv1.RegisterIdentityServer(srv, whoAmI{})
+	// Credentials calls that pass the interceptor reach no handler here
+	// (Unimplemented): what is tested is how they are decided.
+	unumv1.RegisterCredentialsServer(srv, unumv1.UnimplementedCredentialsServer{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	go srv.Serve(lis)
@@ -557,4 +560,54 @@ func credVerifyEvents(t *testing.T, l *audit.Log) []*audit.Event {
 		return true
 	}))
 	return out
+}
+
+// An exchange that names no scopes or audience gets the presented
+// credential's: the policy must decide on those, not on an empty request
+// (a rule refusing some scope cannot be passed by leaving it out).
+func TestExchangeDecidedOnWhatWillBeSigned(t *testing.T) {
+	e := newDelegEnv(t, delegConfig{extra: map[string]string{"noqueue.rego": `package unum.authz
+
+import rego.v1
+
+denies contains "queue scopes are not passed on" if {
+	input.action == "cred.delegate"
+	some s in input.credential.scopes
+	startswith(s, "queue.")
+}
+`}})
+	tok, c := e.chain([]string{"cluster.status:cluster/-/status", "queue.read:queue/shop/*", "cred.delegate:cred/shop/*"}, dOtto, dSvcB)
+	cc, err := Dial(e.p.creds(t, dSvcB), []string{e.addr})
+	require.NoError(t, err)
+	defer cc.Close()
+	creds := unumv1.NewCredentialsClient(cc)
+
+	_, err = creds.Delegate(WithDelegation(ctx5(t), tok), &unumv1.DelegateRequest{To: e.id(dSvcA).String()})
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	r := e.record(err)
+	require.Equal(t, c.Subject.String(), r.Input.Credential.Subject, "an exchange keeps its subject")
+	require.ElementsMatch(t, []string{"cluster.status:cluster/-/status", "cred.delegate:cred/shop/*", "queue.read:queue/shop/*"}, r.Input.Credential.Scopes)
+	require.Equal(t, []string{identity.APIID(e.p.td).String()}, r.Input.Credential.Audience)
+	require.Contains(t, err.Error(), "queue scopes are not passed on")
+
+	// Naming narrower scopes passes the policy (and reaches the handler).
+	_, err = creds.Delegate(WithDelegation(ctx5(t), tok), &unumv1.DelegateRequest{To: e.id(dSvcA).String(), Scopes: []string{"cluster.status:cluster/-/status"}})
+	require.Equal(t, codes.Unimplemented, status.Code(err), "%v", err)
+}
+
+// Methods a caller makes only as itself refuse a presented credential, and
+// every one of them is a routed method.
+func TestSelfMethodsRefuseDelegation(t *testing.T) {
+	for m := range withoutDelegation {
+		_, ok := routes[m]
+		require.True(t, ok, "%s is not a method", m)
+	}
+	e := newDelegEnv(t, delegConfig{})
+	tok, _ := e.chain([]string{"*:*/*/*"}, dAlice, dSvcB)
+	cc, err := Dial(e.p.creds(t, dSvcB), []string{e.addr})
+	require.NoError(t, err)
+	defer cc.Close()
+	_, err = unumv1.NewClusterClient(cc).Heartbeat(WithDelegation(ctx5(t), tok), &unumv1.HeartbeatRequest{})
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "cannot be used for Cluster.Heartbeat")
 }

@@ -5,6 +5,7 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity"
+	"github.com/unumos/unum/identity/delegation"
 	"github.com/unumos/unum/identity/jointoken"
 	"github.com/unumos/unum/policy"
 
@@ -20,24 +21,52 @@ type route struct {
 
 // requestFacts add what a request asks for to the input, beyond its action
 // and resource: input.credential for a Delegate call. The route has
-// already set the action and resource.
-var requestFacts = map[string]func(caller identity.Principal, msg any, in *policy.Input){
-	"/unum.v1.Credentials/Delegate": func(caller identity.Principal, m any, in *policy.Input) {
+// already set the action and resource; presented is the verified
+// credential the call presented (nil for a direct call).
+var requestFacts = map[string]func(caller identity.Principal, msg any, presented *delegation.Credential, in *policy.Input){
+	"/unum.v1.Credentials/Delegate": func(caller identity.Principal, m any, presented *delegation.Credential, in *policy.Input) {
 		req, _ := m.(*unumv1.DelegateRequest)
 		in.Action = delegateAction(caller, m)
-		subject := nameOr(req.GetOnBehalfOf(), caller.ID.String())
-		if in.Subject.ID != caller.ID.String() {
-			// An exchange: the credential keeps its subject.
-			subject = in.Subject.ID
-		}
-		in.Credential = &policy.CredentialRequest{
-			Subject:    subject,
+		c := &policy.CredentialRequest{
+			Subject:    nameOr(req.GetOnBehalfOf(), caller.ID.String()),
 			Holder:     nameOr(req.GetTo(), caller.ID.String()),
 			Scopes:     nonNil(req.GetScopes()),
 			Audience:   nonNil(req.GetAudience()),
 			TTLSeconds: req.GetTtlSeconds(),
 		}
+		if presented != nil {
+			// An exchange keeps the presented credential's subject, and
+			// what the request leaves out is the presented credential's:
+			// the policy decides on what will be signed.
+			c.Subject = presented.Subject.String()
+			if len(c.Scopes) == 0 {
+				for _, s := range presented.Scopes {
+					c.Scopes = append(c.Scopes, s.String())
+				}
+			}
+			if len(c.Audience) == 0 {
+				for _, a := range presented.Audience {
+					c.Audience = append(c.Audience, a.String())
+				}
+			}
+		}
+		in.Credential = c
 	},
+}
+
+// withoutDelegation are the methods a caller can only make as itself:
+// a node or user acting on its own certificate, stream or log. A presented
+// credential is refused on them rather than decided (they have no meaning
+// on someone's behalf).
+var withoutDelegation = map[string]bool{
+	"/unum.v1.Identity/RenewNodeSVID":    true,
+	"/unum.v1.Identity/SyncAgent":        true,
+	"/unum.v1.Identity/WatchRevocations": true,
+	"/unum.v1.Cluster/Heartbeat":         true,
+	"/unum.v1.Users/RenewUser":           true,
+	"/unum.v1.CA/SignIntermediate":       true,
+	"/unum.v1.Audit/SubmitCheckpoint":    true,
+	"/unum.v1.Policy/Watch":              true,
 }
 
 func nonNil(ss []string) []string {

@@ -92,6 +92,9 @@ type ServerConfig struct {
 // by the presenting caller, who must be its holder.
 const DelegationHeader = delegation.MetadataKey
 
+// maxVerifyReason bounds the reason a cred.verify event records.
+const maxVerifyReason = 512
+
 // WithDelegation returns ctx whose outgoing calls present token.
 func WithDelegation(ctx context.Context, token string) context.Context {
 	return delegation.OutgoingContext(ctx, token)
@@ -184,11 +187,13 @@ func (ic *interceptor) authorize(ctx context.Context, method string, msg any) (c
 func (ic *interceptor) credential(ctx context.Context, method string, caller Caller) (*delegation.Credential, error) {
 	var cred *delegation.Credential
 	var err error
-	if ic.creds == nil {
+	if ic.creds == nil || ic.revocations == nil {
 		md, _ := metadata.FromIncomingContext(ctx)
 		if len(md.Get(DelegationHeader)) == 0 {
 			return nil, nil
 		}
+		// Without a revocation view nothing revoked could be told, nor a
+		// stream cut when its credential is.
 		err = errors.New("this server does not accept delegated credentials")
 	} else {
 		// The policy's depth bound is applied when the call is decided.
@@ -202,8 +207,13 @@ func (ic *interceptor) credential(ctx context.Context, method string, caller Cal
 	}
 	ic.log.Info("delegated credential refused", "method", method, "caller", caller.ID.String(), "err", err)
 	if ic.audit != nil {
+		reason := err.Error()
+		if len(reason) > maxVerifyReason {
+			// The reason quotes what the presenter sent (alg, typ, kid).
+			reason = reason[:maxVerifyReason] + "…"
+		}
 		e := audit.Event{Kind: audit.KindCredential, Action: audit.ActionCredVerify, Subject: caller.ID.String(), Outcome: audit.Deny,
-			Resource: "method/-/" + method, Reasons: []string{err.Error()}}
+			Resource: "method/-/" + method, Reasons: []string{reason}}
 		if cred != nil {
 			e.Creds = cred.JTIs()
 		}
