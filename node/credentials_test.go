@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -117,4 +118,56 @@ func TestCredKeysReachEveryNode(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "keys never reached every node: issuer %v, control %v, compute %v", iss != nil, ctlKeys, computeKeys)
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestCredKeyringRotationPublishesBeforeUse drives the keyring step against
+// the running control node's etcd and state cache: a keyring due for
+// rotation is rotated and saved, its keys published (the old key kept, as
+// verifiers need it until its tokens expire), and the issuer switches to
+// the new primary only on a later step, once the cache shows the keys.
+// It steps as node-2 (a member, whose key record it removes afterwards).
+func TestCredKeyringRotationPublishesBeforeUse(t *testing.T) {
+	n1 := cl.nodes["node-1"].node.Load()
+	require.NotNil(t, n1)
+	ctl := n1.ctl.Load()
+	require.NotNil(t, ctl)
+	cli := n1.obs.etcd.Client()
+	const name, record = "node-2", "/unum/cred/keys/node-2"
+	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), record) })
+
+	dir := t.TempDir()
+	l := Layout{Dir: dir}
+	require.NoError(t, os.MkdirAll(l.Keys(), 0o700))
+	kekPath := filepath.Join(dir, "kek")
+	require.NoError(t, seal.CreateKEKFile(kekPath))
+	kek, err := seal.LoadKEK(kekPath)
+	require.NoError(t, err)
+	n := &node{l: l, log: quietLog(), cfg: &Config{Name: name}, td: n1.td}
+
+	old, err := delegation.NewKeyring(time.Now().Add(-delegation.RotationPeriod - time.Hour))
+	require.NoError(t, err)
+	k := old
+	var using *delegation.Keyring
+	ctx := context.Background()
+	require.NoError(t, n.credKeyringStep(ctx, kek, &k, &using, cli, ctl))
+	require.NotSame(t, old, k, "rotated")
+	require.NotEqual(t, old.PrimaryKID(), k.PrimaryKID())
+	require.Len(t, k.Keys(), 2, "the old key verifies on")
+	require.Nil(t, using, "not used before its keys are shown published")
+	require.Nil(t, n.credIssuer.Load())
+	saved, err := n.loadCredKeyring(kek, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, k.Primary(), saved.Primary(), "saved before published")
+
+	require.Eventually(t, func() bool {
+		require.NoError(t, n.credKeyringStep(ctx, kek, &k, &using, cli, ctl))
+		return using == k
+	}, 10*time.Second, 20*time.Millisecond)
+	iss := n.credIssuer.Load()
+	require.NotNil(t, iss)
+	require.Equal(t, k.PrimaryKID(), iss.KeyID())
+	sets, _, _ := ctl.CredentialKeys()
+	keys, err := delegation.ParsePublicKeys(map[string][]byte{name: sets[name]})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{old.PrimaryKID(), k.PrimaryKID()}, keys.KeyIDs())
 }

@@ -185,6 +185,8 @@ type node struct {
 	credKeysMu   sync.Mutex
 	credKeySets  map[string][]byte
 	credIssuer   atomic.Pointer[delegation.Issuer]
+	// ctl is the control server of a control node, once started.
+	ctl atomic.Pointer[control.Server]
 }
 
 func (n *node) nodeSVIDTTL() time.Duration {
@@ -321,6 +323,7 @@ func (n *node) run(ctx context.Context) error {
 			return err
 		}
 		roles = ctl
+		n.ctl.Store(ctl)
 	}
 	authz := &rpc.PolicyAuthorizer{Decider: n.decider, Roles: roles}
 	if ctl != nil {

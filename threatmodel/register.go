@@ -1282,7 +1282,8 @@ func Register() []Threat {
 				"readable by others or when it does not open with the KEK, and never silently replaced by a new one.",
 			Status: Mitigated,
 			Tests: []string{"control.TestRemovedControlNodeCredentialKeysDeleted", "control.TestCredentialKeysPublished",
-				"node.TestCredKeyringSurvivesRestart", "node.TestCredKeysReachEveryNode", "identity/delegation.TestKeyringPrune"},
+				"node.TestCredKeyringSurvivesRestart", "node.TestCredKeysReachEveryNode", "node.TestCredKeyringRotationPublishesBeforeUse",
+				"identity/delegation.TestKeyringPrune"},
 		},
 		{
 			ID:       "T-086",
