@@ -162,16 +162,44 @@ func (p *PolicyService) Explain(ctx context.Context, req *unumv1.ExplainPolicyRe
 		out.Error = joinErr(out.Error, "rules not traced: "+err.Error())
 		return out, nil
 	}
+	if len(rec.Principals) > 0 {
+		// A delegated call: each principal was evaluated as the subject.
+		for i, pr := range rec.Principals {
+			input := rec.Input
+			input.Subject = policy.Subject{ID: pr.ID, Attributes: pr.Attributes}
+			if i < len(rec.Input.Delegation) && rec.Input.Delegation[i].ID == pr.ID {
+				a := rec.Input.Delegation[i]
+				input.Subject.Kind, input.Subject.Namespace, input.Subject.Name = a.Kind, a.Namespace, a.Name
+			}
+			if input.Subject.Attributes == nil {
+				input.Subject.Attributes = map[string]string{}
+			}
+			ep := &unumv1.ExplainedPrincipal{SpiffeId: pr.ID, Allow: pr.Allow, Privileged: pr.Privileged, Reasons: pr.Reasons}
+			_, fired, err := eng.Explain(ctx, &input)
+			if err != nil {
+				out.Error = joinErr(out.Error, "rules not traced for "+pr.ID+": "+err.Error())
+			}
+			ep.Fired = firedToProto(fired)
+			out.Principals = append(out.Principals, ep)
+		}
+		return out, nil
+	}
 	input := rec.Input
 	_, fired, err := eng.Explain(ctx, &input)
 	if err != nil {
 		out.Error = joinErr(out.Error, "rules not traced: "+err.Error())
 		return out, nil
 	}
-	for _, f := range fired {
-		out.Fired = append(out.Fired, &unumv1.FiredRule{Rule: f.Rule, File: f.File, Line: int32(f.Line)})
-	}
+	out.Fired = firedToProto(fired)
 	return out, nil
+}
+
+func firedToProto(fired []policy.FiredRule) []*unumv1.FiredRule {
+	out := make([]*unumv1.FiredRule, 0, len(fired))
+	for _, f := range fired {
+		out = append(out, &unumv1.FiredRule{Rule: f.Rule, File: f.File, Line: int32(f.Line)})
+	}
+	return out
 }
 
 // recordedDecision reads decision id back from the audit log.

@@ -171,6 +171,9 @@ func (d *Decider) decide(ctx context.Context, in Input, digest string, principal
 // PrincipalResult is one principal's own answer in a delegated decision.
 type PrincipalResult struct {
 	ID string `json:"id"`
+	// Attributes are the principal's attributes as decided on (a user's
+	// role), so explain can evaluate it again.
+	Attributes map[string]string `json:"attributes,omitempty"`
 	Result
 }
 
@@ -194,7 +197,7 @@ func evalChain(ctx context.Context, e *Engine, in *Input, principals []Subject) 
 		if err != nil {
 			return Result{}, per, fmt.Errorf("as %s: %w", p.ID, err)
 		}
-		per = append(per, PrincipalResult{ID: p.ID, Result: r})
+		per = append(per, PrincipalResult{ID: p.ID, Attributes: p.Attributes, Result: r})
 		out.Allow = out.Allow && r.Allow
 		out.Privileged = out.Privileged || r.Privileged
 		for _, reason := range r.Reasons {

@@ -156,6 +156,27 @@ func TestCredentialsThreeHops(t *testing.T) {
 	require.Equal(t, "spiffe://unum.local/user/alice", use.Subject)
 	require.Equal(t, []string{svcA, svcB}, use.Chain)
 	require.Equal(t, []string{c2.JTI, c1.JTI}, use.Creds)
+	// Explain shows each principal's own evaluation.
+	r = unum(t, d.env, "policy", "explain", use.Decision, "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var ex struct {
+		Allow      bool `json:"allow"`
+		Principals []struct {
+			SPIFFEID string `json:"spiffe_id"`
+			Allow    bool   `json:"allow"`
+			Fired    []struct {
+				Rule string `json:"rule"`
+			} `json:"rules_fired"`
+		} `json:"principals"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ex), r.stdout)
+	require.True(t, ex.Allow)
+	require.Len(t, ex.Principals, 3)
+	for i, want := range []string{"spiffe://unum.local/user/alice", svcA, svcB} {
+		require.Equal(t, want, ex.Principals[i].SPIFFEID)
+		require.True(t, ex.Principals[i].Allow)
+		require.NotEmpty(t, ex.Principals[i].Fired, "rules traced for %s", want)
+	}
 	require.NotNil(t, mint2, "the exchange's issuance: %+v", evs)
 	require.Equal(t, []string{svcA, svcB}, mint2.Chain)
 	require.NotEmpty(t, mint2.Decision, "the mint names its deciding decision")

@@ -512,6 +512,13 @@ func runPolicyExplain(e *env, args []string) error {
 		Rule string `json:"rule"`
 		At   string `json:"at"`
 	}
+	type principalView struct {
+		SPIFFEID   string      `json:"spiffe_id"`
+		Allow      bool        `json:"allow"`
+		Privileged bool        `json:"privileged"`
+		Reasons    []string    `json:"reasons"`
+		Fired      []firedView `json:"rules_fired"`
+	}
 	v := struct {
 		DecisionID string      `json:"decision_id"`
 		Node       string      `json:"node"`
@@ -522,11 +529,21 @@ func runPolicyExplain(e *env, args []string) error {
 		Reasons    []string    `json:"reasons"`
 		Error      string      `json:"error,omitempty"`
 		Fired      []firedView `json:"rules_fired"`
-		Input      any         `json:"input"`
+		// Principals: a delegated call, decided once per principal.
+		Principals []principalView `json:"principals,omitempty"`
+		Input      any             `json:"input"`
 	}{DecisionID: resp.GetDecisionId(), Node: resp.GetNode(), Time: time.Unix(0, resp.GetTimeUnixNano()).UTC(), Revision: resp.GetRevision(),
 		Allow: resp.GetAllow(), Privileged: resp.GetPrivileged(), Reasons: resp.GetReasons(), Error: resp.GetError(), Fired: []firedView{}, Input: input}
-	for _, f := range resp.GetFired() {
-		v.Fired = append(v.Fired, firedView{Rule: f.GetRule(), At: fmt.Sprintf("%s:%d", f.GetFile(), f.GetLine())})
+	fired := func(rs []*unumv1.FiredRule) []firedView {
+		out := []firedView{}
+		for _, f := range rs {
+			out = append(out, firedView{Rule: f.GetRule(), At: fmt.Sprintf("%s:%d", f.GetFile(), f.GetLine())})
+		}
+		return out
+	}
+	v.Fired = fired(resp.GetFired())
+	for _, p := range resp.GetPrincipals() {
+		v.Principals = append(v.Principals, principalView{SPIFFEID: p.GetSpiffeId(), Allow: p.GetAllow(), Privileged: p.GetPrivileged(), Reasons: p.GetReasons(), Fired: fired(p.GetFired())})
 	}
 	return output.Write(e.stdout, c.format, v, func(tw *tabwriter.Writer) error {
 		verdict := "denied"
@@ -540,9 +557,23 @@ func runPolicyExplain(e *env, args []string) error {
 		if v.Error != "" {
 			fmt.Fprintln(tw, "  error:", v.Error)
 		}
-		fmt.Fprintln(tw, "rules fired:")
-		for _, f := range v.Fired {
-			fmt.Fprintf(tw, "  %s\t%s\n", f.At, f.Rule)
+		if len(v.Principals) == 0 {
+			fmt.Fprintln(tw, "rules fired:")
+			for _, f := range v.Fired {
+				fmt.Fprintf(tw, "  %s\t%s\n", f.At, f.Rule)
+			}
+		} else {
+			fmt.Fprintln(tw, "a delegated call, decided for every principal (allowed only if all are):")
+			for _, p := range v.Principals {
+				verdict := "denies"
+				if p.Allow {
+					verdict = "allows"
+				}
+				fmt.Fprintf(tw, "  %s: %s\n", p.SPIFFEID, verdict)
+				for _, f := range p.Fired {
+					fmt.Fprintf(tw, "    %s\t%s\n", f.At, f.Rule)
+				}
+			}
 		}
 		in, _ := json.MarshalIndent(v.Input, "  ", "  ")
 		fmt.Fprintf(tw, "input:\n  %s\n", in)

@@ -4765,9 +4765,12 @@ type ExplainPolicyResponse struct {
 	Privileged bool     `protobuf:"varint,6,opt,name=privileged,proto3" json:"privileged,omitempty"`
 	Reasons    []string `protobuf:"bytes,7,rep,name=reasons,proto3" json:"reasons,omitempty"`
 	// The engine error that denied the call, if any.
-	Error         string       `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
-	Fired         []*FiredRule `protobuf:"bytes,9,rep,name=fired,proto3" json:"fired,omitempty"`
-	Node          string       `protobuf:"bytes,10,opt,name=node,proto3" json:"node,omitempty"`
+	Error string       `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	Fired []*FiredRule `protobuf:"bytes,9,rep,name=fired,proto3" json:"fired,omitempty"`
+	Node  string       `protobuf:"bytes,10,opt,name=node,proto3" json:"node,omitempty"`
+	// A delegated call: each principal's own evaluation (the decision is
+	// their intersection); fired is then empty.
+	Principals    []*ExplainedPrincipal `protobuf:"bytes,11,rep,name=principals,proto3" json:"principals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4872,6 +4875,89 @@ func (x *ExplainPolicyResponse) GetNode() string {
 	return ""
 }
 
+func (x *ExplainPolicyResponse) GetPrincipals() []*ExplainedPrincipal {
+	if x != nil {
+		return x.Principals
+	}
+	return nil
+}
+
+type ExplainedPrincipal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Allow         bool                   `protobuf:"varint,2,opt,name=allow,proto3" json:"allow,omitempty"`
+	Privileged    bool                   `protobuf:"varint,3,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	Reasons       []string               `protobuf:"bytes,4,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	Fired         []*FiredRule           `protobuf:"bytes,5,rep,name=fired,proto3" json:"fired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainedPrincipal) Reset() {
+	*x = ExplainedPrincipal{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainedPrincipal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainedPrincipal) ProtoMessage() {}
+
+func (x *ExplainedPrincipal) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainedPrincipal.ProtoReflect.Descriptor instead.
+func (*ExplainedPrincipal) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *ExplainedPrincipal) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *ExplainedPrincipal) GetAllow() bool {
+	if x != nil {
+		return x.Allow
+	}
+	return false
+}
+
+func (x *ExplainedPrincipal) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
+}
+
+func (x *ExplainedPrincipal) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *ExplainedPrincipal) GetFired() []*FiredRule {
+	if x != nil {
+		return x.Fired
+	}
+	return nil
+}
+
 type FiredRule struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rule          string                 `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
@@ -4883,7 +4969,7 @@ type FiredRule struct {
 
 func (x *FiredRule) Reset() {
 	*x = FiredRule{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4895,7 +4981,7 @@ func (x *FiredRule) String() string {
 func (*FiredRule) ProtoMessage() {}
 
 func (x *FiredRule) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4908,7 +4994,7 @@ func (x *FiredRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiredRule.ProtoReflect.Descriptor instead.
 func (*FiredRule) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{79}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *FiredRule) GetRule() string {
@@ -4946,7 +5032,7 @@ type WatchPolicyRequest struct {
 
 func (x *WatchPolicyRequest) Reset() {
 	*x = WatchPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4958,7 +5044,7 @@ func (x *WatchPolicyRequest) String() string {
 func (*WatchPolicyRequest) ProtoMessage() {}
 
 func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4971,7 +5057,7 @@ func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPolicyRequest.ProtoReflect.Descriptor instead.
 func (*WatchPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{80}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *WatchPolicyRequest) GetHaveRevision() int64 {
@@ -5016,7 +5102,7 @@ type PolicyUpdate struct {
 
 func (x *PolicyUpdate) Reset() {
 	*x = PolicyUpdate{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5028,7 +5114,7 @@ func (x *PolicyUpdate) String() string {
 func (*PolicyUpdate) ProtoMessage() {}
 
 func (x *PolicyUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5041,7 +5127,7 @@ func (x *PolicyUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyUpdate.ProtoReflect.Descriptor instead.
 func (*PolicyUpdate) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{81}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *PolicyUpdate) GetLatestRevision() int64 {
@@ -5110,7 +5196,7 @@ type StartShadowRequest struct {
 
 func (x *StartShadowRequest) Reset() {
 	*x = StartShadowRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5122,7 +5208,7 @@ func (x *StartShadowRequest) String() string {
 func (*StartShadowRequest) ProtoMessage() {}
 
 func (x *StartShadowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5135,7 +5221,7 @@ func (x *StartShadowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartShadowRequest.ProtoReflect.Descriptor instead.
 func (*StartShadowRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{82}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *StartShadowRequest) GetBundle() *PolicyBundle {
@@ -5163,7 +5249,7 @@ type StartShadowResponse struct {
 
 func (x *StartShadowResponse) Reset() {
 	*x = StartShadowResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5175,7 +5261,7 @@ func (x *StartShadowResponse) String() string {
 func (*StartShadowResponse) ProtoMessage() {}
 
 func (x *StartShadowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5188,7 +5274,7 @@ func (x *StartShadowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartShadowResponse.ProtoReflect.Descriptor instead.
 func (*StartShadowResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{83}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *StartShadowResponse) GetShadowId() string {
@@ -5222,7 +5308,7 @@ type StopShadowRequest struct {
 
 func (x *StopShadowRequest) Reset() {
 	*x = StopShadowRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5234,7 +5320,7 @@ func (x *StopShadowRequest) String() string {
 func (*StopShadowRequest) ProtoMessage() {}
 
 func (x *StopShadowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5247,7 +5333,7 @@ func (x *StopShadowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopShadowRequest.ProtoReflect.Descriptor instead.
 func (*StopShadowRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{84}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *StopShadowRequest) GetShadowId() string {
@@ -5265,7 +5351,7 @@ type StopShadowResponse struct {
 
 func (x *StopShadowResponse) Reset() {
 	*x = StopShadowResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5277,7 +5363,7 @@ func (x *StopShadowResponse) String() string {
 func (*StopShadowResponse) ProtoMessage() {}
 
 func (x *StopShadowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5290,7 +5376,7 @@ func (x *StopShadowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopShadowResponse.ProtoReflect.Descriptor instead.
 func (*StopShadowResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{85}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{86}
 }
 
 type ShadowReportRequest struct {
@@ -5302,7 +5388,7 @@ type ShadowReportRequest struct {
 
 func (x *ShadowReportRequest) Reset() {
 	*x = ShadowReportRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5314,7 +5400,7 @@ func (x *ShadowReportRequest) String() string {
 func (*ShadowReportRequest) ProtoMessage() {}
 
 func (x *ShadowReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5327,7 +5413,7 @@ func (x *ShadowReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowReportRequest.ProtoReflect.Descriptor instead.
 func (*ShadowReportRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{86}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ShadowReportRequest) GetShadowId() string {
@@ -5347,7 +5433,7 @@ type ShadowReportResponse struct {
 
 func (x *ShadowReportResponse) Reset() {
 	*x = ShadowReportResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5359,7 +5445,7 @@ func (x *ShadowReportResponse) String() string {
 func (*ShadowReportResponse) ProtoMessage() {}
 
 func (x *ShadowReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5372,7 +5458,7 @@ func (x *ShadowReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowReportResponse.ProtoReflect.Descriptor instead.
 func (*ShadowReportResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{87}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ShadowReportResponse) GetNode() string {
@@ -5409,7 +5495,7 @@ type ShadowChange struct {
 
 func (x *ShadowChange) Reset() {
 	*x = ShadowChange{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5421,7 +5507,7 @@ func (x *ShadowChange) String() string {
 func (*ShadowChange) ProtoMessage() {}
 
 func (x *ShadowChange) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5434,7 +5520,7 @@ func (x *ShadowChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowChange.ProtoReflect.Descriptor instead.
 func (*ShadowChange) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{88}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ShadowChange) GetDecisionId() string {
@@ -5542,7 +5628,7 @@ type AuditFilter struct {
 
 func (x *AuditFilter) Reset() {
 	*x = AuditFilter{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5554,7 +5640,7 @@ func (x *AuditFilter) String() string {
 func (*AuditFilter) ProtoMessage() {}
 
 func (x *AuditFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5567,7 +5653,7 @@ func (x *AuditFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditFilter.ProtoReflect.Descriptor instead.
 func (*AuditFilter) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{89}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *AuditFilter) GetSubject() string {
@@ -5646,7 +5732,7 @@ type AuditQueryRequest struct {
 
 func (x *AuditQueryRequest) Reset() {
 	*x = AuditQueryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5658,7 +5744,7 @@ func (x *AuditQueryRequest) String() string {
 func (*AuditQueryRequest) ProtoMessage() {}
 
 func (x *AuditQueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5671,7 +5757,7 @@ func (x *AuditQueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQueryRequest.ProtoReflect.Descriptor instead.
 func (*AuditQueryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{90}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *AuditQueryRequest) GetFilter() *AuditFilter {
@@ -5712,7 +5798,7 @@ type AuditEventBatch struct {
 
 func (x *AuditEventBatch) Reset() {
 	*x = AuditEventBatch{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5724,7 +5810,7 @@ func (x *AuditEventBatch) String() string {
 func (*AuditEventBatch) ProtoMessage() {}
 
 func (x *AuditEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5737,7 +5823,7 @@ func (x *AuditEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEventBatch.ProtoReflect.Descriptor instead.
 func (*AuditEventBatch) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{91}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *AuditEventBatch) GetEvents() [][]byte {
@@ -5758,7 +5844,7 @@ type AuditVerifyRequest struct {
 
 func (x *AuditVerifyRequest) Reset() {
 	*x = AuditVerifyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5770,7 +5856,7 @@ func (x *AuditVerifyRequest) String() string {
 func (*AuditVerifyRequest) ProtoMessage() {}
 
 func (x *AuditVerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5783,7 +5869,7 @@ func (x *AuditVerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditVerifyRequest.ProtoReflect.Descriptor instead.
 func (*AuditVerifyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{92}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *AuditVerifyRequest) GetFromSize() uint64 {
@@ -5814,7 +5900,7 @@ type AuditVerifyResponse struct {
 
 func (x *AuditVerifyResponse) Reset() {
 	*x = AuditVerifyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5826,7 +5912,7 @@ func (x *AuditVerifyResponse) String() string {
 func (*AuditVerifyResponse) ProtoMessage() {}
 
 func (x *AuditVerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5839,7 +5925,7 @@ func (x *AuditVerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditVerifyResponse.ProtoReflect.Descriptor instead.
 func (*AuditVerifyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{93}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *AuditVerifyResponse) GetNode() string {
@@ -5914,7 +6000,7 @@ type AuditProofRequest struct {
 
 func (x *AuditProofRequest) Reset() {
 	*x = AuditProofRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5926,7 +6012,7 @@ func (x *AuditProofRequest) String() string {
 func (*AuditProofRequest) ProtoMessage() {}
 
 func (x *AuditProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5939,7 +6025,7 @@ func (x *AuditProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProofRequest.ProtoReflect.Descriptor instead.
 func (*AuditProofRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{94}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *AuditProofRequest) GetEventId() string {
@@ -5963,7 +6049,7 @@ type AuditProofResponse struct {
 
 func (x *AuditProofResponse) Reset() {
 	*x = AuditProofResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5975,7 +6061,7 @@ func (x *AuditProofResponse) String() string {
 func (*AuditProofResponse) ProtoMessage() {}
 
 func (x *AuditProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5988,7 +6074,7 @@ func (x *AuditProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProofResponse.ProtoReflect.Descriptor instead.
 func (*AuditProofResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{95}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *AuditProofResponse) GetEvent() []byte {
@@ -6027,7 +6113,7 @@ type AuditKeysRequest struct {
 
 func (x *AuditKeysRequest) Reset() {
 	*x = AuditKeysRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6039,7 +6125,7 @@ func (x *AuditKeysRequest) String() string {
 func (*AuditKeysRequest) ProtoMessage() {}
 
 func (x *AuditKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6052,7 +6138,7 @@ func (x *AuditKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKeysRequest.ProtoReflect.Descriptor instead.
 func (*AuditKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{96}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{97}
 }
 
 type AuditKey struct {
@@ -6068,7 +6154,7 @@ type AuditKey struct {
 
 func (x *AuditKey) Reset() {
 	*x = AuditKey{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6080,7 +6166,7 @@ func (x *AuditKey) String() string {
 func (*AuditKey) ProtoMessage() {}
 
 func (x *AuditKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6093,7 +6179,7 @@ func (x *AuditKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKey.ProtoReflect.Descriptor instead.
 func (*AuditKey) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{97}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *AuditKey) GetNode() string {
@@ -6126,7 +6212,7 @@ type AuditKeysResponse struct {
 
 func (x *AuditKeysResponse) Reset() {
 	*x = AuditKeysResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6138,7 +6224,7 @@ func (x *AuditKeysResponse) String() string {
 func (*AuditKeysResponse) ProtoMessage() {}
 
 func (x *AuditKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6151,7 +6237,7 @@ func (x *AuditKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKeysResponse.ProtoReflect.Descriptor instead.
 func (*AuditKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{98}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *AuditKeysResponse) GetKeys() []*AuditKey {
@@ -6170,7 +6256,7 @@ type AuditWitnessedRequest struct {
 
 func (x *AuditWitnessedRequest) Reset() {
 	*x = AuditWitnessedRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6182,7 +6268,7 @@ func (x *AuditWitnessedRequest) String() string {
 func (*AuditWitnessedRequest) ProtoMessage() {}
 
 func (x *AuditWitnessedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6195,7 +6281,7 @@ func (x *AuditWitnessedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditWitnessedRequest.ProtoReflect.Descriptor instead.
 func (*AuditWitnessedRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{99}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *AuditWitnessedRequest) GetNode() string {
@@ -6215,7 +6301,7 @@ type AuditWitnessedResponse struct {
 
 func (x *AuditWitnessedResponse) Reset() {
 	*x = AuditWitnessedResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6227,7 +6313,7 @@ func (x *AuditWitnessedResponse) String() string {
 func (*AuditWitnessedResponse) ProtoMessage() {}
 
 func (x *AuditWitnessedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6240,7 +6326,7 @@ func (x *AuditWitnessedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditWitnessedResponse.ProtoReflect.Descriptor instead.
 func (*AuditWitnessedResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{100}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *AuditWitnessedResponse) GetCheckpoints() [][]byte {
@@ -6269,7 +6355,7 @@ type SubmitCheckpointRequest struct {
 
 func (x *SubmitCheckpointRequest) Reset() {
 	*x = SubmitCheckpointRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6281,7 +6367,7 @@ func (x *SubmitCheckpointRequest) String() string {
 func (*SubmitCheckpointRequest) ProtoMessage() {}
 
 func (x *SubmitCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6294,7 +6380,7 @@ func (x *SubmitCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*SubmitCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{101}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *SubmitCheckpointRequest) GetCheckpoint() []byte {
@@ -6335,7 +6421,7 @@ type SubmitCheckpointResponse struct {
 
 func (x *SubmitCheckpointResponse) Reset() {
 	*x = SubmitCheckpointResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6347,7 +6433,7 @@ func (x *SubmitCheckpointResponse) String() string {
 func (*SubmitCheckpointResponse) ProtoMessage() {}
 
 func (x *SubmitCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6360,7 +6446,7 @@ func (x *SubmitCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*SubmitCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{102}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *SubmitCheckpointResponse) GetCosigned() []byte {
@@ -6386,7 +6472,7 @@ type AuditConfig struct {
 
 func (x *AuditConfig) Reset() {
 	*x = AuditConfig{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6398,7 +6484,7 @@ func (x *AuditConfig) String() string {
 func (*AuditConfig) ProtoMessage() {}
 
 func (x *AuditConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6411,7 +6497,7 @@ func (x *AuditConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditConfig.ProtoReflect.Descriptor instead.
 func (*AuditConfig) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{103}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *AuditConfig) GetOnFailure() string {
@@ -6444,7 +6530,7 @@ type AuditConfigureRequest struct {
 
 func (x *AuditConfigureRequest) Reset() {
 	*x = AuditConfigureRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6456,7 +6542,7 @@ func (x *AuditConfigureRequest) String() string {
 func (*AuditConfigureRequest) ProtoMessage() {}
 
 func (x *AuditConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6469,7 +6555,7 @@ func (x *AuditConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditConfigureRequest.ProtoReflect.Descriptor instead.
 func (*AuditConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{104}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *AuditConfigureRequest) GetConfig() *AuditConfig {
@@ -6487,7 +6573,7 @@ type AuditGetConfigRequest struct {
 
 func (x *AuditGetConfigRequest) Reset() {
 	*x = AuditGetConfigRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6499,7 +6585,7 @@ func (x *AuditGetConfigRequest) String() string {
 func (*AuditGetConfigRequest) ProtoMessage() {}
 
 func (x *AuditGetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6512,7 +6598,7 @@ func (x *AuditGetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditGetConfigRequest.ProtoReflect.Descriptor instead.
 func (*AuditGetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{105}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{106}
 }
 
 type DelegateRequest struct {
@@ -6535,7 +6621,7 @@ type DelegateRequest struct {
 
 func (x *DelegateRequest) Reset() {
 	*x = DelegateRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6547,7 +6633,7 @@ func (x *DelegateRequest) String() string {
 func (*DelegateRequest) ProtoMessage() {}
 
 func (x *DelegateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6560,7 +6646,7 @@ func (x *DelegateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelegateRequest.ProtoReflect.Descriptor instead.
 func (*DelegateRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{106}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *DelegateRequest) GetTo() string {
@@ -6613,7 +6699,7 @@ type DelegateResponse struct {
 
 func (x *DelegateResponse) Reset() {
 	*x = DelegateResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6625,7 +6711,7 @@ func (x *DelegateResponse) String() string {
 func (*DelegateResponse) ProtoMessage() {}
 
 func (x *DelegateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6638,7 +6724,7 @@ func (x *DelegateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelegateResponse.ProtoReflect.Descriptor instead.
 func (*DelegateResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{107}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *DelegateResponse) GetToken() string {
@@ -6685,7 +6771,7 @@ type InspectCredentialRequest struct {
 
 func (x *InspectCredentialRequest) Reset() {
 	*x = InspectCredentialRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6697,7 +6783,7 @@ func (x *InspectCredentialRequest) String() string {
 func (*InspectCredentialRequest) ProtoMessage() {}
 
 func (x *InspectCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6710,7 +6796,7 @@ func (x *InspectCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectCredentialRequest.ProtoReflect.Descriptor instead.
 func (*InspectCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{108}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *InspectCredentialRequest) GetToken() string {
@@ -6735,7 +6821,7 @@ type InspectCredentialResponse struct {
 
 func (x *InspectCredentialResponse) Reset() {
 	*x = InspectCredentialResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6747,7 +6833,7 @@ func (x *InspectCredentialResponse) String() string {
 func (*InspectCredentialResponse) ProtoMessage() {}
 
 func (x *InspectCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6760,7 +6846,7 @@ func (x *InspectCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectCredentialResponse.ProtoReflect.Descriptor instead.
 func (*InspectCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{109}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *InspectCredentialResponse) GetValid() bool {
@@ -6794,7 +6880,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6806,7 +6892,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6819,7 +6905,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{110}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ListCredentialsRequest) GetSubject() string {
@@ -6839,7 +6925,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6851,7 +6937,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6864,7 +6950,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{111}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ListCredentialsResponse) GetNode() string {
@@ -6906,7 +6992,7 @@ type CredentialRecord struct {
 
 func (x *CredentialRecord) Reset() {
 	*x = CredentialRecord{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6918,7 +7004,7 @@ func (x *CredentialRecord) String() string {
 func (*CredentialRecord) ProtoMessage() {}
 
 func (x *CredentialRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6931,7 +7017,7 @@ func (x *CredentialRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialRecord.ProtoReflect.Descriptor instead.
 func (*CredentialRecord) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{112}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *CredentialRecord) GetJti() string {
@@ -7038,7 +7124,7 @@ type RevokeCredentialsRequest struct {
 
 func (x *RevokeCredentialsRequest) Reset() {
 	*x = RevokeCredentialsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7050,7 +7136,7 @@ func (x *RevokeCredentialsRequest) String() string {
 func (*RevokeCredentialsRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7063,7 +7149,7 @@ func (x *RevokeCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{113}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *RevokeCredentialsRequest) GetJti() string {
@@ -7103,7 +7189,7 @@ type RevokeCredentialsResponse struct {
 
 func (x *RevokeCredentialsResponse) Reset() {
 	*x = RevokeCredentialsResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7115,7 +7201,7 @@ func (x *RevokeCredentialsResponse) String() string {
 func (*RevokeCredentialsResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7128,7 +7214,7 @@ func (x *RevokeCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{114}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *RevokeCredentialsResponse) GetRevocations() []*Revocation {
@@ -7146,7 +7232,7 @@ type CredentialKeysRequest struct {
 
 func (x *CredentialKeysRequest) Reset() {
 	*x = CredentialKeysRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7158,7 +7244,7 @@ func (x *CredentialKeysRequest) String() string {
 func (*CredentialKeysRequest) ProtoMessage() {}
 
 func (x *CredentialKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7171,7 +7257,7 @@ func (x *CredentialKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialKeysRequest.ProtoReflect.Descriptor instead.
 func (*CredentialKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{115}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{116}
 }
 
 type CredentialKeysResponse struct {
@@ -7183,7 +7269,7 @@ type CredentialKeysResponse struct {
 
 func (x *CredentialKeysResponse) Reset() {
 	*x = CredentialKeysResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7195,7 +7281,7 @@ func (x *CredentialKeysResponse) String() string {
 func (*CredentialKeysResponse) ProtoMessage() {}
 
 func (x *CredentialKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7208,7 +7294,7 @@ func (x *CredentialKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialKeysResponse.ProtoReflect.Descriptor instead.
 func (*CredentialKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{116}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *CredentialKeysResponse) GetKeys() []*CredentialKeySet {
@@ -7575,7 +7661,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"input_json\x18\x06 \x01(\tR\tinputJson\"7\n" +
 	"\x14ExplainPolicyRequest\x12\x1f\n" +
 	"\vdecision_id\x18\x01 \x01(\tR\n" +
-	"decisionId\"\xbd\x02\n" +
+	"decisionId\"\xfa\x02\n" +
 	"\x15ExplainPolicyResponse\x12\x1f\n" +
 	"\vdecision_id\x18\x01 \x01(\tR\n" +
 	"decisionId\x12$\n" +
@@ -7591,7 +7677,18 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x05error\x18\b \x01(\tR\x05error\x12(\n" +
 	"\x05fired\x18\t \x03(\v2\x12.unum.v1.FiredRuleR\x05fired\x12\x12\n" +
 	"\x04node\x18\n" +
-	" \x01(\tR\x04node\"G\n" +
+	" \x01(\tR\x04node\x12;\n" +
+	"\n" +
+	"principals\x18\v \x03(\v2\x1b.unum.v1.ExplainedPrincipalR\n" +
+	"principals\"\xab\x01\n" +
+	"\x12ExplainedPrincipal\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x14\n" +
+	"\x05allow\x18\x02 \x01(\bR\x05allow\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x03 \x01(\bR\n" +
+	"privileged\x12\x18\n" +
+	"\areasons\x18\x04 \x03(\tR\areasons\x12(\n" +
+	"\x05fired\x18\x05 \x03(\v2\x12.unum.v1.FiredRuleR\x05fired\"G\n" +
 	"\tFiredRule\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x12\n" +
@@ -7848,7 +7945,7 @@ func file_api_unum_v1_unum_proto_rawDescGZIP() []byte {
 	return file_api_unum_v1_unum_proto_rawDescData
 }
 
-var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
+var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 120)
 var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*LoginRequest)(nil),              // 0: unum.v1.LoginRequest
 	(*LoginResponse)(nil),             // 1: unum.v1.LoginResponse
@@ -7929,46 +8026,47 @@ var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*CheckPolicyResponse)(nil),       // 76: unum.v1.CheckPolicyResponse
 	(*ExplainPolicyRequest)(nil),      // 77: unum.v1.ExplainPolicyRequest
 	(*ExplainPolicyResponse)(nil),     // 78: unum.v1.ExplainPolicyResponse
-	(*FiredRule)(nil),                 // 79: unum.v1.FiredRule
-	(*WatchPolicyRequest)(nil),        // 80: unum.v1.WatchPolicyRequest
-	(*PolicyUpdate)(nil),              // 81: unum.v1.PolicyUpdate
-	(*StartShadowRequest)(nil),        // 82: unum.v1.StartShadowRequest
-	(*StartShadowResponse)(nil),       // 83: unum.v1.StartShadowResponse
-	(*StopShadowRequest)(nil),         // 84: unum.v1.StopShadowRequest
-	(*StopShadowResponse)(nil),        // 85: unum.v1.StopShadowResponse
-	(*ShadowReportRequest)(nil),       // 86: unum.v1.ShadowReportRequest
-	(*ShadowReportResponse)(nil),      // 87: unum.v1.ShadowReportResponse
-	(*ShadowChange)(nil),              // 88: unum.v1.ShadowChange
-	(*AuditFilter)(nil),               // 89: unum.v1.AuditFilter
-	(*AuditQueryRequest)(nil),         // 90: unum.v1.AuditQueryRequest
-	(*AuditEventBatch)(nil),           // 91: unum.v1.AuditEventBatch
-	(*AuditVerifyRequest)(nil),        // 92: unum.v1.AuditVerifyRequest
-	(*AuditVerifyResponse)(nil),       // 93: unum.v1.AuditVerifyResponse
-	(*AuditProofRequest)(nil),         // 94: unum.v1.AuditProofRequest
-	(*AuditProofResponse)(nil),        // 95: unum.v1.AuditProofResponse
-	(*AuditKeysRequest)(nil),          // 96: unum.v1.AuditKeysRequest
-	(*AuditKey)(nil),                  // 97: unum.v1.AuditKey
-	(*AuditKeysResponse)(nil),         // 98: unum.v1.AuditKeysResponse
-	(*AuditWitnessedRequest)(nil),     // 99: unum.v1.AuditWitnessedRequest
-	(*AuditWitnessedResponse)(nil),    // 100: unum.v1.AuditWitnessedResponse
-	(*SubmitCheckpointRequest)(nil),   // 101: unum.v1.SubmitCheckpointRequest
-	(*SubmitCheckpointResponse)(nil),  // 102: unum.v1.SubmitCheckpointResponse
-	(*AuditConfig)(nil),               // 103: unum.v1.AuditConfig
-	(*AuditConfigureRequest)(nil),     // 104: unum.v1.AuditConfigureRequest
-	(*AuditGetConfigRequest)(nil),     // 105: unum.v1.AuditGetConfigRequest
-	(*DelegateRequest)(nil),           // 106: unum.v1.DelegateRequest
-	(*DelegateResponse)(nil),          // 107: unum.v1.DelegateResponse
-	(*InspectCredentialRequest)(nil),  // 108: unum.v1.InspectCredentialRequest
-	(*InspectCredentialResponse)(nil), // 109: unum.v1.InspectCredentialResponse
-	(*ListCredentialsRequest)(nil),    // 110: unum.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),   // 111: unum.v1.ListCredentialsResponse
-	(*CredentialRecord)(nil),          // 112: unum.v1.CredentialRecord
-	(*RevokeCredentialsRequest)(nil),  // 113: unum.v1.RevokeCredentialsRequest
-	(*RevokeCredentialsResponse)(nil), // 114: unum.v1.RevokeCredentialsResponse
-	(*CredentialKeysRequest)(nil),     // 115: unum.v1.CredentialKeysRequest
-	(*CredentialKeysResponse)(nil),    // 116: unum.v1.CredentialKeysResponse
-	nil,                               // 117: unum.v1.PolicyBundle.FilesEntry
-	nil,                               // 118: unum.v1.PolicyUpdate.UserRolesEntry
+	(*ExplainedPrincipal)(nil),        // 79: unum.v1.ExplainedPrincipal
+	(*FiredRule)(nil),                 // 80: unum.v1.FiredRule
+	(*WatchPolicyRequest)(nil),        // 81: unum.v1.WatchPolicyRequest
+	(*PolicyUpdate)(nil),              // 82: unum.v1.PolicyUpdate
+	(*StartShadowRequest)(nil),        // 83: unum.v1.StartShadowRequest
+	(*StartShadowResponse)(nil),       // 84: unum.v1.StartShadowResponse
+	(*StopShadowRequest)(nil),         // 85: unum.v1.StopShadowRequest
+	(*StopShadowResponse)(nil),        // 86: unum.v1.StopShadowResponse
+	(*ShadowReportRequest)(nil),       // 87: unum.v1.ShadowReportRequest
+	(*ShadowReportResponse)(nil),      // 88: unum.v1.ShadowReportResponse
+	(*ShadowChange)(nil),              // 89: unum.v1.ShadowChange
+	(*AuditFilter)(nil),               // 90: unum.v1.AuditFilter
+	(*AuditQueryRequest)(nil),         // 91: unum.v1.AuditQueryRequest
+	(*AuditEventBatch)(nil),           // 92: unum.v1.AuditEventBatch
+	(*AuditVerifyRequest)(nil),        // 93: unum.v1.AuditVerifyRequest
+	(*AuditVerifyResponse)(nil),       // 94: unum.v1.AuditVerifyResponse
+	(*AuditProofRequest)(nil),         // 95: unum.v1.AuditProofRequest
+	(*AuditProofResponse)(nil),        // 96: unum.v1.AuditProofResponse
+	(*AuditKeysRequest)(nil),          // 97: unum.v1.AuditKeysRequest
+	(*AuditKey)(nil),                  // 98: unum.v1.AuditKey
+	(*AuditKeysResponse)(nil),         // 99: unum.v1.AuditKeysResponse
+	(*AuditWitnessedRequest)(nil),     // 100: unum.v1.AuditWitnessedRequest
+	(*AuditWitnessedResponse)(nil),    // 101: unum.v1.AuditWitnessedResponse
+	(*SubmitCheckpointRequest)(nil),   // 102: unum.v1.SubmitCheckpointRequest
+	(*SubmitCheckpointResponse)(nil),  // 103: unum.v1.SubmitCheckpointResponse
+	(*AuditConfig)(nil),               // 104: unum.v1.AuditConfig
+	(*AuditConfigureRequest)(nil),     // 105: unum.v1.AuditConfigureRequest
+	(*AuditGetConfigRequest)(nil),     // 106: unum.v1.AuditGetConfigRequest
+	(*DelegateRequest)(nil),           // 107: unum.v1.DelegateRequest
+	(*DelegateResponse)(nil),          // 108: unum.v1.DelegateResponse
+	(*InspectCredentialRequest)(nil),  // 109: unum.v1.InspectCredentialRequest
+	(*InspectCredentialResponse)(nil), // 110: unum.v1.InspectCredentialResponse
+	(*ListCredentialsRequest)(nil),    // 111: unum.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),   // 112: unum.v1.ListCredentialsResponse
+	(*CredentialRecord)(nil),          // 113: unum.v1.CredentialRecord
+	(*RevokeCredentialsRequest)(nil),  // 114: unum.v1.RevokeCredentialsRequest
+	(*RevokeCredentialsResponse)(nil), // 115: unum.v1.RevokeCredentialsResponse
+	(*CredentialKeysRequest)(nil),     // 116: unum.v1.CredentialKeysRequest
+	(*CredentialKeysResponse)(nil),    // 117: unum.v1.CredentialKeysResponse
+	nil,                               // 118: unum.v1.PolicyBundle.FilesEntry
+	nil,                               // 119: unum.v1.PolicyUpdate.UserRolesEntry
 }
 var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	5,   // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
@@ -7980,137 +8078,139 @@ var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	30,  // 6: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
 	30,  // 7: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
 	33,  // 8: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
-	103, // 9: unum.v1.HeartbeatResponse.audit:type_name -> unum.v1.AuditConfig
+	104, // 9: unum.v1.HeartbeatResponse.audit:type_name -> unum.v1.AuditConfig
 	38,  // 10: unum.v1.AddUserResponse.user:type_name -> unum.v1.User
 	38,  // 11: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
 	50,  // 12: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
 	50,  // 13: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
-	117, // 14: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
+	118, // 14: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
 	64,  // 15: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
 	64,  // 16: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
 	68,  // 17: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
 	74,  // 18: unum.v1.PolicyStatusResponse.nodes:type_name -> unum.v1.NodePolicyStatus
-	79,  // 19: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
-	68,  // 20: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
-	64,  // 21: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
-	118, // 22: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
-	64,  // 23: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
-	88,  // 24: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
-	89,  // 25: unum.v1.AuditQueryRequest.filter:type_name -> unum.v1.AuditFilter
-	97,  // 26: unum.v1.AuditKeysResponse.keys:type_name -> unum.v1.AuditKey
-	103, // 27: unum.v1.AuditConfigureRequest.config:type_name -> unum.v1.AuditConfig
-	112, // 28: unum.v1.ListCredentialsResponse.credentials:type_name -> unum.v1.CredentialRecord
-	5,   // 29: unum.v1.RevokeCredentialsResponse.revocations:type_name -> unum.v1.Revocation
-	18,  // 30: unum.v1.CredentialKeysResponse.keys:type_name -> unum.v1.CredentialKeySet
-	2,   // 31: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
-	0,   // 32: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
-	8,   // 33: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
-	10,  // 34: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
-	12,  // 35: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
-	14,  // 36: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
-	16,  // 37: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
-	21,  // 38: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
-	22,  // 39: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
-	24,  // 40: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
-	4,   // 41: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
-	26,  // 42: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
-	28,  // 43: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
-	31,  // 44: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
-	34,  // 45: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
-	36,  // 46: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
-	39,  // 47: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
-	41,  // 48: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
-	43,  // 49: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
-	45,  // 50: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
-	47,  // 51: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
-	49,  // 52: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
-	52,  // 53: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
-	54,  // 54: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
-	56,  // 55: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
-	58,  // 56: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
-	60,  // 57: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
-	62,  // 58: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
-	65,  // 59: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
-	67,  // 60: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
-	69,  // 61: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
-	71,  // 62: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
-	72,  // 63: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
-	75,  // 64: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
-	77,  // 65: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
-	80,  // 66: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
-	82,  // 67: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
-	84,  // 68: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
-	86,  // 69: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
-	90,  // 70: unum.v1.Audit.Query:input_type -> unum.v1.AuditQueryRequest
-	92,  // 71: unum.v1.Audit.Verify:input_type -> unum.v1.AuditVerifyRequest
-	94,  // 72: unum.v1.Audit.Proof:input_type -> unum.v1.AuditProofRequest
-	96,  // 73: unum.v1.Audit.Keys:input_type -> unum.v1.AuditKeysRequest
-	99,  // 74: unum.v1.Audit.Witnessed:input_type -> unum.v1.AuditWitnessedRequest
-	101, // 75: unum.v1.Audit.SubmitCheckpoint:input_type -> unum.v1.SubmitCheckpointRequest
-	104, // 76: unum.v1.Audit.Configure:input_type -> unum.v1.AuditConfigureRequest
-	105, // 77: unum.v1.Audit.GetConfig:input_type -> unum.v1.AuditGetConfigRequest
-	106, // 78: unum.v1.Credentials.Delegate:input_type -> unum.v1.DelegateRequest
-	108, // 79: unum.v1.Credentials.Inspect:input_type -> unum.v1.InspectCredentialRequest
-	110, // 80: unum.v1.Credentials.List:input_type -> unum.v1.ListCredentialsRequest
-	113, // 81: unum.v1.Credentials.Revoke:input_type -> unum.v1.RevokeCredentialsRequest
-	115, // 82: unum.v1.Credentials.Keys:input_type -> unum.v1.CredentialKeysRequest
-	3,   // 83: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
-	1,   // 84: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
-	9,   // 85: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
-	11,  // 86: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
-	13,  // 87: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
-	15,  // 88: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
-	17,  // 89: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
-	20,  // 90: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
-	23,  // 91: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
-	25,  // 92: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
-	7,   // 93: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
-	27,  // 94: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
-	29,  // 95: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
-	32,  // 96: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
-	35,  // 97: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
-	37,  // 98: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
-	40,  // 99: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
-	42,  // 100: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
-	44,  // 101: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
-	46,  // 102: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
-	48,  // 103: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
-	51,  // 104: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
-	53,  // 105: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
-	55,  // 106: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
-	57,  // 107: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
-	59,  // 108: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
-	61,  // 109: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
-	63,  // 110: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
-	66,  // 111: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
-	68,  // 112: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
-	70,  // 113: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
-	66,  // 114: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
-	73,  // 115: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
-	76,  // 116: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
-	78,  // 117: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
-	81,  // 118: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
-	83,  // 119: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
-	85,  // 120: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
-	87,  // 121: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
-	91,  // 122: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
-	93,  // 123: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
-	95,  // 124: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
-	98,  // 125: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
-	100, // 126: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
-	102, // 127: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
-	103, // 128: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
-	103, // 129: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
-	107, // 130: unum.v1.Credentials.Delegate:output_type -> unum.v1.DelegateResponse
-	109, // 131: unum.v1.Credentials.Inspect:output_type -> unum.v1.InspectCredentialResponse
-	111, // 132: unum.v1.Credentials.List:output_type -> unum.v1.ListCredentialsResponse
-	114, // 133: unum.v1.Credentials.Revoke:output_type -> unum.v1.RevokeCredentialsResponse
-	116, // 134: unum.v1.Credentials.Keys:output_type -> unum.v1.CredentialKeysResponse
-	83,  // [83:135] is the sub-list for method output_type
-	31,  // [31:83] is the sub-list for method input_type
-	31,  // [31:31] is the sub-list for extension type_name
-	31,  // [31:31] is the sub-list for extension extendee
-	0,   // [0:31] is the sub-list for field type_name
+	80,  // 19: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
+	79,  // 20: unum.v1.ExplainPolicyResponse.principals:type_name -> unum.v1.ExplainedPrincipal
+	80,  // 21: unum.v1.ExplainedPrincipal.fired:type_name -> unum.v1.FiredRule
+	68,  // 22: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
+	64,  // 23: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
+	119, // 24: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
+	64,  // 25: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
+	89,  // 26: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
+	90,  // 27: unum.v1.AuditQueryRequest.filter:type_name -> unum.v1.AuditFilter
+	98,  // 28: unum.v1.AuditKeysResponse.keys:type_name -> unum.v1.AuditKey
+	104, // 29: unum.v1.AuditConfigureRequest.config:type_name -> unum.v1.AuditConfig
+	113, // 30: unum.v1.ListCredentialsResponse.credentials:type_name -> unum.v1.CredentialRecord
+	5,   // 31: unum.v1.RevokeCredentialsResponse.revocations:type_name -> unum.v1.Revocation
+	18,  // 32: unum.v1.CredentialKeysResponse.keys:type_name -> unum.v1.CredentialKeySet
+	2,   // 33: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
+	0,   // 34: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
+	8,   // 35: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
+	10,  // 36: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
+	12,  // 37: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
+	14,  // 38: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
+	16,  // 39: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
+	21,  // 40: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
+	22,  // 41: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
+	24,  // 42: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
+	4,   // 43: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
+	26,  // 44: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
+	28,  // 45: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
+	31,  // 46: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
+	34,  // 47: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
+	36,  // 48: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
+	39,  // 49: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
+	41,  // 50: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
+	43,  // 51: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
+	45,  // 52: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
+	47,  // 53: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
+	49,  // 54: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
+	52,  // 55: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
+	54,  // 56: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
+	56,  // 57: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
+	58,  // 58: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
+	60,  // 59: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
+	62,  // 60: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
+	65,  // 61: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
+	67,  // 62: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
+	69,  // 63: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
+	71,  // 64: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
+	72,  // 65: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
+	75,  // 66: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
+	77,  // 67: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
+	81,  // 68: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
+	83,  // 69: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
+	85,  // 70: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
+	87,  // 71: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
+	91,  // 72: unum.v1.Audit.Query:input_type -> unum.v1.AuditQueryRequest
+	93,  // 73: unum.v1.Audit.Verify:input_type -> unum.v1.AuditVerifyRequest
+	95,  // 74: unum.v1.Audit.Proof:input_type -> unum.v1.AuditProofRequest
+	97,  // 75: unum.v1.Audit.Keys:input_type -> unum.v1.AuditKeysRequest
+	100, // 76: unum.v1.Audit.Witnessed:input_type -> unum.v1.AuditWitnessedRequest
+	102, // 77: unum.v1.Audit.SubmitCheckpoint:input_type -> unum.v1.SubmitCheckpointRequest
+	105, // 78: unum.v1.Audit.Configure:input_type -> unum.v1.AuditConfigureRequest
+	106, // 79: unum.v1.Audit.GetConfig:input_type -> unum.v1.AuditGetConfigRequest
+	107, // 80: unum.v1.Credentials.Delegate:input_type -> unum.v1.DelegateRequest
+	109, // 81: unum.v1.Credentials.Inspect:input_type -> unum.v1.InspectCredentialRequest
+	111, // 82: unum.v1.Credentials.List:input_type -> unum.v1.ListCredentialsRequest
+	114, // 83: unum.v1.Credentials.Revoke:input_type -> unum.v1.RevokeCredentialsRequest
+	116, // 84: unum.v1.Credentials.Keys:input_type -> unum.v1.CredentialKeysRequest
+	3,   // 85: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
+	1,   // 86: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
+	9,   // 87: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
+	11,  // 88: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
+	13,  // 89: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
+	15,  // 90: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
+	17,  // 91: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
+	20,  // 92: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
+	23,  // 93: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
+	25,  // 94: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
+	7,   // 95: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
+	27,  // 96: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
+	29,  // 97: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
+	32,  // 98: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
+	35,  // 99: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
+	37,  // 100: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
+	40,  // 101: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
+	42,  // 102: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
+	44,  // 103: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
+	46,  // 104: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
+	48,  // 105: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
+	51,  // 106: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
+	53,  // 107: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
+	55,  // 108: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
+	57,  // 109: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
+	59,  // 110: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
+	61,  // 111: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
+	63,  // 112: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
+	66,  // 113: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
+	68,  // 114: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
+	70,  // 115: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
+	66,  // 116: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
+	73,  // 117: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
+	76,  // 118: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
+	78,  // 119: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
+	82,  // 120: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
+	84,  // 121: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
+	86,  // 122: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
+	88,  // 123: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
+	92,  // 124: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
+	94,  // 125: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
+	96,  // 126: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
+	99,  // 127: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
+	101, // 128: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
+	103, // 129: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
+	104, // 130: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
+	104, // 131: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
+	108, // 132: unum.v1.Credentials.Delegate:output_type -> unum.v1.DelegateResponse
+	110, // 133: unum.v1.Credentials.Inspect:output_type -> unum.v1.InspectCredentialResponse
+	112, // 134: unum.v1.Credentials.List:output_type -> unum.v1.ListCredentialsResponse
+	115, // 135: unum.v1.Credentials.Revoke:output_type -> unum.v1.RevokeCredentialsResponse
+	117, // 136: unum.v1.Credentials.Keys:output_type -> unum.v1.CredentialKeysResponse
+	85,  // [85:137] is the sub-list for method output_type
+	33,  // [33:85] is the sub-list for method input_type
+	33,  // [33:33] is the sub-list for extension type_name
+	33,  // [33:33] is the sub-list for extension extendee
+	0,   // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_api_unum_v1_unum_proto_init() }
@@ -8124,7 +8224,7 @@ func file_api_unum_v1_unum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_unum_v1_unum_proto_rawDesc), len(file_api_unum_v1_unum_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   119,
+			NumMessages:   120,
 			NumExtensions: 0,
 			NumServices:   9,
 		},
