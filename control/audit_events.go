@@ -34,11 +34,7 @@ func (s *Server) record(ctx context.Context, e audit.Event) {
 	if cred, ok := rpc.CredentialFromContext(ctx); ok && e.Subject == "" && len(e.Creds) == 0 {
 		// Done on someone's behalf: the event says for whom, through whom,
 		// under which credential, as the decision that allowed it does.
-		e.Subject, e.Creds = cred.Subject.String(), cred.JTIs()
-		e.Chain = e.Chain[:0]
-		for _, l := range cred.Chain {
-			e.Chain = append(e.Chain, l.Actor.String())
-		}
+		e.Subject, e.Chain, e.Creds = cred.Subject.String(), chainOf(cred), cred.JTIs()
 	}
 	if c, ok := rpc.CallerFromContext(ctx); ok && e.Subject == "" {
 		e.Subject = c.ID.String()

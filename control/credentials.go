@@ -15,7 +15,6 @@ import (
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/identity/delegation"
-	"github.com/unumos/unum/identity/revocation"
 	"github.com/unumos/unum/internal/rpc"
 )
 
@@ -90,6 +89,16 @@ type CredentialDetails struct {
 	KeyID            string        `json:"kid,omitempty"`
 }
 
+// chainOf is a credential's actors as audit events name them, first to
+// last.
+func chainOf(c *delegation.Credential) []string {
+	out := make([]string, len(c.Chain))
+	for i, l := range c.Chain {
+		out[i] = l.Actor.String()
+	}
+	return out
+}
+
 // GrantRecord is the grant Chain[Actor] held when it passed the credential
 // on.
 type GrantRecord struct {
@@ -101,8 +110,8 @@ type GrantRecord struct {
 func credentialDetails(c *delegation.Credential) CredentialDetails {
 	d := CredentialDetails{JTI: c.ID, Subject: c.Subject.String(), Holder: c.Holder().String(), CertificateBound: c.Thumbprint != "",
 		IssuedAt: c.IssuedAt.UTC(), ExpiresAt: c.Expiry.UTC(), KeyID: c.KeyID}
+	d.Chain = chainOf(c)
 	for i, l := range c.Chain {
-		d.Chain = append(d.Chain, l.Actor.String())
 		if g := l.Grant; g != nil {
 			d.Grants = append(d.Grants, GrantRecord{Actor: i, JTI: g.ID, IssuedAt: g.IssuedAt.UTC()})
 		}
@@ -162,15 +171,9 @@ func (cs *CredentialService) Delegate(ctx context.Context, req *unumv1.DelegateR
 	if errors.Is(err, delegation.ErrChain) || errors.Is(err, delegation.ErrHolder) {
 		code = codes.PermissionDenied
 	}
-	e := audit.Event{Kind: audit.KindCredential, Action: audit.ActionCredMint, Outcome: audit.Deny, Reasons: []string{clip(err.Error())},
-		Resource: d.Resource}
-	if parent != nil {
-		e.Subject, e.Creds = parent.Subject.String(), parent.JTIs()
-		for _, l := range parent.Chain {
-			e.Chain = append(e.Chain, l.Actor.String())
-		}
-	}
-	s.record(ctx, e)
+	// record names the presented credential's subject, chain and jtis.
+	s.record(ctx, audit.Event{Kind: audit.KindCredential, Action: audit.ActionCredMint, Outcome: audit.Deny, Reasons: []string{clip(err.Error())},
+		Resource: d.Resource})
 	return nil, status.Errorf(code, "delegate: %v", err)
 }
 
@@ -225,20 +228,18 @@ func idIn(td spiffeid.TrustDomain, field, s string) (spiffeid.ID, error) {
 // sign signs c and records its issuance; the token is returned only once
 // the record is durable (one audit event per mint, nothing written to etcd).
 func (cs *CredentialService) sign(ctx context.Context, iss *delegation.Issuer, c *delegation.Credential) (*unumv1.DelegateResponse, error) {
+	if cs.S.cfg.Audit == nil {
+		return nil, status.Error(codes.Unavailable, "delegate: this node has no audit log to record the issuance in")
+	}
 	tok, err := iss.Sign(c)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "delegate: %v", err)
 	}
 	d, _ := rpc.DecisionFromContext(ctx)
+	details := credentialDetails(c)
 	e := audit.Event{Kind: audit.KindCredential, Action: audit.ActionCredMint, Outcome: audit.Allow, Privileged: true,
-		Subject: c.Subject.String(), Resource: d.Resource, DecisionID: d.ID, PolicyRevision: d.Revision, Creds: c.JTIs()}
-	for _, l := range c.Chain {
-		e.Chain = append(e.Chain, l.Actor.String())
-	}
-	e = e.WithDetails(credentialDetails(c))
-	if cs.S.cfg.Audit == nil {
-		return nil, status.Error(codes.Unavailable, "delegate: this node has no audit log to record the issuance in")
-	}
+		Subject: c.Subject.String(), Chain: details.Chain, Resource: d.Resource, DecisionID: d.ID, PolicyRevision: d.Revision, Creds: c.JTIs()}.
+		WithDetails(details)
 	if err := cs.S.cfg.Audit.Record(ctx, &e); err != nil {
 		// Not recorded, not issued: the token is dropped.
 		return nil, status.Errorf(codes.Unavailable, "delegate: the issuance could not be recorded, so nothing was issued: %v", err)
@@ -380,10 +381,14 @@ func (cs *CredentialService) Revoke(ctx context.Context, req *unumv1.RevokeCrede
 	if c, ok := rpc.CallerFromContext(ctx); ok {
 		by = c.ID.String()
 	}
-	e, err := s.revokeCredentialKey(ctx, key, reason, by)
+	// Kept until no credential it refuses can be valid.
+	keep := func(string) time.Duration { return delegation.MaxTTL + delegation.Leeway + time.Hour }
+	es, err := s.revokeKeysIf(ctx, []string{key}, keep, reason, by, nil, nil)
 	if err != nil {
 		return nil, revocationStatus("revoke", err)
 	}
+	e := es[0]
+	s.cfg.Log.Warn("credentials revoked", "key", key, "before", e.Before, "reason", reason, "by", by)
 	ev := audit.Event{Kind: audit.KindCredential, Action: audit.ActionCredRevoke, Outcome: audit.Allow, Privileged: true,
 		Resource: "cred/-/" + key, Reasons: []string{what}}
 	if j := req.GetJti(); j != "" {
@@ -393,53 +398,17 @@ func (cs *CredentialService) Revoke(ctx context.Context, req *unumv1.RevokeCrede
 	return &unumv1.RevokeCredentialsResponse{Revocations: []*unumv1.Revocation{revocationToProto(e)}}, nil
 }
 
-// revokeCredentialKey writes one credential revocation (a key of
-// delegation.RevocationKey*), kept until no credential it refuses can be
-// valid. Revoking again never shortens it.
-func (s *Server) revokeCredentialKey(ctx context.Context, key, reason, by string) (revocation.Entry, error) {
-	now := s.cfg.Clock()
-	for attempt := 0; attempt < 5; attempt++ {
-		e := revocation.Entry{ID: key, Before: now.Add(revocation.ClockSkewAllowance), Reason: reason, RevokedBy: by, RevokedAt: now}
-		k := revocationKey(key)
-		got, err := s.cfg.Etcd.Get(ctx, k)
-		if err != nil {
-			return revocation.Entry{}, fmt.Errorf("read revocation of %s: %w", key, err)
-		}
-		cmp := clientv3.Compare(clientv3.ModRevision(k), "=", 0)
-		if len(got.Kvs) == 1 {
-			if old, err := decode[revocationRecord](got.Kvs[0].Value); err == nil {
-				e = old.Entry.Merge(e)
-			}
-			cmp = clientv3.Compare(clientv3.ModRevision(k), "=", got.Kvs[0].ModRevision)
-		}
-		rec := revocationRecord{Entry: e, Expires: e.Before.Add(delegation.MaxTTL + delegation.Leeway + time.Hour)}
-		txn, err := s.cfg.Etcd.Txn(ctx).If(cmp).Then(clientv3.OpPut(k, mustJSON(rec))).Commit()
-		if err != nil {
-			return revocation.Entry{}, fmt.Errorf("record revocation: %w", err)
-		}
-		if txn.Succeeded {
-			s.cfg.Log.Warn("credentials revoked", "key", key, "before", e.Before, "reason", reason, "by", by)
-			return e, nil
-		}
-	}
-	return revocation.Entry{}, errors.New("record revocation: too much contention")
-}
-
 // Keys implements unumv1.CredentialsServer.
 func (cs *CredentialService) Keys(context.Context, *unumv1.CredentialKeysRequest) (*unumv1.CredentialKeysResponse, error) {
-	sets, _, _ := cs.S.CredentialKeys()
-	resp := &unumv1.CredentialKeysResponse{}
-	for node, jwks := range sets {
-		resp.Keys = append(resp.Keys, &unumv1.CredentialKeySet{Node: node, Jwks: jwks})
-	}
-	sortKeySets(resp.Keys)
-	return resp, nil
+	return &unumv1.CredentialKeysResponse{Keys: credKeySetsToProto(cs.S.cache.snapshot().credKeys)}, nil
 }
 
-func sortKeySets(ks []*unumv1.CredentialKeySet) {
-	for i := 1; i < len(ks); i++ {
-		for j := i; j > 0 && ks[j].GetNode() < ks[j-1].GetNode(); j-- {
-			ks[j], ks[j-1] = ks[j-1], ks[j]
-		}
+// credKeySetsToProto is the key sets as the API sends them (sorted by
+// node, as the snapshot holds them).
+func credKeySetsToProto(ks []CredKeyRecord) []*unumv1.CredentialKeySet {
+	out := make([]*unumv1.CredentialKeySet, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, &unumv1.CredentialKeySet{Node: k.Node, Jwks: k.JWKS})
 	}
+	return out
 }

@@ -75,23 +75,48 @@ const maxRevocationsPerTxn = 64
 // conditional on guard (see revokeIf); with no ids it is just that guarded
 // transaction. It refuses more than maxRevocationsPerTxn IDs; callers batch.
 func (s *Server) revokeManyIf(ctx context.Context, ids []spiffeid.ID, reason, by string, guard []clientv3.Cmp, also []clientv3.Op) ([]revocation.Entry, error) {
-	if len(ids) > maxRevocationsPerTxn {
-		return nil, fmt.Errorf("revoke: %d identities in one transaction (at most %d)", len(ids), maxRevocationsPerTxn)
+	keys := make([]string, len(ids))
+	nodes := map[string]bool{}
+	for i, id := range ids {
+		keys[i] = id.String()
+		nodes[keys[i]] = identity.Classify(id).Kind == identity.KindNode
+	}
+	retention := func(key string) time.Duration {
+		// A node's revocation also refuses its intermediate (same SPIFFE
+		// ID), which lives much longer than any leaf.
+		if nodes[key] {
+			return s.cfg.IntermediateTTL + time.Hour
+		}
+		return leafRetention
+	}
+	merged, err := s.revokeKeysIf(ctx, keys, retention, reason, by, guard, also)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range merged {
+		s.cfg.Log.Warn("identity revoked", "spiffe_id", e.ID, "before", e.Before, "reason", reason, "by", by)
+		s.record(ctx, audit.Event{Kind: audit.KindRevocation, Action: audit.ActionRevoke, Outcome: audit.Allow}.
+			WithDetails(RevocationDetails{SPIFFEID: e.ID, Before: e.Before.UTC(), Reason: reason}))
+	}
+	return merged, nil
+}
+
+// revokeKeysIf writes a revocation entry for every key of the revocation
+// set (a SPIFFE ID, or a delegation.RevocationKey*) in one etcd transaction
+// with also, conditional on guard, each kept for retention(key) past its
+// Before. Revoking again never shortens an existing revocation.
+func (s *Server) revokeKeysIf(ctx context.Context, keys []string, retention func(string) time.Duration, reason, by string, guard []clientv3.Cmp, also []clientv3.Op) ([]revocation.Entry, error) {
+	if len(keys) > maxRevocationsPerTxn {
+		return nil, fmt.Errorf("revoke: %d identities in one transaction (at most %d)", len(keys), maxRevocationsPerTxn)
 	}
 	now := s.cfg.Clock()
 	for attempt := 0; attempt < 5; attempt++ {
 		cmps := append([]clientv3.Cmp(nil), guard...)
 		var ops []clientv3.Op
-		merged := make([]revocation.Entry, 0, len(ids))
-		for _, id := range ids {
-			e := revocation.Entry{ID: id.String(), Before: now.Add(revocation.ClockSkewAllowance), Reason: reason, RevokedBy: by, RevokedAt: now}
-			// A node's revocation also refuses its intermediate (same
-			// SPIFFE ID), which lives much longer than any leaf.
-			retention := leafRetention
-			if identity.Classify(id).Kind == identity.KindNode {
-				retention = s.cfg.IntermediateTTL + time.Hour
-			}
-			key := revocationKey(e.ID)
+		merged := make([]revocation.Entry, 0, len(keys))
+		for _, id := range keys {
+			e := revocation.Entry{ID: id, Before: now.Add(revocation.ClockSkewAllowance), Reason: reason, RevokedBy: by, RevokedAt: now}
+			key := revocationKey(id)
 			got, err := s.cfg.Etcd.Get(ctx, key)
 			if err != nil {
 				return nil, fmt.Errorf("read revocation of %s: %w", id, err)
@@ -104,7 +129,7 @@ func (s *Server) revokeManyIf(ctx context.Context, ids []spiffeid.ID, reason, by
 				cmp = clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)
 			}
 			cmps = append(cmps, cmp)
-			ops = append(ops, clientv3.OpPut(key, mustJSON(revocationRecord{Entry: e, Expires: e.Before.Add(retention)})))
+			ops = append(ops, clientv3.OpPut(key, mustJSON(revocationRecord{Entry: e, Expires: e.Before.Add(retention(id))})))
 			merged = append(merged, e)
 		}
 		txn, err := s.cfg.Etcd.Txn(ctx).If(cmps...).Then(append(ops, also...)...).Commit()
@@ -112,11 +137,6 @@ func (s *Server) revokeManyIf(ctx context.Context, ids []spiffeid.ID, reason, by
 			return nil, fmt.Errorf("record revocation: %w", err)
 		}
 		if txn.Succeeded {
-			for _, e := range merged {
-				s.cfg.Log.Warn("identity revoked", "spiffe_id", e.ID, "before", e.Before, "reason", reason, "by", by)
-				s.record(ctx, audit.Event{Kind: audit.KindRevocation, Action: audit.ActionRevoke, Outcome: audit.Allow}.
-					WithDetails(RevocationDetails{SPIFFEID: e.ID, Before: e.Before.UTC(), Reason: reason}))
-			}
 			return merged, nil
 		}
 		if len(guard) > 0 {

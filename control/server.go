@@ -447,9 +447,7 @@ func syncResponse(snap snapshot, node string) *unumv1.SyncAgentResponse {
 	for _, k := range snap.jwtKeys {
 		resp.JwtKeys = append(resp.JwtKeys, &unumv1.JWTKey{Kid: k.KeyID, PublicKey: k.PublicKey})
 	}
-	for _, k := range snap.credKeys {
-		resp.CredKeys = append(resp.CredKeys, &unumv1.CredentialKeySet{Node: k.Node, Jwks: k.JWKS})
-	}
+	resp.CredKeys = credKeySetsToProto(snap.credKeys)
 	resp.ControlAddresses = controlAddresses(snap.nodes)
 	return resp
 }

@@ -510,7 +510,3 @@ func RevocationKeySubject(id spiffeid.ID) string { return revocationSubject + id
 // RevocationKeyHolder revokes every credential id holds, and every one
 // minted from those.
 func RevocationKeyHolder(id spiffeid.ID) string { return revocationHolder + id.String() }
-
-// IsRevocationKey reports whether a revocation set ID is a credential key
-// (not a SPIFFE ID).
-func IsRevocationKey(s string) bool { return strings.HasPrefix(s, "cred:") }

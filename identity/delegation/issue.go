@@ -130,7 +130,8 @@ type Request struct {
 }
 
 // Plan builds the credential r asks for, checked against every rule, with
-// a fresh jti, without signing it: the policy decides on it first.
+// a fresh jti, without signing it (Sign does, once the caller is ready to
+// record the issuance).
 func (i *Issuer) Plan(r Request) (*Credential, error) {
 	now := i.clock().Truncate(time.Second)
 	if r.Caller.IsZero() {
@@ -164,7 +165,7 @@ func (i *Issuer) Plan(r Request) (*Credential, error) {
 	if maxDepth <= 0 {
 		maxDepth = DefaultMaxDepth
 	}
-	c := &Credential{ID: NewJTI(), TrustDomain: i.td, IssuedAt: now, NotBefore: now, Expiry: now.Add(ttl), Audience: r.Audience, Scopes: r.Scopes}
+	c := &Credential{ID: NewJTI(), TrustDomain: i.td, KeyID: i.kid, IssuedAt: now, NotBefore: now, Expiry: now.Add(ttl), Audience: r.Audience, Scopes: r.Scopes}
 	switch {
 	case r.Parent != nil:
 		p := r.Parent

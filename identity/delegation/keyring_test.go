@@ -348,6 +348,7 @@ func TestTinkVerifiesIssuedTokens(t *testing.T) {
 		require.NoError(t, err)
 		c, err := iss.Plan(Request{Caller: alice, Holder: svcA, Audience: []spiffeid.ID{api}, Scopes: mustScopes(t, "kv.read:kv/shop/*")})
 		require.NoError(t, err)
+		require.Equal(t, ring.PrimaryKID(), c.KeyID, "a planned credential names the key that will sign it (the issuance record shows it)")
 		tok, err := iss.Sign(c)
 		require.NoError(t, err)
 		jwks, err := ring.PublicJWKS()

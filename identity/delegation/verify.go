@@ -244,28 +244,11 @@ func CheckHolder(c *Credential, peer *x509.Certificate) error {
 }
 
 // CheckRevoked checks the credential against a revocation set: its jti
-// and every ancestor's (whenever revoked), its subject, every actor as a
-// holder, and the SPIFFE identity of everyone in the chain (each against
-// when the credential was issued), and the set's restore window.
+// and every ancestor's (whenever revoked), its subject and the subject's
+// identity (against the root credential's iat), every actor as a holder and
+// as an identity (against the iat of the grant it held), and the set's
+// restore window.
 func CheckRevoked(set *revocation.Set, c *Credential) error {
-	var c2 Credential
-	check := func(key, what string) error {
-		err := set.Check(key, c2.IssuedAt)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, revocation.ErrMustRenew):
-			return fmt.Errorf("%w: issued after the restored backup was taken (%s)", ErrRevoked, what)
-		}
-		// Said in credential terms (revocation.Set speaks of certificates).
-		e, _ := set.Lookup(key)
-		why := e.Reason
-		if why == "" {
-			why = "no reason given"
-		}
-		return fmt.Errorf("%w: %s issued before %s are refused, revoked by %q (%s)", ErrRevoked, what,
-			e.Before.UTC().Format(time.RFC3339), e.RevokedBy, why)
-	}
 	// A jti names one credential, so its entry refuses it and everything
 	// minted from it whenever that was minted: a child minted after its
 	// ancestor's revocation (by an issuer whose view lagged) carries a later
@@ -277,12 +260,20 @@ func CheckRevoked(set *revocation.Set, c *Credential) error {
 			if j != c.ID {
 				what = "ancestor credential " + j
 			}
-			why := e.Reason
-			if why == "" {
-				why = "no reason given"
-			}
-			return fmt.Errorf("%w: %s, revoked at %s by %q (%s)", ErrRevoked, what, e.RevokedAt.UTC().Format(time.RFC3339), e.RevokedBy, why)
+			return fmt.Errorf("%w: %s, revoked at %s %s", ErrRevoked, what, e.RevokedAt.UTC().Format(time.RFC3339), revokedBy(e))
 		}
+	}
+	check := func(key, what string, issuedAt time.Time) error {
+		err := set.Check(key, issuedAt)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, revocation.ErrMustRenew):
+			return fmt.Errorf("%w: issued after the restored backup was taken (%s)", ErrRevoked, what)
+		}
+		// Said in credential terms (revocation.Set speaks of certificates).
+		e, _ := set.Lookup(key)
+		return fmt.Errorf("%w: %s issued before %s are refused, revoked %s", ErrRevoked, what, e.Before.UTC().Format(time.RFC3339), revokedBy(e))
 	}
 	// Subject, holder and identity revocations are judged on when the
 	// authority they cut was issued: the subject's on the root credential
@@ -296,33 +287,38 @@ func CheckRevoked(set *revocation.Set, c *Credential) error {
 			break
 		}
 	}
-	checkAt := func(key, what string, at time.Time) error {
-		c2.IssuedAt = at
-		return check(key, what)
-	}
-	if err := checkAt(RevocationKeySubject(c.Subject), "credentials on behalf of "+c.Subject.String(), root); err != nil {
+	if err := check(RevocationKeySubject(c.Subject), "credentials on behalf of "+c.Subject.String(), root); err != nil {
 		return err
 	}
-	if err := checkAt(c.Subject.String(), "credentials naming the revoked identity "+c.Subject.String(), root); err != nil {
+	if err := check(c.Subject.String(), "credentials naming the revoked identity "+c.Subject.String(), root); err != nil {
 		return err
 	}
-	for _, l := range c.Chain {
+	for i, l := range c.Chain {
 		held := c.IssuedAt
 		switch {
 		case l.Grant != nil:
 			held = l.Grant.IssuedAt
-		case l.Actor != c.Holder():
-			// An impersonating issuer: it issued the root.
+		case l.Impersonator(i, len(c.Chain)):
+			// It issued the root.
 			held = root
 		}
-		if err := checkAt(RevocationKeyHolder(l.Actor), "credentials held by "+l.Actor.String(), held); err != nil {
+		if err := check(RevocationKeyHolder(l.Actor), "credentials held by "+l.Actor.String(), held); err != nil {
 			return err
 		}
-		if err := checkAt(l.Actor.String(), "credentials naming the revoked identity "+l.Actor.String(), held); err != nil {
+		if err := check(l.Actor.String(), "credentials naming the revoked identity "+l.Actor.String(), held); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// revokedBy says who revoked e and why.
+func revokedBy(e revocation.Entry) string {
+	why := e.Reason
+	if why == "" {
+		why = "no reason given"
+	}
+	return fmt.Sprintf("by %q (%s)", e.RevokedBy, why)
 }
 
 // --- Parsing -------------------------------------------------------------------
@@ -340,11 +336,6 @@ func isHeaderMember(name string) bool { return name == "alg" || name == "kid" ||
 // Parse checks a token's format and signature against keys and decodes its
 // claims (not the chain rules, time, revocation or binding: Verify does).
 func Parse(token string, td spiffeid.TrustDomain, keys *PublicKeys) (*Credential, error) {
-	// Bounded here too, not only in Verify: Parse is exported, and what it
-	// reads comes from anyone.
-	if len(token) > MaxTokenSize {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformed, len(token), MaxTokenSize)
-	}
 	h, payload, signed, sig, err := split(token)
 	if err != nil {
 		return nil, err
@@ -379,9 +370,6 @@ func Parse(token string, td spiffeid.TrustDomain, keys *PublicKeys) (*Credential
 // Decode reads a token's header and claims without verifying anything: for
 // showing what a refused token says. Never act on its result.
 func Decode(token string, td spiffeid.TrustDomain) (*Credential, error) {
-	if len(token) > MaxTokenSize {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformed, len(token), MaxTokenSize)
-	}
 	h, payload, _, _, err := split(token)
 	if err != nil {
 		return nil, err
@@ -394,8 +382,12 @@ func Decode(token string, td spiffeid.TrustDomain) (*Credential, error) {
 	return c, nil
 }
 
-// split parses the compact form and the header strictly.
+// split parses the compact form and the header strictly. Every reader of
+// a token goes through it, so the size bound is here.
 func split(token string) (h header, payload []byte, signed string, sig []byte, err error) {
+	if len(token) > MaxTokenSize {
+		return h, nil, "", nil, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformed, len(token), MaxTokenSize)
+	}
 	// Go's base64 decoders skip \r and \n even in strict mode: a token with
 	// one inserted would be a second string for the same credential, its
 	// signature part still verifying. Only the base64url alphabet and the
