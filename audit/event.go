@@ -127,6 +127,16 @@ type Event struct {
 	Details json.RawMessage `json:"details,omitempty"`
 }
 
+// Clip bounds s to n bytes for an event field (a reason, a name a caller
+// sent), marking the cut, so that no caller can make an event arbitrarily
+// large.
+func Clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
 // WithDetails returns e with v encoded as its details. v must encode to a
 // JSON object; it panics otherwise (a programming error).
 func (e Event) WithDetails(v any) Event {
@@ -156,20 +166,9 @@ func ParseEventID(id string) (node string, index uint64, err error) {
 	return id[:i], index, nil
 }
 
-// Validate checks what a well-formed event must have.
-func (e *Event) Validate() error {
-	if err := e.validateFields(); err != nil {
-		return err
-	}
-	if len(e.Details) > 0 && !json.Valid(e.Details) {
-		return errors.New("event details are not a JSON object")
-	}
-	return nil
-}
-
-// validateFields is Validate without parsing the details: for callers
-// that have them parsed anyway (encoding/json validates and compacts a
-// RawMessage as it marshals or unmarshals one).
+// validateFields checks what a well-formed event must have, but for its
+// details: Encode and DecodeEvent have those parsed anyway (encoding/json
+// validates and compacts a RawMessage as it marshals or unmarshals one).
 func (e *Event) validateFields() error {
 	switch {
 	case e.V != Version:

@@ -43,15 +43,11 @@ func NewSigner(name string, h *keyset.Handle) (*Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit signer: %w", err)
 	}
-	pub, err := h.Public()
+	pub, err := PublicKeysetOf(h)
 	if err != nil {
-		return nil, fmt.Errorf("audit signer public keyset: %w", err)
+		return nil, fmt.Errorf("audit signer: %w", err)
 	}
-	var buf bytes.Buffer
-	if err := pub.WriteWithNoSecrets(keyset.NewBinaryWriter(&buf)); err != nil {
-		return nil, fmt.Errorf("audit signer public keyset: %w", err)
-	}
-	return &Signer{name: name, signer: s, public: buf.Bytes()}, nil
+	return &Signer{name: name, signer: s, public: pub}, nil
 }
 
 // Name is who signs.
@@ -136,6 +132,16 @@ func WriteSigningKeyset(path string, h *keyset.Handle) error {
 // LoadOrCreateSigner loads the node's audit signing keyset at path, or
 // creates it when there is none.
 func LoadOrCreateSigner(name, path string) (*Signer, error) {
+	h, err := LoadOrCreateSigningKeyset(path)
+	if err != nil {
+		return nil, err
+	}
+	return NewSigner(name, h)
+}
+
+// LoadOrCreateSigningKeyset loads the signing keyset at path, making and
+// writing a new one when there is none.
+func LoadOrCreateSigningKeyset(path string) (*keyset.Handle, error) {
 	h, err := LoadSigningKeyset(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if h, err = NewSigningKeyset(); err != nil {
@@ -145,10 +151,7 @@ func LoadOrCreateSigner(name, path string) (*Signer, error) {
 			return nil, err
 		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	return NewSigner(name, h)
+	return h, err
 }
 
 // Keys are the published public keys: whose checkpoints and

@@ -18,6 +18,7 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/internal/metrics/label"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/storage/meta"
@@ -235,11 +236,11 @@ func (w *AuditWitness) SubmitCheckpoint(ctx context.Context, req *unumv1.SubmitC
 	if err != nil {
 		return nil, err
 	}
-	node, err := callerNode(ctx)
-	if err != nil {
+	if c.Kind != identity.KindNode {
 		w.count(label.WitnessRefused)
-		return nil, err
+		return nil, status.Errorf(codes.PermissionDenied, "%s is not a node", c.ID)
 	}
+	node := c.Name
 	if w.signer == nil || !w.published.Load() {
 		return nil, status.Errorf(codes.Unavailable, "control node %s is not witnessing yet (its witness key is not published)", w.s.cfg.NodeName)
 	}

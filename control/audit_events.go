@@ -94,12 +94,7 @@ func outcomeOf(err error) (audit.Outcome, []string) {
 // maxEventString bounds what a request can put into one event field.
 const maxEventString = 1024
 
-func clip(s string) string {
-	if len(s) > maxEventString {
-		return s[:maxEventString] + "…"
-	}
-	return s
-}
+func clip(s string) string { return audit.Clip(s, maxEventString) }
 
 // Details of the control services' events. A token is named by its id,
 // never by the token itself; no event holds a key or a secret.

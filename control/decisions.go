@@ -83,10 +83,7 @@ func boundReasons(rs []string) []string {
 			out = append(out, fmt.Sprintf("(%d more reasons not recorded)", len(rs)-i))
 			break
 		}
-		if len(r) > maxEventReasonBytes {
-			r = r[:maxEventReasonBytes] + "…"
-		}
-		out = append(out, r)
+		out = append(out, audit.Clip(r, maxEventReasonBytes))
 	}
 	return out
 }

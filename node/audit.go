@@ -48,12 +48,7 @@ const (
 // auditPublicKeyset loads the audit checkpoint keyset at path, creating
 // it when there is none, and returns its public half.
 func auditPublicKeyset(path string) ([]byte, error) {
-	h, err := audit.LoadSigningKeyset(path)
-	if errors.Is(err, os.ErrNotExist) {
-		if h, err = audit.NewSigningKeyset(); err == nil {
-			err = audit.WriteSigningKeyset(path, h)
-		}
-	}
+	h, err := audit.LoadOrCreateSigningKeyset(path)
 	if err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
@@ -346,9 +341,7 @@ func (s *auditSubmitter) submit(ctx context.Context, latest *audit.SignedCheckpo
 			if err != nil {
 				return fmt.Errorf("consistency proof %d..%d: %w", s.base.Size, latest.Size, err)
 			}
-			for _, h := range proof {
-				req.ConsistencyProof = append(req.ConsistencyProof, h[:])
-			}
+			req.ConsistencyProof = audit.HashesToBytes(proof)
 		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, auditSubmitTimeout)
@@ -414,6 +407,7 @@ func (s *auditSubmitter) fetchKeys(ctx context.Context) error {
 		return err
 	}
 	s.keys, s.keysAt = keys, time.Now()
+	s.n.auditKeys.Store(keys)
 	if err := s.n.audit.RememberKeys(s.keys); err != nil {
 		return fmt.Errorf("remember audit keys: %w", err)
 	}

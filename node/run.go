@@ -177,6 +177,9 @@ type node struct {
 	auditKick     chan struct{}
 	retentionKick chan struct{}
 	auditSettings atomic.Pointer[audit.Settings]
+	// auditKeys are the published audit keys as the submission loop last
+	// fetched them (nil before).
+	auditKeys atomic.Pointer[audit.Keys]
 
 	// credVerifier verifies the delegated credentials presented to this
 	// node's API (node/credentials.go); credKeySets are the key sets it
@@ -335,7 +338,11 @@ func (n *node) run(ctx context.Context) error {
 		Local: control.LocalDecisions{Node: n.cfg.Name, Decisions: n.audit, Shadows: n.decisionLog.shadows, Engines: n.engines, View: n.policy},
 		S:     ctl,
 	})
-	auditSvc := &auditService{ReadService: &audit.ReadService{Log: n.audit}}
+	// Verify checks the node's checkpoints with the keys the submission
+	// loop last fetched from the control plane (the copies beside the log
+	// until it has).
+	auditSvc := &auditService{ReadService: &audit.ReadService{Log: n.audit,
+		PublishedKeys: func(context.Context) (*audit.Keys, error) { return n.auditKeys.Load(), nil }}}
 	if ctl != nil {
 		auditSvc.Witness = ctl.AuditWitness()
 	}

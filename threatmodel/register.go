@@ -1022,7 +1022,8 @@ func Register() []Threat {
 			Boundary: "the control plane's credential issuer (delegate and token exchange) and every verifier",
 			Attacker: "a service holding a delegated credential asking for a child with more actions or resources, more " +
 				"audiences or a later expiry than its own, or an issuer bug or compromise signing one",
-			Mitigation: "Every act level after the first carries the grant its actor held (jti, scope, aud, exp); the issuer " +
+			Mitigation: "Every prior actor's act level (not the holder's; the first may be a grant-less impersonating issuer) " +
+				"carries the grant its actor held (jti, scope, aud, iat, exp); the issuer " +
 				"(Plan) and every verifier (CheckChain) require each hop to narrow the one before: every scope within a " +
 				"scope of the parent (Scope.Within, decided on the patterns and checked against a brute-force reference " +
 				"over a universe of requests), audiences a subset, expiry not later, lifetime at most MaxTTL whatever " +
@@ -1184,7 +1185,8 @@ func Register() []Threat {
 				"the decision recording each principal's answer and the credential's jtis. A credential that does not verify " +
 				"refuses the call instead of falling back to the caller's own rights; so do two credentials in one call, a " +
 				"server without a verifier, a chain longer than the policy's max_depth, and the methods a caller makes only " +
-				"as itself (renewals, sync and watch streams, heartbeats, checkpoint submission). An exchange is decided on " +
+				"as itself (renewals, intermediate signing, sync and watch streams, heartbeats, checkpoint submission). An " +
+				"exchange is decided on " +
 				"the credential that will be signed: what the request leaves out (scopes, audience) is the presented " +
 				"credential's, in input.credential, so a rule on them cannot be passed by leaving them out. What a service " +
 				"does on someone's behalf is recorded as theirs, through it (subject, chain and jtis on the action's events).",
@@ -1259,7 +1261,7 @@ func Register() []Threat {
 				"shortened by revoking again; every verifier checks the credential's and its ancestors' jtis, its subject, " +
 				"every actor as a holder and as an identity. A privileged delegated call on a stale revocation view is " +
 				"refused (Unavailable). A stream opened with a credential ends when the credential is revoked or expires " +
-				"(in internal/rpc and in the package's stream interceptor alike).",
+				"(in internal/rpc, tested for both; in the package's stream interceptor, tested for revocation).",
 			Status: Mitigated,
 			Tests: []string{"control.TestRevokeCredentials", "internal/rpc.TestRevokedCredentialRefused",
 				"internal/rpc.TestDelegatedPrivilegedCallOnStaleViewRefused", "internal/rpc.TestRevokedCredentialCutsStream",

@@ -337,8 +337,9 @@ func TestSetKeysForgetsVerifiedTokens(t *testing.T) {
 
 // TestTinkVerifiesIssuedTokens: the issuer signs outside Tink's JWT API,
 // with the keyring's own key; Tink's JWT verifier, given only the published
-// JWK set, accepts what it signs (same algorithm, kid, typ and claims), and
-// a rotated keyring's issuer signs with the new kid.
+// JWK set, accepts what it signs (same algorithm, kid, typ and claims): a
+// direct mint, an exchange (a nested act with grants) and a
+// certificate-bound one; a rotated keyring's issuer signs with the new kid.
 func TestTinkVerifiesIssuedTokens(t *testing.T) {
 	f := newFixture(t)
 	f.now = time.Now().Truncate(time.Second)
@@ -372,6 +373,31 @@ func TestTinkVerifiesIssuedTokens(t *testing.T) {
 		h, err := base64.RawURLEncoding.DecodeString(kid)
 		require.NoError(t, err)
 		require.Contains(t, string(h), ring.PrimaryKID())
+
+		// An exchange by A for B, and one A asks for itself (bound to its
+		// certificate): the same verifier accepts both.
+		aCert := svid(t, svcA)
+		for _, r := range []Request{
+			{Caller: svcA, Parent: c, Holder: svcB},
+			{Caller: svcA, CallerCert: aCert, Parent: c},
+		} {
+			child, err := iss.Plan(r)
+			require.NoError(t, err)
+			tok, err := iss.Sign(child)
+			require.NoError(t, err)
+			got, err := v.VerifyAndDecode(tok, val)
+			require.NoError(t, err)
+			act, err := got.ObjectClaim("act")
+			require.NoError(t, err)
+			prior, ok := act["act"].(map[string]any)
+			require.True(t, ok, "the exchange nests the prior actor: %v", act)
+			require.Equal(t, c.ID, prior["jti"])
+			cnf, err := got.ObjectClaim("cnf")
+			require.NoError(t, err)
+			if r.CallerCert != nil {
+				require.Equal(t, Thumbprint(aCert), cnf["x5t#S256"])
+			}
+		}
 	}
 	check(f.ring)
 	rotated, err := f.ring.Rotate(f.now)

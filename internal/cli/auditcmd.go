@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +23,7 @@ import (
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/internal/output"
 	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/node"
 )
 
 // The audit commands read every node's own log with the user's own
@@ -166,17 +167,7 @@ func eventOrder(a, b shownEvent) int {
 	if c := strings.Compare(a.e.Node, b.e.Node); c != 0 {
 		return c
 	}
-	return compareUint(a.index, b.index)
-}
-
-func compareUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return cmp.Compare(a.index, b.index)
 }
 
 // nodeFailure is a node that did not answer, and why.
@@ -880,7 +871,7 @@ func verifyOffline(ctx context.Context, dir, keysFile string) (verifyLine, error
 			return verifyLine{}, err
 		}
 	}
-	logDir := filepath.Join(dir, "audit")
+	logDir := node.Layout{Dir: dir}.AuditDir()
 	rep, err := audit.VerifyDir(ctx, logDir, keys)
 	if err != nil {
 		return verifyLine{}, err

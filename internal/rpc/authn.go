@@ -108,12 +108,7 @@ func (c *auditedCreds) Clone() credentials.TransportCredentials {
 	return &cc
 }
 
-func boundReason(s string) string {
-	if len(s) > maxReasonBytes {
-		return s[:maxReasonBytes] + "…"
-	}
-	return s
-}
+func boundReason(s string) string { return audit.Clip(s, maxReasonBytes) }
 
 // tlsCreds are the transport credentials of tc, audited when either
 // recorder is set.

@@ -92,9 +92,6 @@ type ServerConfig struct {
 // by the presenting caller, who must be its holder.
 const DelegationHeader = delegation.MetadataKey
 
-// maxVerifyReason bounds the reason a cred.verify event records.
-const maxVerifyReason = 512
-
 // WithDelegation returns ctx whose outgoing calls present token.
 func WithDelegation(ctx context.Context, token string) context.Context {
 	return delegation.OutgoingContext(ctx, token)
@@ -207,13 +204,9 @@ func (ic *interceptor) credential(ctx context.Context, method string, caller Cal
 	}
 	ic.log.Info("delegated credential refused", "method", method, "caller", caller.ID.String(), "err", err)
 	if ic.audit != nil {
-		reason := err.Error()
-		if len(reason) > maxVerifyReason {
-			// The reason quotes what the presenter sent (alg, typ, kid).
-			reason = reason[:maxVerifyReason] + "…"
-		}
+		// The reason quotes what the presenter sent (alg, typ, kid).
 		e := audit.Event{Kind: audit.KindCredential, Action: audit.ActionCredVerify, Subject: caller.ID.String(), Outcome: audit.Deny,
-			Resource: "method/-/" + method, Reasons: []string{reason}}
+			Resource: "method/-/" + method, Reasons: []string{boundReason(err.Error())}}
 		if cred != nil {
 			e.Creds = cred.JTIs()
 		}
