@@ -247,7 +247,7 @@ func exactMembers(b []byte, known func(string) bool) error {
 // claimsOf is c's wire form.
 func claimsOf(c *Credential) claims {
 	cl := claims{
-		Iss: issuerOf(c.TrustDomain), Sub: c.Subject.String(), Aud: idStrings(c.Audience), Scope: scopeString(c.Scopes),
+		Iss: issuerOf(c.TrustDomain), Sub: c.Subject.String(), Aud: idStrings(c.Audience), Scope: FormatScopes(c.Scopes),
 		Iat: c.IssuedAt.Unix(), Nbf: c.NotBefore.Unix(), Exp: c.Expiry.Unix(), Jti: c.ID,
 		Cnf: &cnf{SPIFFEID: c.Holder().String(), X5T: c.Thumbprint},
 	}
@@ -256,7 +256,7 @@ func claimsOf(c *Credential) claims {
 	for _, l := range c.Chain {
 		n := &act{Sub: l.Actor.String(), Act: a}
 		if g := l.Grant; g != nil {
-			n.Jti, n.Scope, n.Aud, n.Iat, n.Exp = g.ID, scopeString(g.Scopes), idStrings(g.Audience), g.IssuedAt.Unix(), g.Expiry.Unix()
+			n.Jti, n.Scope, n.Aud, n.Iat, n.Exp = g.ID, FormatScopes(g.Scopes), idStrings(g.Audience), g.IssuedAt.Unix(), g.Expiry.Unix()
 		}
 		a = n
 	}
@@ -471,7 +471,7 @@ func CheckChain(c *Credential, maxDepth int) error {
 // narrows checks that child (held by actor) narrows parent.
 func narrows(child, parent Grant, actor spiffeid.ID) error {
 	if s, ok := ScopesWithin(child.Scopes, parent.Scopes); !ok {
-		return fmt.Errorf("%w: %s's scope %s is not within the scopes it was delegated from (%s)", ErrChain, actor, s, scopeString(parent.Scopes))
+		return fmt.Errorf("%w: %s's scope %s is not within the scopes it was delegated from (%s)", ErrChain, actor, s, FormatScopes(parent.Scopes))
 	}
 	for _, a := range child.Audience {
 		if !slices.Contains(parent.Audience, a) {

@@ -186,7 +186,8 @@ func AnyAllows(ss []Scope, action, kind, ns, name string) bool {
 	return false
 }
 
-func scopeString(ss []Scope) string {
+// FormatScopes is scopes as the scope claim writes them: space-separated.
+func FormatScopes(ss []Scope) string {
 	parts := make([]string, len(ss))
 	for i, s := range ss {
 		parts[i] = s.String()

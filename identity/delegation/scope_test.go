@@ -83,12 +83,12 @@ func runScopeCommand(t *testing.T, line string) string {
 		return errOr(sc.String(), err)
 	case "scopes":
 		ss, err := ParseScopes(args)
-		return errOr(scopeString(ss), err)
+		return errOr(FormatScopes(ss), err)
 	case "claim":
 		s, err := strconv.Unquote(rest)
 		require.NoError(t, err, "%q", line)
 		ss, err := parseScopeClaim(s)
-		return errOr(scopeString(ss), err)
+		return errOr(FormatScopes(ss), err)
 	case "allows":
 		require.Len(t, args, 3, "%q", line)
 		res := strings.SplitN(args[2], "/", 3)
@@ -283,7 +283,7 @@ func TestScopesWithinAgainstBruteForce(t *testing.T) {
 		if _, ok := ScopesWithin(scopes(child), scopes(parent)); ok {
 			accepted++
 			require.True(t, subset(union(child), union(parent)), "%s within %s, but it allows more",
-				scopeString(scopes(child)), scopeString(scopes(parent)))
+				FormatScopes(scopes(child)), FormatScopes(scopes(parent)))
 		}
 	}
 	require.Greater(t, accepted, 5000)

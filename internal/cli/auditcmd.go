@@ -235,24 +235,31 @@ func queryNode(ctx context.Context, dial nodeDialer, n *unumv1.Node, req *unumv1
 
 // queryAll asks every node at once and merges their answers by time.
 func queryAll(ctx context.Context, dial nodeDialer, nodes []*unumv1.Node, req *unumv1.AuditQueryRequest) ([]shownEvent, []nodeFailure) {
+	all, failures := askEach(nodes, func(n *unumv1.Node) ([]shownEvent, error) { return queryNode(ctx, dial, n, req) })
+	slices.SortFunc(all, eventOrder)
+	return all, failures
+}
+
+// askEach asks every node at once and gathers the answers, and the nodes
+// that did not answer (sorted by name) with why.
+func askEach[T any](nodes []*unumv1.Node, ask func(n *unumv1.Node) ([]T, error)) ([]T, []nodeFailure) {
 	var mu sync.Mutex
-	var all []shownEvent
+	var all []T
 	var failures []nodeFailure
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		wg.Go(func() {
-			evs, err := queryNode(ctx, dial, n, req)
+			got, err := ask(n)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				failures = append(failures, nodeFailure{n.GetName(), err})
 				return
 			}
-			all = append(all, evs...)
+			all = append(all, got...)
 		})
 	}
 	wg.Wait()
-	slices.SortFunc(all, eventOrder)
 	slices.SortFunc(failures, func(a, b nodeFailure) int { return strings.Compare(a.node, b.node) })
 	return all, failures
 }

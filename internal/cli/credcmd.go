@@ -9,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -320,30 +319,13 @@ func runCredList(e *env, args []string) error {
 
 // listCredentials asks every control node for what it minted.
 func listCredentials(ctx context.Context, dial nodeDialer, nodes []*unumv1.Node, req *unumv1.ListCredentialsRequest) ([]credRecordView, []nodeFailure) {
-	var mu sync.Mutex
-	var out []credRecordView
-	var failures []nodeFailure
-	var wg sync.WaitGroup
-	for _, n := range nodes {
-		wg.Go(func() {
-			views, err := listNode(ctx, dial, n, req)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failures = append(failures, nodeFailure{node: n.GetName(), err: err})
-				return
-			}
-			out = append(out, views...)
-		})
-	}
-	wg.Wait()
+	out, failures := askEach(nodes, func(n *unumv1.Node) ([]credRecordView, error) { return listNode(ctx, dial, n, req) })
 	slices.SortFunc(out, func(a, b credRecordView) int {
 		if c := a.Issued.Compare(b.Issued); c != 0 {
 			return c
 		}
 		return strings.Compare(a.JTI, b.JTI)
 	})
-	slices.SortFunc(failures, func(a, b nodeFailure) int { return strings.Compare(a.node, b.node) })
 	return out, failures
 }
 

@@ -176,7 +176,7 @@ func (a *PolicyAuthorizer) Authorize(ctx context.Context, req Request) (Decision
 			// The credential does not reach this far: the caller's own
 			// rights are never used instead (no confused deputy).
 			return a.refuse(ctx, in, digest, fmt.Sprintf("the delegated credential %s does not allow %s on %s (its scopes: %s)",
-				cred.ID, in.Action, r, scopeList(cred.Scopes)), creds), nil
+				cred.ID, in.Action, r, delegation.FormatScopes(cred.Scopes)), creds), nil
 		}
 		principals := make([]policy.Subject, len(in.Delegation))
 		for i, p := range cred.Principals() {
@@ -207,14 +207,6 @@ func (a *PolicyAuthorizer) chain(c *delegation.Credential) []policy.Actor {
 		out[i] = policy.Actor{ID: id.String(), Kind: string(p.Kind), Namespace: p.Namespace, Name: p.Name}
 	}
 	return out
-}
-
-func scopeList(ss []delegation.Scope) string {
-	parts := make([]string, len(ss))
-	for i, s := range ss {
-		parts[i] = s.String()
-	}
-	return strings.Join(parts, " ")
 }
 
 // refuse records a denial made without asking the policy.
