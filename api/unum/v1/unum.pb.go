@@ -1129,9 +1129,15 @@ type SyncAgentResponse struct {
 	JwtKeys          []*JWTKey              `protobuf:"bytes,3,rep,name=jwt_keys,json=jwtKeys,proto3" json:"jwt_keys,omitempty"`
 	ControlAddresses []string               `protobuf:"bytes,4,rep,name=control_addresses,json=controlAddresses,proto3" json:"control_addresses,omitempty"`
 	// The delegated-credential verification keys of every control node.
-	CredKeys      []*CredentialKeySet `protobuf:"bytes,5,rep,name=cred_keys,json=credKeys,proto3" json:"cred_keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CredKeys []*CredentialKeySet `protobuf:"bytes,5,rep,name=cred_keys,json=credKeys,proto3" json:"cred_keys,omitempty"`
+	// The allocations assigned to this node: the tasks it must run (the
+	// executor's desired set; the CA mints a task's SVID only for these).
+	Allocations []*Allocation `protobuf:"bytes,6,rep,name=allocations,proto3" json:"allocations,omitempty"`
+	// Set once the sender's view of the allocations is loaded: an empty list
+	// without it means "not known yet", not "run nothing".
+	AllocationsLoaded bool `protobuf:"varint,7,opt,name=allocations_loaded,json=allocationsLoaded,proto3" json:"allocations_loaded,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SyncAgentResponse) Reset() {
@@ -1197,6 +1203,20 @@ func (x *SyncAgentResponse) GetCredKeys() []*CredentialKeySet {
 		return x.CredKeys
 	}
 	return nil
+}
+
+func (x *SyncAgentResponse) GetAllocations() []*Allocation {
+	if x != nil {
+		return x.Allocations
+	}
+	return nil
+}
+
+func (x *SyncAgentResponse) GetAllocationsLoaded() bool {
+	if x != nil {
+		return x.AllocationsLoaded
+	}
+	return false
 }
 
 // CredentialKeySet is one control node's credential verification keys.
@@ -1847,7 +1867,18 @@ type Node struct {
 	PolicyRevision            int64                  `protobuf:"varint,15,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
 	PolicyAgeMs               int64                  `protobuf:"varint,16,opt,name=policy_age_ms,json=policyAgeMs,proto3" json:"policy_age_ms,omitempty"`
 	// Why the node's audit log cannot record ("" when it can).
-	AuditError    string `protobuf:"bytes,17,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	AuditError string `protobuf:"bytes,17,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	// Scheduling: the node's labels, whether it is draining, what it offers
+	// and what is allocated on it, and which resource limits its executor
+	// enforces (compute nodes).
+	Labels      map[string]string `protobuf:"bytes,18,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Draining    bool              `protobuf:"varint,19,opt,name=draining,proto3" json:"draining,omitempty"`
+	Capacity    *Resources        `protobuf:"bytes,20,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Allocated   *Resources        `protobuf:"bytes,21,opt,name=allocated,proto3" json:"allocated,omitempty"`
+	Allocations int32             `protobuf:"varint,22,opt,name=allocations,proto3" json:"allocations,omitempty"`
+	// "ready", "down" (missed its lease) or "unknown" (never heard from).
+	Lease         string   `protobuf:"bytes,23,opt,name=lease,proto3" json:"lease,omitempty"`
+	Limits        []string `protobuf:"bytes,24,rep,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2001,6 +2032,108 @@ func (x *Node) GetAuditError() string {
 	return ""
 }
 
+func (x *Node) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Node) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *Node) GetCapacity() *Resources {
+	if x != nil {
+		return x.Capacity
+	}
+	return nil
+}
+
+func (x *Node) GetAllocated() *Resources {
+	if x != nil {
+		return x.Allocated
+	}
+	return nil
+}
+
+func (x *Node) GetAllocations() int32 {
+	if x != nil {
+		return x.Allocations
+	}
+	return 0
+}
+
+func (x *Node) GetLease() string {
+	if x != nil {
+		return x.Lease
+	}
+	return ""
+}
+
+func (x *Node) GetLimits() []string {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// Resources are CPU in millicores and memory in MiB.
+type Resources struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CpuMillis     int64                  `protobuf:"varint,1,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	MemoryMib     int64                  `protobuf:"varint,2,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resources) Reset() {
+	*x = Resources{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resources) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resources) ProtoMessage() {}
+
+func (x *Resources) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resources.ProtoReflect.Descriptor instead.
+func (*Resources) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *Resources) GetCpuMillis() int64 {
+	if x != nil {
+		return x.CpuMillis
+	}
+	return 0
+}
+
+func (x *Resources) GetMemoryMib() int64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2009,7 +2142,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2154,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2167,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{31}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{32}
 }
 
 type StatusResponse struct {
@@ -2059,7 +2192,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2204,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2217,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{32}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StatusResponse) GetTrustDomain() string {
@@ -2171,7 +2304,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2183,7 +2316,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2196,7 +2329,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{33}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EtcdMember) GetName() string {
@@ -2260,14 +2393,20 @@ type HeartbeatRequest struct {
 	PolicyRevision int64 `protobuf:"varint,8,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
 	PolicyAgeMs    int64 `protobuf:"varint,9,opt,name=policy_age_ms,json=policyAgeMs,proto3" json:"policy_age_ms,omitempty"`
 	// The node's audit log: "" when healthy, else why it cannot record.
-	AuditError    string `protobuf:"bytes,10,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	AuditError string `protobuf:"bytes,10,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	// Compute nodes: what the node offers to tasks, the state of every task
+	// it runs, and which resource limits it enforces (and how).
+	Capacity      *Resources    `protobuf:"bytes,11,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Tasks         []*TaskStatus `protobuf:"bytes,12,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Limits        []string      `protobuf:"bytes,13,rep,name=limits,proto3" json:"limits,omitempty"`
+	Compute       bool          `protobuf:"varint,14,opt,name=compute,proto3" json:"compute,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2279,7 +2418,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2292,7 +2431,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{34}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *HeartbeatRequest) GetSvidExpiresAtUnix() int64 {
@@ -2365,6 +2504,34 @@ func (x *HeartbeatRequest) GetAuditError() string {
 	return ""
 }
 
+func (x *HeartbeatRequest) GetCapacity() *Resources {
+	if x != nil {
+		return x.Capacity
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetTasks() []*TaskStatus {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetLimits() []string {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetCompute() bool {
+	if x != nil {
+		return x.Compute
+	}
+	return false
+}
+
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The cluster's audit settings, so every node follows the same ones.
@@ -2375,7 +2542,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2387,7 +2554,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2400,7 +2567,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{35}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HeartbeatResponse) GetAudit() *AuditConfig {
@@ -2421,7 +2588,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2600,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2613,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{36}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -2474,7 +2641,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2653,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2666,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{37}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RemoveNodeResponse) GetRemovedEtcdMember() bool {
@@ -2538,7 +2705,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +2717,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +2730,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{38}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *User) GetName() string {
@@ -2624,7 +2791,7 @@ type AddUserRequest struct {
 
 func (x *AddUserRequest) Reset() {
 	*x = AddUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +2803,7 @@ func (x *AddUserRequest) String() string {
 func (*AddUserRequest) ProtoMessage() {}
 
 func (x *AddUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +2816,7 @@ func (x *AddUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddUserRequest.ProtoReflect.Descriptor instead.
 func (*AddUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{39}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AddUserRequest) GetName() string {
@@ -2698,7 +2865,7 @@ type AddUserResponse struct {
 
 func (x *AddUserResponse) Reset() {
 	*x = AddUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +2877,7 @@ func (x *AddUserResponse) String() string {
 func (*AddUserResponse) ProtoMessage() {}
 
 func (x *AddUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +2890,7 @@ func (x *AddUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddUserResponse.ProtoReflect.Descriptor instead.
 func (*AddUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{40}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AddUserResponse) GetUser() *User {
@@ -2755,7 +2922,7 @@ type ListUsersRequest struct {
 
 func (x *ListUsersRequest) Reset() {
 	*x = ListUsersRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2767,7 +2934,7 @@ func (x *ListUsersRequest) String() string {
 func (*ListUsersRequest) ProtoMessage() {}
 
 func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2780,7 +2947,7 @@ func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListUsersRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{41}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{42}
 }
 
 type ListUsersResponse struct {
@@ -2792,7 +2959,7 @@ type ListUsersResponse struct {
 
 func (x *ListUsersResponse) Reset() {
 	*x = ListUsersResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +2971,7 @@ func (x *ListUsersResponse) String() string {
 func (*ListUsersResponse) ProtoMessage() {}
 
 func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +2984,7 @@ func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListUsersResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{42}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListUsersResponse) GetUsers() []*User {
@@ -2836,7 +3003,7 @@ type RemoveUserRequest struct {
 
 func (x *RemoveUserRequest) Reset() {
 	*x = RemoveUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2848,7 +3015,7 @@ func (x *RemoveUserRequest) String() string {
 func (*RemoveUserRequest) ProtoMessage() {}
 
 func (x *RemoveUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2861,7 +3028,7 @@ func (x *RemoveUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveUserRequest.ProtoReflect.Descriptor instead.
 func (*RemoveUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{43}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveUserRequest) GetName() string {
@@ -2879,7 +3046,7 @@ type RemoveUserResponse struct {
 
 func (x *RemoveUserResponse) Reset() {
 	*x = RemoveUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2891,7 +3058,7 @@ func (x *RemoveUserResponse) String() string {
 func (*RemoveUserResponse) ProtoMessage() {}
 
 func (x *RemoveUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2904,7 +3071,7 @@ func (x *RemoveUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveUserResponse.ProtoReflect.Descriptor instead.
 func (*RemoveUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{44}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{45}
 }
 
 type RevokeUserRequest struct {
@@ -2916,7 +3083,7 @@ type RevokeUserRequest struct {
 
 func (x *RevokeUserRequest) Reset() {
 	*x = RevokeUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2928,7 +3095,7 @@ func (x *RevokeUserRequest) String() string {
 func (*RevokeUserRequest) ProtoMessage() {}
 
 func (x *RevokeUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2941,7 +3108,7 @@ func (x *RevokeUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserRequest.ProtoReflect.Descriptor instead.
 func (*RevokeUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{45}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeUserRequest) GetName() string {
@@ -2960,7 +3127,7 @@ type RevokeUserResponse struct {
 
 func (x *RevokeUserResponse) Reset() {
 	*x = RevokeUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2972,7 +3139,7 @@ func (x *RevokeUserResponse) String() string {
 func (*RevokeUserResponse) ProtoMessage() {}
 
 func (x *RevokeUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2985,7 +3152,7 @@ func (x *RevokeUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserResponse.ProtoReflect.Descriptor instead.
 func (*RevokeUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{46}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RevokeUserResponse) GetBeforeUnixNano() int64 {
@@ -3005,7 +3172,7 @@ type RenewUserRequest struct {
 
 func (x *RenewUserRequest) Reset() {
 	*x = RenewUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3017,7 +3184,7 @@ func (x *RenewUserRequest) String() string {
 func (*RenewUserRequest) ProtoMessage() {}
 
 func (x *RenewUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3030,7 +3197,7 @@ func (x *RenewUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewUserRequest.ProtoReflect.Descriptor instead.
 func (*RenewUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{47}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RenewUserRequest) GetCsr() []byte {
@@ -3056,7 +3223,7 @@ type RenewUserResponse struct {
 
 func (x *RenewUserResponse) Reset() {
 	*x = RenewUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3068,7 +3235,7 @@ func (x *RenewUserResponse) String() string {
 func (*RenewUserResponse) ProtoMessage() {}
 
 func (x *RenewUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3081,7 +3248,7 @@ func (x *RenewUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewUserResponse.ProtoReflect.Descriptor instead.
 func (*RenewUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{48}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RenewUserResponse) GetChain() [][]byte {
@@ -3099,7 +3266,7 @@ type CAStatusRequest struct {
 
 func (x *CAStatusRequest) Reset() {
 	*x = CAStatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3278,7 @@ func (x *CAStatusRequest) String() string {
 func (*CAStatusRequest) ProtoMessage() {}
 
 func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3291,7 @@ func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusRequest.ProtoReflect.Descriptor instead.
 func (*CAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{49}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{50}
 }
 
 type CACert struct {
@@ -3149,7 +3316,7 @@ type CACert struct {
 
 func (x *CACert) Reset() {
 	*x = CACert{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3161,7 +3328,7 @@ func (x *CACert) String() string {
 func (*CACert) ProtoMessage() {}
 
 func (x *CACert) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3174,7 +3341,7 @@ func (x *CACert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CACert.ProtoReflect.Descriptor instead.
 func (*CACert) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{50}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *CACert) GetFingerprint() string {
@@ -3265,7 +3432,7 @@ type CAStatusResponse struct {
 
 func (x *CAStatusResponse) Reset() {
 	*x = CAStatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3277,7 +3444,7 @@ func (x *CAStatusResponse) String() string {
 func (*CAStatusResponse) ProtoMessage() {}
 
 func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3290,7 +3457,7 @@ func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusResponse.ProtoReflect.Descriptor instead.
 func (*CAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{51}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CAStatusResponse) GetRoots() []*CACert {
@@ -3360,7 +3527,7 @@ type CARotateRequest struct {
 
 func (x *CARotateRequest) Reset() {
 	*x = CARotateRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3372,7 +3539,7 @@ func (x *CARotateRequest) String() string {
 func (*CARotateRequest) ProtoMessage() {}
 
 func (x *CARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3385,7 +3552,7 @@ func (x *CARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARotateRequest.ProtoReflect.Descriptor instead.
 func (*CARotateRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{52}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CARotateRequest) GetRoot() bool {
@@ -3412,7 +3579,7 @@ type CARotateResponse struct {
 
 func (x *CARotateResponse) Reset() {
 	*x = CARotateResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3424,7 +3591,7 @@ func (x *CARotateResponse) String() string {
 func (*CARotateResponse) ProtoMessage() {}
 
 func (x *CARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3437,7 +3604,7 @@ func (x *CARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARotateResponse.ProtoReflect.Descriptor instead.
 func (*CARotateResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{53}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CARotateResponse) GetRotationId() string {
@@ -3462,7 +3629,7 @@ type ExportRootRequest struct {
 
 func (x *ExportRootRequest) Reset() {
 	*x = ExportRootRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3474,7 +3641,7 @@ func (x *ExportRootRequest) String() string {
 func (*ExportRootRequest) ProtoMessage() {}
 
 func (x *ExportRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3487,7 +3654,7 @@ func (x *ExportRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRootRequest.ProtoReflect.Descriptor instead.
 func (*ExportRootRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{54}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{55}
 }
 
 type ExportRootResponse struct {
@@ -3501,7 +3668,7 @@ type ExportRootResponse struct {
 
 func (x *ExportRootResponse) Reset() {
 	*x = ExportRootResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3513,7 +3680,7 @@ func (x *ExportRootResponse) String() string {
 func (*ExportRootResponse) ProtoMessage() {}
 
 func (x *ExportRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3526,7 +3693,7 @@ func (x *ExportRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRootResponse.ProtoReflect.Descriptor instead.
 func (*ExportRootResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{55}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ExportRootResponse) GetRootCertPem() []byte {
@@ -3559,7 +3726,7 @@ type ConfirmExportRootRequest struct {
 
 func (x *ConfirmExportRootRequest) Reset() {
 	*x = ConfirmExportRootRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3571,7 +3738,7 @@ func (x *ConfirmExportRootRequest) String() string {
 func (*ConfirmExportRootRequest) ProtoMessage() {}
 
 func (x *ConfirmExportRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3584,7 +3751,7 @@ func (x *ConfirmExportRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmExportRootRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmExportRootRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{56}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ConfirmExportRootRequest) GetFingerprint() string {
@@ -3602,7 +3769,7 @@ type ConfirmExportRootResponse struct {
 
 func (x *ConfirmExportRootResponse) Reset() {
 	*x = ConfirmExportRootResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3614,7 +3781,7 @@ func (x *ConfirmExportRootResponse) String() string {
 func (*ConfirmExportRootResponse) ProtoMessage() {}
 
 func (x *ConfirmExportRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3627,7 +3794,7 @@ func (x *ConfirmExportRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmExportRootResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmExportRootResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{57}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{58}
 }
 
 type ImportRootRequest struct {
@@ -3639,7 +3806,7 @@ type ImportRootRequest struct {
 
 func (x *ImportRootRequest) Reset() {
 	*x = ImportRootRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3651,7 +3818,7 @@ func (x *ImportRootRequest) String() string {
 func (*ImportRootRequest) ProtoMessage() {}
 
 func (x *ImportRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3664,7 +3831,7 @@ func (x *ImportRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRootRequest.ProtoReflect.Descriptor instead.
 func (*ImportRootRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{58}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ImportRootRequest) GetRootKeyPem() []byte {
@@ -3683,7 +3850,7 @@ type ImportRootResponse struct {
 
 func (x *ImportRootResponse) Reset() {
 	*x = ImportRootResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3695,7 +3862,7 @@ func (x *ImportRootResponse) String() string {
 func (*ImportRootResponse) ProtoMessage() {}
 
 func (x *ImportRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3708,7 +3875,7 @@ func (x *ImportRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRootResponse.ProtoReflect.Descriptor instead.
 func (*ImportRootResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{59}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ImportRootResponse) GetFingerprint() string {
@@ -3729,7 +3896,7 @@ type SignIntermediateRequest struct {
 
 func (x *SignIntermediateRequest) Reset() {
 	*x = SignIntermediateRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3741,7 +3908,7 @@ func (x *SignIntermediateRequest) String() string {
 func (*SignIntermediateRequest) ProtoMessage() {}
 
 func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3754,7 +3921,7 @@ func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*SignIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{60}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SignIntermediateRequest) GetRotationId() string {
@@ -3781,7 +3948,7 @@ type SignIntermediateResponse struct {
 
 func (x *SignIntermediateResponse) Reset() {
 	*x = SignIntermediateResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3793,7 +3960,7 @@ func (x *SignIntermediateResponse) String() string {
 func (*SignIntermediateResponse) ProtoMessage() {}
 
 func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3806,7 +3973,7 @@ func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignIntermediateResponse.ProtoReflect.Descriptor instead.
 func (*SignIntermediateResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{61}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SignIntermediateResponse) GetIntermediate() []byte {
@@ -3831,7 +3998,7 @@ type CreateBackupRequest struct {
 
 func (x *CreateBackupRequest) Reset() {
 	*x = CreateBackupRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3843,7 +4010,7 @@ func (x *CreateBackupRequest) String() string {
 func (*CreateBackupRequest) ProtoMessage() {}
 
 func (x *CreateBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3856,7 +4023,7 @@ func (x *CreateBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBackupRequest.ProtoReflect.Descriptor instead.
 func (*CreateBackupRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{62}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{63}
 }
 
 type BackupChunk struct {
@@ -3868,7 +4035,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +4047,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +4060,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{63}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -3913,7 +4080,7 @@ type PolicyBundle struct {
 
 func (x *PolicyBundle) Reset() {
 	*x = PolicyBundle{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3925,7 +4092,7 @@ func (x *PolicyBundle) String() string {
 func (*PolicyBundle) ProtoMessage() {}
 
 func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3938,7 +4105,7 @@ func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBundle.ProtoReflect.Descriptor instead.
 func (*PolicyBundle) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{64}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *PolicyBundle) GetFiles() map[string][]byte {
@@ -3960,7 +4127,7 @@ type ApplyPolicyRequest struct {
 
 func (x *ApplyPolicyRequest) Reset() {
 	*x = ApplyPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3972,7 +4139,7 @@ func (x *ApplyPolicyRequest) String() string {
 func (*ApplyPolicyRequest) ProtoMessage() {}
 
 func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3985,7 +4152,7 @@ func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{65}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ApplyPolicyRequest) GetBundle() *PolicyBundle {
@@ -4024,7 +4191,7 @@ type ApplyPolicyResponse struct {
 
 func (x *ApplyPolicyResponse) Reset() {
 	*x = ApplyPolicyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4036,7 +4203,7 @@ func (x *ApplyPolicyResponse) String() string {
 func (*ApplyPolicyResponse) ProtoMessage() {}
 
 func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4049,7 +4216,7 @@ func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{66}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ApplyPolicyResponse) GetRevision() int64 {
@@ -4097,7 +4264,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4109,7 +4276,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4122,7 +4289,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{67}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetPolicyRequest) GetRevision() int64 {
@@ -4151,7 +4318,7 @@ type PolicyRevision struct {
 
 func (x *PolicyRevision) Reset() {
 	*x = PolicyRevision{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4163,7 +4330,7 @@ func (x *PolicyRevision) String() string {
 func (*PolicyRevision) ProtoMessage() {}
 
 func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4176,7 +4343,7 @@ func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRevision.ProtoReflect.Descriptor instead.
 func (*PolicyRevision) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{68}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *PolicyRevision) GetRevision() int64 {
@@ -4252,7 +4419,7 @@ type PolicyHistoryRequest struct {
 
 func (x *PolicyHistoryRequest) Reset() {
 	*x = PolicyHistoryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4264,7 +4431,7 @@ func (x *PolicyHistoryRequest) String() string {
 func (*PolicyHistoryRequest) ProtoMessage() {}
 
 func (x *PolicyHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4277,7 +4444,7 @@ func (x *PolicyHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyHistoryRequest.ProtoReflect.Descriptor instead.
 func (*PolicyHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{69}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PolicyHistoryRequest) GetLimit() int32 {
@@ -4296,7 +4463,7 @@ type PolicyHistoryResponse struct {
 
 func (x *PolicyHistoryResponse) Reset() {
 	*x = PolicyHistoryResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4308,7 +4475,7 @@ func (x *PolicyHistoryResponse) String() string {
 func (*PolicyHistoryResponse) ProtoMessage() {}
 
 func (x *PolicyHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4321,7 +4488,7 @@ func (x *PolicyHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyHistoryResponse.ProtoReflect.Descriptor instead.
 func (*PolicyHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{70}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *PolicyHistoryResponse) GetRevisions() []*PolicyRevision {
@@ -4342,7 +4509,7 @@ type RollbackPolicyRequest struct {
 
 func (x *RollbackPolicyRequest) Reset() {
 	*x = RollbackPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4354,7 +4521,7 @@ func (x *RollbackPolicyRequest) String() string {
 func (*RollbackPolicyRequest) ProtoMessage() {}
 
 func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4367,7 +4534,7 @@ func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPolicyRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{71}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RollbackPolicyRequest) GetRevision() int64 {
@@ -4399,7 +4566,7 @@ type PolicyStatusRequest struct {
 
 func (x *PolicyStatusRequest) Reset() {
 	*x = PolicyStatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4411,7 +4578,7 @@ func (x *PolicyStatusRequest) String() string {
 func (*PolicyStatusRequest) ProtoMessage() {}
 
 func (x *PolicyStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4424,7 +4591,7 @@ func (x *PolicyStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatusRequest.ProtoReflect.Descriptor instead.
 func (*PolicyStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{72}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{73}
 }
 
 type PolicyStatusResponse struct {
@@ -4440,7 +4607,7 @@ type PolicyStatusResponse struct {
 
 func (x *PolicyStatusResponse) Reset() {
 	*x = PolicyStatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4452,7 +4619,7 @@ func (x *PolicyStatusResponse) String() string {
 func (*PolicyStatusResponse) ProtoMessage() {}
 
 func (x *PolicyStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4465,7 +4632,7 @@ func (x *PolicyStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatusResponse.ProtoReflect.Descriptor instead.
 func (*PolicyStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{73}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *PolicyStatusResponse) GetLatestRevision() int64 {
@@ -4508,7 +4675,7 @@ type NodePolicyStatus struct {
 
 func (x *NodePolicyStatus) Reset() {
 	*x = NodePolicyStatus{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4520,7 +4687,7 @@ func (x *NodePolicyStatus) String() string {
 func (*NodePolicyStatus) ProtoMessage() {}
 
 func (x *NodePolicyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4533,7 +4700,7 @@ func (x *NodePolicyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicyStatus.ProtoReflect.Descriptor instead.
 func (*NodePolicyStatus) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{74}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *NodePolicyStatus) GetName() string {
@@ -4576,7 +4743,7 @@ type CheckPolicyRequest struct {
 
 func (x *CheckPolicyRequest) Reset() {
 	*x = CheckPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4588,7 +4755,7 @@ func (x *CheckPolicyRequest) String() string {
 func (*CheckPolicyRequest) ProtoMessage() {}
 
 func (x *CheckPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4601,7 +4768,7 @@ func (x *CheckPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPolicyRequest.ProtoReflect.Descriptor instead.
 func (*CheckPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{75}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CheckPolicyRequest) GetSpiffeId() string {
@@ -4640,7 +4807,7 @@ type CheckPolicyResponse struct {
 
 func (x *CheckPolicyResponse) Reset() {
 	*x = CheckPolicyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4652,7 +4819,7 @@ func (x *CheckPolicyResponse) String() string {
 func (*CheckPolicyResponse) ProtoMessage() {}
 
 func (x *CheckPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4665,7 +4832,7 @@ func (x *CheckPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPolicyResponse.ProtoReflect.Descriptor instead.
 func (*CheckPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{76}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CheckPolicyResponse) GetAllow() bool {
@@ -4719,7 +4886,7 @@ type ExplainPolicyRequest struct {
 
 func (x *ExplainPolicyRequest) Reset() {
 	*x = ExplainPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4731,7 +4898,7 @@ func (x *ExplainPolicyRequest) String() string {
 func (*ExplainPolicyRequest) ProtoMessage() {}
 
 func (x *ExplainPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4744,7 +4911,7 @@ func (x *ExplainPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ExplainPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{77}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ExplainPolicyRequest) GetDecisionId() string {
@@ -4777,7 +4944,7 @@ type ExplainPolicyResponse struct {
 
 func (x *ExplainPolicyResponse) Reset() {
 	*x = ExplainPolicyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4789,7 +4956,7 @@ func (x *ExplainPolicyResponse) String() string {
 func (*ExplainPolicyResponse) ProtoMessage() {}
 
 func (x *ExplainPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4802,7 +4969,7 @@ func (x *ExplainPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ExplainPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{78}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ExplainPolicyResponse) GetDecisionId() string {
@@ -4895,7 +5062,7 @@ type ExplainedPrincipal struct {
 
 func (x *ExplainedPrincipal) Reset() {
 	*x = ExplainedPrincipal{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4907,7 +5074,7 @@ func (x *ExplainedPrincipal) String() string {
 func (*ExplainedPrincipal) ProtoMessage() {}
 
 func (x *ExplainedPrincipal) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4920,7 +5087,7 @@ func (x *ExplainedPrincipal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainedPrincipal.ProtoReflect.Descriptor instead.
 func (*ExplainedPrincipal) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{79}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ExplainedPrincipal) GetSpiffeId() string {
@@ -4969,7 +5136,7 @@ type FiredRule struct {
 
 func (x *FiredRule) Reset() {
 	*x = FiredRule{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4981,7 +5148,7 @@ func (x *FiredRule) String() string {
 func (*FiredRule) ProtoMessage() {}
 
 func (x *FiredRule) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4994,7 +5161,7 @@ func (x *FiredRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiredRule.ProtoReflect.Descriptor instead.
 func (*FiredRule) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{80}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *FiredRule) GetRule() string {
@@ -5032,7 +5199,7 @@ type WatchPolicyRequest struct {
 
 func (x *WatchPolicyRequest) Reset() {
 	*x = WatchPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5044,7 +5211,7 @@ func (x *WatchPolicyRequest) String() string {
 func (*WatchPolicyRequest) ProtoMessage() {}
 
 func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5057,7 +5224,7 @@ func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPolicyRequest.ProtoReflect.Descriptor instead.
 func (*WatchPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{81}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *WatchPolicyRequest) GetHaveRevision() int64 {
@@ -5102,7 +5269,7 @@ type PolicyUpdate struct {
 
 func (x *PolicyUpdate) Reset() {
 	*x = PolicyUpdate{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5114,7 +5281,7 @@ func (x *PolicyUpdate) String() string {
 func (*PolicyUpdate) ProtoMessage() {}
 
 func (x *PolicyUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5127,7 +5294,7 @@ func (x *PolicyUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyUpdate.ProtoReflect.Descriptor instead.
 func (*PolicyUpdate) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{82}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *PolicyUpdate) GetLatestRevision() int64 {
@@ -5196,7 +5363,7 @@ type StartShadowRequest struct {
 
 func (x *StartShadowRequest) Reset() {
 	*x = StartShadowRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5208,7 +5375,7 @@ func (x *StartShadowRequest) String() string {
 func (*StartShadowRequest) ProtoMessage() {}
 
 func (x *StartShadowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5221,7 +5388,7 @@ func (x *StartShadowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartShadowRequest.ProtoReflect.Descriptor instead.
 func (*StartShadowRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{83}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *StartShadowRequest) GetBundle() *PolicyBundle {
@@ -5249,7 +5416,7 @@ type StartShadowResponse struct {
 
 func (x *StartShadowResponse) Reset() {
 	*x = StartShadowResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5261,7 +5428,7 @@ func (x *StartShadowResponse) String() string {
 func (*StartShadowResponse) ProtoMessage() {}
 
 func (x *StartShadowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5274,7 +5441,7 @@ func (x *StartShadowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartShadowResponse.ProtoReflect.Descriptor instead.
 func (*StartShadowResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{84}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *StartShadowResponse) GetShadowId() string {
@@ -5308,7 +5475,7 @@ type StopShadowRequest struct {
 
 func (x *StopShadowRequest) Reset() {
 	*x = StopShadowRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5320,7 +5487,7 @@ func (x *StopShadowRequest) String() string {
 func (*StopShadowRequest) ProtoMessage() {}
 
 func (x *StopShadowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5333,7 +5500,7 @@ func (x *StopShadowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopShadowRequest.ProtoReflect.Descriptor instead.
 func (*StopShadowRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{85}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *StopShadowRequest) GetShadowId() string {
@@ -5351,7 +5518,7 @@ type StopShadowResponse struct {
 
 func (x *StopShadowResponse) Reset() {
 	*x = StopShadowResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5363,7 +5530,7 @@ func (x *StopShadowResponse) String() string {
 func (*StopShadowResponse) ProtoMessage() {}
 
 func (x *StopShadowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5376,7 +5543,7 @@ func (x *StopShadowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopShadowResponse.ProtoReflect.Descriptor instead.
 func (*StopShadowResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{86}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{87}
 }
 
 type ShadowReportRequest struct {
@@ -5388,7 +5555,7 @@ type ShadowReportRequest struct {
 
 func (x *ShadowReportRequest) Reset() {
 	*x = ShadowReportRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5400,7 +5567,7 @@ func (x *ShadowReportRequest) String() string {
 func (*ShadowReportRequest) ProtoMessage() {}
 
 func (x *ShadowReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5413,7 +5580,7 @@ func (x *ShadowReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowReportRequest.ProtoReflect.Descriptor instead.
 func (*ShadowReportRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{87}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ShadowReportRequest) GetShadowId() string {
@@ -5433,7 +5600,7 @@ type ShadowReportResponse struct {
 
 func (x *ShadowReportResponse) Reset() {
 	*x = ShadowReportResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5445,7 +5612,7 @@ func (x *ShadowReportResponse) String() string {
 func (*ShadowReportResponse) ProtoMessage() {}
 
 func (x *ShadowReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5458,7 +5625,7 @@ func (x *ShadowReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowReportResponse.ProtoReflect.Descriptor instead.
 func (*ShadowReportResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{88}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ShadowReportResponse) GetNode() string {
@@ -5495,7 +5662,7 @@ type ShadowChange struct {
 
 func (x *ShadowChange) Reset() {
 	*x = ShadowChange{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5507,7 +5674,7 @@ func (x *ShadowChange) String() string {
 func (*ShadowChange) ProtoMessage() {}
 
 func (x *ShadowChange) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5520,7 +5687,7 @@ func (x *ShadowChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowChange.ProtoReflect.Descriptor instead.
 func (*ShadowChange) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{89}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ShadowChange) GetDecisionId() string {
@@ -5628,7 +5795,7 @@ type AuditFilter struct {
 
 func (x *AuditFilter) Reset() {
 	*x = AuditFilter{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5640,7 +5807,7 @@ func (x *AuditFilter) String() string {
 func (*AuditFilter) ProtoMessage() {}
 
 func (x *AuditFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5653,7 +5820,7 @@ func (x *AuditFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditFilter.ProtoReflect.Descriptor instead.
 func (*AuditFilter) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{90}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *AuditFilter) GetSubject() string {
@@ -5732,7 +5899,7 @@ type AuditQueryRequest struct {
 
 func (x *AuditQueryRequest) Reset() {
 	*x = AuditQueryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5744,7 +5911,7 @@ func (x *AuditQueryRequest) String() string {
 func (*AuditQueryRequest) ProtoMessage() {}
 
 func (x *AuditQueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5757,7 +5924,7 @@ func (x *AuditQueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQueryRequest.ProtoReflect.Descriptor instead.
 func (*AuditQueryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{91}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *AuditQueryRequest) GetFilter() *AuditFilter {
@@ -5798,7 +5965,7 @@ type AuditEventBatch struct {
 
 func (x *AuditEventBatch) Reset() {
 	*x = AuditEventBatch{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5810,7 +5977,7 @@ func (x *AuditEventBatch) String() string {
 func (*AuditEventBatch) ProtoMessage() {}
 
 func (x *AuditEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5823,7 +5990,7 @@ func (x *AuditEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEventBatch.ProtoReflect.Descriptor instead.
 func (*AuditEventBatch) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{92}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *AuditEventBatch) GetEvents() [][]byte {
@@ -5844,7 +6011,7 @@ type AuditVerifyRequest struct {
 
 func (x *AuditVerifyRequest) Reset() {
 	*x = AuditVerifyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5856,7 +6023,7 @@ func (x *AuditVerifyRequest) String() string {
 func (*AuditVerifyRequest) ProtoMessage() {}
 
 func (x *AuditVerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5869,7 +6036,7 @@ func (x *AuditVerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditVerifyRequest.ProtoReflect.Descriptor instead.
 func (*AuditVerifyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{93}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *AuditVerifyRequest) GetFromSize() uint64 {
@@ -5900,7 +6067,7 @@ type AuditVerifyResponse struct {
 
 func (x *AuditVerifyResponse) Reset() {
 	*x = AuditVerifyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5912,7 +6079,7 @@ func (x *AuditVerifyResponse) String() string {
 func (*AuditVerifyResponse) ProtoMessage() {}
 
 func (x *AuditVerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5925,7 +6092,7 @@ func (x *AuditVerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditVerifyResponse.ProtoReflect.Descriptor instead.
 func (*AuditVerifyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{94}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *AuditVerifyResponse) GetNode() string {
@@ -6000,7 +6167,7 @@ type AuditProofRequest struct {
 
 func (x *AuditProofRequest) Reset() {
 	*x = AuditProofRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6012,7 +6179,7 @@ func (x *AuditProofRequest) String() string {
 func (*AuditProofRequest) ProtoMessage() {}
 
 func (x *AuditProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6025,7 +6192,7 @@ func (x *AuditProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProofRequest.ProtoReflect.Descriptor instead.
 func (*AuditProofRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{95}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *AuditProofRequest) GetEventId() string {
@@ -6049,7 +6216,7 @@ type AuditProofResponse struct {
 
 func (x *AuditProofResponse) Reset() {
 	*x = AuditProofResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6061,7 +6228,7 @@ func (x *AuditProofResponse) String() string {
 func (*AuditProofResponse) ProtoMessage() {}
 
 func (x *AuditProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6074,7 +6241,7 @@ func (x *AuditProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProofResponse.ProtoReflect.Descriptor instead.
 func (*AuditProofResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{96}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *AuditProofResponse) GetEvent() []byte {
@@ -6113,7 +6280,7 @@ type AuditKeysRequest struct {
 
 func (x *AuditKeysRequest) Reset() {
 	*x = AuditKeysRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6125,7 +6292,7 @@ func (x *AuditKeysRequest) String() string {
 func (*AuditKeysRequest) ProtoMessage() {}
 
 func (x *AuditKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6138,7 +6305,7 @@ func (x *AuditKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKeysRequest.ProtoReflect.Descriptor instead.
 func (*AuditKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{97}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{98}
 }
 
 type AuditKey struct {
@@ -6154,7 +6321,7 @@ type AuditKey struct {
 
 func (x *AuditKey) Reset() {
 	*x = AuditKey{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6166,7 +6333,7 @@ func (x *AuditKey) String() string {
 func (*AuditKey) ProtoMessage() {}
 
 func (x *AuditKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6179,7 +6346,7 @@ func (x *AuditKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKey.ProtoReflect.Descriptor instead.
 func (*AuditKey) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{98}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *AuditKey) GetNode() string {
@@ -6212,7 +6379,7 @@ type AuditKeysResponse struct {
 
 func (x *AuditKeysResponse) Reset() {
 	*x = AuditKeysResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6224,7 +6391,7 @@ func (x *AuditKeysResponse) String() string {
 func (*AuditKeysResponse) ProtoMessage() {}
 
 func (x *AuditKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6237,7 +6404,7 @@ func (x *AuditKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKeysResponse.ProtoReflect.Descriptor instead.
 func (*AuditKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{99}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *AuditKeysResponse) GetKeys() []*AuditKey {
@@ -6256,7 +6423,7 @@ type AuditWitnessedRequest struct {
 
 func (x *AuditWitnessedRequest) Reset() {
 	*x = AuditWitnessedRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6268,7 +6435,7 @@ func (x *AuditWitnessedRequest) String() string {
 func (*AuditWitnessedRequest) ProtoMessage() {}
 
 func (x *AuditWitnessedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6281,7 +6448,7 @@ func (x *AuditWitnessedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditWitnessedRequest.ProtoReflect.Descriptor instead.
 func (*AuditWitnessedRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{100}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *AuditWitnessedRequest) GetNode() string {
@@ -6301,7 +6468,7 @@ type AuditWitnessedResponse struct {
 
 func (x *AuditWitnessedResponse) Reset() {
 	*x = AuditWitnessedResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6313,7 +6480,7 @@ func (x *AuditWitnessedResponse) String() string {
 func (*AuditWitnessedResponse) ProtoMessage() {}
 
 func (x *AuditWitnessedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6326,7 +6493,7 @@ func (x *AuditWitnessedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditWitnessedResponse.ProtoReflect.Descriptor instead.
 func (*AuditWitnessedResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{101}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *AuditWitnessedResponse) GetCheckpoints() [][]byte {
@@ -6355,7 +6522,7 @@ type SubmitCheckpointRequest struct {
 
 func (x *SubmitCheckpointRequest) Reset() {
 	*x = SubmitCheckpointRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6367,7 +6534,7 @@ func (x *SubmitCheckpointRequest) String() string {
 func (*SubmitCheckpointRequest) ProtoMessage() {}
 
 func (x *SubmitCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6380,7 +6547,7 @@ func (x *SubmitCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*SubmitCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{102}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *SubmitCheckpointRequest) GetCheckpoint() []byte {
@@ -6421,7 +6588,7 @@ type SubmitCheckpointResponse struct {
 
 func (x *SubmitCheckpointResponse) Reset() {
 	*x = SubmitCheckpointResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6433,7 +6600,7 @@ func (x *SubmitCheckpointResponse) String() string {
 func (*SubmitCheckpointResponse) ProtoMessage() {}
 
 func (x *SubmitCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6446,7 +6613,7 @@ func (x *SubmitCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*SubmitCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{103}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *SubmitCheckpointResponse) GetCosigned() []byte {
@@ -6472,7 +6639,7 @@ type AuditConfig struct {
 
 func (x *AuditConfig) Reset() {
 	*x = AuditConfig{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6484,7 +6651,7 @@ func (x *AuditConfig) String() string {
 func (*AuditConfig) ProtoMessage() {}
 
 func (x *AuditConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6497,7 +6664,7 @@ func (x *AuditConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditConfig.ProtoReflect.Descriptor instead.
 func (*AuditConfig) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{104}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *AuditConfig) GetOnFailure() string {
@@ -6530,7 +6697,7 @@ type AuditConfigureRequest struct {
 
 func (x *AuditConfigureRequest) Reset() {
 	*x = AuditConfigureRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6542,7 +6709,7 @@ func (x *AuditConfigureRequest) String() string {
 func (*AuditConfigureRequest) ProtoMessage() {}
 
 func (x *AuditConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6555,7 +6722,7 @@ func (x *AuditConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditConfigureRequest.ProtoReflect.Descriptor instead.
 func (*AuditConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{105}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *AuditConfigureRequest) GetConfig() *AuditConfig {
@@ -6573,7 +6740,7 @@ type AuditGetConfigRequest struct {
 
 func (x *AuditGetConfigRequest) Reset() {
 	*x = AuditGetConfigRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6585,7 +6752,7 @@ func (x *AuditGetConfigRequest) String() string {
 func (*AuditGetConfigRequest) ProtoMessage() {}
 
 func (x *AuditGetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6598,7 +6765,7 @@ func (x *AuditGetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditGetConfigRequest.ProtoReflect.Descriptor instead.
 func (*AuditGetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{106}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{107}
 }
 
 type DelegateRequest struct {
@@ -6621,7 +6788,7 @@ type DelegateRequest struct {
 
 func (x *DelegateRequest) Reset() {
 	*x = DelegateRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6633,7 +6800,7 @@ func (x *DelegateRequest) String() string {
 func (*DelegateRequest) ProtoMessage() {}
 
 func (x *DelegateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6646,7 +6813,7 @@ func (x *DelegateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelegateRequest.ProtoReflect.Descriptor instead.
 func (*DelegateRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{107}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *DelegateRequest) GetTo() string {
@@ -6699,7 +6866,7 @@ type DelegateResponse struct {
 
 func (x *DelegateResponse) Reset() {
 	*x = DelegateResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6711,7 +6878,7 @@ func (x *DelegateResponse) String() string {
 func (*DelegateResponse) ProtoMessage() {}
 
 func (x *DelegateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6724,7 +6891,7 @@ func (x *DelegateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelegateResponse.ProtoReflect.Descriptor instead.
 func (*DelegateResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{108}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *DelegateResponse) GetToken() string {
@@ -6771,7 +6938,7 @@ type InspectCredentialRequest struct {
 
 func (x *InspectCredentialRequest) Reset() {
 	*x = InspectCredentialRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6783,7 +6950,7 @@ func (x *InspectCredentialRequest) String() string {
 func (*InspectCredentialRequest) ProtoMessage() {}
 
 func (x *InspectCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6796,7 +6963,7 @@ func (x *InspectCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectCredentialRequest.ProtoReflect.Descriptor instead.
 func (*InspectCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{109}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *InspectCredentialRequest) GetToken() string {
@@ -6821,7 +6988,7 @@ type InspectCredentialResponse struct {
 
 func (x *InspectCredentialResponse) Reset() {
 	*x = InspectCredentialResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6833,7 +7000,7 @@ func (x *InspectCredentialResponse) String() string {
 func (*InspectCredentialResponse) ProtoMessage() {}
 
 func (x *InspectCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6846,7 +7013,7 @@ func (x *InspectCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectCredentialResponse.ProtoReflect.Descriptor instead.
 func (*InspectCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{110}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *InspectCredentialResponse) GetValid() bool {
@@ -6880,7 +7047,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6892,7 +7059,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6905,7 +7072,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{111}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ListCredentialsRequest) GetSubject() string {
@@ -6925,7 +7092,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6937,7 +7104,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6950,7 +7117,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{112}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ListCredentialsResponse) GetNode() string {
@@ -6992,7 +7159,7 @@ type CredentialRecord struct {
 
 func (x *CredentialRecord) Reset() {
 	*x = CredentialRecord{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7004,7 +7171,7 @@ func (x *CredentialRecord) String() string {
 func (*CredentialRecord) ProtoMessage() {}
 
 func (x *CredentialRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7017,7 +7184,7 @@ func (x *CredentialRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialRecord.ProtoReflect.Descriptor instead.
 func (*CredentialRecord) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{113}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *CredentialRecord) GetJti() string {
@@ -7124,7 +7291,7 @@ type RevokeCredentialsRequest struct {
 
 func (x *RevokeCredentialsRequest) Reset() {
 	*x = RevokeCredentialsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7136,7 +7303,7 @@ func (x *RevokeCredentialsRequest) String() string {
 func (*RevokeCredentialsRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7149,7 +7316,7 @@ func (x *RevokeCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{114}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *RevokeCredentialsRequest) GetJti() string {
@@ -7189,7 +7356,7 @@ type RevokeCredentialsResponse struct {
 
 func (x *RevokeCredentialsResponse) Reset() {
 	*x = RevokeCredentialsResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7201,7 +7368,7 @@ func (x *RevokeCredentialsResponse) String() string {
 func (*RevokeCredentialsResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7214,7 +7381,7 @@ func (x *RevokeCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{115}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *RevokeCredentialsResponse) GetRevocations() []*Revocation {
@@ -7232,7 +7399,7 @@ type CredentialKeysRequest struct {
 
 func (x *CredentialKeysRequest) Reset() {
 	*x = CredentialKeysRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7244,7 +7411,7 @@ func (x *CredentialKeysRequest) String() string {
 func (*CredentialKeysRequest) ProtoMessage() {}
 
 func (x *CredentialKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7257,7 +7424,7 @@ func (x *CredentialKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialKeysRequest.ProtoReflect.Descriptor instead.
 func (*CredentialKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{116}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{117}
 }
 
 type CredentialKeysResponse struct {
@@ -7269,7 +7436,7 @@ type CredentialKeysResponse struct {
 
 func (x *CredentialKeysResponse) Reset() {
 	*x = CredentialKeysResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[117]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7281,7 +7448,7 @@ func (x *CredentialKeysResponse) String() string {
 func (*CredentialKeysResponse) ProtoMessage() {}
 
 func (x *CredentialKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[117]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7294,12 +7461,1943 @@ func (x *CredentialKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialKeysResponse.ProtoReflect.Descriptor instead.
 func (*CredentialKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{117}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *CredentialKeysResponse) GetKeys() []*CredentialKeySet {
 	if x != nil {
 		return x.Keys
+	}
+	return nil
+}
+
+type Job struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	SpiffeId  string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// The defaulted spec, canonical JSON (scheduler/jobspec).
+	SpecJson        string `protobuf:"bytes,4,opt,name=spec_json,json=specJson,proto3" json:"spec_json,omitempty"`
+	Version         int64  `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	SubmittedBy     string `protobuf:"bytes,6,opt,name=submitted_by,json=submittedBy,proto3" json:"submitted_by,omitempty"`
+	SubmittedAtUnix int64  `protobuf:"varint,7,opt,name=submitted_at_unix,json=submittedAtUnix,proto3" json:"submitted_at_unix,omitempty"`
+	Stopped         bool   `protobuf:"varint,8,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	// pending | running | complete | failed | stopped
+	State   string `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`
+	Type    string `protobuf:"bytes,10,opt,name=type,proto3" json:"type,omitempty"`
+	Count   int32  `protobuf:"varint,11,opt,name=count,proto3" json:"count,omitempty"`
+	Running int32  `protobuf:"varint,12,opt,name=running,proto3" json:"running,omitempty"`
+	// The job's declared egress, each with the policy's answer: the
+	// effective egress is the allowed ones.
+	Egress        []*EgressDecision `protobuf:"bytes,13,rep,name=egress,proto3" json:"egress,omitempty"`
+	DecisionId    string            `protobuf:"bytes,14,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Job) Reset() {
+	*x = Job{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[119]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Job) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Job) ProtoMessage() {}
+
+func (x *Job) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[119]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Job.ProtoReflect.Descriptor instead.
+func (*Job) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{119}
+}
+
+func (x *Job) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Job) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Job) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *Job) GetSpecJson() string {
+	if x != nil {
+		return x.SpecJson
+	}
+	return ""
+}
+
+func (x *Job) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Job) GetSubmittedBy() string {
+	if x != nil {
+		return x.SubmittedBy
+	}
+	return ""
+}
+
+func (x *Job) GetSubmittedAtUnix() int64 {
+	if x != nil {
+		return x.SubmittedAtUnix
+	}
+	return 0
+}
+
+func (x *Job) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
+	}
+	return false
+}
+
+func (x *Job) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Job) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Job) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Job) GetRunning() int32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *Job) GetEgress() []*EgressDecision {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
+}
+
+func (x *Job) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+type EgressDecision struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Target        string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	Allowed       bool                   `protobuf:"varint,2,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	Reasons       []string               `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EgressDecision) Reset() {
+	*x = EgressDecision{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[120]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressDecision) ProtoMessage() {}
+
+func (x *EgressDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[120]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressDecision.ProtoReflect.Descriptor instead.
+func (*EgressDecision) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{120}
+}
+
+func (x *EgressDecision) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *EgressDecision) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *EgressDecision) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+type Allocation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Job           string                 `protobuf:"bytes,3,opt,name=job,proto3" json:"job,omitempty"`
+	Index         int32                  `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	Node          string                 `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`
+	NodeAddress   string                 `protobuf:"bytes,6,opt,name=node_address,json=nodeAddress,proto3" json:"node_address,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,7,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Ports         map[string]int32       `protobuf:"bytes,8,rep,name=ports,proto3" json:"ports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Resources     *Resources             `protobuf:"bytes,9,opt,name=resources,proto3" json:"resources,omitempty"`
+	Priority      int32                  `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
+	Class         string                 `protobuf:"bytes,11,opt,name=class,proto3" json:"class,omitempty"`
+	CreatedAtUnix int64                  `protobuf:"varint,12,opt,name=created_at_unix,json=createdAtUnix,proto3" json:"created_at_unix,omitempty"`
+	JobVersion    int64                  `protobuf:"varint,13,opt,name=job_version,json=jobVersion,proto3" json:"job_version,omitempty"`
+	// The job's canonical spec the task runs (pinned at placement).
+	SpecJson string `protobuf:"bytes,14,opt,name=spec_json,json=specJson,proto3" json:"spec_json,omitempty"`
+	// The node's last report of the task (absent before the first).
+	Status        *TaskStatus `protobuf:"bytes,15,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Allocation) Reset() {
+	*x = Allocation{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[121]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Allocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Allocation) ProtoMessage() {}
+
+func (x *Allocation) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[121]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Allocation.ProtoReflect.Descriptor instead.
+func (*Allocation) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{121}
+}
+
+func (x *Allocation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Allocation) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Allocation) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *Allocation) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Allocation) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Allocation) GetNodeAddress() string {
+	if x != nil {
+		return x.NodeAddress
+	}
+	return ""
+}
+
+func (x *Allocation) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *Allocation) GetPorts() map[string]int32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Allocation) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *Allocation) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *Allocation) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *Allocation) GetCreatedAtUnix() int64 {
+	if x != nil {
+		return x.CreatedAtUnix
+	}
+	return 0
+}
+
+func (x *Allocation) GetJobVersion() int64 {
+	if x != nil {
+		return x.JobVersion
+	}
+	return 0
+}
+
+func (x *Allocation) GetSpecJson() string {
+	if x != nil {
+		return x.SpecJson
+	}
+	return ""
+}
+
+func (x *Allocation) GetStatus() *TaskStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type TaskStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Job       string                 `protobuf:"bytes,3,opt,name=job,proto3" json:"job,omitempty"`
+	Index     int32                  `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	SpiffeId  string                 `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// pending | starting | running | restarting | complete | failed | killed
+	State          string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	Pid            int32  `protobuf:"varint,7,opt,name=pid,proto3" json:"pid,omitempty"`
+	Uid            uint32 `protobuf:"varint,8,opt,name=uid,proto3" json:"uid,omitempty"`
+	ExitCode       int32  `protobuf:"varint,9,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Signal         string `protobuf:"bytes,10,opt,name=signal,proto3" json:"signal,omitempty"`
+	Restarts       int32  `protobuf:"varint,11,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	StartedAtUnix  int64  `protobuf:"varint,12,opt,name=started_at_unix,json=startedAtUnix,proto3" json:"started_at_unix,omitempty"`
+	FinishedAtUnix int64  `protobuf:"varint,13,opt,name=finished_at_unix,json=finishedAtUnix,proto3" json:"finished_at_unix,omitempty"`
+	CpuNanos       uint64 `protobuf:"varint,14,opt,name=cpu_nanos,json=cpuNanos,proto3" json:"cpu_nanos,omitempty"`
+	MemoryBytes    uint64 `protobuf:"varint,15,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Message        string `protobuf:"bytes,16,opt,name=message,proto3" json:"message,omitempty"`
+	Node           string `protobuf:"bytes,17,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TaskStatus) Reset() {
+	*x = TaskStatus{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[122]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskStatus) ProtoMessage() {}
+
+func (x *TaskStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[122]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskStatus.ProtoReflect.Descriptor instead.
+func (*TaskStatus) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{122}
+}
+
+func (x *TaskStatus) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TaskStatus) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *TaskStatus) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *TaskStatus) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *TaskStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *TaskStatus) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *TaskStatus) GetRestarts() int32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetStartedAtUnix() int64 {
+	if x != nil {
+		return x.StartedAtUnix
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetFinishedAtUnix() int64 {
+	if x != nil {
+		return x.FinishedAtUnix
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetCpuNanos() uint64 {
+	if x != nil {
+		return x.CpuNanos
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *TaskStatus) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type PlanPlacement struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Ports         map[string]int32       `protobuf:"bytes,3,rep,name=ports,proto3" json:"ports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanPlacement) Reset() {
+	*x = PlanPlacement{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[123]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanPlacement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanPlacement) ProtoMessage() {}
+
+func (x *PlanPlacement) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[123]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanPlacement.ProtoReflect.Descriptor instead.
+func (*PlanPlacement) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{123}
+}
+
+func (x *PlanPlacement) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *PlanPlacement) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PlanPlacement) GetPorts() map[string]int32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+type PlanPreemption struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alloc         string                 `protobuf:"bytes,1,opt,name=alloc,proto3" json:"alloc,omitempty"`
+	Task          string                 `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	ForTask       string                 `protobuf:"bytes,4,opt,name=for_task,json=forTask,proto3" json:"for_task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanPreemption) Reset() {
+	*x = PlanPreemption{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[124]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanPreemption) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanPreemption) ProtoMessage() {}
+
+func (x *PlanPreemption) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[124]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanPreemption.ProtoReflect.Descriptor instead.
+func (*PlanPreemption) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{124}
+}
+
+func (x *PlanPreemption) GetAlloc() string {
+	if x != nil {
+		return x.Alloc
+	}
+	return ""
+}
+
+func (x *PlanPreemption) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *PlanPreemption) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PlanPreemption) GetForTask() string {
+	if x != nil {
+		return x.ForTask
+	}
+	return ""
+}
+
+type PlanUnplaced struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanUnplaced) Reset() {
+	*x = PlanUnplaced{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[125]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanUnplaced) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanUnplaced) ProtoMessage() {}
+
+func (x *PlanUnplaced) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[125]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanUnplaced.ProtoReflect.Descriptor instead.
+func (*PlanUnplaced) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{125}
+}
+
+func (x *PlanUnplaced) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *PlanUnplaced) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type JobPlan struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Placements  []*PlanPlacement       `protobuf:"bytes,1,rep,name=placements,proto3" json:"placements,omitempty"`
+	Preemptions []*PlanPreemption      `protobuf:"bytes,2,rep,name=preemptions,proto3" json:"preemptions,omitempty"`
+	Unplaced    []*PlanUnplaced        `protobuf:"bytes,3,rep,name=unplaced,proto3" json:"unplaced,omitempty"`
+	// Allocations of an earlier version that the new one replaces.
+	Replaces []string `protobuf:"bytes,4,rep,name=replaces,proto3" json:"replaces,omitempty"`
+	// Allocations kept as they are.
+	Kept          []string `protobuf:"bytes,5,rep,name=kept,proto3" json:"kept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobPlan) Reset() {
+	*x = JobPlan{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[126]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobPlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobPlan) ProtoMessage() {}
+
+func (x *JobPlan) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[126]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobPlan.ProtoReflect.Descriptor instead.
+func (*JobPlan) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{126}
+}
+
+func (x *JobPlan) GetPlacements() []*PlanPlacement {
+	if x != nil {
+		return x.Placements
+	}
+	return nil
+}
+
+func (x *JobPlan) GetPreemptions() []*PlanPreemption {
+	if x != nil {
+		return x.Preemptions
+	}
+	return nil
+}
+
+func (x *JobPlan) GetUnplaced() []*PlanUnplaced {
+	if x != nil {
+		return x.Unplaced
+	}
+	return nil
+}
+
+func (x *JobPlan) GetReplaces() []string {
+	if x != nil {
+		return x.Replaces
+	}
+	return nil
+}
+
+func (x *JobPlan) GetKept() []string {
+	if x != nil {
+		return x.Kept
+	}
+	return nil
+}
+
+type SubmitJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job spec as written (YAML or JSON).
+	Spec []byte `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The namespace and name the spec declares: the policy decides on these
+	// before the handler parses the spec, which must agree.
+	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	DryRun        bool   `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitJobRequest) Reset() {
+	*x = SubmitJobRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[127]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitJobRequest) ProtoMessage() {}
+
+func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[127]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
+func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{127}
+}
+
+func (x *SubmitJobRequest) GetSpec() []byte {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *SubmitJobRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type SubmitJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Plan          *JobPlan               `protobuf:"bytes,2,opt,name=plan,proto3" json:"plan,omitempty"`
+	Submitted     bool                   `protobuf:"varint,3,opt,name=submitted,proto3" json:"submitted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitJobResponse) Reset() {
+	*x = SubmitJobResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[128]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitJobResponse) ProtoMessage() {}
+
+func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[128]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
+func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{128}
+}
+
+func (x *SubmitJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *SubmitJobResponse) GetPlan() *JobPlan {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
+func (x *SubmitJobResponse) GetSubmitted() bool {
+	if x != nil {
+		return x.Submitted
+	}
+	return false
+}
+
+type ListJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "" = every namespace the caller may list.
+	Namespace     string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsRequest) Reset() {
+	*x = ListJobsRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[129]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsRequest) ProtoMessage() {}
+
+func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[129]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
+func (*ListJobsRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{129}
+}
+
+func (x *ListJobsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type ListJobsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Jobs          []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsResponse) Reset() {
+	*x = ListJobsResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[130]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsResponse) ProtoMessage() {}
+
+func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[130]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
+func (*ListJobsResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{130}
+}
+
+func (x *ListJobsResponse) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+type JobStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobStatusRequest) Reset() {
+	*x = JobStatusRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[131]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobStatusRequest) ProtoMessage() {}
+
+func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[131]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
+func (*JobStatusRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{131}
+}
+
+func (x *JobStatusRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *JobStatusRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type JobStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Allocations   []*Allocation          `protobuf:"bytes,2,rep,name=allocations,proto3" json:"allocations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobStatusResponse) Reset() {
+	*x = JobStatusResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[132]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobStatusResponse) ProtoMessage() {}
+
+func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[132]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobStatusResponse.ProtoReflect.Descriptor instead.
+func (*JobStatusResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{132}
+}
+
+func (x *JobStatusResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *JobStatusResponse) GetAllocations() []*Allocation {
+	if x != nil {
+		return x.Allocations
+	}
+	return nil
+}
+
+type StopJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopJobRequest) Reset() {
+	*x = StopJobRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[133]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopJobRequest) ProtoMessage() {}
+
+func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[133]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
+func (*StopJobRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{133}
+}
+
+func (x *StopJobRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *StopJobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type StopJobResponse struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Job                *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	StoppedAllocations int32                  `protobuf:"varint,2,opt,name=stopped_allocations,json=stoppedAllocations,proto3" json:"stopped_allocations,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *StopJobResponse) Reset() {
+	*x = StopJobResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[134]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopJobResponse) ProtoMessage() {}
+
+func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[134]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
+func (*StopJobResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{134}
+}
+
+func (x *StopJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *StopJobResponse) GetStoppedAllocations() int32 {
+	if x != nil {
+		return x.StoppedAllocations
+	}
+	return 0
+}
+
+type ListAllocationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAllocationsRequest) Reset() {
+	*x = ListAllocationsRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[135]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAllocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAllocationsRequest) ProtoMessage() {}
+
+func (x *ListAllocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[135]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAllocationsRequest.ProtoReflect.Descriptor instead.
+func (*ListAllocationsRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{135}
+}
+
+type ListAllocationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Allocations   []*Allocation          `protobuf:"bytes,1,rep,name=allocations,proto3" json:"allocations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAllocationsResponse) Reset() {
+	*x = ListAllocationsResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[136]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAllocationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAllocationsResponse) ProtoMessage() {}
+
+func (x *ListAllocationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[136]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAllocationsResponse.ProtoReflect.Descriptor instead.
+func (*ListAllocationsResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{136}
+}
+
+func (x *ListAllocationsResponse) GetAllocations() []*Allocation {
+	if x != nil {
+		return x.Allocations
+	}
+	return nil
+}
+
+type DrainNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// false: undo a drain.
+	Drain         bool `protobuf:"varint,2,opt,name=drain,proto3" json:"drain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainNodeRequest) Reset() {
+	*x = DrainNodeRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[137]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeRequest) ProtoMessage() {}
+
+func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[137]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
+func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{137}
+}
+
+func (x *DrainNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DrainNodeRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
+	}
+	return false
+}
+
+type DrainNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainNodeResponse) Reset() {
+	*x = DrainNodeResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[138]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeResponse) ProtoMessage() {}
+
+func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[138]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
+func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{138}
+}
+
+func (x *DrainNodeResponse) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+type LabelNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// KEY=VALUE sets, KEY- removes.
+	Labels        []string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelNodeRequest) Reset() {
+	*x = LabelNodeRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[139]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelNodeRequest) ProtoMessage() {}
+
+func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[139]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelNodeRequest.ProtoReflect.Descriptor instead.
+func (*LabelNodeRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{139}
+}
+
+func (x *LabelNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LabelNodeRequest) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+type LabelNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelNodeResponse) Reset() {
+	*x = LabelNodeResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[140]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelNodeResponse) ProtoMessage() {}
+
+func (x *LabelNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[140]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelNodeResponse.ProtoReflect.Descriptor instead.
+func (*LabelNodeResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{140}
+}
+
+func (x *LabelNodeResponse) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+type ExecRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A label selector (KEY=VALUE,KEY!=VALUE,KEY,...; "" = every compute node).
+	Selector string `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// argv; argv[0] is resolved on the node's PATH.
+	Command        []string `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	TimeoutSeconds int32    `protobuf:"varint,3,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ExecRequest) Reset() {
+	*x = ExecRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[141]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecRequest) ProtoMessage() {}
+
+func (x *ExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[141]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
+func (*ExecRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{141}
+}
+
+func (x *ExecRequest) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetTimeoutSeconds() int32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+// ExecEvent is one piece of a node's exec: output, or its end.
+type ExecEvent struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Node     string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Stdout   []byte                 `protobuf:"bytes,2,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr   []byte                 `protobuf:"bytes,3,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Exited   bool                   `protobuf:"varint,4,opt,name=exited,proto3" json:"exited,omitempty"`
+	ExitCode int32                  `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// Why the node could not run the command ("" when it ran).
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// The delegated credential's id the task ran under.
+	CredentialId  string `protobuf:"bytes,7,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecEvent) Reset() {
+	*x = ExecEvent{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[142]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecEvent) ProtoMessage() {}
+
+func (x *ExecEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[142]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
+func (*ExecEvent) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{142}
+}
+
+func (x *ExecEvent) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ExecEvent) GetStdout() []byte {
+	if x != nil {
+		return x.Stdout
+	}
+	return nil
+}
+
+func (x *ExecEvent) GetStderr() []byte {
+	if x != nil {
+		return x.Stderr
+	}
+	return nil
+}
+
+func (x *ExecEvent) GetExited() bool {
+	if x != nil {
+		return x.Exited
+	}
+	return false
+}
+
+func (x *ExecEvent) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *ExecEvent) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ExecEvent) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+type NodeExecRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ExecId         string                 `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Command        []string               `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	TimeoutSeconds int32                  `protobuf:"varint,3,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	// The credential delegated by the caller (sub) to the exec service
+	// (act); the task runs under it.
+	Credential    string `protobuf:"bytes,4,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeExecRequest) Reset() {
+	*x = NodeExecRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[143]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeExecRequest) ProtoMessage() {}
+
+func (x *NodeExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[143]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeExecRequest.ProtoReflect.Descriptor instead.
+func (*NodeExecRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{143}
+}
+
+func (x *NodeExecRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *NodeExecRequest) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *NodeExecRequest) GetTimeoutSeconds() int32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *NodeExecRequest) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
+type ListTasksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	All           bool                   `protobuf:"varint,1,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTasksRequest) Reset() {
+	*x = ListTasksRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[144]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTasksRequest) ProtoMessage() {}
+
+func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[144]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
+func (*ListTasksRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{144}
+}
+
+func (x *ListTasksRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type ListTasksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tasks         []*TaskStatus          `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTasksResponse) Reset() {
+	*x = ListTasksResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[145]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTasksResponse) ProtoMessage() {}
+
+func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[145]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
+func (*ListTasksResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{145}
+}
+
+func (x *ListTasksResponse) GetTasks() []*TaskStatus {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *ListTasksResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type TaskLogsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AllocId       string                 `protobuf:"bytes,1,opt,name=alloc_id,json=allocId,proto3" json:"alloc_id,omitempty"`
+	Follow        bool                   `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskLogsRequest) Reset() {
+	*x = TaskLogsRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[146]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskLogsRequest) ProtoMessage() {}
+
+func (x *TaskLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[146]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskLogsRequest.ProtoReflect.Descriptor instead.
+func (*TaskLogsRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{146}
+}
+
+func (x *TaskLogsRequest) GetAllocId() string {
+	if x != nil {
+		return x.AllocId
+	}
+	return ""
+}
+
+func (x *TaskLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type TaskLogChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "stdout" or "stderr".
+	Stream        string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Line          []byte `protobuf:"bytes,2,opt,name=line,proto3" json:"line,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskLogChunk) Reset() {
+	*x = TaskLogChunk{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[147]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskLogChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskLogChunk) ProtoMessage() {}
+
+func (x *TaskLogChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[147]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskLogChunk.ProtoReflect.Descriptor instead.
+func (*TaskLogChunk) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{147}
+}
+
+func (x *TaskLogChunk) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *TaskLogChunk) GetLine() []byte {
+	if x != nil {
+		return x.Line
 	}
 	return nil
 }
@@ -7391,13 +9489,15 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"-\n" +
 	"\x15RenewNodeSVIDResponse\x12\x14\n" +
 	"\x05chain\x18\x01 \x03(\fR\x05chain\"\x12\n" +
-	"\x10SyncAgentRequest\"\xe4\x01\n" +
+	"\x10SyncAgentRequest\"\xca\x02\n" +
 	"\x11SyncAgentResponse\x12(\n" +
 	"\aentries\x18\x01 \x03(\v2\x0e.unum.v1.EntryR\aentries\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12*\n" +
 	"\bjwt_keys\x18\x03 \x03(\v2\x0f.unum.v1.JWTKeyR\ajwtKeys\x12+\n" +
 	"\x11control_addresses\x18\x04 \x03(\tR\x10controlAddresses\x126\n" +
-	"\tcred_keys\x18\x05 \x03(\v2\x19.unum.v1.CredentialKeySetR\bcredKeys\":\n" +
+	"\tcred_keys\x18\x05 \x03(\v2\x19.unum.v1.CredentialKeySetR\bcredKeys\x125\n" +
+	"\vallocations\x18\x06 \x03(\v2\x13.unum.v1.AllocationR\vallocations\x12-\n" +
+	"\x12allocations_loaded\x18\a \x01(\bR\x11allocationsLoaded\":\n" +
 	"\x10CredentialKeySet\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04jwks\x18\x02 \x01(\fR\x04jwks\"9\n" +
@@ -7436,7 +9536,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x0fexpires_at_unix\x18\x02 \x01(\x03R\rexpiresAtUnix\"\x12\n" +
 	"\x10ListNodesRequest\"8\n" +
 	"\x11ListNodesResponse\x12#\n" +
-	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\x94\x05\n" +
+	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\xd0\a\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x14\n" +
@@ -7458,7 +9558,22 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x0fpolicy_revision\x18\x0f \x01(\x03R\x0epolicyRevision\x12\"\n" +
 	"\rpolicy_age_ms\x18\x10 \x01(\x03R\vpolicyAgeMs\x12\x1f\n" +
 	"\vaudit_error\x18\x11 \x01(\tR\n" +
-	"auditError\"\x0f\n" +
+	"auditError\x121\n" +
+	"\x06labels\x18\x12 \x03(\v2\x19.unum.v1.Node.LabelsEntryR\x06labels\x12\x1a\n" +
+	"\bdraining\x18\x13 \x01(\bR\bdraining\x12.\n" +
+	"\bcapacity\x18\x14 \x01(\v2\x12.unum.v1.ResourcesR\bcapacity\x120\n" +
+	"\tallocated\x18\x15 \x01(\v2\x12.unum.v1.ResourcesR\tallocated\x12 \n" +
+	"\vallocations\x18\x16 \x01(\x05R\vallocations\x12\x14\n" +
+	"\x05lease\x18\x17 \x01(\tR\x05lease\x12\x16\n" +
+	"\x06limits\x18\x18 \x03(\tR\x06limits\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
+	"\tResources\x12\x1d\n" +
+	"\n" +
+	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x02 \x01(\x03R\tmemoryMib\"\x0f\n" +
 	"\rStatusRequest\"\xf8\x02\n" +
 	"\x0eStatusResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
@@ -7481,7 +9596,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"clientUrls\x12\x1b\n" +
 	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\x12\x18\n" +
 	"\alearner\x18\x05 \x01(\bR\alearner\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xcd\x03\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xda\x04\n" +
 	"\x10HeartbeatRequest\x12/\n" +
 	"\x14svid_expires_at_unix\x18\x01 \x01(\x03R\x11svidExpiresAtUnix\x12 \n" +
 	"\venforcement\x18\x02 \x01(\tR\venforcement\x12\x1f\n" +
@@ -7495,7 +9610,11 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\rpolicy_age_ms\x18\t \x01(\x03R\vpolicyAgeMs\x12\x1f\n" +
 	"\vaudit_error\x18\n" +
 	" \x01(\tR\n" +
-	"auditError\"?\n" +
+	"auditError\x12.\n" +
+	"\bcapacity\x18\v \x01(\v2\x12.unum.v1.ResourcesR\bcapacity\x12)\n" +
+	"\x05tasks\x18\f \x03(\v2\x13.unum.v1.TaskStatusR\x05tasks\x12\x16\n" +
+	"\x06limits\x18\r \x03(\tR\x06limits\x12\x18\n" +
+	"\acompute\x18\x0e \x01(\bR\acompute\"?\n" +
 	"\x11HeartbeatResponse\x12*\n" +
 	"\x05audit\x18\x01 \x01(\v2\x14.unum.v1.AuditConfigR\x05audit\"=\n" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
@@ -7863,7 +9982,163 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\vrevocations\x18\x01 \x03(\v2\x13.unum.v1.RevocationR\vrevocations\"\x17\n" +
 	"\x15CredentialKeysRequest\"G\n" +
 	"\x16CredentialKeysResponse\x12-\n" +
-	"\x04keys\x18\x01 \x03(\v2\x19.unum.v1.CredentialKeySetR\x04keys2y\n" +
+	"\x04keys\x18\x01 \x03(\v2\x19.unum.v1.CredentialKeySetR\x04keys\"\xa0\x03\n" +
+	"\x03Job\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x12\x1b\n" +
+	"\tspec_json\x18\x04 \x01(\tR\bspecJson\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x03R\aversion\x12!\n" +
+	"\fsubmitted_by\x18\x06 \x01(\tR\vsubmittedBy\x12*\n" +
+	"\x11submitted_at_unix\x18\a \x01(\x03R\x0fsubmittedAtUnix\x12\x18\n" +
+	"\astopped\x18\b \x01(\bR\astopped\x12\x14\n" +
+	"\x05state\x18\t \x01(\tR\x05state\x12\x12\n" +
+	"\x04type\x18\n" +
+	" \x01(\tR\x04type\x12\x14\n" +
+	"\x05count\x18\v \x01(\x05R\x05count\x12\x18\n" +
+	"\arunning\x18\f \x01(\x05R\arunning\x12/\n" +
+	"\x06egress\x18\r \x03(\v2\x17.unum.v1.EgressDecisionR\x06egress\x12\x1f\n" +
+	"\vdecision_id\x18\x0e \x01(\tR\n" +
+	"decisionId\"\\\n" +
+	"\x0eEgressDecision\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x18\n" +
+	"\aallowed\x18\x02 \x01(\bR\aallowed\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\"\x9d\x04\n" +
+	"\n" +
+	"Allocation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03job\x18\x03 \x01(\tR\x03job\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x05R\x05index\x12\x12\n" +
+	"\x04node\x18\x05 \x01(\tR\x04node\x12!\n" +
+	"\fnode_address\x18\x06 \x01(\tR\vnodeAddress\x12\x1b\n" +
+	"\tspiffe_id\x18\a \x01(\tR\bspiffeId\x124\n" +
+	"\x05ports\x18\b \x03(\v2\x1e.unum.v1.Allocation.PortsEntryR\x05ports\x120\n" +
+	"\tresources\x18\t \x01(\v2\x12.unum.v1.ResourcesR\tresources\x12\x1a\n" +
+	"\bpriority\x18\n" +
+	" \x01(\x05R\bpriority\x12\x14\n" +
+	"\x05class\x18\v \x01(\tR\x05class\x12&\n" +
+	"\x0fcreated_at_unix\x18\f \x01(\x03R\rcreatedAtUnix\x12\x1f\n" +
+	"\vjob_version\x18\r \x01(\x03R\n" +
+	"jobVersion\x12\x1b\n" +
+	"\tspec_json\x18\x0e \x01(\tR\bspecJson\x12+\n" +
+	"\x06status\x18\x0f \x01(\v2\x13.unum.v1.TaskStatusR\x06status\x1a8\n" +
+	"\n" +
+	"PortsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xca\x03\n" +
+	"\n" +
+	"TaskStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03job\x18\x03 \x01(\tR\x03job\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x05R\x05index\x12\x1b\n" +
+	"\tspiffe_id\x18\x05 \x01(\tR\bspiffeId\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x10\n" +
+	"\x03pid\x18\a \x01(\x05R\x03pid\x12\x10\n" +
+	"\x03uid\x18\b \x01(\rR\x03uid\x12\x1b\n" +
+	"\texit_code\x18\t \x01(\x05R\bexitCode\x12\x16\n" +
+	"\x06signal\x18\n" +
+	" \x01(\tR\x06signal\x12\x1a\n" +
+	"\brestarts\x18\v \x01(\x05R\brestarts\x12&\n" +
+	"\x0fstarted_at_unix\x18\f \x01(\x03R\rstartedAtUnix\x12(\n" +
+	"\x10finished_at_unix\x18\r \x01(\x03R\x0efinishedAtUnix\x12\x1b\n" +
+	"\tcpu_nanos\x18\x0e \x01(\x04R\bcpuNanos\x12!\n" +
+	"\fmemory_bytes\x18\x0f \x01(\x04R\vmemoryBytes\x12\x18\n" +
+	"\amessage\x18\x10 \x01(\tR\amessage\x12\x12\n" +
+	"\x04node\x18\x11 \x01(\tR\x04node\"\xaa\x01\n" +
+	"\rPlanPlacement\x12\x12\n" +
+	"\x04task\x18\x01 \x01(\tR\x04task\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x127\n" +
+	"\x05ports\x18\x03 \x03(\v2!.unum.v1.PlanPlacement.PortsEntryR\x05ports\x1a8\n" +
+	"\n" +
+	"PortsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"i\n" +
+	"\x0ePlanPreemption\x12\x14\n" +
+	"\x05alloc\x18\x01 \x01(\tR\x05alloc\x12\x12\n" +
+	"\x04task\x18\x02 \x01(\tR\x04task\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x19\n" +
+	"\bfor_task\x18\x04 \x01(\tR\aforTask\":\n" +
+	"\fPlanUnplaced\x12\x12\n" +
+	"\x04task\x18\x01 \x01(\tR\x04task\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xdf\x01\n" +
+	"\aJobPlan\x126\n" +
+	"\n" +
+	"placements\x18\x01 \x03(\v2\x16.unum.v1.PlanPlacementR\n" +
+	"placements\x129\n" +
+	"\vpreemptions\x18\x02 \x03(\v2\x17.unum.v1.PlanPreemptionR\vpreemptions\x121\n" +
+	"\bunplaced\x18\x03 \x03(\v2\x15.unum.v1.PlanUnplacedR\bunplaced\x12\x1a\n" +
+	"\breplaces\x18\x04 \x03(\tR\breplaces\x12\x12\n" +
+	"\x04kept\x18\x05 \x03(\tR\x04kept\"q\n" +
+	"\x10SubmitJobRequest\x12\x12\n" +
+	"\x04spec\x18\x01 \x01(\fR\x04spec\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"w\n" +
+	"\x11SubmitJobResponse\x12\x1e\n" +
+	"\x03job\x18\x01 \x01(\v2\f.unum.v1.JobR\x03job\x12$\n" +
+	"\x04plan\x18\x02 \x01(\v2\x10.unum.v1.JobPlanR\x04plan\x12\x1c\n" +
+	"\tsubmitted\x18\x03 \x01(\bR\tsubmitted\"/\n" +
+	"\x0fListJobsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"4\n" +
+	"\x10ListJobsResponse\x12 \n" +
+	"\x04jobs\x18\x01 \x03(\v2\f.unum.v1.JobR\x04jobs\"D\n" +
+	"\x10JobStatusRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"j\n" +
+	"\x11JobStatusResponse\x12\x1e\n" +
+	"\x03job\x18\x01 \x01(\v2\f.unum.v1.JobR\x03job\x125\n" +
+	"\vallocations\x18\x02 \x03(\v2\x13.unum.v1.AllocationR\vallocations\"B\n" +
+	"\x0eStopJobRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"b\n" +
+	"\x0fStopJobResponse\x12\x1e\n" +
+	"\x03job\x18\x01 \x01(\v2\f.unum.v1.JobR\x03job\x12/\n" +
+	"\x13stopped_allocations\x18\x02 \x01(\x05R\x12stoppedAllocations\"\x18\n" +
+	"\x16ListAllocationsRequest\"P\n" +
+	"\x17ListAllocationsResponse\x125\n" +
+	"\vallocations\x18\x01 \x03(\v2\x13.unum.v1.AllocationR\vallocations\"<\n" +
+	"\x10DrainNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05drain\x18\x02 \x01(\bR\x05drain\"6\n" +
+	"\x11DrainNodeResponse\x12!\n" +
+	"\x04node\x18\x01 \x01(\v2\r.unum.v1.NodeR\x04node\">\n" +
+	"\x10LabelNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06labels\x18\x02 \x03(\tR\x06labels\"6\n" +
+	"\x11LabelNodeResponse\x12!\n" +
+	"\x04node\x18\x01 \x01(\v2\r.unum.v1.NodeR\x04node\"l\n" +
+	"\vExecRequest\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x12'\n" +
+	"\x0ftimeout_seconds\x18\x03 \x01(\x05R\x0etimeoutSeconds\"\xbf\x01\n" +
+	"\tExecEvent\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06stdout\x18\x02 \x01(\fR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\x03 \x01(\fR\x06stderr\x12\x16\n" +
+	"\x06exited\x18\x04 \x01(\bR\x06exited\x12\x1b\n" +
+	"\texit_code\x18\x05 \x01(\x05R\bexitCode\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12#\n" +
+	"\rcredential_id\x18\a \x01(\tR\fcredentialId\"\x8d\x01\n" +
+	"\x0fNodeExecRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x12'\n" +
+	"\x0ftimeout_seconds\x18\x03 \x01(\x05R\x0etimeoutSeconds\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x04 \x01(\tR\n" +
+	"credential\"$\n" +
+	"\x10ListTasksRequest\x12\x10\n" +
+	"\x03all\x18\x01 \x01(\bR\x03all\"R\n" +
+	"\x11ListTasksResponse\x12)\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x13.unum.v1.TaskStatusR\x05tasks\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"D\n" +
+	"\x0fTaskLogsRequest\x12\x19\n" +
+	"\balloc_id\x18\x01 \x01(\tR\aallocId\x12\x16\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\":\n" +
+	"\fTaskLogChunk\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
+	"\x04line\x18\x02 \x01(\fR\x04line2y\n" +
 	"\n" +
 	"Enrollment\x123\n" +
 	"\x04Join\x12\x14.unum.v1.JoinRequest\x1a\x15.unum.v1.JoinResponse\x126\n" +
@@ -7931,7 +10206,20 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\aInspect\x12!.unum.v1.InspectCredentialRequest\x1a\".unum.v1.InspectCredentialResponse\x12I\n" +
 	"\x04List\x12\x1f.unum.v1.ListCredentialsRequest\x1a .unum.v1.ListCredentialsResponse\x12O\n" +
 	"\x06Revoke\x12!.unum.v1.RevokeCredentialsRequest\x1a\".unum.v1.RevokeCredentialsResponse\x12G\n" +
-	"\x04Keys\x12\x1e.unum.v1.CredentialKeysRequest\x1a\x1f.unum.v1.CredentialKeysResponseB+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
+	"\x04Keys\x12\x1e.unum.v1.CredentialKeysRequest\x1a\x1f.unum.v1.CredentialKeysResponse2\xa4\x04\n" +
+	"\tScheduler\x12B\n" +
+	"\tSubmitJob\x12\x19.unum.v1.SubmitJobRequest\x1a\x1a.unum.v1.SubmitJobResponse\x12?\n" +
+	"\bListJobs\x12\x18.unum.v1.ListJobsRequest\x1a\x19.unum.v1.ListJobsResponse\x12B\n" +
+	"\tJobStatus\x12\x19.unum.v1.JobStatusRequest\x1a\x1a.unum.v1.JobStatusResponse\x12<\n" +
+	"\aStopJob\x12\x17.unum.v1.StopJobRequest\x1a\x18.unum.v1.StopJobResponse\x12T\n" +
+	"\x0fListAllocations\x12\x1f.unum.v1.ListAllocationsRequest\x1a .unum.v1.ListAllocationsResponse\x12B\n" +
+	"\tDrainNode\x12\x19.unum.v1.DrainNodeRequest\x1a\x1a.unum.v1.DrainNodeResponse\x12B\n" +
+	"\tLabelNode\x12\x19.unum.v1.LabelNodeRequest\x1a\x1a.unum.v1.LabelNodeResponse\x122\n" +
+	"\x04Exec\x12\x14.unum.v1.ExecRequest\x1a\x12.unum.v1.ExecEvent0\x012\xb9\x01\n" +
+	"\x05Tasks\x12=\n" +
+	"\x04List\x12\x19.unum.v1.ListTasksRequest\x1a\x1a.unum.v1.ListTasksResponse\x129\n" +
+	"\x04Logs\x12\x18.unum.v1.TaskLogsRequest\x1a\x15.unum.v1.TaskLogChunk0\x01\x126\n" +
+	"\x04Exec\x12\x18.unum.v1.NodeExecRequest\x1a\x12.unum.v1.ExecEvent0\x01B+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
 
 var (
 	file_api_unum_v1_unum_proto_rawDescOnce sync.Once
@@ -7945,7 +10233,7 @@ func file_api_unum_v1_unum_proto_rawDescGZIP() []byte {
 	return file_api_unum_v1_unum_proto_rawDescData
 }
 
-var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 120)
+var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 153)
 var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*LoginRequest)(nil),              // 0: unum.v1.LoginRequest
 	(*LoginResponse)(nil),             // 1: unum.v1.LoginResponse
@@ -7978,95 +10266,128 @@ var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*ListNodesRequest)(nil),          // 28: unum.v1.ListNodesRequest
 	(*ListNodesResponse)(nil),         // 29: unum.v1.ListNodesResponse
 	(*Node)(nil),                      // 30: unum.v1.Node
-	(*StatusRequest)(nil),             // 31: unum.v1.StatusRequest
-	(*StatusResponse)(nil),            // 32: unum.v1.StatusResponse
-	(*EtcdMember)(nil),                // 33: unum.v1.EtcdMember
-	(*HeartbeatRequest)(nil),          // 34: unum.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 35: unum.v1.HeartbeatResponse
-	(*RemoveNodeRequest)(nil),         // 36: unum.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),        // 37: unum.v1.RemoveNodeResponse
-	(*User)(nil),                      // 38: unum.v1.User
-	(*AddUserRequest)(nil),            // 39: unum.v1.AddUserRequest
-	(*AddUserResponse)(nil),           // 40: unum.v1.AddUserResponse
-	(*ListUsersRequest)(nil),          // 41: unum.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),         // 42: unum.v1.ListUsersResponse
-	(*RemoveUserRequest)(nil),         // 43: unum.v1.RemoveUserRequest
-	(*RemoveUserResponse)(nil),        // 44: unum.v1.RemoveUserResponse
-	(*RevokeUserRequest)(nil),         // 45: unum.v1.RevokeUserRequest
-	(*RevokeUserResponse)(nil),        // 46: unum.v1.RevokeUserResponse
-	(*RenewUserRequest)(nil),          // 47: unum.v1.RenewUserRequest
-	(*RenewUserResponse)(nil),         // 48: unum.v1.RenewUserResponse
-	(*CAStatusRequest)(nil),           // 49: unum.v1.CAStatusRequest
-	(*CACert)(nil),                    // 50: unum.v1.CACert
-	(*CAStatusResponse)(nil),          // 51: unum.v1.CAStatusResponse
-	(*CARotateRequest)(nil),           // 52: unum.v1.CARotateRequest
-	(*CARotateResponse)(nil),          // 53: unum.v1.CARotateResponse
-	(*ExportRootRequest)(nil),         // 54: unum.v1.ExportRootRequest
-	(*ExportRootResponse)(nil),        // 55: unum.v1.ExportRootResponse
-	(*ConfirmExportRootRequest)(nil),  // 56: unum.v1.ConfirmExportRootRequest
-	(*ConfirmExportRootResponse)(nil), // 57: unum.v1.ConfirmExportRootResponse
-	(*ImportRootRequest)(nil),         // 58: unum.v1.ImportRootRequest
-	(*ImportRootResponse)(nil),        // 59: unum.v1.ImportRootResponse
-	(*SignIntermediateRequest)(nil),   // 60: unum.v1.SignIntermediateRequest
-	(*SignIntermediateResponse)(nil),  // 61: unum.v1.SignIntermediateResponse
-	(*CreateBackupRequest)(nil),       // 62: unum.v1.CreateBackupRequest
-	(*BackupChunk)(nil),               // 63: unum.v1.BackupChunk
-	(*PolicyBundle)(nil),              // 64: unum.v1.PolicyBundle
-	(*ApplyPolicyRequest)(nil),        // 65: unum.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),       // 66: unum.v1.ApplyPolicyResponse
-	(*GetPolicyRequest)(nil),          // 67: unum.v1.GetPolicyRequest
-	(*PolicyRevision)(nil),            // 68: unum.v1.PolicyRevision
-	(*PolicyHistoryRequest)(nil),      // 69: unum.v1.PolicyHistoryRequest
-	(*PolicyHistoryResponse)(nil),     // 70: unum.v1.PolicyHistoryResponse
-	(*RollbackPolicyRequest)(nil),     // 71: unum.v1.RollbackPolicyRequest
-	(*PolicyStatusRequest)(nil),       // 72: unum.v1.PolicyStatusRequest
-	(*PolicyStatusResponse)(nil),      // 73: unum.v1.PolicyStatusResponse
-	(*NodePolicyStatus)(nil),          // 74: unum.v1.NodePolicyStatus
-	(*CheckPolicyRequest)(nil),        // 75: unum.v1.CheckPolicyRequest
-	(*CheckPolicyResponse)(nil),       // 76: unum.v1.CheckPolicyResponse
-	(*ExplainPolicyRequest)(nil),      // 77: unum.v1.ExplainPolicyRequest
-	(*ExplainPolicyResponse)(nil),     // 78: unum.v1.ExplainPolicyResponse
-	(*ExplainedPrincipal)(nil),        // 79: unum.v1.ExplainedPrincipal
-	(*FiredRule)(nil),                 // 80: unum.v1.FiredRule
-	(*WatchPolicyRequest)(nil),        // 81: unum.v1.WatchPolicyRequest
-	(*PolicyUpdate)(nil),              // 82: unum.v1.PolicyUpdate
-	(*StartShadowRequest)(nil),        // 83: unum.v1.StartShadowRequest
-	(*StartShadowResponse)(nil),       // 84: unum.v1.StartShadowResponse
-	(*StopShadowRequest)(nil),         // 85: unum.v1.StopShadowRequest
-	(*StopShadowResponse)(nil),        // 86: unum.v1.StopShadowResponse
-	(*ShadowReportRequest)(nil),       // 87: unum.v1.ShadowReportRequest
-	(*ShadowReportResponse)(nil),      // 88: unum.v1.ShadowReportResponse
-	(*ShadowChange)(nil),              // 89: unum.v1.ShadowChange
-	(*AuditFilter)(nil),               // 90: unum.v1.AuditFilter
-	(*AuditQueryRequest)(nil),         // 91: unum.v1.AuditQueryRequest
-	(*AuditEventBatch)(nil),           // 92: unum.v1.AuditEventBatch
-	(*AuditVerifyRequest)(nil),        // 93: unum.v1.AuditVerifyRequest
-	(*AuditVerifyResponse)(nil),       // 94: unum.v1.AuditVerifyResponse
-	(*AuditProofRequest)(nil),         // 95: unum.v1.AuditProofRequest
-	(*AuditProofResponse)(nil),        // 96: unum.v1.AuditProofResponse
-	(*AuditKeysRequest)(nil),          // 97: unum.v1.AuditKeysRequest
-	(*AuditKey)(nil),                  // 98: unum.v1.AuditKey
-	(*AuditKeysResponse)(nil),         // 99: unum.v1.AuditKeysResponse
-	(*AuditWitnessedRequest)(nil),     // 100: unum.v1.AuditWitnessedRequest
-	(*AuditWitnessedResponse)(nil),    // 101: unum.v1.AuditWitnessedResponse
-	(*SubmitCheckpointRequest)(nil),   // 102: unum.v1.SubmitCheckpointRequest
-	(*SubmitCheckpointResponse)(nil),  // 103: unum.v1.SubmitCheckpointResponse
-	(*AuditConfig)(nil),               // 104: unum.v1.AuditConfig
-	(*AuditConfigureRequest)(nil),     // 105: unum.v1.AuditConfigureRequest
-	(*AuditGetConfigRequest)(nil),     // 106: unum.v1.AuditGetConfigRequest
-	(*DelegateRequest)(nil),           // 107: unum.v1.DelegateRequest
-	(*DelegateResponse)(nil),          // 108: unum.v1.DelegateResponse
-	(*InspectCredentialRequest)(nil),  // 109: unum.v1.InspectCredentialRequest
-	(*InspectCredentialResponse)(nil), // 110: unum.v1.InspectCredentialResponse
-	(*ListCredentialsRequest)(nil),    // 111: unum.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),   // 112: unum.v1.ListCredentialsResponse
-	(*CredentialRecord)(nil),          // 113: unum.v1.CredentialRecord
-	(*RevokeCredentialsRequest)(nil),  // 114: unum.v1.RevokeCredentialsRequest
-	(*RevokeCredentialsResponse)(nil), // 115: unum.v1.RevokeCredentialsResponse
-	(*CredentialKeysRequest)(nil),     // 116: unum.v1.CredentialKeysRequest
-	(*CredentialKeysResponse)(nil),    // 117: unum.v1.CredentialKeysResponse
-	nil,                               // 118: unum.v1.PolicyBundle.FilesEntry
-	nil,                               // 119: unum.v1.PolicyUpdate.UserRolesEntry
+	(*Resources)(nil),                 // 31: unum.v1.Resources
+	(*StatusRequest)(nil),             // 32: unum.v1.StatusRequest
+	(*StatusResponse)(nil),            // 33: unum.v1.StatusResponse
+	(*EtcdMember)(nil),                // 34: unum.v1.EtcdMember
+	(*HeartbeatRequest)(nil),          // 35: unum.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 36: unum.v1.HeartbeatResponse
+	(*RemoveNodeRequest)(nil),         // 37: unum.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),        // 38: unum.v1.RemoveNodeResponse
+	(*User)(nil),                      // 39: unum.v1.User
+	(*AddUserRequest)(nil),            // 40: unum.v1.AddUserRequest
+	(*AddUserResponse)(nil),           // 41: unum.v1.AddUserResponse
+	(*ListUsersRequest)(nil),          // 42: unum.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),         // 43: unum.v1.ListUsersResponse
+	(*RemoveUserRequest)(nil),         // 44: unum.v1.RemoveUserRequest
+	(*RemoveUserResponse)(nil),        // 45: unum.v1.RemoveUserResponse
+	(*RevokeUserRequest)(nil),         // 46: unum.v1.RevokeUserRequest
+	(*RevokeUserResponse)(nil),        // 47: unum.v1.RevokeUserResponse
+	(*RenewUserRequest)(nil),          // 48: unum.v1.RenewUserRequest
+	(*RenewUserResponse)(nil),         // 49: unum.v1.RenewUserResponse
+	(*CAStatusRequest)(nil),           // 50: unum.v1.CAStatusRequest
+	(*CACert)(nil),                    // 51: unum.v1.CACert
+	(*CAStatusResponse)(nil),          // 52: unum.v1.CAStatusResponse
+	(*CARotateRequest)(nil),           // 53: unum.v1.CARotateRequest
+	(*CARotateResponse)(nil),          // 54: unum.v1.CARotateResponse
+	(*ExportRootRequest)(nil),         // 55: unum.v1.ExportRootRequest
+	(*ExportRootResponse)(nil),        // 56: unum.v1.ExportRootResponse
+	(*ConfirmExportRootRequest)(nil),  // 57: unum.v1.ConfirmExportRootRequest
+	(*ConfirmExportRootResponse)(nil), // 58: unum.v1.ConfirmExportRootResponse
+	(*ImportRootRequest)(nil),         // 59: unum.v1.ImportRootRequest
+	(*ImportRootResponse)(nil),        // 60: unum.v1.ImportRootResponse
+	(*SignIntermediateRequest)(nil),   // 61: unum.v1.SignIntermediateRequest
+	(*SignIntermediateResponse)(nil),  // 62: unum.v1.SignIntermediateResponse
+	(*CreateBackupRequest)(nil),       // 63: unum.v1.CreateBackupRequest
+	(*BackupChunk)(nil),               // 64: unum.v1.BackupChunk
+	(*PolicyBundle)(nil),              // 65: unum.v1.PolicyBundle
+	(*ApplyPolicyRequest)(nil),        // 66: unum.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),       // 67: unum.v1.ApplyPolicyResponse
+	(*GetPolicyRequest)(nil),          // 68: unum.v1.GetPolicyRequest
+	(*PolicyRevision)(nil),            // 69: unum.v1.PolicyRevision
+	(*PolicyHistoryRequest)(nil),      // 70: unum.v1.PolicyHistoryRequest
+	(*PolicyHistoryResponse)(nil),     // 71: unum.v1.PolicyHistoryResponse
+	(*RollbackPolicyRequest)(nil),     // 72: unum.v1.RollbackPolicyRequest
+	(*PolicyStatusRequest)(nil),       // 73: unum.v1.PolicyStatusRequest
+	(*PolicyStatusResponse)(nil),      // 74: unum.v1.PolicyStatusResponse
+	(*NodePolicyStatus)(nil),          // 75: unum.v1.NodePolicyStatus
+	(*CheckPolicyRequest)(nil),        // 76: unum.v1.CheckPolicyRequest
+	(*CheckPolicyResponse)(nil),       // 77: unum.v1.CheckPolicyResponse
+	(*ExplainPolicyRequest)(nil),      // 78: unum.v1.ExplainPolicyRequest
+	(*ExplainPolicyResponse)(nil),     // 79: unum.v1.ExplainPolicyResponse
+	(*ExplainedPrincipal)(nil),        // 80: unum.v1.ExplainedPrincipal
+	(*FiredRule)(nil),                 // 81: unum.v1.FiredRule
+	(*WatchPolicyRequest)(nil),        // 82: unum.v1.WatchPolicyRequest
+	(*PolicyUpdate)(nil),              // 83: unum.v1.PolicyUpdate
+	(*StartShadowRequest)(nil),        // 84: unum.v1.StartShadowRequest
+	(*StartShadowResponse)(nil),       // 85: unum.v1.StartShadowResponse
+	(*StopShadowRequest)(nil),         // 86: unum.v1.StopShadowRequest
+	(*StopShadowResponse)(nil),        // 87: unum.v1.StopShadowResponse
+	(*ShadowReportRequest)(nil),       // 88: unum.v1.ShadowReportRequest
+	(*ShadowReportResponse)(nil),      // 89: unum.v1.ShadowReportResponse
+	(*ShadowChange)(nil),              // 90: unum.v1.ShadowChange
+	(*AuditFilter)(nil),               // 91: unum.v1.AuditFilter
+	(*AuditQueryRequest)(nil),         // 92: unum.v1.AuditQueryRequest
+	(*AuditEventBatch)(nil),           // 93: unum.v1.AuditEventBatch
+	(*AuditVerifyRequest)(nil),        // 94: unum.v1.AuditVerifyRequest
+	(*AuditVerifyResponse)(nil),       // 95: unum.v1.AuditVerifyResponse
+	(*AuditProofRequest)(nil),         // 96: unum.v1.AuditProofRequest
+	(*AuditProofResponse)(nil),        // 97: unum.v1.AuditProofResponse
+	(*AuditKeysRequest)(nil),          // 98: unum.v1.AuditKeysRequest
+	(*AuditKey)(nil),                  // 99: unum.v1.AuditKey
+	(*AuditKeysResponse)(nil),         // 100: unum.v1.AuditKeysResponse
+	(*AuditWitnessedRequest)(nil),     // 101: unum.v1.AuditWitnessedRequest
+	(*AuditWitnessedResponse)(nil),    // 102: unum.v1.AuditWitnessedResponse
+	(*SubmitCheckpointRequest)(nil),   // 103: unum.v1.SubmitCheckpointRequest
+	(*SubmitCheckpointResponse)(nil),  // 104: unum.v1.SubmitCheckpointResponse
+	(*AuditConfig)(nil),               // 105: unum.v1.AuditConfig
+	(*AuditConfigureRequest)(nil),     // 106: unum.v1.AuditConfigureRequest
+	(*AuditGetConfigRequest)(nil),     // 107: unum.v1.AuditGetConfigRequest
+	(*DelegateRequest)(nil),           // 108: unum.v1.DelegateRequest
+	(*DelegateResponse)(nil),          // 109: unum.v1.DelegateResponse
+	(*InspectCredentialRequest)(nil),  // 110: unum.v1.InspectCredentialRequest
+	(*InspectCredentialResponse)(nil), // 111: unum.v1.InspectCredentialResponse
+	(*ListCredentialsRequest)(nil),    // 112: unum.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),   // 113: unum.v1.ListCredentialsResponse
+	(*CredentialRecord)(nil),          // 114: unum.v1.CredentialRecord
+	(*RevokeCredentialsRequest)(nil),  // 115: unum.v1.RevokeCredentialsRequest
+	(*RevokeCredentialsResponse)(nil), // 116: unum.v1.RevokeCredentialsResponse
+	(*CredentialKeysRequest)(nil),     // 117: unum.v1.CredentialKeysRequest
+	(*CredentialKeysResponse)(nil),    // 118: unum.v1.CredentialKeysResponse
+	(*Job)(nil),                       // 119: unum.v1.Job
+	(*EgressDecision)(nil),            // 120: unum.v1.EgressDecision
+	(*Allocation)(nil),                // 121: unum.v1.Allocation
+	(*TaskStatus)(nil),                // 122: unum.v1.TaskStatus
+	(*PlanPlacement)(nil),             // 123: unum.v1.PlanPlacement
+	(*PlanPreemption)(nil),            // 124: unum.v1.PlanPreemption
+	(*PlanUnplaced)(nil),              // 125: unum.v1.PlanUnplaced
+	(*JobPlan)(nil),                   // 126: unum.v1.JobPlan
+	(*SubmitJobRequest)(nil),          // 127: unum.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),         // 128: unum.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),           // 129: unum.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 130: unum.v1.ListJobsResponse
+	(*JobStatusRequest)(nil),          // 131: unum.v1.JobStatusRequest
+	(*JobStatusResponse)(nil),         // 132: unum.v1.JobStatusResponse
+	(*StopJobRequest)(nil),            // 133: unum.v1.StopJobRequest
+	(*StopJobResponse)(nil),           // 134: unum.v1.StopJobResponse
+	(*ListAllocationsRequest)(nil),    // 135: unum.v1.ListAllocationsRequest
+	(*ListAllocationsResponse)(nil),   // 136: unum.v1.ListAllocationsResponse
+	(*DrainNodeRequest)(nil),          // 137: unum.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),         // 138: unum.v1.DrainNodeResponse
+	(*LabelNodeRequest)(nil),          // 139: unum.v1.LabelNodeRequest
+	(*LabelNodeResponse)(nil),         // 140: unum.v1.LabelNodeResponse
+	(*ExecRequest)(nil),               // 141: unum.v1.ExecRequest
+	(*ExecEvent)(nil),                 // 142: unum.v1.ExecEvent
+	(*NodeExecRequest)(nil),           // 143: unum.v1.NodeExecRequest
+	(*ListTasksRequest)(nil),          // 144: unum.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),         // 145: unum.v1.ListTasksResponse
+	(*TaskLogsRequest)(nil),           // 146: unum.v1.TaskLogsRequest
+	(*TaskLogChunk)(nil),              // 147: unum.v1.TaskLogChunk
+	nil,                               // 148: unum.v1.Node.LabelsEntry
+	nil,                               // 149: unum.v1.PolicyBundle.FilesEntry
+	nil,                               // 150: unum.v1.PolicyUpdate.UserRolesEntry
+	nil,                               // 151: unum.v1.Allocation.PortsEntry
+	nil,                               // 152: unum.v1.PlanPlacement.PortsEntry
 }
 var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	5,   // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
@@ -8074,143 +10395,189 @@ var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	20,  // 2: unum.v1.SyncAgentResponse.entries:type_name -> unum.v1.Entry
 	19,  // 3: unum.v1.SyncAgentResponse.jwt_keys:type_name -> unum.v1.JWTKey
 	18,  // 4: unum.v1.SyncAgentResponse.cred_keys:type_name -> unum.v1.CredentialKeySet
-	20,  // 5: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
-	30,  // 6: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
-	30,  // 7: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
-	33,  // 8: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
-	104, // 9: unum.v1.HeartbeatResponse.audit:type_name -> unum.v1.AuditConfig
-	38,  // 10: unum.v1.AddUserResponse.user:type_name -> unum.v1.User
-	38,  // 11: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
-	50,  // 12: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
-	50,  // 13: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
-	118, // 14: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
-	64,  // 15: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
-	64,  // 16: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
-	68,  // 17: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
-	74,  // 18: unum.v1.PolicyStatusResponse.nodes:type_name -> unum.v1.NodePolicyStatus
-	80,  // 19: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
-	79,  // 20: unum.v1.ExplainPolicyResponse.principals:type_name -> unum.v1.ExplainedPrincipal
-	80,  // 21: unum.v1.ExplainedPrincipal.fired:type_name -> unum.v1.FiredRule
-	68,  // 22: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
-	64,  // 23: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
-	119, // 24: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
-	64,  // 25: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
-	89,  // 26: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
-	90,  // 27: unum.v1.AuditQueryRequest.filter:type_name -> unum.v1.AuditFilter
-	98,  // 28: unum.v1.AuditKeysResponse.keys:type_name -> unum.v1.AuditKey
-	104, // 29: unum.v1.AuditConfigureRequest.config:type_name -> unum.v1.AuditConfig
-	113, // 30: unum.v1.ListCredentialsResponse.credentials:type_name -> unum.v1.CredentialRecord
-	5,   // 31: unum.v1.RevokeCredentialsResponse.revocations:type_name -> unum.v1.Revocation
-	18,  // 32: unum.v1.CredentialKeysResponse.keys:type_name -> unum.v1.CredentialKeySet
-	2,   // 33: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
-	0,   // 34: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
-	8,   // 35: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
-	10,  // 36: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
-	12,  // 37: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
-	14,  // 38: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
-	16,  // 39: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
-	21,  // 40: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
-	22,  // 41: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
-	24,  // 42: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
-	4,   // 43: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
-	26,  // 44: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
-	28,  // 45: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
-	31,  // 46: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
-	34,  // 47: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
-	36,  // 48: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
-	39,  // 49: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
-	41,  // 50: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
-	43,  // 51: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
-	45,  // 52: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
-	47,  // 53: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
-	49,  // 54: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
-	52,  // 55: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
-	54,  // 56: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
-	56,  // 57: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
-	58,  // 58: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
-	60,  // 59: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
-	62,  // 60: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
-	65,  // 61: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
-	67,  // 62: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
-	69,  // 63: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
-	71,  // 64: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
-	72,  // 65: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
-	75,  // 66: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
-	77,  // 67: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
-	81,  // 68: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
-	83,  // 69: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
-	85,  // 70: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
-	87,  // 71: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
-	91,  // 72: unum.v1.Audit.Query:input_type -> unum.v1.AuditQueryRequest
-	93,  // 73: unum.v1.Audit.Verify:input_type -> unum.v1.AuditVerifyRequest
-	95,  // 74: unum.v1.Audit.Proof:input_type -> unum.v1.AuditProofRequest
-	97,  // 75: unum.v1.Audit.Keys:input_type -> unum.v1.AuditKeysRequest
-	100, // 76: unum.v1.Audit.Witnessed:input_type -> unum.v1.AuditWitnessedRequest
-	102, // 77: unum.v1.Audit.SubmitCheckpoint:input_type -> unum.v1.SubmitCheckpointRequest
-	105, // 78: unum.v1.Audit.Configure:input_type -> unum.v1.AuditConfigureRequest
-	106, // 79: unum.v1.Audit.GetConfig:input_type -> unum.v1.AuditGetConfigRequest
-	107, // 80: unum.v1.Credentials.Delegate:input_type -> unum.v1.DelegateRequest
-	109, // 81: unum.v1.Credentials.Inspect:input_type -> unum.v1.InspectCredentialRequest
-	111, // 82: unum.v1.Credentials.List:input_type -> unum.v1.ListCredentialsRequest
-	114, // 83: unum.v1.Credentials.Revoke:input_type -> unum.v1.RevokeCredentialsRequest
-	116, // 84: unum.v1.Credentials.Keys:input_type -> unum.v1.CredentialKeysRequest
-	3,   // 85: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
-	1,   // 86: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
-	9,   // 87: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
-	11,  // 88: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
-	13,  // 89: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
-	15,  // 90: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
-	17,  // 91: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
-	20,  // 92: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
-	23,  // 93: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
-	25,  // 94: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
-	7,   // 95: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
-	27,  // 96: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
-	29,  // 97: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
-	32,  // 98: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
-	35,  // 99: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
-	37,  // 100: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
-	40,  // 101: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
-	42,  // 102: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
-	44,  // 103: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
-	46,  // 104: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
-	48,  // 105: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
-	51,  // 106: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
-	53,  // 107: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
-	55,  // 108: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
-	57,  // 109: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
-	59,  // 110: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
-	61,  // 111: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
-	63,  // 112: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
-	66,  // 113: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
-	68,  // 114: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
-	70,  // 115: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
-	66,  // 116: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
-	73,  // 117: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
-	76,  // 118: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
-	78,  // 119: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
-	82,  // 120: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
-	84,  // 121: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
-	86,  // 122: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
-	88,  // 123: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
-	92,  // 124: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
-	94,  // 125: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
-	96,  // 126: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
-	99,  // 127: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
-	101, // 128: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
-	103, // 129: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
-	104, // 130: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
-	104, // 131: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
-	108, // 132: unum.v1.Credentials.Delegate:output_type -> unum.v1.DelegateResponse
-	110, // 133: unum.v1.Credentials.Inspect:output_type -> unum.v1.InspectCredentialResponse
-	112, // 134: unum.v1.Credentials.List:output_type -> unum.v1.ListCredentialsResponse
-	115, // 135: unum.v1.Credentials.Revoke:output_type -> unum.v1.RevokeCredentialsResponse
-	117, // 136: unum.v1.Credentials.Keys:output_type -> unum.v1.CredentialKeysResponse
-	85,  // [85:137] is the sub-list for method output_type
-	33,  // [33:85] is the sub-list for method input_type
-	33,  // [33:33] is the sub-list for extension type_name
-	33,  // [33:33] is the sub-list for extension extendee
-	0,   // [0:33] is the sub-list for field type_name
+	121, // 5: unum.v1.SyncAgentResponse.allocations:type_name -> unum.v1.Allocation
+	20,  // 6: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
+	30,  // 7: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
+	148, // 8: unum.v1.Node.labels:type_name -> unum.v1.Node.LabelsEntry
+	31,  // 9: unum.v1.Node.capacity:type_name -> unum.v1.Resources
+	31,  // 10: unum.v1.Node.allocated:type_name -> unum.v1.Resources
+	30,  // 11: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
+	34,  // 12: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
+	31,  // 13: unum.v1.HeartbeatRequest.capacity:type_name -> unum.v1.Resources
+	122, // 14: unum.v1.HeartbeatRequest.tasks:type_name -> unum.v1.TaskStatus
+	105, // 15: unum.v1.HeartbeatResponse.audit:type_name -> unum.v1.AuditConfig
+	39,  // 16: unum.v1.AddUserResponse.user:type_name -> unum.v1.User
+	39,  // 17: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
+	51,  // 18: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
+	51,  // 19: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
+	149, // 20: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
+	65,  // 21: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
+	65,  // 22: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
+	69,  // 23: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
+	75,  // 24: unum.v1.PolicyStatusResponse.nodes:type_name -> unum.v1.NodePolicyStatus
+	81,  // 25: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
+	80,  // 26: unum.v1.ExplainPolicyResponse.principals:type_name -> unum.v1.ExplainedPrincipal
+	81,  // 27: unum.v1.ExplainedPrincipal.fired:type_name -> unum.v1.FiredRule
+	69,  // 28: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
+	65,  // 29: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
+	150, // 30: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
+	65,  // 31: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
+	90,  // 32: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
+	91,  // 33: unum.v1.AuditQueryRequest.filter:type_name -> unum.v1.AuditFilter
+	99,  // 34: unum.v1.AuditKeysResponse.keys:type_name -> unum.v1.AuditKey
+	105, // 35: unum.v1.AuditConfigureRequest.config:type_name -> unum.v1.AuditConfig
+	114, // 36: unum.v1.ListCredentialsResponse.credentials:type_name -> unum.v1.CredentialRecord
+	5,   // 37: unum.v1.RevokeCredentialsResponse.revocations:type_name -> unum.v1.Revocation
+	18,  // 38: unum.v1.CredentialKeysResponse.keys:type_name -> unum.v1.CredentialKeySet
+	120, // 39: unum.v1.Job.egress:type_name -> unum.v1.EgressDecision
+	151, // 40: unum.v1.Allocation.ports:type_name -> unum.v1.Allocation.PortsEntry
+	31,  // 41: unum.v1.Allocation.resources:type_name -> unum.v1.Resources
+	122, // 42: unum.v1.Allocation.status:type_name -> unum.v1.TaskStatus
+	152, // 43: unum.v1.PlanPlacement.ports:type_name -> unum.v1.PlanPlacement.PortsEntry
+	123, // 44: unum.v1.JobPlan.placements:type_name -> unum.v1.PlanPlacement
+	124, // 45: unum.v1.JobPlan.preemptions:type_name -> unum.v1.PlanPreemption
+	125, // 46: unum.v1.JobPlan.unplaced:type_name -> unum.v1.PlanUnplaced
+	119, // 47: unum.v1.SubmitJobResponse.job:type_name -> unum.v1.Job
+	126, // 48: unum.v1.SubmitJobResponse.plan:type_name -> unum.v1.JobPlan
+	119, // 49: unum.v1.ListJobsResponse.jobs:type_name -> unum.v1.Job
+	119, // 50: unum.v1.JobStatusResponse.job:type_name -> unum.v1.Job
+	121, // 51: unum.v1.JobStatusResponse.allocations:type_name -> unum.v1.Allocation
+	119, // 52: unum.v1.StopJobResponse.job:type_name -> unum.v1.Job
+	121, // 53: unum.v1.ListAllocationsResponse.allocations:type_name -> unum.v1.Allocation
+	30,  // 54: unum.v1.DrainNodeResponse.node:type_name -> unum.v1.Node
+	30,  // 55: unum.v1.LabelNodeResponse.node:type_name -> unum.v1.Node
+	122, // 56: unum.v1.ListTasksResponse.tasks:type_name -> unum.v1.TaskStatus
+	2,   // 57: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
+	0,   // 58: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
+	8,   // 59: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
+	10,  // 60: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
+	12,  // 61: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
+	14,  // 62: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
+	16,  // 63: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
+	21,  // 64: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
+	22,  // 65: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
+	24,  // 66: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
+	4,   // 67: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
+	26,  // 68: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
+	28,  // 69: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
+	32,  // 70: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
+	35,  // 71: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
+	37,  // 72: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
+	40,  // 73: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
+	42,  // 74: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
+	44,  // 75: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
+	46,  // 76: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
+	48,  // 77: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
+	50,  // 78: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
+	53,  // 79: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
+	55,  // 80: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
+	57,  // 81: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
+	59,  // 82: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
+	61,  // 83: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
+	63,  // 84: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
+	66,  // 85: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
+	68,  // 86: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
+	70,  // 87: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
+	72,  // 88: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
+	73,  // 89: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
+	76,  // 90: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
+	78,  // 91: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
+	82,  // 92: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
+	84,  // 93: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
+	86,  // 94: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
+	88,  // 95: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
+	92,  // 96: unum.v1.Audit.Query:input_type -> unum.v1.AuditQueryRequest
+	94,  // 97: unum.v1.Audit.Verify:input_type -> unum.v1.AuditVerifyRequest
+	96,  // 98: unum.v1.Audit.Proof:input_type -> unum.v1.AuditProofRequest
+	98,  // 99: unum.v1.Audit.Keys:input_type -> unum.v1.AuditKeysRequest
+	101, // 100: unum.v1.Audit.Witnessed:input_type -> unum.v1.AuditWitnessedRequest
+	103, // 101: unum.v1.Audit.SubmitCheckpoint:input_type -> unum.v1.SubmitCheckpointRequest
+	106, // 102: unum.v1.Audit.Configure:input_type -> unum.v1.AuditConfigureRequest
+	107, // 103: unum.v1.Audit.GetConfig:input_type -> unum.v1.AuditGetConfigRequest
+	108, // 104: unum.v1.Credentials.Delegate:input_type -> unum.v1.DelegateRequest
+	110, // 105: unum.v1.Credentials.Inspect:input_type -> unum.v1.InspectCredentialRequest
+	112, // 106: unum.v1.Credentials.List:input_type -> unum.v1.ListCredentialsRequest
+	115, // 107: unum.v1.Credentials.Revoke:input_type -> unum.v1.RevokeCredentialsRequest
+	117, // 108: unum.v1.Credentials.Keys:input_type -> unum.v1.CredentialKeysRequest
+	127, // 109: unum.v1.Scheduler.SubmitJob:input_type -> unum.v1.SubmitJobRequest
+	129, // 110: unum.v1.Scheduler.ListJobs:input_type -> unum.v1.ListJobsRequest
+	131, // 111: unum.v1.Scheduler.JobStatus:input_type -> unum.v1.JobStatusRequest
+	133, // 112: unum.v1.Scheduler.StopJob:input_type -> unum.v1.StopJobRequest
+	135, // 113: unum.v1.Scheduler.ListAllocations:input_type -> unum.v1.ListAllocationsRequest
+	137, // 114: unum.v1.Scheduler.DrainNode:input_type -> unum.v1.DrainNodeRequest
+	139, // 115: unum.v1.Scheduler.LabelNode:input_type -> unum.v1.LabelNodeRequest
+	141, // 116: unum.v1.Scheduler.Exec:input_type -> unum.v1.ExecRequest
+	144, // 117: unum.v1.Tasks.List:input_type -> unum.v1.ListTasksRequest
+	146, // 118: unum.v1.Tasks.Logs:input_type -> unum.v1.TaskLogsRequest
+	143, // 119: unum.v1.Tasks.Exec:input_type -> unum.v1.NodeExecRequest
+	3,   // 120: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
+	1,   // 121: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
+	9,   // 122: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
+	11,  // 123: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
+	13,  // 124: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
+	15,  // 125: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
+	17,  // 126: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
+	20,  // 127: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
+	23,  // 128: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
+	25,  // 129: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
+	7,   // 130: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
+	27,  // 131: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
+	29,  // 132: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
+	33,  // 133: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
+	36,  // 134: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
+	38,  // 135: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
+	41,  // 136: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
+	43,  // 137: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
+	45,  // 138: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
+	47,  // 139: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
+	49,  // 140: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
+	52,  // 141: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
+	54,  // 142: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
+	56,  // 143: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
+	58,  // 144: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
+	60,  // 145: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
+	62,  // 146: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
+	64,  // 147: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
+	67,  // 148: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
+	69,  // 149: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
+	71,  // 150: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
+	67,  // 151: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
+	74,  // 152: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
+	77,  // 153: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
+	79,  // 154: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
+	83,  // 155: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
+	85,  // 156: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
+	87,  // 157: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
+	89,  // 158: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
+	93,  // 159: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
+	95,  // 160: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
+	97,  // 161: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
+	100, // 162: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
+	102, // 163: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
+	104, // 164: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
+	105, // 165: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
+	105, // 166: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
+	109, // 167: unum.v1.Credentials.Delegate:output_type -> unum.v1.DelegateResponse
+	111, // 168: unum.v1.Credentials.Inspect:output_type -> unum.v1.InspectCredentialResponse
+	113, // 169: unum.v1.Credentials.List:output_type -> unum.v1.ListCredentialsResponse
+	116, // 170: unum.v1.Credentials.Revoke:output_type -> unum.v1.RevokeCredentialsResponse
+	118, // 171: unum.v1.Credentials.Keys:output_type -> unum.v1.CredentialKeysResponse
+	128, // 172: unum.v1.Scheduler.SubmitJob:output_type -> unum.v1.SubmitJobResponse
+	130, // 173: unum.v1.Scheduler.ListJobs:output_type -> unum.v1.ListJobsResponse
+	132, // 174: unum.v1.Scheduler.JobStatus:output_type -> unum.v1.JobStatusResponse
+	134, // 175: unum.v1.Scheduler.StopJob:output_type -> unum.v1.StopJobResponse
+	136, // 176: unum.v1.Scheduler.ListAllocations:output_type -> unum.v1.ListAllocationsResponse
+	138, // 177: unum.v1.Scheduler.DrainNode:output_type -> unum.v1.DrainNodeResponse
+	140, // 178: unum.v1.Scheduler.LabelNode:output_type -> unum.v1.LabelNodeResponse
+	142, // 179: unum.v1.Scheduler.Exec:output_type -> unum.v1.ExecEvent
+	145, // 180: unum.v1.Tasks.List:output_type -> unum.v1.ListTasksResponse
+	147, // 181: unum.v1.Tasks.Logs:output_type -> unum.v1.TaskLogChunk
+	142, // 182: unum.v1.Tasks.Exec:output_type -> unum.v1.ExecEvent
+	120, // [120:183] is the sub-list for method output_type
+	57,  // [57:120] is the sub-list for method input_type
+	57,  // [57:57] is the sub-list for extension type_name
+	57,  // [57:57] is the sub-list for extension extendee
+	0,   // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_api_unum_v1_unum_proto_init() }
@@ -8224,9 +10591,9 @@ func file_api_unum_v1_unum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_unum_v1_unum_proto_rawDesc), len(file_api_unum_v1_unum_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   120,
+			NumMessages:   153,
 			NumExtensions: 0,
-			NumServices:   9,
+			NumServices:   11,
 		},
 		GoTypes:           file_api_unum_v1_unum_proto_goTypes,
 		DependencyIndexes: file_api_unum_v1_unum_proto_depIdxs,
