@@ -86,6 +86,13 @@ const (
 	ActionCredMint         = "cred.mint"         // a delegated credential signed (allow) or refused (deny)
 	ActionCredVerify       = "cred.verify"       // a presented credential refused (deny, with why)
 	ActionCredRevoke       = "cred.revoke"       // credentials revoked (by jti, subject or holder)
+	ActionJobSubmit        = "job.submit"        // a job stored (a new version) or refused
+	ActionJobStop          = "job.stop"          // a job stopped
+	ActionJobPlace         = "job.place"         // the scheduler leader committed a plan: placements, preemptions, tasks lost with their node
+	ActionNodeDown         = "node.down"         // a node missed its lease (its tasks are re-placed after the grace period)
+	ActionNodeSchedule     = "node.schedule"     // a node drained, undrained or relabelled
+	ActionNodeFence        = "node.fence"        // a node killed its tasks because it could not renew its lease
+	ActionExecRun          = "exec.run"          // `unum exec` started on nodes (control node) or a node ran its exec task
 )
 
 // Event is one audited thing. The zero value of every optional field is

@@ -239,6 +239,58 @@ var routes = map[string]route{
 		return req.GetJti() + req.GetSubject() + req.GetHolder()
 	})},
 	"/unum.v1.Credentials/Keys": {"cred.keys", cluster("cred", "keys")},
+
+	// Jobs are decided on job/NAMESPACE/NAME: submitting into a namespace
+	// is the policy's decision, and the handler refuses a spec that names
+	// another job than the request.
+	"/unum.v1.Scheduler/SubmitJob": {"job.run", func(_ identity.Principal, m any) policy.Resource {
+		req, _ := m.(*unumv1.SubmitJobRequest)
+		return jobResource(req.GetNamespace(), req.GetName())
+	}},
+	"/unum.v1.Scheduler/ListJobs": {"job.ls", func(_ identity.Principal, m any) policy.Resource {
+		req, _ := m.(*unumv1.ListJobsRequest)
+		return jobResource(nameOr(req.GetNamespace(), policy.ClusterScope), "*")
+	}},
+	"/unum.v1.Scheduler/JobStatus": {"job.status", func(_ identity.Principal, m any) policy.Resource {
+		req, _ := m.(*unumv1.JobStatusRequest)
+		return jobResource(req.GetNamespace(), req.GetName())
+	}},
+	"/unum.v1.Scheduler/StopJob": {"job.stop", func(_ identity.Principal, m any) policy.Resource {
+		req, _ := m.(*unumv1.StopJobRequest)
+		return jobResource(req.GetNamespace(), req.GetName())
+	}},
+	"/unum.v1.Scheduler/ListAllocations": {"task.ls", cluster("task", "*")},
+	"/unum.v1.Scheduler/DrainNode": {"node.drain", named("node", func(m any) string {
+		req, _ := m.(*unumv1.DrainNodeRequest)
+		return req.GetName()
+	})},
+	"/unum.v1.Scheduler/LabelNode": {"node.label", named("node", func(m any) string {
+		req, _ := m.(*unumv1.LabelNodeRequest)
+		return req.GetName()
+	})},
+	"/unum.v1.Scheduler/Exec": {"exec.run", named("node", func(m any) string {
+		req, _ := m.(*unumv1.ExecRequest)
+		return nameOr(req.GetSelector(), "*")
+	})},
+	"/unum.v1.Tasks/List": {"task.ls", cluster("task", "*")},
+	"/unum.v1.Tasks/Logs": {"job.logs", func(_ identity.Principal, m any) policy.Resource {
+		req, _ := m.(*unumv1.TaskLogsRequest)
+		return jobResource(req.GetNamespace(), req.GetJob())
+	}},
+	// A control node relays an exec; the handler also requires the
+	// caller's chain to be a control node's and checks the caller's
+	// delegated credential the request carries.
+	"/unum.v1.Tasks/Exec": {"exec.node", cluster("node", "exec")},
+}
+
+// jobResource is job/NS/NAME; an invalid name or namespace yields a
+// resource no rule matches (the handler refuses the request anyway).
+func jobResource(ns, name string) policy.Resource {
+	r := policy.Resource{Kind: "job", Namespace: nameOr(ns, "-"), Name: nameOr(name, "-")}
+	if r.Validate() != nil {
+		return policy.Resource{Kind: "job", Namespace: "invalid", Name: "invalid"}
+	}
+	return r
 }
 
 // credentialHolder is the resource of a Delegate call: the holder's.

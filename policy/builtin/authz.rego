@@ -69,6 +69,8 @@ privileged_actions := {
 	"ca.rotate", "ca.export-root", "ca.import-root", "ca.sign-intermediate",
 	"backup.create", # a backup holds the sealed CA keys
 	"cred.delegate", "node.exec", "audit.configure",
+	"job.run", "job.stop", # a job gets an identity and runs on nodes
+	"node.drain", "node.label", # where work may run
 }
 
 default privileged := false
@@ -99,6 +101,7 @@ viewer_actions := {
 	"id.show", "id.list", "node.ls", "cluster.status", "user.ls",
 	"ca.status", "policy.get", "policy.history", "policy.status",
 	"policy.check", "policy.explain", "audit.keys",
+	"job.ls", "job.status", "task.ls",
 }
 
 # Operators also manage workload registrations and read, verify and see
@@ -107,6 +110,7 @@ viewer_actions := {
 operator_actions := {
 	"id.register", "id.delete", "audit.read", "audit.verify", "audit.config",
 	"cred.inspect", "cred.list", "cred.revoke",
+	"job.run", "job.stop", "job.logs", "node.drain", "node.label",
 }
 
 grants contains concat("", ["role viewer may ", input.action]) if {
@@ -129,6 +133,21 @@ grants contains "users may renew their own certificate" if {
 	input.resource.kind == "user"
 	input.resource.namespace == "-"
 	input.resource.name == input.subject.name
+}
+
+# --- Namespaces ------------------------------------------------------------------
+#
+# Running jobs is decided per namespace: data.namespace_bindings maps a
+# SPIFFE ID to the namespaces where it may run, stop and inspect jobs
+# (a team's deploy pipeline, a developer). Operators and admins run jobs
+# anywhere (their roles above).
+namespace_job_actions := {"job.run", "job.stop", "job.status", "job.ls", "job.logs"}
+
+grants contains concat("", [input.subject.id, " may ", input.action, " in namespace ", input.resource.namespace]) if {
+	input.resource.kind == "job"
+	namespace_job_actions[input.action]
+	some ns in data.namespace_bindings[input.subject.id]
+	ns == input.resource.namespace
 }
 
 # --- Every principal ----------------------------------------------------------
@@ -202,6 +221,16 @@ grants contains "nodes may read the audit keys and witnessed checkpoints" if {
 	input.resource.name == node_audit_reads[input.action]
 }
 
+# A control node relays `unum exec` to the nodes it runs on (the caller was
+# decided exec.run there; the node checks the caller's delegated
+# credential and that the relaying node is a control node).
+grants contains "nodes may relay exec tasks" if {
+	input.subject.kind == "node"
+	input.action == "exec.node"
+	input.resource.kind == "node"
+	input.resource.name == "exec"
+}
+
 grants contains "nodes may mint SVIDs for the workloads assigned to them" if {
 	input.subject.kind == "node"
 	input.action == "svid.mint"
@@ -218,6 +247,17 @@ grants contains "workloads may use their own namespace's data" if {
 	input.subject.kind == "workload"
 	input.resource.namespace == input.subject.namespace
 	workload_nouns[split(input.action, ".")[0]]
+}
+
+# A workload may connect to workloads of its own namespace. A job's declared
+# egress is checked against this (net.connect on net/NS/NAME of the
+# target); declaring egress grants nothing by itself. Cross-namespace
+# egress needs a rule here.
+grants contains "workloads may connect to workloads of their own namespace" if {
+	input.subject.kind == "workload"
+	input.action == "net.connect"
+	input.resource.kind == "net"
+	input.resource.namespace == input.subject.namespace
 }
 
 # --- System services ---------------------------------------------------------

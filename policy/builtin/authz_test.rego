@@ -255,3 +255,42 @@ test_everyone_reads_credential_keys if {
 	d := authz.decision with input as req(workload("shop", "a"), "cred.keys", "cred", "-", "keys")
 	d.privileged
 }
+
+# --- jobs and scheduling ----------------------------------------------------------
+
+test_jobs_are_decided_per_namespace if {
+	dev := {"id": sprintf("%s/user/dev", [td]), "kind": "user", "namespace": "", "name": "dev", "attributes": {}}
+	allowed(req(dev, "job.run", "job", "shop", "web")) with data.namespace_bindings as {dev.id: ["shop"]}
+	allowed(req(dev, "job.logs", "job", "shop", "web")) with data.namespace_bindings as {dev.id: ["shop"]}
+	not allowed(req(dev, "job.run", "job", "bank", "web")) with data.namespace_bindings as {dev.id: ["shop"]}
+	not allowed(req(dev, "job.run", "job", "shop", "web"))
+	d := authz.decision with input as req(dev, "job.run", "job", "shop", "web") with data.namespace_bindings as {dev.id: ["shop"]}
+	d.privileged
+}
+
+test_operators_run_jobs_viewers_look if {
+	allowed(req(user("olga", "operator"), "job.run", "job", "any", "web"))
+	allowed(req(user("olga", "operator"), "node.drain", "node", "-", "n1"))
+	allowed(req(user("vic", "viewer"), "job.status", "job", "shop", "web"))
+	allowed(req(user("vic", "viewer"), "task.ls", "task", "-", "*"))
+	not allowed(req(user("vic", "viewer"), "job.run", "job", "shop", "web"))
+	not allowed(req(user("vic", "viewer"), "job.logs", "job", "shop", "web"))
+	not allowed(req(user("vic", "viewer"), "node.label", "node", "-", "n1"))
+	not allowed(req(workload("shop", "web"), "job.run", "job", "shop", "web2"))
+}
+
+test_exec_is_an_admins_and_nodes_relay_it if {
+	not allowed(req(user("olga", "operator"), "exec.run", "node", "-", "*"))
+	allowed(req(user("root", "admin"), "exec.run", "node", "-", "*"))
+	d := authz.decision with input as req(user("root", "admin"), "exec.run", "node", "-", "*")
+	d.privileged
+	allowed(req(node("c1"), "exec.node", "node", "-", "exec"))
+	not allowed(req(node("c1"), "exec.node", "node", "-", "other"))
+	not allowed(req(workload("shop", "web"), "exec.node", "node", "-", "exec"))
+}
+
+test_egress_stays_in_the_namespace if {
+	allowed(req(workload("shop", "web"), "net.connect", "net", "shop", "job/db"))
+	not allowed(req(workload("shop", "web"), "net.connect", "net", "bank", "job/vault"))
+	not allowed(req(user("olga", "operator"), "net.connect", "net", "shop", "job/db"))
+}

@@ -2535,7 +2535,11 @@ func (x *HeartbeatRequest) GetCompute() bool {
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The cluster's audit settings, so every node follows the same ones.
-	Audit         *AuditConfig `protobuf:"bytes,1,opt,name=audit,proto3" json:"audit,omitempty"`
+	Audit *AuditConfig `protobuf:"bytes,1,opt,name=audit,proto3" json:"audit,omitempty"`
+	// Fencing: a node that has had no answered heartbeat for this long (from
+	// when it sent the last one that was answered) must kill its tasks,
+	// because the scheduler re-places them soon after. 0: the node's default.
+	FenceAfterMs  int64 `protobuf:"varint,2,opt,name=fence_after_ms,json=fenceAfterMs,proto3" json:"fence_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2575,6 +2579,13 @@ func (x *HeartbeatResponse) GetAudit() *AuditConfig {
 		return x.Audit
 	}
 	return nil
+}
+
+func (x *HeartbeatResponse) GetFenceAfterMs() int64 {
+	if x != nil {
+		return x.FenceAfterMs
+	}
+	return 0
 }
 
 type RemoveNodeRequest struct {
@@ -9298,9 +9309,13 @@ func (x *ListTasksResponse) GetNode() string {
 }
 
 type TaskLogsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AllocId       string                 `protobuf:"bytes,1,opt,name=alloc_id,json=allocId,proto3" json:"alloc_id,omitempty"`
-	Follow        bool                   `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AllocId string                 `protobuf:"bytes,1,opt,name=alloc_id,json=allocId,proto3" json:"alloc_id,omitempty"`
+	Follow  bool                   `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	// The job the allocation belongs to: the policy decides job.logs on it,
+	// and the node refuses an allocation of another job.
+	Namespace     string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Job           string `protobuf:"bytes,4,opt,name=job,proto3" json:"job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -9347,6 +9362,20 @@ func (x *TaskLogsRequest) GetFollow() bool {
 		return x.Follow
 	}
 	return false
+}
+
+func (x *TaskLogsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *TaskLogsRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
 }
 
 type TaskLogChunk struct {
@@ -9614,9 +9643,10 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\bcapacity\x18\v \x01(\v2\x12.unum.v1.ResourcesR\bcapacity\x12)\n" +
 	"\x05tasks\x18\f \x03(\v2\x13.unum.v1.TaskStatusR\x05tasks\x12\x16\n" +
 	"\x06limits\x18\r \x03(\tR\x06limits\x12\x18\n" +
-	"\acompute\x18\x0e \x01(\bR\acompute\"?\n" +
+	"\acompute\x18\x0e \x01(\bR\acompute\"e\n" +
 	"\x11HeartbeatResponse\x12*\n" +
-	"\x05audit\x18\x01 \x01(\v2\x14.unum.v1.AuditConfigR\x05audit\"=\n" +
+	"\x05audit\x18\x01 \x01(\v2\x14.unum.v1.AuditConfigR\x05audit\x12$\n" +
+	"\x0efence_after_ms\x18\x02 \x01(\x03R\ffenceAfterMs\"=\n" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x99\x01\n" +
@@ -10132,10 +10162,12 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x03all\x18\x01 \x01(\bR\x03all\"R\n" +
 	"\x11ListTasksResponse\x12)\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x13.unum.v1.TaskStatusR\x05tasks\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"D\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"t\n" +
 	"\x0fTaskLogsRequest\x12\x19\n" +
 	"\balloc_id\x18\x01 \x01(\tR\aallocId\x12\x16\n" +
-	"\x06follow\x18\x02 \x01(\bR\x06follow\":\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03job\x18\x04 \x01(\tR\x03job\":\n" +
 	"\fTaskLogChunk\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04line\x18\x02 \x01(\fR\x04line2y\n" +
