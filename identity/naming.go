@@ -98,3 +98,12 @@ func ParseWorkloadID(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
 	}
 	return id, nil
 }
+
+// JobID is spiffe://TD/ns/NAMESPACE/job/NAME, the identity of every task of
+// a scheduled job.
+func JobID(td spiffeid.TrustDomain, namespace, name string) (spiffeid.ID, error) {
+	if namespace == policyClusterScope {
+		return spiffeid.ID{}, fmt.Errorf("namespace %q is reserved", namespace)
+	}
+	return spiffeid.FromSegments(td, "ns", namespace, "job", name)
+}

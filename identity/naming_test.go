@@ -52,3 +52,19 @@ func TestParseWorkloadID(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+func TestJobID(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("unum.local")
+	id, err := JobID(td, "shop", "web")
+	require.NoError(t, err)
+	require.Equal(t, "spiffe://unum.local/ns/shop/job/web", id.String())
+	p := Classify(id)
+	require.Equal(t, KindWorkload, p.Kind)
+	require.Equal(t, "shop", p.Namespace)
+	require.Equal(t, "job/web", p.Name)
+
+	for _, tc := range []struct{ ns, name string }{{"-", "web"}, {"", "web"}, {"shop", ""}, {"shop", "a/b"}} {
+		_, err := JobID(td, tc.ns, tc.name)
+		require.Error(t, err, "%q %q", tc.ns, tc.name)
+	}
+}
