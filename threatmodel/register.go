@@ -1302,6 +1302,57 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"control.TestImpersonationIsItsOwnAction", "cmd/unum.TestCredentialsThreeHops"},
 		},
+		{
+			ID:       "T-095",
+			Title:    "PID reuse to obtain a task's identity",
+			STRIDE:   "S",
+			Asset:    "job SVIDs served to scheduled tasks (unum:task selectors)",
+			Boundary: "Workload API socket",
+			Attacker: "a local process that connects to the Workload API, exits, and has its pid recycled by a process " +
+				"in a task's cgroup (or a task's process whose pid is recycled by a process in another task's cgroup), " +
+				"so that reading /proc/PID/cgroup by pid would attest the other process's task",
+			Mitigation: "The task is read from /proc/PID/cgroup like every other /proc fact: by pid, then confirmed " +
+				"through the pidfd pinned at connect (SO_PEERPIDFD, or pidfd_open plus a re-check) that the process " +
+				"read is still the connecting one; a zombie, reaped or recycled peer yields ErrProcessGone and the call " +
+				"is refused. The test forces the recycled pid into another task's group (ns_last_pid) and checks it.",
+			Status: Mitigated,
+			Tests:  []string{"identity/attest.TestTaskPidReuse"},
+		},
+		{
+			ID:       "T-096",
+			Title:    "A task's process obtains another task's identity",
+			STRIDE:   "SE",
+			Asset:    "job SVIDs served to scheduled tasks (unum:task selectors)",
+			Boundary: "Workload API socket",
+			Attacker: "a process of one task on a node (or any other local process) asking the node agent for the SVID " +
+				"of another task on the same node, or keeping a task's identity after it was moved out of the task's group",
+			Mitigation: "A unum:task:TASKID selector matches only a process whose cgroup v2 path is exactly ROOT/TASKID " +
+				"or below it, ROOT being the node's task root; the root itself, groups whose name is not a task id, " +
+				"removed groups and paths outside the agent's cgroup namespace match no task. The cgroup is read on " +
+				"every Workload API call and before every streamed update, never remembered from connect, so a " +
+				"process moved out of the group gets nothing more. An SVID already handed out stays valid until it " +
+				"expires (a bearer credential): that window is the SVID lifetime.",
+			Status: Mitigated,
+			Tests: []string{"identity/agent.TestTaskSVID", "identity/agent.TestTaskMovedOutLosesIdentity",
+				"identity/attest.TestAttestTask", "identity/attest.TestTaskReadOnEveryAttest",
+				"identity/attest.TestTaskFromCgroupFile", "identity/selector.TestMatch"},
+		},
+		{
+			ID:       "T-097",
+			Title:    "An unprivileged process joins a task's cgroup",
+			STRIDE:   "E",
+			Asset:    "job SVIDs served to scheduled tasks (unum:task selectors)",
+			Boundary: "Workload API socket; the node's task cgroups",
+			Attacker: "a task's process or another unprivileged local process that writes its pid into a task's " +
+				"cgroup.procs to be attested as that task",
+			Mitigation: "Moving a process into a cgroup needs write access to the destination's cgroup.procs and to that " +
+				"of the common ancestor; the executor creates task groups owned by root and never delegates them, and " +
+				"tasks never run as root, so the write fails with EACCES and the process keeps its own attestation. " +
+				"This is why a unum:task selector may stand alone in a selector set. Not covered: a root process on " +
+				"the node can move any process anywhere; root on the node is trusted with the node's identities.",
+			Status: Mitigated,
+			Tests:  []string{"identity/agent.TestTaskCannotJoinAnotherTask", "identity/selector.TestValidateSet"},
+		},
 	}
 	sortByID(threats)
 	return threats

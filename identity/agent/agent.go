@@ -50,6 +50,12 @@ type Config struct {
 	Upstream    Upstream
 	Clock       func() time.Time // nil means time.Now
 	Logger      *slog.Logger     // nil means slog.Default()
+	// TaskCgroupRoot is the cgroup v2 path under which the node's executor
+	// creates one group per task, named by task id (see
+	// attest.WithTaskCgroups). It is what unum:task selectors are evaluated
+	// against; "" turns task attestation off, so no process matches a task
+	// selector. Serve refuses a root attest.CheckTaskCgroupRoot refuses.
+	TaskCgroupRoot string
 }
 
 // Tunables. Variables of the Agent rather than constants so tests of
@@ -75,6 +81,7 @@ type Agent struct {
 	upstream Upstream
 	clock    func() time.Time
 	log      *slog.Logger
+	taskRoot string // Config.TaskCgroupRoot
 
 	// Test seams, set in New.
 	mintTimeout time.Duration
@@ -147,6 +154,7 @@ func New(cfg Config) *Agent {
 		upstream:    cfg.Upstream,
 		clock:       cfg.Clock,
 		log:         cfg.Logger,
+		taskRoot:    cfg.TaskCgroupRoot,
 		mintTimeout: defaultMintTimeout,
 		backoffBase: defaultBackoffBase,
 		backoffMax:  defaultBackoffMax,
@@ -272,6 +280,79 @@ func (a *Agent) SetBundles(x509Roots []*x509.Certificate, jwtKeys map[string]cry
 	a.poke() // mints that waited for a bundle to verify against can proceed
 }
 
+// WaitSVID returns nil once the agent holds an unexpired X509-SVID for entry
+// entryID and a trust bundle, that is once a Workload API fetch by a process
+// matching the entry is answered from the cache; at once if that is already
+// so. The executor calls it before it execs a task, so the task's first
+// fetch succeeds.
+//
+// An entry the agent does not know yet is waited for: entries and the
+// assignments that lead the executor to call WaitSVID reach the node by
+// different paths, in either order. An entry that was present during the
+// wait and is then removed ends it with an error wrapping ErrEntryRemoved
+// (the task is no longer meant to have that identity). Otherwise WaitSVID
+// waits until ctx is done and returns an error wrapping ctx.Err() that also
+// names the last mint failure, if any (say, the CA refused because the
+// entry's task is not assigned to this node). It never mints itself: Run
+// does, promptly for a new entry, so Run must be running.
+func (a *Agent) WaitSVID(ctx context.Context, entryID string) error {
+	return a.waitSVID(ctx, entryID, nil)
+}
+
+// waitSVID is WaitSVID; looked, if not nil, is called each time it has
+// looked at the entry and is about to wait (a test seam: a test can then
+// change state knowing the waiter saw the state before).
+func (a *Agent) waitSVID(ctx context.Context, entryID string, looked func()) error {
+	present := false
+	for {
+		now := a.clock()
+		a.mu.Lock()
+		changed := a.mu.changed
+		st, ok := a.mu.entries[entryID]
+		ready := ok && st.svid != nil && now.Before(st.svid.expiresAt) && a.mu.bundle != nil
+		a.mu.Unlock()
+		switch {
+		case ready:
+			return nil
+		case ok:
+			present = true
+		case present:
+			return fmt.Errorf("wait for x509-svid of entry %s: %w", entryID, ErrEntryRemoved)
+		}
+		if looked != nil {
+			looked()
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return a.waitFailed(entryID, ctx.Err())
+		}
+	}
+}
+
+// waitFailed explains why WaitSVID gave up: a failed mint does not wake
+// waiters (only successes change what a stream could send), so its error is
+// read now.
+func (a *Agent) waitFailed(entryID string, ctxErr error) error {
+	a.mu.Lock()
+	st, ok := a.mu.entries[entryID]
+	var lastErr error
+	if ok {
+		lastErr = st.lastErr
+	}
+	haveBundle := a.mu.bundle != nil
+	a.mu.Unlock()
+	switch {
+	case !ok:
+		return fmt.Errorf("wait for x509-svid of entry %s: no such entry on this node: %w", entryID, ctxErr)
+	case lastErr != nil:
+		return fmt.Errorf("wait for x509-svid of entry %s (last mint error: %v): %w", entryID, lastErr, ctxErr)
+	case !haveBundle:
+		return fmt.Errorf("wait for x509-svid of entry %s: no trust bundle yet: %w", entryID, ctxErr)
+	}
+	return fmt.Errorf("wait for x509-svid of entry %s: %w", entryID, ctxErr)
+}
+
 // notifyLocked wakes every stream waiting on the current changed channel.
 func (a *Agent) notifyLocked() {
 	close(a.mu.changed)
@@ -383,7 +464,9 @@ func (a *Agent) mintAll(ctx context.Context, ids []string) {
 	wg.Wait()
 }
 
-var errEntryRemoved = errors.New("registration entry was removed")
+// ErrEntryRemoved is returned (wrapped) when the registration entry an
+// operation was about went away while it ran.
+var ErrEntryRemoved = errors.New("registration entry was removed")
 
 // mint gets a fresh X509-SVID for entry id, or waits for a mint already in
 // flight. force mints even if a valid SVID is cached (rotation); otherwise a
@@ -393,7 +476,7 @@ func (a *Agent) mint(ctx context.Context, id string, force bool) error {
 	st, ok := a.mu.entries[id]
 	if !ok {
 		a.mu.Unlock()
-		return errEntryRemoved
+		return ErrEntryRemoved
 	}
 	now := a.clock()
 	if !force && st.svid != nil && now.Before(st.svid.expiresAt) {
@@ -451,7 +534,7 @@ func (a *Agent) mint(ctx context.Context, id string, force bool) error {
 		return fmt.Errorf("mint for entry %s: %w", id, err)
 	}
 	if !current {
-		return errEntryRemoved
+		return ErrEntryRemoved
 	}
 	a.log.Debug("minted x509-svid", "entry_id", id, "spiffe_id", entry.SPIFFEID.String(), "expires_at", svid.expiresAt)
 	return nil

@@ -21,6 +21,15 @@
 // exponential backoff. Every change (entries, bundle, a new or expired SVID)
 // wakes every open Workload API stream.
 //
+// # Tasks
+//
+// With Config.TaskCgroupRoot set, processes are attested with the scheduled
+// task whose cgroup they run in (attest.WithTaskCgroups), and entries with a
+// unum:task:TASKID selector are served only to processes in that task's
+// group, re-read on every call. The executor calls WaitSVID before it execs a
+// task, so the task's first fetch is answered from the cache; the upstream
+// (the CA) decides whether the node may have the task's identity at all.
+//
 // # Workload API invariants
 //
 //   - every call needs the metadata header workload.spiffe.io: true, else

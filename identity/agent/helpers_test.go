@@ -72,6 +72,8 @@ func TestMain(m *testing.M) {
 	case "fetch-fd":
 		_ = json.NewEncoder(os.Stdout).Encode(fetchOverInheritedFD())
 		os.Exit(0)
+	case "task":
+		taskHelper()
 	case "bench":
 		_ = json.NewEncoder(os.Stdout).Encode(benchHelper())
 		os.Exit(0)
@@ -169,6 +171,7 @@ type agentOpts struct {
 	ttl         time.Duration
 	noBundle    bool
 	backoffBase time.Duration
+	taskRoot    string // Config.TaskCgroupRoot
 }
 
 // startAgent runs a real agent (Run and Serve) on a real unix socket. The
@@ -187,9 +190,10 @@ func startAgent(t testing.TB, entries []Entry, o agentOpts) *testAgent {
 	c := newTestCA(t)
 	up := &caUpstream{ca: c, ttl: o.ttl, jwtTTL: 5 * time.Minute}
 	a := New(Config{
-		TrustDomain: td,
-		Upstream:    up,
-		Logger:      quietLogger(),
+		TrustDomain:    td,
+		Upstream:       up,
+		Logger:         quietLogger(),
+		TaskCgroupRoot: o.taskRoot,
 	})
 	if o.backoffBase != 0 {
 		a.backoffBase = o.backoffBase

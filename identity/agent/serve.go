@@ -30,12 +30,19 @@ const maxSocketPath = 108
 // other user can replace the socket with their own. A stale socket is
 // replaced; anything else at socketPath, or a live agent on it, is an error.
 func (a *Agent) Serve(ctx context.Context, socketPath string) error {
+	var attestOpts []attest.Option
+	if a.taskRoot != "" {
+		if err := attest.CheckTaskCgroupRoot(a.taskRoot); err != nil {
+			return fmt.Errorf("serve workload api: %w", err)
+		}
+		attestOpts = append(attestOpts, attest.WithTaskCgroups(a.taskRoot))
+	}
 	lis, err := listenUnix(socketPath)
 	if err != nil {
 		return fmt.Errorf("serve workload api: %w", err)
 	}
 	srv := grpc.NewServer(
-		grpc.Creds(attest.Credentials()),
+		grpc.Creds(attest.Credentials(attestOpts...)),
 		grpc.MaxRecvMsgSize(maxRequestMessageSize),
 		// Workload API messages are a few KiB and most connections carry
 		// one call: gRPC's default 32 KiB buffers per connection would be

@@ -104,7 +104,7 @@ func uniqueIDs(entries []Entry) []Entry {
 func (a *Agent) ensureX509(ctx context.Context, entries []Entry) error {
 	var firstErr error
 	for _, e := range entries {
-		if err := a.mint(ctx, e.ID, false); err != nil && firstErr == nil && !errors.Is(err, errEntryRemoved) {
+		if err := a.mint(ctx, e.ID, false); err != nil && firstErr == nil && !errors.Is(err, ErrEntryRemoved) {
 			firstErr = err
 		}
 	}

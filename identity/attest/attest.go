@@ -35,6 +35,12 @@ const procRoot = "/proc"
 // transportCreds implements credentials.TransportCredentials.
 type transportCreds struct {
 	cache *hashCache
+	// taskRoot is the cgroup v2 path of the node's task root, "" when task
+	// attestation is off. See WithTaskCgroups.
+	taskRoot string
+	// optErr is an invalid option: every handshake fails with it, so a
+	// misconfigured attestor identifies no one rather than guessing.
+	optErr error
 	// usePeerPidfd is false only in tests that exercise the pidfd_open
 	// fallback for kernels without SO_PEERPIDFD.
 	usePeerPidfd bool
@@ -42,11 +48,40 @@ type transportCreds struct {
 
 var _ credentials.TransportCredentials = (*transportCreds)(nil)
 
+// Option configures Credentials.
+type Option func(*transportCreds)
+
+// WithTaskCgroups turns on task attestation: Attest reports, as
+// selector.Process.Task, the task whose cgroup the peer runs in. root is the
+// cgroup v2 path (relative to the v2 hierarchy's root as seen from the
+// agent's cgroup namespace, as in the "0::" line of /proc/self/cgroup; on
+// this hybrid host the hierarchy is mounted at /sys/fs/cgroup/unified) of
+// the group under which the node's executor creates one group per task,
+// named by the task id. A process in ROOT/TASK or any group below it is
+// attested as TASK; any other process has no task.
+//
+// root must satisfy CheckTaskCgroupRoot; if it does not, every handshake of
+// these credentials fails with that error (fail closed). Callers should check
+// it first to report the mistake at start-up.
+func WithTaskCgroups(root string) Option {
+	return func(c *transportCreds) {
+		if err := CheckTaskCgroupRoot(root); err != nil {
+			c.optErr = fmt.Errorf("WithTaskCgroups: %w", err)
+			return
+		}
+		c.taskRoot = root
+	}
+}
+
 // Credentials returns server-side transport credentials for a unix socket
 // listener. Each call gets its own executable digest cache, shared by the
 // peers of every connection it accepts.
-func Credentials() credentials.TransportCredentials {
-	return &transportCreds{cache: newHashCache(defaultHashCacheSize), usePeerPidfd: true}
+func Credentials(opts ...Option) credentials.TransportCredentials {
+	c := &transportCreds{cache: newHashCache(defaultHashCacheSize), usePeerPidfd: true}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // ClientHandshake is not supported: these credentials only identify peers of
@@ -58,6 +93,9 @@ func (c *transportCreds) ClientHandshake(context.Context, string, net.Conn) (net
 // ServerHandshake captures the connecting process. It reads nothing from the
 // connection: Workload API clients speak plain gRPC over the socket.
 func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if c.optErr != nil {
+		return nil, nil, fmt.Errorf("attest: %w", c.optErr)
+	}
 	p, err := c.capture(raw)
 	if err != nil {
 		return nil, nil, fmt.Errorf("attest: %w", err)
@@ -111,6 +149,7 @@ func (c *transportCreds) capture(raw net.Conn) (*Peer, error) {
 		gid:            cred.Gid,
 		pidfd:          pidfd,
 		cache:          c.cache,
+		taskRoot:       c.taskRoot,
 	}
 	// The binary the peer runs now, read while the pidfd pins the process.
 	// This is the reference Attest compares against to detect exec.
@@ -187,6 +226,7 @@ type Peer struct {
 	uid, gid       uint32 // SO_PEERCRED, as of connect(2)
 	exeDev, exeIno uint64 // executable at handshake
 	cache          *hashCache
+	taskRoot       string // "" when task attestation is off
 
 	// mu guards pidfd: Attest and digest computations hold it shared while
 	// they rely on the pidfd; close holds it exclusively. -1 once closed.
@@ -221,11 +261,17 @@ func PeerFromContext(ctx context.Context) (*Peer, error) {
 	return p, nil
 }
 
-// Attest reads the peer's current uid, groups and executable from /proc and
-// confirms, through the pidfd, that the process read is the one that
-// connected. Errors wrap ErrProcessGone or ErrExecAfterConnect where they
-// apply. The returned Process computes the executable digest lazily, from the
-// very inode the process runs, and only if it is still the connecting one.
+// Attest reads the peer's current uid, groups, executable and (with
+// WithTaskCgroups) task cgroup from /proc and confirms, through the pidfd,
+// that the process read is the one that connected. Errors wrap
+// ErrProcessGone or ErrExecAfterConnect where they apply. The returned
+// Process computes the executable digest lazily, from the very inode the
+// process runs, and only if it is still the connecting one.
+//
+// Nothing is remembered between calls: the cgroup in particular is read
+// afresh every time, so a process moved out of its task's group (only root
+// can move it: cgroup.procs files are root-owned) has no task on its next
+// call.
 func (p *Peer) Attest() (selector.Process, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -244,6 +290,12 @@ func (p *Peer) Attest() (selector.Process, error) {
 	if err := unix.Stat(p.procPath("exe"), &exe); err != nil {
 		return selector.Process{}, p.goneOrLocked(fmt.Errorf("attest pid %d: stat executable: %w", p.pid, err))
 	}
+	var task string
+	if p.taskRoot != "" {
+		if task, err = readTask(p.procPath("cgroup"), p.taskRoot); err != nil {
+			return selector.Process{}, p.goneOrLocked(fmt.Errorf("attest pid %d: task: %w", p.pid, err))
+		}
+	}
 	// Everything above was read by pid; only now do we know it was read from
 	// the process the pidfd pins and not from a successor with its pid.
 	if err := p.aliveLocked(); err != nil {
@@ -260,6 +312,7 @@ func (p *Peer) Attest() (selector.Process, error) {
 		UID:    st.uid,
 		GIDs:   st.gids,
 		Path:   path,
+		Task:   task,
 		SHA256: p.lazyDigest(),
 	}, nil
 }

@@ -39,6 +39,8 @@ func TestMain(m *testing.M) {
 		helperExec()
 	case "inherited":
 		helperInherited()
+	case "wait":
+		_, _ = io.Copy(io.Discard, os.Stdin)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", os.Getenv(envHelper))
 		os.Exit(2)
@@ -179,14 +181,22 @@ func (h *harness) accept() (net.Conn, *Peer) {
 // start runs the test binary (or bin) in a helper mode.
 func (h *harness) start(bin, mode string, cred *syscall.Credential, extraEnv ...string) (*exec.Cmd, io.WriteCloser) {
 	h.t.Helper()
+	var attr *syscall.SysProcAttr
+	if cred != nil {
+		attr = &syscall.SysProcAttr{Credential: cred}
+	}
+	return h.startAttr(bin, mode, attr, extraEnv...)
+}
+
+// startAttr is start with any process attributes (a cgroup to start in).
+func (h *harness) startAttr(bin, mode string, attr *syscall.SysProcAttr, extraEnv ...string) (*exec.Cmd, io.WriteCloser) {
+	h.t.Helper()
 	cmd := exec.Command(bin)
 	// GORACE: a -race binary otherwise sleeps a second before exiting.
 	cmd.Env = append(os.Environ(), envHelper+"="+mode, envSock+"="+h.sock, "GORACE=atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stderr = os.Stderr
-	if cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	}
+	cmd.SysProcAttr = attr
 	stdin, err := cmd.StdinPipe()
 	require.NoError(h.t, err)
 	require.NoError(h.t, cmd.Start())

@@ -27,6 +27,27 @@
 //     keyed by (dev, inode, size, mtime, ctime) so an in-place rewrite of a
 //     binary is hashed again.
 //
+// # Tasks
+//
+// With WithTaskCgroups(root), Attest also reports the scheduled task the
+// peer belongs to: the first path component below root of the peer's cgroup
+// v2 path (the "0::" line of /proc/PID/cgroup), if it is a valid task id.
+// The node's executor creates ROOT/TASK, owned by root, and starts the task's
+// processes in it; children inherit it. Invariants:
+//   - the cgroup is read by pid like everything else, and trusted only after
+//     the pidfd check that follows it: a task that exits and whose pid is
+//     recycled, even by a process in another task's group, yields
+//     ErrProcessGone, never the other group's task;
+//   - it is read on every Attest, never cached from connect: moving a
+//     process between cgroups needs write access to the destination's
+//     cgroup.procs and to that of the common ancestor (root-owned here), so
+//     only root can move a task's process out, or any process in, and a
+//     process moved out has no task from its next call on;
+//   - anything unusual fails closed to "no task": a removed cgroup
+//     (" (deleted)"), a path outside the agent's cgroup namespace, the root
+//     itself, a directory name that is not a task id, or a v1-only host; a
+//     malformed /proc/PID/cgroup is an error.
+//
 // Linux only. Only the node agent's Workload API server should import this
 // package.
 package attest

@@ -9,48 +9,81 @@ import (
 )
 
 // Selector types. They are the middle field of the CLI spelling
-// unix:TYPE:VALUE.
+// FAMILY:TYPE:VALUE; each type belongs to exactly one family.
 const (
+	// Family unix: facts the kernel reports about any process.
 	TypeUID    = "uid"
 	TypeGID    = "gid"
 	TypePath   = "path"
 	TypeSHA256 = "sha256"
+	// Family unum: facts unum itself established. TypeTask is the id of the
+	// scheduled task (allocation) whose cgroup the process runs in.
+	TypeTask = "task"
 )
 
-// prefix names the attestor family. Only unix selectors exist today; the
-// prefix keeps the spelling open for others (k8s, cgroup) without ambiguity.
-const prefix = "unix:"
+// Family prefixes. The family is implied by the type, so a Selector stores
+// only Type and Value; the prefix keeps the spelling open for more families
+// without ambiguity.
+const (
+	unixPrefix = "unix:"
+	unumPrefix = "unum:"
+)
+
+// maxTaskIDLen bounds a task id: it is a cgroup directory name and a DNS-ish
+// label, so 64 bytes is plenty.
+const maxTaskIDLen = 64
 
 // maxLen bounds the length of a selector string. Paths longer than PATH_MAX
 // cannot name an executable, so anything longer is a mistake or an attack.
-const maxLen = len(prefix) + len(TypePath) + 1 + 4096
+const maxLen = len(unixPrefix) + len(TypePath) + 1 + 4096
 
 // Selector is one fact a process must satisfy. The zero value is invalid.
 type Selector struct {
-	Type  string // one of TypeUID, TypeGID, TypePath, TypeSHA256
+	Type  string // one of TypeUID, TypeGID, TypePath, TypeSHA256, TypeTask
 	Value string // canonical spelling of the value, see Parse
 }
 
-// Parse parses a selector written as unix:TYPE:VALUE. It accepts only the
-// canonical spelling of numeric values and paths, and normalises a SHA-256
-// digest to lowercase, so that Parse(s.String()) == s for every parsed s.
+// Parse parses a selector written as unix:TYPE:VALUE or unum:TYPE:VALUE. It
+// accepts only the canonical spelling of numeric values, paths and task ids,
+// and normalises a SHA-256 digest to lowercase, so that Parse(s.String()) ==
+// s for every parsed s. A type is accepted only under its own family
+// (unix:task:x and unum:uid:1 are errors).
 func Parse(s string) (Selector, error) {
 	if len(s) > maxLen {
 		return Selector{}, fmt.Errorf("selector %.40q...: longer than %d bytes", s, maxLen)
 	}
-	rest, ok := strings.CutPrefix(s, prefix)
-	if !ok {
-		return Selector{}, fmt.Errorf("selector %q: must start with %q", s, prefix)
+	var family string
+	switch {
+	case strings.HasPrefix(s, unixPrefix):
+		family = unixPrefix
+	case strings.HasPrefix(s, unumPrefix):
+		family = unumPrefix
+	default:
+		return Selector{}, fmt.Errorf("selector %q: must start with %q or %q", s, unixPrefix, unumPrefix)
 	}
-	typ, value, ok := strings.Cut(rest, ":")
+	typ, value, ok := strings.Cut(s[len(family):], ":")
 	if !ok {
-		return Selector{}, fmt.Errorf("selector %q: want unix:TYPE:VALUE", s)
+		return Selector{}, fmt.Errorf("selector %q: want %sTYPE:VALUE", s, family)
+	}
+	if typ != "" && familyOf(typ) != "" && familyOf(typ) != family {
+		return Selector{}, fmt.Errorf("selector %q: type %q belongs to family %q, not %q", s, typ, strings.TrimSuffix(familyOf(typ), ":"), strings.TrimSuffix(family, ":"))
 	}
 	sel, err := canonical(typ, value)
 	if err != nil {
 		return Selector{}, fmt.Errorf("selector %q: %w", s, err)
 	}
 	return sel, nil
+}
+
+// familyOf returns the prefix of typ's family, or "" for an unknown type.
+func familyOf(typ string) string {
+	switch typ {
+	case TypeUID, TypeGID, TypePath, TypeSHA256:
+		return unixPrefix
+	case TypeTask:
+		return unumPrefix
+	}
+	return ""
 }
 
 // MustParse is Parse for selectors known at compile time (tests, defaults).
@@ -63,9 +96,15 @@ func MustParse(s string) Selector {
 	return sel
 }
 
-// String returns the CLI spelling, unix:TYPE:VALUE.
+// String returns the CLI spelling, FAMILY:TYPE:VALUE. A selector of unknown
+// type (only possible when built by hand) is spelled with the unix prefix;
+// Parse and ValidateSet refuse it.
 func (s Selector) String() string {
-	return prefix + s.Type + ":" + s.Value
+	family := familyOf(s.Type)
+	if family == "" {
+		family = unixPrefix
+	}
+	return family + s.Type + ":" + s.Value
 }
 
 // canonical checks value for typ and returns the selector in canonical form.
@@ -91,11 +130,39 @@ func canonical(typ, value string) (Selector, error) {
 			}
 		}
 		return Selector{Type: typ, Value: strings.ToLower(value)}, nil
+	case TypeTask:
+		if err := CheckTaskID(value); err != nil {
+			return Selector{}, fmt.Errorf("task: %w", err)
+		}
+		return Selector{Type: typ, Value: value}, nil
 	case "":
-		return Selector{}, errors.New("missing type (want uid, gid, path or sha256)")
+		return Selector{}, errors.New("missing type (want uid, gid, path, sha256 or task)")
 	default:
-		return Selector{}, fmt.Errorf("unknown type %q (want uid, gid, path or sha256)", typ)
+		return Selector{}, fmt.Errorf("unknown type %q (want uid, gid, path, sha256 or task)", typ)
 	}
+}
+
+// CheckTaskID reports whether id is a valid task id: [a-z0-9][a-z0-9-]{0,63}.
+// The attestor uses it to decide whether a cgroup directory name can be a
+// task at all, so that the selector language and the attestor agree on one
+// definition.
+func CheckTaskID(id string) error {
+	if id == "" {
+		return errors.New("empty task id")
+	}
+	if len(id) > maxTaskIDLen {
+		return fmt.Errorf("task id is %d bytes, the limit is %d", len(id), maxTaskIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case c == '-' && i > 0:
+		default:
+			return fmt.Errorf("task id %q: want [a-z0-9][a-z0-9-]*", id)
+		}
+	}
+	return nil
 }
 
 // parseID parses a uid or gid in canonical decimal: digits only, no sign,
@@ -142,18 +209,24 @@ func isHex(c byte) bool {
 //   - it is not empty (an empty AND matches every process);
 //   - every selector is valid and canonical (a Selector built by hand rather
 //     than by Parse is checked too);
-//   - a path or sha256 selector comes with a uid or gid selector: a binary
-//     selector alone would let any user run that binary, or connect and then
-//     exec it, to obtain the identity;
+//   - a path or sha256 selector comes with a uid, gid or task selector: a
+//     binary selector alone would let any user run that binary, or connect
+//     and then exec it, to obtain the identity;
 //   - no selector appears twice;
-//   - at most one uid, path and sha256: a process has exactly one of each, so
-//     two different values could never match, which is always a mistake.
+//   - at most one uid, path, sha256 and task: a process has exactly one of
+//     each, so two different values could never match, which is always a
+//     mistake.
+//
+// A task selector is enough on its own: a task's cgroup is owned by root, so
+// no process can put itself into it (cgroup.procs is not writable to it);
+// only the node's executor places processes there. It may be combined with
+// unix selectors to narrow the identity to, say, one uid within the task.
 func ValidateSet(set []Selector) error {
 	if len(set) == 0 {
 		return errors.New("selector set is empty: it would match every process")
 	}
 	seen := make(map[Selector]bool, len(set))
-	byType := make(map[string]Selector, 4)
+	byType := make(map[string]Selector, 5)
 	for _, s := range set {
 		c, err := canonical(s.Type, s.Value)
 		if err != nil {
@@ -175,12 +248,13 @@ func ValidateSet(set []Selector) error {
 	}
 	_, hasUID := byType[TypeUID]
 	_, hasGID := byType[TypeGID]
-	if hasUID || hasGID {
+	_, hasTask := byType[TypeTask]
+	if hasUID || hasGID || hasTask {
 		return nil
 	}
 	for _, s := range set {
 		if s.Type == TypePath || s.Type == TypeSHA256 {
-			return fmt.Errorf("selector %q needs a unix:uid or unix:gid selector beside it: a binary selector alone can be satisfied by any user", s.String())
+			return fmt.Errorf("selector %q needs a unix:uid, unix:gid or unum:task selector beside it: a binary selector alone can be satisfied by any user", s.String())
 		}
 	}
 	return nil
@@ -192,6 +266,10 @@ type Process struct {
 	UID  uint32   // effective uid
 	GIDs []uint32 // effective gid first, then supplementary groups
 	Path string   // resolved executable path
+	// Task is the id of the scheduled task whose cgroup the process is in,
+	// as the attestor read it from the kernel; "" when the process is in no
+	// task's cgroup (or the attestor was not told where task cgroups are).
+	Task string
 	// SHA256 returns the lowercase hex SHA-256 of the executable. It is lazy
 	// because hashing a large binary is expensive and most sets never need it.
 	SHA256 func() (string, error)
@@ -220,6 +298,11 @@ func Match(set []Selector, p Process) (bool, error) {
 			}
 		case TypePath:
 			if p.Path != s.Value {
+				return false, nil
+			}
+		case TypeTask:
+			// Exact comparison: "" (no task) never equals a valid task id.
+			if p.Task != s.Value {
 				return false, nil
 			}
 		case TypeSHA256:

@@ -25,9 +25,25 @@ func TestParse(t *testing.T) {
 		{name: "path with colon", in: "unix:path:/opt/a:b", want: Selector{TypePath, "/opt/a:b"}},
 		{name: "sha256 lower", in: "unix:sha256:" + digest, want: Selector{TypeSHA256, digest}},
 		{name: "sha256 upper is normalised", in: "unix:sha256:" + strings.ToUpper(digest), want: Selector{TypeSHA256, digest}},
+		{name: "task", in: "unum:task:web-0-7f3a", want: Selector{TypeTask, "web-0-7f3a"}},
+		{name: "task one char", in: "unum:task:0", want: Selector{TypeTask, "0"}},
+		{name: "task max length", in: "unum:task:" + strings.Repeat("a", 64), want: Selector{TypeTask, strings.Repeat("a", 64)}},
 
-		{name: "empty", in: "", wantErr: `must start with "unix:"`},
-		{name: "other family", in: "k8s:ns:default", wantErr: `must start with "unix:"`},
+		{name: "empty", in: "", wantErr: `must start with "unix:" or "unum:"`},
+		{name: "other family", in: "k8s:ns:default", wantErr: `must start with "unix:" or "unum:"`},
+		{name: "task under unix", in: "unix:task:web", wantErr: `type "task" belongs to family "unum"`},
+		{name: "uid under unum", in: "unum:uid:1", wantErr: `type "uid" belongs to family "unix"`},
+		{name: "unum no value", in: "unum:task", wantErr: "want unum:TYPE:VALUE"},
+		{name: "unum unknown type", in: "unum:job:web", wantErr: `unknown type "job"`},
+		{name: "task empty", in: "unum:task:", wantErr: "empty task id"},
+		{name: "task too long", in: "unum:task:" + strings.Repeat("a", 65), wantErr: "limit is 64"},
+		{name: "task upper case", in: "unum:task:Web", wantErr: "want [a-z0-9][a-z0-9-]*"},
+		{name: "task leading dash", in: "unum:task:-web", wantErr: "want [a-z0-9]"},
+		{name: "task slash", in: "unum:task:a/b", wantErr: "want [a-z0-9]"},
+		{name: "task dotdot", in: "unum:task:..", wantErr: "want [a-z0-9]"},
+		{name: "task dot", in: "unum:task:a.b", wantErr: "want [a-z0-9]"},
+		{name: "task space", in: "unum:task:a b", wantErr: "want [a-z0-9]"},
+		{name: "task NUL", in: "unum:task:a\x00", wantErr: "want [a-z0-9]"},
 		{name: "no value", in: "unix:uid", wantErr: "want unix:TYPE:VALUE"},
 		{name: "no type", in: "unix::1", wantErr: "missing type"},
 		{name: "unknown type", in: "unix:user:root", wantErr: `unknown type "user"`},
@@ -84,11 +100,19 @@ func TestValidateSet(t *testing.T) {
 		{name: "uid and path", set: []Selector{m("unix:uid:1000"), m("unix:path:/bin/app")}},
 		{name: "gid and sha256", set: []Selector{m("unix:gid:100"), m("unix:sha256:" + digest)}},
 		{name: "everything", set: []Selector{m("unix:uid:1"), m("unix:gid:2"), m("unix:path:/bin/app"), m("unix:sha256:" + digest)}},
+		{name: "task alone", set: []Selector{m("unum:task:web-0")}},
+		{name: "task and uid", set: []Selector{m("unum:task:web-0"), m("unix:uid:1000")}},
+		{name: "task and path", set: []Selector{m("unum:task:web-0"), m("unix:path:/bin/app")}},
+		{name: "task and everything", set: []Selector{m("unum:task:web-0"), m("unix:uid:1"), m("unix:gid:2"), m("unix:sha256:" + digest)}},
 
 		{name: "empty", set: nil, wantErr: "empty"},
-		{name: "path alone", set: []Selector{m("unix:path:/bin/app")}, wantErr: "needs a unix:uid or unix:gid"},
-		{name: "sha256 alone", set: []Selector{m("unix:sha256:" + digest)}, wantErr: "needs a unix:uid or unix:gid"},
-		{name: "path and sha256", set: []Selector{m("unix:path:/bin/app"), m("unix:sha256:" + digest)}, wantErr: "needs a unix:uid or unix:gid"},
+		{name: "path alone", set: []Selector{m("unix:path:/bin/app")}, wantErr: "needs a unix:uid, unix:gid or unum:task"},
+		{name: "sha256 alone", set: []Selector{m("unix:sha256:" + digest)}, wantErr: "needs a unix:uid, unix:gid or unum:task"},
+		{name: "path and sha256", set: []Selector{m("unix:path:/bin/app"), m("unix:sha256:" + digest)}, wantErr: "needs a unix:uid, unix:gid or unum:task"},
+		{name: "two tasks", set: []Selector{m("unum:task:a"), m("unum:task:b")}, wantErr: "can never both match"},
+		{name: "duplicate task", set: []Selector{m("unum:task:a"), m("unum:task:a")}, wantErr: "appears twice"},
+		{name: "hand built invalid task", set: []Selector{{Type: TypeTask, Value: "../etc"}}, wantErr: "want [a-z0-9]"},
+		{name: "hand built empty task", set: []Selector{{Type: TypeTask, Value: ""}}, wantErr: "empty task id"},
 		{name: "duplicate", set: []Selector{m("unix:gid:1"), m("unix:gid:1")}, wantErr: "appears twice"},
 		{name: "duplicate uid", set: []Selector{m("unix:uid:1"), m("unix:uid:1")}, wantErr: "appears twice"},
 		{name: "two uids", set: []Selector{m("unix:uid:1"), m("unix:uid:2")}, wantErr: "can never both match"},
@@ -122,6 +146,8 @@ func TestMatch(t *testing.T) {
 			return digest, nil
 		},
 	}
+	inTask := proc
+	inTask.Task = "web-0"
 	tests := []struct {
 		name       string
 		set        []Selector
@@ -141,6 +167,14 @@ func TestMatch(t *testing.T) {
 		{name: "digest", set: []Selector{m("unix:sha256:" + digest), m("unix:uid:1000")}, proc: proc, want: true, wantHashes: 1},
 		{name: "digest mismatch", set: []Selector{m("unix:uid:1000"), m("unix:sha256:" + strings.Repeat("0", 64))}, proc: proc, wantHashes: 1},
 		{name: "digest not computed when uid mismatches", set: []Selector{m("unix:sha256:" + digest), m("unix:uid:1")}, proc: proc},
+		{name: "task", set: []Selector{m("unum:task:web-0")}, proc: inTask, want: true},
+		{name: "task and uid", set: []Selector{m("unum:task:web-0"), m("unix:uid:1000")}, proc: inTask, want: true},
+		{name: "task but other uid", set: []Selector{m("unum:task:web-0"), m("unix:uid:0")}, proc: inTask},
+		{name: "other task", set: []Selector{m("unum:task:web-1")}, proc: inTask},
+		{name: "task prefix is not the task", set: []Selector{m("unum:task:web")}, proc: inTask},
+		{name: "not in a task", set: []Selector{m("unum:task:web-0")}, proc: proc},
+		{name: "task and digest", set: []Selector{m("unum:task:web-0"), m("unix:sha256:" + digest)}, proc: inTask, want: true, wantHashes: 1},
+		{name: "digest not computed when task mismatches", set: []Selector{m("unix:sha256:" + digest), m("unum:task:web-1")}, proc: inTask},
 		{name: "invalid set is an error", set: nil, proc: proc, wantErr: "empty"},
 		{name: "digest without hasher", set: []Selector{m("unix:uid:1000"), m("unix:sha256:" + digest)}, proc: Process{UID: 1000}, wantErr: "no executable digest"},
 		{name: "hash failure", set: []Selector{m("unix:uid:1000"), m("unix:sha256:" + digest)},
@@ -167,6 +201,7 @@ func FuzzParse(f *testing.F) {
 		"unix:uid:0", "unix:uid:4294967295", "unix:gid:27", "unix:path:/usr/bin/env",
 		"unix:path:/a:b", "unix:sha256:" + digest, "unix:sha256:" + strings.ToUpper(digest),
 		"unix:uid:01", "unix:path:/a/../b", "unix:path:/a\x00", "unix::", "", "unix:uid:-0",
+		"unum:task:web-0", "unum:task:-a", "unum:task:A", "unix:task:a", "unum:uid:1", "unum::",
 	} {
 		f.Add(s)
 	}
@@ -188,6 +223,21 @@ func FuzzParse(f *testing.F) {
 		}
 		if err := ValidateSet([]Selector{sel, MustParse("unix:uid:1")}); err != nil && sel.Type != TypeUID {
 			t.Fatalf("parsed selector %q rejected by ValidateSet: %v", out, err)
+		}
+		if sel.Type == TypeTask {
+			// A task id is a cgroup directory name: it must never be able
+			// to name another directory or be empty.
+			if sel.Value == "" || sel.Value == "." || sel.Value == ".." || strings.ContainsAny(sel.Value, "/\x00") {
+				t.Fatalf("task selector %q has a value that is not a plain directory name", out)
+			}
+			if err := ValidateSet([]Selector{sel}); err != nil {
+				t.Fatalf("task selector %q rejected alone: %v", out, err)
+			}
+			if !strings.HasPrefix(out, "unum:task:") {
+				t.Fatalf("task selector spelled %q", out)
+			}
+		} else if !strings.HasPrefix(out, "unix:") {
+			t.Fatalf("unix selector spelled %q", out)
 		}
 	})
 }
