@@ -14,7 +14,7 @@ import (
 // exactly once; placements go only to ready, schedulable nodes whose labels
 // satisfy the task's constraints; no node that receives a task ends over
 // its capacity; ports are in the node's range and unique on the node;
-// anti-affinity holds; every preemption evicts an existing, eligible alloc
+// anti-affinity holds; a task key pending twice is not placed; every preemption evicts an existing, eligible alloc
 // of the node its task went to, and no alloc twice. Snapshots given to it
 // have unique node names and alloc IDs.
 func checkPlan(snap scheduler.Snapshot, pending []scheduler.Task, plan scheduler.Plan) error {
@@ -27,8 +27,10 @@ func checkPlan(snap scheduler.Snapshot, pending []scheduler.Task, plan scheduler
 		allocs[snap.Allocs[i].ID] = &snap.Allocs[i]
 	}
 	tasks := map[scheduler.TaskKey]*scheduler.Task{}
+	pendingCount := map[scheduler.TaskKey]int{}
 	for i := range pending {
 		tasks[pending[i].Key] = &pending[i]
+		pendingCount[pending[i].Key]++
 	}
 
 	seen := map[scheduler.TaskKey]int{}
@@ -43,9 +45,12 @@ func checkPlan(snap scheduler.Snapshot, pending []scheduler.Task, plan scheduler
 			return fmt.Errorf("%s unplaced without a reason", u.Task)
 		}
 	}
-	for k := range tasks {
-		if seen[k] != 1 {
-			return fmt.Errorf("%s appears %d times in the plan, want once", k, seen[k])
+	for k, n := range pendingCount {
+		if seen[k] != n {
+			return fmt.Errorf("%s appears %d times in the plan, pending %d times", k, seen[k], n)
+		}
+		if n > 1 && placedOn[k] != "" {
+			return fmt.Errorf("%s is pending %d times and was placed", k, n)
 		}
 	}
 	if len(seen) != len(tasks) {

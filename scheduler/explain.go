@@ -19,6 +19,7 @@ func (s *state) explain(t *Task, js *jobState, preemptible bool) string {
 		unusable    = map[string]int{}
 		constraints = make([]int, len(t.Constraints))
 		anti        int
+		noLabel     int // lack the anti-affinity label
 		feasible    int
 		lack        [3]int // cpu, memory, ports
 	)
@@ -45,7 +46,11 @@ nodes:
 			}
 		default:
 			v, ok := ns.n.Labels[t.AntiAffinity]
-			if !ok || s.jobCount(js, t.AntiAffinity, v) > 0 {
+			if !ok {
+				noLabel++
+				continue
+			}
+			if s.jobCount(js, t.AntiAffinity, v) > 0 {
 				anti++
 				continue
 			}
@@ -70,8 +75,11 @@ nodes:
 	}
 	for i, n := range constraints {
 		if n > 0 {
-			filtered = append(filtered, fmt.Sprintf("%d fail constraint %s", n, t.Constraints[i]))
+			filtered = append(filtered, fmt.Sprintf("%d failing constraint %s", n, t.Constraints[i]))
 		}
+	}
+	if noLabel > 0 {
+		filtered = append(filtered, fmt.Sprintf("%d without anti-affinity label %s", noLabel, t.AntiAffinity))
 	}
 	if anti > 0 {
 		filtered = append(filtered, fmt.Sprintf("%d excluded by anti-affinity on %s", anti, t.AntiAffinity))
@@ -81,36 +89,38 @@ nodes:
 	if feasible == 0 {
 		for i, n := range constraints {
 			if n == checked {
-				return fmt.Sprintf("no node satisfies constraint %s (%d nodes checked)", t.Constraints[i], checked)
+				return fmt.Sprintf("no node satisfies constraint %s (%s checked)", t.Constraints[i], plural(checked, "node"))
 			}
 		}
-		return fmt.Sprintf("no feasible node (%d nodes checked: %s)", checked, strings.Join(filtered, ", "))
+		return fmt.Sprintf("no feasible node (%s checked: %s)", plural(checked, "node"), strings.Join(filtered, ", "))
 	}
 
-	var dims []string
-	single := ""
+	// "insufficient cpu and memory on 3 feasible nodes" when every
+	// feasible node lacks each named dimension, otherwise the count of each:
+	// "insufficient cpu on 1 and memory on 3 of 3 feasible nodes".
+	var names, counted []string
+	all := true
 	for i, name := range []string{"cpu", "memory", "ports"} {
 		if lack[i] == 0 {
 			continue
 		}
-		dims = append(dims, fmt.Sprintf("%s on %d", name, lack[i]))
-		if lack[i] == feasible {
-			single = name
-		}
+		names = append(names, name)
+		counted = append(counted, fmt.Sprintf("%s on %d", name, lack[i]))
+		all = all && lack[i] == feasible
 	}
 	var b strings.Builder
 	switch {
-	case len(dims) == 1 && single != "":
-		fmt.Fprintf(&b, "insufficient %s on %d feasible nodes", single, feasible)
-	case len(dims) > 0:
-		fmt.Fprintf(&b, "insufficient %s of %d feasible nodes", joinAnd(dims), feasible)
+	case len(names) > 0 && all:
+		fmt.Fprintf(&b, "insufficient %s on %s", joinAnd(names), plural(feasible, "feasible node"))
+	case len(names) > 0:
+		fmt.Fprintf(&b, "insufficient %s of %s", joinAnd(counted), plural(feasible, "feasible node"))
 	default:
 		// Unreachable: a feasible node lacking nothing would have been
 		// chosen. Said plainly rather than hidden.
-		fmt.Fprintf(&b, "no fit on %d feasible nodes", feasible)
+		fmt.Fprintf(&b, "no fit on %s", plural(feasible, "feasible node"))
 	}
 	if len(filtered) > 0 {
-		fmt.Fprintf(&b, " (%d nodes checked: %s)", checked, strings.Join(filtered, ", "))
+		fmt.Fprintf(&b, " (%s checked: %s)", plural(checked, "node"), strings.Join(filtered, ", "))
 	}
 	if preemptible {
 		b.WriteString("; preempting lower-priority allocs would not make room")
@@ -124,4 +134,12 @@ func joinAnd(parts []string) string {
 		return strings.Join(parts, "")
 	}
 	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
+}
+
+// plural is "1 node", "2 nodes".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
