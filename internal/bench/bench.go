@@ -53,6 +53,10 @@ type Options struct {
 	// AuditVerifyEntries is how many entries the audit benchmark verifies
 	// (0: 1,000,000); tests make it small.
 	AuditVerifyEntries int
+	// SchedNodes and SchedTasks size the sched benchmark's synthetic
+	// cluster (0: schedbench.DefaultNodes and DefaultTasks, the issue's
+	// 10,000 and 100,000); tests make them small.
+	SchedNodes, SchedTasks int
 }
 
 // ClusterTarget names a running cluster to measure.
@@ -109,6 +113,7 @@ func Runners() map[string]Runner {
 		"authz":      RunAuthz,
 		"audit":      RunAudit,
 		"cred":       RunCred,
+		"sched":      RunSched,
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package bench owns `unum bench <component>`: benchmarks that start what
 // they measure (a real node in a temporary folder, real sockets, real etcd;
-// for authz, the policy engine in this process) or, with --cluster,
+// for authz, the policy engine in this process; for sched, the placement
+// core in this process) or, with --cluster,
 // measure the running cluster named by UNUM_CONFIG.
 //
 // Every component has a runner, `func(ctx, Options) (Report, error)`,
@@ -23,6 +24,7 @@
 //     report's writer.
 //
 // Imported by internal/cli only. It drives node, the unum API, identity/ca,
-// the go-spiffe Workload API client and, for authz, policy through
-// policy/policybench (in process, no node); none of them imports it.
+// the go-spiffe Workload API client, for authz, policy through
+// policy/policybench, and for sched, scheduler through
+// scheduler/schedbench (both in process, no node); none of them imports it.
 package bench

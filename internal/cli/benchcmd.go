@@ -22,7 +22,7 @@ func runBench(e *env, args []string) error {
 	}
 	fs := flag.NewFlagSet("unum bench COMPONENT", flag.ContinueOnError)
 	out := fs.String("o", "table", "output format: table|json|yaml")
-	duration := fs.Duration("duration", bench.DefaultDuration, "main measuring window (svid: end-to-end issuance; authz: both paths together; cred: minting); the other windows scale with it")
+	duration := fs.Duration("duration", bench.DefaultDuration, "main measuring window (svid: end-to-end issuance; authz: both paths together; cred: minting; sched: mixed and uniform together); the other windows scale with it")
 	concurrency := fs.Int("concurrency", 0, fmt.Sprintf("concurrent clients; 0 is the component's default, %d (authz: GOMAXPROCS)", bench.DefaultConcurrency))
 	cluster := fs.Bool("cluster", false, "measure the cluster in UNUM_CONFIG instead of starting one in a temporary folder")
 	config := fs.String("config", "", "client config file with --cluster (default $UNUM_CONFIG)")
@@ -54,6 +54,8 @@ func runBench(e *env, args []string) error {
 		return usagef("authz is measured in this process; --cluster does not apply")
 	case *cluster && pos[0] == "cred":
 		return usagef("cred starts the cluster it measures; --cluster does not apply")
+	case *cluster && pos[0] == "sched":
+		return usagef("sched is measured in this process; --cluster does not apply")
 	case !*cluster && (*socket != "" || *nodeName != "" || *config != ""):
 		return usagef("--socket, --node and --config go with --cluster")
 	case *cluster && (*socket == "" || *nodeName == ""):

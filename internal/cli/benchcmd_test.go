@@ -17,7 +17,8 @@ func TestBenchAuthz(t *testing.T) {
 		{"cluster", []string{"bench", "authz", "--cluster", "--socket", "s", "--node", "n"}, "--cluster does not apply"},
 		{"negative concurrency", []string{"bench", "authz", "--concurrency", "-1"}, "--concurrency"},
 		{"cred cluster", []string{"bench", "cred", "--cluster", "--socket", "s", "--node", "n"}, "cred starts the cluster it measures"},
-		{"unknown component", []string{"bench", "nope"}, "authz, cred, revocation, svid"},
+		{"sched cluster", []string{"bench", "sched", "--cluster", "--socket", "s", "--node", "n"}, "sched is measured in this process"},
+		{"unknown component", []string{"bench", "nope"}, "authz, cred, revocation, sched, svid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
