@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"math"
 	"slices"
-	"strings"
 )
 
 // fitShift is the fixed-point precision of fit keys: a node's free CPU and
@@ -30,14 +29,12 @@ type state struct {
 	byName map[string]int32
 	allocs []allocState // sorted by ID (then node and task), so input order does not matter
 
-	// groupKeys are the labels pending tasks refer to (constraints, spread,
-	// anti-affinity), sorted; usable nodes with the same values for all of
-	// them form one class.
-	groupKeys  []string
-	groupIndex map[string]int
-	classes    []nodeClass
-	idx        *fitIndex
-	refCPU     int64 // the largest usable capacity, the unit of fit keys
+	// partitions group the usable nodes into classes by the labels a task
+	// refers to, one partition per set of labels, made when the first task
+	// with that set comes; every partition indexes every usable node.
+	partitions map[string]*partition
+	partList   []*partition // in order of creation
+	refCPU     int64        // the largest usable capacity, the unit of fit keys
 	refMem     int64
 
 	jobs  map[JobRef]*jobState // only for jobs with spread or anti-affinity
@@ -60,7 +57,10 @@ type state struct {
 		reason string
 	}
 
-	admits []bool // scratch: which classes the current task may use
+	lastPart struct { // the previous task's partition, for its job's next task
+		task *Task
+		p    *partition
+	}
 
 	plan Plan
 }
@@ -69,7 +69,6 @@ type nodeState struct {
 	n      *Node
 	usable bool   // ready, schedulable, valid and uniquely named
 	why    string // why not usable
-	class  int32  // its class when usable
 	free   Resources
 	// ports is the node's range (empty when invalid); portSet is made on
 	// first use, freePorts counts the free ports in the range.
@@ -93,13 +92,6 @@ type allocState struct {
 	evicted bool
 }
 
-type nodeClass struct {
-	values  []string // per group key
-	present []bool
-	index   classIndex
-	members []int32 // node ids, ascending
-}
-
 // jobState counts a job's live tasks (allocs not evicted, plus placements
 // of this plan) per node and, for the labels asked about, per label value.
 type jobState struct {
@@ -108,7 +100,7 @@ type jobState struct {
 }
 
 func newState(snap Snapshot, pending []Task) *state {
-	s := &state{byName: make(map[string]int32, len(snap.Nodes)), idx: newFitIndex(len(snap.Nodes))}
+	s := &state{byName: make(map[string]int32, len(snap.Nodes)), partitions: map[string]*partition{}}
 
 	// Nodes by name; duplicated names are refused rather than resolved by
 	// input order.
@@ -121,7 +113,7 @@ func newState(snap Snapshot, pending []Task) *state {
 	for id, i := range order {
 		n := &snap.Nodes[i]
 		ns := &s.nodes[id]
-		ns.n, ns.class = n, none
+		ns.n = n
 		ns.free = n.Capacity
 		ns.ports = n.Ports
 		if ns.ports == (PortRange{}) {
@@ -159,7 +151,6 @@ func newState(snap Snapshot, pending []Task) *state {
 
 	s.addAllocs(snap.Allocs)
 	s.orderTasks(pending)
-	s.buildClasses(pending)
 	return s
 }
 
@@ -258,66 +249,6 @@ func (s *state) orderTasks(pending []Task) {
 	}
 }
 
-// buildClasses groups the usable nodes by their values of the labels the
-// pending tasks refer to, and indexes each group by fit.
-func (s *state) buildClasses(pending []Task) {
-	keys := map[string]bool{}
-	for i := range pending {
-		t := &pending[i]
-		for _, c := range t.Constraints {
-			keys[c.Label] = true
-		}
-		for _, l := range []string{t.Spread, t.AntiAffinity} {
-			if l != "" && l != NodeLabel {
-				keys[l] = true
-			}
-		}
-	}
-	s.groupKeys = make([]string, 0, len(keys))
-	for k := range keys {
-		s.groupKeys = append(s.groupKeys, k)
-	}
-	slices.Sort(s.groupKeys)
-	s.groupIndex = make(map[string]int, len(s.groupKeys))
-	for i, k := range s.groupKeys {
-		s.groupIndex[k] = i
-	}
-
-	bySig := map[string]int32{}
-	var sig strings.Builder
-	for id := range s.nodes {
-		ns := &s.nodes[id]
-		if !ns.usable {
-			continue
-		}
-		sig.Reset()
-		for _, k := range s.groupKeys {
-			if v, ok := ns.n.Labels[k]; ok {
-				sig.WriteByte('+')
-				sig.WriteString(v)
-			} else {
-				sig.WriteByte('-')
-			}
-			sig.WriteByte(0)
-		}
-		ci, ok := bySig[sig.String()]
-		if !ok {
-			ci = int32(len(s.classes))
-			bySig[sig.String()] = ci
-			c := nodeClass{index: newClassIndex(), values: make([]string, len(s.groupKeys)), present: make([]bool, len(s.groupKeys))}
-			for gi, k := range s.groupKeys {
-				c.values[gi], c.present[gi] = ns.n.Labels[k]
-			}
-			s.classes = append(s.classes, c)
-		}
-		ns.class = ci
-		c := &s.classes[ci]
-		c.members = append(c.members, int32(id))
-		s.indexNode(int32(id))
-	}
-	s.admits = make([]bool, len(s.classes))
-}
-
 // fitKey is a node's rank for best fit: its free CPU and free memory, each
 // in 2^-fitShift units of the largest usable node's capacity, summed.
 // Lower is a tighter fit. Negative free counts as zero: such a node fits
@@ -332,12 +263,18 @@ func (s *state) fitParts(cpu, mem int64) (int64, int64) {
 	return (max(cpu, 0) << fitShift) / s.refCPU, (max(mem, 0) << fitShift) / s.refMem
 }
 
-// indexNode puts usable node id into its class's fit index with its
-// current free resources.
+// indexNode puts usable node id into every partition's fit index with its
+// current free resources; unindexNode takes it out, before they change.
 func (s *state) indexNode(id int32) {
-	ns := &s.nodes[id]
-	kc, km := s.fitParts(ns.free.CPU, ns.free.MemoryMiB)
-	s.idx.add(&s.classes[ns.class].index, id, kc, km, ns.free.CPU, ns.free.MemoryMiB, ns.freePorts)
+	for _, p := range s.partList {
+		p.index(s, id)
+	}
+}
+
+func (s *state) unindexNode(id int32) {
+	for _, p := range s.partList {
+		p.idx.del(&p.classes[p.classOf[id]].index, id)
+	}
 }
 
 func (s *state) placeOne(t *Task) {
@@ -357,12 +294,13 @@ func (s *state) placeOne(t *Task) {
 		return
 	}
 	js := s.jobs[t.Key.Job]
-	if best := s.bestFit(t, js); best != none {
+	p := s.partitionFor(t)
+	if best := s.bestFit(p, t, js); best != none {
 		s.assign(t, best, nil)
 		return
 	}
 	preemptible := s.haveAllocs && (t.Class > s.minVictimClass || (t.Class == s.minVictimClass && t.Priority > s.minVictimPrio))
-	if preemptible && s.preempt(t, js) {
+	if preemptible && s.preempt(p, t, js) {
 		return
 	}
 	reason := s.explain(t, js, preemptible)
@@ -384,29 +322,8 @@ func sameShape(a, b *Task) bool {
 		})
 }
 
-// classAdmits reports whether the task may go on the nodes of class ci:
-// its constraints hold and label anti-affinity leaves the class's value
-// free. It sets s.admits[ci] for preempt.
-func (s *state) classAdmits(ci int, t *Task, js *jobState) bool {
-	c := &s.classes[ci]
-	ok := true
-	for _, k := range t.Constraints {
-		gi := s.groupIndex[k.Label]
-		if !k.holds(c.values[gi], c.present[gi]) {
-			ok = false
-			break
-		}
-	}
-	if ok && t.AntiAffinity != "" && t.AntiAffinity != NodeLabel {
-		gi := s.groupIndex[t.AntiAffinity]
-		ok = c.present[gi] && s.jobCount(js, t.AntiAffinity, c.values[gi]) == 0
-	}
-	s.admits[ci] = ok
-	return ok
-}
-
 // bestFit returns the node the task goes on without preemption, or none.
-func (s *state) bestFit(t *Task, js *jobState) int32 {
+func (s *state) bestFit(p *partition, t *Task, js *jobState) int32 {
 	q := fitQuery{cpu: t.Resources.CPU, mem: t.Resources.MemoryMiB, ports: int32(len(t.Ports))}
 	q.kcpu, q.kmem = s.fitParts(q.cpu, q.mem)
 	if t.AntiAffinity == NodeLabel || t.Spread == NodeLabel {
@@ -415,23 +332,23 @@ func (s *state) bestFit(t *Task, js *jobState) int32 {
 		q.skip = func(id int32) bool { return js.onNode[id] > 0 }
 	}
 	best, bestSpread := none, 0
-	for ci := range s.classes {
-		if !s.classAdmits(ci, t, js) {
+	for ci := range p.classes {
+		if !p.classAdmits(s, ci, t, js) {
 			continue
 		}
 		spread := 0
 		if t.Spread != "" && t.Spread != NodeLabel {
-			if gi := s.groupIndex[t.Spread]; s.classes[ci].present[gi] {
-				spread = s.jobCount(js, t.Spread, s.classes[ci].values[gi])
+			if gi := p.keyIndex[t.Spread]; p.classes[ci].present[gi] {
+				spread = s.jobCount(js, t.Spread, p.classes[ci].values[gi])
 			} else {
 				spread = math.MaxInt // unlabelled nodes come last
 			}
 		}
-		n := s.idx.best(&s.classes[ci].index, &q)
+		n := p.idx.best(&p.classes[ci].index, &q)
 		if n == none {
 			continue
 		}
-		if best == none || spread < bestSpread || (spread == bestSpread && s.idx.less(n, s.idx.key[best], best)) {
+		if best == none || spread < bestSpread || (spread == bestSpread && p.idx.less(n, p.idx.key[best], best)) {
 			best, bestSpread = n, spread
 		}
 	}
@@ -441,10 +358,10 @@ func (s *state) bestFit(t *Task, js *jobState) int32 {
 		bestCount := 0
 		for id, count := range js.onNode {
 			ns := &s.nodes[id]
-			if !ns.usable || !s.admits[ns.class] || !s.fits(id, t) {
+			if !ns.usable || !p.admits[p.classOf[id]] || !s.fits(id, t) {
 				continue
 			}
-			if best == none || count < bestCount || (count == bestCount && s.idx.less(id, s.idx.key[best], best)) {
+			if best == none || count < bestCount || (count == bestCount && p.idx.less(id, p.idx.key[best], best)) {
 				best, bestCount = id, count
 			}
 		}
@@ -461,8 +378,7 @@ func (s *state) fits(id int32, t *Task) bool {
 // capacity on that node).
 func (s *state) assign(t *Task, id int32, victims []int32) {
 	ns := &s.nodes[id]
-	c := &s.classes[ns.class]
-	s.idx.del(&c.index, id)
+	s.unindexNode(id)
 	for _, v := range victims {
 		s.evict(v, t.Key)
 	}

@@ -45,15 +45,15 @@ func (s *state) eligible(ai int32, t *Task) bool {
 // the cheapest victim set that makes room, and takes the node with the
 // cheapest set. Placements of this plan are never victims (they are not
 // allocs), and an evicted alloc is gone, so it is not chosen twice.
-func (s *state) preempt(t *Task, js *jobState) bool {
+func (s *state) preempt(p *partition, t *Task, js *jobState) bool {
 	best, bestVictims := none, []int32(nil)
 	var bestCost victimCost
 	var scratch []int32
-	for ci := range s.classes {
-		if !s.admits[ci] {
+	for ci := range p.classes {
+		if !p.admits[ci] {
 			continue
 		}
-		for _, id := range s.classes[ci].members {
+		for _, id := range p.classes[ci].members {
 			if t.AntiAffinity == NodeLabel && js.onNode[id] > 0 {
 				continue
 			}
