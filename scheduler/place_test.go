@@ -63,9 +63,13 @@ func TestPlaceOddSnapshots(t *testing.T) {
 			reason: map[string]string{"a": "insufficient ports on 1 feasible node"},
 		},
 		{
-			name:   "an unknown constraint operator is refused",
-			snap:   scheduler.Snapshot{Nodes: []scheduler.Node{node("n1", 1000)}},
-			tasks:  []scheduler.Task{func() scheduler.Task { t := task("a", 1); t.Constraints = []scheduler.Constraint{{Label: "zone", Op: "~"}}; return t }()},
+			name: "an unknown constraint operator is refused",
+			snap: scheduler.Snapshot{Nodes: []scheduler.Node{node("n1", 1000)}},
+			tasks: []scheduler.Task{func() scheduler.Task {
+				t := task("a", 1)
+				t.Constraints = []scheduler.Constraint{{Label: "zone", Op: "~"}}
+				return t
+			}()},
 			reason: map[string]string{"a": `invalid task: constraint on "zone": unknown operator "~" (want =, !=, in or exists)`},
 		},
 	} {
