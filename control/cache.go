@@ -34,7 +34,9 @@ type stateCache struct {
 		// credKeys are the control nodes' credential key sets, by node.
 		credKeys map[string]CredKeyRecord
 		users    map[string]UserRecord
-		roots    []*x509.Certificate
+		// allocs are the allocations by node, then id.
+		allocs map[string]map[string]AllocRecord
+		roots  []*x509.Certificate
 		// audit is the cluster's audit settings, handed to nodes in
 		// heartbeat answers (nil: the defaults).
 		audit *audit.Settings
@@ -85,7 +87,7 @@ func (s *stateCache) snapshot() snapshot {
 func interesting(key string) bool {
 	return strings.HasPrefix(key, prefixEntries) || strings.HasPrefix(key, prefixNodes) ||
 		strings.HasPrefix(key, prefixJWTKeys) || strings.HasPrefix(key, prefixUsers) || key == keyRoots ||
-		strings.HasPrefix(key, prefixCredKeys) ||
+		strings.HasPrefix(key, prefixCredKeys) || strings.HasPrefix(key, prefixAllocs) ||
 		key == keyAuditConfig
 }
 
@@ -139,6 +141,7 @@ func (s *stateCache) load(ctx context.Context) (int64, error) {
 	s.mu.jwtKeys = map[string]JWTKeyRecord{}
 	s.mu.credKeys = map[string]CredKeyRecord{}
 	s.mu.users = map[string]UserRecord{}
+	s.mu.allocs = map[string]map[string]AllocRecord{}
 	s.mu.audit = nil
 	for _, kv := range resp.Kvs {
 		if interesting(string(kv.Key)) {
@@ -188,6 +191,21 @@ func (s *stateCache) applyLocked(key string, value []byte, deleted bool) {
 		}
 		if k, err := decode[CredKeyRecord](value); err == nil {
 			s.mu.credKeys[node] = k
+		}
+	case strings.HasPrefix(key, prefixAllocs):
+		node, id, ok := strings.Cut(strings.TrimPrefix(key, prefixAllocs), "/")
+		if !ok {
+			return
+		}
+		m := s.mu.allocs[node]
+		if m == nil {
+			m = map[string]AllocRecord{}
+			s.mu.allocs[node] = m
+		}
+		if deleted {
+			delete(m, id)
+		} else if a, err := decode[AllocRecord](value); err == nil {
+			m[id] = a
 		}
 	case strings.HasPrefix(key, prefixUsers):
 		name := strings.TrimPrefix(key, prefixUsers)
@@ -259,4 +277,19 @@ func (s *stateCache) entrySPIFFEID(id string) (string, bool) {
 	defer s.mu.RUnlock()
 	e, ok := s.mu.entries[id]
 	return e.SPIFFEID, ok
+}
+
+// allocsOf returns node's allocations that still run (not Done), sorted
+// by id.
+func (s *stateCache) allocsOf(node string) []AllocRecord {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]AllocRecord, 0, len(s.mu.allocs[node]))
+	for _, a := range s.mu.allocs[node] {
+		if !a.Done {
+			out = append(out, a)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }

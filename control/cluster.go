@@ -110,9 +110,18 @@ func (s *Server) Heartbeat(ctx context.Context, req *unumv1.HeartbeatRequest) (*
 	if !resp.Succeeded {
 		return nil, status.Errorf(codes.PermissionDenied, "node %s is not a member of the cluster", node)
 	}
+	if err := s.storeExecutorReport(ctx, node, req); err != nil {
+		// Not answered: the node must not count this heartbeat towards its
+		// lease while its tasks' states could not be stored.
+		return nil, err
+	}
 	// The audit settings ride on the answer: every node follows the
-	// cluster's within a heartbeat of a change.
-	return &unumv1.HeartbeatResponse{Audit: settingsToProto(s.cache.auditSettings())}, nil
+	// cluster's within a heartbeat of a change; so does the fencing
+	// deadline that matches this cluster's lease and grace period.
+	return &unumv1.HeartbeatResponse{
+		Audit:        settingsToProto(s.cache.auditSettings()),
+		FenceAfterMs: fenceAfter(s.nodeLease(), s.downGrace()).Milliseconds(),
+	}, nil
 }
 
 // maxAuditErrorLen bounds the audit error a node reports (stored in etcd
@@ -136,9 +145,29 @@ func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
 	resp, err := s.cfg.Etcd.Txn(ctx).Then(
 		clientv3.OpGet(prefixNodes, clientv3.WithPrefix()),
 		clientv3.OpGet(prefixNodeStatus, clientv3.WithPrefix()),
+		clientv3.OpGet(prefixNodeSched, clientv3.WithPrefix()),
+		clientv3.OpGet(prefixAllocs, clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return nil, err
+	}
+	scheds := map[string]NodeSched{}
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		if ns, err := decode[NodeSched](kv.Value); err == nil {
+			scheds[strings.TrimPrefix(string(kv.Key), prefixNodeSched)] = ns
+		}
+	}
+	type use struct {
+		cpu, mem int64
+		n        int32
+	}
+	allocated := map[string]use{}
+	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
+		if a, err := decode[AllocRecord](kv.Value); err == nil && !a.Done {
+			u := allocated[a.Node]
+			u.cpu, u.mem, u.n = u.cpu+a.CPUMillis, u.mem+a.MemoryMiB, u.n+1
+			allocated[a.Node] = u
+		}
 	}
 	statuses := map[string]NodeStatus{}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
@@ -175,6 +204,17 @@ func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
 			pn.PolicyAgeMs = st.PolicyAgeMs
 			pn.AuditError = st.AuditError
 			pn.Ready = st.AgentReady && now.Sub(st.LastSeen) < nodeReadyAfter && now.Before(st.SVIDExpiresAt)
+		}
+		st, ok := statuses[n.Name]
+		pn.Lease = leaseOf(st, ok, now, s.nodeLease(), s.downGrace()).String()
+		if ns, ok := scheds[n.Name]; ok {
+			pn.Labels, pn.Draining, pn.Limits = ns.Labels, ns.Draining, ns.Limits
+			if ns.Compute {
+				pn.Capacity = &unumv1.Resources{CpuMillis: ns.CPUMillis, MemoryMib: ns.MemoryMiB}
+			}
+		}
+		if a, ok := allocated[n.Name]; ok {
+			pn.Allocated, pn.Allocations = &unumv1.Resources{CpuMillis: a.cpu, MemoryMib: a.mem}, a.n
 		}
 		out = append(out, pn)
 	}

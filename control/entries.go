@@ -51,6 +51,12 @@ func (s *Server) CreateEntry(ctx context.Context, req *unumv1.CreateEntryRequest
 		if err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
+		if sel.Type == selector.TypeTask {
+			// Task identities come only from the scheduler's allocations,
+			// which the CA confirms per node (confirmAlloc); an entry
+			// naming a task would mint a task's identity without one.
+			return nil, status.Errorf(codes.InvalidArgument, "selector %q: task selectors are the scheduler's: submit a job instead", raw)
+		}
 		sels = append(sels, sel)
 	}
 	if err := selector.ValidateSet(sels); err != nil {

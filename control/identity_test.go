@@ -45,7 +45,8 @@ func TestCreateEntryValidation(t *testing.T) {
 		"unknown node":       {&unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/a/job/b", Node: "nope", Selectors: []string{"unix:uid:0"}}, codes.NotFound, "unknown node"},
 		"no node":            {&unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/a/job/b", Selectors: []string{"unix:uid:0"}}, codes.InvalidArgument, "--node"},
 		"both node and all":  {&unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/a/job/b", Node: "node-1", AllNodes: true, Selectors: []string{"unix:uid:0"}}, codes.InvalidArgument, "not both"},
-		"path alone":         {&unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/a/job/b", Node: "node-1", Selectors: []string{"unix:path:/bin/sh"}}, codes.InvalidArgument, "unix:uid or unix:gid"},
+		"task selector":      {&unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/a/job/b", Node: "node-1", Selectors: []string{"unum:task:abc123"}}, codes.InvalidArgument, "task selectors are the scheduler's"},
+		"path alone":         {&unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/a/job/b", Node: "node-1", Selectors: []string{"unix:path:/bin/sh"}}, codes.InvalidArgument, "unix:uid, unix:gid or unum:task"},
 		"bad selector":       {&unumv1.CreateEntryRequest{SpiffeId: "spiffe://unum.test/ns/a/job/b", Node: "node-1", Selectors: []string{"k8s:ns:x"}}, codes.InvalidArgument, "selector"},
 	} {
 		t.Run(name, func(t *testing.T) {

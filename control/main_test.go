@@ -205,6 +205,9 @@ func newHarness(dir string) (*harness, func(), error) {
 		Root: &Signer{Cert: root, Key: rootKey}, EtcdCA: &Signer{Cert: etcdCA, Key: etcdCAKey},
 		Roots: []*x509.Certificate{root}, Etcd: etcd.Client(), Metrics: m, Log: quiet,
 		Audit: events, Witness: witness, WitnessRound: 50 * time.Millisecond,
+		// Short leases so the scheduler tests see nodes go down and their
+		// tasks re-placed in seconds.
+		NodeLease: 2 * time.Second, DownGrace: 2 * time.Second, SchedInterval: 200 * time.Millisecond,
 	})
 	if err != nil {
 		events.Close()
@@ -230,6 +233,7 @@ func newHarness(dir string) (*harness, func(), error) {
 	unumv1.RegisterClusterServer(api, srv)
 	unumv1.RegisterUsersServer(api, srv)
 	unumv1.RegisterAuditServer(api, srv.AuditWitness())
+	unumv1.RegisterSchedulerServer(api, &SchedulerService{Server: srv})
 	enroll := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(serverCreds))))
 	unumv1.RegisterEnrollmentServer(enroll, srv)
 	apiLis, err := net.Listen("tcp", apiAddr)

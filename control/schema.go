@@ -154,3 +154,107 @@ func decode[T any](data []byte) (T, error) {
 	}
 	return v, nil
 }
+
+// Scheduling state (scheduler issue). Allocations under a per-node prefix
+// are the source of truth: the node runs exactly the allocations under its
+// prefix, and the CA mints a task's SVID only after a linearizable read
+// finds the allocation there.
+const (
+	// prefixJobs holds one JobRecord per job, keyed NS/NAME.
+	prefixJobs = "/unum/jobs/"
+	// prefixAllocs holds one AllocRecord per placed task, keyed NODE/ID.
+	prefixAllocs = "/unum/allocs/"
+	// prefixTaskStatus holds the last state a node reported for each of
+	// its allocations, keyed NODE/ID (written only while the allocation
+	// exists).
+	prefixTaskStatus = "/unum/taskstatus/"
+	// prefixNodeSched holds each node's scheduling record: labels,
+	// draining, and the capacity and limits its executor reports.
+	prefixNodeSched = "/unum/nodesched/"
+	// prefixSchedLeader is the scheduler leader election.
+	prefixSchedLeader = "/unum/sched/leader"
+	// allocEntryPrefix marks a Workload API entry that stands for an
+	// allocation: entry id "alloc:ID". The CA confirms it against the
+	// allocation, not against a registration entry.
+	allocEntryPrefix = "alloc:"
+)
+
+// JobRecord is a submitted job.
+type JobRecord struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	SPIFFEID  string `json:"spiffe_id"`
+	// Spec is the canonical JSON of the defaulted spec (jobspec.Canonical).
+	Spec        json.RawMessage `json:"spec"`
+	Version     int64           `json:"version"`
+	SubmittedBy string          `json:"submitted_by"`
+	SubmittedAt time.Time       `json:"submitted_at"`
+	DecisionID  string          `json:"decision_id,omitempty"`
+	Stopped     bool            `json:"stopped,omitempty"`
+	StoppedBy   string          `json:"stopped_by,omitempty"`
+	StoppedAt   time.Time       `json:"stopped_at,omitzero"`
+	// Egress is each declared egress target with the policy's answer at
+	// submission (re-evaluated by enforcement on every policy change).
+	Egress []EgressRecord `json:"egress,omitempty"`
+}
+
+// EgressRecord is one declared egress target and whether policy allows it.
+type EgressRecord struct {
+	Target  string   `json:"target"`
+	Allowed bool     `json:"allowed"`
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// AllocRecord is one task placed on a node. It pins the job version and
+// spec it runs, so a node never needs the job record.
+type AllocRecord struct {
+	ID         string          `json:"id"`
+	Namespace  string          `json:"namespace"`
+	Job        string          `json:"job"`
+	Index      int             `json:"index"`
+	Node       string          `json:"node"`
+	JobVersion int64           `json:"job_version"`
+	SPIFFEID   string          `json:"spiffe_id"`
+	Spec       json.RawMessage `json:"spec"`
+	CPUMillis  int64           `json:"cpu_millis"`
+	MemoryMiB  int64           `json:"memory_mib"`
+	Priority   int             `json:"priority"`
+	Class      string          `json:"class"`
+	Ports      map[string]int  `json:"ports,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+	// Done is set by the leader once the node reported the task finished
+	// for good (complete, or failed with its restarts used up): it no
+	// longer holds resources, the node stops tracking it and the CA no
+	// longer mints for it.
+	Done bool `json:"done,omitempty"`
+}
+
+// TaskStatusRecord is a node's report of one allocation.
+type TaskStatusRecord struct {
+	State      string    `json:"state"`
+	PID        int       `json:"pid,omitempty"`
+	UID        uint32    `json:"uid,omitempty"`
+	ExitCode   int       `json:"exit_code"`
+	Signal     string    `json:"signal,omitempty"`
+	Restarts   int       `json:"restarts,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	Message    string    `json:"message,omitempty"`
+}
+
+// NodeSched is a node's scheduling record.
+type NodeSched struct {
+	Labels   map[string]string `json:"labels,omitempty"`
+	Draining bool              `json:"draining,omitempty"`
+	// Reported by the node's executor.
+	Compute   bool     `json:"compute,omitempty"`
+	CPUMillis int64    `json:"cpu_millis,omitempty"`
+	MemoryMiB int64    `json:"memory_mib,omitempty"`
+	Limits    []string `json:"limits,omitempty"`
+}
+
+func jobKey(ns, name string) string        { return prefixJobs + ns + "/" + name }
+func allocPrefix(node string) string       { return prefixAllocs + node + "/" }
+func allocKey(node, id string) string      { return allocPrefix(node) + id }
+func taskStatusKey(node, id string) string { return prefixTaskStatus + node + "/" + id }
+func nodeSchedKey(node string) string      { return prefixNodeSched + node }

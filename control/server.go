@@ -7,6 +7,8 @@ import (
 	"errors"
 	"github.com/unumos/unum/audit"
 	"log/slog"
+	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,6 +104,14 @@ type Config struct {
 	// enrolment tokens); it should be rate-limited (audit.Limiter). nil:
 	// Audit.
 	AuditRefusals audit.Recorder
+
+	// Scheduling (sched_leader.go). NodeLease is how long a node may go
+	// without a heartbeat before it is down (DefaultNodeLease), DownGrace
+	// how long a down node keeps its tasks before they are re-placed
+	// (DefaultDownGrace), SchedInterval how often the leader runs a round
+	// without a change to wake it (DefaultSchedInterval). Nodes are told
+	// to fence themselves after fenceAfter(NodeLease, DownGrace).
+	NodeLease, DownGrace, SchedInterval time.Duration
 }
 
 // Server implements the Identity, Enrollment, Cluster, Users and Backup
@@ -113,6 +123,7 @@ type Server struct {
 	unumv1.UnimplementedClusterServer
 	unumv1.UnimplementedBackupServer
 	unumv1.UnimplementedUsersServer
+	unumv1.UnimplementedSchedulerServer
 
 	cfg         Config
 	reader      *meta.BatchReader
@@ -125,6 +136,12 @@ type Server struct {
 	ca caState
 	// witness is the audit witness (audit.go).
 	witness *AuditWitness
+	// reports is what this server last stored of each node's executor
+	// report (sched_report.go).
+	reports struct {
+		mu sync.Mutex
+		m  map[string]reported
+	}
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -187,11 +204,16 @@ func New(cfg Config) (*Server, error) {
 		revocations: cfg.Revocations,
 		cancel:      cancel,
 	}
+	s.reports.m = map[string]reported{}
 	s.ca.authority.Store(cfg.Authority)
 	s.ca.root.Store(cfg.Root)
 	s.ca.kick = make(chan struct{}, 1)
 	s.witness = newAuditWitness(s, cfg.Witness, cfg.WitnessRound)
-	s.wg.Add(6)
+	s.wg.Add(7)
+	go func() {
+		defer s.wg.Done()
+		s.runScheduler(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.witness.run(ctx)
@@ -285,6 +307,9 @@ func (s *Server) confirmEntry(ctx context.Context, node, entryID string, id spif
 	if entryID == "" {
 		return status.Error(codes.InvalidArgument, "entry_id is required")
 	}
+	if allocID, ok := strings.CutPrefix(entryID, allocEntryPrefix); ok {
+		return s.confirmAlloc(ctx, node, allocID, id)
+	}
 	// Bound the read: the batched reader serves a batch until the latest
 	// deadline among its callers, and a caller without one must not hold up
 	// everybody behind it when etcd has lost quorum.
@@ -314,6 +339,44 @@ func (s *Server) confirmEntry(ctx context.Context, node, entryID string, id spif
 	}
 	return nil
 }
+
+// confirmAlloc does the linearizable read that gates a task's SVID: the
+// allocation exists under this very node's prefix, is not finished, is for
+// id, and the node is still a member. Whatever the node claims, an
+// allocation placed on another node is not under its prefix.
+func (s *Server) confirmAlloc(ctx context.Context, node, allocID string, id spiffeid.ID) error {
+	if !allocIDRE.MatchString(allocID) {
+		return status.Errorf(codes.InvalidArgument, "%q is not an allocation id", allocID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, confirmTimeout)
+	defer cancel()
+	kvs, err := s.reader.Get(ctx, allocKey(node, allocID), nodeKey(node))
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "cannot confirm allocation (no etcd quorum?): %v", err)
+	}
+	if _, ok := kvs[nodeKey(node)]; !ok {
+		return status.Errorf(codes.PermissionDenied, "node %s is not a member of the cluster", node)
+	}
+	kv, ok := kvs[allocKey(node, allocID)]
+	if !ok {
+		return status.Errorf(codes.PermissionDenied, "allocation %s is not assigned to node %s", allocID, node)
+	}
+	a, err := decode[AllocRecord](kv.Value)
+	if err != nil {
+		return status.Errorf(codes.Internal, "allocation %s: %v", allocID, err)
+	}
+	if a.SPIFFEID != id.String() {
+		return status.Errorf(codes.PermissionDenied, "allocation %s is for %s, not %s", allocID, a.SPIFFEID, id)
+	}
+	if a.Done {
+		return status.Errorf(codes.PermissionDenied, "allocation %s has finished", allocID)
+	}
+	return nil
+}
+
+// allocIDRE is the shape of allocation ids (newAllocID makes 16 hex
+// digits; the wider shape is what the executor and selectors accept).
+var allocIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
 
 func (s *Server) parseWorkloadID(raw string) (spiffeid.ID, error) {
 	id, err := identity.ParseWorkloadID(s.cfg.TrustDomain, raw)
@@ -416,6 +479,10 @@ func (s *Server) SyncAgent(_ *unumv1.SyncAgentRequest, stream unumv1.Identity_Sy
 		snap := s.cache.snapshot()
 		if snap.loaded {
 			resp := syncResponse(snap, node)
+			for _, a := range s.cache.allocsOf(node) {
+				resp.Allocations = append(resp.Allocations, allocToProto(a))
+			}
+			resp.AllocationsLoaded = true
 			if last == nil || !proto.Equal(last, resp) {
 				if err := stream.Send(resp); err != nil {
 					return err
@@ -481,4 +548,15 @@ func derChain(chain []*x509.Certificate) [][]byte {
 		out = append(out, c.Raw)
 	}
 	return out
+}
+
+// allocToProto is an allocation as its node receives it.
+func allocToProto(a AllocRecord) *unumv1.Allocation {
+	return &unumv1.Allocation{
+		Id: a.ID, Namespace: a.Namespace, Job: a.Job, Index: int32(a.Index), Node: a.Node,
+		SpiffeId: a.SPIFFEID, Ports: ports32(a.Ports),
+		Resources: &unumv1.Resources{CpuMillis: a.CPUMillis, MemoryMib: a.MemoryMiB},
+		Priority:  int32(a.Priority), Class: a.Class, CreatedAtUnix: a.CreatedAt.Unix(), JobVersion: a.JobVersion,
+		SpecJson: string(a.Spec),
+	}
 }
