@@ -50,6 +50,11 @@ func (g *Group) V1Procs() []string {
 // double-forked included: they cannot leave the group. It uses cgroup.kill
 // (Linux 5.14); without it, it freezes the group so nothing forks while it
 // signals every pid in cgroup.procs, then thaws it so the dead can exit.
+//
+// A killed group is finished: remove it and create a new one for the next
+// process. Linux 6.x counts kills per group (kill_seq) and a child cloned
+// into a group with CLONE_INTO_CGROUP after a cgroup.kill is killed at birth
+// (seen on 6.18; TestCloneIntoKilledGroup records it).
 func (g *Group) Kill() error {
 	err := writeFile(filepath.Join(g.v2Dir, "cgroup.kill"), "1")
 	if err == nil {
@@ -156,6 +161,7 @@ func (g *Group) v1Dir(c string) (string, bool) {
 
 // Remove kills the group's processes and removes its directories in every
 // hierarchy, retrying while the killed processes drain, until ctx ends.
+// Removing a removed group succeeds.
 func (g *Group) Remove(ctx context.Context) error {
 	for {
 		if err := g.Kill(); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -164,7 +170,7 @@ func (g *Group) Remove(ctx context.Context) error {
 		err := g.removeDirs()
 		if err == nil {
 			if g.dir != nil {
-				g.dir.Close()
+				g.dir.Close() // a second Remove closes again: harmless
 			}
 			return nil
 		}

@@ -249,3 +249,38 @@ func TestSweepRemovesLeftovers(t *testing.T) {
 		require.NoDirExists(t, d)
 	}
 }
+
+// TestCloneIntoKilledGroup records the kernel behaviour that makes the
+// executor use a new group for every run of a task: after cgroup.kill, a
+// child cloned into the same group is killed at birth; a new group with the
+// same name works.
+func TestCloneIntoKilledGroup(t *testing.T) {
+	m, _ := newHostManager(t)
+	g, err := m.Create("again", Limits{})
+	require.NoError(t, err)
+	first := startIn(t, g, "exec sleep 1000")
+	require.NoError(t, g.Kill())
+	require.Error(t, first.Wait())
+
+	second := startIn(t, g, "exec sleep 1000")
+	done := make(chan error, 1)
+	go func() { done <- second.Wait() }()
+	select {
+	case <-done:
+		t.Log("this kernel kills a child cloned into a killed group")
+	case <-time.After(500 * time.Millisecond):
+		t.Log("this kernel lets a child into a killed group")
+	}
+	require.NoError(t, g.Remove(context.Background()))
+
+	g, err = m.Create("again", Limits{})
+	require.NoError(t, err)
+	third := startIn(t, g, "exec sleep 1000")
+	go func() { done <- third.Wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("a child of a new group died: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	require.NoError(t, g.Remove(context.Background()))
+}
