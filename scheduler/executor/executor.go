@@ -41,19 +41,19 @@ type Restart struct {
 
 // TaskSpec is one task the node must run.
 type TaskSpec struct {
-	ID              string // allocation id, [a-z0-9-]{1,64}; also the cgroup name
-	Namespace, Job  string
-	Index           int
-	SPIFFEID        string
-	Command         string
-	Args            []string
-	Env             map[string]string
-	WorkDir         string // relative to the task's own folder ("" = the folder)
-	CPUMillis       int64
-	MemoryMiB       int64
-	Ports           map[string]int // exported as UNUM_PORT_<NAME> (upper-cased, '-' -> '_')
-	Batch           bool           // a batch task that exits 0 is complete and not restarted
-	Restart         Restart
+	ID             string // allocation id, [a-z0-9-]{1,64}; also the cgroup name
+	Namespace, Job string
+	Index          int
+	SPIFFEID       string
+	Command        string
+	Args           []string
+	Env            map[string]string
+	WorkDir        string // relative to the task's own folder ("" = the folder)
+	CPUMillis      int64
+	MemoryMiB      int64
+	Ports          map[string]int // exported as UNUM_PORT_<NAME> (upper-cased, '-' -> '_')
+	Batch          bool           // a batch task that exits 0 is complete and not restarted
+	Restart        Restart
 }
 
 // State is a task's lifecycle state.
