@@ -1,0 +1,28 @@
+// Package shim is the task shim: the unum binary re-executed by the executor
+// (the way runc and minijail re-execute themselves) to turn itself into a
+// task. It runs as root, born in the task's cgroup v2 group, and in order:
+//
+//  1. reads the Spec from file descriptor SpecFD (a pipe: never argv or the
+//     environment, which other local users can read in /proc) and closes it;
+//  2. joins the task's cgroup v1 groups (clone placed it in v2 already);
+//  3. marks every other file descriptor close-on-exec;
+//  4. sets PR_SET_NO_NEW_PRIVS, so no setuid binary or file capability can
+//     raise privileges again, and empties the capability bounding and
+//     ambient sets;
+//  5. clears supplementary groups and sets gid and uid (setresgid,
+//     setresuid) to the task's dynamic uid;
+//  6. verifies it cannot become root again (setuid(0) fails, no capability
+//     left, uid and gid are not 0) and that no_new_privs holds;
+//  7. changes to the work directory, as the task uid;
+//  8. resolves the command through the spec environment's PATH;
+//  9. applies further confinement (confine: the seam for seccomp and
+//     Landlock, which the enforcement issue fills);
+//  10. execve's the command with exactly the spec's environment.
+//
+// Main never returns: it execs the task or exits 127 with the reason on
+// stderr (which the executor captures into the task's stderr log) and on
+// ExecFD.
+//
+// Imported by cmd/unum (the hook at the top of main) and scheduler/executor
+// (which builds the Spec); it must stay small and import nothing of unum.
+package shim
