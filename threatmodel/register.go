@@ -1353,6 +1353,83 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"identity/agent.TestTaskCannotJoinAnotherTask", "identity/selector.TestValidateSet"},
 		},
+		{
+			ID:       "T-090",
+			Title:    "A task regains root through a setuid binary or a capability",
+			STRIDE:   "E",
+			Asset:    "root on a compute node: every task, key and the node identity on it",
+			Boundary: "the task shim (exec of a task on a compute node)",
+			Attacker: "the code of a task (a compromised or malicious job) running a setuid-root binary (su, a setuid " +
+				"shell it finds or was given) or a file with capabilities, to become root on the node",
+			Mitigation: "The shim sets PR_SET_NO_NEW_PRIVS and empties the capability bounding and ambient sets on the " +
+				"thread that execs, drops supplementary groups and sets gid and uid to the task's dynamic uid, then " +
+				"verifies that setuid(0) and setgid(0) fail, no capability is left and no_new_privs holds, failing closed " +
+				"(exit 127, nothing exec'd) otherwise. A setuid binary then runs with the task's uid. The test first shows " +
+				"the setuid copies do make an unprivileged uid root without no_new_privs.",
+			Status: Mitigated,
+			Tests:  []string{"scheduler/executor.TestAttackSetuidCannotRegainRoot", "scheduler/executor.TestTaskConfinedAndIdentified"},
+		},
+		{
+			ID:       "T-091",
+			Title:    "A task escapes its cgroup",
+			STRIDE:   "TE",
+			Asset:    "resource limits, the kill switch (cgroup.kill) and the BPF attach point of a task; identity attestation by cgroup",
+			Boundary: "cgroup file systems on a compute node",
+			Attacker: "the code of a task writing its pid into another group's cgroup.procs (the root, the node's own group, " +
+				"another task's) or making a child group, to shed its limits, survive a kill or be attested as another task",
+			Mitigation: "The task is born in its v2 group (CLONE_INTO_CGROUP) and joins its v1 groups as root in the shim " +
+				"before dropping privileges; every cgroup directory and control file is root's, so after the drop any " +
+				"move or mkdir is refused (EACCES), and a migration in v2 also needs write access to the common ancestor.",
+			Status: Mitigated,
+			Tests:  []string{"scheduler/executor.TestAttackCgroupEscape", "scheduler/cgroup.TestKillForkBomb"},
+		},
+		{
+			ID:       "T-092",
+			Title:    "A task signals, traces or reads another task's process",
+			STRIDE:   "TIE",
+			Asset:    "other tasks on the same node: their memory, environment (secrets) and liveness",
+			Boundary: "process boundaries between tasks on a compute node",
+			Attacker: "the code of a task sending signals to, ptrace-attaching to or reading /proc/PID/environ and mem of " +
+				"another task's processes on the same node",
+			Mitigation: "Every live task runs under its own uid (T-093) with no capabilities, so the kernel's permission " +
+				"checks for kill(2), ptrace(2) and /proc access (same uid or CAP_SYS_PTRACE/CAP_KILL) refuse it. The test " +
+				"checks the attempts are real: the same ptrace helper attaches when run as root. The eBPF layer later " +
+				"denies ptrace of others outright.",
+			Status: Mitigated,
+			Tests:  []string{"scheduler/executor.TestAttackOtherTaskProcess"},
+		},
+		{
+			ID:       "T-093",
+			Title:    "A task runs as root, or two live tasks share a uid",
+			STRIDE:   "E",
+			Asset:    "the isolation between tasks that rests on distinct unprivileged uids",
+			Boundary: "the executor's uid allocation (machine-wide, across the nodes `unum dev` runs on one machine)",
+			Attacker: "a task that would inherit another task's uid (and with it its files and processes), or a " +
+				"misconfiguration handing out uid 0",
+			Mitigation: "A uid range that includes 0 or -1 is refused at start; uids are handed out lowest free first, " +
+				"each held with flock on a lock file in a root-owned folder shared by every executor on the machine (the " +
+				"kernel frees it if the node dies), and a uid is skipped while any process on the machine runs under it. " +
+				"A task keeps its uid across restarts; its work folder is removed before the uid is released. The shim " +
+				"refuses uid or gid 0 whatever its spec says.",
+			Status: Mitigated,
+			Tests: []string{"scheduler/executor.TestAttackUIDNeverZeroNeverShared", "scheduler/executor.TestNewChecks",
+				"scheduler/executor.TestRestartAfterKillWithBackoff"},
+		},
+		{
+			ID:       "T-094",
+			Title:    "A task's spec (environment, secrets) read by other local users",
+			STRIDE:   "I",
+			Asset:    "a task's environment and arguments as handed to the shim (secrets passed in env)",
+			Boundary: "/proc of a compute node: argv and environ of the shim and of the task",
+			Attacker: "any local user or other task reading /proc/PID/cmdline or environ of the shim while it starts a " +
+				"task, or of the task afterwards",
+			Mitigation: "The shim's argv is only the binary and shim.Arg and its environment is empty; the spec travels " +
+				"through a pipe on fd 3 that the shim closes before it drops privileges. Once exec'd, the task's environ " +
+				"is readable only by its own uid and root (ptrace access rules), which the test shows from another task. " +
+				"The task's own argv is world-readable as for every process: secrets belong in env, not args.",
+			Status: Mitigated,
+			Tests:  []string{"scheduler/executor.TestAttackSpecNotInArgvOrEnv", "scheduler/executor.TestAttackOtherTaskProcess"},
+		},
 	}
 	sortByID(threats)
 	return threats
