@@ -52,8 +52,8 @@ func TestAttackSetuidCannotRegainRoot(t *testing.T) {
 	suidSh := copyExec(t, "/usr/bin/dash", dir, os.ModeSetuid|0o755)
 	// The control: without no_new_privs these copies make an unprivileged
 	// uid root, so the file system honours setuid and the attack is real.
-	require.Equal(t, "0", asUID(t, DefaultUIDs.Hi, suidID, "-u"), "setuid is not honoured here; the attack test proves nothing")
-	require.Equal(t, "0", asUID(t, DefaultUIDs.Hi, suidSh, "-p", "-c", "id -u"))
+	require.Equal(t, "0", asUID(t, uint32(DefaultUIDHi), suidID, "-u"), "setuid is not honoured here; the attack test proves nothing")
+	require.Equal(t, "0", asUID(t, uint32(DefaultUIDHi), suidSh, "-p", "-c", "id -u"))
 
 	code, out, _ := runOnce(t, h.e, sh("suid", fmt.Sprintf(
 		`%s -u; %s -p -c 'id -u'; su -c 'id -u' root </dev/null >/dev/null 2>&1; echo su=$?; grep -E '^(NoNewPrivs|CapBnd|CapPrm)' /proc/self/status`,
@@ -158,7 +158,7 @@ func TestAttackUIDNeverZeroNeverShared(t *testing.T) {
 		for _, s := range specs {
 			st := h.waitState(t, s.ID, Running)
 			require.NotZero(t, st.UID)
-			require.GreaterOrEqual(t, st.UID, DefaultUIDs.Lo)
+			require.GreaterOrEqual(t, st.UID, uint32(DefaultUIDLo))
 			require.NotContains(t, seen, st.UID, "uid %d of %s shared", st.UID, s.ID)
 			seen[st.UID] = s.ID
 			require.Equal(t, strconv.FormatUint(uint64(st.UID), 10), strings.Fields(procStatus(t, st.PID)["Uid"])[1])

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -95,11 +96,14 @@ type TaskStatus struct {
 // UIDRange is an inclusive range of dynamic uids for tasks.
 type UIDRange struct{ Lo, Hi uint32 }
 
-// DefaultUIDs sits above what passwd files (below 60000), systemd's
+// DefaultUIDLo-DefaultUIDHi (the default UIDRange) sits above what passwd files (below 60000), systemd's
 // DynamicUser (61184-65519) and subordinate uid ranges for containers
 // (100000 up to a few million) usually use, stays below 2^31 so tools that
 // print uids as signed ints show them right, and excludes 0 and -1.
-var DefaultUIDs = UIDRange{Lo: 2147000000, Hi: 2147065535}
+const (
+	DefaultUIDLo = 2147000000
+	DefaultUIDHi = 2147065535
+)
 
 // DefaultUIDLockDir is where executors on one machine coordinate uids.
 const DefaultUIDLockDir = "/run/unum/uids"
@@ -111,7 +115,7 @@ type Config struct {
 	Dir      string
 	NodeName string
 	Cgroups  *cgroup.Manager
-	UIDs     UIDRange // default DefaultUIDs; never includes 0
+	UIDs     UIDRange // default DefaultUIDLo-DefaultUIDHi; never includes 0
 	// UIDLockDir holds one lock file per uid in use, shared by every
 	// executor on the machine (default DefaultUIDLockDir).
 	UIDLockDir string
@@ -178,7 +182,7 @@ func New(cfg Config) (*Executor, error) {
 		return nil, errors.New("executor: node name and shim path are required")
 	}
 	if cfg.UIDs == (UIDRange{}) {
-		cfg.UIDs = DefaultUIDs
+		cfg.UIDs = UIDRange{Lo: DefaultUIDLo, Hi: DefaultUIDHi}
 	}
 	if cfg.UIDs.Lo == 0 || cfg.UIDs.Hi < cfg.UIDs.Lo || cfg.UIDs.Hi == ^uint32(0) {
 		return nil, fmt.Errorf("executor: uid range %d-%d must exclude 0 and -1", cfg.UIDs.Lo, cfg.UIDs.Hi)
@@ -368,7 +372,7 @@ func (e *Executor) Fence(reason string) {
 		e.mu.unfenced = make(chan struct{})
 	}
 	e.mu.fenceReason = cmp.Or(reason, "fenced")
-	ts := slices.Collect(mapsValues(e.mu.tasks))
+	ts := slices.Collect(maps.Values(e.mu.tasks))
 	e.mu.Unlock()
 	for _, t := range ts {
 		t.mu.Lock()
@@ -429,7 +433,7 @@ func (e *Executor) waitUnfenced(ctx context.Context, t *task) bool {
 // included only when asked.
 func (e *Executor) Tasks(includeFinished bool) []TaskStatus {
 	e.mu.Lock()
-	ts := slices.Collect(mapsValues(e.mu.tasks))
+	ts := slices.Collect(maps.Values(e.mu.tasks))
 	if includeFinished {
 		ts = append(ts, e.mu.history...)
 	}

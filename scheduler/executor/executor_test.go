@@ -57,8 +57,8 @@ func TestTaskConfinedAndIdentified(t *testing.T) {
 	mu.Lock()
 	require.Equal(t, []string{"conf"}, waited)
 	mu.Unlock()
-	require.GreaterOrEqual(t, st.UID, DefaultUIDs.Lo)
-	require.LessOrEqual(t, st.UID, DefaultUIDs.Hi)
+	require.GreaterOrEqual(t, st.UID, uint32(DefaultUIDLo))
+	require.LessOrEqual(t, st.UID, uint32(DefaultUIDHi))
 
 	ps := procStatus(t, st.PID)
 	require.Equal(t, "1", ps["NoNewPrivs"])

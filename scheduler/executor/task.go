@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"iter"
 	"maps"
 	"os"
 	"os/exec"
@@ -23,8 +22,6 @@ import (
 	"github.com/unumos/unum/scheduler/cgroup"
 	"github.com/unumos/unum/scheduler/executor/shim"
 )
-
-func mapsValues[K comparable, V any](m map[K]V) iter.Seq[V] { return maps.Values(m) }
 
 var (
 	taskIDRE   = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
