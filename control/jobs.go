@@ -96,7 +96,7 @@ func (s *Server) submitJob(ctx context.Context, req *unumv1.SubmitJobRequest) (*
 	}
 	now := s.cfg.Clock()
 	rec := JobRecord{
-		Namespace: j.Namespace, Name: j.Name, SPIFFEID: id.String(), Spec: canon,
+		Namespace: j.Namespace, Name: j.Name, SPIFFEID: id.String(), Spec: string(canon),
 		Version: 1, SubmittedBy: c.ID.String(), SubmittedAt: now.UTC(), Egress: egress,
 	}
 	if d, ok := rpc.DecisionFromContext(ctx); ok {
@@ -112,7 +112,7 @@ func (s *Server) submitJob(ctx context.Context, req *unumv1.SubmitJobRequest) (*
 		prev := st.jobs[idx]
 		prevRev = prev.modRev
 		rec.Version = prev.rec.Version
-		if prev.rec.Stopped || !jsonEqual(prev.rec.Spec, canon) {
+		if prev.rec.Stopped || prev.rec.Spec != string(canon) {
 			rec.Version++
 		} else {
 			changed = false
@@ -132,7 +132,7 @@ func (s *Server) submitJob(ctx context.Context, req *unumv1.SubmitJobRequest) (*
 		})
 	}
 	n := 0
-	r := planRound(preview, now, s.nodeLease(), s.downGrace(), func() string { n++; return fmt.Sprintf("new-%d", n) })
+	r := planRound(preview, now, time.Time{}, s.nodeLease(), s.downGrace(), func() string { n++; return fmt.Sprintf("new-%d", n) })
 	out := &unumv1.SubmitJobResponse{Plan: jobPlan(r, scheduler.JobRef{Namespace: j.Namespace, Name: j.Name}, st)}
 	out.Job = s.jobProto(rec, j, nil, nil)
 	if req.GetDryRun() || !changed {
@@ -151,8 +151,6 @@ func (s *Server) submitJob(ctx context.Context, req *unumv1.SubmitJobRequest) (*
 	out.Submitted = true
 	return out, nil
 }
-
-func jsonEqual(a, b []byte) bool { return string(a) == string(b) }
 
 // egressDecisions asks the policy, for each declared egress target,
 // whether the job's identity may connect to it. A declaration never grants
@@ -235,7 +233,7 @@ func ports32(in map[string]int) map[string]int32 {
 // jobProto describes a job; allocs and tasks (may be nil) give its state.
 func (s *Server) jobProto(rec JobRecord, spec *jobspec.Job, allocs []AllocRecord, tasks map[string]TaskStatusRecord) *unumv1.Job {
 	out := &unumv1.Job{
-		Namespace: rec.Namespace, Name: rec.Name, SpiffeId: rec.SPIFFEID, SpecJson: string(rec.Spec),
+		Namespace: rec.Namespace, Name: rec.Name, SpiffeId: rec.SPIFFEID, SpecJson: rec.Spec,
 		Version: rec.Version, SubmittedBy: rec.SubmittedBy, SubmittedAtUnix: rec.SubmittedAt.Unix(),
 		Stopped: rec.Stopped, DecisionId: rec.DecisionID,
 	}
@@ -336,7 +334,7 @@ func allocProto(a AllocRecord, st schedState) *unumv1.Allocation {
 		NodeAddress: st.nodes[a.Node].APIAddress, SpiffeId: a.SPIFFEID, Ports: ports32(a.Ports),
 		Resources: &unumv1.Resources{CpuMillis: a.CPUMillis, MemoryMib: a.MemoryMiB},
 		Priority:  int32(a.Priority), Class: a.Class, CreatedAtUnix: a.CreatedAt.Unix(), JobVersion: a.JobVersion,
-		SpecJson: string(a.Spec),
+		SpecJson: a.Spec,
 	}
 	if ts, ok := st.tasks[a.ID]; ok {
 		p.Status = taskStatusProto(a, ts)

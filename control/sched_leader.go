@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -37,8 +38,9 @@ const (
 	// DefaultSchedInterval is how often the leader runs a round without
 	// a change to wake it (leases expire without an event).
 	DefaultSchedInterval = time.Second
-	// schedSessionTTL is the leader's etcd session lifetime in seconds.
-	schedSessionTTL = 10
+	// minSchedSessionTTL bounds the leader's etcd session lifetime from
+	// below (seconds): shorter ones expire under a busy etcd.
+	minSchedSessionTTL = 3
 	// maxTxnOps stays below etcd's default --max-txn-ops (128).
 	maxTxnOps = 100
 	// maxPlanDetails bounds the lists one job.place event carries.
@@ -66,7 +68,10 @@ func (s *Server) runScheduler(ctx context.Context) {
 }
 
 func (s *Server) campaignAndLead(ctx context.Context) error {
-	sess, err := concurrency.NewSession(s.cfg.Etcd, concurrency.WithTTL(schedSessionTTL), concurrency.WithContext(ctx))
+	// The session lives as long as a node's lease: a dead leader is
+	// replaced about as fast as a dead node is noticed.
+	ttl := max(int(s.nodeLease().Seconds()), minSchedSessionTTL)
+	sess, err := concurrency.NewSession(s.cfg.Etcd, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("scheduler session: %w", err)
 	}
@@ -88,9 +93,14 @@ func (s *Server) campaignAndLead(ctx context.Context) error {
 	tick := time.NewTicker(cmp0(s.cfg.SchedInterval, DefaultSchedInterval))
 	defer tick.Stop()
 	leases := map[string]nodeLease{}
+	observing := s.cfg.Clock()
 	for {
-		if err := s.schedRound(lctx, fence, leases); err != nil && lctx.Err() == nil {
+		if err := s.schedRound(lctx, fence, leases, observing); err != nil && lctx.Err() == nil {
 			s.cfg.Log.Warn("scheduling round failed", "err", err)
+			if errors.Is(err, errSchedRead) {
+				// Cut off from etcd: heartbeats may have failed too.
+				observing = s.cfg.Clock()
+			}
 		}
 		select {
 		case <-lctx.Done():
@@ -108,6 +118,9 @@ func (s *Server) campaignAndLead(ctx context.Context) error {
 		}
 	}
 }
+
+// errSchedRead marks a round that could not read the state.
+var errSchedRead = errors.New("scheduler cannot read etcd")
 
 // schedRelevant reports whether a watch batch can change a round's answer
 // (heartbeats alone cannot, until a lease expires: the tick sees that).
@@ -165,7 +178,7 @@ func (s *Server) readSchedState(ctx context.Context) (schedState, error) {
 			continue
 		}
 		je := jobEntry{rec: rec, modRev: kv.ModRevision}
-		je.spec, je.err = jobspec.ParseCanonical(rec.Spec)
+		je.spec, je.err = jobspec.ParseCanonical([]byte(rec.Spec))
 		st.jobs = append(st.jobs, je)
 	}
 	for _, kv := range resp.Responses[4].GetResponseRange().Kvs {
@@ -195,13 +208,13 @@ func sortAllocs(a []allocEntry) {
 }
 
 // schedRound runs one round and commits what it decided.
-func (s *Server) schedRound(ctx context.Context, fence clientv3.Cmp, leases map[string]nodeLease) error {
+func (s *Server) schedRound(ctx context.Context, fence clientv3.Cmp, leases map[string]nodeLease, observing time.Time) error {
 	st, err := s.readSchedState(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errSchedRead, err)
 	}
 	now := s.cfg.Clock()
-	r := planRound(st, now, s.nodeLease(), s.downGrace(), newAllocID)
+	r := planRound(st, now, observing, s.nodeLease(), s.downGrace(), newAllocID)
 	s.noteLeases(ctx, st, r.lease, leases)
 	if r.empty() {
 		return nil

@@ -45,9 +45,16 @@ func (s *Server) storeExecutorReport(ctx context.Context, node string, req *unum
 		limits = append(limits, truncate(l, 256))
 	}
 	cpu, mem := req.GetCapacity().GetCpuMillis(), req.GetCapacity().GetMemoryMib()
-	if !ok || !last.sched.Compute || last.sched.CPUMillis != cpu || last.sched.MemoryMiB != mem || !slices.Equal(last.sched.Limits, limits) {
+	lo, hi := int(req.GetPortLo()), int(req.GetPortHi())
+	if lo != 0 || hi != 0 {
+		if lo < 1024 || hi > 65535 || lo > hi {
+			return status.Errorf(codes.InvalidArgument, "task port range %d-%d: want 1024 <= low <= high <= 65535", lo, hi)
+		}
+	}
+	if !ok || !last.sched.Compute || last.sched.CPUMillis != cpu || last.sched.MemoryMiB != mem || !slices.Equal(last.sched.Limits, limits) ||
+		last.sched.PortLo != lo || last.sched.PortHi != hi {
 		ns, err := s.updateNodeSched(ctx, node, func(ns *NodeSched) error {
-			ns.Compute, ns.CPUMillis, ns.MemoryMiB, ns.Limits = true, cpu, mem, limits
+			ns.Compute, ns.CPUMillis, ns.MemoryMiB, ns.Limits, ns.PortLo, ns.PortHi = true, cpu, mem, limits, lo, hi
 			return nil
 		})
 		if err != nil {

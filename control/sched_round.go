@@ -117,11 +117,19 @@ func (r round) empty() bool { return len(r.remove) == 0 && len(r.finished) == 0 
 // used up).
 func terminalTaskState(state string) bool { return state == "complete" || state == "failed" }
 
-// planRound decides one round. newID names new allocations.
-func planRound(st schedState, now time.Time, lease, grace time.Duration, newID func() string) round {
+// planRound decides one round. newID names new allocations. observing is
+// when this leader began to see heartbeats arrive (its election, or the end
+// of its last failed read): no heartbeat counts as older than that, so a
+// new leader, or one that was cut off from etcd, gives every node a whole
+// lease and grace period before it re-places anything rather than taking
+// its own blindness for their death.
+func planRound(st schedState, now, observing time.Time, lease, grace time.Duration, newID func() string) round {
 	r := round{lease: map[string]nodeLease{}}
 	for name := range st.nodes {
 		s, ok := st.status[name]
+		if ok && s.LastSeen.Before(observing) {
+			s.LastSeen = observing
+		}
 		r.lease[name] = leaseOf(s, ok, now, lease, grace)
 	}
 	jobs := map[scheduler.JobRef]*jobEntry{}
@@ -213,6 +221,7 @@ func planRound(st schedState, now time.Time, lease, grace time.Duration, newID f
 			Capacity:    scheduler.Resources{CPU: ns.CPUMillis, MemoryMiB: ns.MemoryMiB},
 			Ready:       r.lease[name] == leaseReady,
 			Schedulable: !ns.Draining,
+			Ports:       scheduler.PortRange{Lo: ns.PortLo, Hi: ns.PortHi},
 		})
 	}
 	snap.Allocs = snapAllocs

@@ -15,9 +15,10 @@ import (
 // roundFixture builds a schedState by hand: the round is a pure function,
 // so it is tested without etcd.
 type roundFixture struct {
-	st  schedState
-	now time.Time
-	ids int
+	st        schedState
+	now       time.Time
+	observing time.Time
+	ids       int
 }
 
 func newRoundFixture() *roundFixture {
@@ -40,7 +41,7 @@ func (f *roundFixture) job(t *testing.T, yaml string, version int64, stopped boo
 	canon, err := j.Canonical()
 	require.NoError(t, err)
 	f.st.jobs = append(f.st.jobs, jobEntry{rec: JobRecord{Namespace: j.Namespace, Name: j.Name, SPIFFEID: "spiffe://unum.test/ns/" + j.Namespace + "/job/" + j.Name,
-		Spec: canon, Version: version, Stopped: stopped}, modRev: 10, spec: j})
+		Spec: string(canon), Version: version, Stopped: stopped}, modRev: 10, spec: j})
 	sort.Slice(f.st.jobs, func(a, b int) bool { return f.st.jobs[a].rec.Name < f.st.jobs[b].rec.Name })
 }
 
@@ -51,7 +52,7 @@ func (f *roundFixture) alloc(id, job string, index int, node string, version int
 }
 
 func (f *roundFixture) run() round {
-	return planRound(f.st, f.now, 10*time.Second, 20*time.Second, func() string { f.ids++; return fmt.Sprintf("new%d", f.ids) })
+	return planRound(f.st, f.now, f.observing, 10*time.Second, 20*time.Second, func() string { f.ids++; return fmt.Sprintf("new%d", f.ids) })
 }
 
 // describe renders a round for comparison: removals with reasons, then
@@ -239,4 +240,20 @@ func TestLeaseAndFence(t *testing.T) {
 	// A node fences itself strictly before its tasks are re-placed.
 	require.Less(t, fenceAfter(lease, grace), lease+grace)
 	require.Greater(t, fenceAfter(lease, grace), lease)
+}
+
+// TestNewLeaderGivesNodesALease: a leader that has just begun observing
+// (elected, or back from an etcd outage) does not take the old heartbeats
+// it finds for dead nodes.
+func TestNewLeaderGivesNodesALease(t *testing.T) {
+	f := newRoundFixture()
+	f.node("a", time.Minute, 1000, 1024, false)
+	f.node("b", time.Minute, 1000, 1024, false)
+	f.job(t, webJob, 1, false)
+	f.alloc("x1", "web", 0, "a", 1)
+	f.alloc("x2", "web", 1, "b", 1)
+	f.observing = f.now.Add(-2 * time.Second)
+	require.Equal(t, "", describe(f.run()), "a new leader re-placed tasks at once")
+	f.observing = f.now.Add(-31 * time.Second)
+	require.Contains(t, describe(f.run()), "remove x1")
 }

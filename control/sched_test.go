@@ -101,7 +101,8 @@ const schedJob = `
 name: sched-e2e
 type: service
 count: 2
-task: {command: /bin/sleep, args: ["1000"]}
+# HTML-special characters: the stored spec must stay canonical.
+task: {command: /bin/sleep, args: ["1000"], env: {X: "a<b&c>"}}
 resources: {cpu: 400, memory: 256}
 anti_affinity: node
 ports: [http]
@@ -139,6 +140,9 @@ func TestSchedulerEndToEnd(t *testing.T) {
 	require.Equal(t, "spiffe://unum.test/ns/default/job/sched-e2e", sub.GetJob().GetSpiffeId())
 	allocs := waitAllocs(t, "default", "sched-e2e", "two placements", func(a []AllocRecord) bool { return len(a) == 2 })
 	require.NotEqual(t, allocs[0].Node, allocs[1].Node, "anti-affinity")
+	st, err := sched.JobStatus(ctxT(t), &unumv1.JobStatusRequest{Namespace: "default", Name: "sched-e2e"})
+	require.NoError(t, err)
+	require.Equal(t, "pending", st.GetJob().GetState(), "placed, nothing reported running yet")
 	for _, a := range allocs {
 		require.Contains(t, a.Ports, "http")
 		require.GreaterOrEqual(t, a.Ports["http"], 20000)

@@ -184,15 +184,17 @@ type JobRecord struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	SPIFFEID  string `json:"spiffe_id"`
-	// Spec is the canonical JSON of the defaulted spec (jobspec.Canonical).
-	Spec        json.RawMessage `json:"spec"`
-	Version     int64           `json:"version"`
-	SubmittedBy string          `json:"submitted_by"`
-	SubmittedAt time.Time       `json:"submitted_at"`
-	DecisionID  string          `json:"decision_id,omitempty"`
-	Stopped     bool            `json:"stopped,omitempty"`
-	StoppedBy   string          `json:"stopped_by,omitempty"`
-	StoppedAt   time.Time       `json:"stopped_at,omitzero"`
+	// Spec is the canonical JSON of the defaulted spec (jobspec.Canonical),
+	// kept as a string: a raw JSON member would be re-encoded (HTML
+	// escapes) and no longer be canonical.
+	Spec        string    `json:"spec"`
+	Version     int64     `json:"version"`
+	SubmittedBy string    `json:"submitted_by"`
+	SubmittedAt time.Time `json:"submitted_at"`
+	DecisionID  string    `json:"decision_id,omitempty"`
+	Stopped     bool      `json:"stopped,omitempty"`
+	StoppedBy   string    `json:"stopped_by,omitempty"`
+	StoppedAt   time.Time `json:"stopped_at,omitzero"`
 	// Egress is each declared egress target with the policy's answer at
 	// submission (re-evaluated by enforcement on every policy change).
 	Egress []EgressRecord `json:"egress,omitempty"`
@@ -208,20 +210,20 @@ type EgressRecord struct {
 // AllocRecord is one task placed on a node. It pins the job version and
 // spec it runs, so a node never needs the job record.
 type AllocRecord struct {
-	ID         string          `json:"id"`
-	Namespace  string          `json:"namespace"`
-	Job        string          `json:"job"`
-	Index      int             `json:"index"`
-	Node       string          `json:"node"`
-	JobVersion int64           `json:"job_version"`
-	SPIFFEID   string          `json:"spiffe_id"`
-	Spec       json.RawMessage `json:"spec"`
-	CPUMillis  int64           `json:"cpu_millis"`
-	MemoryMiB  int64           `json:"memory_mib"`
-	Priority   int             `json:"priority"`
-	Class      string          `json:"class"`
-	Ports      map[string]int  `json:"ports,omitempty"`
-	CreatedAt  time.Time       `json:"created_at"`
+	ID         string         `json:"id"`
+	Namespace  string         `json:"namespace"`
+	Job        string         `json:"job"`
+	Index      int            `json:"index"`
+	Node       string         `json:"node"`
+	JobVersion int64          `json:"job_version"`
+	SPIFFEID   string         `json:"spiffe_id"`
+	Spec       string         `json:"spec"`
+	CPUMillis  int64          `json:"cpu_millis"`
+	MemoryMiB  int64          `json:"memory_mib"`
+	Priority   int            `json:"priority"`
+	Class      string         `json:"class"`
+	Ports      map[string]int `json:"ports,omitempty"`
+	CreatedAt  time.Time      `json:"created_at"`
 	// Done is set by the leader once the node reported the task finished
 	// for good (complete, or failed with its restarts used up): it no
 	// longer holds resources, the node stops tracking it and the CA no
@@ -251,6 +253,9 @@ type NodeSched struct {
 	CPUMillis int64    `json:"cpu_millis,omitempty"`
 	MemoryMiB int64    `json:"memory_mib,omitempty"`
 	Limits    []string `json:"limits,omitempty"`
+	// PortLo..PortHi are the ports tasks may be given (0: the default).
+	PortLo int `json:"port_lo,omitempty"`
+	PortHi int `json:"port_hi,omitempty"`
 }
 
 func jobKey(ns, name string) string        { return prefixJobs + ns + "/" + name }

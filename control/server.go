@@ -557,6 +557,6 @@ func allocToProto(a AllocRecord) *unumv1.Allocation {
 		SpiffeId: a.SPIFFEID, Ports: ports32(a.Ports),
 		Resources: &unumv1.Resources{CpuMillis: a.CPUMillis, MemoryMib: a.MemoryMiB},
 		Priority:  int32(a.Priority), Class: a.Class, CreatedAtUnix: a.CreatedAt.Unix(), JobVersion: a.JobVersion,
-		SpecJson: string(a.Spec),
+		SpecJson: a.Spec,
 	}
 }

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"github.com/unumos/unum/scheduler/executor/shim"
+
 	"context"
 	"errors"
 	"fmt"
@@ -46,6 +48,11 @@ type cluster struct {
 }
 
 func TestMain(m *testing.M) {
+	// Compute nodes started by these tests run their tasks through this
+	// binary (os.Executable), as the unum binary does.
+	if len(os.Args) > 1 && os.Args[1] == shim.Arg {
+		shim.Main()
+	}
 	code, err := setup(m)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "node tests:", err)

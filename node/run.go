@@ -81,6 +81,17 @@ type Options struct {
 	// AuditFS is the file system the audit log writes through (nil: the
 	// OS's); tests inject errors here.
 	AuditFS vfs.FS
+	// CPUMillis and MemoryMiB are what a compute node offers to tasks
+	// (default: every CPU and all memory the kernel reports).
+	CPUMillis, MemoryMiB int64
+	// TaskPorts is the range of ports the scheduler gives this node's
+	// tasks (zero: its default, 20000-32767); nodes sharing an address
+	// (unum dev) need ranges of their own.
+	TaskPorts [2]int
+	// NodeLease and DownGrace (control nodes) set the scheduler's lease
+	// and grace period (control.DefaultNodeLease, DefaultDownGrace);
+	// tests shorten them.
+	NodeLease, DownGrace time.Duration
 
 	// started, when set, is called with the node before it runs (tests).
 	started func(*node)
@@ -190,6 +201,11 @@ type node struct {
 	credIssuer   atomic.Pointer[delegation.Issuer]
 	// ctl is the control server of a control node, once started.
 	ctl atomic.Pointer[control.Server]
+	// compute is the executor of a compute node (nil elsewhere, or when
+	// the host cannot run tasks).
+	compute *compute
+	// computeErr is why a compute node runs no executor.
+	computeErr string
 }
 
 func (n *node) nodeSVIDTTL() time.Duration {
@@ -328,6 +344,15 @@ func (n *node) run(ctx context.Context) error {
 		roles = ctl
 		n.ctl.Store(ctl)
 	}
+	if n.cfg.HasRole("compute") {
+		c, err := n.startCompute()
+		if err != nil {
+			n.computeErr = err.Error()
+			n.log.Error("this compute node cannot run tasks", "err", err)
+		} else {
+			n.compute = c
+		}
+	}
 	authz := &rpc.PolicyAuthorizer{Decider: n.decider, Roles: roles}
 	if ctl != nil {
 		authz.Entries = ctl
@@ -347,6 +372,7 @@ func (n *node) run(ctx context.Context) error {
 		auditSvc.Witness = ctl.AuditWitness()
 	}
 	unumv1.RegisterAuditServer(api, auditSvc)
+	unumv1.RegisterTasksServer(api, &tasksService{n: n})
 	servers = append(servers, func() { stopGRPC(api) })
 
 	if ctl != nil {
@@ -355,7 +381,9 @@ func (n *node) run(ctx context.Context) error {
 		unumv1.RegisterUsersServer(api, ctl)
 		unumv1.RegisterBackupServer(api, ctl)
 		unumv1.RegisterCAServer(api, control.CAService{S: ctl})
-		unumv1.RegisterCredentialsServer(api, &control.CredentialService{S: ctl, Issuer: n.credIssuer.Load, Verifier: n.credVerifier, Log: n.audit})
+		credSvc := &control.CredentialService{S: ctl, Issuer: n.credIssuer.Load, Verifier: n.credVerifier, Log: n.audit}
+		unumv1.RegisterCredentialsServer(api, credSvc)
+		unumv1.RegisterSchedulerServer(api, &control.SchedulerService{Server: ctl, Creds: credSvc, Dial: n.dialNode})
 		enrollLis, err := net.Listen("tcp", n.cfg.EnrollListen)
 		if err != nil {
 			apiLis.Close()
@@ -387,10 +415,15 @@ func (n *node) run(ctx context.Context) error {
 	if n.cfg.HasRole("compute") {
 		// Workloads run on compute nodes only: only they serve the
 		// Workload API.
-		n.agent = agent.New(agent.Config{TrustDomain: n.td, Upstream: rpcUpstream{idc}, Clock: time.Now, Logger: n.log.With("component", "agent")})
+		n.agent = agent.New(agent.Config{TrustDomain: n.td, Upstream: rpcUpstream{idc}, Clock: time.Now, Logger: n.log.With("component", "agent"),
+			TaskCgroupRoot: n.compute.taskRoot()})
 		n.agent.SetBundles(n.creds.Roots(), nil)
 		goFn("agent", n.agent.Run)
 		goFn("workload api", func(ctx context.Context) error { return n.agent.Serve(ctx, n.l.Socket()) })
+		if n.compute != nil {
+			goFn("executor", n.compute.exec.Run)
+			goFn("fencing", func(ctx context.Context) error { n.fenceLoop(ctx); return nil })
+		}
 	}
 	goFn("agent sync", func(ctx context.Context) error { n.syncLoop(ctx, idc); return nil })
 	if ctl == nil {
@@ -536,6 +569,8 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		return nil, nil, fmt.Errorf("audit witness key: %w", err)
 	}
 	ctl, err := control.New(control.Config{
+		NodeLease:     n.o.NodeLease,
+		DownGrace:     n.o.DownGrace,
 		TrustDomain:   n.td,
 		NodeName:      n.cfg.Name,
 		Authority:     authority,
@@ -766,7 +801,12 @@ func (n *node) applySync(resp *unumv1.SyncAgentResponse) {
 	}
 	if n.agent != nil {
 		n.agent.SetBundles(roots, jwtKeys)
-		n.agent.SetEntries(n.agentEntries(resp.GetEntries()))
+		entries := n.agentEntries(resp.GetEntries())
+		if n.compute != nil {
+			entries = append(entries, n.allocEntries(resp.GetAllocations())...)
+		}
+		n.agent.SetEntries(entries)
+		n.applyAllocations(resp)
 	}
 	if addrs := resp.GetControlAddresses(); len(addrs) > 0 {
 		n.cfgMu.Lock()
@@ -846,10 +886,16 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 			req.IntermediateFingerprint = ca.Fingerprint(a.Certificate())
 			req.IntermediateExpiresAtUnix = a.Certificate().NotAfter.Unix()
 		}
+		n.compute.executorReport(req)
+		if n.computeErr != "" {
+			req.Limits = []string{"no executor: " + n.computeErr}
+		}
+		sent := time.Now()
 		resp, err := cc.Heartbeat(hctx, req)
 		cancel()
 		if err == nil {
 			n.applyAuditSettings(resp.GetAudit())
+			n.heartbeatAnswered(sent, resp)
 		}
 		if err != nil && ctx.Err() == nil && isRevoked(err) {
 			return fmt.Errorf("this node was removed from the cluster: %s", status.Convert(err).Message())
@@ -870,6 +916,8 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 		case <-policyChanged:
 			// Report a new policy revision at once: `policy status`
 			// shows convergence from heartbeats.
+		case <-n.compute.kicked():
+			// A task changed state: report it now.
 		}
 	}
 }

@@ -1430,6 +1430,85 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"scheduler/executor.TestAttackSpecNotInArgvOrEnv", "scheduler/executor.TestAttackOtherTaskProcess"},
 		},
+		{
+			ID:       "T-087",
+			Title:    "A node obtains an SVID for a workload not placed on it",
+			STRIDE:   "SE",
+			Asset:    "job identities (spiffe://TD/ns/NS/job/NAME)",
+			Boundary: "a control node's Identity service (MintX509SVID, MintJWTSVID) called by a node agent",
+			Attacker: "a compromised compute node that asks the CA for the SVID of a task placed on another node, of a " +
+				"finished or removed allocation, or of another job through one of its own allocations",
+			Mitigation: "A task's SVID is minted only for entry alloc:ID, and only after a linearizable etcd read finds the " +
+				"allocation under the calling node's own prefix (/unum/allocs/NODE/ID, written only by the scheduler " +
+				"leader), not finished, naming exactly the requested SPIFFE ID, with the node still a member; a control " +
+				"node without quorum refuses. The node's name comes from its verified certificate, never from the " +
+				"request. Registration entries may not use task selectors, so no entry can stand in for an allocation. " +
+				"Every refusal is an audited svid.issue deny.",
+			Status: Mitigated,
+			Tests: []string{"control.TestSchedulerEndToEnd", "control.TestCreateEntryValidation",
+				"cmd/unum.TestJobsOnADevCluster"},
+		},
+		{
+			ID:       "T-088",
+			Title:    "A job submitted into a namespace the submitter has no right to",
+			STRIDE:   "E",
+			Asset:    "namespaces and the identities of their jobs",
+			Boundary: "a control node's Scheduler service (SubmitJob, StopJob)",
+			Attacker: "a user, workload or node that submits (or stops) a job in another team's namespace, or sends a " +
+				"request naming a namespace it may use with a spec naming another",
+			Mitigation: "job.run is decided by the policy on job/NS/NAME from the request, and the handler refuses a spec " +
+				"whose namespace or name differs from the request's, so the job stored is the one decided on. The shipped " +
+				"policy lets operators and admins run jobs and data.namespace_bindings give others specific namespaces; " +
+				"workloads and nodes get none. job.run and job.stop are privileged: recorded durably before they run.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestSchedulerRefusals", "policy.TestBuiltinBundleTestsPass"},
+		},
+		{
+			ID:       "T-089",
+			Title:    "A partitioned node's tasks run twice",
+			STRIDE:   "T",
+			Asset:    "the at-most-once placement of a task (and its identity)",
+			Boundary: "node heartbeats; the scheduler leader",
+			Attacker: "a network partition (or a paused node) that keeps a node's tasks running while the leader re-places " +
+				"them elsewhere",
+			Mitigation: "The leader re-places a node's tasks only when its last heartbeat is older than the lease plus the " +
+				"grace period. The node measures, from when it sent its last answered heartbeat (earlier than the time the " +
+				"control plane stamped), a fencing deadline the control plane sends it (lease + grace/2), and kills every " +
+				"task (cgroup.kill) and starts none when the deadline passes; the rest of the grace period is margin. " +
+				"Allocation ids are never reused, and the CA refuses a removed allocation's SVID. A stale leader cannot " +
+				"commit: every plan is fenced by its election key and compares the allocations it reads.",
+			Status: Mitigated,
+			Tests: []string{"control.TestLeaseAndFence", "control.TestStaleLeaderCannotCommit", "control.TestSchedulerEndToEnd",
+				"node.TestFencing"},
+		},
+		{
+			ID:       "T-098",
+			Title:    "A job declares egress the policy forbids",
+			STRIDE:   "E",
+			Asset:    "network reachability between workloads",
+			Boundary: "a control node's Scheduler service (SubmitJob); later the kernel (enforcement issue)",
+			Attacker: "a submitter who lists, in a job's egress, identities the job's own identity may not reach, hoping the " +
+				"declaration grants access",
+			Mitigation: "Each declared target is decided by the policy as net.connect with the job's identity as subject; " +
+				"the job record keeps every answer, the effective egress is only the allowed ones, and `job run` and " +
+				"`job status` show the denied ones with the policy's reasons. A declaration never widens access.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestSchedulerRefusals"},
+		},
+		{
+			ID:       "T-099",
+			Title:    "A node reports state for tasks that are not its own",
+			STRIDE:   "T",
+			Asset:    "task states (job status, the leader's completion decisions)",
+			Boundary: "a control node's Cluster service (Heartbeat)",
+			Attacker: "a compromised compute node that reports another node's allocation as failed or complete, so the " +
+				"leader marks it done and the CA stops minting for it",
+			Mitigation: "A heartbeat's task states are written only under the calling node's own prefix and only while the " +
+				"allocation exists there (one etcd transaction compares it); ids must be allocation ids and the number " +
+				"of tasks per heartbeat is bounded.",
+			Status: Mitigated,
+			Tests:  []string{"control.TestSchedulerEndToEnd"},
+		},
 	}
 	sortByID(threats)
 	return threats

@@ -113,7 +113,14 @@ func startDev(t *testing.T, nodes int) *devCluster {
 
 func startDevIn(t *testing.T, dir string, nodes int) *devCluster {
 	t.Helper()
-	cmd := exec.Command(unumBin, "dev", "--nodes", strconv.Itoa(nodes), "--data-dir", dir)
+	return startDevArgs(t, dir, []string{"dev", "--nodes", strconv.Itoa(nodes), "--data-dir", dir})
+}
+
+// startDevArgs runs unum with args (a dev command) and waits until the
+// cluster is ready.
+func startDevArgs(t *testing.T, dir string, args []string) *devCluster {
+	t.Helper()
+	cmd := exec.Command(unumBin, args...)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	logf, err := os.OpenFile(filepath.Join(dir, "dev.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

@@ -56,7 +56,12 @@ func commands() []*command {
 			{name: "join-token", summary: "mint a single-use join token (admin)", run: runJoinToken},
 			{name: "ls", summary: "list nodes", run: runNodeLs},
 			{name: "rm", summary: "remove a node for good: revoke it, leave etcd, delete its registrations (admin)", run: runNodeRm},
+			{name: "drain", summary: "give a node no new tasks (--undo: schedulable again)", run: runNodeDrain},
+			{name: "label", summary: "set (KEY=VALUE) or remove (KEY-) a node's labels", run: runNodeLabel},
 		}},
+		{name: "job", summary: "jobs: run, ls, status, stop, logs, endpoints", sub: jobCommands()},
+		{name: "ps", summary: "every task on every node: node, job, identity, uid, state, uptime, CPU, memory", run: runPs},
+		{name: "exec", summary: "run a command as a short confined task on every node matching --on SELECTOR (admin)", run: runExec},
 		{name: "status", summary: "cluster health: nodes, etcd, CA", run: runStatus},
 		{name: "backup", summary: "back up and restore the control plane", sub: []*command{
 			{name: "create", summary: "write a backup of the control plane to FILE (admin)", run: runBackupCreate},
@@ -221,7 +226,13 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 			}
 			return nil, usagef("%v\n%s", err, flagUsage(fs))
 		}
-		args = fs.Args()
+		rest := fs.Args()
+		// flag.Parse consumes a "--" terminator: everything after it is
+		// positional, even what looks like a flag (unum exec -- sh -c ...).
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		args = rest
 		if len(args) == 0 {
 			return pos, nil
 		}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -66,6 +67,11 @@ func runNode(e *env, args []string) error {
 	fs.StringVar(&o.Token, "token", "", "join token (with --join); prefer $UNUM_JOIN_TOKEN or --token-file: a command line is readable by every local user")
 	tokenFile := fs.String("token-file", "", "file holding the join token (with --join)")
 	fs.DurationVar(&o.SVIDTTL, "svid-ttl", time.Hour, "lifetime of workload X509-SVIDs this node's CA signs")
+	fs.DurationVar(&o.NodeLease, "node-lease", 0, "control nodes: how long a node may miss heartbeats before it is down (default 10s)")
+	fs.DurationVar(&o.DownGrace, "down-grace", 0, "control nodes: how long a down node keeps its tasks before they are re-placed (default 20s)")
+	fs.Int64Var(&o.CPUMillis, "cpu", 0, "compute nodes: millicores offered to tasks (default: every CPU)")
+	fs.Int64Var(&o.MemoryMiB, "memory", 0, "compute nodes: MiB of memory offered to tasks (default: all memory)")
+	taskPorts := fs.String("task-ports", "", "compute nodes: LOW-HIGH, the ports tasks may be given (default 20000-32767)")
 	fs.DurationVar(&o.EtcdHeartbeat, "etcd-heartbeat", 0, "etcd heartbeat interval (default etcd's)")
 	fs.DurationVar(&o.EtcdElection, "etcd-election", 0, "etcd election timeout (default etcd's)")
 	portFlags(fs, &o.Ports)
@@ -75,6 +81,15 @@ func runNode(e *env, args []string) error {
 	}
 	if err := noArgs(pos); err != nil {
 		return usagef("unknown command %q for unum node (join-token, ls, rm) or unexpected argument", pos[0])
+	}
+	if *taskPorts != "" {
+		lo, hi, ok := strings.Cut(*taskPorts, "-")
+		l, err1 := strconv.Atoi(lo)
+		h, err2 := strconv.Atoi(hi)
+		if !ok || err1 != nil || err2 != nil || l < 1024 || h > 65535 || l > h {
+			return usagef("--task-ports %q: want LOW-HIGH with 1024 <= LOW <= HIGH <= 65535", *taskPorts)
+		}
+		o.TaskPorts = [2]int{l, h}
 	}
 	if o.DataDir == "" {
 		return usagef("--data-dir is required")
@@ -156,6 +171,14 @@ type nodeView struct {
 	SVIDExpiresAt     time.Time `json:"svid_expires_at"`
 	LastSeen          time.Time `json:"last_seen"`
 	Enforcement       string    `json:"enforcement"`
+	// Scheduling.
+	Lease       string            `json:"lease"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Draining    bool              `json:"draining,omitempty"`
+	Capacity    *unumv1.Resources `json:"capacity,omitempty"`
+	Allocated   *unumv1.Resources `json:"allocated,omitempty"`
+	Allocations int32             `json:"allocations"`
+	Limits      []string          `json:"limits,omitempty"`
 }
 
 func toNodeView(n *unumv1.Node) nodeView {
@@ -164,6 +187,8 @@ func toNodeView(n *unumv1.Node) nodeView {
 		EnrollmentAddress: n.GetEnrollmentAddress(), Ready: n.GetReady(), AgentReady: n.GetAgentReady(),
 		SVIDExpiresAt: unixTime(n.GetSvidExpiresAtUnix()), LastSeen: unixTime(n.GetLastSeenUnix()),
 		Enforcement: n.GetEnforcement(),
+		Lease:       n.GetLease(), Labels: n.GetLabels(), Draining: n.GetDraining(), Capacity: n.GetCapacity(),
+		Allocated: n.GetAllocated(), Allocations: n.GetAllocations(), Limits: n.GetLimits(),
 	}
 }
 
@@ -194,9 +219,19 @@ func runNodeLs(e *env, args []string) error {
 	return output.Write(e.stdout, c.format, struct {
 		Nodes []nodeView `json:"nodes"`
 	}{views}, func(tw *tabwriter.Writer) error {
-		fmt.Fprintln(tw, "NAME\tSPIFFE ID\tROLES\tADDRESS\tREADY\tSVID EXPIRES")
+		fmt.Fprintln(tw, "NAME\tROLES\tADDRESS\tREADY\tLEASE\tSCHEDULING\tCPU (m)\tMEMORY (MiB)\tTASKS\tLABELS")
 		for _, v := range views {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", v.Name, v.SPIFFEID, strings.Join(v.Roles, ","), v.Address, v.Ready, fmtTime(v.SVIDExpiresAt))
+			sched := "-"
+			if v.Capacity != nil {
+				sched = "schedulable"
+				if v.Draining {
+					sched = "draining"
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, strings.Join(v.Roles, ","), v.Address, v.Ready, v.Lease, sched,
+				useOf(v.Allocated, v.Capacity, func(r *unumv1.Resources) int64 { return r.GetCpuMillis() }),
+				useOf(v.Allocated, v.Capacity, func(r *unumv1.Resources) int64 { return r.GetMemoryMib() }),
+				v.Allocations, fmtLabels(v.Labels))
 		}
 		return nil
 	})
@@ -207,4 +242,13 @@ func fmtTime(t time.Time) string {
 		return "-"
 	}
 	return t.Format(time.RFC3339)
+}
+
+// useOf is "allocated/capacity" of one resource, "-" for a node without
+// an executor.
+func useOf(alloc, capacity *unumv1.Resources, get func(*unumv1.Resources) int64) string {
+	if capacity == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", get(alloc), get(capacity))
 }

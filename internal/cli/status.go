@@ -122,6 +122,20 @@ func writeStatus(w io.Writer, format output.Format, v statusView) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%s\t%s\n", n.Name, strings.Join(n.Roles, ","), n.Address, enroll, n.Ready, n.AgentReady, n.Enforcement, fmtTime(n.SVIDExpiresAt))
 		}
+		limitsShown := false
+		for _, n := range v.Nodes {
+			if len(n.Limits) == 0 {
+				continue
+			}
+			if !limitsShown {
+				fmt.Fprintln(tw)
+				fmt.Fprintln(tw, "NODE\tTASK LIMITS ENFORCED")
+				limitsShown = true
+			}
+			for _, l := range n.Limits {
+				fmt.Fprintf(tw, "%s\t%s\n", n.Name, l)
+			}
+		}
 		if len(v.EtcdMembers) > 0 {
 			fmt.Fprintln(tw)
 			fmt.Fprintln(tw, "ETCD MEMBER\tID\tLEADER\tLEARNER\tCLIENT URL")

@@ -43,6 +43,9 @@ type Options struct {
 	Binary string
 	// SVIDTTL is passed to the nodes (--svid-ttl); zero keeps their default.
 	SVIDTTL time.Duration
+	// NodeLease and DownGrace are passed to the control nodes
+	// (--node-lease, --down-grace); zero keeps their defaults.
+	NodeLease, DownGrace time.Duration
 	// Out receives the "what next" text; Progress receives progress lines.
 	Out, Progress io.Writer
 	Log           *slog.Logger
@@ -333,6 +336,14 @@ func (d *dev) startNode(i int, extra []string, env ...string) (*proc, error) {
 	}
 	if d.o.SVIDTTL > 0 {
 		args = append(args, "--svid-ttl", d.o.SVIDTTL.String())
+	}
+	// The nodes share 127.0.0.1: each gets its own task ports.
+	args = append(args, "--task-ports", fmt.Sprintf("%d-%d", 20000+i*500, 20000+i*500+499))
+	if d.o.NodeLease > 0 {
+		args = append(args, "--node-lease", d.o.NodeLease.String())
+	}
+	if d.o.DownGrace > 0 {
+		args = append(args, "--down-grace", d.o.DownGrace.String())
 	}
 	args = append(args, extra...)
 	if err := os.MkdirAll(n.Dir, 0o711); err != nil {

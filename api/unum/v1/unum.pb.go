@@ -2396,10 +2396,14 @@ type HeartbeatRequest struct {
 	AuditError string `protobuf:"bytes,10,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
 	// Compute nodes: what the node offers to tasks, the state of every task
 	// it runs, and which resource limits it enforces (and how).
-	Capacity      *Resources    `protobuf:"bytes,11,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	Tasks         []*TaskStatus `protobuf:"bytes,12,rep,name=tasks,proto3" json:"tasks,omitempty"`
-	Limits        []string      `protobuf:"bytes,13,rep,name=limits,proto3" json:"limits,omitempty"`
-	Compute       bool          `protobuf:"varint,14,opt,name=compute,proto3" json:"compute,omitempty"`
+	Capacity *Resources    `protobuf:"bytes,11,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Tasks    []*TaskStatus `protobuf:"bytes,12,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Limits   []string      `protobuf:"bytes,13,rep,name=limits,proto3" json:"limits,omitempty"`
+	Compute  bool          `protobuf:"varint,14,opt,name=compute,proto3" json:"compute,omitempty"`
+	// The ports the scheduler may allocate to this node's tasks (0: the
+	// default range).
+	PortLo        int32 `protobuf:"varint,15,opt,name=port_lo,json=portLo,proto3" json:"port_lo,omitempty"`
+	PortHi        int32 `protobuf:"varint,16,opt,name=port_hi,json=portHi,proto3" json:"port_hi,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2530,6 +2534,20 @@ func (x *HeartbeatRequest) GetCompute() bool {
 		return x.Compute
 	}
 	return false
+}
+
+func (x *HeartbeatRequest) GetPortLo() int32 {
+	if x != nil {
+		return x.PortLo
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetPortHi() int32 {
+	if x != nil {
+		return x.PortHi
+	}
+	return 0
 }
 
 type HeartbeatResponse struct {
@@ -9625,7 +9643,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"clientUrls\x12\x1b\n" +
 	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\x12\x18\n" +
 	"\alearner\x18\x05 \x01(\bR\alearner\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xda\x04\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"\x8c\x05\n" +
 	"\x10HeartbeatRequest\x12/\n" +
 	"\x14svid_expires_at_unix\x18\x01 \x01(\x03R\x11svidExpiresAtUnix\x12 \n" +
 	"\venforcement\x18\x02 \x01(\tR\venforcement\x12\x1f\n" +
@@ -9643,7 +9661,9 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\bcapacity\x18\v \x01(\v2\x12.unum.v1.ResourcesR\bcapacity\x12)\n" +
 	"\x05tasks\x18\f \x03(\v2\x13.unum.v1.TaskStatusR\x05tasks\x12\x16\n" +
 	"\x06limits\x18\r \x03(\tR\x06limits\x12\x18\n" +
-	"\acompute\x18\x0e \x01(\bR\acompute\"e\n" +
+	"\acompute\x18\x0e \x01(\bR\acompute\x12\x17\n" +
+	"\aport_lo\x18\x0f \x01(\x05R\x06portLo\x12\x17\n" +
+	"\aport_hi\x18\x10 \x01(\x05R\x06portHi\"e\n" +
 	"\x11HeartbeatResponse\x12*\n" +
 	"\x05audit\x18\x01 \x01(\v2\x14.unum.v1.AuditConfigR\x05audit\x12$\n" +
 	"\x0efence_after_ms\x18\x02 \x01(\x03R\ffenceAfterMs\"=\n" +

@@ -1,0 +1,294 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// psTask is one row of `unum ps -o json`.
+type psTask struct {
+	Node      string `json:"node"`
+	Namespace string `json:"namespace"`
+	Job       string `json:"job"`
+	Task      int    `json:"task"`
+	Alloc     string `json:"allocation"`
+	SPIFFEID  string `json:"spiffe_id"`
+	UID       uint32 `json:"uid"`
+	PID       int32  `json:"pid"`
+	State     string `json:"state"`
+	Restarts  int32  `json:"restarts"`
+}
+
+func ps(t *testing.T, d *devCluster, job string) []psTask {
+	t.Helper()
+	r := unum(t, d.env, "ps", "-o", "json")
+	// 1: a node did not answer (a killed node); the others' tasks are listed.
+	require.Contains(t, []int{0, 1}, r.code, r.stderr)
+	var out struct {
+		Tasks []psTask `json:"tasks"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	var mine []psTask
+	for _, task := range out.Tasks {
+		if task.Job == job {
+			mine = append(mine, task)
+		}
+	}
+	return mine
+}
+
+func running(tasks []psTask) []psTask {
+	var out []psTask
+	for _, t := range tasks {
+		if t.State == "running" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func writeJob(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "job.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(yaml), 0o644))
+	return p
+}
+
+// TestJobsOnADevCluster: jobs become identified, confined processes on a
+// 3-node dev cluster: a task fetches its SVID with an unmodified go-spiffe
+// client, runs as an unprivileged uid, is restarted when killed, is killed
+// when its job stops, and is re-placed when its node dies.
+func TestJobsOnADevCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("running tasks needs root (cgroups, setuid to a dynamic uid); CI runs as root")
+	}
+	dir, err := os.MkdirTemp("", "ud")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	d := startDevWith(t, dir, 3, "--node-lease", "5s", "--down-grace", "10s")
+
+	// The unum binary is the task of the identity job: tasks run as a
+	// dynamic uid, which must be able to execute it.
+	require.NoError(t, os.Chmod(filepath.Dir(unumBin), 0o755))
+
+	t.Run("a task fetches its own SVID with an unmodified go-spiffe client", func(t *testing.T) {
+		job := writeJob(t, fmt.Sprintf(`
+name: whoami
+type: batch
+task:
+  command: %s
+  args: [id, svid, -o, json]
+resources: {cpu: 100, memory: 64}
+`, unumBin))
+		r := unum(t, d.env, "job", "run", job)
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Contains(t, r.stdout, "whoami[0]")
+		require.Contains(t, r.stdout, "submitted")
+		require.Eventually(t, func() bool {
+			r := unum(t, d.env, "job", "status", "whoami")
+			return r.code == 0 && strings.Contains(r.stdout, ": complete")
+		}, 90*time.Second, 500*time.Millisecond)
+		r = unum(t, d.env, "job", "logs", "whoami")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Contains(t, r.stdout, `"spiffe_id": "spiffe://unum.local/ns/default/job/whoami"`)
+		require.Contains(t, r.stdout, "[whoami[0]]")
+	})
+
+	hello := writeJob(t, `
+name: hello
+type: service
+count: 3
+task:
+  command: /bin/sh
+  args: ["-c", "echo uid=$(id -u) port=$UNUM_PORT_HTTP; su -c 'echo became root' root </dev/null 2>&1 || echo su refused; exec sleep 1000"]
+resources: {cpu: 50, memory: 32}
+anti_affinity: node
+ports: [http]
+`)
+	r := unum(t, d.env, "job", "run", hello)
+	require.Equal(t, 0, r.code, r.stderr)
+	var tasks []psTask
+	require.Eventually(t, func() bool { tasks = running(ps(t, d, "hello")); return len(tasks) == 3 }, 90*time.Second, 500*time.Millisecond)
+
+	t.Run("tasks run as distinct unprivileged uids and cannot become root", func(t *testing.T) {
+		nodes := map[string]bool{}
+		for _, task := range tasks {
+			require.NotZero(t, task.UID)
+			require.Equal(t, "spiffe://unum.local/ns/default/job/hello", task.SPIFFEID)
+			nodes[task.Node] = true
+			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", task.PID))
+			require.NoError(t, err)
+			require.Contains(t, string(st), "NoNewPrivs:\t1")
+			require.NotContains(t, string(st), "Uid:\t0")
+		}
+		require.Len(t, nodes, 3, "anti-affinity: one per node")
+		require.Eventually(t, func() bool {
+			r := unum(t, d.env, "job", "logs", "hello")
+			return r.code == 0 && strings.Count(r.stdout, "su refused") == 3
+		}, 30*time.Second, 500*time.Millisecond)
+		r := unum(t, d.env, "job", "logs", "hello")
+		require.NotContains(t, r.stdout, "became root")
+		require.NotContains(t, r.stdout, "uid=0 ")
+	})
+
+	t.Run("endpoints name each task's node address and port", func(t *testing.T) {
+		r := unum(t, d.env, "job", "endpoints", "hello", "-o", "json")
+		require.Equal(t, 0, r.code, r.stderr)
+		var out struct {
+			Endpoints []struct {
+				Address string `json:"address"`
+			} `json:"endpoints"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+		require.Len(t, out.Endpoints, 3)
+		for _, ep := range out.Endpoints {
+			require.True(t, strings.HasPrefix(ep.Address, "127.0.0.1:"), ep.Address)
+		}
+	})
+
+	t.Run("a killed task is restarted", func(t *testing.T) {
+		victim := tasks[0]
+		require.NoError(t, syscall.Kill(int(victim.PID), syscall.SIGKILL))
+		require.Eventually(t, func() bool {
+			for _, task := range running(ps(t, d, "hello")) {
+				if task.Alloc == victim.Alloc && task.PID != victim.PID && task.Restarts >= 1 {
+					return true
+				}
+			}
+			return false
+		}, 60*time.Second, 500*time.Millisecond)
+	})
+
+	t.Run("a dead node's tasks are re-placed", func(t *testing.T) {
+		// A new version that can live on two nodes: spread is soft.
+		r := unum(t, d.env, "job", "run", writeJob(t, `
+name: hello
+type: service
+count: 3
+task: {command: /bin/sleep, args: ["1000"]}
+resources: {cpu: 50, memory: 32}
+spread: node
+`))
+		require.Equal(t, 0, r.code, r.stderr)
+		var before []psTask
+		require.Eventually(t, func() bool {
+			before = running(ps(t, d, "hello"))
+			if len(before) != 3 {
+				return false
+			}
+			for _, task := range before {
+				if task.Node == "node-3" {
+					return true
+				}
+			}
+			return false
+		}, 90*time.Second, 500*time.Millisecond, "a task on node-3")
+		pid := d.pid(t, "node-3")
+		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+		waitGone(t, pid)
+		require.Eventually(t, func() bool {
+			r := unum(t, d.env, "job", "status", "hello", "-o", "json")
+			if r.code != 0 {
+				return false
+			}
+			var st struct {
+				Job struct {
+					Running int `json:"running"`
+				} `json:"job"`
+				Allocations []struct {
+					Node string `json:"node"`
+				} `json:"allocations"`
+			}
+			if json.Unmarshal([]byte(r.stdout), &st) != nil || st.Job.Running != 3 {
+				return false
+			}
+			for _, a := range st.Allocations {
+				if a.Node == "node-3" {
+					return false
+				}
+			}
+			return true
+		}, 90*time.Second, 500*time.Millisecond, "tasks re-placed off node-3")
+		r = unum(t, d.env, "audit", "query", "--action", "node.down")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Contains(t, r.stdout, "node/-/node-3")
+	})
+
+	t.Run("exec runs a confined command on every selected node, attributed to its caller", func(t *testing.T) {
+		r := unum(t, d.env, "exec", "--on", "node!=node-3", "--", "/bin/sh", "-c", "echo uid=$(id -u); test -n \"$UNUM_DELEGATED_CREDENTIAL\"")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Contains(t, r.stdout, "[node-1] uid=")
+		require.Contains(t, r.stdout, "[node-2] uid=")
+		require.NotContains(t, r.stdout, "uid=0\n")
+		require.Contains(t, r.stderr, "[node-1] exit 0 (credential ")
+		r = unum(t, d.env, "exec", "--on", "node=node-1", "--", "/bin/false")
+		require.Equal(t, 1, r.code, r.stderr)
+		r = unum(t, d.env, "audit", "query", "--action", "exec.run", "-o", "json")
+		require.Equal(t, 0, r.code, r.stderr)
+		var evs struct {
+			Events []struct {
+				Node    string   `json:"node"`
+				Kind    string   `json:"kind"`
+				Subject string   `json:"subject"`
+				Chain   []string `json:"chain"`
+				Creds   []string `json:"creds"`
+			} `json:"events"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &evs))
+		ran := map[string]bool{}
+		for _, ev := range evs.Events {
+			if ev.Kind == "job" && len(ev.Chain) > 0 {
+				// The node's record of the task it ran: the caller as
+				// subject, the exec service as actor, the credential.
+				require.Equal(t, "spiffe://unum.local/user/admin", ev.Subject)
+				require.Equal(t, []string{"spiffe://unum.local/system/exec"}, ev.Chain)
+				require.Len(t, ev.Creds, 1)
+				ran[ev.Node] = true
+			}
+		}
+		require.True(t, ran["node-1"] && ran["node-2"], "each node recorded the exec it ran: %v", ran)
+	})
+
+	t.Run("a viewer can neither run jobs nor exec", func(t *testing.T) {
+		vic := userEnv(t, d, "vic", "viewer")
+		r := unum(t, vic, "job", "run", hello)
+		require.Equal(t, 3, r.code, r.stderr)
+		r = unum(t, vic, "exec", "--", "/bin/true")
+		require.Equal(t, 3, r.code, r.stderr)
+		r = unum(t, vic, "job", "status", "hello")
+		require.Equal(t, 0, r.code, r.stderr)
+	})
+
+	t.Run("stopping a job kills its tasks", func(t *testing.T) {
+		live := running(ps(t, d, "hello"))
+		require.NotEmpty(t, live)
+		r := unum(t, d.env, "job", "stop", "hello")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Eventually(t, func() bool {
+			for _, task := range live {
+				if syscall.Kill(int(task.PID), 0) == nil {
+					return false
+				}
+			}
+			return len(running(ps(t, d, "hello"))) == 0
+		}, 60*time.Second, 500*time.Millisecond)
+	})
+}
+
+// startDevWith starts `unum dev` with extra flags.
+func startDevWith(t *testing.T, dir string, nodes int, extra ...string) *devCluster {
+	t.Helper()
+	return startDevArgs(t, dir, append([]string{"dev", "--nodes", strconv.Itoa(nodes), "--data-dir", dir}, extra...))
+}

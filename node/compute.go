@@ -1,0 +1,325 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/identity/agent"
+	"github.com/unumos/unum/identity/selector"
+	"github.com/unumos/unum/scheduler/cgroup"
+	"github.com/unumos/unum/scheduler/executor"
+	"github.com/unumos/unum/scheduler/jobspec"
+)
+
+// A compute node's executor half: the allocations the control plane
+// assigned to this node (from the sync stream) become the executor's
+// desired set and the agent's task entries; heartbeats carry the node's
+// capacity, limits and task states back; and a node that cannot get a
+// heartbeat answered fences itself (kills every task) before the control
+// plane re-places its tasks, so no task runs twice.
+
+// allocEntryPrefix marks agent entries that stand for allocations (the CA
+// confirms them against the allocation, control.confirmAlloc).
+const allocEntryPrefix = "alloc:"
+
+// execTaskPrefix starts the id of every exec task (allocation ids are hex).
+const execTaskPrefix = "exec-"
+
+// defaultFenceAfter is used until a heartbeat answer says otherwise; it
+// matches the control plane's defaults (lease 10s + grace 20s / 2).
+const defaultFenceAfter = 20 * time.Second
+
+// compute is the executor and its lease bookkeeping.
+type compute struct {
+	exec     *executor.Executor
+	cgroups  *cgroup.Manager
+	layout   cgroup.Layout
+	capacity *unumv1.Resources
+	ports    [2]int32 // the task port range (0, 0: the scheduler's default)
+	// lastAck is when the last answered heartbeat was sent (unix nanos);
+	// fenceAfter the deadline past it (nanos); fenced whether tasks were
+	// killed for want of a lease.
+	lastAck    atomic.Int64
+	fenceAfter atomic.Int64
+	fenced     atomic.Bool
+	// kick wakes the heartbeat loop after a task changed state.
+	kick chan struct{}
+}
+
+// startCompute sets up cgroups and the executor. It fails when the host
+// cannot run tasks (no cgroup v2, not root): the node then serves the
+// Workload API but reports no capacity, so nothing is placed on it.
+func (n *node) startCompute() (*compute, error) {
+	layout, err := cgroup.DetectHost()
+	if err != nil {
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	mgr, err := cgroup.New(layout, cgroupName(n.cfg.Name, n.l.Dir))
+	if err != nil {
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find the unum binary for the task shim: %w", err)
+	}
+	c := &compute{cgroups: mgr, layout: layout, kick: make(chan struct{}, 1), capacity: n.capacity(),
+		ports: [2]int32{int32(n.o.TaskPorts[0]), int32(n.o.TaskPorts[1])}}
+	c.lastAck.Store(time.Now().UnixNano())
+	c.fenceAfter.Store(int64(defaultFenceAfter))
+	c.exec, err = executor.New(executor.Config{
+		Dir:        n.l.path("tasks"),
+		NodeName:   n.cfg.Name,
+		Cgroups:    mgr,
+		ShimPath:   self,
+		SocketPath: n.l.Socket(),
+		WaitIdentity: func(ctx context.Context, id string) error {
+			if strings.HasPrefix(id, execTaskPrefix) {
+				// An exec task runs under its caller's delegated
+				// credential, not a workload identity.
+				return nil
+			}
+			return n.agent.WaitSVID(ctx, allocEntryPrefix+id)
+		},
+		OnChange: func() {
+			select {
+			case c.kick <- struct{}{}:
+			default:
+			}
+		},
+		Log: n.log.With("component", "executor"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("executor: %w", err)
+	}
+	return c, nil
+}
+
+// cgroupName names the node's task root: the node's name, and a digest of
+// its data folder, because several nodes of several clusters may share a
+// machine (unum dev, tests) and an executor kills whatever it finds under
+// its own root when it starts.
+func cgroupName(node, dataDir string) string {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return node + "-" + hex.EncodeToString(sum[:4])
+}
+
+// capacity is what this node offers to tasks: the configured figures, or
+// every CPU and the memory the kernel reports.
+func (n *node) capacity() *unumv1.Resources {
+	r := &unumv1.Resources{CpuMillis: n.o.CPUMillis, MemoryMib: n.o.MemoryMiB}
+	if r.CpuMillis <= 0 {
+		r.CpuMillis = int64(runtime.NumCPU()) * 1000
+	}
+	if r.MemoryMib <= 0 {
+		r.MemoryMib = memTotalMiB()
+	}
+	return r
+}
+
+func memTotalMiB() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err == nil {
+				return kb / 1024
+			}
+		}
+	}
+	return 0
+}
+
+// kicked is closed-or-signalled when a task changed state (nil: never).
+func (c *compute) kicked() <-chan struct{} {
+	if c == nil {
+		return nil
+	}
+	return c.kick
+}
+
+// taskRoot is the agent's task cgroup root: the executor's v2 task root as
+// /proc/PID/cgroup names it (relative to the hierarchy's mount), "" without
+// an executor.
+func (c *compute) taskRoot() string {
+	if c == nil {
+		return ""
+	}
+	rel, err := filepath.Rel(c.layout.V2.Mount, c.cgroups.Root())
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return ""
+	}
+	return "/" + rel
+}
+
+// applyAllocations hands the node's allocations to the executor. Agent
+// entries for them are built by allocEntries.
+func (n *node) applyAllocations(resp *unumv1.SyncAgentResponse) {
+	if n.compute == nil || !resp.GetAllocationsLoaded() {
+		return
+	}
+	specs := make([]executor.TaskSpec, 0, len(resp.GetAllocations()))
+	for _, a := range resp.GetAllocations() {
+		spec, err := taskSpecOf(a)
+		if err != nil {
+			n.log.Warn("skipping allocation with an unreadable spec", "alloc", a.GetId(), "err", err)
+			continue
+		}
+		specs = append(specs, spec)
+	}
+	n.compute.exec.Assign(specs)
+}
+
+// taskSpecOf is what the executor runs for an allocation.
+func taskSpecOf(a *unumv1.Allocation) (executor.TaskSpec, error) {
+	j, err := jobspec.ParseCanonical([]byte(a.GetSpecJson()))
+	if err != nil {
+		return executor.TaskSpec{}, err
+	}
+	ports := map[string]int{}
+	for k, v := range a.GetPorts() {
+		ports[k] = int(v)
+	}
+	return executor.TaskSpec{
+		ID: a.GetId(), Namespace: a.GetNamespace(), Job: a.GetJob(), Index: int(a.GetIndex()), SPIFFEID: a.GetSpiffeId(),
+		Command: j.Task.Command, Args: j.Task.Args, Env: j.Task.Env, WorkDir: j.Task.WorkDir,
+		CPUMillis: a.GetResources().GetCpuMillis(), MemoryMiB: a.GetResources().GetMemoryMib(),
+		Ports: ports, Batch: j.Type == jobspec.TypeBatch,
+		Restart: executor.Restart{Policy: j.Restart.Policy, MaxAttempts: j.Restart.Attempts, Delay: j.Restart.Delay, MaxDelay: j.Restart.MaxDelay},
+	}, nil
+}
+
+// allocEntries are the agent entries of this node's allocations: the
+// job's identity for exactly the processes in the task's cgroup.
+func (n *node) allocEntries(allocs []*unumv1.Allocation) []agent.Entry {
+	var out []agent.Entry
+	for _, a := range allocs {
+		id, err := spiffeid.FromString(a.GetSpiffeId())
+		if err != nil {
+			continue
+		}
+		sel, err := selector.Parse("unum:task:" + a.GetId())
+		if err != nil {
+			continue
+		}
+		out = append(out, agent.Entry{ID: allocEntryPrefix + a.GetId(), SPIFFEID: id, Selectors: []selector.Selector{sel}})
+	}
+	return out
+}
+
+// executorReport fills a heartbeat with the executor's state.
+func (c *compute) executorReport(req *unumv1.HeartbeatRequest) {
+	if c == nil {
+		return
+	}
+	req.Compute = true
+	req.Capacity = c.capacity
+	req.PortLo, req.PortHi = c.ports[0], c.ports[1]
+	req.Limits = c.exec.Limits().Lines()
+	for _, t := range c.exec.Tasks(true) {
+		req.Tasks = append(req.Tasks, taskStatusProto(t))
+	}
+}
+
+func taskStatusProto(t executor.TaskStatus) *unumv1.TaskStatus {
+	return &unumv1.TaskStatus{
+		Id: t.ID, Namespace: t.Namespace, Job: t.Job, Index: int32(t.Index), SpiffeId: t.SPIFFEID,
+		State: string(t.State), Pid: int32(t.PID), Uid: t.UID, ExitCode: int32(t.ExitCode), Signal: t.Signal,
+		Restarts: int32(t.Restarts), StartedAtUnix: unixOrZero(t.StartedAt), FinishedAtUnix: unixOrZero(t.FinishedAt),
+		CpuNanos: t.CPUNanos, MemoryBytes: t.MemoryBytes, Message: t.Message,
+	}
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+// heartbeatAnswered notes an answered heartbeat sent at sent.
+func (n *node) heartbeatAnswered(sent time.Time, resp *unumv1.HeartbeatResponse) {
+	c := n.compute
+	if c == nil {
+		return
+	}
+	if ms := resp.GetFenceAfterMs(); ms > 0 {
+		c.fenceAfter.Store(int64(time.Duration(ms) * time.Millisecond))
+	}
+	c.lastAck.Store(sent.UnixNano())
+	if c.fenced.CompareAndSwap(true, false) {
+		c.exec.Unfence()
+		n.log.Info("lease renewed: tasks may run again")
+		n.recordFence(false, "heartbeats are answered again")
+	}
+}
+
+// fenceLoop kills every task when no heartbeat was answered for the
+// fencing deadline: the control plane re-places a silent node's tasks
+// after its lease and grace period, and the deadline comes first.
+func (n *node) fenceLoop(ctx context.Context) {
+	c := n.compute
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		since := time.Since(time.Unix(0, c.lastAck.Load()))
+		if since <= time.Duration(c.fenceAfter.Load()) || c.fenced.Load() {
+			continue
+		}
+		reason := fmt.Sprintf("no heartbeat answered for %s (deadline %s): this node may no longer hold its tasks", since.Truncate(time.Millisecond), time.Duration(c.fenceAfter.Load()))
+		c.fenced.Store(true)
+		c.exec.Fence(reason)
+		n.log.Warn("fenced: killed every task", "reason", reason)
+		n.recordFence(true, reason)
+	}
+}
+
+// FenceDetails are a node.fence event's details.
+type FenceDetails struct {
+	Fenced bool   `json:"fenced"`
+	Reason string `json:"reason"`
+}
+
+func (n *node) recordFence(fenced bool, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ev := audit.Event{Kind: audit.KindNode, Action: audit.ActionNodeFence, Outcome: audit.Allow, Subject: n.id.String(),
+		Resource: "node/-/" + n.cfg.Name}.WithDetails(FenceDetails{Fenced: fenced, Reason: reason})
+	if err := n.audit.Record(ctx, &ev); err != nil {
+		n.log.Error("audit record failed", "action", ev.Action, "err", err)
+	}
+}
+
+// sortedTasks are the executor's tasks for listing.
+func sortedTasks(ts []executor.TaskStatus) []executor.TaskStatus {
+	sort.Slice(ts, func(i, j int) bool { return ts[i].ID < ts[j].ID })
+	return ts
+}
