@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,7 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/internal/rpc"
 )
 
 // psTask is one row of `unum ps -o json`.
@@ -141,6 +149,37 @@ ports: [http]
 		r := unum(t, d.env, "job", "logs", "hello")
 		require.NotContains(t, r.stdout, "became root")
 		require.NotContains(t, r.stdout, "uid=0 ")
+	})
+
+	t.Run("a node cannot get the SVID of a task placed on another node", func(t *testing.T) {
+		var onTwo psTask
+		for _, task := range tasks {
+			if task.Node == "node-2" {
+				onTwo = task
+			}
+		}
+		require.NotEmpty(t, onTwo.Alloc)
+		// node-3's own SVID, straight from its data folder: what a
+		// compromised node holds.
+		svid, roots := nodeSVID(t, d, "node-3")
+		creds, err := rpc.NewCredentials(svid, roots)
+		require.NoError(t, err)
+		cc, err := rpc.Dial(creds, []string{nodeAPIAddress(t, d, "node-1")})
+		require.NoError(t, err)
+		defer cc.Close()
+		id := spiffeid.RequireFromString("spiffe://unum.local/ns/default/job/hello")
+		key, err := ca.GenerateKey()
+		require.NoError(t, err)
+		csr, err := ca.CreateCSR(key, id)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err = unumv1.NewIdentityClient(cc).MintX509SVID(ctx, &unumv1.MintX509SVIDRequest{EntryId: "alloc:" + onTwo.Alloc, SpiffeId: id.String(), Csr: csr})
+		require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+		require.Contains(t, err.Error(), "not assigned to node node-3")
+		r := unum(t, d.env, "audit", "query", "--action", "svid.issue", "--outcome", "deny", "-o", "json")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Contains(t, r.stdout, "not assigned to node node-3")
 	})
 
 	t.Run("endpoints name each task's node address and port", func(t *testing.T) {
