@@ -147,9 +147,14 @@ func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
 		clientv3.OpGet(prefixNodeStatus, clientv3.WithPrefix()),
 		clientv3.OpGet(prefixNodeSched, clientv3.WithPrefix()),
 		clientv3.OpGet(prefixAllocs, clientv3.WithPrefix()),
+		clientv3.OpGet(keySchedSettings),
 	).Commit()
 	if err != nil {
 		return nil, err
+	}
+	var req SchedSettings
+	if kvs := resp.Responses[4].GetResponseRange().Kvs; len(kvs) > 0 {
+		req, _ = decode[SchedSettings](kvs[0].Value)
 	}
 	scheds := map[string]NodeSched{}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
@@ -211,6 +216,7 @@ func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
 			pn.Labels, pn.Draining, pn.Limits = ns.Labels, ns.Draining, ns.Limits
 			if ns.Compute {
 				pn.Capacity = &unumv1.Resources{CpuMillis: ns.CPUMillis, MemoryMib: ns.MemoryMiB}
+				pn.Unschedulable = unschedulable(ns, st, req)
 			}
 		}
 		if a, ok := allocated[n.Name]; ok {

@@ -127,7 +127,7 @@ var errSchedRead = errors.New("scheduler cannot read etcd")
 func schedRelevant(evs []*clientv3.Event) bool {
 	for _, ev := range evs {
 		k := string(ev.Kv.Key)
-		for _, p := range []string{prefixJobs, prefixAllocs, prefixTaskStatus, prefixNodeSched, prefixNodes} {
+		for _, p := range []string{prefixJobs, prefixAllocs, prefixTaskStatus, prefixNodeSched, prefixNodes, keySchedSettings} {
 			if strings.HasPrefix(k, p) {
 				return true
 			}
@@ -145,6 +145,7 @@ func (s *Server) readSchedState(ctx context.Context) (schedState, error) {
 		clientv3.OpGet(prefixJobs, clientv3.WithPrefix()),
 		clientv3.OpGet(prefixAllocs, clientv3.WithPrefix()),
 		clientv3.OpGet(prefixTaskStatus, clientv3.WithPrefix()),
+		clientv3.OpGet(keySchedSettings),
 	).Commit()
 	if err != nil {
 		return schedState{}, fmt.Errorf("read scheduling state: %w", err)
@@ -195,6 +196,13 @@ func (s *Server) readSchedState(ctx context.Context) (schedState, error) {
 			if _, id, ok := strings.Cut(k, "/"); ok {
 				st.tasks[id] = v
 			}
+		}
+	}
+	if kvs := resp.Responses[6].GetResponseRange().Kvs; len(kvs) > 0 {
+		// Unreadable settings fail closed: nothing meets them.
+		st.settings = SchedSettings{Enforcement: "unreadable settings"}
+		if v, err := decode[SchedSettings](kvs[0].Value); err == nil {
+			st.settings = v
 		}
 	}
 	// etcd returns keys sorted: jobs by NS/NAME; allocations by NODE/ID,

@@ -79,6 +79,8 @@ type schedState struct {
 	jobs   []jobEntry   // sorted by namespace/name
 	allocs []allocEntry // sorted by id
 	tasks  map[string]TaskStatusRecord
+	// settings are the cluster's scheduling requirements.
+	settings SchedSettings
 }
 
 type jobEntry struct {
@@ -220,7 +222,7 @@ func planRound(st schedState, now, observing time.Time, lease, grace time.Durati
 			Labels:      ns.Labels,
 			Capacity:    scheduler.Resources{CPU: ns.CPUMillis, MemoryMiB: ns.MemoryMiB},
 			Ready:       r.lease[name] == leaseReady,
-			Schedulable: !ns.Draining,
+			Schedulable: unschedulable(ns, st.status[name], st.settings) == "",
 			Ports:       scheduler.PortRange{Lo: ns.PortLo, Hi: ns.PortHi},
 		})
 	}
@@ -280,4 +282,19 @@ func allocOf(id string, p scheduler.Placement, j *jobEntry, now time.Time) Alloc
 		Ports:      p.Ports,
 		CreatedAt:  now.UTC(),
 	}
+}
+
+// unschedulable says why a node receives no new tasks ("" when it does):
+// it is draining, its agent has not synced (it could not mint a task's
+// SVID), or it fails a cluster requirement such as the enforcement mode.
+func unschedulable(ns NodeSched, st NodeStatus, req SchedSettings) string {
+	switch {
+	case ns.Draining:
+		return "draining"
+	case !st.AgentReady:
+		return "its agent has not synced"
+	case req.Enforcement != "" && st.Enforcement != req.Enforcement:
+		return fmt.Sprintf("enforcement is %q, the cluster requires %q", st.Enforcement, req.Enforcement)
+	}
+	return ""
 }

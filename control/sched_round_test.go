@@ -30,7 +30,7 @@ func newRoundFixture() *roundFixture {
 
 func (f *roundFixture) node(name string, age time.Duration, cpu, mem int64, draining bool) {
 	f.st.nodes[name] = NodeRecord{Name: name, Roles: []string{"compute"}}
-	f.st.status[name] = NodeStatus{LastSeen: f.now.Add(-age)}
+	f.st.status[name] = NodeStatus{LastSeen: f.now.Add(-age), AgentReady: true, Enforcement: "degraded"}
 	f.st.sched[name] = NodeSched{Compute: true, CPUMillis: cpu, MemoryMiB: mem, Draining: draining}
 }
 
@@ -137,6 +137,31 @@ func TestPlanRound(t *testing.T) {
 			setup: func(t *testing.T, f *roundFixture) {
 				f.node("a", time.Second, 1000, 1024, true)
 				f.node("b", time.Second, 1000, 1024, false)
+				f.job(t, webJob, 1, false)
+			},
+			want: "place new1 default/web[0] v1 on b\nunplaced default/web[1]\n",
+		},
+		{
+			name: "a node failing a cluster requirement gets nothing",
+			setup: func(t *testing.T, f *roundFixture) {
+				f.node("a", time.Second, 1000, 1024, false)
+				f.node("b", time.Second, 1000, 1024, false)
+				st := f.st.status["b"]
+				st.Enforcement = "full"
+				f.st.status["b"] = st
+				f.st.settings = SchedSettings{Enforcement: "full"}
+				f.job(t, webJob, 1, false)
+			},
+			want: "place new1 default/web[0] v1 on b\nunplaced default/web[1]\n",
+		},
+		{
+			name: "a node whose agent has not synced gets nothing",
+			setup: func(t *testing.T, f *roundFixture) {
+				f.node("a", time.Second, 1000, 1024, false)
+				f.node("b", time.Second, 1000, 1024, false)
+				st := f.st.status["a"]
+				st.AgentReady = false
+				f.st.status["a"] = st
 				f.job(t, webJob, 1, false)
 			},
 			want: "place new1 default/web[0] v1 on b\nunplaced default/web[1]\n",

@@ -316,3 +316,34 @@ func TestStaleLeaderCannotCommit(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, got.Kvs, "a plan from a stale read was applied")
 }
+
+// TestRequirements: a node failing the cluster's requirement (here the
+// enforcement mode) is shown as unschedulable and receives no new tasks.
+func TestRequirements(t *testing.T) {
+	startHeartbeats(t, "req-a")
+	admin := unumv1.NewSchedulerClient(conn(t, "/user/admin"))
+	_, err := admin.Requirements(ctxT(t), &unumv1.RequirementsRequest{Set: true, Enforcement: "partial"})
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	_, err = unumv1.NewSchedulerClient(conn(t, "/node/req-a")).Requirements(ctxT(t), &unumv1.RequirementsRequest{Set: true})
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+
+	_, err = admin.Requirements(ctxT(t), &unumv1.RequirementsRequest{Set: true, Enforcement: "full"})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = admin.Requirements(context.Background(), &unumv1.RequirementsRequest{Set: true})
+	})
+	nodes, err := unumv1.NewClusterClient(conn(t, "/user/admin")).ListNodes(ctxT(t), &unumv1.ListNodesRequest{})
+	require.NoError(t, err)
+	for _, n := range nodes.GetNodes() {
+		if n.GetName() == "req-a" {
+			require.Contains(t, n.GetUnschedulable(), `the cluster requires "full"`)
+		}
+	}
+	_, err = admin.LabelNode(ctxT(t), &unumv1.LabelNodeRequest{Name: "req-a", Labels: []string{"suite=req"}})
+	require.NoError(t, err)
+	spec := "name: req\ntype: service\ntask: {command: /bin/true}\nresources: {cpu: 10, memory: 10}\nconstraints: [{label: suite, op: \"=\", value: req}]\n"
+	resp, err := admin.SubmitJob(ctxT(t), &unumv1.SubmitJobRequest{Spec: []byte(spec), Namespace: "default", Name: "req", DryRun: true})
+	require.NoError(t, err)
+	require.Empty(t, resp.GetPlan().GetPlacements())
+	require.Len(t, resp.GetPlan().GetUnplaced(), 1)
+}

@@ -171,6 +171,9 @@ const (
 	// prefixNodeSched holds each node's scheduling record: labels,
 	// draining, and the capacity and limits its executor reports.
 	prefixNodeSched = "/unum/nodesched/"
+	// keySchedSettings holds the SchedSettings: what nodes must meet to
+	// receive new tasks.
+	keySchedSettings = "/unum/sched/settings"
 	// prefixSchedLeader is the scheduler leader election.
 	prefixSchedLeader = "/unum/sched/leader"
 	// allocEntryPrefix marks a Workload API entry that stands for an
@@ -256,6 +259,12 @@ type NodeSched struct {
 	// PortLo..PortHi are the ports tasks may be given (0: the default).
 	PortLo int `json:"port_lo,omitempty"`
 	PortHi int `json:"port_hi,omitempty"`
+}
+
+// SchedSettings are the cluster's scheduling requirements.
+type SchedSettings struct {
+	// Enforcement is the mode a node must report ("full"), or "" for any.
+	Enforcement string `json:"enforcement,omitempty"`
 }
 
 func jobKey(ns, name string) string        { return prefixJobs + ns + "/" + name }

@@ -58,6 +58,7 @@ func commands() []*command {
 			{name: "rm", summary: "remove a node for good: revoke it, leave etcd, delete its registrations (admin)", run: runNodeRm},
 			{name: "drain", summary: "give a node no new tasks (--undo: schedulable again)", run: runNodeDrain},
 			{name: "label", summary: "set (KEY=VALUE) or remove (KEY-) a node's labels", run: runNodeLabel},
+			{name: "require", summary: "show or set what nodes must meet to receive new tasks (--enforcement full|any)", run: runNodeRequire},
 		}},
 		{name: "job", summary: "jobs: run, ls, status, stop, logs, endpoints", sub: jobCommands()},
 		{name: "ps", summary: "every task on every node: node, job, identity, uid, state, uptime, CPU, memory", run: runPs},

@@ -179,6 +179,8 @@ type nodeView struct {
 	Allocated   *unumv1.Resources `json:"allocated,omitempty"`
 	Allocations int32             `json:"allocations"`
 	Limits      []string          `json:"limits,omitempty"`
+	// Unschedulable is why the node receives no new tasks.
+	Unschedulable string `json:"unschedulable,omitempty"`
 }
 
 func toNodeView(n *unumv1.Node) nodeView {
@@ -188,7 +190,7 @@ func toNodeView(n *unumv1.Node) nodeView {
 		SVIDExpiresAt: unixTime(n.GetSvidExpiresAtUnix()), LastSeen: unixTime(n.GetLastSeenUnix()),
 		Enforcement: n.GetEnforcement(),
 		Lease:       n.GetLease(), Labels: n.GetLabels(), Draining: n.GetDraining(), Capacity: n.GetCapacity(),
-		Allocated: n.GetAllocated(), Allocations: n.GetAllocations(), Limits: n.GetLimits(),
+		Allocated: n.GetAllocated(), Allocations: n.GetAllocations(), Limits: n.GetLimits(), Unschedulable: n.GetUnschedulable(),
 	}
 }
 
@@ -224,8 +226,8 @@ func runNodeLs(e *env, args []string) error {
 			sched := "-"
 			if v.Capacity != nil {
 				sched = "schedulable"
-				if v.Draining {
-					sched = "draining"
+				if v.Unschedulable != "" {
+					sched = "no: " + v.Unschedulable
 				}
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, strings.Join(v.Roles, ","), v.Address, v.Ready, v.Lease, sched,

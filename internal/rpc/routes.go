@@ -268,6 +268,7 @@ var routes = map[string]route{
 		req, _ := m.(*unumv1.LabelNodeRequest)
 		return req.GetName()
 	})},
+	"/unum.v1.Scheduler/Requirements": {"node.require", cluster("cluster", "scheduling")},
 	"/unum.v1.Scheduler/Exec": {"exec.run", named("node", func(m any) string {
 		req, _ := m.(*unumv1.ExecRequest)
 		return nameOr(req.GetSelector(), "*")

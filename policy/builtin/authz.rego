@@ -70,7 +70,7 @@ privileged_actions := {
 	"backup.create", # a backup holds the sealed CA keys
 	"cred.delegate", "node.exec", "audit.configure",
 	"job.run", "job.stop", # a job gets an identity and runs on nodes
-	"node.drain", "node.label", # where work may run
+	"node.drain", "node.label", "node.require", # where work may run
 }
 
 default privileged := false

@@ -1877,8 +1877,10 @@ type Node struct {
 	Allocated   *Resources        `protobuf:"bytes,21,opt,name=allocated,proto3" json:"allocated,omitempty"`
 	Allocations int32             `protobuf:"varint,22,opt,name=allocations,proto3" json:"allocations,omitempty"`
 	// "ready", "down" (missed its lease) or "unknown" (never heard from).
-	Lease         string   `protobuf:"bytes,23,opt,name=lease,proto3" json:"lease,omitempty"`
-	Limits        []string `protobuf:"bytes,24,rep,name=limits,proto3" json:"limits,omitempty"`
+	Lease  string   `protobuf:"bytes,23,opt,name=lease,proto3" json:"lease,omitempty"`
+	Limits []string `protobuf:"bytes,24,rep,name=limits,proto3" json:"limits,omitempty"`
+	// Why the node receives no new tasks ("" when it does).
+	Unschedulable string `protobuf:"bytes,25,opt,name=unschedulable,proto3" json:"unschedulable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2079,6 +2081,13 @@ func (x *Node) GetLimits() []string {
 		return x.Limits
 	}
 	return nil
+}
+
+func (x *Node) GetUnschedulable() string {
+	if x != nil {
+		return x.Unschedulable
+	}
+	return ""
 }
 
 // Resources are CPU in millicores and memory in MiB.
@@ -9003,6 +9012,105 @@ func (x *LabelNodeResponse) GetNode() *Node {
 	return nil
 }
 
+type RequirementsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set the requirements (false: only show them).
+	Set bool `protobuf:"varint,1,opt,name=set,proto3" json:"set,omitempty"`
+	// The enforcement mode a node must report to receive new tasks: "full",
+	// or "" for any.
+	Enforcement   string `protobuf:"bytes,2,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequirementsRequest) Reset() {
+	*x = RequirementsRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[141]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequirementsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequirementsRequest) ProtoMessage() {}
+
+func (x *RequirementsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[141]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequirementsRequest.ProtoReflect.Descriptor instead.
+func (*RequirementsRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{141}
+}
+
+func (x *RequirementsRequest) GetSet() bool {
+	if x != nil {
+		return x.Set
+	}
+	return false
+}
+
+func (x *RequirementsRequest) GetEnforcement() string {
+	if x != nil {
+		return x.Enforcement
+	}
+	return ""
+}
+
+type RequirementsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enforcement   string                 `protobuf:"bytes,1,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequirementsResponse) Reset() {
+	*x = RequirementsResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[142]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequirementsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequirementsResponse) ProtoMessage() {}
+
+func (x *RequirementsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[142]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequirementsResponse.ProtoReflect.Descriptor instead.
+func (*RequirementsResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{142}
+}
+
+func (x *RequirementsResponse) GetEnforcement() string {
+	if x != nil {
+		return x.Enforcement
+	}
+	return ""
+}
+
 type ExecRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A label selector (KEY=VALUE,KEY!=VALUE,KEY,...; "" = every compute node).
@@ -9016,7 +9124,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[141]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9028,7 +9136,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[141]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9041,7 +9149,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{141}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{143}
 }
 
 func (x *ExecRequest) GetSelector() string {
@@ -9083,7 +9191,7 @@ type ExecEvent struct {
 
 func (x *ExecEvent) Reset() {
 	*x = ExecEvent{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[142]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[144]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9095,7 +9203,7 @@ func (x *ExecEvent) String() string {
 func (*ExecEvent) ProtoMessage() {}
 
 func (x *ExecEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[142]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[144]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9108,7 +9216,7 @@ func (x *ExecEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
 func (*ExecEvent) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{142}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{144}
 }
 
 func (x *ExecEvent) GetNode() string {
@@ -9174,7 +9282,7 @@ type NodeExecRequest struct {
 
 func (x *NodeExecRequest) Reset() {
 	*x = NodeExecRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[143]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[145]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9186,7 +9294,7 @@ func (x *NodeExecRequest) String() string {
 func (*NodeExecRequest) ProtoMessage() {}
 
 func (x *NodeExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[143]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[145]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9199,7 +9307,7 @@ func (x *NodeExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeExecRequest.ProtoReflect.Descriptor instead.
 func (*NodeExecRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{143}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{145}
 }
 
 func (x *NodeExecRequest) GetExecId() string {
@@ -9239,7 +9347,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[144]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[146]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9251,7 +9359,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[144]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[146]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9264,7 +9372,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{144}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{146}
 }
 
 func (x *ListTasksRequest) GetAll() bool {
@@ -9284,7 +9392,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[145]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[147]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9296,7 +9404,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[145]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[147]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9309,7 +9417,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{145}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{147}
 }
 
 func (x *ListTasksResponse) GetTasks() []*TaskStatus {
@@ -9340,7 +9448,7 @@ type TaskLogsRequest struct {
 
 func (x *TaskLogsRequest) Reset() {
 	*x = TaskLogsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[146]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[148]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9352,7 +9460,7 @@ func (x *TaskLogsRequest) String() string {
 func (*TaskLogsRequest) ProtoMessage() {}
 
 func (x *TaskLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[146]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[148]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9365,7 +9473,7 @@ func (x *TaskLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskLogsRequest.ProtoReflect.Descriptor instead.
 func (*TaskLogsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{146}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{148}
 }
 
 func (x *TaskLogsRequest) GetAllocId() string {
@@ -9407,7 +9515,7 @@ type TaskLogChunk struct {
 
 func (x *TaskLogChunk) Reset() {
 	*x = TaskLogChunk{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[147]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[149]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9419,7 +9527,7 @@ func (x *TaskLogChunk) String() string {
 func (*TaskLogChunk) ProtoMessage() {}
 
 func (x *TaskLogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[147]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[149]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9432,7 +9540,7 @@ func (x *TaskLogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskLogChunk.ProtoReflect.Descriptor instead.
 func (*TaskLogChunk) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{147}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{149}
 }
 
 func (x *TaskLogChunk) GetStream() string {
@@ -9583,7 +9691,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x0fexpires_at_unix\x18\x02 \x01(\x03R\rexpiresAtUnix\"\x12\n" +
 	"\x10ListNodesRequest\"8\n" +
 	"\x11ListNodesResponse\x12#\n" +
-	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\xd0\a\n" +
+	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\xf6\a\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x14\n" +
@@ -9612,7 +9720,8 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\tallocated\x18\x15 \x01(\v2\x12.unum.v1.ResourcesR\tallocated\x12 \n" +
 	"\vallocations\x18\x16 \x01(\x05R\vallocations\x12\x14\n" +
 	"\x05lease\x18\x17 \x01(\tR\x05lease\x12\x16\n" +
-	"\x06limits\x18\x18 \x03(\tR\x06limits\x1a9\n" +
+	"\x06limits\x18\x18 \x03(\tR\x06limits\x12$\n" +
+	"\runschedulable\x18\x19 \x01(\tR\runschedulable\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
@@ -10158,7 +10267,12 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06labels\x18\x02 \x03(\tR\x06labels\"6\n" +
 	"\x11LabelNodeResponse\x12!\n" +
-	"\x04node\x18\x01 \x01(\v2\r.unum.v1.NodeR\x04node\"l\n" +
+	"\x04node\x18\x01 \x01(\v2\r.unum.v1.NodeR\x04node\"I\n" +
+	"\x13RequirementsRequest\x12\x10\n" +
+	"\x03set\x18\x01 \x01(\bR\x03set\x12 \n" +
+	"\venforcement\x18\x02 \x01(\tR\venforcement\"8\n" +
+	"\x14RequirementsResponse\x12 \n" +
+	"\venforcement\x18\x01 \x01(\tR\venforcement\"l\n" +
 	"\vExecRequest\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\tR\bselector\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12'\n" +
@@ -10258,7 +10372,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\aInspect\x12!.unum.v1.InspectCredentialRequest\x1a\".unum.v1.InspectCredentialResponse\x12I\n" +
 	"\x04List\x12\x1f.unum.v1.ListCredentialsRequest\x1a .unum.v1.ListCredentialsResponse\x12O\n" +
 	"\x06Revoke\x12!.unum.v1.RevokeCredentialsRequest\x1a\".unum.v1.RevokeCredentialsResponse\x12G\n" +
-	"\x04Keys\x12\x1e.unum.v1.CredentialKeysRequest\x1a\x1f.unum.v1.CredentialKeysResponse2\xa4\x04\n" +
+	"\x04Keys\x12\x1e.unum.v1.CredentialKeysRequest\x1a\x1f.unum.v1.CredentialKeysResponse2\xf1\x04\n" +
 	"\tScheduler\x12B\n" +
 	"\tSubmitJob\x12\x19.unum.v1.SubmitJobRequest\x1a\x1a.unum.v1.SubmitJobResponse\x12?\n" +
 	"\bListJobs\x12\x18.unum.v1.ListJobsRequest\x1a\x19.unum.v1.ListJobsResponse\x12B\n" +
@@ -10266,7 +10380,8 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\aStopJob\x12\x17.unum.v1.StopJobRequest\x1a\x18.unum.v1.StopJobResponse\x12T\n" +
 	"\x0fListAllocations\x12\x1f.unum.v1.ListAllocationsRequest\x1a .unum.v1.ListAllocationsResponse\x12B\n" +
 	"\tDrainNode\x12\x19.unum.v1.DrainNodeRequest\x1a\x1a.unum.v1.DrainNodeResponse\x12B\n" +
-	"\tLabelNode\x12\x19.unum.v1.LabelNodeRequest\x1a\x1a.unum.v1.LabelNodeResponse\x122\n" +
+	"\tLabelNode\x12\x19.unum.v1.LabelNodeRequest\x1a\x1a.unum.v1.LabelNodeResponse\x12K\n" +
+	"\fRequirements\x12\x1c.unum.v1.RequirementsRequest\x1a\x1d.unum.v1.RequirementsResponse\x122\n" +
 	"\x04Exec\x12\x14.unum.v1.ExecRequest\x1a\x12.unum.v1.ExecEvent0\x012\xb9\x01\n" +
 	"\x05Tasks\x12=\n" +
 	"\x04List\x12\x19.unum.v1.ListTasksRequest\x1a\x1a.unum.v1.ListTasksResponse\x129\n" +
@@ -10285,7 +10400,7 @@ func file_api_unum_v1_unum_proto_rawDescGZIP() []byte {
 	return file_api_unum_v1_unum_proto_rawDescData
 }
 
-var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 153)
+var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 155)
 var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*LoginRequest)(nil),              // 0: unum.v1.LoginRequest
 	(*LoginResponse)(nil),             // 1: unum.v1.LoginResponse
@@ -10428,18 +10543,20 @@ var file_api_unum_v1_unum_proto_goTypes = []any{
 	(*DrainNodeResponse)(nil),         // 138: unum.v1.DrainNodeResponse
 	(*LabelNodeRequest)(nil),          // 139: unum.v1.LabelNodeRequest
 	(*LabelNodeResponse)(nil),         // 140: unum.v1.LabelNodeResponse
-	(*ExecRequest)(nil),               // 141: unum.v1.ExecRequest
-	(*ExecEvent)(nil),                 // 142: unum.v1.ExecEvent
-	(*NodeExecRequest)(nil),           // 143: unum.v1.NodeExecRequest
-	(*ListTasksRequest)(nil),          // 144: unum.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),         // 145: unum.v1.ListTasksResponse
-	(*TaskLogsRequest)(nil),           // 146: unum.v1.TaskLogsRequest
-	(*TaskLogChunk)(nil),              // 147: unum.v1.TaskLogChunk
-	nil,                               // 148: unum.v1.Node.LabelsEntry
-	nil,                               // 149: unum.v1.PolicyBundle.FilesEntry
-	nil,                               // 150: unum.v1.PolicyUpdate.UserRolesEntry
-	nil,                               // 151: unum.v1.Allocation.PortsEntry
-	nil,                               // 152: unum.v1.PlanPlacement.PortsEntry
+	(*RequirementsRequest)(nil),       // 141: unum.v1.RequirementsRequest
+	(*RequirementsResponse)(nil),      // 142: unum.v1.RequirementsResponse
+	(*ExecRequest)(nil),               // 143: unum.v1.ExecRequest
+	(*ExecEvent)(nil),                 // 144: unum.v1.ExecEvent
+	(*NodeExecRequest)(nil),           // 145: unum.v1.NodeExecRequest
+	(*ListTasksRequest)(nil),          // 146: unum.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),         // 147: unum.v1.ListTasksResponse
+	(*TaskLogsRequest)(nil),           // 148: unum.v1.TaskLogsRequest
+	(*TaskLogChunk)(nil),              // 149: unum.v1.TaskLogChunk
+	nil,                               // 150: unum.v1.Node.LabelsEntry
+	nil,                               // 151: unum.v1.PolicyBundle.FilesEntry
+	nil,                               // 152: unum.v1.PolicyUpdate.UserRolesEntry
+	nil,                               // 153: unum.v1.Allocation.PortsEntry
+	nil,                               // 154: unum.v1.PlanPlacement.PortsEntry
 }
 var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	5,   // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
@@ -10450,7 +10567,7 @@ var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	121, // 5: unum.v1.SyncAgentResponse.allocations:type_name -> unum.v1.Allocation
 	20,  // 6: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
 	30,  // 7: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
-	148, // 8: unum.v1.Node.labels:type_name -> unum.v1.Node.LabelsEntry
+	150, // 8: unum.v1.Node.labels:type_name -> unum.v1.Node.LabelsEntry
 	31,  // 9: unum.v1.Node.capacity:type_name -> unum.v1.Resources
 	31,  // 10: unum.v1.Node.allocated:type_name -> unum.v1.Resources
 	30,  // 11: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
@@ -10462,7 +10579,7 @@ var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	39,  // 17: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
 	51,  // 18: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
 	51,  // 19: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
-	149, // 20: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
+	151, // 20: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
 	65,  // 21: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
 	65,  // 22: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
 	69,  // 23: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
@@ -10472,7 +10589,7 @@ var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	81,  // 27: unum.v1.ExplainedPrincipal.fired:type_name -> unum.v1.FiredRule
 	69,  // 28: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
 	65,  // 29: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
-	150, // 30: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
+	152, // 30: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
 	65,  // 31: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
 	90,  // 32: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
 	91,  // 33: unum.v1.AuditQueryRequest.filter:type_name -> unum.v1.AuditFilter
@@ -10482,10 +10599,10 @@ var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	5,   // 37: unum.v1.RevokeCredentialsResponse.revocations:type_name -> unum.v1.Revocation
 	18,  // 38: unum.v1.CredentialKeysResponse.keys:type_name -> unum.v1.CredentialKeySet
 	120, // 39: unum.v1.Job.egress:type_name -> unum.v1.EgressDecision
-	151, // 40: unum.v1.Allocation.ports:type_name -> unum.v1.Allocation.PortsEntry
+	153, // 40: unum.v1.Allocation.ports:type_name -> unum.v1.Allocation.PortsEntry
 	31,  // 41: unum.v1.Allocation.resources:type_name -> unum.v1.Resources
 	122, // 42: unum.v1.Allocation.status:type_name -> unum.v1.TaskStatus
-	152, // 43: unum.v1.PlanPlacement.ports:type_name -> unum.v1.PlanPlacement.PortsEntry
+	154, // 43: unum.v1.PlanPlacement.ports:type_name -> unum.v1.PlanPlacement.PortsEntry
 	123, // 44: unum.v1.JobPlan.placements:type_name -> unum.v1.PlanPlacement
 	124, // 45: unum.v1.JobPlan.preemptions:type_name -> unum.v1.PlanPreemption
 	125, // 46: unum.v1.JobPlan.unplaced:type_name -> unum.v1.PlanUnplaced
@@ -10558,75 +10675,77 @@ var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	135, // 113: unum.v1.Scheduler.ListAllocations:input_type -> unum.v1.ListAllocationsRequest
 	137, // 114: unum.v1.Scheduler.DrainNode:input_type -> unum.v1.DrainNodeRequest
 	139, // 115: unum.v1.Scheduler.LabelNode:input_type -> unum.v1.LabelNodeRequest
-	141, // 116: unum.v1.Scheduler.Exec:input_type -> unum.v1.ExecRequest
-	144, // 117: unum.v1.Tasks.List:input_type -> unum.v1.ListTasksRequest
-	146, // 118: unum.v1.Tasks.Logs:input_type -> unum.v1.TaskLogsRequest
-	143, // 119: unum.v1.Tasks.Exec:input_type -> unum.v1.NodeExecRequest
-	3,   // 120: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
-	1,   // 121: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
-	9,   // 122: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
-	11,  // 123: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
-	13,  // 124: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
-	15,  // 125: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
-	17,  // 126: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
-	20,  // 127: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
-	23,  // 128: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
-	25,  // 129: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
-	7,   // 130: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
-	27,  // 131: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
-	29,  // 132: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
-	33,  // 133: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
-	36,  // 134: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
-	38,  // 135: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
-	41,  // 136: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
-	43,  // 137: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
-	45,  // 138: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
-	47,  // 139: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
-	49,  // 140: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
-	52,  // 141: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
-	54,  // 142: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
-	56,  // 143: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
-	58,  // 144: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
-	60,  // 145: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
-	62,  // 146: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
-	64,  // 147: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
-	67,  // 148: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
-	69,  // 149: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
-	71,  // 150: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
-	67,  // 151: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
-	74,  // 152: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
-	77,  // 153: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
-	79,  // 154: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
-	83,  // 155: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
-	85,  // 156: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
-	87,  // 157: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
-	89,  // 158: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
-	93,  // 159: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
-	95,  // 160: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
-	97,  // 161: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
-	100, // 162: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
-	102, // 163: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
-	104, // 164: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
-	105, // 165: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
-	105, // 166: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
-	109, // 167: unum.v1.Credentials.Delegate:output_type -> unum.v1.DelegateResponse
-	111, // 168: unum.v1.Credentials.Inspect:output_type -> unum.v1.InspectCredentialResponse
-	113, // 169: unum.v1.Credentials.List:output_type -> unum.v1.ListCredentialsResponse
-	116, // 170: unum.v1.Credentials.Revoke:output_type -> unum.v1.RevokeCredentialsResponse
-	118, // 171: unum.v1.Credentials.Keys:output_type -> unum.v1.CredentialKeysResponse
-	128, // 172: unum.v1.Scheduler.SubmitJob:output_type -> unum.v1.SubmitJobResponse
-	130, // 173: unum.v1.Scheduler.ListJobs:output_type -> unum.v1.ListJobsResponse
-	132, // 174: unum.v1.Scheduler.JobStatus:output_type -> unum.v1.JobStatusResponse
-	134, // 175: unum.v1.Scheduler.StopJob:output_type -> unum.v1.StopJobResponse
-	136, // 176: unum.v1.Scheduler.ListAllocations:output_type -> unum.v1.ListAllocationsResponse
-	138, // 177: unum.v1.Scheduler.DrainNode:output_type -> unum.v1.DrainNodeResponse
-	140, // 178: unum.v1.Scheduler.LabelNode:output_type -> unum.v1.LabelNodeResponse
-	142, // 179: unum.v1.Scheduler.Exec:output_type -> unum.v1.ExecEvent
-	145, // 180: unum.v1.Tasks.List:output_type -> unum.v1.ListTasksResponse
-	147, // 181: unum.v1.Tasks.Logs:output_type -> unum.v1.TaskLogChunk
-	142, // 182: unum.v1.Tasks.Exec:output_type -> unum.v1.ExecEvent
-	120, // [120:183] is the sub-list for method output_type
-	57,  // [57:120] is the sub-list for method input_type
+	141, // 116: unum.v1.Scheduler.Requirements:input_type -> unum.v1.RequirementsRequest
+	143, // 117: unum.v1.Scheduler.Exec:input_type -> unum.v1.ExecRequest
+	146, // 118: unum.v1.Tasks.List:input_type -> unum.v1.ListTasksRequest
+	148, // 119: unum.v1.Tasks.Logs:input_type -> unum.v1.TaskLogsRequest
+	145, // 120: unum.v1.Tasks.Exec:input_type -> unum.v1.NodeExecRequest
+	3,   // 121: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
+	1,   // 122: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
+	9,   // 123: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
+	11,  // 124: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
+	13,  // 125: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
+	15,  // 126: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
+	17,  // 127: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
+	20,  // 128: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
+	23,  // 129: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
+	25,  // 130: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
+	7,   // 131: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
+	27,  // 132: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
+	29,  // 133: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
+	33,  // 134: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
+	36,  // 135: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
+	38,  // 136: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
+	41,  // 137: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
+	43,  // 138: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
+	45,  // 139: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
+	47,  // 140: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
+	49,  // 141: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
+	52,  // 142: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
+	54,  // 143: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
+	56,  // 144: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
+	58,  // 145: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
+	60,  // 146: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
+	62,  // 147: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
+	64,  // 148: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
+	67,  // 149: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
+	69,  // 150: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
+	71,  // 151: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
+	67,  // 152: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
+	74,  // 153: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
+	77,  // 154: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
+	79,  // 155: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
+	83,  // 156: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
+	85,  // 157: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
+	87,  // 158: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
+	89,  // 159: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
+	93,  // 160: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
+	95,  // 161: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
+	97,  // 162: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
+	100, // 163: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
+	102, // 164: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
+	104, // 165: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
+	105, // 166: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
+	105, // 167: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
+	109, // 168: unum.v1.Credentials.Delegate:output_type -> unum.v1.DelegateResponse
+	111, // 169: unum.v1.Credentials.Inspect:output_type -> unum.v1.InspectCredentialResponse
+	113, // 170: unum.v1.Credentials.List:output_type -> unum.v1.ListCredentialsResponse
+	116, // 171: unum.v1.Credentials.Revoke:output_type -> unum.v1.RevokeCredentialsResponse
+	118, // 172: unum.v1.Credentials.Keys:output_type -> unum.v1.CredentialKeysResponse
+	128, // 173: unum.v1.Scheduler.SubmitJob:output_type -> unum.v1.SubmitJobResponse
+	130, // 174: unum.v1.Scheduler.ListJobs:output_type -> unum.v1.ListJobsResponse
+	132, // 175: unum.v1.Scheduler.JobStatus:output_type -> unum.v1.JobStatusResponse
+	134, // 176: unum.v1.Scheduler.StopJob:output_type -> unum.v1.StopJobResponse
+	136, // 177: unum.v1.Scheduler.ListAllocations:output_type -> unum.v1.ListAllocationsResponse
+	138, // 178: unum.v1.Scheduler.DrainNode:output_type -> unum.v1.DrainNodeResponse
+	140, // 179: unum.v1.Scheduler.LabelNode:output_type -> unum.v1.LabelNodeResponse
+	142, // 180: unum.v1.Scheduler.Requirements:output_type -> unum.v1.RequirementsResponse
+	144, // 181: unum.v1.Scheduler.Exec:output_type -> unum.v1.ExecEvent
+	147, // 182: unum.v1.Tasks.List:output_type -> unum.v1.ListTasksResponse
+	149, // 183: unum.v1.Tasks.Logs:output_type -> unum.v1.TaskLogChunk
+	144, // 184: unum.v1.Tasks.Exec:output_type -> unum.v1.ExecEvent
+	121, // [121:185] is the sub-list for method output_type
+	57,  // [57:121] is the sub-list for method input_type
 	57,  // [57:57] is the sub-list for extension type_name
 	57,  // [57:57] is the sub-list for extension extendee
 	0,   // [0:57] is the sub-list for field type_name
@@ -10643,7 +10762,7 @@ func file_api_unum_v1_unum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_unum_v1_unum_proto_rawDesc), len(file_api_unum_v1_unum_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   153,
+			NumMessages:   155,
 			NumExtensions: 0,
 			NumServices:   11,
 		},

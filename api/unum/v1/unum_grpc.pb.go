@@ -2758,6 +2758,7 @@ const (
 	Scheduler_ListAllocations_FullMethodName = "/unum.v1.Scheduler/ListAllocations"
 	Scheduler_DrainNode_FullMethodName       = "/unum.v1.Scheduler/DrainNode"
 	Scheduler_LabelNode_FullMethodName       = "/unum.v1.Scheduler/LabelNode"
+	Scheduler_Requirements_FullMethodName    = "/unum.v1.Scheduler/Requirements"
 	Scheduler_Exec_FullMethodName            = "/unum.v1.Scheduler/Exec"
 )
 
@@ -2778,6 +2779,8 @@ type SchedulerClient interface {
 	ListAllocations(ctx context.Context, in *ListAllocationsRequest, opts ...grpc.CallOption) (*ListAllocationsResponse, error)
 	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
 	LabelNode(ctx context.Context, in *LabelNodeRequest, opts ...grpc.CallOption) (*LabelNodeResponse, error)
+	// Shows or sets what a node must meet to receive new tasks.
+	Requirements(ctx context.Context, in *RequirementsRequest, opts ...grpc.CallOption) (*RequirementsResponse, error)
 	// Runs a command as a short confined batch task on every node matching
 	// a label selector, under a credential delegated by the caller.
 	Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecEvent], error)
@@ -2861,6 +2864,16 @@ func (c *schedulerClient) LabelNode(ctx context.Context, in *LabelNodeRequest, o
 	return out, nil
 }
 
+func (c *schedulerClient) Requirements(ctx context.Context, in *RequirementsRequest, opts ...grpc.CallOption) (*RequirementsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequirementsResponse)
+	err := c.cc.Invoke(ctx, Scheduler_Requirements_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *schedulerClient) Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Scheduler_ServiceDesc.Streams[0], Scheduler_Exec_FullMethodName, cOpts...)
@@ -2897,6 +2910,8 @@ type SchedulerServer interface {
 	ListAllocations(context.Context, *ListAllocationsRequest) (*ListAllocationsResponse, error)
 	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
 	LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error)
+	// Shows or sets what a node must meet to receive new tasks.
+	Requirements(context.Context, *RequirementsRequest) (*RequirementsResponse, error)
 	// Runs a command as a short confined batch task on every node matching
 	// a label selector, under a credential delegated by the caller.
 	Exec(*ExecRequest, grpc.ServerStreamingServer[ExecEvent]) error
@@ -2930,6 +2945,9 @@ func (UnimplementedSchedulerServer) DrainNode(context.Context, *DrainNodeRequest
 }
 func (UnimplementedSchedulerServer) LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LabelNode not implemented")
+}
+func (UnimplementedSchedulerServer) Requirements(context.Context, *RequirementsRequest) (*RequirementsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Requirements not implemented")
 }
 func (UnimplementedSchedulerServer) Exec(*ExecRequest, grpc.ServerStreamingServer[ExecEvent]) error {
 	return status.Error(codes.Unimplemented, "method Exec not implemented")
@@ -3081,6 +3099,24 @@ func _Scheduler_LabelNode_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Scheduler_Requirements_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequirementsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SchedulerServer).Requirements(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Scheduler_Requirements_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SchedulerServer).Requirements(ctx, req.(*RequirementsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Scheduler_Exec_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(ExecRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -3126,6 +3162,10 @@ var Scheduler_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LabelNode",
 			Handler:    _Scheduler_LabelNode_Handler,
+		},
+		{
+			MethodName: "Requirements",
+			Handler:    _Scheduler_Requirements_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
