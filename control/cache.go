@@ -42,6 +42,9 @@ type stateCache struct {
 		audit *audit.Settings
 		// changed is closed and replaced on every change.
 		changed chan struct{}
+		// rev is the etcd revision the cache is at (every watched event
+		// under /unum/ advances it, interesting or not).
+		rev int64
 	}
 }
 
@@ -59,12 +62,13 @@ type snapshot struct {
 	roots    []*x509.Certificate
 	changed  <-chan struct{}
 	loaded   bool
+	rev      int64
 }
 
 func (s *stateCache) snapshot() snapshot {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	snap := snapshot{roots: s.mu.roots, changed: s.mu.changed, loaded: s.mu.loaded}
+	snap := snapshot{roots: s.mu.roots, changed: s.mu.changed, loaded: s.mu.loaded, rev: s.mu.rev}
 	for _, e := range s.mu.entries {
 		snap.entries = append(snap.entries, e)
 	}
@@ -111,6 +115,7 @@ func (s *stateCache) run(ctx context.Context) {
 			}
 			changed := false
 			s.mu.Lock()
+			s.mu.rev = wr.Header.Revision
 			for _, ev := range wr.Events {
 				k := string(ev.Kv.Key)
 				if !interesting(k) {
@@ -149,6 +154,7 @@ func (s *stateCache) load(ctx context.Context) (int64, error) {
 		}
 	}
 	s.mu.loaded = true
+	s.mu.rev = resp.Header.Revision
 	close(s.mu.changed)
 	s.mu.changed = make(chan struct{})
 	return resp.Header.Revision, nil

@@ -121,6 +121,7 @@ func (s *Server) Heartbeat(ctx context.Context, req *unumv1.HeartbeatRequest) (*
 	return &unumv1.HeartbeatResponse{
 		Audit:        settingsToProto(s.cache.auditSettings()),
 		FenceAfterMs: fenceAfter(s.nodeLease(), s.downGrace()).Milliseconds(),
+		Revision:     resp.Header.Revision,
 	}, nil
 }
 

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,38 +13,55 @@ import (
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 )
 
-// What a compute node's heartbeat reports about its executor: its capacity
-// and limits (into its NodeSched record) and the state of each of its tasks
-// (into /unum/taskstatus/). Both are written only when they changed since
-// this control node last wrote them, so steady heartbeats cost no extra
-// etcd writes; a node that switches control nodes rewrites once.
+// What a node's heartbeat reports about its executor: whether it can run
+// tasks, its capacity, port range and limits (into its NodeSched record)
+// and the state of each of its tasks (into /unum/taskstatus/). Both are
+// written only when they differ from what this control node last wrote,
+// so steady heartbeats cost no extra etcd writes. The memory is per
+// control node: a node that moves to another control node and back may
+// find a stale memory there, which costs at most one skipped write until
+// the task's state next changes (the leader reads etcd, not this).
 
 // maxReportedTasks bounds the task states one heartbeat may carry.
 const maxReportedTasks = 4096
 
-// reported is what this control node last stored for a node.
+// maxStatusOps bounds the task-state writes of one etcd transaction (each
+// is a nested transaction comparing that its allocation exists).
+const maxStatusOps = 64
+
+// reported is what this control node last stored for a node. mu is held
+// for a whole report: one node's heartbeats may overlap (a client that
+// gave up and sent the next one), and must not race on tasks.
 type reported struct {
+	mu    sync.Mutex
+	known bool
 	sched NodeSched
 	tasks map[string]TaskStatusRecord
 }
 
-func (s *Server) storeExecutorReport(ctx context.Context, node string, req *unumv1.HeartbeatRequest) error {
-	if !req.GetCompute() {
-		return nil
+func (s *Server) reportOf(node string) *reported {
+	s.reports.mu.Lock()
+	defer s.reports.mu.Unlock()
+	r, ok := s.reports.m[node]
+	if !ok {
+		r = &reported{tasks: map[string]TaskStatusRecord{}}
+		s.reports.m[node] = r
 	}
+	return r
+}
+
+func (s *Server) storeExecutorReport(ctx context.Context, node string, req *unumv1.HeartbeatRequest) error {
 	if len(req.GetTasks()) > maxReportedTasks {
 		return status.Errorf(codes.InvalidArgument, "heartbeat reports %d tasks, more than %d", len(req.GetTasks()), maxReportedTasks)
 	}
-	s.reports.mu.Lock()
-	last, ok := s.reports.m[node]
-	s.reports.mu.Unlock()
-	if !ok {
-		last = reported{tasks: map[string]TaskStatusRecord{}}
-	}
+	last := s.reportOf(node)
+	last.mu.Lock()
+	defer last.mu.Unlock()
 	limits := make([]string, 0, len(req.GetLimits()))
 	for _, l := range req.GetLimits() {
 		limits = append(limits, truncate(l, 256))
 	}
+	compute := req.GetCompute()
 	cpu, mem := req.GetCapacity().GetCpuMillis(), req.GetCapacity().GetMemoryMib()
 	lo, hi := int(req.GetPortLo()), int(req.GetPortHi())
 	if lo != 0 || hi != 0 {
@@ -51,19 +69,46 @@ func (s *Server) storeExecutorReport(ctx context.Context, node string, req *unum
 			return status.Errorf(codes.InvalidArgument, "task port range %d-%d: want 1024 <= low <= high <= 65535", lo, hi)
 		}
 	}
-	if !ok || !last.sched.Compute || last.sched.CPUMillis != cpu || last.sched.MemoryMiB != mem || !slices.Equal(last.sched.Limits, limits) ||
-		last.sched.PortLo != lo || last.sched.PortHi != hi {
+	if !compute {
+		// A node that cannot run tasks (no executor, or not a compute
+		// node) offers nothing: the leader re-places what it had.
+		cpu, mem, lo, hi = 0, 0, 0, 0
+	}
+	was := last.sched
+	if !last.known || was.Compute != compute || was.CPUMillis != cpu || was.MemoryMiB != mem || !slices.Equal(was.Limits, limits) ||
+		was.PortLo != lo || was.PortHi != hi {
+		if !compute && !last.known {
+			// Read before writing: a node that never computed need not
+			// get a record at all.
+			if r, err := s.cfg.Etcd.Get(ctx, nodeSchedKey(node)); err == nil && len(r.Kvs) == 0 && len(limits) == 0 {
+				last.known, last.sched = true, NodeSched{}
+				return nil
+			}
+		}
 		ns, err := s.updateNodeSched(ctx, node, func(ns *NodeSched) error {
-			ns.Compute, ns.CPUMillis, ns.MemoryMiB, ns.Limits, ns.PortLo, ns.PortHi = true, cpu, mem, limits, lo, hi
+			ns.Compute, ns.CPUMillis, ns.MemoryMiB, ns.Limits, ns.PortLo, ns.PortHi = compute, cpu, mem, limits, lo, hi
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		last.sched = ns
+		last.known, last.sched = true, ns
 	}
+	return s.storeTaskStates(ctx, node, req.GetTasks(), last)
+}
+
+// storeTaskStates writes the changed task states, in transactions of
+// maxStatusOps, each write nested in a compare that its allocation exists
+// under this very node: a node cannot report on another node's tasks or
+// resurrect a removed allocation's state.
+func (s *Server) storeTaskStates(ctx context.Context, node string, tasks []*unumv1.TaskStatus, last *reported) error {
+	type change struct {
+		id  string
+		rec TaskStatusRecord
+	}
+	var changes []change
 	seen := map[string]bool{}
-	for _, t := range req.GetTasks() {
+	for _, t := range tasks {
 		id := t.GetId()
 		if !allocIDRE.MatchString(id) {
 			return status.Errorf(codes.InvalidArgument, "task id %q is not an allocation id", truncate(id, 80))
@@ -78,18 +123,26 @@ func (s *Server) storeExecutorReport(ctx context.Context, node string, req *unum
 		if prev, ok := last.tasks[id]; ok && prev == rec {
 			continue
 		}
-		// Only for an allocation of this very node that still exists: a
-		// node cannot report on another node's tasks or resurrect a
-		// removed allocation's status.
-		resp, err := s.cfg.Etcd.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(allocKey(node, id)), ">", 0)).
-			Then(clientv3.OpPut(taskStatusKey(node, id), mustJSON(rec))).
-			Commit()
-		if err != nil {
-			return status.Errorf(codes.Unavailable, "store task state: %v", err)
+		changes = append(changes, change{id, rec})
+	}
+	for len(changes) > 0 {
+		n := min(len(changes), maxStatusOps)
+		batch := changes[:n]
+		changes = changes[n:]
+		ops := make([]clientv3.Op, 0, n)
+		for _, c := range batch {
+			ops = append(ops, clientv3.OpTxn(
+				[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(allocKey(node, c.id)), ">", 0)},
+				[]clientv3.Op{clientv3.OpPut(taskStatusKey(node, c.id), mustJSON(c.rec))}, nil))
 		}
-		if resp.Succeeded {
-			last.tasks[id] = rec
+		resp, err := s.cfg.Etcd.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "store task states: %v", err)
+		}
+		for i, c := range batch {
+			if resp.Responses[i].GetResponseTxn().GetSucceeded() {
+				last.tasks[c.id] = c.rec
+			}
 		}
 	}
 	for id := range last.tasks {
@@ -97,9 +150,6 @@ func (s *Server) storeExecutorReport(ctx context.Context, node string, req *unum
 			delete(last.tasks, id)
 		}
 	}
-	s.reports.mu.Lock()
-	s.reports.m[node] = last
-	s.reports.mu.Unlock()
 	return nil
 }
 

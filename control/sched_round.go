@@ -148,11 +148,20 @@ func planRound(st schedState, now, observing time.Time, lease, grace time.Durati
 		key := scheduler.TaskKey{Job: ref, Index: a.rec.Index}
 		j := jobs[ref]
 		var reason string
+		// aboutJob: the allocation goes because of its job (stopped,
+		// replaced, reduced), not its node. Removing it frees its task to
+		// be placed again, now or after a resubmission; while its node is
+		// down (not yet lost) that node may still run it, so such an
+		// allocation waits for the node to come back (it then stops the
+		// task) or to be lost (it fenced itself by then).
+		aboutJob := true
 		switch _, member := st.nodes[a.rec.Node]; {
 		case !member:
-			reason = fmt.Sprintf("node %s was removed", a.rec.Node)
+			reason, aboutJob = fmt.Sprintf("node %s was removed", a.rec.Node), false
 		case r.lease[a.rec.Node] == leaseLost:
-			reason = fmt.Sprintf("node %s lost its lease", a.rec.Node)
+			reason, aboutJob = fmt.Sprintf("node %s lost its lease", a.rec.Node), false
+		case !st.sched[a.rec.Node].Compute:
+			reason, aboutJob = fmt.Sprintf("node %s cannot run tasks", a.rec.Node), false
 		case j == nil:
 			reason = "job deleted"
 		case j.rec.Stopped:
@@ -167,6 +176,9 @@ func planRound(st schedState, now, observing time.Time, lease, grace time.Durati
 			if _, dup := kept[key]; dup {
 				reason = fmt.Sprintf("duplicate allocation of task %s", key)
 			}
+		}
+		if reason != "" && aboutJob && r.lease[a.rec.Node] != leaseReady && !a.rec.Done {
+			reason = ""
 		}
 		if reason != "" {
 			r.remove = append(r.remove, allocRemoval{alloc: a, reason: reason})

@@ -133,6 +133,30 @@ func TestPlanRound(t *testing.T) {
 			want: "remove x1 (default/web[0] on a): node a lost its lease\nplace new1 default/web[0] v1 on c\n",
 		},
 		{
+			name: "a new version waits for a down node's task: it may still run",
+			setup: func(t *testing.T, f *roundFixture) {
+				f.node("a", 15*time.Second, 1000, 1024, false)
+				f.node("b", time.Second, 1000, 1024, false)
+				f.node("c", time.Second, 1000, 1024, false)
+				f.job(t, webJob, 2, false)
+				f.alloc("x1", "web", 0, "a", 1)
+				f.alloc("x2", "web", 1, "b", 1)
+			},
+			want: "remove x2 (default/web[1] on b): replaced by job version 2\nplace new1 default/web[1] v2 on b\n",
+		},
+		{
+			name: "a node that can no longer run tasks loses them",
+			setup: func(t *testing.T, f *roundFixture) {
+				f.node("a", time.Second, 1000, 1024, false)
+				f.node("b", time.Second, 1000, 1024, false)
+				f.st.sched["a"] = NodeSched{}
+				f.job(t, webJob, 1, false)
+				f.alloc("x1", "web", 0, "a", 1)
+				f.alloc("x2", "web", 1, "b", 1)
+			},
+			want: "remove x1 (default/web[0] on a): node a cannot run tasks\nunplaced default/web[0]\n",
+		},
+		{
 			name: "a draining node gets nothing",
 			setup: func(t *testing.T, f *roundFixture) {
 				f.node("a", time.Second, 1000, 1024, true)

@@ -140,7 +140,7 @@ type Server struct {
 	// report (sched_report.go).
 	reports struct {
 		mu sync.Mutex
-		m  map[string]reported
+		m  map[string]*reported
 	}
 
 	wg     sync.WaitGroup
@@ -204,7 +204,7 @@ func New(cfg Config) (*Server, error) {
 		revocations: cfg.Revocations,
 		cancel:      cancel,
 	}
-	s.reports.m = map[string]reported{}
+	s.reports.m = map[string]*reported{}
 	s.ca.authority.Store(cfg.Authority)
 	s.ca.root.Store(cfg.Root)
 	s.ca.kick = make(chan struct{}, 1)
@@ -483,6 +483,7 @@ func (s *Server) SyncAgent(_ *unumv1.SyncAgentRequest, stream unumv1.Identity_Sy
 				resp.Allocations = append(resp.Allocations, allocToProto(a))
 			}
 			resp.AllocationsLoaded = true
+			resp.Revision = snap.rev
 			if last == nil || !proto.Equal(last, resp) {
 				if err := stream.Send(resp); err != nil {
 					return err

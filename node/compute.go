@@ -12,7 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -51,12 +51,20 @@ type compute struct {
 	layout   cgroup.Layout
 	capacity *unumv1.Resources
 	ports    [2]int32 // the task port range (0, 0: the scheduler's default)
-	// lastAck is when the last answered heartbeat was sent (unix nanos);
-	// fenceAfter the deadline past it (nanos); fenced whether tasks were
-	// killed for want of a lease.
-	lastAck    atomic.Int64
-	fenceAfter atomic.Int64
-	fenced     atomic.Bool
+	// start is the monotonic reference of the lease bookkeeping (a wall
+	// clock stepped back must not postpone fencing).
+	start time.Time
+	mu    struct {
+		sync.Mutex
+		// lastAck is when the last answered heartbeat was sent, since
+		// start; fenceAfter the deadline past it; fenced whether tasks
+		// were killed for want of a lease; unfenceAt (fenced only) the
+		// etcd revision a sync response must reach before tasks run
+		// again, 0 until a heartbeat is answered.
+		lastAck, fenceAfter time.Duration
+		fenced              bool
+		unfenceAt           int64
+	}
 	// kick wakes the heartbeat loop after a task changed state.
 	kick chan struct{}
 }
@@ -79,8 +87,8 @@ func (n *node) startCompute() (*compute, error) {
 	}
 	c := &compute{cgroups: mgr, layout: layout, kick: make(chan struct{}, 1), capacity: n.capacity(),
 		ports: [2]int32{int32(n.o.TaskPorts[0]), int32(n.o.TaskPorts[1])}}
-	c.lastAck.Store(time.Now().UnixNano())
-	c.fenceAfter.Store(int64(defaultFenceAfter))
+	c.start = time.Now()
+	c.mu.fenceAfter = defaultFenceAfter
 	c.exec, err = executor.New(executor.Config{
 		Dir:        n.l.path("tasks"),
 		NodeName:   n.cfg.Name,
@@ -190,7 +198,23 @@ func (n *node) applyAllocations(resp *unumv1.SyncAgentResponse) {
 		}
 		specs = append(specs, spec)
 	}
-	n.compute.exec.Assign(specs)
+	c := n.compute
+	c.exec.Assign(specs)
+	// A fenced node runs tasks again only from a view of its allocations
+	// at least as recent as its answered heartbeat: while it was cut off
+	// the leader may have re-placed them.
+	c.mu.Lock()
+	unfence := c.mu.fenced && c.mu.unfenceAt > 0 && resp.GetRevision() >= c.mu.unfenceAt
+	if unfence {
+		// Under mu: the executor's fencing always follows c.mu.fenced.
+		c.mu.fenced, c.mu.unfenceAt = false, 0
+		c.exec.Unfence()
+	}
+	c.mu.Unlock()
+	if unfence {
+		n.log.Info("lease renewed and allocations synced: tasks may run again", "revision", resp.GetRevision())
+		n.recordFence(false, fmt.Sprintf("heartbeats are answered again and the allocations are synced at revision %d", resp.GetRevision()))
+	}
 }
 
 // taskSpecOf is what the executor runs for an allocation.
@@ -266,14 +290,15 @@ func (n *node) heartbeatAnswered(sent time.Time, resp *unumv1.HeartbeatResponse)
 	if c == nil {
 		return
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if ms := resp.GetFenceAfterMs(); ms > 0 {
-		c.fenceAfter.Store(int64(time.Duration(ms) * time.Millisecond))
+		c.mu.fenceAfter = time.Duration(ms) * time.Millisecond
 	}
-	c.lastAck.Store(sent.UnixNano())
-	if c.fenced.CompareAndSwap(true, false) {
-		c.exec.Unfence()
-		n.log.Info("lease renewed: tasks may run again")
-		n.recordFence(false, "heartbeats are answered again")
+	c.mu.lastAck = sent.Sub(c.start)
+	if c.mu.fenced && c.mu.unfenceAt == 0 {
+		// Unfenced by applyAllocations, once a sync this recent arrives.
+		c.mu.unfenceAt = max(resp.GetRevision(), 1)
 	}
 }
 
@@ -290,13 +315,19 @@ func (n *node) fenceLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		since := time.Since(time.Unix(0, c.lastAck.Load()))
-		if since <= time.Duration(c.fenceAfter.Load()) || c.fenced.Load() {
+		c.mu.Lock()
+		since := time.Since(c.start) - c.mu.lastAck
+		deadline := c.mu.fenceAfter
+		fence := since > deadline && !c.mu.fenced
+		reason := fmt.Sprintf("no heartbeat answered for %s (deadline %s): this node may no longer hold its tasks", since.Truncate(time.Millisecond), deadline)
+		if fence {
+			c.mu.fenced, c.mu.unfenceAt = true, 0
+			c.exec.Fence(reason)
+		}
+		c.mu.Unlock()
+		if !fence {
 			continue
 		}
-		reason := fmt.Sprintf("no heartbeat answered for %s (deadline %s): this node may no longer hold its tasks", since.Truncate(time.Millisecond), time.Duration(c.fenceAfter.Load()))
-		c.fenced.Store(true)
-		c.exec.Fence(reason)
 		n.log.Warn("fenced: killed every task", "reason", reason)
 		n.recordFence(true, reason)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/scheduler/cgroup"
 	"github.com/unumos/unum/scheduler/executor"
+	"github.com/unumos/unum/scheduler/jobspec"
 )
 
 // TestFencing: a node whose heartbeats go unanswered past the fencing
@@ -52,26 +53,51 @@ func TestFencing(t *testing.T) {
 	t.Cleanup(func() { log.Close() })
 
 	n := &node{log: quietLog(), cfg: &Config{Name: "fence"}, audit: log, id: spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("unum.test"), "/node/fence"),
-		compute: &compute{exec: ex, cgroups: mgr, layout: layout, kick: make(chan struct{}, 1)}}
-	n.compute.lastAck.Store(time.Now().UnixNano())
-	n.compute.fenceAfter.Store(int64(time.Hour))
-	ex.Assign([]executor.TaskSpec{{ID: "fence0000000001", Namespace: "default", Job: "f", Command: "/bin/sleep", Args: []string{"1000"},
-		CPUMillis: 100, MemoryMiB: 32, Restart: executor.Restart{Policy: executor.RestartAlways, Delay: 100 * time.Millisecond, MaxDelay: 200 * time.Millisecond}}})
+		compute: &compute{exec: ex, cgroups: mgr, layout: layout, kick: make(chan struct{}, 1), start: time.Now()}}
+	n.compute.mu.fenceAfter = time.Hour
+	j, err := jobspec.Parse([]byte("name: f\ntype: service\ntask: {command: /bin/sleep, args: [\"1000\"]}\nresources: {cpu: 100, memory: 32}\nrestart: {policy: always, delay: 100ms, max_delay: 200ms}\n"))
+	require.NoError(t, err)
+	canon, err := j.Canonical()
+	require.NoError(t, err)
+	alloc := &unumv1.Allocation{Id: "fence0000000001", Namespace: "default", Job: "f", SpiffeId: "spiffe://unum.test/ns/default/job/f",
+		Resources: &unumv1.Resources{CpuMillis: 100, MemoryMib: 32}, SpecJson: string(canon)}
+	sync := func(rev int64, allocs ...*unumv1.Allocation) {
+		n.applyAllocations(&unumv1.SyncAgentResponse{AllocationsLoaded: true, Revision: rev, Allocations: allocs})
+	}
+	sync(1, alloc)
 	pid := waitRunning(t, ex, 0)
 
 	go n.fenceLoop(ctx)
 	// Heartbeats stop being answered: the deadline passes.
-	n.compute.fenceAfter.Store(int64(300 * time.Millisecond))
+	n.compute.mu.Lock()
+	n.compute.mu.fenceAfter = 300 * time.Millisecond
+	n.compute.mu.Unlock()
 	require.Eventually(t, func() bool { return syscall.Kill(pid, 0) != nil }, 10*time.Second, 20*time.Millisecond, "fenced task still alive")
-	require.True(t, n.compute.fenced.Load())
-	time.Sleep(500 * time.Millisecond)
-	for _, ts := range ex.Tasks(false) {
-		require.NotEqual(t, executor.Running, ts.State, "a task started while fenced")
+	requireNothingRuns := func(why string) {
+		t.Helper()
+		time.Sleep(500 * time.Millisecond)
+		for _, ts := range ex.Tasks(false) {
+			require.NotEqual(t, executor.Running, ts.State, why)
+		}
 	}
+	requireNothingRuns("a task started while fenced")
 
-	// A heartbeat is answered: tasks run again.
-	n.heartbeatAnswered(time.Now(), &unumv1.HeartbeatResponse{FenceAfterMs: 60_000})
-	require.False(t, n.compute.fenced.Load())
+	// A heartbeat is answered again (stored at revision 10): not enough,
+	// the allocations may have moved meanwhile. A sync older than the
+	// heartbeat is not enough either.
+	n.heartbeatAnswered(time.Now(), &unumv1.HeartbeatResponse{FenceAfterMs: 60_000, Revision: 10})
+	requireNothingRuns("a task restarted on the heartbeat alone")
+	sync(9, alloc)
+	requireNothingRuns("a task restarted from a view older than the heartbeat")
+	// The partition outlived the grace period: the task was re-placed
+	// elsewhere, and the fresh view no longer names it. It never restarts.
+	sync(10)
+	requireNothingRuns("a task re-placed elsewhere restarted here")
+	n.compute.mu.Lock()
+	require.False(t, n.compute.mu.fenced)
+	n.compute.mu.Unlock()
+	// Placed here again: it runs.
+	sync(11, alloc)
 	waitRunning(t, ex, pid)
 
 	fences := 0

@@ -1136,8 +1136,10 @@ type SyncAgentResponse struct {
 	// Set once the sender's view of the allocations is loaded: an empty list
 	// without it means "not known yet", not "run nothing".
 	AllocationsLoaded bool `protobuf:"varint,7,opt,name=allocations_loaded,json=allocationsLoaded,proto3" json:"allocations_loaded,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The etcd revision the sender's view is at.
+	Revision      int64 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SyncAgentResponse) Reset() {
@@ -1217,6 +1219,13 @@ func (x *SyncAgentResponse) GetAllocationsLoaded() bool {
 		return x.AllocationsLoaded
 	}
 	return false
+}
+
+func (x *SyncAgentResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // CredentialKeySet is one control node's credential verification keys.
@@ -2566,7 +2575,11 @@ type HeartbeatResponse struct {
 	// Fencing: a node that has had no answered heartbeat for this long (from
 	// when it sent the last one that was answered) must kill its tasks,
 	// because the scheduler re-places them soon after. 0: the node's default.
-	FenceAfterMs  int64 `protobuf:"varint,2,opt,name=fence_after_ms,json=fenceAfterMs,proto3" json:"fence_after_ms,omitempty"`
+	FenceAfterMs int64 `protobuf:"varint,2,opt,name=fence_after_ms,json=fenceAfterMs,proto3" json:"fence_after_ms,omitempty"`
+	// The etcd revision at which the heartbeat was stored. A fenced node
+	// runs tasks again only once a sync response at least this recent
+	// names them (they may have been re-placed while it was cut off).
+	Revision      int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2611,6 +2624,13 @@ func (x *HeartbeatResponse) GetAudit() *AuditConfig {
 func (x *HeartbeatResponse) GetFenceAfterMs() int64 {
 	if x != nil {
 		return x.FenceAfterMs
+	}
+	return 0
+}
+
+func (x *HeartbeatResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
 	}
 	return 0
 }
@@ -9644,7 +9664,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"-\n" +
 	"\x15RenewNodeSVIDResponse\x12\x14\n" +
 	"\x05chain\x18\x01 \x03(\fR\x05chain\"\x12\n" +
-	"\x10SyncAgentRequest\"\xca\x02\n" +
+	"\x10SyncAgentRequest\"\xe6\x02\n" +
 	"\x11SyncAgentResponse\x12(\n" +
 	"\aentries\x18\x01 \x03(\v2\x0e.unum.v1.EntryR\aentries\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12*\n" +
@@ -9652,7 +9672,8 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x11control_addresses\x18\x04 \x03(\tR\x10controlAddresses\x126\n" +
 	"\tcred_keys\x18\x05 \x03(\v2\x19.unum.v1.CredentialKeySetR\bcredKeys\x125\n" +
 	"\vallocations\x18\x06 \x03(\v2\x13.unum.v1.AllocationR\vallocations\x12-\n" +
-	"\x12allocations_loaded\x18\a \x01(\bR\x11allocationsLoaded\":\n" +
+	"\x12allocations_loaded\x18\a \x01(\bR\x11allocationsLoaded\x12\x1a\n" +
+	"\brevision\x18\b \x01(\x03R\brevision\":\n" +
 	"\x10CredentialKeySet\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04jwks\x18\x02 \x01(\fR\x04jwks\"9\n" +
@@ -9772,10 +9793,11 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x06limits\x18\r \x03(\tR\x06limits\x12\x18\n" +
 	"\acompute\x18\x0e \x01(\bR\acompute\x12\x17\n" +
 	"\aport_lo\x18\x0f \x01(\x05R\x06portLo\x12\x17\n" +
-	"\aport_hi\x18\x10 \x01(\x05R\x06portHi\"e\n" +
+	"\aport_hi\x18\x10 \x01(\x05R\x06portHi\"\x81\x01\n" +
 	"\x11HeartbeatResponse\x12*\n" +
 	"\x05audit\x18\x01 \x01(\v2\x14.unum.v1.AuditConfigR\x05audit\x12$\n" +
-	"\x0efence_after_ms\x18\x02 \x01(\x03R\ffenceAfterMs\"=\n" +
+	"\x0efence_after_ms\x18\x02 \x01(\x03R\ffenceAfterMs\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"=\n" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x99\x01\n" +
