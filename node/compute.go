@@ -7,12 +7,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -23,6 +25,7 @@ import (
 	"github.com/unumos/unum/identity/selector"
 	"github.com/unumos/unum/scheduler/cgroup"
 	"github.com/unumos/unum/scheduler/executor"
+	"github.com/unumos/unum/scheduler/executor/reaper"
 	"github.com/unumos/unum/scheduler/jobspec"
 )
 
@@ -67,6 +70,10 @@ type compute struct {
 	}
 	// kick wakes the heartbeat loop after a task changed state.
 	kick chan struct{}
+	// reaper kills every task if this process dies (package reaper);
+	// reaperPipe is the only write end of its stdin.
+	reaper     *exec.Cmd
+	reaperPipe *os.File
 }
 
 // startCompute sets up cgroups and the executor. It fails when the host
@@ -114,7 +121,43 @@ func (n *node) startCompute() (*compute, error) {
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)
 	}
+	if err := c.startReaper(self); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// startReaper starts the task reaper: it kills every task of this node
+// when this process dies, even by SIGKILL, so no task outlives the node
+// that would fence it.
+func (c *compute) startReaper(self string) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("task reaper: %w", err)
+	}
+	cmd := exec.Command(self, reaper.Arg, c.cgroups.Root())
+	cmd.Stdin = r
+	cmd.Stderr = os.Stderr
+	// Its own session: a Ctrl-C to the node's process group does not reach
+	// it. The pipe's write end is close-on-exec: no task inherits it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		return fmt.Errorf("task reaper: %w", err)
+	}
+	r.Close()
+	c.reaper, c.reaperPipe = cmd, w
+	return nil
+}
+
+// stopReaper lets the reaper go once the executor stopped every task.
+func (c *compute) stopReaper() {
+	if c == nil || c.reaper == nil {
+		return
+	}
+	c.reaperPipe.Close()
+	_ = c.reaper.Wait()
 }
 
 // cgroupName names the node's task root: the node's name, and a digest of

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/unumos/unum/scheduler/executor/reaper"
 	"github.com/unumos/unum/scheduler/executor/shim"
 
 	"context"
@@ -52,6 +53,9 @@ func TestMain(m *testing.M) {
 	// binary (os.Executable), as the unum binary does.
 	if len(os.Args) > 1 && os.Args[1] == shim.Arg {
 		shim.Main()
+	}
+	if len(os.Args) > 1 && os.Args[1] == reaper.Arg {
+		reaper.Main()
 	}
 	code, err := setup(m)
 	if err != nil {

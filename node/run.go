@@ -421,7 +421,16 @@ func (n *node) run(ctx context.Context) error {
 		goFn("agent", n.agent.Run)
 		goFn("workload api", func(ctx context.Context) error { return n.agent.Serve(ctx, n.l.Socket()) })
 		if n.compute != nil {
-			goFn("executor", n.compute.exec.Run)
+			goFn("executor", func(ctx context.Context) error {
+				err := n.compute.exec.Run(ctx)
+				// Every task is stopped: the reaper may go, and the task
+				// roots with it.
+				n.compute.stopReaper()
+				if rerr := n.compute.cgroups.RemoveRoots(); rerr != nil {
+					n.log.Warn("remove task cgroup roots", "err", rerr)
+				}
+				return err
+			})
 			goFn("fencing", func(ctx context.Context) error { n.fenceLoop(ctx); return nil })
 		}
 	}

@@ -234,9 +234,25 @@ spread: node
 			}
 			return false
 		}, 90*time.Second, 500*time.Millisecond, "a task on node-3")
+		var onThree []psTask
+		for _, task := range before {
+			if task.Node == "node-3" {
+				onThree = append(onThree, task)
+			}
+		}
 		pid := d.pid(t, "node-3")
 		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 		waitGone(t, pid)
+		// The node cannot fence itself any more: its reaper kills its
+		// tasks the moment it dies, long before they are re-placed.
+		require.Eventually(t, func() bool {
+			for _, task := range onThree {
+				if syscall.Kill(int(task.PID), 0) == nil {
+					return false
+				}
+			}
+			return true
+		}, 5*time.Second, 50*time.Millisecond, "node-3's tasks outlived it")
 		require.Eventually(t, func() bool {
 			r := unum(t, d.env, "job", "status", "hello", "-o", "json")
 			if r.code != 0 {

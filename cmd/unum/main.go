@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/unumos/unum/internal/cli"
+	"github.com/unumos/unum/scheduler/executor/reaper"
 	"github.com/unumos/unum/scheduler/executor/shim"
 )
 
@@ -17,6 +18,9 @@ func main() {
 	// the task before anything else runs (no signal handlers, no flags).
 	if len(os.Args) > 1 && os.Args[1] == shim.Arg {
 		shim.Main()
+	}
+	if len(os.Args) > 1 && os.Args[1] == reaper.Arg {
+		reaper.Main()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)

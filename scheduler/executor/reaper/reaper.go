@@ -1,0 +1,105 @@
+// Package reaper is the task reaper: a small process (`unum` re-executing
+// itself) that a compute node starts beside its executor and that kills
+// every task of the node when the node process dies, however it dies.
+//
+// Tasks must not outlive their node process: a node that crashed no longer
+// fences itself, and the scheduler re-places its tasks after the lease and
+// grace period, so surviving tasks would run twice. The reaper holds the
+// read end of a pipe whose only write end the node process holds (close on
+// exec, so no task inherits it); when the node exits, the kernel closes the
+// write end, the reaper reads EOF and kills the whole task root (cgroup.kill
+// on the root kills every task group below it, and every process that
+// double-forked within them). It runs in its own session and ignores
+// terminal signals, so a Ctrl-C to the node's process group does not take it
+// away before the node has stopped its tasks in order.
+//
+// Only cmd/unum (and test binaries that run compute nodes) call Main.
+package reaper
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Arg is the first argument that makes `unum` the reaper.
+const Arg = "__unum-task-reaper"
+
+// Main runs the reaper: os.Args[2] is the node's cgroup v2 task root
+// (an absolute directory under the v2 mount). It never returns.
+func Main() {
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "unum task reaper: want one argument, the task root")
+		os.Exit(2)
+	}
+	root := os.Args[2]
+	if !filepath.IsAbs(root) || filepath.Clean(root) != root || !exists(filepath.Join(root, "cgroup.procs")) {
+		fmt.Fprintf(os.Stderr, "unum task reaper: %q is not a cgroup directory\n", root)
+		os.Exit(2)
+	}
+	// Block until the node's end of the pipe closes.
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	if err := Kill(root, 10*time.Second); err != nil {
+		fmt.Fprintf(os.Stderr, "unum task reaper: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// Kill kills every process in the cgroup v2 subtree at root: with
+// cgroup.kill where the kernel has it (5.14+), else by signalling every
+// pid of every group until the subtree is empty or the time is up.
+func Kill(root string, within time.Duration) error {
+	err := os.WriteFile(filepath.Join(root, "cgroup.kill"), []byte("1"), 0)
+	if err == nil || errors.Is(err, os.ErrNotExist) && !exists(root) {
+		return nil
+	}
+	deadline := time.Now().Add(within)
+	for {
+		pids := subtreePids(root)
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kill tasks under %s: %d processes left", root, len(pids))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// subtreePids are the pids of every group at or below root.
+func subtreePids(root string) []int {
+	var pids []int
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if err != nil {
+			return nil
+		}
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	return pids
+}
