@@ -233,7 +233,7 @@ func ports32(in map[string]int) map[string]int32 {
 // jobProto describes a job; allocs and tasks (may be nil) give its state.
 func (s *Server) jobProto(rec JobRecord, spec *jobspec.Job, allocs []AllocRecord, tasks map[string]TaskStatusRecord) *unumv1.Job {
 	out := &unumv1.Job{
-		Namespace: rec.Namespace, Name: rec.Name, SpiffeId: rec.SPIFFEID, SpecJson: rec.Spec,
+		Namespace: rec.Namespace, Name: rec.Name, SpiffeId: rec.SPIFFEID, SpecJson: redactedSpec(rec.Spec),
 		Version: rec.Version, SubmittedBy: rec.SubmittedBy, SubmittedAtUnix: rec.SubmittedAt.Unix(),
 		Stopped: rec.Stopped, DecisionId: rec.DecisionID,
 	}
@@ -334,7 +334,7 @@ func allocProto(a AllocRecord, st schedState) *unumv1.Allocation {
 		NodeAddress: st.nodes[a.Node].APIAddress, SpiffeId: a.SPIFFEID, Ports: ports32(a.Ports),
 		Resources: &unumv1.Resources{CpuMillis: a.CPUMillis, MemoryMib: a.MemoryMiB},
 		Priority:  int32(a.Priority), Class: a.Class, CreatedAtUnix: a.CreatedAt.Unix(), JobVersion: a.JobVersion,
-		SpecJson: a.Spec,
+		SpecJson: redactedSpec(a.Spec),
 	}
 	if ts, ok := st.tasks[a.ID]; ok {
 		p.Status = taskStatusProto(a, ts)
@@ -592,4 +592,25 @@ func (s *Server) Requirements(ctx context.Context, req *unumv1.RequirementsReque
 		}
 	}
 	return &unumv1.RequirementsResponse{Enforcement: cur.Enforcement}, nil
+}
+
+// redacted replaces every env value in specs shown to callers.
+const redacted = "(redacted)"
+
+// redactedSpec is a stored spec as callers see it: env values (where
+// secrets go) replaced, because job.status, job.ls and task.ls are a
+// viewer's. Only the node that runs the task gets them (its sync stream).
+func redactedSpec(spec string) string {
+	j, err := jobspec.ParseCanonical([]byte(spec))
+	if err != nil {
+		return ""
+	}
+	for k := range j.Task.Env {
+		j.Task.Env[k] = redacted
+	}
+	out, err := j.Canonical()
+	if err != nil {
+		return ""
+	}
+	return string(out)
 }

@@ -296,11 +296,15 @@ type RemovedTask struct {
 	Reason string `json:"reason"`
 }
 
-// txnUnit is what must commit together: its compares and its operations.
+// txnUnit is what must commit together: its compares and its operations,
+// and what the job.place event says of it once committed.
 type txnUnit struct {
-	cmps  []clientv3.Cmp
-	ops   []clientv3.Op
-	nodes []string // nodes whose allocation prefix this unit writes
+	cmps    []clientv3.Cmp
+	ops     []clientv3.Op
+	nodes   []string // nodes whose allocation prefix this unit writes
+	placed  *PlacedTask
+	removed *RemovedTask
+	done    bool // marks an allocation finished
 }
 
 // commitRound commits a round in transactions of at most maxTxnOps
@@ -313,6 +317,8 @@ func (s *Server) commitRound(ctx context.Context, fence clientv3.Cmp, st schedSt
 		units = append(units, txnUnit{
 			cmps: []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(allocKey(a.rec.Node, a.rec.ID)), "=", a.modRev)},
 			ops:  []clientv3.Op{clientv3.OpDelete(allocKey(a.rec.Node, a.rec.ID)), clientv3.OpDelete(taskStatusKey(a.rec.Node, a.rec.ID))},
+			removed: &RemovedTask{Task: taskName(a.rec.Namespace, a.rec.Job, a.rec.Index), Alloc: a.rec.ID, Node: a.rec.Node,
+				Reason: clip(rm.reason)},
 		})
 	}
 	for _, a := range r.finished {
@@ -322,6 +328,7 @@ func (s *Server) commitRound(ctx context.Context, fence clientv3.Cmp, st schedSt
 			cmps:  []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(allocKey(a.rec.Node, a.rec.ID)), "=", a.modRev)},
 			ops:   []clientv3.Op{clientv3.OpPut(allocKey(a.rec.Node, a.rec.ID), mustJSON(done))},
 			nodes: []string{a.rec.Node},
+			done:  true,
 		})
 	}
 	jobRev := map[string]int64{}
@@ -336,8 +343,9 @@ func (s *Server) commitRound(ctx context.Context, fence clientv3.Cmp, st schedSt
 				clientv3.Compare(clientv3.ModRevision(jk), "=", jobRev[jk]),
 				clientv3.Compare(clientv3.CreateRevision(allocKey(a.Node, a.ID)), "=", 0),
 			},
-			ops:   []clientv3.Op{clientv3.OpPut(allocKey(a.Node, a.ID), mustJSON(a))},
-			nodes: []string{a.Node},
+			ops:    []clientv3.Op{clientv3.OpPut(allocKey(a.Node, a.ID), mustJSON(a))},
+			nodes:  []string{a.Node},
+			placed: &PlacedTask{Task: taskName(a.Namespace, a.Job, a.Index), Alloc: a.ID, Node: a.Node},
 		})
 	}
 	// base[node] is the revision after which no one but this commit may
@@ -354,7 +362,15 @@ func (s *Server) commitRound(ctx context.Context, fence clientv3.Cmp, st schedSt
 		}
 		return out
 	}
-	details := s.planDetails(r)
+	// The event says what committed; what could not be placed is the
+	// round's.
+	details := PlanDetails{UnplacedN: len(r.plan.Unplaced)}
+	for _, u := range r.plan.Unplaced {
+		if len(details.Unplaced) == maxPlanDetails {
+			break
+		}
+		details.Unplaced = append(details.Unplaced, RemovedTask{Task: u.Task.String(), Reason: clip(u.Reason)})
+	}
 	committed := 0
 	for i := 0; i < len(units); {
 		cmps := []clientv3.Cmp{fence}
@@ -380,6 +396,9 @@ func (s *Server) commitRound(ctx context.Context, fence clientv3.Cmp, st schedSt
 		for n := range touched {
 			base[n] = resp.Header.Revision
 		}
+		for _, u := range units[i:j] {
+			details.note(u)
+		}
 		committed += j - i
 		details.Revision = resp.Header.Revision
 		i = j
@@ -394,28 +413,22 @@ func (s *Server) commitRound(ctx context.Context, fence clientv3.Cmp, st schedSt
 	return nil
 }
 
-func (s *Server) planDetails(r round) PlanDetails {
-	d := PlanDetails{PlacedN: len(r.place), RemovedN: len(r.remove), UnplacedN: len(r.plan.Unplaced), FinishedN: len(r.finished)}
-	for _, a := range r.place {
-		if len(d.Placed) == maxPlanDetails {
-			break
+// note adds a committed unit to the event.
+func (d *PlanDetails) note(u txnUnit) {
+	switch {
+	case u.placed != nil:
+		d.PlacedN++
+		if len(d.Placed) < maxPlanDetails {
+			d.Placed = append(d.Placed, *u.placed)
 		}
-		d.Placed = append(d.Placed, PlacedTask{Task: taskName(a.Namespace, a.Job, a.Index), Alloc: a.ID, Node: a.Node})
-	}
-	for _, rm := range r.remove {
-		if len(d.Removed) == maxPlanDetails {
-			break
+	case u.removed != nil:
+		d.RemovedN++
+		if len(d.Removed) < maxPlanDetails {
+			d.Removed = append(d.Removed, *u.removed)
 		}
-		a := rm.alloc.rec
-		d.Removed = append(d.Removed, RemovedTask{Task: taskName(a.Namespace, a.Job, a.Index), Alloc: a.ID, Node: a.Node, Reason: clip(rm.reason)})
+	case u.done:
+		d.FinishedN++
 	}
-	for _, u := range r.plan.Unplaced {
-		if len(d.Unplaced) == maxPlanDetails {
-			break
-		}
-		d.Unplaced = append(d.Unplaced, RemovedTask{Task: u.Task.String(), Reason: clip(u.Reason)})
-	}
-	return d
 }
 
 func taskName(ns, job string, index int) string { return fmt.Sprintf("%s/%s[%d]", ns, job, index) }

@@ -143,6 +143,12 @@ func TestSchedulerEndToEnd(t *testing.T) {
 	st, err := sched.JobStatus(ctxT(t), &unumv1.JobStatusRequest{Namespace: "default", Name: "sched-e2e"})
 	require.NoError(t, err)
 	require.Equal(t, "pending", st.GetJob().GetState(), "placed, nothing reported running yet")
+	// Env values (secrets) are not shown, to anyone: the spec is redacted.
+	require.NotContains(t, st.GetJob().GetSpecJson(), "a<b&c>")
+	require.Contains(t, st.GetJob().GetSpecJson(), `"X":"(redacted)"`)
+	for _, a := range st.GetAllocations() {
+		require.NotContains(t, a.GetSpecJson(), "a<b&c>")
+	}
 	for _, a := range allocs {
 		require.Contains(t, a.Ports, "http")
 		require.GreaterOrEqual(t, a.Ports["http"], 20000)
@@ -346,4 +352,29 @@ func TestRequirements(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, resp.GetPlan().GetPlacements())
 	require.Len(t, resp.GetPlan().GetUnplaced(), 1)
+}
+
+// TestSubmitIntoForeignNamespace: a principal bound to one namespace
+// (data.namespace_bindings) submits there and nowhere else, through the
+// real route, interceptor and policy; a request naming its own namespace
+// with a spec naming another is refused too.
+func TestSubmitIntoForeignNamespace(t *testing.T) {
+	admin := policyClient(t, "/user/admin")
+	t.Cleanup(func() { restoreBuiltin(t) })
+	applied, err := admin.Apply(ctxT(t), &unumv1.ApplyPolicyRequest{Bundle: bundleWith(map[string]string{
+		"data.json": `{"bindings": {}, "namespace_bindings": {"spiffe://unum.test/user/shop-dev": ["shop"]}}`})})
+	require.NoError(t, err)
+	waitServing(t, applied.GetRevision())
+	dev := unumv1.NewSchedulerClient(conn(t, "/user/shop-dev"))
+	job := func(ns string) []byte {
+		return []byte("name: web\nnamespace: " + ns + "\ntype: service\ntask: {command: /bin/true}\nresources: {cpu: 10, memory: 10}\n")
+	}
+	_, err = dev.SubmitJob(ctxT(t), &unumv1.SubmitJobRequest{Spec: job("shop"), Namespace: "shop", Name: "web", DryRun: true})
+	require.NoError(t, err)
+	_, err = dev.SubmitJob(ctxT(t), &unumv1.SubmitJobRequest{Spec: job("bank"), Namespace: "bank", Name: "web", DryRun: true})
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	_, err = dev.SubmitJob(ctxT(t), &unumv1.SubmitJobRequest{Spec: job("bank"), Namespace: "shop", Name: "web", DryRun: true})
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	_, err = dev.StopJob(ctxT(t), &unumv1.StopJobRequest{Namespace: "bank", Name: "web"})
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 }

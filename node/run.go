@@ -206,6 +206,8 @@ type node struct {
 	compute *compute
 	// computeErr is why a compute node runs no executor.
 	computeErr string
+	// execUsed are the exec credentials this node ran (node/tasks.go).
+	execUsed usedCredentials
 }
 
 func (n *node) nodeSVIDTTL() time.Duration {

@@ -111,11 +111,14 @@ func (t *tasksService) Exec(req *unumv1.NodeExecRequest, stream unumv1.Tasks_Exe
 	}
 	relay, err := controlRelay(ctx, n.creds)
 	if err != nil {
+		n.recordExecRefusal(ctx, req, nil, err)
 		return err
 	}
 	cred, err := n.verifyExecCredential(req.GetCredential())
 	if err != nil {
-		return status.Errorf(codes.PermissionDenied, "exec credential: %v", err)
+		err = status.Errorf(codes.PermissionDenied, "exec credential: %v", err)
+		n.recordExecRefusal(ctx, req, cred, err)
+		return err
 	}
 	argv := req.GetCommand()
 	if len(argv) == 0 || argv[0] == "" {
@@ -211,22 +214,79 @@ func (n *node) verifyExecCredential(token string) (*delegation.Credential, error
 	// against the relay's certificate.
 	cred, err := n.credVerifier.Verify(delegation.Presentation{Token: token, Inspect: true, Privileged: true})
 	if err != nil {
-		return nil, err
+		return cred, err // cred is set once the signature verified: the refusal names it
 	}
 	execID, err := identity.SystemID(n.td, control.ExecService)
 	if err != nil {
 		return nil, err
 	}
 	if cred.Holder() != execID {
-		return nil, fmt.Errorf("held by %s, not the exec service %s", cred.Holder(), execID)
+		return cred, fmt.Errorf("held by %s, not the exec service %s", cred.Holder(), execID)
 	}
 	if !cred.AudienceIncludes(n.id) {
-		return nil, fmt.Errorf("not addressed to %s", n.id)
+		return cred, fmt.Errorf("not addressed to %s", n.id)
 	}
 	if !cred.Allows(control.ExecNodeAction, "node", "-", n.cfg.Name) {
-		return nil, fmt.Errorf("its scopes do not allow %s on node %s", control.ExecNodeAction, n.cfg.Name)
+		return cred, fmt.Errorf("its scopes do not allow %s on node %s", control.ExecNodeAction, n.cfg.Name)
+	}
+	if !n.execUsed.use(cred.ID, cred.Expiry, time.Now()) {
+		// One exec per credential per node: a relay (or anyone who saw
+		// the token) cannot run more commands with it.
+		return cred, fmt.Errorf("credential %s was already used on node %s", cred.ID, n.cfg.Name)
 	}
 	return cred, nil
+}
+
+// usedCredentials remembers the exec credentials a node has run, until
+// they expire.
+type usedCredentials struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+// use reports whether jti was not used yet, and marks it used.
+func (u *usedCredentials) use(jti string, expiry, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.seen == nil {
+		u.seen = map[string]time.Time{}
+	}
+	for id, exp := range u.seen {
+		if now.After(exp.Add(delegation.Leeway)) {
+			delete(u.seen, id)
+		}
+	}
+	if _, ok := u.seen[jti]; ok {
+		return false
+	}
+	u.seen[jti] = expiry
+	return true
+}
+
+// recordExecRefusal records an exec a node refused (cred is nil when its
+// signature did not verify or was not looked at).
+func (n *node) recordExecRefusal(ctx context.Context, req *unumv1.NodeExecRequest, cred *delegation.Credential, err error) {
+	ev := audit.Event{Kind: audit.KindJob, Action: audit.ActionExecRun, Outcome: audit.Deny, Privileged: true,
+		Reasons: []string{audit.Clip(status.Convert(err).Message(), 512)}, Resource: "node/-/" + n.cfg.Name}
+	if c, ok := rpc.CallerFromContext(ctx); ok {
+		ev.Subject = c.ID.String()
+	}
+	if cred != nil {
+		ev.Subject, ev.Creds = cred.Subject.String(), cred.JTIs()
+		for _, l := range cred.Chain {
+			ev.Chain = append(ev.Chain, l.Actor.String())
+		}
+	}
+	argv := req.GetCommand()
+	if len(argv) > 16 {
+		argv = argv[:16]
+	}
+	ev = ev.WithDetails(ExecNodeDetails{Command: argv, Error: audit.Clip(err.Error(), 512)})
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if rerr := n.audit.Record(rctx, &ev); rerr != nil {
+		n.log.Error("audit record failed", "action", ev.Action, "err", rerr)
+	}
 }
 
 // lineSender sends whole lines (a line cut at 16 KiB is sent as it is).

@@ -1410,7 +1410,9 @@ func Register() []Threat {
 				"each held with flock on a lock file in a root-owned folder shared by every executor on the machine (the " +
 				"kernel frees it if the node dies), and a uid is skipped while any process on the machine runs under it. " +
 				"A task keeps its uid across restarts; its work folder is removed before the uid is released. The shim " +
-				"refuses uid or gid 0 whatever its spec says.",
+				"refuses uid or gid 0 whatever its spec says. Not covered: files a task leaves outside its work folder " +
+				"(/tmp, /var/tmp, /dev/shm) and its System V IPC objects are not swept when the uid is released, so a " +
+				"later task given the same uid can read them (systemd's RemoveIPC does this sweep; a later change).",
 			Status: Mitigated,
 			Tests: []string{"scheduler/executor.TestAttackUIDNeverZeroNeverShared", "scheduler/executor.TestNewChecks",
 				"scheduler/executor.TestRestartAfterKillWithBackoff"},
@@ -1461,25 +1463,31 @@ func Register() []Threat {
 				"policy lets operators and admins run jobs and data.namespace_bindings give others specific namespaces; " +
 				"workloads and nodes get none. job.run and job.stop are privileged: recorded durably before they run.",
 			Status: Mitigated,
-			Tests:  []string{"control.TestSchedulerRefusals", "policy.TestBuiltinBundleTestsPass"},
+			Tests: []string{"control.TestSchedulerRefusals", "control.TestSubmitIntoForeignNamespace",
+				"policy.TestBuiltinBundleTestsPass"},
 		},
 		{
 			ID:       "T-089",
 			Title:    "A partitioned node's tasks run twice",
 			STRIDE:   "T",
 			Asset:    "the at-most-once placement of a task (and its identity)",
-			Boundary: "node heartbeats; the scheduler leader",
-			Attacker: "a network partition (or a paused node) that keeps a node's tasks running while the leader re-places " +
-				"them elsewhere",
+			Boundary: "node heartbeats; the scheduler leader; the node process's life",
+			Attacker: "a network partition, a paused or crashed node process, or a job change while a node is down, " +
+				"that keeps a task running on one node while the leader places it on another",
 			Mitigation: "The leader re-places a node's tasks only when its last heartbeat is older than the lease plus the " +
-				"grace period. The node measures, from when it sent its last answered heartbeat (earlier than the time the " +
-				"control plane stamped), a fencing deadline the control plane sends it (lease + grace/2), and kills every " +
-				"task (cgroup.kill) and starts none when the deadline passes; the rest of the grace period is margin. " +
-				"Allocation ids are never reused, and the CA refuses a removed allocation's SVID. A stale leader cannot " +
-				"commit: every plan is fenced by its election key and compares the allocations it reads.",
+				"grace period, and a new leader (or one back from an etcd outage) counts no heartbeat as older than the " +
+				"moment it began to observe. Allocations removed because of their job (stopped, replaced, reduced) wait " +
+				"while their node is down. The node measures on its monotonic clock, from when it sent its last answered " +
+				"heartbeat (earlier than the control plane's stamp), the deadline the control plane sends (lease + " +
+				"grace/2), kills every task (cgroup.kill) when it passes and starts none until a heartbeat is answered " +
+				"and a sync at least as recent as that heartbeat names the task again. If the node process dies, its " +
+				"task reaper (a separate process holding a pipe only the node writes) kills the task root at once. A " +
+				"stale leader cannot commit: every plan is fenced by its election key and compares what it read. " +
+				"Assumed: control nodes' clocks agree within the remaining grace/2 (10 s by default).",
 			Status: Mitigated,
-			Tests: []string{"control.TestLeaseAndFence", "control.TestStaleLeaderCannotCommit", "control.TestSchedulerEndToEnd",
-				"node.TestFencing"},
+			Tests: []string{"control.TestLeaseAndFence", "control.TestNewLeaderGivesNodesALease", "control.TestPlanRound",
+				"control.TestStaleLeaderCannotCommit", "control.TestSchedulerEndToEnd", "node.TestFencing",
+				"scheduler/executor/reaper.TestReaperKillsTasksWhenTheNodeDies", "cmd/unum.TestJobsOnADevCluster"},
 		},
 		{
 			ID:       "T-098",
@@ -1508,6 +1516,24 @@ func Register() []Threat {
 				"of tasks per heartbeat is bounded.",
 			Status: Mitigated,
 			Tests:  []string{"control.TestSchedulerEndToEnd"},
+		},
+		{
+			ID:       "T-100",
+			Title:    "unum exec abused: a relay, a replay or a credential for another node",
+			STRIDE:   "E",
+			Asset:    "running commands on nodes (exec.node)",
+			Boundary: "a node's Tasks service (Exec), reached from control nodes",
+			Attacker: "a compute node or a user that relays an exec itself; a relay that replays an exec credential to " +
+				"run more commands; a credential minted for one node (or held by another service) presented to another",
+			Mitigation: "Scheduler.Exec is exec.run, privileged (an admin's in the shipped policy) and refused on a " +
+				"delegated call. The node runs a command only when the relay's verified SVID chain is a control node's " +
+				"(its own intermediate), the credential verifies (signature, time, revocation), is held by " +
+				"spiffe://TD/system/exec, names this node in its audience and exec.node on it in its scopes, and was not " +
+				"used on this node before (one command per credential per node, remembered until it expires). The " +
+				"command runs as a confined batch task under a dynamic uid. Every refusal is an exec.run deny on the " +
+				"node; every run is recorded with the caller as subject, the exec service in the chain and the jti.",
+			Status: Mitigated,
+			Tests:  []string{"cmd/unum.TestExecAttacks", "cmd/unum.TestJobsOnADevCluster", "policy.TestBuiltinBundleTestsPass"},
 		},
 	}
 	sortByID(threats)

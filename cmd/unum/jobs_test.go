@@ -19,6 +19,7 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/identity/ca"
+	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
 )
 
@@ -346,4 +347,95 @@ spread: node
 func startDevWith(t *testing.T, dir string, nodes int, extra ...string) *devCluster {
 	t.Helper()
 	return startDevArgs(t, dir, append([]string{"dev", "--nodes", strconv.Itoa(nodes), "--data-dir", dir}, extra...))
+}
+
+// TestExecAttacks: a node runs an exec only when a control node relays it
+// with a credential held by the exec service, addressed to and scoped for
+// that node, and only once; every refusal is audited on the node.
+func TestExecAttacks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("running exec tasks needs root (cgroups, setuid to a dynamic uid); CI runs as root")
+	}
+	dir, err := os.MkdirTemp("", "ud")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	d := startDevIn(t, dir, 2)
+
+	// The admin may delegate its own authority to the exec service: a
+	// valid exec credential for node-2, minted outside Scheduler.Exec.
+	mint := func(node string) string {
+		r := unum(t, d.env, "cred", "delegate", "--to", "spiffe://unum.local/system/exec",
+			"--scope", "exec.node:node/-/"+node, "--aud", "spiffe://unum.local/node/"+node)
+		require.Equal(t, 0, r.code, r.stderr)
+		return strings.TrimSpace(r.stdout)
+	}
+	run := func(relay *rpc.Credentials, target, token string) error {
+		cc, err := rpc.DialNode(relay, spiffeid.RequireFromString("spiffe://unum.local/node/"+target), nodeAPIAddress(t, d, target))
+		require.NoError(t, err)
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		s, err := unumv1.NewTasksClient(cc).Exec(ctx, &unumv1.NodeExecRequest{Command: []string{"/bin/true"}, TimeoutSeconds: 10, Credential: token})
+		require.NoError(t, err)
+		for {
+			ev, err := s.Recv()
+			if err != nil {
+				return err
+			}
+			if ev.GetExited() {
+				return nil
+			}
+		}
+	}
+	svid, roots := nodeSVID(t, d, "node-1")
+	control, err := rpc.NewCredentials(svid, roots)
+	require.NoError(t, err)
+
+	tok := mint("node-2")
+	require.NoError(t, run(control, "node-2", tok), "a control node relaying a valid credential")
+
+	t.Run("a credential runs once per node", func(t *testing.T) {
+		err := run(control, "node-2", tok)
+		require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+		require.Contains(t, err.Error(), "already used")
+	})
+	t.Run("a credential for another node is refused", func(t *testing.T) {
+		err := run(control, "node-1", mint("node-2"))
+		require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+		require.Contains(t, err.Error(), "not addressed")
+	})
+	t.Run("a credential held by someone else than the exec service is refused", func(t *testing.T) {
+		r := unum(t, d.env, "cred", "delegate", "--to", "spiffe://unum.local/ns/default/job/x",
+			"--scope", "exec.node:node/-/node-2", "--aud", "spiffe://unum.local/node/node-2")
+		require.Equal(t, 0, r.code, r.stderr)
+		err := run(control, "node-2", strings.TrimSpace(r.stdout))
+		require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+		require.Contains(t, err.Error(), "not the exec service")
+	})
+	t.Run("only a control node relays", func(t *testing.T) {
+		// The admin may do everything the policy grants, but it is not a
+		// control node: the node refuses the relay itself.
+		admin := adminCreds(t, d)
+		err := run(admin, "node-2", mint("node-2"))
+		require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+		require.Contains(t, err.Error(), "only control nodes relay exec")
+	})
+	t.Run("refusals are audited on the node", func(t *testing.T) {
+		r := unum(t, d.env, "audit", "query", "--action", "exec.run", "--outcome", "deny", "--node", "node-2")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.GreaterOrEqual(t, strings.Count(r.stdout, "exec.run"), 3, r.stdout)
+	})
+}
+
+// adminCreds are the admin's client credentials from the dev cluster.
+func adminCreds(t *testing.T, d *devCluster) *rpc.Credentials {
+	t.Helper()
+	cfg, err := clientconfig.Load(filepath.Join(d.dir, "admin.yaml"))
+	require.NoError(t, err)
+	creds, err := cfg.Credentials()
+	require.NoError(t, err)
+	return creds
 }
