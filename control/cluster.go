@@ -155,7 +155,11 @@ func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
 	}
 	var req SchedSettings
 	if kvs := resp.Responses[4].GetResponseRange().Kvs; len(kvs) > 0 {
-		req, _ = decode[SchedSettings](kvs[0].Value)
+		var err error
+		if req, err = decode[SchedSettings](kvs[0].Value); err != nil {
+			// As the leader reads it: unreadable settings fail closed.
+			req = SchedSettings{Enforcement: "unreadable settings"}
+		}
 	}
 	scheds := map[string]NodeSched{}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {

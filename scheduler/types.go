@@ -158,10 +158,6 @@ const (
 	DefaultPortHi = 32767
 )
 
-// DefaultPortRange is [DefaultPortLo, DefaultPortHi], for callers that show
-// it. Place reads the constants, never this variable.
-var DefaultPortRange = PortRange{Lo: DefaultPortLo, Hi: DefaultPortHi}
-
 func (r PortRange) valid() bool { return r.Lo >= 1 && r.Lo <= r.Hi && r.Hi <= 65535 }
 
 // Node is one machine as the placement core sees it.
@@ -175,7 +171,7 @@ type Node struct {
 	// requirement (such as required enforcement): it takes no new task.
 	Schedulable bool
 	// Ports is the node's range for allocated ports; the zero value means
-	// DefaultPortRange.
+	// DefaultPortLo..DefaultPortHi.
 	Ports PortRange
 }
 
