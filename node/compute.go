@@ -79,7 +79,7 @@ type compute struct {
 // startCompute sets up cgroups and the executor. It fails when the host
 // cannot run tasks (no cgroup v2, not root): the node then serves the
 // Workload API but reports no capacity, so nothing is placed on it.
-func (n *node) startCompute() (*compute, error) {
+func (n *node) startCompute() (_ *compute, err error) {
 	layout, err := cgroup.DetectHost()
 	if err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
@@ -88,6 +88,12 @@ func (n *node) startCompute() (*compute, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			// No executor will ever use the roots New made.
+			_ = mgr.RemoveRoots()
+		}
+	}()
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find the unum binary for the task shim: %w", err)
@@ -135,7 +141,7 @@ func (c *compute) startReaper(self string) error {
 	if err != nil {
 		return fmt.Errorf("task reaper: %w", err)
 	}
-	cmd := exec.Command(self, reaper.Arg, c.cgroups.Root())
+	cmd := exec.Command(self, append([]string{reaper.Arg}, c.cgroups.Roots()...)...)
 	cmd.Stdin = r
 	cmd.Stderr = os.Stderr
 	// Its own session: a Ctrl-C to the node's process group does not reach

@@ -290,11 +290,16 @@ func (m *Manager) Sweep(ctx context.Context) ([]string, error) {
 	return out, errors.Join(errs...)
 }
 
+// Roots are the node's task roots: the v2 root first, then the v1 roots.
+func (m *Manager) Roots() []string {
+	return append([]string{m.v2Root}, slices.Sorted(maps.Values(m.v1Roots))...)
+}
+
 // RemoveRoots removes the node's task roots (not the AgentLeaf the node
 // process lives in). It fails while task groups remain: Sweep first.
 func (m *Manager) RemoveRoots() error {
 	var errs []error
-	for _, d := range append([]string{m.v2Root}, slices.Sorted(maps.Values(m.v1Roots))...) {
+	for _, d := range m.Roots() {
 		if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
 			errs = append(errs, fmt.Errorf("cgroup: remove task root %s: %w", d, err))
 		}

@@ -32,26 +32,62 @@ import (
 // Arg is the first argument that makes `unum` the reaper.
 const Arg = "__unum-task-reaper"
 
-// Main runs the reaper: os.Args[2] is the node's cgroup v2 task root
-// (an absolute directory under the v2 mount). It never returns.
+// Main runs the reaper: os.Args[2] is the node's cgroup v2 task root, and
+// any further arguments its v1 task roots (absolute cgroup directories).
+// When the node is gone it kills the v2 root's processes, then removes
+// every root's groups. It never returns.
 func Main() {
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "unum task reaper: want one argument, the task root")
+	if len(os.Args) < 3 {
+		fmt.Fprintln(os.Stderr, "unum task reaper: want the task roots, the cgroup v2 one first")
 		os.Exit(2)
 	}
-	root := os.Args[2]
-	if !filepath.IsAbs(root) || filepath.Clean(root) != root || !exists(filepath.Join(root, "cgroup.procs")) {
-		fmt.Fprintf(os.Stderr, "unum task reaper: %q is not a cgroup directory\n", root)
-		os.Exit(2)
+	roots := os.Args[2:]
+	for _, root := range roots {
+		if !filepath.IsAbs(root) || filepath.Clean(root) != root || !exists(filepath.Join(root, "cgroup.procs")) {
+			fmt.Fprintf(os.Stderr, "unum task reaper: %q is not a cgroup directory\n", root)
+			os.Exit(2)
+		}
 	}
 	// Block until the node's end of the pipe closes.
 	_, _ = io.Copy(io.Discard, os.Stdin)
-	if err := Kill(root, 10*time.Second); err != nil {
+	err := Kill(roots[0], 10*time.Second)
+	for _, root := range roots {
+		err = errors.Join(err, RemoveTree(root, 5*time.Second))
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "unum task reaper: %v\n", err)
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// RemoveTree removes the cgroup directory root and every group below it,
+// deepest first, retrying while killed processes drain out.
+func RemoveTree(root string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		var dirs []string
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		var last error
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := syscall.Rmdir(dirs[i]); err != nil && !errors.Is(err, syscall.ENOENT) {
+				last = err
+			}
+		}
+		if last == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("remove %s: %w", root, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Kill kills every process in the cgroup v2 subtree at root: with
