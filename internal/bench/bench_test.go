@@ -310,17 +310,3 @@ func TestDescribeFilesystem(t *testing.T) {
 	_, err = DescribeFilesystem("/nonexistent/unum-bench")
 	require.Error(t, err)
 }
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`plain`:        "plain",
-		`a\040b`:       "a b",
-		`tab\011x`:     "tab\tx",
-		`back\134s`:    `back\s`,
-		`trailing\040`: "trailing ",
-		`short\04`:     `short\04`,
-		`bad\999`:      `bad\999`,
-	} {
-		require.Equal(t, want, unescapeMountinfo(in), in)
-	}
-}

@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	"github.com/unumos/unum/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -85,10 +85,10 @@ type mount struct {
 // mountFor finds the mount holding path (absolute, symlinks resolved) in
 // the text of /proc/self/mountinfo: the longest mount point that is path or
 // one of its parents; of stacked mounts on one point, the last (topmost).
-func mountFor(mountinfo, path string) (mount, bool) {
+func mountFor(table, path string) (mount, bool) {
 	var best mount
 	found := false
-	for line := range strings.Lines(mountinfo) {
+	for line := range strings.Lines(table) {
 		// ID PARENT MAJ:MIN ROOT POINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
 		pre, post, ok := strings.Cut(strings.TrimSpace(line), " - ")
 		if !ok {
@@ -99,14 +99,14 @@ func mountFor(mountinfo, path string) (mount, bool) {
 		if len(f) < 6 || len(g) < 2 {
 			continue
 		}
-		point := unescapeMountinfo(f[4])
+		point := mountinfo.Unescape(f[4])
 		if !under(path, point) {
 			continue
 		}
 		if found && len(point) < len(best.point) {
 			continue
 		}
-		best = mount{point: point, fstype: g[0], source: unescapeMountinfo(g[1]), options: f[5]}
+		best = mount{point: point, fstype: g[0], source: mountinfo.Unescape(g[1]), options: f[5]}
 		found = true
 	}
 	return best, found
@@ -117,24 +117,4 @@ func under(path, point string) bool {
 		return strings.HasPrefix(path, "/")
 	}
 	return path == point || strings.HasPrefix(path, point+"/")
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes of space, tab,
-// newline and backslash (\040 ...).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

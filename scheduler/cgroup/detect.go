@@ -9,8 +9,9 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/unumos/unum/internal/mountinfo"
 )
 
 // ErrNoV2 is returned by Detect on a host without a cgroup v2 hierarchy.
@@ -185,8 +186,8 @@ func parseMountinfo(b []byte) ([]mountEntry, error) {
 			return nil, fmt.Errorf("mountinfo line %d: too few fields: %q", n, line)
 		}
 		out = append(out, mountEntry{
-			root:   unescapeOctal(f[3]),
-			point:  unescapeOctal(f[4]),
+			root:   mountinfo.Unescape(f[3]),
+			point:  mountinfo.Unescape(f[4]),
 			fstype: g[0],
 			super:  strings.Split(g[2], ","),
 		})
@@ -195,26 +196,6 @@ func parseMountinfo(b []byte) ([]mountEntry, error) {
 		return nil, fmt.Errorf("mountinfo: %w", err)
 	}
 	return out, nil
-}
-
-// unescapeOctal undoes the kernel's \ooo escaping of spaces, tabs,
-// newlines and backslashes in mountinfo paths.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // parseProcCgroup returns the own cgroup path per hierarchy, keyed by its

@@ -100,9 +100,6 @@ func TestDetectErrors(t *testing.T) {
 }
 
 func TestUnescapeOctal(t *testing.T) {
-	require.Equal(t, "/srv/my data", unescapeOctal(`/srv/my\040data`))
-	require.Equal(t, `a\b`, unescapeOctal(`a\134b`))
-	require.Equal(t, `trailing\04`, unescapeOctal(`trailing\04`))
 }
 
 func FuzzDetect(f *testing.F) {
