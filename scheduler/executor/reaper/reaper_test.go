@@ -57,8 +57,22 @@ func TestReaperKillsTasksWhenTheNodeDies(t *testing.T) {
 	sh.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd()), Setsid: true}
 	require.NoError(t, sh.Start())
 	go func() { _ = sh.Wait() }()
+	// Wait until the shell has exec'd and its subshell has forked and
+	// exited: exactly two sleeps are left.
 	var pids []int
-	require.Eventually(t, func() bool { pids = subtreePids(root); return len(pids) == 2 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		pids = subtreePids(root)
+		if len(pids) != 2 {
+			return false
+		}
+		for _, pid := range pids {
+			comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+			if err != nil || strings.TrimSpace(string(comm)) != "sleep" {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 10*time.Millisecond)
 
 	self, err := os.Executable()
 	require.NoError(t, err)
