@@ -157,6 +157,30 @@ func (c *compute) startReaper(self string) error {
 	return nil
 }
 
+// keepaliveLoop tells the reaper every second that this process still
+// runs, with the current fencing deadline: a node stopped or hung for
+// longer cannot fence itself, so the reaper does it.
+func (n *node) keepaliveLoop(ctx context.Context) {
+	c := n.compute
+	t := time.NewTicker(reaper.KeepaliveEvery)
+	defer t.Stop()
+	failed := false
+	for {
+		c.mu.Lock()
+		d := c.mu.fenceAfter
+		c.mu.Unlock()
+		if _, err := c.reaperPipe.Write(reaper.Keepalive(d)); err != nil && !failed && ctx.Err() == nil {
+			failed = true
+			n.log.Error("task reaper keepalive failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // stopReaper lets the reaper go once the executor stopped every task.
 func (c *compute) stopReaper() {
 	if c == nil || c.reaper == nil {

@@ -434,6 +434,7 @@ func (n *node) run(ctx context.Context) error {
 				return err
 			})
 			goFn("fencing", func(ctx context.Context) error { n.fenceLoop(ctx); return nil })
+			goFn("reaper keepalive", func(ctx context.Context) error { n.keepaliveLoop(ctx); return nil })
 		}
 	}
 	goFn("agent sync", func(ctx context.Context) error { n.syncLoop(ctx, idc); return nil })

@@ -1481,13 +1481,15 @@ func Register() []Threat {
 				"heartbeat (earlier than the control plane's stamp), the deadline the control plane sends (lease + " +
 				"grace/2), kills every task (cgroup.kill) when it passes and starts none until a heartbeat is answered " +
 				"and a sync at least as recent as that heartbeat names the task again. If the node process dies, its " +
-				"task reaper (a separate process holding a pipe only the node writes) kills the task root at once. A " +
+				"task reaper (a separate process holding a pipe only the node writes) kills the task root at once; if " +
+				"it is stopped or hung, the reaper gets no keepalive for the fencing deadline and kills the tasks too. A " +
 				"stale leader cannot commit: every plan is fenced by its election key and compares what it read. " +
 				"Assumed: control nodes' clocks agree within the remaining grace/2 (10 s by default).",
 			Status: Mitigated,
 			Tests: []string{"control.TestLeaseAndFence", "control.TestNewLeaderGivesNodesALease", "control.TestPlanRound",
 				"control.TestStaleLeaderCannotCommit", "control.TestSchedulerEndToEnd", "node.TestFencing",
-				"scheduler/executor/reaper.TestReaperKillsTasksWhenTheNodeDies", "cmd/unum.TestJobsOnADevCluster"},
+				"scheduler/executor/reaper.TestReaperKillsTasksWhenTheNodeDies",
+				"scheduler/executor/reaper.TestReaperKillsTasksOfAStalledNode", "cmd/unum.TestJobsOnADevCluster"},
 		},
 		{
 			ID:       "T-098",

@@ -211,9 +211,8 @@ ports: [http]
 		}, 60*time.Second, 500*time.Millisecond)
 	})
 
-	t.Run("a dead node's tasks are re-placed", func(t *testing.T) {
-		// A new version that can live on two nodes: spread is soft.
-		r := unum(t, d.env, "job", "run", writeJob(t, `
+	// A new version that can live on fewer nodes: spread is soft.
+	r = unum(t, d.env, "job", "run", writeJob(t, `
 name: hello
 type: service
 count: 3
@@ -221,7 +220,81 @@ task: {command: /bin/sleep, args: ["1000"]}
 resources: {cpu: 50, memory: 32}
 spread: node
 `))
+	require.Equal(t, 0, r.code, r.stderr)
+
+	t.Run("a stopped node's tasks die before they are re-placed, and stay dead when it resumes", func(t *testing.T) {
+		var onTwo []psTask
+		require.Eventually(t, func() bool {
+			tasks := running(ps(t, d, "hello"))
+			onTwo = nil
+			for _, task := range tasks {
+				if task.Node == "node-2" {
+					onTwo = append(onTwo, task)
+				}
+			}
+			return len(tasks) == 3 && len(onTwo) == 1
+		}, 90*time.Second, 500*time.Millisecond, "one task on node-2")
+		// While node-2 is stopped, talk to node-1 only: a stopped process
+		// still accepts connections and would hang the CLI.
+		env := nodeOneEnv(t, d)
+		pid := d.pid(t, "node-2")
+		require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+		stopped := time.Now()
+		resumed := false
+		defer func() {
+			if !resumed {
+				_ = syscall.Kill(pid, syscall.SIGCONT)
+			}
+		}()
+		// Its reaper sees no keepalive for the fencing deadline (lease +
+		// grace/2 = 10 s here) and kills its task; the task is re-placed
+		// only after lease + grace (15 s).
+		// (The killed task stays a zombie until its stopped parent reaps it.)
+		require.Eventually(t, func() bool { return gone(int(onTwo[0].PID)) }, 20*time.Second, 100*time.Millisecond,
+			"a stopped node's task kept running")
+		killedAfter := time.Since(stopped)
+		var replacedAfter time.Duration
+		require.Eventually(t, func() bool {
+			r := unum(t, env, "job", "status", "hello", "-o", "json")
+			var st struct {
+				Job struct {
+					Running int `json:"running"`
+				} `json:"job"`
+				Allocations []struct {
+					Node string `json:"node"`
+				} `json:"allocations"`
+			}
+			if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+				return false
+			}
+			for _, a := range st.Allocations {
+				if a.Node == "node-2" {
+					return false
+				}
+			}
+			replacedAfter = time.Since(stopped)
+			return len(st.Allocations) == 3
+		}, 60*time.Second, 250*time.Millisecond, "node-2's task re-placed")
+		require.Less(t, killedAfter, replacedAfter, "the task was re-placed while it still ran")
+		t.Logf("stopped node: task killed after %s, re-placed after %s", killedAfter.Truncate(time.Millisecond), replacedAfter.Truncate(time.Millisecond))
+
+		require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+		resumed = true
+		// Resumed: it fences itself, and the fresh view no longer names the
+		// task, so it never runs it again.
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, task := range running(ps(t, d, "hello")) {
+				require.NotEqual(t, "node-2", task.Node, "a resumed node restarted a task placed elsewhere")
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		r := unum(t, d.env, "audit", "query", "--action", "node.fence", "--node", "node-2", "-o", "json")
 		require.Equal(t, 0, r.code, r.stderr)
+		require.Contains(t, r.stdout, `"fenced": true`)
+	})
+
+	t.Run("a dead node's tasks are re-placed", func(t *testing.T) {
 		var before []psTask
 		require.Eventually(t, func() bool {
 			before = running(ps(t, d, "hello"))
@@ -248,7 +321,7 @@ spread: node
 		// tasks the moment it dies, long before they are re-placed.
 		require.Eventually(t, func() bool {
 			for _, task := range onThree {
-				if syscall.Kill(int(task.PID), 0) == nil {
+				if !gone(int(task.PID)) {
 					return false
 				}
 			}
@@ -438,4 +511,23 @@ func adminCreds(t *testing.T, d *devCluster) *rpc.Credentials {
 	creds, err := cfg.Credentials()
 	require.NoError(t, err)
 	return creds
+}
+
+// nodeOneEnv is the admin's environment with a config that talks to
+// node-1 only.
+func nodeOneEnv(t *testing.T, d *devCluster) []string {
+	t.Helper()
+	cfg, err := clientconfig.Load(filepath.Join(d.dir, "admin.yaml"))
+	require.NoError(t, err)
+	cfg.Addresses = []string{nodeAPIAddress(t, d, "node-1")}
+	path := filepath.Join(t.TempDir(), "node-1.yaml")
+	require.NoError(t, cfg.Save(path))
+	return []string{"UNUM_CONFIG=" + path}
+}
+
+// gone reports whether pid no longer runs: it does not exist, or it is a
+// zombie waiting for its parent.
+func gone(pid int) bool {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err != nil || strings.Contains(string(st), ") Z ")
 }

@@ -1,6 +1,7 @@
 // Package reaper is the task reaper: a small process (`unum` re-executing
 // itself) that a compute node starts beside its executor and that kills
-// every task of the node when the node process dies, however it dies.
+// every task of the node when the node process dies, however it dies, or
+// stops running (stopped, hung) for longer than its fencing deadline.
 //
 // Tasks must not outlive their node process: a node that crashed no longer
 // fences itself, and the scheduler re-places its tasks after the lease and
@@ -9,7 +10,14 @@
 // exec, so no task inherits it); when the node exits, the kernel closes the
 // write end, the reaper reads EOF and kills the whole task root (cgroup.kill
 // on the root kills every task group below it, and every process that
-// double-forked within them). It runs in its own session and ignores
+// double-forked within them).
+//
+// A node process that is stopped (SIGSTOP, a frozen cgroup) or hung cannot
+// fence itself either, and its tasks keep running. So the node writes a
+// keepalive line every second carrying its current fencing deadline in
+// milliseconds (KeepaliveEvery); when no keepalive arrives for that long,
+// the reaper kills the tasks and keeps watching (the node, if it resumes,
+// finds it missed its heartbeats and fences itself). It runs in its own session and ignores
 // terminal signals, so a Ctrl-C to the node's process group does not take it
 // away before the node has stopped its tasks in order.
 //
@@ -17,6 +25,7 @@
 package reaper
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -49,8 +58,7 @@ func Main() {
 			os.Exit(2)
 		}
 	}
-	// Block until the node's end of the pipe closes.
-	_, _ = io.Copy(io.Discard, os.Stdin)
+	watch(os.Stdin, roots[0], time.Now)
 	err := Kill(roots[0], 10*time.Second)
 	for _, root := range roots {
 		err = errors.Join(err, RemoveTree(root, 5*time.Second))
@@ -60,6 +68,53 @@ func Main() {
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// KeepaliveEvery is how often the node writes a keepalive.
+const KeepaliveEvery = time.Second
+
+// Keepalive is the line a node writes to its reaper: its fencing deadline.
+func Keepalive(deadline time.Duration) []byte {
+	return []byte(strconv.FormatInt(deadline.Milliseconds(), 10) + "\n")
+}
+
+// watch returns when in ends (the node died). Meanwhile, whenever no
+// keepalive arrives for the deadline the last one named, it kills the
+// tasks under root.
+func watch(in io.Reader, root string, now func() time.Time) {
+	deadlines := make(chan time.Duration)
+	go func() {
+		defer close(deadlines)
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			ms, err := strconv.ParseInt(strings.TrimSpace(sc.Text()), 10, 64)
+			if err != nil || ms <= 0 {
+				continue
+			}
+			deadlines <- time.Duration(ms) * time.Millisecond
+		}
+	}()
+	var stall <-chan time.Time
+	var timer *time.Timer
+	for {
+		select {
+		case d, ok := <-deadlines:
+			if !ok {
+				return
+			}
+			if timer != nil {
+				timer.Stop()
+			}
+			timer = time.NewTimer(d)
+			stall = timer.C
+		case <-stall:
+			stall = nil
+			fmt.Fprintf(os.Stderr, "unum task reaper: the node sent no keepalive within its fencing deadline (%s): killing its tasks\n", now().UTC().Format(time.RFC3339))
+			if err := Kill(root, 10*time.Second); err != nil {
+				fmt.Fprintf(os.Stderr, "unum task reaper: %v\n", err)
+			}
+		}
+	}
 }
 
 // RemoveTree removes the cgroup directory root and every group below it,

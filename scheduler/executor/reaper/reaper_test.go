@@ -35,14 +35,15 @@ func v2Mount(t *testing.T) string {
 	return ""
 }
 
-// TestReaperKillsTasksWhenTheNodeDies: the reaper (this test binary
-// re-executed) kills every process of the task root, double-forked ones
-// included, once its stdin's writer is gone, as when the node process dies.
-func TestReaperKillsTasksWhenTheNodeDies(t *testing.T) {
+// startTasks makes a task root with one task group in which a shell
+// double-forks a sleeper and then sleeps itself, and returns the root and
+// the two sleepers' pids.
+func startTasks(t *testing.T, name string) (string, []int) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("creates cgroups: needs root; CI runs as root")
 	}
-	root := filepath.Join(v2Mount(t), fmt.Sprintf("unum-reaper-test-%d", os.Getpid()))
+	root := filepath.Join(v2Mount(t), fmt.Sprintf("unum-reaper-%s-%d", name, os.Getpid()))
 	task := filepath.Join(root, "t1")
 	require.NoError(t, os.MkdirAll(task, 0o755))
 	t.Cleanup(func() {
@@ -52,7 +53,6 @@ func TestReaperKillsTasksWhenTheNodeDies(t *testing.T) {
 	dir, err := os.Open(task)
 	require.NoError(t, err)
 	defer dir.Close()
-	// A task whose shell double-forks a sleeper and then sleeps itself.
 	sh := exec.Command("/bin/sh", "-c", "(sleep 1000 &) ; exec sleep 1000")
 	sh.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd()), Setsid: true}
 	require.NoError(t, sh.Start())
@@ -73,7 +73,13 @@ func TestReaperKillsTasksWhenTheNodeDies(t *testing.T) {
 		}
 		return true
 	}, 5*time.Second, 10*time.Millisecond)
+	return root, pids
+}
 
+// startReaper runs the reaper (this test binary re-executed) on root and
+// returns the write end of its keepalive pipe.
+func startReaper(t *testing.T, root string) (*exec.Cmd, *os.File) {
+	t.Helper()
 	self, err := os.Executable()
 	require.NoError(t, err)
 	r, w, err := os.Pipe()
@@ -82,18 +88,63 @@ func TestReaperKillsTasksWhenTheNodeDies(t *testing.T) {
 	reaper.Stdin = r
 	require.NoError(t, reaper.Start())
 	r.Close()
-	// The reaper waits while its writer lives.
-	time.Sleep(200 * time.Millisecond)
+	return reaper, w
+}
+
+func requireAlive(t *testing.T, pids []int, why string) {
+	t.Helper()
 	for _, pid := range pids {
-		require.NoError(t, syscall.Kill(pid, 0), "a task died while the node lived")
+		require.NoError(t, syscall.Kill(pid, 0), why)
 	}
+}
+
+func requireDead(t *testing.T, pids []int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, pid := range pids {
+			st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+			if err == nil && !strings.Contains(string(st), ") Z ") {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 10*time.Millisecond, "tasks survived the reaper")
+}
+
+// TestReaperKillsTasksWhenTheNodeDies: once its stdin's writer is gone, as
+// when the node process dies, the reaper kills every process of the task
+// root, the double-forked one included, and removes the root.
+func TestReaperKillsTasksWhenTheNodeDies(t *testing.T) {
+	root, pids := startTasks(t, "dies")
+	reaper, w := startReaper(t, root)
+	time.Sleep(200 * time.Millisecond)
+	requireAlive(t, pids, "a task died while the node lived")
 	w.Close() // the node dies
 	require.NoError(t, reaper.Wait())
+	requireDead(t, pids)
 	require.NoFileExists(t, filepath.Join(root, "cgroup.procs"), "the reaper removes the task root")
-	for _, pid := range pids {
-		st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		require.True(t, err != nil || strings.Contains(string(st), ") Z "), "pid %d survived the reaper", pid)
+}
+
+// TestReaperKillsTasksOfAStalledNode: a node that stops sending keepalives
+// (stopped, hung) for its fencing deadline has its tasks killed, while the
+// reaper stays to watch; keepalives in time keep them alive.
+func TestReaperKillsTasksOfAStalledNode(t *testing.T) {
+	root, pids := startTasks(t, "stalls")
+	reaper, w := startReaper(t, root)
+	defer func() {
+		w.Close()
+		_ = reaper.Wait()
+	}()
+	for range 8 {
+		_, err := w.Write(Keepalive(300 * time.Millisecond))
+		require.NoError(t, err)
+		time.Sleep(100 * time.Millisecond)
 	}
+	requireAlive(t, pids, "a task died while keepalives arrived in time")
+	// The node stalls: the pipe stays open, nothing more arrives.
+	requireDead(t, pids)
+	require.Nil(t, reaper.ProcessState, "the reaper keeps watching a stalled node")
+	require.NoError(t, reaper.Process.Signal(syscall.Signal(0)))
 }
 
 func TestReaperRefusesWhatIsNotACgroup(t *testing.T) {
