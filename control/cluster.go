@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"slices"
 	"sort"
 	"strconv"
@@ -143,56 +142,26 @@ func truncate(s string, n int) string {
 }
 
 func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
-	resp, err := s.cfg.Etcd.Txn(ctx).Then(
-		clientv3.OpGet(prefixNodes, clientv3.WithPrefix()),
-		clientv3.OpGet(prefixNodeStatus, clientv3.WithPrefix()),
-		clientv3.OpGet(prefixNodeSched, clientv3.WithPrefix()),
-		clientv3.OpGet(prefixAllocs, clientv3.WithPrefix()),
-		clientv3.OpGet(keySchedSettings),
-	).Commit()
+	// The scheduler's own read: node ls shows what the leader decides on.
+	st, err := s.readSchedState(ctx)
 	if err != nil {
 		return nil, err
-	}
-	var req SchedSettings
-	if kvs := resp.Responses[4].GetResponseRange().Kvs; len(kvs) > 0 {
-		var err error
-		if req, err = decode[SchedSettings](kvs[0].Value); err != nil {
-			// As the leader reads it: unreadable settings fail closed.
-			req = SchedSettings{Enforcement: "unreadable settings"}
-		}
-	}
-	scheds := map[string]NodeSched{}
-	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		if ns, err := decode[NodeSched](kv.Value); err == nil {
-			scheds[strings.TrimPrefix(string(kv.Key), prefixNodeSched)] = ns
-		}
 	}
 	type use struct {
 		cpu, mem int64
 		n        int32
 	}
 	allocated := map[string]use{}
-	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
-		if a, err := decode[AllocRecord](kv.Value); err == nil && !a.Done {
-			u := allocated[a.Node]
-			u.cpu, u.mem, u.n = u.cpu+a.CPUMillis, u.mem+a.MemoryMiB, u.n+1
-			allocated[a.Node] = u
-		}
-	}
-	statuses := map[string]NodeStatus{}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		st, err := decode[NodeStatus](kv.Value)
-		if err == nil {
-			statuses[string(kv.Key[len(prefixNodeStatus):])] = st
+	for _, a := range st.allocs {
+		if !a.rec.Done {
+			u := allocated[a.rec.Node]
+			u.cpu, u.mem, u.n = u.cpu+a.rec.CPUMillis, u.mem+a.rec.MemoryMiB, u.n+1
+			allocated[a.rec.Node] = u
 		}
 	}
 	now := s.cfg.Clock()
 	var out []*unumv1.Node
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		n, err := decode[NodeRecord](kv.Value)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", kv.Key, err)
-		}
+	for _, n := range st.nodes {
 		pn := &unumv1.Node{
 			Name:              n.Name,
 			SpiffeId:          n.SPIFFEID,
@@ -201,27 +170,27 @@ func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
 			EnrollmentAddress: n.EnrollmentAddress,
 			Enforcement:       "unknown",
 		}
-		if st, ok := statuses[n.Name]; ok {
-			pn.LastSeenUnix = st.LastSeen.Unix()
-			pn.SvidExpiresAtUnix = st.SVIDExpiresAt.Unix()
-			pn.Enforcement = st.Enforcement
-			pn.AgentReady = st.AgentReady
-			pn.RevocationAgeMs = st.RevocationAgeMs
-			pn.BundleFingerprints = st.BundleFingerprints
-			pn.IntermediateFingerprint = st.IntermediateFingerprint
-			pn.IntermediateExpiresAtUnix = st.IntermediateExpiresAtUnix
-			pn.PolicyRevision = st.PolicyRevision
-			pn.PolicyAgeMs = st.PolicyAgeMs
-			pn.AuditError = st.AuditError
-			pn.Ready = st.AgentReady && now.Sub(st.LastSeen) < nodeReadyAfter && now.Before(st.SVIDExpiresAt)
+		ns, ok := st.status[n.Name]
+		if ok {
+			pn.LastSeenUnix = ns.LastSeen.Unix()
+			pn.SvidExpiresAtUnix = ns.SVIDExpiresAt.Unix()
+			pn.Enforcement = ns.Enforcement
+			pn.AgentReady = ns.AgentReady
+			pn.RevocationAgeMs = ns.RevocationAgeMs
+			pn.BundleFingerprints = ns.BundleFingerprints
+			pn.IntermediateFingerprint = ns.IntermediateFingerprint
+			pn.IntermediateExpiresAtUnix = ns.IntermediateExpiresAtUnix
+			pn.PolicyRevision = ns.PolicyRevision
+			pn.PolicyAgeMs = ns.PolicyAgeMs
+			pn.AuditError = ns.AuditError
+			pn.Ready = ns.AgentReady && now.Sub(ns.LastSeen) < nodeReadyAfter && now.Before(ns.SVIDExpiresAt)
 		}
-		st, ok := statuses[n.Name]
-		pn.Lease = leaseOf(st, ok, now, s.nodeLease(), s.downGrace()).String()
-		if ns, ok := scheds[n.Name]; ok {
-			pn.Labels, pn.Draining, pn.Limits = ns.Labels, ns.Draining, ns.Limits
-			if ns.Compute {
-				pn.Capacity = &unumv1.Resources{CpuMillis: ns.CPUMillis, MemoryMib: ns.MemoryMiB}
-				pn.Unschedulable = unschedulable(ns, st, req)
+		pn.Lease = leaseOf(ns, ok, now, s.nodeLease(), s.downGrace()).String()
+		if sch, ok := st.sched[n.Name]; ok {
+			pn.Labels, pn.Draining, pn.Limits = sch.Labels, sch.Draining, sch.Limits
+			if sch.Compute {
+				pn.Capacity = &unumv1.Resources{CpuMillis: sch.CPUMillis, MemoryMib: sch.MemoryMiB}
+				pn.Unschedulable = unschedulable(sch, ns, st.settings)
 			}
 		}
 		if a, ok := allocated[n.Name]; ok {

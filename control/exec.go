@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +21,7 @@ import (
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/delegation"
 	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/scheduler"
 )
 
 // `unum exec`: bash for the cluster. The caller was decided exec.run (a
@@ -73,7 +74,7 @@ type ExecDetails struct {
 func (x *SchedulerService) Exec(req *unumv1.ExecRequest, stream unumv1.Scheduler_ExecServer) error {
 	ctx := stream.Context()
 	s := x.Server
-	d := ExecDetails{Selector: clip(req.GetSelector()), Command: clipAll(req.GetCommand(), 16)}
+	d := ExecDetails{Selector: clip(req.GetSelector()), Command: RecordedCommand(req.GetCommand())}
 	err := x.exec(ctx, req, stream, &d)
 	outcome, reasons := outcomeOf(err)
 	s.record(ctx, audit.Event{Kind: audit.KindJob, Action: audit.ActionExecRun, Outcome: outcome, Reasons: reasons,
@@ -81,14 +82,17 @@ func (x *SchedulerService) Exec(req *unumv1.ExecRequest, stream unumv1.Scheduler
 	return err
 }
 
-func clipAll(ss []string, n int) []string {
+// RecordedCommand is an exec command as audit events hold it: at most 16
+// arguments (then how many more), each clipped.
+func RecordedCommand(argv []string) []string {
+	const most = 16
 	var out []string
-	for i, s := range ss {
-		if i == n {
-			out = append(out, fmt.Sprintf("... %d more", len(ss)-n))
+	for i, a := range argv {
+		if i == most {
+			out = append(out, fmt.Sprintf("... %d more", len(argv)-most))
 			break
 		}
-		out = append(out, clip(s))
+		out = append(out, clip(a))
 	}
 	return out
 }
@@ -127,9 +131,9 @@ func (x *SchedulerService) exec(ctx context.Context, req *unumv1.ExecRequest, st
 	}
 	now := s.cfg.Clock()
 	var targets []NodeRecord
-	for _, name := range sortedKeys(st.nodes) {
+	for _, name := range slices.Sorted(maps.Keys(st.nodes)) {
 		ns, ok := st.sched[name]
-		if !ok || !ns.Compute || !sel.Matches(name, ns.Labels) {
+		if !ok || !ns.Compute || !selects(sel, &scheduler.Node{Name: name, Labels: ns.Labels}) {
 			continue
 		}
 		ls, ok := st.status[name]
@@ -246,79 +250,46 @@ func checkExecCommand(argv []string) error {
 	return nil
 }
 
-// Selector is a node label selector: every term must hold.
-type Selector []SelectorTerm
-
-// SelectorTerm is KEY=VALUE, KEY!=VALUE or KEY (exists). The key "node"
-// means the node's name.
-type SelectorTerm struct {
-	Key, Op, Value string
-}
-
-var selectorKeyRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
-
-// ParseSelector parses "KEY=VALUE,KEY!=VALUE,KEY"; "" selects every node.
-func ParseSelector(s string) (Selector, error) {
+// ParseSelector parses a node selector "KEY=VALUE,KEY!=VALUE,KEY" into
+// the scheduler's constraints (=, != and exists; the key "node" is the
+// node's name); "" selects every node.
+func ParseSelector(s string) ([]scheduler.Constraint, error) {
 	if s == "" {
 		return nil, nil
 	}
 	if len(s) > 1024 {
 		return nil, fmt.Errorf("selector is %d bytes, at most 1024", len(s))
 	}
-	var out Selector
+	var out []scheduler.Constraint
 	for _, term := range strings.Split(s, ",") {
-		var t SelectorTerm
+		var c scheduler.Constraint
 		switch {
 		case strings.Contains(term, "!="):
 			k, v, _ := strings.Cut(term, "!=")
-			t = SelectorTerm{Key: k, Op: "!=", Value: v}
+			c = scheduler.Constraint{Label: k, Op: scheduler.OpNotEqual, Values: []string{v}}
 		case strings.Contains(term, "="):
 			k, v, _ := strings.Cut(term, "=")
-			t = SelectorTerm{Key: k, Op: "=", Value: v}
+			c = scheduler.Constraint{Label: k, Op: scheduler.OpEqual, Values: []string{v}}
 		default:
-			t = SelectorTerm{Key: term, Op: "exists"}
+			c = scheduler.Constraint{Label: term, Op: scheduler.OpExists}
 		}
-		if !selectorKeyRE.MatchString(t.Key) {
-			return nil, fmt.Errorf("selector term %q: %q is not a label key", term, t.Key)
+		if !labelKeyRE.MatchString(c.Label) {
+			return nil, fmt.Errorf("selector term %q: %q is not a label key", term, c.Label)
 		}
-		if t.Op != "exists" && !labelValueRE.MatchString(t.Value) {
-			return nil, fmt.Errorf("selector term %q: %q is not a label value", term, t.Value)
+		if c.Op != scheduler.OpExists && !labelValueRE.MatchString(c.Values[0]) {
+			return nil, fmt.Errorf("selector term %q: %q is not a label value", term, c.Values[0])
 		}
-		out = append(out, t)
+		out = append(out, c)
 	}
 	return out, nil
 }
 
-// Matches reports whether a node with this name and labels is selected.
-func (sel Selector) Matches(name string, labels map[string]string) bool {
-	for _, t := range sel {
-		v, ok := labels[t.Key]
-		if t.Key == "node" {
-			v, ok = name, true
-		}
-		switch t.Op {
-		case "exists":
-			if !ok {
-				return false
-			}
-		case "=":
-			if !ok || v != t.Value {
-				return false
-			}
-		case "!=":
-			if ok && v == t.Value {
-				return false
-			}
+// selects reports whether every constraint of sel holds on node n.
+func selects(sel []scheduler.Constraint, n *scheduler.Node) bool {
+	for _, c := range sel {
+		if !c.Holds(n) {
+			return false
 		}
 	}
 	return true
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -107,7 +107,7 @@ func (s *Server) submitJob(ctx context.Context, req *unumv1.SubmitJobRequest) (*
 	}
 	var prevRev int64
 	changed := true
-	idx := slices.IndexFunc(st.jobs, func(e jobEntry) bool { return e.rec.Namespace == j.Namespace && e.rec.Name == j.Name })
+	idx := st.job(j.Namespace, j.Name)
 	if idx >= 0 {
 		prev := st.jobs[idx]
 		prevRev = prev.modRev
@@ -314,7 +314,7 @@ func (s *Server) JobStatus(ctx context.Context, req *unumv1.JobStatusRequest) (*
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
-	idx := slices.IndexFunc(st.jobs, func(e jobEntry) bool { return e.rec.Namespace == req.GetNamespace() && e.rec.Name == req.GetName() })
+	idx := st.job(req.GetNamespace(), req.GetName())
 	if idx < 0 {
 		return nil, status.Errorf(codes.NotFound, "no job %s/%s", req.GetNamespace(), req.GetName())
 	}
@@ -370,7 +370,7 @@ func (s *Server) stopJob(ctx context.Context, req *unumv1.StopJobRequest) (*unum
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
-	idx := slices.IndexFunc(st.jobs, func(e jobEntry) bool { return e.rec.Namespace == req.GetNamespace() && e.rec.Name == req.GetName() })
+	idx := st.job(req.GetNamespace(), req.GetName())
 	if idx < 0 {
 		return nil, status.Errorf(codes.NotFound, "no job %s/%s", req.GetNamespace(), req.GetName())
 	}

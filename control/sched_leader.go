@@ -158,9 +158,12 @@ func (s *Server) readSchedState(ctx context.Context) (schedState, error) {
 		tasks:  map[string]TaskStatusRecord{},
 	}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		if n, err := decode[NodeRecord](kv.Value); err == nil {
-			st.nodes[n.Name] = n
+		n, err := decode[NodeRecord](kv.Value)
+		if err != nil {
+			s.cfg.Log.Warn("skipping unreadable node record", "key", string(kv.Key), "err", err)
+			continue
 		}
+		st.nodes[n.Name] = n
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		if v, err := decode[NodeStatus](kv.Value); err == nil {

@@ -83,6 +83,11 @@ type schedState struct {
 	settings SchedSettings
 }
 
+// job is the index of job ns/name in st.jobs, -1 when there is none.
+func (st schedState) job(ns, name string) int {
+	return slices.IndexFunc(st.jobs, func(e jobEntry) bool { return e.rec.Namespace == ns && e.rec.Name == name })
+}
+
 type jobEntry struct {
 	rec    JobRecord
 	modRev int64

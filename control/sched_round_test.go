@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/unumos/unum/scheduler"
 	"github.com/unumos/unum/scheduler/jobspec"
 )
 
@@ -305,4 +306,41 @@ func TestNewLeaderGivesNodesALease(t *testing.T) {
 	require.Equal(t, "", describe(f.run()), "a new leader re-placed tasks at once")
 	f.observing = f.now.Add(-31 * time.Second)
 	require.Contains(t, describe(f.run()), "remove x1")
+}
+
+func TestParseSelector(t *testing.T) {
+	nodes := []*scheduler.Node{
+		{Name: "a", Labels: map[string]string{"zone": "eu", "gpu": "yes"}},
+		{Name: "b", Labels: map[string]string{"zone": "us"}},
+	}
+	for _, tc := range []struct {
+		sel  string
+		want []string
+	}{
+		{"", []string{"a", "b"}},
+		{"zone=eu", []string{"a"}},
+		{"zone!=eu", []string{"b"}},
+		{"gpu", []string{"a"}},
+		{"node=b", []string{"b"}},
+		{"node!=b,zone", []string{"a"}},
+	} {
+		sel, err := ParseSelector(tc.sel)
+		require.NoError(t, err, tc.sel)
+		var got []string
+		for _, n := range nodes {
+			if selects(sel, n) {
+				got = append(got, n.Name)
+			}
+		}
+		require.Equal(t, tc.want, got, tc.sel)
+	}
+	for sel, msg := range map[string]string{
+		"bad key=x":               "is not a label key",
+		"zone=not valid":          "is not a label value",
+		"=x":                      "is not a label key",
+		strings.Repeat("a", 1025): "at most 1024",
+	} {
+		_, err := ParseSelector(sel)
+		require.ErrorContains(t, err, msg, sel)
+	}
 }

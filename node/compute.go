@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,7 +103,6 @@ func (n *node) startCompute() (_ *compute, err error) {
 	c.mu.fenceAfter = defaultFenceAfter
 	c.exec, err = executor.New(executor.Config{
 		Dir:        n.l.path("tasks"),
-		NodeName:   n.cfg.Name,
 		Cgroups:    mgr,
 		ShimPath:   self,
 		SocketPath: n.l.Socket(),
@@ -336,7 +334,7 @@ func (c *compute) executorReport(req *unumv1.HeartbeatRequest) {
 	req.Capacity = c.capacity
 	req.PortLo, req.PortHi = c.ports[0], c.ports[1]
 	req.Limits = c.exec.Limits().Lines()
-	for _, t := range c.exec.Tasks(true) {
+	for _, t := range c.exec.States(true) {
 		req.Tasks = append(req.Tasks, taskStatusProto(t))
 	}
 }
@@ -420,10 +418,4 @@ func (n *node) recordFence(fenced bool, reason string) {
 	if err := n.audit.Record(ctx, &ev); err != nil {
 		n.log.Error("audit record failed", "action", ev.Action, "err", err)
 	}
-}
-
-// sortedTasks are the executor's tasks for listing.
-func sortedTasks(ts []executor.TaskStatus) []executor.TaskStatus {
-	sort.Slice(ts, func(i, j int) bool { return ts[i].ID < ts[j].ID })
-	return ts
 }

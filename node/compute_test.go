@@ -36,7 +36,7 @@ func TestFencing(t *testing.T) {
 	require.NoError(t, err)
 	self, err := os.Executable()
 	require.NoError(t, err)
-	ex, err := executor.New(executor.Config{Dir: filepath.Join(dir, "tasks"), NodeName: "fence", Cgroups: mgr, ShimPath: self,
+	ex, err := executor.New(executor.Config{Dir: filepath.Join(dir, "tasks"), Cgroups: mgr, ShimPath: self,
 		SocketPath: filepath.Join(dir, "agent.sock"), Log: quietLog()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

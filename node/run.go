@@ -425,12 +425,9 @@ func (n *node) run(ctx context.Context) error {
 		if n.compute != nil {
 			goFn("executor", func(ctx context.Context) error {
 				err := n.compute.exec.Run(ctx)
-				// Every task is stopped: the reaper may go, and the task
-				// roots with it.
+				// Every task is stopped: the reaper may go; it removes the
+				// task roots as it leaves.
 				n.compute.stopReaper()
-				if rerr := n.compute.cgroups.RemoveRoots(); rerr != nil {
-					n.log.Warn("remove task cgroup roots", "err", rerr)
-				}
 				return err
 			})
 			goFn("fencing", func(ctx context.Context) error { n.fenceLoop(ctx); return nil })

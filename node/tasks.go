@@ -58,7 +58,7 @@ func (t *tasksService) List(_ context.Context, req *unumv1.ListTasksRequest) (*u
 	if t.n.compute == nil {
 		return out, nil
 	}
-	for _, ts := range sortedTasks(t.n.compute.exec.Tasks(req.GetAll())) {
+	for _, ts := range t.n.compute.exec.Tasks(req.GetAll()) { // sorted by id
 		p := taskStatusProto(ts)
 		p.Node = t.n.cfg.Name
 		out.Tasks = append(out.Tasks, p)
@@ -155,10 +155,7 @@ func (t *tasksService) Exec(req *unumv1.NodeExecRequest, stream unumv1.Tasks_Exe
 	code, runErr := ex.RunOnce(rctx, spec, out, errOut)
 	out.flush()
 	errOut.flush()
-	d := ExecNodeDetails{Command: argv, Task: spec.ID, ExitCode: code, Relay: relay}
-	if len(d.Command) > 16 {
-		d.Command = d.Command[:16]
-	}
+	d := ExecNodeDetails{Command: control.RecordedCommand(argv), Task: spec.ID, ExitCode: code, Relay: relay}
 	outcome := audit.Allow
 	if runErr != nil {
 		d.Error, outcome = audit.Clip(runErr.Error(), 512), audit.Error
@@ -277,11 +274,7 @@ func (n *node) recordExecRefusal(ctx context.Context, req *unumv1.NodeExecReques
 			ev.Chain = append(ev.Chain, l.Actor.String())
 		}
 	}
-	argv := req.GetCommand()
-	if len(argv) > 16 {
-		argv = argv[:16]
-	}
-	ev = ev.WithDetails(ExecNodeDetails{Command: argv, Error: audit.Clip(err.Error(), 512)})
+	ev = ev.WithDetails(ExecNodeDetails{Command: control.RecordedCommand(req.GetCommand()), Error: audit.Clip(err.Error(), 512)})
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if rerr := n.audit.Record(rctx, &ev); rerr != nil {

@@ -115,7 +115,7 @@ func checkPlan(snap scheduler.Snapshot, pending []scheduler.Task, plan scheduler
 			return fmt.Errorf("%s placed on %s, which is not ready and schedulable", p.Task, p.Node)
 		}
 		for _, c := range t.Constraints {
-			if !constraintHolds(c, n.Labels) {
+			if !constraintHolds(c, n.Name, n.Labels) {
 				return fmt.Errorf("%s placed on %s violates %s (labels %v)", p.Task, p.Node, c, n.Labels)
 			}
 		}
@@ -183,8 +183,11 @@ func checkPlan(snap scheduler.Snapshot, pending []scheduler.Task, plan scheduler
 	return nil
 }
 
-func constraintHolds(c scheduler.Constraint, labels map[string]string) bool {
+func constraintHolds(c scheduler.Constraint, name string, labels map[string]string) bool {
 	v, ok := labels[c.Label]
+	if c.Label == scheduler.NodeLabel {
+		v, ok = name, true
+	}
 	switch c.Op {
 	case scheduler.OpEqual:
 		return ok && v == c.Values[0]
@@ -296,7 +299,7 @@ func referencePlace(snap scheduler.Snapshot, pending []scheduler.Task) scheduler
 			}
 			ok := true
 			for _, c := range t.Constraints {
-				ok = ok && constraintHolds(c, u.n.Labels)
+				ok = ok && constraintHolds(c, u.n.Name, u.n.Labels)
 			}
 			if !ok {
 				continue

@@ -31,7 +31,7 @@ nodes:
 			continue
 		}
 		for i, c := range t.Constraints {
-			v, ok := ns.n.Labels[c.Label]
+			v, ok := ns.n.Label(c.Label)
 			if !c.holds(v, ok) {
 				constraints[i]++
 				continue nodes
@@ -45,7 +45,7 @@ nodes:
 				continue
 			}
 		default:
-			v, ok := ns.n.Labels[t.AntiAffinity]
+			v, ok := ns.n.Label(t.AntiAffinity)
 			if !ok {
 				noLabel++
 				continue

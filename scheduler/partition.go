@@ -75,7 +75,7 @@ func (s *state) newPartition(keys []string) *partition {
 		}
 		sig.Reset()
 		for _, k := range keys {
-			if v, ok := ns.n.Labels[k]; ok {
+			if v, ok := ns.n.Label(k); ok {
 				sig.WriteByte('+')
 				sig.WriteString(v)
 			} else {
@@ -89,7 +89,7 @@ func (s *state) newPartition(keys []string) *partition {
 			bySig[sig.String()] = ci
 			c := nodeClass{index: newClassIndex(), values: make([]string, len(keys)), present: make([]bool, len(keys))}
 			for gi, k := range keys {
-				c.values[gi], c.present[gi] = ns.n.Labels[k]
+				c.values[gi], c.present[gi] = ns.n.Label(k)
 			}
 			p.classes = append(p.classes, c)
 		}

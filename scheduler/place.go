@@ -432,7 +432,7 @@ func (s *state) jobCount(js *jobState, label, value string) int {
 	if !ok {
 		m = map[string]int{}
 		for id, n := range js.onNode {
-			if v, ok := s.nodes[id].n.Labels[label]; ok {
+			if v, ok := s.nodes[id].n.Label(label); ok {
 				m[v] += n
 			}
 		}
@@ -451,7 +451,7 @@ func (js *jobState) add(s *state, id int32, delta int) {
 		delete(js.onNode, id)
 	}
 	for label, m := range js.byLabel {
-		if v, ok := s.nodes[id].n.Labels[label]; ok {
+		if v, ok := s.nodes[id].n.Label(label); ok {
 			m[v] += delta
 		}
 	}

@@ -158,6 +158,22 @@ const (
 	DefaultPortHi = 32767
 )
 
+// Label is the value of label key on the node: its name for NodeLabel
+// (which shadows a label of that name), else its label.
+func (n *Node) Label(key string) (string, bool) {
+	if key == NodeLabel {
+		return n.Name, true
+	}
+	v, ok := n.Labels[key]
+	return v, ok
+}
+
+// Holds reports whether the constraint holds on node n.
+func (c Constraint) Holds(n *Node) bool {
+	v, ok := n.Label(c.Label)
+	return c.holds(v, ok)
+}
+
 func (r PortRange) valid() bool { return r.Lo >= 1 && r.Lo <= r.Hi && r.Hi <= 65535 }
 
 // Node is one machine as the placement core sees it.

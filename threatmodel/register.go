@@ -1410,9 +1410,8 @@ func Register() []Threat {
 				"each held with flock on a lock file in a root-owned folder shared by every executor on the machine (the " +
 				"kernel frees it if the node dies), and a uid is skipped while any process on the machine runs under it. " +
 				"A task keeps its uid across restarts; its work folder is removed before the uid is released. The shim " +
-				"refuses uid or gid 0 whatever its spec says. Not covered: files a task leaves outside its work folder " +
-				"(/tmp, /var/tmp, /dev/shm) and its System V IPC objects are not swept when the uid is released, so a " +
-				"later task given the same uid can read them (systemd's RemoveIPC does this sweep; a later change).",
+				"refuses uid or gid 0 whatever its spec says. What a finished task leaves outside its work folder is " +
+				"T-102.",
 			Status: Mitigated,
 			Tests: []string{"scheduler/executor.TestAttackUIDNeverZeroNeverShared", "scheduler/executor.TestNewChecks",
 				"scheduler/executor.TestRestartAfterKillWithBackoff"},
@@ -1536,6 +1535,34 @@ func Register() []Threat {
 				"node; every run is recorded with the caller as subject, the exec service in the chain and the jti.",
 			Status: Mitigated,
 			Tests:  []string{"cmd/unum.TestExecAttacks", "cmd/unum.TestJobsOnADevCluster", "policy.TestBuiltinBundleTestsPass"},
+		},
+		{
+			ID:       "T-101",
+			Title:    "A task makes the executor write through a link it planted",
+			STRIDE:   "TE",
+			Asset:    "files anywhere on the node (the executor writes task logs as root)",
+			Boundary: "a task's folder DIR/tasks/ID/ on its node",
+			Attacker: "a task that replaces its logs/ folder, or plants a symbolic link where the executor will create or " +
+				"rotate a log file, so that root writes (or truncates) a file of the attacker's choosing",
+			Mitigation: "DIR/tasks/ID/ and its logs/ are root's (0711, 0700); only work/ belongs to the task's uid. The task " +
+				"can neither remove, rename nor add entries beside or inside logs/, and log files are opened with " +
+				"O_NOFOLLOW.",
+			Status: Mitigated,
+			Tests:  []string{"scheduler/executor.TestAttackLogFolder"},
+		},
+		{
+			ID:       "T-102",
+			Title:    "A task reads what an earlier task under the same uid left behind",
+			STRIDE:   "I",
+			Asset:    "files and IPC objects of finished tasks",
+			Boundary: "shared places on a compute node: /tmp, /var/tmp, /dev/shm, System V IPC",
+			Attacker: "a task given a uid an earlier task used, reading the files it left in shared temporary folders or " +
+				"its message queues and shared memory",
+			Mitigation: "A task's work folder (its HOME and TMPDIR) is deleted before its uid is released; nothing else is swept.",
+			Status:     Accepted,
+			Reason: "Tasks have no mount namespace yet, so shared temporary folders are the host's. A sweep of what the uid " +
+				"owns when it is released (as systemd's RemoveIPC does), or a private /tmp per task, closes it; both " +
+				"belong with the enforcement issue's confinement.",
 		},
 	}
 	sortByID(threats)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -247,4 +248,39 @@ func TestAttackSpecNotInArgvOrEnv(t *testing.T) {
 	// Another task (another uid) cannot read the secret.
 	_, out, _ := runOnce(t, h.e, sh("reader", fmt.Sprintf("cat /proc/%d/environ; echo rc=$?", pid)))
 	require.Equal(t, "rc=1\n", out)
+}
+
+// TestAttackLogFolder: the executor (root) writes a task's logs in a folder
+// the task cannot touch, so a task cannot make root write through a link
+// it planted: every attempt to replace, remove or plant into it fails, and
+// the executor's log is still a regular file holding what the task wrote.
+func TestAttackLogFolder(t *testing.T) {
+	h := start(t, nil)
+	h.e.Assign([]TaskSpec{sh("logattack", `
+		ln -s /etc/passwd ../logs/stdout.log.1 2>/dev/null && echo planted-link
+		rm -rf ../logs 2>/dev/null; test -d ../logs || echo removed-logs
+		mv ../logs ../old 2>/dev/null && echo moved-logs
+		ln -s /etc ../logs2 2>/dev/null && echo planted-beside
+		echo attempts-done
+		exec sleep 1000`)})
+	h.waitState(t, "logattack", Running)
+	var out []string
+	require.Eventually(t, func() bool {
+		out = nil
+		_ = h.e.Logs(context.Background(), "logattack", false, func(s string, l []byte) error {
+			out = append(out, s+": "+strings.TrimSpace(string(l)))
+			return nil
+		})
+		return slices.Contains(out, "stdout: attempts-done")
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, []string{"stdout: attempts-done"}, out, "a task changed its log folder")
+	logs := filepath.Join(h.dir, "logattack", "logs")
+	st, err := os.Lstat(logs)
+	require.NoError(t, err)
+	require.True(t, st.IsDir())
+	ents, err := os.ReadDir(logs)
+	require.NoError(t, err)
+	for _, e := range ents {
+		require.True(t, e.Type().IsRegular(), "%s in the log folder is not a regular file", e.Name())
+	}
 }

@@ -112,10 +112,9 @@ const DefaultUIDLockDir = "/run/unum/uids"
 type Config struct {
 	// Dir is the node's task folder, e.g. DIR/tasks; each task gets
 	// Dir/<id>/ with work/ (its own folder, owned by its uid) and logs/.
-	Dir      string
-	NodeName string
-	Cgroups  *cgroup.Manager
-	UIDs     UIDRange // default DefaultUIDLo-DefaultUIDHi; never includes 0
+	Dir     string
+	Cgroups *cgroup.Manager
+	UIDs    UIDRange // default DefaultUIDLo-DefaultUIDHi; never includes 0
 	// UIDLockDir holds one lock file per uid in use, shared by every
 	// executor on the machine (default DefaultUIDLockDir).
 	UIDLockDir string
@@ -178,8 +177,8 @@ func New(cfg Config) (*Executor, error) {
 	if !filepath.IsAbs(cfg.Dir) {
 		return nil, fmt.Errorf("executor: task folder %q is not absolute", cfg.Dir)
 	}
-	if cfg.NodeName == "" || cfg.ShimPath == "" {
-		return nil, errors.New("executor: node name and shim path are required")
+	if cfg.ShimPath == "" {
+		return nil, errors.New("executor: shim path is required")
 	}
 	if cfg.UIDs == (UIDRange{}) {
 		cfg.UIDs = UIDRange{Lo: DefaultUIDLo, Hi: DefaultUIDHi}
@@ -432,6 +431,16 @@ func (e *Executor) waitUnfenced(ctx context.Context, t *task) bool {
 // Finished ones (terminal states, and tasks no longer assigned) are
 // included only when asked.
 func (e *Executor) Tasks(includeFinished bool) []TaskStatus {
+	return e.tasks(includeFinished, true)
+}
+
+// States is Tasks without the CPU and memory figures: it reads no cgroup
+// files (the node's heartbeat reports states every few seconds).
+func (e *Executor) States(includeFinished bool) []TaskStatus {
+	return e.tasks(includeFinished, false)
+}
+
+func (e *Executor) tasks(includeFinished, usage bool) []TaskStatus {
 	e.mu.Lock()
 	ts := slices.Collect(maps.Values(e.mu.tasks))
 	if includeFinished {
@@ -440,7 +449,7 @@ func (e *Executor) Tasks(includeFinished bool) []TaskStatus {
 	e.mu.Unlock()
 	out := make([]TaskStatus, 0, len(ts))
 	for _, t := range ts {
-		st := t.status()
+		st := t.status(usage)
 		if !includeFinished && st.State.Terminal() {
 			continue
 		}

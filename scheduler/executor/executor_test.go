@@ -418,7 +418,7 @@ func TestValidateSpec(t *testing.T) {
 func TestNewChecks(t *testing.T) {
 	m := newManager(t)
 	t.Cleanup(func() { require.NoError(t, m.RemoveRoots()) })
-	base := Config{Dir: filepath.Join(traversable(t), "tasks"), NodeName: "n1", Cgroups: m, ShimPath: "/bin/true"}
+	base := Config{Dir: filepath.Join(traversable(t), "tasks"), Cgroups: m, ShimPath: "/bin/true"}
 	for name, tc := range map[string]struct {
 		mod  func(*Config)
 		want string

@@ -90,7 +90,6 @@ func start(t *testing.T, mod func(*Config)) *harness {
 	require.NoError(t, err)
 	cfg := Config{
 		Dir:        filepath.Join(traversable(t), "tasks"),
-		NodeName:   "n1",
 		Cgroups:    m,
 		ShimPath:   self,
 		SocketPath: "/run/unum-test/agent.sock",

@@ -21,6 +21,7 @@ import (
 
 	"github.com/unumos/unum/scheduler/cgroup"
 	"github.com/unumos/unum/scheduler/executor/shim"
+	"github.com/unumos/unum/scheduler/jobspec"
 )
 
 var (
@@ -136,11 +137,11 @@ func (t *task) update(e *Executor, f func(*TaskStatus)) {
 	e.changed()
 }
 
-func (t *task) status() TaskStatus {
+func (t *task) status(usage bool) TaskStatus {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.st
-	if t.group != nil && t.proc {
+	if usage && t.group != nil && t.proc {
 		if s, err := t.group.Stats(); err == nil {
 			st.CPUNanos, st.MemoryBytes = s.CPUNanos, s.MemoryBytes
 		}
@@ -465,7 +466,7 @@ func (e *Executor) shimSpec(t *task, g *cgroup.Group) shim.Spec {
 	env := map[string]string{"PATH": shim.DefaultPath}
 	maps.Copy(env, t.spec.Env)
 	for name, port := range t.spec.Ports {
-		env["UNUM_PORT_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))] = fmt.Sprint(port)
+		env[jobspec.PortEnv(name)] = fmt.Sprint(port)
 	}
 	// Set by the executor, never by the spec: these say who the task is and
 	// where its identity comes from.

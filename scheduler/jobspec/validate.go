@@ -3,6 +3,7 @@ package jobspec
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
 	"slices"
@@ -179,7 +180,7 @@ func (t *Task) validate(e *errs) {
 	if len(t.Env) > MaxEnv {
 		e.add("task.env", "at most %d entries, got %d", MaxEnv, len(t.Env))
 	}
-	for _, k := range sortedKeys(t.Env) {
+	for _, k := range slices.Sorted(maps.Keys(t.Env)) {
 		f := fmt.Sprintf("task.env[%q]", k)
 		size += len(k) + len(t.Env[k]) + 2
 		switch {
@@ -315,13 +316,4 @@ func checkText(e *errs, f, s string) bool {
 		return true
 	}
 	return false
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
