@@ -339,8 +339,11 @@ func (e *Executor) runProcess(ctx context.Context, t *task, stdout, stderr io.Wr
 	t.mu.Lock()
 	t.group = g
 	t.mu.Unlock()
+	removed := false // by the normal path below, once the task exited
 	defer func() {
-		e.removeGroup(t, g)
+		if !removed {
+			e.removeGroup(t, g)
+		}
 		t.mu.Lock()
 		t.group = nil
 		t.mu.Unlock()
@@ -414,6 +417,7 @@ func (e *Executor) runProcess(ctx context.Context, t *task, stdout, stderr io.Wr
 	// Leftovers (a daemonized grandchild) die with the task; then the pipes
 	// reach EOF and the copiers end.
 	e.removeGroup(t, g)
+	removed = true
 	copiers.Wait()
 
 	res := runResult{ran: e.cfg.Clock().Sub(started)}
