@@ -50,7 +50,6 @@ const defaultFenceAfter = 20 * time.Second
 type compute struct {
 	exec     *executor.Executor
 	cgroups  *cgroup.Manager
-	layout   cgroup.Layout
 	capacity *unumv1.Resources
 	ports    [2]int32 // the task port range (0, 0: the scheduler's default)
 	// start is the monotonic reference of the lease bookkeeping (a wall
@@ -97,7 +96,7 @@ func (n *node) startCompute() (_ *compute, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("find the unum binary for the task shim: %w", err)
 	}
-	c := &compute{cgroups: mgr, layout: layout, kick: make(chan struct{}, 1), capacity: n.capacity(),
+	c := &compute{cgroups: mgr, kick: make(chan struct{}, 1), capacity: n.capacity(),
 		ports: [2]int32{int32(n.o.TaskPorts[0]), int32(n.o.TaskPorts[1])}}
 	c.start = time.Now()
 	c.mu.fenceAfter = defaultFenceAfter
@@ -240,18 +239,12 @@ func (c *compute) kicked() <-chan struct{} {
 	return c.kick
 }
 
-// taskRoot is the agent's task cgroup root: the executor's v2 task root as
-// /proc/PID/cgroup names it (relative to the hierarchy's mount), "" without
-// an executor.
+// taskRoot is the agent's task cgroup root, "" without an executor.
 func (c *compute) taskRoot() string {
 	if c == nil {
 		return ""
 	}
-	rel, err := filepath.Rel(c.layout.V2.Mount, c.cgroups.Root())
-	if err != nil || strings.HasPrefix(rel, "..") {
-		return ""
-	}
-	return "/" + rel
+	return c.cgroups.V2Path()
 }
 
 // applyAllocations hands the node's allocations to the executor. Agent

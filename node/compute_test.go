@@ -53,7 +53,7 @@ func TestFencing(t *testing.T) {
 	t.Cleanup(func() { log.Close() })
 
 	n := &node{log: quietLog(), cfg: &Config{Name: "fence"}, audit: log, id: spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("unum.test"), "/node/fence"),
-		compute: &compute{exec: ex, cgroups: mgr, layout: layout, kick: make(chan struct{}, 1), start: time.Now()}}
+		compute: &compute{exec: ex, cgroups: mgr, kick: make(chan struct{}, 1), start: time.Now()}}
 	n.compute.mu.fenceAfter = time.Hour
 	j, err := jobspec.Parse([]byte("name: f\ntype: service\ntask: {command: /bin/sleep, args: [\"1000\"]}\nresources: {cpu: 100, memory: 32}\nrestart: {policy: always, delay: 100ms, max_delay: 200ms}\n"))
 	require.NoError(t, err)

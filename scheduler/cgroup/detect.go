@@ -33,6 +33,9 @@ type V2Mount struct {
 	Mount string
 	// Own is the directory of the node process's own cgroup.
 	Own string
+	// Root is the mount's root within the hierarchy ("/" unless a subtree
+	// is bind-mounted): what /proc/PID/cgroup paths are relative to.
+	Root string
 	// Controllers are those available to Own (its cgroup.controllers),
 	// sorted; Detect leaves it empty, DetectHost fills it.
 	Controllers []string
@@ -116,7 +119,7 @@ func Detect(mountinfo, procSelfCgroup []byte) (Layout, error) {
 			if !ok {
 				return Layout{}, fmt.Errorf("cgroup v2 mounted at %s but /proc/self/cgroup has no 0:: line", m.point)
 			}
-			l.V2.Mount = m.point
+			l.V2.Mount, l.V2.Root = m.point, m.root
 			l.V2.Own = ownDir(m, p)
 		case "cgroup":
 			var ctrls []string

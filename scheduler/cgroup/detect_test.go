@@ -28,7 +28,7 @@ func TestDetect(t *testing.T) {
 			// v1 controllers each mounted alone, the process in a v1 memory group.
 			name: "hybrid",
 			want: Layout{
-				V2: V2Mount{Mount: "/sys/fs/cgroup/unified", Own: "/sys/fs/cgroup/unified"},
+				V2: V2Mount{Mount: "/sys/fs/cgroup/unified", Own: "/sys/fs/cgroup/unified", Root: "/"},
 				V1: []V1Mount{
 					{Mount: "/sys/fs/cgroup/blkio", Controllers: []string{"blkio"}, Own: "/sys/fs/cgroup/blkio"},
 					{Mount: "/sys/fs/cgroup/cpu", Controllers: []string{"cpu"}, Own: "/sys/fs/cgroup/cpu"},
@@ -44,7 +44,7 @@ func TestDetect(t *testing.T) {
 		},
 		{
 			name: "v2",
-			want: Layout{V2: V2Mount{Mount: "/sys/fs/cgroup", Own: "/sys/fs/cgroup/system.slice/unum.service"}},
+			want: Layout{V2: V2Mount{Mount: "/sys/fs/cgroup", Own: "/sys/fs/cgroup/system.slice/unum.service", Root: "/"}},
 		},
 		{name: "v1", err: ErrNoV2},
 	} {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -288,6 +289,16 @@ func (m *Manager) Sweep(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, errors.Join(errs...)
+}
+
+// V2Path is the v2 task root as /proc/PID/cgroup names it (the path the
+// agent attests tasks by), whatever the hierarchy's mount point and root.
+func (m *Manager) V2Path() string {
+	rel, err := filepath.Rel(m.layout.V2.Mount, m.v2Root)
+	if err != nil {
+		return ""
+	}
+	return path.Join("/", m.layout.V2.Root, rel)
 }
 
 // Roots are the node's task roots: the v2 root first, then the v1 roots.

@@ -299,3 +299,26 @@ func TestCloneIntoKilledGroup(t *testing.T) {
 	}
 	require.NoError(t, g.Remove(context.Background()))
 }
+
+// TestHostV2Path: the task root as /proc/PID/cgroup names it, which is what
+// the agent attests tasks by: a process in the root reads exactly that.
+func TestHostV2Path(t *testing.T) {
+	m, _ := newHostManager(t)
+	g, err := m.Create("v2path", Limits{})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, g.Remove(context.Background())) }()
+	cmd := exec.Command("/bin/cat", "/proc/self/cgroup")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: g.FD()}
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	require.Contains(t, strings.Split(string(out), "\n"), "0::"+m.V2Path()+"/v2path")
+}
+
+// TestV2PathUnderABindMount: where the hierarchy is mounted from a subtree,
+// /proc/PID/cgroup names paths from the hierarchy's root, not the mount's.
+func TestV2PathUnderABindMount(t *testing.T) {
+	m := &Manager{layout: Layout{V2: V2Mount{Mount: "/sys/fs/cgroup", Root: "/pods/p1"}}, v2Root: "/sys/fs/cgroup/app/unum-n1"}
+	require.Equal(t, "/pods/p1/app/unum-n1", m.V2Path())
+	m.layout.V2.Root = "/"
+	require.Equal(t, "/app/unum-n1", m.V2Path())
+}
