@@ -39,7 +39,7 @@ const (
 	KindAudit      Kind = "audit"      // the audit system about itself: alerts, prunes, settings
 	KindCredential Kind = "credential" // delegated credentials (delegation issue)
 	KindJob        Kind = "job"        // jobs (scheduler issue)
-	KindKernel     Kind = "kernel"     // kernel enforcement denials (enforcement issue)
+	KindKernel     Kind = "kernel"     // kernel enforcement: denials, mode changes, settings
 )
 
 var kinds = map[Kind]bool{KindAuthn: true, KindAuthz: true, KindSVID: true, KindToken: true, KindEntry: true,
@@ -59,40 +59,43 @@ const (
 // the decided action, e.g. id.register). Names are `<noun>.<verb>`; never
 // rename one: operators filter and alert on them.
 const (
-	ActionAuthnMTLS        = "authn.mtls"        // a TLS client certificate accepted or refused
-	ActionAuthnEnroll      = "authn.enroll"      // the enrolment listener refused a handshake or rate-limited a caller
-	ActionSVIDIssue        = "svid.issue"        // an X509- or JWT-SVID signed (or refused)
-	ActionSVIDRotate       = "svid.rotate"       // a node or user renewed its own SVID
-	ActionTokenMint        = "token.mint"        // a join or enrolment token created
-	ActionTokenUse         = "token.use"         // a token redeemed (or refused)
-	ActionEntryCreate      = "entry.create"      // registration entry created
-	ActionEntryDelete      = "entry.delete"      // registration entry deleted
-	ActionUserAdd          = "user.add"          // user added
-	ActionUserRemove       = "user.remove"       // user removed
-	ActionRevoke           = "revocation.add"    // certificates revoked
-	ActionCARotate         = "ca.rotate"         // CA rotation step
-	ActionCARoot           = "ca.root"           // root exported or imported
-	ActionRecover          = "recovery.admin"    // break-glass admin recovery
-	ActionPolicyApply      = "policy.apply"      // a policy revision stored
-	ActionPolicyRollback   = "policy.rollback"   // an old revision stored again
-	ActionPolicyShadow     = "policy.shadow"     // shadow started or stopped
-	ActionNodeJoin         = "node.join"         // a node joined
-	ActionNodeLeave        = "node.leave"        // a node shut down cleanly
-	ActionNodeRemove       = "node.remove"       // a node removed
-	ActionAuditAlert       = "audit.alert"       // the witness refused a fork or truncation, or records were lost
-	ActionAuditPrune       = "audit.prune"       // retention pruned entries (signed prune record)
-	ActionAuditConfigure   = "audit.configure"   // audit settings changed
-	ActionAuditUnavailable = "audit.unavailable" // allow-and-alert let actions through unrecorded
-	ActionCredMint         = "cred.mint"         // a delegated credential signed (allow) or refused (deny)
-	ActionCredVerify       = "cred.verify"       // a presented credential refused (deny, with why)
-	ActionCredRevoke       = "cred.revoke"       // credentials revoked (by jti, subject or holder)
-	ActionJobSubmit        = "job.submit"        // a job stored (a new version) or refused
-	ActionJobStop          = "job.stop"          // a job stopped
-	ActionJobPlace         = "job.place"         // the scheduler leader committed a plan: placements, preemptions, tasks lost with their node
-	ActionNodeDown         = "node.down"         // a node missed its lease (its tasks are re-placed after the grace period)
-	ActionNodeSchedule     = "node.schedule"     // a node drained, undrained or relabelled
-	ActionNodeFence        = "node.fence"        // a node killed its tasks because it could not renew its lease
-	ActionExecRun          = "exec.run"          // `unum exec` started on nodes (control node) or a node ran its exec task
+	ActionAuthnMTLS        = "authn.mtls"            // a TLS client certificate accepted or refused
+	ActionAuthnEnroll      = "authn.enroll"          // the enrolment listener refused a handshake or rate-limited a caller
+	ActionSVIDIssue        = "svid.issue"            // an X509- or JWT-SVID signed (or refused)
+	ActionSVIDRotate       = "svid.rotate"           // a node or user renewed its own SVID
+	ActionTokenMint        = "token.mint"            // a join or enrolment token created
+	ActionTokenUse         = "token.use"             // a token redeemed (or refused)
+	ActionEntryCreate      = "entry.create"          // registration entry created
+	ActionEntryDelete      = "entry.delete"          // registration entry deleted
+	ActionUserAdd          = "user.add"              // user added
+	ActionUserRemove       = "user.remove"           // user removed
+	ActionRevoke           = "revocation.add"        // certificates revoked
+	ActionCARotate         = "ca.rotate"             // CA rotation step
+	ActionCARoot           = "ca.root"               // root exported or imported
+	ActionRecover          = "recovery.admin"        // break-glass admin recovery
+	ActionPolicyApply      = "policy.apply"          // a policy revision stored
+	ActionPolicyRollback   = "policy.rollback"       // an old revision stored again
+	ActionPolicyShadow     = "policy.shadow"         // shadow started or stopped
+	ActionNodeJoin         = "node.join"             // a node joined
+	ActionNodeLeave        = "node.leave"            // a node shut down cleanly
+	ActionNodeRemove       = "node.remove"           // a node removed
+	ActionAuditAlert       = "audit.alert"           // the witness refused a fork or truncation, or records were lost
+	ActionAuditPrune       = "audit.prune"           // retention pruned entries (signed prune record)
+	ActionAuditConfigure   = "audit.configure"       // audit settings changed
+	ActionAuditUnavailable = "audit.unavailable"     // allow-and-alert let actions through unrecorded
+	ActionCredMint         = "cred.mint"             // a delegated credential signed (allow) or refused (deny)
+	ActionCredVerify       = "cred.verify"           // a presented credential refused (deny, with why)
+	ActionCredRevoke       = "cred.revoke"           // credentials revoked (by jti, subject or holder)
+	ActionJobSubmit        = "job.submit"            // a job stored (a new version) or refused
+	ActionJobStop          = "job.stop"              // a job stopped
+	ActionJobPlace         = "job.place"             // the scheduler leader committed a plan: placements, preemptions, tasks lost with their node
+	ActionNodeDown         = "node.down"             // a node missed its lease (its tasks are re-placed after the grace period)
+	ActionNodeSchedule     = "node.schedule"         // a node drained, undrained or relabelled
+	ActionNodeFence        = "node.fence"            // a node killed its tasks because it could not renew its lease
+	ActionExecRun          = "exec.run"              // `unum exec` started on nodes (control node) or a node ran its exec task
+	ActionEnforcementDeny  = "enforcement.deny"      // the kernel refused (or, audit-only, would have refused) a task's connect, sendmsg or socket
+	ActionEnforcementMode  = "enforcement.mode"      // a node's enforcement mode or layers changed (at start too): never silent
+	ActionEnforcementSet   = "enforcement.configure" // the cluster's enforcement settings changed
 )
 
 // Event is one audited thing. The zero value of every optional field is

@@ -97,6 +97,7 @@ func (s *Server) Heartbeat(ctx context.Context, req *unumv1.HeartbeatRequest) (*
 		PolicyRevision:            req.GetPolicyRevision(),
 		PolicyAgeMs:               req.GetPolicyAgeMs(),
 		AuditError:                truncate(req.GetAuditError(), maxAuditErrorLen),
+		EnforcementStatus:         enforcementReport(req.GetEnforcementStatus()),
 	}
 	// Only members may report; a removed node's heartbeat is refused.
 	resp, err := s.cfg.Etcd.Txn(ctx).
@@ -183,6 +184,9 @@ func (s *Server) listNodes(ctx context.Context) ([]*unumv1.Node, error) {
 			pn.PolicyRevision = ns.PolicyRevision
 			pn.PolicyAgeMs = ns.PolicyAgeMs
 			pn.AuditError = ns.AuditError
+			if d := ns.EnforcementStatus; d != nil {
+				pn.EnforcementLayers = d.GetLayers()
+			}
 			pn.Ready = ns.AgentReady && now.Sub(ns.LastSeen) < nodeReadyAfter && now.Before(ns.SVIDExpiresAt)
 		}
 		pn.Lease = leaseOf(ns, ok, now, s.nodeLease(), s.downGrace()).String()

@@ -304,8 +304,8 @@ func checkHostPort(field, v string) error {
 
 // Bootstrap writes the initial cluster state, once, from `unum init`;
 // auditKey is the first node's audit checkpoint key (Tink binary public
-// keyset), registered with it.
-func Bootstrap(ctx context.Context, cli *clientv3.Client, info ClusterInfo, roots []*x509.Certificate, first NodeRecord, jwt JWTKeyRecord, auditKey []byte) error {
+// keyset), registered with it; enf are the first enforcement settings.
+func Bootstrap(ctx context.Context, cli *clientv3.Client, info ClusterInfo, roots []*x509.Certificate, first NodeRecord, jwt JWTKeyRecord, auditKey []byte, enf EnforcementSettings) error {
 	if err := audit.CheckPublicKeyset(auditKey); err != nil {
 		return fmt.Errorf("audit key of %s: %w", first.Name, err)
 	}
@@ -317,6 +317,7 @@ func Bootstrap(ctx context.Context, cli *clientv3.Client, info ClusterInfo, root
 			clientv3.OpPut(nodeKey(first.Name), mustJSON(first)),
 			clientv3.OpPut(prefixJWTKeys+jwt.KeyID, mustJSON(jwt)),
 			clientv3.OpPut(auditNodeKeyKey(first.Name), mustJSON(NewAuditKeyRecord(first.Name, auditKey, AuditKeyViaInit, info.CreatedAt))),
+			clientv3.OpPut(keyEnforcementSettings, mustJSON(enf)),
 		}, bootstrapPolicyOps(info.CreatedAt)...)...).Commit()
 	if err != nil {
 		return err

@@ -557,43 +557,6 @@ func unixOrZero(t time.Time) int64 {
 	return t.Unix()
 }
 
-// RequirementsDetails are the details of a node.schedule event that
-// changed the cluster's requirements.
-type RequirementsDetails struct {
-	Enforcement string `json:"enforcement"`
-}
-
-// Requirements implements unumv1.SchedulerServer.
-func (s *Server) Requirements(ctx context.Context, req *unumv1.RequirementsRequest) (*unumv1.RequirementsResponse, error) {
-	if req.GetSet() {
-		switch req.GetEnforcement() {
-		case "", "full":
-		default:
-			return nil, status.Errorf(codes.InvalidArgument, "enforcement %q: want full, or empty for any", req.GetEnforcement())
-		}
-		set := SchedSettings{Enforcement: req.GetEnforcement()}
-		_, err := s.cfg.Etcd.Put(ctx, keySchedSettings, mustJSON(set))
-		outcome, reasons := outcomeOf(err)
-		s.record(ctx, audit.Event{Kind: audit.KindNode, Action: audit.ActionNodeSchedule, Outcome: outcome, Reasons: reasons,
-			Resource: "cluster/-/scheduling"}.WithDetails(RequirementsDetails{Enforcement: set.Enforcement}))
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "store requirements: %v", err)
-		}
-		return &unumv1.RequirementsResponse{Enforcement: set.Enforcement}, nil
-	}
-	resp, err := s.cfg.Etcd.Get(ctx, keySchedSettings)
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "read requirements: %v", err)
-	}
-	var cur SchedSettings
-	if len(resp.Kvs) > 0 {
-		if cur, err = decode[SchedSettings](resp.Kvs[0].Value); err != nil {
-			return nil, status.Errorf(codes.Internal, "requirements: %v", err)
-		}
-	}
-	return &unumv1.RequirementsResponse{Enforcement: cur.Enforcement}, nil
-}
-
 // redacted replaces every env value in specs shown to callers.
 const redacted = "(redacted)"
 

@@ -186,7 +186,10 @@ func newHarness(dir string) (*harness, func(), error) {
 	if err := Bootstrap(ctx, etcd.Client(), ClusterInfo{TrustDomain: td.Name(), CreatedAt: now},
 		[]*x509.Certificate{root},
 		NodeRecord{Name: "node-1", SPIFFEID: nodeID.String(), Roles: []string{"compute", "control"}, APIAddress: apiAddr, EnrollmentAddress: enrollAddr},
-		JWTKeyRecord{KeyID: jwtSigner.KeyID(), Node: "node-1", PublicKey: pub}, auditSigner.PublicKeyset()); err != nil {
+		JWTKeyRecord{KeyID: jwtSigner.KeyID(), Node: "node-1", PublicKey: pub}, auditSigner.PublicKeyset(),
+		// The test nodes report no kernel enforcement; TestEnforcementRequired
+		// turns the requirement on.
+		EnforcementSettings{}); err != nil {
 		etcd.Close()
 		return nil, nil, err
 	}
@@ -234,6 +237,7 @@ func newHarness(dir string) (*harness, func(), error) {
 	unumv1.RegisterUsersServer(api, srv)
 	unumv1.RegisterAuditServer(api, srv.AuditWitness())
 	unumv1.RegisterSchedulerServer(api, &SchedulerService{Server: srv})
+	unumv1.RegisterEnforcementServer(api, EnforcementService{Server: srv})
 	enroll := grpc.NewServer(grpc.Creds(credentials.NewTLS(rpc.EnrollmentServerTLS(serverCreds))))
 	unumv1.RegisterEnrollmentServer(enroll, srv)
 	apiLis, err := net.Listen("tcp", apiAddr)

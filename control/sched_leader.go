@@ -127,7 +127,7 @@ var errSchedRead = errors.New("scheduler cannot read etcd")
 func schedRelevant(evs []*clientv3.Event) bool {
 	for _, ev := range evs {
 		k := string(ev.Kv.Key)
-		for _, p := range []string{prefixJobs, prefixAllocs, prefixTaskStatus, prefixNodeSched, prefixNodes, keySchedSettings} {
+		for _, p := range []string{prefixJobs, prefixAllocs, prefixTaskStatus, prefixNodeSched, prefixNodes, keyEnforcementSettings} {
 			if strings.HasPrefix(k, p) {
 				return true
 			}
@@ -145,7 +145,7 @@ func (s *Server) readSchedState(ctx context.Context) (schedState, error) {
 		clientv3.OpGet(prefixJobs, clientv3.WithPrefix()),
 		clientv3.OpGet(prefixAllocs, clientv3.WithPrefix()),
 		clientv3.OpGet(prefixTaskStatus, clientv3.WithPrefix()),
-		clientv3.OpGet(keySchedSettings),
+		clientv3.OpGet(keyEnforcementSettings),
 	).Commit()
 	if err != nil {
 		return schedState{}, fmt.Errorf("read scheduling state: %w", err)
@@ -201,12 +201,9 @@ func (s *Server) readSchedState(ctx context.Context) (schedState, error) {
 			}
 		}
 	}
+	st.settings = defaultEnforcementSettings()
 	if kvs := resp.Responses[6].GetResponseRange().Kvs; len(kvs) > 0 {
-		// Unreadable settings fail closed: nothing meets them.
-		st.settings = SchedSettings{Enforcement: "unreadable settings"}
-		if v, err := decode[SchedSettings](kvs[0].Value); err == nil {
-			st.settings = v
-		}
+		st.settings = decodeEnforcementSettings(kvs[0].Value)
 	}
 	// etcd returns keys sorted: jobs by NS/NAME; allocations by NODE/ID,
 	// re-sorted by id so a round does not depend on node names.

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/unumos/unum/enforcement"
 	"github.com/unumos/unum/scheduler"
 	"github.com/unumos/unum/scheduler/jobspec"
 )
@@ -80,7 +81,7 @@ type schedState struct {
 	allocs []allocEntry // sorted by id
 	tasks  map[string]TaskStatusRecord
 	// settings are the cluster's scheduling requirements.
-	settings SchedSettings
+	settings EnforcementSettings
 }
 
 // job is the index of job ns/name in st.jobs, -1 when there is none.
@@ -303,15 +304,27 @@ func allocOf(id string, p scheduler.Placement, j *jobEntry, now time.Time) Alloc
 
 // unschedulable says why a node receives no new tasks ("" when it does):
 // it is draining, its agent has not synced (it could not mint a task's
-// SVID), or it fails a cluster requirement such as the enforcement mode.
-func unschedulable(ns NodeSched, st NodeStatus, req SchedSettings) string {
+// SVID), or enforcement is required and the node does not enforce (it
+// reports degraded, nothing, or something unknown: never assumed to enforce).
+func unschedulable(ns NodeSched, st NodeStatus, req EnforcementSettings) string {
 	switch {
 	case ns.Draining:
 		return "draining"
 	case !st.AgentReady:
 		return "its agent has not synced"
-	case req.Enforcement != "" && st.Enforcement != req.Enforcement:
-		return fmt.Sprintf("enforcement is %q, the cluster requires %q", st.Enforcement, req.Enforcement)
+	case req.unreadable:
+		return "the cluster's enforcement settings are unreadable"
+	case req.Required && !enforces(st.Enforcement):
+		if st.Enforcement == "" {
+			return "enforcement is required and the node reports none"
+		}
+		return fmt.Sprintf("enforcement is required and the node is %s", st.Enforcement)
 	}
 	return ""
+}
+
+// enforces reports whether a node's reported mode has the BPF programs
+// attached.
+func enforces(mode string) bool {
+	return mode == string(enforcement.ModeEnforce) || mode == string(enforcement.ModeAuditOnly)
 }

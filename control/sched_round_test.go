@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/unumos/unum/enforcement"
 	"github.com/unumos/unum/scheduler"
 	"github.com/unumos/unum/scheduler/jobspec"
 )
@@ -172,9 +173,9 @@ func TestPlanRound(t *testing.T) {
 				f.node("a", time.Second, 1000, 1024, false)
 				f.node("b", time.Second, 1000, 1024, false)
 				st := f.st.status["b"]
-				st.Enforcement = "full"
+				st.Enforcement = string(enforcement.ModeAuditOnly)
 				f.st.status["b"] = st
-				f.st.settings = SchedSettings{Enforcement: "full"}
+				f.st.settings = EnforcementSettings{Required: true}
 				f.job(t, webJob, 1, false)
 			},
 			want: "place new1 default/web[0] v1 on b\nunplaced default/web[1]\n",

@@ -323,35 +323,64 @@ func TestStaleLeaderCannotCommit(t *testing.T) {
 	require.Empty(t, got.Kvs, "a plan from a stale read was applied")
 }
 
-// TestRequirements: a node failing the cluster's requirement (here the
-// enforcement mode) is shown as unschedulable and receives no new tasks.
-func TestRequirements(t *testing.T) {
+// TestEnforcementRequired: with enforcement required, a node that does
+// not enforce (the test nodes report none) is shown as unschedulable and
+// receives no new tasks; settings changes are checked, privileged and
+// audited.
+func TestEnforcementRequired(t *testing.T) {
 	startHeartbeats(t, "req-a")
-	admin := unumv1.NewSchedulerClient(conn(t, "/user/admin"))
-	_, err := admin.Requirements(ctxT(t), &unumv1.RequirementsRequest{Set: true, Enforcement: "partial"})
+	admin := unumv1.NewEnforcementClient(conn(t, "/user/admin"))
+	_, err := admin.Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Mode: "partial"})
 	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
-	_, err = unumv1.NewSchedulerClient(conn(t, "/node/req-a")).Requirements(ctxT(t), &unumv1.RequirementsRequest{Set: true})
+	_, err = admin.Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Namespace: "shop"})
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	_, err = admin.Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Mode: "audit-only", Namespace: "Not_A_Label"})
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	off := false
+	_, err = unumv1.NewEnforcementClient(conn(t, "/node/req-a")).Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Required: &off})
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 
-	_, err = admin.Requirements(ctxT(t), &unumv1.RequirementsRequest{Set: true, Enforcement: "full"})
+	on := true
+	got, err := admin.Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Required: &on})
 	require.NoError(t, err)
+	require.True(t, got.GetRequired())
 	t.Cleanup(func() {
-		_, _ = admin.Requirements(context.Background(), &unumv1.RequirementsRequest{Set: true})
+		_, _ = admin.Configure(context.Background(), &unumv1.ConfigureEnforcementRequest{Required: &off})
 	})
+	got, err = admin.Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Mode: "audit-only", Namespace: "shop"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"shop"}, got.GetAuditOnlyNamespaces())
+	got, err = admin.Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Mode: "enforce", Namespace: "shop"})
+	require.NoError(t, err)
+	require.Empty(t, got.GetAuditOnlyNamespaces())
+	require.True(t, got.GetRequired(), "a namespace change kept the requirement")
+
+	st, err := admin.Status(ctxT(t), &unumv1.EnforcementStatusRequest{})
+	require.NoError(t, err)
+	require.True(t, st.GetSettings().GetRequired())
 	nodes, err := unumv1.NewClusterClient(conn(t, "/user/admin")).ListNodes(ctxT(t), &unumv1.ListNodesRequest{})
 	require.NoError(t, err)
+	found := false
 	for _, n := range nodes.GetNodes() {
 		if n.GetName() == "req-a" {
-			require.Contains(t, n.GetUnschedulable(), `the cluster requires "full"`)
+			found = true
+			require.Contains(t, n.GetUnschedulable(), "enforcement is required")
 		}
 	}
-	_, err = admin.LabelNode(ctxT(t), &unumv1.LabelNodeRequest{Name: "req-a", Labels: []string{"suite=req"}})
+	require.True(t, found)
+	sched := unumv1.NewSchedulerClient(conn(t, "/user/admin"))
+	_, err = sched.LabelNode(ctxT(t), &unumv1.LabelNodeRequest{Name: "req-a", Labels: []string{"suite=req"}})
 	require.NoError(t, err)
 	spec := "name: req\ntype: service\ntask: {command: /bin/true}\nresources: {cpu: 10, memory: 10}\nconstraints: [{label: suite, op: \"=\", value: req}]\n"
-	resp, err := admin.SubmitJob(ctxT(t), &unumv1.SubmitJobRequest{Spec: []byte(spec), Namespace: "default", Name: "req", DryRun: true})
+	resp, err := sched.SubmitJob(ctxT(t), &unumv1.SubmitJobRequest{Spec: []byte(spec), Namespace: "default", Name: "req", DryRun: true})
 	require.NoError(t, err)
 	require.Empty(t, resp.GetPlan().GetPlacements())
 	require.Len(t, resp.GetPlan().GetUnplaced(), 1)
+	evs := h.findEvents(t, audit.ActionEnforcementSet, func(e *audit.Event) bool { return e.Kind == audit.KindKernel })
+	require.NotEmpty(t, evs)
+	last := details[EnforcementDetails](t, evs[len(evs)-1])
+	require.Equal(t, []string{"shop"}, last.Before.AuditOnlyNamespaces)
+	require.Empty(t, last.After.AuditOnlyNamespaces)
 }
 
 // TestSubmitIntoForeignNamespace: a principal bound to one namespace

@@ -3,7 +3,10 @@ package control
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
 )
 
 // Keys in etcd. Everything unum keeps in etcd lives under /unum/.
@@ -85,6 +88,8 @@ type NodeStatus struct {
 	PolicyAgeMs    int64 `json:"policy_age_ms,omitempty"`
 	// AuditError is why the node's audit log cannot record ("" when it can).
 	AuditError string `json:"audit_error,omitempty"`
+	// EnforcementStatus is the compute node's enforcement in detail.
+	EnforcementStatus *unumv1.NodeEnforcement `json:"enforcement_status,omitempty"`
 }
 
 // EntryRecord is a registration entry.
@@ -171,9 +176,12 @@ const (
 	// prefixNodeSched holds each node's scheduling record: labels,
 	// draining, and the capacity and limits its executor reports.
 	prefixNodeSched = "/unum/nodesched/"
-	// keySchedSettings holds the SchedSettings: what nodes must meet to
-	// receive new tasks.
-	keySchedSettings = "/unum/sched/settings"
+	// keyEnforcementSettings holds the EnforcementSettings (whether nodes
+	// must enforce to receive tasks, and what is audit-only).
+	keyEnforcementSettings = "/unum/enforcement/settings"
+	// keyNetIDNext holds the next identity number to assign to a job (a
+	// decimal integer; absent: 1). Numbers are never reused.
+	keyNetIDNext = "/unum/enforcement/next-identity"
 	// prefixSchedLeader is the scheduler leader election.
 	prefixSchedLeader = "/unum/sched/leader"
 	// allocEntryPrefix marks a Workload API entry that stands for an
@@ -261,10 +269,31 @@ type NodeSched struct {
 	PortHi int `json:"port_hi,omitempty"`
 }
 
-// SchedSettings are the cluster's scheduling requirements.
-type SchedSettings struct {
-	// Enforcement is the mode a node must report ("full"), or "" for any.
-	Enforcement string `json:"enforcement,omitempty"`
+// EnforcementSettings are the cluster's kernel enforcement settings, under
+// keyEnforcementSettings. Bootstrap writes them; a cluster without the key
+// (made before enforcement existed) reads defaultEnforcementSettings.
+type EnforcementSettings struct {
+	// Required: a degraded node (no BPF) receives no new tasks.
+	Required bool `json:"required"`
+	// AuditOnly: the whole cluster records what would be denied and
+	// allows it.
+	AuditOnly bool `json:"audit_only,omitempty"`
+	// AuditOnlyNamespaces are audit-only namespaces (sorted).
+	AuditOnlyNamespaces []string `json:"audit_only_namespaces,omitempty"`
+	// unreadable is set when the stored settings could not be decoded:
+	// every check against them fails closed.
+	unreadable bool
+}
+
+// defaultEnforcementSettings: enforcement is required, nothing is
+// audit-only. Only `unum init --enforcement-optional` (unum dev) starts a
+// cluster otherwise.
+func defaultEnforcementSettings() EnforcementSettings { return EnforcementSettings{Required: true} }
+
+// namespaceAuditOnly reports whether identities of namespace ns are
+// audit-only.
+func (e EnforcementSettings) namespaceAuditOnly(ns string) bool {
+	return e.AuditOnly || slices.Contains(e.AuditOnlyNamespaces, ns)
 }
 
 func jobKey(ns, name string) string        { return prefixJobs + ns + "/" + name }

@@ -146,6 +146,11 @@ type InitOptions struct {
 	Ports       Ports
 	// EtcdHeartbeat and EtcdElection zero mean etcd's defaults.
 	EtcdHeartbeat, EtcdElection time.Duration
+	// EnforcementOptional lets nodes without kernel enforcement (degraded:
+	// not root, no cgroup BPF) run tasks. Off by default: only unum dev,
+	// a single machine for development, turns it on. `unum enforcement
+	// require on|off` changes it later.
+	EnforcementOptional bool
 	Clock                       func() time.Time
 	Log                         *slog.Logger
 }
@@ -346,6 +351,7 @@ func Init(ctx context.Context, o InitOptions) (err error) {
 		control.NodeRecord{Name: o.Name, SPIFFEID: nodeID.String(), Roles: cfg.Roles, APIAddress: ports.API, EnrollmentAddress: ports.Enroll, JoinedAt: now.UTC()},
 		control.JWTKeyRecord{KeyID: jwtSigner.KeyID(), Node: o.Name, PublicKey: jwtPub},
 		auditSigner.PublicKeyset(),
+		control.EnforcementSettings{Required: !o.EnforcementOptional},
 	)
 	if cerr := srv.Close(); err == nil && cerr != nil {
 		err = cerr

@@ -386,6 +386,7 @@ func (n *node) run(ctx context.Context) error {
 		credSvc := &control.CredentialService{S: ctl, Issuer: n.credIssuer.Load, Verifier: n.credVerifier, Log: n.audit}
 		unumv1.RegisterCredentialsServer(api, credSvc)
 		unumv1.RegisterSchedulerServer(api, &control.SchedulerService{Server: ctl, Creds: credSvc, Dial: n.dialNode})
+		unumv1.RegisterEnforcementServer(api, control.EnforcementService{Server: ctl})
 		enrollLis, err := net.Listen("tcp", n.cfg.EnrollListen)
 		if err != nil {
 			apiLis.Close()

@@ -24,6 +24,9 @@ var minimumPrivileged = map[string]bool{
 	"backup.create": true,
 	// Audit configuration: no bundle can switch fail-closed audit off.
 	"audit.configure": true,
+	// Kernel enforcement settings: what the kernel refuses, and whether a
+	// node without BPF may run tasks.
+	"enforcement.configure": true,
 }
 
 // minimumPrivilegedNouns: every action of these nouns is privileged.

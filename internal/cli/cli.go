@@ -58,12 +58,16 @@ func commands() []*command {
 			{name: "rm", summary: "remove a node for good: revoke it, leave etcd, delete its registrations (admin)", run: runNodeRm},
 			{name: "drain", summary: "give a node no new tasks (--undo: schedulable again)", run: runNodeDrain},
 			{name: "label", summary: "set (KEY=VALUE) or remove (KEY-) a node's labels", run: runNodeLabel},
-			{name: "require", summary: "show or set what nodes must meet to receive new tasks (--enforcement full|any)", run: runNodeRequire},
 		}},
 		{name: "job", summary: "jobs: run, ls, status, stop, logs, endpoints", sub: jobCommands()},
 		{name: "ps", summary: "every task on every node: node, job, identity, uid, state, uptime, CPU, memory", run: runPs},
 		{name: "exec", summary: "run a command as a short confined task on every node matching --on SELECTOR (admin)", run: runExec},
 		{name: "status", summary: "cluster health: nodes, etcd, CA", run: runStatus},
+		{name: "enforcement", summary: "kernel enforcement: status per node, the cluster's mode and requirement", sub: []*command{
+			{name: "status", summary: "per node: mode, layers, programs, map sizes, sync revision, denials per minute", run: runEnforcementStatus},
+			{name: "mode", summary: "set enforce or audit-only, for the cluster or one namespace (-n NS) (admin)", run: runEnforcementMode},
+			{name: "require", summary: "on: nodes without kernel enforcement receive no new tasks; off: they do (admin)", run: runEnforcementRequire},
+		}},
 		{name: "backup", summary: "back up and restore the control plane", sub: []*command{
 			{name: "create", summary: "write a backup of the control plane to FILE (admin)", run: runBackupCreate},
 			{name: "restore", summary: "rebuild a control node from a backup FILE", run: runBackupRestore},

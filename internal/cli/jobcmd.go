@@ -573,39 +573,3 @@ func fmtLabels(l map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-func runNodeRequire(e *env, args []string) error {
-	fs := flag.NewFlagSet("unum node require", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	enforcement := fs.String("enforcement", "", "full: only nodes whose kernel enforcement is full receive new tasks; any: every node")
-	c, err := cf.connect(e, fs, args, 0, "", func([]string) error {
-		switch *enforcement {
-		case "", "full", "any":
-			return nil
-		}
-		return usagef("--enforcement %q: want full or any", *enforcement)
-	})
-	if err != nil {
-		return err
-	}
-	defer c.close()
-	req := &unumv1.RequirementsRequest{}
-	if *enforcement != "" {
-		req.Set = true
-		if *enforcement == "full" {
-			req.Enforcement = "full"
-		}
-	}
-	resp, err := unumv1.NewSchedulerClient(c.conn).Requirements(c.ctx, req)
-	if err != nil {
-		return err
-	}
-	return output.Write(e.stdout, c.format, resp, func(tw *tabwriter.Writer) error {
-		want := resp.GetEnforcement()
-		if want == "" {
-			want = "any"
-		}
-		fmt.Fprintf(tw, "enforcement required of nodes that receive new tasks: %s\n", want)
-		return nil
-	})
-}

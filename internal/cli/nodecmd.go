@@ -34,6 +34,7 @@ func runInit(e *env, args []string) error {
 	portFlags(fs, &o.Ports)
 	fs.DurationVar(&o.EtcdHeartbeat, "etcd-heartbeat", 0, "etcd heartbeat interval (default etcd's)")
 	fs.DurationVar(&o.EtcdElection, "etcd-election", 0, "etcd election timeout (default etcd's)")
+	fs.BoolVar(&o.EnforcementOptional, "enforcement-optional", false, "let nodes without kernel enforcement (not root, no cgroup BPF) run tasks (default: they receive none)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -171,6 +172,8 @@ type nodeView struct {
 	SVIDExpiresAt     time.Time `json:"svid_expires_at"`
 	LastSeen          time.Time `json:"last_seen"`
 	Enforcement       string    `json:"enforcement"`
+	// EnforcementLayers are the enforcement layers active on the node.
+	EnforcementLayers []string `json:"enforcement_layers,omitempty"`
 	// Scheduling.
 	Lease       string            `json:"lease"`
 	Labels      map[string]string `json:"labels,omitempty"`
@@ -188,7 +191,7 @@ func toNodeView(n *unumv1.Node) nodeView {
 		Name: n.GetName(), SPIFFEID: n.GetSpiffeId(), Roles: n.GetRoles(), Address: n.GetApiAddress(),
 		EnrollmentAddress: n.GetEnrollmentAddress(), Ready: n.GetReady(), AgentReady: n.GetAgentReady(),
 		SVIDExpiresAt: unixTime(n.GetSvidExpiresAtUnix()), LastSeen: unixTime(n.GetLastSeenUnix()),
-		Enforcement: n.GetEnforcement(),
+		Enforcement: n.GetEnforcement(), EnforcementLayers: n.GetEnforcementLayers(),
 		Lease:       n.GetLease(), Labels: n.GetLabels(), Draining: n.GetDraining(), Capacity: n.GetCapacity(),
 		Allocated: n.GetAllocated(), Allocations: n.GetAllocations(), Limits: n.GetLimits(), Unschedulable: n.GetUnschedulable(),
 	}
@@ -221,7 +224,7 @@ func runNodeLs(e *env, args []string) error {
 	return output.Write(e.stdout, c.format, struct {
 		Nodes []nodeView `json:"nodes"`
 	}{views}, func(tw *tabwriter.Writer) error {
-		fmt.Fprintln(tw, "NAME\tROLES\tADDRESS\tREADY\tLEASE\tSCHEDULING\tCPU (m)\tMEMORY (MiB)\tTASKS\tLABELS")
+		fmt.Fprintln(tw, "NAME\tROLES\tADDRESS\tREADY\tLEASE\tENFORCEMENT\tSCHEDULING\tCPU (m)\tMEMORY (MiB)\tTASKS\tLABELS")
 		for _, v := range views {
 			sched := "-"
 			if v.Capacity != nil {
@@ -230,7 +233,7 @@ func runNodeLs(e *env, args []string) error {
 					sched = "no: " + v.Unschedulable
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, strings.Join(v.Roles, ","), v.Address, v.Ready, v.Lease, sched,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, strings.Join(v.Roles, ","), v.Address, v.Ready, v.Lease, nameOr(v.Enforcement, "-"), sched,
 				useOf(v.Allocated, v.Capacity, func(r *unumv1.Resources) int64 { return r.GetCpuMillis() }),
 				useOf(v.Allocated, v.Capacity, func(r *unumv1.Resources) int64 { return r.GetMemoryMib() }),
 				v.Allocations, fmtLabels(v.Labels))

@@ -114,13 +114,13 @@ func writeStatus(w io.Writer, format output.Format, v statusView) error {
 		fmt.Fprintf(tw, "etcd:\tquorum=%v leader=%s members=%d\n", v.Quorum, v.EtcdLeader, len(v.EtcdMembers))
 		fmt.Fprintf(tw, "CA (%s):\texpires %s (root %s)\n", v.ServedBy, fmtTime(v.CAExpiresAt), fmtTime(v.RootExpiresAt))
 		fmt.Fprintln(tw)
-		fmt.Fprintln(tw, "NODE\tROLES\tADDRESS\tENROLLMENT\tREADY\tAGENT\tENFORCEMENT\tSVID EXPIRES")
+		fmt.Fprintln(tw, "NODE\tROLES\tADDRESS\tENROLLMENT\tREADY\tAGENT\tENFORCEMENT\tLAYERS\tSVID EXPIRES")
 		for _, n := range v.Nodes {
 			enroll := n.EnrollmentAddress
 			if enroll == "" {
 				enroll = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%s\t%s\n", n.Name, strings.Join(n.Roles, ","), n.Address, enroll, n.Ready, n.AgentReady, n.Enforcement, fmtTime(n.SVIDExpiresAt))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%s\t%s\t%s\n", n.Name, strings.Join(n.Roles, ","), n.Address, enroll, n.Ready, n.AgentReady, nameOr(n.Enforcement, "-"), nameOr(strings.Join(n.EnforcementLayers, ","), "-"), fmtTime(n.SVIDExpiresAt))
 		}
 		limitsShown := false
 		for _, n := range v.Nodes {

@@ -268,12 +268,13 @@ var routes = map[string]route{
 		req, _ := m.(*unumv1.LabelNodeRequest)
 		return req.GetName()
 	})},
-	"/unum.v1.Scheduler/Requirements": {"node.require", cluster("cluster", "scheduling")},
 	"/unum.v1.Scheduler/Exec": {"exec.run", named("node", func(m any) string {
 		req, _ := m.(*unumv1.ExecRequest)
 		return nameOr(req.GetSelector(), "*")
 	})},
-	"/unum.v1.Tasks/List": {"task.ls", cluster("task", "*")},
+	"/unum.v1.Enforcement/Status":    {"enforcement.status", cluster("cluster", "enforcement")},
+	"/unum.v1.Enforcement/Configure": {"enforcement.configure", cluster("cluster", "enforcement")},
+	"/unum.v1.Tasks/List":            {"task.ls", cluster("task", "*")},
 	"/unum.v1.Tasks/Logs": {"job.logs", func(_ identity.Principal, m any) policy.Resource {
 		req, _ := m.(*unumv1.TaskLogsRequest)
 		return jobResource(req.GetNamespace(), req.GetJob())

@@ -70,7 +70,8 @@ privileged_actions := {
 	"backup.create", # a backup holds the sealed CA keys
 	"cred.delegate", "node.exec", "audit.configure",
 	"job.run", "job.stop", # a job gets an identity and runs on nodes
-	"node.drain", "node.label", "node.require", # where work may run
+	"node.drain", "node.label", # where work may run
+	"enforcement.configure", # what the kernel enforces
 }
 
 default privileged := false
@@ -101,7 +102,7 @@ viewer_actions := {
 	"id.show", "id.list", "node.ls", "cluster.status", "user.ls",
 	"ca.status", "policy.get", "policy.history", "policy.status",
 	"policy.check", "policy.explain", "audit.keys",
-	"job.ls", "job.status", "task.ls",
+	"job.ls", "job.status", "task.ls", "enforcement.status",
 }
 
 # Operators also manage workload registrations and read, verify and see

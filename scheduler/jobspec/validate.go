@@ -317,3 +317,10 @@ func checkText(e *errs, f, s string) bool {
 	}
 	return false
 }
+
+// ValidateNamespace checks a namespace name as a job's is checked.
+func ValidateNamespace(ns string) error {
+	var e errs
+	checkDNSLabel(&e, "namespace", ns)
+	return errors.Join(e...)
+}

@@ -1137,7 +1137,17 @@ type SyncAgentResponse struct {
 	// without it means "not known yet", not "run nothing".
 	AllocationsLoaded bool `protobuf:"varint,7,opt,name=allocations_loaded,json=allocationsLoaded,proto3" json:"allocations_loaded,omitempty"`
 	// The etcd revision the sender's view is at.
-	Revision      int64 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Kernel enforcement: the network identity of every job with a task on
+	// this node, with the allow rules compiled from the policy
+	// (data.unum.network) and the scheduler's listeners.
+	Network []*NetworkIdentity `protobuf:"bytes,9,rep,name=network,proto3" json:"network,omitempty"`
+	// Set once the sender could compile the network (its policy and its view
+	// of the jobs are loaded): without it, an empty list means "not known
+	// yet", and the node keeps the rules it has.
+	NetworkLoaded bool `protobuf:"varint,10,opt,name=network_loaded,json=networkLoaded,proto3" json:"network_loaded,omitempty"`
+	// The whole cluster is audit-only: record what would be denied, allow it.
+	AuditOnly     bool `protobuf:"varint,11,opt,name=audit_only,json=auditOnly,proto3" json:"audit_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1228,6 +1238,110 @@ func (x *SyncAgentResponse) GetRevision() int64 {
 	return 0
 }
 
+func (x *SyncAgentResponse) GetNetwork() []*NetworkIdentity {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+func (x *SyncAgentResponse) GetNetworkLoaded() bool {
+	if x != nil {
+		return x.NetworkLoaded
+	}
+	return false
+}
+
+func (x *SyncAgentResponse) GetAuditOnly() bool {
+	if x != nil {
+		return x.AuditOnly
+	}
+	return false
+}
+
+// NetworkIdentity is one workload identity as the kernel sees it.
+type NetworkIdentity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The compact identity number assigned in etcd (never 0).
+	Number   uint32 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	SpiffeId string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// The identity's namespace is audit-only.
+	AuditOnly bool `protobuf:"varint,3,opt,name=audit_only,json=auditOnly,proto3" json:"audit_only,omitempty"`
+	// The destinations it may reach, as enforcement.Rule strings
+	// ("tcp 10.0.0.0/8:443", "any [fd00::1/128]:*").
+	Rules []string `protobuf:"bytes,4,rep,name=rules,proto3" json:"rules,omitempty"`
+	// Why the policy could not say what it may reach ("" when it could): it
+	// then reaches nothing.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkIdentity) Reset() {
+	*x = NetworkIdentity{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkIdentity) ProtoMessage() {}
+
+func (x *NetworkIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkIdentity.ProtoReflect.Descriptor instead.
+func (*NetworkIdentity) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *NetworkIdentity) GetNumber() uint32 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *NetworkIdentity) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *NetworkIdentity) GetAuditOnly() bool {
+	if x != nil {
+		return x.AuditOnly
+	}
+	return false
+}
+
+func (x *NetworkIdentity) GetRules() []string {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *NetworkIdentity) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // CredentialKeySet is one control node's credential verification keys.
 type CredentialKeySet struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1240,7 +1354,7 @@ type CredentialKeySet struct {
 
 func (x *CredentialKeySet) Reset() {
 	*x = CredentialKeySet{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1366,7 @@ func (x *CredentialKeySet) String() string {
 func (*CredentialKeySet) ProtoMessage() {}
 
 func (x *CredentialKeySet) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[18]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1379,7 @@ func (x *CredentialKeySet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialKeySet.ProtoReflect.Descriptor instead.
 func (*CredentialKeySet) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{18}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CredentialKeySet) GetNode() string {
@@ -1293,7 +1407,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1419,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[19]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1432,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{19}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JWTKey) GetKid() string {
@@ -1353,7 +1467,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1479,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[20]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1492,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{20}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Entry) GetId() string {
@@ -1449,7 +1563,7 @@ type CreateEntryRequest struct {
 
 func (x *CreateEntryRequest) Reset() {
 	*x = CreateEntryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1575,7 @@ func (x *CreateEntryRequest) String() string {
 func (*CreateEntryRequest) ProtoMessage() {}
 
 func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[21]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1588,7 @@ func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{21}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateEntryRequest) GetSpiffeId() string {
@@ -1513,7 +1627,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1639,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[22]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1652,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{22}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{23}
 }
 
 type ListEntriesResponse struct {
@@ -1550,7 +1664,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1676,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[23]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1689,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{23}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -1594,7 +1708,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1720,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[24]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1733,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{24}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -1637,7 +1751,7 @@ type DeleteEntryResponse struct {
 
 func (x *DeleteEntryResponse) Reset() {
 	*x = DeleteEntryResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1763,7 @@ func (x *DeleteEntryResponse) String() string {
 func (*DeleteEntryResponse) ProtoMessage() {}
 
 func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[25]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1776,7 @@ func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEntryResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{25}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{26}
 }
 
 type CreateJoinTokenRequest struct {
@@ -1676,7 +1790,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1802,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[26]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1815,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{26}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateJoinTokenRequest) GetName() string {
@@ -1735,7 +1849,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1861,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[27]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1874,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{27}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -1785,7 +1899,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1911,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[28]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1924,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{28}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{29}
 }
 
 type ListNodesResponse struct {
@@ -1822,7 +1936,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[29]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +1948,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[29]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +1961,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{29}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -1890,13 +2004,15 @@ type Node struct {
 	Limits []string `protobuf:"bytes,24,rep,name=limits,proto3" json:"limits,omitempty"`
 	// Why the node receives no new tasks ("" when it does).
 	Unschedulable string `protobuf:"bytes,25,opt,name=unschedulable,proto3" json:"unschedulable,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The enforcement layers active on the node (compute nodes).
+	EnforcementLayers []string `protobuf:"bytes,26,rep,name=enforcement_layers,json=enforcementLayers,proto3" json:"enforcement_layers,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[30]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2024,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[30]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2037,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{30}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Node) GetName() string {
@@ -2099,6 +2215,13 @@ func (x *Node) GetUnschedulable() string {
 	return ""
 }
 
+func (x *Node) GetEnforcementLayers() []string {
+	if x != nil {
+		return x.EnforcementLayers
+	}
+	return nil
+}
+
 // Resources are CPU in millicores and memory in MiB.
 type Resources struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2110,7 +2233,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2245,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[31]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2258,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{31}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Resources) GetCpuMillis() int64 {
@@ -2160,7 +2283,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2295,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[32]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2308,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{32}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{33}
 }
 
 type StatusResponse struct {
@@ -2210,7 +2333,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2345,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[33]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2358,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{33}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StatusResponse) GetTrustDomain() string {
@@ -2322,7 +2445,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2457,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[34]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2470,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{34}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *EtcdMember) GetName() string {
@@ -2395,7 +2518,7 @@ func (x *EtcdMember) GetLeader() bool {
 type HeartbeatRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	SvidExpiresAtUnix int64                  `protobuf:"varint,1,opt,name=svid_expires_at_unix,json=svidExpiresAtUnix,proto3" json:"svid_expires_at_unix,omitempty"`
-	// enforcement mode: "full" | "degraded" | "none" (until the enforcement issue)
+	// The enforcement mode: "enforce" | "audit-only" | "degraded".
 	Enforcement string `protobuf:"bytes,2,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
 	AgentReady  bool   `protobuf:"varint,3,opt,name=agent_ready,json=agentReady,proto3" json:"agent_ready,omitempty"`
 	// Age of the node's revocation view; -1 when it has none yet.
@@ -2420,15 +2543,17 @@ type HeartbeatRequest struct {
 	Compute  bool          `protobuf:"varint,14,opt,name=compute,proto3" json:"compute,omitempty"`
 	// The ports the scheduler may allocate to this node's tasks (0: the
 	// default range).
-	PortLo        int32 `protobuf:"varint,15,opt,name=port_lo,json=portLo,proto3" json:"port_lo,omitempty"`
-	PortHi        int32 `protobuf:"varint,16,opt,name=port_hi,json=portHi,proto3" json:"port_hi,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PortLo int32 `protobuf:"varint,15,opt,name=port_lo,json=portLo,proto3" json:"port_lo,omitempty"`
+	PortHi int32 `protobuf:"varint,16,opt,name=port_hi,json=portHi,proto3" json:"port_hi,omitempty"`
+	// Kernel enforcement on this node, in detail (compute nodes).
+	EnforcementStatus *NodeEnforcement `protobuf:"bytes,17,opt,name=enforcement_status,json=enforcementStatus,proto3" json:"enforcement_status,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2565,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[35]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2578,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{35}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HeartbeatRequest) GetSvidExpiresAtUnix() int64 {
@@ -2568,6 +2693,13 @@ func (x *HeartbeatRequest) GetPortHi() int32 {
 	return 0
 }
 
+func (x *HeartbeatRequest) GetEnforcementStatus() *NodeEnforcement {
+	if x != nil {
+		return x.EnforcementStatus
+	}
+	return nil
+}
+
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The cluster's audit settings, so every node follows the same ones.
@@ -2586,7 +2718,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2730,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[36]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2743,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{36}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *HeartbeatResponse) GetAudit() *AuditConfig {
@@ -2646,7 +2778,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2658,7 +2790,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[37]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2671,7 +2803,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{37}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -2699,7 +2831,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2711,7 +2843,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[38]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2724,7 +2856,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{38}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RemoveNodeResponse) GetRemovedEtcdMember() bool {
@@ -2763,7 +2895,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2775,7 +2907,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[39]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2788,7 +2920,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{39}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *User) GetName() string {
@@ -2849,7 +2981,7 @@ type AddUserRequest struct {
 
 func (x *AddUserRequest) Reset() {
 	*x = AddUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +2993,7 @@ func (x *AddUserRequest) String() string {
 func (*AddUserRequest) ProtoMessage() {}
 
 func (x *AddUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[40]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3006,7 @@ func (x *AddUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddUserRequest.ProtoReflect.Descriptor instead.
 func (*AddUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{40}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AddUserRequest) GetName() string {
@@ -2923,7 +3055,7 @@ type AddUserResponse struct {
 
 func (x *AddUserResponse) Reset() {
 	*x = AddUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2935,7 +3067,7 @@ func (x *AddUserResponse) String() string {
 func (*AddUserResponse) ProtoMessage() {}
 
 func (x *AddUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[41]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2948,7 +3080,7 @@ func (x *AddUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddUserResponse.ProtoReflect.Descriptor instead.
 func (*AddUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{41}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AddUserResponse) GetUser() *User {
@@ -2980,7 +3112,7 @@ type ListUsersRequest struct {
 
 func (x *ListUsersRequest) Reset() {
 	*x = ListUsersRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2992,7 +3124,7 @@ func (x *ListUsersRequest) String() string {
 func (*ListUsersRequest) ProtoMessage() {}
 
 func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[42]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3005,7 +3137,7 @@ func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListUsersRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{42}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{43}
 }
 
 type ListUsersResponse struct {
@@ -3017,7 +3149,7 @@ type ListUsersResponse struct {
 
 func (x *ListUsersResponse) Reset() {
 	*x = ListUsersResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3161,7 @@ func (x *ListUsersResponse) String() string {
 func (*ListUsersResponse) ProtoMessage() {}
 
 func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[43]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3174,7 @@ func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListUsersResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{43}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListUsersResponse) GetUsers() []*User {
@@ -3061,7 +3193,7 @@ type RemoveUserRequest struct {
 
 func (x *RemoveUserRequest) Reset() {
 	*x = RemoveUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3073,7 +3205,7 @@ func (x *RemoveUserRequest) String() string {
 func (*RemoveUserRequest) ProtoMessage() {}
 
 func (x *RemoveUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[44]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3086,7 +3218,7 @@ func (x *RemoveUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveUserRequest.ProtoReflect.Descriptor instead.
 func (*RemoveUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{44}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RemoveUserRequest) GetName() string {
@@ -3104,7 +3236,7 @@ type RemoveUserResponse struct {
 
 func (x *RemoveUserResponse) Reset() {
 	*x = RemoveUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3248,7 @@ func (x *RemoveUserResponse) String() string {
 func (*RemoveUserResponse) ProtoMessage() {}
 
 func (x *RemoveUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[45]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3261,7 @@ func (x *RemoveUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveUserResponse.ProtoReflect.Descriptor instead.
 func (*RemoveUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{45}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{46}
 }
 
 type RevokeUserRequest struct {
@@ -3141,7 +3273,7 @@ type RevokeUserRequest struct {
 
 func (x *RevokeUserRequest) Reset() {
 	*x = RevokeUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3153,7 +3285,7 @@ func (x *RevokeUserRequest) String() string {
 func (*RevokeUserRequest) ProtoMessage() {}
 
 func (x *RevokeUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[46]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3166,7 +3298,7 @@ func (x *RevokeUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserRequest.ProtoReflect.Descriptor instead.
 func (*RevokeUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{46}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RevokeUserRequest) GetName() string {
@@ -3185,7 +3317,7 @@ type RevokeUserResponse struct {
 
 func (x *RevokeUserResponse) Reset() {
 	*x = RevokeUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3197,7 +3329,7 @@ func (x *RevokeUserResponse) String() string {
 func (*RevokeUserResponse) ProtoMessage() {}
 
 func (x *RevokeUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[47]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3210,7 +3342,7 @@ func (x *RevokeUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserResponse.ProtoReflect.Descriptor instead.
 func (*RevokeUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{47}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RevokeUserResponse) GetBeforeUnixNano() int64 {
@@ -3230,7 +3362,7 @@ type RenewUserRequest struct {
 
 func (x *RenewUserRequest) Reset() {
 	*x = RenewUserRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3242,7 +3374,7 @@ func (x *RenewUserRequest) String() string {
 func (*RenewUserRequest) ProtoMessage() {}
 
 func (x *RenewUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[48]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3255,7 +3387,7 @@ func (x *RenewUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewUserRequest.ProtoReflect.Descriptor instead.
 func (*RenewUserRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{48}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RenewUserRequest) GetCsr() []byte {
@@ -3281,7 +3413,7 @@ type RenewUserResponse struct {
 
 func (x *RenewUserResponse) Reset() {
 	*x = RenewUserResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3425,7 @@ func (x *RenewUserResponse) String() string {
 func (*RenewUserResponse) ProtoMessage() {}
 
 func (x *RenewUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[49]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3438,7 @@ func (x *RenewUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewUserResponse.ProtoReflect.Descriptor instead.
 func (*RenewUserResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{49}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RenewUserResponse) GetChain() [][]byte {
@@ -3324,7 +3456,7 @@ type CAStatusRequest struct {
 
 func (x *CAStatusRequest) Reset() {
 	*x = CAStatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3336,7 +3468,7 @@ func (x *CAStatusRequest) String() string {
 func (*CAStatusRequest) ProtoMessage() {}
 
 func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[50]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3349,7 +3481,7 @@ func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusRequest.ProtoReflect.Descriptor instead.
 func (*CAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{50}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{51}
 }
 
 type CACert struct {
@@ -3374,7 +3506,7 @@ type CACert struct {
 
 func (x *CACert) Reset() {
 	*x = CACert{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3386,7 +3518,7 @@ func (x *CACert) String() string {
 func (*CACert) ProtoMessage() {}
 
 func (x *CACert) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[51]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3399,7 +3531,7 @@ func (x *CACert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CACert.ProtoReflect.Descriptor instead.
 func (*CACert) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{51}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CACert) GetFingerprint() string {
@@ -3490,7 +3622,7 @@ type CAStatusResponse struct {
 
 func (x *CAStatusResponse) Reset() {
 	*x = CAStatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3502,7 +3634,7 @@ func (x *CAStatusResponse) String() string {
 func (*CAStatusResponse) ProtoMessage() {}
 
 func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[52]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3515,7 +3647,7 @@ func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusResponse.ProtoReflect.Descriptor instead.
 func (*CAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{52}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CAStatusResponse) GetRoots() []*CACert {
@@ -3585,7 +3717,7 @@ type CARotateRequest struct {
 
 func (x *CARotateRequest) Reset() {
 	*x = CARotateRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3597,7 +3729,7 @@ func (x *CARotateRequest) String() string {
 func (*CARotateRequest) ProtoMessage() {}
 
 func (x *CARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[53]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3610,7 +3742,7 @@ func (x *CARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARotateRequest.ProtoReflect.Descriptor instead.
 func (*CARotateRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{53}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CARotateRequest) GetRoot() bool {
@@ -3637,7 +3769,7 @@ type CARotateResponse struct {
 
 func (x *CARotateResponse) Reset() {
 	*x = CARotateResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3649,7 +3781,7 @@ func (x *CARotateResponse) String() string {
 func (*CARotateResponse) ProtoMessage() {}
 
 func (x *CARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[54]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3662,7 +3794,7 @@ func (x *CARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARotateResponse.ProtoReflect.Descriptor instead.
 func (*CARotateResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{54}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CARotateResponse) GetRotationId() string {
@@ -3687,7 +3819,7 @@ type ExportRootRequest struct {
 
 func (x *ExportRootRequest) Reset() {
 	*x = ExportRootRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3699,7 +3831,7 @@ func (x *ExportRootRequest) String() string {
 func (*ExportRootRequest) ProtoMessage() {}
 
 func (x *ExportRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[55]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3712,7 +3844,7 @@ func (x *ExportRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRootRequest.ProtoReflect.Descriptor instead.
 func (*ExportRootRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{55}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{56}
 }
 
 type ExportRootResponse struct {
@@ -3726,7 +3858,7 @@ type ExportRootResponse struct {
 
 func (x *ExportRootResponse) Reset() {
 	*x = ExportRootResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3738,7 +3870,7 @@ func (x *ExportRootResponse) String() string {
 func (*ExportRootResponse) ProtoMessage() {}
 
 func (x *ExportRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[56]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3751,7 +3883,7 @@ func (x *ExportRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRootResponse.ProtoReflect.Descriptor instead.
 func (*ExportRootResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{56}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ExportRootResponse) GetRootCertPem() []byte {
@@ -3784,7 +3916,7 @@ type ConfirmExportRootRequest struct {
 
 func (x *ConfirmExportRootRequest) Reset() {
 	*x = ConfirmExportRootRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3796,7 +3928,7 @@ func (x *ConfirmExportRootRequest) String() string {
 func (*ConfirmExportRootRequest) ProtoMessage() {}
 
 func (x *ConfirmExportRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[57]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3809,7 +3941,7 @@ func (x *ConfirmExportRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmExportRootRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmExportRootRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{57}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ConfirmExportRootRequest) GetFingerprint() string {
@@ -3827,7 +3959,7 @@ type ConfirmExportRootResponse struct {
 
 func (x *ConfirmExportRootResponse) Reset() {
 	*x = ConfirmExportRootResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3839,7 +3971,7 @@ func (x *ConfirmExportRootResponse) String() string {
 func (*ConfirmExportRootResponse) ProtoMessage() {}
 
 func (x *ConfirmExportRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[58]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3852,7 +3984,7 @@ func (x *ConfirmExportRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmExportRootResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmExportRootResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{58}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{59}
 }
 
 type ImportRootRequest struct {
@@ -3864,7 +3996,7 @@ type ImportRootRequest struct {
 
 func (x *ImportRootRequest) Reset() {
 	*x = ImportRootRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3876,7 +4008,7 @@ func (x *ImportRootRequest) String() string {
 func (*ImportRootRequest) ProtoMessage() {}
 
 func (x *ImportRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[59]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3889,7 +4021,7 @@ func (x *ImportRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRootRequest.ProtoReflect.Descriptor instead.
 func (*ImportRootRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{59}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ImportRootRequest) GetRootKeyPem() []byte {
@@ -3908,7 +4040,7 @@ type ImportRootResponse struct {
 
 func (x *ImportRootResponse) Reset() {
 	*x = ImportRootResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3920,7 +4052,7 @@ func (x *ImportRootResponse) String() string {
 func (*ImportRootResponse) ProtoMessage() {}
 
 func (x *ImportRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[60]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3933,7 +4065,7 @@ func (x *ImportRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRootResponse.ProtoReflect.Descriptor instead.
 func (*ImportRootResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{60}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ImportRootResponse) GetFingerprint() string {
@@ -3954,7 +4086,7 @@ type SignIntermediateRequest struct {
 
 func (x *SignIntermediateRequest) Reset() {
 	*x = SignIntermediateRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3966,7 +4098,7 @@ func (x *SignIntermediateRequest) String() string {
 func (*SignIntermediateRequest) ProtoMessage() {}
 
 func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[61]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3979,7 +4111,7 @@ func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*SignIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{61}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SignIntermediateRequest) GetRotationId() string {
@@ -4006,7 +4138,7 @@ type SignIntermediateResponse struct {
 
 func (x *SignIntermediateResponse) Reset() {
 	*x = SignIntermediateResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4018,7 +4150,7 @@ func (x *SignIntermediateResponse) String() string {
 func (*SignIntermediateResponse) ProtoMessage() {}
 
 func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[62]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4031,7 +4163,7 @@ func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignIntermediateResponse.ProtoReflect.Descriptor instead.
 func (*SignIntermediateResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{62}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SignIntermediateResponse) GetIntermediate() []byte {
@@ -4056,7 +4188,7 @@ type CreateBackupRequest struct {
 
 func (x *CreateBackupRequest) Reset() {
 	*x = CreateBackupRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4068,7 +4200,7 @@ func (x *CreateBackupRequest) String() string {
 func (*CreateBackupRequest) ProtoMessage() {}
 
 func (x *CreateBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[63]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4081,7 +4213,7 @@ func (x *CreateBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBackupRequest.ProtoReflect.Descriptor instead.
 func (*CreateBackupRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{63}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{64}
 }
 
 type BackupChunk struct {
@@ -4093,7 +4225,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4105,7 +4237,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[64]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4118,7 +4250,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{64}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -4138,7 +4270,7 @@ type PolicyBundle struct {
 
 func (x *PolicyBundle) Reset() {
 	*x = PolicyBundle{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4150,7 +4282,7 @@ func (x *PolicyBundle) String() string {
 func (*PolicyBundle) ProtoMessage() {}
 
 func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[65]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4163,7 +4295,7 @@ func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBundle.ProtoReflect.Descriptor instead.
 func (*PolicyBundle) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{65}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *PolicyBundle) GetFiles() map[string][]byte {
@@ -4185,7 +4317,7 @@ type ApplyPolicyRequest struct {
 
 func (x *ApplyPolicyRequest) Reset() {
 	*x = ApplyPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4197,7 +4329,7 @@ func (x *ApplyPolicyRequest) String() string {
 func (*ApplyPolicyRequest) ProtoMessage() {}
 
 func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[66]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4210,7 +4342,7 @@ func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{66}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ApplyPolicyRequest) GetBundle() *PolicyBundle {
@@ -4249,7 +4381,7 @@ type ApplyPolicyResponse struct {
 
 func (x *ApplyPolicyResponse) Reset() {
 	*x = ApplyPolicyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4261,7 +4393,7 @@ func (x *ApplyPolicyResponse) String() string {
 func (*ApplyPolicyResponse) ProtoMessage() {}
 
 func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[67]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4274,7 +4406,7 @@ func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{67}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ApplyPolicyResponse) GetRevision() int64 {
@@ -4322,7 +4454,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4334,7 +4466,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[68]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4347,7 +4479,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{68}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetPolicyRequest) GetRevision() int64 {
@@ -4376,7 +4508,7 @@ type PolicyRevision struct {
 
 func (x *PolicyRevision) Reset() {
 	*x = PolicyRevision{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4388,7 +4520,7 @@ func (x *PolicyRevision) String() string {
 func (*PolicyRevision) ProtoMessage() {}
 
 func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[69]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4401,7 +4533,7 @@ func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRevision.ProtoReflect.Descriptor instead.
 func (*PolicyRevision) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{69}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PolicyRevision) GetRevision() int64 {
@@ -4477,7 +4609,7 @@ type PolicyHistoryRequest struct {
 
 func (x *PolicyHistoryRequest) Reset() {
 	*x = PolicyHistoryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4489,7 +4621,7 @@ func (x *PolicyHistoryRequest) String() string {
 func (*PolicyHistoryRequest) ProtoMessage() {}
 
 func (x *PolicyHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[70]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4502,7 +4634,7 @@ func (x *PolicyHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyHistoryRequest.ProtoReflect.Descriptor instead.
 func (*PolicyHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{70}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *PolicyHistoryRequest) GetLimit() int32 {
@@ -4521,7 +4653,7 @@ type PolicyHistoryResponse struct {
 
 func (x *PolicyHistoryResponse) Reset() {
 	*x = PolicyHistoryResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4533,7 +4665,7 @@ func (x *PolicyHistoryResponse) String() string {
 func (*PolicyHistoryResponse) ProtoMessage() {}
 
 func (x *PolicyHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[71]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4546,7 +4678,7 @@ func (x *PolicyHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyHistoryResponse.ProtoReflect.Descriptor instead.
 func (*PolicyHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{71}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *PolicyHistoryResponse) GetRevisions() []*PolicyRevision {
@@ -4567,7 +4699,7 @@ type RollbackPolicyRequest struct {
 
 func (x *RollbackPolicyRequest) Reset() {
 	*x = RollbackPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4579,7 +4711,7 @@ func (x *RollbackPolicyRequest) String() string {
 func (*RollbackPolicyRequest) ProtoMessage() {}
 
 func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[72]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4592,7 +4724,7 @@ func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPolicyRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{72}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RollbackPolicyRequest) GetRevision() int64 {
@@ -4624,7 +4756,7 @@ type PolicyStatusRequest struct {
 
 func (x *PolicyStatusRequest) Reset() {
 	*x = PolicyStatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4636,7 +4768,7 @@ func (x *PolicyStatusRequest) String() string {
 func (*PolicyStatusRequest) ProtoMessage() {}
 
 func (x *PolicyStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[73]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4649,7 +4781,7 @@ func (x *PolicyStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatusRequest.ProtoReflect.Descriptor instead.
 func (*PolicyStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{73}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{74}
 }
 
 type PolicyStatusResponse struct {
@@ -4665,7 +4797,7 @@ type PolicyStatusResponse struct {
 
 func (x *PolicyStatusResponse) Reset() {
 	*x = PolicyStatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4677,7 +4809,7 @@ func (x *PolicyStatusResponse) String() string {
 func (*PolicyStatusResponse) ProtoMessage() {}
 
 func (x *PolicyStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[74]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4690,7 +4822,7 @@ func (x *PolicyStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatusResponse.ProtoReflect.Descriptor instead.
 func (*PolicyStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{74}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *PolicyStatusResponse) GetLatestRevision() int64 {
@@ -4733,7 +4865,7 @@ type NodePolicyStatus struct {
 
 func (x *NodePolicyStatus) Reset() {
 	*x = NodePolicyStatus{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4745,7 +4877,7 @@ func (x *NodePolicyStatus) String() string {
 func (*NodePolicyStatus) ProtoMessage() {}
 
 func (x *NodePolicyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[75]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4758,7 +4890,7 @@ func (x *NodePolicyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicyStatus.ProtoReflect.Descriptor instead.
 func (*NodePolicyStatus) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{75}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *NodePolicyStatus) GetName() string {
@@ -4801,7 +4933,7 @@ type CheckPolicyRequest struct {
 
 func (x *CheckPolicyRequest) Reset() {
 	*x = CheckPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4813,7 +4945,7 @@ func (x *CheckPolicyRequest) String() string {
 func (*CheckPolicyRequest) ProtoMessage() {}
 
 func (x *CheckPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[76]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4826,7 +4958,7 @@ func (x *CheckPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPolicyRequest.ProtoReflect.Descriptor instead.
 func (*CheckPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{76}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CheckPolicyRequest) GetSpiffeId() string {
@@ -4865,7 +4997,7 @@ type CheckPolicyResponse struct {
 
 func (x *CheckPolicyResponse) Reset() {
 	*x = CheckPolicyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4877,7 +5009,7 @@ func (x *CheckPolicyResponse) String() string {
 func (*CheckPolicyResponse) ProtoMessage() {}
 
 func (x *CheckPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[77]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4890,7 +5022,7 @@ func (x *CheckPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPolicyResponse.ProtoReflect.Descriptor instead.
 func (*CheckPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{77}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *CheckPolicyResponse) GetAllow() bool {
@@ -4944,7 +5076,7 @@ type ExplainPolicyRequest struct {
 
 func (x *ExplainPolicyRequest) Reset() {
 	*x = ExplainPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4956,7 +5088,7 @@ func (x *ExplainPolicyRequest) String() string {
 func (*ExplainPolicyRequest) ProtoMessage() {}
 
 func (x *ExplainPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[78]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4969,7 +5101,7 @@ func (x *ExplainPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ExplainPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{78}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ExplainPolicyRequest) GetDecisionId() string {
@@ -5002,7 +5134,7 @@ type ExplainPolicyResponse struct {
 
 func (x *ExplainPolicyResponse) Reset() {
 	*x = ExplainPolicyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5014,7 +5146,7 @@ func (x *ExplainPolicyResponse) String() string {
 func (*ExplainPolicyResponse) ProtoMessage() {}
 
 func (x *ExplainPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[79]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5027,7 +5159,7 @@ func (x *ExplainPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ExplainPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{79}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ExplainPolicyResponse) GetDecisionId() string {
@@ -5120,7 +5252,7 @@ type ExplainedPrincipal struct {
 
 func (x *ExplainedPrincipal) Reset() {
 	*x = ExplainedPrincipal{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5132,7 +5264,7 @@ func (x *ExplainedPrincipal) String() string {
 func (*ExplainedPrincipal) ProtoMessage() {}
 
 func (x *ExplainedPrincipal) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[80]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5145,7 +5277,7 @@ func (x *ExplainedPrincipal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainedPrincipal.ProtoReflect.Descriptor instead.
 func (*ExplainedPrincipal) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{80}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ExplainedPrincipal) GetSpiffeId() string {
@@ -5194,7 +5326,7 @@ type FiredRule struct {
 
 func (x *FiredRule) Reset() {
 	*x = FiredRule{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5206,7 +5338,7 @@ func (x *FiredRule) String() string {
 func (*FiredRule) ProtoMessage() {}
 
 func (x *FiredRule) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[81]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5219,7 +5351,7 @@ func (x *FiredRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiredRule.ProtoReflect.Descriptor instead.
 func (*FiredRule) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{81}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *FiredRule) GetRule() string {
@@ -5257,7 +5389,7 @@ type WatchPolicyRequest struct {
 
 func (x *WatchPolicyRequest) Reset() {
 	*x = WatchPolicyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5269,7 +5401,7 @@ func (x *WatchPolicyRequest) String() string {
 func (*WatchPolicyRequest) ProtoMessage() {}
 
 func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[82]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5282,7 +5414,7 @@ func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPolicyRequest.ProtoReflect.Descriptor instead.
 func (*WatchPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{82}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *WatchPolicyRequest) GetHaveRevision() int64 {
@@ -5327,7 +5459,7 @@ type PolicyUpdate struct {
 
 func (x *PolicyUpdate) Reset() {
 	*x = PolicyUpdate{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5339,7 +5471,7 @@ func (x *PolicyUpdate) String() string {
 func (*PolicyUpdate) ProtoMessage() {}
 
 func (x *PolicyUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[83]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5352,7 +5484,7 @@ func (x *PolicyUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyUpdate.ProtoReflect.Descriptor instead.
 func (*PolicyUpdate) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{83}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *PolicyUpdate) GetLatestRevision() int64 {
@@ -5421,7 +5553,7 @@ type StartShadowRequest struct {
 
 func (x *StartShadowRequest) Reset() {
 	*x = StartShadowRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5433,7 +5565,7 @@ func (x *StartShadowRequest) String() string {
 func (*StartShadowRequest) ProtoMessage() {}
 
 func (x *StartShadowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[84]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5446,7 +5578,7 @@ func (x *StartShadowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartShadowRequest.ProtoReflect.Descriptor instead.
 func (*StartShadowRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{84}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *StartShadowRequest) GetBundle() *PolicyBundle {
@@ -5474,7 +5606,7 @@ type StartShadowResponse struct {
 
 func (x *StartShadowResponse) Reset() {
 	*x = StartShadowResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5486,7 +5618,7 @@ func (x *StartShadowResponse) String() string {
 func (*StartShadowResponse) ProtoMessage() {}
 
 func (x *StartShadowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[85]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5499,7 +5631,7 @@ func (x *StartShadowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartShadowResponse.ProtoReflect.Descriptor instead.
 func (*StartShadowResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{85}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *StartShadowResponse) GetShadowId() string {
@@ -5533,7 +5665,7 @@ type StopShadowRequest struct {
 
 func (x *StopShadowRequest) Reset() {
 	*x = StopShadowRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5545,7 +5677,7 @@ func (x *StopShadowRequest) String() string {
 func (*StopShadowRequest) ProtoMessage() {}
 
 func (x *StopShadowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[86]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5558,7 +5690,7 @@ func (x *StopShadowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopShadowRequest.ProtoReflect.Descriptor instead.
 func (*StopShadowRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{86}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *StopShadowRequest) GetShadowId() string {
@@ -5576,7 +5708,7 @@ type StopShadowResponse struct {
 
 func (x *StopShadowResponse) Reset() {
 	*x = StopShadowResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5588,7 +5720,7 @@ func (x *StopShadowResponse) String() string {
 func (*StopShadowResponse) ProtoMessage() {}
 
 func (x *StopShadowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[87]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5601,7 +5733,7 @@ func (x *StopShadowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopShadowResponse.ProtoReflect.Descriptor instead.
 func (*StopShadowResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{87}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{88}
 }
 
 type ShadowReportRequest struct {
@@ -5613,7 +5745,7 @@ type ShadowReportRequest struct {
 
 func (x *ShadowReportRequest) Reset() {
 	*x = ShadowReportRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5625,7 +5757,7 @@ func (x *ShadowReportRequest) String() string {
 func (*ShadowReportRequest) ProtoMessage() {}
 
 func (x *ShadowReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[88]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5638,7 +5770,7 @@ func (x *ShadowReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowReportRequest.ProtoReflect.Descriptor instead.
 func (*ShadowReportRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{88}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ShadowReportRequest) GetShadowId() string {
@@ -5658,7 +5790,7 @@ type ShadowReportResponse struct {
 
 func (x *ShadowReportResponse) Reset() {
 	*x = ShadowReportResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5670,7 +5802,7 @@ func (x *ShadowReportResponse) String() string {
 func (*ShadowReportResponse) ProtoMessage() {}
 
 func (x *ShadowReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[89]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5683,7 +5815,7 @@ func (x *ShadowReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowReportResponse.ProtoReflect.Descriptor instead.
 func (*ShadowReportResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{89}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ShadowReportResponse) GetNode() string {
@@ -5720,7 +5852,7 @@ type ShadowChange struct {
 
 func (x *ShadowChange) Reset() {
 	*x = ShadowChange{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5732,7 +5864,7 @@ func (x *ShadowChange) String() string {
 func (*ShadowChange) ProtoMessage() {}
 
 func (x *ShadowChange) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[90]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5745,7 +5877,7 @@ func (x *ShadowChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowChange.ProtoReflect.Descriptor instead.
 func (*ShadowChange) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{90}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *ShadowChange) GetDecisionId() string {
@@ -5853,7 +5985,7 @@ type AuditFilter struct {
 
 func (x *AuditFilter) Reset() {
 	*x = AuditFilter{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5865,7 +5997,7 @@ func (x *AuditFilter) String() string {
 func (*AuditFilter) ProtoMessage() {}
 
 func (x *AuditFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[91]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5878,7 +6010,7 @@ func (x *AuditFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditFilter.ProtoReflect.Descriptor instead.
 func (*AuditFilter) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{91}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *AuditFilter) GetSubject() string {
@@ -5957,7 +6089,7 @@ type AuditQueryRequest struct {
 
 func (x *AuditQueryRequest) Reset() {
 	*x = AuditQueryRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5969,7 +6101,7 @@ func (x *AuditQueryRequest) String() string {
 func (*AuditQueryRequest) ProtoMessage() {}
 
 func (x *AuditQueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[92]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5982,7 +6114,7 @@ func (x *AuditQueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQueryRequest.ProtoReflect.Descriptor instead.
 func (*AuditQueryRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{92}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *AuditQueryRequest) GetFilter() *AuditFilter {
@@ -6023,7 +6155,7 @@ type AuditEventBatch struct {
 
 func (x *AuditEventBatch) Reset() {
 	*x = AuditEventBatch{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6035,7 +6167,7 @@ func (x *AuditEventBatch) String() string {
 func (*AuditEventBatch) ProtoMessage() {}
 
 func (x *AuditEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[93]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6048,7 +6180,7 @@ func (x *AuditEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEventBatch.ProtoReflect.Descriptor instead.
 func (*AuditEventBatch) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{93}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *AuditEventBatch) GetEvents() [][]byte {
@@ -6069,7 +6201,7 @@ type AuditVerifyRequest struct {
 
 func (x *AuditVerifyRequest) Reset() {
 	*x = AuditVerifyRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6081,7 +6213,7 @@ func (x *AuditVerifyRequest) String() string {
 func (*AuditVerifyRequest) ProtoMessage() {}
 
 func (x *AuditVerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[94]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6094,7 +6226,7 @@ func (x *AuditVerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditVerifyRequest.ProtoReflect.Descriptor instead.
 func (*AuditVerifyRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{94}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *AuditVerifyRequest) GetFromSize() uint64 {
@@ -6125,7 +6257,7 @@ type AuditVerifyResponse struct {
 
 func (x *AuditVerifyResponse) Reset() {
 	*x = AuditVerifyResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6137,7 +6269,7 @@ func (x *AuditVerifyResponse) String() string {
 func (*AuditVerifyResponse) ProtoMessage() {}
 
 func (x *AuditVerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[95]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6150,7 +6282,7 @@ func (x *AuditVerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditVerifyResponse.ProtoReflect.Descriptor instead.
 func (*AuditVerifyResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{95}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *AuditVerifyResponse) GetNode() string {
@@ -6225,7 +6357,7 @@ type AuditProofRequest struct {
 
 func (x *AuditProofRequest) Reset() {
 	*x = AuditProofRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6237,7 +6369,7 @@ func (x *AuditProofRequest) String() string {
 func (*AuditProofRequest) ProtoMessage() {}
 
 func (x *AuditProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[96]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6250,7 +6382,7 @@ func (x *AuditProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProofRequest.ProtoReflect.Descriptor instead.
 func (*AuditProofRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{96}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *AuditProofRequest) GetEventId() string {
@@ -6274,7 +6406,7 @@ type AuditProofResponse struct {
 
 func (x *AuditProofResponse) Reset() {
 	*x = AuditProofResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6286,7 +6418,7 @@ func (x *AuditProofResponse) String() string {
 func (*AuditProofResponse) ProtoMessage() {}
 
 func (x *AuditProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[97]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6299,7 +6431,7 @@ func (x *AuditProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProofResponse.ProtoReflect.Descriptor instead.
 func (*AuditProofResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{97}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *AuditProofResponse) GetEvent() []byte {
@@ -6338,7 +6470,7 @@ type AuditKeysRequest struct {
 
 func (x *AuditKeysRequest) Reset() {
 	*x = AuditKeysRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6350,7 +6482,7 @@ func (x *AuditKeysRequest) String() string {
 func (*AuditKeysRequest) ProtoMessage() {}
 
 func (x *AuditKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[98]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6363,7 +6495,7 @@ func (x *AuditKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKeysRequest.ProtoReflect.Descriptor instead.
 func (*AuditKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{98}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{99}
 }
 
 type AuditKey struct {
@@ -6379,7 +6511,7 @@ type AuditKey struct {
 
 func (x *AuditKey) Reset() {
 	*x = AuditKey{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6391,7 +6523,7 @@ func (x *AuditKey) String() string {
 func (*AuditKey) ProtoMessage() {}
 
 func (x *AuditKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[99]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6404,7 +6536,7 @@ func (x *AuditKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKey.ProtoReflect.Descriptor instead.
 func (*AuditKey) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{99}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *AuditKey) GetNode() string {
@@ -6437,7 +6569,7 @@ type AuditKeysResponse struct {
 
 func (x *AuditKeysResponse) Reset() {
 	*x = AuditKeysResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6449,7 +6581,7 @@ func (x *AuditKeysResponse) String() string {
 func (*AuditKeysResponse) ProtoMessage() {}
 
 func (x *AuditKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[100]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6462,7 +6594,7 @@ func (x *AuditKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditKeysResponse.ProtoReflect.Descriptor instead.
 func (*AuditKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{100}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *AuditKeysResponse) GetKeys() []*AuditKey {
@@ -6481,7 +6613,7 @@ type AuditWitnessedRequest struct {
 
 func (x *AuditWitnessedRequest) Reset() {
 	*x = AuditWitnessedRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6493,7 +6625,7 @@ func (x *AuditWitnessedRequest) String() string {
 func (*AuditWitnessedRequest) ProtoMessage() {}
 
 func (x *AuditWitnessedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[101]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6506,7 +6638,7 @@ func (x *AuditWitnessedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditWitnessedRequest.ProtoReflect.Descriptor instead.
 func (*AuditWitnessedRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{101}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *AuditWitnessedRequest) GetNode() string {
@@ -6526,7 +6658,7 @@ type AuditWitnessedResponse struct {
 
 func (x *AuditWitnessedResponse) Reset() {
 	*x = AuditWitnessedResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6538,7 +6670,7 @@ func (x *AuditWitnessedResponse) String() string {
 func (*AuditWitnessedResponse) ProtoMessage() {}
 
 func (x *AuditWitnessedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[102]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6551,7 +6683,7 @@ func (x *AuditWitnessedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditWitnessedResponse.ProtoReflect.Descriptor instead.
 func (*AuditWitnessedResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{102}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *AuditWitnessedResponse) GetCheckpoints() [][]byte {
@@ -6580,7 +6712,7 @@ type SubmitCheckpointRequest struct {
 
 func (x *SubmitCheckpointRequest) Reset() {
 	*x = SubmitCheckpointRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6592,7 +6724,7 @@ func (x *SubmitCheckpointRequest) String() string {
 func (*SubmitCheckpointRequest) ProtoMessage() {}
 
 func (x *SubmitCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[103]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6605,7 +6737,7 @@ func (x *SubmitCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*SubmitCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{103}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *SubmitCheckpointRequest) GetCheckpoint() []byte {
@@ -6646,7 +6778,7 @@ type SubmitCheckpointResponse struct {
 
 func (x *SubmitCheckpointResponse) Reset() {
 	*x = SubmitCheckpointResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6658,7 +6790,7 @@ func (x *SubmitCheckpointResponse) String() string {
 func (*SubmitCheckpointResponse) ProtoMessage() {}
 
 func (x *SubmitCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[104]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6671,7 +6803,7 @@ func (x *SubmitCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*SubmitCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{104}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *SubmitCheckpointResponse) GetCosigned() []byte {
@@ -6697,7 +6829,7 @@ type AuditConfig struct {
 
 func (x *AuditConfig) Reset() {
 	*x = AuditConfig{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6709,7 +6841,7 @@ func (x *AuditConfig) String() string {
 func (*AuditConfig) ProtoMessage() {}
 
 func (x *AuditConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[105]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6722,7 +6854,7 @@ func (x *AuditConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditConfig.ProtoReflect.Descriptor instead.
 func (*AuditConfig) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{105}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *AuditConfig) GetOnFailure() string {
@@ -6755,7 +6887,7 @@ type AuditConfigureRequest struct {
 
 func (x *AuditConfigureRequest) Reset() {
 	*x = AuditConfigureRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6767,7 +6899,7 @@ func (x *AuditConfigureRequest) String() string {
 func (*AuditConfigureRequest) ProtoMessage() {}
 
 func (x *AuditConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[106]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6780,7 +6912,7 @@ func (x *AuditConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditConfigureRequest.ProtoReflect.Descriptor instead.
 func (*AuditConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{106}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *AuditConfigureRequest) GetConfig() *AuditConfig {
@@ -6798,7 +6930,7 @@ type AuditGetConfigRequest struct {
 
 func (x *AuditGetConfigRequest) Reset() {
 	*x = AuditGetConfigRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6810,7 +6942,7 @@ func (x *AuditGetConfigRequest) String() string {
 func (*AuditGetConfigRequest) ProtoMessage() {}
 
 func (x *AuditGetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[107]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6823,7 +6955,7 @@ func (x *AuditGetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditGetConfigRequest.ProtoReflect.Descriptor instead.
 func (*AuditGetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{107}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{108}
 }
 
 type DelegateRequest struct {
@@ -6846,7 +6978,7 @@ type DelegateRequest struct {
 
 func (x *DelegateRequest) Reset() {
 	*x = DelegateRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6858,7 +6990,7 @@ func (x *DelegateRequest) String() string {
 func (*DelegateRequest) ProtoMessage() {}
 
 func (x *DelegateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[108]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6871,7 +7003,7 @@ func (x *DelegateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelegateRequest.ProtoReflect.Descriptor instead.
 func (*DelegateRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{108}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *DelegateRequest) GetTo() string {
@@ -6924,7 +7056,7 @@ type DelegateResponse struct {
 
 func (x *DelegateResponse) Reset() {
 	*x = DelegateResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6936,7 +7068,7 @@ func (x *DelegateResponse) String() string {
 func (*DelegateResponse) ProtoMessage() {}
 
 func (x *DelegateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[109]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6949,7 +7081,7 @@ func (x *DelegateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelegateResponse.ProtoReflect.Descriptor instead.
 func (*DelegateResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{109}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *DelegateResponse) GetToken() string {
@@ -6996,7 +7128,7 @@ type InspectCredentialRequest struct {
 
 func (x *InspectCredentialRequest) Reset() {
 	*x = InspectCredentialRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7008,7 +7140,7 @@ func (x *InspectCredentialRequest) String() string {
 func (*InspectCredentialRequest) ProtoMessage() {}
 
 func (x *InspectCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[110]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7021,7 +7153,7 @@ func (x *InspectCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectCredentialRequest.ProtoReflect.Descriptor instead.
 func (*InspectCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{110}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *InspectCredentialRequest) GetToken() string {
@@ -7046,7 +7178,7 @@ type InspectCredentialResponse struct {
 
 func (x *InspectCredentialResponse) Reset() {
 	*x = InspectCredentialResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7058,7 +7190,7 @@ func (x *InspectCredentialResponse) String() string {
 func (*InspectCredentialResponse) ProtoMessage() {}
 
 func (x *InspectCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[111]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7071,7 +7203,7 @@ func (x *InspectCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectCredentialResponse.ProtoReflect.Descriptor instead.
 func (*InspectCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{111}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *InspectCredentialResponse) GetValid() bool {
@@ -7105,7 +7237,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7117,7 +7249,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[112]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7130,7 +7262,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{112}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ListCredentialsRequest) GetSubject() string {
@@ -7150,7 +7282,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7162,7 +7294,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[113]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7175,7 +7307,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{113}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *ListCredentialsResponse) GetNode() string {
@@ -7217,7 +7349,7 @@ type CredentialRecord struct {
 
 func (x *CredentialRecord) Reset() {
 	*x = CredentialRecord{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7229,7 +7361,7 @@ func (x *CredentialRecord) String() string {
 func (*CredentialRecord) ProtoMessage() {}
 
 func (x *CredentialRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[114]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7242,7 +7374,7 @@ func (x *CredentialRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialRecord.ProtoReflect.Descriptor instead.
 func (*CredentialRecord) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{114}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *CredentialRecord) GetJti() string {
@@ -7349,7 +7481,7 @@ type RevokeCredentialsRequest struct {
 
 func (x *RevokeCredentialsRequest) Reset() {
 	*x = RevokeCredentialsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7361,7 +7493,7 @@ func (x *RevokeCredentialsRequest) String() string {
 func (*RevokeCredentialsRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[115]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7374,7 +7506,7 @@ func (x *RevokeCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{115}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *RevokeCredentialsRequest) GetJti() string {
@@ -7414,7 +7546,7 @@ type RevokeCredentialsResponse struct {
 
 func (x *RevokeCredentialsResponse) Reset() {
 	*x = RevokeCredentialsResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7426,7 +7558,7 @@ func (x *RevokeCredentialsResponse) String() string {
 func (*RevokeCredentialsResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[116]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7439,7 +7571,7 @@ func (x *RevokeCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{116}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *RevokeCredentialsResponse) GetRevocations() []*Revocation {
@@ -7457,7 +7589,7 @@ type CredentialKeysRequest struct {
 
 func (x *CredentialKeysRequest) Reset() {
 	*x = CredentialKeysRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[117]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7469,7 +7601,7 @@ func (x *CredentialKeysRequest) String() string {
 func (*CredentialKeysRequest) ProtoMessage() {}
 
 func (x *CredentialKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[117]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7482,7 +7614,7 @@ func (x *CredentialKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialKeysRequest.ProtoReflect.Descriptor instead.
 func (*CredentialKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{117}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{118}
 }
 
 type CredentialKeysResponse struct {
@@ -7494,7 +7626,7 @@ type CredentialKeysResponse struct {
 
 func (x *CredentialKeysResponse) Reset() {
 	*x = CredentialKeysResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[118]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7506,7 +7638,7 @@ func (x *CredentialKeysResponse) String() string {
 func (*CredentialKeysResponse) ProtoMessage() {}
 
 func (x *CredentialKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[118]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7519,7 +7651,7 @@ func (x *CredentialKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialKeysResponse.ProtoReflect.Descriptor instead.
 func (*CredentialKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{118}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *CredentialKeysResponse) GetKeys() []*CredentialKeySet {
@@ -7555,7 +7687,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[119]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7567,7 +7699,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[119]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7580,7 +7712,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{119}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *Job) GetNamespace() string {
@@ -7692,7 +7824,7 @@ type EgressDecision struct {
 
 func (x *EgressDecision) Reset() {
 	*x = EgressDecision{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[120]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7704,7 +7836,7 @@ func (x *EgressDecision) String() string {
 func (*EgressDecision) ProtoMessage() {}
 
 func (x *EgressDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[120]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7717,7 +7849,7 @@ func (x *EgressDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EgressDecision.ProtoReflect.Descriptor instead.
 func (*EgressDecision) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{120}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *EgressDecision) GetTarget() string {
@@ -7766,7 +7898,7 @@ type Allocation struct {
 
 func (x *Allocation) Reset() {
 	*x = Allocation{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[121]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7778,7 +7910,7 @@ func (x *Allocation) String() string {
 func (*Allocation) ProtoMessage() {}
 
 func (x *Allocation) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[121]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7791,7 +7923,7 @@ func (x *Allocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Allocation.ProtoReflect.Descriptor instead.
 func (*Allocation) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{121}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *Allocation) GetId() string {
@@ -7925,7 +8057,7 @@ type TaskStatus struct {
 
 func (x *TaskStatus) Reset() {
 	*x = TaskStatus{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[122]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7937,7 +8069,7 @@ func (x *TaskStatus) String() string {
 func (*TaskStatus) ProtoMessage() {}
 
 func (x *TaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[122]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7950,7 +8082,7 @@ func (x *TaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatus.ProtoReflect.Descriptor instead.
 func (*TaskStatus) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{122}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *TaskStatus) GetId() string {
@@ -8083,7 +8215,7 @@ type PlanPlacement struct {
 
 func (x *PlanPlacement) Reset() {
 	*x = PlanPlacement{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[123]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8095,7 +8227,7 @@ func (x *PlanPlacement) String() string {
 func (*PlanPlacement) ProtoMessage() {}
 
 func (x *PlanPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[123]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8108,7 +8240,7 @@ func (x *PlanPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanPlacement.ProtoReflect.Descriptor instead.
 func (*PlanPlacement) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{123}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *PlanPlacement) GetTask() string {
@@ -8144,7 +8276,7 @@ type PlanPreemption struct {
 
 func (x *PlanPreemption) Reset() {
 	*x = PlanPreemption{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[124]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8156,7 +8288,7 @@ func (x *PlanPreemption) String() string {
 func (*PlanPreemption) ProtoMessage() {}
 
 func (x *PlanPreemption) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[124]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8169,7 +8301,7 @@ func (x *PlanPreemption) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanPreemption.ProtoReflect.Descriptor instead.
 func (*PlanPreemption) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{124}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *PlanPreemption) GetAlloc() string {
@@ -8210,7 +8342,7 @@ type PlanUnplaced struct {
 
 func (x *PlanUnplaced) Reset() {
 	*x = PlanUnplaced{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[125]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8222,7 +8354,7 @@ func (x *PlanUnplaced) String() string {
 func (*PlanUnplaced) ProtoMessage() {}
 
 func (x *PlanUnplaced) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[125]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8235,7 +8367,7 @@ func (x *PlanUnplaced) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanUnplaced.ProtoReflect.Descriptor instead.
 func (*PlanUnplaced) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{125}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *PlanUnplaced) GetTask() string {
@@ -8267,7 +8399,7 @@ type JobPlan struct {
 
 func (x *JobPlan) Reset() {
 	*x = JobPlan{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[126]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8279,7 +8411,7 @@ func (x *JobPlan) String() string {
 func (*JobPlan) ProtoMessage() {}
 
 func (x *JobPlan) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[126]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8292,7 +8424,7 @@ func (x *JobPlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobPlan.ProtoReflect.Descriptor instead.
 func (*JobPlan) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{126}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *JobPlan) GetPlacements() []*PlanPlacement {
@@ -8345,7 +8477,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[127]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8357,7 +8489,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[127]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8370,7 +8502,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{127}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *SubmitJobRequest) GetSpec() []byte {
@@ -8412,7 +8544,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[128]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8424,7 +8556,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[128]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8437,7 +8569,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{128}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -8471,7 +8603,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[129]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8483,7 +8615,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[129]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8496,7 +8628,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{129}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *ListJobsRequest) GetNamespace() string {
@@ -8515,7 +8647,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[130]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8527,7 +8659,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[130]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8540,7 +8672,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{130}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -8560,7 +8692,7 @@ type JobStatusRequest struct {
 
 func (x *JobStatusRequest) Reset() {
 	*x = JobStatusRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[131]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8572,7 +8704,7 @@ func (x *JobStatusRequest) String() string {
 func (*JobStatusRequest) ProtoMessage() {}
 
 func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[131]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8585,7 +8717,7 @@ func (x *JobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusRequest.ProtoReflect.Descriptor instead.
 func (*JobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{131}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *JobStatusRequest) GetNamespace() string {
@@ -8612,7 +8744,7 @@ type JobStatusResponse struct {
 
 func (x *JobStatusResponse) Reset() {
 	*x = JobStatusResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[132]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8624,7 +8756,7 @@ func (x *JobStatusResponse) String() string {
 func (*JobStatusResponse) ProtoMessage() {}
 
 func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[132]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8637,7 +8769,7 @@ func (x *JobStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatusResponse.ProtoReflect.Descriptor instead.
 func (*JobStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{132}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *JobStatusResponse) GetJob() *Job {
@@ -8664,7 +8796,7 @@ type StopJobRequest struct {
 
 func (x *StopJobRequest) Reset() {
 	*x = StopJobRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[133]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8676,7 +8808,7 @@ func (x *StopJobRequest) String() string {
 func (*StopJobRequest) ProtoMessage() {}
 
 func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[133]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8689,7 +8821,7 @@ func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
 func (*StopJobRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{133}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *StopJobRequest) GetNamespace() string {
@@ -8716,7 +8848,7 @@ type StopJobResponse struct {
 
 func (x *StopJobResponse) Reset() {
 	*x = StopJobResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[134]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8728,7 +8860,7 @@ func (x *StopJobResponse) String() string {
 func (*StopJobResponse) ProtoMessage() {}
 
 func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[134]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8741,7 +8873,7 @@ func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
 func (*StopJobResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{134}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *StopJobResponse) GetJob() *Job {
@@ -8766,7 +8898,7 @@ type ListAllocationsRequest struct {
 
 func (x *ListAllocationsRequest) Reset() {
 	*x = ListAllocationsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[135]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8778,7 +8910,7 @@ func (x *ListAllocationsRequest) String() string {
 func (*ListAllocationsRequest) ProtoMessage() {}
 
 func (x *ListAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[135]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8791,7 +8923,7 @@ func (x *ListAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*ListAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{135}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{136}
 }
 
 type ListAllocationsResponse struct {
@@ -8803,7 +8935,7 @@ type ListAllocationsResponse struct {
 
 func (x *ListAllocationsResponse) Reset() {
 	*x = ListAllocationsResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[136]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8815,7 +8947,7 @@ func (x *ListAllocationsResponse) String() string {
 func (*ListAllocationsResponse) ProtoMessage() {}
 
 func (x *ListAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[136]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8828,7 +8960,7 @@ func (x *ListAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*ListAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{136}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *ListAllocationsResponse) GetAllocations() []*Allocation {
@@ -8849,7 +8981,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[137]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8861,7 +8993,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[137]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8874,7 +9006,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{137}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *DrainNodeRequest) GetName() string {
@@ -8900,7 +9032,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[138]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8912,7 +9044,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[138]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8925,7 +9057,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{138}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *DrainNodeResponse) GetNode() *Node {
@@ -8946,7 +9078,7 @@ type LabelNodeRequest struct {
 
 func (x *LabelNodeRequest) Reset() {
 	*x = LabelNodeRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[139]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8958,7 +9090,7 @@ func (x *LabelNodeRequest) String() string {
 func (*LabelNodeRequest) ProtoMessage() {}
 
 func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[139]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8971,7 +9103,7 @@ func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelNodeRequest.ProtoReflect.Descriptor instead.
 func (*LabelNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{139}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *LabelNodeRequest) GetName() string {
@@ -8997,7 +9129,7 @@ type LabelNodeResponse struct {
 
 func (x *LabelNodeResponse) Reset() {
 	*x = LabelNodeResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[140]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9009,7 +9141,7 @@ func (x *LabelNodeResponse) String() string {
 func (*LabelNodeResponse) ProtoMessage() {}
 
 func (x *LabelNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[140]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9022,7 +9154,7 @@ func (x *LabelNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelNodeResponse.ProtoReflect.Descriptor instead.
 func (*LabelNodeResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{140}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *LabelNodeResponse) GetNode() *Node {
@@ -9032,32 +9164,33 @@ func (x *LabelNodeResponse) GetNode() *Node {
 	return nil
 }
 
-type RequirementsRequest struct {
+type EnforcementSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Set the requirements (false: only show them).
-	Set bool `protobuf:"varint,1,opt,name=set,proto3" json:"set,omitempty"`
-	// The enforcement mode a node must report to receive new tasks: "full",
-	// or "" for any.
-	Enforcement   string `protobuf:"bytes,2,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// A degraded node (no BPF) receives no new tasks.
+	Required bool `protobuf:"varint,1,opt,name=required,proto3" json:"required,omitempty"`
+	// The whole cluster is audit-only.
+	AuditOnly bool `protobuf:"varint,2,opt,name=audit_only,json=auditOnly,proto3" json:"audit_only,omitempty"`
+	// Namespaces that are audit-only.
+	AuditOnlyNamespaces []string `protobuf:"bytes,3,rep,name=audit_only_namespaces,json=auditOnlyNamespaces,proto3" json:"audit_only_namespaces,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
-func (x *RequirementsRequest) Reset() {
-	*x = RequirementsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[141]
+func (x *EnforcementSettings) Reset() {
+	*x = EnforcementSettings{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *RequirementsRequest) String() string {
+func (x *EnforcementSettings) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*RequirementsRequest) ProtoMessage() {}
+func (*EnforcementSettings) ProtoMessage() {}
 
-func (x *RequirementsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[141]
+func (x *EnforcementSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9068,47 +9201,59 @@ func (x *RequirementsRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use RequirementsRequest.ProtoReflect.Descriptor instead.
-func (*RequirementsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{141}
+// Deprecated: Use EnforcementSettings.ProtoReflect.Descriptor instead.
+func (*EnforcementSettings) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{142}
 }
 
-func (x *RequirementsRequest) GetSet() bool {
+func (x *EnforcementSettings) GetRequired() bool {
 	if x != nil {
-		return x.Set
+		return x.Required
 	}
 	return false
 }
 
-func (x *RequirementsRequest) GetEnforcement() string {
+func (x *EnforcementSettings) GetAuditOnly() bool {
 	if x != nil {
-		return x.Enforcement
+		return x.AuditOnly
 	}
-	return ""
+	return false
 }
 
-type RequirementsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Enforcement   string                 `protobuf:"bytes,1,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+func (x *EnforcementSettings) GetAuditOnlyNamespaces() []string {
+	if x != nil {
+		return x.AuditOnlyNamespaces
+	}
+	return nil
+}
+
+type ConfigureEnforcementRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set whether enforcement is required (absent: unchanged).
+	Required *bool `protobuf:"varint,1,opt,name=required,proto3,oneof" json:"required,omitempty"`
+	// "enforce" or "audit-only" ("": unchanged), for the cluster or, with
+	// namespace, for one namespace.
+	Mode          string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	Namespace     string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *RequirementsResponse) Reset() {
-	*x = RequirementsResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[142]
+func (x *ConfigureEnforcementRequest) Reset() {
+	*x = ConfigureEnforcementRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *RequirementsResponse) String() string {
+func (x *ConfigureEnforcementRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*RequirementsResponse) ProtoMessage() {}
+func (*ConfigureEnforcementRequest) ProtoMessage() {}
 
-func (x *RequirementsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[142]
+func (x *ConfigureEnforcementRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9119,14 +9264,258 @@ func (x *RequirementsResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use RequirementsResponse.ProtoReflect.Descriptor instead.
-func (*RequirementsResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{142}
+// Deprecated: Use ConfigureEnforcementRequest.ProtoReflect.Descriptor instead.
+func (*ConfigureEnforcementRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{143}
 }
 
-func (x *RequirementsResponse) GetEnforcement() string {
+func (x *ConfigureEnforcementRequest) GetRequired() bool {
+	if x != nil && x.Required != nil {
+		return *x.Required
+	}
+	return false
+}
+
+func (x *ConfigureEnforcementRequest) GetMode() string {
 	if x != nil {
-		return x.Enforcement
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *ConfigureEnforcementRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type EnforcementStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnforcementStatusRequest) Reset() {
+	*x = EnforcementStatusRequest{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[144]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnforcementStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnforcementStatusRequest) ProtoMessage() {}
+
+func (x *EnforcementStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[144]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnforcementStatusRequest.ProtoReflect.Descriptor instead.
+func (*EnforcementStatusRequest) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{144}
+}
+
+type EnforcementStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *EnforcementSettings   `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	Nodes         []*NodeEnforcement     `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnforcementStatusResponse) Reset() {
+	*x = EnforcementStatusResponse{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[145]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnforcementStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnforcementStatusResponse) ProtoMessage() {}
+
+func (x *EnforcementStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[145]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnforcementStatusResponse.ProtoReflect.Descriptor instead.
+func (*EnforcementStatusResponse) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{145}
+}
+
+func (x *EnforcementStatusResponse) GetSettings() *EnforcementSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *EnforcementStatusResponse) GetNodes() []*NodeEnforcement {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// NodeEnforcement is what a compute node reports about its enforcement.
+type NodeEnforcement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// "enforce" | "audit-only" | "degraded"
+	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Why the node is degraded ("" when it is not).
+	Reason string   `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Layers []string `protobuf:"bytes,4,rep,name=layers,proto3" json:"layers,omitempty"`
+	// The BPF programs attached (connect4, ..., lsm/bpf).
+	Programs []string `protobuf:"bytes,5,rep,name=programs,proto3" json:"programs,omitempty"`
+	// Entries per BPF map (cgroups, rules).
+	Maps map[string]int64 `protobuf:"bytes,6,rep,name=maps,proto3" json:"maps,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The etcd revision of the last sync whose network the node applied.
+	SyncRevision int64 `protobuf:"varint,7,opt,name=sync_revision,json=syncRevision,proto3" json:"sync_revision,omitempty"`
+	// Denials (and audit-only would-be denials) in the last minute.
+	DenialsPerMinute int64 `protobuf:"varint,8,opt,name=denials_per_minute,json=denialsPerMinute,proto3" json:"denials_per_minute,omitempty"`
+	// Denial events the kernel could not deliver (ring buffer full).
+	EventsDropped int64 `protobuf:"varint,9,opt,name=events_dropped,json=eventsDropped,proto3" json:"events_dropped,omitempty"`
+	// Why the node's network rules are not applied ("" when they are).
+	Error          string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	ReportedAtUnix int64  `protobuf:"varint,11,opt,name=reported_at_unix,json=reportedAtUnix,proto3" json:"reported_at_unix,omitempty"`
+	// Why the node takes no new tasks ("" when it does).
+	Unschedulable string `protobuf:"bytes,12,opt,name=unschedulable,proto3" json:"unschedulable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeEnforcement) Reset() {
+	*x = NodeEnforcement{}
+	mi := &file_api_unum_v1_unum_proto_msgTypes[146]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeEnforcement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeEnforcement) ProtoMessage() {}
+
+func (x *NodeEnforcement) ProtoReflect() protoreflect.Message {
+	mi := &file_api_unum_v1_unum_proto_msgTypes[146]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeEnforcement.ProtoReflect.Descriptor instead.
+func (*NodeEnforcement) Descriptor() ([]byte, []int) {
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{146}
+}
+
+func (x *NodeEnforcement) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeEnforcement) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *NodeEnforcement) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *NodeEnforcement) GetLayers() []string {
+	if x != nil {
+		return x.Layers
+	}
+	return nil
+}
+
+func (x *NodeEnforcement) GetPrograms() []string {
+	if x != nil {
+		return x.Programs
+	}
+	return nil
+}
+
+func (x *NodeEnforcement) GetMaps() map[string]int64 {
+	if x != nil {
+		return x.Maps
+	}
+	return nil
+}
+
+func (x *NodeEnforcement) GetSyncRevision() int64 {
+	if x != nil {
+		return x.SyncRevision
+	}
+	return 0
+}
+
+func (x *NodeEnforcement) GetDenialsPerMinute() int64 {
+	if x != nil {
+		return x.DenialsPerMinute
+	}
+	return 0
+}
+
+func (x *NodeEnforcement) GetEventsDropped() int64 {
+	if x != nil {
+		return x.EventsDropped
+	}
+	return 0
+}
+
+func (x *NodeEnforcement) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *NodeEnforcement) GetReportedAtUnix() int64 {
+	if x != nil {
+		return x.ReportedAtUnix
+	}
+	return 0
+}
+
+func (x *NodeEnforcement) GetUnschedulable() string {
+	if x != nil {
+		return x.Unschedulable
 	}
 	return ""
 }
@@ -9144,7 +9533,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[143]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[147]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9156,7 +9545,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[143]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[147]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9169,7 +9558,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{143}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{147}
 }
 
 func (x *ExecRequest) GetSelector() string {
@@ -9211,7 +9600,7 @@ type ExecEvent struct {
 
 func (x *ExecEvent) Reset() {
 	*x = ExecEvent{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[144]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[148]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9223,7 +9612,7 @@ func (x *ExecEvent) String() string {
 func (*ExecEvent) ProtoMessage() {}
 
 func (x *ExecEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[144]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[148]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9236,7 +9625,7 @@ func (x *ExecEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
 func (*ExecEvent) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{144}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{148}
 }
 
 func (x *ExecEvent) GetNode() string {
@@ -9302,7 +9691,7 @@ type NodeExecRequest struct {
 
 func (x *NodeExecRequest) Reset() {
 	*x = NodeExecRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[145]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[149]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9314,7 +9703,7 @@ func (x *NodeExecRequest) String() string {
 func (*NodeExecRequest) ProtoMessage() {}
 
 func (x *NodeExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[145]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[149]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9327,7 +9716,7 @@ func (x *NodeExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeExecRequest.ProtoReflect.Descriptor instead.
 func (*NodeExecRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{145}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{149}
 }
 
 func (x *NodeExecRequest) GetExecId() string {
@@ -9367,7 +9756,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[146]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[150]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9379,7 +9768,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[146]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[150]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9392,7 +9781,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{146}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{150}
 }
 
 func (x *ListTasksRequest) GetAll() bool {
@@ -9412,7 +9801,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[147]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[151]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9424,7 +9813,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[147]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[151]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9437,7 +9826,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{147}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{151}
 }
 
 func (x *ListTasksResponse) GetTasks() []*TaskStatus {
@@ -9468,7 +9857,7 @@ type TaskLogsRequest struct {
 
 func (x *TaskLogsRequest) Reset() {
 	*x = TaskLogsRequest{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[148]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[152]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9480,7 +9869,7 @@ func (x *TaskLogsRequest) String() string {
 func (*TaskLogsRequest) ProtoMessage() {}
 
 func (x *TaskLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[148]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[152]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9493,7 +9882,7 @@ func (x *TaskLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskLogsRequest.ProtoReflect.Descriptor instead.
 func (*TaskLogsRequest) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{148}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{152}
 }
 
 func (x *TaskLogsRequest) GetAllocId() string {
@@ -9535,7 +9924,7 @@ type TaskLogChunk struct {
 
 func (x *TaskLogChunk) Reset() {
 	*x = TaskLogChunk{}
-	mi := &file_api_unum_v1_unum_proto_msgTypes[149]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[153]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9547,7 +9936,7 @@ func (x *TaskLogChunk) String() string {
 func (*TaskLogChunk) ProtoMessage() {}
 
 func (x *TaskLogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_unum_v1_unum_proto_msgTypes[149]
+	mi := &file_api_unum_v1_unum_proto_msgTypes[153]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9560,7 +9949,7 @@ func (x *TaskLogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskLogChunk.ProtoReflect.Descriptor instead.
 func (*TaskLogChunk) Descriptor() ([]byte, []int) {
-	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{149}
+	return file_api_unum_v1_unum_proto_rawDescGZIP(), []int{153}
 }
 
 func (x *TaskLogChunk) GetStream() string {
@@ -9664,7 +10053,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"-\n" +
 	"\x15RenewNodeSVIDResponse\x12\x14\n" +
 	"\x05chain\x18\x01 \x03(\fR\x05chain\"\x12\n" +
-	"\x10SyncAgentRequest\"\xe6\x02\n" +
+	"\x10SyncAgentRequest\"\xe0\x03\n" +
 	"\x11SyncAgentResponse\x12(\n" +
 	"\aentries\x18\x01 \x03(\v2\x0e.unum.v1.EntryR\aentries\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12*\n" +
@@ -9673,7 +10062,19 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\tcred_keys\x18\x05 \x03(\v2\x19.unum.v1.CredentialKeySetR\bcredKeys\x125\n" +
 	"\vallocations\x18\x06 \x03(\v2\x13.unum.v1.AllocationR\vallocations\x12-\n" +
 	"\x12allocations_loaded\x18\a \x01(\bR\x11allocationsLoaded\x12\x1a\n" +
-	"\brevision\x18\b \x01(\x03R\brevision\":\n" +
+	"\brevision\x18\b \x01(\x03R\brevision\x122\n" +
+	"\anetwork\x18\t \x03(\v2\x18.unum.v1.NetworkIdentityR\anetwork\x12%\n" +
+	"\x0enetwork_loaded\x18\n" +
+	" \x01(\bR\rnetworkLoaded\x12\x1d\n" +
+	"\n" +
+	"audit_only\x18\v \x01(\bR\tauditOnly\"\x91\x01\n" +
+	"\x0fNetworkIdentity\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\rR\x06number\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1d\n" +
+	"\n" +
+	"audit_only\x18\x03 \x01(\bR\tauditOnly\x12\x14\n" +
+	"\x05rules\x18\x04 \x03(\tR\x05rules\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\":\n" +
 	"\x10CredentialKeySet\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04jwks\x18\x02 \x01(\fR\x04jwks\"9\n" +
@@ -9712,7 +10113,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x0fexpires_at_unix\x18\x02 \x01(\x03R\rexpiresAtUnix\"\x12\n" +
 	"\x10ListNodesRequest\"8\n" +
 	"\x11ListNodesResponse\x12#\n" +
-	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\xf6\a\n" +
+	"\x05nodes\x18\x01 \x03(\v2\r.unum.v1.NodeR\x05nodes\"\xa5\b\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x14\n" +
@@ -9742,7 +10143,8 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\vallocations\x18\x16 \x01(\x05R\vallocations\x12\x14\n" +
 	"\x05lease\x18\x17 \x01(\tR\x05lease\x12\x16\n" +
 	"\x06limits\x18\x18 \x03(\tR\x06limits\x12$\n" +
-	"\runschedulable\x18\x19 \x01(\tR\runschedulable\x1a9\n" +
+	"\runschedulable\x18\x19 \x01(\tR\runschedulable\x12-\n" +
+	"\x12enforcement_layers\x18\x1a \x03(\tR\x11enforcementLayers\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
@@ -9773,7 +10175,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"clientUrls\x12\x1b\n" +
 	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\x12\x18\n" +
 	"\alearner\x18\x05 \x01(\bR\alearner\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\x8c\x05\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xd5\x05\n" +
 	"\x10HeartbeatRequest\x12/\n" +
 	"\x14svid_expires_at_unix\x18\x01 \x01(\x03R\x11svidExpiresAtUnix\x12 \n" +
 	"\venforcement\x18\x02 \x01(\tR\venforcement\x12\x1f\n" +
@@ -9793,7 +10195,8 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x06limits\x18\r \x03(\tR\x06limits\x12\x18\n" +
 	"\acompute\x18\x0e \x01(\bR\acompute\x12\x17\n" +
 	"\aport_lo\x18\x0f \x01(\x05R\x06portLo\x12\x17\n" +
-	"\aport_hi\x18\x10 \x01(\x05R\x06portHi\"\x81\x01\n" +
+	"\aport_hi\x18\x10 \x01(\x05R\x06portHi\x12G\n" +
+	"\x12enforcement_status\x18\x11 \x01(\v2\x18.unum.v1.NodeEnforcementR\x11enforcementStatus\"\x81\x01\n" +
 	"\x11HeartbeatResponse\x12*\n" +
 	"\x05audit\x18\x01 \x01(\v2\x14.unum.v1.AuditConfigR\x05audit\x12$\n" +
 	"\x0efence_after_ms\x18\x02 \x01(\x03R\ffenceAfterMs\x12\x1a\n" +
@@ -10289,12 +10692,38 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06labels\x18\x02 \x03(\tR\x06labels\"6\n" +
 	"\x11LabelNodeResponse\x12!\n" +
-	"\x04node\x18\x01 \x01(\v2\r.unum.v1.NodeR\x04node\"I\n" +
-	"\x13RequirementsRequest\x12\x10\n" +
-	"\x03set\x18\x01 \x01(\bR\x03set\x12 \n" +
-	"\venforcement\x18\x02 \x01(\tR\venforcement\"8\n" +
-	"\x14RequirementsResponse\x12 \n" +
-	"\venforcement\x18\x01 \x01(\tR\venforcement\"l\n" +
+	"\x04node\x18\x01 \x01(\v2\r.unum.v1.NodeR\x04node\"\x84\x01\n" +
+	"\x13EnforcementSettings\x12\x1a\n" +
+	"\brequired\x18\x01 \x01(\bR\brequired\x12\x1d\n" +
+	"\n" +
+	"audit_only\x18\x02 \x01(\bR\tauditOnly\x122\n" +
+	"\x15audit_only_namespaces\x18\x03 \x03(\tR\x13auditOnlyNamespaces\"}\n" +
+	"\x1bConfigureEnforcementRequest\x12\x1f\n" +
+	"\brequired\x18\x01 \x01(\bH\x00R\brequired\x88\x01\x01\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespaceB\v\n" +
+	"\t_required\"\x1a\n" +
+	"\x18EnforcementStatusRequest\"\x85\x01\n" +
+	"\x19EnforcementStatusResponse\x128\n" +
+	"\bsettings\x18\x01 \x01(\v2\x1c.unum.v1.EnforcementSettingsR\bsettings\x12.\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x18.unum.v1.NodeEnforcementR\x05nodes\"\xd6\x03\n" +
+	"\x0fNodeEnforcement\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06layers\x18\x04 \x03(\tR\x06layers\x12\x1a\n" +
+	"\bprograms\x18\x05 \x03(\tR\bprograms\x126\n" +
+	"\x04maps\x18\x06 \x03(\v2\".unum.v1.NodeEnforcement.MapsEntryR\x04maps\x12#\n" +
+	"\rsync_revision\x18\a \x01(\x03R\fsyncRevision\x12,\n" +
+	"\x12denials_per_minute\x18\b \x01(\x03R\x10denialsPerMinute\x12%\n" +
+	"\x0eevents_dropped\x18\t \x01(\x03R\reventsDropped\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\x12(\n" +
+	"\x10reported_at_unix\x18\v \x01(\x03R\x0ereportedAtUnix\x12$\n" +
+	"\runschedulable\x18\f \x01(\tR\runschedulable\x1a7\n" +
+	"\tMapsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"l\n" +
 	"\vExecRequest\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\tR\bselector\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12'\n" +
@@ -10394,7 +10823,7 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\aInspect\x12!.unum.v1.InspectCredentialRequest\x1a\".unum.v1.InspectCredentialResponse\x12I\n" +
 	"\x04List\x12\x1f.unum.v1.ListCredentialsRequest\x1a .unum.v1.ListCredentialsResponse\x12O\n" +
 	"\x06Revoke\x12!.unum.v1.RevokeCredentialsRequest\x1a\".unum.v1.RevokeCredentialsResponse\x12G\n" +
-	"\x04Keys\x12\x1e.unum.v1.CredentialKeysRequest\x1a\x1f.unum.v1.CredentialKeysResponse2\xf1\x04\n" +
+	"\x04Keys\x12\x1e.unum.v1.CredentialKeysRequest\x1a\x1f.unum.v1.CredentialKeysResponse2\xa4\x04\n" +
 	"\tScheduler\x12B\n" +
 	"\tSubmitJob\x12\x19.unum.v1.SubmitJobRequest\x1a\x1a.unum.v1.SubmitJobResponse\x12?\n" +
 	"\bListJobs\x12\x18.unum.v1.ListJobsRequest\x1a\x19.unum.v1.ListJobsResponse\x12B\n" +
@@ -10402,13 +10831,15 @@ const file_api_unum_v1_unum_proto_rawDesc = "" +
 	"\aStopJob\x12\x17.unum.v1.StopJobRequest\x1a\x18.unum.v1.StopJobResponse\x12T\n" +
 	"\x0fListAllocations\x12\x1f.unum.v1.ListAllocationsRequest\x1a .unum.v1.ListAllocationsResponse\x12B\n" +
 	"\tDrainNode\x12\x19.unum.v1.DrainNodeRequest\x1a\x1a.unum.v1.DrainNodeResponse\x12B\n" +
-	"\tLabelNode\x12\x19.unum.v1.LabelNodeRequest\x1a\x1a.unum.v1.LabelNodeResponse\x12K\n" +
-	"\fRequirements\x12\x1c.unum.v1.RequirementsRequest\x1a\x1d.unum.v1.RequirementsResponse\x122\n" +
+	"\tLabelNode\x12\x19.unum.v1.LabelNodeRequest\x1a\x1a.unum.v1.LabelNodeResponse\x122\n" +
 	"\x04Exec\x12\x14.unum.v1.ExecRequest\x1a\x12.unum.v1.ExecEvent0\x012\xb9\x01\n" +
 	"\x05Tasks\x12=\n" +
 	"\x04List\x12\x19.unum.v1.ListTasksRequest\x1a\x1a.unum.v1.ListTasksResponse\x129\n" +
 	"\x04Logs\x12\x18.unum.v1.TaskLogsRequest\x1a\x15.unum.v1.TaskLogChunk0\x01\x126\n" +
-	"\x04Exec\x12\x18.unum.v1.NodeExecRequest\x1a\x12.unum.v1.ExecEvent0\x01B+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
+	"\x04Exec\x12\x18.unum.v1.NodeExecRequest\x1a\x12.unum.v1.ExecEvent0\x012\xaf\x01\n" +
+	"\vEnforcement\x12O\n" +
+	"\x06Status\x12!.unum.v1.EnforcementStatusRequest\x1a\".unum.v1.EnforcementStatusResponse\x12O\n" +
+	"\tConfigure\x12$.unum.v1.ConfigureEnforcementRequest\x1a\x1c.unum.v1.EnforcementSettingsB+Z)github.com/unumos/unum/api/unum/v1;unumv1b\x06proto3"
 
 var (
 	file_api_unum_v1_unum_proto_rawDescOnce sync.Once
@@ -10422,355 +10853,367 @@ func file_api_unum_v1_unum_proto_rawDescGZIP() []byte {
 	return file_api_unum_v1_unum_proto_rawDescData
 }
 
-var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 155)
+var file_api_unum_v1_unum_proto_msgTypes = make([]protoimpl.MessageInfo, 160)
 var file_api_unum_v1_unum_proto_goTypes = []any{
-	(*LoginRequest)(nil),              // 0: unum.v1.LoginRequest
-	(*LoginResponse)(nil),             // 1: unum.v1.LoginResponse
-	(*JoinRequest)(nil),               // 2: unum.v1.JoinRequest
-	(*JoinResponse)(nil),              // 3: unum.v1.JoinResponse
-	(*WatchRevocationsRequest)(nil),   // 4: unum.v1.WatchRevocationsRequest
-	(*Revocation)(nil),                // 5: unum.v1.Revocation
-	(*RestoreWindow)(nil),             // 6: unum.v1.RestoreWindow
-	(*RevocationUpdate)(nil),          // 7: unum.v1.RevocationUpdate
-	(*WhoAmIRequest)(nil),             // 8: unum.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),            // 9: unum.v1.WhoAmIResponse
-	(*MintX509SVIDRequest)(nil),       // 10: unum.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),      // 11: unum.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),        // 12: unum.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),       // 13: unum.v1.MintJWTSVIDResponse
-	(*RenewNodeSVIDRequest)(nil),      // 14: unum.v1.RenewNodeSVIDRequest
-	(*RenewNodeSVIDResponse)(nil),     // 15: unum.v1.RenewNodeSVIDResponse
-	(*SyncAgentRequest)(nil),          // 16: unum.v1.SyncAgentRequest
-	(*SyncAgentResponse)(nil),         // 17: unum.v1.SyncAgentResponse
-	(*CredentialKeySet)(nil),          // 18: unum.v1.CredentialKeySet
-	(*JWTKey)(nil),                    // 19: unum.v1.JWTKey
-	(*Entry)(nil),                     // 20: unum.v1.Entry
-	(*CreateEntryRequest)(nil),        // 21: unum.v1.CreateEntryRequest
-	(*ListEntriesRequest)(nil),        // 22: unum.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),       // 23: unum.v1.ListEntriesResponse
-	(*DeleteEntryRequest)(nil),        // 24: unum.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),       // 25: unum.v1.DeleteEntryResponse
-	(*CreateJoinTokenRequest)(nil),    // 26: unum.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 27: unum.v1.CreateJoinTokenResponse
-	(*ListNodesRequest)(nil),          // 28: unum.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 29: unum.v1.ListNodesResponse
-	(*Node)(nil),                      // 30: unum.v1.Node
-	(*Resources)(nil),                 // 31: unum.v1.Resources
-	(*StatusRequest)(nil),             // 32: unum.v1.StatusRequest
-	(*StatusResponse)(nil),            // 33: unum.v1.StatusResponse
-	(*EtcdMember)(nil),                // 34: unum.v1.EtcdMember
-	(*HeartbeatRequest)(nil),          // 35: unum.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 36: unum.v1.HeartbeatResponse
-	(*RemoveNodeRequest)(nil),         // 37: unum.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),        // 38: unum.v1.RemoveNodeResponse
-	(*User)(nil),                      // 39: unum.v1.User
-	(*AddUserRequest)(nil),            // 40: unum.v1.AddUserRequest
-	(*AddUserResponse)(nil),           // 41: unum.v1.AddUserResponse
-	(*ListUsersRequest)(nil),          // 42: unum.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),         // 43: unum.v1.ListUsersResponse
-	(*RemoveUserRequest)(nil),         // 44: unum.v1.RemoveUserRequest
-	(*RemoveUserResponse)(nil),        // 45: unum.v1.RemoveUserResponse
-	(*RevokeUserRequest)(nil),         // 46: unum.v1.RevokeUserRequest
-	(*RevokeUserResponse)(nil),        // 47: unum.v1.RevokeUserResponse
-	(*RenewUserRequest)(nil),          // 48: unum.v1.RenewUserRequest
-	(*RenewUserResponse)(nil),         // 49: unum.v1.RenewUserResponse
-	(*CAStatusRequest)(nil),           // 50: unum.v1.CAStatusRequest
-	(*CACert)(nil),                    // 51: unum.v1.CACert
-	(*CAStatusResponse)(nil),          // 52: unum.v1.CAStatusResponse
-	(*CARotateRequest)(nil),           // 53: unum.v1.CARotateRequest
-	(*CARotateResponse)(nil),          // 54: unum.v1.CARotateResponse
-	(*ExportRootRequest)(nil),         // 55: unum.v1.ExportRootRequest
-	(*ExportRootResponse)(nil),        // 56: unum.v1.ExportRootResponse
-	(*ConfirmExportRootRequest)(nil),  // 57: unum.v1.ConfirmExportRootRequest
-	(*ConfirmExportRootResponse)(nil), // 58: unum.v1.ConfirmExportRootResponse
-	(*ImportRootRequest)(nil),         // 59: unum.v1.ImportRootRequest
-	(*ImportRootResponse)(nil),        // 60: unum.v1.ImportRootResponse
-	(*SignIntermediateRequest)(nil),   // 61: unum.v1.SignIntermediateRequest
-	(*SignIntermediateResponse)(nil),  // 62: unum.v1.SignIntermediateResponse
-	(*CreateBackupRequest)(nil),       // 63: unum.v1.CreateBackupRequest
-	(*BackupChunk)(nil),               // 64: unum.v1.BackupChunk
-	(*PolicyBundle)(nil),              // 65: unum.v1.PolicyBundle
-	(*ApplyPolicyRequest)(nil),        // 66: unum.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),       // 67: unum.v1.ApplyPolicyResponse
-	(*GetPolicyRequest)(nil),          // 68: unum.v1.GetPolicyRequest
-	(*PolicyRevision)(nil),            // 69: unum.v1.PolicyRevision
-	(*PolicyHistoryRequest)(nil),      // 70: unum.v1.PolicyHistoryRequest
-	(*PolicyHistoryResponse)(nil),     // 71: unum.v1.PolicyHistoryResponse
-	(*RollbackPolicyRequest)(nil),     // 72: unum.v1.RollbackPolicyRequest
-	(*PolicyStatusRequest)(nil),       // 73: unum.v1.PolicyStatusRequest
-	(*PolicyStatusResponse)(nil),      // 74: unum.v1.PolicyStatusResponse
-	(*NodePolicyStatus)(nil),          // 75: unum.v1.NodePolicyStatus
-	(*CheckPolicyRequest)(nil),        // 76: unum.v1.CheckPolicyRequest
-	(*CheckPolicyResponse)(nil),       // 77: unum.v1.CheckPolicyResponse
-	(*ExplainPolicyRequest)(nil),      // 78: unum.v1.ExplainPolicyRequest
-	(*ExplainPolicyResponse)(nil),     // 79: unum.v1.ExplainPolicyResponse
-	(*ExplainedPrincipal)(nil),        // 80: unum.v1.ExplainedPrincipal
-	(*FiredRule)(nil),                 // 81: unum.v1.FiredRule
-	(*WatchPolicyRequest)(nil),        // 82: unum.v1.WatchPolicyRequest
-	(*PolicyUpdate)(nil),              // 83: unum.v1.PolicyUpdate
-	(*StartShadowRequest)(nil),        // 84: unum.v1.StartShadowRequest
-	(*StartShadowResponse)(nil),       // 85: unum.v1.StartShadowResponse
-	(*StopShadowRequest)(nil),         // 86: unum.v1.StopShadowRequest
-	(*StopShadowResponse)(nil),        // 87: unum.v1.StopShadowResponse
-	(*ShadowReportRequest)(nil),       // 88: unum.v1.ShadowReportRequest
-	(*ShadowReportResponse)(nil),      // 89: unum.v1.ShadowReportResponse
-	(*ShadowChange)(nil),              // 90: unum.v1.ShadowChange
-	(*AuditFilter)(nil),               // 91: unum.v1.AuditFilter
-	(*AuditQueryRequest)(nil),         // 92: unum.v1.AuditQueryRequest
-	(*AuditEventBatch)(nil),           // 93: unum.v1.AuditEventBatch
-	(*AuditVerifyRequest)(nil),        // 94: unum.v1.AuditVerifyRequest
-	(*AuditVerifyResponse)(nil),       // 95: unum.v1.AuditVerifyResponse
-	(*AuditProofRequest)(nil),         // 96: unum.v1.AuditProofRequest
-	(*AuditProofResponse)(nil),        // 97: unum.v1.AuditProofResponse
-	(*AuditKeysRequest)(nil),          // 98: unum.v1.AuditKeysRequest
-	(*AuditKey)(nil),                  // 99: unum.v1.AuditKey
-	(*AuditKeysResponse)(nil),         // 100: unum.v1.AuditKeysResponse
-	(*AuditWitnessedRequest)(nil),     // 101: unum.v1.AuditWitnessedRequest
-	(*AuditWitnessedResponse)(nil),    // 102: unum.v1.AuditWitnessedResponse
-	(*SubmitCheckpointRequest)(nil),   // 103: unum.v1.SubmitCheckpointRequest
-	(*SubmitCheckpointResponse)(nil),  // 104: unum.v1.SubmitCheckpointResponse
-	(*AuditConfig)(nil),               // 105: unum.v1.AuditConfig
-	(*AuditConfigureRequest)(nil),     // 106: unum.v1.AuditConfigureRequest
-	(*AuditGetConfigRequest)(nil),     // 107: unum.v1.AuditGetConfigRequest
-	(*DelegateRequest)(nil),           // 108: unum.v1.DelegateRequest
-	(*DelegateResponse)(nil),          // 109: unum.v1.DelegateResponse
-	(*InspectCredentialRequest)(nil),  // 110: unum.v1.InspectCredentialRequest
-	(*InspectCredentialResponse)(nil), // 111: unum.v1.InspectCredentialResponse
-	(*ListCredentialsRequest)(nil),    // 112: unum.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),   // 113: unum.v1.ListCredentialsResponse
-	(*CredentialRecord)(nil),          // 114: unum.v1.CredentialRecord
-	(*RevokeCredentialsRequest)(nil),  // 115: unum.v1.RevokeCredentialsRequest
-	(*RevokeCredentialsResponse)(nil), // 116: unum.v1.RevokeCredentialsResponse
-	(*CredentialKeysRequest)(nil),     // 117: unum.v1.CredentialKeysRequest
-	(*CredentialKeysResponse)(nil),    // 118: unum.v1.CredentialKeysResponse
-	(*Job)(nil),                       // 119: unum.v1.Job
-	(*EgressDecision)(nil),            // 120: unum.v1.EgressDecision
-	(*Allocation)(nil),                // 121: unum.v1.Allocation
-	(*TaskStatus)(nil),                // 122: unum.v1.TaskStatus
-	(*PlanPlacement)(nil),             // 123: unum.v1.PlanPlacement
-	(*PlanPreemption)(nil),            // 124: unum.v1.PlanPreemption
-	(*PlanUnplaced)(nil),              // 125: unum.v1.PlanUnplaced
-	(*JobPlan)(nil),                   // 126: unum.v1.JobPlan
-	(*SubmitJobRequest)(nil),          // 127: unum.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),         // 128: unum.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),           // 129: unum.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 130: unum.v1.ListJobsResponse
-	(*JobStatusRequest)(nil),          // 131: unum.v1.JobStatusRequest
-	(*JobStatusResponse)(nil),         // 132: unum.v1.JobStatusResponse
-	(*StopJobRequest)(nil),            // 133: unum.v1.StopJobRequest
-	(*StopJobResponse)(nil),           // 134: unum.v1.StopJobResponse
-	(*ListAllocationsRequest)(nil),    // 135: unum.v1.ListAllocationsRequest
-	(*ListAllocationsResponse)(nil),   // 136: unum.v1.ListAllocationsResponse
-	(*DrainNodeRequest)(nil),          // 137: unum.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),         // 138: unum.v1.DrainNodeResponse
-	(*LabelNodeRequest)(nil),          // 139: unum.v1.LabelNodeRequest
-	(*LabelNodeResponse)(nil),         // 140: unum.v1.LabelNodeResponse
-	(*RequirementsRequest)(nil),       // 141: unum.v1.RequirementsRequest
-	(*RequirementsResponse)(nil),      // 142: unum.v1.RequirementsResponse
-	(*ExecRequest)(nil),               // 143: unum.v1.ExecRequest
-	(*ExecEvent)(nil),                 // 144: unum.v1.ExecEvent
-	(*NodeExecRequest)(nil),           // 145: unum.v1.NodeExecRequest
-	(*ListTasksRequest)(nil),          // 146: unum.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),         // 147: unum.v1.ListTasksResponse
-	(*TaskLogsRequest)(nil),           // 148: unum.v1.TaskLogsRequest
-	(*TaskLogChunk)(nil),              // 149: unum.v1.TaskLogChunk
-	nil,                               // 150: unum.v1.Node.LabelsEntry
-	nil,                               // 151: unum.v1.PolicyBundle.FilesEntry
-	nil,                               // 152: unum.v1.PolicyUpdate.UserRolesEntry
-	nil,                               // 153: unum.v1.Allocation.PortsEntry
-	nil,                               // 154: unum.v1.PlanPlacement.PortsEntry
+	(*LoginRequest)(nil),                // 0: unum.v1.LoginRequest
+	(*LoginResponse)(nil),               // 1: unum.v1.LoginResponse
+	(*JoinRequest)(nil),                 // 2: unum.v1.JoinRequest
+	(*JoinResponse)(nil),                // 3: unum.v1.JoinResponse
+	(*WatchRevocationsRequest)(nil),     // 4: unum.v1.WatchRevocationsRequest
+	(*Revocation)(nil),                  // 5: unum.v1.Revocation
+	(*RestoreWindow)(nil),               // 6: unum.v1.RestoreWindow
+	(*RevocationUpdate)(nil),            // 7: unum.v1.RevocationUpdate
+	(*WhoAmIRequest)(nil),               // 8: unum.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),              // 9: unum.v1.WhoAmIResponse
+	(*MintX509SVIDRequest)(nil),         // 10: unum.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),        // 11: unum.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),          // 12: unum.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),         // 13: unum.v1.MintJWTSVIDResponse
+	(*RenewNodeSVIDRequest)(nil),        // 14: unum.v1.RenewNodeSVIDRequest
+	(*RenewNodeSVIDResponse)(nil),       // 15: unum.v1.RenewNodeSVIDResponse
+	(*SyncAgentRequest)(nil),            // 16: unum.v1.SyncAgentRequest
+	(*SyncAgentResponse)(nil),           // 17: unum.v1.SyncAgentResponse
+	(*NetworkIdentity)(nil),             // 18: unum.v1.NetworkIdentity
+	(*CredentialKeySet)(nil),            // 19: unum.v1.CredentialKeySet
+	(*JWTKey)(nil),                      // 20: unum.v1.JWTKey
+	(*Entry)(nil),                       // 21: unum.v1.Entry
+	(*CreateEntryRequest)(nil),          // 22: unum.v1.CreateEntryRequest
+	(*ListEntriesRequest)(nil),          // 23: unum.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),         // 24: unum.v1.ListEntriesResponse
+	(*DeleteEntryRequest)(nil),          // 25: unum.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),         // 26: unum.v1.DeleteEntryResponse
+	(*CreateJoinTokenRequest)(nil),      // 27: unum.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),     // 28: unum.v1.CreateJoinTokenResponse
+	(*ListNodesRequest)(nil),            // 29: unum.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),           // 30: unum.v1.ListNodesResponse
+	(*Node)(nil),                        // 31: unum.v1.Node
+	(*Resources)(nil),                   // 32: unum.v1.Resources
+	(*StatusRequest)(nil),               // 33: unum.v1.StatusRequest
+	(*StatusResponse)(nil),              // 34: unum.v1.StatusResponse
+	(*EtcdMember)(nil),                  // 35: unum.v1.EtcdMember
+	(*HeartbeatRequest)(nil),            // 36: unum.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),           // 37: unum.v1.HeartbeatResponse
+	(*RemoveNodeRequest)(nil),           // 38: unum.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),          // 39: unum.v1.RemoveNodeResponse
+	(*User)(nil),                        // 40: unum.v1.User
+	(*AddUserRequest)(nil),              // 41: unum.v1.AddUserRequest
+	(*AddUserResponse)(nil),             // 42: unum.v1.AddUserResponse
+	(*ListUsersRequest)(nil),            // 43: unum.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),           // 44: unum.v1.ListUsersResponse
+	(*RemoveUserRequest)(nil),           // 45: unum.v1.RemoveUserRequest
+	(*RemoveUserResponse)(nil),          // 46: unum.v1.RemoveUserResponse
+	(*RevokeUserRequest)(nil),           // 47: unum.v1.RevokeUserRequest
+	(*RevokeUserResponse)(nil),          // 48: unum.v1.RevokeUserResponse
+	(*RenewUserRequest)(nil),            // 49: unum.v1.RenewUserRequest
+	(*RenewUserResponse)(nil),           // 50: unum.v1.RenewUserResponse
+	(*CAStatusRequest)(nil),             // 51: unum.v1.CAStatusRequest
+	(*CACert)(nil),                      // 52: unum.v1.CACert
+	(*CAStatusResponse)(nil),            // 53: unum.v1.CAStatusResponse
+	(*CARotateRequest)(nil),             // 54: unum.v1.CARotateRequest
+	(*CARotateResponse)(nil),            // 55: unum.v1.CARotateResponse
+	(*ExportRootRequest)(nil),           // 56: unum.v1.ExportRootRequest
+	(*ExportRootResponse)(nil),          // 57: unum.v1.ExportRootResponse
+	(*ConfirmExportRootRequest)(nil),    // 58: unum.v1.ConfirmExportRootRequest
+	(*ConfirmExportRootResponse)(nil),   // 59: unum.v1.ConfirmExportRootResponse
+	(*ImportRootRequest)(nil),           // 60: unum.v1.ImportRootRequest
+	(*ImportRootResponse)(nil),          // 61: unum.v1.ImportRootResponse
+	(*SignIntermediateRequest)(nil),     // 62: unum.v1.SignIntermediateRequest
+	(*SignIntermediateResponse)(nil),    // 63: unum.v1.SignIntermediateResponse
+	(*CreateBackupRequest)(nil),         // 64: unum.v1.CreateBackupRequest
+	(*BackupChunk)(nil),                 // 65: unum.v1.BackupChunk
+	(*PolicyBundle)(nil),                // 66: unum.v1.PolicyBundle
+	(*ApplyPolicyRequest)(nil),          // 67: unum.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),         // 68: unum.v1.ApplyPolicyResponse
+	(*GetPolicyRequest)(nil),            // 69: unum.v1.GetPolicyRequest
+	(*PolicyRevision)(nil),              // 70: unum.v1.PolicyRevision
+	(*PolicyHistoryRequest)(nil),        // 71: unum.v1.PolicyHistoryRequest
+	(*PolicyHistoryResponse)(nil),       // 72: unum.v1.PolicyHistoryResponse
+	(*RollbackPolicyRequest)(nil),       // 73: unum.v1.RollbackPolicyRequest
+	(*PolicyStatusRequest)(nil),         // 74: unum.v1.PolicyStatusRequest
+	(*PolicyStatusResponse)(nil),        // 75: unum.v1.PolicyStatusResponse
+	(*NodePolicyStatus)(nil),            // 76: unum.v1.NodePolicyStatus
+	(*CheckPolicyRequest)(nil),          // 77: unum.v1.CheckPolicyRequest
+	(*CheckPolicyResponse)(nil),         // 78: unum.v1.CheckPolicyResponse
+	(*ExplainPolicyRequest)(nil),        // 79: unum.v1.ExplainPolicyRequest
+	(*ExplainPolicyResponse)(nil),       // 80: unum.v1.ExplainPolicyResponse
+	(*ExplainedPrincipal)(nil),          // 81: unum.v1.ExplainedPrincipal
+	(*FiredRule)(nil),                   // 82: unum.v1.FiredRule
+	(*WatchPolicyRequest)(nil),          // 83: unum.v1.WatchPolicyRequest
+	(*PolicyUpdate)(nil),                // 84: unum.v1.PolicyUpdate
+	(*StartShadowRequest)(nil),          // 85: unum.v1.StartShadowRequest
+	(*StartShadowResponse)(nil),         // 86: unum.v1.StartShadowResponse
+	(*StopShadowRequest)(nil),           // 87: unum.v1.StopShadowRequest
+	(*StopShadowResponse)(nil),          // 88: unum.v1.StopShadowResponse
+	(*ShadowReportRequest)(nil),         // 89: unum.v1.ShadowReportRequest
+	(*ShadowReportResponse)(nil),        // 90: unum.v1.ShadowReportResponse
+	(*ShadowChange)(nil),                // 91: unum.v1.ShadowChange
+	(*AuditFilter)(nil),                 // 92: unum.v1.AuditFilter
+	(*AuditQueryRequest)(nil),           // 93: unum.v1.AuditQueryRequest
+	(*AuditEventBatch)(nil),             // 94: unum.v1.AuditEventBatch
+	(*AuditVerifyRequest)(nil),          // 95: unum.v1.AuditVerifyRequest
+	(*AuditVerifyResponse)(nil),         // 96: unum.v1.AuditVerifyResponse
+	(*AuditProofRequest)(nil),           // 97: unum.v1.AuditProofRequest
+	(*AuditProofResponse)(nil),          // 98: unum.v1.AuditProofResponse
+	(*AuditKeysRequest)(nil),            // 99: unum.v1.AuditKeysRequest
+	(*AuditKey)(nil),                    // 100: unum.v1.AuditKey
+	(*AuditKeysResponse)(nil),           // 101: unum.v1.AuditKeysResponse
+	(*AuditWitnessedRequest)(nil),       // 102: unum.v1.AuditWitnessedRequest
+	(*AuditWitnessedResponse)(nil),      // 103: unum.v1.AuditWitnessedResponse
+	(*SubmitCheckpointRequest)(nil),     // 104: unum.v1.SubmitCheckpointRequest
+	(*SubmitCheckpointResponse)(nil),    // 105: unum.v1.SubmitCheckpointResponse
+	(*AuditConfig)(nil),                 // 106: unum.v1.AuditConfig
+	(*AuditConfigureRequest)(nil),       // 107: unum.v1.AuditConfigureRequest
+	(*AuditGetConfigRequest)(nil),       // 108: unum.v1.AuditGetConfigRequest
+	(*DelegateRequest)(nil),             // 109: unum.v1.DelegateRequest
+	(*DelegateResponse)(nil),            // 110: unum.v1.DelegateResponse
+	(*InspectCredentialRequest)(nil),    // 111: unum.v1.InspectCredentialRequest
+	(*InspectCredentialResponse)(nil),   // 112: unum.v1.InspectCredentialResponse
+	(*ListCredentialsRequest)(nil),      // 113: unum.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),     // 114: unum.v1.ListCredentialsResponse
+	(*CredentialRecord)(nil),            // 115: unum.v1.CredentialRecord
+	(*RevokeCredentialsRequest)(nil),    // 116: unum.v1.RevokeCredentialsRequest
+	(*RevokeCredentialsResponse)(nil),   // 117: unum.v1.RevokeCredentialsResponse
+	(*CredentialKeysRequest)(nil),       // 118: unum.v1.CredentialKeysRequest
+	(*CredentialKeysResponse)(nil),      // 119: unum.v1.CredentialKeysResponse
+	(*Job)(nil),                         // 120: unum.v1.Job
+	(*EgressDecision)(nil),              // 121: unum.v1.EgressDecision
+	(*Allocation)(nil),                  // 122: unum.v1.Allocation
+	(*TaskStatus)(nil),                  // 123: unum.v1.TaskStatus
+	(*PlanPlacement)(nil),               // 124: unum.v1.PlanPlacement
+	(*PlanPreemption)(nil),              // 125: unum.v1.PlanPreemption
+	(*PlanUnplaced)(nil),                // 126: unum.v1.PlanUnplaced
+	(*JobPlan)(nil),                     // 127: unum.v1.JobPlan
+	(*SubmitJobRequest)(nil),            // 128: unum.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),           // 129: unum.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),             // 130: unum.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),            // 131: unum.v1.ListJobsResponse
+	(*JobStatusRequest)(nil),            // 132: unum.v1.JobStatusRequest
+	(*JobStatusResponse)(nil),           // 133: unum.v1.JobStatusResponse
+	(*StopJobRequest)(nil),              // 134: unum.v1.StopJobRequest
+	(*StopJobResponse)(nil),             // 135: unum.v1.StopJobResponse
+	(*ListAllocationsRequest)(nil),      // 136: unum.v1.ListAllocationsRequest
+	(*ListAllocationsResponse)(nil),     // 137: unum.v1.ListAllocationsResponse
+	(*DrainNodeRequest)(nil),            // 138: unum.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),           // 139: unum.v1.DrainNodeResponse
+	(*LabelNodeRequest)(nil),            // 140: unum.v1.LabelNodeRequest
+	(*LabelNodeResponse)(nil),           // 141: unum.v1.LabelNodeResponse
+	(*EnforcementSettings)(nil),         // 142: unum.v1.EnforcementSettings
+	(*ConfigureEnforcementRequest)(nil), // 143: unum.v1.ConfigureEnforcementRequest
+	(*EnforcementStatusRequest)(nil),    // 144: unum.v1.EnforcementStatusRequest
+	(*EnforcementStatusResponse)(nil),   // 145: unum.v1.EnforcementStatusResponse
+	(*NodeEnforcement)(nil),             // 146: unum.v1.NodeEnforcement
+	(*ExecRequest)(nil),                 // 147: unum.v1.ExecRequest
+	(*ExecEvent)(nil),                   // 148: unum.v1.ExecEvent
+	(*NodeExecRequest)(nil),             // 149: unum.v1.NodeExecRequest
+	(*ListTasksRequest)(nil),            // 150: unum.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),           // 151: unum.v1.ListTasksResponse
+	(*TaskLogsRequest)(nil),             // 152: unum.v1.TaskLogsRequest
+	(*TaskLogChunk)(nil),                // 153: unum.v1.TaskLogChunk
+	nil,                                 // 154: unum.v1.Node.LabelsEntry
+	nil,                                 // 155: unum.v1.PolicyBundle.FilesEntry
+	nil,                                 // 156: unum.v1.PolicyUpdate.UserRolesEntry
+	nil,                                 // 157: unum.v1.Allocation.PortsEntry
+	nil,                                 // 158: unum.v1.PlanPlacement.PortsEntry
+	nil,                                 // 159: unum.v1.NodeEnforcement.MapsEntry
 }
 var file_api_unum_v1_unum_proto_depIdxs = []int32{
 	5,   // 0: unum.v1.RevocationUpdate.revocations:type_name -> unum.v1.Revocation
 	6,   // 1: unum.v1.RevocationUpdate.restore:type_name -> unum.v1.RestoreWindow
-	20,  // 2: unum.v1.SyncAgentResponse.entries:type_name -> unum.v1.Entry
-	19,  // 3: unum.v1.SyncAgentResponse.jwt_keys:type_name -> unum.v1.JWTKey
-	18,  // 4: unum.v1.SyncAgentResponse.cred_keys:type_name -> unum.v1.CredentialKeySet
-	121, // 5: unum.v1.SyncAgentResponse.allocations:type_name -> unum.v1.Allocation
-	20,  // 6: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
-	30,  // 7: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
-	150, // 8: unum.v1.Node.labels:type_name -> unum.v1.Node.LabelsEntry
-	31,  // 9: unum.v1.Node.capacity:type_name -> unum.v1.Resources
-	31,  // 10: unum.v1.Node.allocated:type_name -> unum.v1.Resources
-	30,  // 11: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
-	34,  // 12: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
-	31,  // 13: unum.v1.HeartbeatRequest.capacity:type_name -> unum.v1.Resources
-	122, // 14: unum.v1.HeartbeatRequest.tasks:type_name -> unum.v1.TaskStatus
-	105, // 15: unum.v1.HeartbeatResponse.audit:type_name -> unum.v1.AuditConfig
-	39,  // 16: unum.v1.AddUserResponse.user:type_name -> unum.v1.User
-	39,  // 17: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
-	51,  // 18: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
-	51,  // 19: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
-	151, // 20: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
-	65,  // 21: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
-	65,  // 22: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
-	69,  // 23: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
-	75,  // 24: unum.v1.PolicyStatusResponse.nodes:type_name -> unum.v1.NodePolicyStatus
-	81,  // 25: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
-	80,  // 26: unum.v1.ExplainPolicyResponse.principals:type_name -> unum.v1.ExplainedPrincipal
-	81,  // 27: unum.v1.ExplainedPrincipal.fired:type_name -> unum.v1.FiredRule
-	69,  // 28: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
-	65,  // 29: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
-	152, // 30: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
-	65,  // 31: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
-	90,  // 32: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
-	91,  // 33: unum.v1.AuditQueryRequest.filter:type_name -> unum.v1.AuditFilter
-	99,  // 34: unum.v1.AuditKeysResponse.keys:type_name -> unum.v1.AuditKey
-	105, // 35: unum.v1.AuditConfigureRequest.config:type_name -> unum.v1.AuditConfig
-	114, // 36: unum.v1.ListCredentialsResponse.credentials:type_name -> unum.v1.CredentialRecord
-	5,   // 37: unum.v1.RevokeCredentialsResponse.revocations:type_name -> unum.v1.Revocation
-	18,  // 38: unum.v1.CredentialKeysResponse.keys:type_name -> unum.v1.CredentialKeySet
-	120, // 39: unum.v1.Job.egress:type_name -> unum.v1.EgressDecision
-	153, // 40: unum.v1.Allocation.ports:type_name -> unum.v1.Allocation.PortsEntry
-	31,  // 41: unum.v1.Allocation.resources:type_name -> unum.v1.Resources
-	122, // 42: unum.v1.Allocation.status:type_name -> unum.v1.TaskStatus
-	154, // 43: unum.v1.PlanPlacement.ports:type_name -> unum.v1.PlanPlacement.PortsEntry
-	123, // 44: unum.v1.JobPlan.placements:type_name -> unum.v1.PlanPlacement
-	124, // 45: unum.v1.JobPlan.preemptions:type_name -> unum.v1.PlanPreemption
-	125, // 46: unum.v1.JobPlan.unplaced:type_name -> unum.v1.PlanUnplaced
-	119, // 47: unum.v1.SubmitJobResponse.job:type_name -> unum.v1.Job
-	126, // 48: unum.v1.SubmitJobResponse.plan:type_name -> unum.v1.JobPlan
-	119, // 49: unum.v1.ListJobsResponse.jobs:type_name -> unum.v1.Job
-	119, // 50: unum.v1.JobStatusResponse.job:type_name -> unum.v1.Job
-	121, // 51: unum.v1.JobStatusResponse.allocations:type_name -> unum.v1.Allocation
-	119, // 52: unum.v1.StopJobResponse.job:type_name -> unum.v1.Job
-	121, // 53: unum.v1.ListAllocationsResponse.allocations:type_name -> unum.v1.Allocation
-	30,  // 54: unum.v1.DrainNodeResponse.node:type_name -> unum.v1.Node
-	30,  // 55: unum.v1.LabelNodeResponse.node:type_name -> unum.v1.Node
-	122, // 56: unum.v1.ListTasksResponse.tasks:type_name -> unum.v1.TaskStatus
-	2,   // 57: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
-	0,   // 58: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
-	8,   // 59: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
-	10,  // 60: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
-	12,  // 61: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
-	14,  // 62: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
-	16,  // 63: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
-	21,  // 64: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
-	22,  // 65: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
-	24,  // 66: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
-	4,   // 67: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
-	26,  // 68: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
-	28,  // 69: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
-	32,  // 70: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
-	35,  // 71: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
-	37,  // 72: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
-	40,  // 73: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
-	42,  // 74: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
-	44,  // 75: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
-	46,  // 76: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
-	48,  // 77: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
-	50,  // 78: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
-	53,  // 79: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
-	55,  // 80: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
-	57,  // 81: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
-	59,  // 82: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
-	61,  // 83: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
-	63,  // 84: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
-	66,  // 85: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
-	68,  // 86: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
-	70,  // 87: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
-	72,  // 88: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
-	73,  // 89: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
-	76,  // 90: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
-	78,  // 91: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
-	82,  // 92: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
-	84,  // 93: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
-	86,  // 94: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
-	88,  // 95: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
-	92,  // 96: unum.v1.Audit.Query:input_type -> unum.v1.AuditQueryRequest
-	94,  // 97: unum.v1.Audit.Verify:input_type -> unum.v1.AuditVerifyRequest
-	96,  // 98: unum.v1.Audit.Proof:input_type -> unum.v1.AuditProofRequest
-	98,  // 99: unum.v1.Audit.Keys:input_type -> unum.v1.AuditKeysRequest
-	101, // 100: unum.v1.Audit.Witnessed:input_type -> unum.v1.AuditWitnessedRequest
-	103, // 101: unum.v1.Audit.SubmitCheckpoint:input_type -> unum.v1.SubmitCheckpointRequest
-	106, // 102: unum.v1.Audit.Configure:input_type -> unum.v1.AuditConfigureRequest
-	107, // 103: unum.v1.Audit.GetConfig:input_type -> unum.v1.AuditGetConfigRequest
-	108, // 104: unum.v1.Credentials.Delegate:input_type -> unum.v1.DelegateRequest
-	110, // 105: unum.v1.Credentials.Inspect:input_type -> unum.v1.InspectCredentialRequest
-	112, // 106: unum.v1.Credentials.List:input_type -> unum.v1.ListCredentialsRequest
-	115, // 107: unum.v1.Credentials.Revoke:input_type -> unum.v1.RevokeCredentialsRequest
-	117, // 108: unum.v1.Credentials.Keys:input_type -> unum.v1.CredentialKeysRequest
-	127, // 109: unum.v1.Scheduler.SubmitJob:input_type -> unum.v1.SubmitJobRequest
-	129, // 110: unum.v1.Scheduler.ListJobs:input_type -> unum.v1.ListJobsRequest
-	131, // 111: unum.v1.Scheduler.JobStatus:input_type -> unum.v1.JobStatusRequest
-	133, // 112: unum.v1.Scheduler.StopJob:input_type -> unum.v1.StopJobRequest
-	135, // 113: unum.v1.Scheduler.ListAllocations:input_type -> unum.v1.ListAllocationsRequest
-	137, // 114: unum.v1.Scheduler.DrainNode:input_type -> unum.v1.DrainNodeRequest
-	139, // 115: unum.v1.Scheduler.LabelNode:input_type -> unum.v1.LabelNodeRequest
-	141, // 116: unum.v1.Scheduler.Requirements:input_type -> unum.v1.RequirementsRequest
-	143, // 117: unum.v1.Scheduler.Exec:input_type -> unum.v1.ExecRequest
-	146, // 118: unum.v1.Tasks.List:input_type -> unum.v1.ListTasksRequest
-	148, // 119: unum.v1.Tasks.Logs:input_type -> unum.v1.TaskLogsRequest
-	145, // 120: unum.v1.Tasks.Exec:input_type -> unum.v1.NodeExecRequest
-	3,   // 121: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
-	1,   // 122: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
-	9,   // 123: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
-	11,  // 124: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
-	13,  // 125: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
-	15,  // 126: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
-	17,  // 127: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
-	20,  // 128: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
-	23,  // 129: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
-	25,  // 130: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
-	7,   // 131: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
-	27,  // 132: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
-	29,  // 133: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
-	33,  // 134: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
-	36,  // 135: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
-	38,  // 136: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
-	41,  // 137: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
-	43,  // 138: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
-	45,  // 139: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
-	47,  // 140: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
-	49,  // 141: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
-	52,  // 142: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
-	54,  // 143: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
-	56,  // 144: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
-	58,  // 145: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
-	60,  // 146: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
-	62,  // 147: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
-	64,  // 148: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
-	67,  // 149: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
-	69,  // 150: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
-	71,  // 151: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
-	67,  // 152: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
-	74,  // 153: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
-	77,  // 154: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
-	79,  // 155: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
-	83,  // 156: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
-	85,  // 157: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
-	87,  // 158: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
-	89,  // 159: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
-	93,  // 160: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
-	95,  // 161: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
-	97,  // 162: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
-	100, // 163: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
-	102, // 164: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
-	104, // 165: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
-	105, // 166: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
-	105, // 167: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
-	109, // 168: unum.v1.Credentials.Delegate:output_type -> unum.v1.DelegateResponse
-	111, // 169: unum.v1.Credentials.Inspect:output_type -> unum.v1.InspectCredentialResponse
-	113, // 170: unum.v1.Credentials.List:output_type -> unum.v1.ListCredentialsResponse
-	116, // 171: unum.v1.Credentials.Revoke:output_type -> unum.v1.RevokeCredentialsResponse
-	118, // 172: unum.v1.Credentials.Keys:output_type -> unum.v1.CredentialKeysResponse
-	128, // 173: unum.v1.Scheduler.SubmitJob:output_type -> unum.v1.SubmitJobResponse
-	130, // 174: unum.v1.Scheduler.ListJobs:output_type -> unum.v1.ListJobsResponse
-	132, // 175: unum.v1.Scheduler.JobStatus:output_type -> unum.v1.JobStatusResponse
-	134, // 176: unum.v1.Scheduler.StopJob:output_type -> unum.v1.StopJobResponse
-	136, // 177: unum.v1.Scheduler.ListAllocations:output_type -> unum.v1.ListAllocationsResponse
-	138, // 178: unum.v1.Scheduler.DrainNode:output_type -> unum.v1.DrainNodeResponse
-	140, // 179: unum.v1.Scheduler.LabelNode:output_type -> unum.v1.LabelNodeResponse
-	142, // 180: unum.v1.Scheduler.Requirements:output_type -> unum.v1.RequirementsResponse
-	144, // 181: unum.v1.Scheduler.Exec:output_type -> unum.v1.ExecEvent
-	147, // 182: unum.v1.Tasks.List:output_type -> unum.v1.ListTasksResponse
-	149, // 183: unum.v1.Tasks.Logs:output_type -> unum.v1.TaskLogChunk
-	144, // 184: unum.v1.Tasks.Exec:output_type -> unum.v1.ExecEvent
-	121, // [121:185] is the sub-list for method output_type
-	57,  // [57:121] is the sub-list for method input_type
-	57,  // [57:57] is the sub-list for extension type_name
-	57,  // [57:57] is the sub-list for extension extendee
-	0,   // [0:57] is the sub-list for field type_name
+	21,  // 2: unum.v1.SyncAgentResponse.entries:type_name -> unum.v1.Entry
+	20,  // 3: unum.v1.SyncAgentResponse.jwt_keys:type_name -> unum.v1.JWTKey
+	19,  // 4: unum.v1.SyncAgentResponse.cred_keys:type_name -> unum.v1.CredentialKeySet
+	122, // 5: unum.v1.SyncAgentResponse.allocations:type_name -> unum.v1.Allocation
+	18,  // 6: unum.v1.SyncAgentResponse.network:type_name -> unum.v1.NetworkIdentity
+	21,  // 7: unum.v1.ListEntriesResponse.entries:type_name -> unum.v1.Entry
+	31,  // 8: unum.v1.ListNodesResponse.nodes:type_name -> unum.v1.Node
+	154, // 9: unum.v1.Node.labels:type_name -> unum.v1.Node.LabelsEntry
+	32,  // 10: unum.v1.Node.capacity:type_name -> unum.v1.Resources
+	32,  // 11: unum.v1.Node.allocated:type_name -> unum.v1.Resources
+	31,  // 12: unum.v1.StatusResponse.nodes:type_name -> unum.v1.Node
+	35,  // 13: unum.v1.StatusResponse.etcd_members:type_name -> unum.v1.EtcdMember
+	32,  // 14: unum.v1.HeartbeatRequest.capacity:type_name -> unum.v1.Resources
+	123, // 15: unum.v1.HeartbeatRequest.tasks:type_name -> unum.v1.TaskStatus
+	146, // 16: unum.v1.HeartbeatRequest.enforcement_status:type_name -> unum.v1.NodeEnforcement
+	106, // 17: unum.v1.HeartbeatResponse.audit:type_name -> unum.v1.AuditConfig
+	40,  // 18: unum.v1.AddUserResponse.user:type_name -> unum.v1.User
+	40,  // 19: unum.v1.ListUsersResponse.users:type_name -> unum.v1.User
+	52,  // 20: unum.v1.CAStatusResponse.roots:type_name -> unum.v1.CACert
+	52,  // 21: unum.v1.CAStatusResponse.intermediates:type_name -> unum.v1.CACert
+	155, // 22: unum.v1.PolicyBundle.files:type_name -> unum.v1.PolicyBundle.FilesEntry
+	66,  // 23: unum.v1.ApplyPolicyRequest.bundle:type_name -> unum.v1.PolicyBundle
+	66,  // 24: unum.v1.PolicyRevision.bundle:type_name -> unum.v1.PolicyBundle
+	70,  // 25: unum.v1.PolicyHistoryResponse.revisions:type_name -> unum.v1.PolicyRevision
+	76,  // 26: unum.v1.PolicyStatusResponse.nodes:type_name -> unum.v1.NodePolicyStatus
+	82,  // 27: unum.v1.ExplainPolicyResponse.fired:type_name -> unum.v1.FiredRule
+	81,  // 28: unum.v1.ExplainPolicyResponse.principals:type_name -> unum.v1.ExplainedPrincipal
+	82,  // 29: unum.v1.ExplainedPrincipal.fired:type_name -> unum.v1.FiredRule
+	70,  // 30: unum.v1.PolicyUpdate.revision:type_name -> unum.v1.PolicyRevision
+	66,  // 31: unum.v1.PolicyUpdate.shadow_bundle:type_name -> unum.v1.PolicyBundle
+	156, // 32: unum.v1.PolicyUpdate.user_roles:type_name -> unum.v1.PolicyUpdate.UserRolesEntry
+	66,  // 33: unum.v1.StartShadowRequest.bundle:type_name -> unum.v1.PolicyBundle
+	91,  // 34: unum.v1.ShadowReportResponse.changes:type_name -> unum.v1.ShadowChange
+	92,  // 35: unum.v1.AuditQueryRequest.filter:type_name -> unum.v1.AuditFilter
+	100, // 36: unum.v1.AuditKeysResponse.keys:type_name -> unum.v1.AuditKey
+	106, // 37: unum.v1.AuditConfigureRequest.config:type_name -> unum.v1.AuditConfig
+	115, // 38: unum.v1.ListCredentialsResponse.credentials:type_name -> unum.v1.CredentialRecord
+	5,   // 39: unum.v1.RevokeCredentialsResponse.revocations:type_name -> unum.v1.Revocation
+	19,  // 40: unum.v1.CredentialKeysResponse.keys:type_name -> unum.v1.CredentialKeySet
+	121, // 41: unum.v1.Job.egress:type_name -> unum.v1.EgressDecision
+	157, // 42: unum.v1.Allocation.ports:type_name -> unum.v1.Allocation.PortsEntry
+	32,  // 43: unum.v1.Allocation.resources:type_name -> unum.v1.Resources
+	123, // 44: unum.v1.Allocation.status:type_name -> unum.v1.TaskStatus
+	158, // 45: unum.v1.PlanPlacement.ports:type_name -> unum.v1.PlanPlacement.PortsEntry
+	124, // 46: unum.v1.JobPlan.placements:type_name -> unum.v1.PlanPlacement
+	125, // 47: unum.v1.JobPlan.preemptions:type_name -> unum.v1.PlanPreemption
+	126, // 48: unum.v1.JobPlan.unplaced:type_name -> unum.v1.PlanUnplaced
+	120, // 49: unum.v1.SubmitJobResponse.job:type_name -> unum.v1.Job
+	127, // 50: unum.v1.SubmitJobResponse.plan:type_name -> unum.v1.JobPlan
+	120, // 51: unum.v1.ListJobsResponse.jobs:type_name -> unum.v1.Job
+	120, // 52: unum.v1.JobStatusResponse.job:type_name -> unum.v1.Job
+	122, // 53: unum.v1.JobStatusResponse.allocations:type_name -> unum.v1.Allocation
+	120, // 54: unum.v1.StopJobResponse.job:type_name -> unum.v1.Job
+	122, // 55: unum.v1.ListAllocationsResponse.allocations:type_name -> unum.v1.Allocation
+	31,  // 56: unum.v1.DrainNodeResponse.node:type_name -> unum.v1.Node
+	31,  // 57: unum.v1.LabelNodeResponse.node:type_name -> unum.v1.Node
+	142, // 58: unum.v1.EnforcementStatusResponse.settings:type_name -> unum.v1.EnforcementSettings
+	146, // 59: unum.v1.EnforcementStatusResponse.nodes:type_name -> unum.v1.NodeEnforcement
+	159, // 60: unum.v1.NodeEnforcement.maps:type_name -> unum.v1.NodeEnforcement.MapsEntry
+	123, // 61: unum.v1.ListTasksResponse.tasks:type_name -> unum.v1.TaskStatus
+	2,   // 62: unum.v1.Enrollment.Join:input_type -> unum.v1.JoinRequest
+	0,   // 63: unum.v1.Enrollment.Login:input_type -> unum.v1.LoginRequest
+	8,   // 64: unum.v1.Identity.WhoAmI:input_type -> unum.v1.WhoAmIRequest
+	10,  // 65: unum.v1.Identity.MintX509SVID:input_type -> unum.v1.MintX509SVIDRequest
+	12,  // 66: unum.v1.Identity.MintJWTSVID:input_type -> unum.v1.MintJWTSVIDRequest
+	14,  // 67: unum.v1.Identity.RenewNodeSVID:input_type -> unum.v1.RenewNodeSVIDRequest
+	16,  // 68: unum.v1.Identity.SyncAgent:input_type -> unum.v1.SyncAgentRequest
+	22,  // 69: unum.v1.Identity.CreateEntry:input_type -> unum.v1.CreateEntryRequest
+	23,  // 70: unum.v1.Identity.ListEntries:input_type -> unum.v1.ListEntriesRequest
+	25,  // 71: unum.v1.Identity.DeleteEntry:input_type -> unum.v1.DeleteEntryRequest
+	4,   // 72: unum.v1.Identity.WatchRevocations:input_type -> unum.v1.WatchRevocationsRequest
+	27,  // 73: unum.v1.Cluster.CreateJoinToken:input_type -> unum.v1.CreateJoinTokenRequest
+	29,  // 74: unum.v1.Cluster.ListNodes:input_type -> unum.v1.ListNodesRequest
+	33,  // 75: unum.v1.Cluster.Status:input_type -> unum.v1.StatusRequest
+	36,  // 76: unum.v1.Cluster.Heartbeat:input_type -> unum.v1.HeartbeatRequest
+	38,  // 77: unum.v1.Cluster.RemoveNode:input_type -> unum.v1.RemoveNodeRequest
+	41,  // 78: unum.v1.Users.AddUser:input_type -> unum.v1.AddUserRequest
+	43,  // 79: unum.v1.Users.ListUsers:input_type -> unum.v1.ListUsersRequest
+	45,  // 80: unum.v1.Users.RemoveUser:input_type -> unum.v1.RemoveUserRequest
+	47,  // 81: unum.v1.Users.RevokeUser:input_type -> unum.v1.RevokeUserRequest
+	49,  // 82: unum.v1.Users.RenewUser:input_type -> unum.v1.RenewUserRequest
+	51,  // 83: unum.v1.CA.Status:input_type -> unum.v1.CAStatusRequest
+	54,  // 84: unum.v1.CA.Rotate:input_type -> unum.v1.CARotateRequest
+	56,  // 85: unum.v1.CA.ExportRoot:input_type -> unum.v1.ExportRootRequest
+	58,  // 86: unum.v1.CA.ConfirmExportRoot:input_type -> unum.v1.ConfirmExportRootRequest
+	60,  // 87: unum.v1.CA.ImportRoot:input_type -> unum.v1.ImportRootRequest
+	62,  // 88: unum.v1.CA.SignIntermediate:input_type -> unum.v1.SignIntermediateRequest
+	64,  // 89: unum.v1.Backup.Create:input_type -> unum.v1.CreateBackupRequest
+	67,  // 90: unum.v1.Policy.Apply:input_type -> unum.v1.ApplyPolicyRequest
+	69,  // 91: unum.v1.Policy.Get:input_type -> unum.v1.GetPolicyRequest
+	71,  // 92: unum.v1.Policy.History:input_type -> unum.v1.PolicyHistoryRequest
+	73,  // 93: unum.v1.Policy.Rollback:input_type -> unum.v1.RollbackPolicyRequest
+	74,  // 94: unum.v1.Policy.Status:input_type -> unum.v1.PolicyStatusRequest
+	77,  // 95: unum.v1.Policy.Check:input_type -> unum.v1.CheckPolicyRequest
+	79,  // 96: unum.v1.Policy.Explain:input_type -> unum.v1.ExplainPolicyRequest
+	83,  // 97: unum.v1.Policy.Watch:input_type -> unum.v1.WatchPolicyRequest
+	85,  // 98: unum.v1.Policy.StartShadow:input_type -> unum.v1.StartShadowRequest
+	87,  // 99: unum.v1.Policy.StopShadow:input_type -> unum.v1.StopShadowRequest
+	89,  // 100: unum.v1.Policy.ShadowReport:input_type -> unum.v1.ShadowReportRequest
+	93,  // 101: unum.v1.Audit.Query:input_type -> unum.v1.AuditQueryRequest
+	95,  // 102: unum.v1.Audit.Verify:input_type -> unum.v1.AuditVerifyRequest
+	97,  // 103: unum.v1.Audit.Proof:input_type -> unum.v1.AuditProofRequest
+	99,  // 104: unum.v1.Audit.Keys:input_type -> unum.v1.AuditKeysRequest
+	102, // 105: unum.v1.Audit.Witnessed:input_type -> unum.v1.AuditWitnessedRequest
+	104, // 106: unum.v1.Audit.SubmitCheckpoint:input_type -> unum.v1.SubmitCheckpointRequest
+	107, // 107: unum.v1.Audit.Configure:input_type -> unum.v1.AuditConfigureRequest
+	108, // 108: unum.v1.Audit.GetConfig:input_type -> unum.v1.AuditGetConfigRequest
+	109, // 109: unum.v1.Credentials.Delegate:input_type -> unum.v1.DelegateRequest
+	111, // 110: unum.v1.Credentials.Inspect:input_type -> unum.v1.InspectCredentialRequest
+	113, // 111: unum.v1.Credentials.List:input_type -> unum.v1.ListCredentialsRequest
+	116, // 112: unum.v1.Credentials.Revoke:input_type -> unum.v1.RevokeCredentialsRequest
+	118, // 113: unum.v1.Credentials.Keys:input_type -> unum.v1.CredentialKeysRequest
+	128, // 114: unum.v1.Scheduler.SubmitJob:input_type -> unum.v1.SubmitJobRequest
+	130, // 115: unum.v1.Scheduler.ListJobs:input_type -> unum.v1.ListJobsRequest
+	132, // 116: unum.v1.Scheduler.JobStatus:input_type -> unum.v1.JobStatusRequest
+	134, // 117: unum.v1.Scheduler.StopJob:input_type -> unum.v1.StopJobRequest
+	136, // 118: unum.v1.Scheduler.ListAllocations:input_type -> unum.v1.ListAllocationsRequest
+	138, // 119: unum.v1.Scheduler.DrainNode:input_type -> unum.v1.DrainNodeRequest
+	140, // 120: unum.v1.Scheduler.LabelNode:input_type -> unum.v1.LabelNodeRequest
+	147, // 121: unum.v1.Scheduler.Exec:input_type -> unum.v1.ExecRequest
+	150, // 122: unum.v1.Tasks.List:input_type -> unum.v1.ListTasksRequest
+	152, // 123: unum.v1.Tasks.Logs:input_type -> unum.v1.TaskLogsRequest
+	149, // 124: unum.v1.Tasks.Exec:input_type -> unum.v1.NodeExecRequest
+	144, // 125: unum.v1.Enforcement.Status:input_type -> unum.v1.EnforcementStatusRequest
+	143, // 126: unum.v1.Enforcement.Configure:input_type -> unum.v1.ConfigureEnforcementRequest
+	3,   // 127: unum.v1.Enrollment.Join:output_type -> unum.v1.JoinResponse
+	1,   // 128: unum.v1.Enrollment.Login:output_type -> unum.v1.LoginResponse
+	9,   // 129: unum.v1.Identity.WhoAmI:output_type -> unum.v1.WhoAmIResponse
+	11,  // 130: unum.v1.Identity.MintX509SVID:output_type -> unum.v1.MintX509SVIDResponse
+	13,  // 131: unum.v1.Identity.MintJWTSVID:output_type -> unum.v1.MintJWTSVIDResponse
+	15,  // 132: unum.v1.Identity.RenewNodeSVID:output_type -> unum.v1.RenewNodeSVIDResponse
+	17,  // 133: unum.v1.Identity.SyncAgent:output_type -> unum.v1.SyncAgentResponse
+	21,  // 134: unum.v1.Identity.CreateEntry:output_type -> unum.v1.Entry
+	24,  // 135: unum.v1.Identity.ListEntries:output_type -> unum.v1.ListEntriesResponse
+	26,  // 136: unum.v1.Identity.DeleteEntry:output_type -> unum.v1.DeleteEntryResponse
+	7,   // 137: unum.v1.Identity.WatchRevocations:output_type -> unum.v1.RevocationUpdate
+	28,  // 138: unum.v1.Cluster.CreateJoinToken:output_type -> unum.v1.CreateJoinTokenResponse
+	30,  // 139: unum.v1.Cluster.ListNodes:output_type -> unum.v1.ListNodesResponse
+	34,  // 140: unum.v1.Cluster.Status:output_type -> unum.v1.StatusResponse
+	37,  // 141: unum.v1.Cluster.Heartbeat:output_type -> unum.v1.HeartbeatResponse
+	39,  // 142: unum.v1.Cluster.RemoveNode:output_type -> unum.v1.RemoveNodeResponse
+	42,  // 143: unum.v1.Users.AddUser:output_type -> unum.v1.AddUserResponse
+	44,  // 144: unum.v1.Users.ListUsers:output_type -> unum.v1.ListUsersResponse
+	46,  // 145: unum.v1.Users.RemoveUser:output_type -> unum.v1.RemoveUserResponse
+	48,  // 146: unum.v1.Users.RevokeUser:output_type -> unum.v1.RevokeUserResponse
+	50,  // 147: unum.v1.Users.RenewUser:output_type -> unum.v1.RenewUserResponse
+	53,  // 148: unum.v1.CA.Status:output_type -> unum.v1.CAStatusResponse
+	55,  // 149: unum.v1.CA.Rotate:output_type -> unum.v1.CARotateResponse
+	57,  // 150: unum.v1.CA.ExportRoot:output_type -> unum.v1.ExportRootResponse
+	59,  // 151: unum.v1.CA.ConfirmExportRoot:output_type -> unum.v1.ConfirmExportRootResponse
+	61,  // 152: unum.v1.CA.ImportRoot:output_type -> unum.v1.ImportRootResponse
+	63,  // 153: unum.v1.CA.SignIntermediate:output_type -> unum.v1.SignIntermediateResponse
+	65,  // 154: unum.v1.Backup.Create:output_type -> unum.v1.BackupChunk
+	68,  // 155: unum.v1.Policy.Apply:output_type -> unum.v1.ApplyPolicyResponse
+	70,  // 156: unum.v1.Policy.Get:output_type -> unum.v1.PolicyRevision
+	72,  // 157: unum.v1.Policy.History:output_type -> unum.v1.PolicyHistoryResponse
+	68,  // 158: unum.v1.Policy.Rollback:output_type -> unum.v1.ApplyPolicyResponse
+	75,  // 159: unum.v1.Policy.Status:output_type -> unum.v1.PolicyStatusResponse
+	78,  // 160: unum.v1.Policy.Check:output_type -> unum.v1.CheckPolicyResponse
+	80,  // 161: unum.v1.Policy.Explain:output_type -> unum.v1.ExplainPolicyResponse
+	84,  // 162: unum.v1.Policy.Watch:output_type -> unum.v1.PolicyUpdate
+	86,  // 163: unum.v1.Policy.StartShadow:output_type -> unum.v1.StartShadowResponse
+	88,  // 164: unum.v1.Policy.StopShadow:output_type -> unum.v1.StopShadowResponse
+	90,  // 165: unum.v1.Policy.ShadowReport:output_type -> unum.v1.ShadowReportResponse
+	94,  // 166: unum.v1.Audit.Query:output_type -> unum.v1.AuditEventBatch
+	96,  // 167: unum.v1.Audit.Verify:output_type -> unum.v1.AuditVerifyResponse
+	98,  // 168: unum.v1.Audit.Proof:output_type -> unum.v1.AuditProofResponse
+	101, // 169: unum.v1.Audit.Keys:output_type -> unum.v1.AuditKeysResponse
+	103, // 170: unum.v1.Audit.Witnessed:output_type -> unum.v1.AuditWitnessedResponse
+	105, // 171: unum.v1.Audit.SubmitCheckpoint:output_type -> unum.v1.SubmitCheckpointResponse
+	106, // 172: unum.v1.Audit.Configure:output_type -> unum.v1.AuditConfig
+	106, // 173: unum.v1.Audit.GetConfig:output_type -> unum.v1.AuditConfig
+	110, // 174: unum.v1.Credentials.Delegate:output_type -> unum.v1.DelegateResponse
+	112, // 175: unum.v1.Credentials.Inspect:output_type -> unum.v1.InspectCredentialResponse
+	114, // 176: unum.v1.Credentials.List:output_type -> unum.v1.ListCredentialsResponse
+	117, // 177: unum.v1.Credentials.Revoke:output_type -> unum.v1.RevokeCredentialsResponse
+	119, // 178: unum.v1.Credentials.Keys:output_type -> unum.v1.CredentialKeysResponse
+	129, // 179: unum.v1.Scheduler.SubmitJob:output_type -> unum.v1.SubmitJobResponse
+	131, // 180: unum.v1.Scheduler.ListJobs:output_type -> unum.v1.ListJobsResponse
+	133, // 181: unum.v1.Scheduler.JobStatus:output_type -> unum.v1.JobStatusResponse
+	135, // 182: unum.v1.Scheduler.StopJob:output_type -> unum.v1.StopJobResponse
+	137, // 183: unum.v1.Scheduler.ListAllocations:output_type -> unum.v1.ListAllocationsResponse
+	139, // 184: unum.v1.Scheduler.DrainNode:output_type -> unum.v1.DrainNodeResponse
+	141, // 185: unum.v1.Scheduler.LabelNode:output_type -> unum.v1.LabelNodeResponse
+	148, // 186: unum.v1.Scheduler.Exec:output_type -> unum.v1.ExecEvent
+	151, // 187: unum.v1.Tasks.List:output_type -> unum.v1.ListTasksResponse
+	153, // 188: unum.v1.Tasks.Logs:output_type -> unum.v1.TaskLogChunk
+	148, // 189: unum.v1.Tasks.Exec:output_type -> unum.v1.ExecEvent
+	145, // 190: unum.v1.Enforcement.Status:output_type -> unum.v1.EnforcementStatusResponse
+	142, // 191: unum.v1.Enforcement.Configure:output_type -> unum.v1.EnforcementSettings
+	127, // [127:192] is the sub-list for method output_type
+	62,  // [62:127] is the sub-list for method input_type
+	62,  // [62:62] is the sub-list for extension type_name
+	62,  // [62:62] is the sub-list for extension extendee
+	0,   // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_api_unum_v1_unum_proto_init() }
@@ -10778,15 +11221,16 @@ func file_api_unum_v1_unum_proto_init() {
 	if File_api_unum_v1_unum_proto != nil {
 		return
 	}
+	file_api_unum_v1_unum_proto_msgTypes[143].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_unum_v1_unum_proto_rawDesc), len(file_api_unum_v1_unum_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   155,
+			NumMessages:   160,
 			NumExtensions: 0,
-			NumServices:   11,
+			NumServices:   12,
 		},
 		GoTypes:           file_api_unum_v1_unum_proto_goTypes,
 		DependencyIndexes: file_api_unum_v1_unum_proto_depIdxs,

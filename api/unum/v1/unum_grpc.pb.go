@@ -2758,7 +2758,6 @@ const (
 	Scheduler_ListAllocations_FullMethodName = "/unum.v1.Scheduler/ListAllocations"
 	Scheduler_DrainNode_FullMethodName       = "/unum.v1.Scheduler/DrainNode"
 	Scheduler_LabelNode_FullMethodName       = "/unum.v1.Scheduler/LabelNode"
-	Scheduler_Requirements_FullMethodName    = "/unum.v1.Scheduler/Requirements"
 	Scheduler_Exec_FullMethodName            = "/unum.v1.Scheduler/Exec"
 )
 
@@ -2779,8 +2778,6 @@ type SchedulerClient interface {
 	ListAllocations(ctx context.Context, in *ListAllocationsRequest, opts ...grpc.CallOption) (*ListAllocationsResponse, error)
 	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
 	LabelNode(ctx context.Context, in *LabelNodeRequest, opts ...grpc.CallOption) (*LabelNodeResponse, error)
-	// Shows or sets what a node must meet to receive new tasks.
-	Requirements(ctx context.Context, in *RequirementsRequest, opts ...grpc.CallOption) (*RequirementsResponse, error)
 	// Runs a command as a short confined batch task on every node matching
 	// a label selector, under a credential delegated by the caller.
 	Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecEvent], error)
@@ -2864,16 +2861,6 @@ func (c *schedulerClient) LabelNode(ctx context.Context, in *LabelNodeRequest, o
 	return out, nil
 }
 
-func (c *schedulerClient) Requirements(ctx context.Context, in *RequirementsRequest, opts ...grpc.CallOption) (*RequirementsResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(RequirementsResponse)
-	err := c.cc.Invoke(ctx, Scheduler_Requirements_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 func (c *schedulerClient) Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Scheduler_ServiceDesc.Streams[0], Scheduler_Exec_FullMethodName, cOpts...)
@@ -2910,8 +2897,6 @@ type SchedulerServer interface {
 	ListAllocations(context.Context, *ListAllocationsRequest) (*ListAllocationsResponse, error)
 	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
 	LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error)
-	// Shows or sets what a node must meet to receive new tasks.
-	Requirements(context.Context, *RequirementsRequest) (*RequirementsResponse, error)
 	// Runs a command as a short confined batch task on every node matching
 	// a label selector, under a credential delegated by the caller.
 	Exec(*ExecRequest, grpc.ServerStreamingServer[ExecEvent]) error
@@ -2945,9 +2930,6 @@ func (UnimplementedSchedulerServer) DrainNode(context.Context, *DrainNodeRequest
 }
 func (UnimplementedSchedulerServer) LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LabelNode not implemented")
-}
-func (UnimplementedSchedulerServer) Requirements(context.Context, *RequirementsRequest) (*RequirementsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Requirements not implemented")
 }
 func (UnimplementedSchedulerServer) Exec(*ExecRequest, grpc.ServerStreamingServer[ExecEvent]) error {
 	return status.Error(codes.Unimplemented, "method Exec not implemented")
@@ -3099,24 +3081,6 @@ func _Scheduler_LabelNode_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Scheduler_Requirements_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RequirementsRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(SchedulerServer).Requirements(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Scheduler_Requirements_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SchedulerServer).Requirements(ctx, req.(*RequirementsRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 func _Scheduler_Exec_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(ExecRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -3162,10 +3126,6 @@ var Scheduler_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LabelNode",
 			Handler:    _Scheduler_LabelNode_Handler,
-		},
-		{
-			MethodName: "Requirements",
-			Handler:    _Scheduler_Requirements_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -3366,5 +3326,157 @@ var Tasks_ServiceDesc = grpc.ServiceDesc{
 			ServerStreams: true,
 		},
 	},
+	Metadata: "api/unum/v1/unum.proto",
+}
+
+const (
+	Enforcement_Status_FullMethodName    = "/unum.v1.Enforcement/Status"
+	Enforcement_Configure_FullMethodName = "/unum.v1.Enforcement/Configure"
+)
+
+// EnforcementClient is the client API for Enforcement service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Enforcement is served by control nodes: the cluster's kernel
+// enforcement settings and every node's enforcement state.
+type EnforcementClient interface {
+	// Per node: mode, layers, programs attached, map sizes, the last sync
+	// revision applied and denials per minute; and the cluster's settings.
+	Status(ctx context.Context, in *EnforcementStatusRequest, opts ...grpc.CallOption) (*EnforcementStatusResponse, error)
+	// Changes the cluster's settings. Every change is audited.
+	Configure(ctx context.Context, in *ConfigureEnforcementRequest, opts ...grpc.CallOption) (*EnforcementSettings, error)
+}
+
+type enforcementClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewEnforcementClient(cc grpc.ClientConnInterface) EnforcementClient {
+	return &enforcementClient{cc}
+}
+
+func (c *enforcementClient) Status(ctx context.Context, in *EnforcementStatusRequest, opts ...grpc.CallOption) (*EnforcementStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnforcementStatusResponse)
+	err := c.cc.Invoke(ctx, Enforcement_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *enforcementClient) Configure(ctx context.Context, in *ConfigureEnforcementRequest, opts ...grpc.CallOption) (*EnforcementSettings, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnforcementSettings)
+	err := c.cc.Invoke(ctx, Enforcement_Configure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// EnforcementServer is the server API for Enforcement service.
+// All implementations must embed UnimplementedEnforcementServer
+// for forward compatibility.
+//
+// Enforcement is served by control nodes: the cluster's kernel
+// enforcement settings and every node's enforcement state.
+type EnforcementServer interface {
+	// Per node: mode, layers, programs attached, map sizes, the last sync
+	// revision applied and denials per minute; and the cluster's settings.
+	Status(context.Context, *EnforcementStatusRequest) (*EnforcementStatusResponse, error)
+	// Changes the cluster's settings. Every change is audited.
+	Configure(context.Context, *ConfigureEnforcementRequest) (*EnforcementSettings, error)
+	mustEmbedUnimplementedEnforcementServer()
+}
+
+// UnimplementedEnforcementServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedEnforcementServer struct{}
+
+func (UnimplementedEnforcementServer) Status(context.Context, *EnforcementStatusRequest) (*EnforcementStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedEnforcementServer) Configure(context.Context, *ConfigureEnforcementRequest) (*EnforcementSettings, error) {
+	return nil, status.Error(codes.Unimplemented, "method Configure not implemented")
+}
+func (UnimplementedEnforcementServer) mustEmbedUnimplementedEnforcementServer() {}
+func (UnimplementedEnforcementServer) testEmbeddedByValue()                     {}
+
+// UnsafeEnforcementServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to EnforcementServer will
+// result in compilation errors.
+type UnsafeEnforcementServer interface {
+	mustEmbedUnimplementedEnforcementServer()
+}
+
+func RegisterEnforcementServer(s grpc.ServiceRegistrar, srv EnforcementServer) {
+	// If the following call panics, it indicates UnimplementedEnforcementServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Enforcement_ServiceDesc, srv)
+}
+
+func _Enforcement_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnforcementStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnforcementServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Enforcement_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnforcementServer).Status(ctx, req.(*EnforcementStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Enforcement_Configure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfigureEnforcementRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnforcementServer).Configure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Enforcement_Configure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnforcementServer).Configure(ctx, req.(*ConfigureEnforcementRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Enforcement_ServiceDesc is the grpc.ServiceDesc for Enforcement service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Enforcement_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "unum.v1.Enforcement",
+	HandlerType: (*EnforcementServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Status",
+			Handler:    _Enforcement_Status_Handler,
+		},
+		{
+			MethodName: "Configure",
+			Handler:    _Enforcement_Configure_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "api/unum/v1/unum.proto",
 }
