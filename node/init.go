@@ -151,8 +151,8 @@ type InitOptions struct {
 	// a single machine for development, turns it on. `unum enforcement
 	// require on|off` changes it later.
 	EnforcementOptional bool
-	Clock                       func() time.Time
-	Log                         *slog.Logger
+	Clock               func() time.Time
+	Log                 *slog.Logger
 }
 
 // Init creates a trust domain and its first control node in DataDir: root

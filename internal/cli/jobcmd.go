@@ -572,4 +572,3 @@ func fmtLabels(l map[string]string) string {
 	}
 	return strings.Join(parts, ",")
 }
-

@@ -192,7 +192,7 @@ func toNodeView(n *unumv1.Node) nodeView {
 		EnrollmentAddress: n.GetEnrollmentAddress(), Ready: n.GetReady(), AgentReady: n.GetAgentReady(),
 		SVIDExpiresAt: unixTime(n.GetSvidExpiresAtUnix()), LastSeen: unixTime(n.GetLastSeenUnix()),
 		Enforcement: n.GetEnforcement(), EnforcementLayers: n.GetEnforcementLayers(),
-		Lease:       n.GetLease(), Labels: n.GetLabels(), Draining: n.GetDraining(), Capacity: n.GetCapacity(),
+		Lease: n.GetLease(), Labels: n.GetLabels(), Draining: n.GetDraining(), Capacity: n.GetCapacity(),
 		Allocated: n.GetAllocated(), Allocations: n.GetAllocations(), Limits: n.GetLimits(), Unschedulable: n.GetUnschedulable(),
 	}
 }
