@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -112,10 +114,12 @@ func (s *Server) submitJob(ctx context.Context, req *unumv1.SubmitJobRequest) (*
 		prev := st.jobs[idx]
 		prevRev = prev.modRev
 		rec.Version = prev.rec.Version
+		rec.NetID = prev.rec.NetID
 		if prev.rec.Stopped || prev.rec.Spec != string(canon) {
 			rec.Version++
 		} else {
-			changed = false
+			// Unchanged, unless it predates identity numbers.
+			changed = prev.rec.NetID == 0
 			rec = prev.rec
 		}
 	}
@@ -138,18 +142,64 @@ func (s *Server) submitJob(ctx context.Context, req *unumv1.SubmitJobRequest) (*
 	if req.GetDryRun() || !changed {
 		return out, nil
 	}
-	resp, err := s.cfg.Etcd.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(jobKey(j.Namespace, j.Name)), "=", prevRev)).
-		Then(clientv3.OpPut(jobKey(j.Namespace, j.Name), mustJSON(rec))).
-		Commit()
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "store job: %v", err)
-	}
-	if !resp.Succeeded {
-		return nil, status.Errorf(codes.Aborted, "job %s/%s changed while it was being submitted: submit again", j.Namespace, j.Name)
+	if err := s.storeJob(ctx, rec, prevRev); err != nil {
+		return nil, err
 	}
 	out.Submitted = true
 	return out, nil
+}
+
+// storeJob writes rec if the job is still at prevRev (0: absent), giving
+// it an identity number first if it has none. Submissions of other jobs
+// race on the counter, not on the job: those conflicts are retried.
+func (s *Server) storeJob(ctx context.Context, rec JobRecord, prevRev int64) error {
+	key := jobKey(rec.Namespace, rec.Name)
+	for range 8 {
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", prevRev)}
+		var ops []clientv3.Op
+		if rec.NetID == 0 {
+			next, rev, err := s.nextNetID(ctx)
+			if err != nil {
+				return err
+			}
+			rec.NetID = next
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keyNetIDNext), "=", rev))
+			ops = append(ops, clientv3.OpPut(keyNetIDNext, strconv.FormatUint(uint64(next)+1, 10)))
+		}
+		ops = append(ops, clientv3.OpPut(key, mustJSON(rec)))
+		resp, err := s.cfg.Etcd.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(key)).Commit()
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "store job: %v", err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		cur := int64(0)
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			cur = kvs[0].ModRevision
+		}
+		if cur != prevRev || rec.NetID != 0 && len(cmps) == 1 {
+			break // the job itself changed
+		}
+		rec.NetID = 0 // the counter moved: take the next number
+	}
+	return status.Errorf(codes.Aborted, "job %s/%s changed while it was being submitted: submit again", rec.Namespace, rec.Name)
+}
+
+// nextNetID reads the next identity number and the counter's revision.
+func (s *Server) nextNetID(ctx context.Context) (uint32, int64, error) {
+	resp, err := s.cfg.Etcd.Get(ctx, keyNetIDNext)
+	if err != nil {
+		return 0, 0, status.Errorf(codes.Unavailable, "read identity numbers: %v", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 1, 0, nil
+	}
+	n, err := strconv.ParseUint(string(resp.Kvs[0].Value), 10, 32)
+	if err != nil || n == 0 || n == math.MaxUint32 {
+		return 0, 0, status.Errorf(codes.Internal, "%s holds %q: not an identity number", keyNetIDNext, resp.Kvs[0].Value)
+	}
+	return uint32(n), resp.Kvs[0].ModRevision, nil
 }
 
 // egressDecisions asks the policy, for each declared egress target,

@@ -407,3 +407,61 @@ func TestSubmitIntoForeignNamespace(t *testing.T) {
 	_, err = dev.StopJob(ctxT(t), &unumv1.StopJobRequest{Namespace: "bank", Name: "web"})
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 }
+
+// TestIdentityNumbers: every job gets a distinct, non-zero identity number
+// for the kernel's maps, even when submitted concurrently, and keeps it
+// across versions and resubmissions.
+func TestIdentityNumbers(t *testing.T) {
+	admin := unumv1.NewSchedulerClient(conn(t, "/user/admin"))
+	spec := func(name, cmd string) []byte {
+		// A constraint no node meets: the jobs stay unplaced.
+		return []byte("name: " + name + "\nnamespace: netid\ntype: service\ntask: {command: " + cmd + "}\nresources: {cpu: 10, memory: 10}\nconstraints: [{label: suite, op: \"=\", value: none}]\n")
+	}
+	names := []string{"a", "b", "c", "d", "e", "f"}
+	var wg sync.WaitGroup
+	errs := make([]error, len(names))
+	for i, n := range names {
+		wg.Go(func() {
+			for {
+				_, err := admin.SubmitJob(ctxT(t), &unumv1.SubmitJobRequest{Spec: spec(n, "/bin/true"), Namespace: "netid", Name: n})
+				if status.Code(err) == codes.Aborted {
+					continue
+				}
+				errs[i] = err
+				return
+			}
+		})
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, n := range names {
+			_, _ = admin.StopJob(context.Background(), &unumv1.StopJobRequest{Namespace: "netid", Name: n})
+		}
+	})
+	numbers := func() map[string]uint32 {
+		out := map[string]uint32{}
+		for _, n := range names {
+			resp, err := h.etcd.Client().Get(ctxT(t), jobKey("netid", n))
+			require.NoError(t, err)
+			require.Len(t, resp.Kvs, 1)
+			rec, err := decode[JobRecord](resp.Kvs[0].Value)
+			require.NoError(t, err)
+			out[n] = rec.NetID
+		}
+		return out
+	}
+	seen := map[uint32]string{}
+	first := numbers()
+	for i, n := range names {
+		require.NoError(t, errs[i], n)
+		num := first[n]
+		require.NotZero(t, num, n)
+		require.Empty(t, seen[num], "%s and %s share identity number %d", n, seen[num], num)
+		seen[num] = n
+	}
+	_, err := admin.SubmitJob(ctxT(t), &unumv1.SubmitJobRequest{Spec: spec("a", "/bin/true"), Namespace: "netid", Name: "a"})
+	require.NoError(t, err)
+	_, err = admin.SubmitJob(ctxT(t), &unumv1.SubmitJobRequest{Spec: spec("b", "/bin/false"), Namespace: "netid", Name: "b"})
+	require.NoError(t, err)
+	require.Equal(t, first, numbers(), "a resubmission or a new version changed an identity number")
+}

@@ -195,6 +195,10 @@ type JobRecord struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	SPIFFEID  string `json:"spiffe_id"`
+	// NetID is the job identity's compact number for the kernel's maps
+	// (enforcement.IdentityNum), assigned from keyNetIDNext when the job is
+	// first stored and kept by every later version; never reused.
+	NetID uint32 `json:"net_id,omitempty"`
 	// Spec is the canonical JSON of the defaulted spec (jobspec.Canonical),
 	// kept as a string: a raw JSON member would be re-encoded (HTML
 	// escapes) and no longer be canonical.
