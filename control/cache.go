@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"log/slog"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -36,7 +37,13 @@ type stateCache struct {
 		users    map[string]UserRecord
 		// allocs are the allocations by node, then id.
 		allocs map[string]map[string]AllocRecord
-		roots  []*x509.Certificate
+		// jobs are the job records by NS/NAME (for their identity numbers
+		// and declared egress).
+		jobs map[string]JobRecord
+		// enforcement is the cluster's enforcement settings (nil: absent,
+		// the defaults).
+		enforcement *EnforcementSettings
+		roots       []*x509.Certificate
 		// audit is the cluster's audit settings, handed to nodes in
 		// heartbeat answers (nil: the defaults).
 		audit *audit.Settings
@@ -92,7 +99,7 @@ func interesting(key string) bool {
 	return strings.HasPrefix(key, prefixEntries) || strings.HasPrefix(key, prefixNodes) ||
 		strings.HasPrefix(key, prefixJWTKeys) || strings.HasPrefix(key, prefixUsers) || key == keyRoots ||
 		strings.HasPrefix(key, prefixCredKeys) || strings.HasPrefix(key, prefixAllocs) ||
-		key == keyAuditConfig
+		key == keyAuditConfig || strings.HasPrefix(key, prefixJobs) || key == keyEnforcementSettings
 }
 
 // run loads and then watches the state until ctx ends, reloading after any
@@ -147,6 +154,8 @@ func (s *stateCache) load(ctx context.Context) (int64, error) {
 	s.mu.credKeys = map[string]CredKeyRecord{}
 	s.mu.users = map[string]UserRecord{}
 	s.mu.allocs = map[string]map[string]AllocRecord{}
+	s.mu.jobs = map[string]JobRecord{}
+	s.mu.enforcement = nil
 	s.mu.audit = nil
 	for _, kv := range resp.Kvs {
 		if interesting(string(kv.Key)) {
@@ -222,6 +231,19 @@ func (s *stateCache) applyLocked(key string, value []byte, deleted bool) {
 		if u, err := decode[UserRecord](value); err == nil {
 			s.mu.users[name] = u
 		}
+	case strings.HasPrefix(key, prefixJobs):
+		k := strings.TrimPrefix(key, prefixJobs)
+		if deleted {
+			delete(s.mu.jobs, k)
+		} else if j, err := decode[JobRecord](value); err == nil {
+			s.mu.jobs[k] = j
+		}
+	case key == keyEnforcementSettings:
+		s.mu.enforcement = nil
+		if !deleted {
+			e := decodeEnforcementSettings(value)
+			s.mu.enforcement = &e
+		}
 	case key == keyAuditConfig:
 		s.mu.audit = nil
 		if !deleted {
@@ -283,6 +305,38 @@ func (s *stateCache) entrySPIFFEID(id string) (string, bool) {
 	defer s.mu.RUnlock()
 	e, ok := s.mu.entries[id]
 	return e.SPIFFEID, ok
+}
+
+// networkState is what the network of a node's tasks is compiled from.
+type networkState struct {
+	// allocs are every allocation that still runs, on every node.
+	allocs []AllocRecord
+	// jobs by NS/NAME.
+	jobs map[string]JobRecord
+	// addresses are the nodes' API addresses, by node name.
+	addresses map[string]string
+	settings  EnforcementSettings
+}
+
+func (s *stateCache) networkState() networkState {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := networkState{jobs: maps.Clone(s.mu.jobs), addresses: map[string]string{}, settings: defaultEnforcementSettings()}
+	if s.mu.enforcement != nil {
+		st.settings = *s.mu.enforcement
+	}
+	for _, m := range s.mu.allocs {
+		for _, a := range m {
+			if !a.Done {
+				st.allocs = append(st.allocs, a)
+			}
+		}
+	}
+	sort.Slice(st.allocs, func(i, j int) bool { return st.allocs[i].ID < st.allocs[j].ID })
+	for name, n := range s.mu.nodes {
+		st.addresses[name] = n.APIAddress
+	}
+	return st
 }
 
 // allocsOf returns node's allocations that still run (not Done), sorted
