@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sys/unix"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
@@ -86,6 +89,13 @@ func (n *node) startCompute() (_ *compute, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
+	// A reaper left by an earlier run that died keeps that run's tasks
+	// until its fencing deadline; this run takes them over (the executor
+	// sweeps and restarts them), so the old reaper must not kill them, or
+	// remove the roots, later.
+	if err := stopOldReaper(n.l.path("reaper.pid"), mgr.Roots()[0], n.log); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			// No executor will ever use the roots New made.
@@ -124,16 +134,64 @@ func (n *node) startCompute() (_ *compute, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)
 	}
-	if err := c.startReaper(self); err != nil {
+	if err := c.startReaper(self, n.l.path("reaper.pid")); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
+// stopOldReaper kills the reaper recorded in pidFile if it still runs and
+// is this node's (its arguments name root), and waits until it is gone.
+func stopOldReaper(pidFile, root string, log *slog.Logger) error {
+	b, err := os.ReadFile(pidFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("task reaper pid file: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return os.Remove(pidFile)
+	}
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return os.Remove(pidFile) // gone
+	}
+	defer unix.Close(pfd)
+	// Read the arguments after pinning the process with its pidfd: a pid
+	// reused by anything else than this node's reaper is left alone.
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return os.Remove(pidFile)
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	if len(args) < 3 || args[1] != reaper.Arg || args[2] != root {
+		return os.Remove(pidFile)
+	}
+	log.Warn("an earlier run's task reaper still runs: stopping it, this run takes its tasks over", "pid", pid)
+	if err := unix.PidfdSendSignal(pfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("stop the earlier task reaper %d: %w", pid, err)
+	}
+	// The pidfd becomes readable when the process exits.
+	fds := []unix.PollFd{{Fd: int32(pfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 10_000)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n == 0 {
+			return fmt.Errorf("the earlier task reaper %d did not exit: %v", pid, err)
+		}
+		break
+	}
+	return os.Remove(pidFile)
+}
+
 // startReaper starts the task reaper: it kills every task of this node
 // when this process dies, even by SIGKILL, so no task outlives the node
 // that would fence it.
-func (c *compute) startReaper(self string) error {
+func (c *compute) startReaper(self, pidFile string) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("task reaper: %w", err)
@@ -151,6 +209,9 @@ func (c *compute) startReaper(self string) error {
 	}
 	r.Close()
 	c.reaper, c.reaperPipe = cmd, w
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("task reaper pid file: %w", err)
+	}
 	return nil
 }
 
@@ -183,6 +244,9 @@ func (c *compute) stopReaper() {
 	if c == nil || c.reaper == nil {
 		return
 	}
+	// Every task is stopped: the reaper removes the roots now, not at the
+	// fencing deadline.
+	_, _ = c.reaperPipe.Write(reaper.Stop())
 	c.reaperPipe.Close()
 	_ = c.reaper.Wait()
 }

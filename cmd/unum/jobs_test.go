@@ -317,8 +317,10 @@ spread: node
 		pid := d.pid(t, "node-3")
 		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 		waitGone(t, pid)
+		killed := time.Now()
 		// The node cannot fence itself any more: its reaper kills its
-		// tasks the moment it dies, long before they are re-placed.
+		// tasks at the fencing deadline of its last keepalive (lease +
+		// grace/2 = 10 s here), before they are re-placed (15 s).
 		require.Eventually(t, func() bool {
 			for _, task := range onThree {
 				if !gone(int(task.PID)) {
@@ -326,7 +328,8 @@ spread: node
 				}
 			}
 			return true
-		}, 5*time.Second, 50*time.Millisecond, "node-3's tasks outlived it")
+		}, 15*time.Second, 50*time.Millisecond, "node-3's tasks outlived its fencing deadline")
+		t.Logf("node-3's tasks killed %s after it died", time.Since(killed).Round(100*time.Millisecond))
 		require.Eventually(t, func() bool {
 			r := unum(t, d.env, "job", "status", "hello", "-o", "json")
 			if r.code != 0 {

@@ -8,9 +8,13 @@
 // grace period, so surviving tasks would run twice. The reaper holds the
 // read end of a pipe whose only write end the node process holds (close on
 // exec, so no task inherits it); when the node exits, the kernel closes the
-// write end, the reaper reads EOF and kills the whole task root (cgroup.kill
+// write end, the reaper reads EOF and, once the fencing deadline of the
+// node's last keepalive has passed, kills the whole task root (cgroup.kill
 // on the root kills every task group below it, and every process that
-// double-forked within them).
+// double-forked within them). Until that deadline the tasks keep running,
+// under the BPF programs the node pinned: enforcement survives the node
+// process, and a node restarted in time kills the old reaper and takes over
+// (it restarts the tasks). A node that stops cleanly writes Stop first.
 //
 // A node process that is stopped (SIGSTOP, a frozen cgroup) or hung cannot
 // fence itself either, and its tasks keep running. So the node writes a
@@ -78,16 +82,32 @@ func Keepalive(deadline time.Duration) []byte {
 	return []byte(strconv.FormatInt(deadline.Milliseconds(), 10) + "\n")
 }
 
-// watch returns when in ends (the node died). Meanwhile, whenever no
-// keepalive arrives for the deadline the last one named, it kills the
-// tasks under root.
+// Stop is the line a node writes to its reaper when it shuts down
+// cleanly, its tasks already stopped: the reaper then removes the roots at
+// once instead of waiting for the fencing deadline.
+func Stop() []byte { return []byte("stop\n") }
+
+// watch returns when the node is gone. After Stop, that is at once. When
+// in ends without it (the node died), it is at the fencing deadline of the
+// last keepalive: until then the control plane still counts the tasks as
+// the node's, so they keep running, confined and enforced (the BPF
+// programs are pinned), and a node restarted meanwhile takes over (it
+// kills this reaper first). A node that never sent a keepalive is gone at
+// once. Meanwhile, whenever no keepalive arrives for the deadline the last
+// one named, it kills the tasks under root and keeps watching.
 func watch(in io.Reader, root string, now func() time.Time) {
+	const stop = -1
 	deadlines := make(chan time.Duration)
 	go func() {
 		defer close(deadlines)
 		sc := bufio.NewScanner(in)
 		for sc.Scan() {
-			ms, err := strconv.ParseInt(strings.TrimSpace(sc.Text()), 10, 64)
+			line := strings.TrimSpace(sc.Text())
+			if line == "stop" {
+				deadlines <- stop
+				return
+			}
+			ms, err := strconv.ParseInt(line, 10, 64)
 			if err != nil || ms <= 0 {
 				continue
 			}
@@ -96,10 +116,20 @@ func watch(in io.Reader, root string, now func() time.Time) {
 	}()
 	var stall <-chan time.Time
 	var timer *time.Timer
+	died := false
 	for {
 		select {
 		case d, ok := <-deadlines:
-			if !ok {
+			switch {
+			case !ok && (timer == nil || stall == nil):
+				// Died with no keepalive pending (none ever, or the
+				// tasks were already killed for a stall).
+				return
+			case !ok:
+				died, deadlines = true, nil
+				fmt.Fprintf(os.Stderr, "unum task reaper: the node died (%s): its tasks stay until its fencing deadline\n", now().UTC().Format(time.RFC3339))
+				continue
+			case d == stop:
 				return
 			}
 			if timer != nil {
@@ -109,6 +139,10 @@ func watch(in io.Reader, root string, now func() time.Time) {
 			stall = timer.C
 		case <-stall:
 			stall = nil
+			if died {
+				fmt.Fprintf(os.Stderr, "unum task reaper: the dead node's fencing deadline passed (%s): killing its tasks\n", now().UTC().Format(time.RFC3339))
+				return
+			}
 			fmt.Fprintf(os.Stderr, "unum task reaper: the node sent no keepalive within its fencing deadline (%s): killing its tasks\n", now().UTC().Format(time.RFC3339))
 			if err := Kill(root, 10*time.Second); err != nil {
 				fmt.Fprintf(os.Stderr, "unum task reaper: %v\n", err)

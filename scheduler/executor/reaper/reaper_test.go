@@ -113,16 +113,46 @@ func requireDead(t *testing.T, pids []int) {
 
 // TestReaperKillsTasksWhenTheNodeDies: once its stdin's writer is gone, as
 // when the node process dies, the reaper kills every process of the task
-// root, the double-forked one included, and removes the root.
+// root, the double-forked one included, and removes the root: at once when
+// the node never sent a keepalive, else at the fencing deadline of the
+// last one (the tasks run on until then).
 func TestReaperKillsTasksWhenTheNodeDies(t *testing.T) {
-	root, pids := startTasks(t, "dies")
-	reaper, w := startReaper(t, root)
-	time.Sleep(200 * time.Millisecond)
-	requireAlive(t, pids, "a task died while the node lived")
-	w.Close() // the node dies
-	require.NoError(t, reaper.Wait())
-	requireDead(t, pids)
-	require.NoFileExists(t, filepath.Join(root, "cgroup.procs"), "the reaper removes the task root")
+	t.Run("no keepalive", func(t *testing.T) {
+		root, pids := startTasks(t, "dies")
+		reaper, w := startReaper(t, root)
+		time.Sleep(200 * time.Millisecond)
+		requireAlive(t, pids, "a task died while the node lived")
+		w.Close() // the node dies
+		require.NoError(t, reaper.Wait())
+		requireDead(t, pids)
+		require.NoFileExists(t, filepath.Join(root, "cgroup.procs"), "the reaper removes the task root")
+	})
+	t.Run("after the deadline", func(t *testing.T) {
+		root, pids := startTasks(t, "dies-late")
+		reaper, w := startReaper(t, root)
+		_, err := w.Write(Keepalive(1500 * time.Millisecond))
+		require.NoError(t, err)
+		time.Sleep(100 * time.Millisecond)
+		died := time.Now()
+		w.Close() // the node dies
+		time.Sleep(500 * time.Millisecond)
+		requireAlive(t, pids, "a task died before its dead node's fencing deadline")
+		require.NoError(t, reaper.Wait())
+		require.GreaterOrEqual(t, time.Since(died), 1300*time.Millisecond, "killed before the deadline")
+		requireDead(t, pids)
+		require.NoFileExists(t, filepath.Join(root, "cgroup.procs"), "the reaper removes the task root")
+	})
+	t.Run("clean stop", func(t *testing.T) {
+		root, pids := startTasks(t, "stops")
+		reaper, w := startReaper(t, root)
+		_, err := w.Write(Keepalive(time.Hour))
+		require.NoError(t, err)
+		_, err = w.Write(Stop())
+		require.NoError(t, err)
+		w.Close()
+		require.NoError(t, reaper.Wait(), "the reaper waited for the deadline after a clean stop")
+		requireDead(t, pids)
+	})
 }
 
 // TestReaperKillsTasksOfAStalledNode: a node that stops sending keepalives
