@@ -124,12 +124,18 @@ type Config struct {
 	// SVID exists; an error keeps the task from starting (and counts as a
 	// failed run). nil: no wait.
 	WaitIdentity func(ctx context.Context, taskID string) error
-	OnChange     func() // called, without locks held, after a task state change
-	LogMaxBytes  int64  // rotate a log file at this size (default 10 MiB)
-	LogFiles     int    // rotated files kept per stream (default 3)
-	PidsMax      int64  // pids limit per task (default 4096)
-	Clock        func() time.Time
-	Log          *slog.Logger
+	// Bind is called once a run's cgroup exists, before anything runs in
+	// it: kernel enforcement maps the group (its v2 directory) to the
+	// task's identity. An error keeps the task from starting (a failed
+	// run). Unbind is called once that group is removed. nil: no binding.
+	Bind        func(ctx context.Context, taskID, cgroupDir string) error
+	Unbind      func(taskID, cgroupDir string)
+	OnChange    func() // called, without locks held, after a task state change
+	LogMaxBytes int64  // rotate a log file at this size (default 10 MiB)
+	LogFiles    int    // rotated files kept per stream (default 3)
+	PidsMax     int64  // pids limit per task (default 4096)
+	Clock       func() time.Time
+	Log         *slog.Logger
 }
 
 // Errors.

@@ -348,6 +348,11 @@ func (e *Executor) runProcess(ctx context.Context, t *task, stdout, stderr io.Wr
 		t.group = nil
 		t.mu.Unlock()
 	}()
+	if e.cfg.Bind != nil {
+		if err := e.cfg.Bind(ctx, t.spec.ID, g.V2Dir()); err != nil {
+			return runResult{err: fmt.Errorf("kernel enforcement: %w", err)}
+		}
+	}
 	if e.cfg.WaitIdentity != nil {
 		if err := e.cfg.WaitIdentity(ctx, t.spec.ID); err != nil {
 			return runResult{err: fmt.Errorf("identity not ready: %w", err)}
@@ -447,6 +452,9 @@ func (e *Executor) removeGroup(t *task, g *cgroup.Group) {
 	defer cancel()
 	if err := g.Remove(ctx); err != nil {
 		e.cfg.Log.Error("remove task cgroups", "task", t.spec.ID, "err", err)
+	}
+	if e.cfg.Unbind != nil {
+		e.cfg.Unbind(t.spec.ID, g.V2Dir())
 	}
 }
 
