@@ -24,6 +24,9 @@ import (
 // drive the real CLI and real node processes, as an operator would.
 var unumBin string
 
+// netprobeBin is the enforcement tests' task (testdata/netprobe).
+var netprobeBin string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "unum-bin-")
 	if err != nil {
@@ -35,6 +38,13 @@ func TestMain(m *testing.M) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build unum:", err)
+		os.Exit(1)
+	}
+	netprobeBin = filepath.Join(dir, "netprobe")
+	build = exec.Command("go", "build", "-o", netprobeBin, "./testdata/netprobe")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build netprobe:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
