@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// Network enforcement for the task subtree: connect and unconnected sendmsg
+// are allowed only to the (address prefix, port, protocol) tuples of the
+// calling cgroup's identity; raw and packet sockets are refused. Everything
+// a program refuses (or, in audit-only, would refuse) is reported on the
+// events ring buffer.
+#include "common.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+// Binding of a task cgroup (v2 cgroup id) to its identity.
+struct binding {
+	__u32 identity;
+	__u32 flags; // bit 0: audit-only
+};
+
+#define FLAG_AUDIT_ONLY 1
+
+// LPM key. prefixlen counts the bits after itself: identity, proto, family
+// and port are always matched in full (64 bits), then prefixlen-64 bits of
+// addr. IPv4 is kept as ::ffff:a.b.c.d with family AF_INET, so an IPv4 /n
+// rule is 64+96+n bits, and an IPv4-mapped IPv6 destination is looked up as
+// the IPv4 address it is (family AF_INET), never as IPv6: an IPv6 rule such
+// as ::/0 does not open IPv4, and an IPv4 rule cannot be bypassed through
+// the mapped form.
+struct rule_key {
+	__u32 prefixlen;
+	__u32 identity;
+	__u8 proto;  // IPPROTO_*, 0: any
+	__u8 family; // AF_INET or AF_INET6
+	__u16 port;  // host order, 0: any
+	__u32 addr[4];
+};
+
+struct settings {
+	__u32 flags; // bit 0: the whole node is audit-only
+};
+
+struct event {
+	__u64 cgroup_id;
+	__u32 identity;
+	__u8 hook;
+	__u8 proto;
+	__u16 port; // host order
+	__u8 family;
+	__u8 audit_only;
+	__u16 pad;
+	__u32 sock_type;
+	__u32 addr[4];
+};
+
+// Hook numbers, as enforcement.Hook.
+#define HOOK_CONNECT4 1
+#define HOOK_CONNECT6 2
+#define HOOK_SENDMSG4 3
+#define HOOK_SENDMSG6 4
+#define HOOK_SOCK_CREATE 5
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct binding);
+} cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct rule_key);
+	__type(value, __u8);
+} rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+} settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} dropped SEC(".maps");
+
+static __always_inline int node_audit_only(void)
+{
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&settings, &zero);
+	return s && (s->flags & FLAG_AUDIT_ONLY);
+}
+
+static __always_inline void emit(__u64 cg, __u32 identity, __u8 hook, __u8 proto, __u16 port, __u8 family,
+				 __u8 audit_only, __u32 sock_type, const __u32 addr[4])
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
+		if (n)
+			*n += 1;
+		return;
+	}
+	e->cgroup_id = cg;
+	e->identity = identity;
+	e->hook = hook;
+	e->proto = proto;
+	e->port = port;
+	e->family = family;
+	e->audit_only = audit_only;
+	e->pad = 0;
+	e->sock_type = sock_type;
+	e->addr[0] = addr[0];
+	e->addr[1] = addr[1];
+	e->addr[2] = addr[2];
+	e->addr[3] = addr[3];
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int allowed(struct rule_key *k)
+{
+	__u8 proto = k->proto;
+	__u16 port = k->port;
+
+	if (bpf_map_lookup_elem(&rules, k))
+		return 1;
+	k->port = 0;
+	if (port && bpf_map_lookup_elem(&rules, k))
+		return 1;
+	k->proto = 0;
+	k->port = port;
+	if (proto && bpf_map_lookup_elem(&rules, k))
+		return 1;
+	k->port = 0;
+	if (proto && port && bpf_map_lookup_elem(&rules, k))
+		return 1;
+	k->proto = proto;
+	k->port = port;
+	return 0;
+}
+
+// decide is the whole verdict for one destination: 1 allows, 0 refuses
+// (the caller sees EPERM).
+static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 hook, __u8 family, __u32 addr[4])
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct binding *b = bpf_map_lookup_elem(&cgroups, &cg);
+	__u16 port = bpf_ntohs(ctx->user_port);
+	__u8 proto = ctx->protocol;
+	__u32 identity = 0;
+	int audit = node_audit_only();
+
+	if (b) {
+		struct rule_key k = {
+			.prefixlen = 64 + 128,
+			.identity = b->identity,
+			.proto = proto,
+			.family = family,
+			.port = port,
+		};
+		k.addr[0] = addr[0];
+		k.addr[1] = addr[1];
+		k.addr[2] = addr[2];
+		k.addr[3] = addr[3];
+		if (allowed(&k))
+			return 1;
+		identity = b->identity;
+		audit = audit || (b->flags & FLAG_AUDIT_ONLY);
+	}
+	// No binding: this cgroup sits in the task subtree without an identity
+	// (a process that escaped its task's group, or a group not yet bound):
+	// denied everything.
+	emit(cg, identity, hook, proto, port, family, audit, ctx->type, addr);
+	return audit ? 1 : 0;
+}
+
+static __always_inline int v4(struct bpf_sock_addr *ctx, __u8 hook)
+{
+	__u32 addr[4] = {0, 0, bpf_htonl(0xffff), ctx->user_ip4};
+	return decide(ctx, hook, AF_INET, addr);
+}
+
+static __always_inline int v6(struct bpf_sock_addr *ctx, __u8 hook)
+{
+	__u32 addr[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+	__u8 family = AF_INET6;
+	// ::ffff:0:0/96 is IPv4 in IPv6 clothing: judge it as IPv4.
+	if (addr[0] == 0 && addr[1] == 0 && addr[2] == bpf_htonl(0xffff))
+		family = AF_INET;
+	return decide(ctx, hook, family, addr);
+}
+
+SEC("cgroup/connect4")
+int connect4(struct bpf_sock_addr *ctx) { return v4(ctx, HOOK_CONNECT4); }
+
+SEC("cgroup/connect6")
+int connect6(struct bpf_sock_addr *ctx) { return v6(ctx, HOOK_CONNECT6); }
+
+SEC("cgroup/sendmsg4")
+int sendmsg4(struct bpf_sock_addr *ctx) { return v4(ctx, HOOK_SENDMSG4); }
+
+SEC("cgroup/sendmsg6")
+int sendmsg6(struct bpf_sock_addr *ctx) { return v6(ctx, HOOK_SENDMSG6); }
+
+// sock_create refuses raw IPv4 and IPv6 sockets: they would let a task
+// forge traffic or read the node's, below the connect/sendmsg hooks. The
+// kernel runs this hook for AF_INET and AF_INET6 sockets only; packet
+// sockets (AF_PACKET, and the obsolete SOCK_PACKET) are refused by the
+// LSM layer's socket_create where it loads, and need CAP_NET_RAW, which
+// the task shim drops.
+SEC("cgroup/sock_create")
+int sock_create(struct bpf_sock *ctx)
+{
+	__u32 family = ctx->family;
+	__u32 type = ctx->type;
+	if (type != SOCK_RAW)
+		return 1;
+
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct binding *b = bpf_map_lookup_elem(&cgroups, &cg);
+	__u32 identity = 0;
+	int audit = node_audit_only();
+	if (b) {
+		identity = b->identity;
+		audit = audit || (b->flags & FLAG_AUDIT_ONLY);
+	}
+	__u32 none[4] = {};
+	emit(cg, identity, HOOK_SOCK_CREATE, ctx->protocol, 0, family, audit, type, none);
+	return audit ? 1 : 0;
+}

@@ -1,0 +1,55 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// ReadEvents calls fn with every event the programs report, in order,
+// until ctx is done; it then returns nil. fn runs on the caller's
+// goroutine and should be quick: while it runs, events queue in the ring
+// buffer and those that do not fit are counted in Stats.Dropped. One
+// caller at a time. Events queued while no agent was reading (the ring
+// buffer is pinned) are delivered first.
+func (e *Enforcer) ReadEvents(ctx context.Context, fn func(Event)) error {
+	rd, err := ringbuf.NewReader(e.net.Events)
+	if err != nil {
+		return fmt.Errorf("enforcer: events reader: %w", err)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		// Unblocks Read below.
+		rd.Close()
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+
+	var rec ringbuf.Record
+	for {
+		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrClosed) && ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("enforcer: read events: %w", err)
+		}
+		ev, err := decodeEvent(rec.RawSample)
+		if err != nil {
+			return fmt.Errorf("enforcer: %w", err)
+		}
+		fn(ev)
+	}
+}
