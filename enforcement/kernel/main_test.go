@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -84,6 +85,42 @@ func helperDo(f []string) error {
 			return unix.Connect(fd, sa)
 		}
 		return unix.Sendto(fd, []byte("hello"), 0, sa)
+	case len(f) == 2 && f[0] == "ptrace":
+		// Opening another process's memory is a ptrace attach check
+		// (PTRACE_MODE_ATTACH), without leaving a tracer behind.
+		pid, err := strconv.Atoi(f[1])
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/mem", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		return unix.Close(fd)
+	case len(f) == 1 && f[0] == "bpf":
+		// BPF_MAP_CREATE of a small array.
+		attr := [5]uint32{unix.BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0}
+		fd, _, en := unix.Syscall(unix.SYS_BPF, unix.BPF_MAP_CREATE, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		if en != 0 {
+			return en
+		}
+		return unix.Close(int(fd))
+	case len(f) == 2 && f[0] == "mount":
+		if err := unix.Mount("none", f[1], "tmpfs", 0, ""); err != nil {
+			return err
+		}
+		return unix.Unmount(f[1], 0)
+	case len(f) == 1 && f[0] == "init_module":
+		// Not an ELF: without the LSM layer the kernel answers ENOEXEC
+		// after the security hook has run.
+		return unix.InitModule(make([]byte, 128), "")
+	case len(f) == 1 && f[0] == "finit_module":
+		fd, err := unix.Open("/dev/zero", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.FinitModule(fd, "", 0)
 	case len(f) == 4 && f[0] == "socket":
 		var n [3]int
 		for i := range n {
