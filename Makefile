@@ -6,7 +6,7 @@ PKGS      := ./...
 RACE_PKGS := ./audit/... ./identity/... ./policy/... ./storage/... ./internal/... ./control/... ./node/... ./scheduler/...
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run test test-race bench lint generate clean deps
+.PHONY: all build run test test-race bench lint generate generate-bpf clean deps
 
 all: build
 
@@ -36,6 +36,20 @@ generate:
 	       --go_out=. --go_opt=paths=source_relative \
 	       --go-grpc_out=. --go-grpc_opt=paths=source_relative \
 	       api/unum/v1/unum.proto
+
+# Regenerates the committed BPF objects and their Go loaders
+# (enforcement/kernel/*_bpfe[lb].{go,o}) from enforcement/kernel/bpf/*.c.
+BPF_CFLAGS := -O2 -g -Wall -Werror -I/usr/include/$$(gcc -print-multiarch)
+generate-bpf:
+	@command -v clang >/dev/null && command -v llvm-strip >/dev/null && [ -f /usr/include/bpf/bpf_helpers.h ] || \
+		(apt-get update && apt-get install -y clang llvm libbpf-dev)
+	cd enforcement/kernel && BPF2GO_CFLAGS="$(BPF_CFLAGS)" $(GO) generate ./...
+
+# Tools the root-only tests and benchmarks call (iptables for
+# `unum bench enforce`, ip for its network namespaces).
+deps:
+	@command -v iptables >/dev/null && command -v ip >/dev/null || \
+		(apt-get update && apt-get install -y iptables iproute2)
 
 clean:
 	rm -rf bin
