@@ -114,6 +114,7 @@ func Runners() map[string]Runner {
 		"audit":      RunAudit,
 		"cred":       RunCred,
 		"sched":      RunSched,
+		"enforce":    RunEnforce,
 	}
 }
 

@@ -193,7 +193,7 @@ func TestRunners(t *testing.T) {
 	require.Contains(t, Runners(), "revocation")
 	require.Contains(t, Runners(), "authz")
 	require.Contains(t, Runners(), "cred")
-	require.Equal(t, []string{"audit", "authz", "cred", "revocation", "sched", "svid"}, Components())
+	require.Equal(t, []string{"audit", "authz", "cred", "enforce", "revocation", "sched", "svid"}, Components())
 }
 
 func TestMeasure(t *testing.T) {

@@ -99,7 +99,7 @@ func commands() []*command {
 		{name: "audit", summary: "the tamper-evident audit log: tail, query, verify, proof, export", sub: auditCommands()},
 		{name: "cred", summary: "delegated credentials: delegate, inspect, list, revoke", sub: credCommands()},
 		{name: "dev", summary: "run a whole cluster on this machine", run: runDev},
-		{name: "bench", summary: "benchmark a component (svid, revocation, authz, audit, cred, sched)", run: runBench},
+		{name: "bench", summary: "benchmark a component (svid, revocation, authz, audit, cred, sched, enforce)", run: runBench},
 		{name: "version", summary: "print the version", run: func(e *env, _ []string) error {
 			fmt.Fprintln(e.stdout, "unum", Version)
 			return nil
