@@ -381,3 +381,24 @@ func FuzzParseNetGrant(f *testing.F) {
 		require.Equal(t, gs, again)
 	})
 }
+
+// BenchmarkNetworkGrants: one source identity's grants from the shipped
+// policy with operator data (what a node pays per identity when a
+// revision changes).
+func BenchmarkNetworkGrants(b *testing.B) {
+	ctx := context.Background()
+	bu := Builtin()
+	bu.Files["data.json"] = []byte(`{"bindings": {}, "namespace_bindings": {}, "network_egress": {
+		"spiffe://unum.test/ns/shop/job/web": [{"id": "spiffe://unum.test/ns/bank/job/pay"}],
+		"shop": [{"cidr": "192.0.2.0/24", "ports": [443], "protocol": "tcp"}],
+		"*": [{"cidr": "10.96.0.10/32", "ports": [53], "protocol": "udp"}]}}`)
+	e, err := NewEngine(ctx, bu, 1)
+	require.NoError(b, err)
+	in := NetworkInput(workloadSubject("shop", "web"), netCtx())
+	for b.Loop() {
+		gs, err := e.NetworkGrants(ctx, in)
+		if err != nil || len(gs) != 4 {
+			b.Fatal(gs, err)
+		}
+	}
+}
