@@ -12,6 +12,21 @@
 // or'ed with MinimumPrivileged: a bundle may extend the fixed privileged
 // set, never shrink it.
 //
+// # Network
+//
+// A second entrypoint, data.unum.network.egress (NetworkQuery), says what a
+// workload may connect to: a set of grants ({"id": ...}, {"namespace": ...}
+// or {"cidr": ..., "ports": [...], "protocol": ...}), evaluated per source
+// identity on NetworkInput (action net.connect on the source itself).
+// NetworkGrants validates them (MaxNetGrants, MaxGrantPorts); anything
+// malformed is an error and the identity gets no rules (fail closed).
+// enforcement.Compile turns them, with the scheduler's listeners, into the
+// kernel's rules. The shipped authz.rego decides net.connect from the same
+// grants (and mirrors their validation), so a job's egress check and the
+// kernel agree. The shipped network.rego grants a workload its own
+// namespace and whatever data.network_egress (NetworkEgressData) lists,
+// which is validated when the bundle is compiled.
+//
 // # Input
 //
 // The input document (JSON names; the schema is input.schema.json, and a
@@ -36,8 +51,8 @@
 //   - Bundle: a folder of .rego files, their _test.rego tests and data.json
 //     documents; LoadDir, Validate (size and shape limits), Test (OPA's
 //     tester with coverage), Digest.
-//   - Engine: one compiled revision with its prepared query; Eval, Explain
-//     (the rules that fired).
+//   - Engine: one compiled revision with its prepared queries; Eval, Explain
+//     (the rules that fired), NetworkGrants.
 //   - Guard: the lockout guard run before a bundle is applied (MustAllow and
 //     the privileged floor).
 //   - View: the revision a node serves and whether it is known to be the

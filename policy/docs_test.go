@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,4 +135,40 @@ func TestDocsDelegationExamples(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, r.Allow, "acting for a user of tenant a, on tenant b")
 	require.Contains(t, r.Reasons, "the kv service reads a tenant's keys only for that tenant's users")
+}
+
+// TestDocsNetworkData applies the guide's network examples to the shipped
+// bundle: the data.json grants and the Rego rule give what the guide says.
+func TestDocsNetworkData(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "docs", "policy.md"))
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(data), "## Network")
+	require.True(t, ok)
+	_, after, ok := strings.Cut(section, "<!-- network-data")
+	require.True(t, ok)
+	_, after, ok = strings.Cut(after, "```json\n")
+	require.True(t, ok)
+	js, _, ok := strings.Cut(after, "```")
+	require.True(t, ok)
+	_, after, ok = strings.Cut(section, "```rego\n")
+	require.True(t, ok)
+	rule, _, ok := strings.Cut(after, "```")
+	require.True(t, ok)
+
+	ctx := context.Background()
+	b := Builtin()
+	b.Files["data.json"] = []byte(js)
+	b.Files["ci.rego"] = []byte("package unum.network\n\nimport rego.v1\n\n" + rule)
+	e, err := NewEngine(ctx, b, 2)
+	require.NoError(t, err)
+	src := func(ns, job string) *Input {
+		return NetworkInput(Subject{ID: "spiffe://unum.local/ns/" + ns + "/job/" + job, Kind: "workload", Namespace: ns, Name: "job/" + job, Attributes: map[string]string{}}, Context{Node: "n1", Time: t0})
+	}
+	dns := NetGrant{CIDR: netip.MustParsePrefix("10.96.0.10/32"), Ports: []uint16{53}, Protocol: "udp"}
+	gs, err := e.NetworkGrants(ctx, src("shop", "web"))
+	require.NoError(t, err)
+	require.Equal(t, []NetGrant{dns, {CIDR: netip.MustParsePrefix("192.0.2.0/24"), Ports: []uint16{443}, Protocol: "tcp"}, {Namespace: "shop"}, {ID: "spiffe://unum.local/ns/bank/job/pay"}}, gs)
+	gs, err = e.NetworkGrants(ctx, src("ci", "build"))
+	require.NoError(t, err)
+	require.Equal(t, []NetGrant{dns, {CIDR: netip.MustParsePrefix("198.51.100.7/32"), Protocol: "tcp"}, {Namespace: "ci"}}, gs)
 }

@@ -35,6 +35,8 @@ type Engine struct {
 	bundle   *Bundle
 	c        *compiled
 	pq       rego.PreparedEvalQuery
+	// netq is NetworkQuery, prepared once like the decision.
+	netq rego.PreparedEvalQuery
 	// cache holds results by input when the bundle's decision depends on
 	// nothing else (see cacheable); nil otherwise.
 	cache *decisionCache
@@ -57,7 +59,8 @@ func WithoutDecisionCache() EngineOption { return func(o *engineOptions) { o.noC
 var ErrNoDecision = errors.New("policy produced no well-formed decision")
 
 // NewEngine compiles b (type-checked against the input schema) as revision
-// rev and prepares its decision query.
+// rev and prepares its decision and network queries; a malformed
+// data.network_egress refuses the bundle here.
 func NewEngine(ctx context.Context, b *Bundle, rev int64, opts ...EngineOption) (*Engine, error) {
 	var o engineOptions
 	for _, f := range opts {
@@ -78,11 +81,15 @@ func NewEngine(ctx context.Context, b *Bundle, rev int64, opts ...EngineOption) 
 	if err != nil {
 		return nil, bundleErr("compile", astProblems(err)...)
 	}
+	netq, err := prepareNetwork(ctx, c)
+	if err != nil {
+		return nil, err
+	}
 	limits, err := evalLimits(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{revision: rev, digest: b.Digest(), bundle: b, c: c, pq: pq, limits: limits}
+	e := &Engine{revision: rev, digest: b.Digest(), bundle: b, c: c, pq: pq, netq: netq, limits: limits}
 	if !o.noCache && cacheable(c.modules) {
 		e.cache = newDecisionCache(decisionCacheSize)
 	}

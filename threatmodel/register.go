@@ -1628,6 +1628,43 @@ func Register() []Threat {
 			Tests: []string{"enforcement/kernel.TestUnboundCgroupDenied", "enforcement/kernel.TestRawSocketsRefused",
 				"enforcement/kernel.TestLSMEscapeSet", "enforcement/kernel.TestLSMRefusedKeepsNetwork"},
 		},
+		{
+			ID:       "T-116",
+			Title:    "A network policy that is malformed or fails to evaluate opens the network",
+			STRIDE:   "E",
+			Asset:    "what a workload may reach on the network (the kernel's allow rules, net.connect decisions)",
+			Boundary: "the policy bundle (data.unum.network.egress) into the node's network compiler",
+			Attacker: "an operator's mistake or a hostile bundle author whose network grants are of the wrong type, name a " +
+				"bad CIDR or port, mix kinds, are too many, or whose evaluation fails, hoping the node reads it as " +
+				"\"no restriction\" or keeps the well-formed part",
+			Mitigation: "policy.Engine.NetworkGrants validates every grant (one of id, namespace, cidr; a job's SPIFFE ID, " +
+				"a DNS label, a prefix; ports 1-65535, at most 64; tcp, udp or any; a set of at most 1024) and any error " +
+				"returns no grants: the identity gets no rules, never \"allow all\". The shipped authz.rego mirrors the " +
+				"check, so net.connect is denied exactly then too (a test holds the two to one verdict). A malformed " +
+				"data.network_egress refuses the bundle at apply. The compiler drops what it cannot compile (a grant of " +
+				"two kinds, port 0, an unknown protocol, a listener on port 0) instead of widening it.",
+			Status: Mitigated,
+			Tests: []string{"policy.TestNetworkGrantsFailClosed", "policy.TestNetworkDataRefusedAtApply",
+				"policy.TestNetworkValidationAgrees", "policy.TestBundleCases", "policy.TestBuiltinBundleTestsPass",
+				"enforcement.TestCompileDataDriven"},
+		},
+		{
+			ID:       "T-117",
+			Title:    "A job widens its own network access from its spec",
+			STRIDE:   "E",
+			Asset:    "what a workload may reach on the network (lateral movement to other jobs, external addresses)",
+			Boundary: "a job spec (job.run) into the policy and the network compiler",
+			Attacker: "anyone who may run a job in a namespace (or a compromised deploy pipeline) who declares egress to " +
+				"another namespace's jobs, or writes an address or CIDR in the spec, hoping the declaration itself grants it",
+			Mitigation: "A job's egress holds SPIFFE IDs only (an address, a CIDR or an unknown field is refused at parse). " +
+				"A job reaches another job's listeners only when it declared it AND a policy grant (the target's ID or " +
+				"namespace) covers it; addresses come from policy grants alone. The net.connect decision recorded at " +
+				"submission is the same rule over the same grants (evaluated on the source), and no role opens the network.",
+			Status: Mitigated,
+			Tests: []string{"scheduler/jobspec.TestEgressNamesIdentitiesOnly", "enforcement.TestCompileDataDriven",
+				"enforcement.TestCompileMatchesReference", "policy.TestNetConnectIsTheGrants", "policy.TestBundleCases",
+				"policy.TestBuiltinBundleTestsPass"},
+		},
 	}
 	sortByID(threats)
 	return threats

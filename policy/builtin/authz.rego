@@ -250,15 +250,163 @@ grants contains "workloads may use their own namespace's data" if {
 	workload_nouns[split(input.action, ".")[0]]
 }
 
-# A workload may connect to workloads of its own namespace. A job's declared
-# egress is checked against this (net.connect on net/NS/NAME of the
-# target); declaring egress grants nothing by itself. Cross-namespace
-# egress needs a rule here.
-grants contains "workloads may connect to workloads of their own namespace" if {
-	input.subject.kind == "workload"
-	input.action == "net.connect"
+# --- Network ----------------------------------------------------------------
+#
+# net.connect (may the subject connect to the workload net/NS/NAME) is
+# decided by the network policy alone, package unum.network (network.rego):
+# the grants unum also compiles into every node's kernel, so a job's egress
+# check and the kernel cannot disagree. It is allowed exactly when a grant
+# of the subject is {"id": the target's SPIFFE ID} or {"namespace": NS}, and
+# the subject's grants are well-formed; otherwise it is denied, whatever a
+# role grants (an admin binding does not open the network). Declaring
+# egress grants nothing by itself.
+#
+# The grants are the source's: evaluated, as unum evaluates them for the
+# kernel, with the source itself as the resource.
+net_source := {"kind": "net", "namespace": input.subject.namespace, "name": input.subject.name}
+
+# Without package unum.network (or with no grants) nothing is granted.
+default net_egress := []
+
+# Read through JSON so that its type is unknown to the type checker: a
+# bundle's own network package may give egress a narrow type (a set of
+# strings, of objects with other keys), against which the matching below
+# would not type-check and would refuse the whole bundle. It is evaluated
+# for net.connect decisions only.
+net_egress := json.unmarshal(json.marshal(x)) if {
+	x := data.unum.network.egress with input.resource as net_source
+}
+
+# net_invalid lists what is wrong with the subject's grants. unum
+# validates the grants in Go when it compiles them for the kernel
+# (policy.NetworkGrants) and refuses them all when one is wrong; this
+# mirrors that check so that net.connect is denied exactly then too
+# (policy's TestNetworkValidationAgrees holds the two to the same verdict).
+# It lives here, beside the decision, so that a bundle replacing
+# network.rego keeps it.
+net_max_grants := 1024
+
+net_max_ports := 64
+
+net_grant_kinds := {"id", "namespace", "cidr"}
+
+net_grant_keys := net_grant_kinds | {"ports", "protocol"}
+
+net_invalid contains "egress is not a set" if {
+	x := data.unum.network.egress with input.resource as net_source
+	not is_set(x)
+}
+
+net_invalid contains sprintf("egress has %d grants, at most %d", [count(net_egress), net_max_grants]) if count(net_egress) > net_max_grants
+
+net_invalid contains sprintf("grant %s: %s", [json.marshal(g), msg]) if {
+	some g in net_egress
+	some msg in net_grant_problems(g)
+}
+
+net_grant_problems(g) := {"not an object"} if not is_object(g)
+
+net_grant_problems(g) := {msg |
+	some k, _ in g
+	not net_grant_keys[k]
+	msg := sprintf("unknown key %q", [k])
+} | {msg |
+	n := count({k | some k in net_grant_kinds; k in object.keys(g)})
+	n != 1
+	msg := sprintf("has %d of id, namespace, cidr, want exactly one", [n])
+} | {msg |
+	not "cidr" in object.keys(g)
+	some k in {"ports", "protocol"}
+	k in object.keys(g)
+	msg := "ports and protocol qualify a cidr grant only"
+} | {msg |
+	"id" in object.keys(g)
+	not net_valid_id(g.id)
+	msg := "id is not a job's SPIFFE ID"
+} | {msg |
+	"namespace" in object.keys(g)
+	not net_valid_namespace(g.namespace)
+	msg := "namespace is not a DNS label"
+} | {msg |
+	"cidr" in object.keys(g)
+	not net_valid_cidr(g.cidr)
+	msg := "cidr is not ADDRESS/BITS"
+} | {msg |
+	"protocol" in object.keys(g)
+	not g.protocol in {"tcp", "udp", "any"}
+	msg := "protocol is not tcp, udp or any"
+} | {msg |
+	"ports" in object.keys(g)
+	not net_valid_ports(g.ports)
+	msg := sprintf("ports is not a list of 1 to %d port numbers (1-65535)", [net_max_ports])
+} if is_object(g)
+
+net_valid_id(s) if {
+	is_string(s)
+	regex.match(`^spiffe://[a-z0-9._-]+/ns/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/job/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`, s)
+}
+
+net_valid_namespace(s) if {
+	is_string(s)
+	regex.match(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`, s)
+}
+
+# The prefix length without a leading zero: net.cidr_is_valid would read
+# "/08", Go's netip does not.
+net_valid_cidr(s) if {
+	is_string(s)
+	regex.match(`^[0-9a-fA-F:.]+/(0|[1-9][0-9]{0,2})$`, s)
+	net.cidr_is_valid(s)
+}
+
+net_valid_ports(ps) if {
+	is_array(ps)
+	count(ps) > 0
+	count(ps) <= net_max_ports
+	every p in ps {
+		is_number(p)
+		floor(p) == p
+		p >= 1
+		p <= 65535
+	}
+}
+
+# The target's SPIFFE ID: a job's egress targets are in the cluster's
+# trust domain (jobspec.ValidateFor), which is read from the subject's ID.
+# A target that is not a workload (namespace -) is never granted: no valid
+# grant names namespace - or an ID with it.
+net_target := concat("", ["spiffe://", split(input.subject.id, "/")[2], "/ns/", input.resource.namespace, "/", input.resource.name])
+
+net_granted := g if {
 	input.resource.kind == "net"
-	input.resource.namespace == input.subject.namespace
+	count(net_invalid) == 0
+	some g in net_egress
+	is_object(g)
+	object.keys(g) == {"id"}
+	object.get(g, "id", null) == net_target
+} else := g if {
+	input.resource.kind == "net"
+	count(net_invalid) == 0
+	some g in net_egress
+	is_object(g)
+	object.keys(g) == {"namespace"}
+	object.get(g, "namespace", null) == input.resource.namespace
+}
+
+grants contains concat("", ["network grant ", json.marshal(net_granted), " lets ", input.subject.id, " connect to ", resource_name]) if {
+	input.action == "net.connect"
+	net_granted
+}
+
+denies contains concat("", ["no network grant (package unum.network) lets ", input.subject.id, " connect to ", resource_name]) if {
+	input.action == "net.connect"
+	count(net_invalid) == 0
+	not net_granted
+}
+
+denies contains concat("", ["the network grants of ", input.subject.id, " are malformed: ", msg]) if {
+	input.action == "net.connect"
+	some msg in net_invalid
 }
 
 # --- System services ---------------------------------------------------------

@@ -294,3 +294,110 @@ test_egress_stays_in_the_namespace if {
 	not allowed(req(workload("shop", "web"), "net.connect", "net", "bank", "job/vault"))
 	not allowed(req(user("olga", "operator"), "net.connect", "net", "shop", "job/db"))
 }
+
+# --- network: net.connect is the network policy's (package unum.network) ----------
+
+test_egress_by_id_grant if {
+	g := {"spiffe://unum.test/ns/shop/job/web": [{"id": "spiffe://unum.test/ns/bank/job/pay"}]}
+	allowed(req(workload("shop", "web"), "net.connect", "net", "bank", "job/pay")) with data.network_egress as g
+	not allowed(req(workload("shop", "web"), "net.connect", "net", "bank", "job/vault")) with data.network_egress as g
+	not allowed(req(workload("shop", "db"), "net.connect", "net", "bank", "job/pay")) with data.network_egress as g
+	d := authz.decision with input as req(workload("shop", "web"), "net.connect", "net", "bank", "job/pay") with data.network_egress as g
+	d.reasons == [`network grant {"id":"spiffe://unum.test/ns/bank/job/pay"} lets spiffe://unum.test/ns/shop/job/web connect to net/bank/job/pay`]
+}
+
+test_egress_by_namespace_grant if {
+	g := {"shop": [{"namespace": "bank"}]}
+	allowed(req(workload("shop", "web"), "net.connect", "net", "bank", "job/vault")) with data.network_egress as g
+	not allowed(req(workload("shop", "web"), "net.connect", "net", "hr", "job/x")) with data.network_egress as g
+	d := authz.decision with input as req(workload("shop", "web"), "net.connect", "net", "hr", "job/x") with data.network_egress as g
+	d.reasons == ["no network grant (package unum.network) lets spiffe://unum.test/ns/shop/job/web connect to net/hr/job/x"]
+}
+
+# A CIDR grant is about addresses, not identities: it lets no job be
+# declared as egress.
+test_cidr_grant_is_not_an_identity_grant if {
+	g := {"*": [{"cidr": "0.0.0.0/0"}]}
+	not allowed(req(workload("shop", "web"), "net.connect", "net", "bank", "job/vault")) with data.network_egress as g
+	allowed(req(workload("shop", "web"), "net.connect", "net", "shop", "job/db")) with data.network_egress as g
+}
+
+# T-116: one malformed grant and the workload gets nothing, its own
+# namespace included, as the kernel compiler gives it no rules.
+test_malformed_grants_deny_all_egress if {
+	g := {"shop": [{"cidr": "10.0.0.0/33"}]}
+	not allowed(req(workload("shop", "web"), "net.connect", "net", "shop", "job/db")) with data.network_egress as g
+	d := authz.decision with input as req(workload("shop", "web"), "net.connect", "net", "shop", "job/db") with data.network_egress as g
+	d.reasons == [`the network grants of spiffe://unum.test/ns/shop/job/web are malformed: grant {"cidr":"10.0.0.0/33"}: cidr is not ADDRESS/BITS`]
+	allowed(req(workload("bank", "pay"), "net.connect", "net", "bank", "job/db")) with data.network_egress as g
+}
+
+# No role opens the network: net.connect is decided by the grants alone.
+test_no_role_opens_the_network if {
+	w := workload("shop", "web")
+	not allowed(req(w, "net.connect", "net", "bank", "job/vault")) with data.bindings as {w.id: "admin"}
+	allowed(req(w, "node.ls", "node", "-", "*")) with data.bindings as {w.id: "admin"}
+	not allowed(req(user("admin", ""), "net.connect", "net", "shop", "job/db"))
+	not allowed(req(user("root", "admin"), "net.connect", "net", "shop", "job/db"))
+}
+
+# The grants are package unum.network's, whatever defines them (policy's
+# TestNetConnectIsTheGrants checks they are evaluated on the source).
+test_grants_come_from_the_network_package if {
+	allowed(req(workload("shop", "web"), "net.connect", "net", "bank", "job/vault")) with data.unum.network.egress as {{"namespace": "bank"}}
+	not allowed(req(workload("shop", "web"), "net.connect", "net", "shop", "job/db")) with data.unum.network.egress as set()
+	not allowed(req(workload("shop", "web"), "net.connect", "net", "shop", "job/db")) with data.unum.network.egress as {{"namespace": "shop"}, "10.0.0.0/8"}
+	not allowed(req(workload("shop", "web"), "net.connect", "net", "shop", "job/db")) with data.unum.network.egress as [{"namespace": "shop"}]
+}
+
+# Net.connect on anything but a workload (net/-/ID) is never granted.
+test_net_connect_needs_a_workload_target if {
+	not allowed(req(workload("shop", "web"), "net.connect", "net", "-", "spiffe://unum.test/user/admin"))
+	not allowed(req(workload("shop", "web"), "net.connect", "kv", "shop", "job/db"))
+}
+
+# The shape check (net_invalid), on one grant of shop/web.
+bad(g) if count(authz.net_invalid) > 0 with input as req(workload("shop", "web"), "net.connect", "net", "shop", "job/db") with data.network_egress as {"shop": [g]}
+
+test_malformed_grants_are_invalid if {
+	bad("10.0.0.0/8")
+	bad({})
+	bad({"cidr": "10.0.0.0/33"})
+	bad({"cidr": "10.0.0.0/08"})
+	bad({"cidr": "10.0.0.0"})
+	bad({"cidr": "fe80::1%eth0/64"})
+	bad({"cidr": 10})
+	bad({"cidr": "10.0.0.0/8", "ports": []})
+	bad({"cidr": "10.0.0.0/8", "ports": [0]})
+	bad({"cidr": "10.0.0.0/8", "ports": [65536]})
+	bad({"cidr": "10.0.0.0/8", "ports": [53.5]})
+	bad({"cidr": "10.0.0.0/8", "ports": ["53"]})
+	bad({"cidr": "10.0.0.0/8", "ports": 53})
+	bad({"cidr": "10.0.0.0/8", "protocol": "icmp"})
+	bad({"cidr": "10.0.0.0/8", "port": 53})
+	bad({"cidr": "10.0.0.0/8", "id": "spiffe://unum.test/ns/bank/job/pay"})
+	bad({"id": "spiffe://unum.test/ns/bank/job/pay", "ports": [443]})
+	bad({"id": "spiffe://unum.test/user/admin"})
+	bad({"id": "spiffe://unum.test/ns/-/job/x"})
+	bad({"namespace": "-"})
+	bad({"namespace": "Bank"})
+	bad({"namespace": ["bank"]})
+}
+
+test_well_formed_grants_are_valid if {
+	not bad({"cidr": "10.0.0.1/8"}) # host bits are cleared, not refused
+	not bad({"cidr": "::ffff:10.0.0.0/104", "ports": [53, 53.0], "protocol": "any"})
+	not bad({"cidr": "2001:db8::/32", "ports": [443]})
+	not bad({"namespace": "bank"})
+	not bad({"id": "spiffe://unum.test/ns/bank/job/pay"})
+}
+
+# At most net_max_grants (1024) grants, the shipped {"namespace": NS}
+# included (tested with a bound of 3: a thousand grants make the tests
+# slow, and they run at every apply).
+test_too_many_grants if {
+	three := [{"cidr": "10.0.0.1/32"}, {"cidr": "10.0.0.2/32"}, {"cidr": "10.0.0.3/32"}]
+	q := req(workload("shop", "web"), "net.connect", "net", "shop", "job/db")
+	not allowed(q) with data.network_egress as {"shop": three} with authz.net_max_grants as 3
+	allowed(q) with data.network_egress as {"shop": array.slice(three, 0, 2)} with authz.net_max_grants as 3
+}

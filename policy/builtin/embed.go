@@ -4,7 +4,8 @@ package builtin
 
 import "embed"
 
-// FS is the shipped bundle: authz.rego, authz_test.rego and data.json.
+// FS is the shipped bundle: authz.rego, network.rego, their tests and
+// data.json.
 //
 //go:embed *.rego data.json
 var FS embed.FS

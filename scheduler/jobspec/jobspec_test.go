@@ -172,6 +172,25 @@ func TestValidateFor(t *testing.T) {
 	require.ErrorContains(t, j.ValidateFor(spiffeid.TrustDomain{}), "no trust domain")
 }
 
+// TestEgressNamesIdentitiesOnly (T-117): a job cannot widen its own network
+// access from its spec: egress holds SPIFFE IDs only, so an address, a
+// CIDR or a host name is refused at parse, before any policy is asked (what
+// a job may reach by address is granted by the policy alone).
+func TestEgressNamesIdentitiesOnly(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("unum.local")
+	for _, e := range []string{"10.0.0.0/8", "0.0.0.0/0", "::/0", "10.0.0.1", "db.example.com:5432", "tcp://10.0.0.1:22"} {
+		j, err := Parse([]byte("name: s\ntype: service\ntask: {command: x}\nresources: {cpu: 1, memory: 1}\negress: [\"" + e + "\"]"))
+		if err == nil {
+			err = j.ValidateFor(td)
+		}
+		require.ErrorContains(t, err, `egress[0]: "`+e+`" is not a SPIFFE ID`, e)
+	}
+	_, err := Parse([]byte("name: s\ntype: service\ntask: {command: x}\nresources: {cpu: 1, memory: 1}\negress: [{cidr: 10.0.0.0/8}]"))
+	require.ErrorContains(t, err, "egress[0]: must be a string, got a mapping")
+	_, err = Parse([]byte("name: s\ntype: service\ntask: {command: x}\nresources: {cpu: 1, memory: 1}\nnetwork: {cidr: 10.0.0.0/8}"))
+	require.ErrorContains(t, err, "network: unknown field")
+}
+
 func TestSPIFFEID(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString("unum.local")
 	j, err := Parse([]byte("name: web\nnamespace: shop\ntype: service\ntask: {command: x}\nresources: {cpu: 1, memory: 1}"))
