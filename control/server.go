@@ -125,9 +125,12 @@ type Server struct {
 	unumv1.UnimplementedUsersServer
 	unumv1.UnimplementedSchedulerServer
 
-	cfg         Config
-	reader      *meta.BatchReader
-	cache       *stateCache
+	cfg    Config
+	reader *meta.BatchReader
+	cache  *stateCache
+	// grants are the network grants of each workload identity under the
+	// served policy revision (the sync streams compile them into rules).
+	grants      netGrants
 	revocations *revocation.View
 
 	// controlJoins serializes control-role joins (see Join).
@@ -476,6 +479,7 @@ func (s *Server) SyncAgent(_ *unumv1.SyncAgentRequest, stream unumv1.Identity_Sy
 	defer heartbeat.Stop()
 	var last *unumv1.SyncAgentResponse
 	for {
+		policyChanged := s.cfg.Policy.Changed()
 		snap := s.cache.snapshot()
 		if snap.loaded {
 			resp := syncResponse(snap, node)
@@ -484,6 +488,9 @@ func (s *Server) SyncAgent(_ *unumv1.SyncAgentRequest, stream unumv1.Identity_Sy
 			}
 			resp.AllocationsLoaded = true
 			resp.Revision = snap.rev
+			nst := s.cache.networkState()
+			resp.Network, resp.NetworkLoaded = s.networkOf(ctx, nst, node)
+			resp.AuditOnly = nst.settings.AuditOnly
 			if last == nil || !proto.Equal(last, resp) {
 				if err := stream.Send(resp); err != nil {
 					return err
@@ -495,6 +502,8 @@ func (s *Server) SyncAgent(_ *unumv1.SyncAgentRequest, stream unumv1.Identity_Sy
 		case <-ctx.Done():
 			return nil
 		case <-snap.changed:
+		case <-policyChanged:
+			// A new policy revision: recompile the network.
 		case <-heartbeat.C:
 			// Resend so that a silent stream is distinguishable from a dead one.
 			last = nil
