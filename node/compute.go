@@ -23,6 +23,7 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/enforcement"
 	"github.com/unumos/unum/identity/agent"
 	"github.com/unumos/unum/identity/selector"
 	"github.com/unumos/unum/scheduler/cgroup"
@@ -71,6 +72,8 @@ type compute struct {
 	}
 	// kick wakes the heartbeat loop after a task changed state.
 	kick chan struct{}
+	// enforce is the node's kernel enforcement (degraded without BPF).
+	enforce *enforcer
 	// reaper kills every task if this process dies (package reaper);
 	// reaperPipe is the only write end of its stdin.
 	reaper     *exec.Cmd
@@ -123,6 +126,8 @@ func (n *node) startCompute() (_ *compute, err error) {
 			}
 			return n.agent.WaitSVID(ctx, allocEntryPrefix+id)
 		},
+		Bind:   func(ctx context.Context, id, dir string) error { return c.enforce.bind(ctx, id, dir) },
+		Unbind: func(id, dir string) { c.enforce.unbind(id, dir) },
 		OnChange: func() {
 			select {
 			case c.kick <- struct{}{}:
@@ -134,6 +139,9 @@ func (n *node) startCompute() (_ *compute, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)
 	}
+	// After the executor swept an earlier run's tasks: their cgroups'
+	// bindings are stale.
+	c.enforce = n.startEnforcement(c)
 	if err := c.startReaper(self, n.l.path("reaper.pid")); err != nil {
 		return nil, err
 	}
@@ -295,6 +303,22 @@ func memTotalMiB() int64 {
 	return 0
 }
 
+// enforcementMode is what the node reports as its enforcement mode.
+func (c *compute) enforcementMode() string {
+	if c == nil {
+		// No executor: no task runs here, nothing to confine.
+		return string(enforcement.ModeDegraded)
+	}
+	return c.enforce.mode()
+}
+
+// enforcementReport fills a heartbeat with the node's enforcement.
+func (c *compute) enforcementReport(req *unumv1.HeartbeatRequest) {
+	if c != nil {
+		c.enforce.report(req)
+	}
+}
+
 // kicked is closed-or-signalled when a task changed state (nil: never).
 func (c *compute) kicked() <-chan struct{} {
 	if c == nil {
@@ -327,6 +351,9 @@ func (n *node) applyAllocations(resp *unumv1.SyncAgentResponse) {
 		specs = append(specs, spec)
 	}
 	c := n.compute
+	// The network first: a task's run binds its cgroup to its identity,
+	// which this sync may name.
+	c.enforce.applySync(resp)
 	c.exec.Assign(specs)
 	// A fenced node runs tasks again only from a view of its allocations
 	// at least as recent as its answered heartbeat: while it was cut off

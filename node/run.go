@@ -28,6 +28,7 @@ import (
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/control"
+	"github.com/unumos/unum/enforcement/kernel"
 	"github.com/unumos/unum/identity"
 	"github.com/unumos/unum/identity/agent"
 	"github.com/unumos/unum/identity/ca"
@@ -40,9 +41,6 @@ import (
 	"github.com/unumos/unum/storage/meta"
 )
 
-// EnforcementMode is what nodes report until kernel enforcement exists: no
-// eBPF programs are loaded, so enforcement is degraded, and says so.
-const EnforcementMode = "degraded"
 
 const heartbeatEvery = 2 * time.Second
 
@@ -92,6 +90,10 @@ type Options struct {
 	// and grace period (control.DefaultNodeLease, DefaultDownGrace);
 	// tests shorten them.
 	NodeLease, DownGrace time.Duration
+	// KernelProbe replaces the kernel's BPF probe (nil: kernel.Probe):
+	// tests simulate a kernel without cgroup BPF, a true external
+	// boundary, to check the node degrades loudly.
+	KernelProbe func() kernel.Capabilities
 
 	// started, when set, is called with the node before it runs (tests).
 	started func(*node)
@@ -432,6 +434,8 @@ func (n *node) run(ctx context.Context) error {
 				return err
 			})
 			goFn("fencing", func(ctx context.Context) error { n.fenceLoop(ctx); return nil })
+			goFn("enforcement events", func(ctx context.Context) error { return n.compute.enforce.readEvents(ctx) })
+			goFn("enforcement audit", func(ctx context.Context) error { n.compute.enforce.recordLoop(ctx); return nil })
 			goFn("reaper keepalive", func(ctx context.Context) error { n.keepaliveLoop(ctx); return nil })
 		}
 	}
@@ -881,7 +885,7 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 		}
 		req := &unumv1.HeartbeatRequest{
 			SvidExpiresAtUnix:  n.svidExpiry().Unix(),
-			Enforcement:        EnforcementMode,
+			Enforcement:        n.compute.enforcementMode(),
 			AgentReady:         n.synced.Load(),
 			RevocationAgeMs:    revAge,
 			BundleFingerprints: bundleFingerprints(n.creds.Roots()),
@@ -897,6 +901,7 @@ func (n *node) heartbeatLoop(ctx context.Context, cc unumv1.ClusterClient) error
 			req.IntermediateExpiresAtUnix = a.Certificate().NotAfter.Unix()
 		}
 		n.compute.executorReport(req)
+		n.compute.enforcementReport(req)
 		if n.computeErr != "" {
 			req.Limits = []string{"no executor: " + n.computeErr}
 		}

@@ -1,0 +1,559 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/enforcement"
+	"github.com/unumos/unum/enforcement/kernel"
+)
+
+// A compute node's kernel enforcement: the BPF programs of package
+// enforcement/kernel attached to the node's task root, kept in step with
+// the sync stream (each job's identity number and compiled allow rules)
+// and with the executor (each run's cgroup bound to its task's identity
+// before anything runs in it), and their denials turned into audit events.
+// Without BPF the node is degraded, reports it, and says so in its audit
+// log: never silently.
+
+// bpfPinRoot holds every node's pinned programs and maps on this machine.
+const bpfPinRoot = "/sys/fs/bpf/unum"
+
+// Denial events are aggregated: the first of a kind (task, hook,
+// destination) is recorded at once, repeats within denyWindow are counted
+// into one event at its end, so a task looping on a forbidden connect
+// cannot flood the audit log. denyQueue bounds the events waiting to be
+// recorded; beyond it they are counted as dropped.
+const (
+	denyWindow = 10 * time.Second
+	denyQueue  = 1024
+)
+
+// bindWait bounds how long a run waits for the sync that names its
+// identity before it fails (and is retried with the restart backoff).
+const bindWait = 30 * time.Second
+
+type enforcer struct {
+	n      *node
+	k      *kernel.Enforcer // nil: degraded
+	reason string           // why degraded ("" when not)
+	// shimLayers are the layers the task shim applies (seccomp, landlock).
+	shimLayers []string
+	queue      chan denial
+	mu         struct {
+		sync.Mutex
+		// identities by SPIFFE ID, from the last sync with the network.
+		identities map[string]netIdentity
+		known      bool
+		changed    chan struct{} // closed and replaced when identities change
+		applied    enforcement.Plan
+		tasks      map[string]string // task id -> SPIFFE ID (from the allocations)
+		bound      map[string]boundTask
+		byCgroup   map[uint64]string // cgroup id -> task id
+		nodeAudit  bool
+		syncRev    int64
+		err        string
+		mode       enforcement.Mode
+		layers     []string
+		pending    map[denyKey]*denial
+		minute     [60]int64 // denials per second, ring indexed by unix second
+		minuteAt   int64
+		dropped    int64
+	}
+}
+
+type netIdentity struct {
+	num       enforcement.IdentityNum
+	auditOnly bool
+}
+
+type boundTask struct {
+	cgroup  uint64
+	binding enforcement.Binding
+}
+
+type denyKey struct {
+	task      string
+	hook      enforcement.Hook
+	addr      netip.Addr
+	port      uint16
+	proto     enforcement.Proto
+	sockType  uint32
+	auditOnly bool
+}
+
+type denial struct {
+	key      denyKey
+	cgroup   uint64
+	identity enforcement.IdentityNum
+	family   uint8
+	first    time.Time
+	count    int
+}
+
+// startEnforcement probes the kernel and opens (or adopts) the node's
+// programs on its task root. Failing to get BPF is not an error: the
+// node is degraded and reports why.
+func (n *node) startEnforcement(c *compute) *enforcer {
+	e := &enforcer{n: n, queue: make(chan denial, denyQueue)}
+	e.mu.identities = map[string]netIdentity{}
+	e.mu.changed = make(chan struct{})
+	e.mu.tasks = map[string]string{}
+	e.mu.bound = map[string]boundTask{}
+	e.mu.byCgroup = map[uint64]string{}
+	e.mu.pending = map[denyKey]*denial{}
+	probe := kernel.Probe
+	if n.o.KernelProbe != nil {
+		probe = n.o.KernelProbe
+	}
+	caps := probe()
+	if !caps.CgroupBPF {
+		e.reason = "no cgroup BPF: " + caps.Reason
+	} else {
+		k, err := kernel.Open(context.Background(), kernel.Config{
+			PinDir: filepath.Join(bpfPinRoot, cgroupName(n.cfg.Name, n.l.Dir)),
+			Cgroup: c.cgroups.Root(),
+			LSM:    caps.LSM,
+			Log:    n.log.With("component", "enforcement"),
+		})
+		if err != nil {
+			e.reason = "load BPF programs: " + err.Error()
+		} else {
+			e.k = k
+			if err := e.adopt(); err != nil {
+				n.log.Error("adopt pinned enforcement state", "err", err)
+			}
+		}
+	}
+	if e.k == nil {
+		n.log.Warn("kernel enforcement is degraded: tasks are not confined by BPF", "reason", e.reason)
+	}
+	e.noteMode()
+	return e
+}
+
+// adopt reads what the pinned maps hold: the rules stay until the first
+// sync replaces them; the bindings are of an earlier run's tasks, which
+// the executor swept, so they go.
+func (e *enforcer) adopt() error {
+	rules, err := e.k.Rules()
+	if err != nil {
+		return err
+	}
+	bindings, err := e.k.Bindings()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for id := range bindings {
+		errs = append(errs, e.k.Unbind(id))
+	}
+	e.mu.Lock()
+	e.mu.applied = enforcement.Plan(rules)
+	e.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// mode is the node's current mode.
+func (e *enforcer) modeLocked() enforcement.Mode {
+	switch {
+	case e.k == nil:
+		return enforcement.ModeDegraded
+	case e.mu.nodeAudit:
+		return enforcement.ModeAuditOnly
+	}
+	return enforcement.ModeEnforce
+}
+
+func (e *enforcer) layersLocked() []string {
+	l := slices.Clone(e.shimLayers)
+	if e.k != nil {
+		if st, err := e.k.Stats(); err == nil {
+			l = append(l, st.Layers...)
+		}
+	}
+	slices.Sort(l)
+	return slices.Compact(l)
+}
+
+// EnforcementModeDetails are an enforcement.mode event's details.
+type EnforcementModeDetails struct {
+	Mode   string   `json:"mode"`
+	Before string   `json:"before,omitempty"`
+	Layers []string `json:"layers"`
+	Reason string   `json:"reason,omitempty"`
+}
+
+// noteMode records the mode and layers when they changed (at start too).
+func (e *enforcer) noteMode() {
+	e.mu.Lock()
+	mode, layers := e.modeLocked(), e.layersLocked()
+	before := e.mu.mode
+	changed := before != mode || !slices.Equal(layers, e.mu.layers)
+	e.mu.mode, e.mu.layers = mode, layers
+	e.mu.Unlock()
+	if !changed {
+		return
+	}
+	n := e.n
+	e.n.log.Info("enforcement mode", "mode", mode, "layers", strings.Join(layers, ","), "reason", e.reason)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ev := audit.Event{Kind: audit.KindKernel, Action: audit.ActionEnforcementMode, Outcome: audit.Allow, Subject: n.id.String(),
+		Resource: "node/-/" + n.cfg.Name}.WithDetails(EnforcementModeDetails{Mode: string(mode), Before: string(before), Layers: layers, Reason: e.reason})
+	if err := n.audit.Record(ctx, &ev); err != nil {
+		n.log.Error("audit record failed", "action", ev.Action, "err", err)
+	}
+}
+
+// mode is the node's mode for heartbeats ("" before startEnforcement).
+func (e *enforcer) mode() string {
+	if e == nil {
+		return string(enforcement.ModeDegraded)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return string(e.mu.mode)
+}
+
+// applySync takes the allocations and network of a sync response: which
+// task is which identity, each identity's number and rules.
+func (e *enforcer) applySync(resp *unumv1.SyncAgentResponse) {
+	if e == nil {
+		return
+	}
+	if resp.GetAllocationsLoaded() {
+		tasks := map[string]string{}
+		for _, a := range resp.GetAllocations() {
+			tasks[a.GetId()] = a.GetSpiffeId()
+		}
+		e.mu.Lock()
+		e.mu.tasks = tasks
+		e.mu.Unlock()
+	}
+	if !resp.GetNetworkLoaded() {
+		return
+	}
+	ids := map[string]netIdentity{}
+	want := enforcement.Plan{}
+	var problems []string
+	for _, ni := range resp.GetNetwork() {
+		num := enforcement.IdentityNum(ni.GetNumber())
+		if num == 0 {
+			continue
+		}
+		ids[ni.GetSpiffeId()] = netIdentity{num: num, auditOnly: ni.GetAuditOnly()}
+		if ni.GetError() != "" {
+			problems = append(problems, ni.GetSpiffeId()+": "+ni.GetError())
+		}
+		for _, s := range ni.GetRules() {
+			r, err := enforcement.ParseRule(s)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", ni.GetSpiffeId(), err))
+				continue
+			}
+			want[num] = append(want[num], r)
+		}
+	}
+	want = canonicalPlan(want)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.mu.identities, e.mu.known = ids, true
+	close(e.mu.changed)
+	e.mu.changed = make(chan struct{})
+	nodeAudit := resp.GetAuditOnly()
+	if e.k == nil {
+		e.mu.syncRev = resp.GetRevision()
+		return
+	}
+	add, del := enforcement.Diff(e.mu.applied, want)
+	if err := e.k.ApplyRules(add, del); err != nil {
+		problems = append(problems, "apply rules: "+err.Error())
+		// What the map holds now is unknown: read it back.
+		if got, rerr := e.k.Rules(); rerr == nil {
+			e.mu.applied = enforcement.Plan(got)
+		}
+	} else {
+		e.mu.applied = want
+	}
+	// Bound tasks follow their identity's audit-only flag.
+	for task, b := range e.mu.bound {
+		id, ok := ids[e.mu.tasks[task]]
+		if !ok {
+			continue
+		}
+		nb := bindingOf(id)
+		if nb != b.binding {
+			if err := e.k.Bind(b.cgroup, nb); err != nil {
+				problems = append(problems, "bind "+task+": "+err.Error())
+				continue
+			}
+			e.mu.bound[task] = boundTask{cgroup: b.cgroup, binding: nb}
+		}
+	}
+	if nodeAudit != e.mu.nodeAudit {
+		if err := e.k.SetNodeAuditOnly(nodeAudit); err != nil {
+			problems = append(problems, "node audit-only: "+err.Error())
+		} else {
+			e.mu.nodeAudit = nodeAudit
+			go e.noteMode()
+		}
+	}
+	e.mu.syncRev = resp.GetRevision()
+	e.mu.err = strings.Join(problems, "; ")
+	if e.mu.err != "" {
+		e.n.log.Warn("enforcement rules", "problems", e.mu.err)
+	}
+}
+
+// canonicalPlan sorts and de-duplicates each identity's rules, as the
+// enforcer's Rules and the compiler's plans are.
+func canonicalPlan(p enforcement.Plan) enforcement.Plan {
+	for id, rules := range p {
+		slices.SortFunc(rules, enforcement.CompareRules)
+		p[id] = slices.Compact(rules)
+	}
+	return p
+}
+
+func bindingOf(id netIdentity) enforcement.Binding {
+	b := enforcement.Binding{Identity: id.num}
+	if id.auditOnly {
+		b.Flags |= enforcement.FlagAuditOnly
+	}
+	return b
+}
+
+// bind maps a run's cgroup to its task's identity before anything runs in
+// it, waiting for the sync that names the identity. An exec task (the
+// caller's delegated credential, no workload identity) stays unbound: the
+// kernel denies it every connection.
+func (e *enforcer) bind(ctx context.Context, taskID, dir string) error {
+	if e == nil || e.k == nil {
+		return nil
+	}
+	cg, err := kernel.CgroupID(dir)
+	if err != nil {
+		return err
+	}
+	// A sync names the identity soon after the allocation; a job that has
+	// no identity number (stored before numbers existed: resubmitting it
+	// gives one) never gets one, and its run fails and is retried.
+	ctx, cancel := context.WithTimeout(ctx, bindWait)
+	defer cancel()
+	for {
+		e.mu.Lock()
+		e.mu.byCgroup[cg] = taskID
+		spiffe, isTask := e.mu.tasks[taskID]
+		if strings.HasPrefix(taskID, execTaskPrefix) || !isTask {
+			e.mu.Unlock()
+			return nil
+		}
+		id, ok := e.mu.identities[spiffe]
+		changed := e.mu.changed
+		if ok {
+			b := bindingOf(id)
+			err := e.k.Bind(cg, b)
+			if err == nil {
+				e.mu.bound[taskID] = boundTask{cgroup: cg, binding: b}
+			}
+			e.mu.Unlock()
+			return err
+		}
+		e.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no network identity for %s yet: %w", spiffe, ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+// unbind forgets a removed run's cgroup.
+func (e *enforcer) unbind(taskID, _ string) {
+	if e == nil || e.k == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if b, ok := e.mu.bound[taskID]; ok {
+		if err := e.k.Unbind(b.cgroup); err != nil {
+			e.n.log.Warn("unbind task cgroup", "task", taskID, "err", err)
+		}
+		delete(e.mu.bound, taskID)
+	}
+	for cg, t := range e.mu.byCgroup {
+		if t == taskID {
+			delete(e.mu.byCgroup, cg)
+		}
+	}
+}
+
+// report fills a heartbeat with the node's enforcement.
+func (e *enforcer) report(req *unumv1.HeartbeatRequest) {
+	if e == nil {
+		return
+	}
+	now := time.Now().Unix()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := &unumv1.NodeEnforcement{Mode: string(e.mu.mode), Reason: e.reason, Layers: slices.Clone(e.mu.layers),
+		SyncRevision: e.mu.syncRev, Error: e.mu.err, EventsDropped: e.mu.dropped}
+	e.rollLocked(now)
+	for _, c := range e.mu.minute {
+		r.DenialsPerMinute += c
+	}
+	if e.k != nil {
+		if st, err := e.k.Stats(); err == nil {
+			r.Programs = st.Programs
+			r.Maps = map[string]int64{}
+			for k, v := range st.Maps {
+				r.Maps[k] = int64(v)
+			}
+			r.EventsDropped += int64(st.Dropped)
+		} else {
+			r.Error = strings.TrimPrefix(r.Error+"; stats: "+err.Error(), "; ")
+		}
+	}
+	req.EnforcementStatus = r
+}
+
+// rollLocked clears the per-second buckets that fell out of the minute.
+func (e *enforcer) rollLocked(now int64) {
+	if now-e.mu.minuteAt >= 60 {
+		e.mu.minute = [60]int64{}
+	} else {
+		for s := e.mu.minuteAt + 1; s <= now; s++ {
+			e.mu.minute[s%60] = 0
+		}
+	}
+	e.mu.minuteAt = now
+}
+
+// readEvents turns the kernel's events into aggregated denials until ctx
+// ends.
+func (e *enforcer) readEvents(ctx context.Context) error {
+	if e == nil || e.k == nil {
+		return nil
+	}
+	return e.k.ReadEvents(ctx, func(ev kernel.Event) {
+		now := time.Now()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.rollLocked(now.Unix())
+		e.mu.minute[now.Unix()%60]++
+		key := denyKey{task: e.mu.byCgroup[ev.CgroupID], hook: ev.Hook, addr: ev.Addr, port: ev.Port, proto: ev.Proto, sockType: ev.SockType, auditOnly: ev.AuditOnly}
+		if key.task == "" {
+			key.task = fmt.Sprintf("cgroup:%d", ev.CgroupID)
+		}
+		if p, ok := e.mu.pending[key]; ok {
+			p.count++
+			return
+		}
+		d := denial{key: key, cgroup: ev.CgroupID, identity: ev.Identity, family: ev.Family, first: now, count: 1}
+		e.mu.pending[key] = &denial{key: key, first: now}
+		e.enqueueLocked(d)
+	})
+}
+
+func (e *enforcer) enqueueLocked(d denial) {
+	select {
+	case e.queue <- d:
+	default:
+		e.mu.dropped += int64(d.count)
+	}
+}
+
+// flushLoop ends aggregation windows (recording their repeats as one
+// event) and records queued denials, until ctx ends.
+func (e *enforcer) recordLoop(ctx context.Context) {
+	if e == nil || e.k == nil {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case d := <-e.queue:
+			e.record(d)
+		case now := <-t.C:
+			e.mu.Lock()
+			for k, p := range e.mu.pending {
+				if now.Sub(p.first) < denyWindow {
+					continue
+				}
+				delete(e.mu.pending, k)
+				if p.count > 0 {
+					e.enqueueLocked(denial{key: k, first: p.first, count: p.count})
+				}
+			}
+			e.mu.Unlock()
+		}
+	}
+}
+
+// EnforcementDenyDetails are an enforcement.deny event's details.
+type EnforcementDenyDetails struct {
+	Task        string `json:"task,omitempty"`
+	Hook        string `json:"hook"`
+	Destination string `json:"destination,omitempty"`
+	Protocol    string `json:"protocol"`
+	SocketType  uint32 `json:"socket_type,omitempty"`
+	Family      uint8  `json:"family,omitempty"`
+	// AuditOnly: the kernel allowed it (audit-only) but would have denied it.
+	AuditOnly bool `json:"audit_only,omitempty"`
+	// Count is how many times it happened (repeats within the window are
+	// recorded together, at the window's end).
+	Count int `json:"count"`
+	// Since is when the first of them happened.
+	Since time.Time `json:"since"`
+}
+
+func (e *enforcer) record(d denial) {
+	n := e.n
+	e.mu.Lock()
+	spiffe := e.mu.tasks[d.key.task]
+	e.mu.Unlock()
+	det := EnforcementDenyDetails{Task: d.key.task, Hook: d.key.hook.String(), Protocol: d.key.proto.String(),
+		SocketType: d.key.sockType, Family: d.family, AuditOnly: d.key.auditOnly, Count: d.count, Since: d.first.UTC()}
+	resource := "net/-/" + d.key.hook.String()
+	if d.key.addr.IsValid() {
+		det.Destination = netip.AddrPortFrom(d.key.addr, d.key.port).String()
+		resource = "net/-/" + det.Destination
+	}
+	outcome, reasons := audit.Deny, []string{"not in the identity's allow list"}
+	switch {
+	case spiffe == "":
+		reasons = []string{"the process's cgroup has no identity: everything is denied"}
+	case d.key.hook == enforcement.HookSockCreate:
+		reasons = []string{"raw and packet sockets are refused to tasks"}
+	}
+	if d.key.auditOnly {
+		outcome, reasons = audit.Allow, append([]string{"audit-only: would have been denied"}, reasons...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ev := audit.Event{Kind: audit.KindKernel, Action: audit.ActionEnforcementDeny, Outcome: outcome, Reasons: reasons,
+		Subject: spiffe, Resource: resource}.WithDetails(det)
+	if err := n.audit.Record(ctx, &ev); err != nil {
+		n.log.Error("audit record failed", "action", ev.Action, "err", err)
+	}
+}
+
+// close releases the node's handles; the pinned programs keep enforcing.
+func (e *enforcer) close() {
+	if e != nil && e.k != nil {
+		_ = e.k.Close()
+	}
+}
