@@ -41,7 +41,6 @@ import (
 	"github.com/unumos/unum/storage/meta"
 )
 
-
 const heartbeatEvery = 2 * time.Second
 
 // shadowChangesKept is how many decisions a shadow would have changed a
