@@ -45,6 +45,8 @@ type Spec struct {
 	Env     []string `json:"env"`  // KEY=VALUE, the task's whole environment
 	// CgroupProcs are the v1 cgroup.procs files to join.
 	CgroupProcs []string `json:"cgroup_procs"`
+	// Confine are the layers applied just before the exec.
+	Confine Confine `json:"confine"`
 }
 
 // Validate checks what the shim relies on.
@@ -68,6 +70,9 @@ func (s *Spec) Validate() error {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsRune(kv, 0) {
 			return fmt.Errorf("task %s: bad environment entry %q", s.TaskID, k)
 		}
+	}
+	if err := s.Confine.validate(); err != nil {
+		return fmt.Errorf("task %s: %w", s.TaskID, err)
 	}
 	return nil
 }
@@ -130,18 +135,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := confine(&s); err != nil {
+	if err := confine(&s, path); err != nil {
 		return fmt.Errorf("confine: %w", err)
 	}
 	argv := append([]string{s.Command}, s.Args...)
 	err = syscall.Exec(path, argv, s.Env)
 	return fmt.Errorf("exec %s: %w", path, err)
 }
-
-// confine is where the enforcement issue adds the task's seccomp filter
-// and Landlock ruleset: it runs as the task uid with no_new_privs set, in
-// the work directory, just before execve, on the thread that execs.
-func confine(*Spec) error { return nil }
 
 func dropPrivileges(uid, gid uint32) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
