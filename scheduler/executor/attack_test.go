@@ -47,8 +47,10 @@ func asUID(t *testing.T, uid uint32, name string, args ...string) string {
 
 // T-090: a task cannot become root through a setuid binary.
 func TestAttackSetuidCannotRegainRoot(t *testing.T) {
-	h := start(t, nil)
 	dir := traversable(t)
+	// Landlock would refuse to exec the copies outside the system folders:
+	// let it, so the test shows what no_new_privs alone does.
+	h := start(t, func(c *Config) { c.ReadOnlyPaths = []string{dir} })
 	suidID := copyExec(t, "/usr/bin/id", dir, os.ModeSetuid|0o755)
 	suidSh := copyExec(t, "/usr/bin/dash", dir, os.ModeSetuid|0o755)
 	// The control: without no_new_privs these copies make an unprivileged
@@ -109,8 +111,11 @@ func TestAttackCgroupEscape(t *testing.T) {
 // T-092: a task cannot signal, ptrace or read the environment of another
 // task's process.
 func TestAttackOtherTaskProcess(t *testing.T) {
-	h := start(t, nil)
-	helper := copyExec(t, mustExecutable(t), traversable(t), 0o755)
+	helperDir := traversable(t)
+	helper := copyExec(t, mustExecutable(t), helperDir, 0o755)
+	// The attacker is a shell that runs the helper: Landlock lets it
+	// execute from the helper's folder.
+	h := start(t, func(c *Config) { c.ReadOnlyPaths = []string{helperDir} })
 	// The helper really can attach when allowed: root attaches to a child.
 	victimOfRoot := exec.Command("/bin/sleep", "1000")
 	require.NoError(t, victimOfRoot.Start())

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/unumos/unum/scheduler/cgroup"
+	"github.com/unumos/unum/scheduler/executor/shim"
 )
 
 // Restart policies.
@@ -134,8 +135,15 @@ type Config struct {
 	LogMaxBytes int64  // rotate a log file at this size (default 10 MiB)
 	LogFiles    int    // rotated files kept per stream (default 3)
 	PidsMax     int64  // pids limit per task (default 4096)
-	Clock       func() time.Time
-	Log         *slog.Logger
+	// ReadOnlyPaths are folders or files every task may read and execute
+	// besides the system folders (/usr, /bin, /lib…), e.g. /nix/store or a
+	// shared tool folder. Each must exist and be absolute.
+	ReadOnlyPaths []string
+	// RequireLandlock makes New fail on a kernel without Landlock instead
+	// of running tasks with seccomp alone (which Confinement reports).
+	RequireLandlock bool
+	Clock           func() time.Time
+	Log             *slog.Logger
 }
 
 // Errors.
@@ -157,11 +165,12 @@ const historySize = 128
 // They are never held together except e.mu then t.mu in finish; the fenced
 // flag is atomic so that a start (under t.mu) can check it without e.mu.
 type Executor struct {
-	cfg    Config
-	uids   *uidAllocator
-	kick   chan struct{}
-	fenced atomic.Bool
-	run    atomic.Bool
+	cfg         Config
+	landlockABI int // what every task's ruleset is built for; 0: no Landlock
+	uids        *uidAllocator
+	kick        chan struct{}
+	fenced      atomic.Bool
+	run         atomic.Bool
 
 	mu struct {
 		sync.Mutex
@@ -204,6 +213,24 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	for _, p := range cfg.ReadOnlyPaths {
+		if !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("executor: read-only path %q is not absolute", p)
+		}
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("executor: read-only path: %w", err)
+		}
+	}
+	// Fail closed: the seccomp layer is always applied, so a kernel that
+	// cannot take it runs no task; Landlock is applied where the kernel has
+	// it, and required when the configuration says so.
+	support := shim.Probe()
+	if !support.Seccomp {
+		return nil, fmt.Errorf("executor: the kernel cannot apply the task seccomp filter: %w", support.SeccompErr)
+	}
+	if cfg.RequireLandlock && support.LandlockABI == 0 {
+		return nil, errors.New("executor: Landlock is required and the kernel has none (not built, or not in the lsm= boot list)")
+	}
 	uids, err := newUIDAllocator(cfg.UIDLockDir, cfg.UIDs)
 	if err != nil {
 		return nil, err
@@ -211,7 +238,10 @@ func New(cfg Config) (*Executor, error) {
 	if err := prepareDir(cfg.Dir); err != nil {
 		return nil, err
 	}
-	e := &Executor{cfg: cfg, uids: uids, kick: make(chan struct{}, 1)}
+	e := &Executor{cfg: cfg, landlockABI: support.LandlockABI, uids: uids, kick: make(chan struct{}, 1)}
+	if e.landlockABI == 0 {
+		cfg.Log.Warn("Landlock not available: tasks run without the file-system layer")
+	}
 	e.mu.desired = map[string]TaskSpec{}
 	e.mu.tasks = map[string]*task{}
 	e.mu.unfenced = make(chan struct{})

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/unumos/unum/scheduler/executor/shim"
 )
 
 func TestTaskConfinedAndIdentified(t *testing.T) {
@@ -100,7 +102,7 @@ func TestTaskConfinedAndIdentified(t *testing.T) {
 		"HOME=" + work,
 		"PATH=/usr/local/bin:/usr/bin:/bin",
 		"SPIFFE_ENDPOINT_SOCKET=unix:///run/unum-test/agent.sock",
-		"TMPDIR=" + work,
+		"TMPDIR=" + filepath.Join(h.dir, "conf", "tmp"),
 		"UNUM_JOB=j",
 		"UNUM_NAMESPACE=default",
 		"UNUM_PORT_HTTP_API=8080",
@@ -109,10 +111,22 @@ func TestTaskConfinedAndIdentified(t *testing.T) {
 	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", st.PID))
 	require.NoError(t, err)
 	require.Equal(t, work, cwd)
-	fi, err := os.Stat(work)
-	require.NoError(t, err)
-	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
-	require.Equal(t, st.UID, fi.Sys().(*syscall.Stat_t).Uid)
+	for _, d := range []string{work, filepath.Join(h.dir, "conf", "tmp")} {
+		fi, err := os.Stat(d)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o700), fi.Mode().Perm(), d)
+		require.Equal(t, st.UID, fi.Sys().(*syscall.Stat_t).Uid, d)
+	}
+	// The shim's filter holds in the task (mode 2: filter), and the
+	// executor reports the layers it applies.
+	require.Equal(t, "2", ps["Seccomp"])
+	require.Equal(t, "1", ps["Seccomp_filters"])
+	c := h.e.Confinement()
+	require.Contains(t, c.Layers, "seccomp")
+	if shim.LandlockABI() > 0 {
+		require.Equal(t, []string{"seccomp", "landlock"}, c.Layers)
+		require.Equal(t, shim.LandlockABI(), c.LandlockABI)
+	}
 
 	require.Eventually(t, func() bool { return h.task(t, "conf").CPUNanos > 0 }, 5*time.Second, 20*time.Millisecond)
 	require.Equal(t, []string{"grouping: " + l.Grouping.How, "cpu: " + l.CPU.How, "memory: " + l.Memory.How, "pids: " + l.Pids.How},
@@ -167,7 +181,10 @@ func TestRestartAfterKillWithBackoff(t *testing.T) {
 func TestRestartPolicies(t *testing.T) {
 	h := start(t, nil)
 	fast := func(p string, n int) Restart {
-		return Restart{Policy: p, MaxAttempts: n, Delay: 10 * time.Millisecond, MaxDelay: 20 * time.Millisecond}
+		// ResetAfter well above a run: on a loaded machine a run of "exit 3"
+		// can last past 5*MaxDelay and reset the count this test counts.
+		return Restart{Policy: p, MaxAttempts: n, Delay: 10 * time.Millisecond, MaxDelay: 20 * time.Millisecond,
+			ResetAfter: time.Minute}
 	}
 	cases := []struct {
 		spec     TaskSpec

@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,8 +18,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/unumos/unum/scheduler/cgroup"
 	"github.com/unumos/unum/scheduler/executor/shim"
@@ -36,7 +41,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// helperMain: "ptrace PID" tries PTRACE_ATTACH and prints the result.
+// helperMain: "ptrace PID" tries PTRACE_ATTACH and prints the result;
+// "ops OP…" runs each attempt in order and prints "OP: ok" or "OP: ERRNO"
+// per line (see helperOp).
 func helperMain(args []string) int {
 	switch args[0] {
 	case "ptrace":
@@ -47,8 +54,162 @@ func helperMain(args []string) int {
 		}
 		fmt.Println("ptrace: attached")
 		return 0
+	case "ops":
+		for _, op := range args[1:] {
+			name, arg, _ := strings.Cut(op, "=")
+			fmt.Printf("%s: %s\n", name, result(helperOp(name, arg)))
+		}
+		return 0
 	}
 	return 2
+}
+
+// result names an attempt's outcome: "ok" or the errno's name.
+func result(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return unix.ErrnoName(errno)
+	}
+	return err.Error()
+}
+
+// helperOp makes one attempt from inside a task, with the raw system call
+// where the point is the call itself.
+func helperOp(name, arg string) error {
+	switch name {
+	case "ptrace-child":
+		// A process of the same uid, in the same task: only seccomp stops it.
+		child := exec.Command("/bin/sleep", "100")
+		if err := child.Start(); err != nil {
+			return err
+		}
+		defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+		return syscall.PtraceAttach(child.Process.Pid)
+	case "ptrace-pidfile", "kill-pidfile":
+		pid, err := awaitPid(arg)
+		if err != nil {
+			return err
+		}
+		if name == "kill-pidfile" {
+			return unix.Kill(pid, unix.SIGKILL)
+		}
+		return syscall.PtraceAttach(pid)
+	case "signal0-pidfile":
+		pid, err := awaitPid(arg)
+		if err != nil {
+			return err
+		}
+		return unix.Kill(pid, 0)
+	case "bpf":
+		// BPF_MAP_CREATE of a 1-entry array: the smallest real request.
+		attr := [5]uint32{2 /* BPF_MAP_TYPE_ARRAY */, 4, 4, 1, 0}
+		fd, _, errno := unix.Syscall(unix.SYS_BPF, 0 /* BPF_MAP_CREATE */, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		if errno != 0 {
+			return errno
+		}
+		return unix.Close(int(fd))
+	case "mount":
+		return unix.Mount("none", ".", "tmpfs", 0, "")
+	case "umount":
+		return unix.Unmount("/proc", unix.MNT_DETACH)
+	case "init_module":
+		return unix.InitModule([]byte("\x7fELF"), "")
+	case "finit_module":
+		f, err := os.Open("/dev/null")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.FinitModule(int(f.Fd()), "", 0)
+	case "kexec_load":
+		_, _, errno := unix.Syscall6(unix.SYS_KEXEC_LOAD, 0, 0, 0, 0, 0, 0)
+		return errnoOrNil(errno)
+	case "unshare-user":
+		return unix.Unshare(unix.CLONE_NEWUSER)
+	case "setns":
+		f, err := os.Open("/proc/self/ns/net")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+	case "clone-user":
+		// clone(2) with CLONE_NEWUSER (Go uses clone, not clone3, here).
+		c := exec.Command("/bin/true")
+		c.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER}
+		return c.Run()
+	case "clone3":
+		// A NULL struct: EINVAL when the kernel looks at it, ENOSYS when
+		// the filter answers first. Never forks.
+		_, _, errno := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0)
+		return errnoOrNil(errno)
+	case "fork":
+		return exec.Command("/bin/true").Run()
+	case "keyctl":
+		_, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_USER_KEYRING, true)
+		return err
+	case "perf":
+		attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_SOFTWARE, Config: unix.PERF_COUNT_SW_TASK_CLOCK,
+			Size: uint32(unsafe.Sizeof(unix.PerfEventAttr{})), Bits: unix.PerfBitDisabled | unix.PerfBitExcludeKernel}
+		fd, err := unix.PerfEventOpen(&attr, 0, -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
+		if err != nil {
+			return err
+		}
+		return unix.Close(fd)
+	case "raw-socket", "packet-socket":
+		fam, typ, proto := unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP
+		if name == "packet-socket" {
+			fam, typ, proto = unix.AF_PACKET, unix.SOCK_DGRAM, 0
+		}
+		fd, err := unix.Socket(fam, typ|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return err
+		}
+		return unix.Close(fd)
+	case "personality-noaslr":
+		_, _, errno := unix.Syscall(unix.SYS_PERSONALITY, 0x0040000 /* ADDR_NO_RANDOMIZE */, 0, 0)
+		return errnoOrNil(errno)
+	case "read":
+		_, err := os.ReadFile(arg)
+		return err
+	case "write":
+		return os.WriteFile(arg, []byte("x"), 0o644)
+	case "list":
+		_, err := os.ReadDir(arg)
+		return err
+	case "exec":
+		return exec.Command(arg).Run()
+	case "connect-unix", "connect-abstract":
+		if name == "connect-abstract" {
+			arg = "@" + arg
+		}
+		c, err := net.Dial("unix", arg)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	return fmt.Errorf("unknown op %q", name)
+}
+
+func errnoOrNil(e syscall.Errno) error {
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// awaitPid waits for a file holding a pid (written by the test as root).
+func awaitPid(path string) (int, error) {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(path); err == nil && strings.HasSuffix(string(b), "\n") {
+			return strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+	}
+	return 0, errors.New("no pid file")
 }
 
 // traversable makes a temp dir and its parents reachable by task uids.

@@ -169,12 +169,16 @@ func (e *Executor) prepare(t *task) error {
 	if err := os.Mkdir(t.dir, 0o711); err != nil {
 		return fmt.Errorf("executor: task %s: folder: %w", t.spec.ID, err)
 	}
-	work := filepath.Join(t.dir, "work")
-	if err := os.Mkdir(work, 0o700); err != nil {
-		return fmt.Errorf("executor: task %s: folder: %w", t.spec.ID, err)
-	}
-	if err := os.Chown(work, int(uid), int(uid)); err != nil {
-		return fmt.Errorf("executor: task %s: folder: %w", t.spec.ID, err)
+	// work/ is HOME, tmp/ is TMPDIR: the task's own, and with Landlock the
+	// only folders it may write (no shared /tmp).
+	for _, name := range taskFolders() {
+		p := filepath.Join(t.dir, name)
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return fmt.Errorf("executor: task %s: folder: %w", t.spec.ID, err)
+		}
+		if err := os.Chown(p, int(uid), int(uid)); err != nil {
+			return fmt.Errorf("executor: task %s: folder: %w", t.spec.ID, err)
+		}
 	}
 	if !t.once {
 		logs := filepath.Join(t.dir, "logs")
@@ -192,14 +196,19 @@ func (e *Executor) prepare(t *task) error {
 	return nil
 }
 
-// finish removes the task's work folder (runProcess removed its cgroups),
+// taskFolders are the folders of Dir/<id>/ that the task owns.
+func taskFolders() []string { return []string{"work", "tmp"} }
+
+// finish removes the task's work and tmp folders (runProcess removed its cgroups),
 // gives its uid back and records its final state.
 func (e *Executor) finish(t *task) {
 	// runProcess removed the run's cgroups already.
 	if t.dir != "" {
 		// Before the uid is given back: its next holder must not inherit files.
-		if err := os.RemoveAll(filepath.Join(t.dir, "work")); err != nil {
-			e.cfg.Log.Error("remove task work folder", "task", t.spec.ID, "err", err)
+		for _, name := range taskFolders() {
+			if err := os.RemoveAll(filepath.Join(t.dir, name)); err != nil {
+				e.cfg.Log.Error("remove task folder", "task", t.spec.ID, "folder", name, "err", err)
+			}
 		}
 		if t.once {
 			_ = os.RemoveAll(t.dir)
@@ -474,7 +483,7 @@ func (e *Executor) shimCommand(g *cgroup.Group, spec, execNotify, stdout, stderr
 
 // shimSpec resolves the task's spec for the shim.
 func (e *Executor) shimSpec(t *task, g *cgroup.Group) shim.Spec {
-	work := filepath.Join(t.dir, "work")
+	work, tmp := filepath.Join(t.dir, "work"), filepath.Join(t.dir, "tmp")
 	env := map[string]string{"PATH": shim.DefaultPath}
 	maps.Copy(env, t.spec.Env)
 	for name, port := range t.spec.Ports {
@@ -483,7 +492,7 @@ func (e *Executor) shimSpec(t *task, g *cgroup.Group) shim.Spec {
 	// Set by the executor, never by the spec: these say who the task is and
 	// where its identity comes from.
 	env["HOME"] = work
-	env["TMPDIR"] = work
+	env["TMPDIR"] = tmp
 	env["UNUM_TASK_ID"] = t.spec.ID
 	env["UNUM_JOB"] = t.spec.Job
 	env["UNUM_NAMESPACE"] = t.spec.Namespace
@@ -505,5 +514,6 @@ func (e *Executor) shimSpec(t *task, g *cgroup.Group) shim.Spec {
 		Args:        t.spec.Args,
 		Env:         kv,
 		CgroupProcs: g.V1Procs(),
+		Confine:     e.confineSpec(work, tmp),
 	}
 }
