@@ -172,6 +172,27 @@ func helperOp(name, arg string) error {
 	case "personality-noaslr":
 		_, _, errno := unix.Syscall(unix.SYS_PERSONALITY, 0x0040000 /* ADDR_NO_RANDOMIZE */, 0, 0)
 		return errnoOrNil(errno)
+	case "mq_open", "mq_open-existing":
+		// A POSIX message queue outlives its creator, like a file in /tmp. The
+		// raw call takes the name without the C library's leading slash.
+		qname := append([]byte(arg), 0)
+		flags := unix.O_CREAT | unix.O_RDWR | unix.O_CLOEXEC
+		if name == "mq_open-existing" {
+			flags = unix.O_RDONLY | unix.O_CLOEXEC
+		}
+		fd, _, errno := unix.Syscall6(unix.SYS_MQ_OPEN, uintptr(unsafe.Pointer(&qname[0])), uintptr(flags), 0o600, 0, 0, 0)
+		if errno != 0 {
+			return errno
+		}
+		return unix.Close(int(fd))
+	case "sysv-shm":
+		// Created and removed at once: it shows the call is not refused.
+		id, _, errno := unix.Syscall(unix.SYS_SHMGET, 0 /* IPC_PRIVATE */, 4096, 0o600)
+		if errno != 0 {
+			return errno
+		}
+		_, _, errno = unix.Syscall(unix.SYS_SHMCTL, id, 0 /* IPC_RMID */, 0)
+		return errnoOrNil(errno)
 	case "read":
 		_, err := os.ReadFile(arg)
 		return err
