@@ -1393,8 +1393,8 @@ func Register() []Threat {
 				"another task's processes on the same node",
 			Mitigation: "Every live task runs under its own uid (T-093) with no capabilities, so the kernel's permission " +
 				"checks for kill(2), ptrace(2) and /proc access (same uid or CAP_SYS_PTRACE/CAP_KILL) refuse it. The test " +
-				"checks the attempts are real: the same ptrace helper attaches when run as root. The eBPF layer later " +
-				"denies ptrace of others outright.",
+				"checks the attempts are real: the same ptrace helper attaches when run as root. The seccomp filter " +
+				"now refuses ptrace outright and Landlock scopes signals to the task (T-107).",
 			Status: Mitigated,
 			Tests:  []string{"scheduler/executor.TestAttackOtherTaskProcess"},
 		},
@@ -1555,14 +1555,130 @@ func Register() []Threat {
 			Title:    "A task reads what an earlier task under the same uid left behind",
 			STRIDE:   "I",
 			Asset:    "files and IPC objects of finished tasks",
-			Boundary: "shared places on a compute node: /tmp, /var/tmp, /dev/shm, System V IPC",
+			Boundary: "shared places on a compute node: /tmp, /var/tmp, /dev/shm, POSIX message queues, System V IPC",
 			Attacker: "a task given a uid an earlier task used, reading the files it left in shared temporary folders or " +
 				"its message queues and shared memory",
-			Mitigation: "A task's work folder (its HOME and TMPDIR) is deleted before its uid is released; nothing else is swept.",
-			Status:     Accepted,
-			Reason: "Tasks have no mount namespace yet, so shared temporary folders are the host's. A sweep of what the uid " +
-				"owns when it is released (as systemd's RemoveIPC does), or a private /tmp per task, closes it; both " +
-				"belong with the enforcement issue's confinement.",
+			Mitigation: "A task's work folder (HOME) and tmp folder (TMPDIR, its own, not /tmp) are deleted before its uid " +
+				"is released. Under Landlock a task can create nothing in /tmp, /var/tmp, /dev/shm or any folder outside " +
+				"its own (EACCES, even where the mode bits allow it), and cannot open a POSIX message queue: mq_open " +
+				"with O_CREAT leaves an empty queue owned by the uid but fails to open it, so no data passes and no later " +
+				"confined task can open it either. The test shows each refusal, that the same writes succeed for an " +
+				"unconfined uid, and the empty queue left behind.",
+			Status: Accepted,
+			Reason: "System V IPC (shmget, semget, msgget) is mediated by neither Landlock nor the seccomp filter (the " +
+				"test shows shmget works) and its objects outlive the task, so a task given a reused uid can attach a " +
+				"segment an earlier one left; tasks have no IPC namespace. A sweep of the uid's IPC objects and empty " +
+				"message queues when it is released (as systemd's RemoveIPC does), or an IPC namespace per task, closes " +
+				"it. On a kernel without Landlock the temporary folders are open again; the executor reports the " +
+				"layers it applies (Confinement) and RequireLandlock refuses such a kernel.",
+			Tests: []string{"scheduler/executor.TestAttackFilesOutsideTask"},
+		},
+		{
+			ID:       "T-107",
+			Title:    "A task injects code into another process with ptrace",
+			STRIDE:   "TIE",
+			Asset:    "the memory and control flow of other processes: another process of the task, a process of the same uid outside it, another task's",
+			Boundary: "the task shim's seccomp filter and Landlock domain on a compute node",
+			Attacker: "the code of a task calling ptrace(PTRACE_ATTACH), process_vm_readv/writev, pidfd_getfd or kcmp on " +
+				"a process it may reach by uid (its own children, a process of the same uid left behind or started " +
+				"outside the task), or signalling such a process",
+			Mitigation: "The shim installs a seccomp filter on the thread that execs: ptrace, process_vm_readv, " +
+				"process_vm_writev, kcmp, pidfd_getfd and process_madvise return EPERM whatever the target, so not even " +
+				"a task's own child can be traced. The filter kills the process when a call comes through another " +
+				"architecture's entry (int 0x80 on amd64) or the x32 ABI, whose numbers a native deny list would not " +
+				"see. Landlock's signal scope (ABI 6) refuses a signal to any process outside the task's domain, even " +
+				"of the same uid. Another uid's processes were already out of reach (T-092). The tests attach from a " +
+				"task to its own child and to a process of its uid outside it (EPERM, and the latter survives a " +
+				"SIGKILL from the task), while the unconfined control attaches and signals.",
+			Status: Mitigated,
+			Tests: []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor.TestAttackSameUIDOutsideTask",
+				"scheduler/executor.TestAttackOtherTaskProcess", "scheduler/executor/shim.TestSeccompFilterVerdicts",
+				"scheduler/executor/shim.TestConfineOnThread"},
+		},
+		{
+			ID:       "T-108",
+			Title:    "A task loads BPF programs or opens perf events",
+			STRIDE:   "TIE",
+			Asset:    "the kernel and the node's enforcement (BPF programs and maps, including unum's own)",
+			Boundary: "the task shim's seccomp filter on a compute node",
+			Attacker: "the code of a task calling bpf(2) (to load a program, reach a pinned map, or exploit the verifier) " +
+				"or perf_event_open, userfaultfd or io_uring as kernel attack surface",
+			Mitigation: "bpf, perf_event_open, userfaultfd, io_uring_setup/enter/register and fanotify_init return EPERM " +
+				"from the seccomp filter before any of their kernel code runs, whatever the kernel's sysctls " +
+				"(unprivileged_bpf_disabled, perf_event_paranoid) say. The test shows perf_event_open succeeding for an " +
+				"unconfined uid on this machine and refused in the task.",
+			Status: Mitigated,
+			Tests:  []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor/shim.TestSeccompFilterVerdicts"},
+		},
+		{
+			ID:       "T-109",
+			Title:    "A task escapes its file-system view with a mount",
+			STRIDE:   "TE",
+			Asset:    "the node's file system and the task's Landlock view of it",
+			Boundary: "the task shim's seccomp filter on a compute node",
+			Attacker: "the code of a task mounting, unmounting, bind-mounting (including through the new mount API), " +
+				"pivot_root or chroot, or opening files by handle (open_by_handle_at, \"shocker\") to reach what its " +
+				"paths do not",
+			Mitigation: "mount, umount2, pivot_root, chroot, open_tree, open_tree_attr, move_mount, fsopen, fsconfig, " +
+				"fsmount, fspick, mount_setattr and open_by_handle_at return EPERM from the filter; user namespaces, which " +
+				"would grant the capability to mount inside them, are refused too (T-111). The thread test shows mount " +
+				"refused even to root under the filter.",
+			Status: Mitigated,
+			Tests: []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor/shim.TestSeccompFilterVerdicts",
+				"scheduler/executor/shim.TestConfineOnThread"},
+		},
+		{
+			ID:       "T-110",
+			Title:    "A task loads a kernel module or boots another kernel",
+			STRIDE:   "E",
+			Asset:    "the kernel of a compute node",
+			Boundary: "the task shim's seccomp filter on a compute node",
+			Attacker: "the code of a task calling init_module, finit_module, delete_module, kexec_load or kexec_file_load",
+			Mitigation: "Each returns EPERM from the filter (as do amd64's create_module, query_module and get_kernel_syms); " +
+				"the task also holds no capability (T-090). On this test machine's kernel, built without modules and " +
+				"kexec, the unconfined control gets ENOSYS where the task gets EPERM: the filter answers first.",
+			Status: Mitigated,
+			Tests:  []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor/shim.TestSeccompFilterVerdicts"},
+		},
+		{
+			ID:       "T-111",
+			Title:    "A task creates or joins namespaces to gain capabilities",
+			STRIDE:   "E",
+			Asset:    "kernel code reachable only with capabilities, and other processes' namespaces",
+			Boundary: "the task shim's seccomp filter on a compute node",
+			Attacker: "the code of a task calling unshare or clone with CLONE_NEWUSER (every capability inside the new " +
+				"namespace) or another namespace flag, clone3 (whose flags seccomp cannot read), setns, or the syscalls " +
+				"of another architecture's entry",
+			Mitigation: "unshare and setns return EPERM whatever their flags; clone returns EPERM when its flags (the first " +
+				"argument on amd64 and arm64, low 32 bits as the kernel reads them) carry CLONE_NEWNS, NEWCGROUP, NEWUTS, " +
+				"NEWIPC, NEWUSER, NEWPID or NEWNET (CLONE_NEWTIME cannot be passed to clone); clone3 returns ENOSYS, so " +
+				"the C library falls back to clone; a call from another architecture's entry or the x32 ABI kills the " +
+				"process. The control shows the uid creating a user namespace with clone and reaching clone3 (EINVAL) " +
+				"without the filter; in the task a Go program still forks (clone without namespace flags).",
+			Status: Mitigated,
+			Tests:  []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor/shim.TestSeccompFilterVerdicts"},
+		},
+		{
+			ID:       "T-112",
+			Title:    "A task reads or writes another task's or the host's files",
+			STRIDE:   "TI",
+			Asset:    "other tasks' folders, the node's data folder and the host's files that mode bits leave open",
+			Boundary: "the task shim's Landlock ruleset on a compute node",
+			Attacker: "the code of a task opening, listing, writing or executing files outside its own folders, where the " +
+				"mode bits would let any uid in (a task that opened its own folder to everyone, world-writable host " +
+				"folders), or connecting to an abstract unix socket of the host",
+			Mitigation: "The shim enforces a Landlock ruleset on the thread that execs, for every right of the kernel's ABI: " +
+				"read-write only the task's work and tmp folders; read and execute the system folders (/usr, /bin, /lib…) " +
+				"and Config.ReadOnlyPaths; read /etc, /proc and /sys; a few devices; and read and execute the command " +
+				"with its #! interpreter and ELF loader. Everything else is EACCES whatever the modes; the abstract unix " +
+				"socket scope (ABI 6) refuses connections to sockets bound outside the task. The executor probes the ABI " +
+				"at start and puts it in the spec; the shim fails the start on a lower one. The test opens the victim's " +
+				"files and a host folder to everyone, shows an unconfined uid reading, writing and executing there, and " +
+				"the task refused each, while it still reads /etc, writes its HOME and TMPDIR, execs /bin/true and " +
+				"connects to a pathname socket (the Workload API's kind).",
+			Status: Mitigated,
+			Tests: []string{"scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor/shim.TestConfineOnThread",
+				"scheduler/executor.TestTaskConfinedAndIdentified"},
 		},
 		{
 			ID:       "T-103",

@@ -15,14 +15,27 @@
 //     left, uid and gid are not 0) and that no_new_privs holds;
 //  7. changes to the work directory, as the task uid;
 //  8. resolves the command through the spec environment's PATH;
-//  9. applies further confinement (confine: the seam for seccomp and
-//     Landlock, which the enforcement issue fills);
+//  9. confines the exec thread as Spec.Confine says: first the Landlock
+//     ruleset (landlock.go: the task's work and tmp folders read-write,
+//     system folders read-only, the command and the interpreters the
+//     kernel opens to exec it, found by interp.go, readable and
+//     executable; signals and abstract unix sockets scoped to the task),
+//     then the seccomp filter (seccomp.go: the escape set refused with
+//     EPERM, clone with a namespace flag too, clone3 with ENOSYS, another
+//     architecture's entry killed);
 //  10. execve's the command with exactly the spec's environment.
+//
+// Both layers are per thread, like no_new_privs, and pass to the task
+// through the execve on that thread. A layer the spec asks for and the
+// kernel cannot apply, or a Landlock ABI below the spec's MinABI, fails the
+// start: the shim never runs a task with less than the node reports. Probe
+// says what the kernel supports; the node calls it once.
 //
 // Main never returns: it execs the task or exits 127 with the reason on
 // stderr (which the executor captures into the task's stderr log) and on
 // ExecFD.
 //
 // Imported by cmd/unum (the hook at the top of main) and scheduler/executor
-// (which builds the Spec); it must stay small and import nothing of unum.
+// (which builds the Spec and calls Probe); it must stay small and import
+// nothing of unum (golang.org/x/sys and x/net/bpf only).
 package shim
