@@ -1574,6 +1574,107 @@ func Register() []Threat {
 			Tests: []string{"scheduler/executor.TestAttackFilesOutsideTask"},
 		},
 		{
+			ID:       "T-103",
+			Title:    "Lateral movement from a compromised task",
+			STRIDE:   "E",
+			Asset:    "every service a node can reach on the network, other jobs' listeners first",
+			Boundary: "a task's network egress (connect and unconnected sendmsg) from the task cgroup subtree",
+			Attacker: "a task whose process is fully compromised, connecting or sending to destinations its job's policy " +
+				"does not grant",
+			Mitigation: "cgroup/connect4, connect6, sendmsg4 and sendmsg6 programs on the node's task root allow only the " +
+				"(prefix, port, protocol) tuples in the allow map of the identity the task's cgroup is bound to, and return " +
+				"EPERM otherwise, with an event naming the cgroup, identity, hook and destination. Rules change for running " +
+				"processes without a restart. The programs and maps are pinned, so they keep enforcing while the agent is " +
+				"down or being upgraded.",
+			Status: Mitigated,
+			Tests: []string{"enforcement/kernel.TestConnectAllowList", "enforcement/kernel.TestUDPSendmsg",
+				"enforcement/kernel.TestRulesChangeForRunningProcess", "enforcement/kernel.TestSurvivesAgentKill",
+				"enforcement/kernel.TestUpgradeUpdatesLinksInPlace", "enforcement/kernel.TestLookupMatchesReference"},
+		},
+		{
+			ID:       "T-104",
+			Title:    "IPv4-mapped IPv6 bypass of IPv4 rules",
+			STRIDE:   "E",
+			Asset:    "IPv4 destinations the task's identity may not reach",
+			Boundary: "the connect6 and sendmsg6 hooks on the task root",
+			Attacker: "a task that opens an IPv6 socket and connects or sends to ::ffff:a.b.c.d, hoping the IPv6 hooks " +
+				"miss the IPv4 rules, or that a broad IPv6 grant (::/0) covers IPv4",
+			Mitigation: "IPv4 rules are stored inside ::ffff:0:0/96 with family AF_INET in the LPM key, and the IPv6 " +
+				"programs look a v4-mapped destination up with family AF_INET: it is judged exactly as the IPv4 address, " +
+				"and no IPv6 rule can match it. Events report it as the IPv4 address.",
+			Status: Mitigated,
+			Tests: []string{"enforcement/kernel.TestIPv4MappedIPv6", "enforcement/kernel.TestRuleKeyEncoding",
+				"enforcement/kernel.TestLookupMatchesReference"},
+		},
+		{
+			ID:       "T-105",
+			Title:    "Raw and packet sockets from a task",
+			STRIDE:   "TI",
+			Asset:    "the node's traffic and other tasks' traffic (sniffing, spoofing below the connect/sendmsg hooks)",
+			Boundary: "socket creation in the task cgroup subtree",
+			Attacker: "a task (even one running as root with CAP_NET_RAW) that opens a raw IPv4/IPv6 socket or an AF_PACKET " +
+				"socket to forge or read packets the connect and sendmsg hooks never see",
+			Mitigation: "cgroup/sock_create on the task root refuses SOCK_RAW in AF_INET and AF_INET6 for every process in " +
+				"the subtree, bound or not, as root too. The kernel does not run that hook for AF_PACKET: packet sockets are " +
+				"refused by the BPF LSM layer's socket_create where the kernel loads it, and otherwise rest on the task " +
+				"lacking CAP_NET_RAW.",
+			Status: Mitigated,
+			Tests:  []string{"enforcement/kernel.TestRawSocketsRefused", "enforcement/kernel.TestLSMEscapeSet"},
+		},
+		{
+			ID:       "T-106",
+			Title:    "A process that bypasses the task shim",
+			STRIDE:   "E",
+			Asset:    "the node's network allow lists and the escape set (ptrace, bpf, mount, modules)",
+			Boundary: "the task cgroup subtree",
+			Attacker: "a process in the task subtree that did not go through the shim (no seccomp, no Landlock), or sits " +
+				"in a cgroup the agent never bound: moved there, created there, or left after its task was unbound",
+			Mitigation: "The BPF programs key on the cgroup, not on the shim: a cgroup in the subtree without a binding is " +
+				"denied every connect and sendmsg (default deny) and every raw socket. Where the kernel loads BPF LSM, " +
+				"ptrace, bpf(), mount, module loading and packet sockets are refused for every process under the task " +
+				"root; where it does not, the network layer still loads and Stats names the missing layer.",
+			Status: Mitigated,
+			Tests: []string{"enforcement/kernel.TestUnboundCgroupDenied", "enforcement/kernel.TestRawSocketsRefused",
+				"enforcement/kernel.TestLSMEscapeSet", "enforcement/kernel.TestLSMRefusedKeepsNetwork"},
+		},
+		{
+			ID:       "T-116",
+			Title:    "A network policy that is malformed or fails to evaluate opens the network",
+			STRIDE:   "E",
+			Asset:    "what a workload may reach on the network (the kernel's allow rules, net.connect decisions)",
+			Boundary: "the policy bundle (data.unum.network.egress) into the node's network compiler",
+			Attacker: "an operator's mistake or a hostile bundle author whose network grants are of the wrong type, name a " +
+				"bad CIDR or port, mix kinds, are too many, or whose evaluation fails, hoping the node reads it as " +
+				"\"no restriction\" or keeps the well-formed part",
+			Mitigation: "policy.Engine.NetworkGrants validates every grant (one of id, namespace, cidr; a job's SPIFFE ID, " +
+				"a DNS label, a prefix; ports 1-65535, at most 64; tcp, udp or any; a set of at most 1024) and any error " +
+				"returns no grants: the identity gets no rules, never \"allow all\". The shipped authz.rego mirrors the " +
+				"check, so net.connect is denied exactly then too (a test holds the two to one verdict). A malformed " +
+				"data.network_egress refuses the bundle at apply. The compiler drops what it cannot compile (a grant of " +
+				"two kinds, port 0, an unknown protocol, a listener on port 0) instead of widening it.",
+			Status: Mitigated,
+			Tests: []string{"policy.TestNetworkGrantsFailClosed", "policy.TestNetworkDataRefusedAtApply",
+				"policy.TestNetworkValidationAgrees", "policy.TestBundleCases", "policy.TestBuiltinBundleTestsPass",
+				"enforcement.TestCompileDataDriven"},
+		},
+		{
+			ID:       "T-117",
+			Title:    "A job widens its own network access from its spec",
+			STRIDE:   "E",
+			Asset:    "what a workload may reach on the network (lateral movement to other jobs, external addresses)",
+			Boundary: "a job spec (job.run) into the policy and the network compiler",
+			Attacker: "anyone who may run a job in a namespace (or a compromised deploy pipeline) who declares egress to " +
+				"another namespace's jobs, or writes an address or CIDR in the spec, hoping the declaration itself grants it",
+			Mitigation: "A job's egress holds SPIFFE IDs only (an address, a CIDR or an unknown field is refused at parse). " +
+				"A job reaches another job's listeners only when it declared it AND a policy grant (the target's ID or " +
+				"namespace) covers it; addresses come from policy grants alone. The net.connect decision recorded at " +
+				"submission is the same rule over the same grants (evaluated on the source), and no role opens the network.",
+			Status: Mitigated,
+			Tests: []string{"scheduler/jobspec.TestEgressNamesIdentitiesOnly", "enforcement.TestCompileDataDriven",
+				"enforcement.TestCompileMatchesReference", "policy.TestNetConnectIsTheGrants", "policy.TestBundleCases",
+				"policy.TestBuiltinBundleTestsPass"},
+		},
+		{
 			ID:       "T-107",
 			Title:    "A task injects code into another process with ptrace",
 			STRIDE:   "TIE",
@@ -1679,107 +1780,6 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor/shim.TestConfineOnThread",
 				"scheduler/executor.TestTaskConfinedAndIdentified"},
-		},
-		{
-			ID:       "T-103",
-			Title:    "Lateral movement from a compromised task",
-			STRIDE:   "E",
-			Asset:    "every service a node can reach on the network, other jobs' listeners first",
-			Boundary: "a task's network egress (connect and unconnected sendmsg) from the task cgroup subtree",
-			Attacker: "a task whose process is fully compromised, connecting or sending to destinations its job's policy " +
-				"does not grant",
-			Mitigation: "cgroup/connect4, connect6, sendmsg4 and sendmsg6 programs on the node's task root allow only the " +
-				"(prefix, port, protocol) tuples in the allow map of the identity the task's cgroup is bound to, and return " +
-				"EPERM otherwise, with an event naming the cgroup, identity, hook and destination. Rules change for running " +
-				"processes without a restart. The programs and maps are pinned, so they keep enforcing while the agent is " +
-				"down or being upgraded.",
-			Status: Mitigated,
-			Tests: []string{"enforcement/kernel.TestConnectAllowList", "enforcement/kernel.TestUDPSendmsg",
-				"enforcement/kernel.TestRulesChangeForRunningProcess", "enforcement/kernel.TestSurvivesAgentKill",
-				"enforcement/kernel.TestUpgradeUpdatesLinksInPlace", "enforcement/kernel.TestLookupMatchesReference"},
-		},
-		{
-			ID:       "T-104",
-			Title:    "IPv4-mapped IPv6 bypass of IPv4 rules",
-			STRIDE:   "E",
-			Asset:    "IPv4 destinations the task's identity may not reach",
-			Boundary: "the connect6 and sendmsg6 hooks on the task root",
-			Attacker: "a task that opens an IPv6 socket and connects or sends to ::ffff:a.b.c.d, hoping the IPv6 hooks " +
-				"miss the IPv4 rules, or that a broad IPv6 grant (::/0) covers IPv4",
-			Mitigation: "IPv4 rules are stored inside ::ffff:0:0/96 with family AF_INET in the LPM key, and the IPv6 " +
-				"programs look a v4-mapped destination up with family AF_INET: it is judged exactly as the IPv4 address, " +
-				"and no IPv6 rule can match it. Events report it as the IPv4 address.",
-			Status: Mitigated,
-			Tests: []string{"enforcement/kernel.TestIPv4MappedIPv6", "enforcement/kernel.TestRuleKeyEncoding",
-				"enforcement/kernel.TestLookupMatchesReference"},
-		},
-		{
-			ID:       "T-105",
-			Title:    "Raw and packet sockets from a task",
-			STRIDE:   "TI",
-			Asset:    "the node's traffic and other tasks' traffic (sniffing, spoofing below the connect/sendmsg hooks)",
-			Boundary: "socket creation in the task cgroup subtree",
-			Attacker: "a task (even one running as root with CAP_NET_RAW) that opens a raw IPv4/IPv6 socket or an AF_PACKET " +
-				"socket to forge or read packets the connect and sendmsg hooks never see",
-			Mitigation: "cgroup/sock_create on the task root refuses SOCK_RAW in AF_INET and AF_INET6 for every process in " +
-				"the subtree, bound or not, as root too. The kernel does not run that hook for AF_PACKET: packet sockets are " +
-				"refused by the BPF LSM layer's socket_create where the kernel loads it, and otherwise rest on the task " +
-				"lacking CAP_NET_RAW.",
-			Status: Mitigated,
-			Tests:  []string{"enforcement/kernel.TestRawSocketsRefused", "enforcement/kernel.TestLSMEscapeSet"},
-		},
-		{
-			ID:       "T-106",
-			Title:    "A process that bypasses the task shim",
-			STRIDE:   "E",
-			Asset:    "the node's network allow lists and the escape set (ptrace, bpf, mount, modules)",
-			Boundary: "the task cgroup subtree",
-			Attacker: "a process in the task subtree that did not go through the shim (no seccomp, no Landlock), or sits " +
-				"in a cgroup the agent never bound: moved there, created there, or left after its task was unbound",
-			Mitigation: "The BPF programs key on the cgroup, not on the shim: a cgroup in the subtree without a binding is " +
-				"denied every connect and sendmsg (default deny) and every raw socket. Where the kernel loads BPF LSM, " +
-				"ptrace, bpf(), mount, module loading and packet sockets are refused for every process under the task " +
-				"root; where it does not, the network layer still loads and Stats names the missing layer.",
-			Status: Mitigated,
-			Tests: []string{"enforcement/kernel.TestUnboundCgroupDenied", "enforcement/kernel.TestRawSocketsRefused",
-				"enforcement/kernel.TestLSMEscapeSet", "enforcement/kernel.TestLSMRefusedKeepsNetwork"},
-		},
-		{
-			ID:       "T-116",
-			Title:    "A network policy that is malformed or fails to evaluate opens the network",
-			STRIDE:   "E",
-			Asset:    "what a workload may reach on the network (the kernel's allow rules, net.connect decisions)",
-			Boundary: "the policy bundle (data.unum.network.egress) into the node's network compiler",
-			Attacker: "an operator's mistake or a hostile bundle author whose network grants are of the wrong type, name a " +
-				"bad CIDR or port, mix kinds, are too many, or whose evaluation fails, hoping the node reads it as " +
-				"\"no restriction\" or keeps the well-formed part",
-			Mitigation: "policy.Engine.NetworkGrants validates every grant (one of id, namespace, cidr; a job's SPIFFE ID, " +
-				"a DNS label, a prefix; ports 1-65535, at most 64; tcp, udp or any; a set of at most 1024) and any error " +
-				"returns no grants: the identity gets no rules, never \"allow all\". The shipped authz.rego mirrors the " +
-				"check, so net.connect is denied exactly then too (a test holds the two to one verdict). A malformed " +
-				"data.network_egress refuses the bundle at apply. The compiler drops what it cannot compile (a grant of " +
-				"two kinds, port 0, an unknown protocol, a listener on port 0) instead of widening it.",
-			Status: Mitigated,
-			Tests: []string{"policy.TestNetworkGrantsFailClosed", "policy.TestNetworkDataRefusedAtApply",
-				"policy.TestNetworkValidationAgrees", "policy.TestBundleCases", "policy.TestBuiltinBundleTestsPass",
-				"enforcement.TestCompileDataDriven"},
-		},
-		{
-			ID:       "T-117",
-			Title:    "A job widens its own network access from its spec",
-			STRIDE:   "E",
-			Asset:    "what a workload may reach on the network (lateral movement to other jobs, external addresses)",
-			Boundary: "a job spec (job.run) into the policy and the network compiler",
-			Attacker: "anyone who may run a job in a namespace (or a compromised deploy pipeline) who declares egress to " +
-				"another namespace's jobs, or writes an address or CIDR in the spec, hoping the declaration itself grants it",
-			Mitigation: "A job's egress holds SPIFFE IDs only (an address, a CIDR or an unknown field is refused at parse). " +
-				"A job reaches another job's listeners only when it declared it AND a policy grant (the target's ID or " +
-				"namespace) covers it; addresses come from policy grants alone. The net.connect decision recorded at " +
-				"submission is the same rule over the same grants (evaluated on the source), and no role opens the network.",
-			Status: Mitigated,
-			Tests: []string{"scheduler/jobspec.TestEgressNamesIdentitiesOnly", "enforcement.TestCompileDataDriven",
-				"enforcement.TestCompileMatchesReference", "policy.TestNetConnectIsTheGrants", "policy.TestBundleCases",
-				"policy.TestBuiltinBundleTestsPass"},
 		},
 	}
 	sortByID(threats)
