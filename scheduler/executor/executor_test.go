@@ -119,8 +119,10 @@ func TestTaskConfinedAndIdentified(t *testing.T) {
 	}
 	// The shim's filter holds in the task (mode 2: filter), and the
 	// executor reports the layers it applies.
+	own, err := strconv.Atoi(procStatus(t, os.Getpid())["Seccomp_filters"])
+	require.NoError(t, err)
 	require.Equal(t, "2", ps["Seccomp"])
-	require.Equal(t, "1", ps["Seccomp_filters"])
+	require.Equal(t, strconv.Itoa(own+1), ps["Seccomp_filters"], "one filter more than the node's own")
 	c := h.e.Confinement()
 	require.Contains(t, c.Layers, "seccomp")
 	if shim.LandlockABI() > 0 {
@@ -449,6 +451,9 @@ func TestNewChecks(t *testing.T) {
 			require.NoError(t, os.Mkdir(d, 0o700)) // a task uid cannot get through
 			c.Dir = filepath.Join(d, "tasks")
 		}, "unreachable by task uids"},
+		"relative read-only path": {func(c *Config) { c.ReadOnlyPaths = []string{"opt"} }, "is not absolute"},
+		"missing read-only path": {func(c *Config) { c.ReadOnlyPaths = []string{"/nonexistent-unum"} },
+			"read-only path: stat /nonexistent-unum"},
 		"lock dir writable": {func(c *Config) {
 			d := t.TempDir()
 			require.NoError(t, os.Chmod(d, 0o777))
