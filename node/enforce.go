@@ -104,7 +104,7 @@ type denial struct {
 // programs on its task root. Failing to get BPF is not an error: the
 // node is degraded and reports why.
 func (n *node) startEnforcement(c *compute) *enforcer {
-	e := &enforcer{n: n, queue: make(chan denial, denyQueue)}
+	e := &enforcer{n: n, queue: make(chan denial, denyQueue), shimLayers: c.exec.Layers()}
 	e.mu.identities = map[string]netIdentity{}
 	e.mu.changed = make(chan struct{})
 	e.mu.tasks = map[string]string{}
