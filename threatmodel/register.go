@@ -1589,7 +1589,8 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"enforcement/kernel.TestConnectAllowList", "enforcement/kernel.TestUDPSendmsg",
 				"enforcement/kernel.TestRulesChangeForRunningProcess", "enforcement/kernel.TestSurvivesAgentKill",
-				"enforcement/kernel.TestUpgradeUpdatesLinksInPlace", "enforcement/kernel.TestLookupMatchesReference"},
+				"enforcement/kernel.TestUpgradeUpdatesLinksInPlace", "enforcement/kernel.TestLookupMatchesReference",
+				"cmd/unum.TestKernelEnforcementOnADevCluster", "control.TestNetworkOf"},
 		},
 		{
 			ID:       "T-104",
@@ -1780,6 +1781,55 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor/shim.TestConfineOnThread",
 				"scheduler/executor.TestTaskConfinedAndIdentified"},
+		},
+		{
+			ID:       "T-113",
+			Title:    "Enforcement lost with the node agent",
+			STRIDE:   "E",
+			Asset:    "the network confinement of running tasks",
+			Boundary: "the node agent process, between a crash (or SIGKILL, or an upgrade) and its restart",
+			Attacker: "a compromised task that waits for, or causes, the agent's death and then connects where its " +
+				"policy does not allow, expecting enforcement to live in the agent",
+			Mitigation: "Enforcement lives in the kernel: the programs are attached through bpf_links and, with their maps, " +
+				"pinned under /sys/fs/bpf/unum/NODE, so they keep deciding with the last rules while no agent runs. A dead " +
+				"agent's tasks run on only until the fencing deadline of its last keepalive (the reaper then kills them), " +
+				"and a restarted agent stops the old reaper, re-adopts the pinned maps and links (updating programs in " +
+				"place on an upgrade), drops the earlier run's bindings, and applies the next sync as a difference.",
+			Status: Mitigated,
+			Tests: []string{"cmd/unum.TestKernelEnforcementOnADevCluster", "enforcement/kernel.TestSurvivesAgentKill",
+				"enforcement/kernel.TestUpgradeUpdatesLinksInPlace", "scheduler/executor/reaper.TestReaperKillsTasksWhenTheNodeDies"},
+		},
+		{
+			ID:       "T-114",
+			Title:    "Silent enforcement downgrade",
+			STRIDE:   "RE",
+			Asset:    "the cluster's assurance that tasks run confined",
+			Boundary: "a compute node's kernel and its agent's start-up",
+			Attacker: "an operator mistake or an attacker who makes a node come up without BPF (not root, a kernel " +
+				"without cgroup BPF, a failed load) or switches a namespace to audit-only, hoping nobody notices",
+			Mitigation: "A node reports its mode (enforce, audit-only, degraded) and active layers in every heartbeat; " +
+				"`unum status`, `unum node ls` and `unum enforcement status` show them with the reason. Every mode or " +
+				"layer change, at start too, is an enforcement.mode audit event on the node; every settings change is an " +
+				"enforcement.configure event, privileged in the fixed set. Enforcement is required by default outside " +
+				"unum dev: a degraded node receives no tasks. Unreadable settings fail closed.",
+			Status: Mitigated,
+			Tests: []string{"node.TestDegradedEnforcementIsReported", "control.TestEnforcementRequired",
+				"control.TestPlanRound", "cmd/unum.TestKernelEnforcementOnADevCluster"},
+		},
+		{
+			ID:       "T-115",
+			Title:    "Ingress to a task from anything that can reach its port",
+			STRIDE:   "SE",
+			Asset:    "the listeners of tasks",
+			Boundary: "a task's ports on its node's address",
+			Attacker: "a process on another host, or a task whose own egress is not confined (a degraded node), " +
+				"connecting to a task's port",
+			Mitigation: "Not filtered in the kernel: the programs confine egress only. The control is mutual TLS with " +
+				"SVIDs: a workload authenticates its peers with the Workload API's bundle and authorises them by SPIFFE ID.",
+			Status: Accepted,
+			Reason: "Ingress filtering (cgroup/skb ingress or the sock_ops/sk_lookup hooks keyed by the peer's identity) " +
+				"needs the peer's identity on the wire; egress rules on every enforcing node already stop tasks reaching " +
+				"what their policy does not grant.",
 		},
 	}
 	sortByID(threats)
