@@ -49,7 +49,10 @@ type enforcer struct {
 	// shimLayers are the layers the task shim applies (seccomp, landlock).
 	shimLayers []string
 	queue      chan denial
-	mu         struct {
+	// modeChanged asks recordLoop to record the mode (it may block on the
+	// audit log, which applySync must not).
+	modeChanged chan struct{}
+	mu          struct {
 		sync.Mutex
 		// identities by SPIFFE ID, from the last sync with the network.
 		identities map[string]netIdentity
@@ -93,6 +96,7 @@ type denyKey struct {
 
 type denial struct {
 	key      denyKey
+	spiffe   string // the task's identity when it happened ("" for none)
 	cgroup   uint64
 	identity enforcement.IdentityNum
 	family   uint8
@@ -104,7 +108,7 @@ type denial struct {
 // programs on its task root. Failing to get BPF is not an error: the
 // node is degraded and reports why.
 func (n *node) startEnforcement(c *compute) *enforcer {
-	e := &enforcer{n: n, queue: make(chan denial, denyQueue), shimLayers: c.exec.Layers()}
+	e := &enforcer{n: n, queue: make(chan denial, denyQueue), modeChanged: make(chan struct{}, 1), shimLayers: c.exec.Layers()}
 	e.mu.identities = map[string]netIdentity{}
 	e.mu.changed = make(chan struct{})
 	e.mu.tasks = map[string]string{}
@@ -305,7 +309,10 @@ func (e *enforcer) applySync(resp *unumv1.SyncAgentResponse) {
 			problems = append(problems, "node audit-only: "+err.Error())
 		} else {
 			e.mu.nodeAudit = nodeAudit
-			go e.noteMode()
+			select {
+			case e.modeChanged <- struct{}{}:
+			default:
+			}
 		}
 	}
 	e.mu.syncRev = resp.GetRevision()
@@ -459,8 +466,12 @@ func (e *enforcer) readEvents(ctx context.Context) error {
 			p.count++
 			return
 		}
-		d := denial{key: key, cgroup: ev.CgroupID, identity: ev.Identity, family: ev.Family, first: now, count: 1}
-		e.mu.pending[key] = &denial{key: key, first: now}
+		spiffe := e.mu.tasks[key.task]
+		if _, bound := e.mu.bound[key.task]; !bound {
+			spiffe = "" // an exec task, or a cgroup bound before this run
+		}
+		d := denial{key: key, spiffe: spiffe, cgroup: ev.CgroupID, identity: ev.Identity, family: ev.Family, first: now, count: 1}
+		e.mu.pending[key] = &denial{key: key, spiffe: spiffe, first: now}
 		e.enqueueLocked(d)
 	})
 }
@@ -473,7 +484,7 @@ func (e *enforcer) enqueueLocked(d denial) {
 	}
 }
 
-// flushLoop ends aggregation windows (recording their repeats as one
+// recordLoop ends aggregation windows (recording their repeats as one
 // event) and records queued denials, until ctx ends.
 func (e *enforcer) recordLoop(ctx context.Context) {
 	if e == nil || e.k == nil {
@@ -487,6 +498,8 @@ func (e *enforcer) recordLoop(ctx context.Context) {
 			return
 		case d := <-e.queue:
 			e.record(d)
+		case <-e.modeChanged:
+			e.noteMode()
 		case now := <-t.C:
 			e.mu.Lock()
 			for k, p := range e.mu.pending {
@@ -495,7 +508,7 @@ func (e *enforcer) recordLoop(ctx context.Context) {
 				}
 				delete(e.mu.pending, k)
 				if p.count > 0 {
-					e.enqueueLocked(denial{key: k, first: p.first, count: p.count})
+					e.enqueueLocked(denial{key: k, spiffe: p.spiffe, first: p.first, count: p.count})
 				}
 			}
 			e.mu.Unlock()
@@ -522,9 +535,7 @@ type EnforcementDenyDetails struct {
 
 func (e *enforcer) record(d denial) {
 	n := e.n
-	e.mu.Lock()
-	spiffe := e.mu.tasks[d.key.task]
-	e.mu.Unlock()
+	spiffe := d.spiffe
 	det := EnforcementDenyDetails{Task: d.key.task, Hook: d.key.hook.String(), Protocol: d.key.proto.String(),
 		SocketType: d.key.sockType, Family: d.family, AuditOnly: d.key.auditOnly, Count: d.count, Since: d.first.UTC()}
 	resource := "net/-/" + d.key.hook.String()

@@ -275,7 +275,7 @@ func (n *node) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 16) // more than the goroutines started below
+	errc := make(chan error, 32) // more than the goroutines started below
 	goFn := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -302,6 +302,10 @@ func (n *node) run(ctx context.Context) error {
 			cleanups[i]()
 		}
 		wg.Wait()
+		if n.compute != nil {
+			// Its own handles only: the pinned programs keep enforcing.
+			n.compute.enforce.close()
+		}
 		n.closeAudit()
 	}()
 
