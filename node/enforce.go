@@ -67,9 +67,7 @@ type enforcer struct {
 		err        string
 		mode       enforcement.Mode
 		layers     []string
-		pending    map[denyKey]*denial
-		minute     [60]int64 // denials per second, ring indexed by unix second
-		minuteAt   int64
+		denials    *denials
 		dropped    int64
 	}
 }
@@ -114,7 +112,7 @@ func (n *node) startEnforcement(c *compute) *enforcer {
 	e.mu.tasks = map[string]string{}
 	e.mu.bound = map[string]boundTask{}
 	e.mu.byCgroup = map[uint64]string{}
-	e.mu.pending = map[denyKey]*denial{}
+	e.mu.denials = newDenials(denyWindow)
 	probe := kernel.Probe
 	if n.o.KernelProbe != nil {
 		probe = n.o.KernelProbe
@@ -415,10 +413,7 @@ func (e *enforcer) report(req *unumv1.HeartbeatRequest) {
 	defer e.mu.Unlock()
 	r := &unumv1.NodeEnforcement{Mode: string(e.mu.mode), Reason: e.reason, Layers: slices.Clone(e.mu.layers),
 		SyncRevision: e.mu.syncRev, Error: e.mu.err, EventsDropped: e.mu.dropped}
-	e.rollLocked(now)
-	for _, c := range e.mu.minute {
-		r.DenialsPerMinute += c
-	}
+	r.DenialsPerMinute = e.mu.denials.perMinute(time.Unix(now, 0))
 	if e.k != nil {
 		if st, err := e.k.Stats(); err == nil {
 			r.Programs = st.Programs
@@ -434,18 +429,6 @@ func (e *enforcer) report(req *unumv1.HeartbeatRequest) {
 	req.EnforcementStatus = r
 }
 
-// rollLocked clears the per-second buckets that fell out of the minute.
-func (e *enforcer) rollLocked(now int64) {
-	if now-e.mu.minuteAt >= 60 {
-		e.mu.minute = [60]int64{}
-	} else {
-		for s := e.mu.minuteAt + 1; s <= now; s++ {
-			e.mu.minute[s%60] = 0
-		}
-	}
-	e.mu.minuteAt = now
-}
-
 // readEvents turns the kernel's events into aggregated denials until ctx
 // ends.
 func (e *enforcer) readEvents(ctx context.Context) error {
@@ -456,22 +439,18 @@ func (e *enforcer) readEvents(ctx context.Context) error {
 		now := time.Now()
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		e.rollLocked(now.Unix())
-		e.mu.minute[now.Unix()%60]++
 		key := denyKey{task: e.mu.byCgroup[ev.CgroupID], hook: ev.Hook, addr: ev.Addr, port: ev.Port, proto: ev.Proto, sockType: ev.SockType, auditOnly: ev.AuditOnly}
 		if key.task == "" {
 			key.task = fmt.Sprintf("cgroup:%d", ev.CgroupID)
-		}
-		if p, ok := e.mu.pending[key]; ok {
-			p.count++
-			return
 		}
 		spiffe := e.mu.tasks[key.task]
 		if _, bound := e.mu.bound[key.task]; !bound {
 			spiffe = "" // an exec task, or a cgroup bound before this run
 		}
 		d := denial{key: key, spiffe: spiffe, cgroup: ev.CgroupID, identity: ev.Identity, family: ev.Family, first: now, count: 1}
-		e.mu.pending[key] = &denial{key: key, spiffe: spiffe, first: now}
+		if !e.mu.denials.add(d, now) {
+			return
+		}
 		e.enqueueLocked(d)
 	})
 }
@@ -502,14 +481,8 @@ func (e *enforcer) recordLoop(ctx context.Context) {
 			e.noteMode()
 		case now := <-t.C:
 			e.mu.Lock()
-			for k, p := range e.mu.pending {
-				if now.Sub(p.first) < denyWindow {
-					continue
-				}
-				delete(e.mu.pending, k)
-				if p.count > 0 {
-					e.enqueueLocked(denial{key: k, spiffe: p.spiffe, first: p.first, count: p.count})
-				}
+			for _, d := range e.mu.denials.expire(now) {
+				e.enqueueLocked(d)
 			}
 			e.mu.Unlock()
 		}

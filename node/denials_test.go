@@ -1,0 +1,42 @@
+package node
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/unumos/unum/enforcement"
+)
+
+// TestDenialsAggregate: a task looping on a forbidden connect makes one
+// event at once and one more per window with the repeats counted; other
+// kinds are separate; the per-minute count sees every denial and forgets
+// those older than a minute.
+func TestDenialsAggregate(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	a := newDenials(10 * time.Second)
+	vault := denial{key: denyKey{task: "t1", hook: enforcement.HookConnect4, addr: netip.MustParseAddr("10.0.0.2"), port: 8200, proto: enforcement.ProtoTCP}, spiffe: "spiffe://td/ns/shop/job/web"}
+	etcd := vault
+	etcd.key.port = 2379
+
+	require.True(t, a.add(vault, t0), "the first is recorded at once")
+	for i := 1; i <= 5; i++ {
+		require.False(t, a.add(vault, t0.Add(time.Duration(i)*time.Second)), "a repeat within the window")
+	}
+	require.True(t, a.add(etcd, t0.Add(time.Second)), "another destination is another kind")
+	require.Empty(t, a.expire(t0.Add(9*time.Second)), "no window is over yet")
+	got := a.expire(t0.Add(10 * time.Second))
+	require.Len(t, got, 1, "etcd had no repeat: nothing more to record")
+	require.Equal(t, 5, got[0].count)
+	require.Equal(t, vault.key, got[0].key)
+	require.Equal(t, vault.spiffe, got[0].spiffe)
+	require.Equal(t, t0, got[0].first)
+	require.Empty(t, a.expire(t0.Add(11*time.Second)), "both windows ended")
+	require.True(t, a.add(vault, t0.Add(12*time.Second)), "a new window starts with a recorded event")
+
+	require.Equal(t, int64(8), a.perMinute(t0.Add(12*time.Second)))
+	require.Equal(t, int64(1), a.perMinute(t0.Add(65*time.Second)), "only the denial at +12 s is within the minute")
+	require.Equal(t, int64(0), a.perMinute(t0.Add(5*time.Minute)))
+}
