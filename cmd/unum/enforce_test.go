@@ -47,6 +47,26 @@ func probeResult(t *testing.T, path, target string, since time.Time) string {
 	return res
 }
 
+// firstResult is when the first attempt at target with result res after
+// since was made.
+func firstResult(t *testing.T, path, target, res string, since time.Time) time.Time {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 3 || f[1] != target || strings.Join(f[2:], " ") != res {
+			continue
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err == nil && !time.Unix(0, ns).Before(since) {
+			return time.Unix(0, ns)
+		}
+	}
+	t.Fatalf("no %q for %s after %s in %s", res, target, since, path)
+	return time.Time{}
+}
+
 // endpointOf is the address of a running job's first port.
 func endpointOf(t *testing.T, d *devCluster, ns, job string) string {
 	t.Helper()
@@ -215,6 +235,7 @@ constraints: [{label: node, op: "=", value: node-3}]
 		r = unum(t, d.env, "policy", "apply", bundle, "-m", "web may reach bank")
 		require.Equal(t, 0, r.code, r.stdout+r.stderr)
 		expect(applied, map[string]string{vaultAddr: "ok", dbAddr: "ok", etcdAddr: eperm}, "the new policy opened web -> vault")
+		t.Logf("policy apply to the first allowed connect: %s (the CLI's apply included)", firstResult(t, logPath, vaultAddr, "ok", applied).Sub(applied).Round(time.Millisecond))
 		rolled := time.Now()
 		r = unum(t, d.env, "policy", "rollback", "1")
 		require.Equal(t, 0, r.code, r.stdout+r.stderr)
@@ -236,6 +257,19 @@ constraints: [{label: node, op: "=", value: node-3}]
 		r = unum(t, d.env, "enforcement", "mode", "enforce", "-n", "shop")
 		require.Equal(t, 0, r.code, r.stderr)
 		expect(time.Now(), map[string]string{vaultAddr: eperm, etcdAddr: eperm}, "enforce again")
+
+		// The whole cluster: the node reports it, and records the change.
+		r = unum(t, d.env, "enforcement", "mode", "audit-only")
+		require.Equal(t, 0, r.code, r.stderr)
+		expect(time.Now(), map[string]string{vaultAddr: "ok"}, "cluster-wide audit-only allows")
+		require.Eventually(t, func() bool { return enforcementOf(t, d, "node-3").Mode == "audit-only" }, 20*time.Second, 500*time.Millisecond)
+		r = unum(t, d.env, "enforcement", "mode", "enforce")
+		require.Equal(t, 0, r.code, r.stderr)
+		expect(time.Now(), map[string]string{vaultAddr: eperm}, "enforce again")
+		require.Eventually(t, func() bool { return enforcementOf(t, d, "node-3").Mode == "enforce" }, 20*time.Second, 500*time.Millisecond)
+		r = unum(t, d.env, "audit", "query", "--action", "enforcement.mode", "--node", "node-3", "-o", "json")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Contains(t, r.stdout, `"before": "audit-only"`, "the return to enforce was recorded")
 	})
 
 	t.Run("enforcement status shows the node's programs and maps", func(t *testing.T) {

@@ -18,7 +18,7 @@ func TestBenchAuthz(t *testing.T) {
 		{"negative concurrency", []string{"bench", "authz", "--concurrency", "-1"}, "--concurrency"},
 		{"cred cluster", []string{"bench", "cred", "--cluster", "--socket", "s", "--node", "n"}, "cred starts the cluster it measures"},
 		{"sched cluster", []string{"bench", "sched", "--cluster", "--socket", "s", "--node", "n"}, "sched is measured in this process"},
-		{"unknown component", []string{"bench", "nope"}, "authz, cred, revocation, sched, svid"},
+		{"unknown component", []string{"bench", "nope"}, "authz, cred, enforce, revocation, sched, svid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
