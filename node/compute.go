@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -74,6 +75,9 @@ type compute struct {
 	kick chan struct{}
 	// enforce is the node's kernel enforcement (degraded without BPF).
 	enforce *enforcer
+	// stopped is set once the executor stopped every task and the reaper
+	// removed the task roots (a clean stop).
+	stopped atomic.Bool
 	// reaper kills every task if this process dies (package reaper);
 	// reaperPipe is the only write end of its stdin.
 	reaper     *exec.Cmd

@@ -48,6 +48,7 @@ type enforcer struct {
 	reason string           // why degraded ("" when not)
 	// shimLayers are the layers the task shim applies (seccomp, landlock).
 	shimLayers []string
+	pinDir     string // this node's pins under bpfPinRoot
 	queue      chan denial
 	// modeChanged asks recordLoop to record the mode (it may block on the
 	// audit log, which applySync must not).
@@ -118,11 +119,19 @@ func (n *node) startEnforcement(c *compute) *enforcer {
 		probe = n.o.KernelProbe
 	}
 	caps := probe()
+	e.pinDir = filepath.Join(bpfPinRoot, cgroupName(n.cfg.Name, n.l.Dir))
 	if !caps.CgroupBPF {
 		e.reason = "no cgroup BPF: " + caps.Reason
 	} else {
+		// Pins of nodes whose task roots are gone (they crashed; their
+		// reapers removed the roots) enforce nothing any more.
+		if removed, err := kernel.SweepDefunct(bpfPinRoot); err != nil {
+			n.log.Warn("sweep defunct BPF pins", "err", err)
+		} else if len(removed) > 0 {
+			n.log.Info("removed defunct BPF pins", "dirs", removed)
+		}
 		k, err := kernel.Open(context.Background(), kernel.Config{
-			PinDir: filepath.Join(bpfPinRoot, cgroupName(n.cfg.Name, n.l.Dir)),
+			PinDir: e.pinDir,
 			Cgroup: c.cgroups.Root(),
 			LSM:    caps.LSM,
 			Log:    n.log.With("component", "enforcement"),
@@ -535,9 +544,17 @@ func (e *enforcer) record(d denial) {
 	}
 }
 
-// close releases the node's handles; the pinned programs keep enforcing.
-func (e *enforcer) close() {
-	if e != nil && e.k != nil {
-		_ = e.k.Close()
+// close releases the node's handles; the pinned programs keep enforcing,
+// unless the node stopped cleanly (stopped: every task stopped, the task
+// root removed): then nothing is left to enforce and the pins go.
+func (e *enforcer) close(stopped bool) {
+	if e == nil || e.k == nil {
+		return
+	}
+	_ = e.k.Close()
+	if stopped {
+		if err := kernel.Remove(e.pinDir); err != nil {
+			e.n.log.Warn("remove BPF pins", "err", err)
+		}
 	}
 }

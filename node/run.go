@@ -303,8 +303,9 @@ func (n *node) run(ctx context.Context) error {
 		}
 		wg.Wait()
 		if n.compute != nil {
-			// Its own handles only: the pinned programs keep enforcing.
-			n.compute.enforce.close()
+			// After a clean stop nothing is left to enforce; otherwise
+			// the pinned programs keep enforcing.
+			n.compute.enforce.close(n.compute.stopped.Load())
 		}
 		n.closeAudit()
 	}()
@@ -434,6 +435,7 @@ func (n *node) run(ctx context.Context) error {
 				// Every task is stopped: the reaper may go; it removes the
 				// task roots as it leaves.
 				n.compute.stopReaper()
+				n.compute.stopped.Store(err == nil)
 				return err
 			})
 			goFn("fencing", func(ctx context.Context) error { n.fenceLoop(ctx); return nil })
