@@ -82,13 +82,17 @@ func (e EnforcementService) Configure(ctx context.Context, req *unumv1.Configure
 	if err != nil {
 		return nil, err
 	}
+	if ns != "" && !auditOnlyMode(req) && cur.AuditOnly {
+		// It would change nothing: the whole cluster is audit-only.
+		return nil, status.Errorf(codes.FailedPrecondition, "the whole cluster is audit-only: namespace %s cannot enforce alone; set the cluster to enforce first", ns)
+	}
 	next := cur
 	next.unreadable = false
 	next.AuditOnlyNamespaces = slices.Clone(cur.AuditOnlyNamespaces)
 	if req.Required != nil {
 		next.Required = req.GetRequired()
 	}
-	auditOnly := req.GetMode() == string(enforcement.ModeAuditOnly)
+	auditOnly := auditOnlyMode(req)
 	switch {
 	case req.GetMode() == "":
 	case ns == "":
@@ -190,4 +194,8 @@ func enforcementReport(r *unumv1.NodeEnforcement) *unumv1.NodeEnforcement {
 		out.Maps[truncate(k, 64)] = v
 	}
 	return out
+}
+
+func auditOnlyMode(req *unumv1.ConfigureEnforcementRequest) bool {
+	return req.GetMode() == string(enforcement.ModeAuditOnly)
 }

@@ -353,6 +353,14 @@ func TestEnforcementRequired(t *testing.T) {
 	got, err = admin.Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Mode: "enforce", Namespace: "shop"})
 	require.NoError(t, err)
 	require.Empty(t, got.GetAuditOnlyNamespaces())
+	// A namespace cannot enforce alone in an audit-only cluster.
+	_, err = admin.Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Mode: "audit-only"})
+	require.NoError(t, err)
+	_, err = admin.Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Mode: "enforce", Namespace: "shop"})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	got, err = admin.Configure(ctxT(t), &unumv1.ConfigureEnforcementRequest{Mode: "enforce"})
+	require.NoError(t, err)
+	require.False(t, got.GetAuditOnly())
 	require.True(t, got.GetRequired(), "a namespace change kept the requirement")
 
 	st, err := admin.Status(ctxT(t), &unumv1.EnforcementStatusRequest{})
@@ -379,8 +387,8 @@ func TestEnforcementRequired(t *testing.T) {
 	evs := h.findEvents(t, audit.ActionEnforcementSet, func(e *audit.Event) bool { return e.Kind == audit.KindKernel })
 	require.NotEmpty(t, evs)
 	last := details[EnforcementDetails](t, evs[len(evs)-1])
-	require.Equal(t, []string{"shop"}, last.Before.AuditOnlyNamespaces)
-	require.Empty(t, last.After.AuditOnlyNamespaces)
+	require.True(t, last.Before.AuditOnly)
+	require.False(t, last.After.AuditOnly)
 }
 
 // TestSubmitIntoForeignNamespace: a principal bound to one namespace

@@ -167,6 +167,10 @@ func workloadNamespace(id string) string {
 }
 
 // canonical sorts rules and drops duplicates, in place.
+// CanonicalRules sorts rules by CompareRules and drops duplicates, in
+// place: the form a Plan holds.
+func CanonicalRules(rules []Rule) []Rule { return canonical(rules) }
+
 func canonical(rules []Rule) []Rule {
 	slices.SortFunc(rules, CompareRules)
 	return slices.Compact(rules)

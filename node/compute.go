@@ -105,6 +105,9 @@ func (n *node) startCompute() (_ *compute, err error) {
 	}
 	defer func() {
 		if err != nil {
+			// An earlier run's tasks may still be there (its reaper is
+			// stopped below): no run of this node supervises them now.
+			_ = reaper.Kill(mgr.Root(), 10*time.Second)
 			// No executor will ever use the roots New made.
 			_ = mgr.RemoveRoots()
 		}
@@ -146,6 +149,11 @@ func (n *node) startCompute() (_ *compute, err error) {
 	// After the executor swept an earlier run's tasks: their cgroups'
 	// bindings are stale.
 	c.enforce = n.startEnforcement(c)
+	defer func() {
+		if err != nil {
+			c.enforce.close(false)
+		}
+	}()
 	if err := c.startReaper(self, n.l.path("reaper.pid")); err != nil {
 		return nil, err
 	}
@@ -251,16 +259,17 @@ func (n *node) keepaliveLoop(ctx context.Context) {
 	}
 }
 
-// stopReaper lets the reaper go once the executor stopped every task.
-func (c *compute) stopReaper() {
+// stopReaper lets the reaper go once the executor stopped every task; an
+// error means it could not kill or remove everything.
+func (c *compute) stopReaper() error {
 	if c == nil || c.reaper == nil {
-		return
+		return nil
 	}
 	// Every task is stopped: the reaper removes the roots now, not at the
 	// fencing deadline.
 	_, _ = c.reaperPipe.Write(reaper.Stop())
 	c.reaperPipe.Close()
-	_ = c.reaper.Wait()
+	return c.reaper.Wait()
 }
 
 // cgroupName names the node's task root: the node's name, and a digest of

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"net/netip"
 	"time"
 )
 
@@ -12,13 +13,18 @@ import (
 // holds its lock).
 type denials struct {
 	window   time.Duration
+	max      int // kinds tracked at once (see add)
 	pending  map[denyKey]*denial
 	minute   [60]int64 // denials per second, a ring indexed by unix second
 	minuteAt int64
 }
 
+// maxDenialKinds bounds the kinds tracked at once: a task scanning
+// addresses makes a new kind per destination.
+const maxDenialKinds = 4096
+
 func newDenials(window time.Duration) *denials {
-	return &denials{window: window, pending: map[denyKey]*denial{}}
+	return &denials{window: window, max: maxDenialKinds, pending: map[denyKey]*denial{}}
 }
 
 // add counts d, which happened at now; it reports whether d is the first
@@ -26,12 +32,28 @@ func newDenials(window time.Duration) *denials {
 func (a *denials) add(d denial, now time.Time) bool {
 	a.roll(now.Unix())
 	a.minute[now.Unix()%60]++
+	if _, ok := a.pending[d.key]; !ok && len(a.pending) >= a.max {
+		// Too many kinds: count this one under its task and hook alone
+		// (destination unknown), recorded at the window's end.
+		d.key.addr, d.key.port, d.key.overflow = netip.Addr{}, 0, true
+		if _, ok := a.pending[d.key]; !ok {
+			p := d
+			p.first, p.count, p.since = now, 1, now
+			a.pending[d.key] = &p
+			return false
+		}
+	}
 	if p, ok := a.pending[d.key]; ok {
+		if p.count == 0 {
+			p.since = now
+		}
 		p.count++
 		return false
 	}
 	// The first is recorded now: the window counts only the repeats.
-	a.pending[d.key] = &denial{key: d.key, spiffe: d.spiffe, first: now}
+	p := d
+	p.first, p.count = now, 0
+	a.pending[d.key] = &p
 	return true
 }
 

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
@@ -48,8 +50,10 @@ type enforcer struct {
 	reason string           // why degraded ("" when not)
 	// shimLayers are the layers the task shim applies (seccomp, landlock).
 	shimLayers []string
-	pinDir     string // this node's pins under bpfPinRoot
-	queue      chan denial
+	// kernelLayers are the BPF layers Open attached (fixed for the run).
+	kernelLayers []string
+	pinDir       string // this node's pins under bpfPinRoot
+	queue        chan denial
 	// modeChanged asks recordLoop to record the mode (it may block on the
 	// audit log, which applySync must not).
 	modeChanged chan struct{}
@@ -60,16 +64,22 @@ type enforcer struct {
 		known      bool
 		changed    chan struct{} // closed and replaced when identities change
 		applied    enforcement.Plan
-		tasks      map[string]string // task id -> SPIFFE ID (from the allocations)
-		bound      map[string]boundTask
-		byCgroup   map[uint64]string // cgroup id -> task id
-		nodeAudit  bool
-		syncRev    int64
-		err        string
-		mode       enforcement.Mode
-		layers     []string
-		denials    *denials
-		dropped    int64
+		// dirty: what the rules map holds is not known (an adoption or an
+		// apply failed midway): read it back before the next difference.
+		dirty bool
+		// synced: a sync's network was applied in this run (the first one
+		// sets the node-wide audit-only flag whatever the pinned map held).
+		synced    bool
+		tasks     map[string]string // task id -> SPIFFE ID (from the allocations)
+		bound     map[string]boundTask
+		byCgroup  map[uint64]string // cgroup id -> task id
+		nodeAudit bool
+		syncRev   int64
+		err       string
+		mode      enforcement.Mode
+		layers    []string
+		denials   *denials
+		dropped   int64
 	}
 }
 
@@ -84,6 +94,9 @@ type boundTask struct {
 }
 
 type denyKey struct {
+	// overflow: too many kinds at once; this one counts a task's and
+	// hook's denials whatever their destination.
+	overflow  bool
 	task      string
 	hook      enforcement.Hook
 	addr      netip.Addr
@@ -94,6 +107,8 @@ type denyKey struct {
 }
 
 type denial struct {
+	// since is when the first repeat happened (aggregated repeats only).
+	since    time.Time
 	key      denyKey
 	spiffe   string // the task's identity when it happened ("" for none)
 	cgroup   uint64
@@ -123,14 +138,7 @@ func (n *node) startEnforcement(c *compute) *enforcer {
 	if !caps.CgroupBPF {
 		e.reason = "no cgroup BPF: " + caps.Reason
 	} else {
-		// Pins of nodes whose task roots are gone (they crashed; their
-		// reapers removed the roots) enforce nothing any more.
-		if removed, err := kernel.SweepDefunct(bpfPinRoot); err != nil {
-			n.log.Warn("sweep defunct BPF pins", "err", err)
-		} else if len(removed) > 0 {
-			n.log.Info("removed defunct BPF pins", "dirs", removed)
-		}
-		k, err := kernel.Open(context.Background(), kernel.Config{
+		k, err := openKernel(n, kernel.Config{
 			PinDir: e.pinDir,
 			Cgroup: c.cgroups.Root(),
 			LSM:    caps.LSM,
@@ -138,6 +146,9 @@ func (n *node) startEnforcement(c *compute) *enforcer {
 		})
 		if err != nil {
 			e.reason = "load BPF programs: " + err.Error()
+			if _, serr := os.Stat(e.pinDir); serr == nil {
+				e.reason += " (programs an earlier run pinned may still be attached: tasks are denied all network)"
+			}
 		} else {
 			e.k = k
 			if err := e.adopt(); err != nil {
@@ -152,14 +163,58 @@ func (n *node) startEnforcement(c *compute) *enforcer {
 	return e
 }
 
+// bpfLock serialises, between the nodes of one machine, sweeping defunct
+// pins and opening (a sweep must not remove a directory another node is
+// filling).
+const bpfLock = "/run/unum/bpf.lock"
+
+// openKernel sweeps the pins of nodes whose task roots are gone (they
+// crashed and their reapers removed the roots: they enforce nothing) and
+// opens this node's programs, under the machine-wide lock.
+func openKernel(n *node, cfg kernel.Config) (*kernel.Enforcer, error) {
+	if err := os.MkdirAll(filepath.Dir(bpfLock), 0o755); err != nil {
+		return nil, fmt.Errorf("bpf lock: %w", err)
+	}
+	f, err := os.OpenFile(bpfLock, os.O_CREATE|os.O_RDWR|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("bpf lock: %w", err)
+	}
+	defer f.Close() // releases the lock
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("bpf lock: %w", err)
+	}
+	if removed, err := kernel.SweepDefunct(bpfPinRoot); err != nil {
+		n.log.Warn("sweep defunct BPF pins", "err", err)
+	} else if len(removed) > 0 {
+		n.log.Info("removed defunct BPF pins", "dirs", removed)
+	}
+	return kernel.Open(context.Background(), cfg)
+}
+
 // adopt reads what the pinned maps hold: the rules stay until the first
 // sync replaces them; the bindings are of an earlier run's tasks, which
 // the executor swept, so they go.
 func (e *enforcer) adopt() error {
-	rules, err := e.k.Rules()
+	st, err := e.k.Stats()
 	if err != nil {
 		return err
 	}
+	e.kernelLayers = st.Layers
+	e.mu.Lock()
+	// What the pinned settings say is what the kernel does until the
+	// first sync: report it so.
+	e.mu.nodeAudit = st.NodeAuditOnly
+	e.mu.Unlock()
+	rules, err := e.k.Rules()
+	if err != nil {
+		e.mu.Lock()
+		e.mu.dirty = true
+		e.mu.Unlock()
+		return err
+	}
+	e.mu.Lock()
+	e.mu.applied = enforcement.Plan(rules)
+	e.mu.Unlock()
 	bindings, err := e.k.Bindings()
 	if err != nil {
 		return err
@@ -168,9 +223,6 @@ func (e *enforcer) adopt() error {
 	for id := range bindings {
 		errs = append(errs, e.k.Unbind(id))
 	}
-	e.mu.Lock()
-	e.mu.applied = enforcement.Plan(rules)
-	e.mu.Unlock()
 	return errors.Join(errs...)
 }
 
@@ -186,12 +238,7 @@ func (e *enforcer) modeLocked() enforcement.Mode {
 }
 
 func (e *enforcer) layersLocked() []string {
-	l := slices.Clone(e.shimLayers)
-	if e.k != nil {
-		if st, err := e.k.Stats(); err == nil {
-			l = append(l, st.Layers...)
-		}
-	}
+	l := append(slices.Clone(e.shimLayers), e.kernelLayers...)
 	slices.Sort(l)
 	return slices.Compact(l)
 }
@@ -275,7 +322,9 @@ func (e *enforcer) applySync(resp *unumv1.SyncAgentResponse) {
 			want[num] = append(want[num], r)
 		}
 	}
-	want = canonicalPlan(want)
+	for num, rules := range want {
+		want[num] = enforcement.CanonicalRules(rules)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.mu.identities, e.mu.known = ids, true
@@ -286,23 +335,34 @@ func (e *enforcer) applySync(resp *unumv1.SyncAgentResponse) {
 		e.mu.syncRev = resp.GetRevision()
 		return
 	}
+	if e.mu.dirty {
+		if got, err := e.k.Rules(); err == nil {
+			e.mu.applied, e.mu.dirty = enforcement.Plan(got), false
+		} else {
+			problems = append(problems, "read the rules map back: "+err.Error())
+		}
+	}
 	add, del := enforcement.Diff(e.mu.applied, want)
 	if err := e.k.ApplyRules(add, del); err != nil {
 		problems = append(problems, "apply rules: "+err.Error())
-		// What the map holds now is unknown: read it back.
+		// What the map holds now is unknown: read it back, now or at the
+		// next sync.
 		if got, rerr := e.k.Rules(); rerr == nil {
 			e.mu.applied = enforcement.Plan(got)
+		} else {
+			e.mu.dirty = true
 		}
 	} else {
 		e.mu.applied = want
 	}
 	// Bound tasks follow their identity's audit-only flag.
 	for task, b := range e.mu.bound {
-		id, ok := ids[e.mu.tasks[task]]
-		if !ok {
-			continue
+		// A task whose identity left the sync keeps its number (it has no
+		// rules any more) and loses any audit-only flag.
+		nb := enforcement.Binding{Identity: b.binding.Identity}
+		if id, ok := ids[e.mu.tasks[task]]; ok {
+			nb = bindingOf(id)
 		}
-		nb := bindingOf(id)
 		if nb != b.binding {
 			if err := e.k.Bind(b.cgroup, nb); err != nil {
 				problems = append(problems, "bind "+task+": "+err.Error())
@@ -311,14 +371,19 @@ func (e *enforcer) applySync(resp *unumv1.SyncAgentResponse) {
 			e.mu.bound[task] = boundTask{cgroup: b.cgroup, binding: nb}
 		}
 	}
-	if nodeAudit != e.mu.nodeAudit {
+	// The first sync of a run sets the flag whatever the adopted map
+	// held: the cluster may have changed it while no agent ran.
+	if !e.mu.synced || nodeAudit != e.mu.nodeAudit {
 		if err := e.k.SetNodeAuditOnly(nodeAudit); err != nil {
 			problems = append(problems, "node audit-only: "+err.Error())
 		} else {
-			e.mu.nodeAudit = nodeAudit
-			select {
-			case e.modeChanged <- struct{}{}:
-			default:
+			e.mu.synced = true
+			if nodeAudit != e.mu.nodeAudit {
+				e.mu.nodeAudit = nodeAudit
+				select {
+				case e.modeChanged <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}
@@ -327,16 +392,6 @@ func (e *enforcer) applySync(resp *unumv1.SyncAgentResponse) {
 	if e.mu.err != "" {
 		e.n.log.Warn("enforcement rules", "problems", e.mu.err)
 	}
-}
-
-// canonicalPlan sorts and de-duplicates each identity's rules, as the
-// enforcer's Rules and the compiler's plans are.
-func canonicalPlan(p enforcement.Plan) enforcement.Plan {
-	for id, rules := range p {
-		slices.SortFunc(rules, enforcement.CompareRules)
-		p[id] = slices.Compact(rules)
-	}
-	return p
 }
 
 func bindingOf(id netIdentity) enforcement.Binding {
@@ -417,12 +472,12 @@ func (e *enforcer) report(req *unumv1.HeartbeatRequest) {
 	if e == nil {
 		return
 	}
-	now := time.Now().Unix()
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	r := &unumv1.NodeEnforcement{Mode: string(e.mu.mode), Reason: e.reason, Layers: slices.Clone(e.mu.layers),
 		SyncRevision: e.mu.syncRev, Error: e.mu.err, EventsDropped: e.mu.dropped}
-	r.DenialsPerMinute = e.mu.denials.perMinute(time.Unix(now, 0))
+	r.DenialsPerMinute = e.mu.denials.perMinute(time.Now())
+	e.mu.Unlock()
+	// Outside the lock: counting map entries walks the maps.
 	if e.k != nil {
 		if st, err := e.k.Stats(); err == nil {
 			r.Programs = st.Programs
@@ -450,11 +505,20 @@ func (e *enforcer) readEvents(ctx context.Context) error {
 		defer e.mu.Unlock()
 		key := denyKey{task: e.mu.byCgroup[ev.CgroupID], hook: ev.Hook, addr: ev.Addr, port: ev.Port, proto: ev.Proto, sockType: ev.SockType, auditOnly: ev.AuditOnly}
 		if key.task == "" {
+			// Not a cgroup of this run: queued while no agent ran, or a
+			// process that bypassed the executor.
 			key.task = fmt.Sprintf("cgroup:%d", ev.CgroupID)
 		}
-		spiffe := e.mu.tasks[key.task]
-		if _, bound := e.mu.bound[key.task]; !bound {
-			spiffe = "" // an exec task, or a cgroup bound before this run
+		// The identity is what the kernel judged with, by number (the
+		// binding may be gone by now).
+		spiffe := ""
+		if ev.Identity != 0 {
+			for id, ni := range e.mu.identities {
+				if ni.num == ev.Identity {
+					spiffe = id
+					break
+				}
+			}
 		}
 		d := denial{key: key, spiffe: spiffe, cgroup: ev.CgroupID, identity: ev.Identity, family: ev.Family, first: now, count: 1}
 		if !e.mu.denials.add(d, now) {
@@ -500,7 +564,10 @@ func (e *enforcer) recordLoop(ctx context.Context) {
 
 // EnforcementDenyDetails are an enforcement.deny event's details.
 type EnforcementDenyDetails struct {
-	Task        string `json:"task,omitempty"`
+	Task string `json:"task,omitempty"`
+	// Identity is the identity number the kernel judged with (0: the
+	// process's cgroup had none).
+	Identity    uint32 `json:"identity,omitempty"`
 	Hook        string `json:"hook"`
 	Destination string `json:"destination,omitempty"`
 	Protocol    string `json:"protocol"`
@@ -511,15 +578,20 @@ type EnforcementDenyDetails struct {
 	// Count is how many times it happened (repeats within the window are
 	// recorded together, at the window's end).
 	Count int `json:"count"`
-	// Since is when the first of them happened.
+	// Since is when the first of them happened (for repeats counted in a
+	// window: the first repeat).
 	Since time.Time `json:"since"`
 }
 
 func (e *enforcer) record(d denial) {
 	n := e.n
 	spiffe := d.spiffe
-	det := EnforcementDenyDetails{Task: d.key.task, Hook: d.key.hook.String(), Protocol: d.key.proto.String(),
-		SocketType: d.key.sockType, Family: d.family, AuditOnly: d.key.auditOnly, Count: d.count, Since: d.first.UTC()}
+	since := d.first
+	if !d.since.IsZero() {
+		since = d.since
+	}
+	det := EnforcementDenyDetails{Task: d.key.task, Identity: uint32(d.identity), Hook: d.key.hook.String(), Protocol: d.key.proto.String(),
+		SocketType: d.key.sockType, Family: d.family, AuditOnly: d.key.auditOnly, Count: d.count, Since: since.UTC()}
 	resource := "net/-/" + d.key.hook.String()
 	if d.key.addr.IsValid() {
 		det.Destination = netip.AddrPortFrom(d.key.addr, d.key.port).String()
@@ -527,10 +599,13 @@ func (e *enforcer) record(d denial) {
 	}
 	outcome, reasons := audit.Deny, []string{"not in the identity's allow list"}
 	switch {
-	case spiffe == "":
+	case d.identity == 0:
 		reasons = []string{"the process's cgroup has no identity: everything is denied"}
 	case d.key.hook == enforcement.HookSockCreate:
 		reasons = []string{"raw and packet sockets are refused to tasks"}
+	}
+	if d.key.overflow {
+		reasons = append(reasons, "more destinations than the node tracks at once: counted together")
 	}
 	if d.key.auditOnly {
 		outcome, reasons = audit.Allow, append([]string{"audit-only: would have been denied"}, reasons...)

@@ -8,11 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/enforcement/kernel"
+	"github.com/unumos/unum/scheduler/cgroup"
+	"github.com/unumos/unum/scheduler/executor"
 )
 
 // TestDegradedEnforcementIsReported: a compute node on a kernel without
@@ -91,4 +94,93 @@ func TestDegradedEnforcementIsReported(t *testing.T) {
 	require.NoError(t, json.Unmarshal(events[0].Details, &d))
 	require.Equal(t, "degraded", d.Mode)
 	require.Contains(t, d.Reason, "simulated kernel without cgroup BPF")
+}
+
+// TestEnforcerRestartReconciles: an agent that dies leaves its programs
+// and maps pinned; the next run adopts them and reports what the kernel
+// really does until its first sync, which then wins whatever the pinned
+// maps held: a node-wide audit-only flag switched off while no agent ran
+// is switched off in the kernel (not silently kept), and rules withdrawn
+// meanwhile are deleted.
+func TestEnforcerRestartReconciles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loads BPF programs and makes cgroups: needs root; CI runs as root")
+	}
+	if caps := kernel.Probe(); !caps.CgroupBPF {
+		t.Skipf("kernel lacks cgroup BPF: %s", caps.Reason)
+	}
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o711))
+	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o711))
+	layout, err := cgroup.DetectHost()
+	require.NoError(t, err)
+	mgr, err := cgroup.New(layout, cgroupName("restart", dir))
+	require.NoError(t, err)
+	self, err := os.Executable()
+	require.NoError(t, err)
+	ex, err := executor.New(executor.Config{Dir: filepath.Join(dir, "tasks"), Cgroups: mgr, ShimPath: self,
+		SocketPath: filepath.Join(dir, "agent.sock"), Log: quietLog()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = mgr.RemoveRoots() })
+	h, err := audit.NewSigningKeyset()
+	require.NoError(t, err)
+	signer, err := audit.NewSigner("restart", h)
+	require.NoError(t, err)
+	log, err := audit.Open(audit.Config{Dir: filepath.Join(dir, "audit"), Node: "restart", Signer: signer, Logger: quietLog()})
+	require.NoError(t, err)
+	t.Cleanup(func() { log.Close() })
+	n := &node{log: quietLog(), cfg: &Config{Name: "restart"}, l: Layout{Dir: dir}, audit: log,
+		id: spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("unum.test"), "/node/restart")}
+	c := &compute{exec: ex, cgroups: mgr}
+	pinDir := filepath.Join(bpfPinRoot, cgroupName("restart", dir))
+	t.Cleanup(func() { require.NoError(t, kernel.Remove(pinDir)) })
+
+	web := "spiffe://unum.test/ns/shop/job/web"
+	sync := func(e *enforcer, auditOnly bool, rules ...string) {
+		e.applySync(&unumv1.SyncAgentResponse{AllocationsLoaded: true, NetworkLoaded: true, AuditOnly: auditOnly, Revision: 1,
+			Network: []*unumv1.NetworkIdentity{{Number: 5, SpiffeId: web, Rules: rules}}})
+	}
+	kernelState := func(e *enforcer) (bool, []string) {
+		st, err := e.k.Stats()
+		require.NoError(t, err)
+		got, err := e.k.Rules()
+		require.NoError(t, err)
+		var rs []string
+		for _, r := range got[5] {
+			rs = append(rs, r.String())
+		}
+		return st.NodeAuditOnly, rs
+	}
+
+	first := n.startEnforcement(c)
+	require.NotNil(t, first.k, first.reason)
+	sync(first, true, "tcp 10.0.0.1/32:443", "tcp 10.0.0.2/32:443")
+	auditOnly, rules := kernelState(first)
+	require.True(t, auditOnly)
+	require.Equal(t, []string{"tcp 10.0.0.1/32:443", "tcp 10.0.0.2/32:443"}, rules)
+	first.close(false) // the agent dies: the pins stay
+
+	second := n.startEnforcement(c)
+	require.NotNil(t, second.k, second.reason)
+	require.Equal(t, "audit-only", second.mode(), "until its first sync the node reports what the kernel does")
+	sync(second, false, "tcp 10.0.0.1/32:443")
+	auditOnly, rules = kernelState(second)
+	require.False(t, auditOnly, "the cluster left audit-only while no agent ran: the kernel must follow")
+	require.Equal(t, []string{"tcp 10.0.0.1/32:443"}, rules, "a rule withdrawn while no agent ran stayed")
+	second.noteMode() // what the record loop does on the change
+	require.Equal(t, "enforce", second.mode())
+	second.close(false)
+
+	var modes []string
+	require.NoError(t, log.Scan(context.Background(), 0, func(_ uint64, raw []byte) bool {
+		e, err := audit.DecodeEvent(raw)
+		require.NoError(t, err)
+		if e.Action == audit.ActionEnforcementMode {
+			var d EnforcementModeDetails
+			require.NoError(t, json.Unmarshal(e.Details, &d))
+			modes = append(modes, d.Mode)
+		}
+		return true
+	}))
+	require.Equal(t, []string{"enforce", "audit-only", "enforce"}, modes, "every mode the node took is recorded")
 }

@@ -434,8 +434,9 @@ func (n *node) run(ctx context.Context) error {
 				err := n.compute.exec.Run(ctx)
 				// Every task is stopped: the reaper may go; it removes the
 				// task roots as it leaves.
-				n.compute.stopReaper()
-				n.compute.stopped.Store(err == nil)
+				rerr := n.compute.stopReaper()
+				// Clean only when the reaper removed every task and root.
+				n.compute.stopped.Store(err == nil && rerr == nil)
 				return err
 			})
 			goFn("fencing", func(ctx context.Context) error { n.fenceLoop(ctx); return nil })
