@@ -18,7 +18,10 @@ import (
 
 // netGrants caches each identity's network grants (data.unum.network.egress)
 // for one policy revision: a sync stream recompiles on every change of the
-// jobs or allocations, the policy only on a new revision.
+// jobs or allocations, the policy only on a new revision. A network policy
+// that reads the clock (input.context.time) is therefore evaluated when a
+// revision is first served, not again as time passes: write time-bound
+// grants as a new revision.
 type netGrants struct {
 	mu       sync.Mutex
 	revision int64
