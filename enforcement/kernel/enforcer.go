@@ -46,13 +46,16 @@ type Event struct {
 	CgroupID uint64
 	Identity enforcement.IdentityNum // 0: the cgroup had no binding
 	Hook     enforcement.Hook
-	Proto    enforcement.Proto // the socket's protocol (IPPROTO_*)
+	// Proto is the socket's protocol (IPPROTO_*), 0 when it does not fit
+	// in 8 bits (IPPROTO_MPTCP, 262): SockProto has it in full.
+	Proto enforcement.Proto
 	// Addr is the destination (IPv4 unmapped: a v4-mapped IPv6
 	// destination is reported as the IPv4 address it was judged as);
 	// invalid for HookSockCreate.
 	Addr      netip.Addr
 	Port      uint16
 	Family    uint8  // AF_INET, AF_INET6, or for sock_create the socket's family
+	SockProto uint16 // the socket's protocol in full
 	SockType  uint32 // SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ...
 	AuditOnly bool   // would have been refused, was allowed
 }

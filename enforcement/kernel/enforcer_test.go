@@ -51,7 +51,8 @@ func TestConnectAllowList(t *testing.T) {
 	ev := f.waitEvent(func(Event) bool { return true })
 	require.Equal(t, Event{
 		CgroupID: cg, Identity: 5, Hook: enforcement.HookConnect4, Proto: enforcement.ProtoTCP,
-		Addr: other.Addr(), Port: other.Port(), Family: unix.AF_INET, SockType: unix.SOCK_STREAM,
+		Addr: other.Addr(), Port: other.Port(), Family: unix.AF_INET, SockProto: unix.IPPROTO_TCP,
+		SockType: unix.SOCK_STREAM,
 	}, ev)
 	require.Equal(t, "EPERM", h.do(t, "tcp 127.2.0.1:%d", other.Port())) // outside the /16
 	require.Equal(t, "EPERM", h.do(t, "tcp 127.0.0.1:%d", anyPort.Port()))
@@ -187,7 +188,8 @@ func TestRawSocketsRefused(t *testing.T) {
 	}
 	ev := f.waitEvent(func(Event) bool { return true })
 	require.Equal(t, Event{CgroupID: cg, Identity: 5, Hook: enforcement.HookSockCreate,
-		Proto: enforcement.Proto(unix.IPPROTO_ICMP), Family: unix.AF_INET, SockType: unix.SOCK_RAW}, ev)
+		Proto: enforcement.Proto(unix.IPPROTO_ICMP), Family: unix.AF_INET, SockProto: unix.IPPROTO_ICMP,
+		SockType: unix.SOCK_RAW}, ev)
 }
 
 // TestAuditOnly: a binding flagged audit-only, and a node in audit-only,

@@ -43,7 +43,7 @@ type eventRecord struct {
 	Port      uint16 // host order
 	Family    uint8
 	AuditOnly uint8
-	Pad       uint16
+	SockProto uint16 // the socket's protocol in full (Proto is 0 when it does not fit)
 	SockType  uint32
 	Addr      [16]byte
 }
@@ -131,6 +131,7 @@ func decodeEvent(b []byte) (Event, error) {
 		Proto:     enforcement.Proto(rec.Proto),
 		Port:      rec.Port,
 		Family:    rec.Family,
+		SockProto: rec.SockProto,
 		SockType:  rec.SockType,
 		AuditOnly: rec.AuditOnly != 0,
 	}

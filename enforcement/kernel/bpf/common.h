@@ -13,4 +13,10 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define AF_PACKET 17 // also what socket(AF_INET, SOCK_PACKET) becomes
+// Socket types as on every architecture but MIPS (which swaps STREAM and
+// DGRAM and which unum does not build for).
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
 #define SOCK_RAW 3
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // Network enforcement for the task subtree: connect and unconnected sendmsg
 // are allowed only to the (address prefix, port, protocol) tuples of the
-// calling cgroup's identity; raw and packet sockets are refused. Everything
-// a program refuses (or, in audit-only, would refuse) is reported on the
+// calling cgroup's identity, and the only IPv4/IPv6 sockets a task may
+// create are TCP and UDP ones, the two those hooks govern. Everything a
+// program refuses (or, in audit-only, would refuse) is reported on the
 // events ring buffer.
 #include "common.h"
 
@@ -44,7 +45,9 @@ struct event {
 	__u16 port; // host order
 	__u8 family;
 	__u8 audit_only;
-	__u16 pad;
+	// The socket's protocol in full: proto above is 8 bits, and
+	// sock_create refuses protocols that do not fit (IPPROTO_MPTCP, 262).
+	__u16 sock_proto;
 	__u32 sock_type;
 	__u32 addr[4];
 };
@@ -97,7 +100,7 @@ static __always_inline int node_audit_only(void)
 	return s && (s->flags & FLAG_AUDIT_ONLY);
 }
 
-static __always_inline void emit(__u64 cg, __u32 identity, __u8 hook, __u8 proto, __u16 port, __u8 family,
+static __always_inline void emit(__u64 cg, __u32 identity, __u8 hook, __u32 protocol, __u16 port, __u8 family,
 				 __u8 audit_only, __u32 sock_type, const __u32 addr[4])
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -111,11 +114,12 @@ static __always_inline void emit(__u64 cg, __u32 identity, __u8 hook, __u8 proto
 	e->cgroup_id = cg;
 	e->identity = identity;
 	e->hook = hook;
-	e->proto = proto;
+	// 0 (any) when it does not fit: sock_proto has it.
+	e->proto = protocol <= 0xff ? protocol : 0;
 	e->port = port;
 	e->family = family;
 	e->audit_only = audit_only;
-	e->pad = 0;
+	e->sock_proto = protocol <= 0xffff ? protocol : 0xffff;
 	e->sock_type = sock_type;
 	e->addr[0] = addr[0];
 	e->addr[1] = addr[1];
@@ -153,7 +157,11 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 hook, __u8 fam
 	__u64 cg = bpf_get_current_cgroup_id();
 	struct binding *b = bpf_map_lookup_elem(&cgroups, &cg);
 	__u16 port = bpf_ntohs(ctx->user_port);
-	__u8 proto = ctx->protocol;
+	__u32 protocol = ctx->protocol;
+	// A protocol wider than the key's 8 bits (MPTCP, refused at
+	// sock_create, so met here only in audit-only) is looked up as 255
+	// (IPPROTO_RAW), which no rule names: only any-protocol rules match.
+	__u8 proto = protocol <= 0xff ? protocol : 0xff;
 	__u32 identity = 0;
 	int audit = node_audit_only();
 
@@ -177,7 +185,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 hook, __u8 fam
 	// No binding: this cgroup sits in the task subtree without an identity
 	// (a process that escaped its task's group, or a group not yet bound):
 	// denied everything.
-	emit(cg, identity, hook, proto, port, family, audit, ctx->type, addr);
+	emit(cg, identity, hook, protocol, port, family, audit, ctx->type, addr);
 	return audit ? 1 : 0;
 }
 
@@ -209,18 +217,39 @@ int sendmsg4(struct bpf_sock_addr *ctx) { return v4(ctx, HOOK_SENDMSG4); }
 SEC("cgroup/sendmsg6")
 int sendmsg6(struct bpf_sock_addr *ctx) { return v6(ctx, HOOK_SENDMSG6); }
 
-// sock_create refuses raw IPv4 and IPv6 sockets: they would let a task
-// forge traffic or read the node's, below the connect/sendmsg hooks. The
-// kernel runs this hook for AF_INET and AF_INET6 sockets only; packet
-// sockets (AF_PACKET, and the obsolete SOCK_PACKET) are refused by the
-// LSM layer's socket_create where it loads, and need CAP_NET_RAW, which
-// the task shim drops.
+// sock_create is an allow list: a task may create TCP sockets (SOCK_STREAM,
+// IPPROTO_TCP) and UDP sockets (SOCK_DGRAM, IPPROTO_UDP) and no other
+// IPv4/IPv6 socket, because those are the two whose every destination the
+// connect and sendmsg hooks see. Anything else could carry traffic past
+// the allow list: a raw socket forges or reads packets below the hooks;
+// an ICMP "ping" socket (SOCK_DGRAM, IPPROTO_ICMP/ICMPV6, open to every
+// gid in net.ipv4.ping_group_range, which systemd widens to all) passes
+// connect but its unconnected sendto reaches no sendmsg hook; SCTP,
+// UDP-Lite and whatever the kernel adds next are not judged at all.
+//
+// MPTCP (SOCK_STREAM, IPPROTO_MPTCP) is refused too: after the first
+// subflow the kernel creates and connects further subflows itself (its
+// path manager, addresses the peer announces), as kernel sockets from
+// worker context, where neither this hook nor the calling-cgroup lookup
+// the connect hooks rely on sees the task. Go's net package tries MPTCP
+// first for listeners and falls back to TCP on any error, so a Go task
+// keeps working and shows up as a sock_create event.
+//
+// ctx->protocol is the protocol the socket was created with after the
+// kernel resolved 0: inet_create and inet6_create set sk_protocol from
+// the matching inetsw entry (TCP for SOCK_STREAM, UDP for SOCK_DGRAM)
+// before they run this hook. The hook runs for AF_INET and AF_INET6 only
+// and not for sockets the kernel makes for itself; packet sockets
+// (AF_PACKET, and the obsolete SOCK_PACKET) are refused by the LSM layer's
+// socket_create where it loads, and need CAP_NET_RAW, which the task shim
+// drops.
 SEC("cgroup/sock_create")
 int sock_create(struct bpf_sock *ctx)
 {
 	__u32 family = ctx->family;
 	__u32 type = ctx->type;
-	if (type != SOCK_RAW)
+	__u32 protocol = ctx->protocol;
+	if ((type == SOCK_STREAM && protocol == IPPROTO_TCP) || (type == SOCK_DGRAM && protocol == IPPROTO_UDP))
 		return 1;
 
 	__u64 cg = bpf_get_current_cgroup_id();
@@ -232,7 +261,7 @@ int sock_create(struct bpf_sock *ctx)
 		audit = audit || (b->flags & FLAG_AUDIT_ONLY);
 	}
 	__u32 none[4] = {};
-	emit(cg, identity, HOOK_SOCK_CREATE, ctx->protocol, 0, family, audit, type, none);
+	emit(cg, identity, HOOK_SOCK_CREATE, protocol, 0, family, audit, type, none);
 	return audit ? 1 : 0;
 }
 
