@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -70,6 +71,11 @@ type Stats struct {
 	// Dropped counts events the programs could not queue (ring buffer
 	// full) since the map was created.
 	Dropped uint64
+	// Undecodable counts records ReadEvents skipped because it could not
+	// read them (not an event of this agent's layout), since this
+	// Enforcer was opened. Unlike Dropped it lives in the process: the
+	// records were queued, and lost only to this reader.
+	Undecodable uint64
 	// Layers active: enforcement.LayerNetwork, enforcement.LayerLSM.
 	Layers []string
 	// NodeAuditOnly: the settings map says the whole node is audit-only.
@@ -93,6 +99,9 @@ type Enforcer struct {
 
 	recreated []string
 	lsmReason string
+
+	// undecodable: ring buffer records ReadEvents skipped (Stats).
+	undecodable atomic.Uint64
 }
 
 // cgroupHooks: the cgroup programs in attach order, with their pin names.
@@ -556,6 +565,7 @@ func (e *Enforcer) Stats() (Stats, error) {
 	for _, n := range per {
 		s.Dropped += n
 	}
+	s.Undecodable = e.undecodable.Load()
 	var set settingsValue
 	if err := e.net.Settings.Lookup(uint32(0), &set); err != nil {
 		return Stats{}, fmt.Errorf("enforcer: read settings: %w", err)

@@ -15,7 +15,12 @@ import (
 // goroutine and should be quick: while it runs, events queue in the ring
 // buffer and those that do not fit are counted in Stats.Dropped. One
 // caller at a time. Events queued while no agent was reading (the ring
-// buffer is pinned) are delivered first.
+// buffer is pinned) are delivered first. A record it cannot decode is
+// skipped and counted in Stats.Undecodable: one bad record (from programs
+// of another version sharing the pinned ring buffer during an upgrade, or
+// a bug) must not stop the reading of all the others, and the programs
+// enforce whether or not anyone reads. It returns an error only when the
+// ring buffer itself fails.
 func (e *Enforcer) ReadEvents(ctx context.Context, fn func(Event)) error {
 	rd, err := ringbuf.NewReader(e.net.Events)
 	if err != nil {
@@ -48,7 +53,12 @@ func (e *Enforcer) ReadEvents(ctx context.Context, fn func(Event)) error {
 		}
 		ev, err := decodeEvent(rec.RawSample)
 		if err != nil {
-			return fmt.Errorf("enforcer: %w", err)
+			// Logged at the first and then at every power of two, so
+			// that a stream of them cannot flood the log.
+			if n := e.undecodable.Add(1); n&(n-1) == 0 {
+				e.log.Warn("skipped undecodable kernel event", "err", err, "undecodable", n)
+			}
+			continue
 		}
 		fn(ev)
 	}

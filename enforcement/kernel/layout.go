@@ -118,9 +118,14 @@ func decodeRule(k ruleKey) (enforcement.IdentityNum, enforcement.Rule, error) {
 	return enforcement.IdentityNum(k.Identity), r, nil
 }
 
-// decodeEvent reads one ring buffer record.
+// decodeEvent reads one ring buffer record. A record of another size than
+// the programs write is an error: a short one cannot be read, and a longer
+// one comes from programs this agent does not know.
 func decodeEvent(b []byte) (Event, error) {
 	var rec eventRecord
+	if len(b) != eventSize {
+		return Event{}, fmt.Errorf("event record of %d bytes, want %d", len(b), eventSize)
+	}
 	if _, err := binary.Decode(b, binary.NativeEndian, &rec); err != nil {
 		return Event{}, fmt.Errorf("event record of %d bytes: %w", len(b), err)
 	}

@@ -240,3 +240,41 @@ func TestLookupMatchesReference(t *testing.T) {
 	require.Greater(t, hits, 500, "the reference must allow a fair share, or the test proves little")
 	require.Less(t, hits, 4500)
 }
+
+// TestDecodeEvent: a record of the programs' layout decodes field by field;
+// a record of any other size (short, empty, garbage, longer) is an error,
+// never a partly read event.
+func TestDecodeEvent(t *testing.T) {
+	rec := eventRecord{CgroupID: 0x0102030405060708, Identity: 9, Hook: uint8(enforcement.HookConnect6),
+		Proto: 6, Port: 443, Family: afInet6, AuditOnly: 1, SockProto: 6, SockType: 1,
+		Addr: netip.MustParseAddr("2001:db8::1").As16()}
+	b, err := binary.Append(nil, binary.NativeEndian, rec)
+	require.NoError(t, err)
+	require.Len(t, b, 40)
+	ev, err := decodeEvent(b)
+	require.NoError(t, err)
+	require.Equal(t, Event{CgroupID: 0x0102030405060708, Identity: 9, Hook: enforcement.HookConnect6,
+		Proto: enforcement.ProtoTCP, Addr: netip.MustParseAddr("2001:db8::1"), Port: 443, Family: afInet6,
+		SockProto: 6, SockType: 1, AuditOnly: true}, ev)
+
+	// sock_create: no destination, the protocol in full.
+	rec = eventRecord{CgroupID: 1, Hook: uint8(enforcement.HookSockCreate), Family: afInet, SockProto: 262, SockType: 1}
+	b, err = binary.Append(nil, binary.NativeEndian, rec)
+	require.NoError(t, err)
+	ev, err = decodeEvent(b)
+	require.NoError(t, err)
+	require.Equal(t, Event{CgroupID: 1, Hook: enforcement.HookSockCreate, Family: afInet, SockProto: 262, SockType: 1}, ev)
+	require.False(t, ev.Addr.IsValid())
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	garbage := make([]byte, 200)
+	for i := range garbage {
+		garbage[i] = byte(rng.IntN(256))
+	}
+	for _, n := range []int{0, 1, 8, 39, 41, 48, 200} {
+		_, err := decodeEvent(garbage[:n])
+		require.Error(t, err, "%d bytes", n)
+	}
+	_, err = decodeEvent(nil)
+	require.Error(t, err)
+}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
@@ -124,4 +126,48 @@ func TestSockCreateAllowList(t *testing.T) {
 	require.Equal(t, Event{CgroupID: cg, Identity: 5, Hook: enforcement.HookSockCreate,
 		Proto: enforcement.Proto(unix.IPPROTO_ICMP), Family: unix.AF_INET, SockProto: unix.IPPROTO_ICMP,
 		SockType: unix.SOCK_DGRAM, AuditOnly: true}, ev)
+}
+
+// TestReadEventsSkipsUndecodable: a record ReadEvents cannot decode (here
+// three bytes that a stand-in program puts on the real events ring buffer)
+// is skipped and counted; the reader keeps going and delivers the next
+// real event instead of ending, which would end the node.
+func TestReadEventsSkipsUndecodable(t *testing.T) {
+	f := newFixture(t)
+	f.readEvents()
+	dir, cg := f.group("a")
+	require.NoError(t, f.e.Bind(cg, enforcement.Binding{Identity: 5}))
+
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.SocketFilter,
+		License: "Dual BSD/GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R1, 0x11223344),
+			asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
+			asm.LoadMapPtr(asm.R1, f.e.net.Events.FD()),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -8),
+			asm.Mov.Imm(asm.R3, 3),
+			asm.Mov.Imm(asm.R4, 0),
+			asm.FnRingbufOutput.Call(),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+	})
+	require.NoError(t, err)
+	defer prog.Close()
+	for range 2 {
+		_, err = prog.Run(&ebpf.RunOptions{Data: make([]byte, 14)})
+		require.NoError(t, err)
+	}
+
+	h := f.start(dir)
+	require.Equal(t, "EPERM", h.do(t, "socket %d %d %d", unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW))
+	ev := f.waitEvent(func(Event) bool { return true })
+	require.Equal(t, cg, ev.CgroupID)
+	require.Equal(t, enforcement.HookSockCreate, ev.Hook)
+	st, err := f.e.Stats()
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), st.Undecodable)
+	require.Zero(t, st.Dropped)
 }
