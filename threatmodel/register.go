@@ -1609,18 +1609,25 @@ func Register() []Threat {
 		},
 		{
 			ID:       "T-105",
-			Title:    "Raw and packet sockets from a task",
+			Title:    "Sockets the connect and sendmsg hooks do not govern",
 			STRIDE:   "TI",
-			Asset:    "the node's traffic and other tasks' traffic (sniffing, spoofing below the connect/sendmsg hooks)",
+			Asset:    "the node's network allow lists, the node's traffic and other tasks' traffic (exfiltration, sniffing, spoofing)",
 			Boundary: "socket creation in the task cgroup subtree",
-			Attacker: "a task (even one running as root with CAP_NET_RAW) that opens a raw IPv4/IPv6 socket or an AF_PACKET " +
-				"socket to forge or read packets the connect and sendmsg hooks never see",
-			Mitigation: "cgroup/sock_create on the task root refuses SOCK_RAW in AF_INET and AF_INET6 for every process in " +
-				"the subtree, bound or not, as root too. The kernel does not run that hook for AF_PACKET: packet sockets are " +
+			Attacker: "a task (even one running as root with CAP_NET_RAW) that opens a socket whose traffic the connect and " +
+				"sendmsg hooks never judge: a raw IPv4/IPv6 or AF_PACKET socket to forge or read packets, an ICMP ping " +
+				"socket (SOCK_DGRAM + IPPROTO_ICMP/ICMPV6, open to every gid where net.ipv4.ping_group_range is wide, as " +
+				"systemd sets it) whose unconnected sendto reaches no sendmsg hook and sends ICMP echo anywhere, SCTP, " +
+				"UDP-Lite, or MPTCP, whose further subflows the kernel creates and connects itself",
+			Mitigation: "cgroup/sock_create on the task root is an allow list: in AF_INET and AF_INET6 a process in the " +
+				"subtree, bound or not, root too, may create only SOCK_STREAM/IPPROTO_TCP and SOCK_DGRAM/IPPROTO_UDP " +
+				"sockets (protocol 0 is resolved by the kernel before the hook, so it counts as TCP or UDP); every other " +
+				"type and protocol, MPTCP included, is refused with EPERM and an event naming family, type and protocol " +
+				"(audit-only allows and reports). The kernel does not run that hook for AF_PACKET: packet sockets are " +
 				"refused by the BPF LSM layer's socket_create where the kernel loads it, and otherwise rest on the task " +
 				"lacking CAP_NET_RAW.",
 			Status: Mitigated,
-			Tests:  []string{"enforcement/kernel.TestRawSocketsRefused", "enforcement/kernel.TestLSMEscapeSet"},
+			Tests: []string{"enforcement/kernel.TestSockCreateAllowList", "enforcement/kernel.TestRawSocketsRefused",
+				"enforcement/kernel.TestLSMEscapeSet"},
 		},
 		{
 			ID:       "T-106",

@@ -14,13 +14,30 @@
 // denied everything (default deny). IPv4 rules and destinations live in
 // ::ffff:0:0/96 with family AF_INET in the key, so an IPv4-mapped IPv6
 // destination is judged exactly as the IPv4 address, and an IPv6 rule
-// (even ::/0) never opens IPv4. Raw IPv4/IPv6 sockets are refused at
-// creation. The kernel runs cgroup/sock_create for AF_INET and AF_INET6
-// only, so packet sockets are refused by the LSM layer (socket_create)
-// where it loads, and otherwise only by the missing CAP_NET_RAW. A refusal
-// returns EPERM and puts an event on the events ring buffer; audit-only
-// (per binding, or for the whole node in the settings map, which also
-// covers unbound cgroups) allows and reports instead.
+// (even ::/0) never opens IPv4.
+//
+// Socket creation is an allow list (cgroup/sock_create): the only IPv4 and
+// IPv6 sockets a task may create are TCP (SOCK_STREAM, IPPROTO_TCP) and
+// UDP (SOCK_DGRAM, IPPROTO_UDP), the two whose every destination the
+// connect and sendmsg hooks see; protocol 0 is resolved by the kernel
+// before the hook runs, so it counts as TCP or UDP. Everything else is
+// refused, bound or not: raw sockets, ICMP "ping" sockets (an unconnected
+// sendto on them reaches no sendmsg hook), SCTP, UDP-Lite, and MPTCP,
+// whose further subflows the kernel creates and connects by itself, out
+// of the hooks' view of the task. (Go's net package tries MPTCP first for
+// listeners and falls back to TCP on any error: such a task works and
+// shows up as sock_create events.) The kernel runs cgroup/sock_create for
+// AF_INET and AF_INET6 only, so packet sockets are refused by the LSM
+// layer (socket_create) where it loads, and otherwise only by the missing
+// CAP_NET_RAW.
+//
+// A refusal returns EPERM and puts an event on the events ring buffer;
+// audit-only (per binding, or for the whole node in the settings map,
+// which also covers unbound cgroups) allows and reports instead. An event
+// carries the socket's protocol in 8 bits (Proto, 0 when it does not fit)
+// and in full (SockProto: IPPROTO_MPTCP is 262). ReadEvents skips a
+// record it cannot decode and counts it in Stats.Undecodable: one bad
+// record must not stop the reading of the others.
 //
 // # Pin layout
 //
