@@ -53,6 +53,7 @@ func TestMain(m *testing.M) {
 //	tcp ADDR:PORT        connect a TCP socket (AF_INET for IPv4, else AF_INET6)
 //	udp ADDR:PORT        sendto on an unconnected UDP socket
 //	socket FAM TYPE PROTO
+//	listen               net.Listen("tcp", "127.0.0.1:0"), as a Go server would
 func serveHelper(in io.Reader, out io.Writer) {
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
@@ -121,6 +122,12 @@ func helperDo(f []string) error {
 		}
 		defer unix.Close(fd)
 		return unix.FinitModule(fd, "", 0)
+	case len(f) == 1 && f[0] == "listen":
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		return ln.Close()
 	case len(f) == 4 && f[0] == "socket":
 		var n [3]int
 		for i := range n {

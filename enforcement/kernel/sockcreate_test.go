@@ -118,6 +118,10 @@ func TestSockCreateAllowList(t *testing.T) {
 	require.Equal(t, uint16(unix.IPPROTO_ICMP), ev.SockProto)
 	require.False(t, ev.AuditOnly)
 
+	// A Go server keeps working: net.Listen tries MPTCP first (Go 1.24 and
+	// later) and falls back to TCP on any error, EPERM included.
+	require.Equal(t, "ok", hs[0].do(t, "listen"))
+
 	// Audit-only lets the ping socket through and reports it.
 	require.NoError(t, f.e.Bind(cg, enforcement.Binding{Identity: 5, Flags: enforcement.FlagAuditOnly}))
 	h := f.start(dir)
