@@ -102,6 +102,7 @@ type denyKey struct {
 	addr      netip.Addr
 	port      uint16
 	proto     enforcement.Proto
+	sockProto uint16 // the socket's full protocol (MPTCP does not fit proto)
 	sockType  uint32
 	auditOnly bool
 }
@@ -485,7 +486,7 @@ func (e *enforcer) report(req *unumv1.HeartbeatRequest) {
 			for k, v := range st.Maps {
 				r.Maps[k] = int64(v)
 			}
-			r.EventsDropped += int64(st.Dropped)
+			r.EventsDropped += int64(st.Dropped) + int64(st.Undecodable)
 		} else {
 			r.Error = strings.TrimPrefix(r.Error+"; stats: "+err.Error(), "; ")
 		}
@@ -503,7 +504,7 @@ func (e *enforcer) readEvents(ctx context.Context) error {
 		now := time.Now()
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		key := denyKey{task: e.mu.byCgroup[ev.CgroupID], hook: ev.Hook, addr: ev.Addr, port: ev.Port, proto: ev.Proto, sockType: ev.SockType, auditOnly: ev.AuditOnly}
+		key := denyKey{task: e.mu.byCgroup[ev.CgroupID], hook: ev.Hook, addr: ev.Addr, port: ev.Port, proto: ev.Proto, sockProto: ev.SockProto, sockType: ev.SockType, auditOnly: ev.AuditOnly}
 		if key.task == "" {
 			// Not a cgroup of this run: queued while no agent ran, or a
 			// process that bypassed the executor.
@@ -572,7 +573,9 @@ type EnforcementDenyDetails struct {
 	Destination string `json:"destination,omitempty"`
 	Protocol    string `json:"protocol"`
 	SocketType  uint32 `json:"socket_type,omitempty"`
-	Family      uint8  `json:"family,omitempty"`
+	// SocketProtocol is the socket's protocol number (IPPROTO_*).
+	SocketProtocol uint16 `json:"socket_protocol,omitempty"`
+	Family         uint8  `json:"family,omitempty"`
 	// AuditOnly: the kernel allowed it (audit-only) but would have denied it.
 	AuditOnly bool `json:"audit_only,omitempty"`
 	// Count is how many times it happened (repeats within the window are
@@ -591,7 +594,7 @@ func (e *enforcer) record(d denial) {
 		since = d.since
 	}
 	det := EnforcementDenyDetails{Task: d.key.task, Identity: uint32(d.identity), Hook: d.key.hook.String(), Protocol: d.key.proto.String(),
-		SocketType: d.key.sockType, Family: d.family, AuditOnly: d.key.auditOnly, Count: d.count, Since: since.UTC()}
+		SocketType: d.key.sockType, SocketProtocol: d.key.sockProto, Family: d.family, AuditOnly: d.key.auditOnly, Count: d.count, Since: since.UTC()}
 	resource := "net/-/" + d.key.hook.String()
 	if d.key.addr.IsValid() {
 		det.Destination = netip.AddrPortFrom(d.key.addr, d.key.port).String()
@@ -602,7 +605,7 @@ func (e *enforcer) record(d denial) {
 	case d.identity == 0:
 		reasons = []string{"the process's cgroup has no identity: everything is denied"}
 	case d.key.hook == enforcement.HookSockCreate:
-		reasons = []string{"raw and packet sockets are refused to tasks"}
+		reasons = []string{"tasks may open only TCP and UDP sockets"}
 	}
 	if d.key.overflow {
 		reasons = append(reasons, "more destinations than the node tracks at once: counted together")

@@ -9395,7 +9395,8 @@ type NodeEnforcement struct {
 	SyncRevision int64 `protobuf:"varint,7,opt,name=sync_revision,json=syncRevision,proto3" json:"sync_revision,omitempty"`
 	// Denials (and audit-only would-be denials) in the last minute.
 	DenialsPerMinute int64 `protobuf:"varint,8,opt,name=denials_per_minute,json=denialsPerMinute,proto3" json:"denials_per_minute,omitempty"`
-	// Denial events the kernel could not deliver (ring buffer full).
+	// Denial events lost: the ring buffer was full, or a record could not
+	// be decoded.
 	EventsDropped int64 `protobuf:"varint,9,opt,name=events_dropped,json=eventsDropped,proto3" json:"events_dropped,omitempty"`
 	// Why the node's network rules are not applied ("" when they are).
 	Error          string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
