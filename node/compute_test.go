@@ -19,6 +19,38 @@ import (
 	"github.com/unumos/unum/scheduler/jobspec"
 )
 
+// newComputeNode is a node named name with a real executor (real
+// cgroups, task folder reachable by task uids) and a real audit log, in a
+// temporary folder, for tests of the node's compute half without a
+// cluster. Its executor does not run until the test runs it.
+func newComputeNode(t *testing.T, name string) (*node, *audit.Log) {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o711))
+	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o711))
+	layout, err := cgroup.DetectHost()
+	require.NoError(t, err)
+	mgr, err := cgroup.New(layout, cgroupName(name, dir))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = mgr.RemoveRoots() })
+	self, err := os.Executable()
+	require.NoError(t, err)
+	ex, err := executor.New(executor.Config{Dir: filepath.Join(dir, "tasks"), Cgroups: mgr, ShimPath: self,
+		SocketPath: filepath.Join(dir, "agent.sock"), Log: quietLog()})
+	require.NoError(t, err)
+	h, err := audit.NewSigningKeyset()
+	require.NoError(t, err)
+	signer, err := audit.NewSigner(name, h)
+	require.NoError(t, err)
+	log, err := audit.Open(audit.Config{Dir: filepath.Join(dir, "audit"), Node: name, Signer: signer, Logger: quietLog()})
+	require.NoError(t, err)
+	t.Cleanup(func() { log.Close() })
+	n := &node{log: quietLog(), cfg: &Config{Name: name}, l: Layout{Dir: dir}, audit: log,
+		id:      spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("unum.test"), "/node/"+name),
+		compute: &compute{exec: ex, cgroups: mgr, kick: make(chan struct{}, 1), start: time.Now()}}
+	return n, log
+}
+
 // TestFencing: a node whose heartbeats go unanswered past the fencing
 // deadline kills its tasks (a real executor, real cgroups, a real
 // process) and starts none until a heartbeat is answered again; both are
@@ -27,33 +59,12 @@ func TestFencing(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("runs a task: needs root for cgroups and the dynamic uid; CI runs as root")
 	}
-	dir := t.TempDir()
-	require.NoError(t, os.Chmod(dir, 0o711))
-	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o711))
-	layout, err := cgroup.DetectHost()
-	require.NoError(t, err)
-	mgr, err := cgroup.New(layout, cgroupName("fence", dir))
-	require.NoError(t, err)
-	self, err := os.Executable()
-	require.NoError(t, err)
-	ex, err := executor.New(executor.Config{Dir: filepath.Join(dir, "tasks"), Cgroups: mgr, ShimPath: self,
-		SocketPath: filepath.Join(dir, "agent.sock"), Log: quietLog()})
-	require.NoError(t, err)
+	n, log := newComputeNode(t, "fence")
+	ex := n.compute.exec
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ex.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; _ = mgr.RemoveRoots() })
-
-	h, err := audit.NewSigningKeyset()
-	require.NoError(t, err)
-	signer, err := audit.NewSigner("fence", h)
-	require.NoError(t, err)
-	log, err := audit.Open(audit.Config{Dir: filepath.Join(dir, "audit"), Node: "fence", Signer: signer, Logger: quietLog()})
-	require.NoError(t, err)
-	t.Cleanup(func() { log.Close() })
-
-	n := &node{log: quietLog(), cfg: &Config{Name: "fence"}, audit: log, id: spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("unum.test"), "/node/fence"),
-		compute: &compute{exec: ex, cgroups: mgr, kick: make(chan struct{}, 1), start: time.Now()}}
+	t.Cleanup(func() { cancel(); <-done })
 	n.compute.mu.fenceAfter = time.Hour
 	j, err := jobspec.Parse([]byte("name: f\ntype: service\ntask: {command: /bin/sleep, args: [\"1000\"]}\nresources: {cpu: 100, memory: 32}\nrestart: {policy: always, delay: 100ms, max_delay: 200ms}\n"))
 	require.NoError(t, err)

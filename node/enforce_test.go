@@ -8,14 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/enforcement/kernel"
-	"github.com/unumos/unum/scheduler/cgroup"
-	"github.com/unumos/unum/scheduler/executor"
 )
 
 // TestDegradedEnforcementIsReported: a compute node on a kernel without
@@ -109,30 +106,9 @@ func TestEnforcerRestartReconciles(t *testing.T) {
 	if caps := kernel.Probe(); !caps.CgroupBPF {
 		t.Skipf("kernel lacks cgroup BPF: %s", caps.Reason)
 	}
-	dir := t.TempDir()
-	require.NoError(t, os.Chmod(dir, 0o711))
-	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o711))
-	layout, err := cgroup.DetectHost()
-	require.NoError(t, err)
-	mgr, err := cgroup.New(layout, cgroupName("restart", dir))
-	require.NoError(t, err)
-	self, err := os.Executable()
-	require.NoError(t, err)
-	ex, err := executor.New(executor.Config{Dir: filepath.Join(dir, "tasks"), Cgroups: mgr, ShimPath: self,
-		SocketPath: filepath.Join(dir, "agent.sock"), Log: quietLog()})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = mgr.RemoveRoots() })
-	h, err := audit.NewSigningKeyset()
-	require.NoError(t, err)
-	signer, err := audit.NewSigner("restart", h)
-	require.NoError(t, err)
-	log, err := audit.Open(audit.Config{Dir: filepath.Join(dir, "audit"), Node: "restart", Signer: signer, Logger: quietLog()})
-	require.NoError(t, err)
-	t.Cleanup(func() { log.Close() })
-	n := &node{log: quietLog(), cfg: &Config{Name: "restart"}, l: Layout{Dir: dir}, audit: log,
-		id: spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("unum.test"), "/node/restart")}
-	c := &compute{exec: ex, cgroups: mgr}
-	pinDir := filepath.Join(bpfPinRoot, cgroupName("restart", dir))
+	n, log := newComputeNode(t, "restart")
+	c := n.compute
+	pinDir := filepath.Join(bpfPinRoot, cgroupName("restart", n.l.Dir))
 	t.Cleanup(func() { require.NoError(t, kernel.Remove(pinDir)) })
 
 	web := "spiffe://unum.test/ns/shop/job/web"

@@ -107,24 +107,30 @@ func requireStaleViewRefuses(t *testing.T, d *devCluster, node string) {
 	require.Equal(t, 0, r.code, "an unprivileged call must still work: %s", r.stderr)
 }
 
-func nodeAPIAddress(t *testing.T, d *devCluster, node string) string {
+// devPorts are the addresses unum dev gave each node (dev.json), by name.
+func devPorts(t *testing.T, d *devCluster) map[string]unumnode.Ports {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(d.dir, "dev.json"))
 	require.NoError(t, err)
 	var st struct {
 		Nodes []struct {
-			Name  string `json:"name"`
-			Ports struct {
-				API string `json:"api"`
-			} `json:"ports"`
+			Name  string         `json:"name"`
+			Ports unumnode.Ports `json:"ports"`
 		} `json:"nodes"`
 	}
 	require.NoError(t, json.Unmarshal(data, &st))
+	out := map[string]unumnode.Ports{}
 	for _, n := range st.Nodes {
-		if n.Name == node {
-			return n.Ports.API
-		}
+		out[n.Name] = n.Ports
 	}
-	t.Fatalf("no node %s in dev.json", node)
-	return ""
+	return out
+}
+
+func nodeAPIAddress(t *testing.T, d *devCluster, name string) string {
+	t.Helper()
+	p, ok := devPorts(t, d)[name]
+	if !ok || p.API == "" {
+		t.Fatalf("no node %s in dev.json", name)
+	}
+	return p.API
 }

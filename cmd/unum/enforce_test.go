@@ -87,29 +87,6 @@ func endpointOf(t *testing.T, d *devCluster, ns, job string) string {
 	return addr
 }
 
-// nodeEtcdAddress is node's etcd client address, from unum dev's state.
-func nodeEtcdAddress(t *testing.T, d *devCluster, node string) string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(d.dir, "dev.json"))
-	require.NoError(t, err)
-	var st struct {
-		Nodes []struct {
-			Name  string `json:"name"`
-			Ports struct {
-				EtcdClient string `json:"etcd_client"`
-			} `json:"ports"`
-		} `json:"nodes"`
-	}
-	require.NoError(t, json.Unmarshal(data, &st))
-	for _, n := range st.Nodes {
-		if n.Name == node && n.Ports.EtcdClient != "" {
-			return n.Ports.EtcdClient
-		}
-	}
-	t.Fatalf("no etcd client address for %s in dev.json", node)
-	return ""
-}
-
 // enforcementOf is node's line of `unum enforcement status -o json`.
 type nodeEnforcement struct {
 	Node     string           `json:"node"`
@@ -177,7 +154,8 @@ constraints: [{label: node, op: "=", value: node-3}]
 	}
 	dbAddr := listen("shop", "db")
 	vaultAddr := listen("bank", "vault")
-	etcdAddr := nodeEtcdAddress(t, d, "node-1")
+	etcdAddr := devPorts(t, d)["node-1"].EtcdClient
+	require.NotEmpty(t, etcdAddr, "node-1's etcd client address")
 
 	web := writeJob(t, fmt.Sprintf(`
 name: web

@@ -373,26 +373,15 @@ func TestDevNodesDieWithDev(t *testing.T) {
 // unum dev gave it (kept in dev.json, printed at start).
 func (d *devCluster) scrapeMetrics(t *testing.T) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(d.dir, "dev.json"))
-	require.NoError(t, err)
-	var st struct {
-		Nodes []struct {
-			Name  string `json:"name"`
-			Ports struct {
-				Metrics string `json:"metrics"`
-			} `json:"ports"`
-		} `json:"nodes"`
-	}
-	require.NoError(t, json.Unmarshal(data, &st))
-	for _, n := range st.Nodes {
-		require.NotEmpty(t, n.Ports.Metrics, n.Name)
-		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + n.Ports.Metrics + "/metrics")
-		require.NoError(t, err, n.Name)
+	for name, p := range devPorts(t, d) {
+		require.NotEmpty(t, p.Metrics, name)
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + p.Metrics + "/metrics")
+		require.NoError(t, err, name)
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode, n.Name)
-		require.Contains(t, string(body), "unum_etcd_healthy 1", n.Name)
-		require.Contains(t, string(body), `unum_enrollment_attempts_total{kind="node",outcome="ok"}`, n.Name)
+		require.Equal(t, http.StatusOK, resp.StatusCode, name)
+		require.Contains(t, string(body), "unum_etcd_healthy 1", name)
+		require.Contains(t, string(body), `unum_enrollment_attempts_total{kind="node",outcome="ok"}`, name)
 	}
 }
