@@ -1557,21 +1557,17 @@ func Register() []Threat {
 			Asset:    "files and IPC objects of finished tasks",
 			Boundary: "shared places on a compute node: /tmp, /var/tmp, /dev/shm, POSIX message queues, System V IPC",
 			Attacker: "a task given a uid an earlier task used, reading the files it left in shared temporary folders or " +
-				"its message queues and shared memory",
+				"its message queues, semaphores and shared memory",
 			Mitigation: "A task's work folder (HOME) and tmp folder (TMPDIR, its own, not /tmp) are deleted before its uid " +
 				"is released. Under Landlock a task can create nothing in /tmp, /var/tmp, /dev/shm or any folder outside " +
-				"its own (EACCES, even where the mode bits allow it), and cannot open a POSIX message queue: mq_open " +
-				"with O_CREAT leaves an empty queue owned by the uid but fails to open it, so no data passes and no later " +
-				"confined task can open it either. The test shows each refusal, that the same writes succeed for an " +
-				"unconfined uid, and the empty queue left behind.",
-			Status: Accepted,
-			Reason: "System V IPC (shmget, semget, msgget) is mediated by neither Landlock nor the seccomp filter (the " +
-				"test shows shmget works) and its objects outlive the task, so a task given a reused uid can attach a " +
-				"segment an earlier one left; tasks have no IPC namespace. A sweep of the uid's IPC objects and empty " +
-				"message queues when it is released (as systemd's RemoveIPC does), or an IPC namespace per task, closes " +
-				"it. On a kernel without Landlock the temporary folders are open again; the executor reports the " +
-				"layers it applies (Confinement) and RequireLandlock refuses such a kernel.",
-			Tests: []string{"scheduler/executor.TestAttackFilesOutsideTask"},
+				"its own (EACCES, even where the mode bits allow it). System V IPC, which neither Landlock nor seccomp " +
+				"mediates, and POSIX message queues outlive their creator: before the uid is released the executor removes " +
+				"every System V shared memory segment, message queue and semaphore set the uid owns or created " +
+				"(/proc/sysvipc, IPC_RMID) and every message queue it owns (through /dev/mqueue, or a mount of its own), " +
+				"as systemd's RemoveIPC does. The tests leave one object of each kind and a queue from a task and find " +
+				"none of them once it finished.",
+			Status: Mitigated,
+			Tests:  []string{"scheduler/executor.TestAttackIPCResidue", "scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor.TestParseSysvipc"},
 		},
 		{
 			ID:       "T-103",

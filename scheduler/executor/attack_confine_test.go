@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -234,19 +235,13 @@ func TestAttackFilesOutsideTask(t *testing.T) {
 		require.NoFileExists(t, p)
 	}
 
-	// The control: an unconfined process of another unprivileged uid gets
-	// every one of them, so it is Landlock that refused, not the modes.
 	// The refused open still created the queue, empty, 0600, the task
-	// uid's: the residue T-102 accepts (no data can pass through it: no
-	// confined task can open a queue).
-	q, err := exec.Command(helper, helperArg, "ops", "mq_open-existing="+tag).Output()
-	require.NoError(t, err)
-	require.Equal(t, "mq_open-existing: ok\n", string(q))
+	// uid's; it went with the task (TestAttackIPCResidue).
 
 	// The control: an unconfined process of another unprivileged uid gets
 	// every one of them, so it is Landlock that refused, not the modes.
 	ctlAttacks := slices.Clone(attacks)
-	ctlAttacks[len(ctlAttacks)-1] += "-control" // the task's queue exists and is not this uid's
+	ctlAttacks[len(ctlAttacks)-1] += "-control" // a queue of the control's own
 	ctl := strings.Split(asUID(t, uint32(DefaultUIDHi), helper, append([]string{helperArg, "ops"}, ctlAttacks...)...), "\n")
 	require.Len(t, ctl, len(attacks))
 	for i, a := range ctlAttacks {
@@ -257,4 +252,38 @@ func TestAttackFilesOutsideTask(t *testing.T) {
 	b2, err := os.ReadFile(victimSecret)
 	require.NoError(t, err)
 	require.Equal(t, "s3cret\n", string(b2))
+}
+
+// TestAttackIPCResidue (T-102): what a task leaves in the machine's shared
+// IPC namespaces, System V shared memory, message queues and semaphore
+// sets and POSIX message queues, is gone before its uid is given back, so
+// the uid's next holder finds nothing of it.
+func TestAttackIPCResidue(t *testing.T) {
+	h := start(t, nil)
+	helper := copyExec(t, mustExecutable(t), traversable(t), 0o755)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	tag := "unum-ipc-" + hex.EncodeToString(b[:])
+	code, out, errOut := runOnce(t, h.e, helperTask("leaver", helper, "sysv-leave", "mq_open="+tag))
+	require.Equal(t, 0, code, errOut)
+	ops := parseOps(t, out)
+	require.Equal(t, "ok", ops["sysv-leave"], out)
+	// Under Landlock the open fails but the empty queue is created; without
+	// Landlock it succeeds: either way a queue of the task's uid was left.
+	require.Contains(t, []string{"ok", "EACCES"}, ops["mq_open"], out)
+
+	for file, col := range map[string]string{"shm": "shmid", "msg": "msqid", "sem": "semid"} {
+		id := ops[col]
+		require.NotEmpty(t, id, out)
+		data, err := os.ReadFile("/proc/sysvipc/" + file)
+		require.NoError(t, err)
+		objs, err := parseSysvipc(data)
+		require.NoError(t, err)
+		for _, o := range objs {
+			require.NotEqual(t, id, strconv.FormatUint(uint64(o.id), 10), "the task's %s %s outlived it", file, id)
+		}
+	}
+	q, err := exec.Command(helper, helperArg, "ops", "mq_open-existing="+tag).Output()
+	require.NoError(t, err)
+	require.Equal(t, "mq_open-existing: ENOENT\n", string(q), "the task's message queue outlived it")
 }

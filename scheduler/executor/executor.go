@@ -135,6 +135,9 @@ type Config struct {
 	LogMaxBytes int64  // rotate a log file at this size (default 10 MiB)
 	LogFiles    int    // rotated files kept per stream (default 3)
 	PidsMax     int64  // pids limit per task (default 4096)
+	// MqueueDir is where the POSIX message queues are mounted when
+	// /dev/mqueue is not (default DefaultMqueueDir).
+	MqueueDir string
 	// ReadOnlyPaths are folders or files every task may read and execute
 	// besides the system folders (/usr, /bin, /lib…), e.g. /nix/store or a
 	// shared tool folder. Each must exist and be absolute.
@@ -168,9 +171,12 @@ type Executor struct {
 	cfg         Config
 	landlockABI int // what every task's ruleset is built for; 0: no Landlock
 	uids        *uidAllocator
-	kick        chan struct{}
-	fenced      atomic.Bool
-	run         atomic.Bool
+	// mqueue is a mount of the POSIX message queues ("": none, so a uid's
+	// empty queues are not swept).
+	mqueue string
+	kick   chan struct{}
+	fenced atomic.Bool
+	run    atomic.Bool
 
 	mu struct {
 		sync.Mutex
@@ -207,6 +213,7 @@ func New(cfg Config) (*Executor, error) {
 		cfg.LogFiles = 3
 	}
 	cfg.PidsMax = cmp.Or(cfg.PidsMax, 4096)
+	cfg.MqueueDir = cmp.Or(cfg.MqueueDir, DefaultMqueueDir)
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -239,6 +246,10 @@ func New(cfg Config) (*Executor, error) {
 		return nil, err
 	}
 	e := &Executor{cfg: cfg, landlockABI: support.LandlockABI, uids: uids, kick: make(chan struct{}, 1)}
+	if e.mqueue, err = mqueueMount(cfg.MqueueDir); err != nil {
+		cfg.Log.Warn("no mount of the POSIX message queues: a uid's empty queues will not be swept", "err", err)
+		e.mqueue = ""
+	}
 	if e.landlockABI == 0 {
 		cfg.Log.Warn("Landlock not available: tasks run without the file-system layer")
 	}

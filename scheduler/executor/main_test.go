@@ -185,6 +185,25 @@ func helperOp(name, arg string) error {
 			return errno
 		}
 		return unix.Close(int(fd))
+	case "sysv-leave":
+		// Creates one object of each System V kind and leaves them, printing
+		// their ids ("shmid: N" lines) for the test to look for.
+		for _, k := range []struct {
+			name string
+			nr   uintptr
+			a2   uintptr
+		}{{"shmid", unix.SYS_SHMGET, 4096}, {"msqid", unix.SYS_MSGGET, 0o600}, {"semid", unix.SYS_SEMGET, 1}} {
+			a3 := uintptr(0o600)
+			if k.name == "msqid" {
+				a3 = 0
+			}
+			id, _, errno := unix.Syscall(k.nr, 0 /* IPC_PRIVATE */, k.a2, a3)
+			if errno != 0 {
+				return errno
+			}
+			fmt.Printf("%s: %d\n", k.name, id)
+		}
+		return nil
 	case "sysv-shm":
 		// Created and removed at once: it shows the call is not refused.
 		id, _, errno := unix.Syscall(unix.SYS_SHMGET, 0 /* IPC_PRIVATE */, 4096, 0o600)
