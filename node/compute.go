@@ -100,7 +100,7 @@ func (n *node) startCompute() (_ *compute, err error) {
 	// until its fencing deadline; this run takes them over (the executor
 	// sweeps and restarts them), so the old reaper must not kill them, or
 	// remove the roots, later.
-	if err := stopOldReaper(n.l.path("reaper.pid"), mgr.Roots()[0], n.log); err != nil {
+	if err := stopOldReaper(n.l.path("reaper.pid"), mgr.Root(), n.log); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -134,7 +134,7 @@ func (n *node) startCompute() (_ *compute, err error) {
 			return n.agent.WaitSVID(ctx, allocEntryPrefix+id)
 		},
 		Bind:   func(ctx context.Context, id, dir string) error { return c.enforce.bind(ctx, id, dir) },
-		Unbind: func(id, dir string) { c.enforce.unbind(id, dir) },
+		Unbind: func(id string) { c.enforce.unbind(id) },
 		OnChange: func() {
 			select {
 			case c.kick <- struct{}{}:
@@ -197,20 +197,20 @@ func stopOldReaper(pidFile, root string, log *slog.Logger) error {
 	fds := []unix.PollFd{{Fd: int32(pfd), Events: unix.POLLIN}}
 	for {
 		n, err := unix.Poll(fds, 10_000)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || n == 0 {
+		switch {
+		case errors.Is(err, unix.EINTR):
+		case err != nil || n == 0:
 			return fmt.Errorf("the earlier task reaper %d did not exit: %v", pid, err)
+		default:
+			return os.Remove(pidFile)
 		}
-		break
 	}
-	return os.Remove(pidFile)
 }
 
-// startReaper starts the task reaper: it kills every task of this node
-// when this process dies, even by SIGKILL, so no task outlives the node
-// that would fence it.
+// startReaper starts the task reaper: when this process dies, even by
+// SIGKILL, it kills every task of this node at the fencing deadline of the
+// last keepalive, so no task outlives the lease of the node that would
+// fence it. Its pid goes to pidFile, for the next run to stop it.
 func (c *compute) startReaper(self, pidFile string) error {
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -230,6 +230,7 @@ func (c *compute) startReaper(self, pidFile string) error {
 	r.Close()
 	c.reaper, c.reaperPipe = cmd, w
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+		_ = c.stopReaper() // no task runs yet
 		return fmt.Errorf("task reaper pid file: %w", err)
 	}
 	return nil

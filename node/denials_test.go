@@ -18,7 +18,7 @@ func TestDenialsAggregate(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	a := newDenials(10 * time.Second)
 	vault := denial{key: denyKey{task: "t1", hook: enforcement.HookConnect4, addr: netip.MustParseAddr("10.0.0.2"), port: 8200, proto: enforcement.ProtoTCP},
-		spiffe: "spiffe://td/ns/shop/job/web", identity: 7, cgroup: 42, family: 2}
+		spiffe: "spiffe://td/ns/shop/job/web", identity: 7, family: 2}
 	etcd := vault
 	etcd.key.port = 2379
 

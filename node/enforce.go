@@ -48,20 +48,20 @@ type enforcer struct {
 	n      *node
 	k      *kernel.Enforcer // nil: degraded
 	reason string           // why degraded ("" when not)
-	// shimLayers are the layers the task shim applies (seccomp, landlock).
-	shimLayers []string
-	// kernelLayers are the BPF layers Open attached (fixed for the run).
-	kernelLayers []string
-	pinDir       string // this node's pins under bpfPinRoot
-	queue        chan denial
+	// layers are the active layers, fixed for the run: the task shim's
+	// (seccomp, landlock) and the BPF ones Open attached.
+	layers []string
+	pinDir string // this node's pins under bpfPinRoot
+	queue  chan denial
 	// modeChanged asks recordLoop to record the mode (it may block on the
 	// audit log, which applySync must not).
 	modeChanged chan struct{}
 	mu          struct {
 		sync.Mutex
-		// identities by SPIFFE ID, from the last sync with the network.
+		// identities by SPIFFE ID, from the last sync with the network;
+		// spiffeOf the other way, for events (the kernel reports numbers).
 		identities map[string]netIdentity
-		known      bool
+		spiffeOf   map[enforcement.IdentityNum]string
 		changed    chan struct{} // closed and replaced when identities change
 		applied    enforcement.Plan
 		// dirty: what the rules map holds is not known (an adoption or an
@@ -77,7 +77,6 @@ type enforcer struct {
 		syncRev   int64
 		err       string
 		mode      enforcement.Mode
-		layers    []string
 		denials   *denials
 		dropped   int64
 	}
@@ -112,7 +111,6 @@ type denial struct {
 	since    time.Time
 	key      denyKey
 	spiffe   string // the task's identity when it happened ("" for none)
-	cgroup   uint64
 	identity enforcement.IdentityNum
 	family   uint8
 	first    time.Time
@@ -123,8 +121,9 @@ type denial struct {
 // programs on its task root. Failing to get BPF is not an error: the
 // node is degraded and reports why.
 func (n *node) startEnforcement(c *compute) *enforcer {
-	e := &enforcer{n: n, queue: make(chan denial, denyQueue), modeChanged: make(chan struct{}, 1), shimLayers: c.exec.Layers()}
+	e := &enforcer{n: n, queue: make(chan denial, denyQueue), modeChanged: make(chan struct{}, 1), layers: slices.Clone(c.exec.Layers())}
 	e.mu.identities = map[string]netIdentity{}
+	e.mu.spiffeOf = map[enforcement.IdentityNum]string{}
 	e.mu.changed = make(chan struct{})
 	e.mu.tasks = map[string]string{}
 	e.mu.bound = map[string]boundTask{}
@@ -160,6 +159,7 @@ func (n *node) startEnforcement(c *compute) *enforcer {
 	if e.k == nil {
 		n.log.Warn("kernel enforcement is degraded: tasks are not confined by BPF", "reason", e.reason)
 	}
+	slices.Sort(e.layers)
 	e.noteMode()
 	return e
 }
@@ -200,7 +200,7 @@ func (e *enforcer) adopt() error {
 	if err != nil {
 		return err
 	}
-	e.kernelLayers = st.Layers
+	e.layers = append(e.layers, st.Layers...)
 	e.mu.Lock()
 	// What the pinned settings say is what the kernel does until the
 	// first sync: report it so.
@@ -238,12 +238,6 @@ func (e *enforcer) modeLocked() enforcement.Mode {
 	return enforcement.ModeEnforce
 }
 
-func (e *enforcer) layersLocked() []string {
-	l := append(slices.Clone(e.shimLayers), e.kernelLayers...)
-	slices.Sort(l)
-	return slices.Compact(l)
-}
-
 // EnforcementModeDetails are an enforcement.mode event's details.
 type EnforcementModeDetails struct {
 	Mode   string   `json:"mode"`
@@ -252,19 +246,19 @@ type EnforcementModeDetails struct {
 	Reason string   `json:"reason,omitempty"`
 }
 
-// noteMode records the mode and layers when they changed (at start too).
+// noteMode records the mode when it changed (at start too, with the
+// layers, which are fixed for the run).
 func (e *enforcer) noteMode() {
 	e.mu.Lock()
-	mode, layers := e.modeLocked(), e.layersLocked()
-	before := e.mu.mode
-	changed := before != mode || !slices.Equal(layers, e.mu.layers)
-	e.mu.mode, e.mu.layers = mode, layers
+	mode, before := e.modeLocked(), e.mu.mode
+	e.mu.mode = mode
 	e.mu.Unlock()
-	if !changed {
+	if mode == before {
 		return
 	}
 	n := e.n
-	e.n.log.Info("enforcement mode", "mode", mode, "layers", strings.Join(layers, ","), "reason", e.reason)
+	layers := e.layers
+	n.log.Info("enforcement mode", "mode", mode, "layers", strings.Join(layers, ","), "reason", e.reason)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ev := audit.Event{Kind: audit.KindKernel, Action: audit.ActionEnforcementMode, Outcome: audit.Allow, Subject: n.id.String(),
@@ -274,7 +268,7 @@ func (e *enforcer) noteMode() {
 	}
 }
 
-// mode is the node's mode for heartbeats ("" before startEnforcement).
+// mode is the node's mode for heartbeats.
 func (e *enforcer) mode() string {
 	if e == nil {
 		return string(enforcement.ModeDegraded)
@@ -303,6 +297,7 @@ func (e *enforcer) applySync(resp *unumv1.SyncAgentResponse) {
 		return
 	}
 	ids := map[string]netIdentity{}
+	spiffeOf := map[enforcement.IdentityNum]string{}
 	want := enforcement.Plan{}
 	var problems []string
 	for _, ni := range resp.GetNetwork() {
@@ -311,6 +306,7 @@ func (e *enforcer) applySync(resp *unumv1.SyncAgentResponse) {
 			continue
 		}
 		ids[ni.GetSpiffeId()] = netIdentity{num: num, auditOnly: ni.GetAuditOnly()}
+		spiffeOf[num] = ni.GetSpiffeId()
 		if ni.GetError() != "" {
 			problems = append(problems, ni.GetSpiffeId()+": "+ni.GetError())
 		}
@@ -328,7 +324,7 @@ func (e *enforcer) applySync(resp *unumv1.SyncAgentResponse) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.mu.identities, e.mu.known = ids, true
+	e.mu.identities, e.mu.spiffeOf = ids, spiffeOf
 	close(e.mu.changed)
 	e.mu.changed = make(chan struct{})
 	nodeAudit := resp.GetAuditOnly()
@@ -449,7 +445,7 @@ func (e *enforcer) bind(ctx context.Context, taskID, dir string) error {
 }
 
 // unbind forgets a removed run's cgroup.
-func (e *enforcer) unbind(taskID, _ string) {
+func (e *enforcer) unbind(taskID string) {
 	if e == nil || e.k == nil {
 		return
 	}
@@ -474,7 +470,7 @@ func (e *enforcer) report(req *unumv1.HeartbeatRequest) {
 		return
 	}
 	e.mu.Lock()
-	r := &unumv1.NodeEnforcement{Mode: string(e.mu.mode), Reason: e.reason, Layers: slices.Clone(e.mu.layers),
+	r := &unumv1.NodeEnforcement{Mode: string(e.mu.mode), Reason: e.reason, Layers: slices.Clone(e.layers),
 		SyncRevision: e.mu.syncRev, Error: e.mu.err, EventsDropped: e.mu.dropped}
 	r.DenialsPerMinute = e.mu.denials.perMinute(time.Now())
 	e.mu.Unlock()
@@ -512,16 +508,7 @@ func (e *enforcer) readEvents(ctx context.Context) error {
 		}
 		// The identity is what the kernel judged with, by number (the
 		// binding may be gone by now).
-		spiffe := ""
-		if ev.Identity != 0 {
-			for id, ni := range e.mu.identities {
-				if ni.num == ev.Identity {
-					spiffe = id
-					break
-				}
-			}
-		}
-		d := denial{key: key, spiffe: spiffe, cgroup: ev.CgroupID, identity: ev.Identity, family: ev.Family, first: now, count: 1}
+		d := denial{key: key, spiffe: e.mu.spiffeOf[ev.Identity], identity: ev.Identity, family: ev.Family, first: now, count: 1}
 		if !e.mu.denials.add(d, now) {
 			return
 		}

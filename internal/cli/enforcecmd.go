@@ -13,14 +13,6 @@ import (
 	"github.com/unumos/unum/internal/output"
 )
 
-// nameOr is s, or def when s is empty.
-func nameOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
 type enforcementNodeView struct {
 	Node             string           `json:"node"`
 	Mode             string           `json:"mode"`
@@ -69,15 +61,7 @@ func runEnforcementStatus(e *env, args []string) error {
 		})
 	}
 	return output.Write(e.stdout, c.format, v, func(tw *tabwriter.Writer) error {
-		fmt.Fprintf(tw, "required:\t%v\n", v.Required)
-		mode := "enforce"
-		if v.AuditOnly {
-			mode = "audit-only"
-		}
-		fmt.Fprintf(tw, "cluster mode:\t%s\n", mode)
-		if len(v.AuditOnlyNamespaces) > 0 {
-			fmt.Fprintf(tw, "audit-only namespaces:\t%s\n", strings.Join(v.AuditOnlyNamespaces, ","))
-		}
+		writeSettingsLines(tw, st)
 		fmt.Fprintln(tw)
 		fmt.Fprintln(tw, "NODE\tMODE\tLAYERS\tPROGRAMS\tMAPS\tSYNC REV\tDENIALS/MIN\tDROPPED\tNOTE")
 		for _, n := range v.Nodes {
@@ -87,8 +71,8 @@ func runEnforcementStatus(e *env, args []string) error {
 			}
 			note := strings.Join(slices.DeleteFunc([]string{n.Reason, n.Error, n.Unschedulable}, func(s string) bool { return s == "" }), "; ")
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", n.Node, n.Mode,
-				nameOr(strings.Join(n.Layers, ","), "-"), nameOr(strings.Join(n.Programs, ","), "-"),
-				nameOr(strings.Join(sizes, ","), "-"), n.SyncRevision, n.DenialsPerMinute, n.EventsDropped, nameOr(note, "-"))
+				dash(strings.Join(n.Layers, ",")), dash(strings.Join(n.Programs, ",")),
+				dash(strings.Join(sizes, ",")), n.SyncRevision, n.DenialsPerMinute, n.EventsDropped, dash(note))
 		}
 		return nil
 	})
@@ -96,14 +80,19 @@ func runEnforcementStatus(e *env, args []string) error {
 
 func writeEnforcementSettings(e *env, c *clientCall, st *unumv1.EnforcementSettings) error {
 	return output.Write(e.stdout, c.format, st, func(tw *tabwriter.Writer) error {
-		mode := "enforce"
-		if st.GetAuditOnly() {
-			mode = "audit-only"
-		}
-		fmt.Fprintf(tw, "required:\t%v\ncluster mode:\t%s\naudit-only namespaces:\t%s\n", st.GetRequired(), mode,
-			nameOr(strings.Join(st.GetAuditOnlyNamespaces(), ","), "-"))
+		writeSettingsLines(tw, st)
 		return nil
 	})
+}
+
+// writeSettingsLines prints the cluster's enforcement settings.
+func writeSettingsLines(tw *tabwriter.Writer, st *unumv1.EnforcementSettings) {
+	mode := "enforce"
+	if st.GetAuditOnly() {
+		mode = "audit-only"
+	}
+	fmt.Fprintf(tw, "required:\t%v\ncluster mode:\t%s\naudit-only namespaces:\t%s\n", st.GetRequired(), mode,
+		dash(strings.Join(st.GetAuditOnlyNamespaces(), ",")))
 }
 
 func runEnforcementMode(e *env, args []string) error {

@@ -233,7 +233,7 @@ func runNodeLs(e *env, args []string) error {
 					sched = "no: " + v.Unschedulable
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, strings.Join(v.Roles, ","), v.Address, v.Ready, v.Lease, nameOr(v.Enforcement, "-"), sched,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, strings.Join(v.Roles, ","), v.Address, v.Ready, v.Lease, dash(v.Enforcement), sched,
 				useOf(v.Allocated, v.Capacity, func(r *unumv1.Resources) int64 { return r.GetCpuMillis() }),
 				useOf(v.Allocated, v.Capacity, func(r *unumv1.Resources) int64 { return r.GetMemoryMib() }),
 				v.Allocations, fmtLabels(v.Labels))

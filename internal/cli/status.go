@@ -120,7 +120,7 @@ func writeStatus(w io.Writer, format output.Format, v statusView) error {
 			if enroll == "" {
 				enroll = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%s\t%s\t%s\n", n.Name, strings.Join(n.Roles, ","), n.Address, enroll, n.Ready, n.AgentReady, nameOr(n.Enforcement, "-"), nameOr(strings.Join(n.EnforcementLayers, ","), "-"), fmtTime(n.SVIDExpiresAt))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%s\t%s\t%s\n", n.Name, strings.Join(n.Roles, ","), n.Address, enroll, n.Ready, n.AgentReady, dash(n.Enforcement), dash(strings.Join(n.EnforcementLayers, ",")), fmtTime(n.SVIDExpiresAt))
 		}
 		limitsShown := false
 		for _, n := range v.Nodes {

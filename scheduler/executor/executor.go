@@ -130,7 +130,7 @@ type Config struct {
 	// task's identity. An error keeps the task from starting (a failed
 	// run). Unbind is called once that group is removed. nil: no binding.
 	Bind        func(ctx context.Context, taskID, cgroupDir string) error
-	Unbind      func(taskID, cgroupDir string)
+	Unbind      func(taskID string)
 	OnChange    func() // called, without locks held, after a task state change
 	LogMaxBytes int64  // rotate a log file at this size (default 10 MiB)
 	LogFiles    int    // rotated files kept per stream (default 3)

@@ -467,7 +467,7 @@ func (e *Executor) removeGroup(t *task, g *cgroup.Group) {
 		e.cfg.Log.Error("remove task cgroups", "task", t.spec.ID, "err", err)
 	}
 	if e.cfg.Unbind != nil {
-		e.cfg.Unbind(t.spec.ID, g.V2Dir())
+		e.cfg.Unbind(t.spec.ID)
 	}
 }
 
