@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
+	"github.com/unumos/unum/identity/selector"
 )
 
 // What a node's heartbeat reports about its executor: whether it can run
@@ -110,7 +111,7 @@ func (s *Server) storeTaskStates(ctx context.Context, node string, tasks []*unum
 	seen := map[string]bool{}
 	for _, t := range tasks {
 		id := t.GetId()
-		if !allocIDRE.MatchString(id) {
+		if selector.CheckTaskID(id) != nil {
 			return status.Errorf(codes.InvalidArgument, "task id %q is not an allocation id", truncate(id, 80))
 		}
 		seen[id] = true

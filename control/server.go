@@ -6,8 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/identity/selector"
 	"log/slog"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -348,7 +348,7 @@ func (s *Server) confirmEntry(ctx context.Context, node, entryID string, id spif
 // id, and the node is still a member. Whatever the node claims, an
 // allocation placed on another node is not under its prefix.
 func (s *Server) confirmAlloc(ctx context.Context, node, allocID string, id spiffeid.ID) error {
-	if !allocIDRE.MatchString(allocID) {
+	if selector.CheckTaskID(allocID) != nil {
 		return status.Errorf(codes.InvalidArgument, "%q is not an allocation id", allocID)
 	}
 	ctx, cancel := context.WithTimeout(ctx, confirmTimeout)
@@ -376,10 +376,6 @@ func (s *Server) confirmAlloc(ctx context.Context, node, allocID string, id spif
 	}
 	return nil
 }
-
-// allocIDRE is the shape of allocation ids (newAllocID makes 16 hex
-// digits; the wider shape is what the executor and selectors accept).
-var allocIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
 
 func (s *Server) parseWorkloadID(raw string) (spiffeid.ID, error) {
 	id, err := identity.ParseWorkloadID(s.cfg.TrustDomain, raw)

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/unumos/unum/identity/selector"
 )
 
 // AgentLeaf is the leaf group a node process moves itself into on a pure v2
@@ -30,7 +32,6 @@ var managed = []string{"cpu", "memory", "pids"}
 
 var (
 	nodeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-	taskIDRE   = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
 )
 
 // Limits are one task's resource limits; zero means unlimited.
@@ -157,8 +158,8 @@ func (m *Manager) Root() string { return m.v2Root }
 // always made; a v1 group is made in each v1 hierarchy the Manager uses. A
 // group left over from an earlier run is an error: Sweep first.
 func (m *Manager) Create(taskID string, lim Limits) (g *Group, err error) {
-	if !taskIDRE.MatchString(taskID) {
-		return nil, fmt.Errorf("cgroup: task id %q is not [a-z0-9-]{1,64}", taskID)
+	if selector.CheckTaskID(taskID) != nil {
+		return nil, fmt.Errorf("cgroup: task id %q is not [a-z0-9-]{1,64} beginning with a letter or digit", taskID)
 	}
 	if lim.CPUMillis < 0 || lim.MemoryBytes < 0 || lim.Pids < 0 {
 		return nil, fmt.Errorf("cgroup: task %s: negative limit %+v", taskID, lim)
@@ -272,7 +273,7 @@ func (m *Manager) Sweep(ctx context.Context) ([]string, error) {
 			return nil, fmt.Errorf("cgroup: sweep %s: %w", r, err)
 		}
 		for _, e := range ents {
-			if e.IsDir() && taskIDRE.MatchString(e.Name()) {
+			if e.IsDir() && selector.CheckTaskID(e.Name()) == nil {
 				names[e.Name()] = true
 			}
 		}

@@ -43,7 +43,7 @@ type Restart struct {
 
 // TaskSpec is one task the node must run.
 type TaskSpec struct {
-	ID             string // allocation id, [a-z0-9-]{1,64}; also the cgroup name
+	ID             string // allocation id (selector.CheckTaskID); also the cgroup name
 	Namespace, Job string
 	Index          int
 	SPIFFEID       string

@@ -19,20 +19,20 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/unumos/unum/identity/selector"
 	"github.com/unumos/unum/scheduler/cgroup"
 	"github.com/unumos/unum/scheduler/executor/shim"
 	"github.com/unumos/unum/scheduler/jobspec"
 )
 
 var (
-	taskIDRE   = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
 	portNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	envKeyRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 func (s *TaskSpec) validate() error {
-	if !taskIDRE.MatchString(s.ID) {
-		return fmt.Errorf("executor: task id %q is not [a-z0-9-]{1,64}", s.ID)
+	if selector.CheckTaskID(s.ID) != nil {
+		return fmt.Errorf("executor: task id %q is not [a-z0-9-]{1,64} beginning with a letter or digit", s.ID)
 	}
 	if s.Command == "" {
 		return fmt.Errorf("executor: task %s: no command", s.ID)
