@@ -106,9 +106,13 @@ func (n *node) startCompute() (_ *compute, err error) {
 	defer func() {
 		if err != nil {
 			// An earlier run's tasks may still be there (its reaper is
-			// stopped below): no run of this node supervises them now.
-			_ = reaper.Kill(mgr.Root(), 10*time.Second)
-			// No executor will ever use the roots New made.
+			// stopped): no run of this node supervises them now. Then no
+			// executor will ever use the roots.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, serr := mgr.Sweep(ctx); serr != nil {
+				n.log.Error("kill an earlier run's tasks", "err", serr)
+			}
 			_ = mgr.RemoveRoots()
 		}
 	}()

@@ -1564,10 +1564,11 @@ func Register() []Threat {
 				"mediates, and POSIX message queues outlive their creator: before the uid is released the executor removes " +
 				"every System V shared memory segment, message queue and semaphore set the uid owns or created " +
 				"(/proc/sysvipc, IPC_RMID) and every message queue it owns (through /dev/mqueue, or a mount of its own), " +
-				"as systemd's RemoveIPC does. The tests leave one object of each kind and a queue from a task and find " +
+				"as systemd's RemoveIPC does, and again before the uid is handed out (a crashed node released it unswept). The tests leave one object of each kind and a queue from a task and find " +
 				"none of them once it finished.",
 			Status: Mitigated,
-			Tests:  []string{"scheduler/executor.TestAttackIPCResidue", "scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor.TestParseSysvipc"},
+			Tests: []string{"scheduler/executor.TestAttackIPCResidue", "scheduler/executor.TestAttackIPCResidueAfterCrash",
+				"scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor.TestParseSysvipc"},
 		},
 		{
 			ID:       "T-103",

@@ -19,8 +19,11 @@
 // where; a limit nobody can enforce is reported as not enforced, never
 // silently dropped.
 //
-// Invariants: a Manager writes only below its own unum-<node> directories;
-// every task group it creates is removed by [Group.Remove] or, after a
-// crash, by [Manager.Sweep]. Imported by scheduler/executor and the node
-// daemon (for the report); nothing else should write cgroups.
+// Invariants: a Manager writes only below its own unum-<node> directories,
+// except on a pure v2 host, where it delegates the node's own group
+// (subtree_control, and the node process moved into AgentLeaf); every task
+// group it creates is removed by [Group.Remove] or, after a crash, by
+// [Manager.Sweep] (and by the task reaper when the node dies). Imported by
+// scheduler/executor, the node daemon (for the report) and
+// enforcement/kernel (DetectHost).
 package cgroup

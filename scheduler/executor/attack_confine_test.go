@@ -287,3 +287,41 @@ func TestAttackIPCResidue(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "mq_open-existing: ENOENT\n", string(q), "the task's message queue outlived it")
 }
+
+// TestAttackIPCResidueAfterCrash (T-102): objects left under a uid by a
+// holder that never finished (its node crashed: no release, no sweep) are
+// removed before the uid is handed out again.
+func TestAttackIPCResidueAfterCrash(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs a process as another uid and takes uid locks: needs root; CI runs as root")
+	}
+	helper := copyExec(t, mustExecutable(t), traversable(t), 0o755)
+	uid := uint32(DefaultUIDHi - 1)
+	out := asUID(t, uid, helper, helperArg, "ops", "sysv-leave")
+	ops := parseOps(t, out)
+	require.Equal(t, "ok", ops["sysv-leave"], out)
+	owned := func() []string {
+		var ids []string
+		for file, col := range map[string]string{"shm": "shmid", "msg": "msqid", "sem": "semid"} {
+			data, err := os.ReadFile("/proc/sysvipc/" + file)
+			require.NoError(t, err)
+			objs, err := parseSysvipc(data)
+			require.NoError(t, err)
+			for _, o := range objs {
+				if strconv.FormatUint(uint64(o.id), 10) == ops[col] {
+					ids = append(ids, file+" "+ops[col])
+				}
+			}
+		}
+		return ids
+	}
+	require.Len(t, owned(), 3, "the objects exist before the uid is allocated again")
+
+	a, err := newUIDAllocator(t.TempDir(), UIDRange{Lo: uid, Hi: uid}, "")
+	require.NoError(t, err)
+	got, release, err := a.allocate()
+	require.NoError(t, err)
+	defer release()
+	require.Equal(t, uid, got)
+	require.Empty(t, owned(), "the uid was handed out with an earlier holder's IPC objects")
+}

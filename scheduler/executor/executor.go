@@ -112,7 +112,7 @@ const DefaultUIDLockDir = "/run/unum/uids"
 // Config configures an Executor. It is not modified after New.
 type Config struct {
 	// Dir is the node's task folder, e.g. DIR/tasks; each task gets
-	// Dir/<id>/ with work/ (its own folder, owned by its uid) and logs/.
+	// Dir/<id>/ with work/ and tmp/ (its own, owned by its uid) and logs/.
 	Dir     string
 	Cgroups *cgroup.Manager
 	UIDs    UIDRange // default DefaultUIDLo-DefaultUIDHi; never includes 0
@@ -171,12 +171,9 @@ type Executor struct {
 	cfg         Config
 	landlockABI int // what every task's ruleset is built for; 0: no Landlock
 	uids        *uidAllocator
-	// mqueue is a mount of the POSIX message queues ("": none, so a uid's
-	// empty queues are not swept).
-	mqueue string
-	kick   chan struct{}
-	fenced atomic.Bool
-	run    atomic.Bool
+	kick        chan struct{}
+	fenced      atomic.Bool
+	run         atomic.Bool
 
 	mu struct {
 		sync.Mutex
@@ -238,7 +235,11 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.RequireLandlock && support.LandlockABI == 0 {
 		return nil, errors.New("executor: Landlock is required and the kernel has none (not built, or not in the lsm= boot list)")
 	}
-	uids, err := newUIDAllocator(cfg.UIDLockDir, cfg.UIDs)
+	mqueue, err := mqueueMount(cfg.MqueueDir)
+	if err != nil {
+		cfg.Log.Warn("no mount of the POSIX message queues: a uid's empty queues will not be swept", "err", err)
+	}
+	uids, err := newUIDAllocator(cfg.UIDLockDir, cfg.UIDs, mqueue)
 	if err != nil {
 		return nil, err
 	}
@@ -246,10 +247,6 @@ func New(cfg Config) (*Executor, error) {
 		return nil, err
 	}
 	e := &Executor{cfg: cfg, landlockABI: support.LandlockABI, uids: uids, kick: make(chan struct{}, 1)}
-	if e.mqueue, err = mqueueMount(cfg.MqueueDir); err != nil {
-		cfg.Log.Warn("no mount of the POSIX message queues: a uid's empty queues will not be swept", "err", err)
-		e.mqueue = ""
-	}
 	if e.landlockABI == 0 {
 		cfg.Log.Warn("Landlock not available: tasks run without the file-system layer")
 	}

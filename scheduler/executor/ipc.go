@@ -17,9 +17,10 @@ import (
 // shared memory, message queues and semaphore sets, and POSIX message
 // queues. Landlock and the seccomp filter do not mediate System V IPC, and
 // its objects outlive their creator, so a task given a reused uid could
-// attach what an earlier one left. Before a uid is given back, every object
-// that uid owns or created is removed (systemd's RemoveIPC does the same
-// for users who log out).
+// attach what an earlier one left. Before a uid is handed out, and again
+// when a finished task gives it back, every object that uid owns or
+// created is removed (systemd's RemoveIPC does the same for users who log
+// out).
 
 // sysvKinds are the System V IPC kinds: the /proc/sysvipc file and the
 // *ctl syscall that removes an object of that kind.

@@ -216,7 +216,7 @@ func (e *Executor) finish(t *task) {
 	}
 	if t.release != nil {
 		// Before the uid is given back too: its IPC objects.
-		if err := sweepIPC(t.uid, e.mqueue); err != nil {
+		if err := sweepIPC(t.uid, e.uids.mqueue); err != nil {
 			e.cfg.Log.Error("remove the task uid's IPC objects", "task", t.spec.ID, "uid", t.uid, "err", err)
 		}
 		t.release()

@@ -20,19 +20,29 @@ import (
 // so an in-process set is not enough. Every uid in use has a lock file
 // <lockdir>/<uid> held with flock(LOCK_EX) by the executor that owns it, for
 // as long as its task lives: another executor's LOCK_NB attempt fails and it
-// moves on. The kernel drops the lock when the holder dies, so a crashed
-// node leaks nothing; and because a crashed node's tasks may outlive it
-// until the next start sweeps them, a uid is also skipped while any process
-// on the machine still runs under it (/proc/*/status).
+// moves on. The kernel drops the lock when the holder dies; because a
+// crashed node's tasks may outlive it until the next start sweeps them, a
+// uid is also skipped while any process on the machine still runs under it
+// (/proc/*/status).
+//
+// # IPC residue
+//
+// A uid is handed out only once the IPC objects it owns are removed
+// (sweepIPC): a crashed node never swept what its tasks left. A finished
+// task's uid is swept on release too, which frees the kernel memory at
+// once rather than at the uid's next use.
 type uidAllocator struct {
 	dir string
 	rng UIDRange
+	// mqueue is a mount of the POSIX message queues ("": none, so a uid's
+	// empty queues are not swept).
+	mqueue string
 
 	mu   sync.Mutex
 	held map[uint32]*os.File
 }
 
-func newUIDAllocator(dir string, rng UIDRange) (*uidAllocator, error) {
+func newUIDAllocator(dir string, rng UIDRange, mqueue string) (*uidAllocator, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("executor: uid lock folder: %w", err)
 	}
@@ -47,7 +57,7 @@ func newUIDAllocator(dir string, rng UIDRange) (*uidAllocator, error) {
 		return nil, fmt.Errorf("executor: uid lock folder %s must be a directory owned by root, not group or world writable (mode %v)",
 			dir, st.Mode())
 	}
-	return &uidAllocator{dir: dir, rng: rng, held: map[uint32]*os.File{}}, nil
+	return &uidAllocator{dir: dir, rng: rng, mqueue: mqueue, held: map[uint32]*os.File{}}, nil
 }
 
 // allocate returns the lowest free uid and a function that frees it.
@@ -66,6 +76,10 @@ func (a *uidAllocator) allocate() (uint32, func(), error) {
 			}
 			if f != nil {
 				a.held[uid] = f
+				if err := sweepIPC(uid, a.mqueue); err != nil {
+					a.freeLocked(uid)
+					return 0, nil, fmt.Errorf("executor: uid %d: what an earlier holder left could not be removed: %w", uid, err)
+				}
 				return uid, func() { a.free(uid) }, nil
 			}
 		}
@@ -94,6 +108,10 @@ func (a *uidAllocator) tryLock(uid uint32) (*os.File, error) {
 func (a *uidAllocator) free(uid uint32) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.freeLocked(uid)
+}
+
+func (a *uidAllocator) freeLocked(uid uint32) {
 	if f, ok := a.held[uid]; ok {
 		f.Close() // drops the flock; the file stays for the next holder
 		delete(a.held, uid)
