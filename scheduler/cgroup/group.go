@@ -25,9 +25,6 @@ type Group struct {
 	dir    *os.File // the open v2 directory, for CLONE_INTO_CGROUP
 }
 
-// ID is the task id the group is named after.
-func (g *Group) ID() string { return g.id }
-
 // FD is the v2 group's directory file descriptor, for
 // syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: g.FD()}: a child started
 // that way is born in the group, with no window outside it.

@@ -229,7 +229,7 @@ func New(cfg Config) (*Executor, error) {
 	// cannot take it runs no task; Landlock is applied where the kernel has
 	// it, and required when the configuration says so.
 	support := shim.Probe()
-	if !support.Seccomp {
+	if support.SeccompErr != nil {
 		return nil, fmt.Errorf("executor: the kernel cannot apply the task seccomp filter: %w", support.SeccompErr)
 	}
 	if cfg.RequireLandlock && support.LandlockABI == 0 {

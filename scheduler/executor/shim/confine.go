@@ -20,7 +20,8 @@ type Confine struct {
 
 // Support is what this kernel offers the shim.
 type Support struct {
-	Seccomp     bool // seccomp filters with the actions the task filter uses
+	// SeccompErr says why the kernel cannot take the task filter (nil:
+	// it can).
 	SeccompErr  error
 	LandlockABI int // 0: no Landlock
 }
@@ -28,10 +29,7 @@ type Support struct {
 // Probe reports what the running kernel supports. The node calls it once
 // at start (the shim runs on the same kernel) and reports the result.
 func Probe() Support {
-	s := Support{LandlockABI: LandlockABI()}
-	s.SeccompErr = seccompAvailable()
-	s.Seccomp = s.SeccompErr == nil
-	return s
+	return Support{LandlockABI: LandlockABI(), SeccompErr: seccompAvailable()}
 }
 
 // validate checks the confinement part of a spec.
@@ -61,7 +59,7 @@ func (c *Confine) validate() error {
 // the shim's own setup.
 func confine(s *Spec, path string) error {
 	if l := s.Confine.Landlock; l != nil {
-		if _, err := restrictLandlock(l, execChain(path)); err != nil {
+		if err := restrictLandlock(l, execChain(path)); err != nil {
 			return err
 		}
 	}

@@ -117,12 +117,11 @@ func (l *Landlock) rules(exe []string) []llRule {
 
 // restrictLandlock builds the ruleset and enforces it on the calling thread
 // (the one that execs; its domain passes to the task and to everything the
-// task starts). It needs no_new_privs on this thread. It returns the ABI it
-// applied.
-func restrictLandlock(l *Landlock, exe []string) (int, error) {
+// task starts). It needs no_new_privs on this thread.
+func restrictLandlock(l *Landlock, exe []string) error {
 	abi := LandlockABI()
 	if abi < max(l.MinABI, 1) {
-		return abi, fmt.Errorf("landlock: kernel ABI %d, the node requires %d", abi, max(l.MinABI, 1))
+		return fmt.Errorf("landlock: kernel ABI %d, the node requires %d", abi, max(l.MinABI, 1))
 	}
 	fs, scoped := landlockHandled(abi)
 	// The first three fields (24 bytes) are all this code sets; the kernel
@@ -131,12 +130,12 @@ func restrictLandlock(l *Landlock, exe []string) (int, error) {
 	size := unsafe.Offsetof(attr.Quiet_access_fs)
 	rfd, _, errno := unix.RawSyscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)
 	if errno != 0 {
-		return abi, fmt.Errorf("landlock: create ruleset (ABI %d): %w", abi, errno)
+		return fmt.Errorf("landlock: create ruleset (ABI %d): %w", abi, errno)
 	}
 	defer unix.Close(int(rfd))
 	for _, r := range l.rules(exe) {
 		if err := addRule(int(rfd), r.path, r.access&fs); err != nil {
-			return abi, err
+			return err
 		}
 	}
 	var flags uintptr
@@ -147,9 +146,9 @@ func restrictLandlock(l *Landlock, exe []string) (int, error) {
 		flags = unix.LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON
 	}
 	if _, _, errno := unix.RawSyscall(unix.SYS_LANDLOCK_RESTRICT_SELF, rfd, flags, 0); errno != 0 {
-		return abi, fmt.Errorf("landlock: restrict self: %w", errno)
+		return fmt.Errorf("landlock: restrict self: %w", errno)
 	}
-	return abi, nil
+	return nil
 }
 
 // addRule grants access beneath path (or to the file at path: then only

@@ -44,7 +44,7 @@ func onConfinedThread(t *testing.T, l *Landlock, exe []string, f func()) (time.D
 			return
 		}
 		t0 := time.Now()
-		_, err := restrictLandlock(l, exe)
+		err := restrictLandlock(l, exe)
 		if err == nil {
 			err = installSeccomp()
 		}
