@@ -60,7 +60,9 @@ func (e *Executor) Confinement() Confinement {
 func (e *Executor) Layers() []string { return e.Confinement().Layers }
 
 // confineSpec is the shim's Confine for a task with the given work and
-// tmp folders.
+// tmp folders. It is built for every run, not once at New: a few stats and
+// a read of /etc per start, so a run sees /etc's links as they are now
+// (resolv.conf moves when the resolver changes).
 func (e *Executor) confineSpec(work, tmp string) shim.Confine {
 	c := shim.Confine{Seccomp: true}
 	if e.landlockABI == 0 {
