@@ -9,8 +9,10 @@
 // A connect, or an unconnected UDP sendmsg, is allowed only when the
 // calling cgroup is bound to an identity (the cgroups map) and the rules
 // map holds a rule of that identity covering the destination: address
-// prefix, port (0: any) and protocol (0: any), tried as (proto, port),
-// (proto, any), (any, port), (any, any). A cgroup with no binding is
+// prefix, port (0: any) and protocol (0: any), tried as (any, port),
+// (proto, port), (proto, any), (any, any): the compiler writes every
+// listener rule with protocol any and a port, so the common allowed
+// connect costs one lookup. A cgroup with no binding is
 // denied everything (default deny). IPv4 rules and destinations live in
 // ::ffff:0:0/96 with family AF_INET in the key, so an IPv4-mapped IPv6
 // destination is judged exactly as the IPv4 address, and an IPv6 rule

@@ -66,6 +66,32 @@ func TestConnectAllowList(t *testing.T) {
 	require.Equal(t, "ok", errnoName(helperDo([]string{"tcp", other.String()})))
 }
 
+// TestRuleWildcards: each of the four keys the programs try allows a
+// connect on its own (protocol any with the port, as Compile writes
+// listener rules; exact; any port; any protocol and port), and a rule of
+// the other protocol does not.
+func TestRuleWildcards(t *testing.T) {
+	f := newFixture(t)
+	dir, cg := f.group("a")
+	require.NoError(t, f.e.Bind(cg, enforcement.Binding{Identity: 5}))
+	require.NoError(t, f.e.ApplyRules(rules(5,
+		"any 127.0.0.11/32:1011",
+		"tcp 127.0.0.12/32:1012",
+		"tcp 127.0.0.13/32:*",
+		"any 127.0.0.14/32:*",
+		"udp 127.0.0.15/32:1015",
+		"udp 127.0.0.16/32:*",
+	), nil))
+	h := f.start(dir)
+	// Allowed, and nothing listens there: "refused", not EPERM.
+	for _, dst := range []string{"127.0.0.11:1011", "127.0.0.12:1012", "127.0.0.13:1013", "127.0.0.14:1014"} {
+		require.Equal(t, "ECONNREFUSED", h.do(t, "tcp %s", dst), dst)
+	}
+	for _, dst := range []string{"127.0.0.11:1012", "127.0.0.12:1013", "127.0.0.15:1015", "127.0.0.16:1016"} {
+		require.Equal(t, "EPERM", h.do(t, "tcp %s", dst), dst)
+	}
+}
+
 // TestUDPSendmsg: an unconnected sendto is judged like a connect.
 func TestUDPSendmsg(t *testing.T) {
 	f := newFixture(t)

@@ -148,8 +148,9 @@ func FuzzRuleKey(f *testing.F) {
 }
 
 // TestLookupMatchesReference checks the kernel's LPM trie, keyed as
-// encodeRule keys it and probed the way the programs probe it (exact
-// proto and port, then each wildcard), against a naive matcher: random
+// encodeRule keys it and probed the way the programs probe it (any proto
+// with the port first, then exact, then the port wildcards), against a
+// naive matcher: random
 // rules, random destinations, IPv4 asked both as IPv4 and as v4-mapped
 // IPv6 (which the programs turn into the same key).
 func TestLookupMatchesReference(t *testing.T) {
@@ -205,7 +206,7 @@ func TestLookupMatchesReference(t *testing.T) {
 		if a.Is4() || a.Is4In6() {
 			k.Family = afInet
 		}
-		for _, pp := range [][2]uint16{{uint16(proto), port}, {uint16(proto), 0}, {0, port}, {0, 0}} {
+		for _, pp := range [][2]uint16{{0, port}, {uint16(proto), port}, {uint16(proto), 0}, {0, 0}} {
 			k.Proto, k.Port = uint8(pp[0]), pp[1]
 			var v uint8
 			if m.Lookup(k, &v) == nil {

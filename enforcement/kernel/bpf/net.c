@@ -128,25 +128,28 @@ static __always_inline void emit(__u64 cg, __u32 identity, __u8 hook, __u32 prot
 	bpf_ringbuf_submit(e, 0);
 }
 
+// allowed looks k up as (any, port), (proto, port), (proto, any),
+// (any, any); any hit allows. (any, port) comes first because it is the
+// common case: Compile writes every listener rule with protocol any and
+// the listener's port, so an allowed connect to a workload costs one
+// lookup. k is left modified.
 static __always_inline int allowed(struct rule_key *k)
 {
 	__u8 proto = k->proto;
 	__u16 port = k->port;
 
+	k->proto = 0;
 	if (bpf_map_lookup_elem(&rules, k))
+		return 1;
+	k->proto = proto;
+	if (proto && bpf_map_lookup_elem(&rules, k))
 		return 1;
 	k->port = 0;
 	if (port && bpf_map_lookup_elem(&rules, k))
 		return 1;
 	k->proto = 0;
-	k->port = port;
-	if (proto && bpf_map_lookup_elem(&rules, k))
-		return 1;
-	k->port = 0;
 	if (proto && port && bpf_map_lookup_elem(&rules, k))
 		return 1;
-	k->proto = proto;
-	k->port = port;
 	return 0;
 }
 
@@ -163,7 +166,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 hook, __u8 fam
 	// (IPPROTO_RAW), which no rule names: only any-protocol rules match.
 	__u8 proto = protocol <= 0xff ? protocol : 0xff;
 	__u32 identity = 0;
-	int audit = node_audit_only();
+	__u32 flags = 0;
 
 	if (b) {
 		struct rule_key k = {
@@ -180,8 +183,11 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 hook, __u8 fam
 		if (allowed(&k))
 			return 1;
 		identity = b->identity;
-		audit = audit || (b->flags & FLAG_AUDIT_ONLY);
+		flags = b->flags;
 	}
+	// Read only on the way to a refusal: an allowed connect pays for no
+	// settings lookup.
+	int audit = node_audit_only() || (flags & FLAG_AUDIT_ONLY);
 	// No binding: this cgroup sits in the task subtree without an identity
 	// (a process that escaped its task's group, or a group not yet bound):
 	// denied everything.

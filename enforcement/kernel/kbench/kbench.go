@@ -320,10 +320,9 @@ func (b *bench) taskWith(n int) (string, error) {
 	if err := b.e.Bind(cg, enforcement.Binding{Identity: id}); err != nil {
 		return "", err
 	}
-	rs := []enforcement.Rule{
-		{Prefix: netip.PrefixFrom(b.lnAddr.Addr(), 32), Port: b.lnAddr.Port(), Proto: enforcement.ProtoTCP},
-		{Prefix: netip.PrefixFrom(b.lnAddr.Addr(), 32), Port: b.lnAddr.Port(), Proto: enforcement.ProtoUDP},
-	}
+	// The listener rule as Compile writes one (protocol any, the port), so
+	// the figures are those of the common allowed connect.
+	rs := []enforcement.Rule{{Prefix: netip.PrefixFrom(b.lnAddr.Addr(), 32), Port: b.lnAddr.Port(), Proto: enforcement.ProtoAny}}
 	for range n {
 		rs = append(rs, filler(b.filled))
 		b.filled++
