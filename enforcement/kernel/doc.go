@@ -31,7 +31,9 @@
 // shows up as sock_create events.) The kernel runs cgroup/sock_create for
 // AF_INET and AF_INET6 only, so packet sockets are refused by the LSM
 // layer (socket_create) where it loads, and otherwise only by the missing
-// CAP_NET_RAW.
+// CAP_NET_RAW. The LSM layer keeps netlink sockets of every type (SOCK_RAW
+// is how Go's net.Interfaces and glibc's getaddrinfo open them): netlink
+// reaches the local kernel, not the network.
 //
 // A refusal returns EPERM and puts an event on the events ring buffer;
 // audit-only (per binding, or for the whole node in the settings map,

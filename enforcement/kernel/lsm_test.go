@@ -51,7 +51,7 @@ func TestEscapeSetControl(t *testing.T) {
 
 // TestLSMEscapeSet (T-106): with the BPF LSM layer, a process anywhere in
 // the task subtree, bound or not, as root, is refused ptrace, bpf(),
-// mount, module loading and packet sockets.
+// mount, module loading and packet sockets, and keeps netlink sockets.
 func TestLSMEscapeSet(t *testing.T) {
 	requireCgroupBPF(t)
 	if c := Probe(); !c.LSM {
@@ -78,6 +78,9 @@ func TestLSMEscapeSet(t *testing.T) {
 		}
 		require.Equal(t, want, h.do(t, "%s", c), c)
 	}
+	// Netlink is not egress, and SOCK_RAW is how it is opened (Go's
+	// net.Interfaces, glibc's getaddrinfo with AI_ADDRCONFIG): allowed.
+	require.Equal(t, "ok", h.do(t, "socket %d %d %d", unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE))
 }
 
 // TestLSMRefusedKeepsNetwork: asking for the LSM layer on a kernel that

@@ -12,6 +12,7 @@
 #define EPERM 1
 #define AF_INET 2
 #define AF_INET6 10
+#define AF_NETLINK 16
 #define AF_PACKET 17 // also what socket(AF_INET, SOCK_PACKET) becomes
 // Socket types as on every architecture but MIPS (which swaps STREAM and
 // DGRAM and which unum does not build for).
