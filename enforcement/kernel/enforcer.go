@@ -62,12 +62,12 @@ type Event struct {
 }
 
 // Stats is what `unum enforcement status` shows of one node's kernel side.
+// It costs a few syscalls whatever the maps hold, so a heartbeat may ask
+// for it; how full the maps are is MapSizes, which walks them.
 type Stats struct {
 	// Programs attached, by hook name: connect4, connect6, sendmsg4,
 	// sendmsg6, sock_create, and lsm/<hook> for the LSM layer.
 	Programs []string
-	// Maps: entries per map (cgroups, rules).
-	Maps map[string]int
 	// Dropped counts events the programs could not queue (ring buffer
 	// full) since the map was created.
 	Dropped uint64
@@ -540,9 +540,10 @@ func (e *Enforcer) SetNodeAuditOnly(on bool) error {
 	return nil
 }
 
-// Stats reports what is attached and how full the maps are.
+// Stats reports what is attached, the event counters and the node
+// setting. It reads two map entries and no more.
 func (e *Enforcer) Stats() (Stats, error) {
-	s := Stats{Maps: map[string]int{}, LSMReason: e.lsmReason}
+	s := Stats{LSMReason: e.lsmReason}
 	for name := range e.links {
 		s.Programs = append(s.Programs, name)
 	}
@@ -550,13 +551,6 @@ func (e *Enforcer) Stats() (Stats, error) {
 	s.Layers = append(s.Layers, enforcement.LayerNetwork)
 	if e.lsm != nil {
 		s.Layers = append(s.Layers, enforcement.LayerLSM)
-	}
-	for name, m := range map[string]*ebpf.Map{"cgroups": e.net.Cgroups, "rules": e.net.Rules} {
-		n, err := countKeys(m)
-		if err != nil {
-			return Stats{}, fmt.Errorf("enforcer: count %s: %w", name, err)
-		}
-		s.Maps[name] = n
 	}
 	var per []uint64
 	if err := e.net.Dropped.Lookup(uint32(0), &per); err != nil {
@@ -572,6 +566,21 @@ func (e *Enforcer) Stats() (Stats, error) {
 	}
 	s.NodeAuditOnly = set.Flags&settingAuditOnly != 0
 	return s, nil
+}
+
+// MapSizes counts the entries of the cgroups and rules maps as the kernel
+// holds them. It walks both maps (two syscalls per entry), so it is for
+// checks and tests, not for a heartbeat: the agent knows what it wrote.
+func (e *Enforcer) MapSizes() (map[string]int, error) {
+	out := map[string]int{}
+	for name, m := range map[string]*ebpf.Map{"cgroups": e.net.Cgroups, "rules": e.net.Rules} {
+		n, err := countKeys(m)
+		if err != nil {
+			return nil, fmt.Errorf("enforcer: count %s: %w", name, err)
+		}
+		out[name] = n
+	}
+	return out, nil
 }
 
 func countKeys(m *ebpf.Map) (int, error) {

@@ -343,7 +343,9 @@ func TestSurvivesAgentKill(t *testing.T) {
 	st, err := e.Stats()
 	require.NoError(t, err)
 	require.Equal(t, []string{"connect4", "connect6", "sendmsg4", "sendmsg6", "sock_create"}, st.Programs)
-	require.Equal(t, map[string]int{"cgroups": 1, "rules": 1}, st.Maps)
+	sizes, err := e.MapSizes()
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"cgroups": 1, "rules": 1}, sizes)
 	require.Equal(t, []string{enforcement.LayerNetwork}, st.Layers)
 	require.Equal(t, "EPERM", h.do(t, "tcp %s", forbidden))
 
