@@ -353,16 +353,10 @@ func (e *Enforcer) openLSM() error {
 			return &lsmRefusedError{fmt.Errorf("attach lsm/%s: %w", h.name, err)}
 		}
 		path := filepath.Join(linksDir(e.cfg.PinDir), lsmLinkPrefix+h.name)
-		if old, err := link.LoadPinnedLink(path, nil); err == nil {
-			if err := old.Unpin(); err != nil {
-				l.Close()
-				old.Close()
-				return fmt.Errorf("enforcer: unpin old lsm/%s: %w", h.name, err)
-			}
-			old.Close()
-		} else if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		// The new link is attached: only now may the old one go.
+		if err := unpinLink(path); err != nil {
 			l.Close()
-			return fmt.Errorf("enforcer: remove lsm/%s pin: %w", h.name, err)
+			return err
 		}
 		if err := l.Pin(path); err != nil {
 			l.Close()
@@ -425,10 +419,6 @@ func unpinLink(path string) error {
 // version's programs and recreated empty (their entries were lost; the
 // agent must sync them again). The caller should audit it.
 func (e *Enforcer) Recreated() []string { return slices.Clone(e.recreated) }
-
-// CgroupID returns the v2 cgroup id of the task root the programs are
-// attached to.
-func (e *Enforcer) CgroupID() uint64 { return e.cgroupID }
 
 // Bindings returns the cgroups map: task cgroup id → binding.
 func (e *Enforcer) Bindings() (map[uint64]enforcement.Binding, error) {

@@ -7,5 +7,6 @@
 //
 // Run needs root and cgroup BPF. It moves the calling process between
 // cgroups while it measures, so it is for a bench command or a benchmark,
-// never for a running agent. Only cmd/unum and tests import it.
+// never for a running agent. Only internal/bench (`unum bench enforce`)
+// imports it.
 package kbench
