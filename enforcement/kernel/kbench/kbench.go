@@ -16,13 +16,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/unumos/unum/enforcement"
 	"github.com/unumos/unum/enforcement/kernel"
+	"github.com/unumos/unum/scheduler/cgroup"
+	"github.com/unumos/unum/scheduler/executor/reaper"
 )
 
 // Options says what to measure. Zero fields take the defaults.
@@ -60,6 +61,9 @@ type Result struct {
 	// NsPerConnect: median over the rounds of each round's median
 	// connect() time.
 	NsPerConnect float64
+	// AddedNs: NsPerConnect minus that of ConfigNone with the same Proto,
+	// what the configuration adds to a connect() (0 for ConfigNone).
+	AddedNs float64
 	// Rounds: every round's median, in order.
 	Rounds []float64
 }
@@ -157,24 +161,24 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 			if err != nil {
 				return rep, err
 			}
-			results[i].Rounds = append(results[i].Rounds, medianDuration(ds))
+			results[i].Rounds = append(results[i].Rounds, float64(median(ds).Nanoseconds()))
+		}
+	}
+	base := map[string]float64{}
+	for i := range results {
+		results[i].NsPerConnect = median(results[i].Rounds)
+		if results[i].Config == ConfigNone {
+			base[results[i].Proto] = results[i].NsPerConnect
 		}
 	}
 	for i := range results {
-		results[i].NsPerConnect = median(results[i].Rounds)
-		opts.Log.Info("measured", "config", string(results[i].Config), "entries", results[i].Entries, "proto", results[i].Proto,
-			"ns_per_connect", int(results[i].NsPerConnect))
+		r := &results[i]
+		r.AddedNs = r.NsPerConnect - base[r.Proto]
+		opts.Log.Info("measured", "config", string(r.Config), "entries", r.Entries, "proto", r.Proto,
+			"ns_per_connect", int(r.NsPerConnect), "added_ns", int(r.AddedNs))
 	}
 	rep.Results = results
 	return rep, nil
-}
-
-func medianDuration(ds []time.Duration) float64 {
-	xs := make([]float64, len(ds))
-	for i, d := range ds {
-		xs[i] = float64(d.Nanoseconds())
-	}
-	return median(xs)
 }
 
 func (o Options) withDefaults() Options {
@@ -193,34 +197,15 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-func median(xs []float64) float64 {
+// median of a non-empty xs; the mean of the middle two when len(xs) is
+// even (a Duration's halves round down).
+func median[T ~int64 | ~float64](xs []T) T {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	if len(s)%2 == 1 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// WriteText writes the report as a table, with the cost each
-// configuration adds over "none".
-func (r Report) WriteText(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "config\tproto\tentries\tns/connect\tadded ns\t\n")
-	base := map[string]float64{}
-	for _, x := range r.Results {
-		if x.Config == ConfigNone {
-			base[x.Proto] = x.NsPerConnect
-		}
-	}
-	for _, x := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%+.0f\t\n", x.Config, x.Proto, x.Entries, x.NsPerConnect, x.NsPerConnect-base[x.Proto])
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	_, err := fmt.Fprintf(w, "kernel %s; iptables: %s\n", r.Kernel, r.Iptables)
-	return err
 }
 
 // bench is the set-up shared by the measurements.
@@ -241,19 +226,21 @@ type bench struct {
 }
 
 func setup(ctx context.Context, opts Options) (_ *bench, err error) {
-	c := kernel.Probe()
-	if !c.CgroupBPF {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("bench enforce: it loads BPF programs and moves this process between cgroups: run it as root")
+	}
+	if c := kernel.Probe(); !c.CgroupBPF {
 		return nil, fmt.Errorf("bench enforce: no cgroup BPF here: %s", c.Reason)
 	}
-	own, err := ownCgroup(c.CgroupV2)
+	l, err := cgroup.DetectHost()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bench enforce: %w", err)
 	}
 	name := fmt.Sprintf("unum-bench-%d", os.Getpid())
 	b := &bench{
 		name:   name,
-		base:   filepath.Join(c.CgroupV2, name),
-		ownCG:  own,
+		base:   filepath.Join(l.V2.Mount, name),
+		ownCG:  l.V2.Own,
 		pinDir: filepath.Join("/sys/fs/bpf", name),
 		log:    opts.Log,
 	}
@@ -353,14 +340,9 @@ func (b *bench) close() {
 	if err := kernel.Remove(b.pinDir); err != nil {
 		b.log.Warn("bench enforce: remove pins", "err", err.Error())
 	}
-	dirs := []string{b.taskRoot, b.plain, b.base}
-	for id := enforcement.IdentityNum(1); id <= b.nextID; id++ {
-		dirs = slices.Insert(dirs, 0, filepath.Join(b.taskRoot, fmt.Sprintf("t%d", id)))
-	}
-	for _, d := range dirs {
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			b.log.Warn("bench enforce: remove cgroup", "dir", d, "err", err.Error())
-		}
+	// The process has left: the groups are empty.
+	if err := reaper.RemoveTree(b.base, 2*time.Second); err != nil {
+		b.log.Warn("bench enforce: remove cgroups", "err", err.Error())
 	}
 }
 
@@ -405,20 +387,6 @@ func connects(proto string, addr netip.AddrPort, n int) ([]time.Duration, error)
 		}
 	}
 	return ds, nil
-}
-
-// ownCgroup returns the v2 cgroup directory of this process.
-func ownCgroup(mount string) (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", fmt.Errorf("bench enforce: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			return filepath.Join(mount, p), nil
-		}
-	}
-	return "", errors.New("bench enforce: no cgroup v2 entry in /proc/self/cgroup")
 }
 
 // moveSelf moves the whole process (every thread) into the cgroup dir.
