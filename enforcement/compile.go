@@ -4,7 +4,10 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/unumos/unum/identity"
 )
 
 // Grant is one thing the policy lets an identity reach (policy.NetGrant,
@@ -26,7 +29,6 @@ type Identity struct {
 	Num       IdentityNum
 	SPIFFEID  string
 	Namespace string
-	Job       string
 	// Egress are the SPIFFE IDs the job declared (its spec's egress).
 	Egress []string
 	// Grants are what data.unum.network.egress gave it.
@@ -69,8 +71,9 @@ type Plan map[IdentityNum][]Rule
 // (jobspec: a port is a name the scheduler gives a number), and the number
 // is the task's on that address whichever protocol it speaks, so one "any"
 // rule is exact where tcp and udp would be two rules for the same
-// reachability; the hooks see only TCP and UDP (and ICMP echo sockets),
-// raw and packet sockets being refused when they are created.
+// reachability: a task can only create TCP and UDP sockets (the
+// sock_create hook refuses every other IPv4/IPv6 socket), so those are the
+// only protocols the connect and sendmsg hooks ever judge.
 //
 // Listeners with no valid address, a zoned address or port 0 are skipped:
 // port 0 would read as "every port". IPv4-mapped addresses are written as
@@ -147,26 +150,20 @@ func appendPrefixRules(rules []Rule, g Grant) []Rule {
 	return rules
 }
 
-// workloadNamespace is NS of spiffe://TD/ns/NS/REST (REST not empty), as
-// identity.Classify reads a workload ID; "" for any other ID, which no
-// namespace grant covers.
-func workloadNamespace(id string) string {
-	rest, ok := strings.CutPrefix(id, "spiffe://")
-	if !ok {
+// workloadNamespace is the namespace of a workload ID as identity.Classify
+// reads it; "" for anything else (not a valid SPIFFE ID, or not a
+// workload), which no namespace grant covers.
+func workloadNamespace(s string) string {
+	id, err := spiffeid.FromString(s)
+	if err != nil {
 		return ""
 	}
-	_, path, ok := strings.Cut(rest, "/")
-	if !ok {
-		return ""
+	if p := identity.Classify(id); p.Kind == identity.KindWorkload {
+		return p.Namespace
 	}
-	segs := strings.SplitN(path, "/", 3)
-	if len(segs) < 3 || segs[0] != "ns" || segs[1] == "" || segs[1] == "-" || segs[2] == "" {
-		return ""
-	}
-	return segs[1]
+	return ""
 }
 
-// canonical sorts rules and drops duplicates, in place.
 // CanonicalRules sorts rules by CompareRules and drops duplicates, in
 // place: the form a Plan holds.
 func CanonicalRules(rules []Rule) []Rule { return canonical(rules) }

@@ -8,8 +8,10 @@
 // policy.Engine.NetworkGrants) and the scheduler's listeners into
 // per-identity allow rules (Compile), and the difference between two such
 // plans (Diff), which is what a node applies when either changes. It does
-// no I/O, imports neither policy nor control (the caller converts
-// policy.NetGrant into Grant), and may be imported by any package. The BPF
+// no I/O, reads workload IDs with identity.Classify (so a namespace means
+// here what it means to the policy), imports neither policy nor control
+// (the caller converts policy.NetGrant into Grant), and may be imported by
+// any package but identity. The BPF
 // programs and their loader live in enforcement/kernel; the node agent
 // (node/) wires them to the sync stream and the audit log.
 //
