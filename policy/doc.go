@@ -64,5 +64,7 @@
 //     recent ones in memory).
 //
 // The package does no network or store I/O: control/ stores revisions in
-// etcd and node/ feeds the View. It may be imported by any package.
+// etcd and node/ feeds the View. It imports enforcement (grant protocols
+// are checked with the compiler's own reader, ParseProto), so it may be
+// imported by any package but enforcement and identity.
 package policy

@@ -16,6 +16,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/unumos/unum/enforcement"
 )
 
 // NetworkQuery is where a bundle says what a workload may connect to:
@@ -52,7 +54,8 @@ const (
 	MaxGrantPorts = 64
 )
 
-// Grant protocols (enforcement.ParseProto reads the same words).
+// Grant protocols: the words enforcement.ParseProto reads, which
+// validates them.
 const (
 	ProtocolAny = "any"
 	ProtocolTCP = "tcp"
@@ -271,12 +274,12 @@ func parseNetGrant(v any) (NetGrant, error) {
 		if err != nil {
 			return g, err
 		}
-		switch p {
-		case ProtocolAny, ProtocolTCP, ProtocolUDP:
-			g.Protocol = p
-		default:
-			return g, fmt.Errorf("protocol %q is not tcp, udp or any", p)
+		// The compiler's own reader: a word it would not read never
+		// gets past the policy.
+		if _, err := enforcement.ParseProto(p); err != nil {
+			return g, err
 		}
+		g.Protocol = p
 	}
 	if hasPorts {
 		ps, ok := obj["ports"].([]any)

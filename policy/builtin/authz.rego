@@ -265,17 +265,23 @@ grants contains "workloads may use their own namespace's data" if {
 # kernel, with the source itself as the resource.
 net_source := {"kind": "net", "namespace": input.subject.namespace, "name": input.subject.name}
 
+# net_egress_as_given is the source's grants as package unum.network
+# gives them, evaluated once per decision (a complete rule's value is
+# cached): net_egress and the "is a set" check below both read it.
+# Undefined without package unum.network. It is evaluated for net.connect
+# decisions only.
+net_egress_as_given := x if {
+	x := data.unum.network.egress with input.resource as net_source
+}
+
 # Without package unum.network (or with no grants) nothing is granted.
 default net_egress := []
 
 # Read through JSON so that its type is unknown to the type checker: a
 # bundle's own network package may give egress a narrow type (a set of
 # strings, of objects with other keys), against which the matching below
-# would not type-check and would refuse the whole bundle. It is evaluated
-# for net.connect decisions only.
-net_egress := json.unmarshal(json.marshal(x)) if {
-	x := data.unum.network.egress with input.resource as net_source
-}
+# would not type-check and would refuse the whole bundle.
+net_egress := json.unmarshal(json.marshal(net_egress_as_given))
 
 # net_invalid lists what is wrong with the subject's grants. unum
 # validates the grants in Go when it compiles them for the kernel
@@ -293,7 +299,9 @@ net_grant_kinds := {"id", "namespace", "cidr"}
 net_grant_keys := net_grant_kinds | {"ports", "protocol"}
 
 net_invalid contains "egress is not a set" if {
-	x := data.unum.network.egress with input.resource as net_source
+	# Bound first: without package unum.network there is nothing to
+	# check, and "not is_set" of an undefined value would be true.
+	x := net_egress_as_given
 	not is_set(x)
 }
 
