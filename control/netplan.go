@@ -114,7 +114,7 @@ func (s *Server) networkOf(ctx context.Context, st networkState, node string) (o
 			// stays unmapped, which the kernel denies everything.
 			continue
 		}
-		id := enforcement.Identity{Num: enforcement.IdentityNum(rec.NetID), SPIFFEID: rec.SPIFFEID, Namespace: rec.Namespace, Job: rec.Name}
+		id := enforcement.Identity{Num: enforcement.IdentityNum(rec.NetID), SPIFFEID: rec.SPIFFEID, Namespace: rec.Namespace}
 		for _, e := range rec.Egress {
 			id.Egress = append(id.Egress, e.Target)
 		}

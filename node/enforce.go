@@ -47,7 +47,10 @@ const bindWait = 30 * time.Second
 type enforcer struct {
 	n      *node
 	k      *kernel.Enforcer // nil: degraded
-	reason string           // why degraded ("" when not)
+	reason string           // why degraded, or why the LSM layer is not active ("" when neither)
+	// recreated are the pinned maps Open found with another layout and
+	// recreated empty (recorded with the mode at start).
+	recreated []string
 	// layers are the active layers, fixed for the run: the task shim's
 	// (seccomp, landlock) and the BPF ones Open attached.
 	layers []string
@@ -141,8 +144,10 @@ func (n *node) startEnforcement(c *compute) *enforcer {
 		k, err := openKernel(n, kernel.Config{
 			PinDir: e.pinDir,
 			Cgroup: c.cgroups.Root(),
-			LSM:    caps.LSM,
-			Log:    n.log.With("component", "enforcement"),
+			// Open loads the LSM layer where the kernel allows it and
+			// says why not otherwise (reported as the reason).
+			LSM: true,
+			Log: n.log.With("component", "enforcement"),
 		})
 		if err != nil {
 			e.reason = "load BPF programs: " + err.Error()
@@ -201,6 +206,10 @@ func (e *enforcer) adopt() error {
 		return err
 	}
 	e.layers = append(e.layers, st.Layers...)
+	if st.LSMReason != "" {
+		e.reason = "bpf-lsm not active: " + st.LSMReason
+	}
+	e.recreated = e.k.Recreated()
 	e.mu.Lock()
 	// What the pinned settings say is what the kernel does until the
 	// first sync: report it so.
@@ -244,6 +253,9 @@ type EnforcementModeDetails struct {
 	Before string   `json:"before,omitempty"`
 	Layers []string `json:"layers"`
 	Reason string   `json:"reason,omitempty"`
+	// Recreated are pinned maps an upgrade found with another layout and
+	// recreated empty: they denied everything until the first sync.
+	Recreated []string `json:"recreated,omitempty"`
 }
 
 // noteMode records the mode when it changed (at start too, with the
@@ -262,7 +274,7 @@ func (e *enforcer) noteMode() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ev := audit.Event{Kind: audit.KindKernel, Action: audit.ActionEnforcementMode, Outcome: audit.Allow, Subject: n.id.String(),
-		Resource: "node/-/" + n.cfg.Name}.WithDetails(EnforcementModeDetails{Mode: string(mode), Before: string(before), Layers: layers, Reason: e.reason})
+		Resource: "node/-/" + n.cfg.Name}.WithDetails(EnforcementModeDetails{Mode: string(mode), Before: string(before), Layers: layers, Reason: e.reason, Recreated: e.recreated})
 	if err := n.audit.Record(ctx, &ev); err != nil {
 		n.log.Error("audit record failed", "action", ev.Action, "err", err)
 	}
@@ -473,15 +485,16 @@ func (e *enforcer) report(req *unumv1.HeartbeatRequest) {
 	r := &unumv1.NodeEnforcement{Mode: string(e.mu.mode), Reason: e.reason, Layers: slices.Clone(e.layers),
 		SyncRevision: e.mu.syncRev, Error: e.mu.err, EventsDropped: e.mu.dropped}
 	r.DenialsPerMinute = e.mu.denials.perMinute(time.Now())
+	if e.k != nil {
+		// What the node put in the maps (read back whenever an update
+		// failed): walking the kernel's maps every heartbeat would cost a
+		// system call per entry.
+		r.Maps = map[string]int64{"rules": int64(e.mu.applied.Len()), "cgroups": int64(len(e.mu.bound))}
+	}
 	e.mu.Unlock()
-	// Outside the lock: counting map entries walks the maps.
 	if e.k != nil {
 		if st, err := e.k.Stats(); err == nil {
 			r.Programs = st.Programs
-			r.Maps = map[string]int64{}
-			for k, v := range st.Maps {
-				r.Maps[k] = int64(v)
-			}
 			r.EventsDropped += int64(st.Dropped) + int64(st.Undecodable)
 		} else {
 			r.Error = strings.TrimPrefix(r.Error+"; stats: "+err.Error(), "; ")

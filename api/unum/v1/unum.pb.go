@@ -9384,12 +9384,14 @@ type NodeEnforcement struct {
 	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	// "enforce" | "audit-only" | "degraded"
 	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
-	// Why the node is degraded ("" when it is not).
+	// Why the node is degraded, or why the BPF LSM layer is not active
+	// ("" when neither).
 	Reason string   `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	Layers []string `protobuf:"bytes,4,rep,name=layers,proto3" json:"layers,omitempty"`
 	// The BPF programs attached (connect4, ..., lsm/bpf).
 	Programs []string `protobuf:"bytes,5,rep,name=programs,proto3" json:"programs,omitempty"`
-	// Entries per BPF map (cgroups, rules).
+	// Entries the node put in its BPF maps (cgroups, rules), as it applied
+	// them (read back from the kernel whenever an update failed).
 	Maps map[string]int64 `protobuf:"bytes,6,rep,name=maps,proto3" json:"maps,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// The etcd revision of the last sync whose network the node applied.
 	SyncRevision int64 `protobuf:"varint,7,opt,name=sync_revision,json=syncRevision,proto3" json:"sync_revision,omitempty"`
