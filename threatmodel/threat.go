@@ -22,6 +22,34 @@ const (
 	Open Status = "open"
 )
 
+// Capability is what the attacker holds: the class of attacker a threat
+// assumes. The classes are the issue-9 list; each threat picks the weakest
+// class that can mount it.
+type Capability string
+
+const (
+	// NetworkPeer reaches a listener over the network and holds no
+	// credential of the cluster (or a stolen, copied, out-of-band one: a
+	// join token read from a log).
+	NetworkPeer Capability = "network-peer"
+	// CompromisedWorkload runs code as a task, or as another local user, on
+	// a node: it can reach the node's sockets and its own task's files.
+	CompromisedWorkload Capability = "compromised-workload"
+	// CompromisedNode holds a node's SVID and keys, or root on the node.
+	CompromisedNode Capability = "compromised-node"
+	// MaliciousInsider holds a legitimate credential: a user's certificate,
+	// a delegated credential, an operator role, an audit reader's access.
+	MaliciousInsider Capability = "malicious-insider"
+	// StolenDisk reads (or writes) a node's disk or a backup offline.
+	StolenDisk Capability = "stolen-disk"
+)
+
+// Capabilities lists the attacker classes in the order the register and
+// the docs group them.
+func Capabilities() []Capability {
+	return []Capability{NetworkPeer, CompromisedWorkload, CompromisedNode, MaliciousInsider, StolenDisk}
+}
+
 // Threat is one entry of the register.
 type Threat struct {
 	// ID is "T-" followed by at least three digits, e.g. "T-001". IDs are
@@ -35,15 +63,37 @@ type Threat struct {
 	Asset string
 	// Boundary is the trust boundary the attack crosses.
 	Boundary string
-	// Attacker is who attacks, and from where.
-	Attacker   string
+	// Attacker is who attacks, and from where, in words.
+	Attacker string
+	// Capability classifies Attacker: what the attacker holds.
+	Capability Capability
 	Mitigation string
 	Status     Status
 	// Reason is required for Accepted threats.
 	Reason string
 	// Tests are references "pkgpath.TestName[/subtest]"; see ParseTestRef.
 	Tests []string
+	// Kernel is set when part of the mitigation depends on a kernel feature
+	// that production kernels may lack (BPF LSM, say).
+	Kernel *KernelDependency
 }
+
+// KernelDependency names the tests of a mitigation that need a kernel
+// feature and the tests of what stands in when the kernel lacks it. The
+// results check lets a Tests entry skip only when its skip message starts
+// with KernelLacks(Feature) (the feature probe said no) and every Fallback
+// test passed in the same run. Tests and Fallback are also listed in the
+// threat's Tests.
+type KernelDependency struct {
+	Feature  string   // "bpf-lsm"
+	Tests    []string // may skip when the probe says the kernel lacks Feature
+	Fallback []string // must pass whenever one of Tests skipped
+}
+
+// KernelLacks is how a test that needs feature says the kernel lacks it:
+// t.Skip(threatmodel.KernelLacks("bpf-lsm") + reason). The check reads the
+// skip message for it; any other skip of a mitigated threat's test fails.
+func KernelLacks(feature string) string { return "kernel lacks " + feature + ": " }
 
 const strideOrder = "STRIDE"
 
