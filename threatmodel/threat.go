@@ -61,8 +61,11 @@ type Threat struct {
 	STRIDE string
 	// Asset is what the attacker is after.
 	Asset string
-	// Boundary is the trust boundary the attack crosses.
+	// Boundary is the trust boundary the attack crosses, in words.
 	Boundary string
+	// Crosses names the boundaries of TrustBoundaries that Boundary
+	// describes (one or more).
+	Crosses []string
 	// Attacker is who attacks, and from where, in words.
 	Attacker string
 	// Capability classifies Attacker: what the attacker holds.
