@@ -4,9 +4,9 @@ package threatmodel
 // may not simply be believed on the other. Every threat crosses at least
 // one (Threat.Crosses holds their names).
 type TrustBoundary struct {
-	Name        string // short, stable: "workload-api"
-	Title       string
-	Description string // who is on each side and what checks the crossing
+	Name        string `json:"name"` // short, stable: "workload-api"
+	Title       string `json:"title"`
+	Description string `json:"description"` // who is on each side and what checks the crossing
 }
 
 // TrustBoundaries lists the cluster's trust boundaries, in the order the

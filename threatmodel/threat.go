@@ -54,31 +54,31 @@ func Capabilities() []Capability {
 type Threat struct {
 	// ID is "T-" followed by at least three digits, e.g. "T-001". IDs are
 	// never reused once published.
-	ID    string
-	Title string
+	ID    string `json:"id"`
+	Title string `json:"title"`
 	// STRIDE holds the letters of the classes the threat belongs to, in
 	// STRIDE order, e.g. "S" or "SE".
-	STRIDE string
+	STRIDE string `json:"stride"`
 	// Asset is what the attacker is after.
-	Asset string
+	Asset string `json:"asset"`
 	// Boundary is the trust boundary the attack crosses, in words.
-	Boundary string
+	Boundary string `json:"boundary"`
 	// Crosses names the boundaries of TrustBoundaries that Boundary
 	// describes (one or more).
-	Crosses []string
+	Crosses []string `json:"crosses"`
 	// Attacker is who attacks, and from where, in words.
-	Attacker string
+	Attacker string `json:"attacker"`
 	// Capability classifies Attacker: what the attacker holds.
-	Capability Capability
-	Mitigation string
-	Status     Status
+	Capability Capability `json:"capability"`
+	Mitigation string     `json:"mitigation"`
+	Status     Status     `json:"status"`
 	// Reason is required for Accepted threats.
-	Reason string
+	Reason string `json:"reason,omitempty"`
 	// Tests are references "pkgpath.TestName[/subtest]"; see ParseTestRef.
-	Tests []string
+	Tests []string `json:"tests"`
 	// Kernel is set when part of the mitigation depends on a kernel feature
 	// that production kernels may lack (BPF LSM, say).
-	Kernel *KernelDependency
+	Kernel *KernelDependency `json:"kernel,omitempty"`
 }
 
 // KernelDependency names the tests of a mitigation that need a kernel
@@ -88,9 +88,9 @@ type Threat struct {
 // test passed in the same run. Tests and Fallback are also listed in the
 // threat's Tests.
 type KernelDependency struct {
-	Feature  string   // "bpf-lsm"
-	Tests    []string // may skip when the probe says the kernel lacks Feature
-	Fallback []string // must pass whenever one of Tests skipped
+	Feature  string   `json:"feature"`  // "bpf-lsm"
+	Tests    []string `json:"tests"`    // may skip when the probe says the kernel lacks Feature
+	Fallback []string `json:"fallback"` // must pass whenever one of Tests skipped
 }
 
 // KernelLacks is how a test that needs feature says the kernel lacks it:

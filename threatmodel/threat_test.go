@@ -1,7 +1,6 @@
 package threatmodel
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -120,51 +119,4 @@ func TestSortByID(t *testing.T) {
 		ids = append(ids, th.ID)
 	}
 	require.Equal(t, []string{"bad", "T-002", "T-010", "T-999", "T-1000"}, ids)
-}
-
-func TestMarkdown(t *testing.T) {
-	th := validThreat()
-	accepted := validThreat()
-	accepted.ID, accepted.Status, accepted.Reason = "T-002", Accepted, "dev only"
-	accepted.Tests = []string{"a.TestX", "b.TestY/with|pipe"}
-	hostile := validThreat()
-	hostile.ID, hostile.Title, hostile.Mitigation = "T-003", "a | b", "line one\nline two\r\nthree"
-
-	tests := []struct {
-		name    string
-		threats []Threat
-		want    []string
-	}{
-		{"empty", nil, nil},
-		{"one", []Threat{th},
-			[]string{"| T-001 | title | S | asset | boundary | attacker | mitigation | mitigated | `identity/ca.TestX` |"}},
-		{"accepted shows reason and every test", []Threat{accepted},
-			[]string{"| T-002 | title | S | asset | boundary | attacker | mitigation | accepted: dev only | `a.TestX`<br>`b.TestY/with\\|pipe` |"}},
-		{"escapes pipes and line breaks", []Threat{hostile},
-			[]string{"| T-003 | a \\| b | S | asset | boundary | attacker | line one<br>line two<br>three | mitigated | `identity/ca.TestX` |"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			lines := strings.Split(strings.TrimSuffix(Markdown(tt.threats), "\n"), "\n")
-			require.Equal(t, "| ID | Threat | STRIDE | Asset | Boundary | Attacker | Mitigation | Status | Tests |", lines[0])
-			require.Equal(t, "|---|---|---|---|---|---|---|---|---|", lines[1])
-			require.Equal(t, tt.want, nilIfEmpty(lines[2:]))
-		})
-	}
-
-	t.Run("register renders one row per threat", func(t *testing.T) {
-		reg := Register()
-		out := Markdown(reg)
-		require.Equal(t, len(reg)+2, strings.Count(out, "\n"))
-		for _, th := range reg {
-			require.Contains(t, out, "| "+th.ID+" |")
-		}
-	})
-}
-
-func nilIfEmpty(s []string) []string {
-	if len(s) == 0 {
-		return nil
-	}
-	return s
 }
