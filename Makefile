@@ -5,8 +5,17 @@ PKGS      := ./...
 # Packages whose cores run concurrently get the race detector in `make test`.
 RACE_PKGS := ./audit/... ./identity/... ./policy/... ./storage/... ./internal/... ./control/... ./node/... ./scheduler/...
 TEST_TIMEOUT ?= 15m
+# make test keeps every test's outcome here (go test -json) for the threat
+# register's check: a mitigated threat whose test failed or skipped fails it.
+RESULTS   := .test-results
+# With -json, go test prints no progress: this turns its package results
+# into "pass <package> <seconds>s" lines.
+PROGRESS  := sed -u -n -E 's/^\{"Time":"[^"]*","Action":"(pass|fail|skip)","Package":"([^"]*)","Elapsed":([0-9.]+)[,}].*$$/\1\t\2\t\3s/p'
+# Pipelines in recipes fail when any stage fails.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
-.PHONY: all build run test test-race bench lint generate generate-bpf clean deps
+.PHONY: all build run test test-race bench lint generate generate-bpf clean deps threatmodel
 
 all: build
 
@@ -16,10 +25,24 @@ build:
 run: build
 	./$(BIN) dev
 
+# The whole suite, then the race detector on the concurrent packages, then
+# the threat register's check over both runs. Every step runs even when an
+# earlier one failed, so one run reports everything; any failure fails it.
 test: build deps
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
-	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
+	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
+	@status=0; \
+	echo "go test -json $(PKGS) > $(RESULTS)/test.json"; \
+	$(GO) test -json -count=1 -timeout $(TEST_TIMEOUT) $(PKGS) | tee $(RESULTS)/test.json | $(PROGRESS) || status=1; \
+	echo "go test -json -race $(RACE_PKGS) > $(RESULTS)/race.json"; \
+	$(GO) test -json -count=1 -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS) | tee $(RESULTS)/race.json | $(PROGRESS) || status=1; \
+	./$(BIN) threatmodel check --results $(RESULTS)/test.json,$(RESULTS)/race.json || status=1; \
+	exit $$status
+
+# Regenerates docs/THREATMODEL.md from threatmodel/ and the shipped policy
+# (internal/cli.TestThreatModelDocIsCurrent fails when it is stale).
+threatmodel: build
+	./$(BIN) threatmodel -o md > docs/THREATMODEL.md
 
 bench: build
 	$(GO) test -run='^$$' -bench=. -benchtime=1x $(PKGS)

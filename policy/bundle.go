@@ -508,3 +508,10 @@ func (b *Bundle) WriteDir(dir string) error {
 	}
 	return nil
 }
+
+// Data is the bundle's data documents merged into one tree, as the policy
+// reads it under data (data.bindings, data.namespace_bindings, …).
+func (b *Bundle) Data() (map[string]any, error) {
+	_, data, err := b.parse()
+	return data, err
+}

@@ -98,6 +98,9 @@ func commands() []*command {
 		{name: "policy", summary: "the cluster's Rego policy: apply, test, check, explain, shadow, roll back", sub: policyCommands()},
 		{name: "audit", summary: "the tamper-evident audit log: tail, query, verify, proof, export", sub: auditCommands()},
 		{name: "cred", summary: "delegated credentials: delegate, inspect, list, revoke", sub: credCommands()},
+		{name: "threatmodel", summary: "the threat register, trust boundaries and privileged actions (-o md|json, --live)", run: runThreatModel, sub: []*command{
+			{name: "check", summary: "fail when a mitigated threat's test failed or skipped in go test -json results (--results FILES)", run: runThreatModelCheck},
+		}},
 		{name: "dev", summary: "run a whole cluster on this machine", run: runDev},
 		{name: "bench", summary: "benchmark a component (svid, revocation, authz, audit, cred, sched, enforce)", run: runBench},
 		{name: "version", summary: "print the version", run: func(e *env, _ []string) error {
