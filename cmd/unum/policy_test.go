@@ -161,6 +161,13 @@ func TestPolicyDevCluster(t *testing.T) {
 		require.True(t, c.ShadowAllow)
 	}
 
+	// The revision also binds a deploy pipeline to the operator role.
+	data, err := os.ReadFile(filepath.Join(dir, "data.json"))
+	require.NoError(t, err)
+	bound := strings.Replace(string(data), `"bindings": {}`, `"bindings": {"spiffe://unum.local/ns/ci/job/deployer": "operator"}`, 1)
+	require.NotEqual(t, string(data), bound)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "data.json"), []byte(bound), 0o644))
+
 	// Apply: every node serves revision 2 soon after.
 	r = unum(t, d.env, "policy", "apply", dir, "-m", "nodes list nodes")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -177,6 +184,35 @@ func TestPolicyDevCluster(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "+++ revision 2/nodes.rego")
 	require.Contains(t, r.stdout, `+grants contains "nodes may list nodes" if {`)
+
+	// The live threat model answers "who is privileged here" from
+	// revision 2: the bound pipeline and the cluster's operators may
+	// register identities; the shipped answer knows neither.
+	r = unum(t, d.env, "user", "add", "olivia", "--role", "operator")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = unum(t, d.env, "threatmodel", "--live", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var live struct {
+		Threats    []json.RawMessage `json:"threats"`
+		Source     string            `json:"source"`
+		Privileged []struct {
+			Action    string   `json:"action"`
+			GrantedTo []string `json:"granted_to"`
+		} `json:"privileged_actions"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &live), r.stdout)
+	require.NotEmpty(t, live.Threats)
+	require.Contains(t, live.Source, "policy revision 2 of unum.local")
+	granted := map[string][]string{}
+	for _, a := range live.Privileged {
+		granted[a.Action] = a.GrantedTo
+	}
+	require.Contains(t, granted["id.register"], "spiffe://unum.local/ns/ci/job/deployer")
+	require.Contains(t, granted["id.register"], "role operator (olivia)")
+	require.NotContains(t, granted["policy.apply"], "spiffe://unum.local/ns/ci/job/deployer")
+	r = unum(t, d.env, "threatmodel", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NotContains(t, r.stdout, "deployer")
 
 	// The lockout guard refuses a bundle that locks the admin out.
 	lock := filepath.Join(t.TempDir(), "lock")
