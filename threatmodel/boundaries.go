@@ -19,6 +19,8 @@ func TrustBoundaries() []TrustBoundary {
 			"Nodes, users, workloads and services call control nodes over mutual TLS; every call is decided by the policy on the caller's verified SPIFFE ID (and delegation chain) and privileged ones are audited before they act."},
 		{"node-api", "Node API",
 			"Control nodes and CLIs call a node's own services (Tasks, Audit, Enforcement status) over mutual TLS; the node checks the caller's identity and the policy."},
+		{"metrics", "Metrics endpoint",
+			"Anyone who can reach a node's metrics address scrapes it; plain HTTP is served only on loopback, any other address only over mutual TLS with an unrevoked SVID of the trust domain, and labels are bounded sets."},
 		{"workload-api", "Workload API socket",
 			"A local process asks its node's agent for SVIDs and JWTs over a unix socket; the agent attests the peer through a pidfd (uid, gids, cgroup, executable) and serves only the entries its selectors match."},
 		{"delegation", "Delegated credentials",

@@ -9,7 +9,10 @@
 //     package-level mutable state, so callers may modify what they get.
 //   - Validate holds for Register(): IDs are unique and well formed (T-NNN),
 //     every field a reader needs is filled, a mitigated threat names at least
-//     one test, an accepted threat says why it is accepted.
+//     one test, an accepted threat says why it is accepted, every threat has
+//     an attacker Capability and crosses named TrustBoundaries, and a
+//     KernelDependency's tests and fallback tests are distinct tests of its
+//     threat.
 //   - Every test a threat names exists: register_test.go parses the named
 //     package's _test.go files and fails, naming each missing test, when one
 //     does not. A mitigation without a test is a claim, not a mitigation.

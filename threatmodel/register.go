@@ -16,6 +16,8 @@ func Register() []Threat {
 			Boundary: "out-of-band token hand-over; enrolment listener",
 			Attacker: "anyone who reads a token (shell history, chat, CI log, screen share) or captures one already redeemed, " +
 				"and presents it to the enrolment listener",
+			Crosses:    []string{"offline", "enrolment"},
+			Capability: NetworkPeer,
 			Mitigation: "Tokens are single-use (marked used when redeemed), expire after a short TTL (default 15m), " +
 				"fix the node name and roles, and carry 32 random bytes of secret of which the control plane stores only " +
 				"the SHA-256, compared in constant time; only a caller holding the secret learns whether a token is used " +
@@ -31,6 +33,8 @@ func Register() []Threat {
 			Boundary: "enrolment listener and SVID renewal RPC into the CA",
 			Attacker: "a joining or enrolled node that submits a crafted CSR: extra or foreign URI SANs, DNS/IP/e-mail SANs, " +
 				"CA basic constraints, another node's name or another trust domain",
+			Crosses:    []string{"enrolment", "control-api"},
+			Capability: NetworkPeer,
 			Mitigation: "The CA builds every certificate from its own template: from the CSR it takes only the public key " +
 				"(after checking the CSR's signature) and requires exactly the one URI SAN the server derived from the token " +
 				"or the caller's verified identity; anything else in the CSR is refused, not ignored.",
@@ -45,6 +49,8 @@ func Register() []Threat {
 			Boundary: "Workload API socket",
 			Attacker: "a local process that connects, exits, and has its pid recycled by a process of a workload it wants " +
 				"to impersonate, so that attestation by pid reads the victim's cgroup",
+			Crosses:    []string{"workload-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The agent takes a pidfd for the peer from the socket at connect time (SO_PEERPIDFD, or " +
 				"SO_PEERCRED plus pidfd_open and a re-check), never a bare pid, reads the process's uid, gids and " +
 				"executable from /proc, and then checks through the pidfd that the same process is still alive; if it " +
@@ -60,6 +66,8 @@ func Register() []Threat {
 			Boundary: "Workload API socket",
 			Attacker: "a process that connects to the Workload API and then execs another program (e.g. a setuid " +
 				"or allow-listed binary), hoping the identity attested for the new image is served on the old connection",
+			Crosses:    []string{"workload-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Attestation happens on every call and before every streamed update, not once per connection; " +
 				"the executable's identity (device, inode) is recorded at connect and a process that has exec'd another " +
 				"binary since is refused. Path and sha256 selectors are accepted only together with a uid or gid selector. " +
@@ -69,24 +77,28 @@ func Register() []Threat {
 			Tests:  []string{"identity/attest.TestExecAfterConnect", "identity/agent.TestExecAfterConnect", "identity/selector.TestValidateSet"},
 		},
 		{
-			ID:       "T-005",
-			Title:    "Key files readable by other local users",
-			STRIDE:   "I",
-			Asset:    "private keys on disk: CA keys (sealed), node SVID keys, etcd keys, the KEK",
-			Boundary: "node data directory",
-			Attacker: "a local user or task on the node other than unum, reading key files left with loose permissions",
+			ID:         "T-005",
+			Title:      "Key files readable by other local users",
+			STRIDE:     "I",
+			Asset:      "private keys on disk: CA keys (sealed), node SVID keys, etcd keys, the KEK",
+			Boundary:   "node data directory",
+			Attacker:   "a local user or task on the node other than unum, reading key files left with loose permissions",
+			Crosses:    []string{"node-disk"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Key material is written 0600 inside 0700 directories, and readers refuse (fail closed, naming the " +
 				"file and its mode) a key file whose mode lets group or others read it, rather than using it.",
 			Status: Mitigated,
 			Tests:  []string{"internal/seal.TestReadersRefuseLooseOrOddFiles", "node.TestRestartKeepsIdentity", "node.TestKeysOnDiskSealedAndPrivate"},
 		},
 		{
-			ID:       "T-006",
-			Title:    "etcd reached by a non-control identity",
-			STRIDE:   "E",
-			Asset:    "the consistent store: membership, policy bundles, assignments, join-token records, revocations",
-			Boundary: "etcd client and peer ports",
-			Attacker: "a compromised compute node or workload holding a valid node or workload SVID, connecting to etcd directly",
+			ID:         "T-006",
+			Title:      "etcd reached by a non-control identity",
+			STRIDE:     "E",
+			Asset:      "the consistent store: membership, policy bundles, assignments, join-token records, revocations",
+			Boundary:   "etcd client and peer ports",
+			Attacker:   "a compromised compute node or workload holding a valid node or workload SVID, connecting to etcd directly",
+			Crosses:    []string{"control-quorum"},
+			Capability: CompromisedWorkload,
 			Mitigation: "etcd serves only mutual TLS with its own certificates, issued to control-plane processes and " +
 				"checked by role; node and workload SVIDs are refused at the handshake, so everyone else goes through " +
 				"unum RPCs and the policy.",
@@ -94,12 +106,14 @@ func Register() []Threat {
 			Tests:  []string{"storage/meta.TestForeignCertificatesRefused", "node.TestComputeSVIDCannotReachEtcd"},
 		},
 		{
-			ID:       "T-007",
-			Title:    "Key-encryption key on the same disk as the sealed keys",
-			STRIDE:   "I",
-			Asset:    "CA private keys sealed with Tink AEAD",
-			Boundary: "node data directory",
-			Attacker: "anyone with a copy of the data directory: a backup, a snapshot, a stolen or decommissioned disk",
+			ID:         "T-007",
+			Title:      "Key-encryption key on the same disk as the sealed keys",
+			STRIDE:     "I",
+			Asset:      "CA private keys sealed with Tink AEAD",
+			Boundary:   "node data directory",
+			Attacker:   "anyone with a copy of the data directory: a backup, a snapshot, a stolen or decommissioned disk",
+			Crosses:    []string{"node-disk", "offline"},
+			Capability: StolenDisk,
 			Mitigation: "CA keys are sealed under a KEK; `unum init` and `unum node` refuse a KEK path inside the data " +
 				"directory, so a copy of DIR alone does not unseal them.",
 			Status: Accepted,
@@ -115,6 +129,8 @@ func Register() []Threat {
 			Boundary: "control-plane quorum",
 			Attacker: "a control node cut off from the etcd quorum (or an attacker who partitions it) that would mint " +
 				"from a stale view, e.g. for a revoked node or a job assigned elsewhere since",
+			Crosses:    []string{"control-quorum"},
+			Capability: NetworkPeer,
 			Mitigation: "The CA signs a workload SVID only after a batched linearizable etcd read confirms the " +
 				"registration entry and the requesting node's membership; a member in the minority cannot complete the " +
 				"read and refuses to mint (agents keep serving SVIDs they already hold until those expire).",
@@ -129,6 +145,8 @@ func Register() []Threat {
 			Boundary: "enrolment listener (the network between the joining node and it)",
 			Attacker: "a network attacker, or a rogue unum cluster, presenting a certificate from another CA to a node " +
 				"that is joining",
+			Crosses:    []string{"enrolment"},
+			Capability: NetworkPeer,
 			Mitigation: "The token carries the SHA-256 of the cluster's root CA certificate; the joining node refuses the " +
 				"TLS handshake unless the server's chain ends at that root, before it sends the token or its CSR.",
 			Status: Mitigated,
@@ -142,6 +160,8 @@ func Register() []Threat {
 			Boundary: "Workload API socket",
 			Attacker: "any local process on a compute node that is not a task the scheduler assigned there " +
 				"(another uid, a shell, a process outside the job cgroups)",
+			Crosses:    []string{"workload-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The agent serves an SVID only to a process whose attested uid/gid (and binary, where the " +
 				"entry says so) match a registration entry for this node; everyone else gets PermissionDenied. The CA " +
 				"re-checks every mint against the entry with a linearizable read. (Scheduler-started tasks, attested by " +
@@ -157,30 +177,36 @@ func Register() []Threat {
 			Boundary: "control-plane API (registration)",
 			Attacker: "an operator mistake or a principal allowed to register workloads who names spiffe://TD/user/admin, " +
 				"a node or a system service as the entry's SPIFFE ID",
+			Crosses:    []string{"control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "Registrations may only name workload IDs (spiffe://TD/ns/...) of the cluster's trust domain, " +
 				"on a node that exists at the moment the entry is written (one etcd transaction).",
 			Status: Mitigated,
 			Tests:  []string{"control.TestCreateEntryValidation"},
 		},
 		{
-			ID:       "T-012",
-			Title:    "A node mints SVIDs for another node's workloads",
-			STRIDE:   "E",
-			Asset:    "workload SVIDs of other nodes",
-			Boundary: "control-plane API (Identity.MintX509SVID)",
-			Attacker: "a compromised compute node holding its own valid node SVID",
+			ID:         "T-012",
+			Title:      "A node mints SVIDs for another node's workloads",
+			STRIDE:     "E",
+			Asset:      "workload SVIDs of other nodes",
+			Boundary:   "control-plane API (Identity.MintX509SVID)",
+			Attacker:   "a compromised compute node holding its own valid node SVID",
+			Crosses:    []string{"control-api"},
+			Capability: CompromisedNode,
 			Mitigation: "The CA derives the node from the caller's verified SVID and signs only for an entry that names " +
 				"that node (or all nodes) and the requested ID; it ignores any node name in the request.",
 			Status: Mitigated,
 			Tests:  []string{"control.TestMintRequiresEntry"},
 		},
 		{
-			ID:       "T-013",
-			Title:    "A non-admin principal performs administrative actions",
-			STRIDE:   "E",
-			Asset:    "join tokens, registration entries, cluster membership",
-			Boundary: "control-plane API",
-			Attacker: "a compromised node or workload, or a user without the admin role, holding a valid SVID",
+			ID:         "T-013",
+			Title:      "A non-admin principal performs administrative actions",
+			STRIDE:     "E",
+			Asset:      "join tokens, registration entries, cluster membership",
+			Boundary:   "control-plane API",
+			Attacker:   "a compromised node or workload, or a user without the admin role, holding a valid SVID",
+			Crosses:    []string{"control-api", "enrolment"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Every RPC passes one interceptor that classifies the verified peer SPIFFE ID, maps the method " +
 				"to an action and resource, and asks the cluster's Rego policy (the shipped policy denies by default: users " +
 				"by role (viewer reads, operator also manages entries, admin everything), nodes node operations on " +
@@ -197,42 +223,50 @@ func Register() []Threat {
 			Boundary: "Workload API socket",
 			Attacker: "a confused program (e.g. a proxy following a user-supplied unix:// URL) that can be made to talk " +
 				"to the agent socket on another process's behalf",
+			Crosses:    []string{"workload-api"},
+			Capability: NetworkPeer,
 			Mitigation: "Every Workload API call must carry the workload.spiffe.io: true metadata header, as the SPIFFE " +
 				"spec requires; calls without it are refused with InvalidArgument.",
 			Status: Mitigated,
 			Tests:  []string{"identity/agent.TestSecurityHeaderRequired"},
 		},
 		{
-			ID:       "T-015",
-			Title:    "Join token read from a command line",
-			STRIDE:   "I",
-			Asset:    "join tokens, and through a control token a root-signed intermediate CA",
-			Boundary: "the local machine: /proc/PID/cmdline is readable by every user",
-			Attacker: "a local user on the machine where a node is being joined, racing the node to the enrolment listener",
+			ID:         "T-015",
+			Title:      "Join token read from a command line",
+			STRIDE:     "I",
+			Asset:      "join tokens, and through a control token a root-signed intermediate CA",
+			Boundary:   "the local machine: /proc/PID/cmdline is readable by every user",
+			Attacker:   "a local user on the machine where a node is being joined, racing the node to the enrolment listener",
+			Crosses:    []string{"offline", "enrolment"},
+			Capability: CompromisedWorkload,
 			Mitigation: "`unum node` takes the token from $UNUM_JOIN_TOKEN or --token-file (--token remains, documented as " +
 				"visible to local users); `unum dev` passes tokens to its nodes in the environment only.",
 			Status: Mitigated,
 			Tests:  []string{"cmd/unum.TestDevCluster"},
 		},
 		{
-			ID:       "T-016",
-			Title:    "Another local user replaces the Workload API socket",
-			STRIDE:   "S",
-			Asset:    "workloads' trust in the agent: the SVIDs and bundles they receive",
-			Boundary: "Workload API socket",
-			Attacker: "a local user who can write to the socket's folder and binds an impostor socket in its place",
+			ID:         "T-016",
+			Title:      "Another local user replaces the Workload API socket",
+			STRIDE:     "S",
+			Asset:      "workloads' trust in the agent: the SVIDs and bundles they receive",
+			Boundary:   "Workload API socket",
+			Attacker:   "a local user who can write to the socket's folder and binds an impostor socket in its place",
+			Crosses:    []string{"workload-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The agent serves only from a real folder (not a symlink) owned by its own uid and writable by " +
 				"no one else; it replaces a stale socket only, never a live one or any other file.",
 			Status: Mitigated,
 			Tests:  []string{"identity/agent.TestServeSocketSafety"},
 		},
 		{
-			ID:       "T-017",
-			Title:    "Flooding the enrolment listener",
-			STRIDE:   "D",
-			Asset:    "etcd and the control node's CPU",
-			Boundary: "enrolment listener",
-			Attacker: "any network peer, unauthenticated, sending join requests with made-up tokens",
+			ID:         "T-017",
+			Title:      "Flooding the enrolment listener",
+			STRIDE:     "D",
+			Asset:      "etcd and the control node's CPU",
+			Boundary:   "enrolment listener",
+			Attacker:   "any network peer, unauthenticated, sending join requests with made-up tokens",
+			Crosses:    []string{"enrolment"},
+			Capability: NetworkPeer,
 			Mitigation: "The enrolment listener serves only Join and Login, takes small messages, and passes every call through a " +
 				"token bucket per source (IPv6 grouped by /64) and one for all sources together before any etcd read.",
 			Status: Mitigated,
@@ -246,6 +280,8 @@ func Register() []Threat {
 			Boundary: "control-plane API and enrolment listener",
 			Attacker: "a compromised compute node holding a valid node SVID of the cluster, with a network position " +
 				"between clients and control nodes",
+			Crosses:    []string{"control-api", "enrolment"},
+			Capability: CompromisedNode,
 			Mitigation: "Clients and joining nodes accept a server only if its SVID was issued by its own intermediate " +
 				"(the chain shape only control nodes have: intermediates are signed by the root at init and on control joins).",
 			Status: Mitigated,
@@ -259,6 +295,8 @@ func Register() []Threat {
 			Boundary: "control-plane API",
 			Attacker: "a client whose CA is no longer trusted (or, later, whose identity is revoked) holding a session " +
 				"ticket from before",
+			Crosses:    []string{"control-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "API servers issue no session tickets: every connection is a full handshake that verifies the " +
 				"client's SVID against the current bundle.",
 			Status: Mitigated,
@@ -273,6 +311,8 @@ func Register() []Threat {
 			Attacker: "a node removed with `unum node rm` (decommissioned, or removed because it was compromised) that " +
 				"keeps its data folder and tries to go on: heartbeats, minting, renewing, serving workloads, signing with " +
 				"its intermediate",
+			Crosses:    []string{"control-api", "control-quorum"},
+			Capability: CompromisedNode,
 			Mitigation: "node rm removes the etcd member first, then in one transaction revokes the node's SPIFFE ID " +
 				"(every certificate for it issued before now+5s is refused by every unum server, on every call and open " +
 				"stream), deletes its record and node-specific registrations and keeps a removal record. The revocation " +
@@ -294,6 +334,8 @@ func Register() []Threat {
 			Boundary: "control-plane API and every node's API",
 			Attacker: "a workload whose registration entry was deleted (decommissioned, or found compromised) using the " +
 				"SVID it already holds until it expires (up to its TTL, 1h by default)",
+			Crosses:    []string{"control-api", "node-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Deleting the last entry that grants an ID revokes the ID in the same etcd transaction; control " +
 				"nodes see it on their etcd watch, other nodes on the WatchRevocations stream, and every server then " +
 				"refuses the SVID on every call and cuts its open streams (measured: p99 under 25 ms on 3 nodes, target 2 s). " +
@@ -310,6 +352,8 @@ func Register() []Threat {
 			Boundary: "control-plane quorum; the revocation stream",
 			Attacker: "someone holding a revoked certificate who talks to a server that cannot learn of the revocation: " +
 				"a control node in a minority partition, or a node whose revocation stream is blocked",
+			Crosses:    []string{"control-quorum", "control-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Every server tracks how old its revocation view is: control nodes from etcd progress " +
 				"notifications (requested every second; none arrive without a leader), other nodes from stream heartbeats " +
 				"that carry the sender's own age. Past the bound (10 s) the server refuses every privileged action with " +
@@ -330,6 +374,8 @@ func Register() []Threat {
 			Boundary: "clocks of control nodes",
 			Attacker: "not an attacker but a race: an identity revoked and granted again within seconds (user removed " +
 				"and added, entry deleted and registered, node removed and joined), or control nodes whose clocks differ",
+			Crosses:    []string{"offline", "control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "A revocation's issued-before time is the revoking server's clock plus 5 s (the tolerated skew " +
 				"between control nodes); the CA waits out that tail before signing for the ID, so fresh certificates are " +
 				"never refused; the issue time is read back exactly from NotBefore (backdated by exactly 30 s, in whole " +
@@ -338,12 +384,14 @@ func Register() []Threat {
 			Tests:  []string{"identity/revocation.TestFirstSignable", "node.TestDeletedEntryRevoked", "node.TestRemoveComputeNode"},
 		},
 		{
-			ID:       "T-034",
-			Title:    "Metrics endpoint exposes the node",
-			STRIDE:   "I",
-			Asset:    "what the node's metrics reveal (CA fingerprints and expiries, enrolment outcomes, etcd health) and its CPU",
-			Boundary: "metrics endpoint",
-			Attacker: "a network peer scraping /metrics, or flooding it with label-exploding requests; a revoked scraper",
+			ID:         "T-034",
+			Title:      "Metrics endpoint exposes the node",
+			STRIDE:     "I",
+			Asset:      "what the node's metrics reveal (CA fingerprints and expiries, enrolment outcomes, etcd health) and its CPU",
+			Boundary:   "metrics endpoint",
+			Attacker:   "a network peer scraping /metrics, or flooding it with label-exploding requests; a revoked scraper",
+			Crosses:    []string{"metrics"},
+			Capability: NetworkPeer,
 			Mitigation: "Plain HTTP is served only on a loopback address (decided on the address actually bound, so 0.0.0.0 " +
 				"counts as exposed); any other address serves HTTPS with mutual TLS requiring a client SVID of the trust " +
 				"domain whose chain is not revoked, and http:// on such an address is refused at start. Labels are fixed " +
@@ -354,12 +402,14 @@ func Register() []Threat {
 				"internal/metrics.TestListenRefusesPlainOnAllInterfaces", "internal/metrics.TestCountersAreBounded"},
 		},
 		{
-			ID:       "T-035",
-			Title:    "A stale revocation view goes unnoticed",
-			STRIDE:   "E",
-			Asset:    "revocation: a revoked certificate must stop working everywhere within seconds",
-			Boundary: "control-plane quorum",
-			Attacker: "an attacker holding a revoked certificate, counting on a node whose revocation feed has quietly stopped",
+			ID:         "T-035",
+			Title:      "A stale revocation view goes unnoticed",
+			STRIDE:     "E",
+			Asset:      "revocation: a revoked certificate must stop working everywhere within seconds",
+			Boundary:   "control-plane quorum",
+			Attacker:   "an attacker holding a revoked certificate, counting on a node whose revocation feed has quietly stopped",
+			Crosses:    []string{"control-quorum", "control-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "A stale view already refuses privileged actions (rpc interceptor); in addition every node exports its " +
 				"view's age and bound (-1 before it loads), reports the age in its heartbeats, and `unum status` warns about " +
 				"any node whose view is older than the bound or not loaded, or which stopped reporting, so the operator " +
@@ -376,6 +426,8 @@ func Register() []Threat {
 			Boundary: "control-plane API",
 			Attacker: "someone holding a removed (or revoked) user's certificate and key, copied from their config, " +
 				"including over a connection opened before the removal",
+			Crosses:    []string{"control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "RemoveUser deletes the user record and their pending tokens and records a revocation of the " +
 				"user's ID in the same etcd transaction; the API interceptor checks every call's chain against the " +
 				"revocation view, so an open connection is refused (Unauthenticated, with the reason) at its next call, " +
@@ -393,6 +445,8 @@ func Register() []Threat {
 			Boundary: "out-of-band token hand-over; enrolment listener",
 			Attacker: "anyone who reads a user token (chat, shell history) or captures one already redeemed, and presents " +
 				"it again, concurrently, as a node token, or after its user was removed and re-added",
+			Crosses:    []string{"offline", "enrolment"},
+			Capability: NetworkPeer,
 			Mitigation: "User tokens are jointoken tokens of their own kind (a node token is refused at Login and a user " +
 				"token at Join, without being consumed); the control plane stores only the secret's hash; Login checks " +
 				"the token, the CSR and the lifetime first, then one etcd transaction marks the token used, conditional " +
@@ -411,6 +465,8 @@ func Register() []Threat {
 			Boundary: "node data directory",
 			Attacker: "a local user of a control node, or someone with a copy of its data folder, who runs " +
 				"`unum admin recover` to become the cluster's admin",
+			Crosses:    []string{"node-disk"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Recovery signs with the node's intermediate CA key, which is sealed under the KEK: it needs read " +
 				"access to the node's keys folder (0700, the node's uid) and the KEK file kept outside the data folder " +
 				"(refused when inside), which is exactly what can already sign any certificate, so it grants nothing " +
@@ -428,6 +484,8 @@ func Register() []Threat {
 			Boundary: "control-plane API and enrolment listener",
 			Attacker: "an enrolled operator or viewer who renews, re-enrols, or crafts requests to gain a higher role, " +
 				"or asks for a certificate for another user or the admin",
+			Crosses:    []string{"control-api", "enrolment"},
+			Capability: MaliciousInsider,
 			Mitigation: "A role lives only in the user's etcd record, written by an admin (AddUser, admin only; a " +
 				"reissued token keeps the role, changing it takes rm and add); it is never in a certificate or a " +
 				"request the user controls. Login names the certificate from the token's record, and RenewUser only " +
@@ -443,6 +501,8 @@ func Register() []Threat {
 			Boundary: "control-plane API",
 			Attacker: "a client that opened a connection while its user certificate was valid and keeps using it " +
 				"after the certificate expired (TLS checks validity only in the handshake)",
+			Crosses:    []string{"control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "The API interceptor refuses every call from a user whose certificate has expired " +
 				"(Unauthenticated), whatever the age of the connection; new connections fail the handshake; an " +
 				"expired certificate cannot renew. (Node and workload connections are not checked this way: they " +
@@ -458,6 +518,8 @@ func Register() []Threat {
 			Boundary: "control-plane quorum",
 			Attacker: "the holder of a revoked certificate (a stolen laptop, a removed node) waiting for the control plane " +
 				"to be rebuilt from a backup",
+			Crosses:    []string{"control-quorum", "offline"},
+			Capability: MaliciousInsider,
 			Mitigation: "Revocations live in etcd, so every backup carries the set as of its time and a restore enforces " +
 				"it from the first call. Revocations made after the backup are not in it: restore says so, the operator " +
 				"makes them again (README), and certificate lifetimes bound the exposure (node SVIDs 1h, user " +
@@ -475,6 +537,8 @@ func Register() []Threat {
 			Boundary: "control-plane API",
 			Attacker: "a principal whose standing changed after the backup (a node that joined, an identity revoked, a " +
 				"user created or promoted) presenting a certificate issued after the backup",
+			Crosses:    []string{"control-api"},
+			Capability: CompromisedNode,
 			Mitigation: "A restore writes the window (backup time less 1s and the clock-skew allowance, restore time); " +
 				"every certificate issued inside it is refused on every method but renewal, and renewal re-checks the " +
 				"holder against the restored state. Nodes renew at once when told to (a status detail, not a message) " +
@@ -484,12 +548,14 @@ func Register() []Threat {
 				"internal/rpc.TestMustRenewDetail"},
 		},
 		{
-			ID:       "T-032",
-			Title:    "Theft of a backup file",
-			STRIDE:   "I",
-			Asset:    "the CA keys; the cluster's etcd contents",
-			Boundary: "backup storage, outside the cluster",
-			Attacker: "anyone who copies a backup file (backup bucket, operator laptop)",
+			ID:         "T-032",
+			Title:      "Theft of a backup file",
+			STRIDE:     "I",
+			Asset:      "the CA keys; the cluster's etcd contents",
+			Boundary:   "backup storage, outside the cluster",
+			Attacker:   "anyone who copies a backup file (backup bucket, operator laptop)",
+			Crosses:    []string{"offline"},
+			Capability: StolenDisk,
 			Mitigation: "CA keys stay sealed under the KEK (Tink AES-256-GCM) exactly as on disk; no plain key is in a " +
 				"backup (not the node key, not the etcd member key, not the etcd CA: a restore makes a new one). The " +
 				"thief reads etcd's contents in clear (nodes, entries, users and roles, revocations, public JWT keys, " +
@@ -506,6 +572,8 @@ func Register() []Threat {
 			Boundary: "backup storage, outside the cluster",
 			Attacker: "someone with write access to stored backups, without the KEK, who edits members and the manifest " +
 				"alike (or a damaged copy)",
+			Crosses:    []string{"offline"},
+			Capability: StolenDisk,
 			Mitigation: "The manifest lists every member's SHA-256 and is itself tagged: its SHA-256 sealed under the KEK " +
 				"(AEAD, purpose-bound). Restore verifies tag, hashes and structure (known names, regular files, no " +
 				"duplicates, nothing after the tag) and the CA material against the manifest before it writes anything; " +
@@ -523,6 +591,8 @@ func Register() []Threat {
 			Boundary: "node data directory",
 			Attacker: "someone holding a control node's old intermediate key and certificate (a disk image, a backup) " +
 				"after the CA was rotated, minting SVIDs with it",
+			Crosses:    []string{"node-disk", "offline"},
+			Capability: StolenDisk,
 			Mitigation: "A root rotation moves every control node to a new intermediate under a new root and then drops the " +
 				"old root from every bundle, so nothing the old intermediates sign verifies any more; old intermediates are " +
 				"never used again. An intermediates-only rotation leaves the old ones valid under the same root until they " +
@@ -532,12 +602,14 @@ func Register() []Threat {
 			Tests:  []string{"node.TestCARotationUnderWorkloadStream"},
 		},
 		{
-			ID:       "T-026",
-			Title:    "Root CA key exposure on a running control node",
-			STRIDE:   "I",
-			Asset:    "the root CA key",
-			Boundary: "node data directory",
-			Attacker: "someone who compromises the control node holding the sealed root key together with its KEK",
+			ID:         "T-026",
+			Title:      "Root CA key exposure on a running control node",
+			STRIDE:     "I",
+			Asset:      "the root CA key",
+			Boundary:   "node data directory",
+			Attacker:   "someone who compromises the control node holding the sealed root key together with its KEK",
+			Crosses:    []string{"node-disk"},
+			Capability: CompromisedNode,
 			Mitigation: "`unum ca export-root` moves the root key off the cluster: the key is written to a new 0600 file on " +
 				"the admin's machine (never overwriting one) and only after that file is synced is the sealed copy deleted; " +
 				"from then on only intermediates sign. Control joins and rotations that need the root then fail with an " +
@@ -554,6 +626,8 @@ func Register() []Threat {
 			Boundary: "Workload API socket; control-plane API",
 			Attacker: "none needed: a rotation that signs with a new root before every verifier trusts it, or drops the " +
 				"old root while certificates under it are still in use, breaks handshakes cluster-wide",
+			Crosses:    []string{"workload-api", "control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "The rotation is a state machine with a fixed order: the new root joins the bundle beside the old " +
 				"one; nothing chains to it until every live node reports it in its heartbeat (so every Workload API stream " +
 				"carries it); only then do control nodes switch intermediates; the old root leaves the bundle only after " +
@@ -570,6 +644,8 @@ func Register() []Threat {
 			Boundary: "control-plane API",
 			Attacker: "a compute node, a workload or a non-admin user calling the CA service; a control node asking for " +
 				"an intermediate outside a rotation or for another node",
+			Crosses:    []string{"control-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Rotate, ExportRoot, ConfirmExportRoot and ImportRoot are admin-only and privileged (refused while " +
 				"the server's revocation view is stale); SignIntermediate is open to nodes at the authorizer but the " +
 				"handler requires a control node's membership record, a rotation waiting for intermediates with the given " +
@@ -585,6 +661,8 @@ func Register() []Threat {
 			Boundary: "control-plane API (Policy.Apply, Policy.Rollback)",
 			Attacker: "an admin who applies, by mistake or under duress, a bundle that denies the admin policy.apply or " +
 				"denies nodes what they need to stay members, so nobody can undo it",
+			Crosses:    []string{"policy", "control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "Before a bundle is stored it is compiled, its Rego tests run, and the lockout guard evaluates it " +
 				"on a must-allow list held in code (policy.MustAllow: the admin applying and rolling back policy, nodes " +
 				"renewing SVIDs, heartbeating, following revocations and policy, minting for their workloads, control " +
@@ -603,6 +681,8 @@ func Register() []Threat {
 			Attacker: "an admin or a compromised admin credential applying a bundle whose privileged rule leaves out " +
 				"policy changes, identity changes, CA or node operations, delegation, exec or audit configuration, " +
 				"to make them run on stale views or, later, without a durable audit record",
+			Crosses:    []string{"policy", "control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "The minimum privileged set is fixed in code (policy.MinimumPrivileged) and or'ed into every " +
 				"decision, whatever the bundle says; the apply guard also refuses a bundle that calls any of them " +
 				"unprivileged unless --force, and even forced the floor holds.",
@@ -617,6 +697,8 @@ func Register() []Threat {
 			Boundary: "control-plane API (Policy service)",
 			Attacker: "a compromised workload or node holding a valid SVID (including a workload in a namespace named " +
 				"admin) calling Apply, Rollback or StartShadow",
+			Crosses:    []string{"control-api", "policy"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Policy methods are themselves decided by the policy; the shipped policy grants policy.apply, " +
 				"policy.rollback and policy.shadow to the admin role only, and the decision is privileged.",
 			Status: Mitigated,
@@ -630,6 +712,8 @@ func Register() []Threat {
 			Boundary: "control-plane API",
 			Attacker: "a compromised node using its node SVID to call user or workload actions, mint SVIDs for non-" +
 				"workload identities, or renew, heartbeat or sync as another node",
+			Crosses:    []string{"control-api"},
+			Capability: CompromisedNode,
 			Mitigation: "The shipped policy grants nodes only node actions on the resource node/-/SELF (the caller's own " +
 				"name, taken from its verified SVID by the routes table, never from the request) and svid.mint for " +
 				"workload identities (the handler then requires a registration assigned to that node); nothing else.",
@@ -644,6 +728,8 @@ func Register() []Threat {
 			Boundary: "control-plane API on every node; the policy watch",
 			Attacker: "someone who keeps a node from hearing about a new revision (partition, slow or dead watch, a " +
 				"revision the node cannot compile) to use rights the new revision removed",
+			Crosses:    []string{"policy", "control-api", "node-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Each node confirms at least every second that it serves the latest revision (etcd watch progress " +
 				"on control nodes; the control plane's stream, carrying its own age, elsewhere); a node that has not " +
 				"confirmed within 10 s, or knows of a newer revision it does not serve, refuses every privileged action " +
@@ -653,12 +739,14 @@ func Register() []Threat {
 			Tests:  []string{"internal/rpc.TestStalePolicyRefusesPrivileged", "control.TestPolicyUnloadableRevisionGoesStale", "policy.TestDeciderStaleView", "policy.TestViewFreshness", "policy.TestViewStoreRestored", "node.TestComputeNodeFollowsPolicy"},
 		},
 		{
-			ID:       "T-045",
-			Title:    "An RPC ships without mediation",
-			STRIDE:   "E",
-			Asset:    "complete mediation of the API",
-			Boundary: "control-plane API",
-			Attacker: "none needed: a new method added without an authorization rule would be reachable by anyone",
+			ID:         "T-045",
+			Title:      "An RPC ships without mediation",
+			STRIDE:     "E",
+			Asset:      "complete mediation of the API",
+			Boundary:   "control-plane API",
+			Attacker:   "none needed: a new method added without an authorization rule would be reachable by anyone",
+			Crosses:    []string{"control-api", "node-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The authorizer maps methods to actions through one routes table; a method without a route is " +
 				"denied to everyone, the admin included, and a test fails when any method of the API has no route.",
 			Status: Mitigated,
@@ -672,6 +760,8 @@ func Register() []Threat {
 			Boundary: "control-plane API (Policy.Apply)",
 			Attacker: "a typo or a misunderstanding (input.subject.roles for input.subject.attributes.role) in a deny " +
 				"rule that then never fires",
+			Crosses:    []string{"policy"},
+			Capability: MaliciousInsider,
 			Mitigation: "Bundles are type-checked against the input JSON schema (policy/input.schema.json, closed " +
 				"objects): a reference to a field not in it fails compilation at file:line, and the bundle is refused.",
 			Status: Mitigated,
@@ -685,6 +775,8 @@ func Register() []Threat {
 			Boundary: "CLI to a node's API (Audit.Verify)",
 			Attacker: "root on a node, holding its audit signing key, who rewrote or truncated entries the witness had " +
 				"already countersigned, re-signed checkpoints over the new log, and answers verify with a clean report",
+			Crosses:    []string{"node-api"},
+			Capability: CompromisedNode,
 			Mitigation: "The CLI does not take the node's report as the verdict. It fetches the witness's newest " +
 				"countersigned checkpoint of the node and the published keys from the control plane, checks the node's " +
 				"signature and its countersignatures by published witness keys (at least one must verify; others count " +
@@ -706,6 +798,8 @@ func Register() []Threat {
 			Boundary: "a proof bundle file, checked offline (`unum audit proof --check FILE --keys FILE`)",
 			Attacker: "whoever hands over a bundle: someone who edits the event (its outcome, subject, time), swaps the " +
 				"checkpoint, re-signs it with another key, or crafts hashes and JSON to fit",
+			Crosses:    []string{"offline"},
+			Capability: MaliciousInsider,
 			Mitigation: "The verifier is a pure function of the bundle and the published keys (audit.VerifyProofBundle, " +
 				"fuzzed): strict parsing (unknown fields, trailing data and other formats refused); the leaf is the " +
 				"embedded event compacted, which is the stored bytes exactly; the event must name the checkpoint's node " +
@@ -718,12 +812,14 @@ func Register() []Threat {
 			Tests:  []string{"audit.TestProofBundleTampering", "internal/cli.TestProofCheck"},
 		},
 		{
-			ID:       "T-067",
-			Title:    "A node leaves events out of its answers to audit query, tail and export",
-			STRIDE:   "R",
-			Asset:    "the completeness of what `unum audit query`, `tail` and `export` show",
-			Boundary: "CLI to a node's API (Audit.Query)",
-			Attacker: "root on a node, answering queries with some matching events left out",
+			ID:         "T-067",
+			Title:      "A node leaves events out of its answers to audit query, tail and export",
+			STRIDE:     "R",
+			Asset:      "the completeness of what `unum audit query`, `tail` and `export` show",
+			Boundary:   "CLI to a node's API (Audit.Query)",
+			Attacker:   "root on a node, answering queries with some matching events left out",
+			Crosses:    []string{"node-api"},
+			Capability: CompromisedNode,
 			Mitigation: "Each node answers only for its own log and the CLI refuses events that do not name the node it " +
 				"asked (a node cannot put words in another's mouth); an invented event has no inclusion proof (`unum " +
 				"audit proof`) and a rewritten log fails `unum audit verify` (T-065). Leaving out an event that is in the " +
@@ -741,6 +837,8 @@ func Register() []Threat {
 			Boundary: "policy engine (every node's API)",
 			Attacker: "anyone whose rights changed (a new revision, a new role, a time-based rule) hoping a cached allow " +
 				"still answers",
+			Crosses:    []string{"policy", "control-api", "node-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The cache belongs to one engine, which is one immutable revision: a new revision starts empty. The " +
 				"key is the whole input except its context, role attributes and delegation included. A bundle is cached " +
 				"only when the compiler shows its decision depends on nothing else: no module reads input.context, the " +
@@ -759,6 +857,8 @@ func Register() []Threat {
 			Boundary: "control-plane API (Cluster.CreateJoinToken)",
 			Attacker: "a principal a bundle allows to mint compute-node tokens, sending roles the policy and the handler " +
 				"read differently (\"compute,control\" in one element, \" control\")",
+			Crosses:    []string{"control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "A token with the control role is the resource control-node/-/NAME, not node/-/NAME; the route and " +
 				"the handler read roles by the same strict rule (one known role per element), and the route counts any " +
 				"list the handler would refuse as a control token.",
@@ -773,6 +873,8 @@ func Register() []Threat {
 			Boundary: "CLI to a node's API (rpc.DialNode)",
 			Attacker: "a compromised node, or whoever holds an address a client is sent to, answering explain or shadow " +
 				"report requests meant for another node",
+			Crosses:    []string{"node-api"},
+			Capability: CompromisedNode,
 			Mitigation: "Decisions are explained only by the node that made them (the id names it), and the client " +
 				"reaches that node authorizing exactly its SPIFFE ID in the mutual-TLS handshake; only node identities " +
 				"may be asked. A node can therefore speak only for its own record, which it holds anyway.",
@@ -780,24 +882,28 @@ func Register() []Threat {
 			Tests:  []string{"internal/rpc.TestDialNodeAuthorizesExactID", "node.TestComputeNodeFollowsPolicy"},
 		},
 		{
-			ID:       "T-047",
-			Title:    "A stored bundle writes outside the folder it is fetched to",
-			STRIDE:   "T",
-			Asset:    "the operator's machine",
-			Boundary: "CLI (`unum policy get --out DIR`)",
-			Attacker: "whoever can store a bundle with file names like ../../.bashrc (a malicious or compromised server)",
+			ID:         "T-047",
+			Title:      "A stored bundle writes outside the folder it is fetched to",
+			STRIDE:     "T",
+			Asset:      "the operator's machine",
+			Boundary:   "CLI (`unum policy get --out DIR`)",
+			Attacker:   "whoever can store a bundle with file names like ../../.bashrc (a malicious or compromised server)",
+			Crosses:    []string{"policy", "control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "Bundles are validated (clean relative names, UTF-8, size and count limits) when applied and " +
 				"again before they are written to disk.",
 			Status: Mitigated,
 			Tests:  []string{"policy.TestWriteDirStaysInside", "policy.TestBundleCases"},
 		},
 		{
-			ID:       "T-051",
-			Title:    "Audit entries are altered, deleted or reordered at rest",
-			STRIDE:   "T",
-			Asset:    "the audit log: the record of who did what",
-			Boundary: "a node's disk (DIR/audit)",
-			Attacker: "root on a node, or whoever holds its disk, editing the log's files or its Pebble keys directly",
+			ID:         "T-051",
+			Title:      "Audit entries are altered, deleted or reordered at rest",
+			STRIDE:     "T",
+			Asset:      "the audit log: the record of who did what",
+			Boundary:   "a node's disk (DIR/audit)",
+			Attacker:   "root on a node, or whoever holds its disk, editing the log's files or its Pebble keys directly",
+			Crosses:    []string{"node-disk"},
+			Capability: CompromisedNode,
 			Mitigation: "Every entry is hash-chained to the one before and names its own index in its id, so a flipped " +
 				"byte, a deleted or a moved entry is named by index; an attacker who recomputes the chain is caught by " +
 				"the Merkle root of the next checkpoint the node signed with its registered key (`unum audit verify`, " +
@@ -813,6 +919,8 @@ func Register() []Threat {
 			Boundary: "a node's disk (DIR/audit)",
 			Attacker: "root on a node cutting the log's tail (with or without its checkpoints), or damaging the store so " +
 				"that it ends early (Pebble treats a damaged last WAL record as a torn write)",
+			Crosses:    []string{"node-disk"},
+			Capability: CompromisedNode,
 			Mitigation: "Verify fails when the log ends before a checkpoint it signed, before its stored witnessed " +
 				"checkpoint, or before the witnessed checkpoint exported with the keys (`unum audit keys` carries each " +
 				"node's newest countersigned checkpoint; online verify fetches it from the witness).",
@@ -820,12 +928,14 @@ func Register() []Threat {
 			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestByteFlipInStoreFilesIsDetected", "audit.TestVerifyAgainstWitness", "node.TestAuditTamperDetectedOnline"},
 		},
 		{
-			ID:       "T-053",
-			Title:    "A node's whole audit log is replaced by a forgery signed with another key",
-			STRIDE:   "S",
-			Asset:    "the audit log's authenticity",
-			Boundary: "a node's disk (DIR/audit)",
-			Attacker: "root on a node who rebuilds a self-consistent log (chain, tree, checkpoints) with a key of their own",
+			ID:         "T-053",
+			Title:      "A node's whole audit log is replaced by a forgery signed with another key",
+			STRIDE:     "S",
+			Asset:      "the audit log's authenticity",
+			Boundary:   "a node's disk (DIR/audit)",
+			Attacker:   "root on a node who rebuilds a self-consistent log (chain, tree, checkpoints) with a key of their own",
+			Crosses:    []string{"node-disk"},
+			Capability: CompromisedNode,
 			Mitigation: "Checkpoints verify only under the key registered for the node when it joined (published by the " +
 				"control plane, `unum audit keys`); verify without published keys says the keys are unauthenticated " +
 				"instead of calling the log authentic.",
@@ -833,12 +943,14 @@ func Register() []Threat {
 			Tests:  []string{"audit.TestForgeryByAnotherKeyIsDetected"},
 		},
 		{
-			ID:       "T-054",
-			Title:    "Acknowledged or retained audit events vanish (crash, silent pruning)",
-			STRIDE:   "R",
-			Asset:    "every audit event a caller was told is recorded",
-			Boundary: "the node's audit log",
-			Attacker: "a crash or SIGKILL at any point, or an operator or attacker dropping old entries as if by retention",
+			ID:         "T-054",
+			Title:      "Acknowledged or retained audit events vanish (crash, silent pruning)",
+			STRIDE:     "R",
+			Asset:      "every audit event a caller was told is recorded",
+			Boundary:   "the node's audit log",
+			Attacker:   "a crash or SIGKILL at any point, or an operator or attacker dropping old entries as if by retention",
+			Crosses:    []string{"node-disk"},
+			Capability: CompromisedNode,
 			Mitigation: "Record returns only after the event's batch is synced; after a kill every acknowledged event is " +
 				"present and the log verifies. Retention prunes only entries a witness countersigned, signs a checkpoint " +
 				"stating how many are pruned, and verify fails on missing entries no signed checkpoint prunes.",
@@ -854,6 +966,8 @@ func Register() []Threat {
 			Attacker: "root on a node (or its stolen audit key) rewriting entries the witness already countersigned and " +
 				"presenting the rewritten history, signed with the node's own key, with an honest-looking proof of its own " +
 				"tree, the real tree's proof, or none",
+			Crosses:    []string{"control-api"},
+			Capability: CompromisedNode,
 			Mitigation: "The witness accepts a checkpoint only if the tree it already countersigned for that node is a prefix " +
 				"of the new one: at the same size the same root, at a larger size an RFC 9162 consistency proof from exactly " +
 				"the witnessed size (audit.CheckSubmission, a pure function). Anything else is refused with " +
@@ -870,6 +984,8 @@ func Register() []Threat {
 			Boundary: "node to control plane (Audit.SubmitCheckpoint)",
 			Attacker: "root on a node cutting the tail of its log (or replacing it with an older copy) after the witness " +
 				"countersigned it, to erase what it did, and carrying on from the shorter log",
+			Crosses:    []string{"control-api", "node-disk"},
+			Capability: CompromisedNode,
 			Mitigation: "A checkpoint smaller than the witnessed one is refused as a truncation (FailedPrecondition, an " +
 				"audit.alert event, the truncation metric); one claiming fewer pruned entries than witnessed is refused as a " +
 				"fork. The " +
@@ -885,6 +1001,8 @@ func Register() []Threat {
 			Boundary: "enrolment listener (Join); node to control plane (Audit.SubmitCheckpoint)",
 			Attacker: "a node, or whoever holds a node's SVID or disk, registering another key for itself or for another " +
 				"node, or re-signing a rewritten log with a fresh key, so that forged checkpoints pass",
+			Crosses:    []string{"enrolment", "control-api"},
+			Capability: CompromisedNode,
 			Mitigation: "A node's key is registered once: with its membership at join or init (same etcd transaction), or, " +
 				"for a node of a cluster made before audit, on its first submission (trust on first use, only for a member, " +
 				"recorded as audit.register-key). It is never overwritten: a different key, offered or used to sign, is " +
@@ -904,6 +1022,8 @@ func Register() []Threat {
 			Attacker: "no attacker needed: two control nodes countersigning different checkpoints of one node at once, the " +
 				"later write replacing a newer checkpoint with an older one (a truncation the witness itself made), or a " +
 				"node racing its submissions to two witnesses to get a fork stored",
+			Crosses:    []string{"control-quorum", "control-api"},
+			Capability: CompromisedNode,
 			Mitigation: "Each round's transaction stores every checkpoint only if the node's witnessed key still has the " +
 				"mod revision the witness verified against (and, for a first checkpoint, its key record too); a failed " +
 				"compare re-reads and answers the affected submissions Aborted (retry) while the others go out again. Of " +
@@ -919,6 +1039,8 @@ func Register() []Threat {
 			Boundary: "a node's audit log (its disk)",
 			Attacker: "whoever can fill or break a node's audit disk (a noisy neighbour, a failing disk, a user writing " +
 				"large files) hoping that what they do next goes unrecorded",
+			Crosses:    []string{"node-disk"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Every decision is recorded durably (fsync) in the node's audit log before the call's handler runs; " +
 				"a decision that cannot be recorded refuses the call (gRPC Unavailable, naming the audit log), so nothing " +
 				"half-applies. Privileged actions are always refused; unprivileged ones follow audit.on_failure: deny by " +
@@ -938,6 +1060,8 @@ func Register() []Threat {
 			Boundary: "audit readers (audit.read), exports to a SIEM, a seized disk",
 			Attacker: "anyone who may read the audit log, or gets a copy of it, harvesting credentials recorded in events " +
 				"that outlive the credentials' own storage",
+			Crosses:    []string{"node-api", "node-disk", "offline"},
+			Capability: MaliciousInsider,
 			Mitigation: "Events name tokens by id, certificates by serial and keys by fingerprint; a JWT-SVID is never " +
 				"recorded; a request is recorded as its digest (sha256 of its protobuf), not its content; refusal reasons are " +
 				"the handlers' fixed wording and TLS errors, bounded in length. A dev cluster's logs are scanned after joins, " +
@@ -955,6 +1079,8 @@ func Register() []Threat {
 			Boundary: "API and enrolment listeners (anyone who can reach them)",
 			Attacker: "a network peer opening TLS connections without a valid certificate, or hammering the enrolment " +
 				"listener with tokens, so that each refusal costs a durable log entry",
+			Crosses:    []string{"enrolment", "control-api", "node-api"},
+			Capability: NetworkPeer,
 			Mitigation: "Authentication is recorded per connection at the handshake, not per call. Refusals anyone can cause " +
 				"(refused handshakes, rate-limited enrolment calls, refused tokens) go through a token bucket (2 per second, " +
 				"burst 50); beyond it they are counted (unum_audit_authn_suppressed_total) and recorded as one summary per " +
@@ -972,6 +1098,8 @@ func Register() []Threat {
 			Boundary: "a control node's data folder and KEK (`unum admin recover`)",
 			Attacker: "someone with local access to a control node's keys and KEK minting an admin credential, hoping the " +
 				"cluster never learns of it",
+			Crosses:    []string{"node-disk"},
+			Capability: CompromisedNode,
 			Mitigation: "admin recover records recovery.admin (who ran it, on which host, the serial and expiry of what it " +
 				"minted) in the node's audit log before it returns the credential: it opens the log itself when the node is " +
 				"stopped, or hands the event to the running node through its audit inbox (0700) and waits until the node has " +
@@ -988,6 +1116,8 @@ func Register() []Threat {
 			Boundary: "API listener (mutual TLS)",
 			Attacker: "a holder of a stolen, revoked, or foreign-CA certificate probing the API, relying on refusals " +
 				"leaving no audit trace",
+			Crosses:    []string{"control-api", "node-api"},
+			Capability: NetworkPeer,
 			Mitigation: "Every handshake is recorded (authn.mtls): accepted ones with the verified SPIFFE ID, serial and " +
 				"peer; refused ones with why; a chain already revoked when it connects is recorded as refused with its " +
 				"subject, never as accepted (its calls are refused with the reason). Events after an action carry the " +
@@ -1004,6 +1134,8 @@ func Register() []Threat {
 			Attacker: "a workload, operator or log reader who obtains someone else's credential (a log line, a core dump, a " +
 				"compromised next hop) and presents it over its own mTLS connection, or over another certificate of the " +
 				"holder's identity",
+			Crosses:    []string{"delegation"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Every credential is bound to its holder: cnf.spiffe_id always, and cnf.x5t#S256 (RFC 8705) when the " +
 				"holder obtained it over its own connection, with the expiry capped at that certificate's. The verifier " +
 				"accepts it only when the mTLS peer certificate carries the holder's SPIFFE ID, and is the bound " +
@@ -1022,6 +1154,8 @@ func Register() []Threat {
 			Boundary: "the control plane's credential issuer (delegate and token exchange) and every verifier",
 			Attacker: "a service holding a delegated credential asking for a child with more actions or resources, more " +
 				"audiences or a later expiry than its own, or an issuer bug or compromise signing one",
+			Crosses:    []string{"delegation", "control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "Every prior actor's act level (not the holder's; the first may be a grant-less impersonating issuer) " +
 				"carries the grant its actor held (jti, scope, aud, iat, exp); the issuer " +
 				"(Plan) and every verifier (CheckChain) require each hop to narrow the one before: every scope within a " +
@@ -1044,6 +1178,8 @@ func Register() []Threat {
 			Attacker: "anyone editing a credential's act chain to drop, rename or reorder actors, or an issuer bug " +
 				"producing a chain that hides a hop: an actor without a grant in the middle, two grants with one jti, " +
 				"cnf naming someone other than the holder, or more actors than the policy allows",
+			Crosses:    []string{"delegation"},
+			Capability: MaliciousInsider,
 			Mitigation: "The chain is inside the signed claims: any edit after signing fails the ES256 signature over the " +
 				"exact bytes. A signed chain must still hold: only the first actor may be grant-less (an impersonating " +
 				"issuer), the holder's level carries no grant, jtis are distinct, each grant narrows the one before (so " +
@@ -1061,6 +1197,8 @@ func Register() []Threat {
 			Attacker: "anyone crafting a token whose header picks the verification: alg none, HS256 keyed with the " +
 				"public key in any form (JWK set, JWK, x||y, the uncompressed point, PKIX DER), a DER signature, or " +
 				"crit, jku, jwk, x5u, x5c, cty or b64 headers pointing the verifier elsewhere",
+			Crosses:    []string{"delegation"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The verifier never lets the token choose: alg must be ES256, typ unum-cred+jwt and kid present; " +
 				"any other header member is refused, not ignored (the header is exactly {alg, kid, typ}, each once, spelt " +
 				"exactly); the signature must be 64 bytes r||s verified with the P-256 keys published for that kid.",
@@ -1076,6 +1214,8 @@ func Register() []Threat {
 			Attacker: "another cluster (or a key our verifiers were never given) signing a credential, with its own iss or " +
 				"claiming ours; a key claiming one of our kids; our own key's JWT-SVIDs or other JWTs passed off as " +
 				"credentials",
+			Crosses:    []string{"delegation"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Only keys published by this cluster's control nodes verify (unknown kid: ErrUnknownKey; a " +
 				"foreign key under our kid: ErrSignature); iss, sub, every act.sub, aud and cnf must be in this trust " +
 				"domain; typ must be unum-cred+jwt, so a JWT-SVID or any other JWT signed with a known key is refused.",
@@ -1090,6 +1230,8 @@ func Register() []Threat {
 			Boundary: "a delegated credential presented over mutual TLS (the delegation verifier every service links)",
 			Attacker: "a holder presenting an expired or not-yet-valid credential, an issuer bug signing one issued in " +
 				"the future or with times out of order, or a verifier whose clock drifted from the issuer's",
+			Crosses:    []string{"delegation", "offline"},
+			Capability: MaliciousInsider,
 			Mitigation: "exp, nbf and iat are checked on every use (not cached) against an injected clock with a fixed " +
 				"Leeway of 30 s either way; nbf before iat, exp not after nbf or a lifetime over MaxTTL is refused as a " +
 				"chain error; a child never outlives its parent nor a bound certificate (Plan caps both).",
@@ -1106,6 +1248,8 @@ func Register() []Threat {
 			Attacker: "a holder (or a thief) using a credential after it, an ancestor, its subject, an actor or the " +
 				"identity of anyone in its chain was revoked; a holder whose next hop got a child minted from a revoked " +
 				"parent by an issuer whose view lagged; a verifier cut off from revocations",
+			Crosses:    []string{"delegation"},
+			Capability: MaliciousInsider,
 			Mitigation: "Every use checks the view: the credential's jti and every ancestor's (a jti entry refuses the " +
 				"credential and all it begot, whenever they were minted), its subject and its identity (against the " +
 				"root credential's iat: everything in the chain derives from it), every actor as a holder and as a " +
@@ -1128,6 +1272,8 @@ func Register() []Threat {
 				"case or through Unicode folding, trailing data, unknown claims in any object, non-canonical base64 " +
 				"including CR/LF that Go's decoder skips), oversized tokens, or arbitrary bytes to make a verifier panic " +
 				"or burn CPU",
+			Crosses:    []string{"delegation"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The parser is strict and bounded: at most 16 KiB read, only base64url bytes and two dots, strict " +
 				"base64 (no padding, no unused bits), every JSON member spelt exactly and given once in header and " +
 				"claims, no unknown member at any level, no trailing data, every value well-formed; each refusal wraps " +
@@ -1144,6 +1290,8 @@ func Register() []Threat {
 			Boundary: "node data directory",
 			Attacker: "a local reader of the control node's disk or backups, or someone editing the sealed keyring to " +
 				"extend a retired key's life or drop a key",
+			Crosses:    []string{"node-disk", "offline"},
+			Capability: StolenDisk,
 			Mitigation: "The keyring is sealed with the node's key-encryption key (a Tink AEAD) with the key list as " +
 				"associated data: another KEK, an edited list or an altered keyset does not open, a keyset of another " +
 				"key type is refused, and no private key appears in the clear. Keys rotate; a retired key is pruned " +
@@ -1162,6 +1310,8 @@ func Register() []Threat {
 			Attacker: "a faulty or compromised publisher of one control node's JWK set: a private key, an RSA, " +
 				"symmetric or P-384 key, no kid, a kid twice, alg or use other than ES256/sig, a point off the curve, " +
 				"hoping a verifier takes a weak key or drops every key",
+			Crosses:    []string{"delegation", "control-api"},
+			Capability: CompromisedNode,
 			Mitigation: "ParsePublicKeys takes only EC P-256 verification keys with a kid and 32-byte strict base64url " +
 				"coordinates on the curve; a set with any bad key is refused whole and named, and the other nodes' " +
 				"sets are still used, so one bad publisher cannot stop verification. Keys sharing a kid across nodes " +
@@ -1178,6 +1328,8 @@ func Register() []Threat {
 			Attacker: "a service holding a caller's credential that uses it for something the caller may not do but the " +
 				"service may (its own rights standing in for the caller's), or a caller that hands a narrow credential to a " +
 				"more powerful service to have it act beyond the credential",
+			Crosses:    []string{"delegation", "control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "A call presenting a credential is decided as the credential's subject, never as the caller alone: " +
 				"refused before the policy is asked when the credential's scopes do not allow the action on the resource; " +
 				"otherwise evaluated once per principal (the subject, every actor, the presenting holder last, each as " +
@@ -1205,6 +1357,8 @@ func Register() []Threat {
 			Attacker: "anyone who obtains a token (a log, a proxy, a compromised next hop, the service it was exchanged " +
 				"from) and presents it over their own mutual-TLS connection, or over another certificate issued for the " +
 				"holder's SPIFFE ID",
+			Crosses:    []string{"delegation", "control-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Every credential names its holder (cnf.spiffe_id), and the certificate it was obtained over " +
 				"(cnf.x5t#S256) when the holder asked for it itself; the API interceptor verifies it against the " +
 				"connection's verified peer certificate and refuses anyone else (Unauthenticated), recording the refusal " +
@@ -1221,6 +1375,8 @@ func Register() []Threat {
 			Boundary: "a control node's Credentials service and its audit log",
 			Attacker: "a principal minting while the control node's audit log cannot record (a full or failing disk), so " +
 				"that a credential exists that no record names; or one whose refused requests leave no trace",
+			Crosses:    []string{"delegation", "control-api", "node-disk"},
+			Capability: MaliciousInsider,
 			Mitigation: "Delegate is a privileged decision (recorded durably before it runs); the credential is then " +
 				"planned under the deciding revision's limits and the delegation rules, signed, and returned only once its " +
 				"cred.mint event (chain, deciding decision and revision, details) is durable. When the log cannot record, the " +
@@ -1239,6 +1395,8 @@ func Register() []Threat {
 			Boundary: "API listener (mutual TLS): delegated calls",
 			Attacker: "a caller presenting stolen, forged, expired or revoked credentials, relying on refusals leaving no " +
 				"trace; or presenting garbage in a loop so that each refusal costs a durable log entry",
+			Crosses:    []string{"delegation", "control-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Every refused presentation is recorded (cred.verify, deny) with the presenting caller, the method, " +
 				"the reason and, once the signature verified, the credential's jtis (so `audit query --cred` finds a replay). " +
 				"These events go through the node's refusal limiter (T-062): beyond its burst they are counted and " +
@@ -1256,6 +1414,8 @@ func Register() []Threat {
 			Attacker: "the holder of a revoked credential (a stolen laptop, a compromised service) using it, or anything " +
 				"minted from it, before verifiers learn of the revocation, on a node whose view is stale or partitioned, or on " +
 				"a stream opened before the revocation",
+			Crosses:    []string{"delegation", "control-quorum"},
+			Capability: MaliciousInsider,
 			Mitigation: "`unum cred revoke` writes one entry (a jti and everything minted from it, a subject, or a holder) " +
 				"to the revocation set certificates use, kept until every credential it can refuse has expired and never " +
 				"shortened by revoking again; every verifier checks the credential's and its ancestors' jtis, its subject, " +
@@ -1276,6 +1436,8 @@ func Register() []Threat {
 			Boundary: "node data directory; etcd client and peer ports (/unum/cred/keys)",
 			Attacker: "someone who compromised a control node (since removed) or a copy of its disk, minting credentials " +
 				"with its keyring",
+			Crosses:    []string{"node-disk", "control-quorum", "delegation"},
+			Capability: CompromisedNode,
 			Mitigation: "`unum node rm` deletes the node's published key set in the same transaction that removes its " +
 				"record and revokes its identity, and a publish only succeeds for a member (so one racing the removal cannot " +
 				"bring the keys back); every verifier then drops its keys (control nodes from their state cache, other nodes " +
@@ -1295,6 +1457,8 @@ func Register() []Threat {
 			Boundary: "a control node's Credentials service (Delegate)",
 			Attacker: "a principal allowed to delegate its own authority who asks for a credential on someone else's behalf " +
 				"(--on-behalf-of), hoping a cred.delegate grant covers it, or that the credential hides who minted it",
+			Crosses:    []string{"delegation", "control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "Minting on someone else's behalf is its own privileged action, cred.impersonate (an admin's in the " +
 				"shipped policy), which no cred.delegate grant covers; the issuer stays in the chain as its first actor, so " +
 				"every use is also intersected with the issuer's rights and the audit log names it; an exchanged credential " +
@@ -1311,6 +1475,8 @@ func Register() []Threat {
 			Attacker: "a local process that connects to the Workload API, exits, and has its pid recycled by a process " +
 				"in a task's cgroup (or a task's process whose pid is recycled by a process in another task's cgroup), " +
 				"so that reading /proc/PID/cgroup by pid would attest the other process's task",
+			Crosses:    []string{"workload-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The task is read from /proc/PID/cgroup like every other /proc fact: by pid, then confirmed " +
 				"through the pidfd pinned at connect (SO_PEERPIDFD, or pidfd_open plus a re-check) that the process " +
 				"read is still the connecting one; a zombie, reaped or recycled peer yields ErrProcessGone and the call " +
@@ -1326,6 +1492,8 @@ func Register() []Threat {
 			Boundary: "Workload API socket",
 			Attacker: "a process of one task on a node (or any other local process) asking the node agent for the SVID " +
 				"of another task on the same node, or keeping a task's identity after it was moved out of the task's group",
+			Crosses:    []string{"workload-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "A unum:task:TASKID selector matches only a process whose cgroup v2 path is exactly ROOT/TASKID " +
 				"or below it, ROOT being the node's task root; the root itself, groups whose name is not a task id, " +
 				"removed groups and paths outside the agent's cgroup namespace match no task. The cgroup is read on " +
@@ -1345,6 +1513,8 @@ func Register() []Threat {
 			Boundary: "Workload API socket; the node's task cgroups",
 			Attacker: "a task's process or another unprivileged local process that writes its pid into a task's " +
 				"cgroup.procs to be attested as that task",
+			Crosses:    []string{"workload-api", "task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Moving a process into a cgroup needs write access to the destination's cgroup.procs and to that " +
 				"of the common ancestor; the executor creates task groups owned by root and never delegates them, and " +
 				"tasks never run as root, so the write fails with EACCES and the process keeps its own attestation. " +
@@ -1361,6 +1531,8 @@ func Register() []Threat {
 			Boundary: "the task shim (exec of a task on a compute node)",
 			Attacker: "the code of a task (a compromised or malicious job) running a setuid-root binary (su, a setuid " +
 				"shell it finds or was given) or a file with capabilities, to become root on the node",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The shim sets PR_SET_NO_NEW_PRIVS and empties the capability bounding and ambient sets on the " +
 				"thread that execs, drops supplementary groups and sets gid and uid to the task's dynamic uid, then " +
 				"verifies that setuid(0) and setgid(0) fail, no capability is left and no_new_privs holds, failing closed " +
@@ -1377,6 +1549,8 @@ func Register() []Threat {
 			Boundary: "cgroup file systems on a compute node",
 			Attacker: "the code of a task writing its pid into another group's cgroup.procs (the root, the node's own group, " +
 				"another task's) or making a child group, to shed its limits, survive a kill or be attested as another task",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The task is born in its v2 group (CLONE_INTO_CGROUP) and joins its v1 groups as root in the shim " +
 				"before dropping privileges; every cgroup directory and control file is root's, so after the drop any " +
 				"move or mkdir is refused (EACCES), and a migration in v2 also needs write access to the common ancestor.",
@@ -1391,6 +1565,8 @@ func Register() []Threat {
 			Boundary: "process boundaries between tasks on a compute node",
 			Attacker: "the code of a task sending signals to, ptrace-attaching to or reading /proc/PID/environ and mem of " +
 				"another task's processes on the same node",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Every live task runs under its own uid (T-093) with no capabilities, so the kernel's permission " +
 				"checks for kill(2), ptrace(2) and /proc access (same uid or CAP_SYS_PTRACE/CAP_KILL) refuse it. The test " +
 				"checks the attempts are real: the same ptrace helper attaches when run as root. The seccomp filter " +
@@ -1406,6 +1582,8 @@ func Register() []Threat {
 			Boundary: "the executor's uid allocation (machine-wide, across the nodes `unum dev` runs on one machine)",
 			Attacker: "a task that would inherit another task's uid (and with it its files and processes), or a " +
 				"misconfiguration handing out uid 0",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "A uid range that includes 0 or -1 is refused at start; uids are handed out lowest free first, " +
 				"each held with flock on a lock file in a root-owned folder shared by every executor on the machine (the " +
 				"kernel frees it if the node dies), and a uid is skipped while any process on the machine runs under it. " +
@@ -1424,6 +1602,8 @@ func Register() []Threat {
 			Boundary: "/proc of a compute node: argv and environ of the shim and of the task",
 			Attacker: "any local user or other task reading /proc/PID/cmdline or environ of the shim while it starts a " +
 				"task, or of the task afterwards",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The shim's argv is only the binary and shim.Arg and its environment is empty; the spec travels " +
 				"through a pipe on fd 3 that the shim closes before it drops privileges. Once exec'd, the task's environ " +
 				"is readable only by its own uid and root (ptrace access rules), which the test shows from another task. " +
@@ -1439,6 +1619,8 @@ func Register() []Threat {
 			Boundary: "a control node's Identity service (MintX509SVID, MintJWTSVID) called by a node agent",
 			Attacker: "a compromised compute node that asks the CA for the SVID of a task placed on another node, of a " +
 				"finished or removed allocation, or of another job through one of its own allocations",
+			Crosses:    []string{"control-api", "node-agent"},
+			Capability: CompromisedNode,
 			Mitigation: "A task's SVID is minted only for entry alloc:ID, and only after a linearizable etcd read finds the " +
 				"allocation under the calling node's own prefix (/unum/allocs/NODE/ID, written only by the scheduler " +
 				"leader), not finished, naming exactly the requested SPIFFE ID, with the node still a member; a control " +
@@ -1457,6 +1639,8 @@ func Register() []Threat {
 			Boundary: "a control node's Scheduler service (SubmitJob, StopJob)",
 			Attacker: "a user, workload or node that submits (or stops) a job in another team's namespace, or sends a " +
 				"request naming a namespace it may use with a spec naming another",
+			Crosses:    []string{"control-api"},
+			Capability: CompromisedWorkload,
 			Mitigation: "job.run is decided by the policy on job/NS/NAME from the request, and the handler refuses a spec " +
 				"whose namespace or name differs from the request's, so the job stored is the one decided on. The shipped " +
 				"policy lets operators and admins run jobs and data.namespace_bindings give others specific namespaces; " +
@@ -1473,6 +1657,8 @@ func Register() []Threat {
 			Boundary: "node heartbeats; the scheduler leader; the node process's life",
 			Attacker: "a network partition, a paused or crashed node process, or a job change while a node is down, " +
 				"that keeps a task running on one node while the leader places it on another",
+			Crosses:    []string{"node-agent", "control-api"},
+			Capability: NetworkPeer,
 			Mitigation: "The leader re-places a node's tasks only when its last heartbeat is older than the lease plus the " +
 				"grace period, and a new leader (or one back from an etcd outage) counts no heartbeat as older than the " +
 				"moment it began to observe. Allocations removed because of their job (stopped, replaced, reduced) wait " +
@@ -1498,6 +1684,8 @@ func Register() []Threat {
 			Boundary: "a control node's Scheduler service (SubmitJob); later the kernel (enforcement issue)",
 			Attacker: "a submitter who lists, in a job's egress, identities the job's own identity may not reach, hoping the " +
 				"declaration grants access",
+			Crosses:    []string{"control-api", "task-network"},
+			Capability: MaliciousInsider,
 			Mitigation: "Each declared target is decided by the policy as net.connect with the job's identity as subject; " +
 				"the job record keeps every answer, the effective egress is only the allowed ones, and `job run` and " +
 				"`job status` show the denied ones with the policy's reasons. A declaration never widens access.",
@@ -1512,6 +1700,8 @@ func Register() []Threat {
 			Boundary: "a control node's Cluster service (Heartbeat)",
 			Attacker: "a compromised compute node that reports another node's allocation as failed or complete, so the " +
 				"leader marks it done and the CA stops minting for it",
+			Crosses:    []string{"control-api"},
+			Capability: CompromisedNode,
 			Mitigation: "A heartbeat's task states are written only under the calling node's own prefix and only while the " +
 				"allocation exists there (one etcd transaction compares it); ids must be allocation ids and the number " +
 				"of tasks per heartbeat is bounded.",
@@ -1526,6 +1716,8 @@ func Register() []Threat {
 			Boundary: "a node's Tasks service (Exec), reached from control nodes",
 			Attacker: "a compute node or a user that relays an exec itself; a relay that replays an exec credential to " +
 				"run more commands; a credential minted for one node (or held by another service) presented to another",
+			Crosses:    []string{"node-api", "delegation"},
+			Capability: CompromisedNode,
 			Mitigation: "Scheduler.Exec is exec.run, privileged (an admin's in the shipped policy) and refused on a " +
 				"delegated call. The node runs a command only when the relay's verified SVID chain is a control node's " +
 				"(its own intermediate), the credential verifies (signature, time, revocation), is held by " +
@@ -1544,6 +1736,8 @@ func Register() []Threat {
 			Boundary: "a task's folder DIR/tasks/ID/ on its node",
 			Attacker: "a task that replaces its logs/ folder, or plants a symbolic link where the executor will create or " +
 				"rotate a log file, so that root writes (or truncates) a file of the attacker's choosing",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "DIR/tasks/ID/ and its logs/ are root's (0711, 0700); only work/ belongs to the task's uid. The task " +
 				"can neither remove, rename nor add entries beside or inside logs/, and log files are opened with " +
 				"O_NOFOLLOW.",
@@ -1558,6 +1752,8 @@ func Register() []Threat {
 			Boundary: "shared places on a compute node: /tmp, /var/tmp, /dev/shm, POSIX message queues, System V IPC",
 			Attacker: "a task given a uid an earlier task used, reading the files it left in shared temporary folders or " +
 				"its message queues, semaphores and shared memory",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "A task's work folder (HOME) and tmp folder (TMPDIR, its own, not /tmp) are deleted before its uid " +
 				"is released. Under Landlock a task can create nothing in /tmp, /var/tmp, /dev/shm or any folder outside " +
 				"its own (EACCES, even where the mode bits allow it). System V IPC, which neither Landlock nor seccomp " +
@@ -1569,6 +1765,11 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"scheduler/executor.TestAttackIPCResidue", "scheduler/executor.TestAttackIPCResidueAfterCrash",
 				"scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor.TestParseSysvipc"},
+			Kernel: &KernelDependency{
+				Feature:  "landlock",
+				Tests:    []string{"scheduler/executor.TestAttackFilesOutsideTask"},
+				Fallback: []string{"scheduler/executor.TestAttackIPCResidue", "scheduler/executor.TestAttackIPCResidueAfterCrash"},
+			},
 		},
 		{
 			ID:       "T-103",
@@ -1578,6 +1779,8 @@ func Register() []Threat {
 			Boundary: "a task's network egress (connect and unconnected sendmsg) from the task cgroup subtree",
 			Attacker: "a task whose process is fully compromised, connecting or sending to destinations its job's policy " +
 				"does not grant",
+			Crosses:    []string{"task-network"},
+			Capability: CompromisedWorkload,
 			Mitigation: "cgroup/connect4, connect6, sendmsg4 and sendmsg6 programs on the node's task root allow only the " +
 				"(prefix, port, protocol) tuples in the allow map of the identity the task's cgroup is bound to, and return " +
 				"EPERM otherwise, with an event naming the cgroup, identity, hook and destination. Rules change for running " +
@@ -1597,6 +1800,8 @@ func Register() []Threat {
 			Boundary: "the connect6 and sendmsg6 hooks on the task root",
 			Attacker: "a task that opens an IPv6 socket and connects or sends to ::ffff:a.b.c.d, hoping the IPv6 hooks " +
 				"miss the IPv4 rules, or that a broad IPv6 grant (::/0) covers IPv4",
+			Crosses:    []string{"task-network"},
+			Capability: CompromisedWorkload,
 			Mitigation: "IPv4 rules are stored inside ::ffff:0:0/96 with family AF_INET in the LPM key, and the IPv6 " +
 				"programs look a v4-mapped destination up with family AF_INET: it is judged exactly as the IPv4 address, " +
 				"and no IPv6 rule can match it. Events report it as the IPv4 address.",
@@ -1615,6 +1820,8 @@ func Register() []Threat {
 				"socket (SOCK_DGRAM + IPPROTO_ICMP/ICMPV6, open to every gid where net.ipv4.ping_group_range is wide, as " +
 				"systemd sets it) whose unconnected sendto reaches no sendmsg hook and sends ICMP echo anywhere, SCTP, " +
 				"UDP-Lite, or MPTCP, whose further subflows the kernel creates and connects itself",
+			Crosses:    []string{"task-network", "task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "cgroup/sock_create on the task root is an allow list: in AF_INET and AF_INET6 a process in the " +
 				"subtree, bound or not, root too, may create only SOCK_STREAM/IPPROTO_TCP and SOCK_DGRAM/IPPROTO_UDP " +
 				"sockets (protocol 0 is resolved by the kernel before the hook, so it counts as TCP or UDP); every other " +
@@ -1624,7 +1831,14 @@ func Register() []Threat {
 				"lacking CAP_NET_RAW.",
 			Status: Mitigated,
 			Tests: []string{"enforcement/kernel.TestSockCreateAllowList", "enforcement/kernel.TestRawSocketsRefused",
-				"enforcement/kernel.TestLSMEscapeSet"},
+				"enforcement/kernel.TestLSMEscapeSet", "scheduler/executor.TestAttackEscapeSyscalls",
+				"scheduler/executor/shim.TestSeccompFilterVerdicts", "scheduler/executor.TestAttackSetuidCannotRegainRoot"},
+			Kernel: &KernelDependency{
+				Feature: "bpf-lsm",
+				Tests:   []string{"enforcement/kernel.TestLSMEscapeSet"},
+				Fallback: []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor/shim.TestSeccompFilterVerdicts",
+					"scheduler/executor.TestAttackSetuidCannotRegainRoot"},
+			},
 		},
 		{
 			ID:       "T-106",
@@ -1634,13 +1848,24 @@ func Register() []Threat {
 			Boundary: "the task cgroup subtree",
 			Attacker: "a process in the task subtree that did not go through the shim (no seccomp, no Landlock), or sits " +
 				"in a cgroup the agent never bound: moved there, created there, or left after its task was unbound",
+			Crosses:    []string{"task-sandbox", "task-network"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The BPF programs key on the cgroup, not on the shim: a cgroup in the subtree without a binding is " +
 				"denied every connect and sendmsg (default deny) and every raw socket. Where the kernel loads BPF LSM, " +
 				"ptrace, bpf(), mount, module loading and packet sockets are refused for every process under the task " +
-				"root; where it does not, the network layer still loads and Stats names the missing layer.",
+				"root; where it does not, the network layer still loads and Stats names the missing layer, and the " +
+				"escape set rests on the shim's seccomp filter (T-107 to T-111): every process the executor puts in the " +
+				"subtree comes through the shim, and a task cannot create or move itself into another group (T-091).",
 			Status: Mitigated,
 			Tests: []string{"enforcement/kernel.TestUnboundCgroupDenied", "enforcement/kernel.TestRawSocketsRefused",
-				"enforcement/kernel.TestLSMEscapeSet", "enforcement/kernel.TestLSMRefusedKeepsNetwork"},
+				"enforcement/kernel.TestLSMEscapeSet", "enforcement/kernel.TestLSMRefusedKeepsNetwork",
+				"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor.TestAttackCgroupEscape"},
+			Kernel: &KernelDependency{
+				Feature: "bpf-lsm",
+				Tests:   []string{"enforcement/kernel.TestLSMEscapeSet"},
+				Fallback: []string{"enforcement/kernel.TestLSMRefusedKeepsNetwork", "scheduler/executor.TestAttackEscapeSyscalls",
+					"scheduler/executor.TestAttackCgroupEscape"},
+			},
 		},
 		{
 			ID:       "T-116",
@@ -1651,6 +1876,8 @@ func Register() []Threat {
 			Attacker: "an operator's mistake or a hostile bundle author whose network grants are of the wrong type, name a " +
 				"bad CIDR or port, mix kinds, are too many, or whose evaluation fails, hoping the node reads it as " +
 				"\"no restriction\" or keeps the well-formed part",
+			Crosses:    []string{"policy", "task-network"},
+			Capability: MaliciousInsider,
 			Mitigation: "policy.Engine.NetworkGrants validates every grant (one of id, namespace, cidr; a job's SPIFFE ID, " +
 				"a DNS label, a prefix; ports 1-65535, at most 64; tcp, udp or any; a set of at most 1024) and any error " +
 				"returns no grants: the identity gets no rules, never \"allow all\". The shipped authz.rego mirrors the " +
@@ -1670,6 +1897,8 @@ func Register() []Threat {
 			Boundary: "a job spec (job.run) into the policy and the network compiler",
 			Attacker: "anyone who may run a job in a namespace (or a compromised deploy pipeline) who declares egress to " +
 				"another namespace's jobs, or writes an address or CIDR in the spec, hoping the declaration itself grants it",
+			Crosses:    []string{"control-api", "task-network"},
+			Capability: MaliciousInsider,
 			Mitigation: "A job's egress holds SPIFFE IDs only (an address, a CIDR or an unknown field is refused at parse). " +
 				"A job reaches another job's listeners only when it declared it AND a policy grant (the target's ID or " +
 				"namespace) covers it; addresses come from policy grants alone. The net.connect decision recorded at " +
@@ -1688,6 +1917,8 @@ func Register() []Threat {
 			Attacker: "the code of a task calling ptrace(PTRACE_ATTACH), process_vm_readv/writev, pidfd_getfd or kcmp on " +
 				"a process it may reach by uid (its own children, a process of the same uid left behind or started " +
 				"outside the task), or signalling such a process",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The shim installs a seccomp filter on the thread that execs: ptrace, process_vm_readv, " +
 				"process_vm_writev, kcmp, pidfd_getfd and process_madvise return EPERM whatever the target, so not even " +
 				"a task's own child can be traced. The filter kills the process when a call comes through another " +
@@ -1699,7 +1930,13 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor.TestAttackSameUIDOutsideTask",
 				"scheduler/executor.TestAttackOtherTaskProcess", "scheduler/executor/shim.TestSeccompFilterVerdicts",
-				"scheduler/executor/shim.TestConfineOnThread"},
+				"scheduler/executor/shim.TestConfineOnThread", "scheduler/executor.TestAttackUIDNeverZeroNeverShared"},
+			Kernel: &KernelDependency{
+				Feature: "landlock",
+				Tests:   []string{"scheduler/executor.TestAttackSameUIDOutsideTask", "scheduler/executor/shim.TestConfineOnThread"},
+				Fallback: []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor/shim.TestSeccompFilterVerdicts",
+					"scheduler/executor.TestAttackOtherTaskProcess", "scheduler/executor.TestAttackUIDNeverZeroNeverShared"},
+			},
 		},
 		{
 			ID:       "T-108",
@@ -1709,6 +1946,8 @@ func Register() []Threat {
 			Boundary: "the task shim's seccomp filter on a compute node",
 			Attacker: "the code of a task calling bpf(2) (to load a program, reach a pinned map, or exploit the verifier) " +
 				"or perf_event_open, userfaultfd or io_uring as kernel attack surface",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "bpf, perf_event_open, userfaultfd, io_uring_setup/enter/register and fanotify_init return EPERM " +
 				"from the seccomp filter before any of their kernel code runs, whatever the kernel's sysctls " +
 				"(unprivileged_bpf_disabled, perf_event_paranoid) say. The test shows perf_event_open succeeding for an " +
@@ -1725,6 +1964,8 @@ func Register() []Threat {
 			Attacker: "the code of a task mounting, unmounting, bind-mounting (including through the new mount API), " +
 				"pivot_root or chroot, or opening files by handle (open_by_handle_at, \"shocker\") to reach what its " +
 				"paths do not",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "mount, umount2, pivot_root, chroot, open_tree, open_tree_attr, move_mount, fsopen, fsconfig, " +
 				"fsmount, fspick, mount_setattr and open_by_handle_at return EPERM from the filter; user namespaces, which " +
 				"would grant the capability to mount inside them, are refused too (T-111). The thread test shows mount " +
@@ -1732,14 +1973,21 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor/shim.TestSeccompFilterVerdicts",
 				"scheduler/executor/shim.TestConfineOnThread"},
+			Kernel: &KernelDependency{
+				Feature:  "landlock",
+				Tests:    []string{"scheduler/executor/shim.TestConfineOnThread"},
+				Fallback: []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor/shim.TestSeccompFilterVerdicts"},
+			},
 		},
 		{
-			ID:       "T-110",
-			Title:    "A task loads a kernel module or boots another kernel",
-			STRIDE:   "E",
-			Asset:    "the kernel of a compute node",
-			Boundary: "the task shim's seccomp filter on a compute node",
-			Attacker: "the code of a task calling init_module, finit_module, delete_module, kexec_load or kexec_file_load",
+			ID:         "T-110",
+			Title:      "A task loads a kernel module or boots another kernel",
+			STRIDE:     "E",
+			Asset:      "the kernel of a compute node",
+			Boundary:   "the task shim's seccomp filter on a compute node",
+			Attacker:   "the code of a task calling init_module, finit_module, delete_module, kexec_load or kexec_file_load",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Each returns EPERM from the filter (as do amd64's create_module, query_module and get_kernel_syms); " +
 				"the task also holds no capability (T-090). On this test machine's kernel, built without modules and " +
 				"kexec, the unconfined control gets ENOSYS where the task gets EPERM: the filter answers first.",
@@ -1755,6 +2003,8 @@ func Register() []Threat {
 			Attacker: "the code of a task calling unshare or clone with CLONE_NEWUSER (every capability inside the new " +
 				"namespace) or another namespace flag, clone3 (whose flags seccomp cannot read), setns, or the syscalls " +
 				"of another architecture's entry",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "unshare and setns return EPERM whatever their flags; clone returns EPERM when its flags (the first " +
 				"argument on amd64 and arm64, low 32 bits as the kernel reads them) carry CLONE_NEWNS, NEWCGROUP, NEWUTS, " +
 				"NEWIPC, NEWUSER, NEWPID or NEWNET (CLONE_NEWTIME cannot be passed to clone); clone3 returns ENOSYS, so " +
@@ -1773,18 +2023,29 @@ func Register() []Threat {
 			Attacker: "the code of a task opening, listing, writing or executing files outside its own folders, where the " +
 				"mode bits would let any uid in (a task that opened its own folder to everyone, world-writable host " +
 				"folders), or connecting to an abstract unix socket of the host",
+			Crosses:    []string{"task-sandbox"},
+			Capability: CompromisedWorkload,
 			Mitigation: "The shim enforces a Landlock ruleset on the thread that execs, for every right of the kernel's ABI: " +
 				"read-write only the task's work and tmp folders; read and execute the system folders (/usr, /bin, /lib…) " +
 				"and Config.ReadOnlyPaths; read /etc, /proc and /sys; a few devices; and read and execute the command " +
 				"with its #! interpreter and ELF loader. Everything else is EACCES whatever the modes; the abstract unix " +
 				"socket scope (ABI 6) refuses connections to sockets bound outside the task. The executor probes the ABI " +
-				"at start and puts it in the spec; the shim fails the start on a lower one. The test opens the victim's " +
+				"at start and puts it in the spec; the shim fails the start on a lower one. On a kernel without " +
+				"Landlock tasks run without this layer (unless the executor's RequireLandlock refuses to start), the " +
+				"node reports the layers it applies, and what stands is each task's own uid and 0700 folders (T-093). " +
+				"The test opens the victim's " +
 				"files and a host folder to everyone, shows an unconfined uid reading, writing and executing there, and " +
 				"the task refused each, while it still reads /etc, writes its HOME and TMPDIR, execs /bin/true and " +
 				"connects to a pathname socket (the Workload API's kind).",
 			Status: Mitigated,
 			Tests: []string{"scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor/shim.TestConfineOnThread",
-				"scheduler/executor.TestTaskConfinedAndIdentified"},
+				"scheduler/executor.TestTaskConfinedAndIdentified", "scheduler/executor.TestAttackUIDNeverZeroNeverShared"},
+			Kernel: &KernelDependency{
+				Feature: "landlock",
+				Tests:   []string{"scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor/shim.TestConfineOnThread"},
+				Fallback: []string{"scheduler/executor.TestTaskConfinedAndIdentified",
+					"scheduler/executor.TestAttackUIDNeverZeroNeverShared"},
+			},
 		},
 		{
 			ID:       "T-113",
@@ -1794,6 +2055,8 @@ func Register() []Threat {
 			Boundary: "the node agent process, between a crash (or SIGKILL, or an upgrade) and its restart",
 			Attacker: "a compromised task that waits for, or causes, the agent's death and then connects where its " +
 				"policy does not allow, expecting enforcement to live in the agent",
+			Crosses:    []string{"node-agent", "task-network"},
+			Capability: CompromisedWorkload,
 			Mitigation: "Enforcement lives in the kernel: the programs are attached through bpf_links and, with their maps, " +
 				"pinned under /sys/fs/bpf/unum/NODE, so they keep deciding with the last rules while no agent runs. A dead " +
 				"agent's tasks run on only until the fencing deadline of its last keepalive (the reaper then kills them), " +
@@ -1811,6 +2074,8 @@ func Register() []Threat {
 			Boundary: "a compute node's kernel and its agent's start-up",
 			Attacker: "an operator mistake or an attacker who makes a node come up without BPF (not root, a kernel " +
 				"without cgroup BPF, a failed load) or switches a namespace to audit-only, hoping nobody notices",
+			Crosses:    []string{"node-agent", "task-network", "control-api"},
+			Capability: MaliciousInsider,
 			Mitigation: "A node reports its mode (enforce, audit-only, degraded) and active layers in every heartbeat; " +
 				"`unum status`, `unum node ls` and `unum enforcement status` show them with the reason. Every mode or " +
 				"layer change, at start too, is an enforcement.mode audit event on the node; every settings change is an " +
@@ -1828,6 +2093,8 @@ func Register() []Threat {
 			Boundary: "a task's ports on its node's address",
 			Attacker: "a process on another host, or a task whose own egress is not confined (a degraded node), " +
 				"connecting to a task's port",
+			Crosses:    []string{"task-network"},
+			Capability: NetworkPeer,
 			Mitigation: "Not filtered in the kernel: the programs confine egress only. The control is mutual TLS with " +
 				"SVIDs: a workload authenticates its peers with the Workload API's bundle and authorises them by SPIFFE ID.",
 			Status: Accepted,

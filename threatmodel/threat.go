@@ -101,11 +101,19 @@ func KernelLacks(feature string) string { return "kernel lacks " + feature + ": 
 const strideOrder = "STRIDE"
 
 // Validate checks a register: unique well-formed IDs, required fields filled,
-// STRIDE letters valid, mitigated threats with at least one test, accepted
-// threats with a reason, and well-formed test references. It reports every
+// STRIDE letters valid, a known attacker capability, one or more distinct
+// known trust boundaries crossed, mitigated threats with at least one test,
+// accepted threats with a reason, well-formed test references, and a kernel
+// dependency (when there is one) whose tests and fallback tests are distinct
+// tests of the threat. It checks TrustBoundaries too. It reports every
 // problem, not just the first.
 func Validate(threats []Threat) error {
-	var errs []error
+	boundaries := TrustBoundaries()
+	errs := []error{validateBoundaries(boundaries)}
+	known := make(map[string]bool, len(boundaries))
+	for _, b := range boundaries {
+		known[b.Name] = true
+	}
 	seen := make(map[string]bool, len(threats))
 	for i, t := range threats {
 		name := t.ID
@@ -135,6 +143,24 @@ func Validate(threats []Threat) error {
 		if err := validateSTRIDE(t.STRIDE); err != nil {
 			fail("%v", err)
 		}
+		if t.Capability == "" {
+			fail("capability is empty (want one of %v)", Capabilities())
+		} else if !slices.Contains(Capabilities(), t.Capability) {
+			fail("unknown capability %q (want one of %v)", t.Capability, Capabilities())
+		}
+		if len(t.Crosses) == 0 {
+			fail("crosses no trust boundary")
+		}
+		crossed := make(map[string]bool, len(t.Crosses))
+		for _, b := range t.Crosses {
+			if !known[b] {
+				fail("crosses unknown trust boundary %q", b)
+			}
+			if crossed[b] {
+				fail("crosses trust boundary %q twice", b)
+			}
+			crossed[b] = true
+		}
 		switch t.Status {
 		case Mitigated:
 			if len(t.Tests) == 0 {
@@ -158,8 +184,88 @@ func Validate(threats []Threat) error {
 			}
 			testSeen[ref] = true
 		}
+		if t.Kernel != nil {
+			for _, err := range validateKernel(t.Kernel, testSeen) {
+				fail("%v", err)
+			}
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateKernel checks a kernel dependency against the threat's own tests
+// (inTests): the results check excuses a skip only for the tests named here
+// and only when the fallback ran, so both lists must be there, distinct, and
+// among the tests the register holds the threat to.
+func validateKernel(k *KernelDependency, inTests map[string]bool) []error {
+	var errs []error
+	if !isKebab(k.Feature) {
+		errs = append(errs, fmt.Errorf("kernel feature %q: want lowercase kebab-case, e.g. bpf-lsm", k.Feature))
+	}
+	if len(k.Tests) == 0 {
+		errs = append(errs, errors.New("kernel dependency names no test that needs the feature"))
+	}
+	if len(k.Fallback) == 0 {
+		errs = append(errs, errors.New("kernel dependency names no fallback test"))
+	}
+	role := map[string]string{}
+	for _, l := range []struct {
+		name string
+		refs []string
+	}{{"kernel test", k.Tests}, {"kernel fallback", k.Fallback}} {
+		for _, ref := range l.refs {
+			if _, err := ParseTestRef(ref); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", l.name, err))
+				continue
+			}
+			if !inTests[ref] {
+				errs = append(errs, fmt.Errorf("%s %q is not among the threat's tests", l.name, ref))
+			}
+			switch prev := role[ref]; prev {
+			case "":
+				role[ref] = l.name
+			case l.name:
+				errs = append(errs, fmt.Errorf("%s %q listed twice", l.name, ref))
+			default:
+				errs = append(errs, fmt.Errorf("test %q is both a %s and a %s", ref, prev, l.name))
+			}
+		}
+	}
+	return errs
+}
+
+// validateBoundaries checks the trust boundaries threats refer to: names
+// unique and kebab-case, title and description filled.
+func validateBoundaries(bs []TrustBoundary) error {
+	var errs []error
+	seen := make(map[string]bool, len(bs))
+	for i, b := range bs {
+		if !isKebab(b.Name) {
+			errs = append(errs, fmt.Errorf("threatmodel: trust boundary #%d: name %q: want lowercase kebab-case", i, b.Name))
+		}
+		if seen[b.Name] {
+			errs = append(errs, fmt.Errorf("threatmodel: trust boundary %q: duplicate name", b.Name))
+		}
+		seen[b.Name] = true
+		if strings.TrimSpace(b.Title) == "" || strings.TrimSpace(b.Description) == "" {
+			errs = append(errs, fmt.Errorf("threatmodel: trust boundary %q: title or description is empty", b.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// isKebab reports whether s is lowercase kebab-case: words of a-z and 0-9
+// joined by single hyphens.
+func isKebab(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, w := range strings.Split(s, "-") {
+		if w == "" || strings.TrimLeft(w, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 func validateSTRIDE(s string) error {

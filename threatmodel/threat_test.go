@@ -1,6 +1,7 @@
 package threatmodel
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,6 +15,8 @@ func validThreat() Threat {
 		Asset:      "asset",
 		Boundary:   "boundary",
 		Attacker:   "attacker",
+		Crosses:    []string{"enrolment"},
+		Capability: NetworkPeer,
 		Mitigation: "mitigation",
 		Status:     Mitigated,
 		Tests:      []string{"identity/ca.TestX"},
@@ -25,6 +28,14 @@ func TestValidate(t *testing.T) {
 		th := validThreat()
 		f(&th)
 		return []Threat{th}
+	}
+	// withKernel is a threat with a valid kernel dependency, changed by f.
+	withKernel := func(f func(*KernelDependency)) []Threat {
+		return with(func(t *Threat) {
+			t.Tests = []string{"k.TestLSM", "s.TestSeccomp", "k.TestOther"}
+			t.Kernel = &KernelDependency{Feature: "bpf-lsm", Tests: []string{"k.TestLSM"}, Fallback: []string{"s.TestSeccomp"}}
+			f(t.Kernel)
+		})
 	}
 	tests := []struct {
 		name    string
@@ -54,6 +65,46 @@ func TestValidate(t *testing.T) {
 		{"empty status", with(func(t *Threat) { t.Status = "" }), []string{`unknown status ""`}},
 		{"bad test ref", with(func(t *Threat) { t.Tests = []string{"TestX"} }), []string{`test "TestX"`}},
 		{"test listed twice", with(func(t *Threat) { t.Tests = []string{"a.TestX", "a.TestX"} }), []string{"listed twice"}},
+		{"every capability", func() []Threat {
+			var ts []Threat
+			for i, c := range Capabilities() {
+				ts = append(ts, with(func(t *Threat) { t.ID, t.Capability = fmt.Sprintf("T-%03d", i+1), c })...)
+			}
+			return ts
+		}(), nil},
+		{"no capability", with(func(t *Threat) { t.Capability = "" }), []string{"capability is empty"}},
+		{"unknown capability", with(func(t *Threat) { t.Capability = "root" }), []string{`unknown capability "root"`}},
+		{"several boundaries", with(func(t *Threat) { t.Crosses = []string{"enrolment", "offline"} }), nil},
+		{"no boundary", with(func(t *Threat) { t.Crosses = nil }), []string{"crosses no trust boundary"}},
+		{"unknown boundary", with(func(t *Threat) { t.Crosses = []string{"enrolment", "moat"} }),
+			[]string{`unknown trust boundary "moat"`}},
+		{"boundary by title", with(func(t *Threat) { t.Crosses = []string{"Enrolment listener"} }),
+			[]string{`unknown trust boundary "Enrolment listener"`}},
+		{"boundary twice", with(func(t *Threat) { t.Crosses = []string{"enrolment", "enrolment"} }),
+			[]string{`trust boundary "enrolment" twice`}},
+		{"kernel dependency", withKernel(func(*KernelDependency) {}), nil},
+		{"kernel feature empty", withKernel(func(k *KernelDependency) { k.Feature = "" }), []string{`kernel feature ""`}},
+		{"kernel feature not kebab-case", append(append(
+			withKernel(func(k *KernelDependency) { k.Feature = "BPF-LSM" }),
+			withKernel(func(k *KernelDependency) { k.Feature = "bpf_lsm" })...),
+			withKernel(func(k *KernelDependency) { k.Feature = "bpf--lsm" })...),
+			[]string{`kernel feature "BPF-LSM"`, `kernel feature "bpf_lsm"`, `kernel feature "bpf--lsm"`}},
+		{"kernel without tests", withKernel(func(k *KernelDependency) { k.Tests = nil }),
+			[]string{"names no test that needs the feature"}},
+		{"kernel without fallback", withKernel(func(k *KernelDependency) { k.Fallback = nil }),
+			[]string{"names no fallback test"}},
+		{"kernel test malformed", withKernel(func(k *KernelDependency) { k.Tests = []string{"TestLSM"} }),
+			[]string{`kernel test: test "TestLSM"`}},
+		{"kernel fallback malformed", withKernel(func(k *KernelDependency) { k.Fallback = []string{"a.testx"} }),
+			[]string{`kernel fallback: test "a.testx"`}},
+		{"kernel test not a threat test", withKernel(func(k *KernelDependency) { k.Tests = []string{"k.TestNotListed"} }),
+			[]string{`kernel test "k.TestNotListed" is not among the threat's tests`}},
+		{"kernel fallback not a threat test", withKernel(func(k *KernelDependency) { k.Fallback = []string{"k.TestNotListed"} }),
+			[]string{`kernel fallback "k.TestNotListed" is not among the threat's tests`}},
+		{"kernel test is its own fallback", withKernel(func(k *KernelDependency) { k.Fallback = []string{"k.TestLSM"} }),
+			[]string{`test "k.TestLSM" is both a kernel test and a kernel fallback`}},
+		{"kernel test listed twice", withKernel(func(k *KernelDependency) { k.Tests = []string{"k.TestLSM", "k.TestLSM"} }),
+			[]string{`kernel test "k.TestLSM" listed twice`}},
 		{"reports every problem", with(func(t *Threat) { t.Title, t.Status = "", "x" }), []string{"title is empty", "unknown status"}},
 	}
 	for _, tt := range tests {
@@ -64,6 +115,36 @@ func TestValidate(t *testing.T) {
 				return
 			}
 			require.Error(t, err)
+			for _, want := range tt.wantErr {
+				require.ErrorContains(t, err, want)
+			}
+		})
+	}
+}
+
+func TestValidateBoundaries(t *testing.T) {
+	b := func(name string) TrustBoundary { return TrustBoundary{name, "Title", "description"} }
+	tests := []struct {
+		name    string
+		in      []TrustBoundary
+		wantErr []string
+	}{
+		{"the cluster's", TrustBoundaries(), nil},
+		{"kebab-case with digits", []TrustBoundary{b("a"), b("node-api"), b("l7-proxy")}, nil},
+		{"duplicate name", []TrustBoundary{b("node-api"), b("enrolment"), b("node-api")}, []string{`"node-api": duplicate name`}},
+		{"empty name", []TrustBoundary{b("")}, []string{`name "": want lowercase kebab-case`}},
+		{"not kebab-case", []TrustBoundary{b("Node API"), b("node_api"), b("-node"), b("node-")},
+			[]string{`"Node API"`, `"node_api"`, `"-node"`, `"node-"`}},
+		{"empty title", []TrustBoundary{{"x", " ", "d"}}, []string{`"x": title or description is empty`}},
+		{"empty description", []TrustBoundary{{"x", "X", ""}}, []string{`"x": title or description is empty`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := validateBoundaries(tt.in)
+			if tt.wantErr == nil {
+				require.NoError(t, err)
+				return
+			}
 			for _, want := range tt.wantErr {
 				require.ErrorContains(t, err, want)
 			}

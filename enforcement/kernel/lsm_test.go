@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/unumos/unum/enforcement"
+	"github.com/unumos/unum/threatmodel"
 )
 
 // escapeSet: the helper commands the LSM layer must refuse in the task
@@ -55,7 +56,7 @@ func TestEscapeSetControl(t *testing.T) {
 func TestLSMEscapeSet(t *testing.T) {
 	requireCgroupBPF(t)
 	if c := Probe(); !c.LSM {
-		t.Skipf("kernel lacks BPF LSM (probe: %s)", c.Reason)
+		t.Skip(threatmodel.KernelLacks("bpf-lsm") + "probe: " + c.Reason)
 	}
 	f := newFixture(t)
 	require.NoError(t, f.e.Close())

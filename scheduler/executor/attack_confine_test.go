@@ -19,6 +19,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/unumos/unum/threatmodel"
 )
 
 // The escape set, tried from inside real tasks started by the real
@@ -110,7 +112,7 @@ func TestAttackEscapeSyscalls(t *testing.T) {
 func TestAttackSameUIDOutsideTask(t *testing.T) {
 	h := start(t, nil)
 	if h.e.Confinement().LandlockABI < 6 {
-		t.Skip("Landlock signal scoping needs ABI 6; the kernel has", h.e.Confinement().LandlockABI)
+		t.Skip(threatmodel.KernelLacks("landlock") + fmt.Sprint("Landlock signal scoping needs ABI 6; the kernel has ", h.e.Confinement().LandlockABI))
 	}
 	helper := copyExec(t, mustExecutable(t), traversable(t), 0o755)
 	pidFile := filepath.Join(h.dir, "sameuid", "work", "victim.pid")
@@ -152,7 +154,7 @@ func TestAttackSameUIDOutsideTask(t *testing.T) {
 func TestAttackFilesOutsideTask(t *testing.T) {
 	h := start(t, nil)
 	if h.e.Confinement().LandlockABI == 0 {
-		t.Skip("the kernel has no Landlock")
+		t.Skip(threatmodel.KernelLacks("landlock") + "the kernel has no Landlock")
 	}
 	helper := copyExec(t, mustExecutable(t), traversable(t), 0o755)
 

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/unumos/unum/threatmodel"
 )
 
 func TestLandlockHandled(t *testing.T) {
@@ -65,7 +67,7 @@ func onConfinedThread(t *testing.T, l *Landlock, exe []string, f func()) (time.D
 func TestConfineOnThread(t *testing.T) {
 	abi := LandlockABI()
 	if abi == 0 {
-		t.Skip("the kernel has no Landlock (not built, or not in the lsm= boot list)")
+		t.Skip(threatmodel.KernelLacks("landlock") + "the kernel has no Landlock (not built, or not in the lsm= boot list)")
 	}
 	rw := t.TempDir()
 	outside := t.TempDir()
