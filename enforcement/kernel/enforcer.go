@@ -39,6 +39,10 @@ type Config struct {
 	LSM bool
 	// Log receives adoption and upgrade decisions. Nil discards them.
 	Log *slog.Logger
+
+	// lsmRefusal, set by tests only, stands for a kernel that refuses the
+	// LSM layer, so the refusal path is tested on kernels that load it.
+	lsmRefusal error
 }
 
 // Event is one decision a program reported: a refusal, or in audit-only a
@@ -324,6 +328,9 @@ func (e *lsmRefusedError) Unwrap() error { return e.err }
 // link is attached before the old one is unpinned, so for a moment both
 // refuse, and never neither.
 func (e *Enforcer) openLSM() error {
+	if e.cfg.lsmRefusal != nil {
+		return &lsmRefusedError{e.cfg.lsmRefusal}
+	}
 	spec, err := loadLsm()
 	if err != nil {
 		return fmt.Errorf("enforcer: LSM object: %w", err)
