@@ -164,8 +164,8 @@ func Register() []Threat {
 			Capability: CompromisedWorkload,
 			Mitigation: "The agent serves an SVID only to a process whose attested uid/gid (and binary, where the " +
 				"entry says so) match a registration entry for this node; everyone else gets PermissionDenied. The CA " +
-				"re-checks every mint against the entry with a linearizable read. (Scheduler-started tasks, attested by " +
-				"cgroup, come with the scheduler issue.)",
+				"re-checks every mint against the entry with a linearizable read. Scheduler-started tasks are attested " +
+				"by their cgroup (T-095 to T-097).",
 			Status: Mitigated,
 			Tests:  []string{"identity/agent.TestUnregisteredUIDDenied", "node.TestNoEntryNoSVID", "control.TestMintRequiresEntry"},
 		},
@@ -1681,16 +1681,17 @@ func Register() []Threat {
 			Title:    "A job declares egress the policy forbids",
 			STRIDE:   "E",
 			Asset:    "network reachability between workloads",
-			Boundary: "a control node's Scheduler service (SubmitJob); later the kernel (enforcement issue)",
+			Boundary: "a control node's Scheduler service (SubmitJob); the node's kernel (the compiled egress rules)",
 			Attacker: "a submitter who lists, in a job's egress, identities the job's own identity may not reach, hoping the " +
 				"declaration grants access",
 			Crosses:    []string{"control-api", "task-network"},
 			Capability: MaliciousInsider,
 			Mitigation: "Each declared target is decided by the policy as net.connect with the job's identity as subject; " +
 				"the job record keeps every answer, the effective egress is only the allowed ones, and `job run` and " +
-				"`job status` show the denied ones with the policy's reasons. A declaration never widens access.",
+				"`job status` show the denied ones with the policy's reasons. A declaration never widens access: the kernel's " +
+				"rules are compiled from the policy's network grants, which net.connect reads too (T-117).",
 			Status: Mitigated,
-			Tests:  []string{"control.TestSchedulerRefusals"},
+			Tests:  []string{"control.TestSchedulerRefusals", "policy.TestNetConnectIsTheGrants", "enforcement.TestCompileDataDriven"},
 		},
 		{
 			ID:       "T-099",
