@@ -56,6 +56,29 @@ type Config struct {
 	// against; "" turns task attestation off, so no process matches a task
 	// selector. Serve refuses a root attest.CheckTaskCgroupRoot refuses.
 	TaskCgroupRoot string
+	// Refused, when set, is told of every Workload API call refused
+	// because its caller failed attestation or matched no entry (the node
+	// records them in its audit log, rate-limited: any local process can
+	// cause them). It runs on the call's goroutine and must not block long.
+	Refused func(Refusal)
+}
+
+// Refusal is a Workload API call the agent refused to a caller it could
+// not attest, or whose process matched no entry. PID and UID are the
+// caller's at connect (SO_PEERCRED); Path is the executable attestation
+// read, "" when attestation failed before.
+type Refusal struct {
+	Method string
+	PID    int
+	UID    uint32
+	Path   string
+	// Reason is why: the attestation error (a process gone since it
+	// connected, one that exec'd another binary) or that no entry matched.
+	Reason string
+	// Attestation is true when attestation itself failed (the caller is
+	// not who it was at connect, or could not be read), false when it
+	// succeeded and matched no entry.
+	Attestation bool
 }
 
 // Tunables. Variables of the Agent rather than constants so tests of
@@ -82,6 +105,7 @@ type Agent struct {
 	clock    func() time.Time
 	log      *slog.Logger
 	taskRoot string // Config.TaskCgroupRoot
+	refused  func(Refusal)
 
 	// Test seams, set in New.
 	mintTimeout time.Duration
@@ -155,6 +179,7 @@ func New(cfg Config) *Agent {
 		clock:       cfg.Clock,
 		log:         cfg.Logger,
 		taskRoot:    cfg.TaskCgroupRoot,
+		refused:     cfg.Refused,
 		mintTimeout: defaultMintTimeout,
 		backoffBase: defaultBackoffBase,
 		backoffMax:  defaultBackoffMax,
@@ -166,6 +191,9 @@ func New(cfg Config) *Agent {
 	}
 	if a.log == nil {
 		a.log = slog.Default()
+	}
+	if a.refused == nil {
+		a.refused = func(Refusal) {}
 	}
 	a.mu.entries = make(map[string]*entryState)
 	a.mu.changed = make(chan struct{})

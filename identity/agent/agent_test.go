@@ -144,7 +144,8 @@ func TestUnregisteredUIDDenied(t *testing.T) {
 // binary is the control: it keeps working.
 func TestExecAfterConnect(t *testing.T) {
 	id := mustID(t, "spiffe://unum.local/ns/default/job/app")
-	ta := startAgent(t, []Entry{{ID: "e", SPIFFEID: id, Selectors: sel(t, selfUID())}}, agentOpts{})
+	refused := make(chan Refusal, 8)
+	ta := startAgent(t, []Entry{{ID: "e", SPIFFEID: id, Selectors: sel(t, selfUID())}}, agentOpts{refused: func(r Refusal) { refused <- r }})
 	self, err := os.Executable()
 	require.NoError(t, err)
 	other := copyTestBinary(t, ta.dir)
@@ -156,6 +157,37 @@ func TestExecAfterConnect(t *testing.T) {
 	got = runHelper(t, self, envHelper+"=connect-exec", envSock+"="+ta.sock, envExec+"="+other)
 	require.Equal(t, codes.PermissionDenied.String(), got.Code, got.Error)
 	require.Contains(t, got.Error, "executed a different binary after connecting")
+	// The refusal is reported (the node audits it), with the caller as
+	// it connected.
+	select {
+	case r := <-refused:
+		require.True(t, r.Attestation)
+		require.Contains(t, r.Reason, "executed a different binary after connecting")
+		require.Equal(t, "/SpiffeWorkloadAPI/FetchX509SVID", r.Method)
+		require.Equal(t, uint32(os.Geteuid()), r.UID)
+		require.NotZero(t, r.PID)
+	default:
+		t.Fatal("the refusal was not reported")
+	}
+}
+
+// A caller that matches no entry is refused and the refusal reported, with
+// the executable attestation read.
+func TestNoMatchReported(t *testing.T) {
+	refused := make(chan Refusal, 8)
+	ta := startAgent(t, []Entry{{ID: "e", SPIFFEID: mustID(t, "spiffe://unum.local/ns/a/job/b"), Selectors: sel(t, "unix:uid:4242")}},
+		agentOpts{refused: func(r Refusal) { refused <- r }})
+	stream, err := ta.rawClient(t).FetchX509SVID(withHeader(testCtx(t)), &workload.X509SVIDRequest{})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	requireCode(t, err, codes.PermissionDenied, "no registration entry matches")
+	r := <-refused
+	require.False(t, r.Attestation)
+	require.Equal(t, os.Getpid(), r.PID)
+	self, err := os.Executable()
+	require.NoError(t, err)
+	require.Equal(t, self, r.Path)
+	require.Equal(t, "no registration entry matches this process", r.Reason)
 }
 
 // Calls without the workload.spiffe.io header are refused before anything

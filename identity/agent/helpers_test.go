@@ -172,6 +172,7 @@ type agentOpts struct {
 	noBundle    bool
 	backoffBase time.Duration
 	taskRoot    string // Config.TaskCgroupRoot
+	refused     func(Refusal)
 }
 
 // startAgent runs a real agent (Run and Serve) on a real unix socket. The
@@ -194,6 +195,7 @@ func startAgent(t testing.TB, entries []Entry, o agentOpts) *testAgent {
 		Upstream:       up,
 		Logger:         quietLogger(),
 		TaskCgroupRoot: o.taskRoot,
+		Refused:        o.refused,
 	})
 	if o.backoffBase != 0 {
 		a.backoffBase = o.backoffBase

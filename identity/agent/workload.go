@@ -54,11 +54,14 @@ func (s *workloadServer) caller(ctx context.Context) (*attest.Peer, error) {
 
 // authorize attests p now and returns the entries it matches, sorted by
 // entry ID. Any failure is PermissionDenied: nothing is handed out to a
-// caller the agent cannot identify.
-func (a *Agent) authorize(p *attest.Peer) ([]Entry, error) {
+// caller the agent cannot identify. Every refusal is reported to
+// Config.Refused.
+func (a *Agent) authorize(ctx context.Context, p *attest.Peer) ([]Entry, error) {
+	method, _ := grpc.Method(ctx)
 	proc, err := p.Attest()
 	if err != nil {
 		a.log.Warn("workload attestation failed", "pid", p.PID(), "uid", p.ConnectUID(), "error", err)
+		a.refused(Refusal{Method: method, PID: p.PID(), UID: p.ConnectUID(), Reason: "workload attestation failed: " + err.Error(), Attestation: true})
 		return nil, status.Errorf(codes.PermissionDenied, "workload attestation failed: %v", err)
 	}
 	a.mu.Lock()
@@ -71,6 +74,7 @@ func (a *Agent) authorize(p *attest.Peer) ([]Entry, error) {
 			// Fail closed: a selector we could not evaluate (say, the binary
 			// could not be hashed) denies the call rather than being skipped.
 			a.log.Warn("workload attestation failed", "pid", proc.PID, "uid", proc.UID, "entry_id", e.ID, "error", err)
+			a.refused(Refusal{Method: method, PID: p.PID(), UID: p.ConnectUID(), Path: proc.Path, Reason: "workload attestation failed: " + err.Error(), Attestation: true})
 			return nil, status.Errorf(codes.PermissionDenied, "workload attestation failed: %v", err)
 		}
 		if ok {
@@ -79,6 +83,7 @@ func (a *Agent) authorize(p *attest.Peer) ([]Entry, error) {
 	}
 	if len(matched) == 0 {
 		a.log.Info("no registration entry matches workload", "pid", proc.PID, "uid", proc.UID, "path", proc.Path)
+		a.refused(Refusal{Method: method, PID: p.PID(), UID: p.ConnectUID(), Path: proc.Path, Reason: "no registration entry matches this process"})
 		return nil, status.Error(codes.PermissionDenied, "no identity issued: no registration entry matches this process")
 	}
 	return matched, nil
@@ -160,7 +165,7 @@ func (s *workloadServer) stream(ctx context.Context, p *attest.Peer,
 		changed := s.a.changes()
 		// Re-attest before every update: a caller that exec'd, exited or
 		// lost its entry since the last message gets nothing more.
-		entries, err := s.a.authorize(p)
+		entries, err := s.a.authorize(ctx, p)
 		if err != nil {
 			return err
 		}
@@ -256,7 +261,7 @@ func (s *workloadServer) FetchJWTSVID(ctx context.Context, req *workload.JWTSVID
 			return nil, status.Errorf(codes.InvalidArgument, "invalid requested SPIFFE ID: %v", err)
 		}
 	}
-	entries, err := s.a.authorize(p)
+	entries, err := s.a.authorize(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -292,7 +297,7 @@ func (s *workloadServer) ValidateJWTSVID(ctx context.Context, req *workload.Vali
 	if req.Svid == "" {
 		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
 	}
-	if _, err := s.a.authorize(p); err != nil {
+	if _, err := s.a.authorize(ctx, p); err != nil {
 		return nil, err
 	}
 	return validateJWTSVID(s.a.currentBundle(), req.Svid, req.Audience)
