@@ -31,6 +31,26 @@ type testCluster struct {
 	clientURL, peerURL string
 	// logs holds what the shared member logged.
 	logs *captureHandler
+	// refused holds the handshakes it reported refused (Config.Refused).
+	refused *refusals
+}
+
+// refusals records Config.Refused reports.
+type refusals struct {
+	mu  sync.Mutex
+	all []Refusal
+}
+
+func (r *refusals) add(x Refusal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.all = append(r.all, x)
+}
+
+func (r *refusals) list() []Refusal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Refusal(nil), r.all...)
 }
 
 // captureHandler records log records for tests to inspect.
@@ -108,8 +128,10 @@ func newSharedCluster(dir string) (*testCluster, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	logs := &captureHandler{}
+	refused := &refusals{}
 	srv, err := Start(ctx, Config{
 		Logger:            slog.New(logs),
+		Refused:           refused.add,
 		Name:              "node-1",
 		DataDir:           filepath.Join(dir, "etcd"),
 		ClientURL:         clientURL,
@@ -123,7 +145,7 @@ func newSharedCluster(dir string) (*testCluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &testCluster{dir: dir, caCert: caCert, caKey: caKey, tls: files, srv: srv, clientURL: clientURL, peerURL: peerURL, logs: logs}, nil
+	return &testCluster{dir: dir, caCert: caCert, caKey: caKey, tls: files, srv: srv, clientURL: clientURL, peerURL: peerURL, logs: logs, refused: refused}, nil
 }
 
 // writeMemberTLS issues a fresh member certificate for 127.0.0.1 and writes

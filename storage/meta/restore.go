@@ -35,7 +35,7 @@ func RestoreSnapshot(snapshotPath string, cfg Config) error {
 		handler = cfg.Logger.Handler()
 	}
 	errs := &errorMemo{}
-	lg := newZapLogger(errs.wrap(handler))
+	lg := newZapLogger(errs.wrap(handler), nil)
 	err := snapshot.NewV3(lg).Restore(snapshot.RestoreConfig{
 		SnapshotPath:        snapshotPath,
 		Name:                cfg.Name,

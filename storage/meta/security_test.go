@@ -114,6 +114,16 @@ func TestForeignCertificatesRefused(t *testing.T) {
 		return strings.Contains(logged, "rejected connection on client endpoint") &&
 			strings.Contains(logged, "rejected connection on peer endpoint")
 	}, 5*time.Second, 50*time.Millisecond, "logged: %q", shared.logs.messages(slog.LevelWarn))
+	// And reported to Config.Refused (the node audits them), with the
+	// listener, the caller's address and etcd's reason.
+	seen := map[string]bool{}
+	for _, r := range shared.refused.list() {
+		require.Contains(t, []string{"client", "peer"}, r.Endpoint)
+		require.True(t, strings.HasPrefix(r.Remote, "127.0.0.1:"), r.Remote)
+		require.NotEmpty(t, r.Reason)
+		seen[r.Endpoint] = true
+	}
+	require.True(t, seen["client"] && seen["peer"], "refusals reported: %+v", shared.refused.list())
 }
 
 // TestForeignEtcdClientsFail runs the same identities through a real etcd

@@ -79,6 +79,11 @@ type Config struct {
 	HeartbeatInterval, ElectionTimeout time.Duration
 	// Logger receives etcd's errors and refused TLS handshakes; nil drops them.
 	Logger *slog.Logger
+	// Refused, when set, is told of every connection refused at the TLS
+	// handshake on either listener (the node audits them, rate-limited:
+	// anyone who reaches the port can cause one). It runs on etcd's
+	// accepting goroutine and must not block long.
+	Refused func(Refusal)
 }
 
 // Server is a running etcd member.
@@ -228,7 +233,7 @@ func (cfg Config) embedConfig() (*embed.Config, *errorMemo, error) {
 	errs := &errorMemo{}
 	ec.Logger = "zap"
 	ec.LogLevel = "error"
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(errs.wrap(handler)))
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(errs.wrap(handler), cfg.Refused))
 	return ec, errs, nil
 }
 

@@ -111,7 +111,7 @@ func TestStartFailures(t *testing.T) {
 func TestZapBridge(t *testing.T) {
 	logs := &captureHandler{}
 	memo := &errorMemo{}
-	lg := newZapLogger(memo.wrap(logs)).With(zap.String("member", "n1"))
+	lg := newZapLogger(memo.wrap(logs), nil).With(zap.String("member", "n1"))
 
 	lg.Info("raft step")
 	lg.Warn("slow fdatasync")
@@ -132,6 +132,6 @@ func TestZapBridge(t *testing.T) {
 
 	// A nil Logger discards, but the memo still sees errors.
 	quiet := &errorMemo{}
-	newZapLogger(quiet.wrap(slog.DiscardHandler)).Error("boom")
+	newZapLogger(quiet.wrap(slog.DiscardHandler), nil).Error("boom")
 	require.Equal(t, "boom", quiet.get())
 }

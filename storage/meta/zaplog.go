@@ -2,8 +2,10 @@ package meta
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -20,17 +22,31 @@ func isSecurityWarning(msg string) bool {
 	return false
 }
 
+// Refusal is a connection etcd refused at the TLS handshake: no
+// certificate, one from another CA (a node or workload SVID), or one of
+// the etcd CA with another CN.
+type Refusal struct {
+	// Endpoint is "client" or "peer".
+	Endpoint string
+	// Remote is the caller's address.
+	Remote string
+	// Reason is etcd's handshake error.
+	Reason string
+}
+
 // newZapLogger returns a zap logger that forwards etcd's errors (and the
-// security warnings above) to h. etcd logs every raft step at info level;
-// on a 2-core node that noise costs CPU and buries what matters.
-func newZapLogger(h slog.Handler) *zap.Logger {
-	return zap.New(&slogCore{h: h})
+// security warnings above) to h, and tells refused of every refused
+// handshake (nil: nobody). etcd logs every raft step at info level; on a
+// 2-core node that noise costs CPU and buries what matters.
+func newZapLogger(h slog.Handler, refused func(Refusal)) *zap.Logger {
+	return zap.New(&slogCore{h: h, refused: refused})
 }
 
 // slogCore is a zapcore.Core writing to a slog.Handler.
 type slogCore struct {
-	h      slog.Handler
-	fields []zapcore.Field
+	h       slog.Handler
+	refused func(Refusal)
+	fields  []zapcore.Field
 }
 
 var _ zapcore.Core = (*slogCore)(nil)
@@ -40,12 +56,13 @@ func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= zapcore.WarnLevel
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
 	merged := make([]zapcore.Field, 0, len(c.fields)+len(fields))
 	merged = append(append(merged, c.fields...), fields...)
-	return &slogCore{h: c.h, fields: merged}
+	return &slogCore{h: c.h, refused: c.refused, fields: merged}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if e.Level >= zapcore.ErrorLevel || (e.Level == zapcore.WarnLevel && isSecurityWarning(e.Message)) {
-		if c.h.Enabled(context.Background(), slogLevel(e.Level)) {
+	security := e.Level == zapcore.WarnLevel && isSecurityWarning(e.Message)
+	if e.Level >= zapcore.ErrorLevel || security {
+		if (security && c.refused != nil) || c.h.Enabled(context.Background(), slogLevel(e.Level)) {
 			return ce.AddCore(e, c)
 		}
 	}
@@ -65,6 +82,19 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	if c.refused != nil && e.Level == zapcore.WarnLevel && isSecurityWarning(e.Message) {
+		r := Refusal{Endpoint: "client", Reason: fmt.Sprint(enc.Fields["error"])}
+		if strings.Contains(e.Message, "peer") {
+			r.Endpoint = "peer"
+		}
+		if a, ok := enc.Fields["remote-addr"].(string); ok {
+			r.Remote = a
+		}
+		c.refused(r)
+	}
+	if !c.h.Enabled(context.Background(), slogLevel(e.Level)) {
+		return nil
+	}
 	rec := slog.NewRecord(e.Time, slogLevel(e.Level), e.Message, 0)
 	rec.AddAttrs(slog.String("component", "etcd"))
 	for _, k := range keys {
