@@ -61,6 +61,8 @@ const (
 const (
 	ActionAuthnMTLS        = "authn.mtls"            // a TLS client certificate accepted or refused
 	ActionAuthnEnroll      = "authn.enroll"          // the enrolment listener refused a handshake or rate-limited a caller
+	ActionAuthnEtcd        = "authn.etcd"            // etcd refused a handshake on its client or peer port (no member certificate)
+	ActionWorkloadAttest   = "workload.attest"       // the Workload API refused a caller: attestation failed (process gone, exec after connect) or no entry matched
 	ActionSVIDIssue        = "svid.issue"            // an X509- or JWT-SVID signed (or refused)
 	ActionSVIDRotate       = "svid.rotate"           // a node or user renewed its own SVID
 	ActionTokenMint        = "token.mint"            // a join or enrolment token created

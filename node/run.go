@@ -425,7 +425,7 @@ func (n *node) run(ctx context.Context) error {
 		// Workloads run on compute nodes only: only they serve the
 		// Workload API.
 		n.agent = agent.New(agent.Config{TrustDomain: n.td, Upstream: rpcUpstream{idc}, Clock: time.Now, Logger: n.log.With("component", "agent"),
-			TaskCgroupRoot: n.compute.taskRoot()})
+			TaskCgroupRoot: n.compute.taskRoot(), Refused: func(r agent.Refusal) { recordWorkloadRefusal(refusals, n.log, r) }})
 		n.agent.SetBundles(n.creds.Roots(), nil)
 		goFn("agent", n.agent.Run)
 		goFn("workload api", func(ctx context.Context) error { return n.agent.Serve(ctx, n.l.Socket()) })
@@ -559,7 +559,9 @@ func (n *node) startControl(ctx context.Context, goFn func(string, func(context.
 		}
 	}
 
-	etcd, err := meta.Start(ctx, etcdConfig(n.l, n.cfg, n.o.EtcdHeartbeat, n.o.EtcdElection, n.log))
+	ecfg := etcdConfig(n.l, n.cfg, n.o.EtcdHeartbeat, n.o.EtcdElection, n.log)
+	ecfg.Refused = func(r meta.Refusal) { recordEtcdRefusal(refusals, n.log, r) }
+	etcd, err := meta.Start(ctx, ecfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("start etcd: %w", err)
 	}

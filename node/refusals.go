@@ -1,0 +1,65 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/identity/agent"
+	"github.com/unumos/unum/storage/meta"
+)
+
+// refusalRecordTimeout bounds recording one refusal: the caller is a
+// handshake or a Workload API call, which must not wait on a slow disk.
+const refusalRecordTimeout = 5 * time.Second
+
+// EtcdRefusalDetails are the details of an authn.etcd event.
+type EtcdRefusalDetails struct {
+	// Endpoint is the etcd listener: "client" or "peer".
+	Endpoint string `json:"endpoint"`
+	// Peer is the caller's address.
+	Peer string `json:"peer"`
+}
+
+// WorkloadRefusalDetails are the details of a workload.attest event. PID
+// and UID are the caller's at connect; Path the executable attestation
+// read ("" when it failed before).
+type WorkloadRefusalDetails struct {
+	Method string `json:"method"`
+	PID    int    `json:"pid"`
+	UID    uint32 `json:"uid"`
+	Path   string `json:"path,omitempty"`
+}
+
+// recordEtcdRefusal records a connection etcd refused at the handshake
+// (T-006): who tried to reach the store without a member certificate.
+// Anyone who reaches the port can cause one, hence rec is the node's
+// rate-limited refusals recorder.
+func recordEtcdRefusal(rec audit.Recorder, log *slog.Logger, r meta.Refusal) {
+	e := audit.Event{Kind: audit.KindAuthn, Action: audit.ActionAuthnEtcd, Outcome: audit.Deny,
+		Resource: "etcd/-/" + r.Endpoint,
+		Reasons:  []string{audit.Clip("tls handshake refused on the etcd "+r.Endpoint+" port: "+r.Reason, 1024)}}.
+		WithDetails(EtcdRefusalDetails{Endpoint: r.Endpoint, Peer: r.Remote})
+	recordRefusal(rec, log, &e)
+}
+
+// recordWorkloadRefusal records a Workload API call the agent refused
+// (T-003, T-004, T-010): a caller whose process is gone or exec'd since it
+// connected, or that matched no entry. Any local process can cause one,
+// hence rec is the node's rate-limited refusals recorder.
+func recordWorkloadRefusal(rec audit.Recorder, log *slog.Logger, r agent.Refusal) {
+	e := audit.Event{Kind: audit.KindAuthn, Action: audit.ActionWorkloadAttest, Outcome: audit.Deny,
+		Resource: "workload-api/-" + r.Method,
+		Reasons:  []string{audit.Clip(r.Reason, 1024)}}.
+		WithDetails(WorkloadRefusalDetails{Method: r.Method, PID: r.PID, UID: r.UID, Path: r.Path})
+	recordRefusal(rec, log, &e)
+}
+
+func recordRefusal(rec audit.Recorder, log *slog.Logger, e *audit.Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), refusalRecordTimeout)
+	defer cancel()
+	if err := rec.Record(ctx, e); err != nil {
+		log.Warn("audit record failed", "action", e.Action, "err", err)
+	}
+}
