@@ -218,6 +218,7 @@ func (s *Server) Apply(ctx context.Context, req *unumv1.ApplyPolicyRequest) (*un
 	}
 	tests, forced, err := s.vetBundle(ctx, b, req.GetForce())
 	if err != nil {
+		s.recordBundleRefused(ctx, audit.ActionPolicyApply, PolicyDetails{SHA256: b.Digest(), Message: req.GetMessage()}, err)
 		return nil, err
 	}
 	meta := PolicyMeta{Author: c.ID.String(), Created: s.cfg.Clock().UTC(), SHA256: b.Digest(), Message: req.GetMessage(), Size: b.Size(), Forced: forced}
@@ -233,6 +234,16 @@ func (s *Server) Apply(ctx context.Context, req *unumv1.ApplyPolicyRequest) (*un
 	return &unumv1.ApplyPolicyResponse{Revision: rev, Sha256: meta.SHA256, TestsPassed: int32(tests), Forced: forced, Unchanged: unchanged}, nil
 }
 
+// recordBundleRefused records a bundle the vetting refused (it does not
+// compile, its tests fail, or the lockout guard found what it would lock
+// out, T-040, T-041): the decision that let the caller apply was allow, so
+// without this event the refusal, the attempt to lock the cluster out,
+// would leave no trace.
+func (s *Server) recordBundleRefused(ctx context.Context, action string, d PolicyDetails, err error) {
+	outcome, reasons := outcomeOf(err)
+	s.record(ctx, audit.Event{Kind: audit.KindPolicy, Action: action, Outcome: outcome, Reasons: reasons, Resource: "policy/-/bundle"}.WithDetails(d))
+}
+
 // Rollback implements unumv1.PolicyServer: revision N's bundle, vetted
 // again by this binary, becomes the next revision.
 func (s *Server) Rollback(ctx context.Context, req *unumv1.RollbackPolicyRequest) (*unumv1.ApplyPolicyResponse, error) {
@@ -246,6 +257,7 @@ func (s *Server) Rollback(ctx context.Context, req *unumv1.RollbackPolicyRequest
 	}
 	tests, forced, err := s.vetBundle(ctx, b, req.GetForce())
 	if err != nil {
+		s.recordBundleRefused(ctx, audit.ActionPolicyRollback, PolicyDetails{SHA256: b.Digest(), Message: req.GetMessage(), Restores: m.Revision}, err)
 		return nil, err
 	}
 	msg := req.GetMessage()
