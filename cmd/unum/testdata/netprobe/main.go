@@ -6,6 +6,15 @@
 //	netprobe probe FILE TARGET...  every 200 ms, connect to each TARGET
 //	                               (HOST:PORT) and append one line per
 //	                               attempt to FILE: UNIXNANOS TARGET ok|ERRNO
+//	netprobe connect SOCKET [PROG ARG...]
+//	                               connect the inherited fd 3 (a unix
+//	                               stream socket the parent keeps) to
+//	                               SOCKET, write "c" to stdout, wait for a
+//	                               byte on stdin, then exec PROG or exit:
+//	                               the attack suite's Workload API caller
+//	                               whose connection outlives it (pid reuse)
+//	                               or serves another binary (exec after
+//	                               connect)
 package main
 
 import (
@@ -44,6 +53,21 @@ func main() {
 			}
 			c.Close()
 		}
+	case "connect":
+		sa := &syscall.SockaddrUnix{Name: os.Args[2]}
+		if err := syscall.Connect(3, sa); err != nil {
+			fmt.Fprintln(os.Stderr, "connect:", err)
+			os.Exit(1)
+		}
+		os.Stdout.WriteString("c")
+		var b [1]byte
+		os.Stdin.Read(b[:])
+		if len(os.Args) > 3 {
+			err := syscall.Exec(os.Args[3], os.Args[3:], os.Environ())
+			fmt.Fprintln(os.Stderr, "exec:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	case "probe":
 		f, err := os.OpenFile(os.Args[2], os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
