@@ -2137,6 +2137,60 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"internal/cli.TestThreatModelDocIsCurrent", "internal/cli.TestThreatModelCommand", "cmd/unum.TestPolicyDevCluster"},
 		},
+		{
+			ID:       "T-118",
+			Title:    "Impersonation attempts at the Workload API leave no trace",
+			STRIDE:   "R",
+			Asset:    "the record of who tried to obtain which workload identity on a node",
+			Boundary: "Workload API socket",
+			Crosses:  []string{"workload-api", "node-disk"},
+			Attacker: "a local process that probes the agent's socket for identities it has no entry for, keeps a " +
+				"connection whose process exited so that its pid is recycled by a victim, or execs another binary " +
+				"after connecting, and repeats until something works, counting on refusals being only log lines",
+			Capability: CompromisedWorkload,
+			Mitigation: "The agent reports every refused call (attestation failed: process gone, exec after connect, a " +
+				"selector it could not evaluate; or no entry matched) to the node, which records a workload.attest deny " +
+				"event in its own hash-chained audit log with the method, the pid and uid as at connect, the executable " +
+				"and why, through the node's refusal limiter so that a flood costs one summary, not the log. The attack " +
+				"suite recycles a real pid (ns_last_pid) on a dev node and finds the refusal with `unum audit query`.",
+			Status: Mitigated,
+			Tests: []string{"cmd/unum.TestAttackSuite/a_recycled_pid_does_not_inherit_a_workload_api_connection",
+				"cmd/unum.TestAttackSuite/a_process_that_execs_after_connecting_is_not_served_as_the_new_binary",
+				"identity/agent.TestExecAfterConnect", "identity/agent.TestNoMatchReported"},
+		},
+		{
+			ID:       "T-119",
+			Title:    "Attempts to reach etcd directly leave no trace",
+			STRIDE:   "R",
+			Asset:    "the record of who tried to bypass the unum API to the consistent store",
+			Boundary: "etcd client and peer ports on control nodes",
+			Crosses:  []string{"control-quorum"},
+			Attacker: "a compromised workload or node that connects to etcd's client or peer port with its SVID, " +
+				"without a certificate, or with a certificate of another CA, looking for a way around the policy",
+			Capability: CompromisedWorkload,
+			Mitigation: "etcd refuses the handshake (T-006); the control node takes etcd's refused-handshake report " +
+				"(meta.Config.Refused) and records an authn.etcd deny event with the listener, the caller's address and " +
+				"etcd's reason, through the node's refusal limiter.",
+			Status: Mitigated,
+			Tests:  []string{"cmd/unum.TestAttackSuite/a_workload_cannot_reach_etcd_directly", "storage/meta.TestForeignCertificatesRefused"},
+		},
+		{
+			ID:       "T-120",
+			Title:    "A refused attempt to lock the cluster out of its policy leaves no trace",
+			STRIDE:   "R",
+			Asset:    "the record of attempts to change policy, refused ones included",
+			Boundary: "control-plane API (Policy.Apply, Policy.Rollback) and the apply guard",
+			Crosses:  []string{"control-api", "policy"},
+			Attacker: "an admin, or whoever holds the admin's credential, who tries bundles that deny the break-glass " +
+				"admin or mark privileged actions unprivileged until one passes; the authz decision for each try is " +
+				"allow (the admin may apply), so the guard's refusal was the only trace, and it was not recorded",
+			Capability: MaliciousInsider,
+			Mitigation: "A bundle the vetting refuses (compile, tests, lockout guard) is recorded as a policy.apply or " +
+				"policy.rollback deny event with its sha256, message and the guard's findings, beside the allow decision " +
+				"that let the call run.",
+			Status: Mitigated,
+			Tests:  []string{"cmd/unum.TestAttackSuite/a_bundle_that_locks_out_the_admin_or_lowers_a_privilege_is_refused"},
+		},
 	}
 	sortByID(threats)
 	return threats
