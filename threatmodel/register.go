@@ -23,7 +23,7 @@ func Register() []Threat {
 				"the SHA-256, compared in constant time; only a caller holding the secret learns whether a token is used " +
 				"or expired, and no error or log line contains the secret.",
 			Status: Mitigated,
-			Tests:  []string{"identity/jointoken.TestRecordCheck", "control.TestJoinMisuse", "node.TestJoinRefusedNodeExits"},
+			Tests:  []string{"identity/jointoken.TestRecordCheck", "control.TestJoinMisuse", "node.TestJoinRefusedNodeExits", "cmd/unum.TestAttackSuite/a_used_join_token_cannot_be_replayed", "cmd/unum.TestAttackSuite/an_expired_join_token_is_refused"},
 		},
 		{
 			ID:       "T-002",
@@ -39,7 +39,7 @@ func Register() []Threat {
 				"(after checking the CSR's signature) and requires exactly the one URI SAN the server derived from the token " +
 				"or the caller's verified identity; anything else in the CSR is refused, not ignored.",
 			Status: Mitigated,
-			Tests:  []string{"identity/ca.TestVerifyCSR", "identity/ca.TestCSRSubjectIsNeverCopied", "control.TestJoinMisuse"},
+			Tests:  []string{"identity/ca.TestVerifyCSR", "identity/ca.TestCSRSubjectIsNeverCopied", "control.TestJoinMisuse", "cmd/unum.TestAttackSuite/a_join_csr_cannot_smuggle_extra_names", "cmd/unum.TestAttackSuite/a_renewal_csr_cannot_smuggle_another_identity"},
 		},
 		{
 			ID:       "T-003",
@@ -56,7 +56,7 @@ func Register() []Threat {
 				"executable from /proc, and then checks through the pidfd that the same process is still alive; if it " +
 				"is gone the call is refused, so a recycled pid never inherits an identity.",
 			Status: Mitigated,
-			Tests:  []string{"identity/attest.TestProcessGone"},
+			Tests:  []string{"identity/attest.TestProcessGone", "cmd/unum.TestAttackSuite/a_recycled_pid_does_not_inherit_a_workload_api_connection"},
 		},
 		{
 			ID:       "T-004",
@@ -74,7 +74,7 @@ func Register() []Threat {
 				"Not covered: a connection inherited by a forked child while the connecting process lives on unchanged " +
 				"is served as that process; the uid/gid boundary still holds, which is why binary selectors never stand alone.",
 			Status: Mitigated,
-			Tests:  []string{"identity/attest.TestExecAfterConnect", "identity/agent.TestExecAfterConnect", "identity/selector.TestValidateSet"},
+			Tests:  []string{"identity/attest.TestExecAfterConnect", "identity/agent.TestExecAfterConnect", "identity/selector.TestValidateSet", "cmd/unum.TestAttackSuite/a_process_that_execs_after_connecting_is_not_served_as_the_new_binary"},
 		},
 		{
 			ID:         "T-005",
@@ -103,7 +103,7 @@ func Register() []Threat {
 				"checked by role; node and workload SVIDs are refused at the handshake, so everyone else goes through " +
 				"unum RPCs and the policy.",
 			Status: Mitigated,
-			Tests:  []string{"storage/meta.TestForeignCertificatesRefused", "node.TestComputeSVIDCannotReachEtcd"},
+			Tests:  []string{"storage/meta.TestForeignCertificatesRefused", "node.TestComputeSVIDCannotReachEtcd", "cmd/unum.TestAttackSuite/a_workload_cannot_reach_etcd_directly"},
 		},
 		{
 			ID:         "T-007",
@@ -196,7 +196,7 @@ func Register() []Threat {
 			Mitigation: "The CA derives the node from the caller's verified SVID and signs only for an entry that names " +
 				"that node (or all nodes) and the requested ID; it ignores any node name in the request.",
 			Status: Mitigated,
-			Tests:  []string{"control.TestMintRequiresEntry"},
+			Tests:  []string{"control.TestMintRequiresEntry", "cmd/unum.TestAttackSuite/a_compromised_node_cannot_mint_for_foreign_workloads"},
 		},
 		{
 			ID:         "T-013",
@@ -213,7 +213,7 @@ func Register() []Threat {
 				"themselves, everyone id.show); denials are PermissionDenied with a decision id and exit code 3. The " +
 				"enrolment listener serves only Join and Login.",
 			Status: Mitigated,
-			Tests:  []string{"control.TestJoinMisuse", "control.TestCreateEntryValidation", "internal/rpc.TestPolicyAuthorizer", "policy.TestBuiltinBundleTestsPass", "cmd/unum.TestDevCluster"},
+			Tests:  []string{"control.TestJoinMisuse", "control.TestCreateEntryValidation", "internal/rpc.TestPolicyAuthorizer", "policy.TestBuiltinBundleTestsPass", "cmd/unum.TestDevCluster", "cmd/unum.TestAttackSuite/a_workload_cannot_apply_policy_or_register_identities"},
 		},
 		{
 			ID:       "T-014",
@@ -670,7 +670,7 @@ func Register() []Threat {
 				"are kept in the revision's history. Rollback goes through the same guard. The built-in user admin is " +
 				"granted everything by the shipped policy, and `unum admin recover` can always re-mint it.",
 			Status: Mitigated,
-			Tests:  []string{"control.TestPolicyBadBundles", "policy.TestBundleCases", "cmd/unum.TestPolicyDevCluster"},
+			Tests:  []string{"control.TestPolicyBadBundles", "policy.TestBundleCases", "cmd/unum.TestPolicyDevCluster", "cmd/unum.TestAttackSuite/a_bundle_that_locks_out_the_admin_or_lowers_a_privilege_is_refused"},
 		},
 		{
 			ID:       "T-041",
@@ -687,7 +687,7 @@ func Register() []Threat {
 				"decision, whatever the bundle says; the apply guard also refuses a bundle that calls any of them " +
 				"unprivileged unless --force, and even forced the floor holds.",
 			Status: Mitigated,
-			Tests:  []string{"policy.TestBundleCases", "control.TestPolicyBadBundles", "control.TestPolicyFloorSurvivesForce"},
+			Tests:  []string{"policy.TestBundleCases", "control.TestPolicyBadBundles", "control.TestPolicyFloorSurvivesForce", "cmd/unum.TestAttackSuite/a_bundle_that_locks_out_the_admin_or_lowers_a_privilege_is_refused"},
 		},
 		{
 			ID:       "T-042",
@@ -702,7 +702,7 @@ func Register() []Threat {
 			Mitigation: "Policy methods are themselves decided by the policy; the shipped policy grants policy.apply, " +
 				"policy.rollback and policy.shadow to the admin role only, and the decision is privileged.",
 			Status: Mitigated,
-			Tests:  []string{"control.TestPolicyNotForWorkloadsOrNodes", "internal/rpc.TestPolicyAuthorizer"},
+			Tests:  []string{"control.TestPolicyNotForWorkloadsOrNodes", "internal/rpc.TestPolicyAuthorizer", "cmd/unum.TestAttackSuite/a_workload_cannot_apply_policy_or_register_identities"},
 		},
 		{
 			ID:       "T-043",
@@ -718,7 +718,7 @@ func Register() []Threat {
 				"name, taken from its verified SVID by the routes table, never from the request) and svid.mint for " +
 				"workload identities (the handler then requires a registration assigned to that node); nothing else.",
 			Status: Mitigated,
-			Tests:  []string{"internal/rpc.TestPolicyAuthorizer", "policy.TestBuiltinBundleTestsPass", "cmd/unum.TestPolicyDevCluster"},
+			Tests:  []string{"internal/rpc.TestPolicyAuthorizer", "policy.TestBuiltinBundleTestsPass", "cmd/unum.TestPolicyDevCluster", "cmd/unum.TestAttackSuite/a_compromised_node_cannot_mint_for_foreign_workloads"},
 		},
 		{
 			ID:       "T-044",
@@ -909,7 +909,7 @@ func Register() []Threat {
 				"the Merkle root of the next checkpoint the node signed with its registered key (`unum audit verify`, " +
 				"online and --offline).",
 			Status: Mitigated,
-			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestProofsRoundTrip", "node.TestAuditTamperDetectedOnline"},
+			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestProofsRoundTrip", "node.TestAuditTamperDetectedOnline", "cmd/unum.TestAttackSuite/audit_tampering_and_truncation_are_detected"},
 		},
 		{
 			ID:       "T-052",
@@ -925,7 +925,7 @@ func Register() []Threat {
 				"checkpoint, or before the witnessed checkpoint exported with the keys (`unum audit keys` carries each " +
 				"node's newest countersigned checkpoint; online verify fetches it from the witness).",
 			Status: Mitigated,
-			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestByteFlipInStoreFilesIsDetected", "audit.TestVerifyAgainstWitness", "node.TestAuditTamperDetectedOnline"},
+			Tests:  []string{"audit.TestVerifyDetectsTampering", "audit.TestByteFlipInStoreFilesIsDetected", "audit.TestVerifyAgainstWitness", "node.TestAuditTamperDetectedOnline", "cmd/unum.TestAttackSuite/audit_tampering_and_truncation_are_detected"},
 		},
 		{
 			ID:         "T-053",
@@ -991,7 +991,7 @@ func Register() []Threat {
 				"fork. The " +
 				"witnessed checkpoint stays in etcd, where verify compares every log against it.",
 			Status: Mitigated,
-			Tests:  []string{"audit.TestCheckSubmission", "control.TestWitnessRefusesTruncation"},
+			Tests:  []string{"audit.TestCheckSubmission", "control.TestWitnessRefusesTruncation", "cmd/unum.TestAttackSuite/audit_tampering_and_truncation_are_detected"},
 		},
 		{
 			ID:       "T-057",
@@ -1144,7 +1144,7 @@ func Register() []Threat {
 				"skips the binding, and every other rule still holds there.",
 			Status: Mitigated,
 			Tests: []string{"identity/delegation.TestAttacks", "identity/delegation.TestThreeHops",
-				"identity/delegation.TestInspectDoesNotEnforceBinding", "identity/delegation.TestPlanCaps"},
+				"identity/delegation.TestInspectDoesNotEnforceBinding", "identity/delegation.TestPlanCaps", "cmd/unum.TestAttackSuite/a_delegated_credential_is_refused_from_anyone_but_its_holder"},
 		},
 		{
 			ID:       "T-071",
@@ -1167,7 +1167,7 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"identity/delegation.TestAttacks", "identity/delegation.TestWithinAgainstBruteForce",
 				"identity/delegation.TestScopesWithinAgainstBruteForce", "identity/delegation.TestScopesData",
-				"identity/delegation.TestReferenceCheckRefuses", "identity/delegation.TestPlanRefusesWhatVerifiersRefuse"},
+				"identity/delegation.TestReferenceCheckRefuses", "identity/delegation.TestPlanRefusesWhatVerifiersRefuse", "cmd/unum.TestAttackSuite/an_exchange_cannot_widen_a_delegated_credential"},
 		},
 		{
 			ID:       "T-072",
@@ -1237,7 +1237,7 @@ func Register() []Threat {
 				"chain error; a child never outlives its parent nor a bound certificate (Plan caps both).",
 			Status: Mitigated,
 			Tests: []string{"identity/delegation.TestAttacks/expired", "identity/delegation.TestLeeway",
-				"identity/delegation.TestPlanCaps", "identity/delegation.TestAttacks"},
+				"identity/delegation.TestPlanCaps", "identity/delegation.TestAttacks", "cmd/unum.TestAttackSuite/a_credential_from_a_skewed_clock_is_refused_beyond_the_leeway"},
 		},
 		{
 			ID:       "T-076",
@@ -1346,7 +1346,7 @@ func Register() []Threat {
 			Tests: []string{"internal/rpc.TestConfusedDeputyHolderRightsNotUsed", "internal/rpc.TestDelegatedCallDecidedForEveryPrincipal",
 				"internal/rpc.TestChainLongerThanPolicyMaxDepthRefused", "internal/rpc.TestTwoCredentialsInOneCallRefused",
 				"internal/rpc.TestServerWithoutVerifierRefusesCredential", "internal/rpc.TestExchangeDecidedOnWhatWillBeSigned",
-				"internal/rpc.TestSelfMethodsRefuseDelegation", "cmd/unum.TestCredentialsThreeHops"},
+				"internal/rpc.TestSelfMethodsRefuseDelegation", "cmd/unum.TestCredentialsThreeHops", "cmd/unum.TestAttackSuite/a_deputy_acting_for_a_principal_has_only_the_rights_of_that_principal"},
 		},
 		{
 			ID:       "T-081",
@@ -1365,7 +1365,7 @@ func Register() []Threat {
 				"with the credential's jtis. A stolen token is worthless without the holder's key.",
 			Status: Mitigated,
 			Tests: []string{"internal/rpc.TestReplayByNonHolderRefused", "internal/rpc.TestBoundCredentialFromAnotherCertificateRefused",
-				"internal/rpc.TestRefusedPresentationsRecorded", "cmd/unum.TestCredentialsThreeHops"},
+				"internal/rpc.TestRefusedPresentationsRecorded", "cmd/unum.TestCredentialsThreeHops", "cmd/unum.TestAttackSuite/a_delegated_credential_is_refused_from_anyone_but_its_holder"},
 		},
 		{
 			ID:       "T-082",
@@ -1403,7 +1403,7 @@ func Register() []Threat {
 				"summarized, not written one by one.",
 			Status: Mitigated,
 			Tests: []string{"internal/rpc.TestRefusedPresentationsRecorded", "internal/rpc.TestRefusedPresentationFloodSummarized",
-				"cmd/unum.TestCredentialsThreeHops"},
+				"cmd/unum.TestCredentialsThreeHops", "cmd/unum.TestAttackSuite/a_delegated_credential_is_refused_from_anyone_but_its_holder", "cmd/unum.TestAttackSuite/a_credential_from_a_skewed_clock_is_refused_beyond_the_leeway"},
 		},
 		{
 			ID:       "T-084",
@@ -1629,7 +1629,7 @@ func Register() []Threat {
 				"Every refusal is an audited svid.issue deny.",
 			Status: Mitigated,
 			Tests: []string{"control.TestSchedulerEndToEnd", "control.TestCreateEntryValidation",
-				"cmd/unum.TestJobsOnADevCluster"},
+				"cmd/unum.TestJobsOnADevCluster", "cmd/unum.TestAttackSuite/a_compromised_node_cannot_mint_for_foreign_workloads"},
 		},
 		{
 			ID:       "T-088",
@@ -1727,7 +1727,7 @@ func Register() []Threat {
 				"command runs as a confined batch task under a dynamic uid. Every refusal is an exec.run deny on the " +
 				"node; every run is recorded with the caller as subject, the exec service in the chain and the jti.",
 			Status: Mitigated,
-			Tests:  []string{"cmd/unum.TestExecAttacks", "cmd/unum.TestJobsOnADevCluster", "policy.TestBuiltinBundleTestsPass"},
+			Tests:  []string{"cmd/unum.TestExecAttacks", "cmd/unum.TestJobsOnADevCluster", "policy.TestBuiltinBundleTestsPass", "cmd/unum.TestAttackSuite/a_workload_cannot_run_commands_through_the_api_of_another_node"},
 		},
 		{
 			ID:       "T-101",
