@@ -2137,6 +2137,25 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests:  []string{"internal/cli.TestThreatModelDocIsCurrent", "internal/cli.TestThreatModelCommand", "cmd/unum.TestPolicyDevCluster"},
 		},
+		{
+			ID:       "T-135",
+			Title:    "A control-plane outage takes every workload's identity down with it",
+			STRIDE:   "D",
+			Asset:    "workloads' ability to authenticate (mutual TLS with SVIDs) while the control plane is unreachable",
+			Boundary: "control-plane quorum; the node agent, between a node and an unreachable control plane",
+			Crosses:  []string{"control-quorum", "node-agent"},
+			Attacker: "anyone who can cut the control plane off or take it down (a partition, dead or stopped control " +
+				"nodes, a flood), hoping every workload on every node loses its identity at once",
+			Capability: NetworkPeer,
+			Mitigation: "The node agent caches each workload's SVID and keeps serving it from its own Workload API while " +
+				"minting fails, until the SVID expires (never past it); minting is retried with jittered exponential " +
+				"backoff (at most 30 s), so once the control plane is back workloads get a renewed SVID within seconds. " +
+				"The outage a workload rides out is the rest of its SVID's lifetime: at least half the TTL (1h by default), " +
+				"since SVIDs are rotated at half-life.",
+			Status: Mitigated,
+			Tests: []string{"identity/agent.TestUpstreamFailureServesCachedUntilExpiry",
+				"internal/faultcluster.TestFaults/workloads_keep_their_SVIDs_through_a_control-plane_outage_and_renew_after_it"},
+		},
 	}
 	sortByID(threats)
 	return threats

@@ -584,6 +584,7 @@ resources: {cpu: 50, memory: 32}
 	require.Len(t, procsRunning(argv), 1)
 
 	// Phase 1: the leader and the task's node die together.
+	etcdWas := etcdLeader(t, c, leader).Name
 	s := startSampler(argv)
 	c.Kill(leader)
 	killed := time.Now()
@@ -604,8 +605,8 @@ resources: {cpu: 50, memory: 32}
 	require.LessOrEqual(t, maxProcs, 1, "the task ran twice on this machine (pids %v)", pids)
 	require.LessOrEqual(t, maxPS, 1, "unum ps listed the task running twice")
 	require.Len(t, procsRunning(argv), 1, "the job must be back at its one replica")
-	figure(t, "scheduler failover (leader's node killed with the task): new leader %s elected %s after the kill; task re-placed on %s %s after; at most %d copy in %d samples of /proc",
-		newLeader.Name, failover.Round(10*time.Millisecond), moved[0].Node, replaced.Round(10*time.Millisecond), maxProcs, samples)
+	figure(t, "scheduler failover (leader's node killed with the task; it was the etcd leader: %v): new leader %s elected %s after the kill; task re-placed on %s %s after; at most %d copy in %d samples of /proc",
+		etcdWas == leader.Name, newLeader.Name, failover.Round(10*time.Millisecond), moved[0].Node, replaced.Round(10*time.Millisecond), maxProcs, samples)
 
 	c.startNode(leader)
 	require.NoError(t, c.WaitReady(leader))
@@ -627,6 +628,7 @@ resources: {cpu: 50, memory: 32}
 	}
 	pidsBefore := procsRunning(argv)
 	require.Len(t, pidsBefore, 1)
+	etcdWas = etcdLeader(t, c, leader).Name
 	s = startSampler(argv)
 	c.Kill(leader)
 	newLeader, failover = waitSchedLeader(t, c, cli, leader.Name)
@@ -639,8 +641,8 @@ resources: {cpu: 50, memory: 32}
 	require.Equal(t, pidsBefore, pids, "the task was restarted or doubled although its node lived")
 	require.LessOrEqual(t, maxProcs, 1)
 	require.LessOrEqual(t, maxPS, 1)
-	figure(t, "scheduler failover (leader only): leader %s killed, %s elected %s later; the task on %s kept its one process (pid %d) through %d samples",
-		leader.Name, newLeader.Name, failover.Round(10*time.Millisecond), taskNode, pidsBefore[0], samples)
+	figure(t, "scheduler failover (leader only; it was the etcd leader: %v): leader %s killed, %s elected %s later; the task on %s kept its one process (pid %d) through %d samples",
+		etcdWas == leader.Name, leader.Name, newLeader.Name, failover.Round(10*time.Millisecond), taskNode, pidsBefore[0], samples)
 }
 
 // auditEvent is one event of `unum audit query -o json`.
