@@ -69,11 +69,13 @@ generate-bpf:
 	cd enforcement/kernel && BPF2GO_CFLAGS="$(BPF_CFLAGS)" $(GO) generate ./...
 
 # Tools the root-only tests and benchmarks call (iptables for
-# `unum bench enforce`, ip for its network namespaces).
+# `unum bench enforce`, ip for its network namespaces; ip, iptables, tc and
+# nsenter for the fault cluster, internal/faultcluster).
 # Installed only as root (CI); elsewhere the tests that need them skip.
 deps:
-	@[ "$$(id -u)" != 0 ] || { command -v iptables >/dev/null && command -v ip >/dev/null; } || \
-		(apt-get update && apt-get install -y iptables iproute2)
+	@[ "$$(id -u)" != 0 ] || { command -v iptables >/dev/null && command -v ip >/dev/null && \
+		command -v tc >/dev/null && command -v nsenter >/dev/null; } || \
+		(apt-get update && apt-get install -y iptables iproute2 util-linux)
 
 clean:
 	rm -rf bin

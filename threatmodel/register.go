@@ -135,7 +135,7 @@ func Register() []Threat {
 				"registration entry and the requesting node's membership; a member in the minority cannot complete the " +
 				"read and refuses to mint (agents keep serving SVIDs they already hold until those expire).",
 			Status: Mitigated,
-			Tests:  []string{"storage/meta.TestMinorityCannotRead", "cmd/unum.TestDevCluster"},
+			Tests:  []string{"storage/meta.TestMinorityCannotRead", "cmd/unum.TestDevCluster", "internal/faultcluster.TestFaults/a_minority_partition_cannot_change_policy_or_mint_and_converges_after_heal"},
 		},
 		{
 			ID:       "T-009",
@@ -364,7 +364,7 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"internal/rpc.TestStaleViewRefusesPrivileged", "identity/revocation.TestViewFreshness",
 				"cmd/unum.TestDevCluster", "control.TestEnrolmentRefusedOnStaleView",
-				"internal/rpc.TestUnloadedViewServesOnlyHarmlessCalls", "identity/revocation.TestViewIgnoresOlderSets"},
+				"internal/rpc.TestUnloadedViewServesOnlyHarmlessCalls", "identity/revocation.TestViewIgnoresOlderSets", "internal/faultcluster.TestFaults/a_minority_partition_cannot_change_policy_or_mint_and_converges_after_heal"},
 		},
 		{
 			ID:       "T-039",
@@ -736,7 +736,7 @@ func Register() []Threat {
 				"with Unavailable and the reason; served and latest revisions are compared for equality, so a node ahead of a " +
 				"store restored from backup is stale too, and a revision pushed by a lagging control node starts unconfirmed. Heartbeats report each node's revision (`unum policy status`).",
 			Status: Mitigated,
-			Tests:  []string{"internal/rpc.TestStalePolicyRefusesPrivileged", "control.TestPolicyUnloadableRevisionGoesStale", "policy.TestDeciderStaleView", "policy.TestViewFreshness", "policy.TestViewStoreRestored", "node.TestComputeNodeFollowsPolicy"},
+			Tests:  []string{"internal/rpc.TestStalePolicyRefusesPrivileged", "control.TestPolicyUnloadableRevisionGoesStale", "policy.TestDeciderStaleView", "policy.TestViewFreshness", "policy.TestViewStoreRestored", "node.TestComputeNodeFollowsPolicy", "internal/faultcluster.TestFaults/a_minority_partition_cannot_change_policy_or_mint_and_converges_after_heal"},
 		},
 		{
 			ID:         "T-045",
@@ -955,7 +955,7 @@ func Register() []Threat {
 				"present and the log verifies. Retention prunes only entries a witness countersigned, signs a checkpoint " +
 				"stating how many are pruned, and verify fails on missing entries no signed checkpoint prunes.",
 			Status: Mitigated,
-			Tests:  []string{"audit.TestCrashKeepsAcknowledgedEvents", "audit.TestPruneIsSignedAndAccountedFor", "audit.TestVerifyDetectsTampering"},
+			Tests:  []string{"audit.TestCrashKeepsAcknowledgedEvents", "audit.TestPruneIsSignedAndAccountedFor", "audit.TestVerifyDetectsTampering", "internal/faultcluster.TestFaults/no_acknowledged_audit_event_is_lost_across_SIGKILL_of_any_node"},
 		},
 		{
 			ID:       "T-055",
@@ -1674,7 +1674,7 @@ func Register() []Threat {
 			Tests: []string{"control.TestLeaseAndFence", "control.TestNewLeaderGivesNodesALease", "control.TestPlanRound",
 				"control.TestStaleLeaderCannotCommit", "control.TestSchedulerEndToEnd", "node.TestFencing",
 				"scheduler/executor/reaper.TestReaperKillsTasksWhenTheNodeDies",
-				"scheduler/executor/reaper.TestReaperKillsTasksOfAStalledNode", "cmd/unum.TestJobsOnADevCluster"},
+				"scheduler/executor/reaper.TestReaperKillsTasksOfAStalledNode", "cmd/unum.TestJobsOnADevCluster", "internal/faultcluster.TestFaults/the_scheduler_leader_fails_over_and_no_task_runs_twice"},
 		},
 		{
 			ID:       "T-098",
@@ -2190,6 +2190,25 @@ func Register() []Threat {
 				"that let the call run.",
 			Status: Mitigated,
 			Tests:  []string{"cmd/unum.TestAttackSuite/a_bundle_that_locks_out_the_admin_or_lowers_a_privilege_is_refused"},
+		},
+		{
+			ID:       "T-135",
+			Title:    "A control-plane outage takes every workload's identity down with it",
+			STRIDE:   "D",
+			Asset:    "workloads' ability to authenticate (mutual TLS with SVIDs) while the control plane is unreachable",
+			Boundary: "control-plane quorum; the node agent, between a node and an unreachable control plane",
+			Crosses:  []string{"control-quorum", "node-agent"},
+			Attacker: "anyone who can cut the control plane off or take it down (a partition, dead or stopped control " +
+				"nodes, a flood), hoping every workload on every node loses its identity at once",
+			Capability: NetworkPeer,
+			Mitigation: "The node agent caches each workload's SVID and keeps serving it from its own Workload API while " +
+				"minting fails, until the SVID expires (never past it); minting is retried with jittered exponential " +
+				"backoff (at most 30 s), so once the control plane is back workloads get a renewed SVID within seconds. " +
+				"The outage a workload rides out is the rest of its SVID's lifetime: at least half the TTL (1h by default), " +
+				"since SVIDs are rotated at half-life.",
+			Status: Mitigated,
+			Tests: []string{"identity/agent.TestUpstreamFailureServesCachedUntilExpiry",
+				"internal/faultcluster.TestFaults/workloads_keep_their_SVIDs_through_a_control-plane_outage_and_renew_after_it"},
 		},
 	}
 	sortByID(threats)
