@@ -577,7 +577,10 @@ func (e *enforcer) refusedBySeccomp(ev kernel.Event) (string, unix.Errno, bool) 
 		return "", 0, false
 	}
 	name, errno, ok := e.model.Refused(ev.Syscall, ev.Args[0], ev.Args[1])
-	return name, errno, ok && errno == ev.Errno
+	if !ok || errno != ev.Errno {
+		return "", 0, false
+	}
+	return name, errno, true
 }
 
 func (e *enforcer) enqueueLocked(d denial) {
