@@ -123,7 +123,7 @@ resources: {cpu: 50, memory: 64}
 	seccompAudited := func(t *testing.T, call string) {
 		t.Helper()
 		if !caps.SyscallAudit {
-			t.Skip(threatmodel.KernelLacks("raw-tracepoint") + caps.SyscallReason)
+			t.Skip(threatmodel.KernelLacks("bpf-syscall-audit") + caps.SyscallReason)
 		}
 		det := denied(t, "syscall/-/"+call)
 		require.Equal(t, "syscall", det["hook"], det)

@@ -22,7 +22,7 @@ func requireSyscallAudit(t *testing.T) {
 	t.Helper()
 	requireCgroupBPF(t)
 	if c := Probe(); !c.SyscallAudit {
-		t.Skip(threatmodel.KernelLacks("raw-tracepoint") + c.SyscallReason)
+		t.Skip(threatmodel.KernelLacks("bpf-syscall-audit") + c.SyscallReason)
 	}
 }
 
@@ -146,7 +146,7 @@ func TestRegsOffsetsMatchKernelBTF(t *testing.T) {
 	}
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
-		t.Skip(threatmodel.KernelLacks("btf") + err.Error())
+		t.Skip(threatmodel.KernelLacks("bpf-syscall-audit") + "no kernel BTF to check the pt_regs offsets against: " + err.Error())
 	}
 	var regs *btf.Struct
 	require.NoError(t, spec.TypeByName("pt_regs", &regs))
