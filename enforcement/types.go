@@ -158,6 +158,9 @@ const (
 	LayerSeccomp  = "seccomp"        // the task shim's syscall filter
 	LayerLandlock = "landlock"       // the task shim's filesystem ruleset
 	LayerLSM      = "bpf-lsm"        // cgroup-scoped BPF LSM hooks for the escape set
+	// LayerSyscallAudit records the seccomp filter's refusals in the task
+	// subtree (it refuses nothing itself).
+	LayerSyscallAudit = "bpf-syscall-audit"
 )
 
 // Hook is the BPF program that decided.
@@ -170,6 +173,9 @@ const (
 	HookSendmsg4
 	HookSendmsg6
 	HookSockCreate
+	// HookSyscall: a system call the task's seccomp filter refused,
+	// reported by the syscall audit layer.
+	HookSyscall
 )
 
 func (h Hook) String() string {
@@ -184,6 +190,8 @@ func (h Hook) String() string {
 		return "sendmsg6"
 	case HookSockCreate:
 		return "sock_create"
+	case HookSyscall:
+		return "syscall"
 	}
 	return "hook(" + strconv.Itoa(int(h)) + ")"
 }

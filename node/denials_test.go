@@ -6,8 +6,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/unumos/unum/enforcement"
+	"github.com/unumos/unum/enforcement/kernel"
+	"github.com/unumos/unum/scheduler/executor/shim"
 )
 
 // TestDenialsAggregate: a task looping on a forbidden connect makes one
@@ -67,4 +70,49 @@ func TestDenialsBounded(t *testing.T) {
 	require.True(t, got[0].key.overflow)
 	require.False(t, got[0].key.addr.IsValid())
 	require.Equal(t, 97, got[0].count)
+}
+
+// TestSyscallDenials: a task looping on a refused call makes one event
+// per window like a connect; each call is its own kind. Of the EPERMs the
+// syscall audit layer reports, only the seccomp filter's are recorded: a
+// socket the sock_create hook refused is that hook's event already.
+func TestSyscallDenials(t *testing.T) {
+	m, err := shim.NewFilterModel()
+	if err != nil {
+		t.Skip("no seccomp filter on this architecture: " + err.Error())
+	}
+	e := &enforcer{model: m}
+	for _, tc := range []struct {
+		name       string
+		nr         uint32
+		arg0, arg1 uint64
+		errno      unix.Errno
+		want       string
+	}{
+		{"ptrace", unix.SYS_PTRACE, unix.PTRACE_ATTACH, 1, unix.EPERM, "ptrace"},
+		{"clone with a user namespace", unix.SYS_CLONE, unix.CLONE_NEWUSER, 0, unix.EPERM, "clone"},
+		{"packet socket", unix.SYS_SOCKET, unix.AF_PACKET, unix.SOCK_RAW, unix.EPERM, "socket"},
+		{"ping socket (the sock_create hook's)", unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_DGRAM, unix.EPERM, ""},
+		{"clone3 (ENOSYS, not EPERM)", unix.SYS_CLONE3, 0, 0, unix.EPERM, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name, _, ok := e.refusedBySeccomp(kernel.Event{Hook: enforcement.HookSyscall, Syscall: tc.nr,
+				Args: [2]uint64{tc.arg0, tc.arg1}, Errno: tc.errno})
+			require.Equal(t, tc.want != "", ok)
+			require.Equal(t, tc.want, name)
+		})
+	}
+
+	t0 := time.Unix(1_000_000, 0)
+	a := newDenials(10 * time.Second)
+	ptrace := denial{key: denyKey{task: "t1", hook: enforcement.HookSyscall, syscall: "ptrace"}, spiffe: "spiffe://td/ns/shop/job/web", identity: 7}
+	bpf := ptrace
+	bpf.key.syscall = "bpf"
+	require.True(t, a.add(ptrace, t0))
+	require.False(t, a.add(ptrace, t0.Add(time.Second)))
+	require.True(t, a.add(bpf, t0.Add(time.Second)), "another call is another kind")
+	got := a.expire(t0.Add(10 * time.Second))
+	require.Len(t, got, 1)
+	require.Equal(t, "ptrace", got[0].key.syscall)
+	require.Equal(t, 1, got[0].count)
 }

@@ -13,10 +13,13 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/enforcement"
 	"github.com/unumos/unum/enforcement/kernel"
+	"github.com/unumos/unum/scheduler/executor/shim"
 )
 
 // A compute node's kernel enforcement: the BPF programs of package
@@ -55,7 +58,12 @@ type enforcer struct {
 	// (seccomp, landlock) and the BPF ones Open attached.
 	layers []string
 	pinDir string // this node's pins under bpfPinRoot
-	queue  chan denial
+	// model is the task shim's seccomp filter, run in user space: it
+	// tells a refusal of the filter from an EPERM of another origin among
+	// the syscall audit layer's events, and names the call (nil: no
+	// filter on this architecture, the layer is not loaded).
+	model *shim.FilterModel
+	queue chan denial
 	// modeChanged asks recordLoop to record the mode (it may block on the
 	// audit log, which applySync must not).
 	modeChanged chan struct{}
@@ -107,6 +115,7 @@ type denyKey struct {
 	sockProto uint16 // the socket's full protocol (MPTCP does not fit proto)
 	sockType  uint32
 	auditOnly bool
+	syscall   string // HookSyscall: the refused call's name
 }
 
 type denial struct {
@@ -118,6 +127,10 @@ type denial struct {
 	family   uint8
 	first    time.Time
 	count    int
+	// HookSyscall: the errno the task got, and the process of the first.
+	errno unix.Errno
+	pid   uint32
+	comm  string
 }
 
 // startEnforcement probes the kernel and opens (or adopts) the node's
@@ -141,13 +154,23 @@ func (n *node) startEnforcement(c *compute) *enforcer {
 	if !caps.CgroupBPF {
 		e.reason = "no cgroup BPF: " + caps.Reason
 	} else {
+		var syscalls []uint32
+		if slices.Contains(e.layers, enforcement.LayerSeccomp) {
+			// The refusals to record are the filter's, so the audit layer
+			// watches exactly the calls the shim's list refuses.
+			if m, err := shim.NewFilterModel(); err == nil {
+				e.model, syscalls = m, m.Audited()
+			}
+		}
 		k, err := openKernel(n, kernel.Config{
 			PinDir: e.pinDir,
 			Cgroup: c.cgroups.Root(),
-			// Open loads the LSM layer where the kernel allows it and
-			// says why not otherwise (reported as the reason).
-			LSM: true,
-			Log: n.log.With("component", "enforcement"),
+			// Open loads the LSM and syscall audit layers where the
+			// kernel allows them and says why not otherwise (reported as
+			// the reason).
+			LSM:      true,
+			Syscalls: syscalls,
+			Log:      n.log.With("component", "enforcement"),
 		})
 		if err != nil {
 			e.reason = "load BPF programs: " + err.Error()
@@ -206,9 +229,14 @@ func (e *enforcer) adopt() error {
 		return err
 	}
 	e.layers = append(e.layers, st.Layers...)
+	var why []string
 	if st.LSMReason != "" {
-		e.reason = "bpf-lsm not active: " + st.LSMReason
+		why = append(why, "bpf-lsm not active: "+st.LSMReason)
 	}
+	if st.SyscallReason != "" && e.model != nil {
+		why = append(why, "bpf-syscall-audit not active (seccomp refusals are not recorded): "+st.SyscallReason)
+	}
+	e.reason = strings.Join(why, "; ")
 	e.recreated = e.k.Recreated()
 	e.mu.Lock()
 	// What the pinned settings say is what the kernel does until the
@@ -514,6 +542,18 @@ func (e *enforcer) readEvents(ctx context.Context) error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		key := denyKey{task: e.mu.byCgroup[ev.CgroupID], hook: ev.Hook, addr: ev.Addr, port: ev.Port, proto: ev.Proto, sockProto: ev.SockProto, sockType: ev.SockType, auditOnly: ev.AuditOnly}
+		if ev.Hook == enforcement.HookSyscall {
+			// The kernel reports every watched call that failed with
+			// EPERM in the subtree; only the filter's refusals are
+			// recorded as such (a socket refused by the sock_create hook
+			// is that hook's event already).
+			name, errno, ok := e.refusedBySeccomp(ev)
+			if !ok {
+				return
+			}
+			key.syscall = name
+			ev.Errno = errno
+		}
 		if key.task == "" {
 			// Not a cgroup of this run: queued while no agent ran, or a
 			// process that bypassed the executor.
@@ -521,12 +561,26 @@ func (e *enforcer) readEvents(ctx context.Context) error {
 		}
 		// The identity is what the kernel judged with, by number (the
 		// binding may be gone by now).
-		d := denial{key: key, spiffe: e.mu.spiffeOf[ev.Identity], identity: ev.Identity, family: ev.Family, first: now, count: 1}
+		d := denial{key: key, spiffe: e.mu.spiffeOf[ev.Identity], identity: ev.Identity, family: ev.Family, first: now, count: 1,
+			errno: ev.Errno, pid: ev.PID, comm: ev.Comm}
 		if !e.mu.denials.add(d, now) {
 			return
 		}
 		e.enqueueLocked(d)
 	})
+}
+
+// refusedBySeccomp says whether the task filter refuses the reported call
+// with the errno the task got, and names it.
+func (e *enforcer) refusedBySeccomp(ev kernel.Event) (string, unix.Errno, bool) {
+	if e.model == nil {
+		return "", 0, false
+	}
+	name, errno, ok := e.model.Refused(ev.Syscall, ev.Args[0], ev.Args[1])
+	if !ok || errno != ev.Errno {
+		return "", 0, false
+	}
+	return name, errno, true
 }
 
 func (e *enforcer) enqueueLocked(d denial) {
@@ -571,8 +625,15 @@ type EnforcementDenyDetails struct {
 	Identity    uint32 `json:"identity,omitempty"`
 	Hook        string `json:"hook"`
 	Destination string `json:"destination,omitempty"`
-	Protocol    string `json:"protocol"`
-	SocketType  uint32 `json:"socket_type,omitempty"`
+	Protocol    string `json:"protocol,omitempty"`
+	// Syscall names the system call the task's seccomp filter refused
+	// (hook "syscall"), Errno what the task got; PID and Command are the
+	// process of the first of them.
+	Syscall    string `json:"syscall,omitempty"`
+	Errno      string `json:"errno,omitempty"`
+	PID        uint32 `json:"pid,omitempty"`
+	Command    string `json:"command,omitempty"`
+	SocketType uint32 `json:"socket_type,omitempty"`
 	// SocketProtocol is the socket's protocol number (IPPROTO_*).
 	SocketProtocol uint16 `json:"socket_protocol,omitempty"`
 	Family         uint8  `json:"family,omitempty"`
@@ -596,12 +657,18 @@ func (e *enforcer) record(d denial) {
 	det := EnforcementDenyDetails{Task: d.key.task, Identity: uint32(d.identity), Hook: d.key.hook.String(), Protocol: d.key.proto.String(),
 		SocketType: d.key.sockType, SocketProtocol: d.key.sockProto, Family: d.family, AuditOnly: d.key.auditOnly, Count: d.count, Since: since.UTC()}
 	resource := "net/-/" + d.key.hook.String()
+	if d.key.hook == enforcement.HookSyscall {
+		det.Protocol, det.Syscall, det.Errno, det.PID, det.Command = "", d.key.syscall, unix.ErrnoName(d.errno), d.pid, d.comm
+		resource = "syscall/-/" + d.key.syscall
+	}
 	if d.key.addr.IsValid() {
 		det.Destination = netip.AddrPortFrom(d.key.addr, d.key.port).String()
 		resource = "net/-/" + det.Destination
 	}
 	outcome, reasons := audit.Deny, []string{"not in the identity's allow list"}
 	switch {
+	case d.key.hook == enforcement.HookSyscall:
+		reasons = []string{"refused by the task's seccomp filter"}
 	case d.identity == 0:
 		reasons = []string{"the process's cgroup has no identity: everything is denied"}
 	case d.key.hook == enforcement.HookSockCreate:

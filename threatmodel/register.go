@@ -1537,9 +1537,10 @@ func Register() []Threat {
 				"thread that execs, drops supplementary groups and sets gid and uid to the task's dynamic uid, then " +
 				"verifies that setuid(0) and setgid(0) fail, no capability is left and no_new_privs holds, failing closed " +
 				"(exit 127, nothing exec'd) otherwise. A setuid binary then runs with the task's uid. The test first shows " +
-				"the setuid copies do make an unprivileged uid root without no_new_privs.",
+				"the setuid copies do make an unprivileged uid root without no_new_privs. Nothing is refused, so nothing is " +
+				"audited: the attempt gains nothing (shown on a dev cluster too).",
 			Status: Mitigated,
-			Tests:  []string{"scheduler/executor.TestAttackSetuidCannotRegainRoot", "scheduler/executor.TestTaskConfinedAndIdentified"},
+			Tests:  []string{"scheduler/executor.TestAttackSetuidCannotRegainRoot", "scheduler/executor.TestTaskConfinedAndIdentified", "cmd/unum.TestTaskAttacks/a_setuid_root_binary_runs_with_the_task_uid"},
 		},
 		{
 			ID:       "T-091",
@@ -1791,7 +1792,7 @@ func Register() []Threat {
 			Tests: []string{"enforcement/kernel.TestConnectAllowList", "enforcement/kernel.TestUDPSendmsg",
 				"enforcement/kernel.TestRulesChangeForRunningProcess", "enforcement/kernel.TestSurvivesAgentKill",
 				"enforcement/kernel.TestUpgradeUpdatesLinksInPlace", "enforcement/kernel.TestLookupMatchesReference",
-				"cmd/unum.TestKernelEnforcementOnADevCluster", "control.TestNetworkOf"},
+				"cmd/unum.TestKernelEnforcementOnADevCluster", "control.TestNetworkOf", "cmd/unum.TestTaskAttacks/egress_outside_its_policy_is_refused_and_audited"},
 		},
 		{
 			ID:       "T-104",
@@ -2209,6 +2210,60 @@ func Register() []Threat {
 			Status: Mitigated,
 			Tests: []string{"identity/agent.TestUpstreamFailureServesCachedUntilExpiry",
 				"internal/faultcluster.TestFaults/workloads_keep_their_SVIDs_through_a_control-plane_outage_and_renew_after_it"},
+		},
+		{
+			ID:       "T-130",
+			Title:    "A task's escape attempts go unrecorded",
+			STRIDE:   "R",
+			Asset:    "the record of what a task tried: the operator's sign that a workload is compromised",
+			Boundary: "the task shim's seccomp filter, between a task and its node's kernel",
+			Crosses:  []string{"task-sandbox"},
+			Attacker: "the code of a compromised task probing ptrace, bpf(), mount, namespaces, modules, keyrings or raw sockets: the " +
+				"filter refuses each in the kernel and, without more, tells no one, so the probing leaves no trace",
+			Capability: CompromisedWorkload,
+			Mitigation: "The node's syscall audit layer, a raw_tracepoint/sys_exit program (seccomp skips sys_enter for a call it " +
+				"refuses, not the exit work), reports every call that failed with EPERM under the task root whose number is in the " +
+				"set the shim's filter refuses (shim.FilterModel.Audited, from the filter's own table): cgroup, identity, number, " +
+				"first two arguments, pid and command. The node runs the shim's filter program in user space on them and records an " +
+				"enforcement.deny event (hook syscall, resource syscall/-/NAME, subject the task's SPIFFE ID) only when the filter " +
+				"refuses exactly that call with that errno, so an EPERM of another origin is not attributed to seccomp. A kernel " +
+				"that refuses the program keeps every other layer, and the node reports the missing layer with the reason; the " +
+				"refusal itself is seccomp's either way. Not recorded: clone3's ENOSYS (the C library's fallback path for every " +
+				"thread; clone with namespace flags is recorded) and calls through another architecture's entry (the filter kills " +
+				"the process).",
+			Status: Mitigated,
+			Tests: []string{"enforcement/kernel.TestSyscallAuditRecordsSeccompRefusals", "enforcement/kernel.TestSyscallAuditWithTheShimsList",
+				"enforcement/kernel.TestRegsOffsetsMatchKernelBTF", "enforcement/kernel.TestSyscallLayoutMatchesBTF",
+				"enforcement/kernel.TestDecodeSyscallEvent", "scheduler/executor/shim.TestFilterModel", "node.TestSyscallDenials",
+				"cmd/unum.TestTaskAttacks/ptrace_of_PID_1_and_of_its_own_child_is_refused_and_audited",
+				"cmd/unum.TestTaskAttacks/bpf_is_refused_and_audited", "cmd/unum.TestTaskAttacks/mount_is_refused_and_audited",
+				"cmd/unum.TestTaskAttacks/a_user_namespace_is_refused_and_audited", "scheduler/executor.TestAttackEscapeSyscalls", "cmd/unum.TestTaskAttacks/ptrace_of_PID_1_and_of_its_own_child_is_refused_and_audited", "cmd/unum.TestTaskAttacks/bpf_is_refused_and_audited", "cmd/unum.TestTaskAttacks/mount_is_refused_and_audited", "cmd/unum.TestTaskAttacks/a_user_namespace_is_refused_and_audited"},
+			Kernel: &KernelDependency{
+				Feature: "bpf-syscall-audit",
+				Tests: []string{"enforcement/kernel.TestSyscallAuditRecordsSeccompRefusals", "enforcement/kernel.TestSyscallAuditWithTheShimsList",
+					"enforcement/kernel.TestRegsOffsetsMatchKernelBTF",
+					"cmd/unum.TestTaskAttacks/ptrace_of_PID_1_and_of_its_own_child_is_refused_and_audited",
+					"cmd/unum.TestTaskAttacks/bpf_is_refused_and_audited", "cmd/unum.TestTaskAttacks/mount_is_refused_and_audited",
+					"cmd/unum.TestTaskAttacks/a_user_namespace_is_refused_and_audited", "cmd/unum.TestTaskAttacks/ptrace_of_PID_1_and_of_its_own_child_is_refused_and_audited", "cmd/unum.TestTaskAttacks/bpf_is_refused_and_audited", "cmd/unum.TestTaskAttacks/mount_is_refused_and_audited", "cmd/unum.TestTaskAttacks/a_user_namespace_is_refused_and_audited"},
+				Fallback: []string{"scheduler/executor.TestAttackEscapeSyscalls"},
+			},
+		},
+		{
+			ID:       "T-132",
+			Title:    "A task floods the audit log with refused calls",
+			STRIDE:   "RD",
+			Asset:    "the node's audit log and its kernel event buffers: other tasks' refusals, and the record of the attempt that mattered",
+			Boundary: "the BPF programs' ring buffers into the node's audit log",
+			Crosses:  []string{"task-sandbox", "task-network"},
+			Attacker: "the code of a task looping on refused calls or connects, or scanning destinations, so that the log fills, " +
+				"other events are dropped, or its real attempt drowns among repeats",
+			Capability: CompromisedWorkload,
+			Mitigation: "The node aggregates denials: the first of a kind (task, hook, destination or system call) is recorded at once, " +
+				"repeats within 10 s become one event with their count; past 4096 kinds at once a task's denials are counted under " +
+				"its task and hook. Seccomp refusals have their own ring buffer, so a syscall loop cannot crowd out network " +
+				"denials; what the kernel or the node could not queue is counted as dropped and shown in the node's enforcement status.",
+			Status: Mitigated,
+			Tests:  []string{"node.TestDenialsAggregate", "node.TestDenialsBounded", "node.TestSyscallDenials"},
 		},
 	}
 	sortByID(threats)

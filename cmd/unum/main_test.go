@@ -29,6 +29,9 @@ var unumBin string
 // netprobeBin is the enforcement tests' task (testdata/netprobe).
 var netprobeBin string
 
+// escapeBin is the attack tests' task (testdata/escape).
+var escapeBin string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "unum-bin-")
 	if err != nil {
@@ -43,11 +46,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	netprobeBin = filepath.Join(dir, "netprobe")
-	build = exec.Command("go", "build", "-o", netprobeBin, "./testdata/netprobe")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build netprobe:", err)
-		os.Exit(1)
+	escapeBin = filepath.Join(dir, "escape")
+	for bin, pkg := range map[string]string{netprobeBin: "./testdata/netprobe", escapeBin: "./testdata/escape"} {
+		build = exec.Command("go", "build", "-o", bin, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -37,6 +37,12 @@ type Config struct {
 	// that refuses it leaves the network layer working; Stats says which
 	// layers are active.
 	LSM bool
+	// Syscalls are the system call numbers the task shim's seccomp filter
+	// refuses with EPERM (shim.FilterModel.Audited): the syscall audit
+	// layer reports those refusals in the task subtree. Empty: the layer
+	// is not loaded. A kernel that refuses it leaves the other layers
+	// working; Stats says why it is missing.
+	Syscalls []uint32
 	// Log receives adoption and upgrade decisions. Nil discards them.
 	Log *slog.Logger
 
@@ -63,6 +69,15 @@ type Event struct {
 	SockProto uint16 // the socket's protocol in full
 	SockType  uint32 // SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ...
 	AuditOnly bool   // would have been refused, was allowed
+
+	// For HookSyscall (the syscall audit layer; the fields above but
+	// CgroupID and Identity are zero): the call's number, its first two
+	// arguments, the errno the caller got, and the calling process.
+	Syscall uint32
+	Args    [2]uint64
+	Errno   unix.Errno
+	PID     uint32
+	Comm    string
 }
 
 // Stats is what `unum enforcement status` shows of one node's kernel side.
@@ -70,7 +85,8 @@ type Event struct {
 // for it; how full the maps are is MapSizes, which walks them.
 type Stats struct {
 	// Programs attached, by hook name: connect4, connect6, sendmsg4,
-	// sendmsg6, sock_create, and lsm/<hook> for the LSM layer.
+	// sendmsg6, sock_create, lsm/<hook> for the LSM layer, syscall_exit
+	// for the syscall audit layer.
 	Programs []string
 	// Dropped counts events the programs could not queue (ring buffer
 	// full) since the map was created.
@@ -80,12 +96,15 @@ type Stats struct {
 	// Enforcer was opened. Unlike Dropped it lives in the process: the
 	// records were queued, and lost only to this reader.
 	Undecodable uint64
-	// Layers active: enforcement.LayerNetwork, enforcement.LayerLSM.
+	// Layers active: enforcement.LayerNetwork, enforcement.LayerLSM,
+	// enforcement.LayerSyscallAudit.
 	Layers []string
 	// NodeAuditOnly: the settings map says the whole node is audit-only.
 	NodeAuditOnly bool
 	// LSMReason says why the LSM layer is not active when it was asked for.
 	LSMReason string
+	// SyscallReason says why the syscall audit layer is not active.
+	SyscallReason string
 }
 
 // Enforcer is the loaded network layer (and LSM layer when available) of
@@ -98,11 +117,13 @@ type Enforcer struct {
 	cgroupID uint64
 
 	net   netObjects
-	lsm   *lsmObjects // nil when the LSM layer is not loaded
+	lsm   *lsmObjects     // nil when the LSM layer is not loaded
+	sys   *syscallObjects // nil when the syscall audit layer is not loaded
 	links map[string]link.Link
 
-	recreated []string
-	lsmReason string
+	recreated     []string
+	lsmReason     string
+	syscallReason string
 
 	// undecodable: ring buffer records ReadEvents skipped (Stats).
 	undecodable atomic.Uint64
@@ -218,6 +239,25 @@ func Open(ctx context.Context, cfg Config) (_ *Enforcer, err error) {
 			return nil, err
 		}
 	}
+
+	if len(cfg.Syscalls) > 0 {
+		if err := e.openSyscallAudit(cfg.Syscalls); err != nil {
+			var refused *syscallRefusedError
+			if !errors.As(err, &refused) {
+				return nil, err
+			}
+			e.syscallReason = refused.Error()
+			log.Warn("syscall audit layer not active", "reason", e.syscallReason)
+			if err := e.removeSyscallAudit(); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		e.syscallReason = "not asked for"
+		if err := e.removeSyscallAudit(); err != nil {
+			return nil, err
+		}
+	}
 	return e, nil
 }
 
@@ -230,6 +270,11 @@ func linksDir(pinDir string) string { return filepath.Join(pinDir, "links") }
 func adoptMaps(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) ([]string, error) {
 	var recreated []string
 	for _, name := range slices.Sorted(maps.Keys(spec.Maps)) {
+		if strings.HasPrefix(name, ".") {
+			// .rodata and the like: the object's constants, set per
+			// load, shared with nobody.
+			continue
+		}
 		ms := spec.Maps[name]
 		ms.Pinning = ebpf.PinByName
 		path := filepath.Join(dir, name)
@@ -540,7 +585,7 @@ func (e *Enforcer) SetNodeAuditOnly(on bool) error {
 // Stats reports what is attached, the event counters and the node
 // setting. It reads two map entries and no more.
 func (e *Enforcer) Stats() (Stats, error) {
-	s := Stats{LSMReason: e.lsmReason}
+	s := Stats{LSMReason: e.lsmReason, SyscallReason: e.syscallReason}
 	for name := range e.links {
 		s.Programs = append(s.Programs, name)
 	}
@@ -548,6 +593,9 @@ func (e *Enforcer) Stats() (Stats, error) {
 	s.Layers = append(s.Layers, enforcement.LayerNetwork)
 	if e.lsm != nil {
 		s.Layers = append(s.Layers, enforcement.LayerLSM)
+	}
+	if e.sys != nil {
+		s.Layers = append(s.Layers, enforcement.LayerSyscallAudit)
 	}
 	var per []uint64
 	if err := e.net.Dropped.Lookup(uint32(0), &per); err != nil {
@@ -600,6 +648,9 @@ func (e *Enforcer) Close() error {
 	e.links = nil
 	if e.lsm != nil {
 		errs = append(errs, e.lsm.Close())
+	}
+	if e.sys != nil {
+		errs = append(errs, e.sys.Close())
 	}
 	errs = append(errs, e.net.Close())
 	return errors.Join(errs...)

@@ -6,3 +6,4 @@ package kernel
 // directory differs per machine).
 //go:generate go tool bpf2go -no-global-types -target bpfel,bpfeb net bpf/net.c
 //go:generate go tool bpf2go -no-global-types -target bpfel,bpfeb lsm bpf/lsm.c
+//go:generate go tool bpf2go -no-global-types -target bpfel,bpfeb syscall bpf/syscall.c

@@ -1,9 +1,12 @@
 package kernel
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/unumos/unum/enforcement"
 )
@@ -48,6 +51,18 @@ type eventRecord struct {
 	Addr      [16]byte
 }
 
+// syscallRecord is one record of the syscall_events ring buffer
+// (struct syscall_event in bpf/syscall.c).
+type syscallRecord struct {
+	CgroupID uint64
+	Identity uint32
+	Nr       uint32
+	Ret      int32
+	Pid      uint32
+	Args     [2]uint64
+	Comm     [16]byte
+}
+
 const (
 	// fixedBits: identity(32) + proto(8) + family(8) + port(16).
 	fixedBits = 64
@@ -60,8 +75,12 @@ const (
 	settingAuditOnly = 1
 )
 
-// eventSize is the size of eventRecord as encoded by the BPF program.
-var eventSize = binary.Size(eventRecord{})
+// eventSize and syscallEventSize are the sizes of the records as the BPF
+// programs write them.
+var (
+	eventSize        = binary.Size(eventRecord{})
+	syscallEventSize = binary.Size(syscallRecord{})
+)
 
 // encodeRule turns a rule of identity id into its LPM key. The rule must be
 // valid (enforcement.Rule.Validate).
@@ -146,4 +165,32 @@ func decodeEvent(b []byte) (Event, error) {
 		e.Addr = netip.AddrFrom16(rec.Addr).Unmap()
 	}
 	return e, nil
+}
+
+// decodeSyscallEvent reads one syscall_events record.
+func decodeSyscallEvent(b []byte) (Event, error) {
+	var rec syscallRecord
+	if len(b) != syscallEventSize {
+		return Event{}, fmt.Errorf("syscall event record of %d bytes, want %d", len(b), syscallEventSize)
+	}
+	if _, err := binary.Decode(b, binary.NativeEndian, &rec); err != nil {
+		return Event{}, fmt.Errorf("syscall event record of %d bytes: %w", len(b), err)
+	}
+	if rec.Ret >= 0 {
+		return Event{}, fmt.Errorf("syscall event with return value %d: not a refusal", rec.Ret)
+	}
+	comm := rec.Comm[:]
+	if i := bytes.IndexByte(comm, 0); i >= 0 {
+		comm = comm[:i]
+	}
+	return Event{
+		CgroupID: rec.CgroupID,
+		Identity: enforcement.IdentityNum(rec.Identity),
+		Hook:     enforcement.HookSyscall,
+		Syscall:  rec.Nr,
+		Args:     rec.Args,
+		Errno:    unix.Errno(-rec.Ret),
+		PID:      rec.Pid,
+		Comm:     string(comm),
+	}, nil
 }

@@ -279,3 +279,52 @@ func TestDecodeEvent(t *testing.T) {
 	_, err = decodeEvent(nil)
 	require.Error(t, err)
 }
+
+// TestSyscallLayoutMatchesBTF: the syscall object's event matches its Go
+// mirror, and the maps it shares by pin name with the network and LSM
+// objects are defined exactly as there (otherwise loading it would
+// recreate, and empty, the network layer's bindings).
+func TestSyscallLayoutMatchesBTF(t *testing.T) {
+	sys, err := loadSyscall()
+	require.NoError(t, err)
+	var st *btf.Struct
+	require.NoError(t, sys.Types.TypeByName("syscall_event", &st))
+	checkStruct(t, st, reflect.TypeOf(syscallRecord{}))
+	require.NoError(t, sys.Types.TypeByName("binding", &st))
+	checkStruct(t, st, reflect.TypeOf(bindingValue{}))
+	net, err := loadNet()
+	require.NoError(t, err)
+	lsm, err := loadLsm()
+	require.NoError(t, err)
+	for name, other := range map[string]*ebpf.CollectionSpec{"cgroups": net, "dropped": net, "task_root": lsm} {
+		a, b := sys.Maps[name], other.Maps[name]
+		require.NotNil(t, a, name)
+		require.NotNil(t, b, name)
+		require.Equal(t, [5]any{b.Type, b.KeySize, b.ValueSize, b.MaxEntries, b.Flags},
+			[5]any{a.Type, a.KeySize, a.ValueSize, a.MaxEntries, a.Flags}, "map %s", name)
+	}
+}
+
+// TestDecodeSyscallEvent: a syscall record decodes with its errno and
+// command name; another size, or a return value that is no error, is
+// refused.
+func TestDecodeSyscallEvent(t *testing.T) {
+	rec := syscallRecord{CgroupID: 7, Identity: 3, Nr: 101, Ret: -1, Pid: 4242, Args: [2]uint64{16, 1}}
+	copy(rec.Comm[:], "escape")
+	b, err := binary.Append(nil, binary.NativeEndian, rec)
+	require.NoError(t, err)
+	require.Len(t, b, 56)
+	ev, err := decodeSyscallEvent(b)
+	require.NoError(t, err)
+	require.Equal(t, Event{CgroupID: 7, Identity: 3, Hook: enforcement.HookSyscall, Syscall: 101,
+		Args: [2]uint64{16, 1}, Errno: 1, PID: 4242, Comm: "escape"}, ev)
+	for _, n := range []int{0, 40, 55, 57} {
+		_, err := decodeSyscallEvent(make([]byte, n))
+		require.Error(t, err, "%d bytes", n)
+	}
+	rec.Ret = 0
+	b, err = binary.Append(nil, binary.NativeEndian, rec)
+	require.NoError(t, err)
+	_, err = decodeSyscallEvent(b)
+	require.Error(t, err)
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/unumos/unum/enforcement"
@@ -122,6 +123,21 @@ func helperDo(f []string) error {
 		}
 		defer unix.Close(fd)
 		return unix.FinitModule(fd, "", 0)
+	case len(f) == 2 && f[0] == "ptrace-attach":
+		// The system call itself (the seccomp filter sees it by number).
+		pid, err := strconv.Atoi(f[1])
+		if err != nil {
+			return err
+		}
+		if err := unix.PtraceAttach(pid); err != nil {
+			return err
+		}
+		return unix.PtraceDetach(pid)
+	case len(f) == 1 && f[0] == "keyctl":
+		_, err := unix.KeyctlInt(unix.KEYCTL_GET_KEYRING_ID, unix.KEY_SPEC_SESSION_KEYRING, 0, 0, 0)
+		return err
+	case len(f) == 1 && f[0] == "seccomp":
+		return installTestFilter()
 	case len(f) == 1 && f[0] == "listen":
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -144,6 +160,37 @@ func helperDo(f []string) error {
 		return unix.Close(fd)
 	}
 	return fmt.Errorf("unknown command %q", f)
+}
+
+// installTestFilter puts every thread of the helper under a seccomp
+// filter that refuses ptrace, bpf, mount and keyctl with EPERM, as the
+// task shim's filter does (the shim's own is installed on the exec thread
+// only and needs an exec).
+func installTestFilter() error {
+	prog := []bpf.Instruction{bpf.LoadAbsolute{Off: 0, Size: 4}}
+	for _, nr := range []uint32{unix.SYS_PTRACE, unix.SYS_BPF, unix.SYS_MOUNT, unix.SYS_KEYCTL} {
+		prog = append(prog,
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: nr, SkipFalse: 1},
+			bpf.RetConstant{Val: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)})
+	}
+	prog = append(prog, bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW})
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return err
+	}
+	filter := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		filter[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return err
+	}
+	if _, _, en := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC,
+		uintptr(unsafe.Pointer(&fprog))); en != 0 {
+		return en
+	}
+	return nil
 }
 
 func errnoName(err error) string {

@@ -26,6 +26,10 @@ type Capabilities struct {
 	// LSMProbe is what features.HaveProgramType(ebpf.LSM) said, for the
 	// record.
 	LSMProbe bool
+	// SyscallAudit: the syscall audit object (raw_tracepoint/sys_exit)
+	// loads; SyscallReason says why not.
+	SyscallAudit  bool
+	SyscallReason string
 	// Reason says why CgroupBPF or LSM is false.
 	Reason string
 }
@@ -63,6 +67,16 @@ func Probe() Capabilities {
 		} else {
 			c.LSM = true
 		}
+	}
+	// Only where the network layer loads: Open loads it after that one.
+	if c.CgroupBPF {
+		if err := loadSyscallProbe(); err != nil {
+			c.SyscallReason = "raw_tracepoint/sys_exit does not load: " + err.Error()
+		} else {
+			c.SyscallAudit = true
+		}
+	} else {
+		c.SyscallReason = "no cgroup BPF"
 	}
 	c.Reason = strings.Join(why, "; ")
 	return c

@@ -16,7 +16,9 @@ import (
 // and nothing is left to enforce or adopt. A node that crashed leaves its
 // pins; this is how they go once its cgroups are gone. A directory with a
 // live link, or with no link at all (an Open in progress), is kept. It
-// returns what it removed.
+// returns what it removed. Removing a directory detaches its syscall audit
+// link too, which would otherwise keep every thread of the machine on the
+// slow syscall path.
 func SweepDefunct(root string) ([]string, error) {
 	ents, err := os.ReadDir(root)
 	if errors.Is(err, os.ErrNotExist) {
@@ -61,7 +63,9 @@ func allLinksDefunct(dir string) (bool, error) {
 	}
 	n := 0
 	for _, ent := range ents {
-		if strings.HasPrefix(ent.Name(), lsmLinkPrefix) {
+		// Only cgroup links say whether the task root is gone; the LSM
+		// and syscall audit links hang on hooks, not on the root.
+		if strings.HasPrefix(ent.Name(), lsmLinkPrefix) || ent.Name() == syscallLink {
 			continue
 		}
 		l, err := link.LoadPinnedLink(filepath.Join(linksDir(dir), ent.Name()), nil)

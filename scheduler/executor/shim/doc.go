@@ -35,7 +35,13 @@
 // stderr (which the executor captures into the task's stderr log) and on
 // ExecFD.
 //
-// Imported by cmd/unum (the hook at the top of main) and scheduler/executor
-// (which builds the Spec and calls Probe); it must stay small and import
-// nothing of unum (golang.org/x/sys and x/net/bpf only).
+// FilterModel runs the same filter in user space (x/net/bpf's VM) so the
+// node can tell which EPERMs the kernel's syscall audit layer reports are
+// the filter's, and name them; its Audited list is the set that layer
+// watches, so the shim's table is the single source of both.
+//
+// Imported by cmd/unum (the hook at the top of main), scheduler/executor
+// (which builds the Spec and calls Probe) and node (FilterModel); it must
+// stay small and import nothing of unum (golang.org/x/sys and x/net/bpf
+// only).
 package shim
