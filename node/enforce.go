@@ -58,6 +58,9 @@ type enforcer struct {
 	// (seccomp, landlock) and the BPF ones Open attached.
 	layers []string
 	pinDir string // this node's pins under bpfPinRoot
+	// syscallAuditOff: the operator turned the syscall audit layer off
+	// (Options.NoSyscallAudit); the reason says so.
+	syscallAuditOff bool
 	// model is the task shim's seccomp filter, run in user space: it
 	// tells a refusal of the filter from an EPERM of another origin among
 	// the syscall audit layer's events, and names the call (nil: no
@@ -155,7 +158,8 @@ func (n *node) startEnforcement(c *compute) *enforcer {
 		e.reason = "no cgroup BPF: " + caps.Reason
 	} else {
 		var syscalls []uint32
-		if slices.Contains(e.layers, enforcement.LayerSeccomp) {
+		e.syscallAuditOff = n.o.NoSyscallAudit
+		if slices.Contains(e.layers, enforcement.LayerSeccomp) && !n.o.NoSyscallAudit {
 			// The refusals to record are the filter's, so the audit layer
 			// watches exactly the calls the shim's list refuses.
 			if m, err := shim.NewFilterModel(); err == nil {
@@ -233,7 +237,10 @@ func (e *enforcer) adopt() error {
 	if st.LSMReason != "" {
 		why = append(why, "bpf-lsm not active: "+st.LSMReason)
 	}
-	if st.SyscallReason != "" && e.model != nil {
+	switch {
+	case e.syscallAuditOff:
+		why = append(why, "bpf-syscall-audit off (unum node --syscall-audit=false): seccomp refusals are not recorded")
+	case st.SyscallReason != "" && e.model != nil:
 		why = append(why, "bpf-syscall-audit not active (seccomp refusals are not recorded): "+st.SyscallReason)
 	}
 	e.reason = strings.Join(why, "; ")

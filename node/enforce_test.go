@@ -12,7 +12,9 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
+	"github.com/unumos/unum/enforcement"
 	"github.com/unumos/unum/enforcement/kernel"
+	"github.com/unumos/unum/threatmodel"
 )
 
 // TestDegradedEnforcementIsReported: a compute node on a kernel without
@@ -159,4 +161,39 @@ func TestEnforcerRestartReconciles(t *testing.T) {
 		return true
 	}))
 	require.Equal(t, []string{"enforce", "audit-only", "enforce"}, modes, "every mode the node took is recorded")
+}
+
+// TestSyscallAuditCanBeTurnedOff: an operator who will not pay the syscall
+// audit layer's machine-wide cost (unum node --syscall-audit=false) gets a
+// node without it that says so in its reason, never silently; turned back
+// on, the layer is there.
+func TestSyscallAuditCanBeTurnedOff(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loads BPF programs and makes cgroups: needs root; CI runs as root")
+	}
+	caps := kernel.Probe()
+	if !caps.CgroupBPF {
+		t.Skipf("kernel lacks cgroup BPF: %s", caps.Reason)
+	}
+	n, _ := newComputeNode(t, "sysoff")
+	pinDir := filepath.Join(bpfPinRoot, cgroupName("sysoff", n.l.Dir))
+	t.Cleanup(func() { require.NoError(t, kernel.Remove(pinDir)) })
+
+	n.o.NoSyscallAudit = true
+	off := n.startEnforcement(n.compute)
+	require.NotNil(t, off.k, off.reason)
+	require.NotContains(t, off.layers, enforcement.LayerSyscallAudit)
+	require.Contains(t, off.reason, "bpf-syscall-audit off (unum node --syscall-audit=false)")
+	require.Equal(t, "enforce", off.mode(), "the network layer is unaffected")
+	off.close(false)
+
+	if !caps.SyscallAudit {
+		t.Skip(threatmodel.KernelLacks("bpf-syscall-audit") + caps.SyscallReason)
+	}
+	n.o.NoSyscallAudit = false
+	on := n.startEnforcement(n.compute)
+	require.NotNil(t, on.k, on.reason)
+	require.Contains(t, on.layers, enforcement.LayerSyscallAudit)
+	require.NotContains(t, on.reason, "bpf-syscall-audit")
+	on.close(false)
 }

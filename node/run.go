@@ -89,6 +89,11 @@ type Options struct {
 	// and grace period (control.DefaultNodeLease, DefaultDownGrace);
 	// tests shorten them.
 	NodeLease, DownGrace time.Duration
+	// NoSyscallAudit leaves out the layer that records seccomp refusals
+	// (a sys_exit program: every system call on the machine pays for it,
+	// docs/design/enforcement.md). The refusals themselves stay; the
+	// layer is reported as off, so the choice is never silent.
+	NoSyscallAudit bool
 	// KernelProbe replaces the kernel's BPF probe (nil: kernel.Probe):
 	// tests simulate a kernel without cgroup BPF, a true external
 	// boundary, to check the node degrades loudly.

@@ -5,7 +5,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf/btf"
 	"github.com/stretchr/testify/require"
@@ -245,24 +244,4 @@ func attachForBench(tb testing.TB) func() {
 	l, err := attachRawSysExit(objs.SysExit)
 	require.NoError(tb, err)
 	return func() { l.Close(); objs.Close() }
-}
-
-// TestSyscallAuditCost logs the figure of BenchmarkSyscallAuditCost in
-// a short form (no assertion on it: it depends on the machine).
-func TestSyscallAuditCost(t *testing.T) {
-	requireSyscallAudit(t)
-	const n = 2_000_000
-	loop := func() time.Duration {
-		start := time.Now()
-		for range n {
-			unix.Getppid()
-		}
-		return time.Since(start) / n
-	}
-	before := loop()
-	release := attachForBench(t)
-	with := loop()
-	release()
-	after := loop()
-	t.Logf("figure: getppid %s/call without the sys_exit program, %s with it, %s after detaching (%d calls each)", before, with, after, n)
 }

@@ -70,6 +70,7 @@ func runNode(e *env, args []string) error {
 	fs.DurationVar(&o.SVIDTTL, "svid-ttl", time.Hour, "lifetime of workload X509-SVIDs this node's CA signs")
 	fs.DurationVar(&o.NodeLease, "node-lease", 0, "control nodes: how long a node may miss heartbeats before it is down (default 10s)")
 	fs.DurationVar(&o.DownGrace, "down-grace", 0, "control nodes: how long a down node keeps its tasks before they are re-placed (default 20s)")
+	syscallAudit := fs.Bool("syscall-audit", true, "compute nodes: record the system calls tasks' seccomp filters refuse (a sys_exit BPF program; every system call on the machine pays about 0.1-0.2 µs for it)")
 	fs.Int64Var(&o.CPUMillis, "cpu", 0, "compute nodes: millicores offered to tasks (default: every CPU)")
 	fs.Int64Var(&o.MemoryMiB, "memory", 0, "compute nodes: MiB of memory offered to tasks (default: all memory)")
 	taskPorts := fs.String("task-ports", "", "compute nodes: LOW-HIGH, the ports tasks may be given (default 20000-32767)")
@@ -92,6 +93,7 @@ func runNode(e *env, args []string) error {
 		}
 		o.TaskPorts = [2]int{l, h}
 	}
+	o.NoSyscallAudit = !*syscallAudit
 	if o.DataDir == "" {
 		return usagef("--data-dir is required")
 	}
