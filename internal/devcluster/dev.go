@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
+	"github.com/unumos/unum/internal/spawn"
 	"github.com/unumos/unum/node"
 )
 
@@ -106,9 +106,9 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return err
 	}
-	d := &dev{o: o, dir: dir, procs: map[string]*proc{}}
-	d.sp = newSpawner()
-	defer d.sp.close()
+	d := &dev{o: o, dir: dir, procs: map[string]*spawn.Proc{}}
+	d.sp = spawn.New()
+	defer d.sp.Close()
 	defer d.stopAll()
 
 	st, err := d.loadState()
@@ -138,16 +138,11 @@ func Run(ctx context.Context, o Options) error {
 type dev struct {
 	o     Options
 	dir   string
-	sp    *spawner
+	sp    *spawn.Spawner
 	state State
 
 	mu    sync.Mutex
-	procs map[string]*proc
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	procs map[string]*spawn.Proc
 }
 
 func (d *dev) progress(format string, args ...any) {
@@ -278,7 +273,7 @@ func (d *dev) resume(ctx context.Context, st State) error {
 	}
 	// Start every node before waiting for any: a lone control node of
 	// three has no quorum and would never report ready.
-	procs := make([]*proc, len(d.state.Nodes))
+	procs := make([]*spawn.Proc, len(d.state.Nodes))
 	for i := range d.state.Nodes {
 		p, err := d.startNode(i, nil)
 		if err != nil {
@@ -319,7 +314,7 @@ func (d *dev) startAndWait(ctx context.Context, i int, extra []string, env ...st
 }
 
 // startNode starts node i's process.
-func (d *dev) startNode(i int, extra []string, env ...string) (*proc, error) {
+func (d *dev) startNode(i int, extra []string, env ...string) (*spawn.Proc, error) {
 	n := d.state.Nodes[i]
 	roles := "compute"
 	if n.Control {
@@ -359,7 +354,7 @@ func (d *dev) startNode(i int, extra []string, env ...string) (*proc, error) {
 	cmd := exec.Command(d.o.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append(append(os.Environ(), "UNUM_CONFIG=", "UNUM_ADDR=", "UNUM_JOIN_TOKEN="), env...)
-	p, err := d.sp.start(cmd)
+	p, err := d.sp.Start(cmd)
 	logFile.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", n.Name, err)
@@ -393,14 +388,14 @@ func (d *dev) client() (*unumv1.ClusterClient, func(), error) {
 	return &c, func() { cc.Close() }, nil
 }
 
-func (d *dev) waitReady(ctx context.Context, n NodeState, p *proc) error {
+func (d *dev) waitReady(ctx context.Context, n NodeState, p *spawn.Proc) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	var last string
 	for {
 		select {
-		case <-p.done:
-			return fmt.Errorf("process exited: %v", p.cmd.ProcessState)
+		case <-p.Done():
+			return fmt.Errorf("process exited: %v", p.Cmd.ProcessState)
 		case <-ctx.Done():
 			return fmt.Errorf("not ready after %s: %s", readyTimeout, last)
 		case <-time.After(250 * time.Millisecond):
@@ -516,75 +511,21 @@ func (d *dev) printNext() {
 // a grace period.
 func (d *dev) stopAll() {
 	d.mu.Lock()
-	procs := make([]*proc, 0, len(d.procs))
+	procs := make([]*spawn.Proc, 0, len(d.procs))
 	for _, p := range d.procs {
 		procs = append(procs, p)
 	}
 	d.mu.Unlock()
 	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	}
 	deadline := time.After(15 * time.Second)
 	for _, p := range procs {
 		select {
-		case <-p.done:
+		case <-p.Done():
 		case <-deadline:
-			_ = p.cmd.Process.Kill()
-			<-p.done
+			_ = p.Cmd.Process.Kill()
+			<-p.Done()
 		}
 	}
-}
-
-// spawner starts children from one OS thread that stays locked for the
-// spawner's lifetime: PR_SET_PDEATHSIG fires when the *thread* that forked
-// the child exits, so the thread must outlive the children.
-type spawner struct {
-	reqs chan spawnReq
-	quit chan struct{}
-	wg   sync.WaitGroup
-}
-
-type spawnReq struct {
-	cmd   *exec.Cmd
-	reply chan error
-}
-
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan spawnReq), quit: make(chan struct{})}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		runtime.LockOSThread()
-		// Never unlocked: the thread dies with the goroutine, after every
-		// child has been stopped.
-		for {
-			select {
-			case r := <-s.reqs:
-				r.reply <- r.cmd.Start()
-			case <-s.quit:
-				return
-			}
-		}
-	}()
-	return s
-}
-
-func (s *spawner) start(cmd *exec.Cmd) (*proc, error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	reply := make(chan error)
-	s.reqs <- spawnReq{cmd: cmd, reply: reply}
-	if err := <-reply; err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (s *spawner) close() {
-	close(s.quit)
-	s.wg.Wait()
 }

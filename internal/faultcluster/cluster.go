@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/internal/clientconfig"
 	"github.com/unumos/unum/internal/rpc"
+	"github.com/unumos/unum/internal/spawn"
 	"github.com/unumos/unum/node"
 	"github.com/unumos/unum/storage/meta"
 )
@@ -57,16 +57,65 @@ type Options struct {
 	EtcdHeartbeat, EtcdElection time.Duration
 }
 
-// Cluster is a running fault cluster. Its methods fail the test that
-// started it on setup errors; they may be called from subtests.
+// Cluster is a running fault cluster. Methods that may fail take the test
+// (or subtest) they fail; those that goroutines or require.Eventually
+// conditions may call (Run, Status, WaitReady, Kill) return errors instead.
 type Cluster struct {
-	t      testing.TB
 	o      Options
 	prefix string
+	lock   *runLock
 	dir    string
 	net    *network
 	nodes  []*Node
-	sp     *spawner
+	sp     *spawn.Spawner
+
+	// The deadline guard (see guard) and the test's cleanup both clean
+	// up; whichever comes first does it.
+	guardStop   chan struct{}
+	guardWG     sync.WaitGroup
+	cleanupOnce sync.Once
+}
+
+// guardMargin is how long before the test's deadline the guard cleans up:
+// enough for cleanup (a few seconds) on busy cores.
+const guardMargin = 30 * time.Second
+
+// guard cleans up at the given time unless the test ends first, and fails
+// the test saying why. What the test does afterwards fails (its nodes and
+// namespaces are gone); go test's own timeout then finds nothing left.
+func (c *Cluster) guard(t testing.TB, at time.Time) {
+	c.guardWG.Add(1)
+	go func() {
+		defer c.guardWG.Done()
+		timer := time.NewTimer(time.Until(at))
+		defer timer.Stop()
+		select {
+		case <-c.guardStop:
+		case <-timer.C:
+			t.Errorf("faultcluster: the test's deadline is %s away: cleaning up the cluster now", guardMargin)
+			c.cleanupOnce.Do(func() { c.cleanup(t) })
+		}
+	}()
+}
+
+// checkForwarding fails when bridged traffic between the nodes would be
+// dropped: with br_netfilter loaded, frames crossing the bridge traverse
+// the root namespace's FORWARD chain, and a DROP policy there cuts every
+// node off from every other.
+func checkForwarding(ctx context.Context) error {
+	b, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
+	if err != nil || strings.TrimSpace(string(b)) != "1" {
+		return nil // br_netfilter not loaded, or not calling iptables
+	}
+	out, err := run(ctx, "iptables", "-S", "FORWARD")
+	if err != nil {
+		return err
+	}
+	if strings.Contains(out, "-P FORWARD DROP") {
+		return errors.New("br_netfilter is loaded (net.bridge.bridge-nf-call-iptables=1) and the FORWARD policy is DROP: " +
+			"traffic between the nodes on the bridge would be dropped; set net.bridge.bridge-nf-call-iptables=0 or accept the bridge in FORWARD")
+	}
+	return nil
 }
 
 // Node is one node of the cluster.
@@ -79,7 +128,7 @@ type Node struct {
 	addr  string
 
 	mu   sync.Mutex
-	proc *proc // nil once killed
+	proc *spawn.Proc // nil once killed
 }
 
 // API is the node's API address (HOST:PORT), reachable from the test.
@@ -106,7 +155,7 @@ func (n *Node) PID() int {
 	if n.proc == nil {
 		return 0
 	}
-	return n.proc.cmd.Process.Pid
+	return n.proc.Cmd.Process.Pid
 }
 
 // Start creates the network and the cluster: `unum init` in the first
@@ -133,21 +182,41 @@ func Start(t testing.TB, o Options) *Cluster {
 		o.EtcdElection = 2500 * time.Millisecond
 	}
 	ctx := context.Background()
+	if err := checkForwarding(ctx); err != nil {
+		t.Fatalf("faultcluster: %v", err)
+	}
 	if err := sweep(ctx); err != nil {
 		t.Logf("faultcluster: sweeping an earlier run's leftovers: %v", err)
 	}
-	prefix := runPrefix + strconv.Itoa(os.Getpid())
-	// One cluster per test binary at a time: the prefix is the pid.
-	dir, err := os.MkdirTemp("", prefix+"-")
+	lock, err := newRunLock()
+	if err != nil {
+		t.Fatalf("faultcluster: %v", err)
+	}
+	prefix := lock.prefix
+	c := &Cluster{o: o, prefix: prefix, lock: lock, sp: spawn.New(), guardStop: make(chan struct{})}
+	t.Cleanup(func() {
+		close(c.guardStop)
+		c.guardWG.Wait()
+		c.cleanupOnce.Do(func() { c.cleanup(t) })
+	})
+	// go test -timeout panics and exits without running cleanups: a run
+	// that times out would leave its namespaces behind until the next
+	// run's sweep. So clean up before the deadline, while the test runs.
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if deadline, ok := d.Deadline(); ok {
+			c.guard(t, deadline.Add(-guardMargin))
+		}
+	}
+	c.dir, err = os.MkdirTemp("", prefix+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir := c.dir
 	// Tasks run as dynamic uids that must reach nothing here but their own
 	// folders, which the executor makes; 0711 lets them traverse.
 	if err := os.Chmod(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{t: t, o: o, prefix: prefix, dir: dir, sp: newSpawner()}
 	var names []string
 	for i := range o.Control + o.Compute {
 		name := fmt.Sprintf("%s-c%d", prefix, i+1)
@@ -157,7 +226,6 @@ func Start(t testing.TB, o Options) *Cluster {
 		names = append(names, name)
 	}
 	c.net, err = setUpNetwork(ctx, prefix, names)
-	t.Cleanup(c.cleanup)
 	if err != nil {
 		t.Fatalf("faultcluster: network: %v", err)
 	}
@@ -166,7 +234,7 @@ func Start(t testing.TB, o Options) *Cluster {
 			index: i, addr: c.net.nodes[i].addr.String()})
 	}
 	start := time.Now()
-	c.create(ctx)
+	c.create(ctx, t)
 	t.Logf("figure: fault cluster of %d nodes (%d control) ready in %s", len(c.nodes), o.Control, time.Since(start).Round(100*time.Millisecond))
 	return c
 }
@@ -184,14 +252,15 @@ func (c *Cluster) ComputeOnly() []*Node {
 	return slices.DeleteFunc(c.Nodes(), func(n *Node) bool { return n.Control })
 }
 
-// Node is the node called name; it fails the test if there is none.
-func (c *Cluster) Node(name string) *Node {
+// Node is the node called name; it fails t if there is none.
+func (c *Cluster) Node(t testing.TB, name string) *Node {
+	t.Helper()
 	for _, n := range c.nodes {
 		if n.Name == name {
 			return n
 		}
 	}
-	c.t.Fatalf("faultcluster: no node %s", name)
+	t.Fatalf("faultcluster: no node %s", name)
 	return nil
 }
 
@@ -213,30 +282,49 @@ type Result struct {
 	Stdout, Stderr string
 }
 
-// Unum runs the CLI in the test's own namespace with env added to the
-// test's environment (UNUM_CONFIG and UNUM_ADDR cleared first).
+// Unum runs the CLI (see Run) and fails t if it could not run at all; a
+// non-zero exit is a Result, not a failure.
 func (c *Cluster) Unum(t testing.TB, env []string, args ...string) Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	r, err := c.Run(context.Background(), env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// Run runs the CLI in the test's own namespace with env added to the
+// test's environment (UNUM_CONFIG and UNUM_ADDR cleared first), for at
+// most cliTimeout. The error is for a command that could not run or was
+// killed; a non-zero exit is in the Result. Goroutines use Run, not Unum.
+func (c *Cluster) Run(ctx context.Context, env []string, args ...string) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.o.Binary, args...)
 	cmd.Env = append(append(os.Environ(), "UNUM_CONFIG=", "UNUM_ADDR="), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
-	code := 0
+	r := Result{Stdout: out.String(), Stderr: errb.String()}
 	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run unum %v: %v", args, err)
+	switch {
+	case ctx.Err() != nil:
+		return r, fmt.Errorf("run unum %v: %w", args, ctx.Err())
+	case errors.As(err, &ee):
+		r.Code = ee.ExitCode()
+	case err != nil:
+		return r, fmt.Errorf("run unum %v: %w", args, err)
 	}
-	return Result{Code: code, Stdout: out.String(), Stderr: errb.String()}
+	return r, nil
 }
 
+// cliTimeout bounds one CLI command; the commands pass their own, shorter
+// --timeout where they may wait for an unreachable node.
+const cliTimeout = 90 * time.Second
+
 // create runs `unum init` for the first node and starts and joins the rest.
-func (c *Cluster) create(ctx context.Context) {
-	t := c.t
+func (c *Cluster) create(ctx context.Context, t testing.TB) {
+	t.Helper()
 	first := c.nodes[0]
 	args := append([]string{"init", "--trust-domain", TrustDomain, "--data-dir", first.Dir, "--kek-file", c.kekPath(),
 		"--name", first.Name, "--enforcement-optional"}, c.listenArgs(first)...)
@@ -252,7 +340,7 @@ func (c *Cluster) create(ctx context.Context) {
 	if err := cfg.Save(c.AdminConfig()); err != nil {
 		t.Fatal(err)
 	}
-	c.startAndWait(first)
+	c.startAndWait(t, first)
 	for _, n := range c.nodes[1:] {
 		roles := "compute"
 		if n.Control {
@@ -267,7 +355,7 @@ func (c *Cluster) create(ctx context.Context) {
 			t.Fatalf("faultcluster: join token for %s: want one token, got %q", n.Name, r.Stdout)
 		}
 		// The token goes in the environment, never on the command line.
-		c.startAndWait(n, "--join", first.Enroll(), "UNUM_JOIN_TOKEN="+tok)
+		c.startAndWait(t, n, "--join", first.Enroll(), "UNUM_JOIN_TOKEN="+tok)
 	}
 }
 
@@ -281,17 +369,20 @@ func (c *Cluster) listenArgs(n *Node) []string {
 // startAndWait starts n (extra: flags, then "K=V" environment entries) and
 // waits until it is ready; the admin config then lists it if it is a
 // control node.
-func (c *Cluster) startAndWait(n *Node, extra ...string) {
-	c.t.Helper()
-	c.startNode(n, extra...)
+func (c *Cluster) startAndWait(t testing.TB, n *Node, extra ...string) {
+	t.Helper()
+	c.startNode(t, n, extra...)
 	if err := c.WaitReady(n); err != nil {
-		c.t.Fatalf("faultcluster: %v", err)
+		t.Fatalf("faultcluster: %v", err)
 	}
-	c.updateAdminAddresses()
+	if err := c.updateAdminAddresses(); err != nil {
+		t.Fatalf("faultcluster: %v", err)
+	}
 }
 
-func (c *Cluster) startNode(n *Node, extra ...string) {
-	c.t.Helper()
+// startNode starts n from its data folder without waiting for it.
+func (c *Cluster) startNode(t testing.TB, n *Node, extra ...string) {
+	t.Helper()
 	args := append([]string{"--net=" + nsPath(c.net.nodes[n.index].ns), "--", c.o.Binary, "node", "--data-dir", n.Dir}, c.listenArgs(n)...)
 	if n.Control {
 		args = append(args, "--kek-file", c.kekPath())
@@ -318,20 +409,20 @@ func (c *Cluster) startNode(n *Node, extra ...string) {
 		}
 	}
 	if err := os.MkdirAll(n.Dir, 0o711); err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	logf, err := os.OpenFile(filepath.Join(n.Dir, "node.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer logf.Close()
 	// nsenter execs the node (no --fork): the pid is the node's.
 	cmd := exec.Command("nsenter", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(append(os.Environ(), "UNUM_CONFIG=", "UNUM_ADDR=", "UNUM_JOIN_TOKEN="), env...)
-	p, err := c.sp.start(cmd)
+	p, err := c.sp.Start(cmd)
 	if err != nil {
-		c.t.Fatalf("faultcluster: start %s: %v", n.Name, err)
+		t.Fatalf("faultcluster: start %s: %v", n.Name, err)
 	}
 	n.mu.Lock()
 	n.proc = p
@@ -352,8 +443,8 @@ func (c *Cluster) WaitReady(n *Node) error {
 	last := "no answer yet"
 	for {
 		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited: %v (see %s)", n.Name, p.cmd.ProcessState, filepath.Join(n.Dir, "node.log"))
+		case <-p.Done():
+			return fmt.Errorf("%s exited: %v (see %s)", n.Name, p.Cmd.ProcessState, filepath.Join(n.Dir, "node.log"))
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready after %s: %s (see %s)", n.Name, readyTimeout, last, filepath.Join(n.Dir, "node.log"))
 		case <-time.After(250 * time.Millisecond):
@@ -427,10 +518,10 @@ func (c *Cluster) runningControlAPIs() []string {
 
 // updateAdminAddresses points the admin config at every started control
 // node.
-func (c *Cluster) updateAdminAddresses() {
+func (c *Cluster) updateAdminAddresses() error {
 	cfg, err := clientconfig.Load(c.AdminConfig())
 	if err != nil {
-		c.t.Fatal(err)
+		return fmt.Errorf("admin config: %w", err)
 	}
 	var addrs []string
 	for _, n := range c.nodes {
@@ -440,8 +531,9 @@ func (c *Cluster) updateAdminAddresses() {
 	}
 	cfg.Addresses = addrs
 	if err := cfg.Save(c.AdminConfig()); err != nil {
-		c.t.Fatal(err)
+		return fmt.Errorf("admin config: %w", err)
 	}
+	return nil
 }
 
 // Etcd is a client of the control plane's etcd with the first control
@@ -457,7 +549,6 @@ func (c *Cluster) Etcd(ctx context.Context) (*clientv3.Client, error) {
 
 // Kill sends SIGKILL to n's process and waits until it is gone.
 func (c *Cluster) Kill(n *Node) {
-	c.t.Helper()
 	n.mu.Lock()
 	p := n.proc
 	n.proc = nil
@@ -465,41 +556,41 @@ func (c *Cluster) Kill(n *Node) {
 	if p == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
+	_ = p.Cmd.Process.Signal(syscall.SIGKILL)
+	<-p.Done()
 }
 
 // Stop sends SIGSTOP to n: it holds its sockets and answers nothing.
-func (c *Cluster) Stop(n *Node) { c.signal(n, syscall.SIGSTOP) }
+func (c *Cluster) Stop(t testing.TB, n *Node) { t.Helper(); c.signal(t, n, syscall.SIGSTOP) }
 
 // Cont sends SIGCONT to n.
-func (c *Cluster) Cont(n *Node) { c.signal(n, syscall.SIGCONT) }
+func (c *Cluster) Cont(t testing.TB, n *Node) { t.Helper(); c.signal(t, n, syscall.SIGCONT) }
 
-func (c *Cluster) signal(n *Node, sig syscall.Signal) {
-	c.t.Helper()
+func (c *Cluster) signal(t testing.TB, n *Node, sig syscall.Signal) {
+	t.Helper()
 	pid := n.PID()
 	if pid == 0 {
-		c.t.Fatalf("faultcluster: %s is not running", n.Name)
+		t.Fatalf("faultcluster: %s is not running", n.Name)
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
-		c.t.Fatalf("faultcluster: %s to %s: %v", sig, n.Name, err)
+		t.Fatalf("faultcluster: %s to %s: %v", sig, n.Name, err)
 	}
 }
 
 // Restart starts n again (killing it first if it still runs) from its
 // data folder and waits until it is ready.
-func (c *Cluster) Restart(n *Node) {
-	c.t.Helper()
+func (c *Cluster) Restart(t testing.TB, n *Node) {
+	t.Helper()
 	c.Kill(n)
-	c.startAndWait(n)
+	c.startAndWait(t, n)
 }
 
 // Partition cuts the cluster into groups: every node of one group stops
 // reaching every node of the others (DROP both ways in both namespaces).
 // Nodes in no group keep reaching everyone. The test process reaches every
 // node throughout.
-func (c *Cluster) Partition(groups ...[]*Node) {
-	c.t.Helper()
+func (c *Cluster) Partition(t testing.TB, groups ...[]*Node) {
+	t.Helper()
 	ctx := context.Background()
 	for gi, g := range groups {
 		for _, a := range g {
@@ -509,7 +600,7 @@ func (c *Cluster) Partition(groups ...[]*Node) {
 				}
 				for _, b := range h {
 					if err := c.net.drop(ctx, a.index, c.net.nodes[b.index].addr); err != nil {
-						c.t.Fatalf("faultcluster: partition: %v", err)
+						t.Fatalf("faultcluster: partition: %v", err)
 					}
 				}
 			}
@@ -518,69 +609,76 @@ func (c *Cluster) Partition(groups ...[]*Node) {
 }
 
 // Isolate cuts n off from every other node.
-func (c *Cluster) Isolate(n *Node) {
-	c.t.Helper()
+func (c *Cluster) Isolate(t testing.TB, n *Node) {
+	t.Helper()
 	rest := slices.DeleteFunc(c.Nodes(), func(m *Node) bool { return m == n })
-	c.Partition([]*Node{n}, rest)
+	c.Partition(t, []*Node{n}, rest)
 }
 
 // Heal removes every partition.
-func (c *Cluster) Heal() {
-	c.t.Helper()
+func (c *Cluster) Heal(t testing.TB) {
+	t.Helper()
 	for _, n := range c.nodes {
 		if err := c.net.flush(context.Background(), n.index); err != nil {
-			c.t.Fatalf("faultcluster: heal: %v", err)
+			t.Fatalf("faultcluster: heal: %v", err)
 		}
 	}
 }
 
 // Slow limits n's link, both ways, to rate (tc syntax, "1mbit") with queues
 // of up to latency: a congested link.
-func (c *Cluster) Slow(n *Node, rate string, latency time.Duration) {
-	c.t.Helper()
+func (c *Cluster) Slow(t testing.TB, n *Node, rate string, latency time.Duration) {
+	t.Helper()
 	if err := c.net.shape(context.Background(), n.index, rate, latency); err != nil {
-		c.t.Fatalf("faultcluster: slow %s: %v", n.Name, err)
+		t.Fatalf("faultcluster: slow %s: %v", n.Name, err)
 	}
 }
 
 // Unslow removes n's rate limit.
-func (c *Cluster) Unslow(n *Node) {
-	c.t.Helper()
+func (c *Cluster) Unslow(t testing.TB, n *Node) {
+	t.Helper()
 	if err := c.net.unshape(context.Background(), n.index); err != nil {
-		c.t.Fatalf("faultcluster: unslow %s: %v", n.Name, err)
+		t.Fatalf("faultcluster: unslow %s: %v", n.Name, err)
 	}
 }
 
 // cleanup kills every node and its tasks and removes everything the run
 // made. On failure it first logs the end of each node's log.
-func (c *Cluster) cleanup() {
+func (c *Cluster) cleanup(t testing.TB) {
 	ctx := context.Background()
-	if c.t.Failed() {
+	if t.Failed() {
 		for _, n := range c.nodes {
-			c.t.Logf("faultcluster: last lines of %s's log:\n%s", n.Name, tail(filepath.Join(n.Dir, "node.log"), 40))
+			t.Logf("faultcluster: last lines of %s's log:\n%s", n.Name, tail(filepath.Join(n.Dir, "node.log"), 40))
 		}
 	}
 	for _, n := range c.nodes {
 		// SIGKILL ends a stopped (SIGSTOP) process too.
 		c.Kill(n)
 	}
-	c.sp.close()
+	c.sp.Close()
 	var errs []error
+	// The reapers would kill the tasks at the fencing deadline and remove
+	// the groups; cleanup does it now, so they go first.
 	for _, n := range c.nodes {
-		if err := removeNodeState(n.Name); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, stopReaper(n.Dir))
 	}
+	errs = append(errs, removeNodeState(c.prefix+"-"))
 	if c.net != nil {
-		if err := c.net.tearDown(ctx); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, c.net.tearDown(ctx))
 	}
-	if err := os.RemoveAll(c.dir); err != nil {
-		errs = append(errs, err)
+	if c.dir != "" {
+		errs = append(errs, os.RemoveAll(c.dir))
+	}
+	// Last: while the lock is held, no sweep touches what is left.
+	if err := errors.Join(errs...); err == nil {
+		errs = append(errs, c.lock.release())
+	} else {
+		// Keep the lock file (closing it releases the lock): the next
+		// sweep retries.
+		errs = append(errs, c.lock.f.Close())
 	}
 	if err := errors.Join(errs...); err != nil {
-		c.t.Errorf("faultcluster: cleanup: %v", err)
+		t.Errorf("faultcluster: cleanup: %v", err)
 	}
 }
 
@@ -594,65 +692,4 @@ func tail(path string, lines int) string {
 		all = all[len(all)-lines:]
 	}
 	return strings.Join(all, "\n")
-}
-
-// spawner starts children from one OS thread that stays locked for the
-// spawner's lifetime: PR_SET_PDEATHSIG fires when the *thread* that forked
-// the child exits, so the thread must outlive the children.
-type spawner struct {
-	reqs chan spawnReq
-	quit chan struct{}
-	wg   sync.WaitGroup
-}
-
-type spawnReq struct {
-	cmd   *exec.Cmd
-	reply chan error
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan spawnReq), quit: make(chan struct{})}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		runtime.LockOSThread()
-		// Never unlocked: the thread dies with the goroutine, after every
-		// child was killed.
-		for {
-			select {
-			case r := <-s.reqs:
-				r.reply <- r.cmd.Start()
-			case <-s.quit:
-				return
-			}
-		}
-	}()
-	return s
-}
-
-func (s *spawner) start(cmd *exec.Cmd) (*proc, error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	reply := make(chan error)
-	s.reqs <- spawnReq{cmd: cmd, reply: reply}
-	if err := <-reply; err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	// Owned by the proc: done closes when the process is reaped, and Kill
-	// (or cleanup) waits for it.
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (s *spawner) close() {
-	close(s.quit)
-	s.wg.Wait()
 }

@@ -7,15 +7,23 @@
 //
 // # What it owns
 //
-// Everything it creates carries the run's prefix "uf<PID>" (PID: the test
-// process): the bridge, one namespace and veth pair per node, the node names
-// (and so the nodes' cgroups unum-<node> and BPF pins
-// /sys/fs/bpf/unum/<node>), the data folder. Start registers a t.Cleanup
-// that kills the nodes and their tasks and removes all of it, whether the
-// test passed or not; Start also sweeps what an earlier run left behind when
-// that run's process is gone (a crashed or killed test binary), so one bad
-// run never breaks the next. Runs of live processes are never touched, so
-// two test binaries may run at once.
+// Everything a run creates carries its prefix, "unf" and five random
+// characters: the bridge, one namespace and veth pair per node (the links
+// also carry the alias "unum-faultcluster:<prefix>"), the node names (and so
+// the nodes' cgroups unum-<node>-* and BPF pins /sys/fs/bpf/unum/<node>-*),
+// the data folder. A run holds a flock on /run/unum-faultcluster/<prefix>.lock
+// for its whole life; the lock file is linked into place only once locked,
+// so two runs, or two Start calls in one binary, never share a prefix.
+// Start registers a t.Cleanup that kills the nodes, their task reapers and
+// their tasks and removes all of it, whether the test passed or not; a guard
+// does the same 30 s before the test's deadline, since go test's timeout
+// panics without running cleanups. Start also sweeps what dead runs left:
+// a prefix whose lock file it can lock (the run's process is gone, however
+// it ended), removing only the namespaces named after it, the links marked
+// with it, its nodes' reapers, cgroups and pins and its folder, then the
+// lock file; and unum-fault-bin-* folders no test binary holds a flock on.
+// Nothing without a lock file is ever touched, so a live run is never
+// swept, and unrelated objects that merely look alike neither.
 //
 // # Invariants
 //
@@ -30,6 +38,8 @@
 //   - The harness uses no BPF itself and needs root, ip, iptables, tc and
 //     nsenter; Start skips the test, saying which is missing, otherwise.
 //
-// Only tests import it: it takes a testing.TB and fails the test on setup
-// errors.
+// Only tests import it. Methods that may fail take the testing.TB they
+// fail (a subtest's, not the one that started the cluster); what goroutines
+// and require.Eventually conditions call (Run, Status, WaitReady, Kill)
+// returns errors instead.
 package faultcluster

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -15,10 +14,15 @@ import (
 	"time"
 )
 
-// runPrefix starts every name a run creates: "uf" and the test process's
-// pid. Sweep parses the pid back to tell a dead run's leftovers from a live
-// run's.
-const runPrefix = "uf"
+// runPrefix starts every run's prefix: "unf" and five random characters
+// (newRunLock), e.g. unfk3x9a. Names derived from it fit the kernel's
+// 15-character link names. Whether a run is alive is never read from the
+// name: it is its lock (newRunLock).
+const runPrefix = "unf"
+
+// linkMark is the alias every link a run creates carries: the sweep deletes
+// a link only when its alias names a dead run, never for its name alone.
+func linkMark(prefix string) string { return "unum-faultcluster:" + prefix }
 
 // faultChain is the iptables chain, in each node's namespace, that holds the
 // partition rules: INPUT and OUTPUT jump to it, Heal flushes it.
@@ -26,25 +30,25 @@ const faultChain = "UNUM-FAULT"
 
 // network is the bridge, the namespaces and the veth pairs of one run.
 type network struct {
-	prefix string     // uf<pid>
-	bridge string     // uf<pid>br
+	prefix string     // the run's prefix
+	bridge string     // <prefix>br
 	subnet [3]byte    // 10.a.b
 	nodes  []*netNode // index i holds host .i+1
 }
 
 type netNode struct {
-	ns   string     // namespace name, uf<pid>-<node>
+	ns   string     // namespace name: the node's name, <prefix>-<node>
 	veth string     // host side of the veth pair, on the bridge
 	addr netip.Addr // inside the namespace
 }
 
 // requiredTools are the commands the harness runs.
-var requiredTools = []string{"ip", "iptables", "tc", "nsenter"}
+func requiredTools() []string { return []string{"ip", "iptables", "tc", "nsenter"} }
 
 // missingTools names the required commands not in PATH.
 func missingTools() []string {
 	var missing []string
-	for _, t := range requiredTools {
+	for _, t := range requiredTools() {
 		if _, err := exec.LookPath(t); err != nil {
 			missing = append(missing, t)
 		}
@@ -53,9 +57,10 @@ func missingTools() []string {
 }
 
 // run runs a command and returns its combined output, with the command in
-// the error.
+// the error. 90 s: `unum init` runs through it and starts etcd, which on
+// two busy cores can take tens of seconds.
 func run(ctx context.Context, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -123,6 +128,7 @@ func setUpNetwork(ctx context.Context, prefix string, names []string) (*network,
 	n := &network{prefix: prefix, bridge: prefix + "br", subnet: subnet}
 	steps := [][]string{
 		{"link", "add", n.bridge, "type", "bridge"},
+		{"link", "set", "dev", n.bridge, "alias", linkMark(prefix)},
 		{"addr", "add", n.hostAddr(254).String() + "/24", "dev", n.bridge},
 		{"link", "set", n.bridge, "up"},
 	}
@@ -132,12 +138,13 @@ func setUpNetwork(ctx context.Context, prefix string, names []string) (*network,
 		}
 	}
 	for i, name := range names {
-		nn := &netNode{ns: prefix + "-" + name, veth: fmt.Sprintf("%sv%d", prefix, i+1), addr: n.hostAddr(i + 1)}
+		nn := &netNode{ns: name, veth: fmt.Sprintf("%sv%d", prefix, i+1), addr: n.hostAddr(i + 1)}
 		n.nodes = append(n.nodes, nn)
 		peer := fmt.Sprintf("%sp%d", prefix, i+1)
 		for _, s := range [][]string{
 			{"netns", "add", nn.ns},
 			{"link", "add", nn.veth, "type", "veth", "peer", "name", peer},
+			{"link", "set", "dev", nn.veth, "alias", linkMark(prefix)},
 			{"link", "set", peer, "netns", nn.ns},
 			{"link", "set", nn.veth, "master", n.bridge},
 			{"link", "set", nn.veth, "up"},
@@ -224,63 +231,4 @@ func (n *network) unshape(ctx context.Context, i int) error {
 	_, err1 := run(ctx, "tc", "qdisc", "del", "dev", n.nodes[i].veth, "root")
 	_, err2 := inNS(ctx, n.nodes[i].ns, "tc", "qdisc", "del", "dev", "eth0", "root")
 	return errors.Join(err1, err2)
-}
-
-// deadRun reports whether name belongs to a run ("uf<PID>…") whose test
-// process is gone, and that run's prefix.
-func deadRun(name string) (string, bool) {
-	rest, ok := strings.CutPrefix(name, runPrefix)
-	if !ok {
-		return "", false
-	}
-	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
-	if end <= 0 {
-		return "", false
-	}
-	pid, err := strconv.Atoi(rest[:end])
-	if err != nil {
-		return "", false
-	}
-	prefix := runPrefix + rest[:end]
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	// The pid may have been reused by something else: a run is alive only
-	// while a test binary of this package holds it.
-	alive := err == nil && strings.HasPrefix(strings.TrimSpace(string(comm)), "faultcluster")
-	return prefix, !alive
-}
-
-// sweepNetwork removes namespaces and links of dead runs.
-func sweepNetwork(ctx context.Context) error {
-	var errs []error
-	if out, err := run(ctx, "ip", "netns", "list"); err == nil {
-		for _, line := range strings.Split(out, "\n") {
-			f := strings.Fields(line)
-			if len(f) == 0 {
-				continue
-			}
-			if _, dead := deadRun(f[0]); dead {
-				if _, err := run(ctx, "ip", "netns", "del", f[0]); err != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
-	}
-	out, err := run(ctx, "ip", "-o", "link", "show")
-	if err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	for _, line := range strings.Split(out, "\n") {
-		// "7: uf123br: <…" or "8: uf123v1@if2: <…"
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-		if _, dead := deadRun(name); dead {
-			if _, err := run(ctx, "ip", "link", "del", name); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return errors.Join(errs...)
 }
