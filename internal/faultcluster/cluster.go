@@ -400,6 +400,10 @@ func (c *Cluster) startNode(t testing.TB, n *Node, extra ...string) {
 	// for (and so two nodes' tasks never look alike in a test).
 	lo := 24000 + n.index*200
 	args = append(args, "--task-ports", fmt.Sprintf("%d-%d", lo, lo+199))
+	// Each node's syscall audit program would make every system call on
+	// this one machine slower (they stack, one per node); the fault tests
+	// do not look at seccomp refusals.
+	args = append(args, "--syscall-audit=false")
 	var env []string
 	for _, e := range extra {
 		if strings.HasPrefix(e, "-") || !strings.Contains(e, "=") {
