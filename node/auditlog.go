@@ -24,8 +24,9 @@ import (
 )
 
 // Rate of refusals from unauthenticated peers (refused handshakes and
-// enrolment calls) recorded one by one; beyond it they are counted and
-// summarized every refusalSummaryEvery (T-062).
+// enrolment calls) recorded one by one, per action (audit.Limiter keeps a
+// bucket for each); beyond it they are counted and summarized every
+// refusalSummaryEvery (T-062).
 const (
 	refusalRate         = 2
 	refusalBurst        = 50
