@@ -2171,9 +2171,11 @@ func Register() []Threat {
 			Capability: CompromisedWorkload,
 			Mitigation: "etcd refuses the handshake (T-006); the control node takes etcd's refused-handshake report " +
 				"(meta.Config.Refused) and records an authn.etcd deny event with the listener, the caller's address and " +
-				"etcd's reason, through the node's refusal limiter.",
+				"etcd's reason, through the node's refusal limiter. Only handshakes that refused the caller's credential " +
+				"are recorded: a probe that hangs up, times out or speaks no TLS 1.3 refused nobody and would be a false refusal.",
 			Status: Mitigated,
-			Tests:  []string{"cmd/unum.TestAttackSuite/a_workload_cannot_reach_etcd_directly", "storage/meta.TestForeignCertificatesRefused"},
+			Tests: []string{"cmd/unum.TestAttackSuite/a_workload_cannot_reach_etcd_directly", "storage/meta.TestForeignCertificatesRefused",
+				"storage/meta.TestProbesAreNotRefusals", "storage/meta.TestZapBridgeReportsOnlyRefusals"},
 		},
 		{
 			ID:       "T-120",
