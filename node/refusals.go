@@ -35,29 +35,34 @@ type WorkloadRefusalDetails struct {
 // recordEtcdRefusal records a connection etcd refused at the handshake
 // (T-006): who tried to reach the store without a member certificate.
 // Anyone who reaches the port can cause one, hence rec is the node's
-// rate-limited refusals recorder.
+// rate-limited refusals recorder. etcd reports from its own goroutine,
+// with no context of a call.
 func recordEtcdRefusal(rec audit.Recorder, log *slog.Logger, r meta.Refusal) {
 	e := audit.Event{Kind: audit.KindAuthn, Action: audit.ActionAuthnEtcd, Outcome: audit.Deny,
 		Resource: "etcd/-/" + r.Endpoint,
 		Reasons:  []string{audit.Clip("tls handshake refused on the etcd "+r.Endpoint+" port: "+r.Reason, 1024)}}.
 		WithDetails(EtcdRefusalDetails{Endpoint: r.Endpoint, Peer: r.Remote})
-	recordRefusal(rec, log, &e)
+	recordRefusal(context.Background(), rec, log, &e)
 }
 
 // recordWorkloadRefusal records a Workload API call the agent refused
 // (T-003, T-004, T-010): a caller whose process is gone or exec'd since it
 // connected, or that matched no entry. Any local process can cause one,
-// hence rec is the node's rate-limited refusals recorder.
-func recordWorkloadRefusal(rec audit.Recorder, log *slog.Logger, r agent.Refusal) {
+// hence rec is the node's rate-limited refusals recorder. ctx is the
+// call's.
+func recordWorkloadRefusal(ctx context.Context, rec audit.Recorder, log *slog.Logger, r agent.Refusal) {
 	e := audit.Event{Kind: audit.KindAuthn, Action: audit.ActionWorkloadAttest, Outcome: audit.Deny,
 		Resource: "workload-api/-" + r.Method,
 		Reasons:  []string{audit.Clip(r.Reason, 1024)}}.
 		WithDetails(WorkloadRefusalDetails{Method: r.Method, PID: r.PID, UID: r.UID, Path: r.Path})
-	recordRefusal(rec, log, &e)
+	recordRefusal(ctx, rec, log, &e)
 }
 
-func recordRefusal(rec audit.Recorder, log *slog.Logger, e *audit.Event) {
-	ctx, cancel := context.WithTimeout(context.Background(), refusalRecordTimeout)
+// recordRefusal records e. The refused caller may hang up at once, which
+// cancels its call's context: the record outlives it (WithoutCancel), as
+// the decision records of internal/rpc do, bounded by its own timeout.
+func recordRefusal(ctx context.Context, rec audit.Recorder, log *slog.Logger, e *audit.Event) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refusalRecordTimeout)
 	defer cancel()
 	if err := rec.Record(ctx, e); err != nil {
 		log.Warn("audit record failed", "action", e.Action, "err", err)

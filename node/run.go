@@ -425,7 +425,7 @@ func (n *node) run(ctx context.Context) error {
 		// Workloads run on compute nodes only: only they serve the
 		// Workload API.
 		n.agent = agent.New(agent.Config{TrustDomain: n.td, Upstream: rpcUpstream{idc}, Clock: time.Now, Logger: n.log.With("component", "agent"),
-			TaskCgroupRoot: n.compute.taskRoot(), Refused: func(r agent.Refusal) { recordWorkloadRefusal(refusals, n.log, r) }})
+			TaskCgroupRoot: n.compute.taskRoot(), Refused: func(ctx context.Context, r agent.Refusal) { recordWorkloadRefusal(ctx, refusals, n.log, r) }})
 		n.agent.SetBundles(n.creds.Roots(), nil)
 		goFn("agent", n.agent.Run)
 		goFn("workload api", func(ctx context.Context) error { return n.agent.Serve(ctx, n.l.Socket()) })
