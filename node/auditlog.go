@@ -33,6 +33,14 @@ const (
 	refusalSummaryEvery = 10 * time.Second
 )
 
+// newRefusalLimiter is the node's recorder of refusals anyone can cause
+// (refused handshakes, tokens, Workload API callers): rec behind
+// audit.Limiter at refusalRate per action; onSuppressed counts what it
+// only summarizes.
+func newRefusalLimiter(rec audit.Recorder, onSuppressed func()) *audit.Limiter {
+	return audit.NewLimiter(rec, audit.LimiterConfig{Rate: refusalRate, Burst: refusalBurst, OnSuppressed: onSuppressed})
+}
+
 // openAuditLog opens the audit log of the node in l, creating its signing
 // key on first use. fsys is nil for the OS's file system.
 func openAuditLog(l Layout, name string, fsys vfs.FS, log *slog.Logger) (*audit.Log, error) {

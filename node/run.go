@@ -317,7 +317,7 @@ func (n *node) run(ctx context.Context) error {
 		n.log.Error("record the previous run's unrecorded decisions", "err", err)
 	}
 	goFn("audit inbox", func(ctx context.Context) error { n.inboxLoop(ctx); return nil })
-	refusals := audit.NewLimiter(n.audit, audit.LimiterConfig{Rate: refusalRate, Burst: refusalBurst, OnSuppressed: func() { n.obs.m.AuthnSuppressed(1) }})
+	refusals := newRefusalLimiter(n.audit, func() { n.obs.m.AuthnSuppressed(1) })
 	goFn("audit refusal summaries", func(ctx context.Context) error {
 		refusals.Run(ctx, refusalSummaryEvery, func(err error) { n.log.Warn("audit: record refusal summary", "err", err) })
 		return nil
