@@ -2191,11 +2191,13 @@ func Register() []Threat {
 				"admin or mark privileged actions unprivileged until one passes; the authz decision for each try is " +
 				"allow (the admin may apply), so the guard's refusal was the only trace, and it was not recorded",
 			Capability: MaliciousInsider,
-			Mitigation: "A bundle the vetting refuses (compile, tests, lockout guard) is recorded as a policy.apply or " +
+			Mitigation: "A bundle refused after the decision allowed the call (malformed, an overlong message, or refused " +
+				"by the vetting: compile, tests, lockout guard) is recorded as a policy.apply or " +
 				"policy.rollback deny event with its sha256, message and the guard's findings, beside the allow decision " +
 				"that let the call run.",
 			Status: Mitigated,
-			Tests:  []string{"cmd/unum.TestAttackSuite/a_bundle_that_locks_out_the_admin_or_lowers_a_privilege_is_refused"},
+			Tests: []string{"cmd/unum.TestAttackSuite/a_bundle_that_locks_out_the_admin_or_lowers_a_privilege_is_refused",
+				"control.TestRefusedBundlesRecorded"},
 		},
 		{
 			ID:       "T-135",
