@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,6 +37,7 @@ import (
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/delegation"
 	"github.com/unumos/unum/identity/jointoken"
+	"github.com/unumos/unum/internal/pidsteer"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
 	unumnode "github.com/unumos/unum/node"
@@ -144,7 +144,7 @@ func TestAttackSuite(t *testing.T) {
 		requireStatus(t, held.fetch(), codes.PermissionDenied, "no registration entry matches this process")
 		held.release()
 		require.NoError(t, held.cmd.Wait())
-		sleeper := startWithPid(t, held.pid, "sleep", "60")
+		sleeper := pidsteer.Start(t, held.pid, func() *exec.Cmd { return exec.Command("sleep", "60") })
 		t.Logf("pid %d exited and was reused by a root process matching %s", held.pid, svcA)
 		err := held.fetch()
 		requireStatus(t, err, codes.PermissionDenied, "peer process is gone")
@@ -670,27 +670,6 @@ func (h *heldConn) fetch() error {
 	}
 	_, err = s.Recv()
 	return err
-}
-
-// startWithPid starts a root process with exactly pid, freed by a process
-// that exited: a recycled pid, made on purpose (ns_last_pid) rather than
-// waited for.
-func startWithPid(t *testing.T, pid int, name string, args ...string) *exec.Cmd {
-	t.Helper()
-	for attempt := 0; attempt < 100; attempt++ {
-		require.NoError(t, os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0o644))
-		cmd := exec.Command(name, args...)
-		require.NoError(t, cmd.Start())
-		if cmd.Process.Pid == pid {
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			return cmd
-		}
-		// Another process on the machine took it first.
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-	t.Fatalf("pid %d was never handed out again", pid)
-	return nil
 }
 
 // waitWitnessed waits until node's log is witnessed at a size above min,
