@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -696,6 +697,15 @@ func waitWitnessed(t *testing.T, d *devCluster, node string, min uint64) uint64 
 // restartNode starts node again with the command line it ran with (unum
 // dev does not restart nodes), until the test ends, and waits until the
 // cluster reports it ready.
+//
+// The node is a child of this test process that dies with it: started
+// with PR_SET_PDEATHSIG from a goroutine locked to its OS thread (the
+// signal follows the thread that forked, not the process, so that thread
+// lives, waiting for the child, as long as the child does), in its own
+// process group, as internal/devcluster starts nodes. A killed test
+// binary therefore leaves no node holding ports, BPF pins or cgroups. When
+// the test ends the node is stopped cleanly (SIGTERM, which removes its
+// pins), and killed only if it does not stop.
 func restartNode(t *testing.T, d *devCluster, node string, cmdline []byte) {
 	t.Helper()
 	var args []string
@@ -714,15 +724,28 @@ func restartNode(t *testing.T, d *devCluster, node string, cmdline []byte) {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "UNUM_CONFIG=", "UNUM_ADDR=", "UNUM_JOIN_TOKEN=")
-	require.NoError(t, cmd.Start())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	started, done := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		// Never unlocked: the thread ends with this goroutine, once the
+		// child is gone.
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+	}()
+	require.NoError(t, <-started)
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
+		case <-time.After(30 * time.Second):
+			t.Logf("%s did not stop on SIGTERM within 30s: killed, its BPF pins may remain", node)
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
 	})
