@@ -370,7 +370,7 @@ func TestAttackSuite(t *testing.T) {
 			require.NoError(t, err)
 			sealed, err := os.ReadFile(unumnode.Layout{Dir: filepath.Join(d.dir, "node-1")}.CredKeyring())
 			require.NoError(t, err)
-			k, err := delegation.UnmarshalKeyring(sealed, kekAEAD{kek})
+			k, err := delegation.UnmarshalKeyring(sealed, kek.AEAD())
 			require.NoError(t, err)
 			iss, err := delegation.NewIssuer(spiffeid.RequireTrustDomainFromString("unum.local"), k, func() time.Time { return time.Now().Add(skew) })
 			require.NoError(t, err)
@@ -596,7 +596,9 @@ func latestRevision(t *testing.T, d *devCluster) int64 {
 	return st.Latest
 }
 
-// quietPebble keeps Pebble's recovery chatter out of test output.
+// quietPebble keeps Pebble's recovery chatter out of test output. Its
+// twin is node/audittamper_test.go's: test files of two packages, and
+// Pebble exports no quiet logger.
 type quietPebble struct{}
 
 func (quietPebble) Infof(string, ...any)  {}
@@ -604,13 +606,6 @@ func (quietPebble) Errorf(string, ...any) {}
 func (quietPebble) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
-
-// kekAEAD is the dev cluster's KEK as the AEAD a credential keyring is
-// sealed with (node does the same for itself).
-type kekAEAD struct{ k *seal.KEK }
-
-func (a kekAEAD) Encrypt(plaintext, ad []byte) ([]byte, error)  { return a.k.Seal(plaintext, ad) }
-func (a kekAEAD) Decrypt(ciphertext, ad []byte) ([]byte, error) { return a.k.Open(ciphertext, ad) }
 
 // heldConn is a Workload API connection made by a netprobe child running
 // as nobody, whose socket this test keeps: it outlives the child, or is
