@@ -227,14 +227,11 @@ func TestAttackSuite(t *testing.T) {
 			_, err := ec.Join(ctx, &unumv1.JoinRequest{Token: tok, Csr: csrFor(t, c.uris, c.dns), ApiAddress: "127.0.0.1:1"})
 			requireStatus(t, err, codes.InvalidArgument, "csr")
 		}
-		evs := auditQuery(t, d, "--action", "token.use", "--outcome", "deny")
-		n := 0
-		for _, e := range evs {
-			if strings.Contains(strings.Join(e.Reasons, " "), "csr") {
-				n++
-			}
-		}
-		require.GreaterOrEqual(t, n, 3, "each smuggling join is recorded: %+v", evs)
+		// Each smuggling join is recorded, under the token it presented.
+		id := tokenID(t, tok)
+		awaitAudited(t, d, 3, "three refused joins with token "+id, func(e auditEventJSON) bool {
+			return reasonsContain(e, "csr") && fmt.Sprint(e.Details["token_id"]) == id
+		}, "--action", "token.use", "--outcome", "deny")
 	})
 
 	t.Run("a renewal csr cannot smuggle another identity", func(t *testing.T) {
@@ -273,9 +270,10 @@ func TestAttackSuite(t *testing.T) {
 		cred := unumv1.NewCredentialsClient(a)
 		_, err := cred.Delegate(rpc.WithDelegation(ctx, tok1), &unumv1.DelegateRequest{To: svcB, Scopes: []string{"node.ls:node/-/*"}})
 		requireStatus(t, err, codes.PermissionDenied, "not within")
+		requireAudited(t, d, "scope node.ls:node/-/* is not within", "--action", "cred.mint", "--outcome", "deny", "--cred", c1.JTI)
 		_, err = cred.Delegate(rpc.WithDelegation(ctx, tok1), &unumv1.DelegateRequest{To: svcB, Audience: []string{td + "/node/node-1"}})
-		requireStatus(t, err, codes.PermissionDenied, "")
-		requireAudited(t, d, "not within", "--action", "cred.mint", "--outcome", "deny", "--cred", c1.JTI)
+		requireStatus(t, err, codes.PermissionDenied, "audience "+td+"/node/node-1 is not within")
+		requireAudited(t, d, "audience "+td+"/node/node-1 is not within", "--action", "cred.mint", "--outcome", "deny", "--cred", c1.JTI)
 		// Asking for a longer life is cut to the parent's, never beyond.
 		resp, err := cred.Delegate(rpc.WithDelegation(ctx, tok1), &unumv1.DelegateRequest{To: svcB, Scopes: []string{"id.register:id/default/*"}, TtlSeconds: 3000})
 		require.NoError(t, err)
@@ -292,10 +290,12 @@ func TestAttackSuite(t *testing.T) {
 		reg := &unumv1.CreateEntryRequest{SpiffeId: td + "/ns/default/job/deputy", Node: victim, Selectors: []string{"unix:uid:4242"}}
 		_, err = unumv1.NewIdentityClient(b).CreateEntry(rpc.WithDelegation(ctx, resp.GetToken()), reg)
 		requireStatus(t, err, codes.PermissionDenied, td+"/user/alice")
-		evs := auditQuery(t, d, "--cred", c2.JTI, "--action", "id.register", "--outcome", "deny")
-		require.NotEmpty(t, evs, "the refused call on alice's behalf is recorded")
-		require.Equal(t, td+"/user/alice", evs[0].Subject)
-		require.Equal(t, []string{svcA, svcB}, evs[0].Chain)
+		// The refused call on alice's behalf is recorded as hers, through
+		// A and B.
+		ev := awaitAudited(t, d, 1, "the refused call on alice's behalf", func(e auditEventJSON) bool {
+			return e.Subject == td+"/user/alice"
+		}, "--cred", c2.JTI, "--action", "id.register", "--outcome", "deny")[0]
+		require.Equal(t, []string{svcA, svcB}, ev.Chain)
 	})
 
 	t.Run("a workload cannot apply policy or register identities", func(t *testing.T) {
@@ -357,8 +357,8 @@ func TestAttackSuite(t *testing.T) {
 			require.Equal(t, 1, r.code, "%s: %s", name, r.stderr)
 			require.Contains(t, r.stderr, "lockout guard", name)
 		}
-		requireAudited(t, d, "lockout: "+td+"/user/admin may not policy.apply", "--action", "policy.apply", "--outcome", "deny")
-		requireAudited(t, d, "privilege: the bundle marks policy.apply unprivileged", "--action", "policy.apply", "--outcome", "deny")
+		requireAudited(t, d, "lockout: "+td+"/user/admin may not policy.apply", "--action", "policy.apply", "--outcome", "deny", "--subject", td+"/user/admin")
+		requireAudited(t, d, "privilege: the bundle marks policy.apply unprivileged", "--action", "policy.apply", "--outcome", "deny", "--subject", td+"/user/admin")
 		require.Equal(t, revision, latestRevision(t, d), "nothing was stored")
 	})
 
@@ -427,10 +427,15 @@ func TestAttackSuite(t *testing.T) {
 		flipped[len(flipped)-3] ^= 0x01
 		require.NoError(t, db.Set(entryKey(5), flipped, pebble.Sync))
 		require.NoError(t, db.Close())
-		r = unum(t, []string{"UNUM_CONFIG="}, "audit", "verify", "--offline", nodeDir, "--keys", keys)
+		r = unum(t, []string{"UNUM_CONFIG="}, "audit", "verify", "--offline", nodeDir, "--keys", keys, "-o", "json")
 		require.Equal(t, 1, r.code, r.stdout+r.stderr)
-		require.Contains(t, r.stdout, "hash chain broken")
-		require.Contains(t, r.stdout, "5")
+		var broken auditVerifyJSON
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &broken), r.stdout)
+		require.Len(t, broken.Nodes, 1)
+		require.False(t, broken.Nodes[0].OK)
+		require.NotNil(t, broken.Nodes[0].BadIndex, r.stdout)
+		require.EqualValues(t, 5, *broken.Nodes[0].BadIndex, "the flipped entry")
+		require.Equal(t, "hash chain broken at entry 5: the entry was altered", broken.Nodes[0].Problem)
 
 		// Put it back (the check is of the bytes, not of a flag the
 		// edit set), then cut the tail below the witnessed size.
@@ -461,7 +466,11 @@ func TestAttackSuite(t *testing.T) {
 		require.Contains(t, v.Nodes[0].Problem, "witnessed checkpoint at size")
 		// The witness refuses the cut log's checkpoints once it signs past
 		// the witnessed size: an alert on the control plane.
-		ev := requireAudited(t, d, "", "--action", "audit.alert", "--outcome", "deny")
+		// node-4 submits them (the alert's subject); the reason names its
+		// log and the witnessed checkpoint the cut one does not extend.
+		ev := requireAudited(t, d, "checkpoint of "+victim, "--action", "audit.alert", "--outcome", "deny", "--subject", td+"/node/"+victim)
+		require.Equal(t, "node/-/"+victim, ev.Resource)
+		require.Contains(t, strings.Join(ev.Reasons, "\n"), "witnessed")
 		t.Logf("witness alert: %v", ev.Reasons)
 	})
 	t.Logf("figure: attack suite ran in %s", time.Since(start).Round(100*time.Millisecond))
@@ -480,41 +489,47 @@ func requireStatus(t *testing.T, err error, code codes.Code, want string) {
 // of whose reasons contains want, and returns it.
 func requireAudited(t *testing.T, d *devCluster, want string, args ...string) auditEventJSON {
 	t.Helper()
-	var evs []auditEventJSON
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		evs = auditQuery(t, d, args...)
-		for _, e := range evs {
-			if strings.Contains(strings.Join(e.Reasons, "\n"), want) {
-				return e
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no audit event %v with a reason containing %q: %+v", args, want, evs)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return awaitAudited(t, d, 1, fmt.Sprintf("an event with a reason containing %q", want), func(e auditEventJSON) bool {
+		return reasonsContain(e, want)
+	}, args...)[0]
 }
 
 // requireAuditedDetail is requireAudited for an event whose details hold
 // key: value too.
 func requireAuditedDetail(t *testing.T, d *devCluster, want, key, value string, args ...string) {
 	t.Helper()
-	r := unum(t, d.env, append([]string{"audit", "query", "-o", "json"}, args...)...)
-	require.Equal(t, 0, r.code, r.stderr)
-	var out struct {
-		Events []struct {
-			Reasons []string       `json:"reasons"`
-			Details map[string]any `json:"details"`
-		} `json:"events"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
-	for _, e := range out.Events {
-		if strings.Contains(strings.Join(e.Reasons, "\n"), want) && fmt.Sprint(e.Details[key]) == value {
-			return
+	awaitAudited(t, d, 1, fmt.Sprintf("an event with a reason containing %q and %s %s", want, key, value), func(e auditEventJSON) bool {
+		return reasonsContain(e, want) && fmt.Sprint(e.Details[key]) == value
+	}, args...)
+}
+
+// awaitAudited polls `unum audit query args` until at least n of the
+// events it returns match (events are recorded after the call returns,
+// on the node that decided), and returns those; what names them for the
+// failure message.
+func awaitAudited(t *testing.T, d *devCluster, n int, what string, match func(auditEventJSON) bool, args ...string) []auditEventJSON {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		evs := auditQuery(t, d, args...)
+		var got []auditEventJSON
+		for _, e := range evs {
+			if match(e) {
+				got = append(got, e)
+			}
 		}
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit query %v: want %d of %s, got %d: %+v", args, n, what, len(got), evs)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("no audit event %v with a reason containing %q and %s %s: %s", args, want, key, value, r.stdout)
+}
+
+func reasonsContain(e auditEventJSON, want string) bool {
+	return strings.Contains(strings.Join(e.Reasons, "\n"), want)
 }
 
 // workloadSVID is id's SVID from node's Workload API, as a workload there
