@@ -139,6 +139,11 @@ type Event struct {
 	Details json.RawMessage `json:"details,omitempty"`
 }
 
+// MaxFieldBytes is the usual bound of one event field a caller chooses (a
+// message, a name, a path, a reason quoting them): recorders clip such
+// fields with Clip(s, MaxFieldBytes) rather than each picking a number.
+const MaxFieldBytes = 1024
+
 // Clip bounds s to n bytes for an event field (a reason, a name a caller
 // sent), marking the cut, so that no caller can make an event arbitrarily
 // large.

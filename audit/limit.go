@@ -17,19 +17,33 @@ import (
 // flooder a log entry only at the bucket's rate; the summaries at most one
 // per action per flush.
 //
+// # One bucket per action
+//
+// Each action has its own bucket. With one shared bucket, whoever can
+// cause the cheapest refusal (a TLS probe of etcd's or the API's port,
+// from anywhere on the network) would drain it for all the others, and a
+// local Workload API caller refused meanwhile would be recorded only as a
+// count, without its pid, uid and executable. Per action, a flood of
+// handshakes costs only the handshake events their detail. The actions
+// are our constants (Action*), never caller input, so the buckets are
+// bounded; the log's worst case grows to rate × the number of actions
+// that pass through the limiter.
+//
 // Safe for concurrent use. Run (or Flush) must be called for summaries to
 // be written.
 type Limiter struct {
-	rec Recorder
-	lim *rate.Limiter
-	now func() time.Time
+	rec   Recorder
+	rate  rate.Limit
+	burst int
+	now   func() time.Time
 	// onSuppressed is told of every suppressed event (a metric); it must
 	// not block.
 	onSuppressed func()
 
 	mu struct {
 		sync.Mutex
-		pending map[string]*suppressed // by action
+		buckets map[string]*rate.Limiter // by action, made on first use
+		pending map[string]*suppressed   // by action
 	}
 }
 
@@ -48,7 +62,8 @@ type SuppressedDetails struct {
 
 // LimiterConfig configures NewLimiter.
 type LimiterConfig struct {
-	// Rate and Burst are the token bucket: events recorded one by one.
+	// Rate and Burst are each action's token bucket: events recorded
+	// one by one.
 	Rate  rate.Limit
 	Burst int
 	// OnSuppressed is called for each suppressed event; nil: nothing.
@@ -65,19 +80,20 @@ func NewLimiter(rec Recorder, cfg LimiterConfig) *Limiter {
 	if cfg.OnSuppressed == nil {
 		cfg.OnSuppressed = func() {}
 	}
-	l := &Limiter{rec: rec, lim: rate.NewLimiter(cfg.Rate, cfg.Burst), now: cfg.Now, onSuppressed: cfg.OnSuppressed}
+	l := &Limiter{rec: rec, rate: cfg.Rate, burst: cfg.Burst, now: cfg.Now, onSuppressed: cfg.OnSuppressed}
+	l.mu.buckets = map[string]*rate.Limiter{}
 	l.mu.pending = map[string]*suppressed{}
 	return l
 }
 
 var _ Recorder = (*Limiter)(nil)
 
-// Record implements Recorder: it records e when the bucket allows, and
-// otherwise counts it for the next summary and returns nil (a suppressed
-// event is accounted for, not lost).
+// Record implements Recorder: it records e when its action's bucket
+// allows, and otherwise counts it for the next summary and returns nil (a
+// suppressed event is accounted for, not lost).
 func (l *Limiter) Record(ctx context.Context, e *Event) error {
 	now := l.now()
-	if l.lim.AllowN(now, 1) {
+	if l.bucket(e.Action).AllowN(now, 1) {
 		return l.rec.Record(ctx, e)
 	}
 	l.mu.Lock()
@@ -91,6 +107,18 @@ func (l *Limiter) Record(ctx context.Context, e *Event) error {
 	l.mu.Unlock()
 	l.onSuppressed()
 	return nil
+}
+
+// bucket is action's token bucket.
+func (l *Limiter) bucket(action string) *rate.Limiter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.mu.buckets[action]
+	if b == nil {
+		b = rate.NewLimiter(l.rate, l.burst)
+		l.mu.buckets[action] = b
+	}
+	return b
 }
 
 // Flush records one summary event (outcome deny, details

@@ -92,7 +92,7 @@ func outcomeOf(err error) (audit.Outcome, []string) {
 }
 
 // maxEventString bounds what a request can put into one event field.
-const maxEventString = 1024
+const maxEventString = audit.MaxFieldBytes
 
 func clip(s string) string { return audit.Clip(s, maxEventString) }
 

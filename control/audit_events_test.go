@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -198,4 +199,51 @@ func TestRefusedTokensRecordedWithoutSecrets(t *testing.T) {
 		require.NotContains(t, string(raw), tok.String())
 		require.NotContains(t, string(raw), "unum1.user.zz")
 	}
+}
+
+// A bundle refused after the decision allowed the call (malformed, an
+// overlong message, or refused by the lockout guard) is recorded as a
+// deny of policy.apply or policy.rollback with the caller, why, and what
+// was tried: an attempt to lock the cluster out leaves a trace (T-120).
+func TestRefusedBundlesRecorded(t *testing.T) {
+	start := h.audit.Size()
+	pc := unumv1.NewPolicyClient(conn(t, "/user/admin"))
+	admin := "spiffe://unum.test/user/admin"
+	long := strings.Repeat("m", 3000)
+	lockout := &unumv1.PolicyBundle{Files: map[string][]byte{"authz.rego": []byte("package unum.authz\n\nimport rego.v1\n\n" +
+		`decision := {"allow": false, "privileged": true, "reasons": ["nobody"]}` + "\n")}}
+	lockoutSHA := (&policy.Bundle{Files: lockout.GetFiles()}).Digest()
+
+	_, err := pc.Apply(ctxT(t), &unumv1.ApplyPolicyRequest{Bundle: &unumv1.PolicyBundle{}, Message: "empty"})
+	requireCode(t, err, codes.InvalidArgument, "policy bundle is empty")
+	_, err = pc.Apply(ctxT(t), &unumv1.ApplyPolicyRequest{Bundle: lockout, Message: long})
+	requireCode(t, err, codes.InvalidArgument, "message is longer than 1024 bytes")
+	_, err = pc.Apply(ctxT(t), &unumv1.ApplyPolicyRequest{Bundle: lockout, Message: "lock them out"})
+	requireCode(t, err, codes.FailedPrecondition, "lockout guard")
+	_, err = pc.Rollback(ctxT(t), &unumv1.RollbackPolicyRequest{Revision: 1, Message: long})
+	requireCode(t, err, codes.InvalidArgument, "message is longer than 1024 bytes")
+
+	got := eventsSince(t, start)
+	ap := byAction(got, audit.ActionPolicyApply)
+	require.Len(t, ap, 3)
+	for _, e := range ap {
+		require.Equal(t, audit.Deny, e.Outcome)
+		require.Equal(t, admin, e.Subject)
+		require.Equal(t, "policy/-/bundle", e.Resource)
+		require.NotEmpty(t, e.DecisionID, "linked to the decision that allowed the call")
+	}
+	require.Equal(t, []string{"policy bundle is empty: want .rego files and data.json"}, ap[0].Reasons)
+	require.Equal(t, PolicyDetails{Message: "empty"}, details[PolicyDetails](t, ap[0]))
+	require.Equal(t, []string{"message is longer than 1024 bytes"}, ap[1].Reasons)
+	require.Equal(t, PolicyDetails{SHA256: lockoutSHA, Message: audit.Clip(long, maxEventString)}, details[PolicyDetails](t, ap[1]))
+	require.Contains(t, ap[2].Reasons[0], "lockout guard")
+	require.Contains(t, ap[2].Reasons[0], admin+" may not policy.apply")
+	require.Equal(t, PolicyDetails{SHA256: lockoutSHA, Message: "lock them out"}, details[PolicyDetails](t, ap[2]))
+
+	rb := byAction(got, audit.ActionPolicyRollback)
+	require.Len(t, rb, 1)
+	require.Equal(t, audit.Deny, rb[0].Outcome)
+	require.Equal(t, admin, rb[0].Subject)
+	require.Equal(t, []string{"message is longer than 1024 bytes"}, rb[0].Reasons)
+	require.Equal(t, PolicyDetails{Message: audit.Clip(long, maxEventString), Restores: 1}, details[PolicyDetails](t, rb[0]))
 }

@@ -211,10 +211,12 @@ func (s *Server) Apply(ctx context.Context, req *unumv1.ApplyPolicyRequest) (*un
 	}
 	b, err := bundleFromProto(req.GetBundle())
 	if err != nil {
+		s.recordBundleRefused(ctx, audit.ActionPolicyApply, PolicyDetails{Message: req.GetMessage()}, err)
 		return nil, err
 	}
-	if len(req.GetMessage()) > 1024 {
-		return nil, status.Error(codes.InvalidArgument, "message is longer than 1024 bytes")
+	if err := checkPolicyMessage(req.GetMessage()); err != nil {
+		s.recordBundleRefused(ctx, audit.ActionPolicyApply, PolicyDetails{SHA256: b.Digest(), Message: req.GetMessage()}, err)
+		return nil, err
 	}
 	tests, forced, err := s.vetBundle(ctx, b, req.GetForce())
 	if err != nil {
@@ -234,12 +236,26 @@ func (s *Server) Apply(ctx context.Context, req *unumv1.ApplyPolicyRequest) (*un
 	return &unumv1.ApplyPolicyResponse{Revision: rev, Sha256: meta.SHA256, TestsPassed: int32(tests), Forced: forced, Unchanged: unchanged}, nil
 }
 
-// recordBundleRefused records a bundle the vetting refused (it does not
-// compile, its tests fail, or the lockout guard found what it would lock
-// out, T-040, T-041): the decision that let the caller apply was allow, so
-// without this event the refusal, the attempt to lock the cluster out,
-// would leave no trace.
+// maxPolicyMessageBytes bounds a revision's message: it is stored with
+// the revision and recorded whole in its event.
+const maxPolicyMessageBytes = maxEventString
+
+func checkPolicyMessage(m string) error {
+	if len(m) > maxPolicyMessageBytes {
+		return status.Errorf(codes.InvalidArgument, "message is longer than %d bytes", maxPolicyMessageBytes)
+	}
+	return nil
+}
+
+// recordBundleRefused records a bundle refused after the authz decision
+// allowed the call: malformed (empty, invalid files, too large), with an
+// overlong message, or refused by the vetting (it does not compile, its
+// tests fail, or the lockout guard found what it would lock out, T-040,
+// T-041). The decision that let the caller apply was allow, so without
+// this event the refusal, the attempt to lock the cluster out, would leave
+// no trace. The message is the caller's: clipped.
 func (s *Server) recordBundleRefused(ctx context.Context, action string, d PolicyDetails, err error) {
+	d.Message = clip(d.Message)
 	outcome, reasons := outcomeOf(err)
 	s.record(ctx, audit.Event{Kind: audit.KindPolicy, Action: action, Outcome: outcome, Reasons: reasons, Resource: "policy/-/bundle"}.WithDetails(d))
 }
@@ -249,6 +265,10 @@ func (s *Server) recordBundleRefused(ctx context.Context, action string, d Polic
 func (s *Server) Rollback(ctx context.Context, req *unumv1.RollbackPolicyRequest) (*unumv1.ApplyPolicyResponse, error) {
 	c, err := callerOf(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkPolicyMessage(req.GetMessage()); err != nil {
+		s.recordBundleRefused(ctx, audit.ActionPolicyRollback, PolicyDetails{Message: req.GetMessage(), Restores: req.GetRevision()}, err)
 		return nil, err
 	}
 	b, m, err := s.policyRevision(ctx, req.GetRevision())

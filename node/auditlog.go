@@ -24,13 +24,22 @@ import (
 )
 
 // Rate of refusals from unauthenticated peers (refused handshakes and
-// enrolment calls) recorded one by one; beyond it they are counted and
-// summarized every refusalSummaryEvery (T-062).
+// enrolment calls) recorded one by one, per action (audit.Limiter keeps a
+// bucket for each); beyond it they are counted and summarized every
+// refusalSummaryEvery (T-062).
 const (
 	refusalRate         = 2
 	refusalBurst        = 50
 	refusalSummaryEvery = 10 * time.Second
 )
+
+// newRefusalLimiter is the node's recorder of refusals anyone can cause
+// (refused handshakes, tokens, Workload API callers): rec behind
+// audit.Limiter at refusalRate per action; onSuppressed counts what it
+// only summarizes.
+func newRefusalLimiter(rec audit.Recorder, onSuppressed func()) *audit.Limiter {
+	return audit.NewLimiter(rec, audit.LimiterConfig{Rate: refusalRate, Burst: refusalBurst, OnSuppressed: onSuppressed})
+}
 
 // openAuditLog opens the audit log of the node in l, creating its signing
 // key on first use. fsys is nil for the OS's file system.

@@ -95,7 +95,9 @@ func TestAuditTamperDetectedOnline(t *testing.T) {
 	}, time.Minute, 200*time.Millisecond, "the witness raised no alert")
 }
 
-// quietPebble keeps Pebble's recovery chatter out of test output.
+// quietPebble keeps Pebble's recovery chatter out of test output. Its
+// twin is cmd/unum/attacksuite_test.go's: test files of two packages, and
+// Pebble exports no quiet logger.
 type quietPebble struct{}
 
 func (quietPebble) Infof(string, ...any)  {}

@@ -31,13 +31,6 @@ const credKeyringEvery = time.Minute
 // CredKeyring is the control node's sealed credential keyring.
 func (l Layout) CredKeyring() string { return l.path("keys", "cred.keyring") }
 
-// kekAEAD is the node's key-encryption key as the tink.AEAD a keyring is
-// sealed with.
-type kekAEAD struct{ k *seal.KEK }
-
-func (a kekAEAD) Encrypt(plaintext, ad []byte) ([]byte, error)  { return a.k.Seal(plaintext, ad) }
-func (a kekAEAD) Decrypt(ciphertext, ad []byte) ([]byte, error) { return a.k.Open(ciphertext, ad) }
-
 // loadCredKeyring opens the node's keyring, making one on first use (a
 // control node of a cluster made before delegation, or a fresh one).
 func (n *node) loadCredKeyring(kek *seal.KEK, now time.Time) (*delegation.Keyring, error) {
@@ -47,7 +40,7 @@ func (n *node) loadCredKeyring(kek *seal.KEK, now time.Time) (*delegation.Keyrin
 		if err != nil {
 			return nil, fmt.Errorf("credential keyring: %w", err)
 		}
-		k, err := delegation.UnmarshalKeyring(b, kekAEAD{kek})
+		k, err := delegation.UnmarshalKeyring(b, kek.AEAD())
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -67,7 +60,7 @@ func (n *node) loadCredKeyring(kek *seal.KEK, now time.Time) (*delegation.Keyrin
 }
 
 func (n *node) saveCredKeyring(kek *seal.KEK, k *delegation.Keyring) error {
-	b, err := k.Marshal(kekAEAD{kek})
+	b, err := k.Marshal(kek.AEAD())
 	if err != nil {
 		return err
 	}

@@ -298,6 +298,10 @@ func (n *node) run(ctx context.Context) error {
 	// Shutdown order: stop accepting and drain the listeners first, then
 	// the control services and etcd behind them, then the rest.
 	var servers, cleanups []func()
+	// refusals (set below) is flushed once more after every goroutine
+	// that could report a refusal has returned, so that none arriving
+	// during shutdown goes unsummarized.
+	var refusals *audit.Limiter
 	defer func() {
 		cancel()
 		for _, stop := range servers {
@@ -307,6 +311,13 @@ func (n *node) run(ctx context.Context) error {
 			cleanups[i]()
 		}
 		wg.Wait()
+		if refusals != nil {
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := refusals.Flush(fctx); err != nil {
+				n.log.Warn("audit: record refusal summary", "err", err)
+			}
+			cancel()
+		}
 		if n.compute != nil {
 			// After a clean stop nothing is left to enforce; otherwise
 			// the pinned programs keep enforcing.
@@ -322,17 +333,10 @@ func (n *node) run(ctx context.Context) error {
 		n.log.Error("record the previous run's unrecorded decisions", "err", err)
 	}
 	goFn("audit inbox", func(ctx context.Context) error { n.inboxLoop(ctx); return nil })
-	refusals := audit.NewLimiter(n.audit, audit.LimiterConfig{Rate: refusalRate, Burst: refusalBurst, OnSuppressed: func() { n.obs.m.AuthnSuppressed(1) }})
+	refusals = newRefusalLimiter(n.audit, func() { n.obs.m.AuthnSuppressed(1) })
 	goFn("audit refusal summaries", func(ctx context.Context) error {
 		refusals.Run(ctx, refusalSummaryEvery, func(err error) { n.log.Warn("audit: record refusal summary", "err", err) })
 		return nil
-	})
-	cleanups = append(cleanups, func() {
-		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := refusals.Flush(fctx); err != nil {
-			n.log.Warn("audit: record refusal summary", "err", err)
-		}
 	})
 
 	apiLis, err := net.Listen("tcp", n.cfg.APIListen)
@@ -430,7 +434,7 @@ func (n *node) run(ctx context.Context) error {
 		// Workloads run on compute nodes only: only they serve the
 		// Workload API.
 		n.agent = agent.New(agent.Config{TrustDomain: n.td, Upstream: rpcUpstream{idc}, Clock: time.Now, Logger: n.log.With("component", "agent"),
-			TaskCgroupRoot: n.compute.taskRoot(), Refused: func(r agent.Refusal) { recordWorkloadRefusal(refusals, n.log, r) }})
+			TaskCgroupRoot: n.compute.taskRoot(), Refused: func(ctx context.Context, r agent.Refusal) { recordWorkloadRefusal(ctx, refusals, n.log, r) }})
 		n.agent.SetBundles(n.creds.Roots(), nil)
 		goFn("agent", n.agent.Run)
 		goFn("workload api", func(ctx context.Context) error { return n.agent.Serve(ctx, n.l.Socket()) })

@@ -2152,12 +2152,15 @@ func Register() []Threat {
 			Mitigation: "The agent reports every refused call (attestation failed: process gone, exec after connect, a " +
 				"selector it could not evaluate; or no entry matched) to the node, which records a workload.attest deny " +
 				"event in its own hash-chained audit log with the method, the pid and uid as at connect, the executable " +
-				"and why, through the node's refusal limiter so that a flood costs one summary, not the log. The attack " +
+				"and why, through the node's refusal limiter so that a flood costs one summary, not the log; the limiter " +
+				"keeps a bucket per action, so that a flood of refused handshakes from the network cannot turn these " +
+				"refusals into an anonymous count. The attack " +
 				"suite recycles a real pid (ns_last_pid) on a dev node and finds the refusal with `unum audit query`.",
 			Status: Mitigated,
 			Tests: []string{"cmd/unum.TestAttackSuite/a_recycled_pid_does_not_inherit_a_workload_api_connection",
 				"cmd/unum.TestAttackSuite/a_process_that_execs_after_connecting_is_not_served_as_the_new_binary",
-				"identity/agent.TestExecAfterConnect", "identity/agent.TestNoMatchReported"},
+				"identity/agent.TestExecAfterConnect", "identity/agent.TestNoMatchReported",
+				"node.TestWorkloadRefusalsRecordedDuringAFlood", "audit.TestLimiterFloodOfOneActionSparesTheOthers"},
 		},
 		{
 			ID:       "T-119",
@@ -2171,9 +2174,11 @@ func Register() []Threat {
 			Capability: CompromisedWorkload,
 			Mitigation: "etcd refuses the handshake (T-006); the control node takes etcd's refused-handshake report " +
 				"(meta.Config.Refused) and records an authn.etcd deny event with the listener, the caller's address and " +
-				"etcd's reason, through the node's refusal limiter.",
+				"etcd's reason, through the node's refusal limiter. Only handshakes that refused the caller's credential " +
+				"are recorded: a probe that hangs up, times out or speaks no TLS 1.3 refused nobody and would be a false refusal.",
 			Status: Mitigated,
-			Tests:  []string{"cmd/unum.TestAttackSuite/a_workload_cannot_reach_etcd_directly", "storage/meta.TestForeignCertificatesRefused"},
+			Tests: []string{"cmd/unum.TestAttackSuite/a_workload_cannot_reach_etcd_directly", "storage/meta.TestForeignCertificatesRefused",
+				"storage/meta.TestProbesAreNotRefusals", "storage/meta.TestZapBridgeReportsOnlyRefusals", "node.TestEtcdRefusalRecorded"},
 		},
 		{
 			ID:       "T-120",
@@ -2186,11 +2191,13 @@ func Register() []Threat {
 				"admin or mark privileged actions unprivileged until one passes; the authz decision for each try is " +
 				"allow (the admin may apply), so the guard's refusal was the only trace, and it was not recorded",
 			Capability: MaliciousInsider,
-			Mitigation: "A bundle the vetting refuses (compile, tests, lockout guard) is recorded as a policy.apply or " +
+			Mitigation: "A bundle refused after the decision allowed the call (malformed, an overlong message, or refused " +
+				"by the vetting: compile, tests, lockout guard) is recorded as a policy.apply or " +
 				"policy.rollback deny event with its sha256, message and the guard's findings, beside the allow decision " +
 				"that let the call run.",
 			Status: Mitigated,
-			Tests:  []string{"cmd/unum.TestAttackSuite/a_bundle_that_locks_out_the_admin_or_lowers_a_privilege_is_refused"},
+			Tests: []string{"cmd/unum.TestAttackSuite/a_bundle_that_locks_out_the_admin_or_lowers_a_privilege_is_refused",
+				"control.TestRefusedBundlesRecorded"},
 		},
 		{
 			ID:       "T-135",

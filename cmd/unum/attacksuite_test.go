@@ -16,7 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,6 +38,7 @@ import (
 	"github.com/unumos/unum/identity/ca"
 	"github.com/unumos/unum/identity/delegation"
 	"github.com/unumos/unum/identity/jointoken"
+	"github.com/unumos/unum/internal/pidsteer"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/seal"
 	unumnode "github.com/unumos/unum/node"
@@ -144,7 +145,7 @@ func TestAttackSuite(t *testing.T) {
 		requireStatus(t, held.fetch(), codes.PermissionDenied, "no registration entry matches this process")
 		held.release()
 		require.NoError(t, held.cmd.Wait())
-		sleeper := startWithPid(t, held.pid, "sleep", "60")
+		sleeper := pidsteer.Start(t, held.pid, func() *exec.Cmd { return exec.Command("sleep", "60") })
 		t.Logf("pid %d exited and was reused by a root process matching %s", held.pid, svcA)
 		err := held.fetch()
 		requireStatus(t, err, codes.PermissionDenied, "peer process is gone")
@@ -226,14 +227,11 @@ func TestAttackSuite(t *testing.T) {
 			_, err := ec.Join(ctx, &unumv1.JoinRequest{Token: tok, Csr: csrFor(t, c.uris, c.dns), ApiAddress: "127.0.0.1:1"})
 			requireStatus(t, err, codes.InvalidArgument, "csr")
 		}
-		evs := auditQuery(t, d, "--action", "token.use", "--outcome", "deny")
-		n := 0
-		for _, e := range evs {
-			if strings.Contains(strings.Join(e.Reasons, " "), "csr") {
-				n++
-			}
-		}
-		require.GreaterOrEqual(t, n, 3, "each smuggling join is recorded: %+v", evs)
+		// Each smuggling join is recorded, under the token it presented.
+		id := tokenID(t, tok)
+		awaitAudited(t, d, 3, "three refused joins with token "+id, func(e auditEventJSON) bool {
+			return reasonsContain(e, "csr") && fmt.Sprint(e.Details["token_id"]) == id
+		}, "--action", "token.use", "--outcome", "deny")
 	})
 
 	t.Run("a renewal csr cannot smuggle another identity", func(t *testing.T) {
@@ -272,9 +270,10 @@ func TestAttackSuite(t *testing.T) {
 		cred := unumv1.NewCredentialsClient(a)
 		_, err := cred.Delegate(rpc.WithDelegation(ctx, tok1), &unumv1.DelegateRequest{To: svcB, Scopes: []string{"node.ls:node/-/*"}})
 		requireStatus(t, err, codes.PermissionDenied, "not within")
+		requireAudited(t, d, "scope node.ls:node/-/* is not within", "--action", "cred.mint", "--outcome", "deny", "--cred", c1.JTI)
 		_, err = cred.Delegate(rpc.WithDelegation(ctx, tok1), &unumv1.DelegateRequest{To: svcB, Audience: []string{td + "/node/node-1"}})
-		requireStatus(t, err, codes.PermissionDenied, "")
-		requireAudited(t, d, "not within", "--action", "cred.mint", "--outcome", "deny", "--cred", c1.JTI)
+		requireStatus(t, err, codes.PermissionDenied, "audience "+td+"/node/node-1 is not within")
+		requireAudited(t, d, "audience "+td+"/node/node-1 is not within", "--action", "cred.mint", "--outcome", "deny", "--cred", c1.JTI)
 		// Asking for a longer life is cut to the parent's, never beyond.
 		resp, err := cred.Delegate(rpc.WithDelegation(ctx, tok1), &unumv1.DelegateRequest{To: svcB, Scopes: []string{"id.register:id/default/*"}, TtlSeconds: 3000})
 		require.NoError(t, err)
@@ -291,10 +290,12 @@ func TestAttackSuite(t *testing.T) {
 		reg := &unumv1.CreateEntryRequest{SpiffeId: td + "/ns/default/job/deputy", Node: victim, Selectors: []string{"unix:uid:4242"}}
 		_, err = unumv1.NewIdentityClient(b).CreateEntry(rpc.WithDelegation(ctx, resp.GetToken()), reg)
 		requireStatus(t, err, codes.PermissionDenied, td+"/user/alice")
-		evs := auditQuery(t, d, "--cred", c2.JTI, "--action", "id.register", "--outcome", "deny")
-		require.NotEmpty(t, evs, "the refused call on alice's behalf is recorded")
-		require.Equal(t, td+"/user/alice", evs[0].Subject)
-		require.Equal(t, []string{svcA, svcB}, evs[0].Chain)
+		// The refused call on alice's behalf is recorded as hers, through
+		// A and B.
+		ev := awaitAudited(t, d, 1, "the refused call on alice's behalf", func(e auditEventJSON) bool {
+			return e.Subject == td+"/user/alice"
+		}, "--cred", c2.JTI, "--action", "id.register", "--outcome", "deny")[0]
+		require.Equal(t, []string{svcA, svcB}, ev.Chain)
 	})
 
 	t.Run("a workload cannot apply policy or register identities", func(t *testing.T) {
@@ -356,8 +357,8 @@ func TestAttackSuite(t *testing.T) {
 			require.Equal(t, 1, r.code, "%s: %s", name, r.stderr)
 			require.Contains(t, r.stderr, "lockout guard", name)
 		}
-		requireAudited(t, d, "lockout: "+td+"/user/admin may not policy.apply", "--action", "policy.apply", "--outcome", "deny")
-		requireAudited(t, d, "privilege: the bundle marks policy.apply unprivileged", "--action", "policy.apply", "--outcome", "deny")
+		requireAudited(t, d, "lockout: "+td+"/user/admin may not policy.apply", "--action", "policy.apply", "--outcome", "deny", "--subject", td+"/user/admin")
+		requireAudited(t, d, "privilege: the bundle marks policy.apply unprivileged", "--action", "policy.apply", "--outcome", "deny", "--subject", td+"/user/admin")
 		require.Equal(t, revision, latestRevision(t, d), "nothing was stored")
 	})
 
@@ -369,7 +370,7 @@ func TestAttackSuite(t *testing.T) {
 			require.NoError(t, err)
 			sealed, err := os.ReadFile(unumnode.Layout{Dir: filepath.Join(d.dir, "node-1")}.CredKeyring())
 			require.NoError(t, err)
-			k, err := delegation.UnmarshalKeyring(sealed, kekAEAD{kek})
+			k, err := delegation.UnmarshalKeyring(sealed, kek.AEAD())
 			require.NoError(t, err)
 			iss, err := delegation.NewIssuer(spiffeid.RequireTrustDomainFromString("unum.local"), k, func() time.Time { return time.Now().Add(skew) })
 			require.NoError(t, err)
@@ -426,10 +427,15 @@ func TestAttackSuite(t *testing.T) {
 		flipped[len(flipped)-3] ^= 0x01
 		require.NoError(t, db.Set(entryKey(5), flipped, pebble.Sync))
 		require.NoError(t, db.Close())
-		r = unum(t, []string{"UNUM_CONFIG="}, "audit", "verify", "--offline", nodeDir, "--keys", keys)
+		r = unum(t, []string{"UNUM_CONFIG="}, "audit", "verify", "--offline", nodeDir, "--keys", keys, "-o", "json")
 		require.Equal(t, 1, r.code, r.stdout+r.stderr)
-		require.Contains(t, r.stdout, "hash chain broken")
-		require.Contains(t, r.stdout, "5")
+		var broken auditVerifyJSON
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &broken), r.stdout)
+		require.Len(t, broken.Nodes, 1)
+		require.False(t, broken.Nodes[0].OK)
+		require.NotNil(t, broken.Nodes[0].BadIndex, r.stdout)
+		require.EqualValues(t, 5, *broken.Nodes[0].BadIndex, "the flipped entry")
+		require.Equal(t, "hash chain broken at entry 5: the entry was altered", broken.Nodes[0].Problem)
 
 		// Put it back (the check is of the bytes, not of a flag the
 		// edit set), then cut the tail below the witnessed size.
@@ -460,7 +466,11 @@ func TestAttackSuite(t *testing.T) {
 		require.Contains(t, v.Nodes[0].Problem, "witnessed checkpoint at size")
 		// The witness refuses the cut log's checkpoints once it signs past
 		// the witnessed size: an alert on the control plane.
-		ev := requireAudited(t, d, "", "--action", "audit.alert", "--outcome", "deny")
+		// node-4 submits them (the alert's subject); the reason names its
+		// log and the witnessed checkpoint the cut one does not extend.
+		ev := requireAudited(t, d, "checkpoint of "+victim, "--action", "audit.alert", "--outcome", "deny", "--subject", td+"/node/"+victim)
+		require.Equal(t, "node/-/"+victim, ev.Resource)
+		require.Contains(t, strings.Join(ev.Reasons, "\n"), "witnessed")
 		t.Logf("witness alert: %v", ev.Reasons)
 	})
 	t.Logf("figure: attack suite ran in %s", time.Since(start).Round(100*time.Millisecond))
@@ -479,41 +489,47 @@ func requireStatus(t *testing.T, err error, code codes.Code, want string) {
 // of whose reasons contains want, and returns it.
 func requireAudited(t *testing.T, d *devCluster, want string, args ...string) auditEventJSON {
 	t.Helper()
-	var evs []auditEventJSON
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		evs = auditQuery(t, d, args...)
-		for _, e := range evs {
-			if strings.Contains(strings.Join(e.Reasons, "\n"), want) {
-				return e
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no audit event %v with a reason containing %q: %+v", args, want, evs)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return awaitAudited(t, d, 1, fmt.Sprintf("an event with a reason containing %q", want), func(e auditEventJSON) bool {
+		return reasonsContain(e, want)
+	}, args...)[0]
 }
 
 // requireAuditedDetail is requireAudited for an event whose details hold
 // key: value too.
 func requireAuditedDetail(t *testing.T, d *devCluster, want, key, value string, args ...string) {
 	t.Helper()
-	r := unum(t, d.env, append([]string{"audit", "query", "-o", "json"}, args...)...)
-	require.Equal(t, 0, r.code, r.stderr)
-	var out struct {
-		Events []struct {
-			Reasons []string       `json:"reasons"`
-			Details map[string]any `json:"details"`
-		} `json:"events"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
-	for _, e := range out.Events {
-		if strings.Contains(strings.Join(e.Reasons, "\n"), want) && fmt.Sprint(e.Details[key]) == value {
-			return
+	awaitAudited(t, d, 1, fmt.Sprintf("an event with a reason containing %q and %s %s", want, key, value), func(e auditEventJSON) bool {
+		return reasonsContain(e, want) && fmt.Sprint(e.Details[key]) == value
+	}, args...)
+}
+
+// awaitAudited polls `unum audit query args` until at least n of the
+// events it returns match (events are recorded after the call returns,
+// on the node that decided), and returns those; what names them for the
+// failure message.
+func awaitAudited(t *testing.T, d *devCluster, n int, what string, match func(auditEventJSON) bool, args ...string) []auditEventJSON {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		evs := auditQuery(t, d, args...)
+		var got []auditEventJSON
+		for _, e := range evs {
+			if match(e) {
+				got = append(got, e)
+			}
 		}
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit query %v: want %d of %s, got %d: %+v", args, n, what, len(got), evs)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("no audit event %v with a reason containing %q and %s %s: %s", args, want, key, value, r.stdout)
+}
+
+func reasonsContain(e auditEventJSON, want string) bool {
+	return strings.Contains(strings.Join(e.Reasons, "\n"), want)
 }
 
 // workloadSVID is id's SVID from node's Workload API, as a workload there
@@ -595,7 +611,9 @@ func latestRevision(t *testing.T, d *devCluster) int64 {
 	return st.Latest
 }
 
-// quietPebble keeps Pebble's recovery chatter out of test output.
+// quietPebble keeps Pebble's recovery chatter out of test output. Its
+// twin is node/audittamper_test.go's: test files of two packages, and
+// Pebble exports no quiet logger.
 type quietPebble struct{}
 
 func (quietPebble) Infof(string, ...any)  {}
@@ -603,13 +621,6 @@ func (quietPebble) Errorf(string, ...any) {}
 func (quietPebble) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
-
-// kekAEAD is the dev cluster's KEK as the AEAD a credential keyring is
-// sealed with (node does the same for itself).
-type kekAEAD struct{ k *seal.KEK }
-
-func (a kekAEAD) Encrypt(plaintext, ad []byte) ([]byte, error)  { return a.k.Seal(plaintext, ad) }
-func (a kekAEAD) Decrypt(ciphertext, ad []byte) ([]byte, error) { return a.k.Open(ciphertext, ad) }
 
 // heldConn is a Workload API connection made by a netprobe child running
 // as nobody, whose socket this test keeps: it outlives the child, or is
@@ -672,27 +683,6 @@ func (h *heldConn) fetch() error {
 	return err
 }
 
-// startWithPid starts a root process with exactly pid, freed by a process
-// that exited: a recycled pid, made on purpose (ns_last_pid) rather than
-// waited for.
-func startWithPid(t *testing.T, pid int, name string, args ...string) *exec.Cmd {
-	t.Helper()
-	for attempt := 0; attempt < 100; attempt++ {
-		require.NoError(t, os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0o644))
-		cmd := exec.Command(name, args...)
-		require.NoError(t, cmd.Start())
-		if cmd.Process.Pid == pid {
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			return cmd
-		}
-		// Another process on the machine took it first.
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-	t.Fatalf("pid %d was never handed out again", pid)
-	return nil
-}
-
 // waitWitnessed waits until node's log is witnessed at a size above min,
 // and returns that size.
 func waitWitnessed(t *testing.T, d *devCluster, node string, min uint64) uint64 {
@@ -717,6 +707,15 @@ func waitWitnessed(t *testing.T, d *devCluster, node string, min uint64) uint64 
 // restartNode starts node again with the command line it ran with (unum
 // dev does not restart nodes), until the test ends, and waits until the
 // cluster reports it ready.
+//
+// The node is a child of this test process that dies with it: started
+// with PR_SET_PDEATHSIG from a goroutine locked to its OS thread (the
+// signal follows the thread that forked, not the process, so that thread
+// lives, waiting for the child, as long as the child does), in its own
+// process group, as internal/devcluster starts nodes. A killed test
+// binary therefore leaves no node holding ports, BPF pins or cgroups. When
+// the test ends the node is stopped cleanly (SIGTERM, which removes its
+// pins), and killed only if it does not stop.
 func restartNode(t *testing.T, d *devCluster, node string, cmdline []byte) {
 	t.Helper()
 	var args []string
@@ -735,15 +734,28 @@ func restartNode(t *testing.T, d *devCluster, node string, cmdline []byte) {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "UNUM_CONFIG=", "UNUM_ADDR=", "UNUM_JOIN_TOKEN=")
-	require.NoError(t, cmd.Start())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	started, done := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		// Never unlocked: the thread ends with this goroutine, once the
+		// child is gone.
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+	}()
+	require.NoError(t, <-started)
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
+		case <-time.After(30 * time.Second):
+			t.Logf("%s did not stop on SIGTERM within 30s: killed, its BPF pins may remain", node)
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
 	})

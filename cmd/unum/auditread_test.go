@@ -18,17 +18,18 @@ import (
 )
 
 type auditEventJSON struct {
-	ID       string   `json:"id"`
-	Node     string   `json:"node"`
-	Action   string   `json:"action"`
-	Subject  string   `json:"subject"`
-	Resource string   `json:"resource"`
-	Outcome  string   `json:"outcome"`
-	Kind     string   `json:"kind"`
-	Chain    []string `json:"chain"`
-	Creds    []string `json:"creds"`
-	Reasons  []string `json:"reasons"`
-	Decision string   `json:"decision_id"`
+	ID       string         `json:"id"`
+	Node     string         `json:"node"`
+	Action   string         `json:"action"`
+	Subject  string         `json:"subject"`
+	Resource string         `json:"resource"`
+	Outcome  string         `json:"outcome"`
+	Kind     string         `json:"kind"`
+	Chain    []string       `json:"chain"`
+	Creds    []string       `json:"creds"`
+	Reasons  []string       `json:"reasons"`
+	Decision string         `json:"decision_id"`
+	Details  map[string]any `json:"details"`
 }
 
 func auditQuery(t *testing.T, d *devCluster, args ...string) []auditEventJSON {
@@ -47,6 +48,7 @@ type auditVerifyJSON struct {
 	Nodes []struct {
 		Node          string `json:"node"`
 		OK            bool   `json:"ok"`
+		BadIndex      *int64 `json:"bad_index"`
 		Problem       string `json:"problem"`
 		Entries       uint64 `json:"entries"`
 		WitnessedSize uint64 `json:"witnessed_size"`

@@ -59,8 +59,11 @@ type Config struct {
 	// Refused, when set, is told of every Workload API call refused
 	// because its caller failed attestation or matched no entry (the node
 	// records them in its audit log, rate-limited: any local process can
-	// cause them). It runs on the call's goroutine and must not block long.
-	Refused func(Refusal)
+	// cause them). It runs on the call's goroutine, with the call's
+	// context (cancelled when the caller hangs up, which a refused caller
+	// may do at once: a recorder must not give up because of it), and must
+	// not block long.
+	Refused func(context.Context, Refusal)
 }
 
 // Refusal is a Workload API call the agent refused to a caller it could
@@ -105,7 +108,7 @@ type Agent struct {
 	clock    func() time.Time
 	log      *slog.Logger
 	taskRoot string // Config.TaskCgroupRoot
-	refused  func(Refusal)
+	refused  func(context.Context, Refusal)
 
 	// Test seams, set in New.
 	mintTimeout time.Duration
@@ -193,7 +196,7 @@ func New(cfg Config) *Agent {
 		a.log = slog.Default()
 	}
 	if a.refused == nil {
-		a.refused = func(Refusal) {}
+		a.refused = func(context.Context, Refusal) {}
 	}
 	a.mu.entries = make(map[string]*entryState)
 	a.mu.changed = make(chan struct{})

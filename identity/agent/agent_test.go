@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -145,7 +146,7 @@ func TestUnregisteredUIDDenied(t *testing.T) {
 func TestExecAfterConnect(t *testing.T) {
 	id := mustID(t, "spiffe://unum.local/ns/default/job/app")
 	refused := make(chan Refusal, 8)
-	ta := startAgent(t, []Entry{{ID: "e", SPIFFEID: id, Selectors: sel(t, selfUID())}}, agentOpts{refused: func(r Refusal) { refused <- r }})
+	ta := startAgent(t, []Entry{{ID: "e", SPIFFEID: id, Selectors: sel(t, selfUID())}}, agentOpts{refused: func(_ context.Context, r Refusal) { refused <- r }})
 	self, err := os.Executable()
 	require.NoError(t, err)
 	other := copyTestBinary(t, ta.dir)
@@ -174,14 +175,31 @@ func TestExecAfterConnect(t *testing.T) {
 // A caller that matches no entry is refused and the refusal reported, with
 // the executable attestation read.
 func TestNoMatchReported(t *testing.T) {
-	refused := make(chan Refusal, 8)
+	type report struct {
+		method string // the call's, read from the context Refused is given
+		r      Refusal
+	}
+	refused := make(chan report, 8)
 	ta := startAgent(t, []Entry{{ID: "e", SPIFFEID: mustID(t, "spiffe://unum.local/ns/a/job/b"), Selectors: sel(t, "unix:uid:4242")}},
-		agentOpts{refused: func(r Refusal) { refused <- r }})
+		agentOpts{refused: func(ctx context.Context, r Refusal) {
+			m, _ := grpc.Method(ctx)
+			refused <- report{method: m, r: r}
+		}})
 	stream, err := ta.rawClient(t).FetchX509SVID(withHeader(testCtx(t)), &workload.X509SVIDRequest{})
 	require.NoError(t, err)
 	_, err = stream.Recv()
 	requireCode(t, err, codes.PermissionDenied, "no registration entry matches")
-	r := <-refused
+	// Reported on the call's goroutine before the refusal is sent: it is
+	// there by the time the caller has its answer.
+	var got report
+	select {
+	case got = <-refused:
+	default:
+		t.Fatal("the refusal was not reported")
+	}
+	r := got.r
+	require.Equal(t, "/SpiffeWorkloadAPI/FetchX509SVID", got.method, "Refused is given the call's context")
+	require.Equal(t, got.method, r.Method)
 	require.False(t, r.Attestation)
 	require.Equal(t, os.Getpid(), r.PID)
 	self, err := os.Executable()

@@ -172,7 +172,7 @@ type agentOpts struct {
 	noBundle    bool
 	backoffBase time.Duration
 	taskRoot    string // Config.TaskCgroupRoot
-	refused     func(Refusal)
+	refused     func(context.Context, Refusal)
 }
 
 // startAgent runs a real agent (Run and Serve) on a real unix socket. The

@@ -61,7 +61,7 @@ func (a *Agent) authorize(ctx context.Context, p *attest.Peer) ([]Entry, error) 
 	proc, err := p.Attest()
 	if err != nil {
 		a.log.Warn("workload attestation failed", "pid", p.PID(), "uid", p.ConnectUID(), "error", err)
-		a.refused(Refusal{Method: method, PID: p.PID(), UID: p.ConnectUID(), Reason: "workload attestation failed: " + err.Error(), Attestation: true})
+		a.refused(ctx, Refusal{Method: method, PID: p.PID(), UID: p.ConnectUID(), Reason: "workload attestation failed: " + err.Error(), Attestation: true})
 		return nil, status.Errorf(codes.PermissionDenied, "workload attestation failed: %v", err)
 	}
 	a.mu.Lock()
@@ -74,7 +74,7 @@ func (a *Agent) authorize(ctx context.Context, p *attest.Peer) ([]Entry, error) 
 			// Fail closed: a selector we could not evaluate (say, the binary
 			// could not be hashed) denies the call rather than being skipped.
 			a.log.Warn("workload attestation failed", "pid", proc.PID, "uid", proc.UID, "entry_id", e.ID, "error", err)
-			a.refused(Refusal{Method: method, PID: p.PID(), UID: p.ConnectUID(), Path: proc.Path, Reason: "workload attestation failed: " + err.Error(), Attestation: true})
+			a.refused(ctx, Refusal{Method: method, PID: p.PID(), UID: p.ConnectUID(), Path: proc.Path, Reason: "workload attestation failed: " + err.Error(), Attestation: true})
 			return nil, status.Errorf(codes.PermissionDenied, "workload attestation failed: %v", err)
 		}
 		if ok {
@@ -83,7 +83,7 @@ func (a *Agent) authorize(ctx context.Context, p *attest.Peer) ([]Entry, error) 
 	}
 	if len(matched) == 0 {
 		a.log.Info("no registration entry matches workload", "pid", proc.PID, "uid", proc.UID, "path", proc.Path)
-		a.refused(Refusal{Method: method, PID: p.PID(), UID: p.ConnectUID(), Path: proc.Path, Reason: "no registration entry matches this process"})
+		a.refused(ctx, Refusal{Method: method, PID: p.PID(), UID: p.ConnectUID(), Path: proc.Path, Reason: "no registration entry matches this process"})
 		return nil, status.Error(codes.PermissionDenied, "no identity issued: no registration entry matches this process")
 	}
 	return matched, nil

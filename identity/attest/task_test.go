@@ -16,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/unumos/unum/internal/pidsteer"
 )
 
 // cgroupTree is a real cgroup v2 group made for one test, under which the
@@ -247,10 +249,14 @@ func TestTaskPidReuse(t *testing.T) {
 			// The discriminating case: with the pid recycled, the /proc reads
 			// succeed and describe the other task's process; only the pidfd
 			// tells them apart.
-			victim := startWithPid(t, pid, func() *exec.Cmd {
+			victim := pidsteer.Start(t, pid, func() *exec.Cmd {
 				v := exec.Command(self)
 				v.Env = append(os.Environ(), envHelper+"=wait", "GORACE=atexit_sleep_ms=0")
 				v.SysProcAttr = inGroup(t, dbDir, nil)
+				// The helper waits until its stdin closes: when the test
+				// ends (the pipe's end is the command's, closed by Wait).
+				_, err := v.StdinPipe()
+				require.NoError(t, err)
 				return v
 			})
 			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", victim.Process.Pid))
@@ -260,32 +266,4 @@ func TestTaskPidReuse(t *testing.T) {
 			require.ErrorIs(t, err, ErrProcessGone, "recycled pid in another task's group")
 		})
 	}
-}
-
-// startWithPid starts the command build returns until one gets pid want, by
-// setting the pid namespace's last allocated pid just below it (other
-// processes on the machine may take it first: retry). Processes that got
-// another pid are killed and reaped. The returned command is killed and
-// reaped when the test ends.
-func startWithPid(t *testing.T, want int, build func() *exec.Cmd) *exec.Cmd {
-	t.Helper()
-	const attempts = 500
-	for range attempts {
-		// Writing ns_last_pid needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE
-		// in the pid namespace's user namespace: root has it.
-		require.NoError(t, os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(want-1)), 0), "steer pid allocation")
-		cmd := build()
-		stdin, err := cmd.StdinPipe()
-		require.NoError(t, err)
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		if cmd.Process.Pid == want {
-			return cmd
-		}
-		stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-	t.Fatalf("pid %d was not recycled in %d attempts", want, attempts)
-	return nil
 }

@@ -73,3 +73,12 @@ func (k *KEK) Open(ciphertext, associatedData []byte) ([]byte, error) {
 	}
 	return pt, nil
 }
+
+// AEAD is k as a tink.AEAD, for APIs that take one (a delegation keyring
+// is sealed with the node's KEK): Encrypt and Decrypt are Seal and Open.
+func (k *KEK) AEAD() tink.AEAD { return kekAEAD{k} }
+
+type kekAEAD struct{ k *KEK }
+
+func (a kekAEAD) Encrypt(plaintext, ad []byte) ([]byte, error)  { return a.k.Seal(plaintext, ad) }
+func (a kekAEAD) Decrypt(ciphertext, ad []byte) ([]byte, error) { return a.k.Open(ciphertext, ad) }

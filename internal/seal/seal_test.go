@@ -332,3 +332,21 @@ func TestWriteFileAtomic(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, fi.Mode().IsRegular())
 }
+
+// KEK.AEAD seals and opens as the KEK does: what one seals the other
+// opens, with the same associated data only.
+func TestKEKAEAD(t *testing.T) {
+	k, _ := newKEK(t, t.TempDir())
+	ct, err := k.AEAD().Encrypt([]byte("keyring"), []byte("ad"))
+	require.NoError(t, err)
+	pt, err := k.Open(ct, []byte("ad"))
+	require.NoError(t, err)
+	require.Equal(t, "keyring", string(pt))
+	ct, err = k.Seal([]byte("keyring"), []byte("ad"))
+	require.NoError(t, err)
+	pt, err = k.AEAD().Decrypt(ct, []byte("ad"))
+	require.NoError(t, err)
+	require.Equal(t, "keyring", string(pt))
+	_, err = k.AEAD().Decrypt(ct, []byte("other"))
+	require.Error(t, err)
+}

@@ -9,10 +9,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -124,6 +126,64 @@ func TestForeignCertificatesRefused(t *testing.T) {
 		seen[r.Endpoint] = true
 	}
 	require.True(t, seen["client"] && seen["peer"], "refusals reported: %+v", shared.refused.list())
+}
+
+// TestProbesAreNotRefusals checks, on a real member, that a failed
+// handshake which refused nobody is not reported as a refusal (the node
+// would record a false authn.etcd deny for every port scan), while a
+// refused credential next to it is. Each probe reads until etcd closes
+// the connection: etcd reports a failed handshake before it closes, so
+// the absence of a report is checked after the fact, not after a sleep.
+func TestProbesAreNotRefusals(t *testing.T) {
+	memberPair, err := tls.LoadX509KeyPair(shared.tls.CertFile, shared.tls.KeyFile)
+	require.NoError(t, err)
+	otherCA, _, err := NewCA(time.Now(), time.Hour)
+	require.NoError(t, err)
+	otherRoots := x509.NewCertPool()
+	otherRoots.AddCert(otherCA)
+	// probe runs one connection's exchange on raw and returns raw's local
+	// address once etcd has closed it.
+	probe := func(t *testing.T, addr string, exchange func(raw net.Conn)) string {
+		t.Helper()
+		raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		require.NoError(t, err)
+		defer raw.Close()
+		require.NoError(t, raw.SetDeadline(time.Now().Add(10*time.Second)))
+		local := raw.LocalAddr().String()
+		exchange(raw)
+		_, err = io.Copy(io.Discard, raw)
+		require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "etcd never closed the connection")
+		return local
+	}
+	handshake := func(cfg *tls.Config) func(net.Conn) {
+		return func(raw net.Conn) {
+			c := tls.Client(raw, cfg)
+			if c.Handshake() == nil {
+				_, _ = c.Read(make([]byte, 1)) // TLS 1.3: the verdict comes with the first read
+			}
+		}
+	}
+	for lname, addr := range map[string]string{"client": hostPort(t, shared.clientURL), "peer": hostPort(t, shared.peerURL)} {
+		notRefusals := map[string]string{
+			"a tcp probe that hangs up":            probe(t, addr, func(raw net.Conn) { _ = raw.(*net.TCPConn).CloseWrite() }),
+			"plain http":                           probe(t, addr, func(raw net.Conn) { _, _ = raw.Write([]byte("GET /version HTTP/1.1\r\nHost: x\r\n\r\n")) }),
+			"tls 1.2 only":                         probe(t, addr, handshake(&tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12, Certificates: []tls.Certificate{memberPair}})), //nolint:gosec // a probe
+			"a client refusing etcd's certificate": probe(t, addr, handshake(&tls.Config{RootCAs: otherRoots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{memberPair}})),
+		}
+		refused := probe(t, addr, handshake(attackerTLS(nil, 0)))
+		byRemote := map[string]Refusal{}
+		for _, r := range shared.refused.list() {
+			byRemote[r.Remote] = r
+		}
+		for name, local := range notRefusals {
+			r, ok := byRemote[local]
+			require.False(t, ok, "%s/%s reported as a refusal: %+v", lname, name, r)
+		}
+		r, ok := byRemote[refused]
+		require.True(t, ok, "%s: the refused credential was not reported: %+v", lname, shared.refused.list())
+		require.Equal(t, lname, r.Endpoint)
+		require.Contains(t, r.Reason, "didn't provide a certificate")
+	}
 }
 
 // TestForeignEtcdClientsFail runs the same identities through a real etcd

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -134,4 +135,47 @@ func TestZapBridge(t *testing.T) {
 	quiet := &errorMemo{}
 	newZapLogger(quiet.wrap(slog.DiscardHandler), nil).Error("boom")
 	require.Equal(t, "boom", quiet.get())
+}
+
+// Only a handshake that refused the caller's credential is reported, with
+// the listener read from etcd's exact message; a failed handshake that
+// refused nobody (a probe hanging up, a timeout, a shutdown, a client
+// refusing etcd's certificate) is not, and is logged at debug only.
+func TestZapBridgeReportsOnlyRefusals(t *testing.T) {
+	for _, c := range []struct {
+		name, msg string
+		err       error // nil: no error field
+		endpoint  string
+	}{
+		{name: "no certificate", msg: "rejected connection on client endpoint", err: errors.New("tls: client didn't provide a certificate"), endpoint: "client"},
+		{name: "another CA", msg: "rejected connection on peer endpoint", err: errors.New("tls: failed to verify certificate: x509: certificate signed by unknown authority"), endpoint: "peer"},
+		{name: "another CN", msg: "rejected connection on client endpoint", err: errors.New("client certificate authentication failed"), endpoint: "client"},
+		{name: "expired", msg: "rejected connection on peer endpoint", err: errors.New("tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time"), endpoint: "peer"},
+		{name: "eof", msg: "rejected connection on client endpoint", err: io.EOF},
+		{name: "reset", msg: "rejected connection on client endpoint", err: errors.New("read tcp 127.0.0.1:2379->127.0.0.1:5: read: connection reset by peer")},
+		{name: "timeout", msg: "rejected connection on peer endpoint", err: errors.New("read tcp 127.0.0.1:2380->127.0.0.1:5: i/o timeout")},
+		{name: "closed at shutdown", msg: "rejected connection on peer endpoint", err: errors.New("use of closed network connection")},
+		{name: "not tls", msg: "rejected connection on client endpoint", err: errors.New("tls: first record does not look like a TLS handshake")},
+		{name: "caller refused etcd's certificate", msg: "rejected connection on client endpoint", err: errors.New("remote error: tls: bad certificate")},
+		{name: "no error field", msg: "rejected connection on client endpoint"},
+		{name: "another warning naming a peer", msg: "rejected peer certificate elsewhere", err: errors.New("x509: certificate signed by unknown authority")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			logs := &captureHandler{}
+			var got []Refusal
+			lg := newZapLogger(logs, func(r Refusal) { got = append(got, r) })
+			fields := []zap.Field{zap.String("remote-addr", "127.0.0.1:5"), zap.String("server-name", "")}
+			if c.err != nil {
+				fields = append(fields, zap.Error(c.err))
+			}
+			lg.Warn(c.msg, fields...)
+			if c.endpoint == "" {
+				require.Empty(t, got, "not a refusal of the caller")
+				require.Empty(t, logs.messages(slog.LevelWarn), "logged below warning")
+				return
+			}
+			require.Equal(t, []Refusal{{Endpoint: c.endpoint, Remote: "127.0.0.1:5", Reason: c.err.Error()}}, got)
+			require.Equal(t, []string{c.msg}, logs.messages(slog.LevelWarn))
+		})
+	}
 }
