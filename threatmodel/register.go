@@ -1082,13 +1082,14 @@ func Register() []Threat {
 			Crosses:    []string{"enrolment", "control-api", "node-api"},
 			Capability: NetworkPeer,
 			Mitigation: "Authentication is recorded per connection at the handshake, not per call. Refusals anyone can cause " +
-				"(refused handshakes, rate-limited enrolment calls, refused tokens) go through a token bucket (2 per second, " +
-				"burst 50); beyond it they are counted (unum_audit_authn_suppressed_total) and recorded as one summary per " +
+				"(refused handshakes, rate-limited enrolment calls, refused tokens) go through a token bucket per action (2 per " +
+				"second, burst 50, so a flood of one kind cannot silence the others); beyond it they are counted (unum_audit_authn_suppressed_total) and recorded as one summary per " +
 				"action every 10 s with how many were suppressed and when, so none is lost from the count. Accepted " +
 				"handshakes need a valid SVID and are accountable.",
 			Status: Mitigated,
 			Tests: []string{"internal/rpc.TestRefusedHandshakeFloodSummarized", "audit.TestLimiterSummarizesAFlood",
-				"audit.TestLimiterKeepsUnrecordedSummary", "internal/rpc.TestEnrollmentRefusalsRecorded"},
+				"audit.TestLimiterKeepsUnrecordedSummary", "internal/rpc.TestEnrollmentRefusalsRecorded",
+				"audit.TestLimiterFloodOfOneActionSparesTheOthers"},
 		},
 		{
 			ID:       "T-063",
