@@ -2121,7 +2121,7 @@ func Register() []Threat {
 				"probe's KernelLacks message and only when the fallback's tests passed in the same run. Run without results, the check says " +
 				"so instead of passing silently.",
 			Status: Mitigated,
-			Tests: []string{"threatmodel.TestCheckResults", "threatmodel.TestCheckResultsFailureInAnyRun", "threatmodel.TestReadResultsUnfinished",
+			Tests: []string{"threatmodel.TestCheckResults", "threatmodel.TestCheckResultsEveryRunCounts", "threatmodel.TestCheckResultsSubtests", "threatmodel.TestReadResultsKeepsTheEndOfLongOutput", "threatmodel.TestReadResultsUnfinished",
 				"threatmodel.TestReadResultsRefusesNonResults", "internal/cli.TestThreatModelCheckCommand"},
 		},
 		{

@@ -101,13 +101,20 @@ func (r *Results) ReadResults(in io.Reader) error {
 			output[k] = &strings.Builder{}
 			ended[k] = false
 		case "output":
-			if b := output[k]; b != nil && b.Len() < maxOutput {
+			if b := output[k]; b != nil {
 				b.WriteString(ev.Output)
+				if b.Len() > 2*maxOutput {
+					// Keep the end: a skip's reason and a failure's
+					// last words are there.
+					tail := b.String()[b.Len()-maxOutput:]
+					b.Reset()
+					b.WriteString(tail)
+				}
 			}
 		case "pass", "fail", "skip":
 			out := ""
 			if b := output[k]; b != nil {
-				out = b.String()
+				out = lastBytes(b.String(), maxOutput)
 			}
 			name := pkg + "." + ev.Test
 			r.Tests[name] = append(r.Tests[name], TestResult{Outcome: Outcome(ev.Action), Output: out})
@@ -123,7 +130,7 @@ func (r *Results) ReadResults(in io.Reader) error {
 	for k, done := range ended {
 		if !done {
 			name := k.pkg + "." + k.test
-			r.Tests[name] = append(r.Tests[name], TestResult{Outcome: Unfinished, Output: output[k].String()})
+			r.Tests[name] = append(r.Tests[name], TestResult{Outcome: Unfinished, Output: lastBytes(output[k].String(), maxOutput)})
 		}
 	}
 	return nil
@@ -146,10 +153,13 @@ type Problem struct {
 
 func (p Problem) String() string { return p.Threat + ": " + p.Test + ": " + p.Why }
 
-// CheckResults holds every mitigated threat to its tests in res: each test
-// must have passed in at least one run and failed in none. A test that
-// only skipped is accepted only when the threat's Kernel dependency lists
-// it, every skip says KernelLacks(feature), and every Fallback test passed.
+// CheckResults holds every mitigated threat to its tests in res. Each
+// test must have run, and failed and skipped in no run (the plain run and
+// the race run alike), nor may any of its subtests have skipped: a proof
+// with a part skipped is not the proof the register names. The one excuse
+// is a kernel feature's: when the threat's Kernel lists the test, its
+// skips (its own or its subtests') are accepted if every one says
+// KernelLacks(feature) and every Fallback test passed.
 // Open and accepted threats are not checked: they claim no proof.
 func CheckResults(threats []Threat, res Results) []Problem {
 	var problems []Problem
@@ -158,72 +168,109 @@ func CheckResults(threats []Threat, res Results) []Problem {
 			continue
 		}
 		for _, ref := range th.Tests {
-			why := testProblem(res, ref)
-			if why == "" {
-				continue
+			var k *KernelDependency
+			if th.Kernel != nil && slices.Contains(th.Kernel.Tests, ref) {
+				k = th.Kernel
 			}
-			if th.Kernel != nil && slices.Contains(th.Kernel.Tests, ref) && onlySkipped(res.Tests[ref]) {
-				why = kernelSkipProblem(res, th.Kernel, ref)
-				if why == "" {
-					continue
-				}
+			if why := testProblem(res, ref, k); why != "" {
+				problems = append(problems, Problem{Threat: th.ID, Test: ref, Why: why})
 			}
-			problems = append(problems, Problem{Threat: th.ID, Test: ref, Why: why})
 		}
 	}
 	return problems
 }
 
-// testProblem says why ref does not count as passed, or "" when it does.
-func testProblem(res Results, ref string) string {
+// testProblem says why ref does not count as proven, or "" when it does.
+// k, when set, may excuse skips.
+func testProblem(res Results, ref string, k *KernelDependency) string {
 	runs := res.Tests[ref]
 	if len(runs) == 0 {
 		return "did not run (no result for it in the results: is the name right, did its package build?)"
 	}
-	passed := false
 	for _, r := range runs {
 		switch r.Outcome {
 		case Failed:
 			return "failed" + excerpt(r.Output)
 		case Unfinished:
 			return "never finished (its package panicked or timed out)" + excerpt(r.Output)
-		case Passed:
-			passed = true
 		}
 	}
-	if !passed {
-		return "skipped" + excerpt(runs[0].Output)
+	skip, out := firstSkip(res, ref)
+	if skip == "" {
+		return ""
 	}
-	return ""
-}
-
-func onlySkipped(runs []TestResult) bool {
-	if len(runs) == 0 {
-		return false
+	if k == nil {
+		return skip + excerpt(out)
 	}
-	for _, r := range runs {
-		if r.Outcome != Skipped {
-			return false
-		}
-	}
-	return true
-}
-
-// kernelSkipProblem judges a test that only skipped under a kernel
-// dependency: the skip must be the probe's, and the fallback must hold.
-func kernelSkipProblem(res Results, k *KernelDependency, ref string) string {
 	marker := KernelLacks(k.Feature)
-	for _, r := range res.Tests[ref] {
-		if !strings.Contains(r.Output, marker) {
-			return fmt.Sprintf("skipped without the %s probe saying %q", k.Feature, strings.TrimSpace(marker)) + excerpt(r.Output)
+	for _, name := range append([]string{ref}, subtests(res, ref)...) {
+		for _, r := range res.Tests[name] {
+			if r.Outcome == Skipped && !skipSays(r.Output, marker) {
+				return fmt.Sprintf("%s without the %s probe saying %q", skip, k.Feature, strings.TrimSpace(marker)) + excerpt(r.Output)
+			}
 		}
 	}
 	for _, fb := range k.Fallback {
-		if why := testProblem(res, fb); why != "" {
-			return fmt.Sprintf("skipped (kernel lacks %s) and its fallback %s %s", k.Feature, fb, why)
+		if why := testProblem(res, fb, nil); why != "" {
+			return fmt.Sprintf("%s (kernel lacks %s) and its fallback %s %s", skip, k.Feature, fb, why)
 		}
 	}
 	return ""
+}
+
+// firstSkip describes the first skip of ref or of one of its subtests in
+// any run ("skipped", "passed, but its subtest X skipped") with that
+// skip's output, or "" when none skipped.
+func firstSkip(res Results, ref string) (what, output string) {
+	for _, r := range res.Tests[ref] {
+		if r.Outcome == Skipped {
+			return "skipped", r.Output
+		}
+	}
+	for _, name := range subtests(res, ref) {
+		for _, r := range res.Tests[name] {
+			if r.Outcome == Skipped {
+				return "passed, but its subtest " + strings.TrimPrefix(name, ref+"/") + " skipped", r.Output
+			}
+		}
+	}
+	return "", ""
+}
+
+// subtests are the results' names below ref, sorted.
+func subtests(res Results, ref string) []string {
+	var out []string
+	for name := range res.Tests {
+		if strings.HasPrefix(name, ref+"/") {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// skipSays reports whether a skip's output holds a message that starts
+// with marker: a line "    file_test.go:12: kernel lacks …" (go test's
+// form) or a line starting with it. A marker in the middle of a line (a
+// reason quoting another's) does not count.
+func skipSays(output, marker string) bool {
+	for _, line := range strings.Split(output, "\n") {
+		line = strings.TrimSpace(line)
+		if i := strings.Index(line, ": "); i > 0 && strings.Contains(line[:i], ".go:") {
+			line = line[i+2:]
+		}
+		if strings.HasPrefix(line, marker) {
+			return true
+		}
+	}
+	return false
+}
+
+func lastBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
 }
 
 // excerpt is the last lines of a test's output, for a problem's message.

@@ -124,14 +124,62 @@ func TestCheckResults(t *testing.T) {
 	}
 }
 
-func TestCheckResultsFailureInAnyRun(t *testing.T) {
+func TestCheckResultsEveryRunCounts(t *testing.T) {
+	// The plain run and the race run: a failure or a skip in either is
+	// the run's, whatever the other did.
 	res := Results{Tests: map[string][]TestResult{
 		"a.TestFlaky":    {{Outcome: Passed}, {Outcome: Failed, Output: "race detected"}},
 		"a.TestRaceSkip": {{Outcome: Passed}, {Outcome: Skipped, Output: "too slow under -race"}},
+		"a.TestBoth":     {{Outcome: Passed}, {Outcome: Passed}},
 	}}
 	th := validThreat()
-	th.Tests = []string{"a.TestFlaky", "a.TestRaceSkip"}
+	th.Tests = []string{"a.TestFlaky", "a.TestRaceSkip", "a.TestBoth"}
 	problems := CheckResults([]Threat{th}, res)
-	require.Len(t, problems, 1)
+	require.Len(t, problems, 2)
 	require.Contains(t, problems[0].String(), "a.TestFlaky: failed:\n    race detected")
+	require.Contains(t, problems[1].String(), "a.TestRaceSkip: skipped:\n    too slow under -race")
+}
+
+func TestCheckResultsSubtests(t *testing.T) {
+	// A parent passes when its subtests skip: the proof it names was not
+	// made.
+	res := Results{Tests: map[string][]TestResult{
+		"a.TestP":            {{Outcome: Passed}},
+		"a.TestP/root_only":  {{Outcome: Skipped, Output: "    x_test.go:9: needs root\n"}},
+		"a.TestP/fine":       {{Outcome: Passed}},
+		"a.TestPx":           {{Outcome: Passed}}, // not a subtest of TestP
+		"a.TestK":            {{Outcome: Passed}},
+		"a.TestK/lsm":        {{Outcome: Skipped, Output: "    x_test.go:9: kernel lacks bpf-lsm: probe said no\n"}},
+		"a.TestQ":            {{Outcome: Passed}},
+		"a.TestQ/quoted":     {{Outcome: Skipped, Output: "    x_test.go:9: BTF missing (kernel lacks bpf-lsm: is what we would say)\n"}},
+		"a.TestFallback":     {{Outcome: Passed}},
+		"a.TestPx/only_this": {{Outcome: Passed}},
+	}}
+	plain := validThreat()
+	plain.Tests = []string{"a.TestP", "a.TestPx"}
+	problems := CheckResults([]Threat{plain}, res)
+	require.Len(t, problems, 1)
+	require.Contains(t, problems[0].String(), "a.TestP: passed, but its subtest root_only skipped:\n    x_test.go:9: needs root")
+
+	kernel := validThreat()
+	kernel.Tests = []string{"a.TestK", "a.TestQ", "a.TestFallback"}
+	kernel.Kernel = &KernelDependency{Feature: "bpf-lsm", Tests: []string{"a.TestK", "a.TestQ"}, Fallback: []string{"a.TestFallback"}}
+	problems = CheckResults([]Threat{kernel}, res)
+	require.Len(t, problems, 1, "a subtest's probe skip is excused; a marker quoted mid-line is not: %v", problems)
+	require.Contains(t, problems[0].String(), `a.TestQ: passed, but its subtest quoted skipped without the bpf-lsm probe saying "kernel lacks bpf-lsm:"`)
+}
+
+func TestReadResultsKeepsTheEndOfLongOutput(t *testing.T) {
+	var in strings.Builder
+	in.WriteString(`{"Action":"run","Package":"github.com/unumos/unum/a","Test":"TestChatty"}` + "\n")
+	for i := 0; i < 5000; i++ {
+		in.WriteString(`{"Action":"output","Package":"github.com/unumos/unum/a","Test":"TestChatty","Output":"noise noise noise noise\n"}` + "\n")
+	}
+	in.WriteString(`{"Action":"output","Package":"github.com/unumos/unum/a","Test":"TestChatty","Output":"    a_test.go:1: kernel lacks bpf-lsm: no\n"}` + "\n")
+	in.WriteString(`{"Action":"skip","Package":"github.com/unumos/unum/a","Test":"TestChatty"}` + "\n")
+	var res Results
+	require.NoError(t, res.ReadResults(strings.NewReader(in.String())))
+	out := res.Tests["a.TestChatty"][0].Output
+	require.LessOrEqual(t, len(out), maxOutput)
+	require.True(t, strings.HasSuffix(out, "kernel lacks bpf-lsm: no\n"))
 }
