@@ -1767,11 +1767,12 @@ func Register() []Threat {
 				"none of them once it finished.",
 			Status: Mitigated,
 			Tests: []string{"scheduler/executor.TestAttackIPCResidue", "scheduler/executor.TestAttackIPCResidueAfterCrash",
-				"scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor.TestParseSysvipc"},
+				"scheduler/executor.TestAttackFilesOutsideTask", "scheduler/executor.TestParseSysvipc", "scheduler/executor.TestAssignRemovalKillsWholeTree", "scheduler/executor.TestRunOnce"},
 			Kernel: &KernelDependency{
-				Feature:  "landlock",
-				Tests:    []string{"scheduler/executor.TestAttackFilesOutsideTask"},
-				Fallback: []string{"scheduler/executor.TestAttackIPCResidue", "scheduler/executor.TestAttackIPCResidueAfterCrash"},
+				Feature: "landlock",
+				Tests:   []string{"scheduler/executor.TestAttackFilesOutsideTask"},
+				Fallback: []string{"scheduler/executor.TestAttackIPCResidue", "scheduler/executor.TestAttackIPCResidueAfterCrash",
+					"scheduler/executor.TestAssignRemovalKillsWholeTree", "scheduler/executor.TestRunOnce"},
 			},
 		},
 		{
@@ -1953,8 +1954,8 @@ func Register() []Threat {
 			Capability: CompromisedWorkload,
 			Mitigation: "bpf, perf_event_open, userfaultfd, io_uring_setup/enter/register and fanotify_init return EPERM " +
 				"from the seccomp filter before any of their kernel code runs, whatever the kernel's sysctls " +
-				"(unprivileged_bpf_disabled, perf_event_paranoid) say. The test shows perf_event_open succeeding for an " +
-				"unconfined uid on this machine and refused in the task.",
+				"(unprivileged_bpf_disabled, perf_event_paranoid) say: the test refuses them in the task and compares each " +
+				"with an unconfined uid (where the machine's sysctls allow the call at all).",
 			Status: Mitigated,
 			Tests:  []string{"scheduler/executor.TestAttackEscapeSyscalls", "scheduler/executor/shim.TestSeccompFilterVerdicts"},
 		},
@@ -2086,7 +2087,7 @@ func Register() []Threat {
 				"unum dev: a degraded node receives no tasks. Unreadable settings fail closed.",
 			Status: Mitigated,
 			Tests: []string{"node.TestDegradedEnforcementIsReported", "control.TestEnforcementRequired",
-				"control.TestPlanRound", "cmd/unum.TestKernelEnforcementOnADevCluster"},
+				"control.TestPlanRound", "cmd/unum.TestKernelEnforcementOnADevCluster", "control.TestEnforcementSettingsFailClosed"},
 		},
 		{
 			ID:       "T-115",
@@ -2271,7 +2272,9 @@ func Register() []Threat {
 			Mitigation: "The node aggregates denials: the first of a kind (task, hook, destination or system call) is recorded at once, " +
 				"repeats within 10 s become one event with their count; past 4096 kinds at once a task's denials are counted under " +
 				"its task and hook. Seccomp refusals have their own ring buffer, so a syscall loop cannot crowd out network " +
-				"denials; what the kernel or the node could not queue is counted as dropped and shown in the node's enforcement status.",
+				"denials; what the kernel or the node could not queue is counted as dropped and shown in the node's enforcement " +
+				"status. (The separate ring buffer and the dropped counters are by construction; the tests prove the aggregation " +
+				"and its bound.)",
 			Status: Mitigated,
 			Tests:  []string{"node.TestDenialsAggregate", "node.TestDenialsBounded", "node.TestSyscallDenials"},
 		},
