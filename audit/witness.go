@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tink-crypto/tink-go/v2/keyset"
 )
@@ -70,6 +71,14 @@ func CheckSubmission(pub []byte, prev *SignedCheckpoint, sub Submission) error {
 		return nil
 	}
 	switch {
+	case sc.Size < prev.Size && !sc.Time.After(prev.Time):
+		// Signed no later than the witnessed one: an older note that
+		// arrived late (a retry, or two witnesses raced), not a claim that
+		// the log shrank. Refused without an alarm; a node that really
+		// truncates signs its smaller checkpoint later, and backdating it
+		// gains nothing: the witnessed size stays.
+		return fmt.Errorf("%w: checkpoint of %s at size %d, signed %s, is older than the witnessed one at size %d, signed %s",
+			ErrStaleBase, sc.Node, sc.Size, sc.Time.Format(time.RFC3339Nano), prev.Size, prev.Time.Format(time.RFC3339Nano))
 	case sc.Size < prev.Size:
 		return fmt.Errorf("%w: checkpoint of %s at size %d is smaller than the witnessed size %d", ErrTruncation, sc.Node, sc.Size, prev.Size)
 	case sub.FromSize != prev.Size:

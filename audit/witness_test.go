@@ -32,6 +32,14 @@ func (tt *testTree) checkpoint(size, pruned uint64) *SignedCheckpoint {
 	return sc
 }
 
+// checkpointLater is a checkpoint signed a second after every checkpoint
+// of checkpoint(): what a node signs later.
+func (tt *testTree) checkpointLater(size, pruned uint64) *SignedCheckpoint {
+	sc, err := tt.signer.Sign(Checkpoint{Node: tt.signer.Name(), Size: size, Root: RootOf(tt.leaves[:size]), Time: time.Unix(1700000001, int64(size)).UTC(), Pruned: pruned})
+	require.NoError(tt.t, err)
+	return sc
+}
+
 func (tt *testTree) proof(old, size uint64) []Hash {
 	p, err := ConsistencyProof(old, size, naiveHasher(tt.leaves))
 	require.NoError(tt.t, err)
@@ -66,8 +74,14 @@ func TestCheckSubmission(t *testing.T) {
 		{"prunes past the witnessed size", w20, Submission{Checkpoint: tree.checkpoint(25, 25), FromSize: 20, Proof: tree.proof(20, 25)}, "fork"},
 		{"a first checkpoint with pruned entries", nil, Submission{Checkpoint: tree.checkpoint(25, 3)}, "fork"},
 
-		{"truncation", w20, Submission{Checkpoint: tree.checkpoint(19, 0), FromSize: 20}, "truncation"},
-		{"truncation to empty", w20, Submission{Checkpoint: tree.checkpoint(0, 0), FromSize: 20}, "truncation"},
+		{"truncation", w20, Submission{Checkpoint: tree.checkpointLater(19, 0), FromSize: 20}, "truncation"},
+		{"truncation to empty", w20, Submission{Checkpoint: tree.checkpointLater(0, 0), FromSize: 20}, "truncation"},
+		{"an older smaller checkpoint arriving late", w20, Submission{Checkpoint: tree.checkpoint(19, 0), FromSize: 19}, "stale"},
+		{"an older smaller checkpoint at the same instant", tree.checkpoint(20, 0), Submission{Checkpoint: func() *SignedCheckpoint {
+			sc, err := tree.signer.Sign(Checkpoint{Node: "n1", Size: 5, Root: RootOf(tree.leaves[:5]), Time: tree.checkpoint(20, 0).Time})
+			require.NoError(t, err)
+			return sc
+		}()}, "stale"},
 		{"fork: same size, other root", w20, Submission{Checkpoint: fork.checkpoint(20, 0), FromSize: 20}, "fork"},
 		{"fork: honest-looking proof of the forked tree", w20, Submission{Checkpoint: fork.checkpoint(30, 0), FromSize: 20, Proof: fork.proof(20, 30)}, "fork"},
 		{"fork: the real tree's proof with the forked root", w20, Submission{Checkpoint: fork.checkpoint(30, 0), FromSize: 20, Proof: tree.proof(20, 30)}, "fork"},

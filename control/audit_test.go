@@ -459,12 +459,16 @@ func TestTwoWitnessesRace(t *testing.T) {
 					err  error
 				}
 				res := make(chan result, 2)
+				// Signed in the order a node signs: its log only grows, so
+				// the smaller checkpoint is the older one.
+				reqA, reqB := n.request(a, base), n.request(b, base)
 				for _, sub := range []struct {
 					w    *AuditWitness
 					size uint64
-				}{{wa, a}, {wb, b}} {
+					req  *unumv1.SubmitCheckpointRequest
+				}{{wa, a, reqA}, {wb, b, reqB}} {
 					go func() {
-						_, err := sub.w.SubmitCheckpoint(asNode(ctx, n.name), n.request(sub.size, base))
+						_, err := sub.w.SubmitCheckpoint(asNode(ctx, n.name), sub.req)
 						res <- result{sub.size, err}
 					}()
 				}

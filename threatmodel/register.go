@@ -986,10 +986,11 @@ func Register() []Threat {
 				"countersigned it, to erase what it did, and carrying on from the shorter log",
 			Crosses:    []string{"control-api", "node-disk"},
 			Capability: CompromisedNode,
-			Mitigation: "A checkpoint smaller than the witnessed one is refused as a truncation (FailedPrecondition, an " +
-				"audit.alert event, the truncation metric); one claiming fewer pruned entries than witnessed is refused as a " +
-				"fork. The " +
-				"witnessed checkpoint stays in etcd, where verify compares every log against it.",
+			Mitigation: "A checkpoint smaller than the witnessed one and signed after it is refused as a truncation " +
+				"(FailedPrecondition, an audit.alert event, the truncation metric); one signed no later (an older note arriving " +
+				"late, or two witnesses racing) is refused as stale, without an alarm, and never stored either, so backdating a " +
+				"truncated log's checkpoint gains nothing. One claiming fewer pruned entries than witnessed is refused as a " +
+				"fork. The witnessed checkpoint stays in etcd, where verify compares every log against it.",
 			Status: Mitigated,
 			Tests:  []string{"audit.TestCheckSubmission", "control.TestWitnessRefusesTruncation", "cmd/unum.TestAttackSuite/audit_tampering_and_truncation_are_detected"},
 		},
