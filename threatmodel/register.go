@@ -2274,8 +2274,9 @@ func Register() []Threat {
 				"repeats within 10 s become one event with their count; past 4096 kinds at once a task's denials are counted under " +
 				"its task and hook. Seccomp refusals have their own ring buffer, so a syscall loop cannot crowd out network " +
 				"denials; what the kernel or the node could not queue is counted as dropped and shown in the node's enforcement " +
-				"status. (The separate ring buffer and the dropped counters are by construction; the tests prove the aggregation " +
-				"and its bound.)",
+				"status. Not covered: a task looping on refused calls can fill the syscall ring (64 KiB) for a moment and so crowd out " +
+				"other tasks' syscall refusals, which are then only counted as dropped (in the counter network losses share). " +
+				"(The separate ring buffer and the dropped counters are by construction; the tests prove the aggregation and its bound.)",
 			Status: Mitigated,
 			Tests:  []string{"node.TestDenialsAggregate", "node.TestDenialsBounded", "node.TestSyscallDenials"},
 		},
