@@ -214,13 +214,19 @@ func stopOldReaper(pidFile, root string, log *slog.Logger) error {
 // startReaper starts the task reaper: when this process dies, even by
 // SIGKILL, it kills every task of this node at the fencing deadline of the
 // last keepalive, so no task outlives the lease of the node that would
-// fence it. Its pid goes to pidFile, for the next run to stop it.
+// fence it, and then removes the node's BPF pins (nothing is left to
+// enforce on). Its pid goes to pidFile, for the next run to stop it.
 func (c *compute) startReaper(self, pidFile string) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("task reaper: %w", err)
 	}
-	cmd := exec.Command(self, append([]string{reaper.Arg}, c.cgroups.Roots()...)...)
+	args := append([]string{reaper.Arg}, c.cgroups.Roots()...)
+	// The pin dir goes last: a restarted node recognises its reaper by the
+	// v2 root right after Arg (stopOldReaper), and stops it before it opens
+	// the pins again, so the reaper never removes pins a live node owns.
+	args = append(args, reaper.PinsFlag+c.enforce.pinDir)
+	cmd := exec.Command(self, args...)
 	cmd.Stdin = r
 	cmd.Stderr = os.Stderr
 	// Its own session: a Ctrl-C to the node's process group does not reach

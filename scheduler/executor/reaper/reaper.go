@@ -16,6 +16,15 @@
 // process, and a node restarted in time kills the old reaper and takes over
 // (it restarts the tasks). A node that stops cleanly writes Stop first.
 //
+// When the dead node's tasks are killed and its roots removed, the reaper
+// also takes down the BPF programs the node pinned (PinsFlag): nothing is
+// left to enforce on or to audit, and a leftover raw_tracepoint/sys_exit
+// link (the syscall audit layer) would slow every system call on the
+// machine until some later node start swept it. It never does so while a
+// restarted node owns them: that node stops this reaper (and waits for it
+// to exit) before it opens its programs. After Stop the node removes its
+// pins itself.
+//
 // A node process that is stopped (SIGSTOP, a frozen cgroup) or hung cannot
 // fence itself either, and its tasks keep running. So the node writes a
 // keepalive line every second carrying its current fencing deadline in
@@ -40,38 +49,83 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unumos/unum/enforcement/kernel"
 )
 
 // Arg is the first argument that makes `unum` the reaper.
 const Arg = "__unum-task-reaper"
 
+// PinsFlag prefixes the argument that names the node's BPF pin directory
+// (the last argument, so that os.Args[2] stays the v2 root a restarted
+// node checks before it stops this reaper).
+const PinsFlag = "--pins="
+
 // Main runs the reaper: os.Args[2] is the node's cgroup v2 task root, and
-// any further arguments its v1 task roots (absolute cgroup directories).
-// When the node is gone it kills the v2 root's processes, then removes
-// every root's groups. It never returns.
+// any further arguments its v1 task roots (absolute cgroup directories),
+// then optionally PinsFlag and the node's BPF pin directory. When the node
+// is gone it kills the v2 root's processes, then removes every root's
+// groups; when the node died (no Stop) and that succeeded, it removes the
+// pin directory. It never returns.
 func Main() {
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-	if len(os.Args) < 3 {
+	roots := os.Args[2:]
+	pinDir := ""
+	if n := len(roots); n > 0 && strings.HasPrefix(roots[n-1], PinsFlag) {
+		pinDir, roots = strings.TrimPrefix(roots[n-1], PinsFlag), roots[:n-1]
+		if !filepath.IsAbs(pinDir) || filepath.Clean(pinDir) != pinDir || pinDir == "/" {
+			fmt.Fprintf(os.Stderr, "unum task reaper: %q is not a BPF pin directory\n", pinDir)
+			os.Exit(2)
+		}
+	}
+	if len(roots) == 0 {
 		fmt.Fprintln(os.Stderr, "unum task reaper: want the task roots, the cgroup v2 one first")
 		os.Exit(2)
 	}
-	roots := os.Args[2:]
 	for _, root := range roots {
 		if !filepath.IsAbs(root) || filepath.Clean(root) != root || !exists(filepath.Join(root, "cgroup.procs")) {
 			fmt.Fprintf(os.Stderr, "unum task reaper: %q is not a cgroup directory\n", root)
 			os.Exit(2)
 		}
 	}
-	watch(os.Stdin, roots[0], time.Now)
+	died := watch(os.Stdin, roots[0], time.Now)
 	err := Kill(roots[0], 10*time.Second)
 	for _, root := range roots {
 		err = errors.Join(err, RemoveTree(root, 5*time.Second))
+	}
+	// Only once no task is left: while one may be, its programs must keep
+	// enforcing.
+	if err == nil && died && pinDir != "" {
+		err = RemovePins(pinDir)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "unum task reaper: %v\n", err)
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// RemovePins takes down the programs pinned under pinDir (links detached
+// first, then the pins). A missing pinDir is not an error; one that is not
+// on a BPF file system is refused, so that a wrong argument cannot make
+// the reaper delete some other directory.
+func RemovePins(pinDir string) error {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(pinDir, &fs); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("remove the node's BPF pins %s: %w", pinDir, err)
+	}
+	if fs.Type != unix.BPF_FS_MAGIC {
+		return fmt.Errorf("remove the node's BPF pins: %s is not on a BPF file system", pinDir)
+	}
+	if err := kernel.Remove(pinDir); err != nil {
+		return fmt.Errorf("remove the node's BPF pins: %w", err)
+	}
+	return nil
 }
 
 // KeepaliveEvery is how often the node writes a keepalive.
@@ -94,8 +148,9 @@ func Stop() []byte { return []byte("stop\n") }
 // programs are pinned), and a node restarted meanwhile takes over (it
 // kills this reaper first). A node that never sent a keepalive is gone at
 // once. Meanwhile, whenever no keepalive arrives for the deadline the last
-// one named, it kills the tasks under root and keeps watching.
-func watch(in io.Reader, root string, now func() time.Time) {
+// one named, it kills the tasks under root and keeps watching. It reports
+// whether the node died (in ended without Stop).
+func watch(in io.Reader, root string, now func() time.Time) (died bool) {
 	const stop = -1
 	deadlines := make(chan time.Duration)
 	go func() {
@@ -116,7 +171,6 @@ func watch(in io.Reader, root string, now func() time.Time) {
 	}()
 	var stall <-chan time.Time
 	var timer *time.Timer
-	died := false
 	for {
 		select {
 		case d, ok := <-deadlines:
@@ -124,13 +178,13 @@ func watch(in io.Reader, root string, now func() time.Time) {
 			case !ok && (timer == nil || stall == nil):
 				// Died with no keepalive pending (none ever, or the
 				// tasks were already killed for a stall).
-				return
+				return true
 			case !ok:
 				died, deadlines = true, nil
 				fmt.Fprintf(os.Stderr, "unum task reaper: the node died (%s): its tasks stay until its fencing deadline\n", now().UTC().Format(time.RFC3339))
 				continue
 			case d == stop:
-				return
+				return false
 			}
 			if timer != nil {
 				timer.Stop()
@@ -141,7 +195,7 @@ func watch(in io.Reader, root string, now func() time.Time) {
 			stall = nil
 			if died {
 				fmt.Fprintf(os.Stderr, "unum task reaper: the dead node's fencing deadline passed (%s): killing its tasks\n", now().UTC().Format(time.RFC3339))
-				return
+				return true
 			}
 			fmt.Fprintf(os.Stderr, "unum task reaper: the node sent no keepalive within its fencing deadline (%s): killing its tasks\n", now().UTC().Format(time.RFC3339))
 			if err := Kill(root, 10*time.Second); err != nil {

@@ -11,7 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/unumos/unum/enforcement/kernel"
+	"github.com/unumos/unum/threatmodel"
 )
 
 func TestMain(m *testing.M) {
@@ -76,15 +81,15 @@ func startTasks(t *testing.T, name string) (string, []int) {
 	return root, pids
 }
 
-// startReaper runs the reaper (this test binary re-executed) on root and
-// returns the write end of its keepalive pipe.
-func startReaper(t *testing.T, root string) (*exec.Cmd, *os.File) {
+// startReaper runs the reaper (this test binary re-executed) on root, and
+// the further arguments, and returns the write end of its keepalive pipe.
+func startReaper(t *testing.T, root string, more ...string) (*exec.Cmd, *os.File) {
 	t.Helper()
 	self, err := os.Executable()
 	require.NoError(t, err)
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
-	reaper := exec.Command(self, Arg, root)
+	reaper := exec.Command(self, append([]string{Arg, root}, more...)...)
 	reaper.Stdin = r
 	require.NoError(t, reaper.Start())
 	r.Close()
@@ -152,6 +157,86 @@ func TestReaperKillsTasksWhenTheNodeDies(t *testing.T) {
 		w.Close()
 		require.NoError(t, reaper.Wait(), "the reaper waited for the deadline after a clean stop")
 		requireDead(t, pids)
+	})
+}
+
+// pinSyscallAudit pins, as a node does, the enforcement programs with the
+// syscall audit layer (a raw_tracepoint/sys_exit link) on root under a
+// fresh pin dir, and lets go of its handles as a dying node does: the
+// pins stay. It returns the pin dir and the sys_exit link's id.
+func pinSyscallAudit(t *testing.T, root string) (string, link.ID) {
+	t.Helper()
+	if c := kernel.Probe(); !c.CgroupBPF {
+		t.Skipf("kernel lacks cgroup BPF: %s", c.Reason)
+	} else if !c.SyscallAudit {
+		t.Skip(threatmodel.KernelLacks("bpf-syscall-audit") + c.SyscallReason)
+	}
+	pinDir := filepath.Join("/sys/fs/bpf", filepath.Base(root))
+	t.Cleanup(func() { _ = kernel.Remove(pinDir) })
+	e, err := kernel.Open(t.Context(), kernel.Config{PinDir: pinDir, Cgroup: root, Syscalls: []uint32{unix.SYS_PTRACE}})
+	require.NoError(t, err)
+	require.NoError(t, e.Close())
+	l, err := link.LoadPinnedLink(filepath.Join(pinDir, "links", "syscall_exit"), nil)
+	require.NoError(t, err, "the syscall audit link is pinned")
+	defer l.Close()
+	info, err := l.Info()
+	require.NoError(t, err)
+	return pinDir, info.ID
+}
+
+// requireLinkGone fails unless the kernel no longer holds link id: its
+// pin gone is not enough, the program must be detached.
+func requireLinkGone(t *testing.T, id link.ID) {
+	t.Helper()
+	l, err := link.NewFromID(id)
+	if err == nil {
+		l.Close()
+	}
+	require.ErrorIs(t, err, os.ErrNotExist, "the sys_exit link is still attached")
+}
+
+// TestReaperRemovesTheDeadNodesPins: a node that dies without a clean
+// stop leaves its BPF programs pinned, the syscall audit layer's sys_exit
+// link among them (it slows every system call on the machine); once the
+// reaper killed the tasks and removed the roots at the fencing deadline,
+// it detaches them and removes the pin dir. Until then they stay (the
+// tasks still run, enforced). After a clean stop the reaper leaves them to
+// the node, which removes them itself.
+func TestReaperRemovesTheDeadNodesPins(t *testing.T) {
+	t.Run("after the deadline", func(t *testing.T) {
+		root, pids := startTasks(t, "pins")
+		pinDir, id := pinSyscallAudit(t, root)
+		reaper, w := startReaper(t, root, PinsFlag+pinDir)
+		_, err := w.Write(Keepalive(time.Second))
+		require.NoError(t, err)
+		w.Close() // the node dies
+		time.Sleep(300 * time.Millisecond)
+		requireAlive(t, pids, "a task died before its dead node's fencing deadline")
+		require.DirExists(t, pinDir, "the pins went while the tasks ran")
+		require.NoError(t, reaper.Wait())
+		requireDead(t, pids)
+		require.NoFileExists(t, filepath.Join(root, "cgroup.procs"), "the reaper removes the task root")
+		require.NoDirExists(t, pinDir, "the reaper removes the dead node's pins")
+		requireLinkGone(t, id)
+	})
+	t.Run("clean stop", func(t *testing.T) {
+		root, _ := startTasks(t, "pins-stop")
+		pinDir, _ := pinSyscallAudit(t, root)
+		reaper, w := startReaper(t, root, PinsFlag+pinDir)
+		_, err := w.Write(Stop())
+		require.NoError(t, err)
+		w.Close()
+		require.NoError(t, reaper.Wait())
+		require.DirExists(t, pinDir, "after a clean stop the pins are the node's to remove")
+	})
+	t.Run("not a pin dir", func(t *testing.T) {
+		root, pids := startTasks(t, "pins-wrong")
+		keep := t.TempDir()
+		reaper, w := startReaper(t, root, PinsFlag+keep)
+		w.Close()
+		require.Error(t, reaper.Wait(), "the reaper removed what is not on a BPF file system")
+		requireDead(t, pids)
+		require.DirExists(t, keep)
 	})
 }
 
