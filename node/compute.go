@@ -25,6 +25,7 @@ import (
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/audit"
 	"github.com/unumos/unum/enforcement"
+	"github.com/unumos/unum/enforcement/kernel"
 	"github.com/unumos/unum/identity/agent"
 	"github.com/unumos/unum/identity/selector"
 	"github.com/unumos/unum/scheduler/cgroup"
@@ -110,10 +111,20 @@ func (n *node) startCompute() (_ *compute, err error) {
 			// executor will ever use the roots.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if _, serr := mgr.Sweep(ctx); serr != nil {
+			_, serr := mgr.Sweep(ctx)
+			if serr != nil {
 				n.log.Error("kill an earlier run's tasks", "err", serr)
 			}
-			_ = mgr.RemoveRoots()
+			// Once no task is left, nothing is left to enforce on or to
+			// audit: the pins (this run's or an earlier one's) go, or the
+			// syscall audit layer's sys_exit link would slow every system
+			// call until a later start swept it. The reaper was stopped
+			// above and no other run of this node holds them.
+			if rerr := mgr.RemoveRoots(); serr == nil && rerr == nil {
+				if perr := kernel.Remove(filepath.Join(bpfPinRoot, cgroupName(n.cfg.Name, n.l.Dir))); perr != nil {
+					n.log.Warn("remove BPF pins", "err", perr)
+				}
+			}
 		}
 	}()
 	self, err := os.Executable()
