@@ -193,6 +193,12 @@ func Open(ctx context.Context, cfg Config) (_ *Enforcer, err error) {
 	e := &Enforcer{log: log, cfg: cfg, cgroupID: cgID, links: map[string]link.Link{}}
 	defer func() {
 		if err != nil {
+			// Nobody reads the events of a failed Open (the node runs
+			// degraded), and an earlier run's raw_tracepoint/sys_exit
+			// link left pinned would slow every system call on the
+			// machine: it goes. The network and LSM pins stay: they
+			// enforce (deny) while the node cannot.
+			err = errors.Join(err, e.removeSyscallAudit())
 			e.Close()
 		}
 	}()

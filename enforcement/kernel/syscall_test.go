@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
@@ -135,6 +136,43 @@ func TestSyscallAuditWithTheShimsList(t *testing.T) {
 	require.Equal(t, "not asked for", st.SyscallReason)
 	_, err = os.Stat(filepath.Join(linksDir(f.pinDir), syscallLink))
 	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestFailedOpenLetsGoOfTheSyscallLink: an Open that fails past the
+// refusals (here the watched set does not fit its map) leaves no
+// raw_tracepoint/sys_exit link an earlier run pinned: the node runs
+// degraded and reads no events, and the link would slow every system
+// call on the machine.
+func TestFailedOpenLetsGoOfTheSyscallLink(t *testing.T) {
+	requireSyscallAudit(t)
+	f := newFixture(t)
+	openWithSyscalls(t, f, []uint32{unix.SYS_PTRACE})
+	pin := filepath.Join(linksDir(f.pinDir), syscallLink)
+	l, err := link.LoadPinnedLink(pin, nil)
+	require.NoError(t, err)
+	info, err := l.Info()
+	require.NoError(t, err)
+	l.Close()
+	require.NoError(t, f.e.Close())
+
+	tooMany := make([]uint32, 513) // the map holds 512
+	for i := range tooMany {
+		tooMany[i] = uint32(i)
+	}
+	_, err = Open(t.Context(), Config{PinDir: f.pinDir, Cgroup: f.taskRoot, Syscalls: tooMany})
+	require.ErrorContains(t, err, "audit syscall")
+	require.NoFileExists(t, pin)
+	gone, err := link.NewFromID(info.ID)
+	if err == nil {
+		gone.Close()
+	}
+	require.ErrorIs(t, err, os.ErrNotExist, "the sys_exit link is still attached")
+	// The next Open starts from scratch.
+	e, err := Open(t.Context(), Config{PinDir: f.pinDir, Cgroup: f.taskRoot, Syscalls: []uint32{unix.SYS_PTRACE}})
+	require.NoError(t, err)
+	t.Cleanup(func() { e.Close() })
+	f.e = e
+	require.FileExists(t, pin)
 }
 
 // TestRegsOffsetsMatchKernelBTF: the pt_regs offsets the sys_exit program
