@@ -1,7 +1,9 @@
 package node
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,4 +117,14 @@ func TestSyscallDenials(t *testing.T) {
 	require.Len(t, got, 1)
 	require.Equal(t, "ptrace", got[0].key.syscall)
 	require.Equal(t, 1, got[0].count)
+
+	// Only a task's process ran under the filter its shim installed: an
+	// EPERM from one outside every task (it bypassed the shim) may be a
+	// capability check's or the BPF LSM's, and its record says so.
+	require.Equal(t, []string{"refused by the task's seccomp filter"}, denialReasons(ptrace))
+	stray := ptrace
+	stray.key.task, stray.identity, stray.spiffe = fmt.Sprintf("%s%d", outsideTaskPrefix, 4242), 0, ""
+	reasons := denialReasons(stray)
+	require.Equal(t, []string{"EPERM on ptrace under the task root, outside any task: the refusal may not be seccomp's"}, reasons)
+	require.NotContains(t, strings.Join(reasons, " "), "refused by the task's seccomp filter")
 }

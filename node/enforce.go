@@ -564,7 +564,7 @@ func (e *enforcer) readEvents(ctx context.Context) error {
 		if key.task == "" {
 			// Not a cgroup of this run: queued while no agent ran, or a
 			// process that bypassed the executor.
-			key.task = fmt.Sprintf("cgroup:%d", ev.CgroupID)
+			key.task = fmt.Sprintf("%s%d", outsideTaskPrefix, ev.CgroupID)
 		}
 		// The identity is what the kernel judged with, by number (the
 		// binding may be gone by now).
@@ -672,18 +672,7 @@ func (e *enforcer) record(d denial) {
 		det.Destination = netip.AddrPortFrom(d.key.addr, d.key.port).String()
 		resource = "net/-/" + det.Destination
 	}
-	outcome, reasons := audit.Deny, []string{"not in the identity's allow list"}
-	switch {
-	case d.key.hook == enforcement.HookSyscall:
-		reasons = []string{"refused by the task's seccomp filter"}
-	case d.identity == 0:
-		reasons = []string{"the process's cgroup has no identity: everything is denied"}
-	case d.key.hook == enforcement.HookSockCreate:
-		reasons = []string{"tasks may open only TCP and UDP sockets"}
-	}
-	if d.key.overflow {
-		reasons = append(reasons, "more destinations than the node tracks at once: counted together")
-	}
+	outcome, reasons := audit.Deny, denialReasons(d)
 	if d.key.auditOnly {
 		outcome, reasons = audit.Allow, append([]string{"audit-only: would have been denied"}, reasons...)
 	}
@@ -694,6 +683,36 @@ func (e *enforcer) record(d denial) {
 	if err := n.audit.Record(ctx, &ev); err != nil {
 		n.log.Error("audit record failed", "action", ev.Action, "err", err)
 	}
+}
+
+// outsideTaskPrefix begins the task of a denial whose cgroup is none of
+// this run's tasks (then "cgroup:" and its id).
+const outsideTaskPrefix = "cgroup:"
+
+// denialReasons says why d was denied, in the words of its record.
+func denialReasons(d denial) []string {
+	var reasons []string
+	switch {
+	case d.key.hook == enforcement.HookSyscall && strings.HasPrefix(d.key.task, outsideTaskPrefix):
+		// No shim of this run started the process (it bypassed the
+		// executor, or its task is gone): it may have no filter, and the
+		// EPERM may be a capability check's or the BPF LSM's.
+		reasons = []string{"EPERM on " + d.key.syscall + " under the task root, outside any task: the refusal may not be seccomp's"}
+	case d.key.hook == enforcement.HookSyscall:
+		// The task's shim installed the filter, which refuses exactly
+		// this call with this errno.
+		reasons = []string{"refused by the task's seccomp filter"}
+	case d.identity == 0:
+		reasons = []string{"the process's cgroup has no identity: everything is denied"}
+	case d.key.hook == enforcement.HookSockCreate:
+		reasons = []string{"tasks may open only TCP and UDP sockets"}
+	default:
+		reasons = []string{"not in the identity's allow list"}
+	}
+	if d.key.overflow {
+		reasons = append(reasons, "more destinations than the node tracks at once: counted together")
+	}
+	return reasons
 }
 
 // close releases the node's handles; the pinned programs keep enforcing,
