@@ -66,7 +66,10 @@ type enforcer struct {
 	// the syscall audit layer's events, and names the call (nil: no
 	// filter on this architecture, the layer is not loaded).
 	model *shim.FilterModel
-	queue chan denial
+	// modelErr is why the filter model could not be built (then the
+	// syscall audit layer is not loaded, and the reason says why).
+	modelErr string
+	queue    chan denial
 	// modeChanged asks recordLoop to record the mode (it may block on the
 	// audit log, which applySync must not).
 	modeChanged chan struct{}
@@ -164,6 +167,11 @@ func (n *node) startEnforcement(c *compute) *enforcer {
 			// watches exactly the calls the shim's list refuses.
 			if m, err := shim.NewFilterModel(); err == nil {
 				e.model, syscalls = m, m.Audited()
+			} else {
+				// The filter runs, but without its model the layer could
+				// not tell its refusals from other EPERMs: not loaded.
+				e.modelErr = err.Error()
+				n.log.Error("the seccomp filter model: the syscall audit layer is not loaded", "err", err)
 			}
 		}
 		k, err := openKernel(n, kernel.Config{
@@ -240,6 +248,8 @@ func (e *enforcer) adopt() error {
 	switch {
 	case e.syscallAuditOff:
 		why = append(why, "bpf-syscall-audit off (unum node --syscall-audit=false): seccomp refusals are not recorded")
+	case e.modelErr != "":
+		why = append(why, "bpf-syscall-audit not loaded (seccomp refusals are not recorded): the seccomp filter model: "+e.modelErr)
 	case st.SyscallReason != "" && e.model != nil:
 		why = append(why, "bpf-syscall-audit not active (seccomp refusals are not recorded): "+st.SyscallReason)
 	}
