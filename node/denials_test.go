@@ -98,7 +98,7 @@ func TestSyscallDenials(t *testing.T) {
 		{"clone3 (ENOSYS, not EPERM)", unix.SYS_CLONE3, 0, 0, unix.EPERM, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			name, _, ok := e.refusedBySeccomp(kernel.Event{Hook: enforcement.HookSyscall, Syscall: tc.nr,
+			name, ok := e.refusedBySeccomp(kernel.Event{Hook: enforcement.HookSyscall, Syscall: tc.nr,
 				Args: [2]uint64{tc.arg0, tc.arg1}, Errno: tc.errno})
 			require.Equal(t, tc.want != "", ok)
 			require.Equal(t, tc.want, name)

@@ -564,12 +564,11 @@ func (e *enforcer) readEvents(ctx context.Context) error {
 			// EPERM in the subtree; only the filter's refusals are
 			// recorded as such (a socket refused by the sock_create hook
 			// is that hook's event already).
-			name, errno, ok := e.refusedBySeccomp(ev)
+			name, ok := e.refusedBySeccomp(ev)
 			if !ok {
 				return
 			}
 			key.syscall = name
-			ev.Errno = errno
 		}
 		if key.task == "" {
 			// Not a cgroup of this run: queued while no agent ran, or a
@@ -589,15 +588,15 @@ func (e *enforcer) readEvents(ctx context.Context) error {
 
 // refusedBySeccomp says whether the task filter refuses the reported call
 // with the errno the task got, and names it.
-func (e *enforcer) refusedBySeccomp(ev kernel.Event) (string, unix.Errno, bool) {
+func (e *enforcer) refusedBySeccomp(ev kernel.Event) (string, bool) {
 	if e.model == nil {
-		return "", 0, false
+		return "", false
 	}
 	name, errno, ok := e.model.Refused(ev.Syscall, ev.Args[0], ev.Args[1])
 	if !ok || errno != ev.Errno {
-		return "", 0, false
+		return "", false
 	}
-	return name, errno, true
+	return name, true
 }
 
 func (e *enforcer) enqueueLocked(d denial) {

@@ -2,7 +2,8 @@ package kernel
 
 // Where the sys_exit program reads a call's number and first two
 // arguments in struct pt_regs (arch/x86/include/asm/ptrace.h): orig_ax,
-// di, si. regs_test.go checks them against the running kernel's BTF.
+// di, si. TestRegsOffsetsMatchKernelBTF (syscall_test.go) checks them
+// against the running kernel's BTF.
 const (
 	regsNr   = 120
 	regsArg0 = 112

@@ -3,7 +3,8 @@ package kernel
 // Where the sys_exit program reads a call's number and first two
 // arguments in struct pt_regs (arch/arm64/include/asm/ptrace.h):
 // syscallno, orig_x0 (x0 holds the return value at exit), regs[1].
-// regs_test.go checks them against the running kernel's BTF.
+// TestRegsOffsetsMatchKernelBTF (syscall_test.go) checks them against the
+// running kernel's BTF.
 const (
 	regsNr   = 280
 	regsArg0 = 272
