@@ -107,8 +107,11 @@ static __always_inline void emit(__u64 cg, __u32 identity, __u8 hook, __u32 prot
 	if (!e) {
 		__u32 zero = 0;
 		__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
+		// Atomic although per-CPU: a program runs with migration, not
+		// preemption, disabled, so another program on this CPU may run
+		// between a load and a store and its count would be lost.
 		if (n)
-			*n += 1;
+			__sync_fetch_and_add(n, 1);
 		return;
 	}
 	e->cgroup_id = cg;

@@ -101,8 +101,11 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	if (!e) {
 		__u32 zero = 0;
 		__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
+		// Atomic although per-CPU: a program runs with migration, not
+		// preemption, disabled, so another program on this CPU may run
+		// between a load and a store and its count would be lost.
 		if (n)
-			*n += 1;
+			__sync_fetch_and_add(n, 1);
 		return 0;
 	}
 	struct binding *b = bpf_map_lookup_elem(&cgroups, &cg);
