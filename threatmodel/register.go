@@ -2240,7 +2240,9 @@ func Register() []Threat {
 				"that refuses the program keeps every other layer, and the node reports the missing layer with the reason; the " +
 				"refusal itself is seccomp's either way. Not recorded: clone3's ENOSYS (the C library's fallback path for every " +
 				"thread; clone with namespace flags is recorded) and calls through another architecture's entry (the filter kills " +
-				"the process). Every system call on the machine pays for the program (docs/BENCHMARKS.md); an operator may turn " +
+				"the process). Every system call on the machine pays for the program (docs/BENCHMARKS.md), so no node leaves it " +
+				"behind: a clean stop removes it, a dead node's reaper removes its pins once its tasks are gone, a failed start " +
+				"or a failed Open lets go of it; an operator may turn " +
 				"the layer off per node (unum node --syscall-audit=false), and the node then says so in its enforcement reason.",
 			Status: Mitigated,
 			Tests: []string{"enforcement/kernel.TestSyscallAuditRecordsSeccompRefusals", "enforcement/kernel.TestSyscallAuditWithTheShimsList",
@@ -2249,14 +2251,15 @@ func Register() []Threat {
 				"cmd/unum.TestTaskAttacks/ptrace_of_PID_1_and_of_its_own_child_is_refused_and_audited",
 				"cmd/unum.TestTaskAttacks/bpf_is_refused_and_audited", "cmd/unum.TestTaskAttacks/mount_is_refused_and_audited",
 				"cmd/unum.TestTaskAttacks/a_user_namespace_is_refused_and_audited", "scheduler/executor.TestAttackEscapeSyscalls",
-				"node.TestSyscallAuditCanBeTurnedOff"},
+				"node.TestSyscallAuditCanBeTurnedOff", "scheduler/executor/reaper.TestReaperRemovesTheDeadNodesPins", "enforcement/kernel.TestFailedOpenLetsGoOfTheSyscallLink"},
 			Kernel: &KernelDependency{
 				Feature: "bpf-syscall-audit",
 				Tests: []string{"enforcement/kernel.TestSyscallAuditRecordsSeccompRefusals", "enforcement/kernel.TestSyscallAuditWithTheShimsList",
 					"enforcement/kernel.TestRegsOffsetsMatchKernelBTF",
 					"cmd/unum.TestTaskAttacks/ptrace_of_PID_1_and_of_its_own_child_is_refused_and_audited",
 					"cmd/unum.TestTaskAttacks/bpf_is_refused_and_audited", "cmd/unum.TestTaskAttacks/mount_is_refused_and_audited",
-					"cmd/unum.TestTaskAttacks/a_user_namespace_is_refused_and_audited", "node.TestSyscallAuditCanBeTurnedOff"},
+					"cmd/unum.TestTaskAttacks/a_user_namespace_is_refused_and_audited", "node.TestSyscallAuditCanBeTurnedOff",
+					"scheduler/executor/reaper.TestReaperRemovesTheDeadNodesPins", "enforcement/kernel.TestFailedOpenLetsGoOfTheSyscallLink"},
 				Fallback: []string{"scheduler/executor.TestAttackEscapeSyscalls"},
 			},
 		},
