@@ -199,7 +199,10 @@ func compare(name string, of, over Result, limit float64) Comparison {
 		P50: ratio(of.P50us, over.P50us), P99: ratio(of.P99us, over.P99us),
 		PerOp: ratio(over.OpsPerSec, of.OpsPerSec),
 	}
-	met := c.P50 > 0 && c.PerOp > 0 && c.P50 <= limit && c.PerOp <= limit
+	// Judged on the unrounded ratios, and only when both were measured:
+	// a ratio that rounds to 0.00 (unum far faster) is met, not missing.
+	measured := over.P50us > 0 && of.P50us > 0 && of.OpsPerSec > 0 && over.OpsPerSec > 0
+	met := measured && of.P50us/over.P50us <= limit && over.OpsPerSec/of.OpsPerSec <= limit
 	c.Target = fmt.Sprintf("<= %.1fx (p50, time/op)", limit)
 	c.Met = &met
 	return c

@@ -51,7 +51,8 @@ func TestRunAuthz(t *testing.T) {
 	require.InDelta(t, unum.P50us/raw.P50us, c.P50, 0.006)
 	require.InDelta(t, raw.OpsPerSec/unum.OpsPerSec, c.PerOp, 0.006)
 	require.NotNil(t, c.Met)
-	require.Equal(t, c.P50 <= 1.2 && c.PerOp <= 1.2, *c.Met)
+	require.Equal(t, unum.P50us/raw.P50us <= 1.2 && raw.OpsPerSec/unum.OpsPerSec <= 1.2, *c.Met,
+		"met is judged on the unrounded ratios (p50 %v, time/op %v)", unum.P50us/raw.P50us, raw.OpsPerSec/unum.OpsPerSec)
 
 	t.Run("table", func(t *testing.T) {
 		var b bytes.Buffer
@@ -96,6 +97,8 @@ func TestCompare(t *testing.T) {
 		{"throughput over", Result{Name: "b", P50us: 110, P99us: 300, OpsPerSec: 1250}, 1, 1.25, false},
 		{"faster than the reference", Result{Name: "b", P50us: 200, P99us: 600, OpsPerSec: 500}, 0.55, 0.5, true},
 		{"nothing to compare", Result{Name: "b"}, 0, 0, false},
+		{"so much faster the ratio rounds to 0", Result{Name: "b", P50us: 100000, P99us: 300000, OpsPerSec: 1}, 0, 0, true},
+		{"rounds to the limit but is over it", Result{Name: "b", P50us: 91.6, P99us: 300, OpsPerSec: 1000}, 1.2, 1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := compare("x", of, tc.over, 1.2)
