@@ -412,21 +412,7 @@ func (d *dev) waitReady(ctx context.Context, n NodeState, p *spawn.Proc) error {
 			last = err.Error()
 			continue
 		}
-		ready := false
-		for _, x := range st.GetNodes() {
-			if x.GetName() == n.Name && x.GetReady() {
-				ready = true
-			}
-		}
-		if ready && n.Control {
-			ready = false
-			for _, m := range st.GetEtcdMembers() {
-				if m.GetName() == n.Name && !m.GetLearner() {
-					ready = true
-				}
-			}
-		}
-		if ready {
+		if NodeReady(st, n.Name, n.Control) {
 			return nil
 		}
 		last = "waiting for " + n.Name + " to report ready"
@@ -528,4 +514,25 @@ func (d *dev) stopAll() {
 			<-p.Done()
 		}
 	}
+}
+
+// NodeReady reports whether a cluster status shows node name ready and,
+// for a control node, a voting etcd member (a learner cannot yet keep a
+// quorum). The fault cluster waits on the same answer.
+func NodeReady(st *unumv1.StatusResponse, name string, control bool) bool {
+	ready := false
+	for _, x := range st.GetNodes() {
+		if x.GetName() == name && x.GetReady() {
+			ready = true
+		}
+	}
+	if !ready || !control {
+		return ready
+	}
+	for _, m := range st.GetEtcdMembers() {
+		if m.GetName() == name && !m.GetLearner() {
+			return true
+		}
+	}
+	return false
 }

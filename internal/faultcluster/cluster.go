@@ -21,6 +21,7 @@ import (
 
 	unumv1 "github.com/unumos/unum/api/unum/v1"
 	"github.com/unumos/unum/internal/clientconfig"
+	"github.com/unumos/unum/internal/devcluster"
 	"github.com/unumos/unum/internal/rpc"
 	"github.com/unumos/unum/internal/spawn"
 	"github.com/unumos/unum/node"
@@ -458,21 +459,7 @@ func (c *Cluster) WaitReady(n *Node) error {
 			last = err.Error()
 			continue
 		}
-		ready := false
-		for _, x := range st.GetNodes() {
-			if x.GetName() == n.Name && x.GetReady() {
-				ready = true
-			}
-		}
-		if ready && n.Control {
-			ready = false
-			for _, m := range st.GetEtcdMembers() {
-				if m.GetName() == n.Name && !m.GetLearner() {
-					ready = true
-				}
-			}
-		}
-		if ready {
+		if devcluster.NodeReady(st, n.Name, n.Control) {
 			return nil
 		}
 		last = "not reported ready"
