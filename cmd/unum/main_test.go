@@ -186,7 +186,13 @@ func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	waitGoneWithin(t, pid, 20*time.Second)
+}
+
+// waitGoneWithin waits for pid to exit, failing the test after limit.
+func waitGoneWithin(t *testing.T, pid int, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for alive(pid) {
 		// A zombie still answers kill(0): check its state.
 		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(st), ") Z ") {

@@ -34,7 +34,13 @@ func TestNodeRemoveControl(t *testing.T) {
 
 	// The removed node learns it (its etcd member is gone, its identity
 	// revoked) and stops.
-	waitGone(t, pid)
+	// It usually exits within about 2 s; a removed control node learns it
+	// from whichever control node answers its heartbeat (its own has lost
+	// its etcd membership and cannot), so on 2 busy cores it once took
+	// longer than 20 s in CI: the bound is a liveness bound, not a target.
+	removed := time.Now()
+	waitGoneWithin(t, pid, time.Minute)
+	t.Logf("node-3 exited %s after node rm returned", time.Since(removed).Round(time.Millisecond))
 
 	var st statusJSON
 	deadline := time.Now().Add(30 * time.Second)
