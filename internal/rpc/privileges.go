@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -74,15 +73,10 @@ func BoundProbes(b *policy.Bundle, td spiffeid.TrustDomain) ([]Probe, error) {
 // grant limited to one namespace or resource shows only where it names
 // the default namespace. The result is sorted by action.
 func PrivilegedActions(ctx context.Context, eng *policy.Engine, probes []Probe) ([]threatmodel.PrivilegedAction, error) {
-	methods := make([]string, 0, len(routes))
-	for m := range routes {
-		methods = append(methods, m)
-	}
-	sort.Strings(methods)
-	byAction := map[string]*threatmodel.PrivilegedAction{}
 	privileged := map[string]bool{}
+	allowed := map[string]map[int]bool{} // action -> indexes of the probes it allows
 	ask := func(action string, r route) error {
-		for _, p := range probes {
+		for i, p := range probes {
 			caller := identity.Classify(p.ID)
 			subj := SubjectOf(caller, nil)
 			if p.Role != "" {
@@ -99,22 +93,15 @@ func PrivilegedActions(ctx context.Context, eng *policy.Engine, probes []Probe) 
 			if err != nil {
 				return fmt.Errorf("privileged actions: evaluating %s for %s: %w", action, p.Label, err)
 			}
-			if res.Privileged {
-				privileged[action] = true
+			privileged[action] = privileged[action] || res.Privileged
+			if allowed[action] == nil {
+				allowed[action] = map[int]bool{}
 			}
-			a := byAction[action]
-			if a == nil {
-				a = &threatmodel.PrivilegedAction{Action: action, Fixed: policy.MinimumPrivileged(action), GrantedTo: []string{}}
-				byAction[action] = a
-			}
-			if res.Allow && !slices.Contains(a.GrantedTo, p.Label) {
-				a.GrantedTo = append(a.GrantedTo, p.Label)
-			}
+			allowed[action][i] = allowed[action][i] || res.Allow
 		}
 		return nil
 	}
-	for _, m := range methods {
-		r := routes[m]
+	for m, r := range routes {
 		if err := ask(r.action, r); err != nil {
 			return nil, err
 		}
@@ -125,13 +112,17 @@ func PrivilegedActions(ctx context.Context, eng *policy.Engine, probes []Probe) 
 		}
 	}
 	out := make([]threatmodel.PrivilegedAction, 0, len(privileged))
-	for action := range privileged {
-		a := *byAction[action]
-		// Probes keep the caller's order (StandardProbes first).
-		order := func(label string) int {
-			return slices.IndexFunc(probes, func(p Probe) bool { return p.Label == label })
+	for action, priv := range privileged {
+		if !priv {
+			continue
 		}
-		slices.SortStableFunc(a.GrantedTo, func(x, y string) int { return order(x) - order(y) })
+		// Granted to the probes in the caller's order (StandardProbes first).
+		a := threatmodel.PrivilegedAction{Action: action, Fixed: policy.MinimumPrivileged(action), GrantedTo: []string{}}
+		for i, p := range probes {
+			if allowed[action][i] {
+				a.GrantedTo = append(a.GrantedTo, p.Label)
+			}
+		}
 		out = append(out, a)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Action < out[j].Action })
